@@ -1,0 +1,255 @@
+//! Opening connections: TCP with a non-blocking connect bounded by a timeout
+//! (socket2), the source address bound per address family, and UNIX-domain
+//! sockets for LMTP. Knows nothing of SMTP.
+//!
+//! Errors ([`ConnectError`]) carry Postfix's DSN: 4.4.1 for a failed connect,
+//! 4.4.0 when `bind_address_enforce` is set and binding the source address
+//! failed, 4.3.5 for a UNIX path that does not fit.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::dsn::Dsn;
+use crate::transport::{Transport, strerror};
+
+/// Where to connect.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Source-address and timeout settings for new connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Zero: no timeout of our own (the OS's).
+    pub timeout: Duration,
+    pub bind_address: Option<Ipv4Addr>,
+    pub bind_address6: Option<Ipv6Addr>,
+    pub bind_address_enforce: bool,
+}
+
+/// A connected stream of either kind.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl Transport for Stream {
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_timeout(timeout),
+            Stream::Unix(s) => s.set_timeout(timeout),
+        }
+    }
+}
+
+/// Opens connections; a trait so the delivery loop can be tested with fakes.
+pub trait Connector: Send + Sync {
+    /// `display` is `host[addr]` for diagnostics.
+    fn connect(
+        &self,
+        endpoint: &Endpoint,
+        display: &str,
+        options: &ConnectOptions,
+    ) -> Result<Box<dyn Transport>, Dsn>;
+}
+
+/// The real connector: TCP and UNIX-domain sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketConnector;
+
+impl Connector for SocketConnector {
+    fn connect(
+        &self,
+        endpoint: &Endpoint,
+        display: &str,
+        options: &ConnectOptions,
+    ) -> Result<Box<dyn Transport>, Dsn> {
+        let stream = match endpoint {
+            Endpoint::Inet(addr) => Stream::Tcp(connect_tcp(*addr, options, display)?),
+            Endpoint::Unix(path) => Stream::Unix(connect_unix(path, options.timeout, display)?),
+        };
+        Ok(Box::new(stream))
+    }
+}
+
+fn bind_source(socket: &Socket, addr: SocketAddr, options: &ConnectOptions) -> Result<(), Dsn> {
+    let source: Option<IpAddr> = match addr {
+        SocketAddr::V4(_) => options.bind_address.map(IpAddr::V4),
+        SocketAddr::V6(_) => options.bind_address6.map(IpAddr::V6),
+    };
+    let Some(source) = source else { return Ok(()) };
+    if let Err(e) = socket.bind(&SockAddr::from(SocketAddr::new(source, 0))) {
+        log::warn!("smtp_connect_addr: bind {source}: {}", strerror(&e));
+        if options.bind_address_enforce {
+            return Err(Dsn::simple("4.4.0", "server configuration error"));
+        }
+    }
+    Ok(())
+}
+
+/// TCP connect with timeout and per-family source binding.
+pub fn connect_tcp(
+    addr: SocketAddr,
+    options: &ConnectOptions,
+    display: &str,
+) -> Result<TcpStream, Dsn> {
+    let fail = |e: &io::Error| {
+        Dsn::simple(
+            "4.4.1",
+            format!("connect to {display}:{}: {}", addr.port(), strerror(e)),
+        )
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| fail(&e))?;
+    bind_source(&socket, addr, options)?;
+    let target = SockAddr::from(addr);
+    let result = if options.timeout.is_zero() {
+        socket.connect(&target)
+    } else {
+        socket.connect_timeout(&target, options.timeout)
+    };
+    result.map_err(|e| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
+            Dsn::simple(
+                "4.4.1",
+                format!("connect to {display}:{}: Connection timed out", addr.port()),
+            )
+        } else {
+            fail(&e)
+        }
+    })?;
+    // Commands go out in whole batches; Nagle would only add latency.
+    let _ = socket.set_tcp_nodelay(true);
+    Ok(socket.into())
+}
+
+/// UNIX-domain connect (LMTP).
+pub fn connect_unix(path: &Path, timeout: Duration, display: &str) -> Result<UnixStream, Dsn> {
+    let fail =
+        |e: &io::Error| Dsn::simple("4.4.1", format!("connect to {display}: {}", strerror(e)));
+    let target = SockAddr::unix(path).map_err(|_| {
+        log::warn!("unix-domain name too long: {}", path.display());
+        Dsn::simple("4.3.5", "Server configuration error")
+    })?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| fail(&e))?;
+    let result = if timeout.is_zero() {
+        socket.connect(&target)
+    } else {
+        socket.connect_timeout(&target, timeout)
+    };
+    result.map_err(|e| fail(&e))?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn refused_connect_reports_postfix_text() {
+        // Bind then drop a listener to get a port with nothing behind it.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let err = connect_tcp(addr, &options, "127.0.0.1[127.0.0.1]").expect_err("refused");
+        assert_eq!(err.code.to_string(), "4.4.1");
+        assert_eq!(
+            err.text,
+            format!("connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused")
+        );
+    }
+
+    #[test]
+    fn connects_and_binds_source() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(2),
+            bind_address: Some(Ipv4Addr::new(127, 0, 0, 2)),
+            ..Default::default()
+        };
+        let stream = connect_tcp(addr, &options, "x").expect("connect");
+        let (_, peer) = listener.accept().expect("accept");
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        drop(stream);
+    }
+
+    #[test]
+    fn bind_failure_is_fatal_only_when_enforced() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        // 192.0.2.1 (TEST-NET-1) is not ours: bind fails with EADDRNOTAVAIL.
+        let mut options = ConnectOptions {
+            timeout: Duration::from_secs(2),
+            bind_address: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ..Default::default()
+        };
+        assert!(connect_tcp(addr, &options, "x").is_ok());
+        options.bind_address_enforce = true;
+        let err = connect_tcp(addr, &options, "x").expect_err("enforced");
+        assert_eq!(err.to_string(), "4.4.0 server configuration error");
+    }
+
+    #[test]
+    fn unix_path_too_long_is_a_configuration_error() {
+        let path = PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
+        let err = connect_unix(&path, Duration::ZERO, "h[/p]").expect_err("too long");
+        assert_eq!(err.code.to_string(), "4.3.5");
+    }
+
+    #[test]
+    fn unix_connect_failure_is_4_4_1() {
+        let err = connect_unix(
+            Path::new("/nonexistent/mailhop.sock"),
+            Duration::ZERO,
+            "h[/nonexistent/mailhop.sock]",
+        )
+        .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "4.4.1 connect to h[/nonexistent/mailhop.sock]: No such file or directory"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! Delivery jobs and their results: the wire types of the job protocol
+//! (newline-delimited JSON) and of `mailhop send --json`, plus the
+//! Postfix-style text form of a result.
+//!
+//! Parsing is strict (`deny_unknown_fields`): a malformed job is an error
+//! naming the problem, never a guess.
+
+use serde::{Deserialize, Serialize};
+
+use crate::recipients::{Settled, Status};
+use crate::smtp::command::{Notify, Ret};
+
+/// SMTP or LMTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Smtp,
+    Lmtp,
+}
+
+/// One recipient of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecipient {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<NotifyWord>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyWord {
+    Success,
+    Failure,
+    Delay,
+    Never,
+}
+
+/// Turns a job's notify list into DSN NOTIFY flags; "never" with others is an error.
+pub fn notify_flags(words: Option<&[NotifyWord]>) -> Result<Notify, String> {
+    let mut notify = Notify::default();
+    for word in words.unwrap_or(&[]) {
+        match word {
+            NotifyWord::Success => notify.success = true,
+            NotifyWord::Failure => notify.failure = true,
+            NotifyWord::Delay => notify.delay = true,
+            NotifyWord::Never => notify.never = true,
+        }
+    }
+    if notify.never && (notify.success || notify.failure || notify.delay) {
+        return Err("notify: \"never\" cannot be combined with other conditions".into());
+    }
+    Ok(notify)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetWord {
+    Full,
+    Hdrs,
+}
+
+impl From<RetWord> for Ret {
+    fn from(word: RetWord) -> Self {
+        match word {
+            RetWord::Full => Ret::Full,
+            RetWord::Hdrs => Ret::Hdrs,
+        }
+    }
+}
+
+/// Where the message is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum MessageRef {
+    Path { path: String },
+    Data { data: String },
+}
+
+/// One recipient's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientResult {
+    pub address: String,
+    pub status: Status,
+    pub dsn: String,
+    pub relay: Option<String>,
+    pub diagnostic: String,
+}
+
+/// The result of one job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub id: String,
+    pub recipients: Vec<RecipientResult>,
+}
+
+impl JobResult {
+    pub fn new(id: impl Into<String>, settled: Vec<Settled>) -> Self {
+        Self {
+            id: id.into(),
+            recipients: settled
+                .into_iter()
+                .map(|s| RecipientResult {
+                    address: s.address,
+                    status: s.outcome.status,
+                    dsn: s.outcome.dsn.to_string(),
+                    relay: s.outcome.relay,
+                    diagnostic: s.outcome.diagnostic,
+                })
+                .collect(),
+        }
+    }
+
+    /// One Postfix-style line per recipient.
+    pub fn text_lines(&self) -> Vec<String> {
+        self.recipients
+            .iter()
+            .map(|r| {
+                format!(
+                    "to=<{}>, relay={}, dsn={}, status={} ({})",
+                    r.address,
+                    r.relay.as_deref().unwrap_or("none"),
+                    r.dsn,
+                    r.status.as_str(),
+                    r.diagnostic
+                )
+            })
+            .collect()
+    }
+
+    /// sysexits-style summary: 0 all sent, 75 some deferred and none
+    /// bounced, 69 some bounced.
+    pub fn exit_code(&self) -> i32 {
+        if self.recipients.iter().any(|r| r.status == Status::Bounced) {
+            69
+        } else if self.recipients.iter().any(|r| r.status == Status::Deferred) {
+            75
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsn::StatusCode;
+    use crate::recipients::Outcome;
+
+    fn settled(address: &str, status: Status, dsn: StatusCode) -> Settled {
+        Settled {
+            address: address.into(),
+            outcome: Outcome {
+                status,
+                dsn,
+                relay: Some("h[127.0.0.1]:2525".into()),
+                diagnostic: "250 2.0.0 Ok".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn text_and_exit_codes() {
+        let ok = JobResult::new(
+            "1",
+            vec![settled("b@y.test", Status::Sent, StatusCode::new(2, 0, 0))],
+        );
+        assert_eq!(
+            ok.text_lines(),
+            vec!["to=<b@y.test>, relay=h[127.0.0.1]:2525, dsn=2.0.0, status=sent (250 2.0.0 Ok)"]
+        );
+        assert_eq!(ok.exit_code(), 0);
+        let deferred = JobResult::new(
+            "2",
+            vec![
+                settled("a@y", Status::Sent, StatusCode::new(2, 0, 0)),
+                settled("b@y", Status::Deferred, StatusCode::new(4, 0, 0)),
+            ],
+        );
+        assert_eq!(deferred.exit_code(), 75);
+        let bounced = JobResult::new(
+            "3",
+            vec![
+                settled("a@y", Status::Bounced, StatusCode::new(5, 0, 0)),
+                settled("b@y", Status::Deferred, StatusCode::new(4, 0, 0)),
+            ],
+        );
+        assert_eq!(bounced.exit_code(), 69);
+    }
+
+    #[test]
+    fn json_shape() {
+        let r = JobResult::new(
+            "x",
+            vec![settled("b@y.test", Status::Sent, StatusCode::new(2, 0, 0))],
+        );
+        let json = serde_json::to_value(&r).unwrap_or_default();
+        assert_eq!(json["recipients"][0]["status"], "sent");
+        assert_eq!(json["recipients"][0]["dsn"], "2.0.0");
+        assert_eq!(json["id"], "x");
+    }
+
+    #[test]
+    fn notify_words() {
+        assert!(notify_flags(Some(&[NotifyWord::Never, NotifyWord::Success])).is_err());
+        let n = notify_flags(Some(&[NotifyWord::Success, NotifyWord::Delay])).unwrap_or_default();
+        assert!(n.success && n.delay && !n.failure);
+    }
+}

@@ -1,0 +1,24 @@
+//! mailhop: an SMTP/LMTP outbound delivery agent with Postfix smtp(8)/lmtp(8)
+//! semantics.
+//!
+//! Layers, pure first:
+//! - [`dsn`], [`smtp`] (replies, commands, EHLO, the session state machine,
+//!   body encoding), [`nexthop`], [`outcome`], [`recipients`], [`config`]:
+//!   no I/O, table-tested.
+//! - [`transport`], [`connect`], [`session`], [`deliver`]: the edges, each
+//!   behind a small trait so tests can script faults.
+//! - [`cli`]: the `mailhop` command.
+
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod deliver;
+pub mod dsn;
+pub mod job;
+pub mod message;
+pub mod nexthop;
+pub mod outcome;
+pub mod recipients;
+pub mod session;
+pub mod smtp;
+pub mod transport;

@@ -1,0 +1,184 @@
+//! The recipient ledger: every recipient of a job ends with exactly one
+//! outcome — sent, deferred or bounced — and the ledger checks it.
+//!
+//! Settling a recipient twice keeps the first outcome and counts an anomaly;
+//! finishing with a recipient unsettled defers it with 4.3.0 and counts an
+//! anomaly. Both are logged as errors: an impossible state is reported, never
+//! silently lost, and never crashes the daemon.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dsn::StatusCode;
+
+/// Final status of one recipient in one delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Sent,
+    Deferred,
+    Bounced,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Deferred => "deferred",
+            Status::Bounced => "bounced",
+        }
+    }
+}
+
+/// What happened to one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub dsn: StatusCode,
+    /// `host[addr]:port` (or `host[/path]`) of the server that decided, if any.
+    pub relay: Option<String>,
+    pub diagnostic: String,
+}
+
+/// A recipient and its outcome, once the ledger is finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub address: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    addresses: Vec<String>,
+    outcomes: Vec<Option<Outcome>>,
+    anomalies: usize,
+}
+
+impl Ledger {
+    pub fn new(addresses: Vec<String>) -> Self {
+        let outcomes = vec![None; addresses.len()];
+        Self {
+            addresses,
+            outcomes,
+            anomalies: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.addresses.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+    }
+
+    pub fn address(&self, index: usize) -> Option<&str> {
+        self.addresses.get(index).map(String::as_str)
+    }
+
+    /// Indexes of recipients without an outcome, in job order.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.outcomes.len())
+            .filter(|&i| self.outcomes.get(i).is_some_and(Option::is_none))
+            .collect()
+    }
+
+    /// Recipients still without an outcome.
+    pub fn left(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.is_none()).count()
+    }
+
+    /// Records an outcome; a second outcome for the same recipient is refused.
+    pub fn settle(&mut self, index: usize, outcome: Outcome) -> bool {
+        match self.outcomes.get_mut(index) {
+            Some(slot @ None) => {
+                log_outcome(
+                    self.addresses.get(index).map_or("", String::as_str),
+                    &outcome,
+                );
+                *slot = Some(outcome);
+                true
+            }
+            Some(Some(_)) => {
+                self.anomalies += 1;
+                log::error!(
+                    "internal error: recipient {} settled twice; keeping the first outcome",
+                    self.addresses.get(index).map_or("?", String::as_str)
+                );
+                false
+            }
+            None => {
+                self.anomalies += 1;
+                log::error!("internal error: no recipient #{index}");
+                false
+            }
+        }
+    }
+
+    /// Bookkeeping errors seen so far (double or missing outcomes).
+    pub fn anomalies(&self) -> usize {
+        self.anomalies
+    }
+
+    /// Closes the ledger: exactly one outcome per recipient, in job order.
+    pub fn finish(mut self) -> (Vec<Settled>, usize) {
+        let mut settled = Vec::with_capacity(self.addresses.len());
+        for (address, outcome) in self.addresses.into_iter().zip(self.outcomes) {
+            let outcome = outcome.unwrap_or_else(|| {
+                self.anomalies += 1;
+                log::error!(
+                    "internal error: recipient {address} left without an outcome; deferring"
+                );
+                Outcome {
+                    status: Status::Deferred,
+                    dsn: StatusCode::new(4, 3, 0),
+                    relay: None,
+                    diagnostic: "mail system software error: recipient left without an outcome"
+                        .into(),
+                }
+            });
+            settled.push(Settled { address, outcome });
+        }
+        (settled, self.anomalies)
+    }
+}
+
+fn log_outcome(address: &str, outcome: &Outcome) {
+    log::info!(
+        "to=<{address}>, relay={}, dsn={}, status={} ({})",
+        outcome.relay.as_deref().unwrap_or("none"),
+        outcome.dsn,
+        outcome.status.as_str(),
+        outcome.diagnostic
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: Status) -> Outcome {
+        Outcome {
+            status,
+            dsn: StatusCode::new(2, 0, 0),
+            relay: None,
+            diagnostic: "x".into(),
+        }
+    }
+
+    #[test]
+    fn exactly_one_outcome_each() {
+        let mut ledger = Ledger::new(vec!["a@x".into(), "b@x".into(), "c@x".into()]);
+        assert_eq!(ledger.pending(), vec![0, 1, 2]);
+        assert!(ledger.settle(1, outcome(Status::Sent)));
+        assert!(!ledger.settle(1, outcome(Status::Bounced)));
+        assert!(!ledger.settle(7, outcome(Status::Sent)));
+        assert_eq!(ledger.pending(), vec![0, 2]);
+        assert!(ledger.settle(0, outcome(Status::Deferred)));
+        let (settled, anomalies) = ledger.finish();
+        assert_eq!(settled.len(), 3);
+        assert_eq!(settled[1].outcome.status, Status::Sent);
+        assert_eq!(settled[2].outcome.status, Status::Deferred);
+        assert_eq!(settled[2].outcome.dsn.to_string(), "4.3.0");
+        assert_eq!(anomalies, 3);
+    }
+}

@@ -1,0 +1,129 @@
+//! The one place where the protocol meets I/O: drives a [`Client`] over a
+//! [`Connection`] until the transaction is over, streaming the message body
+//! from its source.
+//!
+//! Contract: returns when the client is idle (transaction done, connection
+//! usable) or closed; every failure has been fed to the client, which turned
+//! it into per-recipient results. [`close`] ends a session politely.
+
+use std::io::{self, Read};
+
+use crate::config::Timeouts;
+use crate::smtp::body::{BodyError, write_body};
+use crate::smtp::client::{Action, Client, Phase};
+use crate::transport::{Connection, Transport, classify, strerror};
+
+/// Where the message bytes come from; opened once per delivery attempt.
+pub trait MessageSource: Send + Sync {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// The timeout for a phase.
+pub fn phase_timeout(timeouts: &Timeouts, phase: Phase) -> std::time::Duration {
+    match phase {
+        Phase::Greeting | Phase::Hello(_) => timeouts.helo,
+        Phase::Mail => timeouts.mail,
+        Phase::Rcpt => timeouts.rcpt,
+        Phase::Data => timeouts.data_init,
+        Phase::Body => timeouts.data_xfer,
+        Phase::Dot => timeouts.data_done,
+        Phase::Rset => timeouts.rset,
+        Phase::Quit => timeouts.quit,
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Transaction over; the connection can be reused or closed with [`close`].
+    Idle,
+    /// The connection is finished.
+    Closed,
+}
+
+/// Most actions one session may take: a bound against any state-machine bug.
+const MAX_ACTIONS: usize = 1_000_000;
+
+/// Runs the client until it is idle or closed.
+pub fn run<T: Transport>(
+    conn: &mut Connection<T>,
+    client: &mut Client,
+    timeouts: &Timeouts,
+    message: &dyn MessageSource,
+    line_length_limit: usize,
+) -> RunEnd {
+    for _ in 0..MAX_ACTIONS {
+        match client.next_action() {
+            Action::Send { bytes, phase } => {
+                if let Err(failure) = conn.send(&bytes, phase_timeout(timeouts, phase)) {
+                    client.on_io_failure(failure);
+                }
+            }
+            Action::Receive(phase) => match conn.read_reply(phase_timeout(timeouts, phase)) {
+                Ok(reply) => client.on_reply(reply),
+                Err(failure) => client.on_io_failure(failure),
+            },
+            Action::SendBody => send_body(conn, client, timeouts, message, line_length_limit),
+            Action::Idle => return RunEnd::Idle,
+            Action::Close => return RunEnd::Closed,
+        }
+    }
+    log::error!("session exceeded {MAX_ACTIONS} protocol actions; closing");
+    client.on_local_failure("internal error: session did not terminate");
+    RunEnd::Closed
+}
+
+fn send_body<T: Transport>(
+    conn: &mut Connection<T>,
+    client: &mut Client,
+    timeouts: &Timeouts,
+    message: &dyn MessageSource,
+    line_length_limit: usize,
+) {
+    let source = match message.open() {
+        Ok(source) => source,
+        Err(e) => {
+            client.on_local_failure(&format!("cannot open message: {}", strerror(&e)));
+            return;
+        }
+    };
+    let writer = match conn.writer(timeouts.data_xfer) {
+        Ok(writer) => writer,
+        Err(failure) => {
+            client.on_io_failure(failure);
+            return;
+        }
+    };
+    match write_body(source, writer, line_length_limit) {
+        Ok(_) => {}
+        Err(BodyError::Read(e)) => {
+            client.on_local_failure(&format!("error reading message: {}", strerror(&e)));
+            return;
+        }
+        Err(BodyError::Write(e)) => {
+            client.on_io_failure(classify(&e));
+            return;
+        }
+    }
+    if let Err(failure) = conn.send(crate::smtp::command::DOT, timeouts.data_xfer) {
+        client.on_io_failure(failure);
+        return;
+    }
+    client.body_sent();
+}
+
+/// Ends an idle session with QUIT and drains what the client still wants.
+pub fn close<T: Transport>(conn: &mut Connection<T>, client: &mut Client, timeouts: &Timeouts) {
+    client.quit();
+    struct NoMessage;
+    impl MessageSource for NoMessage {
+        fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+            Err(io::Error::other("no message after QUIT"))
+        }
+    }
+    let _ = run(conn, client, timeouts, &NoMessage, 0);
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,798 @@
+//! The session state machine driven through every step with scripted server
+//! replies (in-memory transport), SMTP and LMTP, with and without PIPELINING.
+
+use std::time::Duration;
+
+use super::*;
+use crate::smtp::client::{ClientSettings, Envelope, MessageFacts, RcptResult, Recipient};
+use crate::smtp::command::{Notify, Ret};
+use crate::transport::script::{Scripted, Step, say};
+
+fn timeouts() -> Timeouts {
+    let t = Duration::from_secs(1);
+    Timeouts {
+        connect: t,
+        helo: t,
+        mail: t,
+        rcpt: t,
+        data_init: t,
+        data_xfer: t,
+        data_done: t,
+        quit: t,
+        rset: t,
+    }
+}
+
+struct Inline(&'static [u8]);
+
+impl MessageSource for Inline {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.0))
+    }
+}
+
+struct Unreadable;
+
+impl MessageSource for Unreadable {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Err(io::Error::from_raw_os_error(13))
+    }
+}
+
+fn envelope(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        sender: "s@x.test".into(),
+        recipients: rcpts
+            .iter()
+            .map(|a| Recipient {
+                address: (*a).into(),
+                orcpt: None,
+                notify: Notify::default(),
+            })
+            .collect(),
+        envid: None,
+        ret: None,
+        smtputf8: false,
+    }
+}
+
+const EHLO_PIPE: &str = "250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n";
+const EHLO_PLAIN: &str = "250-mx.test\r\n250 8BITMIME\r\n";
+const BODY: &[u8] = b"Subject: t\n\n.hi\nbye";
+
+struct Outcome {
+    results: Vec<Option<RcptResult>>,
+    written: String,
+    handshake: bool,
+    end: RunEnd,
+    leftover_script: usize,
+}
+
+fn drive(
+    lmtp: bool,
+    env: Envelope,
+    facts: MessageFacts,
+    message: &dyn MessageSource,
+    steps: Vec<Step>,
+) -> Outcome {
+    let settings = ClientSettings {
+        lmtp,
+        helo_name: "client.test".into(),
+        skip_5xx_greeting: true,
+        peer: "mx.test[127.0.0.1]".into(),
+    };
+    let mut client = Client::new(settings, env, facts);
+    let mut conn = Connection::new(Scripted::new(steps), 2048);
+    let mut end = run(&mut conn, &mut client, &timeouts(), message, 998);
+    if end == RunEnd::Idle {
+        close(&mut conn, &mut client, &timeouts());
+        end = RunEnd::Idle;
+    }
+    let handshake = client.handshake_done();
+    let transport = conn.into_inner();
+    Outcome {
+        results: client.into_results(),
+        written: transport.written_text(),
+        handshake,
+        end,
+        leftover_script: transport.steps.len(),
+    }
+}
+
+fn smtp(rcpts: &[&str], steps: Vec<Step>) -> Outcome {
+    drive(
+        false,
+        envelope(rcpts),
+        MessageFacts {
+            size: BODY.len() as u64,
+            has_8bit: false,
+        },
+        &Inline(BODY),
+        steps,
+    )
+}
+
+fn delivered(r: &Option<RcptResult>) -> Option<(String, String)> {
+    match r {
+        Some(RcptResult::Delivered(d)) => Some((d.code.to_string(), d.text.clone())),
+        _ => None,
+    }
+}
+
+fn failed(r: &Option<RcptResult>) -> Option<(String, String)> {
+    match r {
+        Some(RcptResult::Failed(d)) => Some((d.code.to_string(), d.text.clone())),
+        _ => None,
+    }
+}
+
+#[test]
+fn pipelined_delivery_sends_one_batch_and_exact_bytes() {
+    let out = smtp(
+        &["a@y.test", "b@y.test"],
+        vec![
+            say("220 mx.test ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued as X\r\n"),
+        ],
+    );
+    assert_eq!(
+        out.written,
+        "EHLO client.test\r\n\
+         MAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n\
+         Subject: t\r\n\r\n..hi\r\nbye\r\n.\r\nQUIT\r\n"
+    );
+    for r in &out.results {
+        assert_eq!(
+            delivered(r),
+            Some(("2.0.0".into(), "250 2.0.0 Ok: queued as X".into()))
+        );
+    }
+    assert!(out.handshake);
+}
+
+#[test]
+fn lock_step_without_pipelining_waits_for_each_reply() {
+    // If the client sent RCPT before reading MAIL's reply, the script (one
+    // reply per read) would still pass, so check the interleaving through a
+    // transport that fails a write made while a reply is unread.
+    struct Strict {
+        inner: Scripted,
+        unread_replies: usize,
+    }
+    impl Read for Strict {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.unread_replies = self.unread_replies.saturating_sub(1);
+            self.inner.read(buf)
+        }
+    }
+    impl io::Write for Strict {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.unread_replies > 0 {
+                return Err(io::Error::other("wrote before reading the reply"));
+            }
+            let commands = ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT", "RSET"];
+            self.unread_replies = buf
+                .split(|&b| b == b'\n')
+                .filter(|line| {
+                    *line == b".\r" || commands.iter().any(|c| line.starts_with(c.as_bytes()))
+                })
+                .count();
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Transport for Strict {
+        fn set_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let steps = vec![
+        say("220 mx.test ESMTP\r\n"),
+        say(EHLO_PLAIN),
+        say("250 2.1.0 Ok\r\n"),
+        say("250 2.1.5 Ok\r\n"),
+        say("354 go\r\n"),
+        say("250 2.0.0 Ok\r\n"),
+    ];
+    let settings = ClientSettings {
+        lmtp: false,
+        helo_name: "client.test".into(),
+        skip_5xx_greeting: true,
+        peer: "mx.test[127.0.0.1]".into(),
+    };
+    let facts = MessageFacts {
+        size: 3,
+        has_8bit: false,
+    };
+    let mut client = Client::new(settings, envelope(&["a@y.test"]), facts);
+    let strict = Strict {
+        inner: Scripted::new(steps),
+        unread_replies: 1,
+    };
+    let mut conn = Connection::new(strict, 2048);
+    assert_eq!(
+        run(&mut conn, &mut client, &timeouts(), &Inline(b"hi\n"), 998),
+        RunEnd::Idle
+    );
+    assert!(
+        delivered(&client.results()[0]).is_some(),
+        "{:?}",
+        client.results()
+    );
+}
+
+#[test]
+fn lock_step_all_recipients_rejected_sends_no_data() {
+    let out = smtp(
+        &["a@y.test", "b@y.test"],
+        vec![
+            say("220 mx.test ESMTP\r\n"),
+            say(EHLO_PLAIN),
+            say("250 2.1.0 Ok\r\n"),
+            say("550 5.1.1 <a@y.test>: no such user\r\n"),
+            say("450 4.2.0 <b@y.test>: try later\r\n"),
+        ],
+    );
+    assert!(!out.written.contains("DATA"), "{}", out.written);
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "5.1.1".into(),
+            "host mx.test[127.0.0.1] said: 550 5.1.1 <a@y.test>: no such user (in reply to RCPT TO command)".into()
+        ))
+    );
+    assert_eq!(failed(&out.results[1]).map(|f| f.0), Some("4.2.0".into()));
+}
+
+#[test]
+fn mixed_recipient_replies_pipelined() {
+    let out = smtp(
+        &["ok@y.test", "hard@y.test", "soft@y.test"],
+        vec![
+            say("220 mx.test ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n450 4.2.1 later\r\n354 go\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert_eq!(
+        delivered(&out.results[0]).map(|d| d.0),
+        Some("2.0.0".into())
+    );
+    assert_eq!(failed(&out.results[1]).map(|d| d.0), Some("5.1.1".into()));
+    assert_eq!(failed(&out.results[2]).map(|d| d.0), Some("4.2.1".into()));
+}
+
+#[test]
+fn ehlo_rejected_falls_back_to_helo() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 old.test\r\n"),
+            say("500 5.5.1 Command unrecognized\r\n"),
+            say("250 old.test\r\n"),
+            say("250 Ok\r\n"),
+            say("250 Ok\r\n"),
+            say("354 go\r\n"),
+            say("250 Ok\r\n"),
+        ],
+    );
+    assert!(
+        out.written
+            .starts_with("EHLO client.test\r\nHELO client.test\r\nMAIL FROM:<s@x.test>\r\n"),
+        "{}",
+        out.written
+    );
+    assert_eq!(
+        delivered(&out.results[0]).map(|d| d.0),
+        Some("2.0.0".into())
+    );
+}
+
+#[test]
+fn ehlo_421_does_not_try_helo() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![say("220 x\r\n"), say("421 4.3.2 shutting down\r\n")],
+    );
+    assert!(!out.written.contains("HELO"));
+    assert!(!out.written.contains("QUIT"), "no QUIT after 421");
+    assert_eq!(failed(&out.results[0]).map(|d| d.0), Some("4.3.2".into()));
+}
+
+#[test]
+fn helo_hard_reject_is_hard() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say("500 5.3.0 no\r\n"),
+            say("500 5.3.0 Error: command failed\r\n"),
+        ],
+    );
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "5.3.0".into(),
+            "host mx.test[127.0.0.1] refused to talk to me: 500 5.3.0 Error: command failed".into()
+        ))
+    );
+    assert!(!out.handshake);
+}
+
+#[test]
+fn greeting_failures() {
+    let soft = smtp(&["a@y.test"], vec![say("450 4.3.0 busy\r\n")]);
+    assert_eq!(
+        failed(&soft.results[0]),
+        Some((
+            "4.3.0".into(),
+            "host mx.test[127.0.0.1] refused to talk to me: 450 4.3.0 busy".into()
+        ))
+    );
+    assert!(soft.written.ends_with("QUIT\r\n"));
+    // 5xx greeting counts as 4xx while skip_5xx_greeting.
+    let hard = smtp(&["a@y.test"], vec![say("554 5.3.0 go away\r\n")]);
+    assert_eq!(failed(&hard.results[0]).map(|d| d.0), Some("4.3.0".into()));
+    let plain = smtp(&["a@y.test"], vec![say("554 go away\r\n")]);
+    assert_eq!(failed(&plain.results[0]).map(|d| d.0), Some("4.0.0".into()));
+}
+
+#[test]
+fn greeting_5xx_is_hard_without_skip() {
+    let settings = ClientSettings {
+        lmtp: false,
+        helo_name: "c".into(),
+        skip_5xx_greeting: false,
+        peer: "h[a]".into(),
+    };
+    let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
+    let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
+    run(&mut conn, &mut client, &timeouts(), &Inline(b""), 998);
+    assert_eq!(
+        failed(&client.results()[0]).map(|d| d.0),
+        Some("5.7.1".into())
+    );
+}
+
+#[test]
+fn mail_rejected_pipelined_consumes_all_replies() {
+    let out = smtp(
+        &["a@y.test", "b@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say(
+                "553 5.7.1 sender rejected\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n",
+            ),
+        ],
+    );
+    for r in &out.results {
+        assert_eq!(
+            failed(r),
+            Some((
+                "5.7.1".into(),
+                "host mx.test[127.0.0.1] said: 553 5.7.1 sender rejected (in reply to MAIL FROM command)".into()
+            ))
+        );
+    }
+    assert_eq!(out.leftover_script, 0);
+    assert!(out.written.ends_with("DATA\r\nQUIT\r\n"), "{}", out.written);
+}
+
+#[test]
+fn data_354_with_no_recipient_sends_a_lone_dot() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n550 5.1.1 no\r\n354 go\r\n"),
+            say("554 5.5.1 no valid recipients\r\n"),
+        ],
+    );
+    assert!(
+        out.written.ends_with("DATA\r\n.\r\nQUIT\r\n"),
+        "{}",
+        out.written
+    );
+    assert_eq!(failed(&out.results[0]).map(|d| d.0), Some("5.1.1".into()));
+}
+
+#[test]
+fn data_and_end_of_data_rejections() {
+    let data = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n250 ok\r\n451 4.3.0 no data now\r\n"),
+        ],
+    );
+    assert_eq!(
+        failed(&data.results[0]).map(|d| d.1),
+        Some(
+            "host mx.test[127.0.0.1] said: 451 4.3.0 no data now (in reply to DATA command)".into()
+        )
+    );
+    let dot = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("450 4.3.0 Error: command failed\r\n"),
+        ],
+    );
+    assert_eq!(
+        failed(&dot.results[0]),
+        Some((
+            "4.3.0".into(),
+            "host mx.test[127.0.0.1] said: 450 4.3.0 Error: command failed (in reply to end of DATA command)".into()
+        ))
+    );
+}
+
+#[test]
+fn reply_421_at_rcpt_fails_the_rest_with_server_text() {
+    let out = smtp(
+        &["a@y.test", "b@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PLAIN),
+            say("250 ok\r\n"),
+            say("421 4.0.0 Server closing connection\r\n"),
+        ],
+    );
+    for r in &out.results {
+        assert_eq!(
+            failed(r),
+            Some((
+                "4.0.0".into(),
+                "host mx.test[127.0.0.1] said: 421 4.0.0 Server closing connection (in reply to RCPT TO command)".into()
+            ))
+        );
+    }
+    assert!(!out.written.contains("QUIT"));
+    assert_eq!(out.end, RunEnd::Closed);
+}
+
+#[test]
+fn lmtp_gets_one_reply_per_recipient() {
+    let out = drive(
+        true,
+        envelope(&["a@y.test", "b@y.test", "c@y.test", "d@y.test"]),
+        MessageFacts {
+            size: 3,
+            has_8bit: false,
+        },
+        &Inline(b"hi\n"),
+        vec![
+            say("220 lmtp.test LMTP\r\n"),
+            say("250-lmtp.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"),
+            say("250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 2.1.5 a ok\r\n452 4.2.2 b over quota\r\n550 5.2.1 d disabled\r\n"),
+            say("221 bye\r\n"),
+        ],
+    );
+    assert!(out.written.starts_with("LHLO client.test\r\n"));
+    assert_eq!(
+        delivered(&out.results[0]).map(|d| d.1),
+        Some("250 2.1.5 a ok".into())
+    );
+    assert_eq!(failed(&out.results[1]).map(|d| d.0), Some("5.1.1".into()));
+    assert_eq!(
+        failed(&out.results[2]).map(|d| d.1),
+        Some("host mx.test[127.0.0.1] said: 452 4.2.2 b over quota (in reply to end of DATA command)".into())
+    );
+    assert_eq!(failed(&out.results[3]).map(|d| d.0), Some("5.2.1".into()));
+    assert!(out.written.ends_with("QUIT\r\n"));
+    assert_eq!(out.leftover_script, 0, "LMTP waits for the QUIT reply");
+}
+
+#[test]
+fn lmtp_lhlo_reject_is_a_site_failure() {
+    let out = drive(
+        true,
+        envelope(&["a@y.test"]),
+        MessageFacts::default(),
+        &Inline(b""),
+        vec![
+            say("220 l\r\n"),
+            say("500 5.5.1 no\r\n"),
+            say("221 bye\r\n"),
+        ],
+    );
+    assert!(!out.written.contains("HELO"));
+    assert_eq!(failed(&out.results[0]).map(|d| d.0), Some("5.5.1".into()));
+}
+
+#[test]
+fn size_limit_bounces_before_mail() {
+    let out = drive(
+        false,
+        envelope(&["a@y.test"]),
+        MessageFacts {
+            size: 5000,
+            has_8bit: false,
+        },
+        &Inline(b""),
+        vec![say("220 x\r\n"), say("250-x\r\n250 SIZE 1000\r\n")],
+    );
+    assert!(!out.written.contains("MAIL"));
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "5.3.4".into(),
+            "message size 5000 exceeds size limit 1000 of server mx.test[127.0.0.1]".into()
+        ))
+    );
+}
+
+#[test]
+fn size_and_body_and_dsn_parameters_when_offered() {
+    let mut env = envelope(&["a@y.test"]);
+    env.envid = Some("Q1".into());
+    env.ret = Some(Ret::Hdrs);
+    env.recipients[0].notify = Notify {
+        failure: true,
+        delay: true,
+        ..Default::default()
+    };
+    let ehlo = "250-x\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250-8BITMIME\r\n250 DSN\r\n";
+    let out = drive(
+        false,
+        env.clone(),
+        MessageFacts {
+            size: 42,
+            has_8bit: true,
+        },
+        &Inline(b"x\n"),
+        vec![
+            say("220 x\r\n"),
+            say(ehlo),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 ok\r\n"),
+        ],
+    );
+    assert!(out.written.contains(
+        "MAIL FROM:<s@x.test> SIZE=42 BODY=8BITMIME ENVID=Q1 RET=HDRS\r\nRCPT TO:<a@y.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@y.test\r\n"
+    ), "{}", out.written);
+    // Not offered: no parameters at all.
+    let out = drive(
+        false,
+        env,
+        MessageFacts {
+            size: 42,
+            has_8bit: true,
+        },
+        &Inline(b"x\n"),
+        vec![
+            say("220 x\r\n"),
+            say("250-x\r\n250 PIPELINING\r\n"),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 ok\r\n"),
+        ],
+    );
+    assert!(
+        out.written
+            .contains("MAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\n"),
+        "{}",
+        out.written
+    );
+}
+
+#[test]
+fn smtputf8_required_but_not_offered() {
+    let out = smtp(&["ü@y.test"], vec![say("220 x\r\n"), say(EHLO_PIPE)]);
+    let Some(RcptResult::Failed(dsn)) = &out.results[0] else {
+        panic!("expected failure: {:?}", out.results);
+    };
+    assert_eq!(dsn.code.to_string(), "5.6.7");
+    assert!(dsn.soft_non_final);
+    assert_eq!(
+        dsn.text,
+        "SMTPUTF8 is required, but was not offered by host mx.test[127.0.0.1]"
+    );
+    assert!(!out.written.contains("MAIL"));
+}
+
+#[test]
+fn smtputf8_sent_when_offered_and_needed() {
+    let out = smtp(
+        &["ü@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say("250-x\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 ok\r\n"),
+        ],
+    );
+    assert!(
+        out.written
+            .contains("MAIL FROM:<s@x.test> BODY=7BIT SMTPUTF8\r\n"),
+        "{}",
+        out.written
+    );
+}
+
+#[test]
+fn timeouts_and_lost_connections_name_the_step() {
+    let mail = smtp(
+        &["a@y.test"],
+        vec![say("220 x\r\n"), say(EHLO_PLAIN), Step::Stall],
+    );
+    assert_eq!(
+        failed(&mail.results[0]),
+        Some((
+            "4.4.2".into(),
+            "conversation with mx.test[127.0.0.1] timed out while sending MAIL FROM".into()
+        ))
+    );
+    let pipelined = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n"),
+            Step::Stall,
+        ],
+    );
+    assert_eq!(
+        failed(&pipelined.results[0]).map(|d| d.1),
+        Some("conversation with mx.test[127.0.0.1] timed out while sending RCPT TO".into())
+    );
+    let greeting = smtp(&["a@y.test"], vec![Step::Hangup]);
+    assert_eq!(
+        failed(&greeting.results[0]).map(|d| d.1),
+        Some(
+            "lost connection with mx.test[127.0.0.1] while receiving the initial server greeting"
+                .into()
+        )
+    );
+    let dot = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            Step::Hangup,
+        ],
+    );
+    assert_eq!(
+        failed(&dot.results[0]).map(|d| d.1),
+        Some("lost connection with mx.test[127.0.0.1] while sending end of data -- message may be sent more than once".into())
+    );
+}
+
+#[test]
+fn write_failure_during_body() {
+    struct FailingBody;
+    impl Read for FailingBody {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(5))
+        }
+    }
+    struct Src;
+    impl MessageSource for Src {
+        fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+            Ok(Box::new(FailingBody))
+        }
+    }
+    let out = drive(
+        false,
+        envelope(&["a@y.test"]),
+        MessageFacts::default(),
+        &Src,
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+        ],
+    );
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "4.3.0".into(),
+            "local data error while talking to mx.test[127.0.0.1]: error reading message: I/O error".into()
+        ))
+    );
+    let out = drive(
+        false,
+        envelope(&["a@y.test"]),
+        MessageFacts::default(),
+        &Unreadable,
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+        ],
+    );
+    assert_eq!(failed(&out.results[0]).map(|d| d.0), Some("4.3.0".into()));
+}
+
+#[test]
+fn bad_reply_codes_are_protocol_errors() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![say("220 x\r\n"), say(EHLO_PLAIN), say("199 what\r\n")],
+    );
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "5.5.0".into(),
+            "Protocol error: host mx.test[127.0.0.1] said: 199 what (in reply to MAIL FROM command)".into()
+        ))
+    );
+}
+
+#[test]
+fn server_stalling_mid_reply_times_out() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![say("220 x\r\n"), say("250-x\r\n250-PIPE"), Step::Stall],
+    );
+    assert_eq!(
+        failed(&out.results[0]).map(|d| d.1),
+        Some(
+            "conversation with mx.test[127.0.0.1] timed out while performing the EHLO handshake"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn random_server_behaviour_never_panics_or_double_reports() {
+    let replies = [
+        "220 x\r\n",
+        "250 ok\r\n",
+        "250-a\r\n",
+        "354 go\r\n",
+        "421 bye\r\n",
+        "450 4.0.0 t\r\n",
+        "550 5.0.0 h\r\n",
+        "garbage\r\n",
+        "999 x\r\n",
+        "250-PIPELINING\r\n",
+        "250 SIZE 10\r\n",
+        "250-DSN\r\n",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize
+    };
+    for round in 0..3000 {
+        let count = next() % 12;
+        let mut steps: Vec<Step> = (0..count)
+            .map(|_| say(replies[next() % replies.len()]))
+            .collect();
+        if next() % 3 == 0 {
+            steps.push(Step::Stall);
+        }
+        let lmtp = round % 2 == 0;
+        let out = drive(
+            lmtp,
+            envelope(&["a@y", "b@y", "c@y"]),
+            MessageFacts {
+                size: 20,
+                has_8bit: false,
+            },
+            &Inline(b"x\n"),
+            steps,
+        );
+        // Every recipient has exactly one result once the script is exhausted.
+        assert_eq!(out.results.len(), 3);
+        assert!(
+            out.results.iter().all(Option::is_some),
+            "round {round}: {:?}",
+            out.results
+        );
+    }
+}

@@ -1,0 +1,761 @@
+//! The SMTP/LMTP client session as an I/O-free state machine: replies in,
+//! actions out.
+//!
+//! ```text
+//!  Receive(greeting) ──2xx──▶ Send EHLO|LHLO ──2xx──────────────┐
+//!        │ 4xx/5xx            │ non-2xx (≠421, SMTP only)       │
+//!        ▼                    ▼                                 ▼
+//!    site failure        Send HELO ──2xx──▶ checks (SMTPUTF8, SIZE)
+//!                             │ non-2xx          │
+//!                             ▼                  ▼
+//!                        site failure   MAIL, RCPT…, DATA (pipelined when
+//!                                       offered, else lock-step)
+//!                                            │ 354
+//!                                            ▼
+//!                                       SendBody ▶ end-of-data reply(ies)
+//!                                            │        (LMTP: one per rcpt)
+//!                                            ▼
+//!                                          Idle ──quit()──▶ QUIT ▶ Closed
+//! ```
+//!
+//! The driver (see `session.rs`) asks [`Client::next_action`] what to do,
+//! performs it, and feeds back a [`Reply`] ([`Client::on_reply`]) or a
+//! transport failure ([`Client::on_io_failure`]). The client records for each
+//! recipient at most one [`RcptResult`] with Postfix's diagnostics; it never
+//! decides between defer and bounce (that is `outcome.rs`, which knows whether
+//! this was the final server). Nothing here panics on any reply sequence.
+
+use std::collections::VecDeque;
+
+use super::command::{self, BodyType, MailParams, Notify, RcptParams, Ret};
+use super::ehlo::Extensions;
+use super::reply::Reply;
+use crate::dsn::{Dsn, StatusCode};
+
+/// Most bytes of pipelined commands sent ahead of their replies.
+const PIPELINE_WINDOW: usize = 8192;
+
+/// Which greeting command opened the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hello {
+    Ehlo,
+    Helo,
+    Lhlo,
+}
+
+impl Hello {
+    fn name(self) -> &'static str {
+        match self {
+            Hello::Ehlo => "EHLO",
+            Hello::Helo => "HELO",
+            Hello::Lhlo => "LHLO",
+        }
+    }
+}
+
+/// A protocol step: selects the timeout and names the step in diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Greeting,
+    Hello(Hello),
+    Mail,
+    Rcpt,
+    Data,
+    Body,
+    Dot,
+    Rset,
+    Quit,
+}
+
+impl Phase {
+    /// Postfix's "while ..." words for timeouts and lost connections.
+    pub fn while_text(self) -> String {
+        match self {
+            Phase::Greeting => "receiving the initial server greeting".into(),
+            Phase::Hello(h) => format!("performing the {} handshake", h.name()),
+            Phase::Mail => "sending MAIL FROM".into(),
+            Phase::Rcpt => "sending RCPT TO".into(),
+            Phase::Data => "sending DATA command".into(),
+            Phase::Body => "sending message body".into(),
+            Phase::Dot => "sending end of data -- message may be sent more than once".into(),
+            Phase::Rset => "sending final RSET".into(),
+            Phase::Quit => "sending QUIT".into(),
+        }
+    }
+
+    /// The command name in "(in reply to X command)".
+    pub fn command_name(self) -> &'static str {
+        match self {
+            Phase::Greeting => "initial greeting",
+            Phase::Hello(h) => h.name(),
+            Phase::Mail => "MAIL FROM",
+            Phase::Rcpt => "RCPT TO",
+            Phase::Data => "DATA",
+            Phase::Body | Phase::Dot => "end of DATA",
+            Phase::Rset => "RSET",
+            Phase::Quit => "QUIT",
+        }
+    }
+}
+
+/// What the driver must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes (one or more commands) under this phase's timeout.
+    Send { bytes: Vec<u8>, phase: Phase },
+    /// Stream the message body in wire form, then ".\r\n".
+    SendBody,
+    /// Read one complete reply under this phase's timeout.
+    Receive(Phase),
+    /// The transaction is over and the connection is usable: `quit()` it (or
+    /// keep it for reuse).
+    Idle,
+    /// Close the connection; nothing more to say.
+    Close,
+}
+
+/// Why the transport failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoFailure {
+    Timeout,
+    /// EOF or a reset: the server went away.
+    Lost,
+    /// Anything else, with the OS error text.
+    Other(String),
+}
+
+/// One recipient as the session knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    /// ORCPT as given by the job (`rfc822;addr` or a bare address).
+    pub orcpt: Option<String>,
+    pub notify: Notify,
+}
+
+/// The envelope of one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    pub envid: Option<String>,
+    pub ret: Option<Ret>,
+    /// The submitter asked for SMTPUTF8.
+    pub smtputf8: bool,
+}
+
+impl Envelope {
+    /// SMTPUTF8 is needed: requested, or an address is not ASCII.
+    pub fn needs_smtputf8(&self) -> bool {
+        self.smtputf8
+            || command::needs_smtputf8(&self.sender)
+            || self
+                .recipients
+                .iter()
+                .any(|r| command::needs_smtputf8(&r.address))
+    }
+}
+
+/// Facts about the message needed before MAIL FROM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageFacts {
+    pub size: u64,
+    pub has_8bit: bool,
+}
+
+/// Fixed settings of one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSettings {
+    pub lmtp: bool,
+    pub helo_name: String,
+    pub skip_5xx_greeting: bool,
+    /// `host[addr]` for diagnostics.
+    pub peer: String,
+}
+
+/// What happened to one recipient in this session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptResult {
+    Delivered(Dsn),
+    Failed(Dsn),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Hello(Hello),
+    Mail,
+    Rcpt(usize),
+    Data,
+    /// SMTP end of data: one reply for all accepted recipients.
+    Dot,
+    /// LMTP end of data: one reply for this recipient.
+    LmtpDot(usize),
+    /// A lone "." after 354 with nothing to send; the reply is ignored.
+    EmptyDot,
+    Rset,
+    Quit,
+    /// QUIT whose reply is not awaited (SMTP's `smtp_skip_quit_response`).
+    QuitNoReply,
+}
+
+impl Expect {
+    fn phase(self) -> Phase {
+        match self {
+            Expect::Greeting => Phase::Greeting,
+            Expect::Hello(h) => Phase::Hello(h),
+            Expect::Mail => Phase::Mail,
+            Expect::Rcpt(_) => Phase::Rcpt,
+            Expect::Data => Phase::Data,
+            Expect::Dot | Expect::LmtpDot(_) | Expect::EmptyDot => Phase::Dot,
+            Expect::Rset => Phase::Rset,
+            Expect::Quit | Expect::QuitNoReply => Phase::Quit,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Before or inside the handshake.
+    Opening,
+    /// MAIL/RCPT/DATA in flight.
+    Transaction,
+    /// Body must be sent now.
+    Body,
+    /// Transaction over, connection usable.
+    Idle,
+    /// Closing: QUIT sent or connection dead.
+    Closing,
+    Closed,
+}
+
+/// The session state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Client {
+    settings: ClientSettings,
+    envelope: Envelope,
+    facts: MessageFacts,
+    extensions: Extensions,
+    stage: Stage,
+    unsent: VecDeque<(Vec<u8>, Expect)>,
+    pending: VecDeque<(Expect, usize)>,
+    pending_bytes: usize,
+    pipelining: bool,
+    results: Vec<Option<RcptResult>>,
+    accepted: Vec<usize>,
+    mail_accepted: bool,
+    transaction_failed: bool,
+    handshake_done: bool,
+    protocol_error: bool,
+    needs_rset: bool,
+    /// Phase of the last Send, for failures while writing.
+    sending: Option<Phase>,
+}
+
+impl Client {
+    pub fn new(settings: ClientSettings, envelope: Envelope, facts: MessageFacts) -> Self {
+        let count = envelope.recipients.len();
+        let mut pending = VecDeque::new();
+        pending.push_back((Expect::Greeting, 0));
+        Self {
+            settings,
+            envelope,
+            facts,
+            extensions: Extensions::default(),
+            stage: Stage::Opening,
+            unsent: VecDeque::new(),
+            pending,
+            pending_bytes: 0,
+            pipelining: false,
+            results: vec![None; count],
+            accepted: Vec::new(),
+            mail_accepted: false,
+            transaction_failed: false,
+            handshake_done: false,
+            protocol_error: false,
+            needs_rset: false,
+            sending: None,
+        }
+    }
+
+    /// Extensions of the server (empty before EHLO succeeded or after HELO).
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The greeting and EHLO/HELO/LHLO completed (counts towards `mx_session_limit`).
+    pub fn handshake_done(&self) -> bool {
+        self.handshake_done
+    }
+
+    /// The last transaction failed after MAIL: RSET before reusing the connection.
+    pub fn needs_rset(&self) -> bool {
+        self.needs_rset
+    }
+
+    /// A malformed or out-of-range reply was seen: never cache this session.
+    pub fn protocol_error(&self) -> bool {
+        self.protocol_error
+    }
+
+    /// What each recipient got in this session, in envelope order
+    /// (`None`: nothing happened to it, e.g. the session never reached RCPT).
+    pub fn results(&self) -> &[Option<RcptResult>] {
+        &self.results
+    }
+
+    pub fn into_results(self) -> Vec<Option<RcptResult>> {
+        self.results
+    }
+
+    /// The next thing the driver must do.
+    pub fn next_action(&mut self) -> Action {
+        if self.stage == Stage::Closed {
+            return Action::Close;
+        }
+        if self.stage == Stage::Body {
+            self.stage = Stage::Transaction;
+            self.sending = Some(Phase::Body);
+            return Action::SendBody;
+        }
+        let window = if self.pipelining { PIPELINE_WINDOW } else { 0 };
+        if !self.unsent.is_empty() && (self.pending.is_empty() || self.pending_bytes < window) {
+            let mut bytes = Vec::new();
+            let mut phase = None;
+            while let Some((cmd, expect)) = self.unsent.front() {
+                let fits = bytes.is_empty() || self.pending_bytes + cmd.len() <= window;
+                if !fits {
+                    break;
+                }
+                let (cmd, expect) = (cmd.clone(), *expect);
+                self.unsent.pop_front();
+                phase.get_or_insert(expect.phase());
+                if expect != Expect::QuitNoReply {
+                    self.pending_bytes += cmd.len();
+                    self.pending.push_back((expect, cmd.len()));
+                }
+                bytes.extend_from_slice(&cmd);
+                if window == 0 {
+                    break;
+                }
+            }
+            let phase = phase.unwrap_or(Phase::Mail);
+            self.sending = Some(phase);
+            return Action::Send { bytes, phase };
+        }
+        if let Some((expect, _)) = self.pending.front() {
+            return Action::Receive(expect.phase());
+        }
+        match self.stage {
+            Stage::Idle => Action::Idle,
+            _ => {
+                self.stage = Stage::Closed;
+                Action::Close
+            }
+        }
+    }
+
+    /// Ends an idle session politely: QUIT (LMTP waits for its reply).
+    pub fn quit(&mut self) {
+        if self.stage == Stage::Closed {
+            return;
+        }
+        self.stage = Stage::Closing;
+        let expect_reply = self.settings.lmtp;
+        self.queue_quit(expect_reply);
+    }
+
+    /// Probes an idle session before reuse: RSET; a positive reply makes it
+    /// idle again, anything else closes it.
+    pub fn reset(&mut self) {
+        if self.stage == Stage::Idle {
+            self.stage = Stage::Closing;
+            self.unsent
+                .push_back((command::RSET.to_vec(), Expect::Rset));
+        }
+    }
+
+    /// Feeds the reply to the oldest command awaiting one.
+    pub fn on_reply(&mut self, reply: Reply) {
+        let Some((expect, len)) = self.pending.pop_front() else {
+            // A reply nobody asked for: a protocol error; stop talking.
+            self.protocol_error = true;
+            self.close();
+            return;
+        };
+        self.pending_bytes = self.pending_bytes.saturating_sub(len);
+        self.sending = None;
+        if reply.malformed || reply.is_protocol_violation() {
+            self.protocol_error = true;
+        }
+        if reply.code == 421 && !matches!(expect, Expect::Quit | Expect::EmptyDot) {
+            let text = match expect {
+                Expect::Greeting => format!(
+                    "host {} refused to talk to me: {}",
+                    self.settings.peer, reply.text
+                ),
+                _ => self.said(&reply, expect.phase()),
+            };
+            let dsn = self.failure_dsn(&reply, text);
+            self.fail_remaining(&dsn);
+            self.close();
+            return;
+        }
+        match expect {
+            Expect::Greeting => self.on_greeting(&reply),
+            Expect::Hello(hello) => self.on_hello(hello, &reply),
+            Expect::Mail => self.on_mail(&reply),
+            Expect::Rcpt(index) => self.on_rcpt(index, &reply),
+            Expect::Data => self.on_data(&reply),
+            Expect::Dot => self.on_dot(&reply),
+            Expect::LmtpDot(index) => self.on_lmtp_dot(index, &reply),
+            Expect::EmptyDot => self.after_transaction(),
+            Expect::Rset => {
+                if reply.is_positive() {
+                    self.needs_rset = false;
+                    self.stage = Stage::Idle;
+                } else {
+                    self.quit();
+                }
+            }
+            Expect::Quit | Expect::QuitNoReply => {}
+        }
+    }
+
+    /// The transport failed while doing the current action: every recipient
+    /// still open gets 4.4.2 naming the step.
+    pub fn on_io_failure(&mut self, failure: IoFailure) {
+        let phase = self
+            .pending
+            .front()
+            .map(|(e, _)| e.phase())
+            .or(self.sending)
+            .unwrap_or(Phase::Quit);
+        {
+            // Recipients that already have a result keep it.
+            let peer = &self.settings.peer;
+            let text = match failure {
+                IoFailure::Timeout => format!(
+                    "conversation with {peer} timed out while {}",
+                    phase.while_text()
+                ),
+                IoFailure::Lost => {
+                    format!("lost connection with {peer} while {}", phase.while_text())
+                }
+                IoFailure::Other(err) => {
+                    format!(
+                        "lost connection with {peer} while {}: {err}",
+                        phase.while_text()
+                    )
+                }
+            };
+            self.fail_remaining(&Dsn::simple("4.4.2", text));
+        }
+        self.close();
+    }
+
+    /// A local problem (the message file could not be read) during the body:
+    /// every open recipient gets 4.3.0 and the connection is dropped.
+    pub fn on_local_failure(&mut self, text: &str) {
+        let dsn = Dsn::simple(
+            "4.3.0",
+            format!(
+                "local data error while talking to {}: {text}",
+                self.settings.peer
+            ),
+        );
+        self.fail_remaining(&dsn);
+        self.close();
+    }
+
+    /// The body and ".\r\n" were written; await the end-of-data reply(ies).
+    pub fn body_sent(&mut self) {
+        self.sending = None;
+        if self.settings.lmtp {
+            for &index in &self.accepted {
+                self.pending.push_back((Expect::LmtpDot(index), 0));
+            }
+        } else {
+            self.pending.push_back((Expect::Dot, 0));
+        }
+    }
+
+    fn on_greeting(&mut self, reply: &Reply) {
+        if !reply.is_positive() {
+            let text = format!(
+                "host {} refused to talk to me: {}",
+                self.settings.peer, reply.text
+            );
+            let mut dsn = self.failure_dsn(reply, text);
+            if dsn.code.class == 5 && reply.code / 100 == 5 && self.settings.skip_5xx_greeting {
+                dsn.code = dsn.code.with_class(4);
+            }
+            self.fail_remaining(&dsn);
+            self.quit();
+            return;
+        }
+        let hello = if self.settings.lmtp {
+            Hello::Lhlo
+        } else {
+            Hello::Ehlo
+        };
+        self.queue_hello(hello);
+    }
+
+    fn queue_hello(&mut self, hello: Hello) {
+        let name = &self.settings.helo_name;
+        let bytes = match hello {
+            Hello::Ehlo => command::ehlo(name),
+            Hello::Helo => command::helo(name),
+            Hello::Lhlo => command::lhlo(name),
+        };
+        self.unsent.push_back((bytes, Expect::Hello(hello)));
+    }
+
+    fn on_hello(&mut self, hello: Hello, reply: &Reply) {
+        if reply.is_positive() {
+            if hello != Hello::Helo {
+                self.extensions = Extensions::from_reply(reply);
+            }
+            self.handshake_done = true;
+            self.start_transaction();
+            return;
+        }
+        if hello == Hello::Ehlo {
+            self.queue_hello(Hello::Helo);
+            return;
+        }
+        let text = format!(
+            "host {} refused to talk to me: {}",
+            self.settings.peer, reply.text
+        );
+        let dsn = self.failure_dsn(reply, text);
+        self.fail_remaining(&dsn);
+        self.quit();
+    }
+
+    fn start_transaction(&mut self) {
+        let peer = self.settings.peer.clone();
+        let smtputf8 = self.envelope.needs_smtputf8();
+        if smtputf8 && !self.extensions.smtputf8 {
+            let dsn = Dsn::simple(
+                "5.6.7",
+                format!("SMTPUTF8 is required, but was not offered by host {peer}"),
+            )
+            .soft_non_final();
+            self.fail_remaining(&dsn);
+            self.stage = Stage::Idle;
+            return;
+        }
+        if let Some(limit) = self.extensions.size_limit()
+            && self.facts.size > limit
+        {
+            let dsn = Dsn::simple(
+                "5.3.4",
+                format!(
+                    "message size {} exceeds size limit {limit} of server {peer}",
+                    self.facts.size
+                ),
+            );
+            self.fail_remaining(&dsn);
+            self.stage = Stage::Idle;
+            return;
+        }
+        let ext = &self.extensions;
+        let mail = MailParams {
+            size: ext.size.map(|_| self.facts.size),
+            body: ext.eightbitmime.then_some(if self.facts.has_8bit {
+                BodyType::EightBitMime
+            } else {
+                BodyType::SevenBit
+            }),
+            ret: if ext.dsn { self.envelope.ret } else { None },
+            envid: if ext.dsn {
+                self.envelope.envid.clone()
+            } else {
+                None
+            },
+            smtputf8: smtputf8 && ext.smtputf8,
+        };
+        self.pipelining = ext.pipelining;
+        self.stage = Stage::Transaction;
+        self.unsent.push_back((
+            command::mail_from(&self.envelope.sender, &mail),
+            Expect::Mail,
+        ));
+        for (index, rcpt) in self.envelope.recipients.iter().enumerate() {
+            if self.results.get(index).is_some_and(Option::is_some) {
+                continue;
+            }
+            let params = if ext.dsn {
+                RcptParams {
+                    notify: rcpt.notify.value(),
+                    orcpt: Some(command::orcpt_value(rcpt.orcpt.as_deref(), &rcpt.address)),
+                }
+            } else {
+                RcptParams::default()
+            };
+            self.unsent.push_back((
+                command::rcpt_to(&rcpt.address, &params),
+                Expect::Rcpt(index),
+            ));
+        }
+        self.unsent
+            .push_back((command::DATA.to_vec(), Expect::Data));
+    }
+
+    fn on_mail(&mut self, reply: &Reply) {
+        if reply.is_positive() {
+            self.mail_accepted = true;
+            return;
+        }
+        let text = self.said(reply, Phase::Mail);
+        let dsn = self.failure_dsn(reply, text);
+        self.fail_remaining(&dsn);
+        self.transaction_failed = true;
+        self.drop_unsent_transaction();
+    }
+
+    fn on_rcpt(&mut self, index: usize, reply: &Reply) {
+        if self.mail_accepted {
+            if reply.is_positive() {
+                self.accepted.push(index);
+            } else {
+                let text = self.said(reply, Phase::Rcpt);
+                let dsn = self.failure_dsn(reply, text);
+                self.set_result(index, RcptResult::Failed(dsn));
+            }
+        }
+        let more_rcpts = self
+            .pending
+            .iter()
+            .map(|(e, _)| *e)
+            .chain(self.unsent.iter().map(|(_, e)| *e))
+            .any(|e| matches!(e, Expect::Rcpt(_)));
+        if !more_rcpts && self.accepted.is_empty() {
+            self.transaction_failed = true;
+            self.drop_unsent_transaction();
+        }
+    }
+
+    fn on_data(&mut self, reply: &Reply) {
+        let deliverable =
+            self.mail_accepted && !self.accepted.is_empty() && !self.transaction_failed;
+        if reply.is_intermediate() {
+            if deliverable {
+                self.stage = Stage::Body;
+            } else {
+                self.unsent
+                    .push_back((command::DOT.to_vec(), Expect::EmptyDot));
+            }
+            return;
+        }
+        if deliverable {
+            let text = self.said(reply, Phase::Data);
+            let dsn = self.failure_dsn(reply, text);
+            self.fail_remaining(&dsn);
+        }
+        self.transaction_failed = true;
+        self.after_transaction();
+    }
+
+    fn on_dot(&mut self, reply: &Reply) {
+        if reply.is_positive() {
+            let dsn = Dsn::new(reply.status(), reply.text.clone());
+            for index in self.accepted.clone() {
+                self.set_result(index, RcptResult::Delivered(dsn.clone()));
+            }
+        } else {
+            let text = self.said(reply, Phase::Dot);
+            let dsn = self.failure_dsn(reply, text);
+            self.fail_remaining(&dsn);
+            self.transaction_failed = true;
+        }
+        self.after_transaction();
+    }
+
+    fn on_lmtp_dot(&mut self, index: usize, reply: &Reply) {
+        let result = if reply.is_positive() {
+            RcptResult::Delivered(Dsn::new(reply.status(), reply.text.clone()))
+        } else {
+            let text = self.said(reply, Phase::Dot);
+            RcptResult::Failed(self.failure_dsn(reply, text))
+        };
+        self.set_result(index, result);
+        if !self
+            .pending
+            .iter()
+            .any(|(e, _)| matches!(e, Expect::LmtpDot(_)))
+        {
+            self.after_transaction();
+        }
+    }
+
+    fn after_transaction(&mut self) {
+        if self.pending.is_empty() && self.unsent.is_empty() && self.stage != Stage::Closed {
+            self.needs_rset = self.transaction_failed;
+            self.stage = Stage::Idle;
+        }
+    }
+
+    fn drop_unsent_transaction(&mut self) {
+        self.unsent
+            .retain(|(_, e)| !matches!(e, Expect::Rcpt(_) | Expect::Data));
+        if self.pending.is_empty() {
+            self.after_transaction();
+        }
+    }
+
+    fn queue_quit(&mut self, expect_reply: bool) {
+        self.unsent.clear();
+        if expect_reply {
+            self.unsent
+                .push_back((command::QUIT.to_vec(), Expect::Quit));
+        } else {
+            // QUIT without waiting for its reply (smtp_skip_quit_response).
+            self.unsent
+                .push_back((command::QUIT.to_vec(), Expect::QuitNoReply));
+        }
+    }
+
+    fn close(&mut self) {
+        self.unsent.clear();
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.stage = Stage::Closed;
+    }
+
+    /// `host H[A] said: REPLY (in reply to X command)`.
+    fn said(&self, reply: &Reply, phase: Phase) -> String {
+        format!(
+            "host {} said: {} (in reply to {} command)",
+            self.settings.peer,
+            reply.text,
+            phase.command_name()
+        )
+    }
+
+    /// The DSN for a negative reply: its own code, or 5.5.0 "Protocol error"
+    /// when the reply is not a 4xx/5xx at all.
+    fn failure_dsn(&self, reply: &Reply, text: String) -> Dsn {
+        match reply.code / 100 {
+            4 | 5 => Dsn::new(reply.status(), text),
+            _ => Dsn::new(StatusCode::new(5, 5, 0), format!("Protocol error: {text}")),
+        }
+    }
+
+    fn set_result(&mut self, index: usize, result: RcptResult) {
+        if let Some(slot) = self.results.get_mut(index)
+            && slot.is_none()
+        {
+            *slot = Some(result);
+        }
+    }
+
+    /// Every recipient without a result gets this failure.
+    fn fail_remaining(&mut self, dsn: &Dsn) {
+        for slot in self.results.iter_mut().filter(|s| s.is_none()) {
+            *slot = Some(RcptResult::Failed(dsn.clone()));
+        }
+    }
+}

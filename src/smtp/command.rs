@@ -1,0 +1,330 @@
+//! SMTP/LMTP commands as wire bytes, and the envelope checks that keep
+//! untrusted addresses from injecting commands.
+//!
+//! Pure. An address with CR, LF, NUL or another control character is refused
+//! ([`AddressError`]); everything that reaches the wire has been checked here.
+//! Local parts that are not dot-atoms are quoted (Postfix's
+//! `smtp_quote_rfc821_envelope = yes`); DSN values are xtext-encoded (RFC 3461).
+
+use std::fmt;
+
+/// Why an envelope address cannot be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressError {
+    ControlCharacter,
+    TooLong,
+    Malformed,
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddressError::ControlCharacter => f.write_str("address contains a control character"),
+            AddressError::TooLong => f.write_str("address is too long"),
+            AddressError::Malformed => f.write_str("malformed address"),
+        }
+    }
+}
+
+/// Longest address accepted (RFC 5321 path limit is 256; be lenient, bounded).
+pub const MAX_ADDRESS_LEN: usize = 1024;
+
+/// Checks an envelope address (empty = null sender) for the wire.
+pub fn check_address(address: &str) -> Result<(), AddressError> {
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err(AddressError::TooLong);
+    }
+    if address.chars().any(|c| c.is_control()) {
+        return Err(AddressError::ControlCharacter);
+    }
+    if address.starts_with('@') && !address.contains(':') {
+        return Err(AddressError::Malformed);
+    }
+    Ok(())
+}
+
+/// True when the address needs SMTPUTF8 (any non-ASCII character).
+pub fn needs_smtputf8(address: &str) -> bool {
+    !address.is_ascii()
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+fn is_dot_atom(local: &str) -> bool {
+    !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+}
+
+/// Quotes the local part when it is not a dot-atom (RFC 5321 §4.1.2).
+pub fn quote_address(address: &str) -> String {
+    if address.is_empty() {
+        return String::new();
+    }
+    let (local, domain) = match address.rsplit_once('@') {
+        Some((local, domain)) => (local, Some(domain)),
+        None => (address, None),
+    };
+    let already_quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+    let local = if is_dot_atom(local) || already_quoted {
+        local.to_string()
+    } else {
+        let mut quoted = String::with_capacity(local.len() + 2);
+        quoted.push('"');
+        for c in local.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        quoted
+    };
+    match domain {
+        Some(domain) => format!("{local}@{domain}"),
+        None => local,
+    }
+}
+
+/// RFC 3461 xtext: `+XX` for '+', '=', and bytes outside `!`..`~`.
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// DSN NOTIFY conditions (RFC 3461).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    /// The NOTIFY= value, or None when nothing was requested.
+    pub fn value(&self) -> Option<String> {
+        if self.never {
+            return Some("NEVER".into());
+        }
+        let words: Vec<&str> = [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, w)| *w)
+        .collect();
+        (!words.is_empty()).then(|| words.join(","))
+    }
+}
+
+/// DSN RET (RFC 3461).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// BODY= value of MAIL FROM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyType {
+    SevenBit,
+    EightBitMime,
+}
+
+/// Parameters of MAIL FROM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    pub body: Option<BodyType>,
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
+    pub smtputf8: bool,
+}
+
+/// Parameters of RCPT TO.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    pub notify: Option<String>,
+    /// Complete ORCPT value, `addr-type;xtext`.
+    pub orcpt: Option<String>,
+}
+
+pub fn ehlo(name: &str) -> Vec<u8> {
+    format!("EHLO {name}\r\n").into_bytes()
+}
+
+pub fn helo(name: &str) -> Vec<u8> {
+    format!("HELO {name}\r\n").into_bytes()
+}
+
+pub fn lhlo(name: &str) -> Vec<u8> {
+    format!("LHLO {name}\r\n").into_bytes()
+}
+
+pub fn mail_from(sender: &str, params: &MailParams) -> Vec<u8> {
+    let mut cmd = format!("MAIL FROM:<{}>", quote_address(sender));
+    if let Some(size) = params.size {
+        cmd.push_str(&format!(" SIZE={size}"));
+    }
+    match params.body {
+        Some(BodyType::EightBitMime) => cmd.push_str(" BODY=8BITMIME"),
+        Some(BodyType::SevenBit) => cmd.push_str(" BODY=7BIT"),
+        None => {}
+    }
+    if let Some(envid) = &params.envid {
+        cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+    }
+    match params.ret {
+        Some(Ret::Full) => cmd.push_str(" RET=FULL"),
+        Some(Ret::Hdrs) => cmd.push_str(" RET=HDRS"),
+        None => {}
+    }
+    if params.smtputf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    cmd.push_str("\r\n");
+    cmd.into_bytes()
+}
+
+pub fn rcpt_to(recipient: &str, params: &RcptParams) -> Vec<u8> {
+    let mut cmd = format!("RCPT TO:<{}>", quote_address(recipient));
+    if let Some(notify) = &params.notify {
+        cmd.push_str(&format!(" NOTIFY={notify}"));
+    }
+    if let Some(orcpt) = &params.orcpt {
+        cmd.push_str(&format!(" ORCPT={orcpt}"));
+    }
+    cmd.push_str("\r\n");
+    cmd.into_bytes()
+}
+
+/// ORCPT value: `type;xtext(addr)`; a given `type;addr` keeps its type.
+pub fn orcpt_value(orcpt: Option<&str>, recipient: &str) -> String {
+    match orcpt.and_then(|o| o.split_once(';')) {
+        Some((kind, addr)) if !kind.is_empty() && kind.is_ascii() => {
+            format!("{kind};{}", xtext(addr))
+        }
+        _ => format!("rfc822;{}", xtext(orcpt.unwrap_or(recipient))),
+    }
+}
+
+pub const DATA: &[u8] = b"DATA\r\n";
+pub const DOT: &[u8] = b".\r\n";
+pub const RSET: &[u8] = b"RSET\r\n";
+pub const QUIT: &[u8] = b"QUIT\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_injection() {
+        for bad in [
+            "a@b\r\nRCPT TO:<x@y>",
+            "a\n@b",
+            "a\0@b",
+            "a\t@b",
+            "\u{7f}@b",
+        ] {
+            assert_eq!(
+                check_address(bad),
+                Err(AddressError::ControlCharacter),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_address(&"a".repeat(2000)), Err(AddressError::TooLong));
+        assert!(check_address("").is_ok());
+        assert!(check_address("user@example.test").is_ok());
+        assert!(check_address("üser@example.test").is_ok());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_address("user@x.test"), "user@x.test");
+        assert_eq!(
+            quote_address("first.last+tag@x.test"),
+            "first.last+tag@x.test"
+        );
+        assert_eq!(quote_address("a b@x.test"), "\"a b\"@x.test");
+        assert_eq!(quote_address("a\"b@x.test"), "\"a\\\"b\"@x.test");
+        assert_eq!(quote_address("a..b@x.test"), "\"a..b\"@x.test");
+        assert_eq!(quote_address("\"a b\"@x.test"), "\"a b\"@x.test");
+        assert_eq!(quote_address("<evil>@x.test"), "\"<evil>\"@x.test");
+        assert_eq!(quote_address(""), "");
+        assert_eq!(quote_address("postmaster"), "postmaster");
+    }
+
+    #[test]
+    fn xtext_encoding() {
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert_eq!(xtext("ü"), "+C3+BC");
+    }
+
+    #[test]
+    fn mail_and_rcpt_commands() {
+        let params = MailParams {
+            size: Some(1234),
+            body: Some(BodyType::EightBitMime),
+            ret: Some(Ret::Hdrs),
+            envid: Some("id 1".into()),
+            smtputf8: true,
+        };
+        assert_eq!(
+            mail_from("s@x.test", &params),
+            b"MAIL FROM:<s@x.test> SIZE=1234 BODY=8BITMIME ENVID=id+201 RET=HDRS SMTPUTF8\r\n"
+        );
+        assert_eq!(mail_from("", &MailParams::default()), b"MAIL FROM:<>\r\n");
+        let rcpt = RcptParams {
+            notify: Some("SUCCESS,FAILURE".into()),
+            orcpt: Some(orcpt_value(None, "r@y.test")),
+        };
+        assert_eq!(
+            rcpt_to("r@y.test", &rcpt),
+            b"RCPT TO:<r@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@y.test\r\n"
+        );
+    }
+
+    #[test]
+    fn orcpt_forms() {
+        assert_eq!(orcpt_value(Some("rfc822;a+b@x"), "r@y"), "rfc822;a+2Bb@x");
+        assert_eq!(orcpt_value(Some("a@x"), "r@y"), "rfc822;a@x");
+        assert_eq!(orcpt_value(None, "r@y"), "rfc822;r@y");
+    }
+
+    #[test]
+    fn notify_values() {
+        assert_eq!(Notify::default().value(), None);
+        assert_eq!(
+            Notify {
+                never: true,
+                ..Default::default()
+            }
+            .value()
+            .as_deref(),
+            Some("NEVER")
+        );
+        assert_eq!(
+            Notify {
+                success: true,
+                delay: true,
+                ..Default::default()
+            }
+            .value()
+            .as_deref(),
+            Some("SUCCESS,DELAY")
+        );
+    }
+}

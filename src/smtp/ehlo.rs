@@ -1,0 +1,128 @@
+//! EHLO/LHLO reply keywords: which service extensions the server offers.
+//!
+//! Pure: a [`Reply`] goes in, an [`Extensions`] set comes out. Unknown
+//! keywords are ignored; a malformed SIZE argument means "SIZE without a
+//! limit", as Postfix reads it.
+
+use super::reply::Reply;
+
+/// Extensions announced in the EHLO/LHLO reply (RFC 5321 §4.1.1.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extensions {
+    pub pipelining: bool,
+    /// Present when SIZE is offered; `Some(0)` means no fixed limit.
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub dsn: bool,
+    pub smtputf8: bool,
+    /// Recorded for the TLS layer.
+    pub starttls: bool,
+    pub enhancedstatuscodes: bool,
+    /// SASL mechanisms from `AUTH` / `AUTH=` lines (recorded, not used yet).
+    pub auth: Vec<String>,
+}
+
+impl Extensions {
+    /// Parses an EHLO/LHLO reply; the first line is the server's greeting name.
+    pub fn from_reply(reply: &Reply) -> Self {
+        let mut ext = Extensions::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            let keyword = keyword.to_ascii_uppercase();
+            match keyword.as_str() {
+                "PIPELINING" => ext.pipelining = true,
+                "SIZE" => {
+                    let limit = words
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    ext.size = Some(limit);
+                }
+                "8BITMIME" => ext.eightbitmime = true,
+                "DSN" => ext.dsn = true,
+                "SMTPUTF8" => ext.smtputf8 = true,
+                "STARTTLS" => ext.starttls = true,
+                "ENHANCEDSTATUSCODES" => ext.enhancedstatuscodes = true,
+                "AUTH" => ext.auth.extend(words.map(str::to_ascii_uppercase)),
+                other => {
+                    if let Some(mechs) = other.strip_prefix("AUTH=") {
+                        ext.auth.push(mechs.to_string());
+                        ext.auth.extend(words.map(str::to_ascii_uppercase));
+                    }
+                }
+            }
+        }
+        // Postfix: SMTPUTF8 without 8BITMIME still implies 8BITMIME.
+        if ext.smtputf8 {
+            ext.eightbitmime = true;
+        }
+        ext.auth.sort();
+        ext.auth.dedup();
+        ext
+    }
+
+    /// The server's size limit, when it announced a fixed one.
+    pub fn size_limit(&self) -> Option<u64> {
+        self.size.filter(|&n| n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::ReplyParser;
+
+    fn ehlo(lines: &[&str]) -> Extensions {
+        let mut parser = ReplyParser::new(2048);
+        let reply = lines
+            .iter()
+            .find_map(|l| parser.push_line(l.as_bytes()))
+            .expect("complete reply");
+        Extensions::from_reply(&reply)
+    }
+
+    #[test]
+    fn smtp_sink_keywords() {
+        let ext = ehlo(&[
+            "250-sink.test",
+            "250-PIPELINING",
+            "250-8BITMIME",
+            "250-AUTH PLAIN LOGIN",
+            "250-AUTH=PLAIN LOGIN",
+            "250-XCLIENT NAME HELO",
+            "250-XFORWARD NAME ADDR PROTO HELO",
+            "250-ENHANCEDSTATUSCODES",
+            "250-DSN",
+            "250 ",
+        ]);
+        assert!(ext.pipelining && ext.eightbitmime && ext.dsn && ext.enhancedstatuscodes);
+        assert!(!ext.smtputf8 && !ext.starttls);
+        assert_eq!(ext.size, None);
+        assert_eq!(ext.auth, vec!["LOGIN", "PLAIN"]);
+    }
+
+    #[test]
+    fn size_forms() {
+        assert_eq!(
+            ehlo(&["250-x", "250 SIZE 10240000"]).size_limit(),
+            Some(10_240_000)
+        );
+        assert_eq!(ehlo(&["250-x", "250 SIZE"]).size, Some(0));
+        assert_eq!(ehlo(&["250-x", "250 SIZE"]).size_limit(), None);
+        assert_eq!(ehlo(&["250-x", "250 size junk"]).size_limit(), None);
+    }
+
+    #[test]
+    fn smtputf8_implies_8bitmime_and_case_is_ignored() {
+        let ext = ehlo(&["250-x", "250-smtputf8", "250 starttls"]);
+        assert!(ext.smtputf8 && ext.eightbitmime && ext.starttls);
+    }
+
+    #[test]
+    fn greeting_line_is_not_a_keyword() {
+        assert!(!ehlo(&["250 PIPELINING"]).pipelining);
+    }
+}

@@ -1,0 +1,8 @@
+//! The SMTP/LMTP protocol, without I/O: replies, commands, EHLO keywords, the
+//! session state machine and the DATA body encoding.
+
+pub mod body;
+pub mod client;
+pub mod command;
+pub mod ehlo;
+pub mod reply;

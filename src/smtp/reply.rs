@@ -1,0 +1,323 @@
+//! SMTP/LMTP server replies: line syntax, multi-line assembly, caps and the
+//! RFC 3463 code each reply stands for.
+//!
+//! Pure: lines (already split and length-capped by the transport) go in,
+//! complete [`Reply`] values come out. Nothing here can fail: garbage lines are
+//! kept as text and flagged (`malformed`), like Postfix's "non-ESMTP response",
+//! and reading goes on until a well-formed last line arrives. Stored text is
+//! made printable and capped at the configured limit, so a hostile server can
+//! neither inject control characters into logs nor grow memory.
+
+use crate::dsn::StatusCode;
+
+/// One complete server reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code of the last line.
+    pub code: u16,
+    /// Text of each line after `NNN-`/`NNN ` (malformed lines whole), printable, capped.
+    pub lines: Vec<String>,
+    /// The enhanced status code from the reply, only when its class matches the code's.
+    pub enhanced: Option<StatusCode>,
+    /// Some line did not follow the `NNN[- ]text` syntax.
+    pub malformed: bool,
+    /// The whole reply, lines joined by a space, printable, capped: what diagnostics quote.
+    pub text: String,
+}
+
+impl Reply {
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        self.code / 100 == 2
+    }
+
+    /// 3xx (354 after DATA).
+    pub fn is_intermediate(&self) -> bool {
+        self.code / 100 == 3
+    }
+
+    /// Outside the 2xx–5xx range RFC 5321 allows for replies.
+    pub fn is_protocol_violation(&self) -> bool {
+        !(200..=599).contains(&self.code)
+    }
+
+    /// The status this reply stands for: its own enhanced code when valid,
+    /// else `X.0.0` from the reply class; 5.5.0 for an impossible code.
+    pub fn status(&self) -> StatusCode {
+        if let Some(code) = self.enhanced {
+            return code;
+        }
+        match self.code / 100 {
+            2 => StatusCode::new(2, 0, 0),
+            4 => StatusCode::new(4, 0, 0),
+            5 => StatusCode::new(5, 0, 0),
+            _ => StatusCode::new(5, 5, 0),
+        }
+    }
+}
+
+/// Accumulates lines until a reply is complete.
+#[derive(Debug)]
+pub struct ReplyParser {
+    text_limit: usize,
+    lines: Vec<String>,
+    text: String,
+    malformed: bool,
+    first_line_text: Option<String>,
+}
+
+impl ReplyParser {
+    /// `text_limit` caps the stored text (Postfix `line_length_limit`, 2048).
+    pub fn new(text_limit: usize) -> Self {
+        Self {
+            text_limit: text_limit.max(16),
+            lines: Vec::new(),
+            text: String::new(),
+            malformed: false,
+            first_line_text: None,
+        }
+    }
+
+    /// Feeds one line without its line ending; returns the reply when this
+    /// line completes it.
+    pub fn push_line(&mut self, raw: &[u8]) -> Option<Reply> {
+        let line = printable(raw, self.text_limit);
+        let syntax = line_syntax(raw);
+        if self.text.len() < self.text_limit {
+            if !self.text.is_empty() {
+                self.text.push(' ');
+            }
+            push_capped(&mut self.text, &line, self.text_limit);
+            let body = match syntax {
+                LineSyntax::Last(_) | LineSyntax::More => line.get(4..).unwrap_or("").to_string(),
+                LineSyntax::Garbage => line.clone(),
+            };
+            if self.first_line_text.is_none() {
+                self.first_line_text = Some(body.clone());
+            }
+            self.lines.push(body);
+        }
+        match syntax {
+            LineSyntax::More => None,
+            LineSyntax::Garbage => {
+                self.malformed = true;
+                None
+            }
+            LineSyntax::Last(code) => {
+                let enhanced = self
+                    .first_line_text
+                    .as_deref()
+                    .and_then(|text| enhanced_code(text, code));
+                let reply = Reply {
+                    code,
+                    lines: std::mem::take(&mut self.lines),
+                    enhanced,
+                    malformed: self.malformed,
+                    text: std::mem::take(&mut self.text),
+                };
+                self.malformed = false;
+                self.first_line_text = None;
+                Some(reply)
+            }
+        }
+    }
+
+    /// True while a multi-line reply is partly read.
+    pub fn in_progress(&self) -> bool {
+        !self.lines.is_empty() || self.malformed
+    }
+}
+
+enum LineSyntax {
+    Last(u16),
+    More,
+    Garbage,
+}
+
+fn line_syntax(raw: &[u8]) -> LineSyntax {
+    let (digits, rest) = raw.split_at(raw.len().min(3));
+    if digits.len() != 3 || !digits.iter().all(u8::is_ascii_digit) {
+        return LineSyntax::Garbage;
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    match rest.first() {
+        None | Some(b' ') => LineSyntax::Last(code),
+        Some(b'-') => LineSyntax::More,
+        Some(_) => LineSyntax::Garbage,
+    }
+}
+
+/// The `X.Y.Z` at the start of a reply line's text, when X matches the reply class.
+fn enhanced_code(text: &str, code: u16) -> Option<StatusCode> {
+    let word = text.split(' ').next()?;
+    let status = StatusCode::parse(word)?;
+    (u16::from(status.class) == code / 100).then_some(status)
+}
+
+/// Replaces non-printable bytes (and any non-ASCII) with '?', keeps at most `limit` bytes.
+pub fn printable(raw: &[u8], limit: usize) -> String {
+    raw.iter()
+        .take(limit)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn push_capped(dst: &mut String, src: &str, limit: usize) {
+    let room = limit.saturating_sub(dst.len());
+    // `src` is ASCII (printable()), so any byte index is a char boundary.
+    dst.push_str(src.get(..room.min(src.len())).unwrap_or(""));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(lines: &[&str]) -> Vec<Reply> {
+        let mut parser = ReplyParser::new(2048);
+        lines
+            .iter()
+            .filter_map(|l| parser.push_line(l.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn single_line() {
+        let replies = parse_all(&["250 2.1.0 Ok"]);
+        assert_eq!(replies.len(), 1);
+        let r = &replies[0];
+        assert_eq!(r.code, 250);
+        assert_eq!(r.enhanced, Some(StatusCode::new(2, 1, 0)));
+        assert_eq!(r.text, "250 2.1.0 Ok");
+        assert_eq!(r.lines, vec!["2.1.0 Ok"]);
+        assert!(r.is_positive());
+        assert!(!r.malformed);
+    }
+
+    #[test]
+    fn multi_line_every_prefix_is_incomplete() {
+        let lines = [
+            "250-mx.test Hello",
+            "250-PIPELINING",
+            "250-SIZE 1000",
+            "250 8BITMIME",
+        ];
+        let mut parser = ReplyParser::new(2048);
+        for (i, line) in lines.iter().enumerate() {
+            let out = parser.push_line(line.as_bytes());
+            if i + 1 < lines.len() {
+                assert!(out.is_none(), "prefix of {} lines completed a reply", i + 1);
+                assert!(parser.in_progress());
+            } else {
+                let reply = out.expect("last line completes");
+                assert_eq!(
+                    reply.lines,
+                    vec!["mx.test Hello", "PIPELINING", "SIZE 1000", "8BITMIME"]
+                );
+                assert_eq!(
+                    reply.text,
+                    "250-mx.test Hello 250-PIPELINING 250-SIZE 1000 250 8BITMIME"
+                );
+                assert!(!parser.in_progress());
+            }
+        }
+    }
+
+    #[test]
+    fn code_only_line_is_last() {
+        let r = &parse_all(&["354"])[0];
+        assert_eq!(r.code, 354);
+        assert!(r.is_intermediate());
+        assert_eq!(r.lines, vec![""]);
+    }
+
+    #[test]
+    fn enhanced_code_class_must_match() {
+        assert_eq!(parse_all(&["550 4.1.1 odd"])[0].enhanced, None);
+        assert_eq!(
+            parse_all(&["550 4.1.1 odd"])[0].status().to_string(),
+            "5.0.0"
+        );
+        assert_eq!(parse_all(&["450 no code"])[0].status().to_string(), "4.0.0");
+        assert_eq!(parse_all(&["250 ok"])[0].status().to_string(), "2.0.0");
+        assert_eq!(
+            parse_all(&["550 5.7.1 denied"])[0].status().to_string(),
+            "5.7.1"
+        );
+        assert_eq!(parse_all(&["550 5.7.1x denied"])[0].enhanced, None);
+    }
+
+    #[test]
+    fn bad_codes_are_protocol_violations() {
+        for line in ["100 what", "199 x", "600 x", "999 x", "000 x"] {
+            let r = &parse_all(&[line])[0];
+            assert!(r.is_protocol_violation(), "{line}");
+            assert_eq!(r.status().to_string(), "5.5.0", "{line}");
+        }
+        assert!(!parse_all(&["421 bye"])[0].is_protocol_violation());
+    }
+
+    #[test]
+    fn garbage_is_kept_and_flagged_until_a_real_last_line() {
+        let mut parser = ReplyParser::new(2048);
+        assert!(parser.push_line(b"hello there").is_none());
+        assert!(parser.push_line(b"25").is_none());
+        assert!(parser.push_line(b"2500 x").is_none());
+        let r = parser.push_line(b"250 ok").expect("complete");
+        assert!(r.malformed);
+        assert_eq!(r.code, 250);
+        assert_eq!(r.text, "hello there 25 2500 x 250 ok");
+        // The parser is clean for the next reply.
+        let next = parser.push_line(b"221 bye").expect("complete");
+        assert!(!next.malformed);
+    }
+
+    #[test]
+    fn non_printables_are_replaced() {
+        let mut parser = ReplyParser::new(2048);
+        let r = parser
+            .push_line(b"550 5.1.1 bad\x1b[31m\x00\xff")
+            .expect("complete");
+        assert_eq!(r.text, "550 5.1.1 bad?[31m??");
+    }
+
+    #[test]
+    fn text_is_capped_across_many_lines() {
+        let mut parser = ReplyParser::new(100);
+        let long = format!("250-{}", "x".repeat(60));
+        let mut done = None;
+        for _ in 0..10_000 {
+            assert!(parser.push_line(long.as_bytes()).is_none());
+        }
+        if let Some(r) = parser.push_line(b"250 end") {
+            done = Some(r);
+        }
+        let r = done.expect("complete");
+        assert!(r.text.len() <= 100, "{}", r.text.len());
+        assert!(r.lines.len() <= 3);
+    }
+
+    #[test]
+    fn one_huge_line_is_capped() {
+        let mut parser = ReplyParser::new(2048);
+        let mut line = b"550 5.1.1 ".to_vec();
+        line.extend(std::iter::repeat_n(b'y', 100_000));
+        let r = parser.push_line(&line).expect("complete");
+        assert_eq!(r.text.len(), 2048);
+        assert_eq!(r.code, 550);
+        assert_eq!(r.status().to_string(), "5.1.1");
+    }
+
+    #[test]
+    fn codes_of_continuation_lines_may_differ_last_wins() {
+        let r = &parse_all(&["250-a", "550 5.0.0 b"])[0];
+        assert_eq!(r.code, 550);
+    }
+}

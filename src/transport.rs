@@ -1,0 +1,352 @@
+//! The byte stream under a session: the [`Transport`] trait (TCP, UNIX, and
+//! later TLS, or an in-memory script in tests) and [`Connection`], which adds
+//! per-phase timeouts, bounded reply-line reading and failure classification.
+//!
+//! Contract: every read and write carries a timeout; a line longer than the
+//! cap is truncated (the rest is read and dropped); a reply longer than
+//! [`MAX_REPLY_BYTES`] in total is an error, so a hostile server can neither
+//! exhaust memory nor keep a worker spinning on endless continuation lines.
+//! Errors come back as [`IoFailure`], the protocol layer's vocabulary.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use crate::smtp::client::IoFailure;
+use crate::smtp::reply::{Reply, ReplyParser};
+
+/// Most bytes one reply may take on the wire, all lines together.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A bidirectional byte stream with settable timeouts.
+pub trait Transport: Read + Write + Send {
+    /// Sets the read and write timeout; `None` blocks without limit.
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Transport for std::net::TcpStream {
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+}
+
+impl Transport for std::os::unix::net::UnixStream {
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_timeout(timeout)
+    }
+}
+
+/// Maps an I/O error to the protocol layer's failure kinds.
+pub fn classify(error: &io::Error) -> IoFailure {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => IoFailure::Timeout,
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => IoFailure::Lost,
+        _ => IoFailure::Other(strerror(error)),
+    }
+}
+
+/// The OS error text without Rust's " (os error N)" suffix, like strerror(3).
+pub fn strerror(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => error.to_string(),
+    }
+}
+
+fn zero_is_none(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then_some(timeout)
+}
+
+/// A transport with a read buffer, reply assembly and timeouts.
+pub struct Connection<T: Transport> {
+    stream: T,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    line_cap: usize,
+    reply_cap: usize,
+}
+
+impl<T: Transport> Connection<T> {
+    /// `reply_text_limit` caps stored reply text (Postfix `line_length_limit`).
+    pub fn new(stream: T, reply_text_limit: usize) -> Self {
+        Self {
+            stream,
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+            line_cap: reply_text_limit.max(512),
+            reply_cap: reply_text_limit,
+        }
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.stream
+    }
+
+    pub fn into_inner(self) -> T {
+        self.stream
+    }
+
+    /// Bytes received but not yet consumed as replies.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Writes all bytes under `timeout` (zero = none).
+    pub fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), IoFailure> {
+        self.stream
+            .set_timeout(zero_is_none(timeout))
+            .map_err(|e| classify(&e))?;
+        self.stream.write_all(bytes).map_err(|e| classify(&e))?;
+        self.stream.flush().map_err(|e| classify(&e))
+    }
+
+    /// Prepares the stream for a long write (the message body) under `timeout`
+    /// per write, and hands it out.
+    pub fn writer(&mut self, timeout: Duration) -> Result<&mut T, IoFailure> {
+        self.stream
+            .set_timeout(zero_is_none(timeout))
+            .map_err(|e| classify(&e))?;
+        Ok(&mut self.stream)
+    }
+
+    /// Reads one complete reply; `timeout` (zero = none) applies to each read.
+    pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
+        self.stream
+            .set_timeout(zero_is_none(timeout))
+            .map_err(|e| classify(&e))?;
+        let mut parser = ReplyParser::new(self.reply_cap);
+        let mut consumed = 0usize;
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            // Take one line out of the buffer, reading more as needed.
+            let newline = self
+                .buf
+                .get(self.start..self.end)
+                .and_then(|b| b.iter().position(|&c| c == b'\n'));
+            match newline {
+                Some(pos) => {
+                    let chunk = self.buf.get(self.start..self.start + pos).unwrap_or(&[]);
+                    let room = self.line_cap.saturating_sub(line.len());
+                    line.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or(&[]));
+                    self.start += pos + 1;
+                    consumed += pos + 1;
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if let Some(reply) = parser.push_line(&line) {
+                        return Ok(reply);
+                    }
+                    line.clear();
+                }
+                None => {
+                    let chunk = self.buf.get(self.start..self.end).unwrap_or(&[]);
+                    let room = self.line_cap.saturating_sub(line.len());
+                    line.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or(&[]));
+                    consumed += chunk.len();
+                    self.start = 0;
+                    self.end = 0;
+                    if consumed > MAX_REPLY_BYTES {
+                        return Err(IoFailure::Other(format!(
+                            "server reply exceeds {MAX_REPLY_BYTES} bytes"
+                        )));
+                    }
+                    let n = loop {
+                        match self.stream.read(&mut self.buf) {
+                            Ok(n) => break n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(classify(&e)),
+                        }
+                    };
+                    if n == 0 {
+                        return Err(IoFailure::Lost);
+                    }
+                    self.end = n.min(self.buf.len());
+                }
+            }
+            if consumed > MAX_REPLY_BYTES {
+                return Err(IoFailure::Other(format!(
+                    "server reply exceeds {MAX_REPLY_BYTES} bytes"
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod script {
+    //! An in-memory transport that plays a server script, for tests.
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// What the scripted server does next.
+    #[derive(Clone, Debug)]
+    pub enum Step {
+        /// Bytes the server sends.
+        Say(Vec<u8>),
+        /// The next read times out.
+        Stall,
+        /// The server closes the connection.
+        Hangup,
+    }
+
+    /// Plays `Step`s to reads; records everything written.
+    #[derive(Debug, Default)]
+    pub struct Scripted {
+        pub steps: VecDeque<Step>,
+        pub written: Vec<u8>,
+        pub fail_writes: bool,
+    }
+
+    impl Scripted {
+        pub fn new(steps: Vec<Step>) -> Self {
+            Self {
+                steps: steps.into(),
+                ..Default::default()
+            }
+        }
+
+        pub fn written_text(&self) -> String {
+            String::from_utf8_lossy(&self.written).into_owned()
+        }
+    }
+
+    pub fn say(text: &str) -> Step {
+        Step::Say(text.as_bytes().to_vec())
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.steps.pop_front() {
+                None | Some(Step::Hangup) => Ok(0),
+                Some(Step::Stall) => Err(io::Error::new(io::ErrorKind::WouldBlock, "stalled")),
+                Some(Step::Say(mut bytes)) => {
+                    let n = bytes.len().min(buf.len());
+                    let rest = bytes.split_off(n);
+                    if let Some(dst) = buf.get_mut(..n) {
+                        dst.copy_from_slice(&bytes);
+                    }
+                    if !rest.is_empty() {
+                        self.steps.push_front(Step::Say(rest));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.fail_writes {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "broken pipe"));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Scripted {
+        fn set_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script::*;
+    use super::*;
+
+    fn conn(steps: Vec<Step>) -> Connection<Scripted> {
+        Connection::new(Scripted::new(steps), 2048)
+    }
+
+    #[test]
+    fn replies_split_anywhere_are_assembled() {
+        let wire = "250-a\r\n250 b\r\n354 go\n";
+        for cut in 0..wire.len() {
+            let (x, y) = wire.split_at(cut);
+            let steps = [x, y]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| say(p))
+                .collect();
+            let mut c = conn(steps);
+            let first = c.read_reply(Duration::from_secs(1)).expect("first");
+            assert_eq!(first.text, "250-a 250 b");
+            let second = c.read_reply(Duration::from_secs(1)).expect("second");
+            assert_eq!(second.code, 354);
+        }
+    }
+
+    #[test]
+    fn pipelined_replies_in_one_read() {
+        let mut c = conn(vec![say("250 ok\r\n250 ok2\r\n354 data\r\n")]);
+        assert_eq!(
+            c.read_reply(Duration::ZERO).map(|r| r.text).ok().as_deref(),
+            Some("250 ok")
+        );
+        assert!(c.buffered() > 0);
+        assert_eq!(
+            c.read_reply(Duration::ZERO).map(|r| r.text).ok().as_deref(),
+            Some("250 ok2")
+        );
+        assert_eq!(c.read_reply(Duration::ZERO).map(|r| r.code).ok(), Some(354));
+        assert_eq!(c.buffered(), 0);
+    }
+
+    #[test]
+    fn huge_line_is_truncated_not_stored() {
+        let mut line = b"550 5.1.1 ".to_vec();
+        line.extend(std::iter::repeat_n(b'z', 100_000));
+        line.extend_from_slice(b"\r\n250 next\r\n");
+        let mut c = conn(vec![Step::Say(line)]);
+        let r = c.read_reply(Duration::ZERO).expect("reply");
+        assert_eq!(r.code, 550);
+        assert_eq!(r.text.len(), 2048);
+        assert_eq!(c.read_reply(Duration::ZERO).map(|r| r.code).ok(), Some(250));
+    }
+
+    #[test]
+    fn endless_reply_is_cut_off() {
+        let chunk = "250-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n".repeat(1000);
+        let steps = (0..200).map(|_| say(&chunk)).collect();
+        let mut c = conn(steps);
+        assert!(matches!(
+            c.read_reply(Duration::ZERO),
+            Err(IoFailure::Other(_))
+        ));
+    }
+
+    #[test]
+    fn eof_and_stall_are_classified() {
+        assert_eq!(
+            conn(vec![say("250 par")]).read_reply(Duration::ZERO).err(),
+            Some(IoFailure::Lost)
+        );
+        assert_eq!(
+            conn(vec![Step::Stall]).read_reply(Duration::ZERO).err(),
+            Some(IoFailure::Timeout)
+        );
+    }
+
+    #[test]
+    fn strerror_drops_the_suffix() {
+        let e = io::Error::from_raw_os_error(111);
+        assert_eq!(strerror(&e), "Connection refused");
+    }
+}
