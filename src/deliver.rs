@@ -367,3 +367,7 @@ fn check_envelope(request: &Request<'_>, ledger: &mut Ledger, trouble: &mut Trou
     }
     ledger.left() > 0
 }
+
+#[cfg(test)]
+#[path = "deliver_tests.rs"]
+mod tests;

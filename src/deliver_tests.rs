@@ -1,0 +1,480 @@
+//! The delivery loop with scripted servers behind a fake connector and a
+//! fake resolver: which server is tried next, the address and session limits,
+//! the final-server rule, fallback relays and the leftover rules.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use super::*;
+use crate::message::Message;
+use crate::recipients::Status;
+use crate::smtp::client::Recipient;
+use crate::smtp::command::Notify;
+use crate::transport::Transport;
+use crate::transport::script::{Scripted, Step, say};
+
+/// Per-address behaviour: refuse the connection, or play a script.
+#[derive(Clone)]
+enum Peer {
+    Refuse,
+    Script(Vec<Step>),
+}
+
+#[derive(Default)]
+struct FakeNet {
+    peers: HashMap<IpAddr, Peer>,
+    connects: Mutex<Vec<IpAddr>>,
+}
+
+impl Connector for &'static FakeNet {
+    fn connect(
+        &self,
+        endpoint: &Endpoint,
+        display: &str,
+        _: &ConnectOptions,
+    ) -> Result<Box<dyn Transport>, Dsn> {
+        let Endpoint::Inet(addr) = endpoint else {
+            return Err(Dsn::simple(
+                "4.4.1",
+                format!("connect to {display}: unsupported"),
+            ));
+        };
+        if let Ok(mut log) = self.connects.lock() {
+            log.push(addr.ip());
+        }
+        match self.peers.get(&addr.ip()) {
+            Some(Peer::Script(steps)) => Ok(Box::new(Scripted::new(steps.clone()))),
+            _ => Err(Dsn::simple(
+                "4.4.1",
+                format!("connect to {display}:{}: Connection refused", addr.port()),
+            )),
+        }
+    }
+}
+
+/// Names resolve to fixed address lists; IP literals to themselves.
+struct FakeDns(HashMap<String, Result<Vec<Ipv4Addr>, Dsn>>);
+
+impl Resolver for FakeDns {
+    fn resolve(&self, host: &Host, _lookup_mx: bool) -> Result<Vec<Candidate>, Dsn> {
+        match host {
+            Host::Ip(addr) => LiteralResolver.resolve(&Host::Ip(*addr), false),
+            Host::Name(name) => match self.0.get(name) {
+                Some(Ok(addrs)) => Ok(addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| Candidate {
+                        host: format!("mx{i}.{name}"),
+                        addr: IpAddr::V4(*a),
+                        preference: u32::try_from(i).unwrap_or(0) * 10,
+                    })
+                    .collect()),
+                Some(Err(dsn)) => Err(dsn.clone()),
+                None => Err(Dsn::simple(
+                    "5.4.4",
+                    format!(
+                        "Host or domain name not found. Name service error for name={name} type=A: Host not found"
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+fn session(rcpts: usize, rcpt_reply: &str, data_reply: &str, dot_reply: Option<&str>) -> Peer {
+    let mut lines = vec![
+        "220 ok ESMTP\r\n".to_string(),
+        "250-ok\r\n250 PIPELINING\r\n".to_string(),
+        "250 2.1.0 Ok\r\n".to_string(),
+    ];
+    lines.extend((0..rcpts).map(|_| rcpt_reply.to_string()));
+    lines.push(data_reply.to_string());
+    lines.extend(dot_reply.map(str::to_string));
+    Peer::Script(lines.iter().map(|l| say(l)).collect())
+}
+
+fn good(rcpts: usize) -> Peer {
+    session(
+        rcpts,
+        "250 2.1.5 Ok\r\n",
+        "354 go\r\n",
+        Some("250 2.0.0 Ok\r\n"),
+    )
+}
+
+fn rcpt_soft(rcpts: usize) -> Peer {
+    session(
+        rcpts,
+        "450 4.2.0 busy\r\n",
+        "554 5.5.1 no valid recipients\r\n",
+        None,
+    )
+}
+
+fn rcpt_hard(rcpts: usize) -> Peer {
+    session(
+        rcpts,
+        "550 5.1.1 no such user\r\n",
+        "554 5.5.1 no valid recipients\r\n",
+        None,
+    )
+}
+
+const GREET_SOFT: &[&str] = &["421 4.3.2 not now\r\n"];
+
+fn script(lines: &[&str]) -> Peer {
+    Peer::Script(lines.iter().map(|l| say(l)).collect())
+}
+
+fn net(peers: Vec<(u8, Peer)>) -> &'static FakeNet {
+    let net = FakeNet {
+        peers: peers.into_iter().map(|(n, p)| (ip(n), p)).collect(),
+        connects: Mutex::new(Vec::new()),
+    };
+    Box::leak(Box::new(net))
+}
+
+fn config(toml: &str) -> Config {
+    match Config::from_toml_str(toml) {
+        Ok(c) => c,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
+fn run(
+    cfg: Config,
+    dns: FakeDns,
+    net: &'static FakeNet,
+    nexthop: &str,
+    rcpts: &[&str],
+) -> Vec<(Status, String, String, Option<String>)> {
+    run_from(cfg, dns, net, nexthop, "s@x.test", rcpts)
+}
+
+fn run_from(
+    cfg: Config,
+    dns: FakeDns,
+    net: &'static FakeNet,
+    nexthop: &str,
+    sender: &str,
+    rcpts: &[&str],
+) -> Vec<(Status, String, String, Option<String>)> {
+    let deliverer = Deliverer::new(cfg)
+        .with_resolver(Box::new(dns))
+        .with_connector(Box::new(net));
+    let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+    let request = Request {
+        protocol: Protocol::Smtp,
+        nexthop,
+        envelope: Envelope {
+            sender: sender.into(),
+            recipients: rcpts
+                .iter()
+                .map(|a| Recipient {
+                    address: (*a).into(),
+                    orcpt: None,
+                    notify: Notify::default(),
+                })
+                .collect(),
+            envid: None,
+            ret: None,
+            smtputf8: false,
+        },
+        message: &message,
+        facts: MessageFacts {
+            size: 15,
+            has_8bit: false,
+        },
+    };
+    let (settled, anomalies) = deliverer.deliver(&request);
+    assert_eq!(anomalies, 0);
+    assert_eq!(settled.len(), rcpts.len());
+    settled
+        .into_iter()
+        .map(|s| {
+            (
+                s.outcome.status,
+                s.outcome.dsn.to_string(),
+                s.outcome.diagnostic,
+                s.outcome.relay,
+            )
+        })
+        .collect()
+}
+
+fn no_dns() -> FakeDns {
+    FakeDns(HashMap::new())
+}
+
+fn connects(net: &FakeNet) -> Vec<IpAddr> {
+    net.connects.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+#[test]
+fn next_destination_after_refused_connect() {
+    let net = net(vec![(1, Peer::Refuse), (2, good(1))]);
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net,
+        "[127.0.0.1]:25, [127.0.0.2]:25",
+        &["a@y.test"],
+    );
+    assert_eq!(out[0].0, Status::Sent);
+    assert_eq!(out[0].3.as_deref(), Some("127.0.0.2[127.0.0.2]:25"));
+    assert_eq!(connects(net), vec![ip(1), ip(2)]);
+}
+
+#[test]
+fn soft_rcpt_failure_is_kept_for_the_next_server_and_sent_there() {
+    let net = net(vec![(1, rcpt_soft(2)), (2, good(2))]);
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net,
+        "[127.0.0.1] [127.0.0.2]",
+        &["a@y.test", "b@y.test"],
+    );
+    assert!(out.iter().all(|o| o.0 == Status::Sent), "{out:?}");
+}
+
+#[test]
+fn soft_failure_on_the_final_server_defers() {
+    let net = net(vec![(1, rcpt_soft(1))]);
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net,
+        "[127.0.0.1]",
+        &["a@y.test"],
+    );
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(out[0].1, "4.2.0");
+    assert_eq!(
+        out[0].2,
+        "host 127.0.0.1[127.0.0.1] said: 450 4.2.0 busy (in reply to RCPT TO command)"
+    );
+    assert_eq!(out[0].3.as_deref(), Some("127.0.0.1[127.0.0.1]:25"));
+}
+
+#[test]
+fn hard_failure_bounces_without_trying_backups() {
+    let net = net(vec![(1, rcpt_hard(2)), (2, good(2))]);
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net,
+        "[127.0.0.1], [127.0.0.2]",
+        &["a@y.test", "b@y.test"],
+    );
+    assert!(
+        out.iter().all(|o| o.0 == Status::Bounced && o.1 == "5.1.1"),
+        "{out:?}"
+    );
+    assert_eq!(connects(net), vec![ip(1)]);
+}
+
+#[test]
+fn all_servers_down_defers_with_the_last_reason() {
+    let net = net(vec![(1, Peer::Refuse), (2, Peer::Refuse)]);
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net,
+        "[127.0.0.1]:2525,[127.0.0.2]:2526",
+        &["a@y.test"],
+    );
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(out[0].1, "4.4.1");
+    assert_eq!(
+        out[0].2,
+        "connect to 127.0.0.2[127.0.0.2]:2526: Connection refused"
+    );
+    assert_eq!(out[0].3, None);
+}
+
+#[test]
+fn mx_address_limit_caps_addresses_tried() {
+    let dns = FakeDns(HashMap::from([(
+        "y.test".to_string(),
+        Ok((1..=6).map(|n| Ipv4Addr::new(127, 0, 0, n)).collect()),
+    )]));
+    let net = net((1..=6).map(|n| (n, Peer::Refuse)).collect());
+    let out = run(
+        config("[smtp]\nmx_address_limit = 3\n"),
+        dns,
+        net,
+        "y.test",
+        &["a@y.test"],
+    );
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(connects(net), vec![ip(1), ip(2), ip(3)]);
+}
+
+#[test]
+fn mx_session_limit_counts_only_completed_handshakes() {
+    let names = || {
+        FakeDns(HashMap::from([(
+            "y.test".to_string(),
+            Ok((1..=4).map(|n| Ipv4Addr::new(127, 0, 0, n)).collect()),
+        )]))
+    };
+    // Three servers answering 4xx to RCPT: two sessions, then stop.
+    let all_soft = net((1..=4).map(|n| (n, rcpt_soft(1))).collect());
+    let out = run(
+        Config::default(),
+        names(),
+        all_soft,
+        "y.test",
+        &["a@y.test"],
+    );
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(connects(all_soft), vec![ip(1), ip(2)]);
+    // Greeting failures do not count towards the session limit.
+    let greet = net(vec![
+        (1, script(GREET_SOFT)),
+        (2, rcpt_soft(1)),
+        (3, script(GREET_SOFT)),
+        (4, good(1)),
+    ]);
+    let out = run(Config::default(), names(), greet, "y.test", &["a@y.test"]);
+    assert_eq!(out[0].0, Status::Sent, "{out:?}");
+    assert_eq!(connects(greet), vec![ip(1), ip(2), ip(3), ip(4)]);
+}
+
+#[test]
+fn session_limit_makes_the_server_final() {
+    // Second session reaches the limit: its soft error defers right there.
+    let dns = FakeDns(HashMap::from([(
+        "y.test".to_string(),
+        Ok((1..=3).map(|n| Ipv4Addr::new(127, 0, 0, n)).collect()),
+    )]));
+    let net = net(vec![(1, rcpt_soft(1)), (2, rcpt_soft(1)), (3, good(1))]);
+    let out = run(Config::default(), dns, net, "y.test", &["a@y.test"]);
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(out[0].3.as_deref(), Some("mx1.y.test[127.0.0.2]:25"));
+}
+
+#[test]
+fn fallback_relay_after_not_found_and_after_all_dead() {
+    let cfg = || config("[smtp]\nfallback_relay = [\"[127.0.0.9]:2525\"]\n");
+    let net1 = net(vec![(9, good(1))]);
+    let out = run(cfg(), no_dns(), net1, "nxdomain.test", &["a@nxdomain.test"]);
+    assert_eq!(out[0].0, Status::Sent);
+    assert_eq!(out[0].3.as_deref(), Some("127.0.0.9[127.0.0.9]:2525"));
+    let net2 = net(vec![(1, Peer::Refuse), (9, good(1))]);
+    let out = run(cfg(), no_dns(), net2, "[127.0.0.1]", &["a@y.test"]);
+    assert_eq!(out[0].0, Status::Sent);
+    assert_eq!(connects(net2), vec![ip(1), ip(9)]);
+}
+
+#[test]
+fn hard_failure_at_fallback_relay_is_softened_to_4_3_5() {
+    let net = net(vec![(1, Peer::Refuse), (9, good(1))]);
+    let out = run(
+        config("[smtp]\nfallback_relay = [\"relay.invalid\"]\n"),
+        no_dns(),
+        net,
+        "[127.0.0.1]",
+        &["a@y.test"],
+    );
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(out[0].1, "4.3.5");
+    assert!(
+        out[0].2.starts_with("Host or domain name not found"),
+        "{}",
+        out[0].2
+    );
+}
+
+#[test]
+fn hard_failure_at_relayhost_is_softened_to_4_3_5() {
+    let out = run(
+        config("[smtp]\nrelayhost = \"relay.invalid\"\n"),
+        no_dns(),
+        net(vec![]),
+        "relay.invalid",
+        &["a@y.test"],
+    );
+    assert_eq!((out[0].0, out[0].1.as_str()), (Status::Deferred, "4.3.5"));
+    // Not the relayhost: the same error bounces.
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net(vec![]),
+        "relay.invalid",
+        &["a@y.test"],
+    );
+    assert_eq!((out[0].0, out[0].1.as_str()), (Status::Bounced, "5.4.4"));
+}
+
+#[test]
+fn empty_address_list_leaves_4_3_0() {
+    let dns = FakeDns(HashMap::from([("y.test".to_string(), Ok(Vec::new()))]));
+    let out = run(Config::default(), dns, net(vec![]), "y.test", &["a@y.test"]);
+    assert_eq!(out[0].1, "4.3.0");
+    assert_eq!(out[0].2, "server unavailable or unable to receive mail");
+}
+
+#[test]
+fn bad_destinations_defer_with_4_3_5() {
+    for bad in [
+        "[127.0.0.1]:0",
+        "[127.0.0.1]:65536",
+        "[127.0.0.1]:nosuchservice",
+        " , ",
+        "",
+        "[127.0.0.1",
+    ] {
+        let net = net(vec![]);
+        let out = run(
+            Config::default(),
+            no_dns(),
+            net,
+            bad,
+            &["a@y.test", "b@y.test"],
+        );
+        for o in &out {
+            assert_eq!(
+                (o.0, o.1.as_str()),
+                (Status::Deferred, "4.3.5"),
+                "{bad:?}: {o:?}"
+            );
+            assert!(o.2.starts_with("bad destination"), "{bad:?}: {}", o.2);
+        }
+        assert!(connects(net).is_empty());
+    }
+}
+
+#[test]
+fn unsafe_envelope_is_refused_before_connecting() {
+    let net1 = net(vec![(1, good(1))]);
+    let out = run_from(
+        Config::default(),
+        no_dns(),
+        net1,
+        "[127.0.0.1]",
+        "s@x\r\nRSET",
+        &["a@y.test", "b@y.test"],
+    );
+    assert!(
+        out.iter().all(|o| o.0 == Status::Bounced && o.1 == "5.1.7"),
+        "{out:?}"
+    );
+    assert!(connects(net1).is_empty());
+    let net2 = net(vec![(1, good(1))]);
+    let out = run(
+        Config::default(),
+        no_dns(),
+        net2,
+        "[127.0.0.1]",
+        &["bad\n@y.test", "ok@y.test"],
+    );
+    assert_eq!((out[0].0, out[0].1.as_str()), (Status::Bounced, "5.1.3"));
+    assert_eq!(out[1].0, Status::Sent);
+}
