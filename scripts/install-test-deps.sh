@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Installs what mailhop's tests and benchmarks need on Debian/Ubuntu:
+#   postfix       smtp-sink and smtp-source, the test peers (the Postfix
+#                 daemon itself is never started by this script)
+#   dnsmasq-base  a local DNS server for the DNS/MX tests
+#   time          /usr/bin/time, for peak RSS in the benchmarks
+#   iproute2      ss(8), to find free ports
+# and checks that a Rust toolchain (cargo) is present.
+#
+# Idempotent: installs only what is missing, runs "apt-get update" only when
+# something must be installed, and exits 0 when everything is present.
+# Run as root, or as a user with sudo.
+set -euo pipefail
+
+say() { printf 'install-test-deps: %s\n' "$*"; }
+die() { printf 'install-test-deps: error: %s\n' "$*" >&2; exit 1; }
+
+# Finds a program in PATH or in the sbin directories (not in a non-root PATH
+# on Debian).
+find_prog() {
+    local name=$1 dir
+    if command -v "$name" >/dev/null 2>&1; then
+        command -v "$name"
+        return 0
+    fi
+    for dir in /usr/sbin /sbin /usr/bin /bin; do
+        if [ -x "$dir/$name" ]; then
+            printf '%s\n' "$dir/$name"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# "package|what must exist|description": a check is a program name, or an
+# absolute path that must be executable.
+REQUIREMENTS=(
+    "postfix|smtp-sink smtp-source|Postfix test peers (smtp-sink, smtp-source)"
+    "dnsmasq-base|dnsmasq|dnsmasq, local DNS server for the DNS tests"
+    "time|/usr/bin/time|/usr/bin/time, peak RSS measurement"
+    "iproute2|ip ss|ip and ss"
+)
+
+missing=()
+for req in "${REQUIREMENTS[@]}"; do
+    IFS='|' read -r pkg checks what <<<"$req"
+    ok=1
+    found=()
+    for check in $checks; do
+        if [[ $check == /* ]]; then
+            if [ -x "$check" ]; then found+=("$check"); else ok=0; fi
+        elif path=$(find_prog "$check"); then
+            found+=("$path")
+        else
+            ok=0
+        fi
+    done
+    if [ "$ok" = 1 ]; then
+        say "present: $pkg (${found[*]})"
+    else
+        say "missing: $pkg — $what"
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    command -v apt-get >/dev/null 2>&1 ||
+        die "apt-get not found; install these packages by hand: ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root() { "$@"; }
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root() { sudo "$@"; }
+        say "not root: using sudo"
+    else
+        die "not root and sudo not found; as root, run: $0"
+    fi
+
+    installing_postfix=0
+    for pkg in "${missing[@]}"; do
+        [ "$pkg" = postfix ] && installing_postfix=1
+    done
+    if [ "$installing_postfix" = 1 ]; then
+        # No main.cf, no mail system configuration: we only want the tools.
+        say "preseeding debconf: postfix/main_mailer_type = No configuration"
+        echo "postfix postfix/main_mailer_type select No configuration" |
+            as_root debconf-set-selections
+    fi
+
+    say "running apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    say "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+    if [ "$installing_postfix" = 1 ]; then
+        # The package may have started the mail system; tests start their
+        # own smtp-sink and need no daemon. Harmless when nothing runs.
+        if postfix_bin=$(find_prog postfix); then
+            as_root "$postfix_bin" stop 2>/dev/null || true
+            say "made sure the Postfix master daemon is not running"
+        fi
+    fi
+
+    for pkg in "${missing[@]}"; do
+        for req in "${REQUIREMENTS[@]}"; do
+            IFS='|' read -r rpkg checks _ <<<"$req"
+            [ "$rpkg" = "$pkg" ] || continue
+            for check in $checks; do
+                if [[ $check == /* ]]; then
+                    [ -x "$check" ] || die "$pkg installed but $check is still missing"
+                else
+                    find_prog "$check" >/dev/null ||
+                        die "$pkg installed but $check is still missing"
+                fi
+            done
+        done
+        say "installed: $pkg"
+    done
+else
+    say "all system packages present; nothing to install"
+fi
+
+# Rust toolchain: never downloaded from here.
+cargo_bin=""
+if cargo_bin=$(command -v cargo 2>/dev/null); then
+    :
+elif [ -x "${HOME:-/nonexistent}/.cargo/bin/cargo" ]; then
+    cargo_bin="$HOME/.cargo/bin/cargo"
+elif [ -n "${SUDO_USER:-}" ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6 || true)
+    if [ -n "$user_home" ] && [ -x "$user_home/.cargo/bin/cargo" ]; then
+        cargo_bin="$user_home/.cargo/bin/cargo"
+    fi
+fi
+if [ -z "$cargo_bin" ]; then
+    cat >&2 <<'MSG'
+install-test-deps: error: cargo (the Rust toolchain) was not found.
+Install it, then run this script again, either
+  - from the distribution:  apt-get install cargo rustc
+    (mailhop needs Rust 1.88 or later, which older distribution releases
+    do not ship), or
+  - with rustup, as described at https://rustup.rs/ (installs into ~/.cargo;
+    add ~/.cargo/bin to PATH).
+MSG
+    exit 1
+fi
+cargo_version=$("$cargo_bin" --version 2>/dev/null || echo 'cargo version unknown')
+say "present: cargo ($cargo_bin, $cargo_version)"
+# The code uses edition 2024 let-chains: Rust 1.88 or later.
+minor=$(printf '%s\n' "$cargo_version" | sed -n 's/^cargo 1\.\([0-9][0-9]*\)\..*/\1/p')
+if [ -n "$minor" ] && [ "$minor" -lt 88 ]; then
+    say "warning: $cargo_version is too old to build mailhop (needs Rust 1.88 or later); update it, e.g. with rustup"
+fi
+say "done"
