@@ -297,6 +297,7 @@ impl Deliverer {
             helo_name: settings.helo_name.clone(),
             skip_5xx_greeting: settings.skip_5xx_greeting,
             peer: server.display.clone(),
+            smtputf8_enable: self.config.smtp.smtputf8_enable,
         };
         let mut client = Client::new(client_settings, envelope, request.facts);
         let mut conn = Connection::new(stream, self.config.smtp.reply_length_limit);

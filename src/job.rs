@@ -121,7 +121,7 @@ impl JobResult {
             .map(|r| {
                 format!(
                     "to=<{}>, relay={}, dsn={}, status={} ({})",
-                    r.address,
+                    crate::recipients::printable_address(&r.address),
                     r.relay.as_deref().unwrap_or("none"),
                     r.dsn,
                     r.status.as_str(),
@@ -189,6 +189,25 @@ mod tests {
             ],
         );
         assert_eq!(bounced.exit_code(), 69);
+    }
+
+    #[test]
+    fn text_lines_cannot_be_split_by_an_address() {
+        let r = JobResult::new(
+            "x",
+            vec![settled(
+                "a@y\r\nto=<forged>",
+                Status::Bounced,
+                StatusCode::new(5, 1, 3),
+            )],
+        );
+        let lines = r.text_lines();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("to=<a@y??to=<forged>>,"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

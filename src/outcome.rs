@@ -51,7 +51,7 @@ pub fn apply_failure(
     } else {
         log::info!(
             "{}: {} (kept for the next server)",
-            ledger.address(index).unwrap_or("?"),
+            crate::recipients::printable_address(ledger.address(index).unwrap_or("?")),
             dsn.text
         );
     }

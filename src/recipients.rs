@@ -142,9 +142,19 @@ impl Ledger {
     }
 }
 
+/// An address as it may appear in a log or result line: control characters
+/// shown as '?', so a hostile address cannot forge extra lines.
+pub fn printable_address(address: &str) -> String {
+    address
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn log_outcome(address: &str, outcome: &Outcome) {
     log::info!(
-        "to=<{address}>, relay={}, dsn={}, status={} ({})",
+        "to=<{}>, relay={}, dsn={}, status={} ({})",
+        printable_address(address),
         outcome.relay.as_deref().unwrap_or("none"),
         outcome.dsn,
         outcome.status.as_str(),

@@ -80,6 +80,7 @@ fn drive(
         helo_name: "client.test".into(),
         skip_5xx_greeting: true,
         peer: "mx.test[127.0.0.1]".into(),
+        smtputf8_enable: true,
     };
     let mut client = Client::new(settings, env, facts);
     let mut conn = Connection::new(Scripted::new(steps), 2048);
@@ -203,6 +204,7 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
         helo_name: "client.test".into(),
         skip_5xx_greeting: true,
         peer: "mx.test[127.0.0.1]".into(),
+        smtputf8_enable: true,
     };
     let facts = MessageFacts {
         size: 3,
@@ -349,6 +351,7 @@ fn greeting_5xx_is_hard_without_skip() {
         helo_name: "c".into(),
         skip_5xx_greeting: false,
         peer: "h[a]".into(),
+        smtputf8_enable: true,
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -795,4 +798,37 @@ fn random_server_behaviour_never_panics_or_double_reports() {
             out.results
         );
     }
+}
+
+#[test]
+fn smtputf8_disabled_neither_requires_nor_requests_it() {
+    let settings = ClientSettings {
+        lmtp: false,
+        helo_name: "c".into(),
+        skip_5xx_greeting: true,
+        peer: "h[a]".into(),
+        smtputf8_enable: false,
+    };
+    let mut client = Client::new(
+        settings,
+        envelope(&["ü@y.test"]),
+        MessageFacts {
+            size: 3,
+            has_8bit: false,
+        },
+    );
+    let steps = vec![
+        say("220 x\r\n"),
+        say(EHLO_PIPE),
+        say("250 ok\r\n250 ok\r\n354 go\r\n"),
+        say("250 ok\r\n"),
+    ];
+    let mut conn = Connection::new(Scripted::new(steps), 2048);
+    run(&mut conn, &mut client, &timeouts(), &Inline(b"hi\n"), 998);
+    assert!(delivered(&client.results()[0]).is_some());
+    let written = conn.into_inner().written_text();
+    assert!(
+        written.contains("MAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<ü@y.test>\r\n"),
+        "{written}"
+    );
 }

@@ -171,6 +171,8 @@ pub struct ClientSettings {
     pub skip_5xx_greeting: bool,
     /// `host[addr]` for diagnostics.
     pub peer: String,
+    /// Postfix `smtputf8_enable`: when off, SMTPUTF8 is never requested nor required.
+    pub smtputf8_enable: bool,
 }
 
 /// What happened to one recipient in this session.
@@ -536,7 +538,7 @@ impl Client {
 
     fn start_transaction(&mut self) {
         let peer = self.settings.peer.clone();
-        let smtputf8 = self.envelope.needs_smtputf8();
+        let smtputf8 = self.settings.smtputf8_enable && self.envelope.needs_smtputf8();
         if smtputf8 && !self.extensions.smtputf8 {
             let dsn = Dsn::simple(
                 "5.6.7",
