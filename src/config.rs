@@ -293,6 +293,32 @@ config_table! {
         /// "ipv4", "ipv6", or a comma/space-separated list such as
         /// "ipv4, ipv6".
         inet_protocols: String = "all".into(), mirrors "inet_protocols", check = check_inet_protocols;
+        /// Time limit for one query to one server.
+        #[serde(with = "duration_str")]
+        timeout: Duration = secs(5), mirrors "resolv.conf options timeout: (RES_TIMEOUT)", check = check_timeout;
+        /// Rounds of queries over all servers before a lookup fails
+        /// temporarily (4.4.3). 1 to 10.
+        attempts: u32 = 2, mirrors "resolv.conf options attempts: (RES_DFLRETRY)", check = check_attempts;
+        /// "enabled": MX lookups for unbracketed domains; "disabled": no MX
+        /// lookups, only A/AAAA of the destination host.
+        support: String = "enabled".into(), mirrors "smtp_dns_support_level", check = check_dns_support;
+        /// Which address family to try first among servers of equal MX
+        /// preference: "any", "ipv4" or "ipv6".
+        address_preference: String = "any".into(), mirrors "smtp_address_preference", check = check_address_preference;
+        /// Shuffle servers of equal MX preference so they share the load.
+        randomize_addresses: bool = true, mirrors "smtp_randomize_addresses";
+        /// With both IPv4 and IPv6 servers, keep some of each family within
+        /// [smtp] mx_address_limit.
+        balance_inet_protocols: bool = true, mirrors "smtp_balance_inet_protocols";
+        /// When the MX lookup fails temporarily, look up the domain's own
+        /// A/AAAA records instead of deferring the mail (4.4.3).
+        ignore_mx_lookup_error: bool = false, mirrors "ignore_mx_lookup_error";
+        /// When no MX host has an address, defer the mail (4.x) instead of
+        /// bouncing it.
+        defer_if_no_mx_address_found: bool = false, mirrors "smtp_defer_if_no_mx_address_found";
+        /// Most answers kept in the shared DNS cache (entries live for their
+        /// TTL; negative answers for the SOA minimum). 0 disables the cache.
+        cache_entries: usize = 10000, mirrors "none (Postfix relies on the local resolver's cache)";
     }
 }
 
@@ -914,6 +940,28 @@ fn check_security_level(level: &str) -> Result<(), Invalid> {
         LEVELS.join(", ")
     )
     .into())
+}
+
+fn check_attempts(attempts: &u32) -> Result<(), Invalid> {
+    if (1..=10).contains(attempts) {
+        return Ok(());
+    }
+    Err(format!("invalid value {attempts}, expected 1 to 10").into())
+}
+
+fn check_one_of(value: &str, allowed: &[&str]) -> Result<(), Invalid> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(format!("invalid value {value:?}, expected one of {}", allowed.join(", ")).into())
+}
+
+fn check_dns_support(value: &str) -> Result<(), Invalid> {
+    check_one_of(value, &["enabled", "disabled"])
+}
+
+fn check_address_preference(value: &str) -> Result<(), Invalid> {
+    check_one_of(value, &["any", "ipv4", "ipv6"])
 }
 
 /// Postfix list separators (`CHARS_COMMA_SP`).
