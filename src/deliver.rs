@@ -298,6 +298,7 @@ impl Deliverer {
             skip_5xx_greeting: settings.skip_5xx_greeting,
             peer: server.display.clone(),
             smtputf8_enable: self.config.smtp.smtputf8_enable,
+            loop_check: None,
         };
         let mut client = Client::new(client_settings, envelope, request.facts);
         let mut conn = Connection::new(stream, self.config.smtp.reply_length_limit);

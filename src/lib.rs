@@ -14,6 +14,7 @@ pub mod config;
 pub mod connect;
 pub mod deliver;
 pub mod dsn;
+pub mod interfaces;
 pub mod job;
 pub mod message;
 pub mod nexthop;

@@ -81,6 +81,7 @@ fn drive(
         skip_5xx_greeting: true,
         peer: "mx.test[127.0.0.1]".into(),
         smtputf8_enable: true,
+        loop_check: None,
     };
     let mut client = Client::new(settings, env, facts);
     let mut conn = Connection::new(Scripted::new(steps), 2048);
@@ -205,6 +206,7 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
         skip_5xx_greeting: true,
         peer: "mx.test[127.0.0.1]".into(),
         smtputf8_enable: true,
+        loop_check: None,
     };
     let facts = MessageFacts {
         size: 3,
@@ -352,6 +354,7 @@ fn greeting_5xx_is_hard_without_skip() {
         skip_5xx_greeting: false,
         peer: "h[a]".into(),
         smtputf8_enable: true,
+        loop_check: None,
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -808,6 +811,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         skip_5xx_greeting: true,
         peer: "h[a]".into(),
         smtputf8_enable: false,
+        loop_check: None,
     };
     let mut client = Client::new(
         settings,
@@ -831,4 +835,38 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         written.contains("MAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<ü@y.test>\r\n"),
         "{written}"
     );
+}
+
+#[test]
+fn ehlo_reply_with_our_own_name_is_a_loop() {
+    use crate::smtp::client::LoopCheck;
+    for (best_mx, code) in [(true, "5.4.6"), (false, "4.4.6")] {
+        let settings = ClientSettings {
+            lmtp: false,
+            helo_name: "me.test".into(),
+            skip_5xx_greeting: true,
+            peer: "mx.y.test[192.0.2.1]".into(),
+            smtputf8_enable: true,
+            loop_check: Some(LoopCheck {
+                my_name: "me.test".into(),
+                nexthop: "y.test".into(),
+                best_mx,
+            }),
+        };
+        let mut client = Client::new(settings, envelope(&["a@y.test"]), MessageFacts::default());
+        let steps = vec![
+            say("220 me.test ESMTP\r\n"),
+            say("250-ME.TEST\r\n250 PIPELINING\r\n"),
+        ];
+        let mut conn = Connection::new(Scripted::new(steps), 2048);
+        run(&mut conn, &mut client, &timeouts(), &Inline(b""), 998);
+        assert_eq!(
+            failed(&client.results()[0]),
+            Some((
+                code.to_string(),
+                "mail for y.test loops back to myself".to_string()
+            ))
+        );
+        assert!(!conn.into_inner().written_text().contains("MAIL"));
+    }
 }

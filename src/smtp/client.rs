@@ -173,6 +173,20 @@ pub struct ClientSettings {
     pub peer: String,
     /// Postfix `smtputf8_enable`: when off, SMTPUTF8 is never requested nor required.
     pub smtputf8_enable: bool,
+    /// Port 25 loop detection: a server greeting us with our own name in its
+    /// EHLO/HELO reply is ourselves.
+    pub loop_check: Option<LoopCheck>,
+}
+
+/// What the EHLO loop check needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoopCheck {
+    /// Our own host name (`helo_name`).
+    pub my_name: String,
+    /// The next-hop domain, for the diagnostic.
+    pub nexthop: String,
+    /// This server is a best-preference MX: 5.4.6, else 4.4.6.
+    pub best_mx: bool,
 }
 
 /// What happened to one recipient in this session.
@@ -516,6 +530,28 @@ impl Client {
 
     fn on_hello(&mut self, hello: Hello, reply: &Reply) {
         if reply.is_positive() {
+            if let Some(check) = &self.settings.loop_check {
+                let server_name = reply
+                    .lines
+                    .first()
+                    .and_then(|l| l.split_ascii_whitespace().next());
+                if server_name.is_some_and(|name| name.eq_ignore_ascii_case(&check.my_name)) {
+                    log::warn!(
+                        "host {} replied to {} with my own hostname {}",
+                        self.settings.peer,
+                        hello.name(),
+                        check.my_name
+                    );
+                    let code = if check.best_mx { "5.4.6" } else { "4.4.6" };
+                    let dsn = Dsn::simple(
+                        code,
+                        format!("mail for {} loops back to myself", check.nexthop),
+                    );
+                    self.fail_remaining(&dsn);
+                    self.quit();
+                    return;
+                }
+            }
             if hello != Hello::Helo {
                 self.extensions = Extensions::from_reply(reply);
             }
