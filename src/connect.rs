@@ -32,6 +32,11 @@ pub struct ConnectOptions {
     pub bind_address: Option<Ipv4Addr>,
     pub bind_address6: Option<Ipv6Addr>,
     pub bind_address_enforce: bool,
+    /// Postfix's implicit source address (exactly one non-loopback
+    /// inet_interfaces address of the family), used when the explicit one is
+    /// unset; a failure to bind it is only a warning.
+    pub implicit_source: Option<Ipv4Addr>,
+    pub implicit_source6: Option<Ipv6Addr>,
 }
 
 /// A connected stream of either kind.
@@ -105,14 +110,24 @@ impl Connector for SocketConnector {
 }
 
 fn bind_source(socket: &Socket, addr: SocketAddr, options: &ConnectOptions) -> Result<(), Dsn> {
-    let source: Option<IpAddr> = match addr {
-        SocketAddr::V4(_) => options.bind_address.map(IpAddr::V4),
-        SocketAddr::V6(_) => options.bind_address6.map(IpAddr::V6),
+    let (explicit, implicit): (Option<IpAddr>, Option<IpAddr>) = match addr {
+        SocketAddr::V4(_) => (
+            options.bind_address.map(IpAddr::V4),
+            options.implicit_source.map(IpAddr::V4),
+        ),
+        SocketAddr::V6(_) => (
+            options.bind_address6.map(IpAddr::V6),
+            options.implicit_source6.map(IpAddr::V6),
+        ),
     };
-    let Some(source) = source else { return Ok(()) };
+    let (source, enforce) = match (explicit, implicit) {
+        (Some(source), _) => (source, options.bind_address_enforce),
+        (None, Some(source)) => (source, false),
+        (None, None) => return Ok(()),
+    };
     if let Err(e) = socket.bind(&SockAddr::from(SocketAddr::new(source, 0))) {
         log::warn!("smtp_connect_addr: bind {source}: {}", strerror(&e));
-        if options.bind_address_enforce {
+        if enforce {
             return Err(Dsn::simple("4.4.0", "server configuration error"));
         }
     }
@@ -230,6 +245,28 @@ mod tests {
         options.bind_address_enforce = true;
         let err = connect_tcp(addr, &options, "x").expect_err("enforced");
         assert_eq!(err.to_string(), "4.4.0 server configuration error");
+    }
+
+    #[test]
+    fn implicit_source_failure_is_only_a_warning() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(2),
+            bind_address_enforce: true,
+            implicit_source: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ..Default::default()
+        };
+        assert!(connect_tcp(addr, &options, "x").is_ok());
+        let _first = listener.accept().expect("accept");
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(2),
+            implicit_source: Some(Ipv4Addr::new(127, 0, 0, 3)),
+            ..Default::default()
+        };
+        let _stream = connect_tcp(addr, &options, "x").expect("connect");
+        let (_, peer) = listener.accept().expect("accept");
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
     }
 
     #[test]

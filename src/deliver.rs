@@ -12,14 +12,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{Config, ProtocolSettings};
+use crate::config::{Config, InetProtocols, ProtocolSettings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
 use crate::dsn::Dsn;
+use crate::interfaces::OwnAddresses;
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble};
 use crate::recipients::{Ledger, Settled};
 use crate::session::{self, MessageSource, RunEnd};
-use crate::smtp::client::{Client, ClientSettings, Envelope, MessageFacts};
+use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts};
 use crate::smtp::command::check_address;
 use crate::transport::Connection;
 
@@ -33,33 +34,59 @@ pub struct Candidate {
     pub preference: u32,
 }
 
-/// Turns a destination host into addresses: the seam where DNS plugs in.
-pub trait Resolver: Send + Sync {
-    /// `lookup_mx`: the destination is an unbracketed SMTP domain.
-    fn resolve(&self, host: &Host, lookup_mx: bool) -> Result<Vec<Candidate>, Dsn>;
+/// The servers of one destination, best first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    pub candidates: Vec<Candidate>,
+    /// This host is an MX for the destination (the list was cut at our own
+    /// preference): the destination is final, fallback relays are not used.
+    pub i_am_mx: bool,
+    /// Preference of the best MX before cutting.
+    pub best_preference: u32,
 }
 
-/// Resolves IP literals only; a name that needs DNS is refused with 4.3.5
-/// (DNS resolution is not built yet).
+/// How to resolve one destination host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveMode {
+    /// An unbracketed SMTP domain with DNS support enabled: MX lookup.
+    pub lookup_mx: bool,
+    /// Port 25: check for our own addresses (mail loops).
+    pub loop_detect: bool,
+}
+
+/// Turns a destination host into addresses: the seam where DNS plugs in.
+pub trait Resolver: Send + Sync {
+    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, Dsn>;
+}
+
+/// Resolves IP literals only; a name that needs DNS is refused with 4.3.5.
+/// For tests and for `[dns] support` set up without any resolver.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LiteralResolver;
 
 impl Resolver for LiteralResolver {
-    fn resolve(&self, host: &Host, _lookup_mx: bool) -> Result<Vec<Candidate>, Dsn> {
+    fn resolve(&self, host: &Host, _mode: ResolveMode) -> Result<Route, Dsn> {
         match host {
-            Host::Ip(addr) => Ok(vec![Candidate {
-                host: addr.to_string(),
-                addr: *addr,
-                preference: 0,
-            }]),
+            Host::Ip(addr) => Ok(Route {
+                candidates: vec![Candidate {
+                    host: addr.to_string(),
+                    addr: *addr,
+                    preference: 0,
+                }],
+                i_am_mx: false,
+                best_preference: 0,
+            }),
             Host::Name(name) => Err(Dsn::simple(
                 "4.3.5",
-                format!(
-                    "cannot resolve {name}: DNS lookups are not supported yet; use an IP address destination such as [192.0.2.1]"
-                ),
+                format!("cannot resolve {name}: no DNS resolver is configured"),
             )),
         }
     }
+}
+
+/// Postfix's SMTP_HAS_LOOP_DSN: a `x.4.6` status means mail loops back.
+pub fn is_loop(dsn: &Dsn) -> bool {
+    dsn.code.subject == 4 && dsn.code.detail == 6
 }
 
 /// Everything one delivery needs besides the configuration.
@@ -78,12 +105,24 @@ pub struct Deliverer {
     resolver: Box<dyn Resolver>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
+    own: OwnAddresses,
 }
 
 impl Deliverer {
     /// Real sockets; literal-only resolution.
     pub fn new(config: Config) -> Self {
+        let families = config.dns.parsed_inet_protocols().unwrap_or(InetProtocols {
+            ipv4: true,
+            ipv6: true,
+        });
+        let own = OwnAddresses::from_config(
+            &config.smtp.inet_interfaces,
+            &config.smtp.proxy_interfaces,
+            families.ipv4,
+            families.ipv6,
+        );
         Self {
+            own,
             config,
             resolver: Box::new(LiteralResolver),
             connector: Box::new(SocketConnector),
@@ -170,7 +209,7 @@ impl Deliverer {
             }
             last_index = index;
             let final_nexthop = index + 1 == destinations.len();
-            self.try_destination(
+            let was_final = self.try_destination(
                 request,
                 &settings,
                 destination,
@@ -178,6 +217,9 @@ impl Deliverer {
                 &mut ledger,
                 &mut trouble,
             );
+            if was_final {
+                break;
+            }
         }
         let context = LeftoverContext {
             last_was_fallback_relay: last_index >= primary_count,
@@ -190,6 +232,8 @@ impl Deliverer {
         ledger.finish()
     }
 
+    /// Tries every server of one destination; returns true when this
+    /// destination turned out to be final (we are its MX, or mail loops).
     fn try_destination(
         &self,
         request: &Request<'_>,
@@ -198,8 +242,8 @@ impl Deliverer {
         final_nexthop: bool,
         ledger: &mut Ledger,
         trouble: &mut Trouble,
-    ) {
-        match destination {
+    ) -> bool {
+        let (host, port, lookup_mx) = match destination {
             Destination::Unix { path, .. } => {
                 let display = format!("{}[{}]", self.config.myhostname(), path.display());
                 let server = Server {
@@ -209,53 +253,73 @@ impl Deliverer {
                     final_nexthop: true,
                     last_address: true,
                     session_limit_next: false,
+                    loop_check: None,
                 };
                 self.try_server(request, settings, &server, ledger, trouble);
+                return true;
             }
             Destination::Inet {
                 host,
                 port,
                 lookup_mx,
                 ..
-            } => {
-                let candidates = match self.resolver.resolve(host, *lookup_mx) {
-                    Ok(list) => list,
-                    Err(dsn) => {
-                        log::info!("{}", dsn.text);
-                        trouble.record(&dsn);
-                        return;
-                    }
-                };
-                let address_limit =
-                    usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX);
-                let session_limit =
-                    usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX);
-                let mut sessions = 0usize;
-                for (count, candidate) in candidates.iter().enumerate() {
-                    if ledger.left() == 0 {
-                        break;
-                    }
-                    let last_address = count + 1 == candidates.len()
-                        || (address_limit > 0 && count + 1 >= address_limit);
-                    let display = format!("{}[{}]", candidate.host, candidate.addr);
-                    let server = Server {
-                        endpoint: Endpoint::Inet(SocketAddr::new(candidate.addr, *port)),
-                        relay: format!("{display}:{port}"),
-                        display,
-                        final_nexthop,
-                        last_address,
-                        session_limit_next: session_limit > 0 && sessions + 1 >= session_limit,
-                    };
-                    let handshake = self.try_server(request, settings, &server, ledger, trouble);
-                    if handshake == Handshake::Done {
-                        sessions += 1;
-                    }
-                    if last_address || (handshake == Handshake::Done && server.session_limit_next) {
-                        break;
-                    }
-                }
+            } => (host, *port, *lookup_mx),
+        };
+        let smtp = request.protocol == Protocol::Smtp;
+        if port == 465 {
+            log::info!(
+                "SMTPS wrappermode (TCP port 465) requires setting \"smtp_tls_wrappermode = yes\", and \"smtp_tls_security_level = encrypt\" (or stronger)"
+            );
+        }
+        let mode = ResolveMode {
+            lookup_mx: smtp && lookup_mx && self.config.dns.support != "disabled",
+            loop_detect: smtp && port == 25,
+        };
+        let route = match self.resolver.resolve(host, mode) {
+            Ok(route) => route,
+            Err(dsn) => {
+                log::info!("{}", dsn.text);
+                trouble.record(&dsn);
+                // Don't try fallback relays when mail loops back to us.
+                return is_loop(&dsn);
+            }
+        };
+        let final_nexthop = final_nexthop || route.i_am_mx;
+        let best_preference = route.candidates.first().map_or(0, |c| c.preference);
+        let address_limit = usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX);
+        let session_limit = usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX);
+        let mut sessions = 0usize;
+        let candidates = &route.candidates;
+        for (count, candidate) in candidates.iter().enumerate() {
+            if ledger.left() == 0 {
+                break;
+            }
+            let last_address =
+                count + 1 == candidates.len() || (address_limit > 0 && count + 1 >= address_limit);
+            let display = format!("{}[{}]", candidate.host, candidate.addr);
+            let loop_check = mode.loop_detect.then(|| LoopCheck {
+                my_name: settings.helo_name.clone(),
+                nexthop: host.to_string(),
+                best_mx: candidate.preference == best_preference,
+            });
+            let server = Server {
+                endpoint: Endpoint::Inet(SocketAddr::new(candidate.addr, port)),
+                relay: format!("{display}:{port}"),
+                display,
+                final_nexthop,
+                last_address,
+                session_limit_next: session_limit > 0 && sessions + 1 >= session_limit,
+                loop_check,
+            };
+            let handshake = self.try_server(request, settings, &server, ledger, trouble);
+            if handshake == Handshake::Done {
+                sessions += 1;
+            }
+            if last_address || (handshake == Handshake::Done && server.session_limit_next) {
+                break;
             }
         }
+        route.i_am_mx
     }
 
     /// Connects and runs one session on one server.
@@ -272,6 +336,14 @@ impl Deliverer {
             bind_address: settings.bind_address,
             bind_address6: settings.bind_address6,
             bind_address_enforce: settings.bind_address_enforce,
+            implicit_source: match self.own.implicit_source(false) {
+                Some(IpAddr::V4(addr)) => Some(addr),
+                _ => None,
+            },
+            implicit_source6: match self.own.implicit_source(true) {
+                Some(IpAddr::V6(addr)) => Some(addr),
+                _ => None,
+            },
         };
         let stream = match self
             .connector
@@ -298,7 +370,7 @@ impl Deliverer {
             skip_5xx_greeting: settings.skip_5xx_greeting,
             peer: server.display.clone(),
             smtputf8_enable: self.config.smtp.smtputf8_enable,
-            loop_check: None,
+            loop_check: server.loop_check.clone(),
         };
         let mut client = Client::new(client_settings, envelope, request.facts);
         let mut conn = Connection::new(stream, self.config.smtp.reply_length_limit);
@@ -345,6 +417,8 @@ struct Server {
     last_address: bool,
     /// A completed handshake here reaches `mx_session_limit`.
     session_limit_next: bool,
+    /// Port 25: the EHLO own-name check.
+    loop_check: Option<LoopCheck>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,19 +57,23 @@ impl Connector for &'static FakeNet {
 struct FakeDns(HashMap<String, Result<Vec<Ipv4Addr>, Dsn>>);
 
 impl Resolver for FakeDns {
-    fn resolve(&self, host: &Host, _lookup_mx: bool) -> Result<Vec<Candidate>, Dsn> {
+    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, Dsn> {
         match host {
-            Host::Ip(addr) => LiteralResolver.resolve(&Host::Ip(*addr), false),
+            Host::Ip(addr) => LiteralResolver.resolve(&Host::Ip(*addr), mode),
             Host::Name(name) => match self.0.get(name) {
-                Some(Ok(addrs)) => Ok(addrs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| Candidate {
-                        host: format!("mx{i}.{name}"),
-                        addr: IpAddr::V4(*a),
-                        preference: u32::try_from(i).unwrap_or(0) * 10,
-                    })
-                    .collect()),
+                Some(Ok(addrs)) => Ok(Route {
+                    candidates: addrs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| Candidate {
+                            host: format!("mx{i}.{name}"),
+                            addr: IpAddr::V4(*a),
+                            preference: u32::try_from(i).unwrap_or(0) * 10,
+                        })
+                        .collect(),
+                    i_am_mx: false,
+                    best_preference: 0,
+                }),
                 Some(Err(dsn)) => Err(dsn.clone()),
                 None => Err(Dsn::simple(
                     "5.4.4",
