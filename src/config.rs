@@ -953,7 +953,11 @@ fn check_one_of(value: &str, allowed: &[&str]) -> Result<(), Invalid> {
     if allowed.contains(&value) {
         return Ok(());
     }
-    Err(format!("invalid value {value:?}, expected one of {}", allowed.join(", ")).into())
+    Err(format!(
+        "invalid value {value:?}, expected one of {}",
+        allowed.join(", ")
+    )
+    .into())
 }
 
 fn check_dns_support(value: &str) -> Result<(), Invalid> {

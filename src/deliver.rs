@@ -281,7 +281,7 @@ impl Deliverer {
                 log::info!("{}", dsn.text);
                 trouble.record(&dsn);
                 // Don't try fallback relays when mail loops back to us.
-                return is_loop(&dsn);
+                return crate::mxlist::makes_nexthop_final(&dsn);
             }
         };
         let final_nexthop = final_nexthop || route.i_am_mx;

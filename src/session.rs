@@ -10,7 +10,7 @@ use std::io::{self, Read};
 
 use crate::config::Timeouts;
 use crate::smtp::body::{BodyError, write_body};
-use crate::smtp::client::{Action, Client, Phase};
+use crate::smtp::client::{Action, Client, IoFailure, Phase};
 use crate::transport::{Connection, Transport, classify, strerror};
 
 /// Where the message bytes come from; opened once per delivery attempt.
@@ -40,6 +40,9 @@ pub enum RunEnd {
     /// The connection is finished.
     Closed,
 }
+
+/// How long to look for a reply the server sent before dropping the body.
+const EARLY_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most actions one session may take: a bound against any state-machine bug.
 const MAX_ACTIONS: usize = 1_000_000;
@@ -101,7 +104,17 @@ fn send_body<T: Transport>(
             return;
         }
         Err(BodyError::Write(e)) => {
-            client.on_io_failure(classify(&e));
+            let failure = classify(&e);
+            // A server that hung up mid-body may have said why first (e.g.
+            // "552 5.3.4 message too big"): report that, as Postfix does.
+            if failure != IoFailure::Timeout
+                && let Ok(reply) = conn.read_reply(EARLY_REPLY_WAIT)
+                && matches!(reply.code / 100, 4 | 5)
+            {
+                client.on_early_reply(reply, failure);
+                return;
+            }
+            client.on_io_failure(failure);
             return;
         }
     }

@@ -406,7 +406,7 @@ impl Client {
         }
         if reply.code == 421 && !matches!(expect, Expect::Quit | Expect::EmptyDot) {
             let text = match expect {
-                Expect::Greeting => format!(
+                Expect::Greeting | Expect::Hello(_) => format!(
                     "host {} refused to talk to me: {}",
                     self.settings.peer, reply.text
                 ),
@@ -482,6 +482,15 @@ impl Client {
         );
         self.fail_remaining(&dsn);
         self.close();
+    }
+
+    /// The server answered and hung up while the body was still being sent:
+    /// the reply counts as the end-of-data reply; whatever it does not settle
+    /// fails with the connection loss.
+    pub fn on_early_reply(&mut self, reply: Reply, failure: IoFailure) {
+        self.body_sent();
+        self.on_reply(reply);
+        self.on_io_failure(failure);
     }
 
     /// The body and ".\r\n" were written; await the end-of-data reply(ies).
@@ -628,7 +637,11 @@ impl Client {
             let params = if ext.dsn {
                 RcptParams {
                     notify: rcpt.notify.value(),
-                    orcpt: Some(command::orcpt_value(rcpt.orcpt.as_deref(), &rcpt.address)),
+                    orcpt: Some(command::orcpt_value(
+                        rcpt.orcpt.as_deref(),
+                        &rcpt.address,
+                        smtputf8 && ext.smtputf8,
+                    )),
                 }
             } else {
                 RcptParams::default()

@@ -211,13 +211,40 @@ pub fn rcpt_to(recipient: &str, params: &RcptParams) -> Vec<u8> {
     cmd.into_bytes()
 }
 
-/// ORCPT value: `type;xtext(addr)`; a given `type;addr` keeps its type.
-pub fn orcpt_value(orcpt: Option<&str>, recipient: &str) -> String {
-    match orcpt.and_then(|o| o.split_once(';')) {
-        Some((kind, addr)) if !kind.is_empty() && kind.is_ascii() => {
-            format!("{kind};{}", xtext(addr))
+/// RFC 6533 utf-8-addr-unitext: non-ASCII kept, '+', '=', '\\', space and
+/// controls as `\x{HH}`.
+pub fn uxtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if !c.is_ascii() || (c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\')) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
         }
-        _ => format!("rfc822;{}", xtext(orcpt.unwrap_or(recipient))),
+    }
+    out
+}
+
+/// ORCPT value (RFC 3461 / RFC 6533), as Postfix builds it: the job's
+/// `type;addr` keeps its type; otherwise the recipient address, with its
+/// local part quoted, as `rfc822;xtext`, or `utf-8;unitext` when the
+/// address is not ASCII and the session uses SMTPUTF8.
+pub fn orcpt_value(orcpt: Option<&str>, recipient: &str, smtputf8: bool) -> String {
+    if let Some((kind, addr)) = orcpt.and_then(|o| o.split_once(';'))
+        && !kind.is_empty()
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return if kind.eq_ignore_ascii_case("utf-8") {
+            format!("{kind};{}", uxtext(addr))
+        } else {
+            format!("{kind};{}", xtext(addr))
+        };
+    }
+    let address = quote_address(orcpt.unwrap_or(recipient));
+    if smtputf8 && !address.is_ascii() {
+        format!("utf-8;{}", uxtext(&address))
+    } else {
+        format!("rfc822;{}", xtext(&address))
     }
 }
 
@@ -289,7 +316,7 @@ mod tests {
         assert_eq!(mail_from("", &MailParams::default()), b"MAIL FROM:<>\r\n");
         let rcpt = RcptParams {
             notify: Some("SUCCESS,FAILURE".into()),
-            orcpt: Some(orcpt_value(None, "r@y.test")),
+            orcpt: Some(orcpt_value(None, "r@y.test", false)),
         };
         assert_eq!(
             rcpt_to("r@y.test", &rcpt),
@@ -299,9 +326,20 @@ mod tests {
 
     #[test]
     fn orcpt_forms() {
-        assert_eq!(orcpt_value(Some("rfc822;a+b@x"), "r@y"), "rfc822;a+2Bb@x");
-        assert_eq!(orcpt_value(Some("a@x"), "r@y"), "rfc822;a@x");
-        assert_eq!(orcpt_value(None, "r@y"), "rfc822;r@y");
+        assert_eq!(
+            orcpt_value(Some("rfc822;a+b@x"), "r@y", false),
+            "rfc822;a+2Bb@x"
+        );
+        assert_eq!(orcpt_value(Some("a@x"), "r@y", false), "rfc822;a@x");
+        assert_eq!(orcpt_value(None, "r@y", false), "rfc822;r@y");
+        assert_eq!(orcpt_value(None, "a b@y", false), "rfc822;\"a+20b\"@y");
+        assert_eq!(orcpt_value(None, "üser@y", true), "utf-8;üser@y");
+        assert_eq!(orcpt_value(None, "ü+x@y", true), "utf-8;ü\\x{2B}x@y");
+        assert_eq!(orcpt_value(None, "üser@y", false), "rfc822;+C3+BCser@y");
+        assert_eq!(
+            orcpt_value(Some("utf-8;ü=1@y"), "r@y", true),
+            "utf-8;ü\\x{3D}1@y"
+        );
     }
 
     #[test]

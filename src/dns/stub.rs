@@ -1,0 +1,807 @@
+//! The synchronous, cached DNS stub resolver behind [`DnsLookup`].
+//!
+//! Owns: building queries and checking answers (wire format from
+//! `hickory-proto` only; no async runtime), the UDP exchange with TCP
+//! fallback on truncation, the retry schedule over the configured name
+//! servers, Postfix-style classification of the outcome, and ONE answer
+//! cache shared by every thread that holds the resolver (through an `Arc`).
+//! Reading the name servers from resolv.conf is here too
+//! ([`system_nameservers`]); the search list is not used: every name is
+//! queried as absolute.
+//!
+//! Design: each try opens its own connected UDP socket (bound to the
+//! unspecified address of the server's family, port 0), so threads never wait
+//! for one another on the network and replies from other addresses never
+//! reach us. Each try gets a fresh random 16-bit ID; a datagram whose ID,
+//! QR bit or question (name case-insensitively, type, class) does not match
+//! is ignored and the try keeps waiting until its deadline. A reply with the
+//! TC bit is repeated over TCP to the same server within the same deadline.
+//! Queries ask for recursion, carry an EDNS0 OPT record (1232-byte payload)
+//! and set the AD bit so a validating resolver reports validation
+//! (RFC 6840 5.7); a server answering FORMERR without an OPT record is asked
+//! again without EDNS in the same try. Retries: `attempts` rounds, each
+//! trying every server in order, `timeout` per try; a round in which every
+//! server gave a permanent error ends the schedule early. The cache lock is
+//! never held while on the network.
+//!
+//! Error contract (what each [`DnsErrorKind`] means here, after Postfix's
+//! dns_lookup()):
+//! - `Ok(Answer)`: NOERROR with at least one record of the requested type
+//!   owned by the query name or by a CNAME target in the answer's chain.
+//!   Records are in the order received (MX exchanges lower-cased, without
+//!   the trailing dot; the null MX has an empty exchange). `authenticated`
+//!   is the AD bit of the reply.
+//! - `NoData` ("Host found but no data record of type X"): NOERROR without
+//!   such records.
+//! - `NotFound` ("Host not found"): NXDOMAIN.
+//! - `Retry` ("Host not found, try again"): no server gave a usable answer
+//!   and at least one try timed out, hit a network error, got SERVFAIL or got
+//!   a reply that does not parse.
+//! - `Fail` ("Non-recoverable error"): every try got REFUSED, FORMERR,
+//!   NOTIMP or another permanent response code; also a resolver configured
+//!   without name servers.
+//! - `Invalid` ("Malformed domain name"): the name cannot be put in a query.
+//!
+//! Caching: positive answers live for the smallest TTL of the records used;
+//! NXDOMAIN and NODATA for the SOA MINIMUM (the smaller of the SOA's minimum
+//! field and the SOA record's TTL) when the authority section has an SOA,
+//! else they are not cached; `Retry`, `Fail` and `Invalid` are never cached;
+//! a TTL of 0 is not cached; TTLs are capped at one week. Nothing here
+//! panics on network input.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use log::{debug, warn};
+
+use super::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord, QueryType};
+
+/// The EDNS0 UDP payload size we advertise (the DNS Flag Day 2020 value).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
+/// Longest a cache entry lives, whatever the TTL says (RFC 8767's cap).
+pub const MAX_CACHE_TTL: u32 = 604_800;
+
+/// Longest per-try timeout accepted; larger values are clamped.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Most CNAMEs followed inside one answer section.
+const MAX_CNAME_CHAIN: usize = 16;
+
+/// Largest DNS message (UDP datagram or TCP frame).
+const MAX_MESSAGE: usize = 65_535;
+
+/// The clock the cache uses for expiry; tests inject a fake one.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+const REASON_NOT_FOUND: &str = "Host not found";
+const REASON_RETRY: &str = "Host not found, try again";
+const REASON_FAIL: &str = "Non-recoverable error";
+const REASON_INVALID: &str = "Malformed domain name";
+
+/// How the resolver talks to its name servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StubSettings {
+    /// Servers tried in order in every round.
+    pub nameservers: Vec<SocketAddr>,
+    /// How long one try (one query to one server) may take, TCP fallback
+    /// included.
+    pub timeout: Duration,
+    /// Rounds over all servers (0 is taken as 1).
+    pub attempts: u32,
+    /// Cache capacity in entries; 0 disables the cache.
+    pub cache_max_entries: usize,
+}
+
+impl StubSettings {
+    /// glibc's defaults (5 s per try, 2 rounds) and a 10,000-entry cache.
+    pub fn new(nameservers: Vec<SocketAddr>) -> Self {
+        Self {
+            nameservers,
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            cache_max_entries: 10_000,
+        }
+    }
+}
+
+/// The name servers of a resolv.conf file (parsed with the `resolv-conf`
+/// crate), each on port 53, in file order. Like glibc, a file without
+/// `nameserver` lines means the local host (127.0.0.1 and ::1); lines that
+/// do not parse are skipped with a warning. An IPv6 zone (`%eth0`) is kept
+/// only when numeric.
+pub fn system_nameservers(path: &Path) -> Result<Vec<SocketAddr>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (config, errors) = resolv_conf::Config::parse_with_errors(&bytes);
+    for error in errors {
+        warn!("{}: ignoring a line: {error}", path.display());
+    }
+    let servers = config
+        .get_nameservers_or_local()
+        .into_iter()
+        .map(|ip| match ip {
+            resolv_conf::ScopedIp::V4(v4) => SocketAddr::new(IpAddr::V4(v4), 53),
+            resolv_conf::ScopedIp::V6(v6, scope) => {
+                let scope_id = match scope.as_deref().map(str::parse::<u32>) {
+                    None => 0,
+                    Some(Ok(id)) => id,
+                    Some(Err(_)) => {
+                        warn!(
+                            "{}: nameserver {v6}: non-numeric zone ignored",
+                            path.display()
+                        );
+                        0
+                    }
+                };
+                SocketAddr::V6(SocketAddrV6::new(v6, 53, 0, scope_id))
+            }
+        })
+        .collect();
+    Ok(servers)
+}
+
+/// Records of one type, as cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Records {
+    Mx(Vec<MxRecord>),
+    A(Vec<Ipv4Addr>),
+    Aaaa(Vec<Ipv6Addr>),
+}
+
+/// A lookup result before it is given its public type: the records (never
+/// empty) and the AD bit.
+type Outcome = Result<(Records, bool), DnsError>;
+
+/// An outcome and how long it may be cached (None: not at all).
+#[derive(Debug)]
+struct Classified {
+    outcome: Outcome,
+    ttl: Option<u32>,
+}
+
+type CacheKey = (String, QueryType);
+
+struct CacheEntry {
+    expires: Instant,
+    outcome: Outcome,
+}
+
+/// A blocking DNS stub resolver with one shared cache; share it between
+/// threads with an `Arc`.
+pub struct StubResolver {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    attempts: u32,
+    cache_max: usize,
+    cache: Mutex<HashMap<CacheKey, CacheEntry>>,
+    clock: Clock,
+}
+
+impl fmt::Debug for StubResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StubResolver")
+            .field("servers", &self.servers)
+            .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
+            .field("cache_max", &self.cache_max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StubResolver {
+    /// A resolver for `settings`; an empty server list is a `Fail` error
+    /// ("no name servers configured").
+    pub fn new(settings: StubSettings) -> Result<Self, DnsError> {
+        if settings.nameservers.is_empty() {
+            return Err(DnsError::new(
+                DnsErrorKind::Fail,
+                "no name servers configured",
+            ));
+        }
+        Ok(Self {
+            servers: settings.nameservers,
+            timeout: settings.timeout.min(MAX_TIMEOUT),
+            attempts: settings.attempts.max(1),
+            cache_max: settings.cache_max_entries,
+            cache: Mutex::new(HashMap::new()),
+            clock: Arc::new(Instant::now),
+        })
+    }
+
+    /// Replaces the clock the cache uses for expiry (network timeouts always
+    /// use the real clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many entries the cache holds, expired ones included
+    /// (diagnostics and tests).
+    pub fn cached_entries(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Drops every cache entry.
+    pub fn clear_cache(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn lookup(&self, name: &str, qtype: QueryType) -> Outcome {
+        let qname = query_name(name)?;
+        let key = (qname.to_ascii(), qtype);
+        if let Some(hit) = self.cache_get(&key) {
+            return hit;
+        }
+        // The cache lock is released here: the network exchange runs
+        // without it, and the result is inserted afterwards.
+        let classified = self.resolve(&qname, qtype);
+        if let Some(ttl) = classified.ttl {
+            self.cache_put(key, &classified.outcome, ttl);
+        }
+        classified.outcome
+    }
+
+    fn cache_get(&self, key: &CacheKey) -> Option<Outcome> {
+        if self.cache_max == 0 {
+            return None;
+        }
+        let now = (self.clock)();
+        let map = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(key) {
+            Some(entry) if entry.expires > now => Some(entry.outcome.clone()),
+            _ => None,
+        }
+    }
+
+    fn cache_put(&self, key: CacheKey, outcome: &Outcome, ttl: u32) {
+        if self.cache_max == 0 || ttl == 0 {
+            return;
+        }
+        let now = (self.clock)();
+        let lifetime = Duration::from_secs(u64::from(ttl.min(MAX_CACHE_TTL)));
+        let Some(expires) = now.checked_add(lifetime) else {
+            return;
+        };
+        let entry = CacheEntry {
+            expires,
+            outcome: outcome.clone(),
+        };
+        let mut map = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(&key) && map.len() >= self.cache_max {
+            map.retain(|_, e| e.expires > now);
+            if map.len() >= self.cache_max {
+                // Evict a slice of arbitrary entries at once so a full cache
+                // of live entries does not rescan on every insert.
+                let excess = map.len().saturating_add(1).saturating_sub(self.cache_max);
+                let count = excess.max(self.cache_max / 16).max(1);
+                let victims: Vec<CacheKey> = map.keys().take(count).cloned().collect();
+                for victim in victims {
+                    map.remove(&victim);
+                }
+            }
+        }
+        map.insert(key, entry);
+    }
+
+    /// Runs the retry schedule: `attempts` rounds, each trying every server
+    /// in order with `timeout` per try.
+    fn resolve(&self, qname: &Name, qtype: QueryType) -> Classified {
+        let rtype = record_type(qtype);
+        let Some(wire) = build_query(qname, rtype, true) else {
+            return Classified {
+                outcome: Err(DnsError::new(DnsErrorKind::Invalid, REASON_INVALID)),
+                ttl: None,
+            };
+        };
+        let mut permanent_only = true;
+        for round in 0..self.attempts {
+            let mut round_permanent_only = true;
+            for server in &self.servers {
+                let deadline = deadline_after(self.timeout);
+                match try_server(*server, &wire, qname, rtype, deadline) {
+                    TryResult::Final(reply) => return classify(&reply, qname, qtype),
+                    TryResult::Permanent(code) => {
+                        debug!(
+                            "{server}: {qname} {}: permanent error {code} (round {round})",
+                            qtype.name()
+                        );
+                    }
+                    TryResult::Soft(why) => {
+                        debug!("{server}: {qname} {}: {why} (round {round})", qtype.name());
+                        permanent_only = false;
+                        round_permanent_only = false;
+                    }
+                }
+            }
+            // Every server refused in this round: more rounds would only
+            // repeat the refusals.
+            if round_permanent_only {
+                break;
+            }
+        }
+        let outcome = if permanent_only {
+            Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL))
+        } else {
+            Err(DnsError::new(DnsErrorKind::Retry, REASON_RETRY))
+        };
+        Classified { outcome, ttl: None }
+    }
+}
+
+impl DnsLookup for StubResolver {
+    fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
+        match self.lookup(name, QueryType::Mx)? {
+            (Records::Mx(records), authenticated) => Ok(Answer {
+                records,
+                authenticated,
+            }),
+            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+        }
+    }
+
+    fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
+        match self.lookup(name, QueryType::A)? {
+            (Records::A(records), authenticated) => Ok(Answer {
+                records,
+                authenticated,
+            }),
+            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+        }
+    }
+
+    fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
+        match self.lookup(name, QueryType::Aaaa)? {
+            (Records::Aaaa(records), authenticated) => Ok(Answer {
+                records,
+                authenticated,
+            }),
+            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+        }
+    }
+}
+
+fn record_type(qtype: QueryType) -> RecordType {
+    match qtype {
+        QueryType::Mx => RecordType::MX,
+        QueryType::A => RecordType::A,
+        QueryType::Aaaa => RecordType::AAAA,
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or(now)
+}
+
+/// The absolute, lower-case A-label query name for `name` (one trailing dot
+/// tolerated). ASCII names may hold letters, digits, '-' and '_'; other
+/// names go through IDNA (UTS #46) to A-labels.
+fn query_name(name: &str) -> Result<Name, DnsError> {
+    let invalid = || DnsError::new(DnsErrorKind::Invalid, REASON_INVALID);
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() || trimmed.split('.').any(str::is_empty) {
+        return Err(invalid());
+    }
+    let parsed = if trimmed.is_ascii() {
+        if !trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(invalid());
+        }
+        Name::from_ascii(trimmed).map(|n| n.to_lowercase())
+    } else {
+        if trimmed
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+        {
+            return Err(invalid());
+        }
+        Name::from_utf8(trimmed).map(|n| n.to_lowercase())
+    };
+    let mut qname = parsed.map_err(|_| invalid())?;
+    qname.set_fqdn(true);
+    if !qname.to_ascii().is_ascii() {
+        return Err(invalid());
+    }
+    Ok(qname)
+}
+
+/// The wire form of a recursive query for `qname`/`rtype` with ID 0 (each
+/// try patches in its own), with an EDNS0 OPT record when `edns`. The AD bit
+/// is set so a validating resolver reports validation (RFC 6840 5.7).
+fn build_query(qname: &Name, rtype: RecordType, edns: bool) -> Option<Vec<u8>> {
+    let mut msg = Message::new(0, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.metadata.authentic_data = true;
+    msg.add_query(Query::query(qname.clone(), rtype));
+    if edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(EDNS_PAYLOAD);
+        opt.set_version(0);
+        msg.set_edns(opt);
+    }
+    match msg.to_vec() {
+        Ok(wire) => Some(wire),
+        Err(e) => {
+            warn!("cannot encode a query for {qname}: {e}");
+            None
+        }
+    }
+}
+
+/// Puts `id` into the first two bytes of a query.
+fn set_id(wire: &mut [u8], id: u16) {
+    if let Some(head) = wire.get_mut(0..2) {
+        head.copy_from_slice(&id.to_be_bytes());
+    }
+}
+
+/// What one try (one server, one deadline) produced.
+#[derive(Debug)]
+enum TryResult {
+    /// NOERROR or NXDOMAIN: the answer, classified by the caller.
+    Final(Message),
+    /// REFUSED, FORMERR, NOTIMP or another permanent code: next server.
+    Permanent(ResponseCode),
+    /// Timeout, network error, SERVFAIL or an unparseable reply: next server.
+    Soft(String),
+}
+
+/// Why an exchange produced no reply.
+#[derive(Debug)]
+enum ExchangeError {
+    Timeout,
+    Network(io::Error),
+    Unparseable,
+    /// The TCP reply did not belong to the query.
+    Mismatch,
+    TooLong,
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExchangeError::Timeout => f.write_str("timeout"),
+            ExchangeError::Network(e) => write!(f, "network error: {e}"),
+            ExchangeError::Unparseable => f.write_str("reply does not parse"),
+            ExchangeError::Mismatch => f.write_str("reply does not match the query"),
+            ExchangeError::TooLong => f.write_str("query too long for TCP"),
+        }
+    }
+}
+
+fn try_server(
+    server: SocketAddr,
+    edns_wire: &[u8],
+    qname: &Name,
+    rtype: RecordType,
+    deadline: Instant,
+) -> TryResult {
+    let mut wire = edns_wire.to_vec();
+    let mut edns = true;
+    loop {
+        let id: u16 = rand::random();
+        set_id(&mut wire, id);
+        let mut reply = match udp_exchange(server, &wire, id, qname, rtype, deadline) {
+            Ok(reply) => reply,
+            Err(e) => return TryResult::Soft(e.to_string()),
+        };
+        if reply.metadata.truncation {
+            debug!("{server}: {qname} {rtype}: truncated, retrying over TCP");
+            reply = match tcp_exchange(server, &wire, id, qname, rtype, deadline) {
+                Ok(reply) => reply,
+                Err(e) => return TryResult::Soft(format!("TCP: {e}")),
+            };
+        }
+        match reply.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => return TryResult::Final(reply),
+            ResponseCode::ServFail => return TryResult::Soft("SERVFAIL".to_string()),
+            // A server that does not know EDNS answers FORMERR without an
+            // OPT record (RFC 6891 7): ask it again without one.
+            ResponseCode::FormErr if edns && reply.edns.is_none() => {
+                debug!("{server}: FORMERR without OPT, retrying without EDNS");
+                edns = false;
+                match build_query(qname, rtype, false) {
+                    Some(plain) => wire = plain,
+                    None => return TryResult::Permanent(ResponseCode::FormErr),
+                }
+            }
+            code => return TryResult::Permanent(code),
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Sends `wire` from a fresh connected UDP socket and waits until
+/// `deadline` for the matching reply, ignoring datagrams that do not match.
+fn udp_exchange(
+    server: SocketAddr,
+    wire: &[u8],
+    id: u16,
+    qname: &Name,
+    rtype: RecordType,
+    deadline: Instant,
+) -> Result<Message, ExchangeError> {
+    let local: SocketAddr = match server {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).map_err(ExchangeError::Network)?;
+    socket.connect(server).map_err(ExchangeError::Network)?;
+    socket.send(wire).map_err(ExchangeError::Network)?;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ExchangeError::Timeout);
+        }
+        socket
+            .set_read_timeout(Some(remaining))
+            .map_err(ExchangeError::Network)?;
+        match socket.recv(&mut buf) {
+            Ok(len) => {
+                let datagram = buf.get(..len).unwrap_or_default();
+                match check_reply(datagram, id, qname, rtype) {
+                    Checked::Reply(reply) => return Ok(reply),
+                    Checked::Unparseable => return Err(ExchangeError::Unparseable),
+                    Checked::Ignore => {
+                        debug!("{server}: ignoring a datagram that does not match the query");
+                    }
+                }
+            }
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ExchangeError::Network(e)),
+        }
+    }
+}
+
+/// Sends `wire` over TCP (2-byte length framing) and reads one reply, all
+/// before `deadline`.
+fn tcp_exchange(
+    server: SocketAddr,
+    wire: &[u8],
+    id: u16,
+    qname: &Name,
+    rtype: RecordType,
+    deadline: Instant,
+) -> Result<Message, ExchangeError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Err(ExchangeError::Timeout);
+    }
+    let mut stream = TcpStream::connect_timeout(&server, remaining).map_err(|e| {
+        if is_timeout(&e) {
+            ExchangeError::Timeout
+        } else {
+            ExchangeError::Network(e)
+        }
+    })?;
+    // Best effort: a query is one small write either way.
+    let _ = stream.set_nodelay(true);
+    let len = u16::try_from(wire.len()).map_err(|_| ExchangeError::TooLong)?;
+    let mut framed = Vec::with_capacity(wire.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(wire);
+    write_all_by(&mut stream, &framed, deadline)?;
+    let mut head = [0u8; 2];
+    read_exact_by(&mut stream, &mut head, deadline)?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(head))];
+    read_exact_by(&mut stream, &mut buf, deadline)?;
+    match check_reply(&buf, id, qname, rtype) {
+        Checked::Reply(reply) => Ok(reply),
+        Checked::Unparseable => Err(ExchangeError::Unparseable),
+        Checked::Ignore => Err(ExchangeError::Mismatch),
+    }
+}
+
+fn write_all_by(
+    stream: &mut TcpStream,
+    data: &[u8],
+    deadline: Instant,
+) -> Result<(), ExchangeError> {
+    let mut sent = 0;
+    while let Some(rest) = data.get(sent..).filter(|r| !r.is_empty()) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ExchangeError::Timeout);
+        }
+        stream
+            .set_write_timeout(Some(remaining))
+            .map_err(ExchangeError::Network)?;
+        match stream.write(rest) {
+            Ok(0) => return Err(ExchangeError::Network(io::ErrorKind::WriteZero.into())),
+            Ok(n) => sent += n,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ExchangeError::Network(e)),
+        }
+    }
+    Ok(())
+}
+
+fn read_exact_by(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), ExchangeError> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ExchangeError::Timeout);
+        }
+        stream
+            .set_read_timeout(Some(remaining))
+            .map_err(ExchangeError::Network)?;
+        match stream.read(rest) {
+            Ok(0) => return Err(ExchangeError::Network(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => filled += n,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ExchangeError::Network(e)),
+        }
+    }
+    Ok(())
+}
+
+/// What a received message is to the query waiting for it.
+#[derive(Debug)]
+enum Checked {
+    /// The reply to our query.
+    Reply(Message),
+    /// Not ours (other ID, not a response, other question): keep waiting.
+    Ignore,
+    /// Carries our ID and the QR bit but does not parse.
+    Unparseable,
+}
+
+/// Checks a received message against the query: the ID, the QR bit, the
+/// opcode and the question (name case-insensitively, type, class IN). An
+/// error reply (neither NOERROR nor NXDOMAIN) may omit the question, as
+/// FORMERR replies often do.
+fn check_reply(data: &[u8], id: u16, qname: &Name, rtype: RecordType) -> Checked {
+    let (Some(&id_hi), Some(&id_lo), Some(&flags)) = (data.first(), data.get(1), data.get(2))
+    else {
+        return Checked::Ignore;
+    };
+    if u16::from_be_bytes([id_hi, id_lo]) != id || flags & 0x80 == 0 {
+        return Checked::Ignore;
+    }
+    let Ok(reply) = Message::from_vec(data) else {
+        return Checked::Unparseable;
+    };
+    if reply.metadata.id != id
+        || reply.metadata.message_type != MessageType::Response
+        || reply.metadata.op_code != OpCode::Query
+    {
+        return Checked::Ignore;
+    }
+    let question_ok = match reply.queries.as_slice() {
+        [q] => q.name() == qname && q.query_type() == rtype && q.query_class() == DNSClass::IN,
+        [] => !matches!(
+            reply.metadata.response_code,
+            ResponseCode::NoError | ResponseCode::NXDomain
+        ),
+        _ => false,
+    };
+    if question_ok {
+        Checked::Reply(reply)
+    } else {
+        Checked::Ignore
+    }
+}
+
+/// Classifies a NOERROR or NXDOMAIN reply (Postfix's dns_lookup() rules)
+/// and says how long the outcome may be cached.
+fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
+    if reply.metadata.response_code == ResponseCode::NXDomain {
+        return Classified {
+            outcome: Err(DnsError::new(DnsErrorKind::NotFound, REASON_NOT_FOUND)),
+            ttl: negative_ttl(reply),
+        };
+    }
+    let rtype = record_type(qtype);
+    // Owners we accept: the query name and every CNAME target chained from
+    // it inside this answer section.
+    let mut owners: Vec<&Name> = vec![qname];
+    let mut min_ttl = u32::MAX;
+    let mut current = qname;
+    for _ in 0..MAX_CNAME_CHAIN {
+        let next = reply.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if r.dns_class == DNSClass::IN && &r.name == current => {
+                Some((&target.0, r.ttl))
+            }
+            _ => None,
+        });
+        let Some((target, ttl)) = next else { break };
+        if owners.contains(&target) {
+            break;
+        }
+        min_ttl = min_ttl.min(ttl);
+        owners.push(target);
+        current = target;
+    }
+    let mut mx = Vec::new();
+    let mut a = Vec::new();
+    let mut aaaa = Vec::new();
+    let mut found = false;
+    for record in &reply.answers {
+        if record.dns_class != DNSClass::IN
+            || record.record_type() != rtype
+            || !owners.contains(&&record.name)
+        {
+            continue;
+        }
+        match &record.data {
+            RData::MX(m) => mx.push(MxRecord {
+                preference: m.preference,
+                exchange: exchange_name(&m.exchange),
+            }),
+            RData::A(v4) => a.push(v4.0),
+            RData::AAAA(v6) => aaaa.push(v6.0),
+            _ => continue,
+        }
+        found = true;
+        min_ttl = min_ttl.min(record.ttl);
+    }
+    if !found {
+        return Classified {
+            outcome: Err(DnsError::new(
+                DnsErrorKind::NoData,
+                format!("Host found but no data record of type {}", qtype.name()),
+            )),
+            ttl: negative_ttl(reply),
+        };
+    }
+    let records = match qtype {
+        QueryType::Mx => Records::Mx(mx),
+        QueryType::A => Records::A(a),
+        QueryType::Aaaa => Records::Aaaa(aaaa),
+    };
+    Classified {
+        outcome: Ok((records, reply.metadata.authentic_data)),
+        ttl: Some(min_ttl).filter(|&t| t > 0),
+    }
+}
+
+/// An MX exchange as [`MxRecord`] wants it: lower case, no trailing dot,
+/// empty for the root (null MX).
+fn exchange_name(name: &Name) -> String {
+    let ascii = name.to_lowercase().to_ascii();
+    ascii.strip_suffix('.').unwrap_or(&ascii).to_string()
+}
+
+/// RFC 2308: a negative answer lives for the smaller of the SOA's MINIMUM
+/// and the SOA record's TTL; without an SOA it is not cached.
+fn negative_ttl(reply: &Message) -> Option<u32> {
+    reply
+        .authorities
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.minimum.min(r.ttl)),
+            _ => None,
+        })
+        .filter(|&t| t > 0)
+}
+
+#[cfg(test)]
+#[path = "stub_tests.rs"]
+mod tests;

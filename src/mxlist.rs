@@ -1,0 +1,546 @@
+//! Server address lists for one destination (Postfix's `smtp_addr.c`):
+//! DNS answers + our own addresses + limits → ordered [`Candidate`]s.
+//!
+//! Owns: the MX lookup of an unbracketed SMTP domain ([`domain_route`]: null
+//! MX, implicit MX, MX-host address lookups, the "I am an MX" cut and mail
+//! loop detection) and the plain host lookup of `[host]`, LMTP and
+//! DNS-disabled destinations ([`host_route`]), then the ordering Postfix
+//! applies to every list: shuffle (injected RNG), stable sort by preference
+//! (and address family when one is preferred), IPv4/IPv6 balancing within
+//! `smtp_mx_address_limit`. Pure logic: DNS comes in through [`DnsLookup`],
+//! nothing here opens a socket, and the address limit itself is enforced by
+//! the caller while connecting.
+//!
+//! Error contract: every failure is a [`Dsn`] in Postfix's words and codes —
+//! 4.4.4 no network protocol enabled; 5.1.0 null MX; 4.4.3 / 5.4.3 / 5.4.4
+//! name service errors (4.4.4 when a hard error follows a soft one, forced
+//! to class 4 by `smtp_defer_if_no_mx_address_found`); 5.4.6 mail loops
+//! back to myself, 4.4.4 unable to find primary relay. [`is_loop`] and
+//! [`makes_nexthop_final`] tell the caller when fallback relays must not be
+//! tried. Never panics.
+
+use std::net::IpAddr;
+
+use log::{debug, warn};
+use rand::RngCore;
+use rand::seq::SliceRandom;
+
+use crate::deliver::Candidate;
+pub use crate::deliver::{Route, is_loop};
+use crate::dns::{DnsError, DnsErrorKind, DnsLookup, MxRecord, QueryType};
+use crate::dsn::Dsn;
+
+/// Postfix's `var_dns_rr_list_limit`: no address list grows beyond this.
+pub const RR_LIST_LIMIT: usize = 100;
+
+/// Text of the 4.4.4 DSN when we are a backup MX and no better MX has an
+/// address; [`makes_nexthop_final`] recognises it by this prefix.
+const NO_PRIMARY_RELAY: &str = "unable to find primary relay for ";
+
+/// `smtp_address_preference`: which family goes first within one preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressPreference {
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+/// The Postfix parameters that shape an address list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxSettings {
+    /// `inet_protocols` includes ipv4.
+    pub ipv4: bool,
+    /// `inet_protocols` includes ipv6.
+    pub ipv6: bool,
+    /// `smtp_address_preference` (any).
+    pub address_preference: AddressPreference,
+    /// `smtp_randomize_addresses` (yes).
+    pub randomize_addresses: bool,
+    /// `smtp_balance_inet_protocols` (yes).
+    pub balance_inet_protocols: bool,
+    /// `smtp_mx_address_limit` (5; 0 = unlimited). Used here for balancing
+    /// only; the caller enforces the limit while connecting.
+    pub mx_address_limit: usize,
+    /// `ignore_mx_lookup_error` (no).
+    pub ignore_mx_lookup_error: bool,
+    /// `smtp_defer_if_no_mx_address_found` (no).
+    pub defer_if_no_mx_address_found: bool,
+    /// The destination port is 25 (Postfix's SMTP_MISC_FLAG_LOOP_DETECT).
+    pub loop_detect: bool,
+    /// Local interface addresses (`inet_interfaces`) and `proxy_interfaces`.
+    pub own_addresses: Vec<IpAddr>,
+}
+
+impl Default for MxSettings {
+    /// Postfix's defaults, port 25, no known own addresses.
+    fn default() -> Self {
+        Self {
+            ipv4: true,
+            ipv6: true,
+            address_preference: AddressPreference::Any,
+            randomize_addresses: true,
+            balance_inet_protocols: true,
+            mx_address_limit: 5,
+            ignore_mx_lookup_error: false,
+            defer_if_no_mx_address_found: false,
+            loop_detect: true,
+            own_addresses: Vec::new(),
+        }
+    }
+}
+
+/// True when, after this error from [`domain_route`] or [`host_route`],
+/// Postfix makes the current next-hop final (no fallback relays): a mail
+/// loop (x.4.6), or 4.4.4 "unable to find primary relay" (we are a backup
+/// MX, so `found_myself` was set even though the list came out empty).
+pub fn makes_nexthop_final(dsn: &Dsn) -> bool {
+    is_loop(dsn) || dsn.text.starts_with(NO_PRIMARY_RELAY)
+}
+
+/// Unbracketed SMTP domain: MX lookup with Postfix semantics
+/// (`smtp_domain_addr`).
+pub fn domain_route(
+    domain: &str,
+    dns: &dyn DnsLookup,
+    settings: &MxSettings,
+    rng: &mut dyn RngCore,
+) -> Result<Route, Dsn> {
+    check_protocols(settings)?;
+    let mx = match dns.mx(domain) {
+        Ok(answer) if answer.records.is_empty() => {
+            // Cannot happen (an empty answer is NoData); treat it as one.
+            return lookup_host(domain, dns, settings, rng);
+        }
+        Ok(answer) => answer.records,
+        Err(err) => return mx_lookup_failed(domain, &err, dns, settings, rng),
+    };
+    if mx.iter().any(MxRecord::is_null) {
+        return Err(Dsn::simple(
+            "5.1.0",
+            format!("Domain {domain} does not accept mail (nullMX)"),
+        ));
+    }
+    mx_route(domain, mx, dns, settings, rng)
+}
+
+/// `[host]`, LMTP inet host, or DNS support disabled: A/AAAA only
+/// (preference 0), with loop detection when `settings.loop_detect`
+/// (`smtp_host_addr`).
+pub fn host_route(
+    host: &str,
+    dns: &dyn DnsLookup,
+    settings: &MxSettings,
+    rng: &mut dyn RngCore,
+) -> Result<Route, Dsn> {
+    check_protocols(settings)?;
+    lookup_host(host, dns, settings, rng)
+}
+
+/// Refuses to look anything up when `inet_protocols` enables no family.
+fn check_protocols(settings: &MxSettings) -> Result<(), Dsn> {
+    if settings.ipv4 || settings.ipv6 {
+        Ok(())
+    } else {
+        Err(Dsn::simple("4.4.4", "all network protocols are disabled"))
+    }
+}
+
+/// The MX query itself failed: NOTFOUND means implicit MX; other errors
+/// are final unless `ignore_mx_lookup_error`, which falls back to a host
+/// lookup for RETRY, FAIL and INVAL alike (as smtp_addr.c does).
+fn mx_lookup_failed(
+    domain: &str,
+    err: &DnsError,
+    dns: &dyn DnsLookup,
+    settings: &MxSettings,
+    rng: &mut dyn RngCore,
+) -> Result<Route, Dsn> {
+    let code = match err.kind {
+        DnsErrorKind::NotFound | DnsErrorKind::NoData => {
+            return lookup_host(domain, dns, settings, rng);
+        }
+        DnsErrorKind::Retry => "4.4.3",
+        DnsErrorKind::Fail => "5.4.3",
+        DnsErrorKind::Invalid => "5.4.4",
+    };
+    if settings.ignore_mx_lookup_error {
+        debug!("{domain}: MX lookup failed ({err}), ignored: looking up the host");
+        return lookup_host(domain, dns, settings, rng);
+    }
+    Err(Dsn::simple(
+        code,
+        name_service_text(domain, QueryType::Mx, &err.reason),
+    ))
+}
+
+/// MX records found: look up every exchanger in preference order, cut the
+/// list at ourselves, then order it.
+fn mx_route(
+    domain: &str,
+    mut mx: Vec<MxRecord>,
+    dns: &dyn DnsLookup,
+    settings: &MxSettings,
+    rng: &mut dyn RngCore,
+) -> Result<Route, Dsn> {
+    mx.sort_by_key(|rr| rr.preference);
+    let best_mx_pref = mx.first().map_or(u32::MAX, |rr| u32::from(rr.preference));
+    let mut list = AddrList::default();
+    let mut trouble = LookupTrouble::default();
+    for rr in &mx {
+        if list.truncated {
+            // The list is full: further addresses would be dropped anyway.
+            break;
+        }
+        addr_one(
+            &mut list,
+            &rr.exchange,
+            u32::from(rr.preference),
+            dns,
+            settings,
+            &mut trouble,
+        );
+    }
+    if list.items.is_empty() {
+        let mut dsn = trouble.into_dsn(domain);
+        if settings.defer_if_no_mx_address_found && dsn.is_hard() {
+            dsn.code = dsn.code.with_class(4);
+        }
+        warn!("no MX host for {domain} has a valid address record");
+        return Err(dsn);
+    }
+    let mut candidates = list.items;
+    let mut i_am_mx = false;
+    if settings.loop_detect
+        && let Some(self_pref) = find_self(&candidates, &settings.own_addresses)
+    {
+        debug!("{domain}: found myself at preference {self_pref}");
+        i_am_mx = true;
+        if let Some(cut) = candidates.iter().position(|c| c.preference == self_pref) {
+            candidates.truncate(cut);
+        }
+        if candidates.is_empty() {
+            return Err(if self_pref == best_mx_pref {
+                Dsn::simple("5.4.6", format!("mail for {domain} loops back to myself"))
+            } else {
+                Dsn::simple("4.4.4", format!("{NO_PRIMARY_RELAY}{domain}"))
+            });
+        }
+    }
+    let candidates = order(candidates, settings, rng);
+    let best_preference = candidates.first().map_or(0, |c| c.preference);
+    Ok(Route {
+        candidates,
+        i_am_mx,
+        best_preference,
+    })
+}
+
+/// Host lookup (preference 0), loop check, ordering.
+fn lookup_host(
+    host: &str,
+    dns: &dyn DnsLookup,
+    settings: &MxSettings,
+    rng: &mut dyn RngCore,
+) -> Result<Route, Dsn> {
+    if let Ok(addr) = host.parse::<IpAddr>()
+        && !family_enabled(addr, settings)
+    {
+        // Decision: Postfix would try the literal as a DNS name and bounce
+        // with 5.4.4 "Name service error for H: invalid host or domain
+        // name"; a disabled family is a local setting, so we defer.
+        return Err(Dsn::simple(
+            "4.4.4",
+            format!(
+                "network protocol {} is disabled for {host}",
+                family_name(addr)
+            ),
+        ));
+    }
+    let mut list = AddrList::default();
+    let mut trouble = LookupTrouble::default();
+    addr_one(&mut list, host, 0, dns, settings, &mut trouble);
+    if list.items.is_empty() {
+        return Err(trouble.into_dsn(host));
+    }
+    if settings.loop_detect && find_self(&list.items, &settings.own_addresses).is_some() {
+        return Err(Dsn::simple(
+            "5.4.6",
+            format!("mail for {host} loops back to myself"),
+        ));
+    }
+    Ok(Route {
+        candidates: order(list.items, settings, rng),
+        i_am_mx: false,
+        best_preference: 0,
+    })
+}
+
+/// Postfix's `smtp_addr_one`: append the addresses of one host (an IP
+/// literal is its own address), or remember why there are none.
+fn addr_one(
+    list: &mut AddrList,
+    host: &str,
+    preference: u32,
+    dns: &dyn DnsLookup,
+    settings: &MxSettings,
+    trouble: &mut LookupTrouble,
+) {
+    if let Ok(addr) = host.parse::<IpAddr>() {
+        if family_enabled(addr, settings) {
+            list.push(host, addr, preference, qtype_of(addr));
+        } else {
+            // Postfix passes the literal to dns_lookup(), which refuses
+            // numeric names as NOTFOUND without asking a server.
+            trouble.record(Failure {
+                kind: DnsErrorKind::NotFound,
+                text: format!("Name service error for {host}: invalid host or domain name"),
+            });
+        }
+        return;
+    }
+    let mut found = false;
+    let mut failure: Option<Failure> = None;
+    if settings.ipv4 {
+        match dns.a(host) {
+            Ok(answer) if !answer.records.is_empty() => {
+                found = true;
+                for addr in answer.records {
+                    list.push(host, IpAddr::V4(addr), preference, QueryType::A);
+                }
+            }
+            Ok(_) => Failure::no_data(host, QueryType::A).keep_if_worse(&mut failure),
+            Err(err) => Failure::from_dns(host, QueryType::A, &err).keep_if_worse(&mut failure),
+        }
+    }
+    if settings.ipv6 {
+        match dns.aaaa(host) {
+            Ok(answer) if !answer.records.is_empty() => {
+                found = true;
+                for addr in answer.records {
+                    list.push(host, IpAddr::V6(addr), preference, QueryType::Aaaa);
+                }
+            }
+            Ok(_) => Failure::no_data(host, QueryType::Aaaa).keep_if_worse(&mut failure),
+            Err(err) => {
+                Failure::from_dns(host, QueryType::Aaaa, &err).keep_if_worse(&mut failure);
+            }
+        }
+    }
+    if !found && let Some(failure) = failure {
+        trouble.record(failure);
+    }
+}
+
+/// The preference of the first of our own addresses in the list (the list
+/// is in MX order here, so that is the best one).
+fn find_self(candidates: &[Candidate], own: &[IpAddr]) -> Option<u32> {
+    candidates
+        .iter()
+        .find(|c| own.contains(&c.addr))
+        .map(|c| c.preference)
+}
+
+/// Shuffle, sort by preference (and family), balance the families.
+fn order(mut list: Vec<Candidate>, settings: &MxSettings, rng: &mut dyn RngCore) -> Vec<Candidate> {
+    if list.len() < 2 {
+        return list;
+    }
+    if settings.randomize_addresses {
+        list.shuffle(rng);
+    }
+    let preference = settings.address_preference;
+    list.sort_by_key(|c| (c.preference, family_rank(c.addr, preference)));
+    if settings.balance_inet_protocols && settings.mx_address_limit > 0 {
+        list = balance_inet_protocols(list, settings.mx_address_limit);
+    }
+    list
+}
+
+/// Postfix's `smtp_balance_inet_proto`: when both families are present and
+/// the list is longer than `limit`, keep the first addresses of each family
+/// so that neither crowds the other out; the relative order is unchanged.
+fn balance_inet_protocols(list: Vec<Candidate>, limit: usize) -> Vec<Candidate> {
+    let v4_count = list.iter().filter(|c| c.addr.is_ipv4()).count();
+    let v6_count = list.len() - v4_count;
+    if v4_count == 0 || v6_count == 0 || list.len() <= limit {
+        return list;
+    }
+    let half = limit / 2;
+    let (mut v4_keep, mut v6_keep) = if v6_count <= half {
+        (limit.saturating_sub(v6_count), v6_count)
+    } else if v4_count <= half {
+        (v4_count, limit.saturating_sub(v4_count))
+    } else {
+        let first_is_v4 = list.first().is_some_and(|c| c.addr.is_ipv4());
+        let v4 = limit.saturating_add(usize::from(first_is_v4)) / 2;
+        (v4, limit.saturating_sub(v4))
+    };
+    debug!("balancing address families: keeping {v4_keep} IPv4, {v6_keep} IPv6");
+    list.into_iter()
+        .filter(|c| {
+            let left = if c.addr.is_ipv4() {
+                &mut v4_keep
+            } else {
+                &mut v6_keep
+            };
+            if *left > 0 {
+                *left -= 1;
+                true
+            } else {
+                false
+            }
+        })
+        .collect()
+}
+
+/// Sort key within one preference: 0 goes first.
+fn family_rank(addr: IpAddr, preference: AddressPreference) -> u8 {
+    match (preference, addr) {
+        (AddressPreference::Any, _) => 0,
+        (AddressPreference::Ipv4, IpAddr::V4(_)) | (AddressPreference::Ipv6, IpAddr::V6(_)) => 0,
+        (AddressPreference::Ipv4, IpAddr::V6(_)) | (AddressPreference::Ipv6, IpAddr::V4(_)) => 1,
+    }
+}
+
+fn family_enabled(addr: IpAddr, settings: &MxSettings) -> bool {
+    match addr {
+        IpAddr::V4(_) => settings.ipv4,
+        IpAddr::V6(_) => settings.ipv6,
+    }
+}
+
+fn family_name(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
+    }
+}
+
+fn qtype_of(addr: IpAddr) -> QueryType {
+    match addr {
+        IpAddr::V4(_) => QueryType::A,
+        IpAddr::V6(_) => QueryType::Aaaa,
+    }
+}
+
+/// What dns_lookup() writes into Postfix's `why` buffer.
+fn name_service_text(name: &str, qtype: QueryType, reason: &str) -> String {
+    format!(
+        "Host or domain name not found. Name service error for name={name} type={}: {reason}",
+        qtype.name()
+    )
+}
+
+/// An address list capped at [`RR_LIST_LIMIT`] records (Postfix's
+/// dns_rr_append()): excess records are dropped with one warning.
+#[derive(Default)]
+struct AddrList {
+    items: Vec<Candidate>,
+    truncated: bool,
+}
+
+impl AddrList {
+    fn push(&mut self, host: &str, addr: IpAddr, preference: u32, qtype: QueryType) {
+        if self.items.len() >= RR_LIST_LIMIT {
+            if !self.truncated {
+                warn!(
+                    "DNS record count limit ({RR_LIST_LIMIT}) exceeded -- dropping excess \
+                     record(s) after qname={host} qtype={}",
+                    qtype.name()
+                );
+                self.truncated = true;
+            }
+            return;
+        }
+        self.items.push(Candidate {
+            host: host.to_owned(),
+            addr,
+            preference,
+        });
+    }
+}
+
+/// One host's failed address lookup: its class and Postfix's text.
+struct Failure {
+    kind: DnsErrorKind,
+    text: String,
+}
+
+impl Failure {
+    fn from_dns(host: &str, qtype: QueryType, err: &DnsError) -> Self {
+        Self {
+            kind: err.kind,
+            text: name_service_text(host, qtype, &err.reason),
+        }
+    }
+
+    /// An empty successful answer (cannot happen: the resolver reports
+    /// NoData instead) counts as NoData.
+    fn no_data(host: &str, qtype: QueryType) -> Self {
+        Self {
+            kind: DnsErrorKind::NoData,
+            text: name_service_text(
+                host,
+                qtype,
+                "Host found but no data record of requested type",
+            ),
+        }
+    }
+
+    /// dns_lookup_rv() precedence when A and AAAA both fail: RETRY >
+    /// INVAL > FAIL > NOTFOUND; on a tie the later query (AAAA) speaks.
+    fn rank(&self) -> u8 {
+        match self.kind {
+            DnsErrorKind::Retry => 3,
+            DnsErrorKind::Invalid => 2,
+            DnsErrorKind::Fail => 1,
+            DnsErrorKind::NotFound | DnsErrorKind::NoData => 0,
+        }
+    }
+
+    fn keep_if_worse(self, kept: &mut Option<Failure>) {
+        if kept.as_ref().is_none_or(|k| self.rank() >= k.rank()) {
+            *kept = Some(self);
+        }
+    }
+}
+
+/// Postfix's `why` buffer across the host lookups of one destination: the
+/// text is always the latest failure's; a soft status, once set, keeps
+/// later hard failures soft (RETRY 4.4.3; FAIL 5.4.3 or 4.4.3; NOTFOUND
+/// and INVAL 5.4.4 or 4.4.4).
+#[derive(Default)]
+struct LookupTrouble {
+    dsn: Option<Dsn>,
+}
+
+impl LookupTrouble {
+    fn record(&mut self, failure: Failure) {
+        let soft = self.dsn.as_ref().is_some_and(Dsn::is_soft);
+        let code = match failure.kind {
+            DnsErrorKind::Retry => "4.4.3",
+            DnsErrorKind::Fail if soft => "4.4.3",
+            DnsErrorKind::Fail => "5.4.3",
+            DnsErrorKind::NotFound | DnsErrorKind::NoData | DnsErrorKind::Invalid if soft => {
+                "4.4.4"
+            }
+            DnsErrorKind::NotFound | DnsErrorKind::NoData | DnsErrorKind::Invalid => "5.4.4",
+        };
+        self.dsn = Some(Dsn::simple(code, failure.text));
+    }
+
+    /// The DSN for "no address found"; an empty record is a broken
+    /// invariant and defers.
+    fn into_dsn(self, name: &str) -> Dsn {
+        self.dsn.unwrap_or_else(|| {
+            Dsn::simple(
+                "4.3.0",
+                format!("internal error: no address and no lookup error for {name}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "mxlist_tests.rs"]
+mod tests;
