@@ -10,15 +10,20 @@
 //! connection (5.1.7 sender, 5.1.3 recipient). Never panics; every recipient
 //! ends in the ledger exactly once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{Config, InetProtocols, ProtocolSettings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
+use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
+use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::dsn::Dsn;
 use crate::interfaces::OwnAddresses;
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble};
 use crate::recipients::{Ledger, Settled};
+use crate::resolve::DnsResolver;
 use crate::session::{self, MessageSource, RunEnd};
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts};
 use crate::smtp::command::check_address;
@@ -84,6 +89,30 @@ impl Resolver for LiteralResolver {
     }
 }
 
+/// DNS that is not there: every lookup fails temporarily.
+struct NoDns;
+
+impl DnsLookup for NoDns {
+    fn mx(&self, _: &str) -> Result<Answer<MxRecord>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "no DNS resolver configured",
+        ))
+    }
+    fn a(&self, _: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "no DNS resolver configured",
+        ))
+    }
+    fn aaaa(&self, _: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "no DNS resolver configured",
+        ))
+    }
+}
+
 /// Postfix's SMTP_HAS_LOOP_DSN: a `x.4.6` status means mail loops back.
 pub fn is_loop(dsn: &Dsn) -> bool {
     dsn.code.subject == 4 && dsn.code.detail == 6
@@ -99,6 +128,32 @@ pub struct Request<'a> {
     pub facts: MessageFacts,
 }
 
+/// The stub resolver for a configuration: `[dns] nameservers`, else the
+/// servers of /etc/resolv.conf, else (no readable file) the local host, as
+/// the C library does.
+pub fn system_stub_resolver(config: &Config) -> Result<StubResolver, DnsError> {
+    let mut nameservers = config.dns.parsed_nameservers().unwrap_or_default();
+    if nameservers.is_empty() {
+        nameservers = match system_nameservers(Path::new("/etc/resolv.conf")) {
+            Ok(list) => list,
+            Err(e) => {
+                log::warn!("{e}; using the name server on 127.0.0.1");
+                Vec::new()
+            }
+        };
+    }
+    if nameservers.is_empty() {
+        nameservers.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 53));
+    }
+    let settings = StubSettings {
+        nameservers,
+        timeout: config.dns.timeout,
+        attempts: config.dns.attempts,
+        cache_max_entries: config.dns.cache_entries,
+    };
+    StubResolver::new(settings)
+}
+
 /// Delivers jobs with a configuration and pluggable edges.
 pub struct Deliverer {
     config: Config,
@@ -109,8 +164,23 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// Real sockets; literal-only resolution.
+    /// Real sockets and DNS: the shared stub resolver on the configured
+    /// name servers (or /etc/resolv.conf).
     pub fn new(config: Config) -> Self {
+        match system_stub_resolver(&config) {
+            Ok(dns) => Self::with_dns(config, Arc::new(dns)),
+            Err(e) => {
+                log::error!(
+                    "DNS resolver unavailable: {e}; only IP-literal destinations will work"
+                );
+                Self::with_dns(config, Arc::new(NoDns))
+            }
+        }
+    }
+
+    /// Real sockets over the given DNS lookups (shared between deliverers,
+    /// so a configuration reload keeps the cache).
+    pub fn with_dns(config: Config, dns: Arc<dyn DnsLookup>) -> Self {
         let families = config.dns.parsed_inet_protocols().unwrap_or(InetProtocols {
             ipv4: true,
             ipv6: true,
@@ -121,10 +191,11 @@ impl Deliverer {
             families.ipv4,
             families.ipv6,
         );
+        let resolver = DnsResolver::new(dns, &config, &own);
         Self {
             own,
             config,
-            resolver: Box::new(LiteralResolver),
+            resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
             services: Box::new(SystemServices),
         }

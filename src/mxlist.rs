@@ -22,7 +22,7 @@
 use std::net::IpAddr;
 
 use log::{debug, warn};
-use rand::RngCore;
+use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::deliver::Candidate;
@@ -99,11 +99,11 @@ pub fn makes_nexthop_final(dsn: &Dsn) -> bool {
 
 /// Unbracketed SMTP domain: MX lookup with Postfix semantics
 /// (`smtp_domain_addr`).
-pub fn domain_route(
+pub fn domain_route<R: Rng>(
     domain: &str,
     dns: &dyn DnsLookup,
     settings: &MxSettings,
-    rng: &mut dyn RngCore,
+    rng: &mut R,
 ) -> Result<Route, Dsn> {
     check_protocols(settings)?;
     let mx = match dns.mx(domain) {
@@ -126,11 +126,11 @@ pub fn domain_route(
 /// `[host]`, LMTP inet host, or DNS support disabled: A/AAAA only
 /// (preference 0), with loop detection when `settings.loop_detect`
 /// (`smtp_host_addr`).
-pub fn host_route(
+pub fn host_route<R: Rng>(
     host: &str,
     dns: &dyn DnsLookup,
     settings: &MxSettings,
-    rng: &mut dyn RngCore,
+    rng: &mut R,
 ) -> Result<Route, Dsn> {
     check_protocols(settings)?;
     lookup_host(host, dns, settings, rng)
@@ -148,12 +148,12 @@ fn check_protocols(settings: &MxSettings) -> Result<(), Dsn> {
 /// The MX query itself failed: NOTFOUND means implicit MX; other errors
 /// are final unless `ignore_mx_lookup_error`, which falls back to a host
 /// lookup for RETRY, FAIL and INVAL alike (as smtp_addr.c does).
-fn mx_lookup_failed(
+fn mx_lookup_failed<R: Rng>(
     domain: &str,
     err: &DnsError,
     dns: &dyn DnsLookup,
     settings: &MxSettings,
-    rng: &mut dyn RngCore,
+    rng: &mut R,
 ) -> Result<Route, Dsn> {
     let code = match err.kind {
         DnsErrorKind::NotFound | DnsErrorKind::NoData => {
@@ -175,12 +175,12 @@ fn mx_lookup_failed(
 
 /// MX records found: look up every exchanger in preference order, cut the
 /// list at ourselves, then order it.
-fn mx_route(
+fn mx_route<R: Rng>(
     domain: &str,
     mut mx: Vec<MxRecord>,
     dns: &dyn DnsLookup,
     settings: &MxSettings,
-    rng: &mut dyn RngCore,
+    rng: &mut R,
 ) -> Result<Route, Dsn> {
     mx.sort_by_key(|rr| rr.preference);
     let best_mx_pref = mx.first().map_or(u32::MAX, |rr| u32::from(rr.preference));
@@ -236,11 +236,11 @@ fn mx_route(
 }
 
 /// Host lookup (preference 0), loop check, ordering.
-fn lookup_host(
+fn lookup_host<R: Rng>(
     host: &str,
     dns: &dyn DnsLookup,
     settings: &MxSettings,
-    rng: &mut dyn RngCore,
+    rng: &mut R,
 ) -> Result<Route, Dsn> {
     if let Ok(addr) = host.parse::<IpAddr>()
         && !family_enabled(addr, settings)
@@ -341,7 +341,7 @@ fn find_self(candidates: &[Candidate], own: &[IpAddr]) -> Option<u32> {
 }
 
 /// Shuffle, sort by preference (and family), balance the families.
-fn order(mut list: Vec<Candidate>, settings: &MxSettings, rng: &mut dyn RngCore) -> Vec<Candidate> {
+fn order<R: Rng>(mut list: Vec<Candidate>, settings: &MxSettings, rng: &mut R) -> Vec<Candidate> {
     if list.len() < 2 {
         return list;
     }

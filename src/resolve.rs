@@ -41,11 +41,11 @@ impl DnsResolver {
         self
     }
 
-    fn route(
+    fn route<R: rand::Rng>(
         &self,
         host: &Host,
         mode: ResolveMode,
-        rng: &mut dyn rand::RngCore,
+        rng: &mut R,
     ) -> Result<Route, Dsn> {
         let mut settings = self.settings.clone();
         settings.loop_detect = mode.loop_detect;

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-// TEMP pub mod stub;
+pub mod stub;
 
 /// One MX record. `exchange` is the lower-case host name without the
 /// trailing dot; the null MX (`MX 0 .`) has an empty exchange.
