@@ -11,7 +11,7 @@ SYSCONFDIR ?= /etc/mailhop
 # PATH on Debian.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps test lint bench install clean
+.PHONY: all build deps audit test lint bench install clean
 
 all: build
 
@@ -21,8 +21,12 @@ build:
 deps:
 	scripts/install-test-deps.sh
 
-test: deps
+test: deps audit
 	CARGO_TERM_COLOR=never $(CARGO) test --all-targets
+
+# RustSec advisories (offline database beside the checkout); fails on any.
+audit:
+	scripts/audit.sh
 
 lint:
 	$(CARGO) fmt --check
