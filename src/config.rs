@@ -328,7 +328,75 @@ config_table! {
         /// Default TLS security level: "none", "may", "encrypt",
         /// "fingerprint", "verify", "secure", "dane" or "dane-only".
         security_level: String = "may".into(), mirrors "smtp_tls_security_level", check = check_security_level;
+        /// Per-destination policy, as [[tls.policy]] tables with the keys
+        /// destination (the nexthop exactly as written: "example.com",
+        /// ".example.com" for its subdomains, "[mx.example.com]:587"), level,
+        /// and optionally match, fingerprints, servername, protocols.
+        policy: Vec<TlsPolicyEntry> = Vec::new(), mirrors "smtp_tls_policy_maps", check = check_tls_policy;
+        /// At level "may", a TLS handshake failure is retried in plaintext
+        /// only for mail that has waited at least this long; younger mail
+        /// is deferred (4.7.5).
+        #[serde(with = "duration_str")]
+        plaintext_retry_after: Duration = secs(300), mirrors "minimal_backoff_time", check = check_timeout;
+        /// Time limit for the STARTTLS reply and the TLS handshake.
+        #[serde(with = "duration_str")]
+        starttls_timeout: Duration = secs(300), mirrors "smtp_starttls_timeout", check = check_timeout;
+        /// SNI name sent in the handshake: "" or "hostname" for the server's
+        /// host name, "nexthop" for the next-hop domain, or a fixed name.
+        servername: String = String::new(), mirrors "smtp_tls_servername";
+        /// TLS protocol versions: ">=TLSv1.2", ">=TLSv1.3", or Postfix's
+        /// exclusion form "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1".
+        protocols: String = ">=TLSv1.2".into(), mirrors "smtp_tls_protocols, smtp_tls_mandatory_protocols", check = check_tls_protocols;
+        /// File of trusted CA certificates (PEM) for "verify" and "secure";
+        /// empty means the system trust store.
+        ca_file: String = String::new(), mirrors "smtp_tls_CAfile";
+        /// Directory of trusted CA certificates (hashed, as c_rehash makes).
+        ca_path: String = String::new(), mirrors "smtp_tls_CApath";
+        /// Client certificate (PEM) presented when the server asks; empty:
+        /// none.
+        cert_file: String = String::new(), mirrors "smtp_tls_cert_file";
+        /// Private key of cert_file (PEM); empty: in cert_file.
+        key_file: String = String::new(), mirrors "smtp_tls_key_file";
+        /// Digest of the "fingerprint" level: "sha256", "sha512" or "sha1".
+        fingerprint_digest: String = "sha256".into(), mirrors "smtp_tls_fingerprint_digest", check = check_fingerprint_digest;
+        /// Fingerprints (of the certificate or its public key, "AB:CD:...")
+        /// accepted at level "fingerprint" when no policy entry lists any.
+        fingerprint_cert_match: Vec<String> = Vec::new(), mirrors "smtp_tls_fingerprint_cert_match", check = check_fingerprints;
+        /// Names the certificate must match at level "verify": "hostname",
+        /// "nexthop", "dot-nexthop".
+        verify_cert_match: Vec<String> = vec!["hostname".into()], mirrors "smtp_tls_verify_cert_match", check = check_cert_match;
+        /// Names the certificate must match at level "secure".
+        secure_cert_match: Vec<String> = vec!["nexthop".into(), "dot-nexthop".into()], mirrors "smtp_tls_secure_cert_match", check = check_cert_match;
+        /// Use SMTPS wrapper mode (TLS before the greeting) for every
+        /// destination; it is always used for port 465. Needs level
+        /// "encrypt" or stronger.
+        wrappermode: bool = false, mirrors "smtp_tls_wrappermode";
+        /// Allow TLS sessions into the connection cache.
+        connection_reuse: bool = false, mirrors "smtp_tls_connection_reuse";
     }
+}
+
+/// One `[[tls.policy]]` entry (a line of Postfix's smtp_tls_policy_maps).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPolicyEntry {
+    /// The nexthop as written in jobs ("example.com", "[10.0.0.1]:587"),
+    /// or ".example.com" for every subdomain of example.com.
+    pub destination: String,
+    /// Security level for this destination.
+    pub level: String,
+    /// Certificate name match list (overrides verify/secure_cert_match).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<String>,
+    /// Accepted fingerprints for level "fingerprint".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<String>,
+    /// SNI name for this destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servername: Option<String>,
+    /// Protocol versions for this destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<String>,
 }
 
 /// The whole configuration file.  Every table and every key is optional.
@@ -913,6 +981,95 @@ fn check_nameservers(entries: &[String]) -> Result<(), Invalid> {
             index: Some(index),
             message,
         })?;
+    }
+    Ok(())
+}
+
+fn check_tls_policy(entries: &[TlsPolicyEntry]) -> Result<(), Invalid> {
+    for (index, entry) in entries.iter().enumerate() {
+        let at = |message: String| Invalid {
+            index: Some(index),
+            message,
+        };
+        if entry.destination.trim().is_empty() {
+            return Err(at("destination is empty".into()));
+        }
+        check_security_level(&entry.level).map_err(|e| at(format!("level: {}", e.message)))?;
+        check_cert_match(&entry.matches).map_err(|e| at(format!("match: {}", e.message)))?;
+        check_fingerprints(&entry.fingerprints)
+            .map_err(|e| at(format!("fingerprints: {}", e.message)))?;
+        if let Some(protocols) = &entry.protocols {
+            check_tls_protocols(protocols).map_err(|e| at(format!("protocols: {}", e.message)))?;
+        }
+        if entry.level == "fingerprint" && entry.fingerprints.is_empty() {
+            return Err(at("level \"fingerprint\" needs a fingerprints list".into()));
+        }
+    }
+    Ok(())
+}
+
+fn check_cert_match(entries: &[String]) -> Result<(), Invalid> {
+    for (index, entry) in entries.iter().enumerate() {
+        if !matches!(entry.as_str(), "hostname" | "nexthop" | "dot-nexthop")
+            && !is_match_name(entry)
+        {
+            return Err(Invalid {
+                index: Some(index),
+                message: format!(
+                    "invalid value {entry:?}, expected \"hostname\", \"nexthop\", \"dot-nexthop\" or a domain name"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A literal name in a match list: "example.com" or ".example.com".
+fn is_match_name(entry: &str) -> bool {
+    let name = entry.strip_prefix('.').unwrap_or(entry);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn check_fingerprints(entries: &[String]) -> Result<(), Invalid> {
+    for (index, entry) in entries.iter().enumerate() {
+        let hex: String = entry.chars().filter(|c| *c != ':').collect();
+        if hex.len() < 40 || hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Invalid {
+                index: Some(index),
+                message: format!(
+                    "invalid fingerprint {entry:?}, expected hex bytes such as \"AB:CD:...\""
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_fingerprint_digest(value: &str) -> Result<(), Invalid> {
+    check_one_of(value, &["sha256", "sha512", "sha1"])
+}
+
+/// Accepts ">=TLSvX", "<=TLSvX" or Postfix's exclusion list ("!SSLv3, !TLSv1").
+fn check_tls_protocols(value: &str) -> Result<(), Invalid> {
+    const NAMES: [&str; 6] = ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
+    for item in list_items(value) {
+        let name = item
+            .strip_prefix(">=")
+            .or_else(|| item.strip_prefix("<="))
+            .or_else(|| item.strip_prefix('!'))
+            .unwrap_or(item);
+        if !NAMES.contains(&name) {
+            return Err(format!(
+                "invalid protocol {item:?} in {value:?}, expected e.g. \">=TLSv1.2\" or \"!SSLv3, !TLSv1\""
+            )
+            .into());
+        }
     }
     Ok(())
 }
