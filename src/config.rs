@@ -485,6 +485,8 @@ pub struct Timeouts {
     pub data_done: Duration,
     pub quit: Duration,
     pub rset: Duration,
+    /// STARTTLS reply and TLS handshake (`[tls] starttls_timeout`).
+    pub starttls: Duration,
 }
 
 /// Address families enabled by `dns.inet_protocols`.
@@ -602,6 +604,7 @@ impl Config {
                 data_done: s.data_done_timeout,
                 quit: s.quit_timeout,
                 rset: s.rset_timeout,
+                starttls: self.tls.starttls_timeout,
             },
             fallback_relay: s.fallback_relay.clone(),
             skip_5xx_greeting: s.skip_5xx_greeting,
@@ -630,6 +633,7 @@ impl Config {
                 data_done: l.data_done_timeout.unwrap_or(t.data_done),
                 quit: l.quit_timeout.unwrap_or(t.quit),
                 rset: l.rset_timeout.unwrap_or(t.rset),
+                starttls: t.starttls,
             },
             fallback_relay: l.fallback_relay.clone(),
             skip_5xx_greeting: l.skip_5xx_greeting.unwrap_or(smtp.skip_5xx_greeting),
@@ -1965,6 +1969,7 @@ mod tests {
             data_done: secs(105),
             quit: secs(106),
             rset: secs(107),
+            starttls: secs(300),
         };
         assert_eq!(lmtp.timeouts, want);
         assert_eq!(
@@ -2012,6 +2017,7 @@ mod tests {
                 data_done: secs(6),
                 quit: secs(7),
                 rset: secs(8),
+                starttls: secs(300),
             }
         );
         assert_eq!(lmtp.port, 2424);

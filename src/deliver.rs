@@ -24,8 +24,8 @@ use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices,
 use crate::outcome::{self, LeftoverContext, Trouble};
 use crate::recipients::{Ledger, Settled};
 use crate::resolve::DnsResolver;
-use crate::session::{self, MessageSource, RunEnd};
-use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts};
+use crate::session::{self, MessageSource, NoTls, RunEnd};
+use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
 use crate::smtp::command::check_address;
 use crate::transport::Connection;
 
@@ -442,17 +442,19 @@ impl Deliverer {
             peer: server.display.clone(),
             smtputf8_enable: self.config.smtp.smtputf8_enable,
             loop_check: server.loop_check.clone(),
+            tls: TlsMode::Off,
         };
         let mut client = Client::new(client_settings, envelope, request.facts);
-        let mut conn = Connection::new(stream, self.config.smtp.reply_length_limit);
-        let end = session::run(
-            &mut conn,
+        let conn = Connection::new(stream, self.config.smtp.reply_length_limit);
+        let (conn, end) = session::drive(
+            conn,
             &mut client,
             &settings.timeouts,
             request.message,
             settings.line_length_limit,
+            &mut NoTls,
         );
-        if end == RunEnd::Idle {
+        if let (Some(mut conn), RunEnd::Idle) = (conn, end) {
             session::close(&mut conn, &mut client, &settings.timeouts);
         }
         let handshake = if client.handshake_done() {

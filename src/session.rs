@@ -29,6 +29,7 @@ pub fn phase_timeout(timeouts: &Timeouts, phase: Phase) -> std::time::Duration {
         Phase::Dot => timeouts.data_done,
         Phase::Rset => timeouts.rset,
         Phase::Quit => timeouts.quit,
+        Phase::StartTls => timeouts.starttls,
     }
 }
 
@@ -39,6 +40,85 @@ pub enum RunEnd {
     Idle,
     /// The connection is finished.
     Closed,
+    /// The server accepted STARTTLS: the caller must do the handshake
+    /// (see [`drive`]).
+    StartTls,
+}
+
+/// Why a TLS handshake did not give a usable session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRefusal {
+    /// What the open recipients get (4.7.5 ...), unless `retry_plain`.
+    pub dsn: crate::dsn::Dsn,
+    /// Level may and the message is old enough: reconnect in plaintext.
+    pub retry_plain: bool,
+}
+
+/// Performs the TLS handshake for a session (STARTTLS).
+pub trait TlsHandler<T> {
+    fn handshake(&mut self, stream: T) -> Result<T, TlsRefusal>;
+}
+
+/// For sessions that never use TLS.
+pub struct NoTls;
+
+impl<T> TlsHandler<T> for NoTls {
+    fn handshake(&mut self, _stream: T) -> Result<T, TlsRefusal> {
+        Err(TlsRefusal {
+            dsn: crate::dsn::Dsn::simple(
+                "4.7.5",
+                "Cannot start TLS: TLS is not available for this session",
+            ),
+            retry_plain: false,
+        })
+    }
+}
+
+/// Runs a session to its end, doing the STARTTLS handshake through `tls`
+/// when the client asks for it. Bytes already received after the 220 reply
+/// to STARTTLS are never read as replies: they fail the session (4.7.5).
+/// Returns the connection when it is still usable (idle).
+pub fn drive<T: Transport>(
+    mut conn: Connection<T>,
+    client: &mut Client,
+    timeouts: &Timeouts,
+    message: &dyn MessageSource,
+    line_length_limit: usize,
+    tls: &mut dyn TlsHandler<T>,
+) -> (Option<Connection<T>>, RunEnd) {
+    for _ in 0..4 {
+        match run(&mut conn, client, timeouts, message, line_length_limit) {
+            RunEnd::StartTls => {
+                if conn.buffered() > 0 {
+                    log::warn!(
+                        "{} bytes received after the STARTTLS reply and before the TLS handshake: possible response injection",
+                        conn.buffered()
+                    );
+                    let dsn = crate::dsn::Dsn::simple(
+                        "4.7.5",
+                        "Cannot start TLS: unexpected data after the STARTTLS reply",
+                    );
+                    client.on_tls_failure(&dsn, false);
+                    return (None, RunEnd::Closed);
+                }
+                let limit = conn.reply_limit();
+                match tls.handshake(conn.into_inner()) {
+                    Ok(stream) => {
+                        conn = Connection::new(stream, limit);
+                        client.tls_started();
+                    }
+                    Err(refusal) => {
+                        client.on_tls_failure(&refusal.dsn, refusal.retry_plain);
+                        return (None, RunEnd::Closed);
+                    }
+                }
+            }
+            RunEnd::Idle => return (Some(conn), RunEnd::Idle),
+            RunEnd::Closed => return (None, RunEnd::Closed),
+        }
+    }
+    client.on_local_failure("internal error: repeated STARTTLS");
+    (None, RunEnd::Closed)
 }
 
 /// How long to look for a reply the server sent before dropping the body.
@@ -67,6 +147,7 @@ pub fn run<T: Transport>(
                 Err(failure) => client.on_io_failure(failure),
             },
             Action::SendBody => send_body(conn, client, timeouts, message, line_length_limit),
+            Action::StartTls => return RunEnd::StartTls,
             Action::Idle => return RunEnd::Idle,
             Action::Close => return RunEnd::Closed,
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::smtp::client::{ClientSettings, Envelope, MessageFacts, RcptResult, Recipient};
+use crate::smtp::client::{ClientSettings, Envelope, MessageFacts, RcptResult, Recipient, TlsMode};
 use crate::smtp::command::{Notify, Ret};
 use crate::transport::script::{Scripted, Step, say};
 
@@ -20,6 +20,7 @@ fn timeouts() -> Timeouts {
         data_done: t,
         quit: t,
         rset: t,
+        starttls: t,
     }
 }
 
@@ -82,6 +83,7 @@ fn drive(
         peer: "mx.test[127.0.0.1]".into(),
         smtputf8_enable: true,
         loop_check: None,
+        tls: TlsMode::Off,
     };
     let mut client = Client::new(settings, env, facts);
     let mut conn = Connection::new(Scripted::new(steps), 2048);
@@ -207,6 +209,7 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
         peer: "mx.test[127.0.0.1]".into(),
         smtputf8_enable: true,
         loop_check: None,
+        tls: TlsMode::Off,
     };
     let facts = MessageFacts {
         size: 3,
@@ -355,6 +358,7 @@ fn greeting_5xx_is_hard_without_skip() {
         peer: "h[a]".into(),
         smtputf8_enable: true,
         loop_check: None,
+        tls: TlsMode::Off,
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -812,6 +816,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         peer: "h[a]".into(),
         smtputf8_enable: false,
         loop_check: None,
+        tls: TlsMode::Off,
     };
     let mut client = Client::new(
         settings,
@@ -852,6 +857,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
                 nexthop: "y.test".into(),
                 best_mx,
             }),
+            tls: TlsMode::Off,
         };
         let mut client = Client::new(settings, envelope(&["a@y.test"]), MessageFacts::default());
         let steps = vec![
@@ -869,4 +875,234 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
         );
         assert!(!conn.into_inner().written_text().contains("MAIL"));
     }
+}
+
+/// A TLS handshake that keeps the scripted stream (as if TLS were set up)
+/// or refuses.
+struct FakeTls {
+    calls: usize,
+    refuse: Option<TlsRefusal>,
+}
+
+impl TlsHandler<Scripted> for FakeTls {
+    fn handshake(&mut self, stream: Scripted) -> Result<Scripted, TlsRefusal> {
+        self.calls += 1;
+        match self.refuse.clone() {
+            Some(refusal) => Err(refusal),
+            None => Ok(stream),
+        }
+    }
+}
+
+struct TlsRun {
+    results: Vec<Option<RcptResult>>,
+    written: String,
+    handshakes: usize,
+    retry_plain: bool,
+    tls_active: bool,
+}
+
+fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: u64) -> TlsRun {
+    let settings = ClientSettings {
+        lmtp: false,
+        helo_name: "client.test".into(),
+        skip_5xx_greeting: true,
+        peer: "mx.test[127.0.0.1]".into(),
+        smtputf8_enable: true,
+        loop_check: None,
+        tls: mode,
+    };
+    let mut client = Client::new(
+        settings,
+        envelope(&["a@y.test"]),
+        MessageFacts {
+            size,
+            has_8bit: false,
+        },
+    );
+    let conn = Connection::new(Scripted::new(steps), 2048);
+    let mut tls = FakeTls { calls: 0, refuse };
+    let (conn, end) = super::drive(
+        conn,
+        &mut client,
+        &timeouts(),
+        &Inline(b"hi\n"),
+        998,
+        &mut tls,
+    );
+    let mut written = String::new();
+    if let Some(mut conn) = conn {
+        if end == RunEnd::Idle {
+            close(&mut conn, &mut client, &timeouts());
+        }
+        written = conn.into_inner().written_text();
+    }
+    TlsRun {
+        retry_plain: client.retry_plain(),
+        tls_active: client.tls_active(),
+        results: client.into_results(),
+        written,
+        handshakes: tls.calls,
+    }
+}
+
+const EHLO_TLS: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10\r\n250 STARTTLS\r\n";
+
+#[test]
+fn starttls_then_ehlo_again_and_pre_tls_keywords_are_forgotten() {
+    let run = drive_tls(
+        TlsMode::Opportunistic,
+        vec![
+            say("220 mx.test ESMTP\r\n"),
+            say(EHLO_TLS),
+            say("220 2.0.0 Ready to start TLS\r\n"),
+            say("250-mx.test\r\n250 PIPELINING\r\n"),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+        None,
+        500,
+    );
+    assert_eq!(run.handshakes, 1);
+    assert!(run.tls_active);
+    // SIZE 10 was offered before TLS only: the 500-byte message is not refused.
+    assert_eq!(
+        delivered(&run.results[0]).map(|d| d.0),
+        Some("2.0.0".into())
+    );
+    assert!(
+        run.written.starts_with(
+            "EHLO client.test\r\nSTARTTLS\r\nEHLO client.test\r\nMAIL FROM:<s@x.test>\r\n"
+        ),
+        "{}",
+        run.written
+    );
+}
+
+#[test]
+fn opportunistic_tls_not_offered_stays_plaintext() {
+    let run = drive_tls(
+        TlsMode::Opportunistic,
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_PIPE),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 ok\r\n"),
+        ],
+        None,
+        3,
+    );
+    assert_eq!(run.handshakes, 0);
+    assert!(delivered(&run.results[0]).is_some());
+    assert!(!run.written.contains("STARTTLS"));
+}
+
+#[test]
+fn required_tls_not_offered_is_4_7_4() {
+    let run = drive_tls(
+        TlsMode::Required,
+        vec![say("220 x\r\n"), say(EHLO_PIPE)],
+        None,
+        3,
+    );
+    assert_eq!(
+        failed(&run.results[0]),
+        Some((
+            "4.7.4".into(),
+            "TLS is required, but was not offered by host mx.test[127.0.0.1]".into()
+        ))
+    );
+    assert!(!run.written.contains("MAIL"));
+}
+
+#[test]
+fn starttls_refused() {
+    let steps = || {
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_TLS),
+            say("454 4.7.0 TLS not available due to local problem\r\n"),
+        ]
+    };
+    let required = drive_tls(TlsMode::Required, steps(), None, 3);
+    assert_eq!(
+        failed(&required.results[0]),
+        Some((
+            "4.7.0".into(),
+            "TLS is required, but host mx.test[127.0.0.1] refused to start TLS: 454 4.7.0 TLS not available due to local problem"
+                .into()
+        ))
+    );
+    // Opportunistic: go on in plaintext on the same connection.
+    let mut plain = steps();
+    plain.extend([say("250 ok\r\n250 ok\r\n354 go\r\n"), say("250 ok\r\n")]);
+    let may = drive_tls(TlsMode::Opportunistic, plain, None, 3);
+    assert!(delivered(&may.results[0]).is_some(), "{:?}", may.results);
+    assert_eq!(may.handshakes, 0);
+}
+
+#[test]
+fn handshake_failure_defers_or_leaves_recipients_for_a_plaintext_retry() {
+    let steps = || vec![say("220 x\r\n"), say(EHLO_TLS), say("220 go ahead\r\n")];
+    let refusal = TlsRefusal {
+        dsn: crate::dsn::Dsn::simple("4.7.5", "Cannot start TLS: handshake failure"),
+        retry_plain: false,
+    };
+    let run = drive_tls(TlsMode::Opportunistic, steps(), Some(refusal.clone()), 3);
+    assert_eq!(
+        failed(&run.results[0]),
+        Some(("4.7.5".into(), "Cannot start TLS: handshake failure".into()))
+    );
+    assert!(!run.retry_plain);
+    let retry = drive_tls(
+        TlsMode::Opportunistic,
+        steps(),
+        Some(TlsRefusal {
+            retry_plain: true,
+            ..refusal
+        }),
+        3,
+    );
+    assert!(retry.retry_plain);
+    assert_eq!(retry.results, vec![None]);
+}
+
+#[test]
+fn bytes_after_the_starttls_reply_are_never_read_as_replies() {
+    let run = drive_tls(
+        TlsMode::Opportunistic,
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_TLS),
+            say("220 go ahead\r\n250-injected\r\n250 PIPELINING\r\n"),
+        ],
+        None,
+        3,
+    );
+    assert_eq!(run.handshakes, 0);
+    assert_eq!(
+        failed(&run.results[0]),
+        Some((
+            "4.7.5".into(),
+            "Cannot start TLS: unexpected data after the STARTTLS reply".into()
+        ))
+    );
+}
+
+#[test]
+fn wrapped_sessions_never_send_starttls() {
+    let run = drive_tls(
+        TlsMode::Wrapped,
+        vec![
+            say("220 x\r\n"),
+            say(EHLO_TLS),
+            say("250 ok\r\n250 ok\r\n354 go\r\n"),
+            say("250 ok\r\n"),
+        ],
+        None,
+        3,
+    );
+    assert!(!run.written.contains("STARTTLS"));
+    assert!(run.tls_active);
+    assert!(delivered(&run.results[0]).is_some());
 }

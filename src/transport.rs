@@ -98,6 +98,11 @@ impl<T: Transport> Connection<T> {
         self.stream
     }
 
+    /// The reply text cap this connection was made with.
+    pub fn reply_limit(&self) -> usize {
+        self.reply_cap
+    }
+
     /// Bytes received but not yet consumed as replies.
     pub fn buffered(&self) -> usize {
         self.end - self.start

@@ -65,6 +65,8 @@ pub enum Phase {
     Dot,
     Rset,
     Quit,
+    /// STARTTLS command and its reply.
+    StartTls,
 }
 
 impl Phase {
@@ -80,6 +82,7 @@ impl Phase {
             Phase::Dot => "sending end of data -- message may be sent more than once".into(),
             Phase::Rset => "sending final RSET".into(),
             Phase::Quit => "sending QUIT".into(),
+            Phase::StartTls => "receiving the STARTTLS response".into(),
         }
     }
 
@@ -94,6 +97,7 @@ impl Phase {
             Phase::Body | Phase::Dot => "end of DATA",
             Phase::Rset => "RSET",
             Phase::Quit => "QUIT",
+            Phase::StartTls => "STARTTLS",
         }
     }
 }
@@ -105,6 +109,9 @@ pub enum Action {
     Send { bytes: Vec<u8>, phase: Phase },
     /// Stream the message body in wire form, then ".\r\n".
     SendBody,
+    /// The server said 220 to STARTTLS: do the TLS handshake now, then call
+    /// [`Client::tls_started`] or [`Client::on_tls_failure`].
+    StartTls,
     /// Read one complete reply under this phase's timeout.
     Receive(Phase),
     /// The transaction is over and the connection is usable: `quit()` it (or
@@ -176,6 +183,22 @@ pub struct ClientSettings {
     /// Port 25 loop detection: a server greeting us with our own name in its
     /// EHLO/HELO reply is ourselves.
     pub loop_check: Option<LoopCheck>,
+    /// What to do about STARTTLS.
+    pub tls: TlsMode,
+}
+
+/// The session's TLS requirement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never STARTTLS (level none, or a plaintext retry).
+    #[default]
+    Off,
+    /// STARTTLS when offered (level may); a refused STARTTLS continues in plaintext.
+    Opportunistic,
+    /// TLS is required (encrypt and stronger): not offered → 4.7.4.
+    Required,
+    /// TLS was established before the greeting (SMTPS wrapper mode).
+    Wrapped,
 }
 
 /// What the EHLO loop check needs to know.
@@ -213,6 +236,7 @@ enum Expect {
     Quit,
     /// QUIT whose reply is not awaited (SMTP's `smtp_skip_quit_response`).
     QuitNoReply,
+    StartTls,
 }
 
 impl Expect {
@@ -226,6 +250,7 @@ impl Expect {
             Expect::Dot | Expect::LmtpDot(_) | Expect::EmptyDot => Phase::Dot,
             Expect::Rset => Phase::Rset,
             Expect::Quit | Expect::QuitNoReply => Phase::Quit,
+            Expect::StartTls => Phase::StartTls,
         }
     }
 }
@@ -266,11 +291,19 @@ pub struct Client {
     needs_rset: bool,
     /// Phase of the last Send, for failures while writing.
     sending: Option<Phase>,
+    /// TLS is up (STARTTLS done, or wrapper mode).
+    tls_active: bool,
+    /// The TLS handshake failed at level may and the caller chose to retry
+    /// the same server in plaintext: no recipient was touched.
+    retry_plain: bool,
+    /// The server sent STARTTLS's 220; the handshake is due.
+    tls_due: bool,
 }
 
 impl Client {
     pub fn new(settings: ClientSettings, envelope: Envelope, facts: MessageFacts) -> Self {
         let count = envelope.recipients.len();
+        let settings_tls_wrapped = settings.tls == TlsMode::Wrapped;
         let mut pending = VecDeque::new();
         pending.push_back((Expect::Greeting, 0));
         Self {
@@ -291,6 +324,9 @@ impl Client {
             protocol_error: false,
             needs_rset: false,
             sending: None,
+            tls_active: settings_tls_wrapped,
+            retry_plain: false,
+            tls_due: false,
         }
     }
 
@@ -333,6 +369,11 @@ impl Client {
             self.stage = Stage::Transaction;
             self.sending = Some(Phase::Body);
             return Action::SendBody;
+        }
+        if self.tls_due {
+            self.tls_due = false;
+            self.sending = Some(Phase::StartTls);
+            return Action::StartTls;
         }
         let window = if self.pipelining { PIPELINE_WINDOW } else { 0 };
         if !self.unsent.is_empty() && (self.pending.is_empty() || self.pending_bytes < window) {
@@ -434,6 +475,7 @@ impl Client {
                     self.quit();
                 }
             }
+            Expect::StartTls => self.on_starttls(&reply),
             Expect::Quit | Expect::QuitNoReply => {}
         }
     }
@@ -564,6 +606,30 @@ impl Client {
             if hello != Hello::Helo {
                 self.extensions = Extensions::from_reply(reply);
             }
+            if !self.tls_active
+                && matches!(
+                    self.settings.tls,
+                    TlsMode::Opportunistic | TlsMode::Required
+                )
+            {
+                if self.extensions.starttls {
+                    self.unsent
+                        .push_back((command::STARTTLS.to_vec(), Expect::StartTls));
+                    return;
+                }
+                if self.settings.tls == TlsMode::Required {
+                    let dsn = Dsn::simple(
+                        "4.7.4",
+                        format!(
+                            "TLS is required, but was not offered by host {}",
+                            self.settings.peer
+                        ),
+                    );
+                    self.fail_remaining(&dsn);
+                    self.quit();
+                    return;
+                }
+            }
             self.handshake_done = true;
             self.start_transaction();
             return;
@@ -579,6 +645,69 @@ impl Client {
         let dsn = self.failure_dsn(reply, text);
         self.fail_remaining(&dsn);
         self.quit();
+    }
+
+    fn on_starttls(&mut self, reply: &Reply) {
+        if reply.code / 100 == 2 {
+            self.tls_due = true;
+            return;
+        }
+        if self.settings.tls == TlsMode::Required {
+            let text = format!(
+                "TLS is required, but host {} refused to start TLS: {}",
+                self.settings.peer, reply.text
+            );
+            let dsn = self.failure_dsn(reply, text);
+            self.fail_remaining(&dsn);
+            self.quit();
+            return;
+        }
+        // Opportunistic TLS: carry on in plaintext.
+        log::info!(
+            "host {} refused to start TLS: {}; continuing in plaintext",
+            self.settings.peer,
+            reply.text
+        );
+        self.extensions.starttls = false;
+        self.handshake_done = true;
+        self.start_transaction();
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: forget what the server
+    /// said in plaintext and greet it again (RFC 3207).
+    pub fn tls_started(&mut self) {
+        self.sending = None;
+        self.tls_active = true;
+        self.extensions = Extensions::default();
+        let hello = if self.settings.lmtp {
+            Hello::Lhlo
+        } else {
+            Hello::Ehlo
+        };
+        self.queue_hello(hello);
+    }
+
+    /// The TLS handshake (or the certificate check) failed. With
+    /// `retry_plain` the recipients are left untouched for a plaintext retry
+    /// of the same server; otherwise every open recipient gets `dsn`. The
+    /// connection is unusable either way.
+    pub fn on_tls_failure(&mut self, dsn: &Dsn, retry_plain: bool) {
+        if retry_plain {
+            self.retry_plain = true;
+        } else {
+            self.fail_remaining(dsn);
+        }
+        self.close();
+    }
+
+    /// The caller should reconnect to this server without TLS.
+    pub fn retry_plain(&self) -> bool {
+        self.retry_plain
+    }
+
+    /// TLS is up on this session.
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
     }
 
     fn start_transaction(&mut self) {

@@ -252,6 +252,7 @@ pub const DATA: &[u8] = b"DATA\r\n";
 pub const DOT: &[u8] = b".\r\n";
 pub const RSET: &[u8] = b"RSET\r\n";
 pub const QUIT: &[u8] = b"QUIT\r\n";
+pub const STARTTLS: &[u8] = b"STARTTLS\r\n";
 
 #[cfg(test)]
 mod tests {
