@@ -1043,7 +1043,10 @@ fn is_match_name(entry: &str) -> bool {
 fn check_fingerprints(entries: &[String]) -> Result<(), Invalid> {
     for (index, entry) in entries.iter().enumerate() {
         let hex: String = entry.chars().filter(|c| *c != ':').collect();
-        if hex.len() < 40 || hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        if hex.len() < 40
+            || !hex.len().is_multiple_of(2)
+            || !hex.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(Invalid {
                 index: Some(index),
                 message: format!(
