@@ -21,7 +21,7 @@ use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::dsn::Dsn;
 use crate::interfaces::OwnAddresses;
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
-use crate::outcome::{self, LeftoverContext, Trouble};
+use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::recipients::{Ledger, Settled};
 use crate::resolve::DnsResolver;
 use crate::session::{self, MessageSource, NoTls, RunEnd};
@@ -471,7 +471,7 @@ impl Deliverer {
             &indexes,
             client.into_results(),
             final_server,
-            &server.relay,
+            &Via::plain(server.relay.clone()),
             trouble,
         );
         handshake

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::recipients::{Settled, Status};
+use crate::recipients::{Settled, Status, TlsSummary};
 use crate::smtp::command::{Notify, Ret};
 
 /// SMTP or LMTP.
@@ -88,6 +88,8 @@ pub struct RecipientResult {
     pub dsn: String,
     pub relay: Option<String>,
     pub diagnostic: String,
+    /// The TLS of the deciding session; null for plaintext or no session.
+    pub tls: Option<TlsSummary>,
 }
 
 /// The result of one job.
@@ -109,6 +111,7 @@ impl JobResult {
                     dsn: s.outcome.dsn.to_string(),
                     relay: s.outcome.relay,
                     diagnostic: s.outcome.diagnostic,
+                    tls: s.outcome.tls,
                 })
                 .collect(),
         }
@@ -158,6 +161,7 @@ mod tests {
                 dsn,
                 relay: Some("h[127.0.0.1]:2525".into()),
                 diagnostic: "250 2.0.0 Ok".into(),
+                tls: None,
             },
         }
     }

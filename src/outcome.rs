@@ -5,7 +5,7 @@
 //! The only place where a `Dsn` becomes a recipient's outcome. Pure.
 
 use crate::dsn::Dsn;
-use crate::recipients::{Ledger, Outcome, Status};
+use crate::recipients::{Ledger, Outcome, Status, TlsSummary};
 use crate::smtp::client::RcptResult;
 
 /// Tracks the last failure reason across all servers of a job (Postfix's
@@ -21,12 +21,29 @@ impl Trouble {
     }
 }
 
-fn outcome(status: Status, dsn: &Dsn, relay: Option<&str>) -> Outcome {
+/// The server a result came from: `host[addr]:port` and its TLS, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Via {
+    pub relay: String,
+    pub tls: Option<TlsSummary>,
+}
+
+impl Via {
+    pub fn plain(relay: impl Into<String>) -> Self {
+        Self {
+            relay: relay.into(),
+            tls: None,
+        }
+    }
+}
+
+fn outcome(status: Status, dsn: &Dsn, via: Option<&Via>) -> Outcome {
     Outcome {
         status,
         dsn: dsn.code,
-        relay: relay.map(str::to_string),
+        relay: via.map(|v| v.relay.clone()),
         diagnostic: dsn.text.clone(),
+        tls: via.and_then(|v| v.tls.clone()),
     }
 }
 
@@ -38,16 +55,16 @@ pub fn apply_failure(
     index: usize,
     dsn: &Dsn,
     final_server: bool,
-    relay: Option<&str>,
+    via: Option<&Via>,
     trouble: &mut Trouble,
 ) {
     trouble.record(dsn);
     let treat_soft =
         dsn.is_soft() || (dsn.soft_non_final && !final_server) || dsn.code.is_success();
     if !treat_soft {
-        ledger.settle(index, outcome(Status::Bounced, dsn, relay));
+        ledger.settle(index, outcome(Status::Bounced, dsn, via));
     } else if final_server {
-        ledger.settle(index, outcome(Status::Deferred, dsn, relay));
+        ledger.settle(index, outcome(Status::Deferred, dsn, via));
     } else {
         log::info!(
             "{}: {} (kept for the next server)",
@@ -64,7 +81,7 @@ pub fn apply_session(
     indexes: &[usize],
     results: Vec<Option<RcptResult>>,
     final_server: bool,
-    relay: &str,
+    via: &Via,
     trouble: &mut Trouble,
 ) {
     for (position, result) in results.into_iter().enumerate() {
@@ -73,10 +90,10 @@ pub fn apply_session(
         };
         match result {
             Some(RcptResult::Delivered(dsn)) => {
-                ledger.settle(index, outcome(Status::Sent, &dsn, Some(relay)));
+                ledger.settle(index, outcome(Status::Sent, &dsn, Some(via)));
             }
             Some(RcptResult::Failed(dsn)) => {
-                apply_failure(ledger, index, &dsn, final_server, Some(relay), trouble);
+                apply_failure(ledger, index, &dsn, final_server, Some(via), trouble);
             }
             None => {}
         }
@@ -88,11 +105,11 @@ pub fn fail_all(
     ledger: &mut Ledger,
     dsn: &Dsn,
     final_server: bool,
-    relay: Option<&str>,
+    via: Option<&Via>,
     trouble: &mut Trouble,
 ) {
     for index in ledger.pending() {
-        apply_failure(ledger, index, dsn, final_server, relay, trouble);
+        apply_failure(ledger, index, dsn, final_server, via, trouble);
     }
 }
 
@@ -156,7 +173,7 @@ mod tests {
             &[0, 1],
             vec![Some(RcptResult::Failed(soft.clone())), None],
             false,
-            "h[a]:25",
+            &Via::plain("h[a]:25"),
             &mut t,
         );
         assert_eq!(l.left(), 2);
@@ -165,7 +182,7 @@ mod tests {
             &[0, 1],
             vec![Some(RcptResult::Failed(soft)), None],
             true,
-            "h[a]:25",
+            &Via::plain("h[a]:25"),
             &mut t,
         );
         assert_eq!(l.left(), 1);
@@ -191,7 +208,7 @@ mod tests {
                 Some(RcptResult::Delivered(Dsn::simple("2.0.0", "250 ok"))),
             ],
             false,
-            "h[a]:25",
+            &Via::plain("h[a]:25"),
             &mut t,
         );
         assert_eq!(

@@ -37,6 +37,20 @@ pub struct Outcome {
     /// `host[addr]:port` (or `host[/path]`) of the server that decided, if any.
     pub relay: Option<String>,
     pub diagnostic: String,
+    /// TLS of the session that decided, when there was one.
+    pub tls: Option<TlsSummary>,
+}
+
+/// How the deciding session was protected: for auditing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSummary {
+    /// "TLSv1.3".
+    pub version: String,
+    pub cipher: String,
+    /// The certificate satisfied a verifying level (fingerprint, verify, secure).
+    pub verified: bool,
+    /// Postfix's trust word: "anonymous", "untrusted", "trusted", "verified".
+    pub trust: String,
 }
 
 /// A recipient and its outcome, once the ledger is finished.
@@ -134,6 +148,7 @@ impl Ledger {
                     relay: None,
                     diagnostic: "mail system software error: recipient left without an outcome"
                         .into(),
+                    tls: None,
                 }
             });
             settled.push(Settled { address, outcome });
@@ -172,6 +187,7 @@ mod tests {
             dsn: StatusCode::new(2, 0, 0),
             relay: None,
             diagnostic: "x".into(),
+            tls: None,
         }
     }
 
