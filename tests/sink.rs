@@ -49,9 +49,9 @@ fn smtp_delivery_to_two_recipients_is_sent_in_text_and_json() {
             "id": "sink-json-1",
             "recipients": [
                 {"address": "b@y.test", "status": "sent", "dsn": "2.0.0",
-                 "relay": relay, "diagnostic": "250 2.0.0 Ok"},
+                 "relay": relay, "diagnostic": "250 2.0.0 Ok", "tls": null},
                 {"address": "c@y.test", "status": "sent", "dsn": "2.0.0",
-                 "relay": relay, "diagnostic": "250 2.0.0 Ok"},
+                 "relay": relay, "diagnostic": "250 2.0.0 Ok", "tls": null},
             ]
         }),
         "{run:#?}"
