@@ -71,6 +71,11 @@ struct SendArgs {
     /// Job id shown in the result.
     #[arg(long)]
     id: Option<String>,
+    /// When the message entered the mail system, in UNIX seconds (default:
+    /// now). Old enough messages may retry in plaintext after a failed
+    /// opportunistic TLS handshake ([tls] plaintext_retry_after).
+    #[arg(long = "arrival-time", value_name = "UNIX_SECONDS")]
+    arrival_time: Option<u64>,
     /// Message file, or '-' (default) for standard input.
     message: Option<PathBuf>,
 }
@@ -199,6 +204,9 @@ fn send(args: SendArgs) -> i32 {
             envelope,
             message: &message,
             facts,
+            arrival: args
+                .arrival_time
+                .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
         };
         let (results, bad) = deliverer.deliver(&request);
         anomalies += bad;

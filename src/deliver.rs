@@ -126,6 +126,10 @@ pub struct Request<'a> {
     pub envelope: Envelope,
     pub message: &'a dyn MessageSource,
     pub facts: MessageFacts,
+    /// When the message entered the mail system (job `arrival_time`): its
+    /// age decides the plaintext retry after a failed opportunistic TLS
+    /// handshake. Unknown: treated as just arrived.
+    pub arrival: Option<std::time::SystemTime>,
 }
 
 /// The stub resolver for a configuration: `[dns] nameservers`, else the
