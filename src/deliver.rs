@@ -13,6 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::config::{Config, InetProtocols, ProtocolSettings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
@@ -22,12 +23,16 @@ use crate::dsn::Dsn;
 use crate::interfaces::OwnAddresses;
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
+use crate::recipients::TlsSummary;
 use crate::recipients::{Ledger, Settled};
 use crate::resolve::DnsResolver;
-use crate::session::{self, MessageSource, NoTls, RunEnd};
+use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
 use crate::smtp::command::check_address;
+use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
+use crate::tls_policy::{self, Level, Policy};
 use crate::transport::Connection;
+use crate::transport::Transport;
 
 /// One server address to try.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -318,17 +323,30 @@ impl Deliverer {
         ledger: &mut Ledger,
         trouble: &mut Trouble,
     ) -> bool {
+        let unix = matches!(destination, Destination::Unix { .. });
+        let policy = match tls_policy::policy_for(&self.config.tls, destination.text(), unix) {
+            Ok(policy) => policy,
+            Err(e) => {
+                log::warn!("TLS policy lookup for {}: {e}", destination.text());
+                trouble.record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
+                return false;
+            }
+        };
         let (host, port, lookup_mx) = match destination {
             Destination::Unix { path, .. } => {
                 let display = format!("{}[{}]", self.config.myhostname(), path.display());
                 let server = Server {
                     endpoint: Endpoint::Unix(path.clone()),
                     relay: display.clone(),
+                    tls_host: self.config.myhostname(),
+                    nexthop: self.config.myhostname(),
                     display,
                     final_nexthop: true,
                     last_address: true,
                     session_limit_next: false,
                     loop_check: None,
+                    policy,
+                    wrapper: false,
                 };
                 self.try_server(request, settings, &server, ledger, trouble);
                 return true;
@@ -341,10 +359,14 @@ impl Deliverer {
             } => (host, *port, *lookup_mx),
         };
         let smtp = request.protocol == Protocol::Smtp;
-        if port == 465 {
-            log::info!(
-                "SMTPS wrappermode (TCP port 465) requires setting \"smtp_tls_wrappermode = yes\", and \"smtp_tls_security_level = encrypt\" (or stronger)"
+        let wrapper = self.config.tls.wrappermode || port == 465;
+        if wrapper && policy.level < Level::Encrypt {
+            log::warn!(
+                "{}: SMTPS wrapper mode (TLS before the greeting, used for port 465) requires [tls] security_level = \"encrypt\" (or stronger); skipping",
+                destination.text()
             );
+            trouble.record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
+            return false;
         }
         let mode = ResolveMode {
             lookup_mx: smtp && lookup_mx && self.config.dns.support != "disabled",
@@ -381,10 +403,14 @@ impl Deliverer {
                 endpoint: Endpoint::Inet(SocketAddr::new(candidate.addr, port)),
                 relay: format!("{display}:{port}"),
                 display,
+                tls_host: candidate.host.clone(),
+                nexthop: host.to_string(),
                 final_nexthop,
                 last_address,
                 session_limit_next: session_limit > 0 && sessions + 1 >= session_limit,
                 loop_check,
+                policy: policy.clone(),
+                wrapper,
             };
             let handshake = self.try_server(request, settings, &server, ledger, trouble);
             if handshake == Handshake::Done {
@@ -397,7 +423,8 @@ impl Deliverer {
         route.i_am_mx
     }
 
-    /// Connects and runs one session on one server.
+    /// Runs one server; after a failed opportunistic TLS handshake on old
+    /// enough mail, once more in plaintext (Postfix's retry_plain).
     fn try_server(
         &self,
         request: &Request<'_>,
@@ -406,6 +433,30 @@ impl Deliverer {
         ledger: &mut Ledger,
         trouble: &mut Trouble,
     ) -> Handshake {
+        let (handshake, retry_plain) =
+            self.session_once(request, settings, server, false, ledger, trouble);
+        if !retry_plain {
+            return handshake;
+        }
+        log::info!(
+            "{}: TLS handshake failed; trying again without TLS",
+            server.relay
+        );
+        self.session_once(request, settings, server, true, ledger, trouble)
+            .0
+    }
+
+    /// Connects and runs one session on one server. Returns whether the
+    /// handshake completed, and whether a plaintext retry is due.
+    fn session_once(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        server: &Server,
+        plaintext: bool,
+        ledger: &mut Ledger,
+        trouble: &mut Trouble,
+    ) -> (Handshake, bool) {
         let options = ConnectOptions {
             timeout: settings.timeouts.connect,
             bind_address: settings.bind_address,
@@ -420,7 +471,7 @@ impl Deliverer {
                 _ => None,
             },
         };
-        let stream = match self
+        let mut stream = match self
             .connector
             .connect(&server.endpoint, &server.display, &options)
         {
@@ -428,9 +479,38 @@ impl Deliverer {
             Err(dsn) => {
                 log::info!("{}", dsn.text);
                 trouble.record(&dsn);
-                return Handshake::Failed;
+                return (Handshake::Failed, false);
             }
         };
+        let peer = PeerNames {
+            hostname: &server.tls_host,
+            nexthop: &server.nexthop,
+            hostname_is_ip: server.tls_host.parse::<IpAddr>().is_ok(),
+        };
+        let final_before_session = server.final_nexthop && server.last_address;
+        let mut via = Via::plain(server.relay.clone());
+        let mut tls_mode = match server.policy.level {
+            _ if plaintext => TlsMode::Off,
+            Level::None => TlsMode::Off,
+            Level::May => TlsMode::Opportunistic,
+            _ => TlsMode::Required,
+        };
+        if server.wrapper {
+            match tls::handshake(stream, &server.policy, &peer, settings.timeouts.starttls) {
+                Ok((tls_stream, info)) => {
+                    log::info!("{}", info.established_line(&server.relay));
+                    via.tls = Some(tls_summary(&info));
+                    stream = Box::new(tls_stream);
+                    tls_mode = TlsMode::Wrapped;
+                }
+                Err(failure) => {
+                    log::warn!("TLS handshake with {}: {failure}", server.relay);
+                    let dsn = Dsn::simple("4.7.5", failure.dsn_text());
+                    outcome::fail_all(ledger, &dsn, final_before_session, Some(&via), trouble);
+                    return (Handshake::Failed, false);
+                }
+            }
+        }
         let indexes = ledger.pending();
         let envelope = Envelope {
             recipients: indexes
@@ -446,9 +526,22 @@ impl Deliverer {
             peer: server.display.clone(),
             smtputf8_enable: self.config.smtp.smtputf8_enable,
             loop_check: server.loop_check.clone(),
-            tls: TlsMode::Off,
+            tls: tls_mode,
         };
         let mut client = Client::new(client_settings, envelope, request.facts);
+        let age = request
+            .arrival
+            .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
+            .unwrap_or_default();
+        let mut starttls = StartTls {
+            policy: &server.policy,
+            peer,
+            timeout: settings.timeouts.starttls,
+            relay: &server.relay,
+            retry_plain_allowed: server.policy.level == Level::May
+                && age >= self.config.tls.plaintext_retry_after,
+            info: None,
+        };
         let conn = Connection::new(stream, self.config.smtp.reply_length_limit);
         let (conn, end) = session::drive(
             conn,
@@ -456,10 +549,16 @@ impl Deliverer {
             &settings.timeouts,
             request.message,
             settings.line_length_limit,
-            &mut NoTls,
+            &mut starttls,
         );
         if let (Some(mut conn), RunEnd::Idle) = (conn, end) {
             session::close(&mut conn, &mut client, &settings.timeouts);
+        }
+        if let Some(info) = &starttls.info {
+            via.tls = Some(tls_summary(info));
+        }
+        if client.retry_plain() {
+            return (Handshake::Failed, true);
         }
         let handshake = if client.handshake_done() {
             Handshake::Done
@@ -475,10 +574,51 @@ impl Deliverer {
             &indexes,
             client.into_results(),
             final_server,
-            &Via::plain(server.relay.clone()),
+            &via,
             trouble,
         );
-        handshake
+        (handshake, false)
+    }
+}
+
+/// The STARTTLS handshake of one session, per the destination's policy.
+struct StartTls<'a> {
+    policy: &'a Policy,
+    peer: PeerNames<'a>,
+    timeout: std::time::Duration,
+    relay: &'a str,
+    /// Level may and the message is old enough for a plaintext retry.
+    retry_plain_allowed: bool,
+    info: Option<TlsInfo>,
+}
+
+impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
+    fn handshake(&mut self, stream: Box<dyn Transport>) -> Result<Box<dyn Transport>, TlsRefusal> {
+        match tls::handshake(stream, self.policy, &self.peer, self.timeout) {
+            Ok((tls_stream, info)) => {
+                log::info!("{}", info.established_line(self.relay));
+                self.info = Some(info);
+                Ok(Box::new(tls_stream))
+            }
+            Err(failure) => {
+                log::warn!("TLS handshake with {}: {failure}", self.relay);
+                Err(TlsRefusal {
+                    dsn: Dsn::simple("4.7.5", failure.dsn_text()),
+                    retry_plain: self.retry_plain_allowed
+                        && matches!(failure, TlsFailure::Handshake(_)),
+                })
+            }
+        }
+    }
+}
+
+/// What a result records of a TLS session.
+fn tls_summary(info: &TlsInfo) -> TlsSummary {
+    TlsSummary {
+        version: info.version.clone(),
+        cipher: info.cipher.clone(),
+        verified: info.trust == Trust::Verified,
+        trust: info.trust.word().to_ascii_lowercase(),
     }
 }
 
@@ -496,6 +636,14 @@ struct Server {
     session_limit_next: bool,
     /// Port 25: the EHLO own-name check.
     loop_check: Option<LoopCheck>,
+    /// Host name for SNI and certificate checks (MX name, or the IP text).
+    tls_host: String,
+    /// Next-hop domain, for certificate checks.
+    nexthop: String,
+    /// The destination's TLS policy.
+    policy: Policy,
+    /// SMTPS: TLS before the greeting.
+    wrapper: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

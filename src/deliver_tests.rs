@@ -194,6 +194,7 @@ fn run_from(
             size: 15,
             has_8bit: false,
         },
+        arrival: None,
     };
     let (settled, anomalies) = deliverer.deliver(&request);
     assert_eq!(anomalies, 0);

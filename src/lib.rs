@@ -25,4 +25,6 @@ pub mod recipients;
 pub mod resolve;
 pub mod session;
 pub mod smtp;
+pub mod tls;
+pub mod tls_policy;
 pub mod transport;

@@ -1,22 +1,20 @@
-//! The stub resolver against a real peer: a throwaway `dnsmasq` on
-//! 127.0.0.1:<free port> serving a test zone from its command line (no
-//! config files, no upstream servers, no root privileges kept).
+//! The stub resolver against a real peer: a throwaway `dnsmasq` (the
+//! harness in `common/dnsmasq.rs`) serving a test zone from its command
+//! line and one generated configuration file (no system configuration, no
+//! upstream servers, no root privileges kept).
 //!
-//! Contract: bounded in count and time. dnsmasq gets a fresh port up to a few
-//! times and must answer within a readiness deadline; the guard kills and
-//! reaps it on drop, so a failing test leaves nothing running. When dnsmasq
-//! is not installed the tests print a loud SKIPPED line and pass, or panic
-//! when `CI=true`.
+//! Contract: bounded in count and time; the guard stops dnsmasq on drop, so
+//! a failing test leaves nothing running. When dnsmasq is not installed the
+//! tests print a loud SKIPPED line and pass, or panic when `CI=true`.
 
-use std::fs;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::dnsmasq::{Dnsmasq, Zone};
 use mailhop::dns::stub::{StubResolver, StubSettings};
 use mailhop::dns::{DnsErrorKind, DnsLookup, MxRecord};
 
@@ -24,179 +22,34 @@ use mailhop::dns::{DnsErrorKind, DnsLookup, MxRecord};
 const BENCH_THREADS: usize = 8;
 const BENCH_NAMES: usize = 200;
 
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-    /// Where `blackhole.test` is forwarded: bound, never read.
-    _silent: UdpSocket,
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn find_dnsmasq() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("dnsmasq"))
-        .find(|p| p.is_file())
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-fn scratch_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "mailhop-dnsmasq-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
 fn bench_name(thread: usize, i: usize) -> String {
     format!("h{thread}-{i}.bench.test")
 }
 
-fn write_bench_conf(dir: &Path) -> PathBuf {
-    let mut conf = String::new();
+/// The zone of /work/shared/reference/peer-recipes/dnsmasq-test.sh: two MX
+/// hosts, NODATA, null MX, a SERVFAIL upstream (an in-process server: the
+/// recipe's discard port 9 gets no answer at all on loopback), an upstream
+/// that never answers, and the bench names.
+fn test_zone() -> Zone {
+    let mut zone = Zone::new()
+        .mx("example.test", 10, "mx1.example.test")
+        .mx("example.test", 20, "mx2.example.test")
+        .arg("--host-record=mx1.example.test,127.0.0.1,::1")
+        .a("mx2.example.test", Ipv4Addr::new(127, 0, 0, 2))
+        .a("nodata.example.test", Ipv4Addr::new(127, 0, 0, 3))
+        .null_mx("nullmx.test")
+        .servfail("servfail.test")
+        .unanswered("blackhole.test");
     for t in 0..BENCH_THREADS {
         for i in 0..BENCH_NAMES {
-            conf.push_str(&format!(
-                "mx-host={},mx1.example.test,10\n",
-                bench_name(t, i)
-            ));
+            zone = zone.conf_line(&format!("mx-host={},mx1.example.test,10", bench_name(t, i)));
         }
     }
-    let path = dir.join("bench.conf");
-    fs::write(&path, conf).expect("write bench conf");
-    path
+    zone
 }
 
-fn quick_resolver(addr: SocketAddr, cache: usize) -> StubResolver {
-    StubResolver::new(StubSettings {
-        nameservers: vec![addr],
-        timeout: Duration::from_millis(300),
-        attempts: 1,
-        cache_max_entries: cache,
-    })
-    .expect("resolver")
-}
-
-impl Dnsmasq {
-    /// Starts dnsmasq, or returns None (after a SKIPPED line) when it is not
-    /// installed and this is not CI.
-    fn start() -> Option<Self> {
-        let Some(binary) = find_dnsmasq() else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("dnsmasq not installed (run scripts/install-test-deps.sh)");
-            }
-            eprintln!(
-                "\n********************************************************************\n\
-                 SKIPPED: dnsmasq not installed (run scripts/install-test-deps.sh)\n\
-                 ********************************************************************\n"
-            );
-            return None;
-        };
-        for _ in 0..3 {
-            let dir = scratch_dir();
-            let bench = write_bench_conf(&dir);
-            let log = dir.join("dnsmasq.log");
-            let silent = UdpSocket::bind("127.0.0.1:0").expect("bind silent socket");
-            let silent_port = silent.local_addr().expect("local addr").port();
-            let port = free_port();
-            let mut cmd = Command::new(&binary);
-            cmd.arg("--keep-in-foreground")
-                .arg("--conf-file=/dev/null")
-                .arg(format!("--conf-file={}", bench.display()))
-                .arg(format!("--port={port}"))
-                .args([
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--no-poll",
-                    "--pid-file=",
-                    "--cache-size=0",
-                    "--local=/test/",
-                    "--mx-host=example.test,mx1.example.test,10",
-                    "--mx-host=example.test,mx2.example.test,20",
-                    "--host-record=mx1.example.test,127.0.0.1,::1",
-                    "--host-record=mx2.example.test,127.0.0.2",
-                    "--host-record=nodata.example.test,127.0.0.3",
-                    "--mx-host=nullmx.test,.,0",
-                    "--server=/servfail.test/127.0.0.1#9",
-                ])
-                .arg(format!("--server=/blackhole.test/127.0.0.1#{silent_port}"))
-                .arg(format!("--log-facility={}", log.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // dnsmasq drops root privileges to "nobody" unless told
-            // otherwise; Debian has no "dip" group by default.
-            if is_root() {
-                cmd.args(["--user=nobody", "--group=nogroup"]);
-            }
-            let child = cmd.spawn().expect("spawn dnsmasq");
-            let mut peer = Dnsmasq {
-                child,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                dir,
-                _silent: silent,
-            };
-            if peer.wait_ready() {
-                return Some(peer);
-            }
-            let log = fs::read_to_string(peer.dir.join("dnsmasq.log")).unwrap_or_default();
-            eprintln!("dnsmasq on port {port} did not come up; log:\n{log}");
-        }
-        panic!("dnsmasq did not start after 3 tries");
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let resolver = quick_resolver(self.addr, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                eprintln!("dnsmasq exited early: {status}");
-                return false;
-            }
-            if resolver.mx("example.test").is_ok() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-fn is_root() -> bool {
-    // /proc/self/status: "Uid:\t<real>\t<effective>..."
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false)
+fn start() -> Option<Dnsmasq> {
+    Dnsmasq::start(&test_zone())
 }
 
 fn mx(preference: u16, exchange: &str) -> MxRecord {
@@ -208,11 +61,11 @@ fn mx(preference: u16, exchange: &str) -> MxRecord {
 
 #[test]
 fn stub_resolver_against_dnsmasq() {
-    let Some(peer) = Dnsmasq::start() else {
+    let Some(peer) = start() else {
         return;
     };
     let r = StubResolver::new(StubSettings {
-        nameservers: vec![peer.addr],
+        nameservers: vec![peer.addr()],
         timeout: Duration::from_millis(500),
         attempts: 2,
         cache_max_entries: 1000,
@@ -277,13 +130,13 @@ fn stub_resolver_against_dnsmasq() {
 
 #[test]
 fn unanswered_forward_is_retry_within_the_timeout() {
-    let Some(peer) = Dnsmasq::start() else {
+    let Some(peer) = start() else {
         return;
     };
     let timeout = Duration::from_millis(400);
     let attempts = 2;
     let r = StubResolver::new(StubSettings {
-        nameservers: vec![peer.addr],
+        nameservers: vec![peer.addr()],
         timeout,
         attempts,
         cache_max_entries: 1000,
@@ -302,12 +155,12 @@ fn unanswered_forward_is_retry_within_the_timeout() {
 
 #[test]
 fn throughput_eight_threads_against_dnsmasq() {
-    let Some(peer) = Dnsmasq::start() else {
+    let Some(peer) = start() else {
         return;
     };
     let r = Arc::new(
         StubResolver::new(StubSettings {
-            nameservers: vec![peer.addr],
+            nameservers: vec![peer.addr()],
             timeout: Duration::from_secs(2),
             attempts: 2,
             cache_max_entries: 0,

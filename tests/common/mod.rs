@@ -1,14 +1,17 @@
 //! Shared harness for the integration tests: runs the `mailhop` binary
-//! ([`Delivery`]), starts real `smtp-sink` peers ([`Sink`]) and in-process
-//! scripted SMTP/LMTP servers ([`Server`], [`smtp_server`]), and parses
-//! results ([`Line`], [`Run::json`]).
+//! ([`Delivery`]), starts real `smtp-sink` peers ([`Sink`]), throwaway
+//! `dnsmasq` name servers ([`dnsmasq`]) and in-process scripted SMTP/LMTP
+//! servers ([`Server`], [`smtp_server`]), and parses results ([`Line`],
+//! [`Run::json`]).
 //!
 //! Contract: everything here is bounded in count and time. A `mailhop` run
 //! is killed after [`RUN_LIMIT`]. A sink gets a port from the kernel
-//! (`127.0.0.1:0`, dropped, then given to smtp-sink) and is ready when one of
-//! its own sockets listens there (checked in /proc, never by connecting,
-//! which could reach another test's listener); a sink that exits or is not
-//! ready within 100 × 20 ms is retried on a fresh port, at most 5 times.
+//! (`127.0.0.1:0`, dropped, then given to smtp-sink), or listens on the
+//! address the test chose ([`Listen::TcpAt`]), and is ready when one of its
+//! own sockets listens there (checked in /proc, never by connecting, which
+//! could reach another test's listener); a sink that exits or is not ready
+//! within 100 × 20 ms is retried (on a fresh port when the kernel chose
+//! it), at most 5 times.
 //! Scripted servers poll `accept` with a deadline and read with timeouts.
 //! Every server a test starts is owned by a guard whose `Drop` stops it
 //! (sinks are killed and reaped, server threads are joined), so a failing
@@ -22,11 +25,13 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -482,6 +487,10 @@ pub fn require_sink() -> Option<PathBuf> {
 pub enum Listen {
     /// 127.0.0.1 on a free port.
     Tcp,
+    /// Exactly this loopback address and port (e.g. one MX host of several
+    /// that share a port, or port 25). The caller owns the address: there
+    /// is no retry on another port.
+    TcpAt(SocketAddrV4),
     /// A UNIX socket `lmtp.sock` in the sink's directory (mode 0777).
     Unix,
 }
@@ -493,6 +502,10 @@ pub struct Sink {
     pub port: u16,
     /// The socket path (UNIX sinks).
     pub socket: PathBuf,
+    /// The listening address (TCP sinks).
+    pub addr: SocketAddrV4,
+    /// stdout and stderr of the running smtp-sink.
+    log_path: PathBuf,
     dir: Workdir,
 }
 
@@ -513,11 +526,12 @@ impl Sink {
             .collect();
         let mut failures = Vec::new();
         for attempt in 0..SINK_ATTEMPTS {
-            let (port, socket, address) = match listen {
+            let (addr, socket, address) = match listen {
                 Listen::Tcp => {
-                    let port = free_port();
-                    (port, PathBuf::new(), format!("127.0.0.1:{port}"))
+                    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port());
+                    (addr, PathBuf::new(), addr.to_string())
                 }
+                Listen::TcpAt(addr) => (addr, PathBuf::new(), addr.to_string()),
                 Listen::Unix => {
                     let name = match attempt {
                         0 => "lmtp.sock".to_string(),
@@ -525,7 +539,7 @@ impl Sink {
                     };
                     let socket = dir.path().join(name);
                     let address = format!("unix:{}", socket.display());
-                    (0, socket, address)
+                    (SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), socket, address)
                 }
             };
             let log_path = dir.path().join(format!("sink{attempt}.log"));
@@ -542,12 +556,14 @@ impl Sink {
                 .stdout(log.try_clone().expect("dup sink log"))
                 .stderr(log);
             let mut child = command.spawn().expect("spawn smtp-sink");
-            match wait_ready(&mut child, listen, port, &socket) {
+            match wait_ready(&mut child, listen, addr, &socket) {
                 Ok(()) => {
                     return Some(Sink {
                         child,
-                        port,
+                        port: addr.port(),
                         socket,
+                        addr,
+                        log_path,
                         dir,
                     });
                 }
@@ -582,6 +598,12 @@ impl Sink {
         self.dir.path()
     }
 
+    /// What smtp-sink wrote so far to stdout and stderr (e.g. its `-c`
+    /// counters or its `-v` conversation log).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
     /// The files in `{dir}/SUB`, waiting (bounded) until there are `count`.
     pub fn wait_files(&self, sub: &str, count: usize) -> Vec<PathBuf> {
         let dir = self.dir.path().join(sub);
@@ -609,16 +631,18 @@ impl Sink {
 /// is ready when one of *its own* sockets listens on the port (looked up in
 /// /proc), never by connecting: the port may have been taken by another
 /// test's listener in the meantime, which a probe would reach instead.
-fn wait_ready(child: &mut Child, listen: Listen, port: u16, socket: &Path) -> Result<(), String> {
+fn wait_ready(
+    child: &mut Child,
+    listen: Listen,
+    addr: SocketAddrV4,
+    socket: &Path,
+) -> Result<(), String> {
     for _ in 0..READY_POLLS {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("exited early with {status}"));
         }
         let ready = match listen {
-            Listen::Tcp => {
-                let owned = socket_inodes(child.id());
-                listening_inodes(port).iter().any(|i| owned.contains(i))
-            }
+            Listen::Tcp | Listen::TcpAt(_) => owns_socket(child.id(), Proto::Tcp, addr),
             Listen::Unix => UnixStream::connect(socket).is_ok(),
         };
         if ready {
@@ -629,17 +653,42 @@ fn wait_ready(child: &mut Child, listen: Listen, port: u16, socket: &Path) -> Re
     Err("not accepting connections".into())
 }
 
-/// Inodes of the sockets listening on 127.0.0.1:port (/proc/net/tcp).
-fn listening_inodes(port: u16) -> Vec<u64> {
-    let local = format!("0100007F:{port:04X}");
-    fs::read_to_string("/proc/net/tcp")
+/// A socket table in /proc/net.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// /proc/net/tcp, sockets in LISTEN state.
+    Tcp,
+    /// /proc/net/udp, any bound socket.
+    Udp,
+}
+
+/// True when process `pid` itself holds a socket listening on (TCP) or
+/// bound to (UDP) exactly `addr`: readiness without connecting, which could
+/// reach somebody else's socket.
+pub fn owns_socket(pid: u32, proto: Proto, addr: SocketAddrV4) -> bool {
+    let owned = socket_inodes(pid);
+    bound_inodes(proto, addr).iter().any(|i| owned.contains(i))
+}
+
+/// Inodes of the sockets listening on / bound to `addr` (/proc/net/tcp or
+/// /proc/net/udp, which print the address as a native-endian u32 in hex:
+/// byte-reversed on the little-endian hosts this runs on).
+fn bound_inodes(proto: Proto, addr: SocketAddrV4) -> Vec<u64> {
+    let [a, b, c, d] = addr.ip().octets();
+    let local = format!("{d:02X}{c:02X}{b:02X}{a:02X}:{:04X}", addr.port());
+    let (table, state) = match proto {
+        Proto::Tcp => ("/proc/net/tcp", Some("0A")),
+        Proto::Udp => ("/proc/net/udp", None),
+    };
+    fs::read_to_string(table)
         .unwrap_or_default()
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let listening = fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A");
-            listening.then(|| fields.get(9)?.parse().ok()).flatten()
+            let bound = fields.get(1) == Some(&local.as_str())
+                && state.is_none_or(|s| fields.get(3) == Some(&s));
+            bound.then(|| fields.get(9)?.parse().ok()).flatten()
         })
         .collect()
 }
