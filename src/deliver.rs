@@ -395,7 +395,7 @@ impl Deliverer {
                 count + 1 == candidates.len() || (address_limit > 0 && count + 1 >= address_limit);
             let display = format!("{}[{}]", candidate.host, candidate.addr);
             let loop_check = mode.loop_detect.then(|| LoopCheck {
-                my_name: settings.helo_name.clone(),
+                my_names: vec![settings.helo_name.clone(), self.config.myhostname()],
                 nexthop: host.to_string(),
                 best_mx: candidate.preference == best_preference,
             });

@@ -853,7 +853,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
             peer: "mx.y.test[192.0.2.1]".into(),
             smtputf8_enable: true,
             loop_check: Some(LoopCheck {
-                my_name: "me.test".into(),
+                my_names: vec!["other.test".into(), "me.test".into()],
                 nexthop: "y.test".into(),
                 best_mx,
             }),

@@ -1138,11 +1138,9 @@ fn listed_and_proxy_interfaces_count_as_ourselves() {
 /// Postfix's smtp_proto.c compares the first word of the EHLO reply with
 /// `$myhostname` (`strcasecmp(word, var_myhostname)`), not with
 /// `smtp_helo_name`: with `helo_name = "client.test"` and a server named
-/// like this host, Postfix bounces 5.4.6; mailhop compares with
-/// `helo_name` and delivers.
+/// like this host, Postfix bounces 5.4.6; mailhop compares with both
+/// `helo_name` and `$myhostname`.
 #[test]
-#[ignore = "bug (divergence from Postfix, documented in README): the EHLO own-name check \
-            compares with helo_name instead of $myhostname"]
 fn ehlo_own_name_check_uses_myhostname() {
     let best = ip(19, 1);
     if !port_25_usable(best) {
@@ -1172,10 +1170,8 @@ fn ehlo_own_name_check_uses_myhostname() {
 /// Postfix checks the server's name only in an EHLO reply (the check sits
 /// in the ESMTP feature parsing of smtp_proto.c); after EHLO is rejected
 /// and HELO accepted, a HELO reply with our own name is not a loop, and
-/// the mail is delivered. mailhop also checks the HELO reply.
+/// the mail is delivered.
 #[test]
-#[ignore = "bug (divergence from Postfix): the own-name check also applies to the HELO \
-            reply (Postfix checks EHLO replies only)"]
 fn helo_reply_with_our_own_name_is_not_a_loop() {
     let best = ip(24, 1);
     if !port_25_usable(best) {

@@ -204,8 +204,9 @@ pub enum TlsMode {
 /// What the EHLO loop check needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoopCheck {
-    /// Our own host name (`helo_name`).
-    pub my_name: String,
+    /// Our own host names: `helo_name` and `$myhostname` (Postfix compares
+    /// with the latter).
+    pub my_names: Vec<String>,
     /// The next-hop domain, for the diagnostic.
     pub nexthop: String,
     /// This server is a best-preference MX: 5.4.6, else 4.4.6.
@@ -581,17 +582,28 @@ impl Client {
 
     fn on_hello(&mut self, hello: Hello, reply: &Reply) {
         if reply.is_positive() {
-            if let Some(check) = &self.settings.loop_check {
+            // Postfix checks the EHLO reply only.
+            if let Some(check) = self
+                .settings
+                .loop_check
+                .as_ref()
+                .filter(|_| hello == Hello::Ehlo)
+            {
                 let server_name = reply
                     .lines
                     .first()
                     .and_then(|l| l.split_ascii_whitespace().next());
-                if server_name.is_some_and(|name| name.eq_ignore_ascii_case(&check.my_name)) {
+                let ours = server_name.and_then(|name| {
+                    check
+                        .my_names
+                        .iter()
+                        .find(|mine| name.eq_ignore_ascii_case(mine))
+                });
+                if let Some(mine) = ours {
                     log::warn!(
-                        "host {} replied to {} with my own hostname {}",
+                        "host {} replied to {} with my own hostname {mine}",
                         self.settings.peer,
                         hello.name(),
-                        check.my_name
                     );
                     let code = if check.best_mx { "5.4.6" } else { "4.4.6" };
                     let dsn = Dsn::simple(
