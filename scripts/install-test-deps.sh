@@ -5,6 +5,8 @@
 #   dnsmasq-base  a local DNS server for the DNS/MX tests
 #   time          /usr/bin/time, for peak RSS in the benchmarks
 #   iproute2      ss(8), to find free ports
+#   libssl-dev    OpenSSL headers and pkg-config: mailhop's TLS links the
+#   pkg-config    system OpenSSL (openssl crate)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -39,6 +41,8 @@ REQUIREMENTS=(
     "dnsmasq-base|dnsmasq|dnsmasq, local DNS server for the DNS tests"
     "time|/usr/bin/time|/usr/bin/time, peak RSS measurement"
     "iproute2|ip ss|ip and ss"
+    "libssl-dev|/usr/include/openssl/ssl.h|OpenSSL headers, to build the openssl crate"
+    "pkg-config|pkg-config|pkg-config, to find OpenSSL when building"
 )
 
 missing=()
@@ -48,7 +52,7 @@ for req in "${REQUIREMENTS[@]}"; do
     found=()
     for check in $checks; do
         if [[ $check == /* ]]; then
-            if [ -x "$check" ]; then found+=("$check"); else ok=0; fi
+            if [ -e "$check" ]; then found+=("$check"); else ok=0; fi
         elif path=$(find_prog "$check"); then
             found+=("$path")
         else
@@ -107,7 +111,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
             [ "$rpkg" = "$pkg" ] || continue
             for check in $checks; do
                 if [[ $check == /* ]]; then
-                    [ -x "$check" ] || die "$pkg installed but $check is still missing"
+                    [ -e "$check" ] || die "$pkg installed but $check is still missing"
                 else
                     find_prog "$check" >/dev/null ||
                         die "$pkg installed but $check is still missing"
