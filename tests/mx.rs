@@ -1054,9 +1054,9 @@ fn backup_mx_without_a_reachable_primary_defers_4_4_4() {
 /// is ourselves: 5.4.6 when it is the best MX; 4.4.6 (and deferred) when
 /// it is a backup.
 ///
-/// Postfix compares the EHLO name with `$myhostname`; mailhop (README)
-/// with `helo_name`. Setting `helo_name` to the system host name satisfies
-/// both (the divergence itself: `ehlo_own_name_check_uses_myhostname`).
+/// Postfix compares the EHLO name with `$myhostname` (see
+/// `ehlo_own_name_check_uses_myhostname`); here `helo_name` is set to the
+/// system host name as well, so the server's name is ours either way.
 #[test]
 fn server_answering_ehlo_with_our_own_name_is_a_mail_loop() {
     let (best, dead, backup) = (ip(14, 1), ip(14, 2), ip(14, 3));
