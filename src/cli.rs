@@ -4,20 +4,17 @@
 //! codes: 0 all sent, 75 some deferred, 69 some bounced, 64 usage, 66
 //! message unreadable, 78 configuration error.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::deliver::{Deliverer, Request};
-use crate::job::JobResult;
+use crate::deliver::Deliverer;
+use crate::dispatch;
+use crate::job::{Job, JobRecipient, MessageRef, TransportKind};
 use crate::message::Message;
 use crate::nexthop::Protocol;
-use crate::recipients::Settled;
-use crate::smtp::client::{Envelope, Recipient};
-use crate::smtp::command::Notify;
 
 pub const EX_OK: i32 = 0;
 pub const EX_USAGE: i32 = 64;
@@ -157,67 +154,55 @@ fn send(args: SendArgs) -> i32 {
             }
         },
     };
-    let facts = match message.facts() {
-        Ok(facts) => facts,
-        Err(e) => {
-            let name = args
-                .message
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "-".into());
-            eprintln!(
-                "mailhop: cannot read message {name}: {}",
-                crate::transport::strerror(&e)
-            );
-            return EX_NOINPUT;
-        }
-    };
-    let groups = match group_by_nexthop(&args, &config, protocol) {
-        Ok(groups) => groups,
-        Err(e) => {
-            eprintln!("mailhop: {e}");
+    if protocol == Protocol::Lmtp && args.nexthop.is_none() {
+        eprintln!("mailhop: LMTP needs --nexthop (e.g. unix:/path or [127.0.0.1]:24)");
+        return EX_USAGE;
+    }
+    if args.nexthop.is_none() && config.smtp.relayhost.is_empty() {
+        if let Some(bad) = args.to.iter().find(|a| !a.contains('@')) {
+            eprintln!("mailhop: recipient {bad:?} has no domain; give --nexthop");
             return EX_USAGE;
-        }
-    };
-    let deliverer = Deliverer::new(config);
-    let mut settled: Vec<Option<Settled>> = vec![None; args.to.len()];
-    let mut anomalies = 0;
-    for (nexthop, indexes) in groups {
-        let envelope = Envelope {
-            sender: args.from.clone(),
-            recipients: indexes
-                .iter()
-                .filter_map(|&i| args.to.get(i))
-                .map(|address| Recipient {
-                    address: address.clone(),
-                    orcpt: None,
-                    notify: Notify::default(),
-                })
-                .collect(),
-            envid: None,
-            ret: None,
-            smtputf8: false,
-        };
-        let request = Request {
-            protocol,
-            nexthop: &nexthop,
-            envelope,
-            message: &message,
-            facts,
-            arrival: args
-                .arrival_time
-                .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)),
-        };
-        let (results, bad) = deliverer.deliver(&request);
-        anomalies += bad;
-        for (&index, result) in indexes.iter().zip(results) {
-            if let Some(slot) = settled.get_mut(index) {
-                *slot = Some(result);
-            }
         }
     }
     let id = args.id.clone().unwrap_or_else(default_id);
-    let result = JobResult::new(id, settled.into_iter().flatten().collect());
+    let job = Job {
+        id: id.clone(),
+        transport: if args.lmtp {
+            TransportKind::Lmtp
+        } else {
+            TransportKind::Smtp
+        },
+        nexthop: args.nexthop.clone(),
+        sender: args.from.clone(),
+        recipients: args
+            .to
+            .iter()
+            .map(|address| JobRecipient {
+                address: address.clone(),
+                orcpt: None,
+                notify: None,
+            })
+            .collect(),
+        message: MessageRef::Path {
+            path: match &message {
+                Message::File(path) => path.display().to_string(),
+                Message::Inline(_) => String::new(),
+            },
+        },
+        envid: None,
+        ret: None,
+        smtputf8: false,
+        arrival_time: args.arrival_time,
+        cache: None,
+    };
+    let deliverer = Deliverer::new(config);
+    let result = match dispatch::execute(&deliverer, &job, false) {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("mailhop: {}", e.error);
+            return EX_NOINPUT;
+        }
+    };
     let mut out = io::stdout().lock();
     let written = if args.json {
         serde_json::to_string(&result)
@@ -232,40 +217,11 @@ fn send(args: SendArgs) -> i32 {
     if written.is_err() {
         return EX_SOFTWARE;
     }
-    if anomalies > 0 || result.recipients.len() != args.to.len() {
+    if result.recipients.len() != args.to.len() {
         eprintln!("mailhop: internal error: recipient bookkeeping mismatch");
         return EX_SOFTWARE;
     }
     result.exit_code()
-}
-
-/// Recipients grouped by next hop: `--nexthop`, else `relayhost` (SMTP),
-/// else each recipient's domain.
-fn group_by_nexthop(
-    args: &SendArgs,
-    config: &Config,
-    protocol: Protocol,
-) -> Result<Vec<(String, Vec<usize>)>, String> {
-    let all: Vec<usize> = (0..args.to.len()).collect();
-    if let Some(nexthop) = &args.nexthop {
-        return Ok(vec![(nexthop.clone(), all)]);
-    }
-    if protocol == Protocol::Lmtp {
-        return Err("LMTP needs --nexthop (e.g. unix:/path or [127.0.0.1]:24)".into());
-    }
-    if !config.smtp.relayhost.is_empty() {
-        return Ok(vec![(config.smtp.relayhost.clone(), all)]);
-    }
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (index, address) in args.to.iter().enumerate() {
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .ok_or_else(|| format!("recipient {address:?} has no domain; give --nexthop"))?;
-        groups.entry(domain).or_default().push(index);
-    }
-    Ok(groups.into_iter().collect())
 }
 
 fn spool_stdin() -> io::Result<tempfile::NamedTempFile> {

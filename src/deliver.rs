@@ -123,6 +123,28 @@ pub fn is_loop(dsn: &Dsn) -> bool {
     dsn.code.subject == 4 && dsn.code.detail == 6
 }
 
+/// What one delivery produced.
+#[derive(Debug)]
+pub struct Delivery {
+    /// One outcome per recipient, in envelope order.
+    pub settled: Vec<Settled>,
+    /// Ledger bookkeeping errors (0 unless there is a bug).
+    pub anomalies: usize,
+    /// Servers tried and each failure reason.
+    pub log: Vec<String>,
+}
+
+impl Delivery {
+    fn new(ledger: Ledger, trouble: Trouble) -> Self {
+        let (settled, anomalies) = ledger.finish();
+        Self {
+            settled,
+            anomalies,
+            log: trouble.log,
+        }
+    }
+}
+
 /// Everything one delivery needs besides the configuration.
 pub struct Request<'a> {
     pub protocol: Protocol,
@@ -225,7 +247,7 @@ impl Deliverer {
     }
 
     /// Delivers one request; one outcome per recipient, in envelope order.
-    pub fn deliver(&self, request: &Request<'_>) -> (Vec<Settled>, usize) {
+    pub fn deliver(&self, request: &Request<'_>) -> Delivery {
         let lmtp = request.protocol == Protocol::Lmtp;
         let settings = self.config.protocol(lmtp);
         let mut ledger = Ledger::new(
@@ -238,7 +260,7 @@ impl Deliverer {
         );
         let mut trouble = Trouble::default();
         if !check_envelope(request, &mut ledger, &mut trouble) {
-            return ledger.finish();
+            return Delivery::new(ledger, trouble);
         }
         let mut destinations = match parse_nexthop(
             request.nexthop,
@@ -256,7 +278,7 @@ impl Deliverer {
                     None,
                     &mut trouble,
                 );
-                return ledger.finish();
+                return Delivery::new(ledger, trouble);
             }
         };
         let primary_count = destinations.len();
@@ -309,7 +331,7 @@ impl Deliverer {
                     == Some(self.config.smtp.relayhost.as_str()),
         };
         outcome::settle_leftovers(&mut ledger, &trouble, context);
-        ledger.finish()
+        Delivery::new(ledger, trouble)
     }
 
     /// Tries every server of one destination; returns true when this
@@ -482,6 +504,7 @@ impl Deliverer {
                 return (Handshake::Failed, false);
             }
         };
+        trouble.note(format!("connected to {}", server.relay));
         let peer = PeerNames {
             hostname: &server.tls_host,
             nexthop: &server.nexthop,

@@ -196,7 +196,9 @@ fn run_from(
         },
         arrival: None,
     };
-    let (settled, anomalies) = deliverer.deliver(&request);
+    let Delivery {
+        settled, anomalies, ..
+    } = deliverer.deliver(&request);
     assert_eq!(anomalies, 0);
     assert_eq!(settled.len(), rcpts.len());
     settled

@@ -80,6 +80,99 @@ pub enum MessageRef {
     Data { data: String },
 }
 
+/// Connection-cache hints of a job (Postfix's qmgr CONN_LOAD / CONN_STORE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheHints {
+    #[serde(default)]
+    pub load: bool,
+    #[serde(default)]
+    pub store: bool,
+}
+
+/// One delivery job, as a line of the job protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: String,
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// Default: `[smtp] relayhost` when set, else each recipient's domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexthop: Option<String>,
+    pub sender: String,
+    pub recipients: Vec<JobRecipient>,
+    pub message: MessageRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<RetWord>,
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// When the message entered the mail system, UNIX seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheHints>,
+}
+
+/// A job that cannot be run: the error result of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// The job's id when it could be read.
+    pub id: Option<String>,
+    pub error: String,
+}
+
+impl JobError {
+    pub fn new(id: Option<String>, error: impl Into<String>) -> Self {
+        Self {
+            id,
+            error: error.into(),
+        }
+    }
+}
+
+/// Most recipients one job may have.
+pub const MAX_RECIPIENTS: usize = 10_000;
+
+/// Parses and checks one protocol line. The error names the problem and
+/// carries the id whenever the line had one.
+pub fn parse_job(line: &[u8]) -> Result<Job, JobError> {
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| JobError::new(None, format!("malformed job: {e}")))?;
+    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_string);
+    let job: Job = serde_json::from_value(value)
+        .map_err(|e| JobError::new(id.clone(), format!("invalid job: {e}")))?;
+    job.check()
+        .map_err(|e| JobError::new(Some(job.id.clone()), e))?;
+    Ok(job)
+}
+
+impl Job {
+    /// Checks what serde cannot: limits and combinations.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 256 || self.id.chars().any(char::is_control) {
+            return Err("invalid job: id must be 1 to 256 printable characters".into());
+        }
+        if self.recipients.is_empty() {
+            return Err("invalid job: no recipients".into());
+        }
+        if self.recipients.len() > MAX_RECIPIENTS {
+            return Err(format!(
+                "invalid job: more than {MAX_RECIPIENTS} recipients"
+            ));
+        }
+        for rcpt in &self.recipients {
+            notify_flags(rcpt.notify.as_deref())?;
+        }
+        if self.transport == TransportKind::Lmtp && self.nexthop.is_none() {
+            return Err("invalid job: LMTP needs a nexthop".into());
+        }
+        Ok(())
+    }
+}
+
 /// One recipient's result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientResult {
@@ -97,11 +190,15 @@ pub struct RecipientResult {
 pub struct JobResult {
     pub id: String,
     pub recipients: Vec<RecipientResult>,
+    /// Transcript summary (daemon results): servers tried, failure reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<String>>,
 }
 
 impl JobResult {
     pub fn new(id: impl Into<String>, settled: Vec<Settled>) -> Self {
         Self {
+            log: None,
             id: id.into(),
             recipients: settled
                 .into_iter()

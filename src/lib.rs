@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod deliver;
+pub mod dispatch;
 pub mod dns;
 pub mod dsn;
 pub mod interfaces;

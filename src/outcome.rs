@@ -13,11 +13,24 @@ use crate::smtp::client::RcptResult;
 #[derive(Debug, Default)]
 pub struct Trouble {
     pub last: Option<Dsn>,
+    /// The job's transcript summary: servers tried and each failure reason.
+    pub log: Vec<String>,
 }
+
+/// Most transcript lines kept per job.
+const MAX_LOG_LINES: usize = 200;
 
 impl Trouble {
     pub fn record(&mut self, dsn: &Dsn) {
+        self.note(format!("{} {}", dsn.code, dsn.text));
         self.last = Some(dsn.clone());
+    }
+
+    /// Adds a transcript line (bounded).
+    pub fn note(&mut self, line: String) {
+        if self.log.len() < MAX_LOG_LINES {
+            self.log.push(line);
+        }
     }
 }
 

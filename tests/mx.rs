@@ -1448,7 +1448,9 @@ fn equal_preference_mx_hosts_share_the_load() {
             facts,
             arrival: None,
         };
-        let (settled, anomalies) = deliverer.deliver(&request);
+        let mailhop::deliver::Delivery {
+            settled, anomalies, ..
+        } = deliverer.deliver(&request);
         assert_eq!(anomalies, 0, "run {run}: {settled:?}");
         let [one] = settled.as_slice() else {
             panic!("run {run}: {settled:?}");

@@ -1,0 +1,128 @@
+//! Running one job: from a protocol [`Job`] (or the CLI's equivalent) to
+//! deliveries grouped by next hop, and back to one [`JobResult`] with an
+//! outcome for every recipient, in job order.
+//!
+//! Errors: a message that cannot be read is a [`JobError`] (nothing was
+//! tried); everything else — bad destinations, DNS, servers — ends up as
+//! per-recipient outcomes. A bookkeeping anomaly is logged and the affected
+//! recipient deferred by the ledger, never lost.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::deliver::{Deliverer, Request};
+use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
+use crate::message::Message;
+use crate::nexthop::Protocol;
+use crate::recipients::Settled;
+use crate::smtp::client::{Envelope, Recipient};
+use crate::transport::strerror;
+
+/// Runs a job to completion. `with_log` adds the transcript summary.
+pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobResult, JobError> {
+    let error = |text: String| JobError::new(Some(job.id.clone()), text);
+    job.check().map_err(error)?;
+    let message = match &job.message {
+        MessageRef::Path { path } => Message::File(path.into()),
+        MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
+    };
+    let facts = message.facts().map_err(|e| {
+        let name = match &job.message {
+            MessageRef::Path { path } => path.as_str(),
+            MessageRef::Data { .. } => "(inline data)",
+        };
+        error(format!("cannot read message {name}: {}", strerror(&e)))
+    })?;
+    let protocol = match job.transport {
+        TransportKind::Smtp => Protocol::Smtp,
+        TransportKind::Lmtp => Protocol::Lmtp,
+    };
+    let mut recipients = Vec::with_capacity(job.recipients.len());
+    for rcpt in &job.recipients {
+        recipients.push(Recipient {
+            address: rcpt.address.clone(),
+            orcpt: rcpt.orcpt.clone(),
+            notify: notify_flags(rcpt.notify.as_deref()).map_err(&error)?,
+        });
+    }
+    let groups = group_by_nexthop(job, deliverer, &recipients);
+    let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
+    let mut log = Vec::new();
+    for (nexthop, indexes) in groups {
+        let envelope = Envelope {
+            sender: job.sender.clone(),
+            recipients: indexes
+                .iter()
+                .filter_map(|&i| recipients.get(i).cloned())
+                .collect(),
+            envid: job.envid.clone(),
+            ret: job.ret.map(Into::into),
+            smtputf8: job.smtputf8,
+        };
+        let request = Request {
+            protocol,
+            nexthop: &nexthop,
+            envelope,
+            message: &message,
+            facts,
+            arrival: job
+                .arrival_time
+                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+        };
+        let delivery = deliverer.deliver(&request);
+        if delivery.anomalies > 0 {
+            log::error!(
+                "{}: {} recipient bookkeeping anomalies",
+                job.id,
+                delivery.anomalies
+            );
+        }
+        log.extend(delivery.log);
+        for (&index, result) in indexes.iter().zip(delivery.settled) {
+            if let Some(slot) = settled.get_mut(index) {
+                *slot = Some(result);
+            }
+        }
+    }
+    let missing = settled.iter().filter(|s| s.is_none()).count();
+    if missing > 0 {
+        // Impossible by construction; never lose a recipient silently.
+        log::error!("{}: {missing} recipients without an outcome", job.id);
+        return Err(error(format!(
+            "internal error: {missing} recipients without an outcome"
+        )));
+    }
+    let mut result = JobResult::new(job.id.clone(), settled.into_iter().flatten().collect());
+    if with_log {
+        result.log = Some(log);
+    }
+    Ok(result)
+}
+
+/// Recipients grouped by next hop: the job's, else `relayhost` (SMTP), else
+/// each recipient's domain (an address without a domain gets an empty
+/// next hop, which defers it as a bad destination).
+fn group_by_nexthop(
+    job: &Job,
+    deliverer: &Deliverer,
+    recipients: &[Recipient],
+) -> Vec<(String, Vec<usize>)> {
+    let all: Vec<usize> = (0..recipients.len()).collect();
+    if let Some(nexthop) = &job.nexthop {
+        return vec![(nexthop.clone(), all)];
+    }
+    let relayhost = &deliverer.config().smtp.relayhost;
+    if job.transport == TransportKind::Smtp && !relayhost.is_empty() {
+        return vec![(relayhost.clone(), all)];
+    }
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (index, rcpt) in recipients.iter().enumerate() {
+        let domain = rcpt
+            .address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        groups.entry(domain).or_default().push(index);
+    }
+    groups.into_iter().collect()
+}
