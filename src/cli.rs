@@ -158,11 +158,12 @@ fn send(args: SendArgs) -> i32 {
         eprintln!("mailhop: LMTP needs --nexthop (e.g. unix:/path or [127.0.0.1]:24)");
         return EX_USAGE;
     }
-    if args.nexthop.is_none() && config.smtp.relayhost.is_empty() {
-        if let Some(bad) = args.to.iter().find(|a| !a.contains('@')) {
-            eprintln!("mailhop: recipient {bad:?} has no domain; give --nexthop");
-            return EX_USAGE;
-        }
+    if args.nexthop.is_none()
+        && config.smtp.relayhost.is_empty()
+        && let Some(bad) = args.to.iter().find(|a| !a.contains('@'))
+    {
+        eprintln!("mailhop: recipient {bad:?} has no domain; give --nexthop");
+        return EX_USAGE;
     }
     let id = args.id.clone().unwrap_or_else(default_id);
     let job = Job {
