@@ -376,6 +376,73 @@ config_table! {
     }
 }
 
+config_table! {
+    /// `[daemon]`: the job service (`mailhop daemon`).
+    "daemon" => pub struct DaemonConfig {
+        /// UNIX socket the daemon listens on (unless systemd passes one).
+        socket: String = "/run/mailhop/mailhop.sock".into(), mirrors "none (like a master.cf service endpoint)";
+        /// Permissions of the socket file, octal.
+        socket_mode: String = "0660".into(), mirrors "none", check = check_octal_mode;
+        /// Group owning the socket file; empty: the daemon's group.
+        socket_group: String = String::new(), mirrors "none";
+        /// User IDs allowed to submit jobs besides root and the daemon's own
+        /// user (checked with SO_PEERCRED on every connection).
+        allowed_uids: Vec<u32> = Vec::new(), mirrors "none (like authorized_submit_users)";
+        /// Groups (names or numeric IDs) whose members may submit jobs.
+        allowed_groups: Vec<String> = Vec::new(), mirrors "none (like authorized_submit_users)";
+        /// When started as root: the user to switch to after binding the
+        /// socket; empty: stay as started.
+        user: String = String::new(), mirrors "mail_owner";
+        /// Delivery worker threads.
+        workers: usize = 64, mirrors "default_process_limit (100)", check = check_workers;
+        /// Jobs waiting for a worker; when full, clients wait (backpressure).
+        queue_capacity: usize = 1000, mirrors "none (qmgr_message_active_limit)", check = check_positive;
+        /// Stack size of each worker thread, in bytes.
+        worker_stack_size: usize = 262_144, mirrors "none", check = check_stack_size;
+        /// On SIGTERM, how long in-flight deliveries may take to finish
+        /// before their jobs are deferred.
+        #[serde(with = "duration_str")]
+        shutdown_timeout: Duration = secs(60), mirrors "none (daemon_timeout)", check = check_timeout;
+        /// Longest job line accepted, in bytes (inline messages included).
+        max_line_length: usize = 16_777_216, mirrors "none (message_size_limit for inline data)", check = check_positive;
+        /// A client connection idle this long is closed.
+        #[serde(with = "duration_str")]
+        client_idle_timeout: Duration = secs(300), mirrors "none (ipc_idle)", check = check_timeout;
+    }
+}
+
+config_table! {
+    /// `[cache]`: the SMTP connection cache shared by all workers.
+    "cache" => pub struct CacheConfig {
+        /// How long an idle session is kept for reuse.
+        #[serde(with = "duration_str")]
+        time_limit: Duration = secs(2), mirrors "smtp_connection_cache_time_limit", check = check_timeout;
+        /// A session is not reused once this long after its connect.
+        #[serde(with = "duration_str")]
+        reuse_time_limit: Duration = secs(300), mirrors "smtp_connection_reuse_time_limit", check = check_timeout;
+        /// A session is used at most this many times plus one (0: no limit).
+        reuse_count_limit: u32 = 0, mirrors "smtp_connection_reuse_count_limit";
+        /// Destinations whose sessions are always cached (bare domains, relay
+        /// hosts, as in jobs' nexthop without brackets and port).
+        destinations: Vec<String> = Vec::new(), mirrors "smtp_connection_cache_destinations";
+        /// Cache sessions when more jobs for the same destination are waiting,
+        /// or when a job asks (cache.load/store).
+        on_demand: bool = true, mirrors "smtp_connection_cache_on_demand";
+        /// Most idle sessions kept in all.
+        max_idle: usize = 1000, mirrors "none (scache)";
+    }
+}
+
+config_table! {
+    /// `[log]`: what the daemon logs.
+    "log" => pub struct LogConfig {
+        /// "text": one Postfix-style line per recipient; "json": one JSON
+        /// object per recipient with the same fields, TLS details and the
+        /// source address.
+        format: String = "text".into(), mirrors "maillog_file / syslog format", check = check_log_format;
+    }
+}
+
 /// One `[[tls.policy]]` entry (a line of Postfix's smtp_tls_policy_maps).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -411,6 +478,12 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[tls]`: TLS policy.
     pub tls: TlsConfig,
+    /// `[daemon]`: the job service.
+    pub daemon: DaemonConfig,
+    /// `[cache]`: the connection cache.
+    pub cache: CacheConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
 }
 
 // ---------------------------------------------------------------------------
@@ -580,6 +653,27 @@ impl Config {
             &table_values(&TlsConfig::default()),
             None,
         );
+        write_table(
+            &mut out,
+            DaemonConfig::TABLE,
+            DaemonConfig::KEYS,
+            &table_values(&DaemonConfig::default()),
+            None,
+        );
+        write_table(
+            &mut out,
+            CacheConfig::TABLE,
+            CacheConfig::KEYS,
+            &table_values(&CacheConfig::default()),
+            None,
+        );
+        write_table(
+            &mut out,
+            LogConfig::TABLE,
+            LogConfig::KEYS,
+            &table_values(&LogConfig::default()),
+            None,
+        );
         out
     }
 
@@ -678,6 +772,9 @@ impl Config {
         self.lmtp.check_keys()?;
         self.dns.check_keys()?;
         self.tls.check_keys()?;
+        self.daemon.check_keys()?;
+        self.cache.check_keys()?;
+        self.log.check_keys()?;
         Ok(())
     }
 }
@@ -1106,6 +1203,40 @@ fn check_security_level(level: &str) -> Result<(), Invalid> {
     .into())
 }
 
+fn check_octal_mode(value: &str) -> Result<(), Invalid> {
+    match u32::from_str_radix(value, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(()),
+        _ => {
+            Err(format!("invalid value {value:?}, expected an octal mode such as \"0660\"").into())
+        }
+    }
+}
+
+fn check_workers(workers: &usize) -> Result<(), Invalid> {
+    if (1..=10_000).contains(workers) {
+        return Ok(());
+    }
+    Err(format!("invalid value {workers}, expected 1 to 10000").into())
+}
+
+fn check_positive(value: &usize) -> Result<(), Invalid> {
+    if *value > 0 {
+        return Ok(());
+    }
+    Err(String::from("invalid value 0, expected a positive number").into())
+}
+
+fn check_stack_size(value: &usize) -> Result<(), Invalid> {
+    if (65_536..=67_108_864).contains(value) {
+        return Ok(());
+    }
+    Err(format!("invalid value {value}, expected 65536 to 67108864 bytes").into())
+}
+
+fn check_log_format(value: &str) -> Result<(), Invalid> {
+    check_one_of(value, &["text", "json"])
+}
+
 fn check_attempts(attempts: &u32) -> Result<(), Invalid> {
     if (1..=10).contains(attempts) {
         return Ok(());
@@ -1327,11 +1458,14 @@ fn line_at(text: &str, offset: usize) -> usize {
 /// Rejects a table written as another type (`smtp = []`, `[[smtp]]`),
 /// which serde would otherwise read as a sequence of field values.
 fn check_table_types(text: &str, doc: &DeTable<'_>) -> Result<(), ConfigError> {
-    const TABLES: [&str; 4] = [
+    const TABLES: [&str; 7] = [
         SmtpConfig::TABLE,
         LmtpConfig::TABLE,
         DnsConfig::TABLE,
         TlsConfig::TABLE,
+        DaemonConfig::TABLE,
+        CacheConfig::TABLE,
+        LogConfig::TABLE,
     ];
     for (key, value) in doc.iter() {
         let name = key.get_ref().as_ref();
