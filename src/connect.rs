@@ -77,6 +77,13 @@ impl Transport for Stream {
             Stream::Unix(s) => s.set_timeout(timeout),
         }
     }
+
+    fn peer_closed(&mut self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.peer_closed(),
+            Stream::Unix(s) => s.peer_closed(),
+        }
+    }
 }
 
 /// Opens connections; a trait so the delivery loop can be tested with fakes.

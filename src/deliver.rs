@@ -10,11 +10,13 @@
 //! connection (5.1.7 sender, 5.1.3 recipient). Never panics; every recipient
 //! ends in the ledger exactly once.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::cache::{EndpointLabel, IdleSession, NexthopLabel, SessionCache};
 use crate::config::{Config, InetProtocols, ProtocolSettings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
@@ -28,7 +30,9 @@ use crate::recipients::{Ledger, Settled};
 use crate::resolve::DnsResolver;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
+use crate::smtp::command;
 use crate::smtp::command::check_address;
+use crate::smtp::ehlo::Extensions;
 use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
 use crate::tls_policy::{self, Level, Policy};
 use crate::transport::Connection;
@@ -157,6 +161,15 @@ pub struct Request<'a> {
     /// age decides the plaintext retry after a failed opportunistic TLS
     /// handshake. Unknown: treated as just arrived.
     pub arrival: Option<std::time::SystemTime>,
+    /// Whether to look up and to keep cached sessions for this job.
+    pub cache: CacheUse,
+}
+
+/// A job's use of the connection cache (Postfix's CONN_LOAD / CONN_STORE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    pub load: bool,
+    pub store: bool,
 }
 
 /// The stub resolver for a configuration: `[dns] nameservers`, else the
@@ -192,6 +205,7 @@ pub struct Deliverer {
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
     own: OwnAddresses,
+    cache: Option<Arc<SessionCache>>,
 }
 
 impl Deliverer {
@@ -229,12 +243,23 @@ impl Deliverer {
             resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
             services: Box::new(SystemServices),
+            cache: None,
         }
     }
 
     pub fn with_resolver(mut self, resolver: Box<dyn Resolver>) -> Self {
         self.resolver = resolver;
         self
+    }
+
+    /// Shares idle sessions with other deliverers (the daemon's workers).
+    pub fn with_cache(mut self, cache: Arc<SessionCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&Arc<SessionCache>> {
+        self.cache.as_ref()
     }
 
     pub fn with_connector(mut self, connector: Box<dyn Connector>) -> Self {
@@ -305,20 +330,22 @@ impl Deliverer {
             }
         }
         let mut last_index = 0;
+        let mut job = JobState {
+            ledger,
+            trouble,
+            used: HashSet::new(),
+            nexthop_stored: false,
+            first_destination: true,
+        };
         for (index, destination) in destinations.iter().enumerate() {
-            if ledger.left() == 0 {
+            if job.ledger.left() == 0 {
                 break;
             }
             last_index = index;
+            job.first_destination = index == 0;
             let final_nexthop = index + 1 == destinations.len();
-            let was_final = self.try_destination(
-                request,
-                &settings,
-                destination,
-                final_nexthop,
-                &mut ledger,
-                &mut trouble,
-            );
+            let was_final =
+                self.try_destination(request, &settings, destination, final_nexthop, &mut job);
             if was_final {
                 break;
             }
@@ -330,8 +357,8 @@ impl Deliverer {
                 && destinations.first().map(Destination::text)
                     == Some(self.config.smtp.relayhost.as_str()),
         };
-        outcome::settle_leftovers(&mut ledger, &trouble, context);
-        Delivery::new(ledger, trouble)
+        outcome::settle_leftovers(&mut job.ledger, &job.trouble, context);
+        Delivery::new(job.ledger, job.trouble)
     }
 
     /// Tries every server of one destination; returns true when this
@@ -342,15 +369,15 @@ impl Deliverer {
         settings: &ProtocolSettings,
         destination: &Destination,
         final_nexthop: bool,
-        ledger: &mut Ledger,
-        trouble: &mut Trouble,
+        job: &mut JobState,
     ) -> bool {
         let unix = matches!(destination, Destination::Unix { .. });
         let policy = match tls_policy::policy_for(&self.config.tls, destination.text(), unix) {
             Ok(policy) => policy,
             Err(e) => {
                 log::warn!("TLS policy lookup for {}: {e}", destination.text());
-                trouble.record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
+                job.trouble
+                    .record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
                 return false;
             }
         };
@@ -370,7 +397,24 @@ impl Deliverer {
                     policy,
                     wrapper: false,
                 };
-                self.try_server(request, settings, &server, ledger, trouble);
+                let cached = match &self.cache {
+                    Some(cache) if request.cache.load => {
+                        let label = self.endpoint_label(
+                            request,
+                            settings,
+                            &server.endpoint,
+                            &server.policy,
+                            &server.tls_host,
+                        );
+                        cache.take_by_endpoint(&label)
+                    }
+                    _ => None,
+                };
+                let reused = cached
+                    .and_then(|idle| self.reuse_session(request, settings, &server, idle, job));
+                if reused.is_none() {
+                    self.try_server(request, settings, &server, job);
+                }
                 return true;
             }
             Destination::Inet {
@@ -387,7 +431,8 @@ impl Deliverer {
                 "{}: SMTPS wrapper mode (TLS before the greeting, used for port 465) requires [tls] security_level = \"encrypt\" (or stronger); skipping",
                 destination.text()
             );
-            trouble.record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
+            job.trouble
+                .record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
             return false;
         }
         let mode = ResolveMode {
@@ -398,7 +443,7 @@ impl Deliverer {
             Ok(route) => route,
             Err(dsn) => {
                 log::info!("{}", dsn.text);
-                trouble.record(&dsn);
+                job.trouble.record(&dsn);
                 // Don't try fallback relays when mail loops back to us.
                 return crate::mxlist::makes_nexthop_final(&dsn);
             }
@@ -408,20 +453,20 @@ impl Deliverer {
         let address_limit = usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX);
         let session_limit = usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX);
         let mut sessions = 0usize;
-        let candidates = &route.candidates;
-        for (count, candidate) in candidates.iter().enumerate() {
-            if ledger.left() == 0 {
-                break;
-            }
+        // Addresses already used through the cache in this job are scrubbed.
+        let candidates: Vec<&Candidate> = route
+            .candidates
+            .iter()
+            .filter(|c| {
+                !job.used
+                    .contains(&Endpoint::Inet(SocketAddr::new(c.addr, port)))
+            })
+            .collect();
+        let make_server = |candidate: &Candidate, count: usize, total: usize, sessions: usize| {
             let last_address =
-                count + 1 == candidates.len() || (address_limit > 0 && count + 1 >= address_limit);
+                count + 1 >= total || (address_limit > 0 && count + 1 >= address_limit);
             let display = format!("{}[{}]", candidate.host, candidate.addr);
-            let loop_check = mode.loop_detect.then(|| LoopCheck {
-                my_names: vec![settings.helo_name.clone(), self.config.myhostname()],
-                nexthop: host.to_string(),
-                best_mx: candidate.preference == best_preference,
-            });
-            let server = Server {
+            Server {
                 endpoint: Endpoint::Inet(SocketAddr::new(candidate.addr, port)),
                 relay: format!("{display}:{port}"),
                 display,
@@ -430,19 +475,293 @@ impl Deliverer {
                 final_nexthop,
                 last_address,
                 session_limit_next: session_limit > 0 && sessions + 1 >= session_limit,
-                loop_check,
+                loop_check: mode.loop_detect.then(|| LoopCheck {
+                    my_names: vec![settings.helo_name.clone(), self.config.myhostname()],
+                    nexthop: host.to_string(),
+                    best_mx: candidate.preference == best_preference,
+                }),
                 policy: policy.clone(),
                 wrapper,
+            }
+        };
+        // Postfix's smtp_reuse_session: a session cached under the job's
+        // next-hop label, then sessions to best-preference addresses.
+        let mut queue: Vec<(&Candidate, Option<IdleSession>)> =
+            Vec::with_capacity(candidates.len());
+        let load = request.cache.load && self.cache.is_some();
+        if load && let Some(cache) = &self.cache {
+            let mut rest = Vec::new();
+            let by_nexthop = if job.first_destination {
+                cache.take_by_nexthop(&self.nexthop_label(request, destination, &policy, settings))
+            } else {
+                None
             };
-            let handshake = self.try_server(request, settings, &server, ledger, trouble);
+            let mut by_nexthop = by_nexthop;
+            for candidate in &candidates {
+                let endpoint = Endpoint::Inet(SocketAddr::new(candidate.addr, port));
+                if let Some(idle) = by_nexthop.take_if(|idle| idle.endpoint.endpoint == endpoint) {
+                    queue.push((*candidate, Some(idle)));
+                } else if candidate.preference == best_preference {
+                    let label =
+                        self.endpoint_label(request, settings, &endpoint, &policy, &candidate.host);
+                    let idle = cache.take_by_endpoint(&label);
+                    if idle.is_some() {
+                        queue.push((*candidate, idle));
+                    } else {
+                        rest.push((*candidate, None));
+                    }
+                } else {
+                    rest.push((*candidate, None));
+                }
+            }
+            // A next-hop session to an address no longer in the list: close it.
+            drop(by_nexthop);
+            queue.extend(rest);
+        } else {
+            queue.extend(candidates.iter().map(|c| (*c, None)));
+        }
+        let total = queue.len();
+        for (count, (candidate, cached)) in queue.into_iter().enumerate() {
+            if job.ledger.left() == 0 {
+                break;
+            }
+            let server = make_server(candidate, count, total, sessions);
+            // Backup MX: look in the cache before connecting.
+            let cached = match cached {
+                Some(idle) => Some(idle),
+                None if load && candidate.preference != best_preference => {
+                    self.cache.as_ref().and_then(|cache| {
+                        cache.take_by_endpoint(&self.endpoint_label(
+                            request,
+                            settings,
+                            &server.endpoint,
+                            &policy,
+                            &candidate.host,
+                        ))
+                    })
+                }
+                None => None,
+            };
+            let handshake = match cached {
+                Some(idle) => {
+                    job.used.insert(server.endpoint.clone());
+                    match self.reuse_session(request, settings, &server, idle, job) {
+                        Some(handshake) => handshake,
+                        None => self.try_server(request, settings, &server, job),
+                    }
+                }
+                None => self.try_server(request, settings, &server, job),
+            };
             if handshake == Handshake::Done {
                 sessions += 1;
             }
-            if last_address || (handshake == Handshake::Done && server.session_limit_next) {
+            if server.last_address || (handshake == Handshake::Done && server.session_limit_next) {
                 break;
             }
         }
         route.i_am_mx
+    }
+
+    /// The label of an endpoint for cache lookups and stores: a session is
+    /// only reused with the same TLS level and verified identity.
+    fn endpoint_label(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        endpoint: &Endpoint,
+        policy: &Policy,
+        tls_host: &str,
+    ) -> EndpointLabel {
+        EndpointLabel {
+            lmtp: request.protocol == Protocol::Lmtp,
+            endpoint: endpoint.clone(),
+            tls_level: policy.level,
+            verified_identity: if policy.level >= Level::Fingerprint {
+                tls_host.to_ascii_lowercase()
+            } else {
+                String::new()
+            },
+            helo_name: settings.helo_name.clone(),
+        }
+    }
+
+    fn nexthop_label(
+        &self,
+        request: &Request<'_>,
+        destination: &Destination,
+        policy: &Policy,
+        settings: &ProtocolSettings,
+    ) -> NexthopLabel {
+        NexthopLabel {
+            lmtp: request.protocol == Protocol::Lmtp,
+            nexthop: destination.text().to_ascii_lowercase(),
+            tls_level: policy.level,
+            helo_name: settings.helo_name.clone(),
+            smtputf8: request.envelope.needs_smtputf8(),
+        }
+    }
+
+    /// Runs the job on a session from the cache. None: its RSET probe
+    /// failed (the session is gone, no recipient was touched), connect
+    /// afresh.
+    fn reuse_session(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        server: &Server,
+        idle: IdleSession,
+        job: &mut JobState,
+    ) -> Option<Handshake> {
+        let indexes = job.ledger.pending();
+        let envelope = Envelope {
+            recipients: indexes
+                .iter()
+                .filter_map(|&i| request.envelope.recipients.get(i).cloned())
+                .collect(),
+            ..request.envelope.clone()
+        };
+        let client_settings = ClientSettings {
+            lmtp: request.protocol == Protocol::Lmtp,
+            helo_name: settings.helo_name.clone(),
+            skip_5xx_greeting: settings.skip_5xx_greeting,
+            peer: idle.display.clone(),
+            smtputf8_enable: self.config.smtp.smtputf8_enable,
+            loop_check: None,
+            tls: TlsMode::Off,
+        };
+        let IdleSession {
+            conn,
+            extensions,
+            tls,
+            connected_at,
+            uses,
+            ..
+        } = idle;
+        let mut client = Client::resume(
+            client_settings,
+            envelope,
+            request.facts,
+            extensions,
+            tls.is_some(),
+        );
+        let (conn, end) = session::drive(
+            conn,
+            &mut client,
+            &settings.timeouts,
+            request.message,
+            settings.line_length_limit,
+            &mut session::NoTls,
+        );
+        if client.probe_failed() {
+            log::info!(
+                "cached session to {} failed its RSET probe; connecting afresh",
+                server.relay
+            );
+            job.trouble.note(format!(
+                "cached session to {} was no longer usable",
+                server.relay
+            ));
+            return None;
+        }
+        job.trouble
+            .note(format!("reused cached session to {}", server.relay));
+        let via = Via {
+            relay: server.relay.clone(),
+            tls,
+        };
+        let handshake = Handshake::Done;
+        let final_server =
+            server.final_nexthop && (server.last_address || server.session_limit_next);
+        let reusable = client.reusable();
+        let extensions = client.extensions().clone();
+        outcome::apply_session(
+            &mut job.ledger,
+            &indexes,
+            client.into_results(),
+            final_server,
+            &via,
+            &mut job.trouble,
+        );
+        self.keep_or_close(
+            request,
+            settings,
+            server,
+            conn,
+            end,
+            reusable,
+            extensions,
+            via,
+            connected_at,
+            uses + 1,
+            job,
+        );
+        Some(handshake)
+    }
+
+    /// After a session: keep it in the cache when allowed, else QUIT.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_or_close(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        server: &Server,
+        conn: Option<Connection<Box<dyn Transport>>>,
+        end: RunEnd,
+        reusable: bool,
+        extensions: Extensions,
+        via: Via,
+        connected_at: std::time::Instant,
+        uses: u32,
+        job: &mut JobState,
+    ) {
+        let Some(mut conn) = conn else { return };
+        if end != RunEnd::Idle {
+            return;
+        }
+        let tls_ok = via.tls.is_none() || self.config.tls.connection_reuse;
+        match &self.cache {
+            Some(cache) if request.cache.store && reusable && tls_ok => {
+                let nexthop = (job.first_destination && !job.nexthop_stored).then(|| {
+                    job.nexthop_stored = true;
+                    NexthopLabel {
+                        lmtp: request.protocol == Protocol::Lmtp,
+                        nexthop: request
+                            .nexthop
+                            .split([',', ' ', '\t'])
+                            .find(|s| !s.is_empty())
+                            .unwrap_or(request.nexthop)
+                            .to_ascii_lowercase(),
+                        tls_level: server.policy.level,
+                        helo_name: settings.helo_name.clone(),
+                        smtputf8: request.envelope.needs_smtputf8(),
+                    }
+                });
+                let endpoint = self.endpoint_label(
+                    request,
+                    settings,
+                    &server.endpoint,
+                    &server.policy,
+                    &server.tls_host,
+                );
+                cache.store(
+                    IdleSession {
+                        conn,
+                        extensions,
+                        endpoint,
+                        display: server.display.clone(),
+                        relay: server.relay.clone(),
+                        tls: via.tls,
+                        connected_at,
+                        uses,
+                    },
+                    nexthop,
+                );
+            }
+            _ => {
+                // QUIT without waiting for the reply (smtp_skip_quit_response).
+                let _ = conn.send(command::QUIT, settings.timeouts.quit);
+            }
+        }
     }
 
     /// Runs one server; after a failed opportunistic TLS handshake on old
@@ -452,11 +771,9 @@ impl Deliverer {
         request: &Request<'_>,
         settings: &ProtocolSettings,
         server: &Server,
-        ledger: &mut Ledger,
-        trouble: &mut Trouble,
+        job: &mut JobState,
     ) -> Handshake {
-        let (handshake, retry_plain) =
-            self.session_once(request, settings, server, false, ledger, trouble);
+        let (handshake, retry_plain) = self.session_once(request, settings, server, false, job);
         if !retry_plain {
             return handshake;
         }
@@ -464,8 +781,7 @@ impl Deliverer {
             "{}: TLS handshake failed; trying again without TLS",
             server.relay
         );
-        self.session_once(request, settings, server, true, ledger, trouble)
-            .0
+        self.session_once(request, settings, server, true, job).0
     }
 
     /// Connects and runs one session on one server. Returns whether the
@@ -476,8 +792,7 @@ impl Deliverer {
         settings: &ProtocolSettings,
         server: &Server,
         plaintext: bool,
-        ledger: &mut Ledger,
-        trouble: &mut Trouble,
+        job: &mut JobState,
     ) -> (Handshake, bool) {
         let options = ConnectOptions {
             timeout: settings.timeouts.connect,
@@ -500,11 +815,12 @@ impl Deliverer {
             Ok(stream) => stream,
             Err(dsn) => {
                 log::info!("{}", dsn.text);
-                trouble.record(&dsn);
+                job.trouble.record(&dsn);
                 return (Handshake::Failed, false);
             }
         };
-        trouble.note(format!("connected to {}", server.relay));
+        let connected_at = std::time::Instant::now();
+        job.trouble.note(format!("connected to {}", server.relay));
         let peer = PeerNames {
             hostname: &server.tls_host,
             nexthop: &server.nexthop,
@@ -529,12 +845,18 @@ impl Deliverer {
                 Err(failure) => {
                     log::warn!("TLS handshake with {}: {failure}", server.relay);
                     let dsn = Dsn::simple("4.7.5", failure.dsn_text());
-                    outcome::fail_all(ledger, &dsn, final_before_session, Some(&via), trouble);
+                    outcome::fail_all(
+                        &mut job.ledger,
+                        &dsn,
+                        final_before_session,
+                        Some(&via),
+                        &mut job.trouble,
+                    );
                     return (Handshake::Failed, false);
                 }
             }
         }
-        let indexes = ledger.pending();
+        let indexes = job.ledger.pending();
         let envelope = Envelope {
             recipients: indexes
                 .iter()
@@ -574,9 +896,6 @@ impl Deliverer {
             settings.line_length_limit,
             &mut starttls,
         );
-        if let (Some(mut conn), RunEnd::Idle) = (conn, end) {
-            session::close(&mut conn, &mut client, &settings.timeouts);
-        }
         if let Some(info) = &starttls.info {
             via.tls = Some(tls_summary(info));
         }
@@ -592,13 +911,28 @@ impl Deliverer {
         // mx_session_limit, and reaching it makes this the final server.
         let final_server = server.final_nexthop
             && (server.last_address || (handshake == Handshake::Done && server.session_limit_next));
+        let reusable = client.reusable();
+        let extensions = client.extensions().clone();
         outcome::apply_session(
-            ledger,
+            &mut job.ledger,
             &indexes,
             client.into_results(),
             final_server,
             &via,
-            trouble,
+            &mut job.trouble,
+        );
+        self.keep_or_close(
+            request,
+            settings,
+            server,
+            conn,
+            end,
+            reusable,
+            extensions,
+            via,
+            connected_at,
+            1,
+            job,
         );
         (handshake, false)
     }
@@ -643,6 +977,18 @@ fn tls_summary(info: &TlsInfo) -> TlsSummary {
         verified: info.trust == Trust::Verified,
         trust: info.trust.word().to_ascii_lowercase(),
     }
+}
+
+/// A job's state across its destinations and servers.
+struct JobState {
+    ledger: Ledger,
+    trouble: Trouble,
+    /// Endpoints already used through the cache: scrubbed from later lists.
+    used: HashSet<Endpoint>,
+    /// The job's first good session was stored under the next-hop label.
+    nexthop_stored: bool,
+    /// This is the job's first destination (next-hop label lookups).
+    first_destination: bool,
 }
 
 /// One server to try, with its place in the final-server rule.

@@ -195,6 +195,7 @@ fn run_from(
             has_8bit: false,
         },
         arrival: None,
+        cache: CacheUse::default(),
     };
     let Delivery {
         settled, anomalies, ..

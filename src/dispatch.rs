@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::deliver::{Deliverer, Request};
+use crate::deliver::{CacheUse, Deliverer, Request};
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
 use crate::message::Message;
 use crate::nexthop::Protocol;
@@ -59,6 +59,19 @@ pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobRe
             ret: job.ret.map(Into::into),
             smtputf8: job.smtputf8,
         };
+        // Connection cache: the job's own hints win; else the cache's policy.
+        let _demand = deliverer.cache().map(|cache| cache.demand(&nexthop));
+        let cache = match (deliverer.cache(), job.cache) {
+            (None, _) => CacheUse::default(),
+            (Some(_), Some(hints)) => CacheUse {
+                load: hints.load,
+                store: hints.store,
+            },
+            (Some(cache), None) => {
+                let (load, store) = cache.policy_for(&nexthop);
+                CacheUse { load, store }
+            }
+        };
         let request = Request {
             protocol,
             nexthop: &nexthop,
@@ -68,6 +81,7 @@ pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobRe
             arrival: job
                 .arrival_time
                 .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            cache,
         };
         let delivery = deliverer.deliver(&request);
         if delivery.anomalies > 0 {

@@ -9,6 +9,7 @@
 //!   behind a small trait so tests can script faults.
 //! - [`cli`]: the `mailhop` command.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod connect;

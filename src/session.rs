@@ -27,7 +27,7 @@ pub fn phase_timeout(timeouts: &Timeouts, phase: Phase) -> std::time::Duration {
         Phase::Data => timeouts.data_init,
         Phase::Body => timeouts.data_xfer,
         Phase::Dot => timeouts.data_done,
-        Phase::Rset => timeouts.rset,
+        Phase::Rset | Phase::RsetProbe => timeouts.rset,
         Phase::Quit => timeouts.quit,
         Phase::StartTls => timeouts.starttls,
     }

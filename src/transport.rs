@@ -21,12 +21,38 @@ pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 pub trait Transport: Read + Write + Send {
     /// Sets the read and write timeout; `None` blocks without limit.
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// For idle connections: the peer closed it, or sent something
+    /// unsolicited (either way it is no longer usable). Never blocks.
+    fn peer_closed(&mut self) -> bool {
+        false
+    }
+}
+
+/// Non-blocking peek on a socket: closed (EOF), unexpected data, or an
+/// error all mean "not usable".
+pub fn socket_peer_closed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    match recv(
+        fd.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Err(nix::errno::Errno::EAGAIN) => false,
+        _ => true,
+    }
 }
 
 impl Transport for std::net::TcpStream {
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(timeout)?;
         self.set_write_timeout(timeout)
+    }
+
+    fn peer_closed(&mut self) -> bool {
+        socket_peer_closed(std::os::fd::AsFd::as_fd(self))
     }
 }
 
@@ -35,11 +61,19 @@ impl Transport for std::os::unix::net::UnixStream {
         self.set_read_timeout(timeout)?;
         self.set_write_timeout(timeout)
     }
+
+    fn peer_closed(&mut self) -> bool {
+        socket_peer_closed(std::os::fd::AsFd::as_fd(self))
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         (**self).set_timeout(timeout)
+    }
+
+    fn peer_closed(&mut self) -> bool {
+        (**self).peer_closed()
     }
 }
 
@@ -96,6 +130,11 @@ impl<T: Transport> Connection<T> {
 
     pub fn into_inner(self) -> T {
         self.stream
+    }
+
+    /// An idle connection the peer closed or wrote to unasked.
+    pub fn peer_closed(&mut self) -> bool {
+        self.buffered() > 0 || self.stream.peer_closed()
     }
 
     /// The reply text cap this connection was made with.

@@ -1447,6 +1447,7 @@ fn equal_preference_mx_hosts_share_the_load() {
             message: &message,
             facts,
             arrival: None,
+            cache: mailhop::deliver::CacheUse::default(),
         };
         let mailhop::deliver::Delivery {
             settled, anomalies, ..

@@ -67,6 +67,8 @@ pub enum Phase {
     Quit,
     /// STARTTLS command and its reply.
     StartTls,
+    /// RSET checking a cached session before it is reused.
+    RsetProbe,
 }
 
 impl Phase {
@@ -83,6 +85,7 @@ impl Phase {
             Phase::Rset => "sending final RSET".into(),
             Phase::Quit => "sending QUIT".into(),
             Phase::StartTls => "receiving the STARTTLS response".into(),
+            Phase::RsetProbe => "sending RSET probe".into(),
         }
     }
 
@@ -98,6 +101,7 @@ impl Phase {
             Phase::Rset => "RSET",
             Phase::Quit => "QUIT",
             Phase::StartTls => "STARTTLS",
+            Phase::RsetProbe => "RSET",
         }
     }
 }
@@ -238,6 +242,8 @@ enum Expect {
     /// QUIT whose reply is not awaited (SMTP's `smtp_skip_quit_response`).
     QuitNoReply,
     StartTls,
+    /// RSET that checks a cached session before reuse.
+    RsetProbe,
 }
 
 impl Expect {
@@ -252,6 +258,7 @@ impl Expect {
             Expect::Rset => Phase::Rset,
             Expect::Quit | Expect::QuitNoReply => Phase::Quit,
             Expect::StartTls => Phase::StartTls,
+            Expect::RsetProbe => Phase::RsetProbe,
         }
     }
 }
@@ -299,6 +306,9 @@ pub struct Client {
     retry_plain: bool,
     /// The server sent STARTTLS's 220; the handshake is due.
     tls_due: bool,
+    /// A reused session failed its RSET probe: discard it; no recipient
+    /// was touched.
+    probe_failed: bool,
 }
 
 impl Client {
@@ -328,7 +338,43 @@ impl Client {
             tls_active: settings_tls_wrapped,
             retry_plain: false,
             tls_due: false,
+            probe_failed: false,
         }
+    }
+
+    /// A session taken from the connection cache: the server already
+    /// greeted us and answered EHLO with `extensions`. It starts with an RSET
+    /// probe; if that fails, [`Client::probe_failed`] is set and no
+    /// recipient is touched, so the caller can connect afresh.
+    pub fn resume(
+        settings: ClientSettings,
+        envelope: Envelope,
+        facts: MessageFacts,
+        extensions: Extensions,
+        tls_active: bool,
+    ) -> Self {
+        let mut client = Self::new(settings, envelope, facts);
+        client.pending.clear();
+        client.extensions = extensions;
+        client.tls_active = tls_active;
+        client
+            .unsent
+            .push_back((command::RSET.to_vec(), Expect::RsetProbe));
+        client
+    }
+
+    /// The transaction went through cleanly and the connection is idle: it
+    /// may be kept for reuse (no protocol error, no failed MAIL/DATA).
+    pub fn reusable(&self) -> bool {
+        self.stage == Stage::Idle
+            && !self.protocol_error
+            && !self.transaction_failed
+            && !self.needs_rset
+    }
+
+    /// The RSET probe of a reused session failed: nothing was done.
+    pub fn probe_failed(&self) -> bool {
+        self.probe_failed
     }
 
     /// Extensions of the server (empty before EHLO succeeded or after HELO).
@@ -446,7 +492,9 @@ impl Client {
         if reply.malformed || reply.is_protocol_violation() {
             self.protocol_error = true;
         }
-        if reply.code == 421 && !matches!(expect, Expect::Quit | Expect::EmptyDot) {
+        if reply.code == 421
+            && !matches!(expect, Expect::Quit | Expect::EmptyDot | Expect::RsetProbe)
+        {
             let text = match expect {
                 Expect::Greeting | Expect::Hello(_) => format!(
                     "host {} refused to talk to me: {}",
@@ -477,6 +525,15 @@ impl Client {
                 }
             }
             Expect::StartTls => self.on_starttls(&reply),
+            Expect::RsetProbe => {
+                if reply.is_positive() {
+                    self.handshake_done = true;
+                    self.start_transaction();
+                } else {
+                    self.probe_failed = true;
+                    self.quit();
+                }
+            }
             Expect::Quit | Expect::QuitNoReply => {}
         }
     }
@@ -484,6 +541,13 @@ impl Client {
     /// The transport failed while doing the current action: every recipient
     /// still open gets 4.4.2 naming the step.
     pub fn on_io_failure(&mut self, failure: IoFailure) {
+        let probing = matches!(self.pending.front(), Some((Expect::RsetProbe, _)))
+            || self.sending == Some(Phase::RsetProbe);
+        if probing {
+            self.probe_failed = true;
+            self.close();
+            return;
+        }
         let phase = self
             .pending
             .front()

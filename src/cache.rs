@@ -1,0 +1,368 @@
+//! The connection cache shared by all workers (Postfix's scache with
+//! smtp_reuse.c's labels): idle SMTP/LMTP sessions kept after a successful
+//! transaction, found again by next-hop label or by endpoint label.
+//!
+//! A session is stored under its endpoint label (address, port, protocol,
+//! TLS level and verified identity, HELO name) and, for the first good
+//! session of a job, under the job's next-hop label too; taking it by
+//! either label removes it from both. Sessions leave the cache when taken,
+//! when idle longer than `[cache] time_limit`, when older than
+//! `reuse_time_limit` or used `reuse_count_limit` + 1 times, and on
+//! shutdown; leaving sessions are closed with QUIT. The lock is never held
+//! during network I/O: sessions are moved out before they are closed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::CacheConfig;
+use crate::connect::Endpoint;
+use crate::recipients::TlsSummary;
+use crate::smtp::command;
+use crate::smtp::ehlo::Extensions;
+use crate::tls_policy::Level;
+use crate::transport::{Connection, Transport};
+
+/// What must match for an idle session to be reused for a new one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointLabel {
+    pub lmtp: bool,
+    pub endpoint: Endpoint,
+    pub tls_level: Level,
+    /// Names the certificate was verified for ("" when not verified).
+    pub verified_identity: String,
+    pub helo_name: String,
+}
+
+/// The label of a job's destination (Postfix's next-hop label).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NexthopLabel {
+    pub lmtp: bool,
+    /// The destination as written in the job.
+    pub nexthop: String,
+    pub tls_level: Level,
+    pub helo_name: String,
+    /// The job needs SMTPUTF8 (a session found for one that does not
+    /// might lack it).
+    pub smtputf8: bool,
+}
+
+/// An idle session and what is needed to resume it.
+pub struct IdleSession {
+    pub conn: Connection<Box<dyn Transport>>,
+    pub extensions: Extensions,
+    pub endpoint: EndpointLabel,
+    /// `host[addr]` and `host[addr]:port`.
+    pub display: String,
+    pub relay: String,
+    pub tls: Option<TlsSummary>,
+    /// When the connection was made, and how often it was used.
+    pub connected_at: Instant,
+    pub uses: u32,
+}
+
+struct Entry {
+    session: IdleSession,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    sessions: HashMap<u64, Entry>,
+    by_endpoint: HashMap<EndpointLabel, Vec<u64>>,
+    by_nexthop: HashMap<NexthopLabel, Vec<u64>>,
+}
+
+/// Counters for `mailhop status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub stored: u64,
+    pub idle: u64,
+}
+
+/// The shared cache.
+pub struct SessionCache {
+    config: CacheConfig,
+    inner: Mutex<Inner>,
+    /// Jobs queued or running per next hop (on-demand caching).
+    demand: Mutex<HashMap<String, usize>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl SessionCache {
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner::default()),
+            demand: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// Whether `nexthop` is one of `[cache] destinations` (bare name, no
+    /// brackets or port, as Postfix's smtp_connection_cache_destinations).
+    pub fn always_cached(&self, nexthop: &str) -> bool {
+        let bare = nexthop.trim_start_matches('[');
+        let bare = bare.split([']', ':']).next().unwrap_or(bare);
+        self.config
+            .destinations
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(bare) || d.eq_ignore_ascii_case(nexthop))
+    }
+
+    /// Counts a job for `nexthop` as queued or running until the guard is
+    /// dropped: with `on_demand`, sessions are cached while more than one
+    /// job for the same destination is around.
+    pub fn demand(self: &std::sync::Arc<Self>, nexthop: &str) -> DemandGuard {
+        let key = nexthop.to_ascii_lowercase();
+        if let Ok(mut demand) = self.demand.lock() {
+            *demand.entry(key.clone()).or_insert(0) += 1;
+        }
+        DemandGuard {
+            cache: std::sync::Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Jobs for `nexthop` queued or running now.
+    pub fn demand_for(&self, nexthop: &str) -> usize {
+        self.demand
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&nexthop.to_ascii_lowercase()).copied())
+            .unwrap_or(0)
+    }
+
+    /// Whether a job for `nexthop` looks up and stores sessions: `[cache]
+    /// destinations`, else with `on_demand` when other jobs for it are
+    /// around (the job itself counts one).
+    pub fn policy_for(&self, nexthop: &str) -> (bool, bool) {
+        if self.always_cached(nexthop) {
+            return (true, true);
+        }
+        if self.config.on_demand {
+            let busy = self.demand_for(nexthop) > 1;
+            return (true, busy);
+        }
+        (false, false)
+    }
+
+    /// A session may still be reused (age and use count).
+    pub fn reusable(&self, session: &IdleSession) -> bool {
+        let young = session.connected_at.elapsed() < self.config.reuse_time_limit;
+        let limit = self.config.reuse_count_limit;
+        young && (limit == 0 || session.uses <= limit)
+    }
+
+    /// Keeps an idle session. Sessions past their reuse limits are closed instead.
+    pub fn store(&self, session: IdleSession, nexthop: Option<NexthopLabel>) {
+        if !self.reusable(&session) {
+            close_session(session);
+            return;
+        }
+        let overflow = {
+            let Ok(mut inner) = self.inner.lock() else {
+                drop(session);
+                return;
+            };
+            let id = inner.next_id;
+            inner.next_id = inner.next_id.wrapping_add(1);
+            inner
+                .by_endpoint
+                .entry(session.endpoint.clone())
+                .or_default()
+                .push(id);
+            if let Some(label) = nexthop {
+                inner.by_nexthop.entry(label).or_default().push(id);
+            }
+            inner.sessions.insert(
+                id,
+                Entry {
+                    session,
+                    idle_since: Instant::now(),
+                },
+            );
+            self.stored.fetch_add(1, Ordering::Relaxed);
+            // Over the cap: drop the oldest idle session.
+            if inner.sessions.len() > self.config.max_idle {
+                let oldest = inner
+                    .sessions
+                    .iter()
+                    .min_by_key(|(_, e)| e.idle_since)
+                    .map(|(id, _)| *id);
+                oldest.and_then(|id| inner.sessions.remove(&id))
+            } else {
+                None
+            }
+        };
+        if let Some(entry) = overflow {
+            close_session(entry.session);
+        }
+    }
+
+    /// An idle session for this next-hop label.
+    pub fn take_by_nexthop(&self, label: &NexthopLabel) -> Option<IdleSession> {
+        let found = self.take_with(|inner| inner.by_nexthop.get_mut(label));
+        self.count(found.is_some());
+        found
+    }
+
+    /// An idle session for this endpoint.
+    pub fn take_by_endpoint(&self, label: &EndpointLabel) -> Option<IdleSession> {
+        let found = self.take_with(|inner| inner.by_endpoint.get_mut(label));
+        self.count(found.is_some());
+        found
+    }
+
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take_with<F>(&self, list: F) -> Option<IdleSession>
+    where
+        F: Fn(&mut Inner) -> Option<&mut Vec<u64>>,
+    {
+        let mut expired = Vec::new();
+        let found = {
+            let mut inner = self.inner.lock().ok()?;
+            let ids: Vec<u64> = list(&mut inner).map(std::mem::take).unwrap_or_default();
+            let mut found = None;
+            let mut rest = Vec::new();
+            for id in ids {
+                if found.is_some() {
+                    rest.push(id);
+                    continue;
+                }
+                let Some(entry) = inner.sessions.remove(&id) else {
+                    continue;
+                };
+                if entry.idle_since.elapsed() >= self.config.time_limit
+                    || !self.reusable(&entry.session)
+                {
+                    expired.push(entry.session);
+                } else {
+                    found = Some(entry.session);
+                }
+            }
+            // Put back what was not looked at (newest last, taken first next time).
+            if let Some(slot) = list(&mut inner) {
+                slot.extend(rest);
+            }
+            found
+        };
+        for session in expired {
+            close_session(session);
+        }
+        found
+    }
+
+    /// Closes sessions idle longer than `time_limit`, past their reuse
+    /// limits, or closed by the peer. Call it about once a second.
+    pub fn expire(&self) {
+        let leaving: Vec<IdleSession> = {
+            let Ok(mut inner) = self.inner.lock() else {
+                return;
+            };
+            let limit = self.config.time_limit;
+            let mut old = Vec::new();
+            for (id, e) in inner.sessions.iter_mut() {
+                if e.idle_since.elapsed() >= limit
+                    || !self.reusable(&e.session)
+                    || e.session.conn.peer_closed()
+                {
+                    old.push(*id);
+                }
+            }
+            let leaving = old
+                .iter()
+                .filter_map(|id| inner.sessions.remove(id))
+                .map(|e| e.session)
+                .collect();
+            let live: std::collections::HashSet<u64> = inner.sessions.keys().copied().collect();
+            inner.by_endpoint.retain(|_, ids| {
+                ids.retain(|id| live.contains(id));
+                !ids.is_empty()
+            });
+            inner.by_nexthop.retain(|_, ids| {
+                ids.retain(|id| live.contains(id));
+                !ids.is_empty()
+            });
+            leaving
+        };
+        for session in leaving {
+            close_session(session);
+        }
+    }
+
+    /// Closes every idle session (shutdown).
+    pub fn close_all(&self) {
+        let all: Vec<IdleSession> = match self.inner.lock() {
+            Ok(mut inner) => {
+                inner.by_endpoint.clear();
+                inner.by_nexthop.clear();
+                inner.sessions.drain().map(|(_, e)| e.session).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for session in all {
+            close_session(session);
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let idle = self.inner.lock().map(|i| i.sessions.len()).unwrap_or(0);
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+            idle: u64::try_from(idle).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// See [`SessionCache::demand`].
+pub struct DemandGuard {
+    cache: std::sync::Arc<SessionCache>,
+    key: String,
+}
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        if let Ok(mut demand) = self.cache.demand.lock() {
+            let gone = match demand.get_mut(&self.key) {
+                Some(count) => {
+                    *count = count.saturating_sub(1);
+                    *count == 0
+                }
+                None => false,
+            };
+            if gone {
+                demand.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Drop for SessionCache {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+/// QUIT without waiting for the reply, then drop the connection.
+fn close_session(mut session: IdleSession) {
+    let _ = session.conn.send(command::QUIT, Duration::from_secs(2));
+}
