@@ -35,14 +35,14 @@ pub fn socket_peer_closed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd;
     let mut byte = [0u8; 1];
-    match recv(
-        fd.as_raw_fd(),
-        &mut byte,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    ) {
-        Err(nix::errno::Errno::EAGAIN) => false,
-        _ => true,
-    }
+    !matches!(
+        recv(
+            fd.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Err(nix::errno::Errno::EAGAIN)
+    )
 }
 
 impl Transport for std::net::TcpStream {
