@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::message::Message;
@@ -485,4 +485,140 @@ fn unsafe_envelope_is_refused_before_connecting() {
     );
     assert_eq!((out[0].0, out[0].1.as_str()), (Status::Bounced, "5.1.3"));
     assert_eq!(out[1].0, Status::Sent);
+}
+
+fn cached_deliverer(net: &'static FakeNet) -> Deliverer {
+    let cache = Arc::new(crate::cache::SessionCache::new(Config::default().cache));
+    Deliverer::new(Config::default())
+        .with_resolver(Box::new(no_dns()))
+        .with_connector(Box::new(net))
+        .with_cache(cache)
+}
+
+fn run_cached(deliverer: &Deliverer, nexthop: &str, rcpt: &str) -> (Status, Vec<String>) {
+    let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+    let request = Request {
+        protocol: Protocol::Smtp,
+        nexthop,
+        envelope: Envelope {
+            sender: "s@x.test".into(),
+            recipients: vec![Recipient {
+                address: rcpt.into(),
+                orcpt: None,
+                notify: Notify::default(),
+            }],
+            envid: None,
+            ret: None,
+            smtputf8: false,
+        },
+        message: &message,
+        facts: MessageFacts {
+            size: 15,
+            has_8bit: false,
+        },
+        arrival: None,
+        cache: CacheUse {
+            load: true,
+            store: true,
+        },
+    };
+    let delivery = deliverer.deliver(&request);
+    assert_eq!(delivery.settled.len(), 1);
+    (delivery.settled[0].outcome.status, delivery.log)
+}
+
+/// One connection carries several transactions: greeting and EHLO once,
+/// then RSET probes before each reuse.
+fn reusable_peer(transactions: usize, then_hang_up: bool) -> Peer {
+    let mut lines = vec![
+        "220 ok ESMTP\r\n".to_string(),
+        "250-ok\r\n250 PIPELINING\r\n".to_string(),
+    ];
+    for n in 0..transactions {
+        if n > 0 {
+            lines.push("250 2.0.0 Ok\r\n".into()); // RSET probe
+        }
+        lines.push("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n".into());
+        lines.push("250 2.0.0 Ok\r\n".into());
+    }
+    let mut steps: Vec<Step> = lines.iter().map(|l| say(l)).collect();
+    if then_hang_up {
+        steps.push(Step::Hangup);
+    }
+    Peer::Script(steps)
+}
+
+#[test]
+fn cached_session_is_reused_by_the_next_job() {
+    let net = net(vec![(1, reusable_peer(3, false))]);
+    let deliverer = cached_deliverer(net);
+    for n in 0..3 {
+        let (status, log) = run_cached(&deliverer, "[127.0.0.1]:2525", &format!("r{n}@y.test"));
+        assert_eq!(status, Status::Sent, "job {n}: {log:?}");
+        if n > 0 {
+            assert!(
+                log.iter().any(|l| l.starts_with("reused cached session")),
+                "job {n}: {log:?}"
+            );
+        }
+    }
+    assert_eq!(connects(net), vec![ip(1)]);
+    let stats = deliverer.cache().map(|c| c.stats()).unwrap_or_default();
+    assert_eq!(stats.hits, 2);
+}
+
+#[test]
+fn a_cached_session_closed_by_the_server_is_replaced_without_losing_the_recipient() {
+    // The first connection hangs up after one transaction; the RSET probe
+    // fails and the job connects afresh.
+    let net = net(vec![(1, reusable_peer(1, true))]);
+    let deliverer = cached_deliverer(net);
+    assert_eq!(
+        run_cached(&deliverer, "[127.0.0.1]:2525", "a@y.test").0,
+        Status::Sent
+    );
+    let (status, log) = run_cached(&deliverer, "[127.0.0.1]:2525", "b@y.test");
+    assert_eq!(status, Status::Sent, "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("no longer usable")),
+        "{log:?}"
+    );
+    assert_eq!(connects(net), vec![ip(1), ip(1)]);
+}
+
+#[test]
+fn no_caching_without_the_store_hint_or_cache() {
+    let net = net(vec![(1, good(1))]);
+    let deliverer = Deliverer::new(Config::default())
+        .with_resolver(Box::new(no_dns()))
+        .with_connector(Box::new(net));
+    assert_eq!(
+        run_cached(&deliverer, "[127.0.0.1]", "a@y.test").0,
+        Status::Sent
+    );
+    assert_eq!(
+        run_cached(&deliverer, "[127.0.0.1]", "b@y.test").0,
+        Status::Sent
+    );
+    assert_eq!(connects(net), vec![ip(1), ip(1)]);
+}
+
+#[test]
+fn reuse_count_limit_is_honoured() {
+    let net = net(vec![(1, reusable_peer(2, false))]);
+    let mut config = Config::default();
+    config.cache.reuse_count_limit = 1; // used at most twice
+    let cache = Arc::new(crate::cache::SessionCache::new(config.cache.clone()));
+    let deliverer = Deliverer::new(config)
+        .with_resolver(Box::new(no_dns()))
+        .with_connector(Box::new(net))
+        .with_cache(cache);
+    for n in 0..3 {
+        assert_eq!(
+            run_cached(&deliverer, "[127.0.0.1]:2525", &format!("r{n}@y.test")).0,
+            Status::Sent
+        );
+    }
+    // Two uses on the first connection, then a new one.
+    assert_eq!(connects(net), vec![ip(1), ip(1)]);
 }
