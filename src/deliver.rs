@@ -25,8 +25,8 @@ use crate::dsn::Dsn;
 use crate::interfaces::OwnAddresses;
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
-use crate::recipients::TlsSummary;
 use crate::recipients::{Ledger, Settled};
+use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::DnsResolver;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
@@ -637,6 +637,7 @@ impl Deliverer {
             uses,
             ..
         } = idle;
+        let reuse_start = std::time::Instant::now();
         let mut client = Client::resume(
             client_settings,
             envelope,
@@ -665,9 +666,15 @@ impl Deliverer {
         }
         job.trouble
             .note(format!("reused cached session to {}", server.relay));
+        let now = std::time::Instant::now();
         let via = Via {
             relay: server.relay.clone(),
             tls,
+            timing: Some(SessionTiming {
+                connect: reuse_start,
+                handshake: client.handshake_at().unwrap_or(now),
+                end: now,
+            }),
         };
         let handshake = Handshake::Done;
         let final_server =
@@ -808,6 +815,7 @@ impl Deliverer {
                 _ => None,
             },
         };
+        let connect_start = std::time::Instant::now();
         let mut stream = match self
             .connector
             .connect(&server.endpoint, &server.display, &options)
@@ -899,6 +907,12 @@ impl Deliverer {
         if let Some(info) = &starttls.info {
             via.tls = Some(tls_summary(info));
         }
+        let now = std::time::Instant::now();
+        via.timing = Some(SessionTiming {
+            connect: connect_start,
+            handshake: client.handshake_at().unwrap_or(now),
+            end: now,
+        });
         if client.retry_plain() {
             return (Handshake::Failed, true);
         }

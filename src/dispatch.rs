@@ -8,7 +8,7 @@
 //! recipient deferred by the ledger, never lost.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::deliver::{CacheUse, Deliverer, Request};
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
@@ -20,6 +20,18 @@ use crate::transport::strerror;
 
 /// Runs a job to completion. `with_log` adds the transcript summary.
 pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobResult, JobError> {
+    execute_at(deliverer, job, with_log, Instant::now())
+}
+
+/// As [`execute`], for a job received at `received` (the log's delays
+/// start there).
+pub fn execute_at(
+    deliverer: &Deliverer,
+    job: &Job,
+    with_log: bool,
+    received: Instant,
+) -> Result<JobResult, JobError> {
+    let started = Instant::now();
     let error = |text: String| JobError::new(Some(job.id.clone()), text);
     job.check().map_err(error)?;
     let message = match &job.message {
@@ -106,11 +118,105 @@ pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobRe
             "internal error: {missing} recipients without an outcome"
         )));
     }
-    let mut result = JobResult::new(job.id.clone(), settled.into_iter().flatten().collect());
+    let settled: Vec<Settled> = settled.into_iter().flatten().collect();
+    let service = match protocol {
+        Protocol::Smtp => "smtp",
+        Protocol::Lmtp => "lmtp",
+    };
+    let json = deliverer.config().log.format == "json";
+    let since = job
+        .arrival_time
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .and_then(|arrival| SystemTime::now().duration_since(arrival).ok());
+    for one in &settled {
+        log_recipient(service, &job.id, one, received, started, since, json);
+    }
+    let mut result = JobResult::new(job.id.clone(), settled);
     if with_log {
         result.log = Some(log);
     }
     Ok(result)
+}
+
+/// One log line per recipient, Postfix style (`ID: to=<...>, relay=...,
+/// delay=..., delays=a/b/c/d, dsn=..., status=... (...)`), or one JSON
+/// object with the same fields and the TLS details. delays: a = waiting
+/// for a worker, b = before the deciding connection (DNS, other servers),
+/// c = connection setup (connect, greeting, EHLO, TLS), d = transmission.
+fn log_recipient(
+    service: &str,
+    id: &str,
+    settled: &Settled,
+    received: Instant,
+    started: Instant,
+    since_arrival: Option<Duration>,
+    json: bool,
+) {
+    let now = Instant::now();
+    let outcome = &settled.outcome;
+    let a = started.saturating_duration_since(received);
+    let (b, c, d) = match outcome.timing {
+        Some(t) => (
+            t.connect.saturating_duration_since(started),
+            t.handshake.saturating_duration_since(t.connect),
+            t.end.saturating_duration_since(t.handshake),
+        ),
+        None => (
+            now.saturating_duration_since(started),
+            Duration::ZERO,
+            Duration::ZERO,
+        ),
+    };
+    let delay = since_arrival.unwrap_or_else(|| now.saturating_duration_since(received));
+    let target = format!("mailhop/{service}");
+    if json {
+        let line = serde_json::json!({
+            "id": id,
+            "to": settled.address,
+            "relay": outcome.relay,
+            "delay": delay.as_secs_f64(),
+            "delays": [a.as_secs_f64(), b.as_secs_f64(), c.as_secs_f64(), d.as_secs_f64()],
+            "dsn": outcome.dsn.to_string(),
+            "status": outcome.status.as_str(),
+            "diagnostic": outcome.diagnostic,
+            "tls": outcome.tls,
+        });
+        log::info!(target: &target, "{line}");
+        return;
+    }
+    log::info!(
+        target: &target,
+        "{id}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
+        crate::recipients::printable_address(&settled.address),
+        outcome.relay.as_deref().unwrap_or("none"),
+        seconds(delay),
+        seconds(a),
+        seconds(b),
+        seconds(c),
+        seconds(d),
+        outcome.dsn,
+        outcome.status.as_str(),
+        outcome.diagnostic
+    );
+}
+
+/// Postfix's delay format: two significant digits below 10 s, "0" for
+/// nothing measurable.
+fn seconds(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 0.005 {
+        return "0".into();
+    }
+    let text = if secs < 10.0 {
+        format!("{secs:.2}")
+    } else {
+        format!("{secs:.0}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
 }
 
 /// Recipients grouped by next hop: the job's, else `relayhost` (SMTP), else

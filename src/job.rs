@@ -259,6 +259,7 @@ mod tests {
                 relay: Some("h[127.0.0.1]:2525".into()),
                 diagnostic: "250 2.0.0 Ok".into(),
                 tls: None,
+                timing: None,
             },
         }
     }

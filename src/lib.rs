@@ -19,6 +19,7 @@ pub mod dns;
 pub mod dsn;
 pub mod interfaces;
 pub mod job;
+pub mod logging;
 pub mod message;
 pub mod mxlist;
 pub mod nexthop;

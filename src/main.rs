@@ -1,8 +1,7 @@
 //! `mailhop`: thin entry point; everything lives in the library.
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
+    let daemon = std::env::args_os().nth(1).is_some_and(|a| a == "daemon");
+    mailhop::logging::init(daemon);
     std::process::exit(mailhop::cli::run(std::env::args_os()));
 }

@@ -5,7 +5,7 @@
 //! The only place where a `Dsn` becomes a recipient's outcome. Pure.
 
 use crate::dsn::Dsn;
-use crate::recipients::{Ledger, Outcome, Status, TlsSummary};
+use crate::recipients::{Ledger, Outcome, SessionTiming, Status, TlsSummary};
 use crate::smtp::client::RcptResult;
 
 /// Tracks the last failure reason across all servers of a job (Postfix's
@@ -39,6 +39,9 @@ impl Trouble {
 pub struct Via {
     pub relay: String,
     pub tls: Option<TlsSummary>,
+    /// When the session's connection attempt began, its handshake ended,
+    /// and it ended (Postfix's delays c and d).
+    pub timing: Option<SessionTiming>,
 }
 
 impl Via {
@@ -46,6 +49,7 @@ impl Via {
         Self {
             relay: relay.into(),
             tls: None,
+            timing: None,
         }
     }
 }
@@ -57,6 +61,7 @@ fn outcome(status: Status, dsn: &Dsn, via: Option<&Via>) -> Outcome {
         relay: via.map(|v| v.relay.clone()),
         diagnostic: dsn.text.clone(),
         tls: via.and_then(|v| v.tls.clone()),
+        timing: via.and_then(|v| v.timing),
     }
 }
 

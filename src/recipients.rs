@@ -39,6 +39,16 @@ pub struct Outcome {
     pub diagnostic: String,
     /// TLS of the session that decided, when there was one.
     pub tls: Option<TlsSummary>,
+    /// Timing of the session that decided, for the log's delays.
+    pub timing: Option<SessionTiming>,
+}
+
+/// When the deciding session connected, finished its handshake, and ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTiming {
+    pub connect: std::time::Instant,
+    pub handshake: std::time::Instant,
+    pub end: std::time::Instant,
 }
 
 /// How the deciding session was protected: for auditing.
@@ -105,10 +115,6 @@ impl Ledger {
     pub fn settle(&mut self, index: usize, outcome: Outcome) -> bool {
         match self.outcomes.get_mut(index) {
             Some(slot @ None) => {
-                log_outcome(
-                    self.addresses.get(index).map_or("", String::as_str),
-                    &outcome,
-                );
                 *slot = Some(outcome);
                 true
             }
@@ -149,6 +155,7 @@ impl Ledger {
                     diagnostic: "mail system software error: recipient left without an outcome"
                         .into(),
                     tls: None,
+                    timing: None,
                 }
             });
             settled.push(Settled { address, outcome });
@@ -166,17 +173,6 @@ pub fn printable_address(address: &str) -> String {
         .collect()
 }
 
-fn log_outcome(address: &str, outcome: &Outcome) {
-    log::info!(
-        "to=<{}>, relay={}, dsn={}, status={} ({})",
-        printable_address(address),
-        outcome.relay.as_deref().unwrap_or("none"),
-        outcome.dsn,
-        outcome.status.as_str(),
-        outcome.diagnostic
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +184,7 @@ mod tests {
             relay: None,
             diagnostic: "x".into(),
             tls: None,
+            timing: None,
         }
     }
 

@@ -309,6 +309,8 @@ pub struct Client {
     /// A reused session failed its RSET probe: discard it; no recipient
     /// was touched.
     probe_failed: bool,
+    /// When the handshake completed (for the log's delays).
+    handshake_at: Option<std::time::Instant>,
 }
 
 impl Client {
@@ -339,7 +341,13 @@ impl Client {
             retry_plain: false,
             tls_due: false,
             probe_failed: false,
+            handshake_at: None,
         }
+    }
+
+    /// When the greeting/EHLO/TLS handshake (or the RSET probe) completed.
+    pub fn handshake_at(&self) -> Option<std::time::Instant> {
+        self.handshake_at
     }
 
     /// A session taken from the connection cache: the server already
@@ -528,6 +536,8 @@ impl Client {
             Expect::RsetProbe => {
                 if reply.is_positive() {
                     self.handshake_done = true;
+                    self.handshake_at
+                        .get_or_insert_with(std::time::Instant::now);
                     self.start_transaction();
                 } else {
                     self.probe_failed = true;
@@ -707,6 +717,8 @@ impl Client {
                 }
             }
             self.handshake_done = true;
+            self.handshake_at
+                .get_or_insert_with(std::time::Instant::now);
             self.start_transaction();
             return;
         }
@@ -746,6 +758,8 @@ impl Client {
         );
         self.extensions.starttls = false;
         self.handshake_done = true;
+        self.handshake_at
+            .get_or_insert_with(std::time::Instant::now);
         self.start_transaction();
     }
 

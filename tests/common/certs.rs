@@ -216,7 +216,6 @@ fn leaf(
         KeyUsage::new()
             .critical()
             .digital_signature()
-            .key_agreement()
             .build()?,
     )?;
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;

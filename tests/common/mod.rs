@@ -25,7 +25,9 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod dnsmasq;
+pub mod postfix;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;

@@ -1,0 +1,105 @@
+//! Log output: env_logger to stderr in the shape mail administrators and
+//! their tools (grep habits, pflogsumm) expect from Postfix:
+//! `Nov 23 13:20:01 host mailhop/smtp[PID]: ID: to=<...>, ...` for delivery
+//! lines and `mailhop[PID]: warning: ...` for the rest. Under journald
+//! (JOURNAL_STREAM set) the timestamp and host are left to the journal.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Installs the logger. The daemon logs at info by default (one line per
+/// recipient); the command line at warn. RUST_LOG overrides both.
+pub fn init(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let pid = std::process::id();
+    let syslog_prefix = std::env::var_os("JOURNAL_STREAM").is_none();
+    let host = short_hostname();
+    let result =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+            .format(move |buf, record| {
+                let stamp = if syslog_prefix {
+                    format!("{} {host} ", syslog_time(SystemTime::now()))
+                } else {
+                    String::new()
+                };
+                let target = record.target();
+                if let Some(service) = target.strip_prefix("mailhop/") {
+                    writeln!(buf, "{stamp}mailhop/{service}[{pid}]: {}", record.args())
+                } else {
+                    let level = match record.level() {
+                        log::Level::Error => "error: ",
+                        log::Level::Warn => "warning: ",
+                        _ => "",
+                    };
+                    writeln!(buf, "{stamp}mailhop[{pid}]: {level}{}", record.args())
+                }
+            })
+            .try_init();
+    if result.is_err() {
+        eprintln!("mailhop: logger already initialised");
+    }
+}
+
+fn short_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or("localhost").to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `Nov 23 13:20:01` (UTC), the classic syslog timestamp.
+pub fn syslog_time(when: SystemTime) -> String {
+    let secs = when
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (_, month, day) = civil_from_days(days);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let name = MONTHS
+        .get(month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "{name} {day:>2} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month 1–12, day 1–31) (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn syslog_timestamps() {
+        assert_eq!(syslog_time(UNIX_EPOCH), "Jan  1 00:00:00");
+        // 2026-11-23 13:20:01 UTC
+        let t = UNIX_EPOCH + Duration::from_secs(1795440001);
+        assert_eq!(syslog_time(t), "Nov 23 13:20:01");
+        // 2024-02-29 23:59:59 UTC (leap day)
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199);
+        assert_eq!(syslog_time(t), "Feb 29 23:59:59");
+    }
+}

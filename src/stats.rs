@@ -1,0 +1,236 @@
+//! Daemon counters for `mailhop status`: jobs accepted, answered and
+//! failed, recipients by final status, busy workers, and the connection
+//! cache's own counters through [`CacheReport`].
+//!
+//! Error contract: none. Counters are relaxed atomics that only ever count
+//! up (or, for the gauges, up and down in pairs); a snapshot is a
+//! best-effort view, never a reason to fail.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::SessionCache;
+use crate::recipients::Status;
+
+/// What a connection cache reports to `mailhop status`. The daemon asks
+/// its cache (or any other implementation handed to it) for these numbers
+/// on every status request.
+pub trait CacheReport: Send + Sync {
+    fn cache_counters(&self) -> CacheCounters;
+}
+
+/// The `cache` object of a status reply, filled by the connection cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounters {
+    /// Lookups that found an idle session.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// Sessions put into the cache.
+    pub stored: u64,
+    /// Idle sessions held right now.
+    pub idle: u64,
+}
+
+impl CacheReport for SessionCache {
+    fn cache_counters(&self) -> CacheCounters {
+        let stats = self.stats();
+        CacheCounters {
+            hits: stats.hits,
+            misses: stats.misses,
+            stored: stats.stored,
+            idle: stats.idle,
+        }
+    }
+}
+
+/// Live counters, shared by the connections and the workers.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    accepted: AtomicU64,
+    answered: AtomicU64,
+    errors: AtomicU64,
+    sent: AtomicU64,
+    deferred: AtomicU64,
+    bounced: AtomicU64,
+    busy: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            accepted: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            bounced: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// A job passed the checks and was queued.
+    pub fn job_accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An accepted job got its result: one count per recipient status.
+    pub fn job_done<'a>(&self, statuses: impl IntoIterator<Item = &'a Status>) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        for status in statuses {
+            let counter = match status {
+                Status::Sent => &self.sent,
+                Status::Deferred => &self.deferred,
+                Status::Bounced => &self.bounced,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An accepted job ended with an error result (e.g. its message file
+    /// could not be read).
+    pub fn job_failed(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A line was refused before it became a job (malformed, too long...).
+    pub fn line_refused(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn worker_busy(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn worker_idle(&self) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The status reply. `queue_depth`: jobs waiting for a worker.
+    pub fn snapshot(&self, pool: PoolShape, cache: CacheCounters) -> StatusReport {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let answered = self.answered.load(Ordering::Relaxed);
+        StatusReport {
+            command: "status".into(),
+            accepted,
+            in_flight: accepted.saturating_sub(answered),
+            done: DoneCounters {
+                jobs: answered,
+                sent: self.sent.load(Ordering::Relaxed),
+                deferred: self.deferred.load(Ordering::Relaxed),
+                bounced: self.bounced.load(Ordering::Relaxed),
+            },
+            errors: self.errors.load(Ordering::Relaxed),
+            workers: WorkerCounters {
+                total: pool.workers,
+                busy: self.busy.load(Ordering::Relaxed),
+            },
+            queue: QueueCounters {
+                depth: pool.queue_depth,
+                capacity: pool.queue_capacity,
+            },
+            uptime: self.started.elapsed().as_secs(),
+            cache,
+        }
+    }
+}
+
+/// The worker pool's size and fill, for a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolShape {
+    pub workers: u64,
+    pub queue_depth: u64,
+    pub queue_capacity: u64,
+}
+
+/// The reply to `{"command":"status"}`, one JSON line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Always "status": tells the reply apart from job results.
+    pub command: String,
+    /// Jobs accepted since start.
+    pub accepted: u64,
+    /// Accepted jobs without a result yet (queued or being delivered).
+    pub in_flight: u64,
+    /// Accepted jobs answered, and their recipients by final status.
+    pub done: DoneCounters,
+    /// Error results: refused lines and jobs that could not run.
+    pub errors: u64,
+    pub workers: WorkerCounters,
+    pub queue: QueueCounters,
+    /// Seconds since the daemon started.
+    pub uptime: u64,
+    pub cache: CacheCounters,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneCounters {
+    /// Accepted jobs that got a result or an error result.
+    pub jobs: u64,
+    /// Recipients sent.
+    pub sent: u64,
+    /// Recipients deferred.
+    pub deferred: u64,
+    /// Recipients bounced.
+    pub bounced: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    pub total: u64,
+    pub busy: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounters {
+    pub depth: u64,
+    pub capacity: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_shape() {
+        let stats = Stats::new();
+        stats.job_accepted();
+        stats.job_accepted();
+        stats.job_accepted();
+        stats.job_done(&[Status::Sent, Status::Deferred]);
+        stats.job_failed();
+        stats.line_refused();
+        stats.worker_busy();
+        let report = stats.snapshot(
+            PoolShape {
+                workers: 4,
+                queue_depth: 0,
+                queue_capacity: 8,
+            },
+            CacheCounters::default(),
+        );
+        assert_eq!(report.accepted, 3);
+        assert_eq!(report.in_flight, 1);
+        assert_eq!(report.done.jobs, 2);
+        assert_eq!(report.done.sent, 1);
+        assert_eq!(report.done.deferred, 1);
+        assert_eq!(report.errors, 2);
+        assert_eq!(report.workers.busy, 1);
+        let json = serde_json::to_value(&report).unwrap_or_default();
+        assert_eq!(json["command"], "status");
+        assert_eq!(json["done"]["sent"], 1);
+        assert_eq!(json["cache"]["hits"], 0);
+        assert_eq!(json["queue"]["capacity"], 8);
+    }
+}
