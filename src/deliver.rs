@@ -612,23 +612,9 @@ impl Deliverer {
         idle: IdleSession,
         job: &mut JobState,
     ) -> Option<Handshake> {
-        let indexes = job.ledger.pending();
-        let envelope = Envelope {
-            recipients: indexes
-                .iter()
-                .filter_map(|&i| request.envelope.recipients.get(i).cloned())
-                .collect(),
-            ..request.envelope.clone()
-        };
-        let client_settings = ClientSettings {
-            lmtp: request.protocol == Protocol::Lmtp,
-            helo_name: settings.helo_name.clone(),
-            skip_5xx_greeting: settings.skip_5xx_greeting,
-            peer: idle.display.clone(),
-            smtputf8_enable: self.config.smtp.smtputf8_enable,
-            loop_check: None,
-            tls: TlsMode::Off,
-        };
+        let (indexes, envelope) = pending_envelope(request, &job.ledger);
+        let client_settings =
+            self.client_settings(request, settings, &idle.display, None, TlsMode::Off);
         let IdleSession {
             conn,
             extensions,
@@ -676,33 +662,81 @@ impl Deliverer {
                 end: now,
             }),
         };
-        let handshake = Handshake::Done;
-        let final_server =
-            server.final_nexthop && (server.last_address || server.session_limit_next);
+        let ended = Ended {
+            conn,
+            end,
+            via,
+            connected_at,
+            uses: uses + 1,
+        };
+        Some(self.finish_session(request, settings, server, client, &indexes, ended, job))
+    }
+
+    fn client_settings(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        peer: &str,
+        loop_check: Option<LoopCheck>,
+        tls: TlsMode,
+    ) -> ClientSettings {
+        ClientSettings {
+            lmtp: request.protocol == Protocol::Lmtp,
+            helo_name: settings.helo_name.clone(),
+            skip_5xx_greeting: settings.skip_5xx_greeting,
+            peer: peer.to_string(),
+            smtputf8_enable: self.config.smtp.smtputf8_enable,
+            loop_check,
+            tls,
+        }
+    }
+
+    /// Applies a finished session's results with the final-server rule, then
+    /// keeps the connection in the cache or closes it.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_session(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        server: &Server,
+        client: Client,
+        indexes: &[usize],
+        ended: Ended,
+        job: &mut JobState,
+    ) -> Handshake {
+        let handshake = if client.handshake_done() {
+            Handshake::Done
+        } else {
+            Handshake::Failed
+        };
+        // Postfix: a session past the handshake counts towards
+        // mx_session_limit, and reaching it makes this the final server.
+        let final_server = server.final_nexthop
+            && (server.last_address || (handshake == Handshake::Done && server.session_limit_next));
         let reusable = client.reusable();
         let extensions = client.extensions().clone();
         outcome::apply_session(
             &mut job.ledger,
-            &indexes,
+            indexes,
             client.into_results(),
             final_server,
-            &via,
+            &ended.via,
             &mut job.trouble,
         );
         self.keep_or_close(
             request,
             settings,
             server,
-            conn,
-            end,
+            ended.conn,
+            ended.end,
             reusable,
             extensions,
-            via,
-            connected_at,
-            uses + 1,
+            ended.via,
+            ended.connected_at,
+            ended.uses,
             job,
         );
-        Some(handshake)
+        handshake
     }
 
     /// After a session: keep it in the cache when allowed, else QUIT.
@@ -864,23 +898,14 @@ impl Deliverer {
                 }
             }
         }
-        let indexes = job.ledger.pending();
-        let envelope = Envelope {
-            recipients: indexes
-                .iter()
-                .filter_map(|&i| request.envelope.recipients.get(i).cloned())
-                .collect(),
-            ..request.envelope.clone()
-        };
-        let client_settings = ClientSettings {
-            lmtp: request.protocol == Protocol::Lmtp,
-            helo_name: settings.helo_name.clone(),
-            skip_5xx_greeting: settings.skip_5xx_greeting,
-            peer: server.display.clone(),
-            smtputf8_enable: self.config.smtp.smtputf8_enable,
-            loop_check: server.loop_check.clone(),
-            tls: tls_mode,
-        };
+        let (indexes, envelope) = pending_envelope(request, &job.ledger);
+        let client_settings = self.client_settings(
+            request,
+            settings,
+            &server.display,
+            server.loop_check.clone(),
+            tls_mode,
+        );
         let mut client = Client::new(client_settings, envelope, request.facts);
         let age = request
             .arrival
@@ -916,38 +941,15 @@ impl Deliverer {
         if client.retry_plain() {
             return (Handshake::Failed, true);
         }
-        let handshake = if client.handshake_done() {
-            Handshake::Done
-        } else {
-            Handshake::Failed
-        };
-        // Postfix: a session past the handshake counts towards
-        // mx_session_limit, and reaching it makes this the final server.
-        let final_server = server.final_nexthop
-            && (server.last_address || (handshake == Handshake::Done && server.session_limit_next));
-        let reusable = client.reusable();
-        let extensions = client.extensions().clone();
-        outcome::apply_session(
-            &mut job.ledger,
-            &indexes,
-            client.into_results(),
-            final_server,
-            &via,
-            &mut job.trouble,
-        );
-        self.keep_or_close(
-            request,
-            settings,
-            server,
+        let ended = Ended {
             conn,
             end,
-            reusable,
-            extensions,
             via,
             connected_at,
-            1,
-            job,
-        );
+            uses: 1,
+        };
+        let handshake =
+            self.finish_session(request, settings, server, client, &indexes, ended, job);
         (handshake, false)
     }
 }
@@ -991,6 +993,28 @@ fn tls_summary(info: &TlsInfo) -> TlsSummary {
         verified: info.trust == Trust::Verified,
         trust: info.trust.word().to_ascii_lowercase(),
     }
+}
+
+/// The recipients still open, as ledger positions and as a session envelope.
+fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Envelope) {
+    let indexes = ledger.pending();
+    let envelope = Envelope {
+        recipients: indexes
+            .iter()
+            .filter_map(|&i| request.envelope.recipients.get(i).cloned())
+            .collect(),
+        ..request.envelope.clone()
+    };
+    (indexes, envelope)
+}
+
+/// How a session ended, for [`Deliverer::finish_session`].
+struct Ended {
+    conn: Option<Connection<Box<dyn Transport>>>,
+    end: RunEnd,
+    via: Via,
+    connected_at: std::time::Instant,
+    uses: u32,
 }
 
 /// A job's state across its destinations and servers.

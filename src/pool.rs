@@ -1,0 +1,591 @@
+//! The daemon's worker pool: a fixed number of threads fed by a bounded
+//! crossbeam channel of [`Ticket`]s. Each worker runs one whole delivery
+//! ([`dispatch::execute`]) and hands the answer to the ticket's
+//! [`Report`] — workers never touch a client socket.
+//!
+//! Also owns what must hold for every job: the message file is opened on
+//! behalf of the submitting peer ([`PeerIdentity`]) and checked against
+//! its credentials, every ticket is answered exactly once (a worker and
+//! the shutdown path race for the answer through [`Ticket`]'s claim), and
+//! a job that cannot finish before shutdown is answered with every
+//! recipient deferred, 4.3.0 "mail system shutting down".
+//!
+//! Error contract: nothing here panics on job input; a job that cannot
+//! run becomes an error answer (`{"id":...,"error":...}`), a panic inside
+//! a delivery is caught and answered as an internal error, and the worker
+//! goes on with the next job.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::cache::DemandGuard;
+use crate::deliver::Deliverer;
+use crate::dispatch;
+use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
+use crate::recipients::{Status, printable_address};
+use crate::stats::{PoolShape, Stats};
+use crate::transport::strerror;
+
+/// The diagnostic of a job deferred because the daemon stops.
+pub const SHUTDOWN_DIAGNOSTIC: &str = "mail system shutting down";
+/// Its enhanced status code.
+pub const SHUTDOWN_DSN: &str = "4.3.0";
+
+/// What one job ends with: a result, or an error naming the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Done(JobResult),
+    Failed(JobError),
+}
+
+impl Answer {
+    /// The job's id (`None` for an error about a line without one).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Answer::Done(result) => Some(&result.id),
+            Answer::Failed(error) => error.id.as_deref(),
+        }
+    }
+
+    /// The protocol line, without the newline.
+    pub fn to_line(&self) -> String {
+        let json = match self {
+            Answer::Done(result) => serde_json::to_string(result),
+            Answer::Failed(error) => serde_json::to_string(error),
+        };
+        // Serializing these plain structs cannot fail; keep a valid line anyway.
+        json.unwrap_or_else(|_| {
+            r#"{"id":null,"error":"internal error: cannot encode the result"}"#.into()
+        })
+    }
+}
+
+/// Where a job's answer goes (the submitting connection).
+pub trait Report: Send + Sync {
+    fn report(&self, answer: Answer);
+}
+
+/// Who submitted a job (from SO_PEERCRED), for message file access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub uid: u32,
+    /// Primary group and every supplementary group of the uid.
+    pub gids: Vec<u32>,
+    /// Root, or the daemon's own uid: may name any file the daemon can read.
+    pub privileged: bool,
+}
+
+impl PeerIdentity {
+    /// Classic POSIX permission check (no ACLs): may this peer `want`
+    /// (4 read, 1 search) an object with this owner, group and mode?
+    pub fn may(&self, owner: u32, group: u32, mode: u32, want: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let bits = if owner == self.uid {
+            mode >> 6
+        } else if self.gids.contains(&group) {
+            mode >> 3
+        } else {
+            mode
+        };
+        bits & want == want
+    }
+}
+
+/// One accepted job on its way through the pool.
+pub struct Ticket {
+    job: Job,
+    peer: Arc<PeerIdentity>,
+    report: Arc<dyn Report>,
+    claimed: AtomicBool,
+    /// Demand registered with the connection cache while the job waits.
+    queued_demand: Mutex<Vec<DemandGuard>>,
+}
+
+impl Ticket {
+    pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
+        Arc::new(Self {
+            job,
+            peer,
+            report,
+            claimed: AtomicBool::new(false),
+            queued_demand: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.job.id
+    }
+
+    /// True for exactly one caller: the one that answers the job.
+    fn claim(&self) -> bool {
+        !self.claimed.swap(true, Ordering::SeqCst)
+    }
+
+    fn drop_queued_demand(&self) {
+        if let Ok(mut guards) = self.queued_demand.lock() {
+            guards.clear();
+        }
+    }
+}
+
+/// Pool size: `[daemon] workers`, `queue_capacity`, `worker_stack_size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSize {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub stack_size: usize,
+}
+
+struct Shared {
+    deliverer: RwLock<Arc<Deliverer>>,
+    /// Tickets being delivered, by slot number.
+    running: Mutex<HashMap<u64, Arc<Ticket>>>,
+    next_slot: AtomicU64,
+    stopping: AtomicBool,
+    stats: Arc<Stats>,
+    size: PoolSize,
+}
+
+impl Shared {
+    fn deliverer(&self) -> Arc<Deliverer> {
+        match self.deliverer.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Answers a ticket, unless someone else already did.
+    fn answer(&self, ticket: &Ticket, answer: Answer) -> bool {
+        if !ticket.claim() {
+            return false;
+        }
+        match &answer {
+            Answer::Done(result) => self
+                .stats
+                .job_done(result.recipients.iter().map(|r| &r.status)),
+            Answer::Failed(_) => self.stats.job_failed(),
+        }
+        ticket.report.report(answer);
+        true
+    }
+
+    /// Answers a ticket with every recipient deferred (shutdown).
+    fn defer(&self, ticket: &Ticket) -> bool {
+        if ticket.claimed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let result = shutdown_result(&ticket.job);
+        let answered = self.answer(ticket, Answer::Done(result.clone()));
+        if answered {
+            for r in &result.recipients {
+                log::info!(
+                    "to=<{}>, relay=none, dsn={SHUTDOWN_DSN}, status=deferred ({SHUTDOWN_DIAGNOSTIC})",
+                    printable_address(&r.address)
+                );
+            }
+        }
+        answered
+    }
+}
+
+/// The result of a job cut short by shutdown: every recipient deferred.
+pub fn shutdown_result(job: &Job) -> JobResult {
+    JobResult {
+        id: job.id.clone(),
+        recipients: job
+            .recipients
+            .iter()
+            .map(|r| RecipientResult {
+                address: r.address.clone(),
+                status: Status::Deferred,
+                dsn: SHUTDOWN_DSN.into(),
+                relay: None,
+                diagnostic: SHUTDOWN_DIAGNOSTIC.into(),
+                tls: None,
+            })
+            .collect(),
+        log: Some(vec![format!("deferred: {SHUTDOWN_DIAGNOSTIC}")]),
+    }
+}
+
+/// The running pool. Worker threads live until the process exits.
+pub struct Pool {
+    tx: Sender<Arc<Ticket>>,
+    rx: Receiver<Arc<Ticket>>,
+    shared: Arc<Shared>,
+    _workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `size.workers` threads. Fails when a thread cannot be created.
+    pub fn start(size: PoolSize, deliverer: Deliverer, stats: Arc<Stats>) -> io::Result<Pool> {
+        let (tx, rx) = bounded::<Arc<Ticket>>(size.queue_capacity.max(1));
+        let shared = Arc::new(Shared {
+            deliverer: RwLock::new(Arc::new(deliverer)),
+            running: Mutex::new(HashMap::new()),
+            next_slot: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            stats,
+            size,
+        });
+        let mut workers = Vec::with_capacity(size.workers);
+        for n in 0..size.workers.max(1) {
+            let rx = rx.clone();
+            let shared = Arc::clone(&shared);
+            let handle = thread::Builder::new()
+                .name(format!("worker-{n}"))
+                .stack_size(size.stack_size)
+                .spawn(move || worker(&rx, &shared))?;
+            workers.push(handle);
+        }
+        Ok(Pool {
+            tx,
+            rx,
+            shared,
+            _workers: workers,
+        })
+    }
+
+    /// A handle for connections to queue jobs with.
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// New jobs use this deliverer; running ones finish with theirs.
+    pub fn set_deliverer(&self, deliverer: Deliverer) {
+        let new = Arc::new(deliverer);
+        match self.shared.deliverer.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    pub fn deliverer(&self) -> Arc<Deliverer> {
+        self.shared.deliverer()
+    }
+
+    /// Stops starting jobs: from now on every queued or newly submitted
+    /// job is deferred at once. Returns how many were waiting.
+    pub fn begin_shutdown(&self) -> usize {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.drain_queue()
+    }
+
+    /// Defers the jobs waiting in the queue; returns how many.
+    pub fn drain_queue(&self) -> usize {
+        let mut count = 0;
+        while let Ok(ticket) = self.rx.try_recv() {
+            if self.shared.defer(&ticket) {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Jobs being delivered right now.
+    pub fn running(&self) -> usize {
+        self.shared.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Defers every job still being delivered; returns how many. Their
+    /// workers finish in the background, and their late results are only
+    /// logged.
+    pub fn defer_running(&self) -> usize {
+        let running: Vec<Arc<Ticket>> = match self.shared.running.lock() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        running.iter().filter(|t| self.shared.defer(t)).count()
+    }
+}
+
+/// A connection's handle on the pool.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: Sender<Arc<Ticket>>,
+    shared: Arc<Shared>,
+}
+
+impl Submitter {
+    /// Queues a job. Blocks while the queue is full (backpressure); during
+    /// shutdown the job is deferred at once instead.
+    pub fn submit(&self, ticket: Arc<Ticket>) {
+        self.shared.stats.job_accepted();
+        if self.stopping() {
+            self.shared.defer(&ticket);
+            return;
+        }
+        let deliverer = self.shared.deliverer();
+        if let Some(cache) = deliverer.cache()
+            && let Ok(mut guards) = ticket.queued_demand.lock()
+        {
+            for nexthop in nexthops(&ticket.job, &deliverer) {
+                guards.push(cache.demand(&nexthop));
+            }
+        }
+        drop(deliverer);
+        let ticket = match self.tx.try_send(ticket) {
+            Ok(()) => return,
+            Err(TrySendError::Full(ticket)) => ticket,
+            Err(TrySendError::Disconnected(ticket)) => {
+                self.shared.defer(&ticket);
+                return;
+            }
+        };
+        log::debug!("job {}: queue full; waiting", ticket.id());
+        if let Err(e) = self.tx.send(ticket) {
+            self.shared.defer(&e.0);
+        }
+    }
+
+    /// The daemon is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Counts a refused line (it never became a job).
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Pool size and queue fill, for `mailhop status`.
+    pub fn shape(&self) -> PoolShape {
+        let size = self.shared.size;
+        PoolShape {
+            workers: u64::try_from(size.workers).unwrap_or(u64::MAX),
+            queue_depth: u64::try_from(self.tx.len()).unwrap_or(u64::MAX),
+            queue_capacity: u64::try_from(size.queue_capacity).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn deliverer(&self) -> Arc<Deliverer> {
+        self.shared.deliverer()
+    }
+}
+
+/// The next hops a job will use, as dispatch groups them: its own, else
+/// `relayhost` (SMTP), else each recipient's domain.
+fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
+    if let Some(nexthop) = &job.nexthop {
+        return BTreeSet::from([nexthop.clone()]);
+    }
+    let relayhost = &deliverer.config().smtp.relayhost;
+    if job.transport == TransportKind::Smtp && !relayhost.is_empty() {
+        return BTreeSet::from([relayhost.clone()]);
+    }
+    job.recipients
+        .iter()
+        .filter_map(|r| r.address.rsplit_once('@'))
+        .map(|(_, domain)| domain.to_ascii_lowercase())
+        .collect()
+}
+
+fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
+    while let Ok(ticket) = rx.recv() {
+        ticket.drop_queued_demand();
+        if shared.stopping.load(Ordering::SeqCst) {
+            shared.defer(&ticket);
+            continue;
+        }
+        let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut running) = shared.running.lock() {
+            running.insert(slot, Arc::clone(&ticket));
+        }
+        shared.stats.worker_busy();
+        let deliverer = shared.deliverer();
+        let answer = catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket)))
+            .unwrap_or_else(|_| {
+                log::error!("job {}: delivery panicked", ticket.id());
+                Answer::Failed(JobError::new(
+                    Some(ticket.id().to_string()),
+                    "internal error: the delivery failed unexpectedly",
+                ))
+            });
+        drop(deliverer);
+        if let Ok(mut running) = shared.running.lock() {
+            running.remove(&slot);
+        }
+        shared.stats.worker_idle();
+        if !shared.answer(&ticket, answer) {
+            log::warn!(
+                "job {}: delivery finished after the job was deferred at shutdown",
+                ticket.id()
+            );
+        }
+    }
+}
+
+/// Runs one job: the message file is opened here, on the peer's behalf,
+/// and the delivery reads it through that open file.
+fn run(deliverer: &Deliverer, ticket: &Ticket) -> Answer {
+    let job = &ticket.job;
+    let MessageRef::Path { path } = &job.message else {
+        return execute(deliverer, job, None);
+    };
+    let file = match open_for_peer(Path::new(path), &ticket.peer) {
+        Ok(file) => file,
+        Err(error) => return Answer::Failed(JobError::new(Some(job.id.clone()), error)),
+    };
+    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let mut own = job.clone();
+    own.message = MessageRef::Path { path: via.clone() };
+    let answer = execute(deliverer, &own, Some((&via, path)));
+    drop(file);
+    answer
+}
+
+fn execute(deliverer: &Deliverer, job: &Job, rename: Option<(&str, &str)>) -> Answer {
+    match dispatch::execute(deliverer, job, true) {
+        Ok(result) => Answer::Done(result),
+        Err(mut error) => {
+            if let Some((via, path)) = rename {
+                error.error = error.error.replace(via, path);
+            }
+            Answer::Failed(error)
+        }
+    }
+}
+
+/// Opens a job's message file for a peer: it must be a regular file that
+/// the peer itself could read (file mode and every directory on the way;
+/// root and the daemon's own uid skip the permission check). Opening
+/// never blocks (a FIFO is refused, not waited on).
+pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<File, String> {
+    let name = path.display();
+    let cannot = |e: &io::Error| format!("cannot read message {name}: {}", strerror(e));
+    let denied = || format!("permission denied: uid {} may not read {name}", peer.uid);
+    if !path.is_absolute() {
+        return Err(format!(
+            "invalid job: message path {name} is not absolute"
+        ));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(format!("cannot read message {name}: not a regular file"));
+    }
+    if peer.privileged {
+        return Ok(file);
+    }
+    if !peer.may(meta.uid(), meta.gid(), meta.mode(), 4) {
+        return Err(denied());
+    }
+    // The directories on the way to the file that was opened.
+    let real: PathBuf = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| cannot(&e))?;
+    for dir in real.ancestors().skip(1) {
+        let meta = fs::metadata(dir).map_err(|e| cannot(&e))?;
+        if !peer.may(meta.uid(), meta.gid(), meta.mode(), 1) {
+            return Err(denied());
+        }
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobRecipient;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn peer(uid: u32, gids: &[u32]) -> PeerIdentity {
+        PeerIdentity {
+            uid,
+            gids: gids.to_vec(),
+            privileged: false,
+        }
+    }
+
+    #[test]
+    fn permission_bits() {
+        let p = peer(1000, &[100, 200]);
+        assert!(p.may(1000, 0, 0o400, 4));
+        assert!(!p.may(1000, 100, 0o040, 4), "owner bits decide for the owner");
+        assert!(p.may(5, 200, 0o040, 4));
+        assert!(!p.may(5, 300, 0o040, 4));
+        assert!(p.may(5, 300, 0o004, 4));
+        assert!(p.may(5, 300, 0o001, 1));
+        assert!(peer(0, &[]).may(5, 5, 0, 4));
+    }
+
+    #[test]
+    fn open_checks() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let file = dir.path().join("m");
+        fs::write(&file, b"x").unwrap_or_else(|e| panic!("write: {e}"));
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod: {e}"));
+        let stranger = peer(54321, &[54321]);
+        let err = open_for_peer(&file, &stranger).err().unwrap_or_default();
+        assert!(err.starts_with("permission denied: uid 54321"), "{err}");
+        let privileged = PeerIdentity {
+            privileged: true,
+            ..stranger.clone()
+        };
+        assert!(open_for_peer(&file, &privileged).is_ok());
+        let missing = dir.path().join("none");
+        let err = open_for_peer(&missing, &privileged).err().unwrap_or_default();
+        assert!(err.contains("No such file or directory"), "{err}");
+        let err = open_for_peer(Path::new("rel/x"), &privileged)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("not absolute"), "{err}");
+        let err = open_for_peer(dir.path(), &privileged)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_defers_everyone() {
+        let job = Job {
+            id: "j".into(),
+            transport: TransportKind::Smtp,
+            nexthop: None,
+            sender: "a@x".into(),
+            recipients: vec![
+                JobRecipient {
+                    address: "b@y".into(),
+                    orcpt: None,
+                    notify: None,
+                },
+                JobRecipient {
+                    address: "c@y".into(),
+                    orcpt: None,
+                    notify: None,
+                },
+            ],
+            message: MessageRef::Data { data: "x".into() },
+            envid: None,
+            ret: None,
+            smtputf8: false,
+            arrival_time: None,
+            cache: None,
+        };
+        let result = shutdown_result(&job);
+        assert_eq!(result.recipients.len(), 2);
+        assert!(result.recipients.iter().all(|r| r.status == Status::Deferred
+            && r.dsn == "4.3.0"
+            && r.diagnostic == SHUTDOWN_DIAGNOSTIC));
+        assert_eq!(result.exit_code(), 75);
+    }
+}
