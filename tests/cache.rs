@@ -1,0 +1,235 @@
+//! The connection cache against a real smtp-sink: jobs reuse sessions
+//! (counted by the sink's own `-c` counters), limits are honoured, and a
+//! cached session closed by the server does not cost a recipient.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Listen, Sink, Workdir};
+use mailhop::cache::SessionCache;
+use mailhop::config::Config;
+use mailhop::deliver::Deliverer;
+use mailhop::dispatch;
+use mailhop::job::{CacheHints, Job, JobRecipient, MessageRef, TransportKind};
+use mailhop::recipients::Status;
+
+fn job(id: &str, nexthop: &str, message: &str, hints: Option<CacheHints>) -> Job {
+    Job {
+        id: id.into(),
+        transport: TransportKind::Smtp,
+        nexthop: Some(nexthop.into()),
+        sender: "s@x.test".into(),
+        recipients: vec![JobRecipient {
+            address: format!("{id}@y.test"),
+            orcpt: None,
+            notify: None,
+        }],
+        message: MessageRef::Path {
+            path: message.into(),
+        },
+        envid: None,
+        ret: None,
+        smtputf8: false,
+        arrival_time: None,
+        cache: hints,
+    }
+}
+
+const BOTH: Option<CacheHints> = Some(CacheHints {
+    load: true,
+    store: true,
+});
+
+/// smtp-sink's `-c` counters: the last `sess=N` it printed.
+fn sessions(sink: &Sink) -> usize {
+    sink.log()
+        .split(['\r', '\n'])
+        .filter_map(|record| {
+            record
+                .trim()
+                .strip_prefix("sess=")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the sink has counted `want` sessions.
+fn wait_sessions(sink: &Sink, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = sessions(sink);
+    while seen < want && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        seen = sessions(sink);
+    }
+    seen
+}
+
+fn deliverer(config: Config, cached: bool) -> (Arc<Deliverer>, Option<Arc<SessionCache>>) {
+    let cache = cached.then(|| Arc::new(SessionCache::new(config.cache.clone())));
+    let mut deliverer = Deliverer::new(config);
+    if let Some(cache) = &cache {
+        deliverer = deliverer.with_cache(Arc::clone(cache));
+    }
+    (Arc::new(deliverer), cache)
+}
+
+/// Runs `count` jobs from `threads` threads; every one must be sent.
+fn run_jobs(
+    deliverer: &Arc<Deliverer>,
+    nexthop: &str,
+    message: &str,
+    count: usize,
+    threads: usize,
+) {
+    let per_thread = count / threads;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let deliverer = Arc::clone(deliverer);
+            let nexthop = nexthop.to_string();
+            let message = message.to_string();
+            thread::spawn(move || {
+                for n in 0..per_thread {
+                    let job = job(&format!("j{t}x{n}"), &nexthop, &message, BOTH);
+                    let result = dispatch::execute(&deliverer, &job, false).expect("job runs");
+                    assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("worker thread");
+    }
+}
+
+#[test]
+fn cached_sessions_serve_many_jobs_with_few_connections() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-c"]) else {
+        return;
+    };
+    let work = Workdir::new();
+    let message = work.file("m.eml", b"Subject: cache\n\nhello\n");
+    let message = message.to_string_lossy().into_owned();
+    let (deliverer, cache) = deliverer(Config::default(), true);
+    run_jobs(&deliverer, &sink.nexthop(), &message, 200, 4);
+    let stats = cache.as_ref().map(|c| c.stats()).unwrap_or_default();
+    if let Some(cache) = &cache {
+        cache.close_all();
+    }
+    let used = wait_sessions(&sink, 1);
+    // 4 workers: a handful of connections, not 200.
+    assert!(
+        used >= 1 && used <= 16,
+        "sessions: {used}, cache: {stats:?}"
+    );
+    assert!(stats.hits >= 180, "{stats:?}");
+}
+
+#[test]
+fn without_the_cache_every_job_connects() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-c"]) else {
+        return;
+    };
+    let work = Workdir::new();
+    let message = work.file("m.eml", b"Subject: no cache\n\nhello\n");
+    let message = message.to_string_lossy().into_owned();
+    let (deliverer, _) = deliverer(Config::default(), false);
+    run_jobs(&deliverer, &sink.nexthop(), &message, 200, 4);
+    assert_eq!(wait_sessions(&sink, 200), 200);
+}
+
+#[test]
+fn reuse_count_limit_bounds_each_session() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-c"]) else {
+        return;
+    };
+    let work = Workdir::new();
+    let message = work.file("m.eml", b"Subject: limit\n\nhello\n");
+    let message = message.to_string_lossy().into_owned();
+    let mut config = Config::default();
+    config.cache.reuse_count_limit = 1; // each session used at most twice
+    let (deliverer, cache) = deliverer(config, true);
+    run_jobs(&deliverer, &sink.nexthop(), &message, 10, 1);
+    if let Some(cache) = &cache {
+        cache.close_all();
+    }
+    assert_eq!(wait_sessions(&sink, 5), 5);
+}
+
+#[test]
+fn cached_session_closed_by_the_server_is_replaced() {
+    // A server that hangs up after each transaction (no QUIT): the cached
+    // session is dead; the next job's RSET probe notices and it reconnects.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let server = thread::spawn(move || {
+        let mut connections = 0;
+        for _ in 0..2 {
+            let Ok((stream, _)) = listener.accept() else {
+                break;
+            };
+            connections += 1;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut out = stream;
+            let _ = out.write_all(b"220 once.test ESMTP\r\n");
+            let mut line = String::new();
+            let mut in_data = false;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let reply: &[u8] = if in_data {
+                    if line.trim_end() != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    b"250 2.0.0 Ok\r\n"
+                } else if line.starts_with("EHLO") {
+                    b"250-once.test\r\n250 PIPELINING\r\n"
+                } else if line.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go\r\n"
+                } else {
+                    b"250 2.0.0 Ok\r\n"
+                };
+                let _ = out.write_all(reply);
+                if reply.starts_with(b"250 2.0.0 Ok") && !in_data && line.trim_end() == "." {
+                    break; // hang up after the transaction
+                }
+            }
+        }
+        connections
+    });
+    let work = Workdir::new();
+    let message = work.file("m.eml", b"Subject: dead\n\nhello\n");
+    let message = message.to_string_lossy().into_owned();
+    let (deliverer, cache) = deliverer(Config::default(), true);
+    let nexthop = format!("[127.0.0.1]:{port}");
+    for id in ["first", "second"] {
+        thread::sleep(Duration::from_millis(100));
+        let result = dispatch::execute(&deliverer, &job(id, &nexthop, &message, BOTH), true)
+            .expect("job runs");
+        assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+        if id == "second" {
+            let log = result.log.unwrap_or_default();
+            assert!(
+                log.iter().any(|l| l.contains("no longer usable")),
+                "{log:?}"
+            );
+        }
+    }
+    if let Some(cache) = &cache {
+        cache.close_all();
+    }
+    assert_eq!(server.join().expect("server"), 2);
+}
