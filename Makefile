@@ -6,12 +6,17 @@ DESTDIR ?=
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc/mailhop
+# systemd units: /usr/lib/systemd/system for a distribution-style PREFIX=/usr,
+# else the administrator's /etc/systemd/system.
+UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,/etc/systemd/system)
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
 
 # smtp-sink and smtp-source live in /usr/sbin, which is not in a non-root
 # PATH on Debian.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps audit test lint bench install clean
+.PHONY: all build deps audit test lint bench install uninstall clean
 
 all: build
 
@@ -36,12 +41,39 @@ bench:
 	scripts/bench/large-message.sh
 
 # Run "make build" first (as the user who has cargo), then "sudo make install".
+# Installs the binary, the configuration (only when absent), the systemd
+# units (ExecStart rewritten to $(BINDIR) and $(SYSCONFDIR)), and the
+# sysusers.d/tmpfiles.d files for the mailhop user and /run/mailhop. Nothing
+# is started or enabled.
 install:
 	@test -x target/release/mailhop || { echo "target/release/mailhop is missing: run 'make build' first" >&2; exit 1; }
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
 	install -m755 target/release/mailhop $(DESTDIR)$(BINDIR)/
 	test -e $(DESTDIR)$(SYSCONFDIR)/mailhop.toml || \
 		install -m644 conf/mailhop.toml $(DESTDIR)$(SYSCONFDIR)/mailhop.toml
+	sed -e 's|^ExecStart=/usr/local/bin/mailhop daemon --config /etc/mailhop/mailhop.toml$$|ExecStart=$(BINDIR)/mailhop daemon --config $(SYSCONFDIR)/mailhop.toml|' \
+		conf/mailhop.service > $(DESTDIR)$(UNITDIR)/mailhop.service.tmp
+	grep -qx 'ExecStart=$(BINDIR)/mailhop daemon --config $(SYSCONFDIR)/mailhop.toml' \
+		$(DESTDIR)$(UNITDIR)/mailhop.service.tmp || \
+		{ rm -f $(DESTDIR)$(UNITDIR)/mailhop.service.tmp; echo "conf/mailhop.service: ExecStart= not rewritten" >&2; exit 1; }
+	chmod 644 $(DESTDIR)$(UNITDIR)/mailhop.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/mailhop.service.tmp $(DESTDIR)$(UNITDIR)/mailhop.service
+	install -m644 conf/mailhop.socket $(DESTDIR)$(UNITDIR)/mailhop.socket
+	install -m644 conf/mailhop.sysusers $(DESTDIR)$(SYSUSERSDIR)/mailhop.conf
+	install -m644 conf/mailhop.tmpfiles $(DESTDIR)$(TMPFILESDIR)/mailhop.conf
+	@echo "installed; to start the daemon (as root):"
+	@echo "  systemd-sysusers $(SYSUSERSDIR)/mailhop.conf"
+	@echo "  systemd-tmpfiles --create $(TMPFILESDIR)/mailhop.conf"
+	@echo "  systemctl daemon-reload && systemctl enable --now mailhop.service"
+
+# Removes what "make install" installed, except the configuration file and
+# the mailhop user. Stop and disable the units first
+# ("systemctl disable --now mailhop.service mailhop.socket").
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/mailhop
+	rm -f $(DESTDIR)$(UNITDIR)/mailhop.service $(DESTDIR)$(UNITDIR)/mailhop.socket
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/mailhop.conf $(DESTDIR)$(TMPFILESDIR)/mailhop.conf
 
 clean:
 	$(CARGO) clean

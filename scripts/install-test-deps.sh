@@ -7,6 +7,10 @@
 #   iproute2      ss(8), to find free ports
 #   libssl-dev    OpenSSL headers and pkg-config: mailhop's TLS links the
 #   pkg-config    system OpenSSL (openssl crate)
+#   systemd       systemd-analyze, systemd-sysusers and systemd-tmpfiles, to
+#                 check the units in conf/ (installed only when missing; no
+#                 systemd is started)
+#   pflogsumm     Postfix log summarizer: mailhop's logs must parse with it
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -43,6 +47,8 @@ REQUIREMENTS=(
     "iproute2|ip ss|ip and ss"
     "libssl-dev|/usr/include/openssl/ssl.h|OpenSSL headers, to build the openssl crate"
     "pkg-config|pkg-config|pkg-config, to find OpenSSL when building"
+    "systemd|systemd-analyze systemd-sysusers systemd-tmpfiles|systemd-analyze and friends, to verify the systemd units"
+    "pflogsumm|pflogsumm|pflogsumm, to check that mailhop's log lines parse as Postfix's"
 )
 
 missing=()
