@@ -57,6 +57,15 @@ pub fn execute_at(
             notify: notify_flags(rcpt.notify.as_deref()).map_err(&error)?,
         });
     }
+    // Postfix's qmgr line, for log tools that count senders and sizes.
+    log::info!(
+        target: "mailhop/qmgr",
+        "{}: from=<{}>, size={}, nrcpt={} (queue active)",
+        job.id,
+        crate::recipients::printable_address(&job.sender),
+        facts.size,
+        recipients.len()
+    );
     let groups = group_by_nexthop(job, deliverer, &recipients);
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
     let mut log = Vec::new();

@@ -327,10 +327,6 @@ fn pflogsumm_counts_mailhop_delivery_log() {
 /// touched), so it needs root, unshare(1), systemd-journald, systemd-cat
 /// and journalctl.
 #[test]
-#[ignore = "blocked: src/logging.rs: under journald, delivery lines reach the journal as \
-            `mailhop[PID]: mailhop/smtp[PID]: ID: to=...` (identifier = the executable name), \
-            which pflogsumm does not parse; they need SYSLOG_IDENTIFIER=mailhop/smtp (native \
-            journal protocol or syslog(3)) so journalctl prints `mailhop/smtp[PID]: ID: to=...`"]
 fn pflogsumm_counts_mailhop_journal_log() {
     let Some(summarizer) = require_tool("pflogsumm", "pflogsumm") else {
         return;
