@@ -1,25 +1,35 @@
-//! The `mailhop` command line: `send` (deliver one message now) and `config`
-//! (print the defaults, check a file). Parses arguments, builds a delivery
-//! request, prints Postfix-style lines or JSON, and maps results to sysexits
-//! codes: 0 all sent, 75 some deferred, 69 some bounced, 64 usage, 66
-//! message unreadable, 78 configuration error.
+//! The `mailhop` command line: `send` (deliver one message, directly or
+//! through the daemon), `daemon` (run the job service), `status` (the
+//! daemon's counters) and `config` (print the defaults, check a file).
+//! Parses arguments, builds a delivery request, prints Postfix-style lines
+//! or JSON, and maps results to sysexits codes: 0 all sent, 75 some
+//! deferred (or the daemon unreachable for `send`), 69 some bounced (or the
+//! daemon unreachable for `status`), 64 usage, 65 stdin not UTF-8 for the
+//! daemon, 66 message unreadable, 77 permission denied by the daemon, 78
+//! configuration error.
 
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::daemon;
 use crate::deliver::Deliverer;
 use crate::dispatch;
 use crate::job::{Job, JobRecipient, MessageRef, TransportKind};
-use crate::message::Message;
-use crate::nexthop::Protocol;
+use crate::pool::Answer;
+use crate::server::{self, ClientError};
+use crate::transport::strerror;
 
 pub const EX_OK: i32 = 0;
 pub const EX_USAGE: i32 = 64;
+pub const EX_DATAERR: i32 = 65;
 pub const EX_NOINPUT: i32 = 66;
+pub const EX_UNAVAILABLE: i32 = 69;
 pub const EX_SOFTWARE: i32 = 70;
+pub const EX_TEMPFAIL: i32 = 75;
+pub const EX_NOPERM: i32 = 77;
 pub const EX_CONFIG: i32 = 78;
 
 #[derive(Parser, Debug)]
@@ -37,9 +47,36 @@ struct Cli {
 enum Command {
     /// Deliver one message and print one result line per recipient.
     Send(SendArgs),
+    /// Run the job service on a UNIX socket (always in the foreground).
+    Daemon(DaemonArgs),
+    /// Print the running daemon's counters as JSON.
+    Status(StatusArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    /// Configuration file (TOML); embedded defaults when omitted.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Socket path; default: [daemon] socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Accepted for compatibility: the daemon always runs in the foreground.
+    #[arg(long)]
+    foreground: bool,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// Configuration file (TOML) naming the socket; defaults when omitted.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The daemon's socket; default: [daemon] socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +87,9 @@ struct SendArgs {
     /// Deliver from this process instead of submitting to the daemon.
     #[arg(long)]
     direct: bool,
+    /// The daemon's socket; default: [daemon] socket.
+    #[arg(long, conflicts_with = "direct")]
+    socket: Option<PathBuf>,
     /// Speak LMTP instead of SMTP.
     #[arg(long)]
     lmtp: bool,
@@ -115,6 +155,69 @@ where
             }
         },
         Command::Send(args) => send(args),
+        Command::Daemon(args) => {
+            let _ = args.foreground;
+            daemon::run(&daemon::Options {
+                config: args.config,
+                socket: args.socket,
+            })
+        }
+        Command::Status(args) => status(args),
+    }
+}
+
+fn status(args: StatusArgs) -> i32 {
+    let socket = match socket_path(args.socket, args.config.as_deref()) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    match server::status(&socket) {
+        Ok(Ok(line)) => {
+            if writeln!(io::stdout().lock(), "{line}").is_err() {
+                return EX_SOFTWARE;
+            }
+            EX_OK
+        }
+        Ok(Err(refused)) => {
+            eprintln!("mailhop: {}", refused.error);
+            error_code(&refused.error)
+        }
+        Err(ClientError::Unavailable(e)) => {
+            eprintln!("mailhop: {e}");
+            EX_UNAVAILABLE
+        }
+        Err(ClientError::Protocol(e)) => {
+            eprintln!("mailhop: {e}");
+            EX_SOFTWARE
+        }
+    }
+}
+
+/// `--socket`, else `[daemon] socket` of `--config` (or the default).
+fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> Result<PathBuf, i32> {
+    if let Some(socket) = socket {
+        return Ok(socket);
+    }
+    match config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => Ok(PathBuf::from(config.daemon.socket)),
+            Err(e) => {
+                eprintln!("mailhop: {}: {e}", path.display());
+                Err(EX_CONFIG)
+            }
+        },
+        None => Ok(PathBuf::from(Config::default().daemon.socket)),
+    }
+}
+
+/// The exit code for an error answer of the daemon.
+fn error_code(error: &str) -> i32 {
+    if error.starts_with("permission denied") {
+        EX_NOPERM
+    } else if error.starts_with("cannot read message") {
+        EX_NOINPUT
+    } else {
+        EX_SOFTWARE
     }
 }
 
@@ -129,32 +232,7 @@ fn send(args: SendArgs) -> i32 {
         },
         None => Config::default(),
     };
-    if !args.direct {
-        eprintln!("mailhop: submission through the daemon is not available yet; use --direct");
-        return EX_USAGE;
-    }
-    let protocol = if args.lmtp {
-        Protocol::Lmtp
-    } else {
-        Protocol::Smtp
-    };
-    // Keep a stdin message in a temporary file: it may be read several times.
-    let mut _spool = None;
-    let message = match args.message.as_deref() {
-        Some(path) if path != std::path::Path::new("-") => Message::File(path.to_path_buf()),
-        _ => match spool_stdin() {
-            Ok(file) => {
-                let path = file.path().to_path_buf();
-                _spool = Some(file);
-                Message::File(path)
-            }
-            Err(e) => {
-                eprintln!("mailhop: cannot read the message from standard input: {e}");
-                return EX_NOINPUT;
-            }
-        },
-    };
-    if protocol == Protocol::Lmtp && args.nexthop.is_none() {
+    if args.lmtp && args.nexthop.is_none() {
         eprintln!("mailhop: LMTP needs --nexthop (e.g. unix:/path or [127.0.0.1]:24)");
         return EX_USAGE;
     }
@@ -165,6 +243,32 @@ fn send(args: SendArgs) -> i32 {
         eprintln!("mailhop: recipient {bad:?} has no domain; give --nexthop");
         return EX_USAGE;
     }
+    // Direct: keep a stdin message in a temporary file (it may be read
+    // several times). Daemon: the file's canonical path, or stdin inline.
+    let mut _spool = None;
+    let message = if args.direct {
+        match args.message.as_deref() {
+            Some(path) if path != Path::new("-") => MessageRef::Path {
+                path: path.display().to_string(),
+            },
+            _ => match spool_stdin() {
+                Ok(file) => {
+                    let path = file.path().display().to_string();
+                    _spool = Some(file);
+                    MessageRef::Path { path }
+                }
+                Err(e) => {
+                    eprintln!("mailhop: cannot read the message from standard input: {e}");
+                    return EX_NOINPUT;
+                }
+            },
+        }
+    } else {
+        match daemon_message(args.message.as_deref()) {
+            Ok(message) => message,
+            Err(code) => return code,
+        }
+    };
     let id = args.id.clone().unwrap_or_else(default_id);
     let job = Job {
         id: id.clone(),
@@ -184,24 +288,46 @@ fn send(args: SendArgs) -> i32 {
                 notify: None,
             })
             .collect(),
-        message: MessageRef::Path {
-            path: match &message {
-                Message::File(path) => path.display().to_string(),
-                Message::Inline(_) => String::new(),
-            },
-        },
+        message,
         envid: None,
         ret: None,
         smtputf8: false,
         arrival_time: args.arrival_time,
         cache: None,
     };
-    let deliverer = Deliverer::new(config);
-    let result = match dispatch::execute(&deliverer, &job, false) {
-        Ok(result) => result,
-        Err(e) => {
-            eprintln!("mailhop: {}", e.error);
-            return EX_NOINPUT;
+    let result = if args.direct {
+        let deliverer = Deliverer::new(config);
+        match dispatch::execute(&deliverer, &job, false) {
+            Ok(result) => result,
+            Err(e) => {
+                eprintln!("mailhop: {}", e.error);
+                return EX_NOINPUT;
+            }
+        }
+    } else {
+        let socket = args
+            .socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&config.daemon.socket));
+        match server::submit(&socket, &job) {
+            Ok(Answer::Done(mut result)) => {
+                result.log = None;
+                result
+            }
+            Ok(Answer::Failed(e)) => {
+                eprintln!("mailhop: {}", e.error);
+                return error_code(&e.error);
+            }
+            Err(ClientError::Unavailable(e)) => {
+                eprintln!(
+                    "mailhop: {e} (is `mailhop daemon` running? --direct delivers without it)"
+                );
+                return EX_TEMPFAIL;
+            }
+            Err(ClientError::Protocol(e)) => {
+                eprintln!("mailhop: {e}");
+                return EX_SOFTWARE;
+            }
         }
     };
     let mut out = io::stdout().lock();
@@ -223,6 +349,43 @@ fn send(args: SendArgs) -> i32 {
         return EX_SOFTWARE;
     }
     result.exit_code()
+}
+
+/// The message of a job for the daemon: a file by its canonical path
+/// (the daemon reads it), or standard input inline (UTF-8 only: the job
+/// line is JSON).
+fn daemon_message(arg: Option<&Path>) -> Result<MessageRef, i32> {
+    match arg {
+        Some(path) if path != Path::new("-") => match std::fs::canonicalize(path) {
+            Ok(real) => Ok(MessageRef::Path {
+                path: real.display().to_string(),
+            }),
+            Err(e) => {
+                eprintln!(
+                    "mailhop: cannot read message {}: {}",
+                    path.display(),
+                    strerror(&e)
+                );
+                Err(EX_NOINPUT)
+            }
+        },
+        _ => {
+            let mut data = Vec::new();
+            if let Err(e) = io::stdin().lock().read_to_end(&mut data) {
+                eprintln!("mailhop: cannot read the message from standard input: {e}");
+                return Err(EX_NOINPUT);
+            }
+            match String::from_utf8(data) {
+                Ok(data) => Ok(MessageRef::Data { data }),
+                Err(_) => {
+                    eprintln!(
+                        "mailhop: the message on standard input is not UTF-8; give it as a file to submit it through the daemon, or use --direct"
+                    );
+                    Err(EX_DATAERR)
+                }
+            }
+        }
+    }
 }
 
 fn spool_stdin() -> io::Result<tempfile::NamedTempFile> {

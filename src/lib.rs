@@ -7,12 +7,15 @@
 //!   no I/O, table-tested.
 //! - [`transport`], [`connect`], [`session`], [`deliver`]: the edges, each
 //!   behind a small trait so tests can script faults.
+//! - [`pool`], [`server`], [`daemon`], [`stats`]: the job service
+//!   (`mailhop daemon`): worker pool, socket protocol, life cycle, counters.
 //! - [`cli`]: the `mailhop` command.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod daemon;
 pub mod deliver;
 pub mod dispatch;
 pub mod dns;
@@ -24,10 +27,13 @@ pub mod message;
 pub mod mxlist;
 pub mod nexthop;
 pub mod outcome;
+pub mod pool;
 pub mod recipients;
 pub mod resolve;
+pub mod server;
 pub mod session;
 pub mod smtp;
+pub mod stats;
 pub mod tls;
 pub mod tls_policy;
 pub mod transport;

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
@@ -111,6 +112,8 @@ pub struct Ticket {
     claimed: AtomicBool,
     /// Demand registered with the connection cache while the job waits.
     queued_demand: Mutex<Vec<DemandGuard>>,
+    /// When the job line was read (the log's delays start here).
+    received: Instant,
 }
 
 impl Ticket {
@@ -121,6 +124,7 @@ impl Ticket {
             report,
             claimed: AtomicBool::new(false),
             queued_demand: Mutex::new(Vec::new()),
+            received: Instant::now(),
         })
     }
 
@@ -150,8 +154,8 @@ pub struct PoolSize {
 
 struct Shared {
     deliverer: RwLock<Arc<Deliverer>>,
-    /// Tickets being delivered, by slot number.
-    running: Mutex<HashMap<u64, Arc<Ticket>>>,
+    /// Tickets being delivered, by slot number, with their start time.
+    running: Mutex<HashMap<u64, (Arc<Ticket>, Instant)>>,
     next_slot: AtomicU64,
     stopping: AtomicBool,
     stats: Arc<Stats>,
@@ -181,22 +185,86 @@ impl Shared {
         true
     }
 
-    /// Answers a ticket with every recipient deferred (shutdown).
-    fn defer(&self, ticket: &Ticket) -> bool {
+    /// Answers a ticket with every recipient deferred (shutdown);
+    /// `started`: when its delivery began, if it did.
+    fn defer(&self, ticket: &Ticket, started: Option<Instant>) -> bool {
         if ticket.claimed.load(Ordering::SeqCst) {
             return false;
         }
         let result = shutdown_result(&ticket.job);
         let answered = self.answer(ticket, Answer::Done(result.clone()));
         if answered {
-            for r in &result.recipients {
-                log::info!(
-                    "to=<{}>, relay=none, dsn={SHUTDOWN_DSN}, status=deferred ({SHUTDOWN_DIAGNOSTIC})",
-                    printable_address(&r.address)
-                );
-            }
+            let json = self.deliverer().config().log.format == "json";
+            log_deferral(ticket, started, json);
         }
         answered
+    }
+}
+
+/// The per-recipient log lines of a job deferred at shutdown, in the
+/// shape of the delivery lines (`ID: to=<...>, relay=none, delay=...,
+/// delays=a/b/0/0, dsn=4.3.0, status=deferred (mail system shutting
+/// down)`, or JSON with `[log] format = "json"`): a = waiting for a
+/// worker, b = delivering.
+fn log_deferral(ticket: &Ticket, started: Option<Instant>, json: bool) {
+    let job = &ticket.job;
+    let now = Instant::now();
+    let begun = started.unwrap_or(now);
+    let a = begun.saturating_duration_since(ticket.received);
+    let b = now.saturating_duration_since(begun);
+    let delay = job
+        .arrival_time
+        .map(|secs| std::time::UNIX_EPOCH + Duration::from_secs(secs))
+        .and_then(|arrival| std::time::SystemTime::now().duration_since(arrival).ok())
+        .unwrap_or_else(|| now.saturating_duration_since(ticket.received));
+    let target = match job.transport {
+        TransportKind::Smtp => "mailhop/smtp",
+        TransportKind::Lmtp => "mailhop/lmtp",
+    };
+    for rcpt in &job.recipients {
+        if json {
+            let line = serde_json::json!({
+                "id": job.id,
+                "to": rcpt.address,
+                "relay": null,
+                "delay": delay.as_secs_f64(),
+                "delays": [a.as_secs_f64(), b.as_secs_f64(), 0.0, 0.0],
+                "dsn": SHUTDOWN_DSN,
+                "status": "deferred",
+                "diagnostic": SHUTDOWN_DIAGNOSTIC,
+                "tls": null,
+            });
+            log::info!(target: target, "{line}");
+        } else {
+            log::info!(
+                target: target,
+                "{}: to=<{}>, relay=none, delay={}, delays={}/{}/0/0, dsn={SHUTDOWN_DSN}, status=deferred ({SHUTDOWN_DIAGNOSTIC})",
+                job.id,
+                printable_address(&rcpt.address),
+                seconds(delay),
+                seconds(a),
+                seconds(b),
+            );
+        }
+    }
+}
+
+/// Postfix's delay format: two significant digits below 10 s, "0" for
+/// nothing measurable (as the delivery lines).
+fn seconds(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 0.005 {
+        return "0".into();
+    }
+    let text = if secs < 10.0 {
+        format!("{secs:.2}")
+    } else {
+        format!("{secs:.0}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
     }
 }
 
@@ -290,7 +358,7 @@ impl Pool {
     pub fn drain_queue(&self) -> usize {
         let mut count = 0;
         while let Ok(ticket) = self.rx.try_recv() {
-            if self.shared.defer(&ticket) {
+            if self.shared.defer(&ticket, None) {
                 count += 1;
             }
         }
@@ -306,11 +374,14 @@ impl Pool {
     /// workers finish in the background, and their late results are only
     /// logged.
     pub fn defer_running(&self) -> usize {
-        let running: Vec<Arc<Ticket>> = match self.shared.running.lock() {
+        let running: Vec<(Arc<Ticket>, Instant)> = match self.shared.running.lock() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => Vec::new(),
         };
-        running.iter().filter(|t| self.shared.defer(t)).count()
+        running
+            .iter()
+            .filter(|(ticket, started)| self.shared.defer(ticket, Some(*started)))
+            .count()
     }
 }
 
@@ -327,7 +398,7 @@ impl Submitter {
     pub fn submit(&self, ticket: Arc<Ticket>) {
         self.shared.stats.job_accepted();
         if self.stopping() {
-            self.shared.defer(&ticket);
+            self.shared.defer(&ticket, None);
             return;
         }
         let deliverer = self.shared.deliverer();
@@ -343,13 +414,13 @@ impl Submitter {
             Ok(()) => return,
             Err(TrySendError::Full(ticket)) => ticket,
             Err(TrySendError::Disconnected(ticket)) => {
-                self.shared.defer(&ticket);
+                self.shared.defer(&ticket, None);
                 return;
             }
         };
         log::debug!("job {}: queue full; waiting", ticket.id());
         if let Err(e) = self.tx.send(ticket) {
-            self.shared.defer(&e.0);
+            self.shared.defer(&e.0, None);
         }
     }
 
@@ -399,17 +470,17 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
     while let Ok(ticket) = rx.recv() {
         ticket.drop_queued_demand();
         if shared.stopping.load(Ordering::SeqCst) {
-            shared.defer(&ticket);
+            shared.defer(&ticket, None);
             continue;
         }
         let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut running) = shared.running.lock() {
-            running.insert(slot, Arc::clone(&ticket));
+            running.insert(slot, (Arc::clone(&ticket), Instant::now()));
         }
         shared.stats.worker_busy();
         let deliverer = shared.deliverer();
-        let answer = catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket)))
-            .unwrap_or_else(|_| {
+        let answer =
+            catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket))).unwrap_or_else(|_| {
                 log::error!("job {}: delivery panicked", ticket.id());
                 Answer::Failed(JobError::new(
                     Some(ticket.id().to_string()),
@@ -435,7 +506,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
 fn run(deliverer: &Deliverer, ticket: &Ticket) -> Answer {
     let job = &ticket.job;
     let MessageRef::Path { path } = &job.message else {
-        return execute(deliverer, job, None);
+        return execute(deliverer, job, ticket.received, None);
     };
     let file = match open_for_peer(Path::new(path), &ticket.peer) {
         Ok(file) => file,
@@ -444,13 +515,18 @@ fn run(deliverer: &Deliverer, ticket: &Ticket) -> Answer {
     let via = format!("/proc/self/fd/{}", file.as_raw_fd());
     let mut own = job.clone();
     own.message = MessageRef::Path { path: via.clone() };
-    let answer = execute(deliverer, &own, Some((&via, path)));
+    let answer = execute(deliverer, &own, ticket.received, Some((&via, path)));
     drop(file);
     answer
 }
 
-fn execute(deliverer: &Deliverer, job: &Job, rename: Option<(&str, &str)>) -> Answer {
-    match dispatch::execute(deliverer, job, true) {
+fn execute(
+    deliverer: &Deliverer,
+    job: &Job,
+    received: Instant,
+    rename: Option<(&str, &str)>,
+) -> Answer {
+    match dispatch::execute_at(deliverer, job, true, received) {
         Ok(result) => Answer::Done(result),
         Err(mut error) => {
             if let Some((via, path)) = rename {
@@ -470,9 +546,7 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<File, String> {
     let cannot = |e: &io::Error| format!("cannot read message {name}: {}", strerror(e));
     let denied = || format!("permission denied: uid {} may not read {name}", peer.uid);
     if !path.is_absolute() {
-        return Err(format!(
-            "invalid job: message path {name} is not absolute"
-        ));
+        return Err(format!("invalid job: message path {name} is not absolute"));
     }
     let file = fs::OpenOptions::new()
         .read(true)
@@ -490,8 +564,8 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<File, String> {
         return Err(denied());
     }
     // The directories on the way to the file that was opened.
-    let real: PathBuf = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|e| cannot(&e))?;
+    let real: PathBuf =
+        fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| cannot(&e))?;
     for dir in real.ancestors().skip(1) {
         let meta = fs::metadata(dir).map_err(|e| cannot(&e))?;
         if !peer.may(meta.uid(), meta.gid(), meta.mode(), 1) {
@@ -519,7 +593,10 @@ mod tests {
     fn permission_bits() {
         let p = peer(1000, &[100, 200]);
         assert!(p.may(1000, 0, 0o400, 4));
-        assert!(!p.may(1000, 100, 0o040, 4), "owner bits decide for the owner");
+        assert!(
+            !p.may(1000, 100, 0o040, 4),
+            "owner bits decide for the owner"
+        );
         assert!(p.may(5, 200, 0o040, 4));
         assert!(!p.may(5, 300, 0o040, 4));
         assert!(p.may(5, 300, 0o004, 4));
@@ -543,7 +620,9 @@ mod tests {
         };
         assert!(open_for_peer(&file, &privileged).is_ok());
         let missing = dir.path().join("none");
-        let err = open_for_peer(&missing, &privileged).err().unwrap_or_default();
+        let err = open_for_peer(&missing, &privileged)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("No such file or directory"), "{err}");
         let err = open_for_peer(Path::new("rel/x"), &privileged)
             .err()
@@ -583,9 +662,14 @@ mod tests {
         };
         let result = shutdown_result(&job);
         assert_eq!(result.recipients.len(), 2);
-        assert!(result.recipients.iter().all(|r| r.status == Status::Deferred
-            && r.dsn == "4.3.0"
-            && r.diagnostic == SHUTDOWN_DIAGNOSTIC));
+        assert!(
+            result
+                .recipients
+                .iter()
+                .all(|r| r.status == Status::Deferred
+                    && r.dsn == "4.3.0"
+                    && r.diagnostic == SHUTDOWN_DIAGNOSTIC)
+        );
         assert_eq!(result.exit_code(), 75);
     }
 }

@@ -117,7 +117,8 @@ impl Stats {
         self.busy.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The status reply. `queue_depth`: jobs waiting for a worker.
+    /// The status reply, with the pool's size and fill and the cache's
+    /// counters.
     pub fn snapshot(&self, pool: PoolShape, cache: CacheCounters) -> StatusReport {
         let accepted = self.accepted.load(Ordering::Relaxed);
         let answered = self.answered.load(Ordering::Relaxed);

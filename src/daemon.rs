@@ -1,0 +1,659 @@
+//! `mailhop daemon`: the long-running job service. Owns the process-level
+//! life cycle: signal flags (registered before any thread starts), the
+//! listening socket (systemd socket activation or a bound path with its
+//! mode and owner), dropping root privileges, the worker pool, the accept
+//! loop, configuration reload on SIGHUP, the drain on SIGTERM/SIGINT and
+//! sd_notify(3) state changes.
+//!
+//! Error contract: a startup problem is one `mailhop: ...` line on stderr
+//! and a sysexits code (78 configuration, 67 unknown user, 71 socket,
+//! signal, thread or privilege failure). Once running, nothing a client or
+//! a reload does stops the daemon: a bad configuration on SIGHUP is
+//! refused with a log line and the old one kept. The first SIGTERM/SIGINT
+//! drains and exits 0; a second one exits at once with status 1.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{SockType, getsockopt, sockopt};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Gid, Uid, User, chown, getegid, geteuid, getgid, getgrouplist, getuid};
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::cache::SessionCache;
+use crate::config::{Config, DaemonConfig, format_duration};
+use crate::deliver::{Deliverer, system_stub_resolver};
+use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
+use crate::pool::{Pool, PoolSize, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN};
+use crate::server::{self, ConnSettings, Context, lookup_group};
+use crate::stats::Stats;
+
+pub const EX_NOUSER: i32 = 67;
+pub const EX_OSERR: i32 = 71;
+pub const EX_CONFIG: i32 = 78;
+/// Exit status after a second SIGTERM/SIGINT (no drain).
+pub const EX_SECOND_SIGNAL: i32 = 1;
+
+/// Most client connections served at once; more are refused with an
+/// error line.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// After the deliveries are done or deferred, how long the shutdown waits
+/// for connections to take their results.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Main loop tick: signal flags are looked at this often.
+const TICK: u16 = 100;
+
+/// `mailhop daemon` arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Configuration file; embedded defaults when `None` (then SIGHUP has
+    /// nothing to reload).
+    pub config: Option<PathBuf>,
+    /// Overrides `[daemon] socket`.
+    pub socket: Option<PathBuf>,
+}
+
+struct Signals {
+    term: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+/// Registers the flags. Must run before any thread is started.
+fn register_signals() -> io::Result<Signals> {
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        // The conditional exit first: it fires only once the flag is set.
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EX_SECOND_SIGNAL,
+            Arc::clone(&term),
+        )?;
+        signal_hook::flag::register(signal, Arc::clone(&term))?;
+    }
+    signal_hook::flag::register(SIGHUP, Arc::clone(&hup))?;
+    Ok(Signals { term, hup })
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify: {e}");
+    }
+}
+
+fn fatal(code: i32, text: impl std::fmt::Display) -> i32 {
+    let _ = writeln!(io::stderr(), "mailhop: {text}");
+    code
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs the daemon in the foreground; returns the exit code.
+pub fn run(options: &Options) -> i32 {
+    let signals = match register_signals() {
+        Ok(signals) => signals,
+        Err(e) => return fatal(EX_OSERR, format!("cannot install signal handlers: {e}")),
+    };
+    let config = match load_config(options.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fatal(EX_CONFIG, e),
+    };
+    let socket = options
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.daemon.socket));
+    let user = match target_user(&config.daemon) {
+        Ok(user) => user,
+        Err(e) => return fatal(EX_NOUSER, e),
+    };
+    let socket_gid = match config.daemon.socket_group.as_str() {
+        "" => None,
+        name => match lookup_group(name) {
+            Ok(gid) => Some(gid),
+            Err(e) => return fatal(EX_CONFIG, format!("daemon.socket_group: {e}")),
+        },
+    };
+    let listening = match listen(&socket, &config.daemon, user.as_ref(), socket_gid) {
+        Ok(listening) => listening,
+        Err(e) => return fatal(EX_OSERR, e),
+    };
+    if let Some(user) = &user {
+        if let Err(e) = drop_privileges(user) {
+            listening.remove_file();
+            return fatal(
+                EX_OSERR,
+                format!("cannot switch to user {}: {e}", user.name),
+            );
+        }
+        log::info!(
+            "switched to user {} (uid {}, gid {})",
+            user.name,
+            user.uid,
+            user.gid
+        );
+    }
+    let daemon_uid = geteuid().as_raw();
+    let dns: Arc<dyn DnsLookup> = match system_stub_resolver(&config) {
+        Ok(stub) => Arc::new(stub),
+        Err(e) => {
+            log::error!("DNS resolver unavailable: {e}; only IP-literal destinations will work");
+            Arc::new(NoResolver)
+        }
+    };
+    let cache = Arc::new(SessionCache::new(config.cache.clone()));
+    let deliverer =
+        Deliverer::with_dns(config.clone(), Arc::clone(&dns)).with_cache(Arc::clone(&cache));
+    let stats = Arc::new(Stats::new());
+    let size = PoolSize {
+        workers: config.daemon.workers,
+        queue_capacity: config.daemon.queue_capacity,
+        stack_size: config.daemon.worker_stack_size,
+    };
+    let pool = match Pool::start(size, deliverer, stats) {
+        Ok(pool) => pool,
+        Err(e) => {
+            listening.remove_file();
+            return fatal(EX_OSERR, format!("cannot start the workers: {e}"));
+        }
+    };
+    let ctx = Arc::new(Context {
+        submitter: pool.submitter(),
+        live: Arc::new(AtomicUsize::new(0)),
+    });
+    start_cache_expiry(&ctx);
+    let settings = Arc::new(ConnSettings::from_config(&config.daemon, daemon_uid));
+    let mut daemon = Daemon {
+        config_path: options.config.clone(),
+        config,
+        dns,
+        cache,
+        pool,
+        ctx,
+        settings,
+        daemon_uid,
+        listening,
+        accepted: 0,
+    };
+    log::info!(
+        "listening on {} ({} workers, queue capacity {}, pid {})",
+        daemon.listening.describe(),
+        size.workers,
+        size.queue_capacity,
+        std::process::id()
+    );
+    notify(&[NotifyState::Ready]);
+    while !signals.term.load(Ordering::SeqCst) {
+        if signals.hup.swap(false, Ordering::SeqCst) {
+            daemon.reload();
+        }
+        daemon.accept_some();
+    }
+    daemon.shutdown()
+}
+
+struct Daemon {
+    config_path: Option<PathBuf>,
+    config: Config,
+    dns: Arc<dyn DnsLookup>,
+    cache: Arc<SessionCache>,
+    pool: Pool,
+    ctx: Arc<Context>,
+    settings: Arc<ConnSettings>,
+    daemon_uid: u32,
+    listening: Listening,
+    accepted: u64,
+}
+
+impl Daemon {
+    /// Waits up to one tick for connections and serves those that came.
+    fn accept_some(&mut self) {
+        let ready = {
+            let mut fds = [PollFd::new(
+                self.listening.listener.as_fd(),
+                PollFlags::POLLIN,
+            )];
+            matches!(poll(&mut fds, PollTimeout::from(TICK)), Ok(n) if n > 0)
+        };
+        if !ready {
+            return;
+        }
+        // Bounded: a burst is served over several ticks.
+        for _ in 0..64 {
+            match self.listening.listener.accept() {
+                Ok((stream, _)) => self.serve(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    log::warn!("accept on {}: {e}", self.listening.describe());
+                    thread::sleep(Duration::from_millis(u64::from(TICK)));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        if self.ctx.live.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            log::warn!("refused a connection: {MAX_CONNECTIONS} connections are open");
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = (&stream)
+                .write_all(b"{\"id\":null,\"error\":\"too many connections; try again later\"}\n");
+            return;
+        }
+        self.accepted += 1;
+        if let Err(e) =
+            server::spawn_connection(stream, &self.ctx, Arc::clone(&self.settings), self.accepted)
+        {
+            log::warn!("cannot serve a connection: {e}");
+        }
+    }
+
+    /// SIGHUP: new jobs get a deliverer built from the re-read file; a
+    /// file that does not load is refused and the old configuration kept.
+    fn reload(&mut self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[NotifyState::Reloading, now]),
+            Err(_) => notify(&[NotifyState::Reloading]),
+        }
+        match self.config_path.clone() {
+            None => log::info!("reload: started without --config; nothing to reload"),
+            Some(path) => match Config::load(&path) {
+                Err(e) => log::warn!(
+                    "reload refused: {}: {e}; keeping the current configuration",
+                    path.display()
+                ),
+                Ok(new) => {
+                    self.apply(new);
+                    log::info!("reload: configuration reloaded from {}", path.display());
+                }
+            },
+        }
+        notify(&[NotifyState::Ready]);
+    }
+
+    fn apply(&mut self, mut new: Config) {
+        let old = &self.config.daemon;
+        let restart_only = [
+            ("socket", old.socket != new.daemon.socket),
+            ("socket_mode", old.socket_mode != new.daemon.socket_mode),
+            ("socket_group", old.socket_group != new.daemon.socket_group),
+            ("user", old.user != new.daemon.user),
+            ("workers", old.workers != new.daemon.workers),
+            (
+                "queue_capacity",
+                old.queue_capacity != new.daemon.queue_capacity,
+            ),
+            (
+                "worker_stack_size",
+                old.worker_stack_size != new.daemon.worker_stack_size,
+            ),
+        ];
+        let changed: Vec<&str> = restart_only
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| *key)
+            .collect();
+        if !changed.is_empty() {
+            log::warn!(
+                "reload: daemon.{} take effect at restart; keeping the running values",
+                changed.join(", daemon.")
+            );
+        }
+        new.daemon.socket = old.socket.clone();
+        new.daemon.socket_mode = old.socket_mode.clone();
+        new.daemon.socket_group = old.socket_group.clone();
+        new.daemon.user = old.user.clone();
+        new.daemon.workers = old.workers;
+        new.daemon.queue_capacity = old.queue_capacity;
+        new.daemon.worker_stack_size = old.worker_stack_size;
+        let (od, nd) = (&self.config.dns, &new.dns);
+        if od.nameservers != nd.nameservers
+            || od.timeout != nd.timeout
+            || od.attempts != nd.attempts
+            || od.cache_entries != nd.cache_entries
+        {
+            log::warn!(
+                "reload: dns.nameservers, dns.timeout, dns.attempts and dns.cache_entries take effect at restart"
+            );
+        }
+        if new.cache != self.config.cache {
+            // The old cache closes its sessions once the last job using it ends.
+            self.cache = Arc::new(SessionCache::new(new.cache.clone()));
+        }
+        let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
+            .with_cache(Arc::clone(&self.cache));
+        self.pool.set_deliverer(deliverer);
+        self.settings = Arc::new(ConnSettings::from_config(&new.daemon, self.daemon_uid));
+        self.config = new;
+    }
+
+    /// SIGTERM/SIGINT: stop accepting, let running deliveries finish
+    /// within `shutdown_timeout`, defer the rest, hand every result to its
+    /// client, exit 0.
+    fn shutdown(self) -> i32 {
+        notify(&[NotifyState::Stopping]);
+        let Daemon {
+            config,
+            cache,
+            pool,
+            ctx,
+            listening,
+            ..
+        } = self;
+        let described = listening.describe();
+        listening.remove_file();
+        drop(listening);
+        let timeout = config.daemon.shutdown_timeout;
+        let mut queued = pool.begin_shutdown();
+        log::info!(
+            "shutting down: stopped listening on {described}; waiting up to {} for {} deliveries in flight",
+            format_duration(timeout).unwrap_or_else(|_| format!("{timeout:?}")),
+            pool.running()
+        );
+        let deadline = Instant::now() + timeout;
+        loop {
+            queued += pool.drain_queue();
+            if pool.running() == 0 || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let cut = pool.defer_running();
+        if queued > 0 {
+            log::warn!(
+                "shutdown: deferred {queued} queued jobs ({SHUTDOWN_DSN} {SHUTDOWN_DIAGNOSTIC})"
+            );
+        }
+        if cut > 0 {
+            log::warn!(
+                "shutdown: deferred {cut} jobs still being delivered ({SHUTDOWN_DSN} {SHUTDOWN_DIAGNOSTIC})"
+            );
+        }
+        let flush_deadline = Instant::now() + FLUSH_LIMIT;
+        while ctx.live.load(Ordering::SeqCst) > 0 && Instant::now() < flush_deadline {
+            pool.drain_queue();
+            thread::sleep(Duration::from_millis(20));
+        }
+        let left = ctx.live.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("shutdown: {left} client connections did not take their results in time");
+        }
+        cache.close_all();
+        pool.deliverer().cache().inspect(|c| c.close_all());
+        log::info!("stopped");
+        0
+    }
+}
+
+/// Expires idle cached sessions about once a second, until shutdown.
+fn start_cache_expiry(ctx: &Arc<Context>) {
+    let ctx = Arc::clone(ctx);
+    let started = thread::Builder::new()
+        .name("cache-expiry".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            while !ctx.submitter.stopping() {
+                thread::sleep(Duration::from_secs(1));
+                if let Some(cache) = ctx.submitter.deliverer().cache() {
+                    cache.expire();
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::warn!(
+            "cannot start the cache expiry thread: {e}; idle sessions expire when looked up"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The listening socket
+// ---------------------------------------------------------------------------
+
+struct Listening {
+    listener: UnixListener,
+    /// The socket file we created (removed at exit), or `None` when
+    /// systemd passed the socket.
+    bound: Option<BoundFile>,
+}
+
+struct BoundFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Listening {
+    fn describe(&self) -> String {
+        match &self.bound {
+            Some(bound) => bound.path.display().to_string(),
+            None => match self.listener.local_addr() {
+                Ok(addr) => match addr.as_pathname() {
+                    Some(path) => format!("{} (socket activation)", path.display()),
+                    None => "a socket passed by systemd".into(),
+                },
+                Err(_) => "a socket passed by systemd".into(),
+            },
+        }
+    }
+
+    /// Removes the socket file if it is still the one we bound.
+    fn remove_file(&self) {
+        let Some(bound) = &self.bound else {
+            return;
+        };
+        match fs::symlink_metadata(&bound.path) {
+            Ok(meta) if meta.dev() == bound.dev && meta.ino() == bound.ino => {
+                if let Err(e) = fs::remove_file(&bound.path) {
+                    log::info!("cannot remove {}: {e}", bound.path.display());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn listen(
+    path: &Path,
+    daemon: &DaemonConfig,
+    user: Option<&User>,
+    socket_gid: Option<u32>,
+) -> Result<Listening, String> {
+    if let Some(listener) = activated_listener()? {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket activation: {e}"))?;
+        return Ok(Listening {
+            listener,
+            bound: None,
+        });
+    }
+    let name = path.display();
+    let mode = u32::from_str_radix(&daemon.socket_mode, 8)
+        .map_err(|_| format!("daemon.socket_mode: {:?} is not octal", daemon.socket_mode))?;
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        // Our own runtime directory: the user we switch to may remove the
+        // socket at exit.
+        if let Some(user) = user
+            && let Err(e) = chown(parent, Some(user.uid), Some(user.gid))
+        {
+            log::warn!(
+                "cannot give {} to {}: {}",
+                parent.display(),
+                user.name,
+                e.desc()
+            );
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(format!("{name}: another process is listening on it"));
+            }
+            fs::remove_file(path)
+                .map_err(|e| format!("cannot remove the stale socket {name}: {e}"))?;
+        }
+        Ok(_) => return Err(format!("{name} exists and is not a socket")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{name}: {e}")),
+    }
+    // Nobody may connect before the mode and owner are right.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(|e| format!("cannot listen on {name}: {e}"))?;
+    let meta = fs::symlink_metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    let listening = Listening {
+        listener,
+        bound: Some(BoundFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }),
+    };
+    let owner = user.map(|u| u.uid);
+    let group = socket_gid.map(Gid::from_raw).or(user.map(|u| u.gid));
+    if (owner.is_some() || group.is_some())
+        && let Err(e) = chown(path, owner, group)
+    {
+        listening.remove_file();
+        return Err(format!("cannot set the owner of {name}: {}", e.desc()));
+    }
+    if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+        listening.remove_file();
+        return Err(format!("cannot set the mode of {name}: {e}"));
+    }
+    if let Err(e) = listening.listener.set_nonblocking(true) {
+        listening.remove_file();
+        return Err(format!("{name}: {e}"));
+    }
+    Ok(listening)
+}
+
+/// The listening socket systemd passed (LISTEN_PID/LISTEN_FDS, fd 3).
+fn activated_listener() -> Result<Option<UnixListener>, String> {
+    let mut fds = sd_notify::listen_fds().map_err(|e| format!("socket activation: {e}"))?;
+    let Some(fd) = fds.next() else {
+        return Ok(None);
+    };
+    if fds.len() > 0 {
+        log::warn!(
+            "socket activation: using fd {fd}; ignoring {} more",
+            fds.len()
+        );
+    }
+    let owned = take_fd(fd)?;
+    let stream = matches!(getsockopt(&owned, sockopt::SockType), Ok(SockType::Stream));
+    let listening = matches!(getsockopt(&owned, sockopt::AcceptConn), Ok(true));
+    if !stream || !listening {
+        return Err(format!(
+            "socket activation: fd {fd} is not a listening stream socket"
+        ));
+    }
+    Ok(Some(UnixListener::from(owned)))
+}
+
+fn take_fd(fd: RawFd) -> Result<OwnedFd, String> {
+    // SAFETY: LISTEN_PID names this process, so the service manager passed
+    // fd `fd` open and for us alone; nothing else in this process uses it.
+    // Checking it with F_GETFD first keeps a stale LISTEN_FDS from making
+    // us own a closed descriptor.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)
+        .map_err(|e| format!("socket activation: fd {fd}: {}", e.desc()))?;
+    // SAFETY: as above; the descriptor is open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+// ---------------------------------------------------------------------------
+// Privileges
+// ---------------------------------------------------------------------------
+
+/// The user to switch to: `[daemon] user` when started as root.
+fn target_user(daemon: &DaemonConfig) -> Result<Option<User>, String> {
+    if daemon.user.is_empty() {
+        return Ok(None);
+    }
+    let user = match User::from_name(&daemon.user) {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(format!("daemon.user: no such user {:?}", daemon.user)),
+        Err(e) => {
+            return Err(format!(
+                "daemon.user: cannot look up {:?}: {}",
+                daemon.user,
+                e.desc()
+            ));
+        }
+    };
+    if !geteuid().is_root() {
+        if user.uid != geteuid() {
+            log::warn!("daemon.user {:?} ignored: not started as root", daemon.user);
+        }
+        return Ok(None);
+    }
+    Ok(Some(user))
+}
+
+/// setgroups, setgid, setuid — for good — and check that it held.
+fn drop_privileges(user: &User) -> Result<(), String> {
+    let name = CString::new(user.name.as_bytes()).map_err(|_| "bad user name".to_string())?;
+    let groups = getgrouplist(&name, user.gid).unwrap_or_else(|_| vec![user.gid]);
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {}", e.desc()))?;
+    nix::unistd::setgid(user.gid).map_err(|e| format!("setgid: {}", e.desc()))?;
+    nix::unistd::setuid(user.uid).map_err(|e| format!("setuid: {}", e.desc()))?;
+    let held = getuid() == user.uid
+        && geteuid() == user.uid
+        && getgid() == user.gid
+        && getegid() == user.gid;
+    if !held {
+        return Err("the user and group ids did not change".into());
+    }
+    if !user.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err("root privileges could be regained".into());
+    }
+    Ok(())
+}
+
+/// DNS when no stub resolver could be made: every lookup fails
+/// temporarily, so only IP-literal destinations are delivered.
+struct NoResolver;
+
+impl DnsLookup for NoResolver {
+    fn mx(&self, _: &str) -> Result<Answer<MxRecord>, DnsError> {
+        Err(unavailable())
+    }
+    fn a(&self, _: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
+        Err(unavailable())
+    }
+    fn aaaa(&self, _: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
+        Err(unavailable())
+    }
+}
+
+fn unavailable() -> DnsError {
+    DnsError::new(DnsErrorKind::Retry, "no DNS resolver available")
+}

@@ -1,0 +1,761 @@
+//! The job protocol on a UNIX stream socket: newline-delimited JSON, both
+//! ways. Owns the per-connection side of the daemon (peer credential
+//! check, line assembly with a length cap, job and control lines, the
+//! reader/writer thread pair) and the client side used by `mailhop send`
+//! and `mailhop status`.
+//!
+//! Protocol: each request line is a job ([`Job`]) or a control command
+//! (an object with a `"command"` key; `{"command":"status"}`). Each job
+//! gets exactly one answer line carrying its `id`: a result ([`JobResult`]
+//! with `"log"`) or an error (`{"id":...|null,"error":"..."}`). Answers may
+//! come in any order. A refused line (malformed, unknown field, over
+//! `max_line_length`, not UTF-8...) is answered with an error and the
+//! connection stays usable.
+//!
+//! Error contract: nothing a client sends can panic or stall a worker.
+//! Workers never do client I/O (answers go through a per-connection
+//! channel to the writer thread); a client that stops reading is cut off
+//! after `client_idle_timeout`; an idle connection is closed after the
+//! same time; a client that disconnects does not stop its jobs, whose
+//! outcomes are still logged.
+
+use std::ffi::CString;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
+
+use crate::config::DaemonConfig;
+use crate::job::{Job, JobError, JobResult, MessageRef, parse_job};
+use crate::pool::{Answer, PeerIdentity, Report, Submitter, Ticket};
+use crate::stats::{CacheReport, StatusReport};
+
+/// How often blocked reads and writer waits look at the clock and flags.
+const POLL: Duration = Duration::from_millis(200);
+/// Read size of the line assembler.
+const CHUNK: usize = 64 * 1024;
+/// Stack of the connection threads (they parse JSON, nothing deep:
+/// serde_json stops at 128 levels of nesting).
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// Who may submit jobs: root, the daemon's own uid, `allowed_uids`, and
+/// members (primary or supplementary) of `allowed_groups`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    pub daemon_uid: u32,
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl AccessPolicy {
+    /// From `[daemon]`. A group name that does not exist grants nothing
+    /// and is logged.
+    pub fn from_config(daemon: &DaemonConfig, daemon_uid: u32) -> Self {
+        let mut gids = Vec::new();
+        for name in &daemon.allowed_groups {
+            match lookup_group(name) {
+                Ok(gid) => gids.push(gid),
+                Err(e) => log::warn!("daemon.allowed_groups: {e}; ignored"),
+            }
+        }
+        Self {
+            daemon_uid,
+            uids: daemon.allowed_uids.clone(),
+            gids,
+        }
+    }
+
+    pub fn allows(&self, peer: &PeerIdentity) -> bool {
+        peer.uid == 0
+            || peer.uid == self.daemon_uid
+            || self.uids.contains(&peer.uid)
+            || peer.gids.iter().any(|g| self.gids.contains(g))
+    }
+}
+
+/// A group by name or numeric id.
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no such group {name:?}")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {}", e.desc())),
+    }
+}
+
+/// The peer's uid with all its groups: the primary gid from SO_PEERCRED
+/// plus the supplementary groups of the uid's passwd entry.
+pub fn peer_identity(uid: u32, gid: u32, daemon_uid: u32) -> PeerIdentity {
+    let mut gids = vec![gid];
+    if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid))
+        && let Ok(name) = CString::new(user.name.as_bytes())
+        && let Ok(groups) = getgrouplist(&name, Gid::from_raw(gid))
+    {
+        for g in groups {
+            if !gids.contains(&g.as_raw()) {
+                gids.push(g.as_raw());
+            }
+        }
+    }
+    PeerIdentity {
+        uid,
+        gids,
+        privileged: uid == 0 || uid == daemon_uid,
+    }
+}
+
+/// The settings a connection keeps from its start (a reload applies to
+/// connections made after it).
+#[derive(Clone, Debug)]
+pub struct ConnSettings {
+    pub access: AccessPolicy,
+    pub max_line_length: usize,
+    pub idle_timeout: Duration,
+    /// Most answers a connection may have pending (queued, running or not
+    /// yet written) before its reader stops reading.
+    pub window: usize,
+}
+
+impl ConnSettings {
+    pub fn from_config(daemon: &DaemonConfig, daemon_uid: u32) -> Self {
+        Self {
+            access: AccessPolicy::from_config(daemon, daemon_uid),
+            max_line_length: daemon.max_line_length,
+            idle_timeout: daemon.client_idle_timeout,
+            window: daemon.queue_capacity.saturating_add(daemon.workers).max(1),
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct Context {
+    pub submitter: Submitter,
+    /// Connections open now (the shutdown waits for them to flush).
+    pub live: Arc<AtomicUsize>,
+}
+
+/// Serves one accepted connection on its own threads. Fails only when no
+/// thread can be started (the connection is then closed).
+pub fn spawn_connection(
+    stream: UnixStream,
+    ctx: &Arc<Context>,
+    settings: Arc<ConnSettings>,
+    number: u64,
+) -> io::Result<()> {
+    let ctx_for_thread = Arc::clone(ctx);
+    ctx.live.fetch_add(1, Ordering::SeqCst);
+    let spawned = thread::Builder::new()
+        .name(format!("conn-{number}"))
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            serve(stream, &ctx_for_thread, &settings, number);
+            ctx_for_thread.live.fetch_sub(1, Ordering::SeqCst);
+        });
+    match spawned {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            ctx.live.fetch_sub(1, Ordering::SeqCst);
+            Err(e)
+        }
+    }
+}
+
+/// The error line a refused peer gets.
+pub fn refusal_line(uid: u32) -> String {
+    let error = JobError::new(
+        None,
+        format!("permission denied: uid {uid} is not allowed to submit jobs"),
+    );
+    Answer::Failed(error).to_line()
+}
+
+fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64) {
+    let creds = match getsockopt(&stream, PeerCredentials) {
+        Ok(creds) => creds,
+        Err(e) => {
+            log::warn!("connection {number}: no peer credentials: {}", e.desc());
+            return;
+        }
+    };
+    let (uid, gid, pid) = (creds.uid(), creds.gid(), creds.pid());
+    let peer = peer_identity(uid, gid, settings.access.daemon_uid);
+    if !settings.access.allows(&peer) {
+        log::warn!("refused connection from uid {uid} (pid {pid}): not allowed to submit jobs");
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = (&stream).write_all(format!("{}\n", refusal_line(uid)).as_bytes());
+        let _ = stream.shutdown(Shutdown::Write);
+        // Closing with unread input would reset the connection and could
+        // lose the line: take (and drop) what the client sends, briefly.
+        drain(&stream, Duration::from_secs(1), 1 << 20);
+        return;
+    }
+    log::debug!("connection {number}: uid {uid} pid {pid}");
+    let writer_stream = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("connection {number}: {e}");
+            return;
+        }
+    };
+    let _ = stream.set_read_timeout(Some(POLL));
+    let idle = settings.idle_timeout.max(Duration::from_millis(1));
+    let _ = writer_stream.set_write_timeout(Some(idle));
+    let (tx, rx) = unbounded::<String>();
+    let conn = Arc::new(Conn {
+        tx,
+        state: Mutex::new(ConnState::default()),
+        changed: Condvar::new(),
+    });
+    let writer_conn = Arc::clone(&conn);
+    let writer = thread::Builder::new()
+        .name(format!("conn-{number}-w"))
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || write_answers(writer_stream, &rx, &writer_conn));
+    let writer = match writer {
+        Ok(handle) => handle,
+        Err(e) => {
+            log::warn!("connection {number}: cannot start its writer: {e}");
+            return;
+        }
+    };
+    let mut reader = Reader {
+        ctx,
+        settings,
+        conn: &conn,
+        peer: Arc::new(peer),
+    };
+    reader.run(&stream, idle);
+    conn.update(|s| s.reader_done = true);
+    let _ = writer.join();
+    log::debug!("connection {number}: closed");
+}
+
+/// Reads and discards input until EOF, `limit` or `max` bytes.
+fn drain(stream: &UnixStream, limit: Duration, max: usize) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    let mut total = 0usize;
+    while total < max {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Answers owed to the client and not yet written.
+    outstanding: usize,
+    reader_done: bool,
+    /// The client cannot be written to any more.
+    closed: bool,
+}
+
+/// One connection's answer path, shared by its reader, its writer and the
+/// tickets of its jobs.
+struct Conn {
+    tx: Sender<String>,
+    state: Mutex<ConnState>,
+    changed: Condvar,
+}
+
+impl Conn {
+    fn update<T>(&self, f: impl FnOnce(&mut ConnState) -> T) -> T {
+        let value = match self.state.lock() {
+            Ok(mut state) => f(&mut state),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        };
+        self.changed.notify_all();
+        value
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ConnState) -> T) -> T {
+        match self.state.lock() {
+            Ok(state) => f(&state),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// Counts an answer owed; call before the job or line leaves the reader.
+    fn owe(&self) {
+        self.update(|s| s.outstanding += 1);
+    }
+
+    fn send(&self, answer: &Answer) {
+        if self.tx.send(answer.to_line()).is_err() {
+            log::info!(
+                "job {}: client gone; result not reported",
+                answer.id().unwrap_or("(none)")
+            );
+        }
+    }
+
+    /// Waits until fewer than `window` answers are pending or the
+    /// connection is closed; false when it is closed.
+    fn wait_for_room(&self, window: usize) -> bool {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        loop {
+            if state.closed {
+                return false;
+            }
+            if state.outstanding < window {
+                return true;
+            }
+            state = match self.changed.wait_timeout(state, POLL) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+impl Report for Conn {
+    fn report(&self, answer: Answer) {
+        self.send(&answer);
+    }
+}
+
+fn write_answers(mut stream: UnixStream, rx: &Receiver<String>, conn: &Conn) {
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(mut line) => {
+                line.push('\n');
+                let written = stream.write_all(line.as_bytes());
+                conn.update(|s| s.outstanding = s.outstanding.saturating_sub(1));
+                if let Err(e) = written {
+                    log::info!("client connection lost while writing a result: {e}");
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if conn.read(|s| s.reader_done && s.outstanding == 0) {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    conn.update(|s| s.closed = true);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Splits a byte stream into lines of at most `max` bytes (newline not
+/// counted); a longer line is reported once and skipped to its end.
+#[derive(Debug)]
+pub struct LineSplitter {
+    max: usize,
+    buf: Vec<u8>,
+    discarding: bool,
+}
+
+/// One event of the [`LineSplitter`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineEvent {
+    Line(Vec<u8>),
+    TooLong,
+}
+
+impl LineSplitter {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            buf: Vec::new(),
+            discarding: false,
+        }
+    }
+
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<LineEvent>) {
+        while !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            let (part, rest, complete) = match newline {
+                Some(i) => (
+                    data.get(..i).unwrap_or(&[]),
+                    data.get(i + 1..).unwrap_or(&[]),
+                    true,
+                ),
+                None => (data, &[][..], false),
+            };
+            if !self.discarding {
+                if self.buf.len().saturating_add(part.len()) > self.max {
+                    self.buf = Vec::new();
+                    self.discarding = true;
+                    out.push(LineEvent::TooLong);
+                } else {
+                    self.buf.extend_from_slice(part);
+                }
+            }
+            if complete {
+                if !self.discarding {
+                    out.push(LineEvent::Line(std::mem::take(&mut self.buf)));
+                }
+                self.discarding = false;
+            }
+            data = rest;
+        }
+    }
+
+    /// At end of input: the unterminated last line, if any.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        let discarding = std::mem::replace(&mut self.discarding, false);
+        let buf = std::mem::take(&mut self.buf);
+        (!discarding && !buf.is_empty()).then_some(buf)
+    }
+}
+
+struct Reader<'a> {
+    ctx: &'a Context,
+    settings: &'a ConnSettings,
+    conn: &'a Arc<Conn>,
+    peer: Arc<PeerIdentity>,
+}
+
+impl Reader<'_> {
+    fn run(&mut self, stream: &UnixStream, idle: Duration) {
+        let mut splitter = LineSplitter::new(self.settings.max_line_length);
+        let mut buf = vec![0u8; CHUNK];
+        let mut events = Vec::new();
+        let mut last = Instant::now();
+        loop {
+            if self.conn.read(|s| s.closed) {
+                return;
+            }
+            match (&*stream).read(&mut buf) {
+                Ok(0) => {
+                    if let Some(line) = splitter.finish() {
+                        self.line(&line);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    last = Instant::now();
+                    splitter.feed(buf.get(..n).unwrap_or(&[]), &mut events);
+                    for event in events.drain(..) {
+                        if !self.conn.wait_for_room(self.settings.window) {
+                            return;
+                        }
+                        match event {
+                            LineEvent::Line(line) => self.line(&line),
+                            LineEvent::TooLong => self.refuse(
+                                None,
+                                format!(
+                                    "line too long: more than {} bytes (max_line_length); skipped",
+                                    self.settings.max_line_length
+                                ),
+                            ),
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    let pending = self.conn.read(|s| s.outstanding);
+                    if pending > 0 {
+                        // Waiting for results is not idleness.
+                        last = Instant::now();
+                    } else if self.ctx.submitter.stopping() {
+                        return;
+                    } else if last.elapsed() >= idle {
+                        log::debug!("closing an idle client connection");
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn refuse(&self, id: Option<String>, error: String) {
+        self.ctx.submitter.stats().line_refused();
+        self.conn.owe();
+        self.conn.send(&Answer::Failed(JobError::new(id, error)));
+    }
+
+    fn line(&mut self, raw: &[u8]) {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        if std::str::from_utf8(line).is_err() {
+            self.refuse(None, "malformed job: line is not valid UTF-8".into());
+            return;
+        }
+        let value: serde_json::Value = match serde_json::from_slice(line) {
+            Ok(value) => value,
+            Err(e) => {
+                self.refuse(None, format!("malformed job: {e}"));
+                return;
+            }
+        };
+        if let Some(command) = value.get("command") {
+            self.command(command, &value);
+            return;
+        }
+        let job = match parse_job(line) {
+            Ok(job) => job,
+            Err(e) => {
+                self.refuse(e.id, e.error);
+                return;
+            }
+        };
+        if let MessageRef::Path { path } = &job.message
+            && !Path::new(path).is_absolute()
+        {
+            self.refuse(
+                Some(job.id.clone()),
+                format!("invalid job: message path {path} is not absolute"),
+            );
+            return;
+        }
+        let report: Arc<dyn Report> = Arc::clone(self.conn) as Arc<dyn Report>;
+        self.conn.owe();
+        self.ctx
+            .submitter
+            .submit(Ticket::new(job, Arc::clone(&self.peer), report));
+    }
+
+    fn command(&self, command: &serde_json::Value, value: &serde_json::Value) {
+        let extra = value
+            .as_object()
+            .and_then(|o| o.keys().find(|k| k.as_str() != "command").cloned());
+        if let Some(key) = extra {
+            self.refuse(None, format!("invalid command: unknown field `{key}`"));
+            return;
+        }
+        match command.as_str() {
+            Some("status") => {
+                let report = status_report(&self.ctx.submitter);
+                let line = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+                self.conn.owe();
+                if self.conn.tx.send(line).is_err() {
+                    log::debug!("status: client gone");
+                }
+            }
+            Some(other) => self.refuse(None, format!("unknown command {other:?}")),
+            None => self.refuse(None, "invalid command: \"command\" must be a string".into()),
+        }
+    }
+}
+
+/// The counters for `{"command":"status"}`.
+pub fn status_report(submitter: &Submitter) -> StatusReport {
+    let cache = submitter
+        .deliverer()
+        .cache()
+        .map(|c| c.cache_counters())
+        .unwrap_or_default();
+    submitter.stats().snapshot(submitter.shape(), cache)
+}
+
+// ---------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------
+
+/// Why a client request failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The daemon could not be reached or the connection broke.
+    Unavailable(String),
+    /// The daemon answered with something that is not a protocol line.
+    Protocol(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Unavailable(text) | ClientError::Protocol(text) => f.write_str(text),
+        }
+    }
+}
+
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(socket).map_err(|e| {
+        ClientError::Unavailable(format!(
+            "cannot connect to the daemon at {}: {}",
+            socket.display(),
+            crate::transport::strerror(&e)
+        ))
+    })
+}
+
+fn read_reply(reader: &mut impl BufRead, socket: &Path) -> Result<String, ClientError> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => Err(ClientError::Unavailable(format!(
+            "the daemon at {} closed the connection without an answer",
+            socket.display()
+        ))),
+        Ok(_) => Ok(line.trim_end().to_string()),
+        Err(e) => Err(ClientError::Unavailable(format!(
+            "reading from the daemon at {}: {e}",
+            socket.display()
+        ))),
+    }
+}
+
+/// Parses an answer line: a result, or an error.
+pub fn parse_answer(line: &str) -> Result<Answer, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("unreadable answer: {e}"))?;
+    if value.get("error").is_some() {
+        serde_json::from_value::<JobError>(value)
+            .map(Answer::Failed)
+            .map_err(|e| format!("unreadable error answer: {e}"))
+    } else {
+        serde_json::from_value::<JobResult>(value)
+            .map(Answer::Done)
+            .map_err(|e| format!("unreadable result: {e}"))
+    }
+}
+
+/// Submits one job and waits for its answer (a connection-level error
+/// without an id, such as a refused peer, is the answer too).
+pub fn submit(socket: &Path, job: &Job) -> Result<Answer, ClientError> {
+    let stream = connect(socket)?;
+    let line = serde_json::to_string(job)
+        .map_err(|e| ClientError::Protocol(format!("cannot encode the job: {e}")))?;
+    // A refused peer may find the connection closed before its job is
+    // written: the daemon's answer is still there to read.
+    let sent = (&stream).write_all(format!("{line}\n").as_bytes());
+    let mut reader = BufReader::new(&stream);
+    if let Err(e) = sent {
+        return match read_reply(&mut reader, socket).map(|l| parse_answer(&l)) {
+            Ok(Ok(answer)) if answer.id().is_none() => Ok(answer),
+            _ => Err(ClientError::Unavailable(format!("sending the job: {e}"))),
+        };
+    }
+    // Bounded: one answer per line sent, plus a few connection errors.
+    for _ in 0..16 {
+        let line = read_reply(&mut reader, socket)?;
+        let answer = parse_answer(&line).map_err(ClientError::Protocol)?;
+        match answer.id() {
+            Some(id) if id == job.id => return Ok(answer),
+            None => return Ok(answer),
+            Some(_) => continue,
+        }
+    }
+    Err(ClientError::Protocol(
+        "the daemon did not answer this job".into(),
+    ))
+}
+
+/// Sends `{"command":"status"}`; the daemon's JSON line, or its error.
+pub fn status(socket: &Path) -> Result<Result<String, JobError>, ClientError> {
+    let stream = connect(socket)?;
+    let sent = (&stream).write_all(b"{\"command\":\"status\"}\n");
+    let line = match (read_reply(&mut BufReader::new(&stream), socket), sent) {
+        (Ok(line), _) => line,
+        (Err(_), Err(e)) => {
+            return Err(ClientError::Unavailable(format!(
+                "sending the request: {e}"
+            )));
+        }
+        (Err(e), Ok(())) => return Err(e),
+    };
+    let value: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| ClientError::Protocol(format!("unreadable answer: {e}")))?;
+    if value.get("error").is_some() {
+        let error = serde_json::from_value::<JobError>(value)
+            .map_err(|e| ClientError::Protocol(format!("unreadable error answer: {e}")))?;
+        return Ok(Err(error));
+    }
+    Ok(Ok(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(max: usize, chunks: &[&[u8]]) -> (Vec<LineEvent>, Option<Vec<u8>>) {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            s.feed(chunk, &mut out);
+        }
+        (out, s.finish())
+    }
+
+    #[test]
+    fn lines_across_chunks() {
+        let (events, rest) = split(100, &[b"ab", b"c\nde\n\nf", b"g"]);
+        assert_eq!(
+            events,
+            vec![
+                LineEvent::Line(b"abc".to_vec()),
+                LineEvent::Line(b"de".to_vec()),
+                LineEvent::Line(Vec::new()),
+            ]
+        );
+        assert_eq!(rest, Some(b"fg".to_vec()));
+    }
+
+    #[test]
+    fn long_line_reported_once_and_skipped() {
+        let (events, rest) = split(4, &[b"12345", b"678", b"9\nok\n1234\n"]);
+        assert_eq!(
+            events,
+            vec![
+                LineEvent::TooLong,
+                LineEvent::Line(b"ok".to_vec()),
+                LineEvent::Line(b"1234".to_vec()),
+            ]
+        );
+        assert_eq!(rest, None);
+        let (_, rest) = split(2, &[b"xyz"]);
+        assert_eq!(rest, None, "an over-long unterminated line is dropped");
+    }
+
+    #[test]
+    fn access_rules() {
+        let policy = AccessPolicy {
+            daemon_uid: 500,
+            uids: vec![1001],
+            gids: vec![42],
+        };
+        let peer = |uid, gids: &[u32]| PeerIdentity {
+            uid,
+            gids: gids.to_vec(),
+            privileged: false,
+        };
+        assert!(policy.allows(&peer(0, &[0])));
+        assert!(policy.allows(&peer(500, &[500])));
+        assert!(policy.allows(&peer(1001, &[1001])));
+        assert!(policy.allows(&peer(1002, &[1002, 42])));
+        assert!(!policy.allows(&peer(1003, &[1003, 7])));
+        assert_eq!(
+            refusal_line(1003),
+            r#"{"id":null,"error":"permission denied: uid 1003 is not allowed to submit jobs"}"#
+        );
+    }
+
+    #[test]
+    fn answers_parse_back() {
+        let ok = parse_answer(r#"{"id":"a","recipients":[],"log":["x"]}"#);
+        assert!(matches!(ok, Ok(Answer::Done(r)) if r.id == "a"));
+        let err = parse_answer(r#"{"id":null,"error":"boom"}"#);
+        assert!(matches!(err, Ok(Answer::Failed(e)) if e.error == "boom" && e.id.is_none()));
+        assert!(parse_answer("nope").is_err());
+    }
+}

@@ -1,0 +1,1215 @@
+//! `mailhop daemon` as a real process: the job protocol on its UNIX socket
+//! (concurrency, pipelining, hostile input, disconnects, backpressure),
+//! peer credential checks, SIGTERM drain, SIGHUP reload, sd_notify, and
+//! `mailhop send` / `mailhop status` through the socket.
+//!
+//! Contract: self-contained (no external peers): deliveries go to an
+//! in-process multi-connection SMTP sink on 127.0.0.1 ([`Sink`]). Every
+//! daemon ([`Daemon`]) and sink a test starts is owned by a guard whose
+//! `Drop` kills/stops and reaps it; every wait is bounded. The uid test
+//! needs root and prints a loud SKIPPED line otherwise (panics when
+//! `CI=true`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+const MESSAGE: &[u8] = b"From: a@x.test\nTo: b@y.test\nSubject: daemon test\n\nhello\n";
+/// Longest wait for any single answer or event.
+const LIMIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Working directory
+// ---------------------------------------------------------------------------
+
+/// A private directory under /tmp, mode 0777 (the uid test connects as
+/// `nobody`). Removed on drop.
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mailhop-d-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        fs::write(&path, content).expect("write a test file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod 0644");
+        path
+    }
+}
+
+// ---------------------------------------------------------------------------
+// An SMTP sink for many connections
+// ---------------------------------------------------------------------------
+
+/// When the sink answers the final dot.
+#[derive(Clone, Copy, Debug)]
+enum Dot {
+    Now,
+    After(Duration),
+    /// Never (until the sink stops).
+    Never,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    connections: usize,
+    /// DATA commands accepted (a delivery reached the content phase).
+    data: usize,
+    /// Messages received completely (the final dot arrived).
+    messages: usize,
+    /// EHLO arguments, in order.
+    helos: Vec<String>,
+}
+
+/// A TCP SMTP sink on 127.0.0.1 serving any number of connections, each
+/// on its own thread. RCPT local parts starting with "defer" get 450,
+/// "bounce" 550. Stopped and joined on drop.
+struct Sink {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    accept: Option<JoinHandle<()>>,
+    sessions: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Sink {
+    fn start(dot: Dot) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+        listener.set_nonblocking(true).expect("non-blocking sink");
+        let port = listener.local_addr().expect("sink address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let sessions: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (stop2, seen2, sessions2) = (stop.clone(), seen.clone(), sessions.clone());
+        let accept = thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        seen2.lock().expect("seen").connections += 1;
+                        let (stop3, seen3) = (stop2.clone(), seen2.clone());
+                        let handle = thread::spawn(move || {
+                            let _ = session(stream, dot, &stop3, &seen3);
+                        });
+                        sessions2.lock().expect("sessions").push(handle);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Sink {
+            port,
+            stop,
+            seen,
+            accept: Some(accept),
+            sessions,
+        }
+    }
+
+    fn nexthop(&self) -> String {
+        format!("[127.0.0.1]:{}", self.port)
+    }
+
+    fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen.lock().expect("seen"))
+    }
+
+    /// Waits until `f` holds, within [`LIMIT`].
+    fn wait(&self, what: &str, f: impl Fn(&Seen) -> bool) {
+        let start = Instant::now();
+        while !self.seen(&f) {
+            assert!(start.elapsed() < LIMIT, "sink: {what} did not happen");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.accept.take() {
+            let _ = handle.join();
+        }
+        let handles: Vec<_> = self
+            .sessions
+            .lock()
+            .map(|mut v| v.drain(..).collect())
+            .unwrap_or_default();
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Reads one line (without CRLF) polling the stop flag; `None` at EOF,
+/// error or stop.
+fn sink_line(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<String> {
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) || start.elapsed() > Duration::from_secs(60) {
+            return None;
+        }
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => return None,
+            Ok(_) if buf.ends_with(b"\n") => {
+                let text = String::from_utf8_lossy(&buf);
+                return Some(text.trim_end_matches(['\r', '\n']).to_string());
+            }
+            Ok(_) => return None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+fn session(stream: TcpStream, dot: Dot, stop: &AtomicBool, seen: &Mutex<Seen>) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut send = |line: &str| out.write_all(format!("{line}\r\n").as_bytes());
+    send("220 sink.test ESMTP")?;
+    let mut accepted = 0;
+    while let Some(line) = sink_line(&mut reader, stop) {
+        let upper = line.to_ascii_uppercase();
+        if let Some(name) = upper.strip_prefix("EHLO ") {
+            let _ = name;
+            seen.lock().expect("seen").helos.push(line[5..].to_string());
+            send("250-sink.test\r\n250 ENHANCEDSTATUSCODES")?;
+        } else if upper.starts_with("MAIL FROM:") {
+            accepted = 0;
+            send("250 2.1.0 Ok")?;
+        } else if upper.starts_with("RCPT TO:<DEFER") {
+            send("450 4.2.0 Mailbox busy, try later")?;
+        } else if upper.starts_with("RCPT TO:<BOUNCE") {
+            send("550 5.1.1 No such user")?;
+        } else if upper.starts_with("RCPT TO:") {
+            accepted += 1;
+            send("250 2.1.5 Ok")?;
+        } else if upper == "DATA" {
+            if accepted == 0 {
+                send("554 5.5.1 No valid recipients")?;
+                continue;
+            }
+            seen.lock().expect("seen").data += 1;
+            send("354 End data with <CR><LF>.<CR><LF>")?;
+            loop {
+                match sink_line(&mut reader, stop) {
+                    Some(l) if l == "." => break,
+                    Some(_) => {}
+                    None => return Ok(()),
+                }
+            }
+            seen.lock().expect("seen").messages += 1;
+            match dot {
+                Dot::Now => {}
+                Dot::After(delay) => {
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                Dot::Never => {
+                    while !stop.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    return Ok(());
+                }
+            }
+            send("250 2.0.0 Ok: queued as SINK1")?;
+        } else if upper == "RSET" || upper == "NOOP" {
+            send("250 2.0.0 Ok")?;
+        } else if upper == "QUIT" {
+            send("221 2.0.0 Bye")?;
+            return Ok(());
+        } else {
+            send("502 5.5.2 Error: command not recognized")?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The daemon
+// ---------------------------------------------------------------------------
+
+/// A configuration: `[smtp]` and `[daemon]` keys (TOML values), plus raw
+/// extra tables.
+struct Settings {
+    smtp: BTreeMap<String, String>,
+    daemon: BTreeMap<String, String>,
+    extra: String,
+}
+
+impl Settings {
+    fn new(socket: &Path) -> Self {
+        let mut smtp = BTreeMap::new();
+        for key in [
+            "connect_timeout",
+            "helo_timeout",
+            "mail_timeout",
+            "rcpt_timeout",
+            "data_init_timeout",
+            "data_xfer_timeout",
+            "data_done_timeout",
+        ] {
+            smtp.insert(key.to_string(), "\"10s\"".to_string());
+        }
+        smtp.insert("quit_timeout".into(), "\"2s\"".into());
+        smtp.insert("rset_timeout".into(), "\"2s\"".into());
+        let mut daemon = BTreeMap::new();
+        daemon.insert(
+            "socket".into(),
+            format!("{:?}", socket.display().to_string()),
+        );
+        daemon.insert("workers".into(), "4".into());
+        daemon.insert("queue_capacity".into(), "16".into());
+        Self {
+            smtp,
+            daemon,
+            extra: String::new(),
+        }
+    }
+
+    fn smtp(mut self, key: &str, value: &str) -> Self {
+        self.smtp.insert(key.into(), value.into());
+        self
+    }
+
+    fn daemon(mut self, key: &str, value: &str) -> Self {
+        self.daemon.insert(key.into(), value.into());
+        self
+    }
+
+    fn extra(mut self, text: &str) -> Self {
+        self.extra.push_str(text);
+        self
+    }
+
+    fn text(&self) -> String {
+        let mut text = String::from("[smtp]\n");
+        for (k, v) in &self.smtp {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        text.push_str("\n[daemon]\n");
+        for (k, v) in &self.daemon {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        text.push('\n');
+        text.push_str(&self.extra);
+        text
+    }
+}
+
+/// A running `mailhop daemon`; killed and reaped on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    exit: Option<i32>,
+}
+
+impl Daemon {
+    fn start(work: &Work, settings: &Settings) -> Daemon {
+        Self::start_env(work, settings, &[])
+    }
+
+    fn start_env(work: &Work, settings: &Settings, env: &[(&str, &str)]) -> Daemon {
+        let config = work.file("mailhop.toml", settings.text().as_bytes());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
+        cmd.args(["daemon", "--foreground", "--config"])
+            .arg(&config);
+        for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        Self::launch(work, cmd, config, work.path().join("m.sock"))
+    }
+
+    /// Runs `cmd` (a daemon command line) with stderr in the work dir and
+    /// waits until `socket` accepts connections.
+    fn launch(work: &Work, mut cmd: Command, config: PathBuf, socket: PathBuf) -> Daemon {
+        let log = work.path().join("daemon.log");
+        let err = fs::File::create(&log).expect("create the daemon log");
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn mailhop daemon");
+        let mut daemon = Daemon {
+            child,
+            socket,
+            config,
+            log,
+            exit: None,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("the daemon exited ({status}) at start:\n{}", daemon.log());
+            }
+            if daemon.log().contains("listening on") && UnixStream::connect(&daemon.socket).is_ok()
+            {
+                return daemon;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "the daemon did not listen in time:\n{}",
+                daemon.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < LIMIT,
+                "log line {needle:?} did not appear:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        kill(pid, signal).expect("signal the daemon");
+    }
+
+    /// The exit code, waiting at most `limit`; `None` if still running.
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        if self.exit.is_some() {
+            return self.exit;
+        }
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status.code().unwrap_or(-1));
+                return self.exit;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One protocol connection.
+struct Client {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    fn connect(socket: &Path) -> Client {
+        let stream = UnixStream::connect(socket).expect("connect to the daemon");
+        stream.set_read_timeout(Some(LIMIT)).expect("read timeout");
+        let writer = stream.try_clone().expect("clone the stream");
+        Client {
+            writer,
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to the daemon");
+    }
+
+    /// The next answer line, parsed.
+    fn answer(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read an answer");
+        assert!(n > 0, "the daemon closed the connection");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad answer {line:?}: {e}"))
+    }
+
+    /// `n` answers, keyed by id (error answers without one under "null#k").
+    fn answers(&mut self, n: usize) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for k in 0..n {
+            let answer = self.answer();
+            let key = match answer["id"].as_str() {
+                Some(id) => id.to_string(),
+                None => format!("null#{k}"),
+            };
+            assert!(out.insert(key, answer).is_none(), "an id answered twice");
+        }
+        out
+    }
+}
+
+fn job(id: &str, nexthop: &str, message: &Path) -> String {
+    json!({
+        "id": id,
+        "nexthop": nexthop,
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@y.test"}],
+        "message": {"path": message.display().to_string()},
+    })
+    .to_string()
+}
+
+/// Asserts a result with every recipient `status`.
+fn assert_all(answer: &Value, status: &str) {
+    let recipients = answer["recipients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a result: {answer}"));
+    assert!(!recipients.is_empty(), "{answer}");
+    for r in recipients {
+        assert_eq!(r["status"], status, "{answer}");
+    }
+    assert!(
+        answer["log"].is_array(),
+        "daemon results carry a log: {answer}"
+    );
+}
+
+fn assert_error(answer: &Value, id: Option<&str>, fragment: &str) {
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error answer: {answer}"));
+    assert!(error.contains(fragment), "{fragment:?} not in {answer}");
+    match id {
+        Some(id) => assert_eq!(answer["id"], id, "{answer}"),
+        None => assert!(answer["id"].is_null(), "{answer}"),
+    }
+}
+
+/// Runs the mailhop binary (bounded), stdin from `stdin` or /dev/null.
+fn run_mailhop(args: &[&str], stdin: Option<&Path>, uid: Option<u32>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match stdin {
+        Some(path) => cmd.stdin(fs::File::open(path).expect("open stdin file")),
+        None => cmd.stdin(Stdio::null()),
+    };
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let mut child = cmd.spawn().expect("spawn mailhop");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let mut stderr = String::new();
+    let _ = err.read_to_string(&mut stderr);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mailhop {args:?} did not finish");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    (code, stdout, stderr)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{reason} but CI=true");
+    }
+    let _ = writeln!(io::stderr(), "SKIPPED: {reason}");
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// 1. Many concurrent clients plus a pipelined connection: every result
+///    comes back with its id, all sent.
+#[test]
+fn concurrent_clients_and_pipelining() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
+    let nexthop = sink.nexthop();
+    let mut threads = Vec::new();
+    for t in 0..8 {
+        let socket = daemon.socket.clone();
+        let (nexthop, message) = (nexthop.clone(), message.clone());
+        threads.push(thread::spawn(move || {
+            let mut client = Client::connect(&socket);
+            let ids: BTreeSet<String> = (0..20).map(|j| format!("c{t}-{j}")).collect();
+            for id in &ids {
+                client.send(&job(id, &nexthop, &message));
+            }
+            let answers = client.answers(20);
+            assert_eq!(answers.keys().cloned().collect::<BTreeSet<_>>(), ids);
+            for answer in answers.values() {
+                assert_all(answer, "sent");
+            }
+        }));
+    }
+    let mut piped = daemon.client();
+    let ids: BTreeSet<String> = (0..50).map(|j| format!("p-{j}")).collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| job(id, &nexthop, &message) + "\n")
+        .collect();
+    piped.send_raw(lines.as_bytes());
+    let answers = piped.answers(50);
+    assert_eq!(answers.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    for answer in answers.values() {
+        assert_all(answer, "sent");
+    }
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+    assert_eq!(sink.seen(|s| s.messages), 210);
+}
+
+/// 2. Malformed and hostile lines each get an error naming the problem;
+///    good jobs on the same connection still succeed.
+#[test]
+fn hostile_input_keeps_the_connection_usable() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock")).daemon("max_line_length", "65536");
+    let daemon = Daemon::start(&work, &settings);
+    let nexthop = sink.nexthop();
+    let mut c = daemon.client();
+    let ok = |id: &str| job(id, &nexthop, &message);
+
+    c.send("garbage");
+    assert_error(&c.answer(), None, "malformed job");
+    c.send("{}");
+    assert_error(&c.answer(), None, "missing field `id`");
+    let mut unknown: Value = serde_json::from_str(&ok("u1")).expect("json");
+    unknown["bogus"] = json!(1);
+    c.send(&unknown.to_string());
+    assert_error(&c.answer(), Some("u1"), "unknown field `bogus`");
+    let mut empty: Value = serde_json::from_str(&ok("e1")).expect("json");
+    empty["recipients"] = json!([]);
+    c.send(&empty.to_string());
+    assert_error(&c.answer(), Some("e1"), "no recipients");
+    let missing = work.path().join("no-such-message");
+    c.send(&job("m1", &nexthop, &missing));
+    assert_error(
+        &c.answer(),
+        Some("m1"),
+        &format!(
+            "cannot read message {}: No such file or directory",
+            missing.display()
+        ),
+    );
+    c.send(&job("r1", &nexthop, Path::new("relative/msg")));
+    assert_error(&c.answer(), Some("r1"), "not absolute");
+    c.send(r#"{"command":"reboot"}"#);
+    assert_error(&c.answer(), None, "unknown command");
+    // Over 10 MB on one line, far over max_line_length.
+    let mut big: Value = serde_json::from_str(&ok("big")).expect("json");
+    big["message"] = json!({"data": "x".repeat(10 * 1024 * 1024 + 17)});
+    c.send(&big.to_string());
+    assert_error(&c.answer(), None, "line too long");
+    c.send_raw(b"{\"id\":\"\xff\xfe\",\"sender\":\"\"}\n");
+    assert_error(&c.answer(), None, "not valid UTF-8");
+    c.send(&ok("g1"));
+    let good = c.answer();
+    assert_eq!(good["id"], "g1");
+    assert_all(&good, "sent");
+    // Still usable; an unterminated last line is taken at end of input.
+    c.send(&ok("g2"));
+    assert_all(&c.answer(), "sent");
+    c.send_raw(ok("g3").as_bytes());
+    c.writer
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let last = c.answer();
+    assert_eq!(last["id"], "g3");
+    assert_all(&last, "sent");
+    assert_eq!(sink.seen(|s| s.messages), 3);
+}
+
+/// 3. A client that disconnects at once does not stop its delivery, which
+///    is logged; the daemon keeps serving.
+#[test]
+fn client_disconnect_mid_job() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::After(Duration::from_millis(1000)));
+    let message = work.file("msg", MESSAGE);
+    let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
+    {
+        let mut c = daemon.client();
+        c.send(&job("gone-1", &sink.nexthop(), &message));
+    }
+    sink.wait("the message arrived", |s| s.messages == 1);
+    daemon.wait_log("gone-1: to=<b@y.test>");
+    assert!(daemon.log().contains("status=sent"), "{}", daemon.log());
+    let mut c = daemon.client();
+    c.send(&job("after-1", &sink.nexthop(), &message));
+    let answer = c.answer();
+    assert_eq!(answer["id"], "after-1");
+    assert_all(&answer, "sent");
+}
+
+/// 4. Peer credentials: `nobody` is refused with the error line, root is
+///    served, and a member of `allowed_groups` is served.
+#[test]
+fn refused_uid() {
+    if !is_root() {
+        skip("the uid test needs root (it runs a client as nobody)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+        .unwrap_or(65534);
+    let work = Work::new();
+    let socket = work.path().join("m.sock");
+    let settings = Settings::new(&socket).daemon("socket_mode", "\"0666\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    let sock = socket.display().to_string();
+    let (code, _, stderr) = run_mailhop(&["status", "--socket", &sock], None, Some(nobody));
+    assert!(
+        stderr.contains(&format!(
+            "permission denied: uid {nobody} is not allowed to submit jobs"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(code, 77, "{stderr}");
+    daemon.wait_log(&format!("refused connection from uid {nobody}"));
+    let (code, stdout, stderr) = run_mailhop(&["status", "--socket", &sock], None, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"accepted\""), "{stdout}");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0));
+
+    // The same peer, allowed through its group.
+    let work = Work::new();
+    let socket = work.path().join("m.sock");
+    let settings = Settings::new(&socket)
+        .daemon("socket_mode", "\"0666\"")
+        .daemon("allowed_groups", &format!("[\"{nobody}\"]"));
+    let _daemon = Daemon::start(&work, &settings);
+    let sock = socket.display().to_string();
+    let (code, stdout, stderr) = run_mailhop(&["status", "--socket", &sock], None, Some(nobody));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"accepted\""), "{stdout}");
+}
+
+/// 5a. SIGTERM lets running deliveries finish, defers the queued job with
+///     4.3.0, answers every job and exits 0.
+#[test]
+fn sigterm_drains_and_defers_queued_jobs() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::After(Duration::from_millis(1500)));
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("workers", "2")
+        .daemon("queue_capacity", "4")
+        .daemon("shutdown_timeout", "\"20s\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    for id in ["d1", "d2", "d3"] {
+        c.send(&job(id, &sink.nexthop(), &message));
+    }
+    sink.wait("two deliveries in DATA", |s| s.data == 2);
+    daemon.signal(Signal::SIGTERM);
+    let answers = c.answers(3);
+    let statuses: Vec<&str> = answers
+        .values()
+        .map(|a| a["recipients"][0]["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "sent").count(),
+        2,
+        "{answers:?}"
+    );
+    let deferred: Vec<&Value> = answers
+        .values()
+        .filter(|a| a["recipients"][0]["status"] == "deferred")
+        .collect();
+    assert_eq!(deferred.len(), 1, "{answers:?}");
+    assert_eq!(deferred[0]["recipients"][0]["dsn"], "4.3.0");
+    assert_eq!(
+        deferred[0]["recipients"][0]["diagnostic"],
+        "mail system shutting down"
+    );
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        log.contains("dsn=4.3.0, status=deferred (mail system shutting down)"),
+        "{log}"
+    );
+    assert!(!daemon.socket.exists(), "the socket file is removed");
+}
+
+/// 5b. A delivery that does not finish within shutdown_timeout is answered
+///     with 4.3.0 deferrals, and the daemon exits 0.
+#[test]
+fn sigterm_defers_unfinished_delivery() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Never);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("workers", "1")
+        .daemon("shutdown_timeout", "\"1s\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    let two = json!({
+        "id": "h1",
+        "nexthop": sink.nexthop(),
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    sink.wait("the delivery reached DATA", |s| s.data == 1);
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let answer = c.answer();
+    assert_eq!(answer["id"], "h1");
+    for r in answer["recipients"].as_array().expect("recipients") {
+        assert_eq!(r["status"], "deferred", "{answer}");
+        assert_eq!(r["dsn"], "4.3.0", "{answer}");
+    }
+    assert_eq!(answer["recipients"].as_array().map(Vec::len), Some(2));
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("deferred 1 jobs still being delivered"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// 5c. A second SIGTERM exits at once.
+#[test]
+fn second_sigterm_exits_at_once() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Never);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("workers", "1")
+        .daemon("shutdown_timeout", "\"60s\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    c.send(&job("s1", &sink.nexthop(), &message));
+    sink.wait("the delivery reached DATA", |s| s.data == 1);
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_log("shutting down");
+    assert_eq!(daemon.wait_exit(Duration::from_millis(300)), None);
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// 6. SIGHUP reloads the configuration for new jobs; a broken file is
+///    refused and the old configuration kept.
+#[test]
+fn sighup_reload() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .smtp("helo_name", "\"first.test\"")
+        .extra("[cache]\non_demand = false\n");
+    let daemon = Daemon::start(&work, &settings);
+    let deliver = |id: &str| {
+        let mut c = daemon.client();
+        c.send(&job(id, &sink.nexthop(), &message));
+        let answer = c.answer();
+        assert_all(&answer, "sent");
+    };
+    deliver("before");
+    let text = settings.smtp("helo_name", "\"second.test\"").text();
+    fs::write(&daemon.config, text).expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    deliver("after");
+    fs::write(&daemon.config, "[smtp]\nport = \"not a number\"\n").expect("break the file");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("reload refused");
+    deliver("broken");
+    assert_eq!(
+        sink.seen(|s| s.helos.clone()),
+        vec!["first.test", "second.test", "second.test"]
+    );
+}
+
+/// 7. sd_notify: READY=1 once listening, STOPPING=1 on SIGTERM.
+#[test]
+fn sd_notify_ready_and_stopping() {
+    let work = Work::new();
+    let notify_path = work.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    notify
+        .set_read_timeout(Some(LIMIT))
+        .expect("notify read timeout");
+    let path = notify_path.display().to_string();
+    let mut daemon = Daemon::start_env(
+        &work,
+        &Settings::new(&work.path().join("m.sock")),
+        &[("NOTIFY_SOCKET", &path)],
+    );
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    daemon.signal(Signal::SIGTERM);
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0));
+}
+
+/// 8. `mailhop status` prints the counters.
+#[test]
+fn status_counters() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
+    let mut c = daemon.client();
+    for j in 0..5 {
+        c.send(&job(&format!("s{j}"), &sink.nexthop(), &message));
+    }
+    c.send("nonsense");
+    let answers = c.answers(6);
+    assert_eq!(answers.len(), 6);
+    let config = daemon.config.display().to_string();
+    let (code, stdout, stderr) = run_mailhop(&["status", "--config", &config], None, None);
+    assert_eq!(code, 0, "{stderr}");
+    let status: Value = serde_json::from_str(&stdout).expect("status JSON");
+    assert_eq!(status["command"], "status");
+    assert!(status["accepted"].as_u64() >= Some(5), "{status}");
+    assert!(status["done"]["sent"].as_u64() >= Some(5), "{status}");
+    assert!(status["errors"].as_u64() >= Some(1), "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    assert_eq!(status["workers"]["total"], 4, "{status}");
+    assert_eq!(status["workers"]["busy"], 0, "{status}");
+    assert_eq!(status["queue"]["capacity"], 16, "{status}");
+    assert!(status["uptime"].is_u64(), "{status}");
+    for key in ["hits", "misses", "idle"] {
+        assert!(status["cache"][key].is_u64(), "{status}");
+    }
+    // The same through the raw protocol.
+    c.send(r#"{"command":"status"}"#);
+    let again = c.answer();
+    assert_eq!(again["command"], "status");
+}
+
+/// 9. `mailhop send` through the daemon prints what `--direct` prints,
+///    with the same exit code (text, JSON, stdin).
+#[test]
+fn send_through_the_daemon_matches_direct() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
+    let config = daemon.config.display().to_string();
+    let nexthop = sink.nexthop();
+    let msg = message.display().to_string();
+    let base = |json: bool, direct: bool, from_stdin: bool| {
+        let mut args = vec!["send", "--config", &config, "--nexthop", &nexthop];
+        args.extend(["--from", "a@x.test", "--to", "b@y.test"]);
+        args.extend([
+            "--to",
+            "defer@y.test",
+            "--to",
+            "bounce@y.test",
+            "--id",
+            "SAME1",
+        ]);
+        if json {
+            args.push("--json");
+        }
+        if direct {
+            args.push("--direct");
+        }
+        args.push(if from_stdin { "-" } else { &msg });
+        let stdin = from_stdin.then_some(message.as_path());
+        run_mailhop(&args, stdin, None)
+    };
+    for (json, from_stdin) in [(false, false), (true, false), (false, true)] {
+        let (dcode, dout, derr) = base(json, true, from_stdin);
+        let (code, out, err) = base(json, false, from_stdin);
+        assert_eq!(out, dout, "stdout; stderr direct {derr:?}, daemon {err:?}");
+        assert_eq!(code, dcode, "exit code; stderr {err:?}");
+        assert_eq!(code, 69, "{out}");
+        assert!(
+            out.contains("status=sent") || out.contains("\"sent\""),
+            "{out}"
+        );
+    }
+    // A missing file: the same message and exit code.
+    let missing = work.path().join("missing");
+    let missing = missing.display().to_string();
+    let run = |direct: bool| {
+        let mut args = vec!["send", "--config", &config, "--nexthop", &nexthop];
+        args.extend(["--from", "a@x.test", "--to", "b@y.test"]);
+        if direct {
+            args.push("--direct");
+        }
+        args.push(&missing);
+        run_mailhop(&args, None, None)
+    };
+    let (dcode, _, derr) = run(true);
+    let (code, _, err) = run(false);
+    assert_eq!((code, err.trim()), (dcode, derr.trim()));
+    assert_eq!(code, 66);
+    // No daemon there: a temporary failure.
+    let (code, _, err) = {
+        let mut args = vec![
+            "send",
+            "--socket",
+            "/nonexistent/m.sock",
+            "--nexthop",
+            &nexthop,
+        ];
+        args.extend(["--from", "a@x.test", "--to", "b@y.test", &msg]);
+        run_mailhop(&args, None, None)
+    };
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("cannot connect to the daemon"), "{err}");
+}
+
+/// 10. Backpressure: one worker, a queue of one, ten jobs on one
+///     connection to a slow server: all ten answered.
+#[test]
+fn backpressure_never_drops() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::After(Duration::from_millis(150)));
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("workers", "1")
+        .daemon("queue_capacity", "1");
+    let daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    let ids: BTreeSet<String> = (0..10).map(|j| format!("b{j}")).collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| job(id, &sink.nexthop(), &message) + "\n")
+        .collect();
+    c.send_raw(lines.as_bytes());
+    let answers = c.answers(10);
+    assert_eq!(answers.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    for answer in answers.values() {
+        assert_all(answer, "sent");
+    }
+    assert_eq!(sink.seen(|s| s.messages), 10);
+}
+
+/// 11. Socket activation: a listening socket passed as fd 3 with
+///     LISTEN_FDS/LISTEN_PID is used instead of binding `[daemon] socket`.
+#[test]
+fn socket_activation() {
+    use std::os::fd::AsRawFd;
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let activated = work.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&activated).expect("bind");
+    let fd = listener.as_raw_fd();
+    let unused = work.path().join("m.sock");
+    let config = work.file("mailhop.toml", Settings::new(&unused).text().as_bytes());
+    // LISTEN_PID must be the daemon's pid: the shell's, which exec keeps.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_mailhop"))
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .env_remove("NOTIFY_SOCKET");
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+    // exec, on descriptors this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0) == 0
+            } else {
+                nix::libc::dup2(fd, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+    let mut daemon = Daemon::launch(&work, cmd, config, activated.clone());
+    drop(listener);
+    assert!(
+        daemon.log().contains("socket activation"),
+        "{}",
+        daemon.log()
+    );
+    let mut c = daemon.client();
+    c.send(&job("act-1", &sink.nexthop(), &message));
+    assert_all(&c.answer(), "sent");
+    assert!(!unused.exists(), "[daemon] socket must not be bound");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    assert!(
+        activated.exists(),
+        "the passed socket's file is not ours to remove"
+    );
+}
+
+/// 12. An idle connection is closed after client_idle_timeout; one that
+///     waits for a result longer than that is not.
+#[test]
+fn idle_connections_close() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::After(Duration::from_millis(1800)));
+    let message = work.file("msg", MESSAGE);
+    let settings =
+        Settings::new(&work.path().join("m.sock")).daemon("client_idle_timeout", "\"1s\"");
+    let daemon = Daemon::start(&work, &settings);
+    let mut busy = daemon.client();
+    busy.send(&job("slow-1", &sink.nexthop(), &message));
+    let mut idle = daemon.client();
+    let start = Instant::now();
+    let mut line = String::new();
+    let n = idle.reader.read_line(&mut line).expect("read until EOF");
+    assert_eq!((n, line.as_str()), (0, ""), "an idle connection is closed");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let answer = busy.answer();
+    assert_eq!(answer["id"], "slow-1");
+    assert_all(&answer, "sent");
+}
+
+/// 13. Started as root with `[daemon] user`: the socket belongs to that
+///     user, the process runs as it for good (real, effective, saved ids
+///     and groups), and it still delivers and exits cleanly.
+#[test]
+fn drops_privileges_to_daemon_user() {
+    if !is_root() {
+        skip("the privilege test needs root");
+        return;
+    }
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let run_dir = work.path().join("run");
+    let socket = run_dir.join("m.sock");
+    let settings = Settings::new(&socket).daemon("user", "\"nobody\"");
+    let config = work.file("mailhop.toml", settings.text().as_bytes());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
+    cmd.args(["daemon", "--config"]).arg(&config);
+    let mut daemon = Daemon::launch(&work, cmd, config, socket.clone());
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("a nobody user");
+    let status = fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
+        .expect("read /proc/PID/status");
+    let ids = |key: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|rest| rest.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let uid = nobody.uid.to_string();
+    let gid = nobody.gid.to_string();
+    assert_eq!(ids("Uid:"), vec![uid.clone(); 4], "{status}");
+    assert_eq!(ids("Gid:"), vec![gid.clone(); 4], "{status}");
+    assert!(!ids("Groups:").contains(&"0".to_string()), "{status}");
+    let meta = fs::metadata(&socket).expect("socket metadata");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        nobody.uid.as_raw()
+    );
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert!(
+        daemon.log().contains("switched to user nobody"),
+        "{}",
+        daemon.log()
+    );
+    let mut c = daemon.client();
+    c.send(&job("priv-1", &sink.nexthop(), &message));
+    assert_all(&c.answer(), "sent");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}
