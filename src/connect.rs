@@ -84,6 +84,13 @@ impl Transport for Stream {
             Stream::Unix(s) => s.peer_closed(),
         }
     }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => Transport::local_addr(s),
+            Stream::Unix(_) => None,
+        }
+    }
 }
 
 /// Opens connections; a trait so the delivery loop can be tested with fakes.

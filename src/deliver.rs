@@ -624,6 +624,7 @@ impl Deliverer {
             ..
         } = idle;
         let reuse_start = std::time::Instant::now();
+        let source = conn.local_addr();
         let mut client = Client::resume(
             client_settings,
             envelope,
@@ -661,6 +662,7 @@ impl Deliverer {
                 handshake: client.handshake_at().unwrap_or(now),
                 end: now,
             }),
+            source,
         };
         let ended = Ended {
             conn,
@@ -870,6 +872,7 @@ impl Deliverer {
         };
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
+        via.source = stream.local_addr();
         let mut tls_mode = match server.policy.level {
             _ if plaintext => TlsMode::Off,
             Level::None => TlsMode::Off,

@@ -189,6 +189,7 @@ fn log_recipient(
             "status": outcome.status.as_str(),
             "diagnostic": outcome.diagnostic,
             "tls": outcome.tls,
+            "source": outcome.source.map(|a| a.ip().to_string()),
         });
         log::info!(target: &target, "{line}");
         return;

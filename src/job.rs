@@ -260,6 +260,7 @@ mod tests {
                 diagnostic: "250 2.0.0 Ok".into(),
                 tls: None,
                 timing: None,
+                source: None,
             },
         }
     }

@@ -42,6 +42,8 @@ pub struct Via {
     /// When the session's connection attempt began, its handshake ended,
     /// and it ended (Postfix's delays c and d).
     pub timing: Option<SessionTiming>,
+    /// Our source address on that connection.
+    pub source: Option<std::net::SocketAddr>,
 }
 
 impl Via {
@@ -50,6 +52,7 @@ impl Via {
             relay: relay.into(),
             tls: None,
             timing: None,
+            source: None,
         }
     }
 }
@@ -62,6 +65,7 @@ fn outcome(status: Status, dsn: &Dsn, via: Option<&Via>) -> Outcome {
         diagnostic: dsn.text.clone(),
         tls: via.and_then(|v| v.tls.clone()),
         timing: via.and_then(|v| v.timing),
+        source: via.and_then(|v| v.source),
     }
 }
 

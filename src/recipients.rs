@@ -41,6 +41,8 @@ pub struct Outcome {
     pub tls: Option<TlsSummary>,
     /// Timing of the session that decided, for the log's delays.
     pub timing: Option<SessionTiming>,
+    /// Our source address on the deciding connection.
+    pub source: Option<std::net::SocketAddr>,
 }
 
 /// When the deciding session connected, finished its handshake, and ended.
@@ -156,6 +158,7 @@ impl Ledger {
                         .into(),
                     tls: None,
                     timing: None,
+                    source: None,
                 }
             });
             settled.push(Settled { address, outcome });
@@ -185,6 +188,7 @@ mod tests {
             diagnostic: "x".into(),
             tls: None,
             timing: None,
+            source: None,
         }
     }
 

@@ -280,6 +280,14 @@ impl Transport for TlsTransport {
         inner.deadline = None;
         inner.stream.set_timeout(timeout)
     }
+
+    fn peer_closed(&mut self) -> bool {
+        self.stream.get_mut().stream.peer_closed()
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.get_ref().stream.local_addr()
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -27,6 +27,11 @@ pub trait Transport: Read + Write + Send {
     fn peer_closed(&mut self) -> bool {
         false
     }
+
+    /// The local (source) address, for logs; None for UNIX sockets.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// Non-blocking peek on a socket: closed (EOF), unexpected data, or an
@@ -49,6 +54,10 @@ impl Transport for std::net::TcpStream {
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(timeout)?;
         self.set_write_timeout(timeout)
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        std::net::TcpStream::local_addr(self).ok()
     }
 
     fn peer_closed(&mut self) -> bool {
@@ -74,6 +83,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn peer_closed(&mut self) -> bool {
         (**self).peer_closed()
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        (**self).local_addr()
     }
 }
 
@@ -130,6 +143,11 @@ impl<T: Transport> Connection<T> {
 
     pub fn into_inner(self) -> T {
         self.stream
+    }
+
+    /// The connection's source address (TCP).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_addr()
     }
 
     /// An idle connection the peer closed or wrote to unasked.
