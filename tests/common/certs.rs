@@ -48,6 +48,9 @@ pub struct Pki {
     dir: tempfile::TempDir,
     /// SHA-256 of the server certificate DER, "AB:CD:...".
     pub server_fingerprint: String,
+    /// SHA-256 of the server certificate's SubjectPublicKeyInfo DER,
+    /// "AB:CD:..." (Postfix's public-key fingerprint).
+    pub server_pkey_fingerprint: String,
     /// SHA-256 of the wrong-name certificate DER, "AB:CD:...".
     pub wrong_fingerprint: String,
 }
@@ -63,16 +66,20 @@ impl Pki {
             .expect("create the PKI directory");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
             .expect("chmod the PKI directory");
-        let build = || -> Result<(String, String), ErrorStack> {
-            let (ca, ca_key) = ca("mailhop test CA")?;
-            let (other_ca, other_ca_key) = ca("mailhop untrusted test CA")?;
+        let build = || -> Result<(String, String, String), ErrorStack> {
+            let (ca, ca_key) = new_ca("mailhop test CA")?;
+            let (other_ca, other_ca_key) = new_ca("mailhop untrusted test CA")?;
             let (server, server_key) = leaf(SERVER_NAME, &ca, &ca_key)?;
             let (wrong, wrong_key) = leaf(WRONG_NAME, &ca, &ca_key)?;
             let files: [(&str, Vec<u8>, u32); 8] = [
                 ("ca.pem", ca.to_pem()?, 0o644),
                 ("ca.key", ca_key.private_key_to_pem_pkcs8()?, 0o600),
                 ("other-ca.pem", other_ca.to_pem()?, 0o644),
-                ("other-ca.key", other_ca_key.private_key_to_pem_pkcs8()?, 0o600),
+                (
+                    "other-ca.key",
+                    other_ca_key.private_key_to_pem_pkcs8()?,
+                    0o600,
+                ),
                 ("server.pem", server.to_pem()?, 0o644),
                 ("server.key", server_key.private_key_to_pem_pkcs8()?, 0o600),
                 ("wrong.pem", wrong.to_pem()?, 0o644),
@@ -84,13 +91,18 @@ impl Pki {
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode))
                     .expect("chmod a PEM file");
             }
-            Ok((fingerprint(&server)?, fingerprint(&wrong)?))
+            Ok((
+                fingerprint(&server)?,
+                pkey_fingerprint(&server)?,
+                fingerprint(&wrong)?,
+            ))
         };
-        let (server_fingerprint, wrong_fingerprint) =
+        let (server_fingerprint, server_pkey_fingerprint, wrong_fingerprint) =
             build().unwrap_or_else(|e| panic!("generate the test PKI: {e}"));
         Pki {
             dir,
             server_fingerprint,
+            server_pkey_fingerprint,
             wrong_fingerprint,
         }
     }
@@ -134,12 +146,25 @@ impl Pki {
 
 /// "AB:CD:..." of the certificate DER's SHA-256.
 pub fn fingerprint(cert: &X509) -> Result<String, ErrorStack> {
-    Ok(cert
-        .digest(MessageDigest::sha256())?
+    Ok(colon_hex(&cert.digest(MessageDigest::sha256())?))
+}
+
+/// "AB:CD:..." of the SHA-256 of the certificate's public key
+/// (SubjectPublicKeyInfo DER).
+pub fn pkey_fingerprint(cert: &X509) -> Result<String, ErrorStack> {
+    let der = cert.public_key()?.public_key_to_der()?;
+    Ok(colon_hex(&openssl::hash::hash(
+        MessageDigest::sha256(),
+        &der,
+    )?))
+}
+
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
-        .join(":"))
+        .join(":")
 }
 
 fn new_key() -> Result<PKey<Private>, ErrorStack> {
@@ -168,7 +193,8 @@ fn builder(
 ) -> Result<openssl::x509::X509Builder, ErrorStack> {
     let mut b = X509::builder()?;
     b.set_version(2)?;
-    b.set_serial_number(&serial()?)?;
+    let serial = serial()?;
+    b.set_serial_number(&serial)?;
     b.set_subject_name(subject)?;
     b.set_pubkey(key)?;
     let now = std::time::SystemTime::now()
@@ -176,13 +202,15 @@ fn builder(
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let now = i64::try_from(now).unwrap_or(i64::MAX);
-    b.set_not_before(&Asn1Time::from_unix(now - 86_400)?)?;
-    b.set_not_after(&Asn1Time::days_from_now(30)?)?;
+    let not_before = Asn1Time::from_unix(now - 86_400)?;
+    let not_after = Asn1Time::days_from_now(30)?;
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
     Ok(b)
 }
 
 /// A self-signed CA.
-fn ca(common_name: &str) -> Result<(X509, PKey<Private>), ErrorStack> {
+fn new_ca(common_name: &str) -> Result<(X509, PKey<Private>), ErrorStack> {
     let key = new_key()?;
     let subject = name(common_name)?;
     let mut b = builder(&subject, &key)?;
@@ -212,12 +240,7 @@ fn leaf(
     let mut b = builder(&subject, &key)?;
     b.set_issuer_name(ca.subject_name())?;
     b.append_extension(BasicConstraints::new().critical().build()?)?;
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()?,
-    )?;
+    b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
     let san = SubjectAlternativeName::new()
         .dns(dns_name)
