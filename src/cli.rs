@@ -145,7 +145,17 @@ where
             EX_OK
         }
         Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
-            Ok(_) => {
+            Ok(config) => {
+                // What only the TLS layer can judge (fingerprint lengths,
+                // protocol ranges), as delivery would find it.
+                for (index, entry) in config.tls.policy.iter().enumerate() {
+                    if let Err(e) =
+                        crate::tls_policy::policy_for(&config.tls, &entry.destination, false)
+                    {
+                        eprintln!("mailhop: {}: tls.policy[{index}]: {e}", file.display());
+                        return EX_CONFIG;
+                    }
+                }
                 println!("{}: ok", file.display());
                 EX_OK
             }

@@ -909,18 +909,23 @@ impl Deliverer {
             server.loop_check.clone(),
             tls_mode,
         );
-        let mut client = Client::new(client_settings, envelope, request.facts);
         let age = request
             .arrival
             .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
             .unwrap_or_default();
+        let retry_plain_allowed = !plaintext
+            && server.policy.level == Level::May
+            && age >= self.config.tls.plaintext_retry_after;
+        let mut client = Client::new(client_settings, envelope, request.facts);
+        // Postfix also retries in plaintext after a failure inside the TLS
+        // session (lost connection, timeout), for old enough mail.
+        client.allow_plaintext_fallback(retry_plain_allowed);
         let mut starttls = StartTls {
             policy: &server.policy,
             peer,
             timeout: settings.timeouts.starttls,
             relay: &server.relay,
-            retry_plain_allowed: server.policy.level == Level::May
-                && age >= self.config.tls.plaintext_retry_after,
+            retry_plain_allowed,
             info: None,
         };
         let conn = Connection::new(stream, self.config.smtp.reply_length_limit);
@@ -942,6 +947,17 @@ impl Deliverer {
             end: now,
         });
         if client.retry_plain() {
+            // Recipients the session did settle keep their outcome; the
+            // others are retried on the same server in plaintext.
+            let final_server = server.final_nexthop && server.last_address;
+            outcome::apply_session(
+                &mut job.ledger,
+                &indexes,
+                client.into_results(),
+                final_server,
+                &via,
+                &mut job.trouble,
+            );
             return (Handshake::Failed, true);
         }
         let ended = Ended {

@@ -1343,9 +1343,6 @@ fn tls_session_lost_after_the_handshake_defers_young_mail() {
 /// server in plaintext (PLAINTEXT_FALLBACK_OK_AFTER_TLS_SESSION_FAILURE),
 /// as after a failed handshake.
 #[test]
-#[ignore = "bug: no plaintext retry after a TLS session failure (only after a failed handshake): \
-            deferred 4.4.2 'lost connection with 127.0.0.1[127.0.0.1] while sending MAIL FROM' \
-            instead of a plaintext retry of the same server"]
 fn tls_session_lost_after_the_handshake_retries_old_mail_in_plaintext() {
     let pki = Pki::generate();
     let server = tls_session_then_drop(&pki);

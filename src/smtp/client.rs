@@ -311,6 +311,9 @@ pub struct Client {
     probe_failed: bool,
     /// When the handshake completed (for the log's delays).
     handshake_at: Option<std::time::Instant>,
+    /// A failure inside a STARTTLS session leaves the open recipients for a
+    /// plaintext retry (level may, old enough mail).
+    plaintext_fallback: bool,
 }
 
 impl Client {
@@ -342,7 +345,15 @@ impl Client {
             tls_due: false,
             probe_failed: false,
             handshake_at: None,
+            plaintext_fallback: false,
         }
+    }
+
+    /// See [`Client::retry_plain`]: with this set, a lost connection or a
+    /// timeout inside a STARTTLS session does not fail the open recipients
+    /// but asks for a plaintext retry of the same server.
+    pub fn allow_plaintext_fallback(&mut self, allowed: bool) {
+        self.plaintext_fallback = allowed;
     }
 
     /// When the greeting/EHLO/TLS handshake (or the RSET probe) completed.
@@ -555,6 +566,19 @@ impl Client {
             || self.sending == Some(Phase::RsetProbe);
         if probing {
             self.probe_failed = true;
+            self.close();
+            return;
+        }
+        let in_starttls_session = self.tls_active && self.settings.tls == TlsMode::Opportunistic;
+        if in_starttls_session
+            && self.plaintext_fallback
+            && self.results.iter().any(Option::is_none)
+        {
+            log::info!(
+                "{}: TLS session failed ({failure:?}); retrying in plaintext",
+                self.settings.peer
+            );
+            self.retry_plain = true;
             self.close();
             return;
         }
