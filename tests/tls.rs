@@ -1161,9 +1161,9 @@ fn bad_tls_policy_entries_fail_config_check_with_exit_78() {
 
 #[test]
 fn policy_entry_unusable_at_delivery_skips_the_address_with_4_7_5() {
-    // Passes the configuration check (the digest length is known only per
-    // destination) but cannot apply: a 20-byte fingerprint for the sha256
-    // digest. Postfix: the address is skipped with a warning and 4.7.5.
+    // A 20-byte fingerprint for the sha256 digest cannot apply: `config
+    // check` reports the entry (exit 78), and a delivery that uses the file
+    // anyway skips the address with a warning and 4.7.5, as Postfix does.
     let server = Scripted::start(1, |_, conn: &mut Conn| {
         smtp_session(conn, true, OnStartTls::Junk)
     });
@@ -1175,7 +1175,12 @@ fn policy_entry_unusable_at_delivery_skips_the_address_with_4_7_5() {
     let work = Workdir::new();
     let path = work.file("mailhop.toml", format!("[tls]\n{tls}").as_bytes());
     let check = run_mailhop(&work, &["config".into(), "check".into(), path.into()], None);
-    assert_eq!(check.code, 0, "{check:#?}");
+    assert_eq!(check.code, 78, "{check:#?}");
+    assert!(
+        check.stderr.contains("tls.policy[0]")
+            && check.stderr.contains("cannot be a sha256 digest"),
+        "{check:#?}"
+    );
 
     let run = send(&nexthop, &tls, None);
     let result = outcome(&run, 75);
