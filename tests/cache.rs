@@ -234,3 +234,32 @@ fn cached_session_closed_by_the_server_is_replaced() {
     }
     assert_eq!(server.join().expect("server"), 2);
 }
+
+#[test]
+fn reuse_time_limit_retires_old_sessions() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-c"]) else {
+        return;
+    };
+    let work = Workdir::new();
+    let message = work.file("m.eml", b"Subject: old\n\nhello\n");
+    let message = message.to_string_lossy().into_owned();
+    let mut config = Config::default();
+    config.cache.reuse_time_limit = Duration::from_millis(1);
+    let (deliverer, cache) = deliverer(config, true);
+    for n in 0..5 {
+        thread::sleep(Duration::from_millis(5));
+        let result = dispatch::execute(
+            &deliverer,
+            &job(&format!("t{n}"), &sink.nexthop(), &message, BOTH),
+            false,
+        )
+        .expect("job runs");
+        assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+    }
+    if let Some(cache) = &cache {
+        assert_eq!(cache.stats().hits, 0, "{:?}", cache.stats());
+        cache.close_all();
+    }
+    // Every job needed its own connection: no session outlived 1 ms.
+    assert_eq!(wait_sessions(&sink, 5), 5);
+}
