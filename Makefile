@@ -37,8 +37,10 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Benchmarks against smtp-source and a private Postfix (scripts/bench/README.md).
+# SCENARIOS="1 2 lat", REPS=N, QUICK=1 select and shrink the runs.
 bench:
-	scripts/bench/large-message.sh
+	scripts/bench/run.sh
 
 # Run "make build" first (as the user who has cargo), then "sudo make install".
 # Installs the binary, the configuration (only when absent), the systemd

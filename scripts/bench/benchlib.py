@@ -1,0 +1,579 @@
+"""Shared helpers of the mailhop benchmark scenarios (stdlib only).
+
+Every process a scenario starts is registered here and stopped on exit
+(normal exit, exception, SIGINT/SIGTERM/SIGHUP): by its own pid, or for the
+private Postfix instance with "postfix -c DIR stop". Every wait is bounded.
+Network: loopback addresses and UNIX sockets only.
+"""
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+OUT_DIR = os.path.join(ROOT, "target", "bench")
+SUBMIT = os.path.join(HERE, "submit.py")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+
+
+def env_int(name, default, quick=None):
+    v = os.environ.get(name)
+    if v not in (None, ""):
+        return int(v)
+    if quick is not None and os.environ.get("QUICK", "0") not in ("", "0"):
+        return quick
+    return default
+
+
+def quick():
+    return os.environ.get("QUICK", "0") not in ("", "0")
+
+
+def say(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def find_prog(name):
+    p = shutil.which(name)
+    if p:
+        return p
+    for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        if os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    raise SystemExit(f"bench: {name} not found: run 'make deps' (scripts/install-test-deps.sh)")
+
+
+def mailhop_binary():
+    path = os.environ.get("MAILHOP") or os.path.join(ROOT, "target", "release", "mailhop")
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"bench: {path} missing: run 'cargo build --release'")
+    return path
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def rnd(v, n=1):
+    return None if v is None else round(v, n)
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_listen(host, port, limit=5.0, proc=None):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_path(path, limit=5.0, proc=None):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if os.path.exists(path):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def system_busy_jiffies():
+    """All CPUs' non-idle time so far (from /proc/stat), in seconds."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    v = [int(x) for x in parts]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / CLK_TCK
+
+
+def udp_rcvbuf_errors():
+    """UDP datagrams dropped so far because a socket's receive buffer was
+    full (all sockets of this network namespace; /proc/net/snmp)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {"nproc": os.cpu_count(), "cpu": cpu, "loadavg_1m": load}
+
+
+class Bench:
+    """One scenario run: a work directory and the processes it started."""
+
+    def __init__(self, name):
+        self.name = name
+        self.work = tempfile.mkdtemp(prefix=f"mailhop-bench-{name}.")
+        os.chmod(self.work, 0o755)
+        self.procs = []          # Popen objects, stopped in reverse order
+        self.stoppers = []       # extra callables (Postfix stop, ...)
+        self.mailhop = mailhop_binary()
+        atexit.register(self.cleanup)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        say(f"signal {signum}: stopping")
+        self.cleanup()
+        os._exit(128 + signum)
+
+    def cleanup(self):
+        for fn in reversed(self.stoppers):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - best effort on the way out
+                say(f"cleanup: {e}")
+        self.stoppers = []
+        for p in reversed(self.procs):
+            stop_proc(p)
+        self.procs = []
+        if os.environ.get("BENCH_KEEP_WORK", "0") in ("", "0"):
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def path(self, *names):
+        return os.path.join(self.work, *names)
+
+    def spawn(self, argv, stdout=None, stderr=None, **kw):
+        out = open(stdout, "wb") if isinstance(stdout, str) else stdout
+        err = open(stderr, "wb") if isinstance(stderr, str) else stderr
+        p = subprocess.Popen(argv, stdout=out or subprocess.DEVNULL,
+                             stderr=err or subprocess.DEVNULL, stdin=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def forget(self, p):
+        stop_proc(p)
+        if p in self.procs:
+            self.procs.remove(p)
+
+    # ------------------------------------------------------------ peers
+
+    def message(self, body_bytes=1024, name="msg.eml"):
+        """A message like smtp-source's: a few headers, body_bytes of text."""
+        path = self.path(name)
+        line = "La la la la la la la la la la la la la la la la la la la la la.\n"
+        body = (line * (body_bytes // len(line) + 1))[:body_bytes]
+        if not body.endswith("\n"):
+            body = body[:-1] + "\n"
+        with open(path, "w") as f:
+            f.write("From: <bench@source.test>\nTo: <rcpt@sink.test>\n"
+                    "Date: Thu, 01 Jan 2026 00:00:00 +0000\n"
+                    "Message-Id: <bench@source.test>\nSubject: mailhop bench\n\n")
+            f.write(body)
+        os.chmod(path, 0o644)
+        return path
+
+    def sink(self, listen, extra=(), backlog=1000, name=None, lmtp=False):
+        """smtp-sink with running counters (-c). listen: "127.0.0.1:PORT" or
+        "unix:/path". Returns a Sink."""
+        name = name or f"sink{len(self.procs)}"
+        argv = [find_prog("smtp-sink"), "-c"]
+        if os.geteuid() == 0:
+            argv += ["-u", "nobody"]
+        if lmtp:
+            argv.append("-L")
+        argv += list(extra) + [listen, str(backlog)]
+        out = self.path(name + ".out")
+        p = self.spawn(argv, stdout=out, stderr=subprocess.STDOUT)
+        if listen.startswith("unix:"):
+            ok = wait_path(listen[5:], proc=p)
+        else:
+            host, port = listen.rsplit(":", 1)
+            ok = wait_listen(host, int(port), proc=p)
+        if not ok:
+            raise SystemExit(f"bench: smtp-sink {listen} did not start: {open(out).read()[-500:]}")
+        return Sink(p, out, listen)
+
+    def daemon(self, config_toml, name="mailhop", env=None):
+        """Starts "mailhop daemon" with this configuration ([daemon] socket
+        is set here). Returns a Daemon."""
+        sock = self.path(name + ".sock")
+        cfg = self.path(name + ".toml")
+        text = config_toml
+        if "[daemon]" in text:
+            text = text.replace("[daemon]", f'[daemon]\nsocket = "{sock}"', 1)
+        else:
+            text += f'\n[daemon]\nsocket = "{sock}"\n'
+        with open(cfg, "w") as f:
+            f.write(text)
+        log = self.path(name + ".log")
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        if os.path.exists(sock):
+            os.unlink(sock)
+        p = self.spawn([self.mailhop, "daemon", "--config", cfg], stderr=log, env=e)
+        if not wait_path(sock, limit=10, proc=p):
+            raise SystemExit(f"bench: mailhop daemon did not start: {open(log).read()[-800:]}")
+        return Daemon(self, p, sock, log)
+
+    def timed(self, argv, limit=600, stdout=None):
+        """Runs argv; returns (rc, elapsed_s, cpu_s, maxrss_kb) from wait4(2)
+        (user+sys CPU and peak RSS of the process and its waited-for
+        children). Killed after `limit` seconds."""
+        out = open(stdout, "wb") if stdout else subprocess.DEVNULL
+        t0 = time.monotonic()
+        p = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        timer = threading.Timer(limit, lambda: (say(f"{argv[0]} did not finish in {limit}s; "
+                                                    "killing it"), p.kill()))
+        timer.start()
+        try:
+            _pid, status, ru = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        elapsed = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        self.procs.remove(p)
+        if stdout:
+            out.close()
+        return p.returncode, elapsed, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+
+    def timed_many(self, argvs, limit=600):
+        """Runs several commands at once; returns (all_ok, elapsed_s until
+        the last ends, cpu_s summed, max rss_kb)."""
+        t0 = time.monotonic()
+        ps = [subprocess.Popen(list(a), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL) for a in argvs]
+        self.procs.extend(ps)
+        timer = threading.Timer(limit, lambda: [p.kill() for p in ps if p.poll() is None])
+        timer.start()
+        cpu, rss, ok = 0.0, 0, True
+        try:
+            left = {p.pid: p for p in ps}
+            while left:
+                pid, status, ru = os.wait4(-1, 0)
+                p = left.pop(pid, None)
+                if p is None:
+                    continue
+                p.returncode = os.waitstatus_to_exitcode(status)
+                ok = ok and p.returncode == 0
+                cpu += ru.ru_utime + ru.ru_stime
+                rss = max(rss, ru.ru_maxrss)
+        finally:
+            timer.cancel()
+        elapsed = time.monotonic() - t0
+        for p in ps:
+            self.procs.remove(p)
+        return ok, elapsed, cpu, rss
+
+    def smtp_source(self, args, limit=600):
+        """Runs smtp-source; returns a dict of figures."""
+        sys0 = system_busy_jiffies()
+        rc, e, cpu, rss = self.timed([find_prog("smtp-source")] + list(args), limit,
+                                     stdout=self.path("smtp-source.out"))
+        sys1 = system_busy_jiffies()
+        if rc != 0:
+            say(f"smtp-source exited {rc}: {open(self.path('smtp-source.out')).read()[-400:]}")
+        return {"rc": rc, "seconds": e, "cpu_s": cpu, "rss_kb": rss,
+                "system_cpu_s": round(sys1 - sys0, 3)}
+
+    def submit(self, args, limit=900):
+        """Runs submit.py; returns its JSON (with system_cpu_s added)."""
+        argv = [sys.executable, SUBMIT] + [str(a) for a in args]
+        sys0 = system_busy_jiffies()
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=limit, check=False)
+        sys1 = system_busy_jiffies()
+        try:
+            out = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise SystemExit(f"bench: submit.py failed ({p.returncode}): "
+                             f"{p.stderr.decode()[-800:]}")
+        out["system_cpu_s"] = round(sys1 - sys0, 3)
+        if not out.get("complete"):
+            say(f"submit.py: incomplete results: missing_jobs={out.get('missing_jobs')} "
+                f"missing_rcpt={out.get('missing_recipients')} errors={out.get('errors')} "
+                f"{out.get('error_samples')}")
+        return out
+
+
+def stop_proc(p, limit=5.0):
+    if p.poll() is not None:
+        return
+    try:
+        p.terminate()
+        p.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        try:
+            p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            pass
+    except OSError:
+        pass
+
+
+class Sink:
+    def __init__(self, proc, out, listen):
+        self.proc = proc
+        self.out = out
+        self.listen = listen
+
+    def counters(self):
+        """(sessions ended, QUITs, messages) so far, from smtp-sink -c."""
+        try:
+            with open(self.out, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 4096))
+                tail = f.read().decode("ascii", "replace")
+        except OSError:
+            return (0, 0, 0)
+        recs = [r for r in tail.replace("\n", "\r").split("\r") if "sess=" in r]
+        if not recs:
+            return (0, 0, 0)
+        vals = dict(kv.split("=", 1) for kv in recs[-1].split() if "=" in kv)
+        try:
+            return (int(vals.get("sess", 0)), int(vals.get("quit", 0)), int(vals.get("mesg", 0)))
+        except ValueError:
+            return (0, 0, 0)
+
+
+class Daemon:
+    def __init__(self, bench, proc, sock, log):
+        self.bench = bench
+        self.proc = proc
+        self.pid = proc.pid
+        self.sock = sock
+        self.log = log
+
+    def stop(self, limit=30.0):
+        """SIGTERM (the daemon drains, closes cached sessions with QUIT)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                say("mailhop daemon did not stop; killed")
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc in self.bench.procs:
+            self.bench.procs.remove(self.proc)
+
+
+# ---------------------------------------------------------------- Postfix
+
+class PostfixDrain:
+    """A private Postfix instance (own config and queue directories, loopback
+    only, no chroot) relaying to relayhost; messages injected with
+    smtp-source are put on hold, then released, and the drain is timed
+    (= qmgr + smtp(8)). After /work/shared/reference/peer-recipes/postfix-e2e.sh."""
+
+    def __init__(self, bench, relay_port, concurrency=20, size=1024):
+        self.b = bench
+        self.base = bench.path("postfix")
+        self.etc = os.path.join(self.base, "etc")
+        self.spool = os.path.join(self.base, "spool")
+        self.data = os.path.join(self.base, "data")
+        self.maillog = os.path.join(self.base, "maillog")
+        self.size = size
+        self.smtpd_port = free_port()
+        for d in (self.etc, self.spool, self.data):
+            os.makedirs(d, exist_ok=True)
+        os.chmod(self.base, 0o755)
+        shutil.chown(self.data, "postfix", "postfix")
+        for f in ("dynamicmaps.cf",):
+            if os.path.exists(f"/etc/postfix/{f}"):
+                shutil.copy(f"/etc/postfix/{f}", self.etc)
+        if os.path.isdir("/etc/postfix/dynamicmaps.cf.d"):
+            shutil.copytree("/etc/postfix/dynamicmaps.cf.d",
+                            os.path.join(self.etc, "dynamicmaps.cf.d"), dirs_exist_ok=True)
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write(f"""compatibility_level = 3.6
+queue_directory = {self.spool}
+data_directory = {self.data}
+maillog_file = {self.maillog}
+maillog_file_prefixes = /var, /dev/stdout, {self.base}
+myhostname = pfbench.test
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{relay_port}
+smtp_destination_concurrency_limit = {concurrency}
+default_destination_concurrency_limit = {concurrency}
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+smtpd_client_restrictions = check_client_access static:HOLD
+biff = no
+""")
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(f"""127.0.0.1:{self.smtpd_port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+""")
+        self.started = False
+
+    def _postfix(self, *args, limit=60):
+        # postfix(1) reports errors only to a tty or syslog: script(1) gives it one.
+        cmd = " ".join([find_prog("postfix"), "-c", self.etc] + list(args))
+        return subprocess.run([find_prog("script"), "-qec", cmd, "/dev/null"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=limit, check=False)
+
+    def start(self):
+        r = self._postfix("check")
+        if r.returncode != 0:
+            raise SystemExit(f"bench: postfix check failed: {r.stdout.decode()[-800:]}")
+        r = self._postfix("start")
+        if r.returncode != 0:
+            raise SystemExit(f"bench: postfix start failed: {r.stdout.decode()[-800:]}")
+        self.started = True
+        self.b.stoppers.append(self.stop)
+        if not wait_listen("127.0.0.1", self.smtpd_port, limit=15):
+            raise SystemExit("bench: the private Postfix smtpd did not start listening")
+
+    def stop(self):
+        if self.started:
+            self._postfix("stop")
+            self.started = False
+
+    def count(self, *queues):
+        n = 0
+        for q in queues:
+            for _root, _dirs, files in os.walk(os.path.join(self.spool, q)):
+                n += len(files)
+        return n
+
+    def sent_count(self):
+        try:
+            with open(self.maillog, "rb") as f:
+                return f.read().count(b"status=sent")
+        except OSError:
+            return 0
+
+    def run(self, n, limit=600):
+        """Injects n messages (on hold), releases them, times the drain.
+        Returns a dict."""
+        sent0 = self.sent_count()
+        inj = self.b.timed([find_prog("smtp-source"), "-s", "10", "-m", str(n), "-l",
+                            str(self.size), "-f", "sender@source.test", "-t",
+                            "rcpt@sink.test", f"127.0.0.1:{self.smtpd_port}"], limit)
+        deadline = time.monotonic() + limit
+        while self.count("hold") < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        held = self.count("hold")
+        if held < n:
+            say(f"postfix: only {held} of {n} messages on hold")
+        sys0 = system_busy_jiffies()
+        t0 = time.monotonic()
+        subprocess.run([find_prog("postsuper"), "-c", self.etc, "-H", "ALL"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+        subprocess.run([find_prog("postqueue"), "-c", self.etc, "-f"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+        time.sleep(0.05)
+        queues = ("incoming", "active", "deferred", "maildrop", "hold")
+        while self.count(*queues) > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        secs = time.monotonic() - t0
+        sys1 = system_busy_jiffies()
+        left = self.count(*queues)
+        # postlogd may lag a little behind the queue.
+        for _ in range(50):
+            if self.sent_count() - sent0 >= held:
+                break
+            time.sleep(0.1)
+        return {"n": held, "seconds": round(secs, 3), "msgs_per_s": round(held / secs, 1),
+                "left_in_queue": left, "sent": self.sent_count() - sent0,
+                "inject_seconds": inj[1], "system_cpu_s": round(sys1 - sys0, 3)}
+
+
+# ---------------------------------------------------------------- output
+
+def write_result(scenario, data):
+    os.makedirs(OUT_DIR, exist_ok=True)
+    data = dict(data)
+    data.setdefault("scenario", scenario)
+    data["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["machine"] = machine()
+    path = os.path.join(OUT_DIR, f"scenario-{scenario}.json")
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    say(f"wrote {path}")
+    return path
+
+
+def target(name, value, op, limit, unit=""):
+    """A target line: value op limit (op: '>=', '<', '<=')."""
+    if value is None:
+        ok = False
+    elif op == ">=":
+        ok = value >= limit
+    elif op == "<=":
+        ok = value <= limit
+    elif op == "<":
+        ok = value < limit
+    else:
+        ok = value > limit
+    return {"name": name, "value": value, "op": op, "limit": limit, "unit": unit,
+            "pass": bool(ok)}
+
+
+def order(rep):
+    """Alternate who goes first: peers on even repetitions, mailhop on odd."""
+    return ("peer", "mailhop") if rep % 2 == 0 else ("mailhop", "peer")

@@ -1,0 +1,155 @@
+"""Scenarios 1 and 2: relay of N x 1 KiB messages, 1 recipient each, to one
+smtp-sink on loopback with 20 concurrent sessions, mailhop against
+smtp-source (and, in scenario 1, the drain of a private Postfix's held
+queue). Used by s1-relay-reuse.py and s2-relay-noreuse.py."""
+
+from benchlib import (Bench, PostfixDrain, env_int, free_port, median, order, rnd, say,
+                      target, write_result)
+
+
+def mailhop_run(b, sink, msg, n, conns, config, cache_hints=False):
+    d = b.daemon(config)
+    s0 = sink.counters()
+    args = ["throughput", "--socket", d.sock, "--jobs", n, "--conns", conns,
+            "--message", msg, "--nexthop", f"[127.0.0.1]:{sink.listen.rsplit(':', 1)[1]}",
+            "--pid", d.pid, "--status"]
+    if cache_hints:
+        args.append("--cache-hints")
+    r = b.submit(args)
+    d.stop()
+    s1 = sink.counters()
+    dm = r.get("daemon") or {}
+    return {
+        "msgs_per_s": r["jobs_per_s"],
+        "seconds": r["seconds"],
+        "complete": r["complete"],
+        "statuses": r["statuses"],
+        "cpu_us_per_msg": dm.get("cpu_us_per_job"),
+        "rss_kb": dm.get("vmhwm_kb"),
+        "threads": dm.get("threads_peak"),
+        "sessions": s1[0] - s0[0],
+        "sink_msgs": s1[2] - s0[2],
+        "client_cpu_s": r.get("client_cpu_s"),
+        "system_cpu_us_per_msg": rnd(r["system_cpu_s"] * 1e6 / n),
+        "cache": (r.get("daemon_status") or {}).get("cache"),
+        "not_sent_samples": r.get("not_sent_samples"),
+    }
+
+
+def source_run(b, sink, n, sessions, reuse):
+    s0 = sink.counters()
+    args = ["-s", str(sessions), "-m", str(n), "-l", "1024"]
+    if reuse:
+        args.insert(0, "-d")
+    r = b.smtp_source(args + [sink.listen])
+    s1 = sink.counters()
+    ok = r["rc"] == 0 and r["seconds"]
+    return {
+        "msgs_per_s": rnd(n / r["seconds"]) if ok else None,
+        "seconds": r["seconds"],
+        "cpu_us_per_msg": rnd(r["cpu_s"] * 1e6 / n) if ok else None,
+        "rss_kb": r["rss_kb"],
+        "sessions": s1[0] - s0[0],
+        "sink_msgs": s1[2] - s0[2],
+        "system_cpu_us_per_msg": rnd(r["system_cpu_s"] * 1e6 / n),
+    }
+
+
+def row(label, runs, ratio=None, note=""):
+    return {
+        "client": label,
+        "msgs_per_s": median([r.get("msgs_per_s") for r in runs]),
+        "ratio": ratio,
+        "cpu_us_per_msg": median([r.get("cpu_us_per_msg") for r in runs]),
+        "rss_mb": rnd(median([r.get("rss_kb") for r in runs]) / 1024, 1)
+        if median([r.get("rss_kb") for r in runs]) else None,
+        "sessions": median([r.get("sessions") for r in runs]),
+        "system_cpu_us_per_msg": median([r.get("system_cpu_us_per_msg") for r in runs]),
+        "note": note,
+    }
+
+
+def ratio_median(a_runs, b_runs):
+    rs = []
+    for a, b_ in zip(a_runs, b_runs):
+        if a.get("msgs_per_s") and b_.get("msgs_per_s"):
+            rs.append(a["msgs_per_s"] / b_["msgs_per_s"])
+    return rnd(median(rs), 2) if rs else None
+
+
+def main(scenario, reuse):
+    n = env_int("BENCH_N", 20000, quick=5000)
+    reps = env_int("REPS", 3)
+    sessions = env_int("BENCH_SESSIONS", 20)
+    pf_n = env_int("PF_N", 5000, quick=1000)
+    b = Bench(f"s{scenario}")
+    port = free_port()
+    sink = b.sink(f"127.0.0.1:{port}", backlog=1000)
+    msg = b.message(1024)
+    if reuse:
+        config = f"""[daemon]
+workers = {sessions}
+[cache]
+destinations = ["127.0.0.1"]
+"""
+    else:
+        config = f"""[daemon]
+workers = {sessions}
+[cache]
+on_demand = false
+destinations = []
+"""
+    pf = None
+    if reuse and pf_n > 0:
+        pf = PostfixDrain(b, port, concurrency=sessions)
+        pf.start()
+    src_runs, mh_runs, pf_runs = [], [], []
+    for rep in range(reps):
+        for who in order(rep):
+            if who == "peer":
+                r = source_run(b, sink, n, sessions, reuse)
+                src_runs.append(r)
+                say(f"s{scenario} rep {rep + 1}/{reps}: smtp-source{' -d' if reuse else ''}: "
+                    f"{r['msgs_per_s']} msg/s, {r['cpu_us_per_msg']} us CPU/msg, "
+                    f"{r['sessions']} sessions")
+                if pf:
+                    p = pf.run(pf_n)
+                    pf_runs.append(p)
+                    say(f"s{scenario} rep {rep + 1}/{reps}: Postfix drain of {p['n']}: "
+                        f"{p['msgs_per_s']} msg/s (sent {p['sent']})")
+            else:
+                r = mailhop_run(b, sink, msg, n, sessions, config)
+                mh_runs.append(r)
+                say(f"s{scenario} rep {rep + 1}/{reps}: mailhop: {r['msgs_per_s']} msg/s, "
+                    f"{r['cpu_us_per_msg']} us CPU/msg, RSS {r['rss_kb']} kB, "
+                    f"{r['sessions']} sessions, {r['statuses']}")
+    peer_label = "smtp-source -d" if reuse else "smtp-source"
+    rows = [row(f"{peer_label} -s {sessions} -m {n} -l 1024", src_runs)]
+    r_src = ratio_median(mh_runs, src_runs)
+    r_pf = ratio_median(mh_runs, pf_runs) if pf_runs else None
+    if pf_runs:
+        pf_row = row(f"Postfix qmgr+smtp drain of {pf_n} held", pf_runs)
+        rows.append(pf_row)
+    rows.append(row(f"mailhop daemon, workers={sessions}"
+                    + (", cache" if reuse else ", no cache"), mh_runs, ratio=r_src,
+                    note=(f"x{r_pf} Postfix drain" if r_pf else "")))
+    all_ok = all(r["complete"] and r["statuses"]["sent"] == n for r in mh_runs)
+    targets = []
+    if reuse:
+        targets.append(target("S1 mailhop/smtp-source -d throughput", r_src, ">=", 1.0, "x"))
+        targets.append(target("S1 mailhop/Postfix drain throughput", r_pf, ">=", 10.0, "x"))
+        targets.append(target("S1 mailhop CPU/msg <= smtp-source -d CPU/msg",
+                              rows[-1]["cpu_us_per_msg"], "<=", rows[0]["cpu_us_per_msg"], "us"))
+    else:
+        targets.append(target("S2 mailhop/smtp-source throughput (no reuse)", r_src, ">=", 0.9,
+                              "x"))
+    targets.append(target(f"S{scenario} every recipient sent", 1 if all_ok else 0, ">=", 1))
+    write_result(scenario, {
+        "title": ("relay, reused connections" if reuse
+                  else "relay, new connection per message"),
+        "params": {"n": n, "sessions": sessions, "reps": reps, "size": 1024,
+                   "postfix_n": pf_n if reuse else None},
+        "rows": rows,
+        "targets": targets,
+        "runs": {"smtp_source": src_runs, "postfix": pf_runs, "mailhop": mh_runs},
+    })

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Scenario 5: one 200 MB message (78-character text lines) to smtp-sink.
+mailhop: scripts/bench/large-message.sh ("mailhop send --direct" under
+/usr/bin/time: peak RSS and MB/s), and the same size through the daemon
+(one job; the daemon's VmHWM and the submit -> result time). Peer:
+"smtp-source -m 1 -l SIZE" (which builds the payload in memory).
+Targets: peak RSS < 50 MB and >= 200 MB/s. 1 MB = 2^20 bytes.
+Environment: BENCH_SIZE_MB (200; QUICK 50), REPS, QUICK."""
+import sys
+
+sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
+import json
+import os
+import subprocess
+
+from benchlib import (HERE, OUT_DIR, Bench, env_int, free_port, median, order, rnd, say, target,
+                      write_result)
+
+size_mb = env_int("BENCH_SIZE_MB", 200, quick=50)
+reps = env_int("REPS", 3)
+b = Bench("s5")
+port = free_port()
+sink = b.sink(f"127.0.0.1:{port}", backlog=100)
+
+# The daemon's message: same shape as large-message.sh's.
+msg = b.path("large.eml")
+line = ("The quick brown fox jumps over the lazy dog; mailhop large message benchmark."
+        .ljust(78, ".") + "\n").encode()
+with open(msg, "wb") as f:
+    f.write(b"From: a@x.test\nTo: b@y.test\nSubject: mailhop bench\n\n")
+    chunk = line * 13000
+    left = size_mb * 1048576 - f.tell()
+    while left > 0:
+        piece = chunk[:left - left % len(line)] if left < len(chunk) else chunk
+        if not piece:
+            break
+        f.write(piece)
+        left -= len(piece)
+os.chmod(msg, 0o644)
+msg_bytes = os.path.getsize(msg)
+mb = msg_bytes / 1048576
+
+peer, direct, daemon = [], [], []
+for rep in range(reps):
+    for who in order(rep):
+        if who == "peer":
+            r = b.smtp_source(["-m", "1", "-l", str(size_mb * 1048576), sink.listen])
+            peer.append({"mb_per_s": rnd(size_mb / r["seconds"]) if r["rc"] == 0 else None,
+                         "rss_kb": r["rss_kb"], "seconds": rnd(r["seconds"], 3)})
+            say(f"s5 rep {rep + 1}/{reps}: smtp-source: {peer[-1]['mb_per_s']} MB/s, "
+                f"RSS {r['rss_kb']} kB")
+            continue
+        env = dict(os.environ, BENCH_SIZE_MB=str(size_mb))
+        p = subprocess.run(["bash", os.path.join(HERE, "large-message.sh")], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900,
+                           check=False)
+        try:
+            with open(os.path.join(OUT_DIR, "large-message.json")) as f:
+                j = json.load(f)
+            direct.append({"mb_per_s": j.get("throughput_mb_s"), "rss_kb": j.get("peak_rss_kb"),
+                           "sent": j.get("sent"), "seconds": j.get("elapsed_s")})
+        except (OSError, ValueError):
+            say("large-message.sh: " + p.stdout.decode()[-800:])
+            direct.append({"mb_per_s": None, "rss_kb": None, "sent": False})
+        say(f"s5 rep {rep + 1}/{reps}: mailhop send --direct: {direct[-1]['mb_per_s']} MB/s, "
+            f"RSS {direct[-1]['rss_kb']} kB")
+        d = b.daemon("[daemon]\nworkers = 4\n")
+        r = b.submit(["throughput", "--socket", d.sock, "--jobs", 1, "--conns", 1,
+                      "--message", msg, "--nexthop", f"[127.0.0.1]:{port}", "--pid", d.pid,
+                      "--sample-interval", 0.02])
+        d.stop()
+        dm = r.get("daemon") or {}
+        daemon.append({"mb_per_s": rnd(mb / r["seconds"]), "rss_kb": dm.get("vmhwm_kb"),
+                       "sent": r["statuses"]["sent"] == 1, "seconds": r["seconds"],
+                       "cpu_s": dm.get("cpu_s")})
+        say(f"s5 rep {rep + 1}/{reps}: mailhop daemon: {daemon[-1]['mb_per_s']} MB/s, "
+            f"VmHWM {dm.get('vmhwm_kb')} kB")
+
+
+def mrow(label, runs):
+    rss = median([r.get("rss_kb") for r in runs])
+    return {"client": label, "mb_per_s": median([r.get("mb_per_s") for r in runs]),
+            "rss_mb": rnd(rss / 1024, 1) if rss else None}
+
+
+rows = [mrow(f"smtp-source -m 1 -l {size_mb} MB", peer),
+        mrow("mailhop send --direct (large-message.sh)", direct),
+        mrow("mailhop daemon, one job", daemon)]
+for r in rows[1:]:
+    r["ratio"] = rnd(r["mb_per_s"] / rows[0]["mb_per_s"], 2) \
+        if r["mb_per_s"] and rows[0]["mb_per_s"] else None
+ok = all(r.get("sent") for r in direct + daemon)
+targets = []
+for r, tag in ((rows[1], "send --direct"), (rows[2], "daemon")):
+    targets.append(target(f"S5 {tag} peak RSS", r["rss_mb"], "<", 50, "MB"))
+    targets.append(target(f"S5 {tag} throughput", r["mb_per_s"], ">=", 200, "MB/s"))
+targets.append(target("S5 message sent", 1 if ok else 0, ">=", 1))
+write_result(5, {"title": f"large message ({size_mb} MB)",
+                 "params": {"size_mb": size_mb, "message_bytes": msg_bytes, "reps": reps},
+                 "rows": rows, "targets": targets,
+                 "runs": {"smtp_source": peer, "direct": direct, "daemon": daemon}})
