@@ -371,6 +371,21 @@ class Sink:
             return (0, 0, 0)
 
 
+    def settle(self, quiet=2.5, limit=15.0):
+        """Waits until the counters have not moved for `quiet` seconds (a
+        peer's cached sessions closing late, e.g. Postfix's after 2 s)."""
+        deadline = time.monotonic() + limit
+        last, since = self.counters(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.counters()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return last
+
+
 class Daemon:
     def __init__(self, bench, proc, sock, log):
         self.bench = bench

@@ -38,8 +38,8 @@ def main():
     print(f"mailhop benchmarks: {m['nproc']} CPUs, {m['cpu']}, load {m['loadavg_1m']:.2f}"
           if m.get("loadavg_1m") is not None else f"mailhop benchmarks: {m}")
     print()
-    hdr = ["Scen.", "Client", "Throughput", "mailhop/peer", "CPU us/msg", "Peak RSS MB",
-           "Sessions", "Notes"]
+    hdr = ["Scen.", "Client", "Throughput", "mailhop/peer", "CPU us/msg", "Machine us/msg",
+           "Peak RSS MB", "Sessions", "Notes"]
     lines = []
     for k in keys:
         d = data[k]
@@ -62,7 +62,8 @@ def main():
             ratio = r.get("ratio")
             lines.append([k, r.get("client", ""), thr,
                           (f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else "-"),
-                          fmt(r.get("cpu_us_per_msg")), fmt(r.get("rss_mb")),
+                          fmt(r.get("cpu_us_per_msg")), fmt(r.get("system_cpu_us_per_msg")),
+                          fmt(r.get("rss_mb")),
                           fmt(r.get("sessions")), note])
     widths = [max(len(str(x[i])) for x in lines + [hdr]) for i in range(len(hdr))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(hdr, widths)) + " |")

@@ -56,6 +56,7 @@ for rep in range(reps):
                        "rss_kb": dm.get("vmhwm_kb"), "threads": dm.get("threads_peak"),
                        "sessions": s1[0] - s0[0], "sink_msgs": s1[2] - s0[2],
                        "complete": r["complete"], "statuses": r["statuses"],
+                       "client_cpu_s": r.get("client_cpu_s"),
                        "cache": (r.get("daemon_status") or {}).get("cache"),
                        "not_sent_samples": r.get("not_sent_samples")})
             say(f"s7 rep {rep + 1}/{reps}: mailhop: {r['jobs_per_s']} msg/s, "
