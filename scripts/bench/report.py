@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Collects target/bench/scenario-*.json into target/bench/results.json and
 prints the table and the PASS/FAIL line of every target. Always exits 0
-(targets are reported, not enforced)."""
+(targets are reported, not enforced). With --markdown, prints only the
+table in the README's form (nothing written)."""
 import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
@@ -26,6 +27,7 @@ def fmt(v, nd=1):
 
 
 def main():
+    markdown = "--markdown" in sys.argv[1:]
     files = glob.glob(os.path.join(OUT_DIR, "scenario-*.json"))
     data = {}
     for f in files:
@@ -61,10 +63,18 @@ def main():
                 note = (note + ", " if note else "") + f"{r['threads']} threads"
             ratio = r.get("ratio")
             lines.append([k, r.get("client", ""), thr,
-                          (f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else "-"),
+                          (f"{ratio:.2f}×" if isinstance(ratio, (int, float)) else "-"),
                           fmt(r.get("cpu_us_per_msg")), fmt(r.get("system_cpu_us_per_msg")),
                           fmt(r.get("rss_mb")),
                           fmt(r.get("sessions")), note])
+    if markdown:
+        # The README's table: no padding, empty cells instead of "-".
+        hdr = [h.replace("us/msg", "µs/msg") for h in hdr]
+        print("| " + " | ".join(hdr) + " |")
+        print("|" + "---|" * len(hdr))
+        for x in lines:
+            print("| " + " | ".join("" if v == "-" else str(v) for v in x) + " |")
+        return 0
     widths = [max(len(str(x[i])) for x in lines + [hdr]) for i in range(len(hdr))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(hdr, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
