@@ -37,7 +37,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Benchmarks against smtp-source and a private Postfix (scripts/bench/README.md).
+# Benchmarks against smtp-source and a private Postfix (README.md, section Benchmarks).
 # SCENARIOS="1 2 lat", REPS=N, QUICK=1 select and shrink the runs.
 bench:
 	scripts/bench/run.sh
