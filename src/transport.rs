@@ -122,6 +122,9 @@ pub struct Connection<T: Transport> {
     end: usize,
     line_cap: usize,
     reply_cap: usize,
+    /// The timeout last set on the stream, to skip redundant setsockopt
+    /// calls (two per step otherwise). None: unknown.
+    timeout: Option<Option<Duration>>,
 }
 
 impl<T: Transport> Connection<T> {
@@ -134,10 +137,24 @@ impl<T: Transport> Connection<T> {
             end: 0,
             line_cap: reply_text_limit.max(512),
             reply_cap: reply_text_limit,
+            timeout: None,
         }
     }
 
+    /// Sets the stream's timeout unless it is already in force.
+    fn apply_timeout(&mut self, timeout: Duration) -> Result<(), IoFailure> {
+        let wanted = zero_is_none(timeout);
+        if self.timeout != Some(wanted) {
+            self.timeout = None;
+            self.stream.set_timeout(wanted).map_err(|e| classify(&e))?;
+            self.timeout = Some(wanted);
+        }
+        Ok(())
+    }
+
     pub fn get_mut(&mut self) -> &mut T {
+        // The caller may change the timeout behind our back.
+        self.timeout = None;
         &mut self.stream
     }
 
@@ -167,9 +184,7 @@ impl<T: Transport> Connection<T> {
 
     /// Writes all bytes under `timeout` (zero = none).
     pub fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), IoFailure> {
-        self.stream
-            .set_timeout(zero_is_none(timeout))
-            .map_err(|e| classify(&e))?;
+        self.apply_timeout(timeout)?;
         self.stream.write_all(bytes).map_err(|e| classify(&e))?;
         self.stream.flush().map_err(|e| classify(&e))
     }
@@ -177,17 +192,13 @@ impl<T: Transport> Connection<T> {
     /// Prepares the stream for a long write (the message body) under `timeout`
     /// per write, and hands it out.
     pub fn writer(&mut self, timeout: Duration) -> Result<&mut T, IoFailure> {
-        self.stream
-            .set_timeout(zero_is_none(timeout))
-            .map_err(|e| classify(&e))?;
+        self.apply_timeout(timeout)?;
         Ok(&mut self.stream)
     }
 
     /// Reads one complete reply; `timeout` (zero = none) applies to each read.
     pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
-        self.stream
-            .set_timeout(zero_is_none(timeout))
-            .map_err(|e| classify(&e))?;
+        self.apply_timeout(timeout)?;
         let mut parser = ReplyParser::new(self.reply_cap);
         let mut consumed = 0usize;
         let mut line: Vec<u8> = Vec::new();
@@ -269,6 +280,8 @@ pub mod script {
         pub steps: VecDeque<Step>,
         pub written: Vec<u8>,
         pub fail_writes: bool,
+        /// How often a timeout was set.
+        pub timeouts_set: usize,
     }
 
     impl Scripted {
@@ -323,6 +336,7 @@ pub mod script {
 
     impl Transport for Scripted {
         fn set_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+            self.timeouts_set += 1;
             Ok(())
         }
     }
@@ -404,6 +418,17 @@ mod tests {
             conn(vec![Step::Stall]).read_reply(Duration::ZERO).err(),
             Some(IoFailure::Timeout)
         );
+    }
+
+    #[test]
+    fn unchanged_timeouts_are_not_set_again() {
+        let mut c = conn(vec![say("250 a\r\n"), say("250 b\r\n"), say("250 c\r\n")]);
+        let t = Duration::from_secs(5);
+        assert!(c.send(b"X\r\n", t).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert!(c.read_reply(Duration::from_secs(9)).is_ok());
+        assert_eq!(c.into_inner().timeouts_set, 2);
     }
 
     #[test]
