@@ -35,7 +35,7 @@ pub fn execute_at(
     let error = |text: String| JobError::new(Some(job.id.clone()), text);
     job.check().map_err(error)?;
     let message = match &job.message {
-        MessageRef::Path { path } => Message::File(path.into()),
+        MessageRef::Path { path } => Message::small_file_in_memory(path.as_ref()),
         MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
     };
     let facts = message.facts().map_err(|e| {

@@ -19,7 +19,23 @@ pub enum Message {
     Inline(Vec<u8>),
 }
 
+/// Messages up to this size are read once into memory: one open and one
+/// read per job instead of one per scan and per delivery attempt.
+pub const IN_MEMORY_LIMIT: u64 = 64 * 1024;
+
 impl Message {
+    /// A file message; small regular files are read into memory now. Any
+    /// problem (missing file, ...) leaves it a file reference, so the error
+    /// is reported where file errors are.
+    pub fn small_file_in_memory(path: &std::path::Path) -> Self {
+        let small =
+            std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= IN_MEMORY_LIMIT);
+        if small && let Ok(bytes) = std::fs::read(path) {
+            return Message::Inline(bytes);
+        }
+        Message::File(path.to_path_buf())
+    }
+
     /// Reads the message once: size and whether it has 8-bit bytes.
     pub fn facts(&self) -> io::Result<MessageFacts> {
         let facts = body::scan(self.open()?)?;
@@ -39,5 +55,33 @@ impl MessageSource for Message {
             ))),
             Message::Inline(data) => Ok(Box::new(data.as_slice())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_are_read_once_large_ones_stay_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"Subject: x\n\nhi\n").expect("write");
+        assert_eq!(
+            Message::small_file_in_memory(&small),
+            Message::Inline(b"Subject: x\n\nhi\n".to_vec())
+        );
+        let large = dir.path().join("large");
+        std::fs::write(&large, vec![b'a'; 70_000]).expect("write");
+        assert_eq!(
+            Message::small_file_in_memory(&large),
+            Message::File(large.clone())
+        );
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            Message::small_file_in_memory(&missing),
+            Message::File(missing.clone())
+        );
+        assert!(Message::small_file_in_memory(&missing).facts().is_err());
     }
 }
