@@ -797,7 +797,17 @@ fn smtp_session(conn: &mut Conn, offer_starttls: bool, on_starttls: OnStartTls) 
                 OnStartTls::Junk => {
                     conn.reply("220 go ahead");
                     let mut first = [0u8; 1];
-                    match conn.reader.read(&mut first) {
+                    // Retry reads interrupted by a signal (other tests' children).
+                    let mut result = conn.reader.read(&mut first);
+                    for _ in 0..10 {
+                        match &result {
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                                result = conn.reader.read(&mut first);
+                            }
+                            _ => break,
+                        }
+                    }
+                    match result {
                         Ok(1) if first[0] == 0x16 => transcript.push("<ClientHello>".into()),
                         other => transcript.push(format!("<no ClientHello: {other:?}>")),
                     }
