@@ -211,8 +211,8 @@ fn log_recipient(
 }
 
 /// Postfix's delay format: two significant digits below 10 s, "0" for
-/// nothing measurable.
-fn seconds(d: Duration) -> String {
+/// nothing measurable. Shared by every log line with delays.
+pub fn seconds(d: Duration) -> String {
     let secs = d.as_secs_f64();
     if secs < 0.005 {
         return "0".into();

@@ -31,7 +31,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::cache::DemandGuard;
 use crate::deliver::Deliverer;
-use crate::dispatch;
+use crate::dispatch::{self, seconds};
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
 use crate::recipients::{Status, printable_address};
 use crate::stats::{PoolShape, Stats};
@@ -246,25 +246,6 @@ fn log_deferral(ticket: &Ticket, started: Option<Instant>, json: bool) {
                 seconds(b),
             );
         }
-    }
-}
-
-/// Postfix's delay format: two significant digits below 10 s, "0" for
-/// nothing measurable (as the delivery lines).
-fn seconds(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 0.005 {
-        return "0".into();
-    }
-    let text = if secs < 10.0 {
-        format!("{secs:.2}")
-    } else {
-        format!("{secs:.0}")
-    };
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
     }
 }
 
