@@ -71,10 +71,17 @@ impl Write for Stream {
 }
 
 impl Transport for Stream {
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.set_timeout(timeout),
-            Stream::Unix(s) => s.set_timeout(timeout),
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
         }
     }
 

@@ -31,13 +31,26 @@ pub fn execute_at(
     with_log: bool,
     received: Instant,
 ) -> Result<JobResult, JobError> {
-    let started = Instant::now();
-    let error = |text: String| JobError::new(Some(job.id.clone()), text);
-    job.check().map_err(error)?;
     let message = match &job.message {
         MessageRef::Path { path } => Message::small_file_in_memory(path.as_ref()),
         MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
     };
+    execute_with(deliverer, job, &message, with_log, received)
+}
+
+/// As [`execute_at`], with the message already at hand (the daemon reads
+/// it through the file it opened for the submitting peer); `job.message`
+/// only names it in errors.
+pub fn execute_with(
+    deliverer: &Deliverer,
+    job: &Job,
+    message: &Message,
+    with_log: bool,
+    received: Instant,
+) -> Result<JobResult, JobError> {
+    let started = Instant::now();
+    let error = |text: String| JobError::new(Some(job.id.clone()), text);
+    job.check().map_err(error)?;
     let facts = message.facts().map_err(|e| {
         let name = match &job.message {
             MessageRef::Path { path } => path.as_str(),
@@ -97,7 +110,7 @@ pub fn execute_at(
             protocol,
             nexthop: &nexthop,
             envelope,
-            message: &message,
+            message,
             facts,
             arrival: job
                 .arrival_time

@@ -36,9 +36,36 @@ impl Message {
         Message::File(path.to_path_buf())
     }
 
+    /// The message behind an open file: read into memory when it is small
+    /// (`len`, from the caller's fstat), else reopened by `path` for each
+    /// pass (the caller keeps `file` open, so `/proc/self/fd/N` works).
+    pub fn from_open_file(file: &File, len: u64, path: PathBuf) -> io::Result<Self> {
+        if len > IN_MEMORY_LIMIT {
+            return Ok(Message::File(path));
+        }
+        // The size is known: read exactly that much (one read for a small
+        // file; read_to_end would fstat and seek again and read to EOF).
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        let mut filled = 0;
+        let mut reader = file;
+        while filled < bytes.len() {
+            match reader.read(bytes.get_mut(filled..).unwrap_or(&mut [])) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        bytes.truncate(filled);
+        Ok(Message::Inline(bytes))
+    }
+
     /// Reads the message once: size and whether it has 8-bit bytes.
     pub fn facts(&self) -> io::Result<MessageFacts> {
-        let facts = body::scan(self.open()?)?;
+        let facts = match self {
+            Message::Inline(bytes) => body::facts_of(bytes),
+            Message::File(_) => body::scan(self.open()?)?,
+        };
         Ok(MessageFacts {
             size: facts.size,
             has_8bit: facts.has_8bit,
@@ -54,6 +81,13 @@ impl MessageSource for Message {
                 File::open(path)?,
             ))),
             Message::Inline(data) => Ok(Box::new(data.as_slice())),
+        }
+    }
+
+    fn in_memory(&self) -> Option<&[u8]> {
+        match self {
+            Message::File(_) => None,
+            Message::Inline(data) => Some(data),
         }
     }
 }
@@ -83,5 +117,28 @@ mod tests {
             Message::File(missing.clone())
         );
         assert!(Message::small_file_in_memory(&missing).facts().is_err());
+    }
+
+    #[test]
+    fn open_files_are_read_by_their_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"Subject: x\n\nhi\n").expect("write");
+        let file = File::open(&small).expect("open");
+        assert_eq!(
+            Message::from_open_file(&file, 15, small.clone()).expect("read"),
+            Message::Inline(b"Subject: x\n\nhi\n".to_vec())
+        );
+        // A file that shrank since its size was taken gives what is there.
+        let file = File::open(&small).expect("open");
+        assert_eq!(
+            Message::from_open_file(&file, 100, small.clone()).expect("read"),
+            Message::Inline(b"Subject: x\n\nhi\n".to_vec())
+        );
+        let file = File::open(&small).expect("open");
+        assert_eq!(
+            Message::from_open_file(&file, IN_MEMORY_LIMIT + 1, small.clone()).expect("path"),
+            Message::File(small.clone())
+        );
     }
 }

@@ -22,8 +22,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::cache::DemandGuard;
 use crate::deliver::Deliverer;
 use crate::dispatch::{self, seconds};
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
+use crate::message::Message;
 use crate::recipients::{Status, printable_address};
 use crate::stats::{PoolShape, Stats};
 use crate::transport::strerror;
@@ -152,7 +153,60 @@ pub struct PoolSize {
     pub stack_size: usize,
 }
 
+/// Room in the job queue, counted here so that connections wait for it
+/// asleep on a condition variable (crossbeam's blocking `send` spins and
+/// yields first, which costs many wake-ups when 20 readers wait at once).
+#[derive(Default)]
+struct QueueRoom {
+    /// Tickets in the channel or about to be sent into it.
+    queued: Mutex<usize>,
+    freed: Condvar,
+    waiting: AtomicUsize,
+}
+
+impl QueueRoom {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        match self.queued.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Takes a place, waiting while `capacity` are taken; false when
+    /// `stop` turned true while waiting.
+    fn take(&self, capacity: usize, stop: &AtomicBool) -> bool {
+        let mut queued = self.lock();
+        while *queued >= capacity {
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            queued = match self.freed.wait_timeout(queued, Duration::from_millis(200)) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        *queued += 1;
+        true
+    }
+
+    /// A ticket left the channel. Waiting connections are woken together
+    /// once the queue is down to three quarters of `capacity`: each then
+    /// queues a batch, instead of one wake-up (and one sleep) per job.
+    fn give_back(&self, capacity: usize) {
+        let mut queued = self.lock();
+        *queued = queued.saturating_sub(1);
+        let low_water = *queued <= capacity.saturating_mul(3) / 4;
+        drop(queued);
+        if low_water && self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_all();
+        }
+    }
+}
+
 struct Shared {
+    room: QueueRoom,
     deliverer: RwLock<Arc<Deliverer>>,
     /// Tickets being delivered, by slot number, with their start time.
     running: Mutex<HashMap<u64, (Arc<Ticket>, Instant)>>,
@@ -282,6 +336,7 @@ impl Pool {
     pub fn start(size: PoolSize, deliverer: Deliverer, stats: Arc<Stats>) -> io::Result<Pool> {
         let (tx, rx) = bounded::<Arc<Ticket>>(size.queue_capacity.max(1));
         let shared = Arc::new(Shared {
+            room: QueueRoom::default(),
             deliverer: RwLock::new(Arc::new(deliverer)),
             running: Mutex::new(HashMap::new()),
             next_slot: AtomicU64::new(0),
@@ -339,6 +394,7 @@ impl Pool {
     pub fn drain_queue(&self) -> usize {
         let mut count = 0;
         while let Ok(ticket) = self.rx.try_recv() {
+            self.shared.room.give_back(self.shared.size.queue_capacity);
             if self.shared.defer(&ticket, None) {
                 count += 1;
             }
@@ -391,16 +447,25 @@ impl Submitter {
             }
         }
         drop(deliverer);
+        let capacity = self.shared.size.queue_capacity.max(1);
+        if !self.shared.room.take(capacity, &self.shared.stopping) {
+            self.shared.defer(&ticket, None);
+            return;
+        }
         let ticket = match self.tx.try_send(ticket) {
             Ok(()) => return,
             Err(TrySendError::Full(ticket)) => ticket,
             Err(TrySendError::Disconnected(ticket)) => {
+                self.shared.room.give_back(self.shared.size.queue_capacity);
                 self.shared.defer(&ticket, None);
                 return;
             }
         };
+        // Not reached while every sender takes room first; kept as a
+        // safety net.
         log::debug!("job {}: queue full; waiting", ticket.id());
         if let Err(e) = self.tx.send(ticket) {
+            self.shared.room.give_back(self.shared.size.queue_capacity);
             self.shared.defer(&e.0, None);
         }
     }
@@ -449,6 +514,7 @@ fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
 
 fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
     while let Ok(ticket) = rx.recv() {
+        shared.room.give_back(shared.size.queue_capacity);
         ticket.drop_queued_demand();
         if shared.stopping.load(Ordering::SeqCst) {
             shared.defer(&ticket, None);
@@ -487,42 +553,47 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
 fn run(deliverer: &Deliverer, ticket: &Ticket) -> Answer {
     let job = &ticket.job;
     let MessageRef::Path { path } = &job.message else {
-        return execute(deliverer, job, ticket.received, None);
+        return execute(deliverer, job, ticket.received);
     };
-    let file = match open_for_peer(Path::new(path), &ticket.peer) {
-        Ok(file) => file,
+    let (file, len) = match open_for_peer(Path::new(path), &ticket.peer) {
+        Ok(opened) => opened,
         Err(error) => return Answer::Failed(JobError::new(Some(job.id.clone()), error)),
     };
+    // Large files are reread per pass through the open descriptor.
     let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let mut own = job.clone();
-    own.message = MessageRef::Path { path: via.clone() };
-    let answer = execute(deliverer, &own, ticket.received, Some((&via, path)));
+    let message = match Message::from_open_file(&file, len, PathBuf::from(&via)) {
+        Ok(message) => message,
+        Err(e) => {
+            return Answer::Failed(JobError::new(
+                Some(job.id.clone()),
+                format!("cannot read message {path}: {}", strerror(&e)),
+            ));
+        }
+    };
+    let answer = match dispatch::execute_with(deliverer, job, &message, true, ticket.received) {
+        Ok(result) => Answer::Done(result),
+        Err(mut error) => {
+            error.error = error.error.replace(&via, path);
+            Answer::Failed(error)
+        }
+    };
     drop(file);
     answer
 }
 
-fn execute(
-    deliverer: &Deliverer,
-    job: &Job,
-    received: Instant,
-    rename: Option<(&str, &str)>,
-) -> Answer {
+fn execute(deliverer: &Deliverer, job: &Job, received: Instant) -> Answer {
     match dispatch::execute_at(deliverer, job, true, received) {
         Ok(result) => Answer::Done(result),
-        Err(mut error) => {
-            if let Some((via, path)) = rename {
-                error.error = error.error.replace(via, path);
-            }
-            Answer::Failed(error)
-        }
+        Err(error) => Answer::Failed(error),
     }
 }
 
 /// Opens a job's message file for a peer: it must be a regular file that
 /// the peer itself could read (file mode and every directory on the way;
 /// root and the daemon's own uid skip the permission check). Opening
-/// never blocks (a FIFO is refused, not waited on).
-pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<File, String> {
+/// never blocks (a FIFO is refused, not waited on). Returns the file and
+/// its size.
+pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), String> {
     let name = path.display();
     let cannot = |e: &io::Error| format!("cannot read message {name}: {}", strerror(e));
     let denied = || format!("permission denied: uid {} may not read {name}", peer.uid);
@@ -539,7 +610,7 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<File, String> {
         return Err(format!("cannot read message {name}: not a regular file"));
     }
     if peer.privileged {
-        return Ok(file);
+        return Ok((file, meta.len()));
     }
     if !peer.may(meta.uid(), meta.gid(), meta.mode(), 4) {
         return Err(denied());
@@ -553,7 +624,7 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<File, String> {
             return Err(denied());
         }
     }
-    Ok(file)
+    Ok((file, meta.len()))
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@
 //! connection stays usable.
 //!
 //! Error contract: nothing a client sends can panic or stall a worker.
-//! Workers never do client I/O (answers go through a per-connection
-//! channel to the writer thread); a client that stops reading is cut off
+//! Workers never block on a client: a worker writes its answer with one
+//! non-blocking send when the socket takes it whole, and otherwise leaves
+//! it to the connection's writer thread; a client that stops reading is cut off
 //! after `client_idle_timeout`; an idle connection is closed after the
 //! same time; a client that disconnects does not stop its jobs, whose
 //! outcomes are still logged.
@@ -29,7 +30,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 
@@ -210,17 +210,24 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
     let _ = stream.set_read_timeout(Some(POLL));
     let idle = settings.idle_timeout.max(Duration::from_millis(1));
     let _ = writer_stream.set_write_timeout(Some(idle));
-    let (tx, rx) = unbounded::<String>();
+    let direct_stream = match writer_stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("connection {number}: {e}");
+            return;
+        }
+    };
     let conn = Arc::new(Conn {
-        tx,
+        stream: direct_stream,
         state: Mutex::new(ConnState::default()),
-        changed: Condvar::new(),
+        wake_writer: Condvar::new(),
+        wake_reader: Condvar::new(),
     });
     let writer_conn = Arc::clone(&conn);
     let writer = thread::Builder::new()
         .name(format!("conn-{number}-w"))
         .stack_size(CONNECTION_STACK)
-        .spawn(move || write_answers(writer_stream, &rx, &writer_conn));
+        .spawn(move || write_answers(writer_stream, &writer_conn));
     let writer = match writer {
         Ok(handle) => handle,
         Err(e) => {
@@ -261,57 +268,121 @@ fn drain(stream: &UnixStream, limit: Duration, max: usize) {
 struct ConnState {
     /// Answers owed to the client and not yet written.
     outstanding: usize,
+    /// Answer bytes waiting for the writer thread (in order).
+    pending: Vec<u8>,
+    /// The writer thread is writing bytes it took from `pending`: nobody
+    /// else may write now, or answers could interleave.
+    writer_busy: bool,
+    /// The writer thread waits for work / the reader waits for room.
+    writer_waiting: bool,
+    reader_waiting: bool,
     reader_done: bool,
     /// The client cannot be written to any more.
     closed: bool,
 }
 
+impl ConnState {
+    /// `bytes` (whole answer lines) reached the client.
+    fn written(&mut self, bytes: &[u8]) {
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count();
+        self.outstanding = self.outstanding.saturating_sub(lines);
+    }
+}
+
 /// One connection's answer path, shared by its reader, its writer and the
-/// tickets of its jobs.
+/// tickets of its jobs. A worker with an answer writes it itself when the
+/// socket takes it at once (one non-blocking send); otherwise the answer
+/// waits in `pending` for the writer thread, which is the only one that
+/// ever blocks on the client.
 struct Conn {
-    tx: Sender<String>,
+    stream: UnixStream,
     state: Mutex<ConnState>,
-    changed: Condvar,
+    /// The writer thread waits here for pending bytes.
+    wake_writer: Condvar,
+    /// The reader waits here for room in its window.
+    wake_reader: Condvar,
 }
 
 impl Conn {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnState> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Changes the state and wakes whoever waits for a change.
     fn update<T>(&self, f: impl FnOnce(&mut ConnState) -> T) -> T {
-        let value = match self.state.lock() {
-            Ok(mut state) => f(&mut state),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        };
-        self.changed.notify_all();
+        let mut state = self.lock();
+        let value = f(&mut state);
+        self.wake_waiters(&state);
         value
     }
 
-    fn read<T>(&self, f: impl FnOnce(&ConnState) -> T) -> T {
-        match self.state.lock() {
-            Ok(state) => f(&state),
-            Err(poisoned) => f(&poisoned.into_inner()),
+    fn wake_waiters(&self, state: &ConnState) {
+        if state.writer_waiting {
+            self.wake_writer.notify_one();
         }
+        if state.reader_waiting {
+            self.wake_reader.notify_one();
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ConnState) -> T) -> T {
+        f(&self.lock())
     }
 
     /// Counts an answer owed; call before the job or line leaves the reader.
     fn owe(&self) {
-        self.update(|s| s.outstanding += 1);
+        self.lock().outstanding += 1;
     }
 
     fn send(&self, answer: &Answer) {
-        if self.tx.send(answer.to_line()).is_err() {
+        self.send_line(answer.to_line(), answer.id());
+    }
+
+    /// Sends one answer line (without its newline); `id` names the job in
+    /// the log when the client is gone.
+    fn send_line(&self, line: String, id: Option<&str>) {
+        let mut line = line.into_bytes();
+        line.push(b'\n');
+        let mut state = self.lock();
+        if state.closed {
             log::info!(
                 "job {}: client gone; result not reported",
-                answer.id().unwrap_or("(none)")
+                id.unwrap_or("(none)")
             );
+            state.written(&line);
+            return;
+        }
+        let mut rest: &[u8] = &line;
+        if !state.writer_busy && state.pending.is_empty() {
+            // Would block, or an error the writer thread will see too: 0.
+            let sent = nix::sys::socket::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                rest,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            )
+            .unwrap_or_default();
+            rest = rest.get(sent..).unwrap_or(&[]);
+        }
+        if rest.is_empty() {
+            state.written(&line);
+            if state.reader_waiting {
+                self.wake_reader.notify_one();
+            }
+        } else {
+            state.pending.extend_from_slice(rest);
+            if state.writer_waiting {
+                self.wake_writer.notify_one();
+            }
         }
     }
 
     /// Waits until fewer than `window` answers are pending or the
     /// connection is closed; false when it is closed.
     fn wait_for_room(&self, window: usize) -> bool {
-        let mut state = match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = self.lock();
         loop {
             if state.closed {
                 return false;
@@ -319,10 +390,12 @@ impl Conn {
             if state.outstanding < window {
                 return true;
             }
-            state = match self.changed.wait_timeout(state, POLL) {
+            state.reader_waiting = true;
+            state = match self.wake_reader.wait_timeout(state, POLL) {
                 Ok((state, _)) => state,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            state.reader_waiting = false;
         }
     }
 }
@@ -333,28 +406,46 @@ impl Report for Conn {
     }
 }
 
-fn write_answers(mut stream: UnixStream, rx: &Receiver<String>, conn: &Conn) {
+/// The writer thread: writes what workers could not write at once, and
+/// ends when the reader is done and every answer is written (or the
+/// client is gone).
+fn write_answers(mut stream: UnixStream, conn: &Conn) {
     loop {
-        match rx.recv_timeout(POLL) {
-            Ok(mut line) => {
-                line.push('\n');
-                let written = stream.write_all(line.as_bytes());
-                conn.update(|s| s.outstanding = s.outstanding.saturating_sub(1));
-                if let Err(e) = written {
-                    log::info!("client connection lost while writing a result: {e}");
-                    break;
+        let batch = {
+            let mut state = conn.lock();
+            while state.pending.is_empty() {
+                if state.closed || (state.reader_done && state.outstanding == 0) {
+                    drop(state);
+                    conn.update(|s| s.closed = true);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
                 }
+                state.writer_waiting = true;
+                state = match conn.wake_writer.wait_timeout(state, POLL) {
+                    Ok((state, _)) => state,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+                state.writer_waiting = false;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if conn.read(|s| s.reader_done && s.outstanding == 0) {
-                    break;
-                }
+            state.writer_busy = true;
+            std::mem::take(&mut state.pending)
+        };
+        let written = stream.write_all(&batch);
+        conn.update(|s| {
+            s.writer_busy = false;
+            s.written(&batch);
+            if written.is_err() {
+                s.closed = true;
+                let dropped = std::mem::take(&mut s.pending);
+                s.written(&dropped);
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+        });
+        if let Err(e) = written {
+            log::info!("client connection lost while writing a result: {e}");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
         }
     }
-    conn.update(|s| s.closed = true);
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Splits a byte stream into lines of at most `max` bytes (newline not
@@ -549,9 +640,7 @@ impl Reader<'_> {
                 let report = status_report(&self.ctx.submitter);
                 let line = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
                 self.conn.owe();
-                if self.conn.tx.send(line).is_err() {
-                    log::debug!("status: client gone");
-                }
+                self.conn.send_line(line, None);
             }
             Some(other) => self.refuse(None, format!("unknown command {other:?}")),
             None => self.refuse(None, "invalid command: \"command\" must be a string".into()),

@@ -16,6 +16,12 @@ use crate::transport::{Connection, Transport, classify, strerror};
 /// Where the message bytes come from; opened once per delivery attempt.
 pub trait MessageSource: Send + Sync {
     fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+
+    /// The whole message, when it is held in memory: then the body and
+    /// the final `.` go out in one write.
+    fn in_memory(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// The timeout for a phase.
@@ -164,6 +170,16 @@ fn send_body<T: Transport>(
     message: &dyn MessageSource,
     line_length_limit: usize,
 ) {
+    if let Some(bytes) = message.in_memory() {
+        let mut wire = Vec::new();
+        crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
+        wire.extend_from_slice(crate::smtp::command::DOT);
+        match conn.send(&wire, timeouts.data_xfer) {
+            Ok(()) => client.body_sent(),
+            Err(failure) => body_write_failed(conn, client, failure),
+        }
+        return;
+    }
     let source = match message.open() {
         Ok(source) => source,
         Err(e) => {
@@ -185,17 +201,7 @@ fn send_body<T: Transport>(
             return;
         }
         Err(BodyError::Write(e)) => {
-            let failure = classify(&e);
-            // A server that hung up mid-body may have said why first (e.g.
-            // "552 5.3.4 message too big"): report that, as Postfix does.
-            if failure != IoFailure::Timeout
-                && let Ok(reply) = conn.read_reply(EARLY_REPLY_WAIT)
-                && matches!(reply.code / 100, 4 | 5)
-            {
-                client.on_early_reply(reply, failure);
-                return;
-            }
-            client.on_io_failure(failure);
+            body_write_failed(conn, client, classify(&e));
             return;
         }
     }
@@ -204,6 +210,24 @@ fn send_body<T: Transport>(
         return;
     }
     client.body_sent();
+}
+
+/// Writing the body failed. A server that hung up mid-body may have said
+/// why first (e.g. "552 5.3.4 message too big"): report that, as Postfix
+/// does.
+fn body_write_failed<T: Transport>(
+    conn: &mut Connection<T>,
+    client: &mut Client,
+    failure: IoFailure,
+) {
+    if failure != IoFailure::Timeout
+        && let Ok(reply) = conn.read_reply(EARLY_REPLY_WAIT)
+        && matches!(reply.code / 100, 4 | 5)
+    {
+        client.on_early_reply(reply, failure);
+        return;
+    }
+    client.on_io_failure(failure);
 }
 
 /// Ends an idle session with QUIT and drains what the client still wants.

@@ -190,7 +190,10 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
         }
     }
     impl Transport for Strict {
-        fn set_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+        fn set_recv_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_send_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
             Ok(())
         }
     }
@@ -1105,4 +1108,162 @@ fn wrapped_sessions_never_send_starttls() {
     assert!(!run.written.contains("STARTTLS"));
     assert!(run.tls_active);
     assert!(delivered(&run.results[0]).is_some());
+}
+
+/// A session taken from the cache (`Client::resume`) with the server's
+/// extensions from `ehlo`, driven over `steps`.
+fn resumed(ehlo: &str, steps: Vec<Step>) -> (Client, String, RunEnd) {
+    let settings = ClientSettings {
+        lmtp: false,
+        helo_name: "client.test".into(),
+        skip_5xx_greeting: true,
+        peer: "mx.test[127.0.0.1]".into(),
+        smtputf8_enable: true,
+        loop_check: None,
+        tls: TlsMode::Off,
+    };
+    let mut parser = crate::smtp::reply::ReplyParser::new(2048);
+    let reply = ehlo
+        .split_inclusive('\n')
+        .find_map(|line| parser.push_line(line.trim_end().as_bytes()))
+        .expect("a complete EHLO reply");
+    let extensions = crate::smtp::ehlo::Extensions::from_reply(&reply);
+    let facts = MessageFacts {
+        size: BODY.len() as u64,
+        has_8bit: false,
+    };
+    let mut client = Client::resume(settings, envelope(&["a@y.test"]), facts, extensions, false);
+    let mut conn = Connection::new(Scripted::new(steps), 2048);
+    let end = run(&mut conn, &mut client, &timeouts(), &Inline(BODY), 998);
+    let written = conn.into_inner().written_text();
+    (client, written, end)
+}
+
+#[test]
+fn reused_session_pipelines_its_rset_probe_with_the_transaction() {
+    let (client, written, end) = resumed(
+        EHLO_PIPE,
+        vec![
+            say("250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued as Y\r\n"),
+        ],
+    );
+    assert_eq!(
+        written,
+        "RSET\r\nMAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nDATA\r\n\
+         Subject: t\r\n\r\n..hi\r\nbye\r\n.\r\n"
+    );
+    assert_eq!(end, RunEnd::Idle);
+    assert!(!client.probe_failed());
+    assert!(client.reusable());
+    assert_eq!(
+        delivered(&client.results()[0]),
+        Some(("2.0.0".into(), "250 2.0.0 Ok: queued as Y".into()))
+    );
+}
+
+#[test]
+fn failed_pipelined_probe_touches_no_recipient() {
+    for steps in [
+        vec![say(
+            "421 4.4.2 idle too long\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        )],
+        vec![say("500 5.5.1 what\r\n")],
+        vec![Step::Hangup],
+        vec![Step::Stall],
+    ] {
+        let (client, written, _) = resumed(EHLO_PIPE, steps);
+        assert!(client.probe_failed(), "{written}");
+        assert!(client.results().iter().all(Option::is_none));
+        assert!(!client.reusable());
+        // Nothing after the pipelined batch: no body, no QUIT.
+        assert_eq!(
+            written,
+            "RSET\r\nMAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nDATA\r\n"
+        );
+    }
+}
+
+#[test]
+fn reused_session_without_pipelining_sends_a_lone_rset_first() {
+    let (client, written, _) = resumed(
+        EHLO_PLAIN,
+        vec![
+            say("250 2.0.0 Ok\r\n"),
+            say("250 2.1.0 Ok\r\n"),
+            say("250 2.1.5 Ok\r\n"),
+            say("354 go\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(written.starts_with("RSET\r\nMAIL FROM:"), "{written}");
+    assert!(delivered(&client.results()[0]).is_some());
+    let (client, written, _) = resumed(EHLO_PLAIN, vec![say("421 4.4.2 bye\r\n")]);
+    assert!(client.probe_failed());
+    assert!(client.results().iter().all(Option::is_none));
+    assert!(!written.contains("MAIL"), "{written}");
+}
+
+/// A message held in memory: the body and the final dot in one write.
+struct Held(&'static [u8]);
+
+impl MessageSource for Held {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.0))
+    }
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn messages_in_memory_go_out_exactly_as_streamed_ones() {
+    let bodies: [&'static [u8]; 5] = [
+        b"Subject: t\n\n.hi\nbye",
+        b"",
+        b".\r\n..\n.",
+        b"a\rb\r\n\n\xc3\xa9\n",
+        b"x",
+    ];
+    for body in bodies {
+        let run_with = |source: &dyn MessageSource| {
+            drive(
+                false,
+                envelope(&["a@y.test"]),
+                MessageFacts {
+                    size: body.len() as u64,
+                    has_8bit: false,
+                },
+                source,
+                vec![
+                    say("220 mx.test ESMTP\r\n"),
+                    say(EHLO_PIPE),
+                    say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+                    say("250 2.0.0 Ok\r\n"),
+                ],
+            )
+        };
+        let streamed = run_with(&Inline(body));
+        let held = run_with(&Held(body));
+        assert_eq!(held.written, streamed.written, "{body:?}");
+        assert!(delivered(&held.results[0]).is_some());
+    }
+    // A server that hangs up during the body: 4.4.2, as when streaming.
+    let out = drive(
+        false,
+        envelope(&["a@y.test"]),
+        MessageFacts {
+            size: BODY.len() as u64,
+            has_8bit: false,
+        },
+        &Held(BODY),
+        vec![
+            say("220 mx.test ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            Step::Hangup,
+        ],
+    );
+    let (code, _) = failed(&out.results[0]).expect("a failure");
+    assert_eq!(code, "4.4.2");
 }

@@ -275,10 +275,16 @@ impl Write for TlsTransport {
 }
 
 impl Transport for TlsTransport {
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let inner = self.stream.get_mut();
         inner.deadline = None;
-        inner.stream.set_timeout(timeout)
+        inner.stream.set_recv_timeout(timeout)
+    }
+
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let inner = self.stream.get_mut();
+        inner.deadline = None;
+        inner.stream.set_send_timeout(timeout)
     }
 
     fn peer_closed(&mut self) -> bool {

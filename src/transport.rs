@@ -19,8 +19,17 @@ pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// A bidirectional byte stream with settable timeouts.
 pub trait Transport: Read + Write + Send {
-    /// Sets the read and write timeout; `None` blocks without limit.
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Sets the timeout of each read; `None` blocks without limit.
+    fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Sets the timeout of each write; `None` blocks without limit.
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Sets the read and the write timeout.
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_recv_timeout(timeout)?;
+        self.set_send_timeout(timeout)
+    }
 
     /// For idle connections: the peer closed it, or sent something
     /// unsolicited (either way it is no longer usable). Never blocks.
@@ -51,8 +60,11 @@ pub fn socket_peer_closed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
 }
 
 impl Transport for std::net::TcpStream {
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)?;
+    fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_write_timeout(timeout)
     }
 
@@ -66,8 +78,11 @@ impl Transport for std::net::TcpStream {
 }
 
 impl Transport for std::os::unix::net::UnixStream {
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)?;
+    fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_write_timeout(timeout)
     }
 
@@ -77,8 +92,12 @@ impl Transport for std::os::unix::net::UnixStream {
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        (**self).set_timeout(timeout)
+    fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_recv_timeout(timeout)
+    }
+
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_send_timeout(timeout)
     }
 
     fn peer_closed(&mut self) -> bool {
@@ -122,9 +141,12 @@ pub struct Connection<T: Transport> {
     end: usize,
     line_cap: usize,
     reply_cap: usize,
-    /// The timeout last set on the stream, to skip redundant setsockopt
-    /// calls (two per step otherwise). None: unknown.
-    timeout: Option<Option<Duration>>,
+    /// The read and write timeouts last set on the stream, to skip
+    /// redundant setsockopt calls. None: unknown.
+    recv_timeout: Option<Option<Duration>>,
+    send_timeout: Option<Option<Duration>>,
+    /// The source address, asked once (a cached session is logged per job).
+    local: std::cell::OnceCell<Option<std::net::SocketAddr>>,
 }
 
 impl<T: Transport> Connection<T> {
@@ -137,24 +159,42 @@ impl<T: Transport> Connection<T> {
             end: 0,
             line_cap: reply_text_limit.max(512),
             reply_cap: reply_text_limit,
-            timeout: None,
+            recv_timeout: None,
+            send_timeout: None,
+            local: std::cell::OnceCell::new(),
         }
     }
 
-    /// Sets the stream's timeout unless it is already in force.
-    fn apply_timeout(&mut self, timeout: Duration) -> Result<(), IoFailure> {
+    /// Sets the stream's read timeout unless it is already in force.
+    fn apply_recv_timeout(&mut self, timeout: Duration) -> Result<(), IoFailure> {
         let wanted = zero_is_none(timeout);
-        if self.timeout != Some(wanted) {
-            self.timeout = None;
-            self.stream.set_timeout(wanted).map_err(|e| classify(&e))?;
-            self.timeout = Some(wanted);
+        if self.recv_timeout != Some(wanted) {
+            self.recv_timeout = None;
+            self.stream
+                .set_recv_timeout(wanted)
+                .map_err(|e| classify(&e))?;
+            self.recv_timeout = Some(wanted);
+        }
+        Ok(())
+    }
+
+    /// Sets the stream's write timeout unless it is already in force.
+    fn apply_send_timeout(&mut self, timeout: Duration) -> Result<(), IoFailure> {
+        let wanted = zero_is_none(timeout);
+        if self.send_timeout != Some(wanted) {
+            self.send_timeout = None;
+            self.stream
+                .set_send_timeout(wanted)
+                .map_err(|e| classify(&e))?;
+            self.send_timeout = Some(wanted);
         }
         Ok(())
     }
 
     pub fn get_mut(&mut self) -> &mut T {
-        // The caller may change the timeout behind our back.
-        self.timeout = None;
+        // The caller may change the timeouts behind our back.
+        self.recv_timeout = None;
+        self.send_timeout = None;
         &mut self.stream
     }
 
@@ -164,7 +204,7 @@ impl<T: Transport> Connection<T> {
 
     /// The connection's source address (TCP).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.local_addr()
+        *self.local.get_or_init(|| self.stream.local_addr())
     }
 
     /// An idle connection the peer closed or wrote to unasked.
@@ -184,7 +224,7 @@ impl<T: Transport> Connection<T> {
 
     /// Writes all bytes under `timeout` (zero = none).
     pub fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), IoFailure> {
-        self.apply_timeout(timeout)?;
+        self.apply_send_timeout(timeout)?;
         self.stream.write_all(bytes).map_err(|e| classify(&e))?;
         self.stream.flush().map_err(|e| classify(&e))
     }
@@ -192,13 +232,13 @@ impl<T: Transport> Connection<T> {
     /// Prepares the stream for a long write (the message body) under `timeout`
     /// per write, and hands it out.
     pub fn writer(&mut self, timeout: Duration) -> Result<&mut T, IoFailure> {
-        self.apply_timeout(timeout)?;
+        self.apply_send_timeout(timeout)?;
         Ok(&mut self.stream)
     }
 
-    /// Reads one complete reply; `timeout` (zero = none) applies to each read.
+    /// Reads one complete reply; `timeout` (zero = none) applies to each
+    /// read from the stream (a reply already buffered needs none).
     pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
-        self.apply_timeout(timeout)?;
         let mut parser = ReplyParser::new(self.reply_cap);
         let mut consumed = 0usize;
         let mut line: Vec<u8> = Vec::new();
@@ -235,6 +275,7 @@ impl<T: Transport> Connection<T> {
                             "server reply exceeds {MAX_REPLY_BYTES} bytes"
                         )));
                     }
+                    self.apply_recv_timeout(timeout)?;
                     let n = loop {
                         match self.stream.read(&mut self.buf) {
                             Ok(n) => break n,
@@ -335,7 +376,12 @@ pub mod script {
     }
 
     impl Transport for Scripted {
-        fn set_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        fn set_recv_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+            self.timeouts_set += 1;
+            Ok(())
+        }
+
+        fn set_send_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
             self.timeouts_set += 1;
             Ok(())
         }
@@ -428,7 +474,16 @@ mod tests {
         assert!(c.read_reply(t).is_ok());
         assert!(c.read_reply(t).is_ok());
         assert!(c.read_reply(Duration::from_secs(9)).is_ok());
-        assert_eq!(c.into_inner().timeouts_set, 2);
+        // One write timeout, one read timeout: the 9 s read changed it.
+        assert_eq!(c.into_inner().timeouts_set, 3);
+    }
+
+    #[test]
+    fn buffered_replies_need_no_read_timeout() {
+        let mut c = conn(vec![say("250 a\r\n250 b\r\n")]);
+        assert!(c.read_reply(Duration::from_secs(5)).is_ok());
+        assert!(c.read_reply(Duration::from_secs(9)).is_ok());
+        assert_eq!(c.into_inner().timeouts_set, 1);
     }
 
     #[test]

@@ -279,6 +279,23 @@ pub fn scan<R: Read>(mut src: R) -> io::Result<BodyFacts> {
     }
 }
 
+/// [`scan`] for a message already in memory.
+pub fn facts_of(bytes: &[u8]) -> BodyFacts {
+    BodyFacts {
+        size: bytes.len() as u64,
+        has_8bit: bytes.iter().fold(0u8, |acc, &b| acc | b) & 0x80 != 0,
+    }
+}
+
+/// A whole message in memory in wire form, appended to `out` (the
+/// terminating `.<CRLF>` is not added): what [`write_body`] writes.
+pub fn encode_all(bytes: &[u8], line_length_limit: usize, out: &mut Vec<u8>) {
+    let mut encoder = BodyEncoder::new(line_length_limit);
+    out.reserve(bytes.len() + bytes.len() / 32 + 8);
+    encoder.encode(bytes, out);
+    encoder.finish(out);
+}
+
 /// Copies the message to `dst` in wire form; returns bytes written.
 ///
 /// Does not write the terminating `.<CRLF>` and does not flush `dst`.

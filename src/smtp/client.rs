@@ -309,6 +309,8 @@ pub struct Client {
     /// A reused session failed its RSET probe: discard it; no recipient
     /// was touched.
     probe_failed: bool,
+    /// The transaction was queued behind the RSET probe (PIPELINING).
+    probe_pipelined: bool,
     /// When the handshake completed (for the log's delays).
     handshake_at: Option<std::time::Instant>,
     /// A failure inside a STARTTLS session leaves the open recipients for a
@@ -344,6 +346,7 @@ impl Client {
             retry_plain: false,
             tls_due: false,
             probe_failed: false,
+            probe_pipelined: false,
             handshake_at: None,
             plaintext_fallback: false,
         }
@@ -379,6 +382,13 @@ impl Client {
         client
             .unsent
             .push_back((command::RSET.to_vec(), Expect::RsetProbe));
+        if client.extensions.pipelining {
+            // The probe travels with MAIL/RCPT/DATA in one write: one round
+            // trip less than Postfix's lone RSET. A bad probe reply still
+            // discards the session before any recipient result counts.
+            client.start_transaction();
+            client.probe_pipelined = true;
+        }
         client
     }
 
@@ -549,10 +559,17 @@ impl Client {
                     self.handshake_done = true;
                     self.handshake_at
                         .get_or_insert_with(std::time::Instant::now);
-                    self.start_transaction();
+                    if !self.probe_pipelined {
+                        self.start_transaction();
+                    }
                 } else {
                     self.probe_failed = true;
-                    self.quit();
+                    if self.probe_pipelined {
+                        // MAIL/RCPT/DATA are in flight: drop the connection.
+                        self.close();
+                    } else {
+                        self.quit();
+                    }
                 }
             }
             Expect::Quit | Expect::QuitNoReply => {}
