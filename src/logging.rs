@@ -1,5 +1,6 @@
-//! Log output: env_logger to stderr in the shape mail administrators and
-//! their tools (grep habits, pflogsumm) expect from Postfix:
+//! Log output: one line per record, written with one `write(2)` to stderr
+//! (RUST_LOG filters as with env_logger), in the shape mail administrators
+//! and their tools (grep habits, pflogsumm) expect from Postfix:
 //! `Nov 23 13:20:01 host mailhop/smtp[PID]: ID: to=<...>, ...` for delivery
 //! lines and `mailhop[PID]: warning: ...` for the rest. Under journald
 //! (JOURNAL_STREAM set) the timestamp and host are left to the journal.
@@ -8,43 +9,86 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Installs the logger. The daemon logs at info by default (one line per
-/// recipient); the command line at warn. RUST_LOG overrides both.
+/// recipient); the command line at warn. RUST_LOG overrides both
+/// (env_logger's filter syntax).
 pub fn init(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
-    let pid = std::process::id();
-    let syslog_prefix = std::env::var_os("JOURNAL_STREAM").is_none();
-    let journal = (!syslog_prefix).then(Journal::connect).flatten();
-    let host = short_hostname();
-    let result =
+    let filter =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-            .format(move |buf, record| {
-                let stamp = if syslog_prefix {
-                    format!("{} {host} ", syslog_time(SystemTime::now()))
-                } else {
-                    String::new()
-                };
-                let target = record.target();
-                if let Some(service) = target.strip_prefix("mailhop/") {
-                    let message = record.args().to_string();
-                    if let Some(journal) = &journal
-                        && journal.send(target, pid, &message)
-                    {
-                        return Ok(());
-                    }
-                    writeln!(buf, "{stamp}mailhop/{service}[{pid}]: {message}")
-                } else {
-                    let level = match record.level() {
-                        log::Level::Error => "error: ",
-                        log::Level::Warn => "warning: ",
-                        _ => "",
-                    };
-                    writeln!(buf, "{stamp}mailhop[{pid}]: {level}{}", record.args())
-                }
-            })
-            .try_init();
-    if result.is_err() {
+            .build();
+    let syslog_prefix = std::env::var_os("JOURNAL_STREAM").is_none();
+    let logger = LineLogger {
+        max_level: filter.filter(),
+        filter,
+        pid: std::process::id(),
+        journal: (!syslog_prefix).then(Journal::connect).flatten(),
+        host: syslog_prefix.then(short_hostname),
+    };
+    let max_level = logger.max_level;
+    // Leaked once: the logger lives as long as the process.
+    if log::set_logger(Box::leak(Box::new(logger))).is_err() {
         eprintln!("mailhop: logger already initialised");
+        return;
     }
+    log::set_max_level(max_level);
+}
+
+/// Formats each record into one line and writes it with one `write(2)` to
+/// standard error (or sends it to the journal): no stream adapter between
+/// a delivery thread and the file descriptor.
+struct LineLogger {
+    filter: env_logger::Logger,
+    max_level: log::LevelFilter,
+    pid: u32,
+    journal: Option<Journal>,
+    /// Set when lines carry a syslog timestamp and host (not under journald).
+    host: Option<String>,
+}
+
+impl LineLogger {
+    fn line(&self, record: &log::Record<'_>) -> String {
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(256);
+        if let Some(host) = &self.host {
+            let _ = write!(line, "{} {host} ", syslog_time(SystemTime::now()));
+        }
+        let pid = self.pid;
+        if let Some(service) = record.target().strip_prefix("mailhop/") {
+            let _ = write!(line, "mailhop/{service}[{pid}]: {}", record.args());
+        } else {
+            let level = match record.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                _ => "",
+            };
+            let _ = write!(line, "mailhop[{pid}]: {level}{}", record.args());
+        }
+        line.push('\n');
+        line
+    }
+}
+
+impl log::Log for LineLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let target = record.target();
+        if target.starts_with("mailhop/")
+            && let Some(journal) = &self.journal
+            && journal.send(target, self.pid, &record.args().to_string())
+        {
+            return;
+        }
+        let line = self.line(record);
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
 }
 
 /// The journal's native socket (systemd.journal-fields(7) protocol).
