@@ -71,6 +71,13 @@ impl Write for Stream {
 }
 
 impl Transport for Stream {
+    fn send_now(&mut self, bytes: &[u8]) -> Option<io::Result<usize>> {
+        match self {
+            Stream::Tcp(s) => s.send_now(bytes),
+            Stream::Unix(s) => s.send_now(bytes),
+        }
+    }
+
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(timeout),

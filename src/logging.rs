@@ -33,6 +33,39 @@ pub fn init(daemon: bool) {
     log::set_max_level(max_level);
 }
 
+thread_local! {
+    /// Delivery lines of the job this thread runs, written together when
+    /// its [`JobLines`] ends (None: no job, write each line at once).
+    static JOB_LINES: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Most bytes of delivery lines held for one job before they are written.
+const JOB_LINES_LIMIT: usize = 64 * 1024;
+
+/// While it lives, this thread's delivery lines (`mailhop/...` targets:
+/// the qmgr line and one line per recipient) are collected and then
+/// written with one `write(2)`: a daemon worker holds one per job.
+/// Warnings and errors are still written at once.
+pub struct JobLines(());
+
+impl JobLines {
+    pub fn start() -> Self {
+        JOB_LINES.with(|lines| *lines.borrow_mut() = Some(String::new()));
+        JobLines(())
+    }
+}
+
+impl Drop for JobLines {
+    fn drop(&mut self) {
+        let held = JOB_LINES.with(|lines| lines.borrow_mut().take());
+        if let Some(text) = held
+            && !text.is_empty()
+        {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
+}
+
 /// Formats each record into one line and writes it with one `write(2)` to
 /// standard error (or sends it to the journal): no stream adapter between
 /// a delivery thread and the file descriptor.
@@ -85,6 +118,23 @@ impl log::Log for LineLogger {
             return;
         }
         let line = self.line(record);
+        if target.starts_with("mailhop/") {
+            let held = JOB_LINES.with(|lines| {
+                let mut lines = lines.borrow_mut();
+                let Some(text) = lines.as_mut() else {
+                    return false;
+                };
+                text.push_str(&line);
+                if text.len() >= JOB_LINES_LIMIT {
+                    let _ = std::io::stderr().write_all(text.as_bytes());
+                    text.clear();
+                }
+                true
+            });
+            if held {
+                return;
+            }
+        }
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
 

@@ -526,6 +526,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
         }
         shared.stats.worker_busy();
         let deliverer = shared.deliverer();
+        let job_lines = crate::logging::JobLines::start();
         let answer =
             catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket))).unwrap_or_else(|_| {
                 log::error!("job {}: delivery panicked", ticket.id());
@@ -534,6 +535,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
                     "internal error: the delivery failed unexpectedly",
                 ))
             });
+        drop(job_lines);
         drop(deliverer);
         if let Ok(mut running) = shared.running.lock() {
             running.remove(&slot);

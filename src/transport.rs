@@ -25,6 +25,12 @@ pub trait Transport: Read + Write + Send {
     /// Sets the timeout of each write; `None` blocks without limit.
     fn set_send_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
+    /// Writes what the stream takes at once, without blocking (and so
+    /// without needing a timeout); None when the stream cannot tell.
+    fn send_now(&mut self, _bytes: &[u8]) -> Option<io::Result<usize>> {
+        None
+    }
+
     /// Sets the read and the write timeout.
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_recv_timeout(timeout)?;
@@ -40,6 +46,24 @@ pub trait Transport: Read + Write + Send {
     /// The local (source) address, for logs; None for UNIX sockets.
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
         None
+    }
+}
+
+/// One non-blocking send on a socket (MSG_DONTWAIT, no SIGPIPE).
+pub fn socket_send_now(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, send};
+    use std::os::fd::AsRawFd;
+    loop {
+        match send(
+            fd.as_raw_fd(),
+            bytes,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => return Ok(n),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(0),
+            Err(errno) => return Err(io::Error::from_raw_os_error(errno as i32)),
+        }
     }
 }
 
@@ -60,6 +84,10 @@ pub fn socket_peer_closed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
 }
 
 impl Transport for std::net::TcpStream {
+    fn send_now(&mut self, bytes: &[u8]) -> Option<io::Result<usize>> {
+        Some(socket_send_now(std::os::fd::AsFd::as_fd(self), bytes))
+    }
+
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(timeout)
     }
@@ -78,6 +106,10 @@ impl Transport for std::net::TcpStream {
 }
 
 impl Transport for std::os::unix::net::UnixStream {
+    fn send_now(&mut self, bytes: &[u8]) -> Option<io::Result<usize>> {
+        Some(socket_send_now(std::os::fd::AsFd::as_fd(self), bytes))
+    }
+
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(timeout)
     }
@@ -92,6 +124,10 @@ impl Transport for std::os::unix::net::UnixStream {
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn send_now(&mut self, bytes: &[u8]) -> Option<io::Result<usize>> {
+        (**self).send_now(bytes)
+    }
+
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         (**self).set_recv_timeout(timeout)
     }
@@ -154,7 +190,8 @@ impl<T: Transport> Connection<T> {
     pub fn new(stream: T, reply_text_limit: usize) -> Self {
         Self {
             stream,
-            buf: vec![0; 16 * 1024],
+            // Replies are short; a larger one is assembled across reads.
+            buf: vec![0; 4096],
             start: 0,
             end: 0,
             line_cap: reply_text_limit.max(512),
@@ -224,8 +261,18 @@ impl<T: Transport> Connection<T> {
 
     /// Writes all bytes under `timeout` (zero = none).
     pub fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), IoFailure> {
+        // Most writes fit the socket buffer: try without blocking first, and
+        // set the write timeout only when the rest has to wait.
+        let mut rest = bytes;
+        if let Some(sent) = self.stream.send_now(bytes) {
+            let n = sent.map_err(|e| classify(&e))?;
+            rest = bytes.get(n..).unwrap_or(&[]);
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
         self.apply_send_timeout(timeout)?;
-        self.stream.write_all(bytes).map_err(|e| classify(&e))?;
+        self.stream.write_all(rest).map_err(|e| classify(&e))?;
         self.stream.flush().map_err(|e| classify(&e))
     }
 
