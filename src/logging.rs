@@ -61,9 +61,30 @@ impl Drop for JobLines {
         if let Some(text) = held
             && !text.is_empty()
         {
-            let _ = std::io::stderr().write_all(text.as_bytes());
+            write_stderr(text.as_bytes());
         }
     }
+}
+
+/// Writes log text to stderr. Up to PIPE_BUF bytes go out with one
+/// unlocked `write(2)`, which the kernel keeps whole (pipes, sockets of
+/// journald's stream, files with their shared offset), so delivery
+/// threads do not queue on std's stderr lock; longer text takes the lock.
+fn write_stderr(bytes: &[u8]) {
+    const PIPE_BUF: usize = 4096;
+    if bytes.len() <= PIPE_BUF {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match nix::unistd::write(std::io::stderr(), rest) {
+                Ok(0) => return,
+                Ok(n) => rest = rest.get(n..).unwrap_or(&[]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+        return;
+    }
+    let _ = std::io::stderr().lock().write_all(bytes);
 }
 
 /// Formats each record into one line and writes it with one `write(2)` to
@@ -126,7 +147,7 @@ impl log::Log for LineLogger {
                 };
                 text.push_str(&line);
                 if text.len() >= JOB_LINES_LIMIT {
-                    let _ = std::io::stderr().write_all(text.as_bytes());
+                    write_stderr(text.as_bytes());
                     text.clear();
                 }
                 true
@@ -135,7 +156,7 @@ impl log::Log for LineLogger {
                 return;
             }
         }
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        write_stderr(line.as_bytes());
     }
 
     fn flush(&self) {}

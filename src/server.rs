@@ -593,6 +593,14 @@ impl Reader<'_> {
             self.refuse(None, "malformed job: line is not valid UTF-8".into());
             return;
         }
+        // The common case, a well-formed job, in one parse; anything else
+        // (a command, an error to explain) takes the slower path below.
+        if let Ok(job) = serde_json::from_slice::<Job>(line)
+            && job.check().is_ok()
+        {
+            self.accept(job);
+            return;
+        }
         let value: serde_json::Value = match serde_json::from_slice(line) {
             Ok(value) => value,
             Err(e) => {
@@ -604,13 +612,14 @@ impl Reader<'_> {
             self.command(command, &value);
             return;
         }
-        let job = match parse_job(line) {
-            Ok(job) => job,
-            Err(e) => {
-                self.refuse(e.id, e.error);
-                return;
-            }
-        };
+        match parse_job(line) {
+            Ok(job) => self.accept(job),
+            Err(e) => self.refuse(e.id, e.error),
+        }
+    }
+
+    /// Queues a parsed, checked job.
+    fn accept(&mut self, job: Job) {
         if let MessageRef::Path { path } = &job.message
             && !Path::new(path).is_absolute()
         {

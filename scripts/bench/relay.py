@@ -3,8 +3,12 @@ smtp-sink on loopback with 20 concurrent sessions, mailhop against
 smtp-source (and, in scenario 1, the drain of a private Postfix's held
 queue). Used by s1-relay-reuse.py and s2-relay-noreuse.py."""
 
+import os
+import shutil
+import subprocess
+
 from benchlib import (Bench, PostfixDrain, env_int, free_port, median, order, rnd, say,
-                      target, write_result)
+                      system_busy_jiffies, target, write_result)
 
 
 def mailhop_run(b, sink, msg, n, conns, config, cache_hints=False):
@@ -52,6 +56,50 @@ def source_run(b, sink, n, sessions, reuse):
         "sessions": s1[0] - s0[0],
         "sink_msgs": s1[2] - s0[2],
         "system_cpu_us_per_msg": rnd(r["system_cpu_s"] * 1e6 / n),
+    }
+
+
+def build_floor(b):
+    """Compiles floor.c (the minimal thread-per-session blocking client)
+    into the work directory; None when no C compiler is there."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        say("no C compiler: the thread-per-session floor is not measured")
+        return None
+    out = b.path("floor")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor.c")
+    r = subprocess.run([cc, "-O2", "-pthread", "-o", out, src],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    if r.returncode != 0:
+        say(f"floor.c did not build: {r.stdout.decode()[-400:]}")
+        return None
+    return out
+
+
+def floor_run(b, floor, sink, n, sessions):
+    """The floor client against the sink: what a worker thread with a
+    blocking socket costs when it does nothing but the SMTP transaction."""
+    s0 = sink.counters()
+    sys0 = system_busy_jiffies()
+    p = subprocess.run([floor, "-s", str(sessions), "-m", str(n), "-l", "1024", sink.listen],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600, check=False)
+    sys1 = system_busy_jiffies()
+    s1 = sink.counters()
+    try:
+        msgs, secs, cpu, rss, switches = p.stdout.decode().split()
+        secs, cpu = float(secs), float(cpu)
+    except ValueError:
+        say(f"floor failed ({p.returncode}): {p.stderr.decode()[-400:]}")
+        return {"msgs_per_s": None}
+    return {
+        "msgs_per_s": rnd(int(msgs) / secs) if p.returncode == 0 and secs else None,
+        "seconds": secs,
+        "cpu_us_per_msg": rnd(cpu * 1e6 / n),
+        "rss_kb": int(rss),
+        "context_switches_per_msg": rnd(int(switches) / n, 2),
+        "sessions": s1[0] - s0[0],
+        "sink_msgs": s1[2] - s0[2],
+        "system_cpu_us_per_msg": rnd((sys1 - sys0) * 1e6 / n),
     }
 
 
@@ -103,7 +151,8 @@ destinations = []
     if reuse and pf_n > 0:
         pf = PostfixDrain(b, port, concurrency=sessions)
         pf.start()
-    src_runs, mh_runs, pf_runs = [], [], []
+    floor = build_floor(b) if reuse else None
+    src_runs, mh_runs, pf_runs, floor_runs = [], [], [], []
     for rep in range(reps):
         for who in order(rep):
             if who == "peer":
@@ -112,6 +161,11 @@ destinations = []
                 say(f"s{scenario} rep {rep + 1}/{reps}: smtp-source{' -d' if reuse else ''}: "
                     f"{r['msgs_per_s']} msg/s, {r['cpu_us_per_msg']} us CPU/msg, "
                     f"{r['sessions']} sessions")
+                if floor:
+                    f = floor_run(b, floor, sink, n, sessions)
+                    floor_runs.append(f)
+                    say(f"s{scenario} rep {rep + 1}/{reps}: floor.c: {f['msgs_per_s']} msg/s, "
+                        f"{f.get('cpu_us_per_msg')} us CPU/msg")
                 if pf:
                     c0 = sink.counters()
                     p = pf.run(pf_n)
@@ -136,6 +190,9 @@ destinations = []
     if pf_runs:
         pf_row = row(f"Postfix qmgr+smtp drain of {pf_n} held", pf_runs)
         rows.append(pf_row)
+    if floor_runs:
+        rows.append(row(f"floor.c: C, thread per session, blocking, pipelined, -s {sessions}",
+                        floor_runs, ratio=ratio_median(floor_runs, src_runs)))
     rows.append(row(f"mailhop daemon, workers={sessions}"
                     + (", cache" if reuse else ", no cache"), mh_runs, ratio=r_src,
                     note=(f"x{r_pf} Postfix drain" if r_pf else "")))
@@ -157,5 +214,6 @@ destinations = []
                    "postfix_n": pf_n if reuse else None},
         "rows": rows,
         "targets": targets,
-        "runs": {"smtp_source": src_runs, "postfix": pf_runs, "mailhop": mh_runs},
+        "runs": {"smtp_source": src_runs, "postfix": pf_runs, "mailhop": mh_runs,
+                 "floor": floor_runs},
     })
