@@ -624,7 +624,11 @@ impl Deliverer {
             ..
         } = idle;
         let reuse_start = std::time::Instant::now();
-        let source = conn.local_addr();
+        let source = if self.config.log.format == "json" {
+            conn.local_addr()
+        } else {
+            None
+        };
         let mut client = Client::resume(
             client_settings,
             envelope,
@@ -872,7 +876,10 @@ impl Deliverer {
         };
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
-        via.source = stream.local_addr();
+        // Only the JSON log shows the source address (getsockname).
+        if self.config.log.format == "json" {
+            via.source = stream.local_addr();
+        }
         let mut tls_mode = match server.policy.level {
             _ if plaintext => TlsMode::Off,
             Level::None => TlsMode::Off,

@@ -1213,3 +1213,44 @@ fn drops_privileges_to_daemon_user() {
     assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
     assert!(!socket.exists(), "the socket file is removed at exit");
 }
+
+/// `[log] format = "json"`: one JSON object per recipient with the source
+/// address; the text format gives the qmgr line and the delivery line.
+#[test]
+fn log_lines_in_both_formats() {
+    let sink = Sink::start(Dot::Now);
+    for json in [true, false] {
+        let work = Work::new();
+        let message = work.file("msg", MESSAGE);
+        let mut settings = Settings::new(&work.path().join("m.sock"));
+        if json {
+            settings = settings.extra("[log]\nformat = \"json\"\n");
+        }
+        let daemon = Daemon::start(&work, &settings);
+        let mut c = daemon.client();
+        c.send(&job("L1", &sink.nexthop(), &message));
+        assert_all(&c.answer(), "sent");
+        daemon.wait_log("L1: ");
+        let log = daemon.log();
+        let qmgr = log
+            .lines()
+            .find(|l| l.contains("mailhop/qmgr[") && l.contains("L1: from=<"))
+            .unwrap_or_else(|| panic!("qmgr line: {log}"));
+        assert!(qmgr.contains("nrcpt=1 (queue active)"), "{qmgr}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("mailhop/smtp[") && l.contains("L1"))
+            .unwrap_or_else(|| panic!("delivery line: {log}"));
+        if json {
+            let start = line.find('{').expect("a JSON object");
+            let entry: Value = serde_json::from_str(&line[start..]).expect("JSON log entry");
+            assert_eq!(entry["id"], "L1", "{entry}");
+            assert_eq!(entry["status"], "sent", "{entry}");
+            assert_eq!(entry["dsn"], "2.0.0", "{entry}");
+            assert_eq!(entry["source"], "127.0.0.1", "{entry}");
+        } else {
+            assert!(line.contains("L1: to=<"), "{line}");
+            assert!(line.contains("status=sent (250"), "{line}");
+        }
+    }
+}
