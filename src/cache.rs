@@ -60,6 +60,9 @@ pub struct IdleSession {
     /// When the connection was made, and how often it was used.
     pub connected_at: Instant,
     pub uses: u32,
+    /// A transaction already started on it for the job it was handed to
+    /// (see [`crate::chain`]); never set on a session in the cache.
+    pub primed: Option<Box<crate::smtp::client::Client>>,
 }
 
 struct Entry {
@@ -168,6 +171,11 @@ impl SessionCache {
 
     /// Keeps an idle session. Sessions past their reuse limits are closed instead.
     pub fn store(&self, session: IdleSession, nexthop: Option<NexthopLabel>) {
+        if session.primed.is_some() {
+            // Mid-transaction (its DATA may be answered): only closing is safe.
+            drop(session);
+            return;
+        }
         if !self.reusable(&session) {
             close_session(session);
             return;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cache::{EndpointLabel, IdleSession, NexthopLabel, SessionCache};
+use crate::chain;
 use crate::config::{Config, InetProtocols, ProtocolSettings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
@@ -491,7 +492,17 @@ impl Deliverer {
         let load = request.cache.load && self.cache.is_some();
         if load && let Some(cache) = &self.cache {
             let mut rest = Vec::new();
-            let by_nexthop = if job.first_destination {
+            // A session handed over by the previous job with this job's
+            // transaction in flight (chain), else Postfix's lookups.
+            let lmtp = request.protocol == Protocol::Lmtp;
+            let handed = chain::take_handed(|s| {
+                s.endpoint.lmtp == lmtp
+                    && s.endpoint.tls_level == policy.level
+                    && s.endpoint.helo_name == settings.helo_name
+            });
+            let by_nexthop = if handed.is_some() {
+                handed
+            } else if job.first_destination {
                 cache.take_by_nexthop(&self.nexthop_label(request, destination, &policy, settings))
             } else {
                 None
@@ -621,29 +632,66 @@ impl Deliverer {
             tls,
             connected_at,
             uses,
+            primed,
             ..
         } = idle;
         let reuse_start = std::time::Instant::now();
+        let chaining = self.config.cache.chain_jobs && request.cache.store && extensions.pipelining;
+        let follower_settings = client_settings.clone();
+        let follower_extensions = chaining.then(|| extensions.clone());
+        let tls_active = tls.is_some();
         let source = if self.config.log.format == "json" {
             conn.local_addr()
         } else {
             None
         };
-        let mut client = Client::resume(
-            client_settings,
-            envelope,
-            request.facts,
-            extensions,
-            tls.is_some(),
-        );
-        let (conn, end) = session::drive(
+        let mut client = match primed {
+            // Handed over with this job's transaction in flight (chain).
+            Some(primed) if primed.results().len() == envelope.recipients.len() => *primed,
+            Some(_) => {
+                log::warn!("a chained session does not fit its job; connecting afresh");
+                return None;
+            }
+            None => Client::resume(
+                client_settings,
+                envelope,
+                request.facts,
+                extensions,
+                tls_active,
+            ),
+        };
+        let needs_smtputf8 = request.envelope.needs_smtputf8();
+        let mut follow = || -> Option<Vec<u8>> {
+            let extensions = follower_extensions.clone()?;
+            let follower = chain::take_follower(request.nexthop, request.protocol)?;
+            if follower.envelope.needs_smtputf8() != needs_smtputf8 {
+                return None;
+            }
+            let mut next = Client::resume(
+                follower_settings.clone(),
+                follower.envelope,
+                follower.facts,
+                extensions,
+                tls_active,
+            );
+            match next.next_action() {
+                crate::smtp::client::Action::Send { bytes, .. } => {
+                    chain::set_primed(follower.job_id, next);
+                    Some(bytes)
+                }
+                _ => None,
+            }
+        };
+        let (conn, end) = session::drive_with(
             conn,
             &mut client,
             &settings.timeouts,
             request.message,
             settings.line_length_limit,
             &mut session::NoTls,
+            &mut follow,
         );
+        let primed_next = chain::take_primed();
         if client.probe_failed() {
             log::info!(
                 "cached session to {} failed its RSET probe; connecting afresh",
@@ -674,6 +722,7 @@ impl Deliverer {
             via,
             connected_at,
             uses: uses + 1,
+            primed_next,
         };
         Some(self.finish_session(request, settings, server, client, &indexes, ended, job))
     }
@@ -740,6 +789,7 @@ impl Deliverer {
             ended.via,
             ended.connected_at,
             ended.uses,
+            ended.primed_next,
             job,
         );
         handshake
@@ -759,6 +809,7 @@ impl Deliverer {
         via: Via,
         connected_at: std::time::Instant,
         uses: u32,
+        primed_next: Option<(String, Client)>,
         job: &mut JobState,
     ) {
         let Some(mut conn) = conn else { return };
@@ -766,6 +817,39 @@ impl Deliverer {
             return;
         }
         let tls_ok = via.tls.is_none() || self.config.tls.connection_reuse;
+        if let Some((job_id, next)) = primed_next {
+            // The next job's commands are on the wire: hand the session to
+            // that job when it could have been cached; otherwise close it
+            // (no QUIT: its DATA may have been answered).
+            if let Some(cache) = &self.cache
+                && request.cache.store
+                && reusable
+                && tls_ok
+            {
+                let endpoint = self.endpoint_label(
+                    request,
+                    settings,
+                    &server.endpoint,
+                    &server.policy,
+                    &server.tls_host,
+                );
+                let session = IdleSession {
+                    conn,
+                    extensions,
+                    endpoint,
+                    display: server.display.clone(),
+                    relay: server.relay.clone(),
+                    tls: via.tls,
+                    connected_at,
+                    uses,
+                    primed: Some(Box::new(next)),
+                };
+                if cache.reusable(&session) {
+                    chain::hand_over(job_id, session);
+                }
+            }
+            return;
+        }
         match &self.cache {
             Some(cache) if request.cache.store && reusable && tls_ok => {
                 let nexthop = (job.first_destination && !job.nexthop_stored).then(|| {
@@ -800,6 +884,7 @@ impl Deliverer {
                         tls: via.tls,
                         connected_at,
                         uses,
+                        primed: None,
                     },
                     nexthop,
                 );
@@ -973,6 +1058,7 @@ impl Deliverer {
             via,
             connected_at,
             uses: 1,
+            primed_next: None,
         };
         let handshake =
             self.finish_session(request, settings, server, client, &indexes, ended, job);
@@ -1041,6 +1127,8 @@ struct Ended {
     via: Via,
     connected_at: std::time::Instant,
     uses: u32,
+    /// The next job's transaction, started behind this one's data (chain).
+    primed_next: Option<(String, Client)>,
 }
 
 /// A job's state across its destinations and servers.

@@ -10,11 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::chain::Follower;
 use crate::deliver::{CacheUse, Deliverer, Request};
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
 use crate::message::Message;
 use crate::nexthop::Protocol;
 use crate::recipients::Settled;
+use crate::session::MessageSource;
 use crate::smtp::client::{Envelope, Recipient};
 use crate::transport::strerror;
 
@@ -62,14 +64,7 @@ pub fn execute_with(
         TransportKind::Smtp => Protocol::Smtp,
         TransportKind::Lmtp => Protocol::Lmtp,
     };
-    let mut recipients = Vec::with_capacity(job.recipients.len());
-    for rcpt in &job.recipients {
-        recipients.push(Recipient {
-            address: rcpt.address.clone(),
-            orcpt: rcpt.orcpt.clone(),
-            notify: notify_flags(rcpt.notify.as_deref()).map_err(&error)?,
-        });
-    }
+    let recipients = recipients_of(job).map_err(&error)?;
     // Postfix's qmgr line, for log tools that count senders and sizes.
     log::info!(
         target: "mailhop/qmgr",
@@ -158,6 +153,48 @@ pub fn execute_with(
         result.log = Some(log);
     }
     Ok(result)
+}
+
+/// The job's recipients as the SMTP client takes them.
+fn recipients_of(job: &Job) -> Result<Vec<Recipient>, String> {
+    job.recipients
+        .iter()
+        .map(|rcpt| {
+            Ok(Recipient {
+                address: rcpt.address.clone(),
+                orcpt: rcpt.orcpt.clone(),
+                notify: notify_flags(rcpt.notify.as_deref())?,
+            })
+        })
+        .collect()
+}
+
+/// The job as the follower of another one on a cached session (see
+/// [`crate::chain`]): only a valid job with one explicit next hop whose
+/// message is held in memory, and that may use cached sessions.
+pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
+    let nexthop = job.nexthop.as_ref()?;
+    if job.cache.is_some_and(|hints| !hints.load) || message.in_memory().is_none() {
+        return None;
+    }
+    job.check().ok()?;
+    let facts = message.facts().ok()?;
+    Some(Follower {
+        job_id: job.id.clone(),
+        nexthop: nexthop.clone(),
+        protocol: match job.transport {
+            TransportKind::Smtp => Protocol::Smtp,
+            TransportKind::Lmtp => Protocol::Lmtp,
+        },
+        envelope: Envelope {
+            sender: job.sender.clone(),
+            recipients: recipients_of(job).ok()?,
+            envid: job.envid.clone(),
+            ret: job.ret.map(Into::into),
+            smtputf8: job.smtputf8,
+        },
+        facts,
+    })
 }
 
 /// One log line per recipient, Postfix style (`ID: to=<...>, relay=...,

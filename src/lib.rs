@@ -12,6 +12,7 @@
 //! - [`cli`]: the `mailhop` command.
 
 pub mod cache;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod connect;

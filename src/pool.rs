@@ -115,6 +115,8 @@ pub struct Ticket {
     queued_demand: Mutex<Vec<DemandGuard>>,
     /// When the job line was read (the log's delays start here).
     received: Instant,
+    /// A worker looking for a follower put it back in the queue once.
+    requeued: AtomicBool,
 }
 
 impl Ticket {
@@ -126,6 +128,7 @@ impl Ticket {
             claimed: AtomicBool::new(false),
             queued_demand: Mutex::new(Vec::new()),
             received: Instant::now(),
+            requeued: AtomicBool::new(false),
         })
     }
 
@@ -347,11 +350,12 @@ impl Pool {
         let mut workers = Vec::with_capacity(size.workers);
         for n in 0..size.workers.max(1) {
             let rx = rx.clone();
+            let requeue = tx.clone();
             let shared = Arc::clone(&shared);
             let handle = thread::Builder::new()
                 .name(format!("worker-{n}"))
                 .stack_size(size.stack_size)
-                .spawn(move || worker(&rx, &shared))?;
+                .spawn(move || worker(&rx, &requeue, &shared))?;
             workers.push(handle);
         }
         Ok(Pool {
@@ -512,23 +516,97 @@ fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
         .collect()
 }
 
-fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
-    while let Ok(ticket) = rx.recv() {
-        shared.room.give_back(shared.size.queue_capacity);
+/// A job a worker has taken from the queue, with its slot in `running`
+/// and, when it was taken as the follower of another job, its message.
+struct Taken {
+    ticket: Arc<Ticket>,
+    slot: u64,
+    opened: Option<Opened>,
+}
+
+/// A message file opened for the submitting peer, and its content.
+struct Opened {
+    /// Kept open: a large message is reread through `/proc/self/fd/N`.
+    _file: File,
+    via: String,
+    message: Message,
+}
+
+impl Shared {
+    /// Records a taken job as running (the shutdown defers it if it has
+    /// not finished in time).
+    fn register(&self, ticket: &Arc<Ticket>) -> u64 {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(slot, (Arc::clone(ticket), Instant::now()));
+        }
+        slot
+    }
+
+    fn unregister(&self, slot: u64) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&slot);
+        }
+    }
+}
+
+fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Shared) {
+    let capacity = shared.size.queue_capacity;
+    let mut next: Option<Taken> = None;
+    loop {
+        let current = match next.take() {
+            Some(taken) => taken,
+            None => {
+                crate::chain::clear();
+                let Ok(ticket) = rx.recv() else { break };
+                shared.room.give_back(capacity);
+                Taken {
+                    slot: shared.register(&ticket),
+                    ticket,
+                    opened: None,
+                }
+            }
+        };
+        let Taken {
+            ticket,
+            slot,
+            opened,
+        } = current;
         ticket.drop_queued_demand();
+        crate::chain::keep_only_for(ticket.id());
         if shared.stopping.load(Ordering::SeqCst) {
+            shared.unregister(slot);
             shared.defer(&ticket, None);
             continue;
         }
-        let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut running) = shared.running.lock() {
-            running.insert(slot, (Arc::clone(&ticket), Instant::now()));
-        }
         shared.stats.worker_busy();
         let deliverer = shared.deliverer();
+        // With more jobs waiting, take the next one now: when it goes to
+        // the same next hop, this job's session can start its transaction
+        // behind this message (see crate::chain). One for elsewhere goes
+        // back to the queue (once; a job sent back before stays with us).
+        if deliverer.config().cache.chain_jobs
+            && ticket.job.nexthop.is_some()
+            && let Some(follower) = take_follower(rx, requeue, &ticket.job)
+        {
+            shared.room.give_back(capacity);
+            let opened = same_route(&ticket.job, &follower.job)
+                .then(|| open_message(&follower))
+                .flatten();
+            if let Some(opened) = &opened
+                && let Some(offer) = dispatch::follower(&follower.job, &opened.message)
+            {
+                crate::chain::offer(offer);
+            }
+            next = Some(Taken {
+                slot: shared.register(&follower),
+                ticket: follower,
+                opened,
+            });
+        }
         let job_lines = crate::logging::JobLines::start();
-        let answer =
-            catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket))).unwrap_or_else(|_| {
+        let answer = catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket, opened)))
+            .unwrap_or_else(|_| {
                 log::error!("job {}: delivery panicked", ticket.id());
                 Answer::Failed(JobError::new(
                     Some(ticket.id().to_string()),
@@ -537,9 +615,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
             });
         drop(job_lines);
         drop(deliverer);
-        if let Ok(mut running) = shared.running.lock() {
-            running.remove(&slot);
-        }
+        shared.unregister(slot);
         shared.stats.worker_idle();
         if !shared.answer(&ticket, answer) {
             log::warn!(
@@ -550,37 +626,90 @@ fn worker(rx: &Receiver<Arc<Ticket>>, shared: &Shared) {
     }
 }
 
-/// Runs one job: the message file is opened here, on the peer's behalf,
-/// and the delivery reads it through that open file.
-fn run(deliverer: &Deliverer, ticket: &Ticket) -> Answer {
+/// The next job in the queue, if one waits and goes the same way as
+/// `current`; a job for elsewhere is put back at the end of the queue,
+/// unless it was put back before (then it is returned: it runs next).
+fn take_follower(
+    rx: &Receiver<Arc<Ticket>>,
+    requeue: &Sender<Arc<Ticket>>,
+    current: &Job,
+) -> Option<Arc<Ticket>> {
+    let follower = rx.try_recv().ok()?;
+    if same_route(current, &follower.job) || follower.requeued.swap(true, Ordering::SeqCst) {
+        return Some(follower);
+    }
+    // Its place in the queue (and in the room count) is still free.
+    match requeue.try_send(follower) {
+        Ok(()) => None,
+        Err(e) => Some(e.into_inner()),
+    }
+}
+
+/// Two jobs that would use the same sessions: same transport, same
+/// explicit next hop.
+fn same_route(a: &Job, b: &Job) -> bool {
+    a.transport == b.transport
+        && matches!((&a.nexthop, &b.nexthop), (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
+}
+
+/// Opens a path message for the job's peer and reads it (None for inline
+/// messages and on any error: the job's own run reports that).
+fn open_message(ticket: &Ticket) -> Option<Opened> {
+    let MessageRef::Path { path } = &ticket.job.message else {
+        return None;
+    };
+    let (file, len) = open_for_peer(Path::new(path), &ticket.peer).ok()?;
+    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let message = Message::from_open_file(&file, len, PathBuf::from(&via)).ok()?;
+    Some(Opened {
+        _file: file,
+        via,
+        message,
+    })
+}
+
+/// Runs one job: the message file is opened here (unless `opened`
+/// already holds it), on the peer's behalf, and the delivery reads it
+/// through that open file.
+fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer {
     let job = &ticket.job;
     let MessageRef::Path { path } = &job.message else {
         return execute(deliverer, job, ticket.received);
     };
-    let (file, len) = match open_for_peer(Path::new(path), &ticket.peer) {
-        Ok(opened) => opened,
-        Err(error) => return Answer::Failed(JobError::new(Some(job.id.clone()), error)),
-    };
-    // Large files are reread per pass through the open descriptor.
-    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let message = match Message::from_open_file(&file, len, PathBuf::from(&via)) {
-        Ok(message) => message,
-        Err(e) => {
-            return Answer::Failed(JobError::new(
-                Some(job.id.clone()),
-                format!("cannot read message {path}: {}", strerror(&e)),
-            ));
+    let opened = match opened {
+        Some(opened) => opened,
+        None => {
+            let (file, len) = match open_for_peer(Path::new(path), &ticket.peer) {
+                Ok(opened) => opened,
+                Err(error) => {
+                    return Answer::Failed(JobError::new(Some(job.id.clone()), error));
+                }
+            };
+            // Large files are reread per pass through the open descriptor.
+            let via = format!("/proc/self/fd/{}", file.as_raw_fd());
+            let message = match Message::from_open_file(&file, len, PathBuf::from(&via)) {
+                Ok(message) => message,
+                Err(e) => {
+                    return Answer::Failed(JobError::new(
+                        Some(job.id.clone()),
+                        format!("cannot read message {path}: {}", strerror(&e)),
+                    ));
+                }
+            };
+            Opened {
+                _file: file,
+                via,
+                message,
+            }
         }
     };
-    let answer = match dispatch::execute_with(deliverer, job, &message, true, ticket.received) {
+    match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
         Ok(result) => Answer::Done(result),
         Err(mut error) => {
-            error.error = error.error.replace(&via, path);
+            error.error = error.error.replace(&opened.via, path);
             Answer::Failed(error)
         }
-    };
-    drop(file);
-    answer
+    }
 }
 
 fn execute(deliverer: &Deliverer, job: &Job, received: Instant) -> Answer {

@@ -85,15 +85,48 @@ impl<T> TlsHandler<T> for NoTls {
 /// to STARTTLS are never read as replies: they fail the session (4.7.5).
 /// Returns the connection when it is still usable (idle).
 pub fn drive<T: Transport>(
-    mut conn: Connection<T>,
+    conn: Connection<T>,
     client: &mut Client,
     timeouts: &Timeouts,
     message: &dyn MessageSource,
     line_length_limit: usize,
     tls: &mut dyn TlsHandler<T>,
 ) -> (Option<Connection<T>>, RunEnd) {
+    drive_with(
+        conn,
+        client,
+        timeouts,
+        message,
+        line_length_limit,
+        tls,
+        &mut || None,
+    )
+}
+
+/// Bytes to send right behind the final dot, in the same write (the next
+/// transaction's commands; see [`crate::chain`]). Asked once per message
+/// held in memory; None: nothing.
+pub type Follow<'a> = dyn FnMut() -> Option<Vec<u8>> + 'a;
+
+/// As [`drive`], with `follow` asked for bytes to send behind the message.
+pub fn drive_with<T: Transport>(
+    mut conn: Connection<T>,
+    client: &mut Client,
+    timeouts: &Timeouts,
+    message: &dyn MessageSource,
+    line_length_limit: usize,
+    tls: &mut dyn TlsHandler<T>,
+    follow: &mut Follow<'_>,
+) -> (Option<Connection<T>>, RunEnd) {
     for _ in 0..4 {
-        match run(&mut conn, client, timeouts, message, line_length_limit) {
+        match run_with(
+            &mut conn,
+            client,
+            timeouts,
+            message,
+            line_length_limit,
+            follow,
+        ) {
             RunEnd::StartTls => {
                 if conn.buffered() > 0 {
                     log::warn!(
@@ -141,6 +174,25 @@ pub fn run<T: Transport>(
     message: &dyn MessageSource,
     line_length_limit: usize,
 ) -> RunEnd {
+    run_with(
+        conn,
+        client,
+        timeouts,
+        message,
+        line_length_limit,
+        &mut || None,
+    )
+}
+
+/// As [`run`], with `follow` asked for bytes to send behind the message.
+pub fn run_with<T: Transport>(
+    conn: &mut Connection<T>,
+    client: &mut Client,
+    timeouts: &Timeouts,
+    message: &dyn MessageSource,
+    line_length_limit: usize,
+    follow: &mut Follow<'_>,
+) -> RunEnd {
     for _ in 0..MAX_ACTIONS {
         match client.next_action() {
             Action::Send { bytes, phase } => {
@@ -152,7 +204,9 @@ pub fn run<T: Transport>(
                 Ok(reply) => client.on_reply(reply),
                 Err(failure) => client.on_io_failure(failure),
             },
-            Action::SendBody => send_body(conn, client, timeouts, message, line_length_limit),
+            Action::SendBody => {
+                send_body(conn, client, timeouts, message, line_length_limit, follow)
+            }
             Action::StartTls => return RunEnd::StartTls,
             Action::Idle => return RunEnd::Idle,
             Action::Close => return RunEnd::Closed,
@@ -169,11 +223,15 @@ fn send_body<T: Transport>(
     timeouts: &Timeouts,
     message: &dyn MessageSource,
     line_length_limit: usize,
+    follow: &mut Follow<'_>,
 ) {
     if let Some(bytes) = message.in_memory() {
         let mut wire = Vec::new();
         crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
         wire.extend_from_slice(crate::smtp::command::DOT);
+        if let Some(next) = follow() {
+            wire.extend_from_slice(&next);
+        }
         match conn.send(&wire, timeouts.data_xfer) {
             Ok(()) => client.body_sent(),
             Err(failure) => body_write_failed(conn, client, failure),
