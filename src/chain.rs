@@ -121,3 +121,81 @@ pub fn clear() {
     let stale = SLOT.with(|slot| std::mem::take(&mut *slot.borrow_mut()));
     drop(stale);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::EndpointLabel;
+    use crate::connect::Endpoint;
+    use crate::smtp::command::Notify;
+    use crate::transport::Connection;
+    use crate::transport::script::Scripted;
+
+    fn follower(id: &str, nexthop: &str) -> Follower {
+        Follower {
+            job_id: id.into(),
+            nexthop: nexthop.into(),
+            protocol: Protocol::Smtp,
+            envelope: Envelope {
+                sender: "s@x.test".into(),
+                recipients: vec![crate::smtp::client::Recipient {
+                    address: "r@y.test".into(),
+                    orcpt: None,
+                    notify: Notify::default(),
+                }],
+                envid: None,
+                ret: None,
+                smtputf8: false,
+            },
+            facts: MessageFacts {
+                size: 1,
+                has_8bit: false,
+            },
+        }
+    }
+
+    fn session() -> IdleSession {
+        IdleSession {
+            conn: Connection::new(Box::new(Scripted::new(Vec::new())), 2048),
+            extensions: crate::smtp::ehlo::Extensions::default(),
+            endpoint: EndpointLabel {
+                lmtp: false,
+                endpoint: Endpoint::Inet("127.0.0.1:25".parse().expect("address")),
+                tls_level: crate::tls_policy::Level::None,
+                verified_identity: String::new(),
+                helo_name: "h.test".into(),
+            },
+            display: "h[127.0.0.1]".into(),
+            relay: "h[127.0.0.1]:25".into(),
+            tls: None,
+            connected_at: std::time::Instant::now(),
+            uses: 1,
+            primed: None,
+        }
+    }
+
+    #[test]
+    fn a_follower_is_offered_to_its_own_route_once() {
+        clear();
+        offer(follower("B", "[MX.example]:25"));
+        assert!(take_follower("[mx.example]:26", Protocol::Smtp).is_none());
+        assert!(take_follower("[mx.example]:25", Protocol::Lmtp).is_none());
+        let taken = take_follower("[mx.example]:25", Protocol::Smtp).expect("offered");
+        assert_eq!(taken.job_id, "B");
+        assert!(take_follower("[mx.example]:25", Protocol::Smtp).is_none());
+    }
+
+    #[test]
+    fn a_handed_session_waits_only_for_its_job() {
+        clear();
+        hand_over("B".into(), session());
+        keep_only_for("B");
+        assert!(take_handed(|s| s.endpoint.lmtp).is_none(), "not wanted");
+        assert!(take_handed(|_| true).is_some());
+        hand_over("B".into(), session());
+        offer(follower("C", "x"));
+        keep_only_for("C");
+        assert!(take_handed(|_| true).is_none(), "B's session is gone");
+        assert!(take_follower("x", Protocol::Smtp).is_none(), "stale offer");
+    }
+}

@@ -526,8 +526,9 @@ struct Taken {
 
 /// A message file opened for the submitting peer, and its content.
 struct Opened {
-    /// Kept open: a large message is reread through `/proc/self/fd/N`.
-    _file: File,
+    /// Kept open: a large message is reread through `/proc/self/fd/N`
+    /// (None for an inline message).
+    _file: Option<File>,
     via: String,
     message: Message,
 }
@@ -655,14 +656,21 @@ fn same_route(a: &Job, b: &Job) -> bool {
 /// Opens a path message for the job's peer and reads it (None for inline
 /// messages and on any error: the job's own run reports that).
 fn open_message(ticket: &Ticket) -> Option<Opened> {
-    let MessageRef::Path { path } = &ticket.job.message else {
-        return None;
+    let path = match &ticket.job.message {
+        MessageRef::Path { path } => path,
+        MessageRef::Data { data } => {
+            return Some(Opened {
+                _file: None,
+                via: String::new(),
+                message: Message::Inline(data.clone().into_bytes()),
+            });
+        }
     };
     let (file, len) = open_for_peer(Path::new(path), &ticket.peer).ok()?;
     let via = format!("/proc/self/fd/{}", file.as_raw_fd());
     let message = Message::from_open_file(&file, len, PathBuf::from(&via)).ok()?;
     Some(Opened {
-        _file: file,
+        _file: Some(file),
         via,
         message,
     })
@@ -673,8 +681,10 @@ fn open_message(ticket: &Ticket) -> Option<Opened> {
 /// through that open file.
 fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer {
     let job = &ticket.job;
-    let MessageRef::Path { path } = &job.message else {
-        return execute(deliverer, job, ticket.received);
+    let path = match (&job.message, &opened) {
+        (MessageRef::Path { path }, _) => path.as_str(),
+        (MessageRef::Data { .. }, None) => return execute(deliverer, job, ticket.received),
+        (MessageRef::Data { .. }, Some(_)) => "(inline data)",
     };
     let opened = match opened {
         Some(opened) => opened,
@@ -697,7 +707,7 @@ fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer
                 }
             };
             Opened {
-                _file: file,
+                _file: Some(file),
                 via,
                 message,
             }
@@ -706,7 +716,9 @@ fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer
     match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
         Ok(result) => Answer::Done(result),
         Err(mut error) => {
-            error.error = error.error.replace(&opened.via, path);
+            if !opened.via.is_empty() {
+                error.error = error.error.replace(&opened.via, path);
+            }
             Answer::Failed(error)
         }
     }

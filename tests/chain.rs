@@ -1,0 +1,351 @@
+//! Pipelining across jobs (`[cache] chain_jobs`) through the daemon's
+//! worker pool, against a scripted PIPELINING server on loopback that
+//! records every message it receives and whether the next job's RSET was
+//! already waiting behind a message's final dot. Faults: the server hangs
+//! up right after answering a dot, or answers the chained RSET with 421 —
+//! every job must still be delivered exactly once.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use mailhop::cache::SessionCache;
+use mailhop::config::Config;
+use mailhop::deliver::Deliverer;
+use mailhop::job::{Job, JobRecipient, MessageRef, TransportKind};
+use mailhop::pool::{Answer, PeerIdentity, Pool, PoolSize, Report, Ticket};
+use mailhop::recipients::Status;
+use mailhop::stats::Stats;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// What the server does besides accepting mail.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    /// Hang up right after answering the dot of the Nth message.
+    CloseAfterDot(usize),
+    /// Answer the first RSET after the Nth message with 421 and hang up.
+    RefuseRsetAfter(usize),
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    connections: usize,
+    /// Subject of every message received, in order.
+    subjects: Vec<String>,
+    /// Final dots with the next RSET already received behind them.
+    chained: usize,
+}
+
+struct Server {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(fault: Fault) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (stop2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
+        let accept = thread::spawn(move || {
+            let mut sessions = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        seen2.lock().expect("seen").connections += 1;
+                        let (stop3, seen3) = (Arc::clone(&stop2), Arc::clone(&seen2));
+                        sessions.push(thread::spawn(move || {
+                            let _ = serve(stream, fault, &stop3, &seen3);
+                        }));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for session in sessions {
+                let _ = session.join();
+            }
+        });
+        Server {
+            port,
+            stop,
+            seen,
+            accept: Some(accept),
+        }
+    }
+
+    fn nexthop(&self) -> String {
+        format!("[127.0.0.1]:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn line(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<String> {
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < LIMIT {
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => return None,
+            Ok(_) if buf.ends_with(b"\n") => {
+                return Some(String::from_utf8_lossy(&buf).trim_end().to_string());
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn serve(
+    stream: TcpStream,
+    fault: Fault,
+    stop: &AtomicBool,
+    seen: &Mutex<Seen>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut say = |text: &str| out.write_all(format!("{text}\r\n").as_bytes());
+    say("220 chain.test ESMTP")?;
+    let mut refuse_next_rset = false;
+    while let Some(command) = line(&mut reader, stop) {
+        let upper = command.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            say("250-chain.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES")?;
+        } else if upper.starts_with("MAIL FROM:") {
+            say("250 2.1.0 Ok")?;
+        } else if upper.starts_with("RCPT TO:") {
+            say("250 2.1.5 Ok")?;
+        } else if upper == "DATA" {
+            say("354 go ahead")?;
+            let mut subject = String::new();
+            loop {
+                match line(&mut reader, stop) {
+                    Some(l) if l == "." => break,
+                    Some(l) => {
+                        if let Some(s) = l.strip_prefix("Subject: ") {
+                            subject = s.to_string();
+                        }
+                    }
+                    None => return Ok(()),
+                }
+            }
+            let count = {
+                let mut seen = seen.lock().expect("seen");
+                seen.subjects.push(subject);
+                if reader.buffer().starts_with(b"RSET") {
+                    seen.chained += 1;
+                }
+                seen.subjects.len()
+            };
+            say("250 2.0.0 Ok: queued")?;
+            match fault {
+                Fault::CloseAfterDot(n) if count == n => {
+                    let _ = reader.get_ref().shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                Fault::RefuseRsetAfter(n) if count == n => refuse_next_rset = true,
+                _ => {}
+            }
+        } else if upper == "RSET" {
+            if refuse_next_rset {
+                say("421 4.3.2 shutting down")?;
+                let _ = reader.get_ref().shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            say("250 2.0.0 Ok")?;
+        } else if upper == "QUIT" {
+            say("221 2.0.0 Bye")?;
+            return Ok(());
+        } else {
+            say("502 5.5.2 what?")?;
+        }
+    }
+    Ok(())
+}
+
+/// Collects the pool's answers.
+#[derive(Default)]
+struct Answers {
+    got: Mutex<Vec<Answer>>,
+    changed: Condvar,
+}
+
+impl Report for Answers {
+    fn report(&self, answer: Answer) {
+        if let Ok(mut got) = self.got.lock() {
+            got.push(answer);
+        }
+        self.changed.notify_all();
+    }
+}
+
+impl Answers {
+    fn wait(&self, count: usize) -> Vec<Answer> {
+        let start = Instant::now();
+        let mut got = self.got.lock().expect("answers");
+        while got.len() < count {
+            assert!(
+                start.elapsed() < LIMIT,
+                "only {} of {count} answers",
+                got.len()
+            );
+            got = self
+                .changed
+                .wait_timeout(got, Duration::from_millis(50))
+                .expect("answers")
+                .0;
+        }
+        got.clone()
+    }
+}
+
+fn job(id: &str, nexthop: &str, message: &Path) -> Job {
+    Job {
+        id: id.into(),
+        transport: TransportKind::Smtp,
+        nexthop: Some(nexthop.into()),
+        sender: "s@x.test".into(),
+        recipients: vec![JobRecipient {
+            address: format!("{id}@y.test"),
+            orcpt: None,
+            notify: None,
+        }],
+        message: MessageRef::Path {
+            path: message.display().to_string(),
+        },
+        envid: None,
+        ret: None,
+        smtputf8: false,
+        arrival_time: None,
+        cache: None,
+    }
+}
+
+/// Runs `count` jobs through a one-worker pool (so that jobs wait in the
+/// queue and are chained) against `server`; returns the answers by id.
+fn run_jobs(server: &Server, count: usize, chain: bool) -> BTreeMap<String, Answer> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default();
+    config.cache.destinations = vec!["127.0.0.1".into()];
+    config.cache.chain_jobs = chain;
+    let cache = Arc::new(SessionCache::new(config.cache.clone()));
+    let deliverer = Deliverer::new(config).with_cache(cache);
+    let size = PoolSize {
+        workers: 1,
+        queue_capacity: 64,
+        stack_size: 256 * 1024,
+    };
+    let pool = Pool::start(size, deliverer, Arc::new(Stats::new())).expect("pool");
+    let submitter = pool.submitter();
+    let answers = Arc::new(Answers::default());
+    let peer = Arc::new(PeerIdentity {
+        uid: 0,
+        gids: vec![0],
+        privileged: true,
+    });
+    for n in 0..count {
+        let id = format!("J{n:03}");
+        let message = dir.path().join(&id);
+        std::fs::write(&message, format!("Subject: {id}\n\nbody of {id}\n")).expect("write");
+        let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
+        submitter.submit(Ticket::new(
+            job(&id, &server.nexthop(), &message),
+            Arc::clone(&peer),
+            report,
+        ));
+    }
+    let got = answers.wait(count);
+    pool.begin_shutdown();
+    got.into_iter()
+        .map(|a| (a.id().unwrap_or_default().to_string(), a))
+        .collect()
+}
+
+/// Every job sent, and every message received exactly once.
+fn assert_each_delivered_once(server: &Server, answers: &BTreeMap<String, Answer>, count: usize) {
+    assert_eq!(answers.len(), count);
+    for (id, answer) in answers {
+        match answer {
+            Answer::Done(result) => {
+                assert_eq!(result.recipients.len(), 1, "{id}");
+                assert_eq!(
+                    result.recipients[0].status,
+                    Status::Sent,
+                    "{id}: {result:?}"
+                );
+            }
+            Answer::Failed(error) => panic!("{id}: {error:?}"),
+        }
+    }
+    let seen = server.seen.lock().expect("seen");
+    let mut subjects = seen.subjects.clone();
+    subjects.sort();
+    let expected: Vec<String> = answers.keys().cloned().collect();
+    assert_eq!(subjects, expected, "each message exactly once");
+}
+
+#[test]
+fn queued_jobs_are_chained_on_one_session() {
+    let server = Server::start(Fault::None);
+    let answers = run_jobs(&server, 40, true);
+    assert_each_delivered_once(&server, &answers, 40);
+    let seen = server.seen.lock().expect("seen");
+    assert_eq!(seen.connections, 1, "{seen:?}");
+    // The first job opens the session; every later one whose predecessor
+    // found it waiting in the queue rides behind a final dot.
+    assert!(seen.chained >= 20, "only {} of 40 chained", seen.chained);
+}
+
+#[test]
+fn without_chain_jobs_every_transaction_waits() {
+    let server = Server::start(Fault::None);
+    let answers = run_jobs(&server, 20, false);
+    assert_each_delivered_once(&server, &answers, 20);
+    let seen = server.seen.lock().expect("seen");
+    assert_eq!(seen.chained, 0, "{seen:?}");
+    assert_eq!(seen.connections, 1, "{seen:?}");
+}
+
+#[test]
+fn hang_up_after_a_dot_sends_the_chained_job_on_a_new_session() {
+    let server = Server::start(Fault::CloseAfterDot(5));
+    let answers = run_jobs(&server, 20, true);
+    assert_each_delivered_once(&server, &answers, 20);
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.connections >= 2, "{seen:?}");
+    assert!(seen.chained >= 1, "{seen:?}");
+}
+
+#[test]
+fn refused_chained_rset_sends_the_job_on_a_new_session() {
+    let server = Server::start(Fault::RefuseRsetAfter(5));
+    let answers = run_jobs(&server, 20, true);
+    assert_each_delivered_once(&server, &answers, 20);
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.connections >= 2, "{seen:?}");
+    assert!(seen.chained >= 1, "{seen:?}");
+}
