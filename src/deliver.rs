@@ -407,7 +407,9 @@ impl Deliverer {
                             &server.policy,
                             &server.tls_host,
                         );
-                        cache.take_by_endpoint(&label)
+                        // A session handed over by the previous job (chain).
+                        chain::take_handed(|s| s.endpoint == label)
+                            .or_else(|| cache.take_by_endpoint(&label))
                     }
                     _ => None,
                 };

@@ -582,12 +582,15 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
         }
         shared.stats.worker_busy();
         let deliverer = shared.deliverer();
-        // With more jobs waiting, take the next one now: when it goes to
-        // the same next hop, this job's session can start its transaction
-        // behind this message (see crate::chain). One for elsewhere goes
-        // back to the queue (once; a job sent back before stays with us).
+        // With more jobs waiting and every worker busy, take the next one
+        // now: when it goes to the same next hop, this job's session can
+        // start its transaction behind this message (see crate::chain).
+        // One for elsewhere goes back to the queue (once; a job sent back
+        // before stays with us). With a worker idle, it is left to that
+        // worker: held here it would wait for this job to finish.
         if deliverer.config().cache.chain_jobs
             && ticket.job.nexthop.is_some()
+            && shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX)
             && let Some(follower) = take_follower(rx, requeue, &ticket.job)
         {
             shared.room.give_back(capacity);

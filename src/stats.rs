@@ -113,6 +113,11 @@ impl Stats {
         self.busy.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Workers running a job now.
+    pub fn busy_workers(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
     pub fn worker_idle(&self) {
         self.busy.fetch_sub(1, Ordering::Relaxed);
     }
