@@ -662,6 +662,7 @@ impl Deliverer {
                 tls_active,
             ),
         };
+        client.set_quit_after_data(!request.cache.store);
         let needs_smtputf8 = request.envelope.needs_smtputf8();
         let mut follow = || -> Option<Vec<u8>> {
             let extensions = follower_extensions.clone()?;
@@ -771,6 +772,7 @@ impl Deliverer {
         let final_server = server.final_nexthop
             && (server.last_address || (handshake == Handshake::Done && server.session_limit_next));
         let reusable = client.reusable();
+        let quit_sent = client.quit_pipelined();
         let extensions = client.extensions().clone();
         outcome::apply_session(
             &mut job.ledger,
@@ -780,6 +782,10 @@ impl Deliverer {
             &ended.via,
             &mut job.trouble,
         );
+        if quit_sent {
+            // QUIT went out behind the dot: just close.
+            return handshake;
+        }
         self.keep_or_close(
             request,
             settings,
@@ -1011,6 +1017,8 @@ impl Deliverer {
             && server.policy.level == Level::May
             && age >= self.config.tls.plaintext_retry_after;
         let mut client = Client::new(client_settings, envelope, request.facts);
+        // A session that will not be cached ends with QUIT behind the dot.
+        client.set_quit_after_data(!(self.cache.is_some() && request.cache.store));
         // Postfix also retries in plaintext after a failure inside the TLS
         // session (lost connection, timeout), for old enough mail.
         client.allow_plaintext_fallback(retry_plain_allowed);

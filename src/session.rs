@@ -229,7 +229,9 @@ fn send_body<T: Transport>(
         let mut wire = Vec::new();
         crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
         wire.extend_from_slice(crate::smtp::command::DOT);
-        if let Some(next) = follow() {
+        if client.take_pipelined_quit() {
+            wire.extend_from_slice(crate::smtp::command::QUIT);
+        } else if let Some(next) = follow() {
             wire.extend_from_slice(&next);
         }
         match conn.send(&wire, timeouts.data_xfer) {
@@ -263,7 +265,13 @@ fn send_body<T: Transport>(
             return;
         }
     }
-    if let Err(failure) = conn.send(crate::smtp::command::DOT, timeouts.data_xfer) {
+    let quit = client.take_pipelined_quit();
+    let end: &[u8] = if quit {
+        b".\r\nQUIT\r\n"
+    } else {
+        crate::smtp::command::DOT
+    };
+    if let Err(failure) = conn.send(end, timeouts.data_xfer) {
         client.on_io_failure(failure);
         return;
     }

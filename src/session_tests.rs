@@ -1267,3 +1267,58 @@ fn messages_in_memory_go_out_exactly_as_streamed_ones() {
     let (code, _) = failed(&out.results[0]).expect("a failure");
     assert_eq!(code, "4.4.2");
 }
+
+/// A session that will not be kept: QUIT rides behind the final dot when
+/// the server pipelines, and is not sent again.
+#[test]
+fn quit_is_pipelined_behind_the_dot_when_the_session_ends() {
+    for (ehlo, held) in [(EHLO_PIPE, true), (EHLO_PIPE, false), (EHLO_PLAIN, true)] {
+        let settings = ClientSettings {
+            lmtp: false,
+            helo_name: "client.test".into(),
+            skip_5xx_greeting: true,
+            peer: "mx.test[127.0.0.1]".into(),
+            smtputf8_enable: true,
+            loop_check: None,
+            tls: TlsMode::Off,
+        };
+        let facts = MessageFacts {
+            size: BODY.len() as u64,
+            has_8bit: false,
+        };
+        let mut client = Client::new(settings, envelope(&["a@y.test"]), facts);
+        client.set_quit_after_data(true);
+        let pipelined = ehlo == EHLO_PIPE;
+        let steps = if pipelined {
+            vec![
+                say("220 mx.test ESMTP\r\n"),
+                say(ehlo),
+                say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+                say("250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"),
+            ]
+        } else {
+            vec![
+                say("220 mx.test ESMTP\r\n"),
+                say(ehlo),
+                say("250 2.1.0 Ok\r\n"),
+                say("250 2.1.5 Ok\r\n"),
+                say("354 go\r\n"),
+                say("250 2.0.0 Ok\r\n"),
+            ]
+        };
+        let mut conn = Connection::new(Scripted::new(steps), 2048);
+        let source: &dyn MessageSource = if held { &Held(BODY) } else { &Inline(BODY) };
+        let end = run(&mut conn, &mut client, &timeouts(), source, 998);
+        assert_eq!(end, RunEnd::Idle);
+        assert!(delivered(&client.results()[0]).is_some());
+        let written = conn.into_inner().written_text();
+        assert_eq!(client.quit_pipelined(), pipelined, "{written}");
+        assert!(!client.reusable() || !pipelined);
+        assert_eq!(
+            written.ends_with("bye\r\n.\r\nQUIT\r\n"),
+            pipelined,
+            "{written}"
+        );
+        assert_eq!(written.matches("QUIT").count(), usize::from(pipelined));
+    }
+}

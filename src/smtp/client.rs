@@ -311,6 +311,11 @@ pub struct Client {
     probe_failed: bool,
     /// The transaction was queued behind the RSET probe (PIPELINING).
     probe_pipelined: bool,
+    /// The session ends after this transaction: QUIT may follow the final
+    /// dot in the same write (SMTP with PIPELINING).
+    quit_after_data: bool,
+    /// QUIT went out behind the final dot.
+    quit_pipelined: bool,
     /// When the handshake completed (for the log's delays).
     handshake_at: Option<std::time::Instant>,
     /// A failure inside a STARTTLS session leaves the open recipients for a
@@ -347,6 +352,8 @@ impl Client {
             tls_due: false,
             probe_failed: false,
             probe_pipelined: false,
+            quit_after_data: false,
+            quit_pipelined: false,
             handshake_at: None,
             plaintext_fallback: false,
         }
@@ -399,6 +406,29 @@ impl Client {
             && !self.protocol_error
             && !self.transaction_failed
             && !self.needs_rset
+            && !self.quit_pipelined
+    }
+
+    /// The session will not be kept: QUIT may be pipelined behind the
+    /// final dot, as Postfix does for a connection it does not cache.
+    pub fn set_quit_after_data(&mut self, on: bool) {
+        self.quit_after_data = on;
+    }
+
+    /// Asked when the body is sent: whether QUIT goes out behind the dot
+    /// (then it is recorded as sent; its reply is not waited for).
+    pub fn take_pipelined_quit(&mut self) -> bool {
+        let due =
+            self.quit_after_data && !self.settings.lmtp && self.pipelining && !self.quit_pipelined;
+        if due {
+            self.quit_pipelined = true;
+        }
+        due
+    }
+
+    /// QUIT was sent behind the final dot: the session is over.
+    pub fn quit_pipelined(&self) -> bool {
+        self.quit_pipelined
     }
 
     /// The RSET probe of a reused session failed: nothing was done.
