@@ -174,15 +174,13 @@ pub fn connect_tcp(
             format!("connect to {display}:{}: {}", addr.port(), strerror(e)),
         )
     };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| fail(&e))?;
+    // Created non-blocking (no fcntl round trips): connect, wait for it
+    // with poll under the timeout, then back to blocking I/O.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)
+        .map_err(|e| fail(&e))?;
     bind_source(&socket, addr, options)?;
     let target = SockAddr::from(addr);
-    let result = if options.timeout.is_zero() {
-        socket.connect(&target)
-    } else {
-        socket.connect_timeout(&target, options.timeout)
-    };
+    let result = connect_nonblocking(&socket, &target, options.timeout);
     result.map_err(|e| {
         if matches!(
             e.kind(),
@@ -198,7 +196,48 @@ pub fn connect_tcp(
     })?;
     // Commands go out in whole batches; Nagle would only add latency.
     let _ = socket.set_tcp_nodelay(true);
-    Ok(socket.into())
+    let stream: TcpStream = socket.into();
+    // std uses one ioctl(FIONBIO) for this.
+    stream.set_nonblocking(false).map_err(|e| fail(&e))?;
+    Ok(stream)
+}
+
+/// Connects a non-blocking socket, waiting at most `timeout` (zero: no
+/// limit) for the handshake; the socket stays non-blocking.
+fn connect_nonblocking(socket: &Socket, target: &SockAddr, timeout: Duration) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    match socket.connect(target) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
+    loop {
+        let wait = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::from(io::ErrorKind::TimedOut));
+                }
+                // Rounded up, so that the wait never ends early.
+                let ms = left.as_millis().saturating_add(1);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, wait) {
+            Ok(0) => {}
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => return Err(io::Error::from_raw_os_error(errno as i32)),
+        }
+    }
+    match socket.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// UNIX-domain connect (LMTP).
