@@ -183,6 +183,8 @@ pub struct Connection<T: Transport> {
     send_timeout: Option<Option<Duration>>,
     /// The source address, asked once (a cached session is logged per job).
     local: std::cell::OnceCell<Option<std::net::SocketAddr>>,
+    /// Reply line assembly buffer.
+    line: Vec<u8>,
 }
 
 impl<T: Transport> Connection<T> {
@@ -199,6 +201,7 @@ impl<T: Transport> Connection<T> {
             recv_timeout: None,
             send_timeout: None,
             local: std::cell::OnceCell::new(),
+            line: Vec::new(),
         }
     }
 
@@ -286,9 +289,21 @@ impl<T: Transport> Connection<T> {
     /// Reads one complete reply; `timeout` (zero = none) applies to each
     /// read from the stream (a reply already buffered needs none).
     pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
+        // One line buffer per connection, reused for every reply.
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let reply = self.read_reply_with(timeout, &mut line);
+        self.line = line;
+        reply
+    }
+
+    fn read_reply_with(
+        &mut self,
+        timeout: Duration,
+        line: &mut Vec<u8>,
+    ) -> Result<Reply, IoFailure> {
         let mut parser = ReplyParser::new(self.reply_cap);
         let mut consumed = 0usize;
-        let mut line: Vec<u8> = Vec::new();
         loop {
             // Take one line out of the buffer, reading more as needed.
             let newline = self
@@ -305,7 +320,7 @@ impl<T: Transport> Connection<T> {
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
-                    if let Some(reply) = parser.push_line(&line) {
+                    if let Some(reply) = parser.push_line(line) {
                         return Ok(reply);
                     }
                     line.clear();

@@ -9,8 +9,13 @@
  * delivery, blocking sockets) on this machine, measured next to
  * smtp-source in scenario 1.
  *
- * Usage: floor -s SESSIONS -m MESSAGES -l LENGTH HOST:PORT
- * Prints one line: messages seconds cpu_seconds maxrss_kb
+ * With -n, every message gets a new connection (greeting, EHLO, the
+ * pipelined transaction, QUIT behind the final dot: four waits, as mailhop
+ * without the connection cache), to compare with "smtp-source" in
+ * scenario 2.
+ *
+ * Usage: floor [-n] -s SESSIONS -m MESSAGES -l LENGTH HOST:PORT
+ * Prints one line: messages seconds cpu_seconds maxrss_kb context_switches
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +33,7 @@
 
 static struct sockaddr_in server;
 static long per_thread, extra, length;
+static int new_connection_per_message;
 static char *body;
 static size_t body_len;
 
@@ -70,6 +76,19 @@ static int send_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+static int open_session(struct conn *c)
+{
+	c->have = 0;
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&server, sizeof(server)) < 0)
+		return -1;
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (replies(c, 1) != 0 || send_all(c->fd, "EHLO floor.test\r\n", 17) || replies(c, 1) != 0)
+		return -1;
+	return 0;
+}
+
 static void *session(void *arg)
 {
 	long count = per_thread + ((long)(intptr_t)arg < extra ? 1 : 0);
@@ -78,19 +97,24 @@ static void *session(void *arg)
 	                           "RCPT TO:<sink@example.test>\r\nDATA\r\n";
 	if (!c)
 		return (void *)1;
-	c->fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&server, sizeof(server)) < 0)
-		return (void *)1;
-	if (replies(c, 1) != 0 || send_all(c->fd, "EHLO floor.test\r\n", 17) || replies(c, 1) != 0)
+	if (!new_connection_per_message && open_session(c))
 		return (void *)1;
 	for (long i = 0; i < count; i++) {
+		if (new_connection_per_message && open_session(c))
+			return (void *)1;
 		if (send_all(c->fd, cmds, sizeof(cmds) - 1) || replies(c, 3) != 0)
 			return (void *)1;
-		if (send_all(c->fd, body, body_len) || replies(c, 1) != 0)
+		/* Without reuse, QUIT rides behind the final dot. */
+		size_t n = body_len + (new_connection_per_message ? 6 : 0);
+		if (send_all(c->fd, body, n) || replies(c, 1) != 0)
 			return (void *)1;
+		if (new_connection_per_message)
+			close(c->fd);
 	}
-	send_all(c->fd, "QUIT\r\n", 6);
-	close(c->fd);
+	if (!new_connection_per_message) {
+		send_all(c->fd, "QUIT\r\n", 6);
+		close(c->fd);
+	}
 	free(c);
 	return NULL;
 }
@@ -100,8 +124,9 @@ int main(int argc, char **argv)
 	long sessions = 20, messages = 20000;
 	int opt;
 	length = 1024;
-	while ((opt = getopt(argc, argv, "s:m:l:")) != -1) {
+	while ((opt = getopt(argc, argv, "ns:m:l:")) != -1) {
 		switch (opt) {
+		case 'n': new_connection_per_message = 1; break;
 		case 's': sessions = atol(optarg); break;
 		case 'm': messages = atol(optarg); break;
 		case 'l': length = atol(optarg); break;
@@ -128,8 +153,8 @@ int main(int argc, char **argv)
 	for (long i = 0; i < length; i++)
 		body[i] = (i % 80 == 78) ? '\r' : (i % 80 == 79) ? '\n' : 'x';
 	body_len = (size_t)length;
-	memcpy(body + body_len, "\r\n.\r\n", 5);
-	body_len += 5;
+	memcpy(body + body_len, "\r\n.\r\nQUIT\r\n", 11);
+	body_len += 5; /* QUIT: the 6 bytes after, sent only with -n */
 	per_thread = messages / sessions;
 	extra = messages % sessions;
 	pthread_t *threads = calloc((size_t)sessions, sizeof(pthread_t));

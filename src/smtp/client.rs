@@ -485,19 +485,24 @@ impl Client {
         if !self.unsent.is_empty() && (self.pending.is_empty() || self.pending_bytes < window) {
             let mut bytes = Vec::new();
             let mut phase = None;
-            while let Some((cmd, expect)) = self.unsent.front() {
+            while let Some((cmd, _)) = self.unsent.front() {
                 let fits = bytes.is_empty() || self.pending_bytes + cmd.len() <= window;
                 if !fits {
                     break;
                 }
-                let (cmd, expect) = (cmd.clone(), *expect);
-                self.unsent.pop_front();
+                let Some((cmd, expect)) = self.unsent.pop_front() else {
+                    break;
+                };
                 phase.get_or_insert(expect.phase());
                 if expect != Expect::QuitNoReply {
                     self.pending_bytes += cmd.len();
                     self.pending.push_back((expect, cmd.len()));
                 }
-                bytes.extend_from_slice(&cmd);
+                if bytes.is_empty() {
+                    bytes = cmd;
+                } else {
+                    bytes.extend_from_slice(&cmd);
+                }
                 if window == 0 {
                     break;
                 }

@@ -31,28 +31,35 @@ impl Extensions {
             let Some(keyword) = words.next() else {
                 continue;
             };
-            let keyword = keyword.to_ascii_uppercase();
-            match keyword.as_str() {
-                "PIPELINING" => ext.pipelining = true,
-                "SIZE" => {
-                    let limit = words
-                        .next()
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    ext.size = Some(limit);
-                }
-                "8BITMIME" => ext.eightbitmime = true,
-                "DSN" => ext.dsn = true,
-                "SMTPUTF8" => ext.smtputf8 = true,
-                "STARTTLS" => ext.starttls = true,
-                "ENHANCEDSTATUSCODES" => ext.enhancedstatuscodes = true,
-                "AUTH" => ext.auth.extend(words.map(str::to_ascii_uppercase)),
-                other => {
-                    if let Some(mechs) = other.strip_prefix("AUTH=") {
-                        ext.auth.push(mechs.to_string());
-                        ext.auth.extend(words.map(str::to_ascii_uppercase));
-                    }
-                }
+            // Keywords are case-insensitive (compared without copying).
+            let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+            if is("PIPELINING") {
+                ext.pipelining = true;
+            } else if is("SIZE") {
+                let limit = words
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                ext.size = Some(limit);
+            } else if is("8BITMIME") {
+                ext.eightbitmime = true;
+            } else if is("DSN") {
+                ext.dsn = true;
+            } else if is("SMTPUTF8") {
+                ext.smtputf8 = true;
+            } else if is("STARTTLS") {
+                ext.starttls = true;
+            } else if is("ENHANCEDSTATUSCODES") {
+                ext.enhancedstatuscodes = true;
+            } else if is("AUTH") {
+                ext.auth.extend(words.map(str::to_ascii_uppercase));
+            } else if keyword
+                .get(..5)
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case("AUTH="))
+            {
+                ext.auth
+                    .push(keyword.get(5..).unwrap_or("").to_ascii_uppercase());
+                ext.auth.extend(words.map(str::to_ascii_uppercase));
             }
         }
         // Postfix: SMTPUTF8 without 8BITMIME still implies 8BITMIME.

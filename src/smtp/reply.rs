@@ -63,7 +63,9 @@ pub struct ReplyParser {
     lines: Vec<String>,
     text: String,
     malformed: bool,
-    first_line_text: Option<String>,
+    /// The enhanced code at the start of the first line's text (its class
+    /// is checked against the final code when the reply is complete).
+    first_enhanced: Option<Option<StatusCode>>,
 }
 
 impl ReplyParser {
@@ -74,26 +76,26 @@ impl ReplyParser {
             lines: Vec::new(),
             text: String::new(),
             malformed: false,
-            first_line_text: None,
+            first_enhanced: None,
         }
     }
 
     /// Feeds one line without its line ending; returns the reply when this
     /// line completes it.
     pub fn push_line(&mut self, raw: &[u8]) -> Option<Reply> {
-        let line = printable(raw, self.text_limit);
         let syntax = line_syntax(raw);
         if self.text.len() < self.text_limit {
+            let mut body = printable(raw, self.text_limit);
             if !self.text.is_empty() {
                 self.text.push(' ');
             }
-            push_capped(&mut self.text, &line, self.text_limit);
-            let body = match syntax {
-                LineSyntax::Last(_) | LineSyntax::More => line.get(4..).unwrap_or("").to_string(),
-                LineSyntax::Garbage => line.clone(),
-            };
-            if self.first_line_text.is_none() {
-                self.first_line_text = Some(body.clone());
+            push_capped(&mut self.text, &body, self.text_limit);
+            if !matches!(syntax, LineSyntax::Garbage) {
+                // The text after "NNN-" / "NNN ", in place.
+                body.replace_range(..body.len().min(4), "");
+            }
+            if self.first_enhanced.is_none() {
+                self.first_enhanced = Some(leading_status(&body));
             }
             self.lines.push(body);
         }
@@ -105,9 +107,9 @@ impl ReplyParser {
             }
             LineSyntax::Last(code) => {
                 let enhanced = self
-                    .first_line_text
-                    .as_deref()
-                    .and_then(|text| enhanced_code(text, code));
+                    .first_enhanced
+                    .flatten()
+                    .filter(|status| u16::from(status.class) == code / 100);
                 let reply = Reply {
                     code,
                     lines: std::mem::take(&mut self.lines),
@@ -116,7 +118,7 @@ impl ReplyParser {
                     text: std::mem::take(&mut self.text),
                 };
                 self.malformed = false;
-                self.first_line_text = None;
+                self.first_enhanced = None;
                 Some(reply)
             }
         }
@@ -150,10 +152,9 @@ fn line_syntax(raw: &[u8]) -> LineSyntax {
 }
 
 /// The `X.Y.Z` at the start of a reply line's text, when X matches the reply class.
-fn enhanced_code(text: &str, code: u16) -> Option<StatusCode> {
-    let word = text.split(' ').next()?;
-    let status = StatusCode::parse(word)?;
-    (u16::from(status.class) == code / 100).then_some(status)
+/// The enhanced status code a reply text starts with, if any.
+fn leading_status(text: &str) -> Option<StatusCode> {
+    StatusCode::parse(text.split(' ').next()?)
 }
 
 /// Replaces non-printable bytes (and any non-ASCII) with '?', keeps at most `limit` bytes.
