@@ -160,6 +160,14 @@ pub fn drive_with<T: Transport>(
     (None, RunEnd::Closed)
 }
 
+thread_local! {
+    /// The wire form of in-memory messages (see `send_body`).
+    static WIRE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest wire buffer kept between messages.
+const WIRE_KEEP: usize = 256 * 1024;
+
 /// How long to look for a reply the server sent before dropping the body.
 const EARLY_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -226,7 +234,9 @@ fn send_body<T: Transport>(
     follow: &mut Follow<'_>,
 ) {
     if let Some(bytes) = message.in_memory() {
-        let mut wire = Vec::new();
+        // The worker's wire buffer, reused from message to message.
+        let mut wire = WIRE.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        wire.clear();
         crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
         wire.extend_from_slice(crate::smtp::command::DOT);
         if client.take_pipelined_quit() {
@@ -234,7 +244,11 @@ fn send_body<T: Transport>(
         } else if let Some(next) = follow() {
             wire.extend_from_slice(&next);
         }
-        match conn.send(&wire, timeouts.data_xfer) {
+        let sent = conn.send(&wire, timeouts.data_xfer);
+        if wire.capacity() <= WIRE_KEEP {
+            WIRE.with(|w| *w.borrow_mut() = wire);
+        }
+        match sent {
             Ok(()) => client.body_sent(),
             Err(failure) => body_write_failed(conn, client, failure),
         }

@@ -192,8 +192,9 @@ impl<T: Transport> Connection<T> {
     pub fn new(stream: T, reply_text_limit: usize) -> Self {
         Self {
             stream,
-            // Replies are short; a larger one is assembled across reads.
-            buf: vec![0; 4096],
+            // Replies are short; a larger one is assembled across reads
+            // (1 KiB stays within the allocator's per-thread cache).
+            buf: vec![0; 1024],
             start: 0,
             end: 0,
             line_cap: reply_text_limit.max(512),
