@@ -85,6 +85,7 @@ pub struct CacheStats {
     pub misses: u64,
     pub stored: u64,
     pub idle: u64,
+    pub chained: u64,
 }
 
 /// The shared cache.
@@ -96,6 +97,7 @@ pub struct SessionCache {
     hits: AtomicU64,
     misses: AtomicU64,
     stored: AtomicU64,
+    chained: AtomicU64,
 }
 
 impl SessionCache {
@@ -107,7 +109,14 @@ impl SessionCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             stored: AtomicU64::new(0),
+            chained: AtomicU64::new(0),
         }
+    }
+
+    /// A session was handed to the next job with its transaction started
+    /// (see [`crate::chain`]).
+    pub fn count_chained(&self) {
+        self.chained.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -337,6 +346,7 @@ impl SessionCache {
             misses: self.misses.load(Ordering::Relaxed),
             stored: self.stored.load(Ordering::Relaxed),
             idle: u64::try_from(idle).unwrap_or(u64::MAX),
+            chained: self.chained.load(Ordering::Relaxed),
         }
     }
 }

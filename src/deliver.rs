@@ -853,6 +853,7 @@ impl Deliverer {
                     primed: Some(Box::new(next)),
                 };
                 if cache.reusable(&session) {
+                    cache.count_chained();
                     chain::hand_over(job_id, session);
                 }
             }

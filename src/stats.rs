@@ -32,6 +32,9 @@ pub struct CacheCounters {
     pub stored: u64,
     /// Idle sessions held right now.
     pub idle: u64,
+    /// Sessions handed to the next job with its transaction already
+    /// started behind the previous message (`[cache] chain_jobs`).
+    pub chained: u64,
 }
 
 impl CacheReport for SessionCache {
@@ -42,6 +45,7 @@ impl CacheReport for SessionCache {
             misses: stats.misses,
             stored: stats.stored,
             idle: stats.idle,
+            chained: stats.chained,
         }
     }
 }
