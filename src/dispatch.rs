@@ -227,7 +227,10 @@ fn log_recipient(
         ),
     };
     let delay = since_arrival.unwrap_or_else(|| now.saturating_duration_since(received));
-    let target = format!("mailhop/{service}");
+    let target = match service {
+        "lmtp" => "mailhop/lmtp",
+        _ => "mailhop/smtp",
+    };
     if json {
         let line = serde_json::json!({
             "id": id,
@@ -241,11 +244,11 @@ fn log_recipient(
             "tls": outcome.tls,
             "source": outcome.source.map(|a| a.ip().to_string()),
         });
-        log::info!(target: &target, "{line}");
+        log::info!(target: target, "{line}");
         return;
     }
     log::info!(
-        target: &target,
+        target: target,
         "{id}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
         crate::recipients::printable_address(&settled.address),
         outcome.relay.as_deref().unwrap_or("none"),
@@ -262,20 +265,40 @@ fn log_recipient(
 
 /// Postfix's delay format: two significant digits below 10 s, "0" for
 /// nothing measurable. Shared by every log line with delays.
-pub fn seconds(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 0.005 {
-        return "0".into();
-    }
-    let text = if secs < 10.0 {
-        format!("{secs:.2}")
-    } else {
-        format!("{secs:.0}")
-    };
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
+pub fn seconds(d: Duration) -> Seconds {
+    Seconds(d)
+}
+
+/// A delay written the way [`seconds`] describes, without allocating.
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::io::Write as _;
+        let secs = self.0.as_secs_f64();
+        if secs < 0.005 {
+            return f.write_str("0");
+        }
+        let mut buf = [0u8; 40];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let written = if secs < 10.0 {
+            write!(cursor, "{secs:.2}")
+        } else {
+            write!(cursor, "{secs:.0}")
+        };
+        if written.is_err() {
+            // More than 40 digits: not a real delay; print it plainly.
+            return write!(f, "{secs:.0}");
+        }
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        let text = std::str::from_utf8(buf.get(..len).unwrap_or(&[])).unwrap_or("0");
+        let text = if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            text
+        };
+        f.write_str(text)
     }
 }
 
@@ -305,4 +328,31 @@ fn group_by_nexthop(
         groups.entry(domain).or_default().push(index);
     }
     groups.into_iter().collect()
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+
+    #[test]
+    fn delays_read_like_postfix() {
+        for (ms, text) in [
+            (0, "0"),
+            (4, "0"),
+            (30, "0.03"),
+            (100, "0.1"),
+            (1_500, "1.5"),
+            (2_000, "2"),
+            (9_999, "10"),
+            (12_400, "12"),
+            (123_600, "124"),
+            (86_400_000, "86400"),
+        ] {
+            assert_eq!(
+                seconds(Duration::from_millis(ms)).to_string(),
+                text,
+                "{ms} ms"
+            );
+        }
+    }
 }

@@ -104,7 +104,8 @@ impl LineLogger {
         use std::fmt::Write as _;
         let mut line = String::with_capacity(256);
         if let Some(host) = &self.host {
-            let _ = write!(line, "{} {host} ", syslog_time(SystemTime::now()));
+            let _ = write_syslog_time(&mut line, SystemTime::now());
+            let _ = write!(line, " {host} ");
         }
         let pid = self.pid;
         if let Some(service) = record.target().strip_prefix("mailhop/") {
@@ -203,6 +204,13 @@ fn short_hostname() -> String {
 
 /// `Nov 23 13:20:01` (UTC), the classic syslog timestamp.
 pub fn syslog_time(when: SystemTime) -> String {
+    let mut text = String::with_capacity(15);
+    let _ = write_syslog_time(&mut text, when);
+    text
+}
+
+/// Appends [`syslog_time`] to `out`.
+fn write_syslog_time(out: &mut String, when: SystemTime) -> std::fmt::Result {
     let secs = when
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -217,11 +225,14 @@ pub fn syslog_time(when: SystemTime) -> String {
         .get(month.saturating_sub(1) as usize)
         .copied()
         .unwrap_or("Jan");
-    format!(
-        "{name} {day:>2} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+    std::fmt::Write::write_fmt(
+        out,
+        format_args!(
+            "{name} {day:>2} {:02}:{:02}:{:02}",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60
+        ),
     )
 }
 
