@@ -134,17 +134,30 @@ impl SessionCache {
             .any(|d| d.eq_ignore_ascii_case(bare) || d.eq_ignore_ascii_case(nexthop))
     }
 
+    /// Whether jobs are counted per next hop at all (`on_demand`).
+    pub fn counts_demand(&self) -> bool {
+        self.config.on_demand
+    }
+
     /// Counts a job for `nexthop` as queued or running until the guard is
     /// dropped: with `on_demand`, sessions are cached while more than one
     /// job for the same destination is around.
     pub fn demand(self: &std::sync::Arc<Self>, nexthop: &str) -> DemandGuard {
+        // Demand only decides anything with on_demand, for destinations
+        // not cached anyway: otherwise the guard counts nothing.
+        if !self.config.on_demand || self.always_cached(nexthop) {
+            return DemandGuard {
+                cache: std::sync::Arc::clone(self),
+                key: None,
+            };
+        }
         let key = nexthop.to_ascii_lowercase();
         if let Ok(mut demand) = self.demand.lock() {
             *demand.entry(key.clone()).or_insert(0) += 1;
         }
         DemandGuard {
             cache: std::sync::Arc::clone(self),
-            key,
+            key: Some(key),
         }
     }
 
@@ -354,13 +367,15 @@ impl SessionCache {
 /// See [`SessionCache::demand`].
 pub struct DemandGuard {
     cache: std::sync::Arc<SessionCache>,
-    key: String,
+    /// The counted next hop (None: nothing was counted).
+    key: Option<String>,
 }
 
 impl Drop for DemandGuard {
     fn drop(&mut self) {
+        let Some(key) = &self.key else { return };
         if let Ok(mut demand) = self.cache.demand.lock() {
-            let gone = match demand.get_mut(&self.key) {
+            let gone = match demand.get_mut(key) {
                 Some(count) => {
                     *count = count.saturating_sub(1);
                     *count == 0
@@ -368,7 +383,7 @@ impl Drop for DemandGuard {
                 None => false,
             };
             if gone {
-                demand.remove(&self.key);
+                demand.remove(key);
             }
         }
     }

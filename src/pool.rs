@@ -444,6 +444,7 @@ impl Submitter {
         }
         let deliverer = self.shared.deliverer();
         if let Some(cache) = deliverer.cache()
+            && cache.counts_demand()
             && let Ok(mut guards) = ticket.queued_demand.lock()
         {
             for nexthop in nexthops(&ticket.job, &deliverer) {
