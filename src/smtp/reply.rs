@@ -86,6 +86,11 @@ impl ReplyParser {
         let syntax = line_syntax(raw);
         if self.text.len() < self.text_limit {
             let mut body = printable(raw, self.text_limit);
+            if self.lines.capacity() == 0 {
+                // Sized for an EHLO reply: no regrowth line by line.
+                self.lines.reserve(12);
+                self.text.reserve(256);
+            }
             if !self.text.is_empty() {
                 self.text.push(' ');
             }
