@@ -202,6 +202,9 @@ pub fn system_stub_resolver(config: &Config) -> Result<StubResolver, DnsError> {
 /// Delivers jobs with a configuration and pluggable edges.
 pub struct Deliverer {
     config: Config,
+    /// `config.protocol(false)` and `config.protocol(true)`, made once.
+    smtp_settings: ProtocolSettings,
+    lmtp_settings: ProtocolSettings,
     resolver: Box<dyn Resolver>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
@@ -240,6 +243,8 @@ impl Deliverer {
         let resolver = DnsResolver::new(dns, &config, &own);
         Self {
             own,
+            smtp_settings: config.protocol(false),
+            lmtp_settings: config.protocol(true),
             config,
             resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
@@ -275,7 +280,11 @@ impl Deliverer {
     /// Delivers one request; one outcome per recipient, in envelope order.
     pub fn deliver(&self, request: &Request<'_>) -> Delivery {
         let lmtp = request.protocol == Protocol::Lmtp;
-        let settings = self.config.protocol(lmtp);
+        let settings = if lmtp {
+            &self.lmtp_settings
+        } else {
+            &self.smtp_settings
+        };
         let mut ledger = Ledger::new(
             request
                 .envelope
@@ -346,7 +355,7 @@ impl Deliverer {
             job.first_destination = index == 0;
             let final_nexthop = index + 1 == destinations.len();
             let was_final =
-                self.try_destination(request, &settings, destination, final_nexthop, &mut job);
+                self.try_destination(request, settings, destination, final_nexthop, &mut job);
             if was_final {
                 break;
             }
