@@ -174,13 +174,11 @@ pub fn connect_tcp(
             format!("connect to {display}:{}: {}", addr.port(), strerror(e)),
         )
     };
-    // Created non-blocking (no fcntl round trips): connect, wait for it
-    // with poll under the timeout, then back to blocking I/O.
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)
-        .map_err(|e| fail(&e))?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| fail(&e))?;
     bind_source(&socket, addr, options)?;
     let target = SockAddr::from(addr);
-    let result = connect_nonblocking(&socket, &target, options.timeout);
+    let result = connect_blocking(&socket, &target, options.timeout);
     result.map_err(|e| {
         if matches!(
             e.kind(),
@@ -196,22 +194,46 @@ pub fn connect_tcp(
     })?;
     // Commands go out in whole batches; Nagle would only add latency.
     let _ = socket.set_tcp_nodelay(true);
-    let stream: TcpStream = socket.into();
-    // std uses one ioctl(FIONBIO) for this.
-    stream.set_nonblocking(false).map_err(|e| fail(&e))?;
-    Ok(stream)
+    Ok(socket.into())
 }
 
-/// Connects a non-blocking socket, waiting at most `timeout` (zero: no
-/// limit) for the handshake; the socket stays non-blocking.
-fn connect_nonblocking(socket: &Socket, target: &SockAddr, timeout: Duration) -> io::Result<()> {
+/// Connects a blocking socket within `timeout` (zero: no limit). Linux
+/// applies SO_SNDTIMEO to connect(2) and fails it with EINPROGRESS when
+/// the time is up (socket(7)): one setsockopt instead of switching the
+/// socket to non-blocking mode, polling, reading SO_ERROR and switching
+/// back. The send timeout is left set; the session sets its own.
+fn connect_blocking(socket: &Socket, target: &SockAddr, timeout: Duration) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    if !timeout.is_zero() {
+        socket.set_write_timeout(Some(timeout))?;
+    }
+    match socket.connect(target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {
+            Err(io::Error::from(io::ErrorKind::TimedOut))
+        }
+        // A signal interrupted the wait; the handshake goes on: wait for
+        // it (within what is left of the timeout).
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            let left = if timeout.is_zero() {
+                Duration::ZERO
+            } else {
+                let left = timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(io::Error::from(io::ErrorKind::TimedOut));
+                }
+                left
+            };
+            wait_connected(socket, left)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits at most `timeout` (zero: no limit) for a connect in progress.
+fn wait_connected(socket: &Socket, timeout: Duration) -> io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
-    match socket.connect(target) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
     let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
     loop {
         let wait = match deadline {
