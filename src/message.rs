@@ -23,6 +23,13 @@ pub enum Message {
 /// read per job instead of one per scan and per delivery attempt.
 pub const IN_MEMORY_LIMIT: u64 = 64 * 1024;
 
+/// Largest message buffer a thread keeps for its next message.
+const SPARE_KEEP: usize = 64 * 1024 + 1024;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Message {
     /// A file message; small regular files are read into memory now. Any
     /// problem (missing file, ...) leaves it a file reference, so the error
@@ -44,8 +51,11 @@ impl Message {
             return Ok(Message::File(path));
         }
         // The size is known: read exactly that much (one read for a small
-        // file; read_to_end would fstat and seek again and read to EOF).
-        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        // file; read_to_end would fstat and seek again and read to EOF),
+        // into this thread's spare buffer when it has one.
+        let mut bytes = SPARE.with(|spare| std::mem::take(&mut *spare.borrow_mut()));
+        bytes.clear();
+        bytes.resize(usize::try_from(len).unwrap_or(0), 0);
         let mut filled = 0;
         let mut reader = file;
         while filled < bytes.len() {
@@ -58,6 +68,15 @@ impl Message {
         }
         bytes.truncate(filled);
         Ok(Message::Inline(bytes))
+    }
+
+    /// Done with the message: its buffer serves this thread's next one.
+    pub fn recycle(self) {
+        if let Message::Inline(bytes) = self
+            && bytes.capacity() <= SPARE_KEEP
+        {
+            SPARE.with(|spare| *spare.borrow_mut() = bytes);
+        }
     }
 
     /// Reads the message once: size and whether it has 8-bit bytes.
@@ -117,6 +136,23 @@ mod tests {
             Message::File(missing.clone())
         );
         assert!(Message::small_file_in_memory(&missing).facts().is_err());
+    }
+
+    #[test]
+    fn a_recycled_buffer_never_shows_old_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = dir.path().join("long");
+        std::fs::write(&long, b"AAAAAAAAAAAAAAAA").expect("write");
+        let short = dir.path().join("short");
+        std::fs::write(&short, b"BB").expect("write");
+        let first = Message::from_open_file(&File::open(&long).expect("open"), 16, long.clone())
+            .expect("read");
+        assert_eq!(first, Message::Inline(b"AAAAAAAAAAAAAAAA".to_vec()));
+        first.recycle();
+        // Claims more bytes than the file has: only what is there counts.
+        let second = Message::from_open_file(&File::open(&short).expect("open"), 10, short.clone())
+            .expect("read");
+        assert_eq!(second, Message::Inline(b"BB".to_vec()));
     }
 
     #[test]

@@ -717,15 +717,18 @@ fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer
             }
         }
     };
-    match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
-        Ok(result) => Answer::Done(result),
-        Err(mut error) => {
-            if !opened.via.is_empty() {
-                error.error = error.error.replace(&opened.via, path);
+    let answer =
+        match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
+            Ok(result) => Answer::Done(result),
+            Err(mut error) => {
+                if !opened.via.is_empty() {
+                    error.error = error.error.replace(&opened.via, path);
+                }
+                Answer::Failed(error)
             }
-            Answer::Failed(error)
-        }
-    }
+        };
+    opened.message.recycle();
+    answer
 }
 
 fn execute(deliverer: &Deliverer, job: &Job, received: Instant) -> Answer {
