@@ -42,7 +42,7 @@ CATEGORIES = [
     ("connect/accept/close of SMTP sockets", r"__sys_connect|inet_stream_connect|tcp_close|"
                                              r"__sys_socket|inet_release|tcp_v4_connect"),
     ("setsockopt (per-step socket timeouts)", r"setsockopt"),
-    ("log lines (env_logger, stderr write)", r"env_logger|log::Log|anstream|StderrLock"),
+    ("log lines (formatting, stderr write)", r"env_logger|log::Log|LineLogger|JobLines|write_stderr|anstream|StderrLock"),
     ("message file open/stat/read/close", r"do_sys_openat2|openat|statx|open_for_peer|"
                                           r"__x64_sys_close|ksys_read|vfs_read|filp_close"),
     ("JSON (job parse, result serialise)", r"serde_json|serde::|serde_core"),
