@@ -71,6 +71,12 @@ impl Write for Stream {
 }
 
 impl Transport for Stream {
+    fn reset_on_close(&mut self) {
+        if let Stream::Tcp(s) = self {
+            let _ = socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO));
+        }
+    }
+
     fn send_now(&mut self, bytes: &[u8]) -> Option<io::Result<usize>> {
         match self {
             Stream::Tcp(s) => s.send_now(bytes),

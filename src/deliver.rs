@@ -792,7 +792,15 @@ impl Deliverer {
             &mut job.trouble,
         );
         if quit_sent {
-            // QUIT went out behind the dot: just close.
+            // QUIT went out behind the dot: just close. When the server's
+            // 221 is already here, it has ended the session: a reset then
+            // spares both sides a TIME_WAIT socket (a busy client would
+            // otherwise hold thousands of ephemeral ports for a minute).
+            if let Some(mut conn) = ended.conn
+                && conn.buffered_starts_with(b"221")
+            {
+                conn.get_mut().reset_on_close();
+            }
             return handshake;
         }
         self.keep_or_close(

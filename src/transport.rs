@@ -31,6 +31,11 @@ pub trait Transport: Read + Write + Send {
         None
     }
 
+    /// Close with a reset instead of FIN (no TIME_WAIT on either side);
+    /// only for a session the server has already ended (its QUIT reply
+    /// arrived). Default: nothing.
+    fn reset_on_close(&mut self) {}
+
     /// Sets the read and the write timeout.
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_recv_timeout(timeout)?;
@@ -124,6 +129,10 @@ impl Transport for std::os::unix::net::UnixStream {
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn reset_on_close(&mut self) {
+        (**self).reset_on_close()
+    }
+
     fn send_now(&mut self, bytes: &[u8]) -> Option<io::Result<usize>> {
         (**self).send_now(bytes)
     }
@@ -256,6 +265,13 @@ impl<T: Transport> Connection<T> {
     /// The reply text cap this connection was made with.
     pub fn reply_limit(&self) -> usize {
         self.reply_cap
+    }
+
+    /// Received bytes not yet consumed start with `prefix`.
+    pub fn buffered_starts_with(&self, prefix: &[u8]) -> bool {
+        self.buf
+            .get(self.start..self.end)
+            .is_some_and(|rest| rest.starts_with(prefix))
     }
 
     /// Bytes received but not yet consumed as replies.
