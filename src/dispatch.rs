@@ -178,6 +178,13 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
         return None;
     }
     job.check().ok()?;
+    // Its commands go out before its own delivery checks the envelope:
+    // only addresses that check would pass (no control characters that
+    // could smuggle commands into the other job's session).
+    crate::smtp::command::check_address(&job.sender).ok()?;
+    for rcpt in &job.recipients {
+        crate::smtp::command::check_address(&rcpt.address).ok()?;
+    }
     let facts = message.facts().ok()?;
     Some(Follower {
         job_id: job.id.clone(),
@@ -354,5 +361,56 @@ mod delay_tests {
                 "{ms} ms"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod follower_tests {
+    use super::*;
+    use crate::job::JobRecipient;
+
+    fn job(sender: &str, rcpt: &str) -> Job {
+        Job {
+            id: "F1".into(),
+            transport: TransportKind::Smtp,
+            nexthop: Some("[127.0.0.1]:2525".into()),
+            sender: sender.into(),
+            recipients: vec![JobRecipient {
+                address: rcpt.into(),
+                orcpt: None,
+                notify: None,
+            }],
+            message: MessageRef::Data {
+                data: "Subject: x\n\nhi\n".into(),
+            },
+            envid: None,
+            ret: None,
+            smtputf8: false,
+            arrival_time: None,
+            cache: None,
+        }
+    }
+
+    #[test]
+    fn only_clean_envelopes_ride_behind_another_job() {
+        let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+        let good = follower(&job("a@x.test", "b@y.test"), &message).expect("a follower");
+        assert_eq!(good.envelope.recipients.len(), 1);
+        assert_eq!(good.nexthop, "[127.0.0.1]:2525");
+        // Control characters would smuggle commands into the other session.
+        assert!(
+            follower(
+                &job("a@x.test", "b@y.test>\r\nRCPT TO:<evil@z.test"),
+                &message
+            )
+            .is_none()
+        );
+        assert!(follower(&job("a@x.test\r\nRSET", "b@y.test"), &message).is_none());
+        // No explicit next hop, or a message not in memory: not chained.
+        let mut no_nexthop = job("a@x.test", "b@y.test");
+        no_nexthop.nexthop = None;
+        assert!(follower(&no_nexthop, &message).is_none());
+        let on_disk = Message::File("/nonexistent".into());
+        assert!(follower(&job("a@x.test", "b@y.test"), &on_disk).is_none());
     }
 }
