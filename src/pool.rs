@@ -2,7 +2,7 @@
 //! crossbeam channel of [`Ticket`]s. Each worker runs one whole delivery
 //! ([`dispatch::execute`]) and hands the answer to the ticket's
 //! [`Report`] (which never blocks the worker on a client). Connections
-//! wait for room in the queue on [`QueueRoom`], asleep. When every worker
+//! wait for room in the queue on `QueueRoom`, asleep. When every worker
 //! is busy, a worker takes the next queued job along for the same next
 //! hop so that its transaction can follow the current message on the
 //! same session ([`crate::chain`]); a job for elsewhere goes back.
