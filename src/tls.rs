@@ -111,7 +111,7 @@ impl TlsInfo {
 
     /// The full Postfix log line: "Verified TLS connection established to
     /// mx.example.com[192.0.2.1]:25: TLSv1.3 with cipher ..."; `peer` is
-    /// "host[addr]:port".
+    /// `host[addr]:port`.
     pub fn established_line(&self, peer: &str) -> String {
         format!(
             "{} TLS connection established to {peer}: {}",
