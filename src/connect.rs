@@ -2,7 +2,7 @@
 //! (socket2), the source address bound per address family, and UNIX-domain
 //! sockets for LMTP. Knows nothing of SMTP.
 //!
-//! Errors (a [`Dsn`](crate::dsn::Dsn)) carry Postfix's DSN: 4.4.1 for a failed connect,
+//! Errors (a [`Dsn`]) carry Postfix's DSN: 4.4.1 for a failed connect,
 //! 4.4.0 when `bind_address_enforce` is set and binding the source address
 //! failed, 4.3.5 for a UNIX path that does not fit.
 
