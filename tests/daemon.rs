@@ -964,7 +964,7 @@ fn status_counters() {
     assert_eq!(status["workers"]["busy"], 0, "{status}");
     assert_eq!(status["queue"]["capacity"], 16, "{status}");
     assert!(status["uptime"].is_u64(), "{status}");
-    for key in ["hits", "misses", "idle"] {
+    for key in ["hits", "misses", "idle", "chained"] {
         assert!(status["cache"][key].is_u64(), "{status}");
     }
     // The same through the raw protocol.
