@@ -40,6 +40,20 @@ impl MessageSource for Unreadable {
     }
 }
 
+/// The session settings most tests use: peer mx.test[127.0.0.1], HELO
+/// client.test, no TLS.
+fn client_settings(lmtp: bool) -> ClientSettings {
+    ClientSettings {
+        lmtp,
+        helo_name: "client.test".into(),
+        skip_5xx_greeting: true,
+        peer: "mx.test[127.0.0.1]".into(),
+        smtputf8_enable: true,
+        loop_check: None,
+        tls: TlsMode::Off,
+    }
+}
+
 fn envelope(rcpts: &[&str]) -> Envelope {
     Envelope {
         sender: "s@x.test".into(),
@@ -76,15 +90,7 @@ fn drive(
     message: &dyn MessageSource,
     steps: Vec<Step>,
 ) -> Outcome {
-    let settings = ClientSettings {
-        lmtp,
-        helo_name: "client.test".into(),
-        skip_5xx_greeting: true,
-        peer: "mx.test[127.0.0.1]".into(),
-        smtputf8_enable: true,
-        loop_check: None,
-        tls: TlsMode::Off,
-    };
+    let settings = client_settings(lmtp);
     let mut client = Client::new(settings, env, facts);
     let mut conn = Connection::new(Scripted::new(steps), 2048);
     let mut end = run(&mut conn, &mut client, &timeouts(), message, 998);
@@ -205,15 +211,7 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
         say("354 go\r\n"),
         say("250 2.0.0 Ok\r\n"),
     ];
-    let settings = ClientSettings {
-        lmtp: false,
-        helo_name: "client.test".into(),
-        skip_5xx_greeting: true,
-        peer: "mx.test[127.0.0.1]".into(),
-        smtputf8_enable: true,
-        loop_check: None,
-        tls: TlsMode::Off,
-    };
+    let settings = client_settings(false);
     let facts = MessageFacts {
         size: 3,
         has_8bit: false,
@@ -907,13 +905,8 @@ struct TlsRun {
 
 fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: u64) -> TlsRun {
     let settings = ClientSettings {
-        lmtp: false,
-        helo_name: "client.test".into(),
-        skip_5xx_greeting: true,
-        peer: "mx.test[127.0.0.1]".into(),
-        smtputf8_enable: true,
-        loop_check: None,
         tls: mode,
+        ..client_settings(false)
     };
     let mut client = Client::new(
         settings,
@@ -1113,15 +1106,7 @@ fn wrapped_sessions_never_send_starttls() {
 /// A session taken from the cache (`Client::resume`) with the server's
 /// extensions from `ehlo`, driven over `steps`.
 fn resumed(ehlo: &str, steps: Vec<Step>) -> (Client, String, RunEnd) {
-    let settings = ClientSettings {
-        lmtp: false,
-        helo_name: "client.test".into(),
-        skip_5xx_greeting: true,
-        peer: "mx.test[127.0.0.1]".into(),
-        smtputf8_enable: true,
-        loop_check: None,
-        tls: TlsMode::Off,
-    };
+    let settings = client_settings(false);
     let mut parser = crate::smtp::reply::ReplyParser::new(2048);
     let reply = ehlo
         .split_inclusive('\n')
@@ -1273,15 +1258,7 @@ fn messages_in_memory_go_out_exactly_as_streamed_ones() {
 #[test]
 fn quit_is_pipelined_behind_the_dot_when_the_session_ends() {
     for (ehlo, held) in [(EHLO_PIPE, true), (EHLO_PIPE, false), (EHLO_PLAIN, true)] {
-        let settings = ClientSettings {
-            lmtp: false,
-            helo_name: "client.test".into(),
-            skip_5xx_greeting: true,
-            peer: "mx.test[127.0.0.1]".into(),
-            smtputf8_enable: true,
-            loop_check: None,
-            tls: TlsMode::Off,
-        };
+        let settings = client_settings(false);
         let facts = MessageFacts {
             size: BODY.len() as u64,
             has_8bit: false,
