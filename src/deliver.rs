@@ -648,7 +648,7 @@ impl Deliverer {
         } = idle;
         let reuse_start = std::time::Instant::now();
         let chaining = self.config.cache.chain_jobs && request.cache.store && extensions.pipelining;
-        let follower_settings = client_settings.clone();
+        let follower_settings = chaining.then(|| client_settings.clone());
         let follower_extensions = chaining.then(|| extensions.clone());
         let tls_active = tls.is_some();
         let source = if self.config.log.format == "json" {
@@ -674,13 +674,17 @@ impl Deliverer {
         client.set_quit_after_data(!request.cache.store);
         let needs_smtputf8 = request.envelope.needs_smtputf8();
         let mut follow = || -> Option<Vec<u8>> {
-            let extensions = follower_extensions.clone()?;
+            let (Some(next_settings), Some(extensions)) =
+                (follower_settings.clone(), follower_extensions.clone())
+            else {
+                return None;
+            };
             let follower = chain::take_follower(request.nexthop, request.protocol)?;
             if follower.envelope.needs_smtputf8() != needs_smtputf8 {
                 return None;
             }
             let mut next = Client::resume(
-                follower_settings.clone(),
+                next_settings,
                 follower.envelope,
                 follower.facts,
                 extensions,
@@ -842,84 +846,63 @@ impl Deliverer {
             return;
         }
         let tls_ok = via.tls.is_none() || self.config.tls.connection_reuse;
-        if let Some((job_id, next)) = primed_next {
-            // The next job's commands are on the wire: hand the session to
-            // that job when it could have been cached; otherwise close it
-            // (no QUIT: its DATA may have been answered).
-            if let Some(cache) = &self.cache
-                && request.cache.store
-                && reusable
-                && tls_ok
-            {
-                let endpoint = self.endpoint_label(
-                    request,
-                    settings,
-                    &server.endpoint,
-                    &server.policy,
-                    &server.tls_host,
-                );
-                let session = IdleSession {
-                    conn,
-                    extensions,
-                    endpoint,
-                    display: server.display.clone(),
-                    relay: server.relay.clone(),
-                    tls: via.tls,
-                    connected_at,
-                    uses,
-                    primed: Some(Box::new(next)),
-                };
-                if cache.reusable(&session) {
-                    cache.count_chained();
-                    chain::hand_over(job_id, session);
-                }
-            }
-            return;
-        }
-        match &self.cache {
-            Some(cache) if request.cache.store && reusable && tls_ok => {
-                let nexthop = (job.first_destination && !job.nexthop_stored).then(|| {
-                    job.nexthop_stored = true;
-                    NexthopLabel {
-                        lmtp: request.protocol == Protocol::Lmtp,
-                        nexthop: request
-                            .nexthop
-                            .split([',', ' ', '\t'])
-                            .find(|s| !s.is_empty())
-                            .unwrap_or(request.nexthop)
-                            .to_ascii_lowercase(),
-                        tls_level: server.policy.level,
-                        helo_name: settings.helo_name.clone(),
-                        smtputf8: request.envelope.needs_smtputf8(),
-                    }
-                });
-                let endpoint = self.endpoint_label(
-                    request,
-                    settings,
-                    &server.endpoint,
-                    &server.policy,
-                    &server.tls_host,
-                );
-                cache.store(
-                    IdleSession {
-                        conn,
-                        extensions,
-                        endpoint,
-                        display: server.display.clone(),
-                        relay: server.relay.clone(),
-                        tls: via.tls,
-                        connected_at,
-                        uses,
-                        primed: None,
-                    },
-                    nexthop,
-                );
-            }
-            _ => {
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| request.cache.store && reusable && tls_ok);
+        let Some(cache) = cache else {
+            if primed_next.is_none() {
                 // QUIT without waiting for the reply (smtp_skip_quit_response).
                 let _ = conn.send(command::QUIT, settings.timeouts.quit);
             }
+            // With the next job's commands on the wire, only closing is
+            // safe (no QUIT: its DATA may have been answered).
+            return;
+        };
+        let endpoint = self.endpoint_label(
+            request,
+            settings,
+            &server.endpoint,
+            &server.policy,
+            &server.tls_host,
+        );
+        let mut session = IdleSession {
+            conn,
+            extensions,
+            endpoint,
+            display: server.display.clone(),
+            relay: server.relay.clone(),
+            tls: via.tls,
+            connected_at,
+            uses,
+            primed: None,
+        };
+        if let Some((job_id, next)) = primed_next {
+            // The next job's transaction is in flight: the session goes to
+            // that job instead of the cache (if the cache would keep it).
+            session.primed = Some(Box::new(next));
+            if cache.reusable(&session) {
+                cache.count_chained();
+                chain::hand_over(job_id, session);
+            }
+            return;
         }
+        let nexthop = (job.first_destination && !job.nexthop_stored).then(|| {
+            job.nexthop_stored = true;
+            NexthopLabel {
+                lmtp: request.protocol == Protocol::Lmtp,
+                nexthop: request
+                    .nexthop
+                    .split([',', ' ', '\t'])
+                    .find(|s| !s.is_empty())
+                    .unwrap_or(request.nexthop)
+                    .to_ascii_lowercase(),
+                tls_level: server.policy.level,
+                helo_name: settings.helo_name.clone(),
+                smtputf8: request.envelope.needs_smtputf8(),
+            }
+        });
+        cache.store(session, nexthop);
     }
 
     /// Runs one server; after a failed opportunistic TLS handshake on old

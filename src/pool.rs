@@ -600,7 +600,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
         {
             shared.room.give_back(capacity);
             let opened = same_route(&ticket.job, &follower.job)
-                .then(|| open_message(&follower))
+                .then(|| open_message(&follower).ok())
                 .flatten();
             if let Some(opened) = &opened
                 && let Some(offer) = dispatch::follower(&follower.job, &opened.message)
@@ -661,23 +661,25 @@ fn same_route(a: &Job, b: &Job) -> bool {
         && matches!((&a.nexthop, &b.nexthop), (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
 }
 
-/// Opens a path message for the job's peer and reads it (None for inline
-/// messages and on any error: the job's own run reports that).
-fn open_message(ticket: &Ticket) -> Option<Opened> {
+/// Opens and reads a job's message: a path on the submitting peer's
+/// behalf (the file stays open: a large message is reread through
+/// `/proc/self/fd/N`), or the inline data. Errs with the job error text.
+fn open_message(ticket: &Ticket) -> Result<Opened, String> {
     let path = match &ticket.job.message {
         MessageRef::Path { path } => path,
         MessageRef::Data { data } => {
-            return Some(Opened {
+            return Ok(Opened {
                 _file: None,
                 via: String::new(),
                 message: Message::Inline(data.clone().into_bytes()),
             });
         }
     };
-    let (file, len) = open_for_peer(Path::new(path), &ticket.peer).ok()?;
+    let (file, len) = open_for_peer(Path::new(path), &ticket.peer)?;
     let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let message = Message::from_open_file(&file, len, PathBuf::from(&via)).ok()?;
-    Some(Opened {
+    let message = Message::from_open_file(&file, len, PathBuf::from(&via))
+        .map_err(|e| format!("cannot read message {path}: {}", strerror(&e)))?;
+    Ok(Opened {
         _file: Some(file),
         via,
         message,
@@ -689,43 +691,17 @@ fn open_message(ticket: &Ticket) -> Option<Opened> {
 /// through that open file.
 fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer {
     let job = &ticket.job;
-    let path = match (&job.message, &opened) {
-        (MessageRef::Path { path }, _) => path.as_str(),
-        (MessageRef::Data { .. }, None) => return execute(deliverer, job, ticket.received),
-        (MessageRef::Data { .. }, Some(_)) => "(inline data)",
-    };
-    let opened = match opened {
-        Some(opened) => opened,
-        None => {
-            let (file, len) = match open_for_peer(Path::new(path), &ticket.peer) {
-                Ok(opened) => opened,
-                Err(error) => {
-                    return Answer::Failed(JobError::new(Some(job.id.clone()), error));
-                }
-            };
-            // Large files are reread per pass through the open descriptor.
-            let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-            let message = match Message::from_open_file(&file, len, PathBuf::from(&via)) {
-                Ok(message) => message,
-                Err(e) => {
-                    return Answer::Failed(JobError::new(
-                        Some(job.id.clone()),
-                        format!("cannot read message {path}: {}", strerror(&e)),
-                    ));
-                }
-            };
-            Opened {
-                _file: Some(file),
-                via,
-                message,
-            }
-        }
+    let opened = match opened.map_or_else(|| open_message(ticket), Ok) {
+        Ok(opened) => opened,
+        Err(error) => return Answer::Failed(JobError::new(Some(job.id.clone()), error)),
     };
     let answer =
         match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
             Ok(result) => Answer::Done(result),
             Err(mut error) => {
-                if !opened.via.is_empty() {
+                if let MessageRef::Path { path } = &job.message
+                    && !opened.via.is_empty()
+                {
                     error.error = error.error.replace(&opened.via, path);
                 }
                 Answer::Failed(error)
@@ -733,13 +709,6 @@ fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer
         };
     opened.message.recycle();
     answer
-}
-
-fn execute(deliverer: &Deliverer, job: &Job, received: Instant) -> Answer {
-    match dispatch::execute_at(deliverer, job, true, received) {
-        Ok(result) => Answer::Done(result),
-        Err(error) => Answer::Failed(error),
-    }
 }
 
 /// Opens a job's message file for a peer: it must be a regular file that
