@@ -282,30 +282,22 @@ pub struct Seconds(pub Duration);
 
 impl std::fmt::Display for Seconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::io::Write as _;
-        let secs = self.0.as_secs_f64();
-        if secs < 0.005 {
+        // Integer arithmetic on nanoseconds (rounded half up), no float
+        // formatting: this runs for every delay of every log line.
+        let nanos = self.0.as_nanos();
+        if nanos < 5_000_000 {
             return f.write_str("0");
         }
-        let mut buf = [0u8; 40];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let written = if secs < 10.0 {
-            write!(cursor, "{secs:.2}")
-        } else {
-            write!(cursor, "{secs:.0}")
-        };
-        if written.is_err() {
-            // More than 40 digits: not a real delay; print it plainly.
-            return write!(f, "{secs:.0}");
+        if nanos >= 10_000_000_000 {
+            return write!(f, "{}", (nanos + 500_000_000) / 1_000_000_000);
         }
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
-        let text = std::str::from_utf8(buf.get(..len).unwrap_or(&[])).unwrap_or("0");
-        let text = if text.contains('.') {
-            text.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            text
-        };
-        f.write_str(text)
+        let centis = (nanos + 5_000_000) / 10_000_000;
+        let (whole, hundredths) = (centis / 100, centis % 100);
+        match hundredths {
+            0 => write!(f, "{whole}"),
+            h if h % 10 == 0 => write!(f, "{whole}.{}", h / 10),
+            h => write!(f, "{whole}.{h:02}"),
+        }
     }
 }
 
@@ -351,6 +343,10 @@ mod delay_tests {
             (1_500, "1.5"),
             (2_000, "2"),
             (9_999, "10"),
+            (9_994, "9.99"),
+            (1_005, "1.01"),
+            (1_050, "1.05"),
+            (10_000, "10"),
             (12_400, "12"),
             (123_600, "124"),
             (86_400_000, "86400"),

@@ -33,10 +33,19 @@ pub fn init(daemon: bool) {
     log::set_max_level(max_level);
 }
 
+/// This thread's line buffer: log lines are formatted into it (no
+/// allocation per line once it has grown), and while a job runs its
+/// delivery lines stay there until the job's [`JobLines`] ends.
+struct LineBuffer {
+    /// A job is running: hold its delivery lines.
+    holding: bool,
+    text: String,
+}
+
 thread_local! {
-    /// Delivery lines of the job this thread runs, written together when
-    /// its [`JobLines`] ends (None: no job, write each line at once).
-    static JOB_LINES: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    static LINES: std::cell::RefCell<LineBuffer> = const {
+        std::cell::RefCell::new(LineBuffer { holding: false, text: String::new() })
+    };
 }
 
 /// Most bytes of delivery lines held for one job before they are written.
@@ -50,19 +59,26 @@ pub struct JobLines(());
 
 impl JobLines {
     pub fn start() -> Self {
-        JOB_LINES.with(|lines| *lines.borrow_mut() = Some(String::new()));
+        LINES.with(|lines| {
+            if let Ok(mut lines) = lines.try_borrow_mut() {
+                lines.holding = true;
+            }
+        });
         JobLines(())
     }
 }
 
 impl Drop for JobLines {
     fn drop(&mut self) {
-        let held = JOB_LINES.with(|lines| lines.borrow_mut().take());
-        if let Some(text) = held
-            && !text.is_empty()
-        {
-            write_stderr(text.as_bytes());
-        }
+        LINES.with(|lines| {
+            if let Ok(mut lines) = lines.try_borrow_mut() {
+                lines.holding = false;
+                if !lines.text.is_empty() {
+                    write_stderr(lines.text.as_bytes());
+                    lines.text.clear();
+                }
+            }
+        });
     }
 }
 
@@ -100,12 +116,14 @@ struct LineLogger {
 }
 
 impl LineLogger {
-    fn line(&self, record: &log::Record<'_>) -> String {
+    /// Appends the record as one line (with its newline) to `line`.
+    fn write_line(&self, line: &mut String, record: &log::Record<'_>) {
         use std::fmt::Write as _;
-        let mut line = String::with_capacity(256);
         if let Some(host) = &self.host {
-            let _ = write_syslog_time(&mut line, SystemTime::now());
-            let _ = write!(line, " {host} ");
+            write_syslog_time(line, SystemTime::now());
+            line.push(' ');
+            line.push_str(host);
+            line.push(' ');
         }
         let pid = self.pid;
         if let Some(service) = record.target().strip_prefix("mailhop/") {
@@ -119,7 +137,6 @@ impl LineLogger {
             let _ = write!(line, "mailhop[{pid}]: {level}{}", record.args());
         }
         line.push('\n');
-        line
     }
 }
 
@@ -139,25 +156,27 @@ impl log::Log for LineLogger {
         {
             return;
         }
-        let line = self.line(record);
-        if target.starts_with("mailhop/") {
-            let held = JOB_LINES.with(|lines| {
-                let mut lines = lines.borrow_mut();
-                let Some(text) = lines.as_mut() else {
-                    return false;
-                };
-                text.push_str(&line);
-                if text.len() >= JOB_LINES_LIMIT {
-                    write_stderr(text.as_bytes());
-                    text.clear();
+        let delivery = target.starts_with("mailhop/");
+        LINES.with(|lines| {
+            let Ok(mut lines) = lines.try_borrow_mut() else {
+                // Logging from inside a log line's formatting: a line of its own.
+                let mut line = String::new();
+                self.write_line(&mut line, record);
+                write_stderr(line.as_bytes());
+                return;
+            };
+            let start = lines.text.len();
+            self.write_line(&mut lines.text, record);
+            if delivery && lines.holding {
+                if lines.text.len() >= JOB_LINES_LIMIT {
+                    write_stderr(lines.text.as_bytes());
+                    lines.text.clear();
                 }
-                true
-            });
-            if held {
                 return;
             }
-        }
-        write_stderr(line.as_bytes());
+            write_stderr(lines.text.get(start..).unwrap_or("").as_bytes());
+            lines.text.truncate(start);
+        });
     }
 
     fn flush(&self) {}
@@ -205,12 +224,13 @@ fn short_hostname() -> String {
 /// `Nov 23 13:20:01` (UTC), the classic syslog timestamp.
 pub fn syslog_time(when: SystemTime) -> String {
     let mut text = String::with_capacity(15);
-    let _ = write_syslog_time(&mut text, when);
+    write_syslog_time(&mut text, when);
     text
 }
 
-/// Appends [`syslog_time`] to `out`.
-fn write_syslog_time(out: &mut String, when: SystemTime) -> std::fmt::Result {
+/// Appends [`syslog_time`] to `out` (digits written directly: this runs for
+/// every log line).
+fn write_syslog_time(out: &mut String, when: SystemTime) {
     let secs = when
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -225,15 +245,24 @@ fn write_syslog_time(out: &mut String, when: SystemTime) -> std::fmt::Result {
         .get(month.saturating_sub(1) as usize)
         .copied()
         .unwrap_or("Jan");
-    std::fmt::Write::write_fmt(
-        out,
-        format_args!(
-            "{name} {day:>2} {:02}:{:02}:{:02}",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        ),
-    )
+    let two = |out: &mut String, n: u64, pad: char| {
+        let tens = n / 10 % 10;
+        out.push(if tens == 0 {
+            pad
+        } else {
+            char::from(b'0' + tens as u8)
+        });
+        out.push(char::from(b'0' + (n % 10) as u8));
+    };
+    out.push_str(name);
+    out.push(' ');
+    two(out, u64::from(day), ' ');
+    out.push(' ');
+    two(out, rem / 3600, '0');
+    out.push(':');
+    two(out, (rem % 3600) / 60, '0');
+    out.push(':');
+    two(out, rem % 60, '0');
 }
 
 /// Days since 1970-01-01 → (year, month 1–12, day 1–31) (H. Hinnant's algorithm).

@@ -152,6 +152,15 @@ impl BodyEncoder {
             let line = &rest[..pos];
             rest = &rest[pos + 1..];
             let content = line.strip_suffix(b"\r").unwrap_or(line);
+            if self.line_len == 0
+                && content.first() != Some(&b'.')
+                && (self.limit == 0 || content.len() <= self.limit)
+            {
+                // The usual line: whole, no dot to stuff, short enough.
+                out.extend_from_slice(content);
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
             self.push_content(content, out);
             self.end_line(out);
         }
@@ -222,25 +231,10 @@ impl BodyEncoder {
     }
 }
 
-/// Index of the first `\n` in `hay`.
-///
-/// Checks 32-byte blocks with a branch-free reduction (which the compiler
-/// vectorises) before locating the byte, so long lines are skipped quickly.
+/// Index of the first `\n` in `hay` (SIMD search: long lines are skipped
+/// quickly).
 fn find_lf(hay: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 32;
-    let mut blocks = hay.chunks_exact(BLOCK);
-    let mut base = 0;
-    for block in &mut blocks {
-        if block.iter().fold(false, |acc, &b| acc | (b == b'\n')) {
-            return block.iter().position(|&b| b == b'\n').map(|p| base + p);
-        }
-        base += BLOCK;
-    }
-    blocks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|p| base + p)
+    memchr::memchr(b'\n', hay)
 }
 
 /// Reads the next chunk into `buf`, retrying `Interrupted`. An empty slice

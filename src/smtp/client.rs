@@ -740,8 +740,8 @@ impl Client {
                 .filter(|_| hello == Hello::Ehlo)
             {
                 let server_name = reply
-                    .lines
-                    .first()
+                    .lines()
+                    .next()
                     .and_then(|l| l.split_ascii_whitespace().next());
                 let ours = server_name.and_then(|name| {
                     check

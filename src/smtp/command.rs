@@ -6,7 +6,7 @@
 //! Local parts that are not dot-atoms are quoted (Postfix's
 //! `smtp_quote_rfc821_envelope = yes`); DSN values are xtext-encoded (RFC 3461).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// Why an envelope address cannot be sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,58 +48,103 @@ pub fn needs_smtputf8(address: &str) -> bool {
     !address.is_ascii()
 }
 
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+/// RFC 5322 atext (bytes of non-ASCII characters count as atext, as
+/// SMTPUTF8 allows).
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        )
+        || !b.is_ascii()
 }
 
 fn is_dot_atom(local: &str) -> bool {
     !local.is_empty()
         && local
             .split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
 }
 
 /// Quotes the local part when it is not a dot-atom (RFC 5321 §4.1.2).
 pub fn quote_address(address: &str) -> String {
-    if address.is_empty() {
-        return String::new();
-    }
-    let (local, domain) = match address.rsplit_once('@') {
+    let mut out = String::with_capacity(address.len() + 2);
+    push_quoted_address(&mut out, address);
+    out
+}
+
+/// The local part and the domain (when there is an '@').
+fn split_address(address: &str) -> (&str, Option<&str>) {
+    match address.rsplit_once('@') {
         Some((local, domain)) => (local, Some(domain)),
         None => (address, None),
-    };
+    }
+}
+
+/// True when the address goes on the wire as it is.
+fn needs_no_quotes(address: &str) -> bool {
+    let (local, _) = split_address(address);
     let already_quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
-    let local = if is_dot_atom(local) || already_quoted {
-        local.to_string()
-    } else {
-        let mut quoted = String::with_capacity(local.len() + 2);
-        quoted.push('"');
-        for c in local.chars() {
-            if c == '"' || c == '\\' {
-                quoted.push('\\');
-            }
-            quoted.push(c);
+    address.is_empty() || already_quoted || is_dot_atom(local)
+}
+
+/// [`quote_address`] appended to `out` (no allocation of its own).
+pub fn push_quoted_address(out: &mut String, address: &str) {
+    if needs_no_quotes(address) {
+        out.push_str(address);
+        return;
+    }
+    let (local, domain) = split_address(address);
+    out.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
         }
-        quoted.push('"');
-        quoted
-    };
-    match domain {
-        Some(domain) => format!("{local}@{domain}"),
-        None => local,
+        out.push(c);
+    }
+    out.push('"');
+    if let Some(domain) = domain {
+        out.push('@');
+        out.push_str(domain);
     }
 }
 
 /// RFC 3461 xtext: `+XX` for '+', '=', and bytes outside `!`..`~`.
 pub fn xtext(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
+    push_xtext(&mut out, value);
+    out
+}
+
+/// [`xtext`] appended to `out`.
+pub fn push_xtext(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in value.bytes() {
         if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("+{b:02X}"));
+            out.push('+');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
-    out
 }
 
 /// DSN NOTIFY conditions (RFC 3461).
@@ -113,20 +158,20 @@ pub struct Notify {
 
 impl Notify {
     /// The NOTIFY= value, or None when nothing was requested.
-    pub fn value(&self) -> Option<String> {
+    pub fn value(&self) -> Option<&'static str> {
         if self.never {
-            return Some("NEVER".into());
+            return Some("NEVER");
         }
-        let words: Vec<&str> = [
-            (self.success, "SUCCESS"),
-            (self.failure, "FAILURE"),
-            (self.delay, "DELAY"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, w)| *w)
-        .collect();
-        (!words.is_empty()).then(|| words.join(","))
+        match (self.success, self.failure, self.delay) {
+            (false, false, false) => None,
+            (true, false, false) => Some("SUCCESS"),
+            (false, true, false) => Some("FAILURE"),
+            (false, false, true) => Some("DELAY"),
+            (true, true, false) => Some("SUCCESS,FAILURE"),
+            (true, false, true) => Some("SUCCESS,DELAY"),
+            (false, true, true) => Some("FAILURE,DELAY"),
+            (true, true, true) => Some("SUCCESS,FAILURE,DELAY"),
+        }
     }
 }
 
@@ -157,7 +202,7 @@ pub struct MailParams {
 /// Parameters of RCPT TO.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RcptParams {
-    pub notify: Option<String>,
+    pub notify: Option<&'static str>,
     /// Complete ORCPT value, `addr-type;xtext`.
     pub orcpt: Option<String>,
 }
@@ -175,9 +220,13 @@ pub fn lhlo(name: &str) -> Vec<u8> {
 }
 
 pub fn mail_from(sender: &str, params: &MailParams) -> Vec<u8> {
-    let mut cmd = format!("MAIL FROM:<{}>", quote_address(sender));
+    let mut cmd = String::with_capacity(sender.len() + 64);
+    cmd.push_str("MAIL FROM:<");
+    push_quoted_address(&mut cmd, sender);
+    cmd.push('>');
     if let Some(size) = params.size {
-        cmd.push_str(&format!(" SIZE={size}"));
+        // Writing into a String cannot fail.
+        let _ = write!(cmd, " SIZE={size}");
     }
     match params.body {
         Some(BodyType::EightBitMime) => cmd.push_str(" BODY=8BITMIME"),
@@ -185,7 +234,8 @@ pub fn mail_from(sender: &str, params: &MailParams) -> Vec<u8> {
         None => {}
     }
     if let Some(envid) = &params.envid {
-        cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+        cmd.push_str(" ENVID=");
+        push_xtext(&mut cmd, envid);
     }
     match params.ret {
         Some(Ret::Full) => cmd.push_str(" RET=FULL"),
@@ -200,12 +250,18 @@ pub fn mail_from(sender: &str, params: &MailParams) -> Vec<u8> {
 }
 
 pub fn rcpt_to(recipient: &str, params: &RcptParams) -> Vec<u8> {
-    let mut cmd = format!("RCPT TO:<{}>", quote_address(recipient));
-    if let Some(notify) = &params.notify {
-        cmd.push_str(&format!(" NOTIFY={notify}"));
+    let orcpt_len = params.orcpt.as_ref().map_or(0, |o| o.len() + 7);
+    let mut cmd = String::with_capacity(recipient.len() + orcpt_len + 48);
+    cmd.push_str("RCPT TO:<");
+    push_quoted_address(&mut cmd, recipient);
+    cmd.push('>');
+    if let Some(notify) = params.notify {
+        cmd.push_str(" NOTIFY=");
+        cmd.push_str(notify);
     }
     if let Some(orcpt) = &params.orcpt {
-        cmd.push_str(&format!(" ORCPT={orcpt}"));
+        cmd.push_str(" ORCPT=");
+        cmd.push_str(orcpt);
     }
     cmd.push_str("\r\n");
     cmd.into_bytes()
@@ -237,14 +293,25 @@ pub fn orcpt_value(orcpt: Option<&str>, recipient: &str, smtputf8: bool) -> Stri
         return if kind.eq_ignore_ascii_case("utf-8") {
             format!("{kind};{}", uxtext(addr))
         } else {
-            format!("{kind};{}", xtext(addr))
+            let mut out = String::with_capacity(kind.len() + 1 + addr.len() + 8);
+            out.push_str(kind);
+            out.push(';');
+            push_xtext(&mut out, addr);
+            out
         };
     }
-    let address = quote_address(orcpt.unwrap_or(recipient));
+    let address = orcpt.unwrap_or(recipient);
     if smtputf8 && !address.is_ascii() {
-        format!("utf-8;{}", uxtext(&address))
+        format!("utf-8;{}", uxtext(&quote_address(address)))
     } else {
-        format!("rfc822;{}", xtext(&address))
+        let mut out = String::with_capacity(address.len() + 16);
+        out.push_str("rfc822;");
+        if needs_no_quotes(address) {
+            push_xtext(&mut out, address);
+        } else {
+            push_xtext(&mut out, &quote_address(address));
+        }
+        out
     }
 }
 
@@ -316,7 +383,7 @@ mod tests {
         );
         assert_eq!(mail_from("", &MailParams::default()), b"MAIL FROM:<>\r\n");
         let rcpt = RcptParams {
-            notify: Some("SUCCESS,FAILURE".into()),
+            notify: Some("SUCCESS,FAILURE"),
             orcpt: Some(orcpt_value(None, "r@y.test", false)),
         };
         assert_eq!(
@@ -346,13 +413,28 @@ mod tests {
     #[test]
     fn notify_values() {
         assert_eq!(Notify::default().value(), None);
+        for (s, f, d, want) in [
+            (true, false, false, "SUCCESS"),
+            (false, true, false, "FAILURE"),
+            (false, false, true, "DELAY"),
+            (true, true, false, "SUCCESS,FAILURE"),
+            (false, true, true, "FAILURE,DELAY"),
+            (true, true, true, "SUCCESS,FAILURE,DELAY"),
+        ] {
+            let notify = Notify {
+                success: s,
+                failure: f,
+                delay: d,
+                never: false,
+            };
+            assert_eq!(notify.value(), Some(want));
+        }
         assert_eq!(
             Notify {
                 never: true,
                 ..Default::default()
             }
-            .value()
-            .as_deref(),
+            .value(),
             Some("NEVER")
         );
         assert_eq!(
@@ -361,8 +443,7 @@ mod tests {
                 delay: true,
                 ..Default::default()
             }
-            .value()
-            .as_deref(),
+            .value(),
             Some("SUCCESS,DELAY")
         );
     }

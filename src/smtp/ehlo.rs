@@ -26,7 +26,7 @@ impl Extensions {
     /// Parses an EHLO/LHLO reply; the first line is the server's greeting name.
     pub fn from_reply(reply: &Reply) -> Self {
         let mut ext = Extensions::default();
-        for line in reply.lines.iter().skip(1) {
+        for line in reply.lines().skip(1) {
             let mut words = line.split_ascii_whitespace();
             let Some(keyword) = words.next() else {
                 continue;

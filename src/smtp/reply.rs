@@ -15,34 +15,48 @@ use crate::dsn::StatusCode;
 pub struct Reply {
     /// The three-digit code of the last line.
     pub code: u16,
-    /// Text of each line after `NNN-`/`NNN ` (malformed lines whole), printable, capped.
-    pub lines: Vec<String>,
-    /// The enhanced status code from the reply, only when its class matches the code's.
+    /// RFC 3463 code from the first line, when its class matches `code`.
     pub enhanced: Option<StatusCode>,
-    /// Some line did not follow the `NNN[- ]text` syntax.
+    /// Some line was not `DDD`, `DDD text` or `DDD-text`.
     pub malformed: bool,
-    /// The whole reply, lines joined by a space, printable, capped: what diagnostics quote.
+    /// Every line, codes included, joined with single spaces (printable, capped).
     pub text: String,
+    /// Where the first line's text (after `DDD ` / `DDD-`) lies in `text`.
+    first_line: LineSpan,
+    /// The same for the second and later lines (empty for one-line replies,
+    /// so the common reply costs one allocation: its `text`).
+    more_lines: Vec<LineSpan>,
 }
 
+/// A byte range of [`Reply::text`]: one line's text without its code.
+type LineSpan = (u32, u32);
+
 impl Reply {
-    /// 2xx.
+    /// `2xx`.
     pub fn is_positive(&self) -> bool {
         self.code / 100 == 2
     }
 
-    /// 3xx (354 after DATA).
+    /// `3xx` (354 after DATA).
     pub fn is_intermediate(&self) -> bool {
         self.code / 100 == 3
     }
 
-    /// Outside the 2xx–5xx range RFC 5321 allows for replies.
+    /// Codes outside 2xx–5xx are protocol violations (Postfix: 5.5.0).
     pub fn is_protocol_violation(&self) -> bool {
         !(200..=599).contains(&self.code)
     }
 
-    /// The status this reply stands for: its own enhanced code when valid,
-    /// else `X.0.0` from the reply class; 5.5.0 for an impossible code.
+    /// Each stored line's text without its `DDD-` / `DDD ` prefix (a garbage
+    /// line as it came), in order. Lines past the text cap are not stored.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.first_line)
+            .chain(self.more_lines.iter().copied())
+            .map(|(start, end)| self.text.get(start as usize..end as usize).unwrap_or(""))
+    }
+
+    /// The RFC 3463 status this reply stands for: the enhanced code when the
+    /// server sent one, else the class default (Postfix smtp_chat.c).
     pub fn status(&self) -> StatusCode {
         if let Some(code) = self.enhanced {
             return code;
@@ -56,53 +70,65 @@ impl Reply {
     }
 }
 
-/// Accumulates lines until a reply is complete.
+/// Assembles replies from lines; one parser per connection.
 #[derive(Debug)]
 pub struct ReplyParser {
     text_limit: usize,
-    lines: Vec<String>,
     text: String,
+    lines: usize,
+    first_line: LineSpan,
+    more_lines: Vec<LineSpan>,
     malformed: bool,
-    /// The enhanced code at the start of the first line's text (its class
-    /// is checked against the final code when the reply is complete).
+    /// Enhanced code of the reply's first line (`Some(None)`: the first line
+    /// had none).
     first_enhanced: Option<Option<StatusCode>>,
 }
 
 impl ReplyParser {
-    /// `text_limit` caps the stored text (Postfix `line_length_limit`, 2048).
+    /// `text_limit` caps the stored text of one reply (at least 16 bytes).
     pub fn new(text_limit: usize) -> Self {
         Self {
             text_limit: text_limit.max(16),
-            lines: Vec::new(),
             text: String::new(),
+            lines: 0,
+            first_line: (0, 0),
+            more_lines: Vec::new(),
             malformed: false,
             first_enhanced: None,
         }
     }
 
-    /// Feeds one line without its line ending; returns the reply when this
-    /// line completes it.
+    /// Takes one line (without CRLF); returns the reply it completes.
     pub fn push_line(&mut self, raw: &[u8]) -> Option<Reply> {
         let syntax = line_syntax(raw);
         if self.text.len() < self.text_limit {
-            let mut body = printable(raw, self.text_limit);
-            if self.lines.capacity() == 0 {
-                // Sized for an EHLO reply: no regrowth line by line.
-                self.lines.reserve(12);
-                self.text.reserve(256);
+            if self.text.capacity() == 0 {
+                // One allocation per reply, sized for the usual reply.
+                self.text.reserve(self.text_limit.min(256));
             }
             if !self.text.is_empty() {
                 self.text.push(' ');
             }
-            push_capped(&mut self.text, &body, self.text_limit);
-            if !matches!(syntax, LineSyntax::Garbage) {
-                // The text after "NNN-" / "NNN ", in place.
-                body.replace_range(..body.len().min(4), "");
-            }
+            let line_start = self.text.len();
+            push_printable(&mut self.text, raw, self.text_limit);
+            let line_end = self.text.len();
+            let text_start = if matches!(syntax, LineSyntax::Garbage) {
+                line_start
+            } else {
+                (line_start + 4).min(line_end)
+            };
             if self.first_enhanced.is_none() {
-                self.first_enhanced = Some(leading_status(&body));
+                let first = self.text.get(text_start..line_end).unwrap_or("");
+                self.first_enhanced = Some(leading_status(first));
             }
-            self.lines.push(body);
+            // The text is capped far below u32::MAX (the transport caps lines).
+            let span = (text_start as u32, line_end as u32);
+            if self.lines == 0 {
+                self.first_line = span;
+            } else {
+                self.more_lines.push(span);
+            }
+            self.lines += 1;
         }
         match syntax {
             LineSyntax::More => None,
@@ -117,11 +143,13 @@ impl ReplyParser {
                     .filter(|status| u16::from(status.class) == code / 100);
                 let reply = Reply {
                     code,
-                    lines: std::mem::take(&mut self.lines),
                     enhanced,
                     malformed: self.malformed,
                     text: std::mem::take(&mut self.text),
+                    first_line: self.first_line,
+                    more_lines: std::mem::take(&mut self.more_lines),
                 };
+                self.lines = 0;
                 self.malformed = false;
                 self.first_enhanced = None;
                 Some(reply)
@@ -129,9 +157,9 @@ impl ReplyParser {
         }
     }
 
-    /// True while a multi-line reply is partly read.
+    /// Lines of an unfinished reply have been taken.
     pub fn in_progress(&self) -> bool {
-        !self.lines.is_empty() || self.malformed
+        self.lines > 0 || self.malformed
     }
 }
 
@@ -156,30 +184,30 @@ fn line_syntax(raw: &[u8]) -> LineSyntax {
     }
 }
 
-/// The `X.Y.Z` at the start of a reply line's text, when X matches the reply class.
-/// The enhanced status code a reply text starts with, if any.
+/// The enhanced status code a line's text starts with (`2.1.0 Ok` → 2.1.0).
 fn leading_status(text: &str) -> Option<StatusCode> {
     StatusCode::parse(text.split(' ').next()?)
 }
 
-/// Replaces non-printable bytes (and any non-ASCII) with '?', keeps at most `limit` bytes.
-pub fn printable(raw: &[u8], limit: usize) -> String {
-    raw.iter()
-        .take(limit)
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
-fn push_capped(dst: &mut String, src: &str, limit: usize) {
+/// Appends `raw` to `dst` with every byte outside printable ASCII replaced by
+/// `?`, stopping when `dst` holds `limit` bytes.
+fn push_printable(dst: &mut String, raw: &[u8], limit: usize) {
     let room = limit.saturating_sub(dst.len());
-    // `src` is ASCII (printable()), so any byte index is a char boundary.
-    dst.push_str(src.get(..room.min(src.len())).unwrap_or(""));
+    let raw = raw.get(..room).unwrap_or(raw);
+    if raw.iter().all(|b| (0x20..0x7f).contains(b)) {
+        // The usual line: printable ASCII, copied as it is.
+        if let Ok(text) = std::str::from_utf8(raw) {
+            dst.push_str(text);
+            return;
+        }
+    }
+    dst.extend(raw.iter().map(|&b| {
+        if (0x20..0x7f).contains(&b) {
+            b as char
+        } else {
+            '?'
+        }
+    }));
 }
 
 #[cfg(test)]
@@ -202,7 +230,7 @@ mod tests {
         assert_eq!(r.code, 250);
         assert_eq!(r.enhanced, Some(StatusCode::new(2, 1, 0)));
         assert_eq!(r.text, "250 2.1.0 Ok");
-        assert_eq!(r.lines, vec!["2.1.0 Ok"]);
+        assert_eq!(r.lines().collect::<Vec<_>>(), vec!["2.1.0 Ok"]);
         assert!(r.is_positive());
         assert!(!r.malformed);
     }
@@ -224,7 +252,7 @@ mod tests {
             } else {
                 let reply = out.expect("last line completes");
                 assert_eq!(
-                    reply.lines,
+                    reply.lines().collect::<Vec<_>>(),
                     vec!["mx.test Hello", "PIPELINING", "SIZE 1000", "8BITMIME"]
                 );
                 assert_eq!(
@@ -241,7 +269,7 @@ mod tests {
         let r = &parse_all(&["354"])[0];
         assert_eq!(r.code, 354);
         assert!(r.is_intermediate());
-        assert_eq!(r.lines, vec![""]);
+        assert_eq!(r.lines().collect::<Vec<_>>(), vec![""]);
     }
 
     #[test]
@@ -307,7 +335,7 @@ mod tests {
         }
         let r = done.expect("complete");
         assert!(r.text.len() <= 100, "{}", r.text.len());
-        assert!(r.lines.len() <= 3);
+        assert!(r.lines().count() <= 3);
     }
 
     #[test]
