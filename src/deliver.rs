@@ -205,6 +205,9 @@ pub struct Deliverer {
     /// `config.protocol(false)` and `config.protocol(true)`, made once.
     smtp_settings: ProtocolSettings,
     lmtp_settings: ProtocolSettings,
+    /// The TLS policy of destinations without a policy table entry
+    /// (`[TCP, UNIX socket]`), made once instead of for every delivery.
+    default_tls: [Result<Policy, tls_policy::PolicyError>; 2],
     resolver: Box<dyn Resolver>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
@@ -245,6 +248,7 @@ impl Deliverer {
             own,
             smtp_settings: config.protocol(false),
             lmtp_settings: config.protocol(true),
+            default_tls: [false, true].map(|unix| tls_policy::policy_for(&config.tls, "", unix)),
             config,
             resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
@@ -382,7 +386,11 @@ impl Deliverer {
         job: &mut JobState,
     ) -> bool {
         let unix = matches!(destination, Destination::Unix { .. });
-        let policy = match tls_policy::policy_for(&self.config.tls, destination.text(), unix) {
+        let looked_up = match tls_policy::find_entry(&self.config.tls.policy, destination.text()) {
+            Some(_) => tls_policy::policy_for(&self.config.tls, destination.text(), unix),
+            None => self.default_tls[usize::from(unix)].clone(),
+        };
+        let policy = match looked_up {
             Ok(policy) => policy,
             Err(e) => {
                 log::warn!("TLS policy lookup for {}: {e}", destination.text());
@@ -477,10 +485,18 @@ impl Deliverer {
         let make_server = |candidate: &Candidate, count: usize, total: usize, sessions: usize| {
             let last_address =
                 count + 1 >= total || (address_limit > 0 && count + 1 >= address_limit);
-            let display = format!("{}[{}]", candidate.host, candidate.addr);
+            // host[addr] and host[addr]:port, built without core::fmt.
+            let mut relay = String::with_capacity(candidate.host.len() + 24);
+            relay.push_str(&candidate.host);
+            relay.push('[');
+            crate::text::push_ip(&mut relay, candidate.addr);
+            relay.push(']');
+            let display = relay.clone();
+            relay.push(':');
+            crate::text::push_u64(&mut relay, u64::from(port));
             Server {
                 endpoint: Endpoint::Inet(SocketAddr::new(candidate.addr, port)),
-                relay: format!("{display}:{port}"),
+                relay,
                 display,
                 tls_host: candidate.host.clone(),
                 nexthop: host.to_string(),

@@ -288,15 +288,28 @@ impl std::fmt::Display for Seconds {
         if nanos < 5_000_000 {
             return f.write_str("0");
         }
+        use crate::text::u64_digits;
+        let mut buf = [0u8; 20];
+        let int = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
         if nanos >= 10_000_000_000 {
-            return write!(f, "{}", (nanos + 500_000_000) / 1_000_000_000);
+            return f.write_str(u64_digits(
+                int((nanos + 500_000_000) / 1_000_000_000),
+                &mut buf,
+            ));
         }
         let centis = (nanos + 5_000_000) / 10_000_000;
-        let (whole, hundredths) = (centis / 100, centis % 100);
+        let (whole, hundredths) = (int(centis / 100), int(centis % 100));
+        f.write_str(u64_digits(whole, &mut buf))?;
         match hundredths {
-            0 => write!(f, "{whole}"),
-            h if h % 10 == 0 => write!(f, "{whole}.{}", h / 10),
-            h => write!(f, "{whole}.{h:02}"),
+            0 => Ok(()),
+            h if h % 10 == 0 => {
+                f.write_str(".")?;
+                f.write_str(u64_digits(h / 10, &mut buf))
+            }
+            h => {
+                f.write_str(if h < 10 { ".0" } else { "." })?;
+                f.write_str(u64_digits(h, &mut buf))
+            }
         }
     }
 }

@@ -26,24 +26,27 @@ impl StatusCode {
 
     /// Parses `X.Y.Z` where X is 2, 4 or 5 and Y, Z have 1–3 digits.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.split('.');
-        let class = parts.next()?;
-        let subject = parts.next()?;
-        let detail = parts.next()?;
-        if parts.next().is_some() {
-            return None;
-        }
-        let digits = |s: &str, max: usize| {
-            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+        // class "." 1*3digit "." 1*3digit, read byte by byte (every reply
+        // line passes through here).
+        let bytes = text.as_bytes();
+        let class = match bytes {
+            [c @ (b'2' | b'4' | b'5'), b'.', ..] => c - b'0',
+            _ => return None,
         };
-        let valid = matches!(class, "2" | "4" | "5") && digits(subject, 3) && digits(detail, 3);
-        if !valid {
-            return None;
-        }
+        let number = |part: &[u8]| -> Option<u16> {
+            if part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            Some(part.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+        };
+        let rest = bytes.get(2..)?;
+        let dot = rest.iter().position(|&b| b == b'.')?;
+        let subject = number(rest.get(..dot)?)?;
+        let detail = number(rest.get(dot + 1..)?)?;
         Some(Self {
-            class: class.parse().ok()?,
-            subject: subject.parse().ok()?,
-            detail: detail.parse().ok()?,
+            class,
+            subject,
+            detail,
         })
     }
 
@@ -67,7 +70,12 @@ impl StatusCode {
 
 impl fmt::Display for StatusCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+        use crate::text::u64_digits;
+        f.write_str(u64_digits(u64::from(self.class), &mut [0; 20]))?;
+        f.write_str(".")?;
+        f.write_str(u64_digits(u64::from(self.subject), &mut [0; 20]))?;
+        f.write_str(".")?;
+        f.write_str(u64_digits(u64::from(self.detail), &mut [0; 20]))
     }
 }
 

@@ -74,10 +74,33 @@ impl From<RetWord> for Ret {
 
 /// Where the message is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+#[serde(untagged, try_from = "MessageFields")]
 pub enum MessageRef {
     Path { path: String },
     Data { data: String },
+}
+
+/// The `message` object as it is parsed: one pass, no buffering (an
+/// untagged enum would first copy the object into serde's `Content`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageFields {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+}
+
+impl TryFrom<MessageFields> for MessageRef {
+    type Error = &'static str;
+
+    fn try_from(fields: MessageFields) -> Result<Self, Self::Error> {
+        match (fields.path, fields.data) {
+            (Some(path), None) => Ok(MessageRef::Path { path }),
+            (None, Some(data)) => Ok(MessageRef::Data { data }),
+            _ => Err("message must have exactly one of \"path\" and \"data\""),
+        }
+    }
 }
 
 /// Connection-cache hints of a job (Postfix's qmgr CONN_LOAD / CONN_STORE).
@@ -330,5 +353,42 @@ mod tests {
         assert!(notify_flags(Some(&[NotifyWord::Never, NotifyWord::Success])).is_err());
         let n = notify_flags(Some(&[NotifyWord::Success, NotifyWord::Delay])).unwrap_or_default();
         assert!(n.success && n.delay && !n.failure);
+    }
+
+    #[test]
+    fn message_is_a_path_or_inline_data_never_both() {
+        let line = |message: &str| {
+            format!(
+                r#"{{"id":"m","sender":"a@x","recipients":[{{"address":"b@y"}}],"message":{message}}}"#
+            )
+        };
+        let job = parse_job(line(r#"{"path":"/q/1"}"#).as_bytes()).map(|j| j.message);
+        assert_eq!(
+            job,
+            Ok(MessageRef::Path {
+                path: "/q/1".into()
+            })
+        );
+        let job = parse_job(line(r#"{"data":"Subject: x\n\nhi\n"}"#).as_bytes()).map(|j| j.message);
+        assert_eq!(
+            job,
+            Ok(MessageRef::Data {
+                data: "Subject: x\n\nhi\n".into()
+            })
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"path":"/q/1","data":"x"}"#,
+            r#"{"file":"/q/1"}"#,
+            r#""/q/1""#,
+        ] {
+            let err = parse_job(line(bad).as_bytes()).err();
+            assert!(err.is_some_and(|e| e.id.as_deref() == Some("m")), "{bad}");
+        }
+        // A result line shows the message the way it came.
+        let text = serde_json::to_string(&MessageRef::Path {
+            path: "/q/1".into(),
+        });
+        assert_eq!(text.ok().as_deref(), Some(r#"{"path":"/q/1"}"#));
     }
 }

@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod stats;
+pub mod text;
 pub mod tls;
 pub mod tls_policy;
 pub mod transport;

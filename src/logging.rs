@@ -125,16 +125,31 @@ impl LineLogger {
             line.push_str(host);
             line.push(' ');
         }
-        let pid = self.pid;
+        // "mailhop/smtp[PID]: text" or "mailhop[PID]: warning: text".
+        let mut pid = [0u8; 20];
+        let pid = crate::text::u64_digits(u64::from(self.pid), &mut pid);
+        line.push_str("mailhop");
         if let Some(service) = record.target().strip_prefix("mailhop/") {
-            let _ = write!(line, "mailhop/{service}[{pid}]: {}", record.args());
+            line.push('/');
+            line.push_str(service);
+            line.push('[');
+            line.push_str(pid);
+            line.push_str("]: ");
         } else {
-            let level = match record.level() {
+            line.push('[');
+            line.push_str(pid);
+            line.push_str("]: ");
+            line.push_str(match record.level() {
                 log::Level::Error => "error: ",
                 log::Level::Warn => "warning: ",
                 _ => "",
-            };
-            let _ = write!(line, "mailhop[{pid}]: {level}{}", record.args());
+            });
+        }
+        match record.args().as_str() {
+            Some(text) => line.push_str(text),
+            None => {
+                let _ = write!(line, "{}", record.args());
+            }
         }
         line.push('\n');
     }

@@ -65,14 +65,29 @@ impl Answer {
 
     /// The protocol line, without the newline.
     pub fn to_line(&self) -> String {
+        let mut line = self.to_wire();
+        line.pop();
+        // to_wire writes JSON (UTF-8) and a newline.
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// The protocol line with its newline, serialized straight into one
+    /// buffer sized for the usual answer.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut line = Vec::with_capacity(512);
         let json = match self {
-            Answer::Done(result) => serde_json::to_string(result),
-            Answer::Failed(error) => serde_json::to_string(error),
+            Answer::Done(result) => serde_json::to_writer(&mut line, result),
+            Answer::Failed(error) => serde_json::to_writer(&mut line, error),
         };
-        // Serializing these plain structs cannot fail; keep a valid line anyway.
-        json.unwrap_or_else(|_| {
-            r#"{"id":null,"error":"internal error: cannot encode the result"}"#.into()
-        })
+        if json.is_err() {
+            // Serializing these plain structs cannot fail; keep a valid line anyway.
+            line.clear();
+            line.extend_from_slice(
+                br#"{"id":null,"error":"internal error: cannot encode the result"}"#,
+            );
+        }
+        line.push(b'\n');
+        line
     }
 }
 

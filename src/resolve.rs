@@ -50,9 +50,12 @@ impl DnsResolver {
         let mut settings = self.settings.clone();
         settings.loop_detect = mode.loop_detect;
         match host {
-            Host::Ip(addr) => {
-                mxlist::host_route(&addr.to_string(), self.dns.as_ref(), &settings, rng)
-            }
+            Host::Ip(addr) => mxlist::host_route(
+                &crate::text::ip_string(*addr),
+                self.dns.as_ref(),
+                &settings,
+                rng,
+            ),
             Host::Name(name) if mode.lookup_mx => {
                 mxlist::domain_route(name, self.dns.as_ref(), &settings, rng)
             }

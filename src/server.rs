@@ -338,7 +338,7 @@ impl Conn {
     }
 
     fn send(&self, answer: &Answer) {
-        self.send_line(answer.to_line(), answer.id());
+        self.send_wire(answer.to_wire(), answer.id());
     }
 
     /// Sends one answer line (without its newline); `id` names the job in
@@ -346,6 +346,11 @@ impl Conn {
     fn send_line(&self, line: String, id: Option<&str>) {
         let mut line = line.into_bytes();
         line.push(b'\n');
+        self.send_wire(line, id);
+    }
+
+    /// Sends one answer line that already ends with its newline.
+    fn send_wire(&self, line: Vec<u8>, id: Option<&str>) {
         let mut state = self.lock();
         if state.closed {
             log::info!(

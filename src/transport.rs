@@ -202,8 +202,9 @@ impl<T: Transport> Connection<T> {
         Self {
             stream,
             // Replies are short; a larger one is assembled across reads
-            // (1 KiB stays within the allocator's per-thread cache).
-            buf: vec![0; 1024],
+            // (1 KiB stays within the allocator's per-thread cache, which
+            // calloc, behind `vec![0; n]`, would bypass).
+            buf: [0u8; 1024].to_vec(),
             start: 0,
             end: 0,
             line_cap: reply_text_limit.max(512),
@@ -326,18 +327,25 @@ impl<T: Transport> Connection<T> {
             let newline = self
                 .buf
                 .get(self.start..self.end)
-                .and_then(|b| b.iter().position(|&c| c == b'\n'));
+                .and_then(|b| memchr::memchr(b'\n', b));
             match newline {
                 Some(pos) => {
                     let chunk = self.buf.get(self.start..self.start + pos).unwrap_or(&[]);
                     let room = self.line_cap.saturating_sub(line.len());
-                    line.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or(&[]));
+                    let chunk = chunk.get(..room.min(chunk.len())).unwrap_or(&[]);
                     self.start += pos + 1;
                     consumed += pos + 1;
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if let Some(reply) = parser.push_line(line) {
+                    let done = if line.is_empty() {
+                        // The whole line is in the buffer: parse it there.
+                        parser.push_line(chunk.strip_suffix(b"\r").unwrap_or(chunk))
+                    } else {
+                        line.extend_from_slice(chunk);
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        parser.push_line(line)
+                    };
+                    if let Some(reply) = done {
                         return Ok(reply);
                     }
                     line.clear();

@@ -1,0 +1,85 @@
+//! Small text builders for the per-delivery hot path: numbers and IPv4
+//! addresses appended to a `String` digit by digit, where `core::fmt`
+//! (padding support, dynamic dispatch) would cost several times more.
+//! Output is identical to the `Display` implementations they replace.
+
+use std::net::IpAddr;
+
+/// `n` in decimal, written into `buf`.
+pub fn u64_digits(n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        // rest % 10 < 10: the cast cannot truncate.
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+/// Appends `n` in decimal.
+pub fn push_u64(out: &mut String, n: u64) {
+    out.push_str(u64_digits(n, &mut [0; 20]));
+}
+
+/// Appends an address as `Display` writes it (dotted quad for IPv4; IPv6
+/// through `Display`, which is rare enough not to matter).
+pub fn push_ip(out: &mut String, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// [`push_ip`] into a new string.
+pub fn ip_string(addr: IpAddr) -> String {
+    let mut out = String::with_capacity(15);
+    push_ip(&mut out, addr);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_match_display() {
+        for n in [0, 1, 9, 10, 99, 100, 255, 1_000_000, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+
+    #[test]
+    fn addresses_match_display() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.45",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::25",
+            "::ffff:192.0.2.1",
+        ] {
+            let addr: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_string(addr), addr.to_string(), "{text}");
+        }
+    }
+}
