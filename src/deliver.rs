@@ -1137,12 +1137,16 @@ fn tls_summary(info: &TlsInfo) -> TlsSummary {
 /// The recipients still open, as ledger positions and as a session envelope.
 fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Envelope) {
     let indexes = ledger.pending();
+    // Only the pending recipients are copied (not the whole envelope).
     let envelope = Envelope {
+        sender: request.envelope.sender.clone(),
         recipients: indexes
             .iter()
             .filter_map(|&i| request.envelope.recipients.get(i).cloned())
             .collect(),
-        ..request.envelope.clone()
+        envid: request.envelope.envid.clone(),
+        ret: request.envelope.ret,
+        smtputf8: request.envelope.smtputf8,
     };
     (indexes, envelope)
 }

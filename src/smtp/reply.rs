@@ -186,7 +186,11 @@ fn line_syntax(raw: &[u8]) -> LineSyntax {
 
 /// The enhanced status code a line's text starts with (`2.1.0 Ok` → 2.1.0).
 fn leading_status(text: &str) -> Option<StatusCode> {
-    StatusCode::parse(text.split(' ').next()?)
+    let word = match text.bytes().position(|b| b == b' ') {
+        Some(end) => text.get(..end)?,
+        None => text,
+    };
+    StatusCode::parse(word)
 }
 
 /// Appends `raw` to `dst` with every byte outside printable ASCII replaced by
@@ -194,7 +198,10 @@ fn leading_status(text: &str) -> Option<StatusCode> {
 fn push_printable(dst: &mut String, raw: &[u8], limit: usize) {
     let room = limit.saturating_sub(dst.len());
     let raw = raw.get(..room).unwrap_or(raw);
-    if raw.iter().all(|b| (0x20..0x7f).contains(b)) {
+    // Checked without early exit, so the compiler can use vector compares.
+    if raw.iter().fold(true, |printable, &b| {
+        printable & (b.wrapping_sub(0x20) < 0x5f)
+    }) {
         // The usual line: printable ASCII, copied as it is.
         if let Ok(text) = std::str::from_utf8(raw) {
             dst.push_str(text);
