@@ -66,14 +66,19 @@ pub fn execute_with(
     };
     let recipients = recipients_of(job).map_err(&error)?;
     // Postfix's qmgr line, for log tools that count senders and sizes.
-    log::info!(
-        target: "mailhop/qmgr",
-        "{}: from=<{}>, size={}, nrcpt={} (queue active)",
-        job.id,
-        crate::recipients::printable_address(&job.sender),
-        facts.size,
-        recipients.len()
+    let mut line = String::with_capacity(96 + job.id.len() + job.sender.len());
+    line.push_str(&job.id);
+    line.push_str(": from=<");
+    crate::recipients::push_printable_address(&mut line, &job.sender);
+    line.push_str(">, size=");
+    crate::text::push_u64(&mut line, facts.size);
+    line.push_str(", nrcpt=");
+    crate::text::push_u64(
+        &mut line,
+        u64::try_from(recipients.len()).unwrap_or(u64::MAX),
     );
+    line.push_str(" (queue active)");
+    log::info!(target: "mailhop/qmgr", "{line}");
     let groups = group_by_nexthop(job, deliverer, &recipients);
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
     let mut log = Vec::new();
@@ -254,20 +259,30 @@ fn log_recipient(
         log::info!(target: target, "{line}");
         return;
     }
-    log::info!(
-        target: target,
-        "{id}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
-        crate::recipients::printable_address(&settled.address),
-        outcome.relay.as_deref().unwrap_or("none"),
+    // Built piece by piece: one line per recipient of every job.
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(160 + outcome.diagnostic.len());
+    line.push_str(id);
+    line.push_str(": to=<");
+    crate::recipients::push_printable_address(&mut line, &settled.address);
+    line.push_str(">, relay=");
+    line.push_str(outcome.relay.as_deref().unwrap_or("none"));
+    // Writing into a String cannot fail.
+    let _ = write!(
+        line,
+        ", delay={}, delays={}/{}/{}/{}, dsn={}, status=",
         seconds(delay),
         seconds(a),
         seconds(b),
         seconds(c),
         seconds(d),
-        outcome.dsn,
-        outcome.status.as_str(),
-        outcome.diagnostic
+        outcome.dsn
     );
+    line.push_str(outcome.status.as_str());
+    line.push_str(" (");
+    line.push_str(&outcome.diagnostic);
+    line.push(')');
+    log::info!(target: target, "{line}");
 }
 
 /// Postfix's delay format: two significant digits below 10 s, "0" for

@@ -170,10 +170,22 @@ impl Ledger {
 /// An address as it may appear in a log or result line: control characters
 /// shown as '?', so a hostile address cannot forge extra lines.
 pub fn printable_address(address: &str) -> String {
-    address
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    let mut out = String::with_capacity(address.len());
+    push_printable_address(&mut out, address);
+    out
+}
+
+/// [`printable_address`] appended to `out`.
+pub fn push_printable_address(out: &mut String, address: &str) {
+    if address.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.push_str(address);
+        return;
+    }
+    out.extend(
+        address
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c }),
+    );
 }
 
 #[cfg(test)]
