@@ -82,13 +82,21 @@ pub fn execute_with(
     let groups = group_by_nexthop(job, deliverer, &recipients);
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
     let mut log = Vec::new();
+    // One next hop (the usual job) takes the recipients as they are;
+    // several get copies of theirs.
+    let single = groups.len() == 1;
+    let mut recipients = Some(recipients);
     for (nexthop, indexes) in groups {
         let envelope = Envelope {
             sender: job.sender.clone(),
-            recipients: indexes
-                .iter()
-                .filter_map(|&i| recipients.get(i).cloned())
-                .collect(),
+            recipients: if single {
+                recipients.take().unwrap_or_default()
+            } else {
+                indexes
+                    .iter()
+                    .filter_map(|&i| recipients.as_ref().and_then(|all| all.get(i)).cloned())
+                    .collect()
+            },
             envid: job.envid.clone(),
             ret: job.ret.map(Into::into),
             smtputf8: job.smtputf8,
