@@ -10,7 +10,9 @@
 #              names: 1 relay+reuse, 2 relay no reuse, lat latency,
 #              3 many domains, 4 dead primaries, 5 large message,
 #              6 slow sessions, 7 LMTP over a UNIX socket
-#   REPS       repetitions per scenario (default 3)
+#   REPS       repetitions per scenario (default: 5 for scenarios 1 and
+#              2, whose targets sit closest to their lines and whose runs
+#              are short; 3 for the others)
 #   QUICK=1    smaller N everywhere (a run of a few minutes)
 #   MAILHOP    binary to measure (default target/release/mailhop, built here)
 #   NO_BUILD=1 skip "cargo build --release"
@@ -26,7 +28,8 @@ OUT=target/bench
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 4 5"}
-export REPS=${REPS:-3}
+# Empty: each scenario's own default.
+export REPS=${REPS:-}
 export PYTHONDONTWRITEBYTECODE=1
 
 # Peers (Debian packages): smtp-sink/smtp-source/postfix, dnsmasq, time, ss.
