@@ -216,17 +216,74 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Sets the stream's read timeout unless it is already in force.
+    /// Readies the stream for a read that may wait `timeout` (zero: no
+    /// limit). A shorter timeout already on the stream is kept: the read
+    /// goes on after it expires until `timeout` has passed (see
+    /// [`Self::read_within`]), so the alternating limits of a session
+    /// (a 20 s RSET, a 600 s final dot, 300 s elsewhere) do not cost a
+    /// setsockopt each.
     fn apply_recv_timeout(&mut self, timeout: Duration) -> Result<(), IoFailure> {
         let wanted = zero_is_none(timeout);
-        if self.recv_timeout != Some(wanted) {
-            self.recv_timeout = None;
-            self.stream
-                .set_recv_timeout(wanted)
-                .map_err(|e| classify(&e))?;
-            self.recv_timeout = Some(wanted);
+        let keep = match (self.recv_timeout, wanted) {
+            (Some(Some(current)), Some(wanted)) => current <= wanted,
+            (Some(Some(_)), None) | (Some(None), None) => true,
+            _ => false,
+        };
+        if !keep {
+            self.set_recv_timeout_now(wanted)?;
         }
         Ok(())
+    }
+
+    fn set_recv_timeout_now(&mut self, timeout: Option<Duration>) -> Result<(), IoFailure> {
+        self.recv_timeout = None;
+        self.stream
+            .set_recv_timeout(timeout)
+            .map_err(|e| classify(&e))?;
+        self.recv_timeout = Some(timeout);
+        Ok(())
+    }
+
+    /// One read that gives up after `timeout` (zero: never), however much
+    /// shorter the stream's own read timeout is.
+    fn read_within(&mut self, timeout: Duration) -> Result<usize, IoFailure> {
+        self.apply_recv_timeout(timeout)?;
+        let started = std::time::Instant::now();
+        loop {
+            match self.stream.read(&mut self.buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // Only a stream timeout shorter than this read's limit
+                    // (kept by apply_recv_timeout) means "wait on".
+                    let shorter = match self.recv_timeout {
+                        Some(Some(current)) => timeout.is_zero() || current < timeout,
+                        _ => false,
+                    };
+                    if !shorter {
+                        return Err(IoFailure::Timeout);
+                    }
+                    if timeout.is_zero() {
+                        continue;
+                    }
+                    let left = timeout.saturating_sub(started.elapsed());
+                    if left < Duration::from_millis(1) {
+                        return Err(IoFailure::Timeout);
+                    }
+                    // The stream's shorter timeout expired: wait the rest,
+                    // at most what is left of this read's own limit.
+                    if matches!(self.recv_timeout, Some(Some(current)) if current > left) {
+                        self.set_recv_timeout_now(Some(left))?;
+                    }
+                }
+                Err(e) => return Err(classify(&e)),
+            }
+        }
     }
 
     /// Sets the stream's write timeout unless it is already in force.
@@ -362,14 +419,7 @@ impl<T: Transport> Connection<T> {
                             "server reply exceeds {MAX_REPLY_BYTES} bytes"
                         )));
                     }
-                    self.apply_recv_timeout(timeout)?;
-                    let n = loop {
-                        match self.stream.read(&mut self.buf) {
-                            Ok(n) => break n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(classify(&e)),
-                        }
-                    };
+                    let n = self.read_within(timeout)?;
                     if n == 0 {
                         return Err(IoFailure::Lost);
                     }
@@ -561,8 +611,39 @@ mod tests {
         assert!(c.read_reply(t).is_ok());
         assert!(c.read_reply(t).is_ok());
         assert!(c.read_reply(Duration::from_secs(9)).is_ok());
-        // One write timeout, one read timeout: the 9 s read changed it.
-        assert_eq!(c.into_inner().timeouts_set, 3);
+        // One write timeout, one read timeout: the 9 s read keeps the 5 s
+        // one (and reads on when it expires early).
+        assert_eq!(c.into_inner().timeouts_set, 2);
+        // A shorter limit is always set.
+        let mut c = conn(vec![say("250 a\r\n"), say("250 b\r\n")]);
+        assert!(c.read_reply(Duration::from_secs(9)).is_ok());
+        assert!(c.read_reply(Duration::from_secs(5)).is_ok());
+        assert_eq!(c.into_inner().timeouts_set, 2);
+    }
+
+    #[test]
+    fn a_kept_shorter_timeout_reads_on_until_the_reads_own_limit() {
+        // The stream has 5 s; a 600 s read that sees it expire goes on.
+        let mut c = conn(vec![say("250 a\r\n"), Step::Stall, say("250 b\r\n")]);
+        assert!(c.read_reply(Duration::from_secs(5)).is_ok());
+        let second = c.read_reply(Duration::from_secs(600)).map(|r| r.text);
+        assert_eq!(second.ok().as_deref(), Some("250 b"));
+        // A read whose own limit is the stream's times out at once.
+        let mut c = conn(vec![say("250 a\r\n"), Step::Stall, say("250 b\r\n")]);
+        assert!(c.read_reply(Duration::from_secs(5)).is_ok());
+        assert_eq!(
+            c.read_reply(Duration::from_secs(5)).err(),
+            Some(IoFailure::Timeout)
+        );
+        // No limit at all: a stream timeout never ends the read.
+        let mut c = conn(vec![
+            say("250 a\r\n"),
+            Step::Stall,
+            Step::Stall,
+            say("250 b\r\n"),
+        ]);
+        assert!(c.read_reply(Duration::from_secs(5)).is_ok());
+        assert!(c.read_reply(Duration::ZERO).is_ok());
     }
 
     #[test]
