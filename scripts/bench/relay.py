@@ -120,11 +120,13 @@ def row(label, runs, ratio=None, note=""):
     }
 
 
-def ratio_median(a_runs, b_runs):
+def ratio_median(a_runs, b_runs, key="msgs_per_s"):
+    """Median of the per-repetition ratios a/b: each pair ran back to back,
+    so a load change on the host between repetitions cancels out."""
     rs = []
     for a, b_ in zip(a_runs, b_runs):
-        if a.get("msgs_per_s") and b_.get("msgs_per_s"):
-            rs.append(a["msgs_per_s"] / b_["msgs_per_s"])
+        if a.get(key) and b_.get(key):
+            rs.append(a[key] / b_[key])
     return rnd(median(rs), 2) if rs else None
 
 
@@ -215,16 +217,24 @@ destinations = []
         rows.append(row(f"floor.c{'' if reuse else ' -n'}: C, thread per session, blocking, "
                         f"pipelined, -s {sessions}",
                         floor_runs, ratio=ratio_median(floor_runs, src_runs)))
+    r_cpu = ratio_median(mh_runs, src_runs, "cpu_us_per_msg")
+    notes = []
+    if r_pf:
+        notes.append(f"x{r_pf} Postfix drain")
+    if r_cpu:
+        notes.append(f"CPU x{r_cpu} of {peer_label}'s")
     rows.append(row(f"mailhop daemon, workers={sessions}"
                     + (", cache" if reuse else ", no cache"), mh_runs, ratio=r_src,
-                    note=(f"x{r_pf} Postfix drain" if r_pf else "")))
+                    note=", ".join(notes)))
     all_ok = all(r["complete"] and r["statuses"]["sent"] == n for r in mh_runs)
     targets = []
     if reuse:
         targets.append(target("S1 mailhop/smtp-source -d throughput", r_src, ">=", 1.0, "x"))
         targets.append(target("S1 mailhop/Postfix drain throughput", r_pf, ">=", 10.0, "x"))
-        targets.append(target("S1 mailhop CPU/msg <= smtp-source -d CPU/msg",
-                              rows[-1]["cpu_us_per_msg"], "<=", rows[0]["cpu_us_per_msg"], "us"))
+        # Like the throughput ratio: the median of the per-repetition ratios
+        # (the medians of each side are in the table rows).
+        targets.append(target("S1 mailhop CPU/msg / smtp-source -d CPU/msg (per repetition)",
+                              r_cpu, "<=", 1.0, "x"))
     else:
         targets.append(target("S2 mailhop/smtp-source throughput (no reuse)", r_src, ">=", 0.9,
                               "x"))
