@@ -347,7 +347,7 @@ impl Deliverer {
         let mut job = JobState {
             ledger,
             trouble,
-            used: HashSet::new(),
+            used: HashSet::default(),
             nexthop_stored: false,
             first_destination: true,
         };
@@ -1167,7 +1167,7 @@ struct JobState {
     ledger: Ledger,
     trouble: Trouble,
     /// Endpoints already used through the cache: scrubbed from later lists.
-    used: HashSet<Endpoint>,
+    used: HashSet<Endpoint, foldhash::fast::RandomState>,
     /// The job's first good session was stored under the next-hop label.
     nexthop_stored: bool,
     /// This is the job's first destination (next-hop label lookups).

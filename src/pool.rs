@@ -231,7 +231,7 @@ struct Shared {
     room: QueueRoom,
     deliverer: RwLock<Arc<Deliverer>>,
     /// Tickets being delivered, by slot number, with their start time.
-    running: Mutex<HashMap<u64, (Arc<Ticket>, Instant)>>,
+    running: Mutex<HashMap<u64, (Arc<Ticket>, Instant), foldhash::fast::RandomState>>,
     next_slot: AtomicU64,
     stopping: AtomicBool,
     stats: Arc<Stats>,
@@ -360,7 +360,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             room: QueueRoom::default(),
             deliverer: RwLock::new(Arc::new(deliverer)),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::default()),
             next_slot: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             stats,
