@@ -201,10 +201,11 @@ impl<T: Transport> Connection<T> {
     pub fn new(stream: T, reply_text_limit: usize) -> Self {
         Self {
             stream,
-            // Replies are short; a larger one is assembled across reads
-            // (1 KiB stays within the allocator's per-thread cache, which
-            // calloc, behind `vec![0; n]`, would bypass).
-            buf: [0u8; 1024].to_vec(),
+            // Replies are short; a larger one is assembled across reads.
+            // 1 KiB comes from the allocator's per-thread cache, which a
+            // zero-filled allocation (calloc) would bypass: the filler is
+            // any other byte (the contents are never read before written).
+            buf: vec![b' '; 1024],
             start: 0,
             end: 0,
             line_cap: reply_text_limit.max(512),
