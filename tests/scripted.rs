@@ -690,6 +690,98 @@ fn missing_end_of_data_reply_times_out_with_data_done_timeout() {
     assert_eq!(after, Ok((Vec::new(), End::Eof)));
 }
 
+/// A server that answers the final dot after `delay` (or never, with None).
+fn slow_end_of_data(delay: Option<Duration>) -> Server<Vec<String>> {
+    Server::start(move |peer| {
+        let mut seen = Vec::new();
+        peer.reply("220 scripted.test ESMTP");
+        for reply in [
+            "250 scripted.test",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "354 go ahead",
+        ] {
+            seen.push(peer.read_line().unwrap_or_default());
+            peer.reply(reply);
+        }
+        for _ in 0..100 {
+            match peer.read_line() {
+                Ok(line) if line == "." => break,
+                Ok(_) => {}
+                Err(_) => return seen,
+            }
+        }
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+            peer.reply("250 2.0.0 Ok: queued as SLOW");
+        }
+        let _ = peer.drain();
+        seen
+    })
+}
+
+#[test]
+fn end_of_data_reply_slower_than_the_earlier_read_limits_is_waited_for() {
+    // The socket keeps the 1 s limit of the earlier reads; the final dot's
+    // own 4 s limit still applies: a reply after 2 s is taken.
+    let server = slow_end_of_data(Some(Duration::from_millis(2000)));
+    let run = Delivery::to(&server.nexthop())
+        .smtp_setting("helo_timeout", "\"1s\"")
+        .smtp_setting("mail_timeout", "\"1s\"")
+        .smtp_setting("rcpt_timeout", "\"1s\"")
+        .smtp_setting("data_init_timeout", "\"1s\"")
+        .smtp_setting("data_done_timeout", "\"4s\"")
+        .rcpt("b@y.test")
+        .run();
+    run.expect(
+        0,
+        &[Line::sent(
+            "b@y.test",
+            &server.relay(),
+            "2.0.0",
+            "250 2.0.0 Ok: queued as SLOW",
+        )],
+    );
+    assert!(
+        run.elapsed >= Duration::from_millis(2000),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(server.finish().is_some());
+}
+
+#[test]
+fn end_of_data_limit_longer_than_the_earlier_ones_still_ends_the_wait() {
+    // No reply at all: the wait ends at data_done_timeout (3 s), not at
+    // the 1 s the socket kept from the earlier reads.
+    let server = slow_end_of_data(None);
+    let run = Delivery::to(&server.nexthop())
+        .smtp_setting("helo_timeout", "\"1s\"")
+        .smtp_setting("mail_timeout", "\"1s\"")
+        .smtp_setting("rcpt_timeout", "\"1s\"")
+        .smtp_setting("data_init_timeout", "\"1s\"")
+        .smtp_setting("data_done_timeout", "\"3s\"")
+        .rcpt("b@y.test")
+        .run();
+    run.expect(
+        75,
+        &[Line::deferred(
+            "b@y.test",
+            &server.relay(),
+            "4.4.2",
+            &format!(
+                "conversation with {PEER} timed out while sending end of data -- message may be sent more than once"
+            ),
+        )],
+    );
+    assert!(
+        run.elapsed >= Duration::from_millis(2900) && run.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(server.finish().is_some());
+}
+
 /// A server that accepts one message transaction up to the 354 reply and
 /// then runs `after_354`.
 fn until_354<T, F>(after_354: F) -> Server<T>
