@@ -177,6 +177,12 @@ impl SessionCache {
     /// Whether a job for `nexthop` looks up and stores sessions: `[cache]
     /// destinations`, else with `on_demand` when other jobs for it are
     /// around (the job itself counts one).
+    /// A session to `nexthop` may be kept after its job (always cached, or
+    /// cached on demand): what pipelining the next job behind it needs.
+    pub fn may_store(&self, nexthop: &str) -> bool {
+        self.config.on_demand || self.always_cached(nexthop)
+    }
+
     pub fn policy_for(&self, nexthop: &str) -> (bool, bool) {
         if self.always_cached(nexthop) {
             return (true, true);

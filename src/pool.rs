@@ -608,8 +608,16 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
         // One for elsewhere goes back to the queue (once; a job sent back
         // before stays with us). With a worker idle, it is left to that
         // worker: held here it would wait for this job to finish.
+        // Only when this job's session may be kept: a session that ends
+        // with QUIT has nothing to hand over.
+        let may_keep = |nexthop: &str| match ticket.job.cache {
+            Some(hints) => hints.store && deliverer.cache().is_some(),
+            None => deliverer
+                .cache()
+                .is_some_and(|cache| cache.may_store(nexthop)),
+        };
         if deliverer.config().cache.chain_jobs
-            && ticket.job.nexthop.is_some()
+            && ticket.job.nexthop.as_deref().is_some_and(may_keep)
             && shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX)
             && let Some(follower) = take_follower(rx, requeue, &ticket.job)
         {

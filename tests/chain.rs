@@ -248,10 +248,15 @@ fn job(id: &str, nexthop: &str, message: &Path) -> Job {
 /// Runs `count` jobs through a one-worker pool (so that jobs wait in the
 /// queue and are chained) against `server`; returns the answers by id.
 fn run_jobs(server: &Server, count: usize, chain: bool) -> BTreeMap<String, Answer> {
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
     config.cache.destinations = vec!["127.0.0.1".into()];
     config.cache.chain_jobs = chain;
+    run_jobs_with(server, count, config)
+}
+
+/// [`run_jobs`] with a configuration of the caller's.
+fn run_jobs_with(server: &Server, count: usize, config: Config) -> BTreeMap<String, Answer> {
+    let dir = tempfile::tempdir().expect("tempdir");
     let cache = Arc::new(SessionCache::new(config.cache.clone()));
     let deliverer = Deliverer::new(config).with_cache(cache);
     let size = PoolSize {
@@ -328,6 +333,22 @@ fn without_chain_jobs_every_transaction_waits() {
     let seen = server.seen.lock().expect("seen");
     assert_eq!(seen.chained, 0, "{seen:?}");
     assert_eq!(seen.connections, 1, "{seen:?}");
+}
+
+#[test]
+fn sessions_that_are_not_cached_are_not_chained() {
+    // chain_jobs on, but nothing may be cached: each job's session ends
+    // with QUIT, so no job rides behind another one's dot.
+    let server = Server::start(Fault::None);
+    let mut config = Config::default();
+    config.cache.destinations = Vec::new();
+    config.cache.on_demand = false;
+    config.cache.chain_jobs = true;
+    let answers = run_jobs_with(&server, 12, config);
+    assert_each_delivered_once(&server, &answers, 12);
+    let seen = server.seen.lock().expect("seen");
+    assert_eq!(seen.chained, 0, "{seen:?}");
+    assert_eq!(seen.connections, 12, "{seen:?}");
 }
 
 #[test]
