@@ -802,7 +802,8 @@ impl Deliverer {
             && (server.last_address || (handshake == Handshake::Done && server.session_limit_next));
         let reusable = client.reusable();
         let quit_sent = client.quit_pipelined();
-        let extensions = client.extensions().clone();
+        // Only a session that may be kept needs its extensions afterwards.
+        let extensions = (!quit_sent).then(|| client.extensions().clone());
         outcome::apply_session(
             &mut job.ledger,
             indexes,
@@ -830,7 +831,7 @@ impl Deliverer {
             ended.conn,
             ended.end,
             reusable,
-            extensions,
+            extensions.unwrap_or_default(),
             ended.via,
             ended.connected_at,
             ended.uses,

@@ -112,7 +112,10 @@ pub fn apply_session(
         };
         match result {
             Some(RcptResult::Delivered(dsn)) => {
-                ledger.settle(index, outcome(Status::Sent, &dsn, Some(via)));
+                // The reply text moves into the outcome (no copy).
+                let mut sent = outcome(Status::Sent, &Dsn::new(dsn.code, String::new()), Some(via));
+                sent.diagnostic = dsn.text;
+                ledger.settle(index, sent);
             }
             Some(RcptResult::Failed(dsn)) => {
                 apply_failure(ledger, index, &dsn, final_server, Some(via), trouble);

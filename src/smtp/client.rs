@@ -577,7 +577,7 @@ impl Client {
             Expect::Mail => self.on_mail(&reply),
             Expect::Rcpt(index) => self.on_rcpt(index, &reply),
             Expect::Data => self.on_data(&reply),
-            Expect::Dot => self.on_dot(&reply),
+            Expect::Dot => self.on_dot(reply),
             Expect::LmtpDot(index) => self.on_lmtp_dot(index, &reply),
             Expect::EmptyDot => self.after_transaction(),
             Expect::Rset => {
@@ -1005,15 +1005,21 @@ impl Client {
         self.after_transaction();
     }
 
-    fn on_dot(&mut self, reply: &Reply) {
+    fn on_dot(&mut self, reply: Reply) {
         if reply.is_positive() {
-            let dsn = Dsn::new(reply.status(), reply.text.clone());
-            for index in self.accepted.clone() {
-                self.set_result(index, RcptResult::Delivered(dsn.clone()));
+            let dsn = Dsn::new(reply.status(), reply.text);
+            let accepted = std::mem::take(&mut self.accepted);
+            if let Some((&last, others)) = accepted.split_last() {
+                for &index in others {
+                    self.set_result(index, RcptResult::Delivered(dsn.clone()));
+                }
+                // The last recipient takes the reply itself.
+                self.set_result(last, RcptResult::Delivered(dsn));
             }
+            self.accepted = accepted;
         } else {
-            let text = self.said(reply, Phase::Dot);
-            let dsn = self.failure_dsn(reply, text);
+            let text = self.said(&reply, Phase::Dot);
+            let dsn = self.failure_dsn(&reply, text);
             self.fail_remaining(&dsn);
             self.transaction_failed = true;
         }
