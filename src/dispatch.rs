@@ -268,7 +268,6 @@ fn log_recipient(
         return;
     }
     // Built piece by piece: one line per recipient of every job.
-    use std::fmt::Write as _;
     let mut line = String::with_capacity(160 + outcome.diagnostic.len());
     line.push_str(id);
     line.push_str(": to=<");
@@ -276,16 +275,18 @@ fn log_recipient(
     line.push_str(">, relay=");
     line.push_str(outcome.relay.as_deref().unwrap_or("none"));
     // Writing into a String cannot fail.
-    let _ = write!(
-        line,
-        ", delay={}, delays={}/{}/{}/{}, dsn={}, status=",
-        seconds(delay),
-        seconds(a),
-        seconds(b),
-        seconds(c),
-        seconds(d),
-        outcome.dsn
-    );
+    line.push_str(", delay=");
+    let _ = seconds(delay).write_to(&mut line);
+    line.push_str(", delays=");
+    for (i, part) in [a, b, c, d].into_iter().enumerate() {
+        if i > 0 {
+            line.push('/');
+        }
+        let _ = seconds(part).write_to(&mut line);
+    }
+    line.push_str(", dsn=");
+    let _ = outcome.dsn.write_to(&mut line);
+    line.push_str(", status=");
     line.push_str(outcome.status.as_str());
     line.push_str(" (");
     line.push_str(&outcome.diagnostic);
@@ -305,6 +306,13 @@ pub struct Seconds(pub Duration);
 
 impl std::fmt::Display for Seconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Seconds {
+    /// Writes the delay to `f` (a `String` directly, or a formatter).
+    pub fn write_to<W: std::fmt::Write>(&self, f: &mut W) -> std::fmt::Result {
         // Integer arithmetic on nanoseconds (rounded half up), no float
         // formatting: this runs for every delay of every log line.
         let nanos = self.0.as_nanos();

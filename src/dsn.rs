@@ -70,6 +70,14 @@ impl StatusCode {
 
 impl fmt::Display for StatusCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl StatusCode {
+    /// Writes `class.subject.detail` to `f` (a `String` directly, or a
+    /// formatter).
+    pub fn write_to<W: fmt::Write>(&self, f: &mut W) -> fmt::Result {
         use crate::text::u64_digits;
         f.write_str(u64_digits(u64::from(self.class), &mut [0; 20]))?;
         f.write_str(".")?;

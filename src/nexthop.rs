@@ -90,6 +90,16 @@ impl fmt::Display for Host {
     }
 }
 
+impl Host {
+    /// The same text as `Display`, without going through `core::fmt`.
+    pub fn text(&self) -> String {
+        match self {
+            Host::Name(name) => name.clone(),
+            Host::Ip(ip) => crate::text::ip_string(*ip),
+        }
+    }
+}
+
 /// One parsed element of a next-hop list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
