@@ -736,7 +736,7 @@ impl Deliverer {
             return None;
         }
         job.trouble
-            .note(format!("reused cached session to {}", server.relay));
+            .note(["reused cached session to ", server.relay.as_str()].concat());
         let now = std::time::Instant::now();
         let via = Via {
             relay: server.relay.clone(),
@@ -979,7 +979,8 @@ impl Deliverer {
             }
         };
         let connected_at = std::time::Instant::now();
-        job.trouble.note(format!("connected to {}", server.relay));
+        job.trouble
+            .note(["connected to ", server.relay.as_str()].concat());
         let peer = PeerNames {
             hostname: &server.tls_host,
             nexthop: &server.nexthop,

@@ -207,16 +207,26 @@ pub struct RcptParams {
     pub orcpt: Option<String>,
 }
 
+/// `VERB name` CRLF, built without `core::fmt`.
+fn greeting_command(verb: &[u8], name: &str) -> Vec<u8> {
+    let mut cmd = Vec::with_capacity(verb.len() + name.len() + 3);
+    cmd.extend_from_slice(verb);
+    cmd.push(b' ');
+    cmd.extend_from_slice(name.as_bytes());
+    cmd.extend_from_slice(b"\r\n");
+    cmd
+}
+
 pub fn ehlo(name: &str) -> Vec<u8> {
-    format!("EHLO {name}\r\n").into_bytes()
+    greeting_command(b"EHLO", name)
 }
 
 pub fn helo(name: &str) -> Vec<u8> {
-    format!("HELO {name}\r\n").into_bytes()
+    greeting_command(b"HELO", name)
 }
 
 pub fn lhlo(name: &str) -> Vec<u8> {
-    format!("LHLO {name}\r\n").into_bytes()
+    greeting_command(b"LHLO", name)
 }
 
 pub fn mail_from(sender: &str, params: &MailParams) -> Vec<u8> {
