@@ -92,6 +92,12 @@ pub struct CacheStats {
     pub chained: u64,
 }
 
+/// Which list of idle sessions to take from.
+enum Index<'a> {
+    Nexthop(&'a NexthopLabel),
+    Endpoint(&'a EndpointLabel),
+}
+
 /// The shared cache.
 pub struct SessionCache {
     config: CacheConfig,
@@ -219,11 +225,13 @@ impl SessionCache {
             };
             let id = inner.next_id;
             inner.next_id = inner.next_id.wrapping_add(1);
-            inner
-                .by_endpoint
-                .entry(session.endpoint.clone())
-                .or_default()
-                .push(id);
+            // The label is copied only for a list that does not exist yet.
+            match inner.by_endpoint.get_mut(&session.endpoint) {
+                Some(ids) => ids.push(id),
+                None => {
+                    inner.by_endpoint.insert(session.endpoint.clone(), vec![id]);
+                }
+            }
             if let Some(label) = nexthop {
                 inner.by_nexthop.entry(label).or_default().push(id);
             }
@@ -254,14 +262,14 @@ impl SessionCache {
 
     /// An idle session for this next-hop label.
     pub fn take_by_nexthop(&self, label: &NexthopLabel) -> Option<IdleSession> {
-        let found = self.take_with(|inner| inner.by_nexthop.get_mut(label));
+        let found = self.take_with(Index::Nexthop(label));
         self.count(found.is_some());
         found
     }
 
     /// An idle session for this endpoint.
     pub fn take_by_endpoint(&self, label: &EndpointLabel) -> Option<IdleSession> {
-        let found = self.take_with(|inner| inner.by_endpoint.get_mut(label));
+        let found = self.take_with(Index::Endpoint(label));
         self.count(found.is_some());
         found
     }
@@ -271,22 +279,28 @@ impl SessionCache {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn take_with<F>(&self, list: F) -> Option<IdleSession>
-    where
-        F: Fn(&mut Inner) -> Option<&mut Vec<u64>>,
-    {
+    /// Takes the oldest usable session listed under `index`; sessions found
+    /// expired on the way are closed. The list is edited in place.
+    fn take_with(&self, index: Index<'_>) -> Option<IdleSession> {
         let mut expired = Vec::new();
         let found = {
             let mut inner = self.inner.lock().ok()?;
-            let ids: Vec<u64> = list(&mut inner).map(std::mem::take).unwrap_or_default();
+            let Inner {
+                sessions,
+                by_nexthop,
+                by_endpoint,
+                ..
+            } = &mut *inner;
+            let ids = match index {
+                Index::Nexthop(label) => by_nexthop.get_mut(label),
+                Index::Endpoint(label) => by_endpoint.get_mut(label),
+            }?;
             let mut found = None;
-            let mut rest = Vec::new();
-            for id in ids {
-                if found.is_some() {
-                    rest.push(id);
-                    continue;
-                }
-                let Some(entry) = inner.sessions.remove(&id) else {
+            let mut looked_at = 0;
+            for id in ids.iter() {
+                looked_at += 1;
+                // An id whose session is gone was taken through the other index.
+                let Some(entry) = sessions.remove(id) else {
                     continue;
                 };
                 if entry.idle_since.elapsed() >= self.config.time_limit
@@ -295,12 +309,11 @@ impl SessionCache {
                     expired.push(entry.session);
                 } else {
                     found = Some(entry.session);
+                    break;
                 }
             }
-            // Put back what was not looked at (newest last, taken first next time).
-            if let Some(slot) = list(&mut inner) {
-                slot.extend(rest);
-            }
+            // What was not looked at stays, in order.
+            ids.drain(..looked_at);
             found
         };
         for session in expired {

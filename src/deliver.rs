@@ -650,9 +650,7 @@ impl Deliverer {
         idle: IdleSession,
         job: &mut JobState,
     ) -> Option<Handshake> {
-        let (indexes, envelope) = pending_envelope(request, &job.ledger);
-        let client_settings =
-            self.client_settings(request, settings, &idle.display, None, TlsMode::Off);
+        let indexes = job.ledger.pending();
         let IdleSession {
             conn,
             extensions,
@@ -660,45 +658,58 @@ impl Deliverer {
             connected_at,
             uses,
             primed,
+            display,
             ..
         } = idle;
         let reuse_start = std::time::Instant::now();
         let chaining = self.config.cache.chain_jobs && request.cache.store && extensions.pipelining;
-        let follower_settings = chaining.then(|| client_settings.clone());
-        let follower_extensions = chaining.then(|| extensions.clone());
         let tls_active = tls.is_some();
         let source = if self.config.log.format == "json" {
             conn.local_addr()
         } else {
             None
         };
+        // The next job's client is made like this one (only when it may
+        // ride behind this one's data).
+        let mut follower_parts = None;
         let mut client = match primed {
-            // Handed over with this job's transaction in flight (chain).
-            Some(primed) if primed.results().len() == envelope.recipients.len() => *primed,
+            // Handed over with this job's transaction in flight (chain):
+            // its settings and envelope are in it already.
+            Some(primed) if primed.results().len() == indexes.len() => {
+                if chaining {
+                    follower_parts = Some((primed.settings().clone(), extensions));
+                }
+                *primed
+            }
             Some(_) => {
                 log::warn!("a chained session does not fit its job; connecting afresh");
                 return None;
             }
-            None => Client::resume(
-                client_settings,
-                envelope,
-                request.facts,
-                extensions,
-                tls_active,
-            ),
+            None => {
+                let client_settings =
+                    self.client_settings(request, settings, &display, None, TlsMode::Off);
+                if chaining {
+                    follower_parts = Some((client_settings.clone(), extensions.clone()));
+                }
+                Client::resume(
+                    client_settings,
+                    envelope_of(request, &indexes),
+                    request.facts,
+                    extensions,
+                    tls_active,
+                )
+            }
         };
         client.set_quit_after_data(!request.cache.store);
         let needs_smtputf8 = request.envelope.needs_smtputf8();
         let mut follow = || -> Option<Vec<u8>> {
-            let (Some(next_settings), Some(extensions)) =
-                (follower_settings.clone(), follower_extensions.clone())
-            else {
-                return None;
-            };
+            follower_parts.as_ref()?;
             let follower = chain::take_follower(request.nexthop, request.protocol)?;
             if follower.envelope.needs_smtputf8() != needs_smtputf8 {
                 return None;
             }
+            // One follower per session: the parts move into its client.
+            let (next_settings, extensions) = follower_parts.take()?;
             let mut next = Client::resume(
                 next_settings,
                 follower.envelope,
@@ -1139,8 +1150,14 @@ fn tls_summary(info: &TlsInfo) -> TlsSummary {
 /// The recipients still open, as ledger positions and as a session envelope.
 fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Envelope) {
     let indexes = ledger.pending();
+    let envelope = envelope_of(request, &indexes);
+    (indexes, envelope)
+}
+
+/// The envelope of the recipients at `indexes` (the pending ones).
+fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
     // Only the pending recipients are copied (not the whole envelope).
-    let envelope = Envelope {
+    Envelope {
         sender: request.envelope.sender.clone(),
         recipients: indexes
             .iter()
@@ -1149,8 +1166,7 @@ fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Enve
         envid: request.envelope.envid.clone(),
         ret: request.envelope.ret,
         smtputf8: request.envelope.smtputf8,
-    };
-    (indexes, envelope)
+    }
 }
 
 /// How a session ended, for [`Deliverer::finish_session`].

@@ -436,6 +436,11 @@ impl Client {
         self.probe_failed
     }
 
+    /// The settings this client runs with.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
     /// Extensions of the server (empty before EHLO succeeded or after HELO).
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
