@@ -469,6 +469,13 @@ pub enum LineEvent {
     TooLong,
 }
 
+/// A [`LineEvent`] with the line borrowed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRef<'a> {
+    Line(&'a [u8]),
+    TooLong,
+}
+
 impl LineSplitter {
     pub fn new(max: usize) -> Self {
         Self {
@@ -478,9 +485,28 @@ impl LineSplitter {
         }
     }
 
-    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<LineEvent>) {
+    /// Splits `data` into owned events (see [`Self::feed_with`]).
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<LineEvent>) {
+        self.feed_with(data, |event| {
+            out.push(match event {
+                LineRef::Line(line) => LineEvent::Line(line.to_vec()),
+                LineRef::TooLong => LineEvent::TooLong,
+            });
+            true
+        });
+    }
+
+    /// Splits `data`, handing each complete line to `each` as a slice: of
+    /// `data` itself when the whole line is there (no copy), else of the
+    /// splitter's buffer (kept for the next line). Stops, returning false,
+    /// when `each` returns false.
+    pub fn feed_with(
+        &mut self,
+        mut data: &[u8],
+        mut each: impl FnMut(LineRef<'_>) -> bool,
+    ) -> bool {
         while !data.is_empty() {
-            let newline = data.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', data);
             let (part, rest, complete) = match newline {
                 Some(i) => (
                     data.get(..i).unwrap_or(&[]),
@@ -489,23 +515,38 @@ impl LineSplitter {
                 ),
                 None => (data, &[][..], false),
             };
+            data = rest;
             if !self.discarding {
                 if self.buf.len().saturating_add(part.len()) > self.max {
                     self.buf = Vec::new();
                     self.discarding = true;
-                    out.push(LineEvent::TooLong);
+                    if !each(LineRef::TooLong) {
+                        if complete {
+                            self.discarding = false;
+                        }
+                        return false;
+                    }
+                } else if complete && self.buf.is_empty() {
+                    if !each(LineRef::Line(part)) {
+                        return false;
+                    }
+                    continue;
                 } else {
                     self.buf.extend_from_slice(part);
                 }
             }
             if complete {
                 if !self.discarding {
-                    out.push(LineEvent::Line(std::mem::take(&mut self.buf)));
+                    let go_on = each(LineRef::Line(&self.buf));
+                    self.buf.clear();
+                    if !go_on {
+                        return false;
+                    }
                 }
                 self.discarding = false;
             }
-            data = rest;
         }
+        true
     }
 
     /// At end of input: the unterminated last line, if any.
@@ -527,7 +568,6 @@ impl Reader<'_> {
     fn run(&mut self, stream: &UnixStream, idle: Duration) {
         let mut splitter = LineSplitter::new(self.settings.max_line_length);
         let mut buf = vec![0u8; CHUNK];
-        let mut events = Vec::new();
         let mut last = Instant::now();
         loop {
             if self.conn.read(|s| s.closed) {
@@ -542,14 +582,13 @@ impl Reader<'_> {
                 }
                 Ok(n) => {
                     last = Instant::now();
-                    splitter.feed(buf.get(..n).unwrap_or(&[]), &mut events);
-                    for event in events.drain(..) {
+                    let go_on = splitter.feed_with(buf.get(..n).unwrap_or(&[]), |event| {
                         if !self.conn.wait_for_room(self.settings.window) {
-                            return;
+                            return false;
                         }
                         match event {
-                            LineEvent::Line(line) => self.line(&line),
-                            LineEvent::TooLong => self.refuse(
+                            LineRef::Line(line) => self.line(line),
+                            LineRef::TooLong => self.refuse(
                                 None,
                                 format!(
                                     "line too long: more than {} bytes (max_line_length); skipped",
@@ -557,6 +596,10 @@ impl Reader<'_> {
                                 ),
                             ),
                         }
+                        true
+                    });
+                    if !go_on {
+                        return;
                     }
                 }
                 Err(e)
@@ -594,16 +637,17 @@ impl Reader<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        if std::str::from_utf8(line).is_err() {
-            self.refuse(None, "malformed job: line is not valid UTF-8".into());
-            return;
-        }
-        // The common case, a well-formed job, in one parse; anything else
-        // (a command, an error to explain) takes the slower path below.
+        // The common case, a well-formed job, in one parse (serde_json
+        // checks the UTF-8 of what it reads); anything else (a command, an
+        // error to explain) takes the slower path below.
         if let Ok(job) = serde_json::from_slice::<Job>(line)
             && job.check().is_ok()
         {
             self.accept(job);
+            return;
+        }
+        if std::str::from_utf8(line).is_err() {
+            self.refuse(None, "malformed job: line is not valid UTF-8".into());
             return;
         }
         let value: serde_json::Value = match serde_json::from_slice(line) {
@@ -828,6 +872,62 @@ mod tests {
         assert_eq!(rest, None);
         let (_, rest) = split(2, &[b"xyz"]);
         assert_eq!(rest, None, "an over-long unterminated line is dropped");
+    }
+
+    #[test]
+    fn any_chunking_gives_the_events_of_a_reference_split() {
+        // A small LCG: random text of short and long lines, cut anywhere.
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..2_000 {
+            let max = 1 + next(12) as usize;
+            let len = next(80) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    if next(5) == 0 {
+                        b'\n'
+                    } else {
+                        b'a' + next(3) as u8
+                    }
+                })
+                .collect();
+            // Reference: every complete line, too-long ones as one event.
+            let mut want = Vec::new();
+            let mut parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            let tail = parts.pop().unwrap_or(&[]);
+            for line in parts {
+                want.push(if line.len() > max {
+                    LineEvent::TooLong
+                } else {
+                    LineEvent::Line(line.to_vec())
+                });
+            }
+            if tail.len() > max {
+                want.push(LineEvent::TooLong);
+            }
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let take = 1 + next(10) as usize;
+                let end = (at + take).min(data.len());
+                chunks.push(&data[at..end]);
+                at = end;
+            }
+            let (got, rest) = split(max, &chunks);
+            assert_eq!(
+                got,
+                want,
+                "max {max}, data {:?}",
+                String::from_utf8_lossy(&data)
+            );
+            let want_rest = (!tail.is_empty() && tail.len() <= max).then(|| tail.to_vec());
+            assert_eq!(rest, want_rest);
+        }
     }
 
     #[test]
