@@ -77,6 +77,11 @@ impl Drop for JobLines {
                     write_stderr(lines.text.as_bytes());
                     lines.text.clear();
                 }
+                // A job with thousands of recipients grew the buffer: give
+                // the memory back (a thousand idle workers would keep it).
+                if lines.text.capacity() > 16 * 1024 {
+                    lines.text.shrink_to(4096);
+                }
             }
         });
     }
