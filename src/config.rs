@@ -399,6 +399,11 @@ config_table! {
         queue_capacity: usize = 1000, mirrors "none (qmgr_message_active_limit)", check = check_positive;
         /// Stack size of each worker thread, in bytes.
         worker_stack_size: usize = 262_144, mirrors "none", check = check_stack_size;
+        /// Run the daemon's threads under the Linux SCHED_BATCH policy
+        /// (same nice value): a worker woken by a server's reply does not
+        /// preempt what runs on that CPU, so busy sessions cost fewer
+        /// context switches; replies are still taken within a time slice.
+        batch_scheduling: bool = true, mirrors "none (systemd CPUSchedulingPolicy=batch)";
         /// On SIGTERM, how long in-flight deliveries may take to finish
         /// before their jobs are deferred.
         #[serde(with = "duration_str")]

@@ -98,6 +98,23 @@ fn fatal(code: i32, text: impl std::fmt::Display) -> i32 {
     code
 }
 
+/// Puts the calling thread (and so every thread it starts afterwards)
+/// under SCHED_BATCH at its current nice value. Delivery is throughput
+/// work: a batch thread woken by a reply waits for the running thread's
+/// slice instead of preempting it (on a shared host: the peer, the queue
+/// manager), which saves a pair of context switches per wake-up under load.
+fn set_batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler only reads `param`, a valid local value;
+    // pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
     match path {
         Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
@@ -115,6 +132,12 @@ pub fn run(options: &Options) -> i32 {
         Ok(config) => config,
         Err(e) => return fatal(EX_CONFIG, e),
     };
+    if config.daemon.batch_scheduling {
+        // Before any worker, reader or timer thread exists: they inherit it.
+        if let Err(e) = set_batch_scheduling() {
+            log::warn!("cannot switch to SCHED_BATCH (daemon.batch_scheduling): {e}");
+        }
+    }
     let socket = options
         .socket
         .clone()
@@ -306,6 +329,10 @@ impl Daemon {
                 "worker_stack_size",
                 old.worker_stack_size != new.daemon.worker_stack_size,
             ),
+            (
+                "batch_scheduling",
+                old.batch_scheduling != new.daemon.batch_scheduling,
+            ),
         ];
         let changed: Vec<&str> = restart_only
             .iter()
@@ -325,6 +352,7 @@ impl Daemon {
         new.daemon.workers = old.workers;
         new.daemon.queue_capacity = old.queue_capacity;
         new.daemon.worker_stack_size = old.worker_stack_size;
+        new.daemon.batch_scheduling = old.batch_scheduling;
         let (od, nd) = (&self.config.dns, &new.dns);
         if od.nameservers != nd.nameservers
             || od.timeout != nd.timeout

@@ -1254,3 +1254,63 @@ fn log_lines_in_both_formats() {
         }
     }
 }
+
+/// The scheduling policy (field 41 of /proc/PID/task/TID/stat) of each of
+/// the daemon's threads, by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).expect("list the daemon's threads") {
+        let dir = entry.expect("task entry").path();
+        let name = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name start at field 3 (state).
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        if let Some(policy) = after.split_whitespace().nth(41 - 3) {
+            out.push((name.trim().to_string(), policy.parse().expect("policy")));
+        }
+    }
+    out
+}
+
+/// `[daemon] batch_scheduling` (default on): every thread of the daemon,
+/// workers and client connection threads included, runs under SCHED_BATCH
+/// (3); turned off, they stay SCHED_OTHER (0). Delivery works either way.
+#[test]
+fn batch_scheduling_covers_every_thread() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let sink = Sink::start(Dot::Now);
+    for batch in [None, Some("false")] {
+        let work = Work::new();
+        let message = work.file("msg", MESSAGE);
+        let mut settings = Settings::new(&work.path().join("m.sock"));
+        if let Some(value) = batch {
+            settings = settings.daemon("batch_scheduling", value);
+        }
+        let daemon = Daemon::start(&work, &settings);
+        let mut c = daemon.client();
+        c.send(&job("sched-1", &sink.nexthop(), &message));
+        assert_all(&c.answer(), "sent");
+        let policies = thread_policies(daemon.child.id());
+        let want = if batch.is_none() {
+            SCHED_BATCH
+        } else {
+            SCHED_OTHER
+        };
+        let workers = policies
+            .iter()
+            .filter(|(name, _)| name.starts_with("worker-"))
+            .count();
+        assert_eq!(workers, 4, "{policies:?}");
+        assert!(
+            policies.iter().any(|(name, _)| name.starts_with("conn-")),
+            "a connection thread is running: {policies:?}"
+        );
+        for (name, policy) in &policies {
+            assert_eq!(
+                *policy, want,
+                "thread {name} (batch_scheduling {batch:?}): {policies:?}"
+            );
+        }
+    }
+}
