@@ -14,6 +14,9 @@
  * without the connection cache), to compare with "smtp-source" in
  * scenario 2.
  *
+ * The harness runs it under SCHED_BATCH ("chrt -b 0"), as mailhop's
+ * threads run by default ([daemon] batch_scheduling).
+ *
  * Usage: floor [-n] -s SESSIONS -m MESSAGES -l LENGTH HOST:PORT
  * Prints one line: messages seconds cpu_seconds maxrss_kb context_switches
  */
