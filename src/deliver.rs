@@ -207,7 +207,7 @@ pub struct Deliverer {
     lmtp_settings: ProtocolSettings,
     /// The TLS policy of destinations without a policy table entry
     /// (`[TCP, UNIX socket]`), made once instead of for every delivery.
-    default_tls: [Result<Policy, tls_policy::PolicyError>; 2],
+    default_tls: [Result<Arc<Policy>, tls_policy::PolicyError>; 2],
     resolver: Box<dyn Resolver>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
@@ -248,7 +248,8 @@ impl Deliverer {
             own,
             smtp_settings: config.protocol(false),
             lmtp_settings: config.protocol(true),
-            default_tls: [false, true].map(|unix| tls_policy::policy_for(&config.tls, "", unix)),
+            default_tls: [false, true]
+                .map(|unix| tls_policy::policy_for(&config.tls, "", unix).map(Arc::new)),
             config,
             resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
@@ -387,7 +388,9 @@ impl Deliverer {
     ) -> bool {
         let unix = matches!(destination, Destination::Unix { .. });
         let looked_up = match tls_policy::find_entry(&self.config.tls.policy, destination.text()) {
-            Some(_) => tls_policy::policy_for(&self.config.tls, destination.text(), unix),
+            Some(_) => {
+                tls_policy::policy_for(&self.config.tls, destination.text(), unix).map(Arc::new)
+            }
             None => self.default_tls[usize::from(unix)].clone(),
         };
         let policy = match looked_up {
@@ -508,7 +511,7 @@ impl Deliverer {
                     nexthop: host.text(),
                     best_mx: candidate.preference == best_preference,
                 }),
-                policy: policy.clone(),
+                policy: Arc::clone(&policy),
                 wrapper,
             }
         };
@@ -1210,8 +1213,8 @@ struct Server {
     tls_host: String,
     /// Next-hop domain, for certificate checks.
     nexthop: String,
-    /// The destination's TLS policy.
-    policy: Policy,
+    /// The destination's TLS policy (shared by its servers and jobs).
+    policy: Arc<Policy>,
     /// SMTPS: TLS before the greeting.
     wrapper: bool,
 }
