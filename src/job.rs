@@ -254,6 +254,64 @@ impl JobResult {
             .collect()
     }
 
+    /// Appends the result's JSON, byte for byte what `serde_json` writes
+    /// for it, without serde's per-field and per-byte machinery: strings
+    /// that need no escaping (the usual ones) are copied whole, others go
+    /// through `serde_json`'s own escaping.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        push_json_str(out, &self.id);
+        out.extend_from_slice(b",\"recipients\":[");
+        for (i, r) in self.recipients.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"address\":");
+            push_json_str(out, &r.address);
+            out.extend_from_slice(b",\"status\":\"");
+            out.extend_from_slice(r.status.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"dsn\":");
+            push_json_str(out, &r.dsn);
+            out.extend_from_slice(b",\"relay\":");
+            match &r.relay {
+                Some(relay) => push_json_str(out, relay),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"diagnostic\":");
+            push_json_str(out, &r.diagnostic);
+            out.extend_from_slice(b",\"tls\":");
+            match &r.tls {
+                Some(tls) => {
+                    out.extend_from_slice(b"{\"version\":");
+                    push_json_str(out, &tls.version);
+                    out.extend_from_slice(b",\"cipher\":");
+                    push_json_str(out, &tls.cipher);
+                    out.extend_from_slice(if tls.verified {
+                        b",\"verified\":true,\"trust\":"
+                    } else {
+                        b",\"verified\":false,\"trust\":"
+                    });
+                    push_json_str(out, &tls.trust);
+                    out.push(b'}');
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+        if let Some(log) = &self.log {
+            out.extend_from_slice(b",\"log\":[");
+            for (i, line) in log.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(out, line);
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+    }
+
     /// sysexits-style summary: 0 all sent, 75 some deferred and none
     /// bounced, 69 some bounced.
     pub fn exit_code(&self) -> i32 {
@@ -264,6 +322,25 @@ impl JobResult {
         } else {
             0
         }
+    }
+}
+
+/// Appends `text` as a JSON string: copied between quotes when no byte
+/// needs escaping (no `"`, `\\` or control character), else escaped by
+/// `serde_json`, so the bytes are always the ones it would write.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Checked without early exit, so the compiler can use vector compares.
+    let plain = text.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, text).is_err() {
+        // Writing to a Vec cannot fail; keep the JSON valid regardless.
+        out.extend_from_slice(b"\"\"");
     }
 }
 
@@ -390,5 +467,90 @@ mod tests {
             path: "/q/1".into(),
         });
         assert_eq!(text.ok().as_deref(), Some(r#"{"path":"/q/1"}"#));
+    }
+
+    fn result_with(recipients: Vec<RecipientResult>, log: Option<Vec<String>>) -> JobResult {
+        JobResult {
+            id: "job-1".into(),
+            recipients,
+            log,
+        }
+    }
+
+    fn recipient(address: &str, relay: Option<&str>, diagnostic: &str) -> RecipientResult {
+        RecipientResult {
+            address: address.into(),
+            status: Status::Sent,
+            dsn: "2.0.0".into(),
+            relay: relay.map(Into::into),
+            diagnostic: diagnostic.into(),
+            tls: None,
+        }
+    }
+
+    /// The hand-written answer JSON is byte for byte serde_json's, for
+    /// plain strings, every kind of escape, non-ASCII text, missing and
+    /// present optional parts.
+    #[test]
+    fn result_json_matches_serde_json() {
+        let hostile = "quote \" backslash \\ tab \t nl \n cr \r nul \u{0} bell \u{7} esc \u{1b} del \u{7f} \u{e9}t\u{e9} \u{1f600}";
+        let mut deferred = recipient(
+            "b@example.test",
+            None,
+            "connect to x[192.0.2.1]:25: Connection refused",
+        );
+        deferred.status = Status::Deferred;
+        deferred.dsn = "4.4.1".into();
+        let mut bounced = recipient(hostile, Some(hostile), hostile);
+        bounced.status = Status::Bounced;
+        bounced.dsn = "5.1.1".into();
+        let mut with_tls = recipient("c@example.test", Some("mx[192.0.2.2]:25"), "250 2.0.0 Ok");
+        with_tls.tls = Some(TlsSummary {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            verified: true,
+            trust: "verified".into(),
+        });
+        let mut unverified = with_tls.clone();
+        if let Some(tls) = unverified.tls.as_mut() {
+            tls.verified = false;
+            tls.trust = hostile.into();
+        }
+        let cases = vec![
+            result_with(Vec::new(), None),
+            result_with(
+                vec![recipient(
+                    "a@example.test",
+                    Some("h[127.0.0.1]:25"),
+                    "250 2.0.0 Ok: queued as 4F2",
+                )],
+                None,
+            ),
+            result_with(
+                vec![deferred.clone(), bounced.clone(), with_tls, unverified],
+                None,
+            ),
+            result_with(vec![deferred], Some(Vec::new())),
+            result_with(
+                vec![bounced],
+                Some(vec!["tried h[127.0.0.1]:25".into(), hostile.into()]),
+            ),
+            JobResult {
+                id: hostile.into(),
+                recipients: Vec::new(),
+                log: Some(vec![String::new()]),
+            },
+        ];
+        for result in cases {
+            let mut ours = Vec::new();
+            result.write_json(&mut ours);
+            let theirs = serde_json::to_vec(&result).expect("serde_json");
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+            let back: JobResult = serde_json::from_slice(&ours).expect("valid JSON");
+            assert_eq!(back, result);
+        }
     }
 }

@@ -76,7 +76,10 @@ impl Answer {
     pub fn to_wire(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(512);
         let json = match self {
-            Answer::Done(result) => serde_json::to_writer(&mut line, result),
+            Answer::Done(result) => {
+                result.write_json(&mut line);
+                Ok(())
+            }
             Answer::Failed(error) => serde_json::to_writer(&mut line, error),
         };
         if json.is_err() {
