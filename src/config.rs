@@ -403,6 +403,8 @@ config_table! {
         /// (same nice value): a worker woken by a server's reply does not
         /// preempt what runs on that CPU, so busy sessions cost fewer
         /// context switches; replies are still taken within a time slice.
+        /// A daemon started under another policy (systemd
+        /// CPUSchedulingPolicy=, chrt) keeps that one.
         batch_scheduling: bool = true, mirrors "none (systemd CPUSchedulingPolicy=batch)";
         /// On SIGTERM, how long in-flight deliveries may take to finish
         /// before their jobs are deferred.

@@ -99,17 +99,28 @@ fn fatal(code: i32, text: impl std::fmt::Display) -> i32 {
 }
 
 /// Puts the calling thread (and so every thread it starts afterwards)
-/// under SCHED_BATCH at its current nice value. Delivery is throughput
-/// work: a batch thread woken by a reply waits for the running thread's
-/// slice instead of preempting it (on a shared host: the peer, the queue
+/// under SCHED_BATCH at its current nice value, when it runs under the
+/// default policy; a policy chosen by whoever started the daemon (systemd
+/// `CPUSchedulingPolicy=`, `chrt`) is kept. Delivery is throughput work: a
+/// batch thread woken by a reply waits for the running thread's slice
+/// instead of preempting it (on a shared host: the peer, the queue
 /// manager), which saves a pair of context switches per wake-up under load.
-fn set_batch_scheduling() -> io::Result<()> {
+/// Returns whether it switched.
+fn set_batch_scheduling() -> io::Result<bool> {
+    // SAFETY: no arguments besides pid 0, the calling thread.
+    let current = unsafe { libc::sched_getscheduler(0) };
+    if current < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if current & !libc::SCHED_RESET_ON_FORK != libc::SCHED_OTHER {
+        return Ok(false);
+    }
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler only reads `param`, a valid local value;
     // pid 0 is the calling thread.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     if rc == 0 {
-        Ok(())
+        Ok(true)
     } else {
         Err(io::Error::last_os_error())
     }
@@ -134,8 +145,12 @@ pub fn run(options: &Options) -> i32 {
     };
     if config.daemon.batch_scheduling {
         // Before any worker, reader or timer thread exists: they inherit it.
-        if let Err(e) = set_batch_scheduling() {
-            log::warn!("cannot switch to SCHED_BATCH (daemon.batch_scheduling): {e}");
+        match set_batch_scheduling() {
+            Ok(true) => {}
+            Ok(false) => log::info!(
+                "daemon.batch_scheduling: started under a scheduling policy other than the default; keeping it"
+            ),
+            Err(e) => log::warn!("cannot switch to SCHED_BATCH (daemon.batch_scheduling): {e}"),
         }
     }
     let socket = options

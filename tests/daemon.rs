@@ -1274,7 +1274,8 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
 
 /// `[daemon] batch_scheduling` (default on): every thread of the daemon,
 /// workers and client connection threads included, runs under SCHED_BATCH
-/// (3); turned off, they stay SCHED_OTHER (0). Delivery works either way.
+/// (3); turned off, they stay SCHED_OTHER (0); started under another
+/// policy, they keep it. Delivery works in every case.
 #[test]
 fn batch_scheduling_covers_every_thread() {
     const SCHED_OTHER: u32 = 0;
@@ -1313,4 +1314,41 @@ fn batch_scheduling_covers_every_thread() {
             );
         }
     }
+    // Started under another policy (here SCHED_IDLE through chrt, as
+    // systemd's CPUSchedulingPolicy= would), the daemon keeps it.
+    const SCHED_IDLE: u32 = 5;
+    if Command::new("chrt").arg("--help").output().is_err() {
+        skip("chrt (util-linux) is needed for the kept-policy case");
+        return;
+    }
+    let work = Work::new();
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"));
+    let config = work.file("mailhop.toml", settings.text().as_bytes());
+    let mut cmd = Command::new("chrt");
+    cmd.args([
+        "-i",
+        "0",
+        env!("CARGO_BIN_EXE_mailhop"),
+        "daemon",
+        "--config",
+    ])
+    .arg(&config);
+    for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"] {
+        cmd.env_remove(var);
+    }
+    let daemon = Daemon::launch(&work, cmd, config, work.path().join("m.sock"));
+    let mut c = daemon.client();
+    c.send(&job("sched-idle", &sink.nexthop(), &message));
+    assert_all(&c.answer(), "sent");
+    let policies = thread_policies(daemon.child.id());
+    assert!(policies.len() > 4, "{policies:?}");
+    for (name, policy) in &policies {
+        assert_eq!(*policy, SCHED_IDLE, "thread {name}: {policies:?}");
+    }
+    assert!(
+        daemon.log().contains("keeping it"),
+        "the kept policy is logged:\n{}",
+        daemon.log()
+    );
 }
