@@ -494,9 +494,6 @@ def run_windowed(args, jobs, monitor, window):
         fill(cn)
     open_conns = len(conns)
     timed_out = False
-    # No pauses once this few results are outstanding (about the last
-    # pause's worth at the relay scenarios' rates).
-    tail = max(5 * c, 100)
     while open_conns:
         if time.monotonic() > deadline:
             timed_out = True
