@@ -196,7 +196,8 @@ impl Job {
     }
 }
 
-/// One recipient's result.
+/// One recipient's result. Answers are written by [`JobResult::write_json`]:
+/// a new field goes there too (its test compares with serde's output).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientResult {
     pub address: String,
@@ -208,7 +209,7 @@ pub struct RecipientResult {
     pub tls: Option<TlsSummary>,
 }
 
-/// The result of one job.
+/// The result of one job (see [`JobResult::write_json`] for its JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
     pub id: String,

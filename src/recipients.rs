@@ -53,7 +53,8 @@ pub struct SessionTiming {
     pub end: std::time::Instant,
 }
 
-/// How the deciding session was protected: for auditing.
+/// How the deciding session was protected: for auditing. In answers it is
+/// written by `JobResult::write_json`: a new field goes there too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsSummary {
     /// "TLSv1.3".
