@@ -30,7 +30,8 @@ pub use crate::deliver::{Route, is_loop};
 use crate::dns::{DnsError, DnsErrorKind, DnsLookup, MxRecord, QueryType};
 use crate::dsn::Dsn;
 
-/// Postfix's `var_dns_rr_list_limit`: no address list grows beyond this.
+/// Postfix's `var_dns_rr_list_limit`: no address list grows beyond this,
+/// and at most this many MX records of an answer are considered.
 pub const RR_LIST_LIMIT: usize = 100;
 
 /// Text of the 4.4.4 DSN when we are a backup MX and no better MX has an
@@ -106,7 +107,7 @@ pub fn domain_route<R: Rng>(
     rng: &mut R,
 ) -> Result<Route, Dsn> {
     check_protocols(settings)?;
-    let mx = match dns.mx(domain) {
+    let mut mx = match dns.mx(domain) {
         Ok(answer) if answer.records.is_empty() => {
             // Cannot happen (an empty answer is NoData); treat it as one.
             return lookup_host(domain, dns, settings, rng);
@@ -114,6 +115,15 @@ pub fn domain_route<R: Rng>(
         Ok(answer) => answer.records,
         Err(err) => return mx_lookup_failed(domain, &err, dns, settings, rng),
     };
+    // Postfix's dns_rr_append(): at most var_dns_rr_list_limit records of
+    // the answer, the first ones received, are kept; sorting comes after.
+    if mx.len() > RR_LIST_LIMIT {
+        warn!(
+            "DNS record count limit ({RR_LIST_LIMIT}) exceeded -- dropping excess record(s) \
+             after qname={domain} qtype=MX"
+        );
+        mx.truncate(RR_LIST_LIMIT);
+    }
     if mx.iter().any(MxRecord::is_null) {
         return Err(Dsn::simple(
             "5.1.0",
@@ -173,8 +183,8 @@ fn mx_lookup_failed<R: Rng>(
     ))
 }
 
-/// MX records found: look up every exchanger in preference order, cut the
-/// list at ourselves, then order it.
+/// MX records found (at most [`RR_LIST_LIMIT`]): look up every exchanger
+/// in preference order, cut the list at ourselves, then order it.
 fn mx_route<R: Rng>(
     domain: &str,
     mut mx: Vec<MxRecord>,

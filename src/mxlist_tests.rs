@@ -957,6 +957,33 @@ fn address_list_is_capped_at_100_records() {
     assert_eq!(route.candidates[99].addr.to_string(), "192.0.2.99");
 }
 
+#[test]
+fn at_most_100_mx_records_are_considered_in_the_order_received() {
+    // 150 MX records: the first 100 (preference 20) have no address but
+    // the 100th; the last 50 (preference 10, better) all have one. Postfix
+    // keeps the first 100 records of the answer, then sorts: the better
+    // records beyond the limit are never seen.
+    let mut records: Vec<(u16, String)> = (0..100).map(|i| (20, format!("h{i}.mx"))).collect();
+    records.extend((100..150).map(|i| (10, format!("h{i}.mx"))));
+    let records: Vec<(u16, &str)> = records.iter().map(|(p, h)| (*p, h.as_str())).collect();
+    let mut dns = FakeDns::new()
+        .with_mx("many.example", &records)
+        .with_a("h99.mx", &["192.0.2.99"]);
+    for i in 100..150 {
+        dns = dns.with_a(&format!("h{i}.mx"), &["198.51.100.1"]);
+    }
+    let route = domain(&dns, "many.example", &plain()).unwrap();
+    assert_eq!(route.candidates, vec![cand("h99.mx", "192.0.2.99", 20)]);
+    let hosts: std::collections::BTreeSet<String> = dns
+        .calls()
+        .into_iter()
+        .filter(|(t, _)| *t != QueryType::Mx)
+        .map(|(_, name)| name)
+        .collect();
+    assert_eq!(hosts.len(), RR_LIST_LIMIT);
+    assert!(!hosts.contains("h100.mx"), "{hosts:?}");
+}
+
 // ---------------------------------------------------------------- loops
 
 fn own(addrs: &[&str]) -> MxSettings {
