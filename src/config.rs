@@ -293,7 +293,9 @@ config_table! {
         /// "ipv4", "ipv6", or a comma/space-separated list such as
         /// "ipv4, ipv6".
         inet_protocols: String = "all".into(), mirrors "inet_protocols", check = check_inet_protocols;
-        /// Time limit for one query to one server.
+        /// Time limit for one query to one server. Within it, a UDP query
+        /// without a reply is sent again after 250 ms, then after doubling
+        /// intervals (with jitter).
         #[serde(with = "duration_str")]
         timeout: Duration = secs(5), mirrors "resolv.conf options timeout: (RES_TIMEOUT)", check = check_timeout;
         /// Rounds of queries over all servers before a lookup fails
@@ -319,6 +321,14 @@ config_table! {
         /// Most answers kept in the shared DNS cache (entries live for their
         /// TTL; negative answers for the SOA minimum). 0 disables the cache.
         cache_entries: usize = 10000, mirrors "none (Postfix relies on the local resolver's cache)";
+        /// Most bytes (estimated) the shared DNS cache may hold; when full,
+        /// expired entries go first, then those that expire soonest. 0
+        /// disables the cache.
+        cache_bytes: usize = 8_388_608, mirrors "none (mailhop's own; Postfix relies on the local resolver's cache)";
+        /// Most DNS queries on the network at once, over all workers; a
+        /// lookup waits for a free slot within its own timeout. Threads
+        /// asking the same name and type at the same time share one query.
+        queries_in_flight: usize = 64, mirrors "none (mailhop's own)", check = check_positive;
     }
 }
 

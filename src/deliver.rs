@@ -195,6 +195,8 @@ pub fn system_stub_resolver(config: &Config) -> Result<StubResolver, DnsError> {
         timeout: config.dns.timeout,
         attempts: config.dns.attempts,
         cache_max_entries: config.dns.cache_entries,
+        cache_max_bytes: config.dns.cache_bytes,
+        max_in_flight: config.dns.queries_in_flight,
     };
     StubResolver::new(settings)
 }

@@ -69,6 +69,7 @@ fn stub_resolver_against_dnsmasq() {
         timeout: Duration::from_millis(500),
         attempts: 2,
         cache_max_entries: 1000,
+        ..StubSettings::new(Vec::new())
     })
     .expect("resolver");
 
@@ -140,6 +141,7 @@ fn unanswered_forward_is_retry_within_the_timeout() {
         timeout,
         attempts,
         cache_max_entries: 1000,
+        ..StubSettings::new(Vec::new())
     })
     .expect("resolver");
     let limit = timeout * attempts + Duration::from_secs(1);
@@ -164,6 +166,7 @@ fn throughput_eight_threads_against_dnsmasq() {
             timeout: Duration::from_secs(2),
             attempts: 2,
             cache_max_entries: 0,
+            ..StubSettings::new(Vec::new())
         })
         .expect("resolver"),
     );

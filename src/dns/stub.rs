@@ -24,6 +24,19 @@
 //! server gave a permanent error ends the schedule early. The cache lock is
 //! never held while on the network.
 //!
+//! Bursts (many threads with a cold cache): within one try the UDP query is
+//! sent again, same socket and ID, after [`FIRST_RETRANSMIT`], then after
+//! doubling intervals (each with +-25 % jitter, so lost queries are not all
+//! repeated at the same moment), until the reply or the try's deadline:
+//! a datagram lost in a full receive buffer costs a fraction of a second,
+//! not a whole `timeout`, and `timeout` stays the bound of one try. At most
+//! `max_in_flight` tries are on the network at once (a counting semaphore;
+//! waiting for a slot counts against the try's own deadline). Threads that
+//! ask for the same name and type while a lookup for it is running share
+//! that lookup (single-flight): they wait for its result, each no longer
+//! than its own schedule could have taken (`timeout` x `attempts` x servers),
+//! and get `Retry` if it does not come.
+//!
 //! Error contract (what each [`DnsErrorKind`] means here, after Postfix's
 //! dns_lookup()):
 //! - `Ok(Answer)`: NOERROR with at least one record of the requested type
@@ -44,17 +57,22 @@
 //!
 //! Caching: positive answers live for the smallest TTL of the records used;
 //! NXDOMAIN and NODATA for the SOA MINIMUM (the smaller of the SOA's minimum
-//! field and the SOA record's TTL) when the authority section has an SOA,
-//! else they are not cached; `Retry`, `Fail` and `Invalid` are never cached;
-//! a TTL of 0 is not cached; TTLs are capped at one week. Nothing here
-//! panics on network input.
+//! field and the SOA record's TTL) when the authority section has an SOA;
+//! without an SOA, NODATA lives [`NODATA_NO_SOA_TTL`] seconds (local data of
+//! a forwarder such as dnsmasq carries none; without this, every delivery to
+//! an IPv4-only MX host would ask AAAA again) and NXDOMAIN is not cached;
+//! `Retry`, `Fail` and `Invalid` are never cached; a TTL of 0 is not cached;
+//! TTLs are capped at one week. The cache is bounded both in entries and in
+//! (estimated) bytes; when either bound would be passed, expired entries go
+//! first, then those that expire soonest. Nothing here panics on network
+//! input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -78,6 +96,17 @@ const MAX_CNAME_CHAIN: usize = 16;
 /// Largest DNS message (UDP datagram or TCP frame).
 const MAX_MESSAGE: usize = 65_535;
 
+/// First interval after which a UDP query without a reply is sent again
+/// within the same try; later intervals double (with jitter).
+pub const FIRST_RETRANSMIT: Duration = Duration::from_millis(250);
+
+/// How long a NODATA answer without an SOA record is cached (seconds).
+pub const NODATA_NO_SOA_TTL: u32 = 60;
+
+/// Estimated bookkeeping bytes of one cache entry beyond its name and
+/// records (hash-map slot, expiry index node, vectors' headers).
+const ENTRY_OVERHEAD: usize = 160;
+
 /// The clock the cache uses for expiry; tests inject a fake one.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
@@ -98,16 +127,24 @@ pub struct StubSettings {
     pub attempts: u32,
     /// Cache capacity in entries; 0 disables the cache.
     pub cache_max_entries: usize,
+    /// Cache capacity in estimated bytes; 0 disables the cache.
+    pub cache_max_bytes: usize,
+    /// Most tries on the network at once, over all threads (0 is taken
+    /// as 1).
+    pub max_in_flight: usize,
 }
 
 impl StubSettings {
-    /// glibc's defaults (5 s per try, 2 rounds) and a 10,000-entry cache.
+    /// glibc's defaults (5 s per try, 2 rounds), a 10,000-entry, 8 MiB
+    /// cache and 64 queries in flight.
     pub fn new(nameservers: Vec<SocketAddr>) -> Self {
         Self {
             nameservers,
             timeout: Duration::from_secs(5),
             attempts: 2,
             cache_max_entries: 10_000,
+            cache_max_bytes: 8 << 20,
+            max_in_flight: 64,
         }
     }
 }
@@ -170,7 +207,194 @@ type CacheKey = (String, QueryType);
 
 struct CacheEntry {
     expires: Instant,
+    /// Insertion number: with `expires`, the entry's key in the expiry index.
+    seq: u64,
+    /// Estimated bytes (see [`entry_size`]).
+    size: usize,
     outcome: Outcome,
+}
+
+/// The answer cache: entries by key, and an index by expiry (then by
+/// insertion) that eviction pops from the front.
+#[derive(Default)]
+struct Cache {
+    map: HashMap<CacheKey, CacheEntry>,
+    by_expiry: BTreeMap<(Instant, u64), CacheKey>,
+    bytes: usize,
+    seq: u64,
+}
+
+impl Cache {
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(old) = self.map.remove(key) {
+            self.by_expiry.remove(&(old.expires, old.seq));
+            self.bytes = self.bytes.saturating_sub(old.size);
+        }
+    }
+
+    /// Removes the entry that expires first; false when the cache is empty.
+    fn evict_first(&mut self) -> bool {
+        match self.by_expiry.pop_first() {
+            Some((_, key)) => {
+                if let Some(old) = self.map.remove(&key) {
+                    self.bytes = self.bytes.saturating_sub(old.size);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every entry expired at `now`.
+    fn purge_expired(&mut self, now: Instant) {
+        while self
+            .by_expiry
+            .first_key_value()
+            .is_some_and(|((expires, _), _)| *expires <= now)
+        {
+            self.evict_first();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.by_expiry.clear();
+        self.bytes = 0;
+    }
+}
+
+/// The estimated memory of one cache entry: its name, its records or
+/// error text, and [`ENTRY_OVERHEAD`].
+fn entry_size(key: &CacheKey, outcome: &Outcome) -> usize {
+    let data = match outcome {
+        Ok((Records::Mx(mx), _)) => mx
+            .iter()
+            .map(|m| {
+                m.exchange
+                    .len()
+                    .saturating_add(std::mem::size_of::<MxRecord>())
+            })
+            .fold(0usize, usize::saturating_add),
+        Ok((Records::A(a), _)) => a.len().saturating_mul(4),
+        Ok((Records::Aaaa(aaaa), _)) => aaaa.len().saturating_mul(16),
+        Err(e) => e.reason.len(),
+    };
+    ENTRY_OVERHEAD
+        .saturating_add(key.0.len())
+        .saturating_add(data)
+}
+
+/// One lookup in progress that other threads may join (single-flight):
+/// its outcome once known.
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    landed: Condvar,
+}
+
+impl Flight {
+    /// Publishes the outcome (the first one wins) and wakes every waiter.
+    fn land(&self, outcome: Outcome) {
+        let mut slot = lock(&self.outcome);
+        if slot.is_none() {
+            *slot = Some(outcome);
+        }
+        self.landed.notify_all();
+    }
+
+    /// Waits for the outcome until `deadline`; None when it did not come.
+    fn wait(&self, deadline: Instant) -> Option<Outcome> {
+        let mut slot = lock(&self.outcome);
+        loop {
+            if let Some(outcome) = slot.as_ref() {
+                return Some(outcome.clone());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return None;
+            }
+            slot = self
+                .landed
+                .wait_timeout(slot, remaining)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// The leading thread's hold on a [`Flight`]: on drop (normal or not) the
+/// flight lands (with `Retry` if nothing was published) and leaves the
+/// table, so no follower waits for a leader that is gone.
+struct Leader<'a> {
+    flights: &'a Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    key: CacheKey,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.flight
+            .land(Err(DnsError::new(DnsErrorKind::Retry, REASON_RETRY)));
+        let mut flights = lock(self.flights);
+        if flights
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+/// A counting semaphore bounding the tries on the network.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One slot of [`Slots`], given back on drop.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Self {
+            free: Mutex::new(count.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes a slot, waiting until `deadline` at most.
+    fn acquire(&self, deadline: Instant) -> Option<Slot<'_>> {
+        let mut free = lock(&self.free);
+        loop {
+            if *free > 0 {
+                *free -= 1;
+                return Some(Slot(self));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return None;
+            }
+            free = self
+                .freed
+                .wait_timeout(free, remaining)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = lock(&self.0.free);
+        *free = free.saturating_add(1);
+        self.0.freed.notify_one();
+    }
+}
+
+/// Locks a mutex, taking over a poisoned one (every critical section here
+/// leaves its data consistent).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A blocking DNS stub resolver with one shared cache; share it between
@@ -180,7 +404,10 @@ pub struct StubResolver {
     timeout: Duration,
     attempts: u32,
     cache_max: usize,
-    cache: Mutex<HashMap<CacheKey, CacheEntry>>,
+    cache_max_bytes: usize,
+    cache: Mutex<Cache>,
+    flights: Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    slots: Slots,
     clock: Clock,
 }
 
@@ -191,6 +418,7 @@ impl fmt::Debug for StubResolver {
             .field("timeout", &self.timeout)
             .field("attempts", &self.attempts)
             .field("cache_max", &self.cache_max)
+            .field("cache_max_bytes", &self.cache_max_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -210,7 +438,10 @@ impl StubResolver {
             timeout: settings.timeout.min(MAX_TIMEOUT),
             attempts: settings.attempts.max(1),
             cache_max: settings.cache_max_entries,
-            cache: Mutex::new(HashMap::new()),
+            cache_max_bytes: settings.cache_max_bytes,
+            cache: Mutex::new(Cache::default()),
+            flights: Mutex::new(HashMap::new()),
+            slots: Slots::new(settings.max_in_flight),
             clock: Arc::new(Instant::now),
         })
     }
@@ -225,18 +456,25 @@ impl StubResolver {
     /// How many entries the cache holds, expired ones included
     /// (diagnostics and tests).
     pub fn cached_entries(&self) -> usize {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.cache).map.len()
+    }
+
+    /// The cache's estimated size in bytes (diagnostics and tests).
+    pub fn cached_bytes(&self) -> usize {
+        lock(&self.cache).bytes
     }
 
     /// Drops every cache entry.
     pub fn clear_cache(&self) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        lock(&self.cache).clear();
+    }
+
+    /// The longest the whole retry schedule of one lookup can take.
+    fn schedule_bound(&self) -> Duration {
+        let tries = u32::try_from(self.servers.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(self.attempts);
+        self.timeout.saturating_mul(tries)
     }
 
     fn lookup(&self, name: &str, qtype: QueryType) -> Outcome {
@@ -245,29 +483,67 @@ impl StubResolver {
         if let Some(hit) = self.cache_get(&key) {
             return hit;
         }
-        // The cache lock is released here: the network exchange runs
-        // without it, and the result is inserted afterwards.
-        let classified = self.resolve(&qname, qtype);
+        // Join the lookup another thread is running for this key, or lead
+        // one. Neither the flight table's lock nor the cache lock is held
+        // while on the network.
+        let joined = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&key) {
+                Some(flight) => Err(Arc::clone(flight)),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    flights.insert(key.clone(), Arc::clone(&flight));
+                    Ok(flight)
+                }
+            }
+        };
+        let flight = match joined {
+            Ok(flight) => flight,
+            Err(flight) => {
+                return flight
+                    .wait(deadline_after(self.schedule_bound()))
+                    .unwrap_or_else(|| Err(DnsError::new(DnsErrorKind::Retry, REASON_RETRY)));
+            }
+        };
+        let leader = Leader {
+            flights: &self.flights,
+            key,
+            flight,
+        };
+        // A previous leader may have filled the cache just before we took
+        // the lead.
+        let classified = match self.cache_get(&leader.key) {
+            Some(hit) => Classified {
+                outcome: hit,
+                ttl: None,
+            },
+            None => self.resolve(&qname, qtype),
+        };
         if let Some(ttl) = classified.ttl {
-            self.cache_put(key, &classified.outcome, ttl);
+            self.cache_put(leader.key.clone(), &classified.outcome, ttl);
         }
+        leader.flight.land(classified.outcome.clone());
         classified.outcome
     }
 
     fn cache_get(&self, key: &CacheKey) -> Option<Outcome> {
-        if self.cache_max == 0 {
+        if self.cache_max == 0 || self.cache_max_bytes == 0 {
             return None;
         }
         let now = (self.clock)();
-        let map = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get(key) {
+        let cache = lock(&self.cache);
+        match cache.map.get(key) {
             Some(entry) if entry.expires > now => Some(entry.outcome.clone()),
             _ => None,
         }
     }
 
     fn cache_put(&self, key: CacheKey, outcome: &Outcome, ttl: u32) {
-        if self.cache_max == 0 || ttl == 0 {
+        if self.cache_max == 0 || self.cache_max_bytes == 0 || ttl == 0 {
+            return;
+        }
+        let size = entry_size(&key, outcome);
+        if size > self.cache_max_bytes {
             return;
         }
         let now = (self.clock)();
@@ -275,29 +551,35 @@ impl StubResolver {
         let Some(expires) = now.checked_add(lifetime) else {
             return;
         };
-        let entry = CacheEntry {
-            expires,
-            outcome: outcome.clone(),
-        };
-        let mut map = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.contains_key(&key) && map.len() >= self.cache_max {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= self.cache_max {
-                // Evict a slice of arbitrary entries at once so a full cache
-                // of live entries does not rescan on every insert.
-                let excess = map.len().saturating_add(1).saturating_sub(self.cache_max);
-                let count = excess.max(self.cache_max / 16).max(1);
-                let victims: Vec<CacheKey> = map.keys().take(count).cloned().collect();
-                for victim in victims {
-                    map.remove(&victim);
-                }
+        let mut cache = lock(&self.cache);
+        cache.remove(&key);
+        cache.purge_expired(now);
+        // Then the entries that expire soonest, until the new one fits.
+        while cache.map.len() >= self.cache_max
+            || cache.bytes.saturating_add(size) > self.cache_max_bytes
+        {
+            if !cache.evict_first() {
+                break;
             }
         }
-        map.insert(key, entry);
+        cache.seq = cache.seq.wrapping_add(1);
+        let seq = cache.seq;
+        cache.by_expiry.insert((expires, seq), key.clone());
+        cache.bytes = cache.bytes.saturating_add(size);
+        cache.map.insert(
+            key,
+            CacheEntry {
+                expires,
+                seq,
+                size,
+                outcome: outcome.clone(),
+            },
+        );
     }
 
     /// Runs the retry schedule: `attempts` rounds, each trying every server
-    /// in order with `timeout` per try.
+    /// in order with `timeout` per try, each try holding one of the
+    /// `max_in_flight` slots.
     fn resolve(&self, qname: &Name, qtype: QueryType) -> Classified {
         let rtype = record_type(qtype);
         let Some(wire) = build_query(qname, rtype, true) else {
@@ -311,7 +593,12 @@ impl StubResolver {
             let mut round_permanent_only = true;
             for server in &self.servers {
                 let deadline = deadline_after(self.timeout);
-                match try_server(*server, &wire, qname, rtype, deadline) {
+                // Waiting for a slot counts against this try's deadline.
+                let result = match self.slots.acquire(deadline) {
+                    Some(_slot) => try_server(*server, &wire, qname, rtype, deadline),
+                    None => TryResult::Soft("too many queries in flight".to_string()),
+                };
+                match result {
                     TryResult::Final(reply) => return classify(&reply, qname, qtype),
                     TryResult::Permanent(code) => {
                         debug!(
@@ -532,8 +819,17 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// `interval` with +-25 % random jitter, so that queries lost together are
+/// not all sent again at the same moment.
+fn jittered(interval: Duration) -> Duration {
+    let permille = 750 + rand::random::<u32>() % 501;
+    interval.saturating_mul(permille) / 1000
+}
+
 /// Sends `wire` from a fresh connected UDP socket and waits until
-/// `deadline` for the matching reply, ignoring datagrams that do not match.
+/// `deadline` for the matching reply, ignoring datagrams that do not match;
+/// sends it again after [`FIRST_RETRANSMIT`] and then after doubling
+/// intervals (with jitter) while no reply came.
 fn udp_exchange(
     server: SocketAddr,
     wire: &[u8],
@@ -549,14 +845,26 @@ fn udp_exchange(
     let socket = UdpSocket::bind(local).map_err(ExchangeError::Network)?;
     socket.connect(server).map_err(ExchangeError::Network)?;
     socket.send(wire).map_err(ExchangeError::Network)?;
+    let mut interval = FIRST_RETRANSMIT;
+    let mut resend_at = deadline_after(jittered(interval));
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        let now = Instant::now();
+        if now >= deadline {
             return Err(ExchangeError::Timeout);
         }
+        if now >= resend_at {
+            // The query or its reply may have been dropped (a full receive
+            // buffer in a burst): send it again, same ID, and keep waiting
+            // for a reply to either copy.
+            debug!("{server}: {qname} {rtype}: no reply after {interval:?}, sending again");
+            socket.send(wire).map_err(ExchangeError::Network)?;
+            interval = interval.saturating_mul(2);
+            resend_at = deadline_after(jittered(interval));
+        }
+        let wait = deadline.min(resend_at).saturating_duration_since(now);
         socket
-            .set_read_timeout(Some(remaining))
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
             .map_err(ExchangeError::Network)?;
         match socket.recv(&mut buf) {
             Ok(len) => {
@@ -768,7 +1076,10 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
                 DnsErrorKind::NoData,
                 format!("Host found but no data record of type {}", qtype.name()),
             )),
-            ttl: negative_ttl(reply),
+            ttl: match soa_ttl(reply) {
+                Some(ttl) => Some(ttl).filter(|&t| t > 0),
+                None => Some(NODATA_NO_SOA_TTL),
+            },
         };
     }
     let records = match qtype {
@@ -792,14 +1103,16 @@ fn exchange_name(name: &Name) -> String {
 /// RFC 2308: a negative answer lives for the smaller of the SOA's MINIMUM
 /// and the SOA record's TTL; without an SOA it is not cached.
 fn negative_ttl(reply: &Message) -> Option<u32> {
-    reply
-        .authorities
-        .iter()
-        .find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(soa.minimum.min(r.ttl)),
-            _ => None,
-        })
-        .filter(|&t| t > 0)
+    soa_ttl(reply).filter(|&t| t > 0)
+}
+
+/// The smaller of the SOA's MINIMUM and the SOA record's TTL, when the
+/// authority section has an SOA.
+fn soa_ttl(reply: &Message) -> Option<u32> {
+    reply.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.minimum.min(r.ttl)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 use super::*;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 
 use hickory_proto::rr::Record;
@@ -209,6 +210,7 @@ fn settings(servers: &[SocketAddr], timeout_ms: u64, attempts: u32, cache: usize
         timeout: Duration::from_millis(timeout_ms),
         attempts,
         cache_max_entries: cache,
+        ..StubSettings::new(Vec::new())
     }
 }
 
@@ -909,7 +911,14 @@ fn one_stuck_lookup_does_not_block_other_threads() {
         stuck_elapsed < timeout + Duration::from_secs(2),
         "{stuck_elapsed:?}"
     );
-    assert_eq!(server.count(), 1 + 7 * 200);
+    let seen = server.seen();
+    let (stuck_queries, others): (Vec<_>, Vec<_>) =
+        seen.iter().partition(|q| q.name.starts_with("blackhole."));
+    assert_eq!(others.len(), 7 * 200);
+    // The stuck query was sent again within its try (250 ms, ~500 ms,
+    // ~1 s: at most 4 copies in 2 s), always with the same ID.
+    assert!((2..=4).contains(&stuck_queries.len()), "{stuck_queries:?}");
+    assert!(stuck_queries.iter().all(|q| q.id == stuck_queries[0].id));
     assert_eq!(r.cached_entries(), 7 * 200);
 }
 
@@ -1059,6 +1068,238 @@ fn mutated_replies_never_panic() {
             let _ = classify(&reply, &qname, QueryType::Mx);
         }
     }
+}
+
+// ---------------------------------------------------------------- 9. bursts
+
+#[test]
+fn lost_query_is_sent_again_long_before_the_timeout() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    let server = FakeServer::start(move |q, _| {
+        // The first copy is lost (as in a full receive buffer).
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            return vec![];
+        }
+        reply(
+            q,
+            ResponseCode::NoError,
+            vec![a_rec("lost.test.", 300, [192, 0, 2, 1])],
+        )
+    });
+    let r = resolver(&[server.addr], 5000, 1, 0);
+    let started = Instant::now();
+    let answer = r.a("lost.test").unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.records, vec![Ipv4Addr::new(192, 0, 2, 1)]);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].id, seen[1].id, "the same query, sent again");
+}
+
+#[test]
+fn retransmissions_back_off_and_the_timeout_stays_the_bound() {
+    let server = FakeServer::start(|_, _| vec![]);
+    let timeout = Duration::from_millis(1500);
+    let r = resolver(&[server.addr], 1500, 2, 0);
+    let started = Instant::now();
+    assert_eq!(kind(r.a("silent.test")), DnsErrorKind::Retry);
+    let took = started.elapsed();
+    assert!(took >= timeout * 2 - Duration::from_millis(50), "{took:?}");
+    assert!(took < timeout * 2 + Duration::from_millis(700), "{took:?}");
+    // Per try (one ID): sent at 0, ~250 ms, ~750 ms, maybe ~1750 ms with
+    // jitter (+-25 %): 3 or 4 copies within 1.5 s, never one per 250 ms.
+    let seen = server.seen();
+    let mut per_id: BTreeMap<u16, usize> = BTreeMap::new();
+    for q in &seen {
+        *per_id.entry(q.id).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 2, "one ID per try: {per_id:?}");
+    assert!(per_id.values().all(|n| (3..=4).contains(n)), "{per_id:?}");
+}
+
+#[test]
+fn concurrent_lookups_of_one_name_share_one_query() {
+    let server = FakeServer::start(|q, _| {
+        // Slow enough for every thread to ask meanwhile, faster than the
+        // first retransmission.
+        thread::sleep(Duration::from_millis(100));
+        reply(
+            q,
+            ResponseCode::NoError,
+            vec![a_rec("shared.test.", 300, [192, 0, 2, 7])],
+        )
+    });
+    // Cache off: the sharing is not the cache's doing.
+    let r = Arc::new(resolver(&[server.addr], 2000, 1, 0));
+    let start = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let r = Arc::clone(&r);
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                r.a("Shared.TEST.")
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(
+            t.join().unwrap().unwrap().records,
+            vec![Ipv4Addr::new(192, 0, 2, 7)]
+        );
+    }
+    assert_eq!(server.count(), 1, "{:?}", server.seen());
+    // Finished flights leave no trace: the next lookup asks again.
+    r.a("shared.test").unwrap();
+    assert_eq!(server.count(), 2);
+}
+
+#[test]
+fn threads_sharing_a_stuck_lookup_get_retry_within_their_schedule() {
+    let server = FakeServer::start(|_, _| vec![]);
+    let r = Arc::new(resolver(&[server.addr], 400, 1, 100));
+    let start = Arc::new(Barrier::new(4));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let r = Arc::clone(&r);
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                r.mx("stuck.test")
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(kind(t.join().unwrap()), DnsErrorKind::Retry);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    let seen = server.seen();
+    assert!(
+        seen.iter().all(|q| q.id == seen[0].id),
+        "one query (copies of it) for all threads: {seen:?}"
+    );
+}
+
+#[test]
+fn queries_in_flight_are_bounded() {
+    let server = FakeServer::start(|q, _| {
+        let owner = qname_of(q);
+        if owner.starts_with("stuck") {
+            return vec![];
+        }
+        reply(
+            q,
+            ResponseCode::NoError,
+            vec![a_rec(&owner, 300, [192, 0, 2, 1])],
+        )
+    });
+    let r = Arc::new(
+        StubResolver::new(StubSettings {
+            max_in_flight: 2,
+            ..settings(&[server.addr], 1000, 1, 100)
+        })
+        .unwrap(),
+    );
+    let stuck: Vec<_> = ["stuck1.test", "stuck2.test"]
+        .into_iter()
+        .map(|name| {
+            let r = Arc::clone(&r);
+            thread::spawn(move || r.a(name))
+        })
+        .collect();
+    let started = Instant::now();
+    while server.count() < 2 && started.elapsed() < Duration::from_secs(1) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Both slots are taken: a third lookup waits instead of querying.
+    let waiting = {
+        let r = Arc::clone(&r);
+        thread::spawn(move || r.a("ok.test"))
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !server.seen().iter().any(|q| q.name == "ok.test."),
+        "{:?}",
+        server.seen()
+    );
+    for t in stuck {
+        assert_eq!(kind(t.join().unwrap()), DnsErrorKind::Retry);
+    }
+    // It got a slot when one came free, or its try ran out meanwhile.
+    match waiting.join().unwrap() {
+        Ok(answer) => assert_eq!(answer.records, vec![Ipv4Addr::new(192, 0, 2, 1)]),
+        Err(e) => assert_eq!(e.kind, DnsErrorKind::Retry),
+    }
+    // Slots are given back.
+    assert!(r.a("later.test").is_ok());
+}
+
+#[test]
+fn nodata_without_soa_is_cached_briefly() {
+    let server = FakeServer::start(|q, _| reply(q, ResponseCode::NoError, vec![]));
+    let (clock, now) = fake_clock();
+    let r = resolver(&[server.addr], 1000, 1, 100).with_clock(clock);
+    assert_eq!(kind(r.aaaa("v4only.test")), DnsErrorKind::NoData);
+    assert_eq!(kind(r.aaaa("v4only.test")), DnsErrorKind::NoData);
+    assert_eq!(server.count(), 1);
+    advance(&now, u64::from(NODATA_NO_SOA_TTL) - 1);
+    assert_eq!(kind(r.aaaa("v4only.test")), DnsErrorKind::NoData);
+    assert_eq!(server.count(), 1);
+    advance(&now, 2);
+    assert_eq!(kind(r.aaaa("v4only.test")), DnsErrorKind::NoData);
+    assert_eq!(server.count(), 2);
+}
+
+#[test]
+fn cache_byte_bound_evicts_what_expires_soonest() {
+    // "tNNN.test." answers with TTL NNN; all entries have the same size.
+    let server = FakeServer::start(|q, _| {
+        let owner = qname_of(q);
+        let ttl = owner.get(1..4).and_then(|t| t.parse().ok()).unwrap_or(300);
+        reply(
+            q,
+            ResponseCode::NoError,
+            vec![a_rec(&owner, ttl, [192, 0, 2, 1])],
+        )
+    });
+    let one = entry_size(
+        &("t100.test.".to_string(), QueryType::A),
+        &Ok((Records::A(vec![Ipv4Addr::new(192, 0, 2, 1)]), false)),
+    );
+    let (clock, _now) = fake_clock();
+    let r = StubResolver::new(StubSettings {
+        cache_max_bytes: 3 * one,
+        ..settings(&[server.addr], 1000, 1, 100)
+    })
+    .unwrap()
+    .with_clock(clock);
+    for name in ["t300.test", "t100.test", "t200.test"] {
+        r.a(name).unwrap();
+    }
+    assert_eq!((r.cached_entries(), r.cached_bytes()), (3, 3 * one));
+    // Full: the entry that expires soonest (t100) makes room.
+    r.a("t400.test").unwrap();
+    assert_eq!((r.cached_entries(), r.cached_bytes()), (3, 3 * one));
+    for name in ["t300.test", "t200.test", "t400.test"] {
+        r.a(name).unwrap();
+    }
+    assert_eq!(server.count(), 4, "t300, t200, t400 still cached");
+    r.a("t100.test").unwrap();
+    assert_eq!(server.count(), 5, "t100 was evicted");
+    assert!(r.cached_bytes() <= 3 * one);
+
+    // An entry larger than the whole bound is not kept at all.
+    let tiny = StubResolver::new(StubSettings {
+        cache_max_bytes: one - 1,
+        ..settings(&[server.addr], 1000, 1, 100)
+    })
+    .unwrap();
+    tiny.a("t300.test").unwrap();
+    assert_eq!((tiny.cached_entries(), tiny.cached_bytes()), (0, 0));
 }
 
 // ---------------------------------------------------------------- resolv.conf

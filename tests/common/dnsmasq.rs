@@ -285,6 +285,7 @@ pub fn quick_resolver(addr: SocketAddr, cache: usize) -> StubResolver {
         timeout: Duration::from_millis(300),
         attempts: 1,
         cache_max_entries: cache,
+        ..StubSettings::new(Vec::new())
     })
     .expect("resolver")
 }
