@@ -6,10 +6,11 @@
 # not enforced: the exit status is 0 unless the harness itself broke.
 #
 # Environment:
-#   SCENARIOS  which to run, in order (default "1 2 lat 7 6 3 4 5");
+#   SCENARIOS  which to run, in order (default "1 2 lat 7 6 3 8 4 5");
 #              names: 1 relay+reuse, 2 relay no reuse, lat latency,
 #              3 many domains, 4 dead primaries, 5 large message,
-#              6 slow sessions, 7 LMTP over a UNIX socket
+#              6 slow sessions, 7 LMTP over a UNIX socket,
+#              8 DNS burst (cold vs warm DNS cache, 500 workers)
 #   REPS       repetitions per scenario (default: 5 for scenarios 1 and
 #              2, whose targets sit closest to their lines and whose runs
 #              are short; 3 for the others)
@@ -27,7 +28,7 @@ OUT=target/bench
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
-SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 4 5"}
+SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5"}
 # Empty: each scenario's own default.
 export REPS=${REPS:-}
 export PYTHONDONTWRITEBYTECODE=1
@@ -79,6 +80,7 @@ script_for() {
         5) echo s5-large-message.py ;;
         6) echo s6-slow-sessions.py ;;
         7) echo s7-lmtp-unix.py ;;
+        8) echo s8-dns-burst.py ;;
         *) return 1 ;;
     esac
 }
