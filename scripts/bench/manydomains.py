@@ -105,9 +105,9 @@ port = {self.port}
 """ + (f'connect_timeout = "{connect_timeout}"\n' if connect_timeout else "") + f"""
 [dns]
 nameservers = ["127.0.0.1:{self.dns_port}"]
-# IPv4-only test bed (as the private Postfix's inet_protocols). With "all",
-# every job also asks AAAA for its MX host, and dnsmasq's NODATA carries no
-# SOA, so mailhop does not cache it: one more query per job.
+# IPv4-only test bed (as the private Postfix's inet_protocols). With "all"
+# (scenario 8), jobs also ask AAAA for their MX host; dnsmasq's NODATA
+# carries no SOA and is cached for 60 s.
 inet_protocols = "ipv4"
 
 [daemon]
