@@ -242,6 +242,7 @@ pub fn run(options: &Options) -> i32 {
             daemon.reload();
         }
         daemon.accept_some();
+        daemon.pool.replenish();
     }
     daemon.shutdown()
 }
@@ -412,10 +413,11 @@ impl Daemon {
             format_duration(timeout).unwrap_or_else(|_| format!("{timeout:?}")),
             pool.running()
         );
-        let deadline = Instant::now() + timeout;
+        // A timeout too long for the clock is no limit.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             queued += pool.drain_queue();
-            if pool.running() == 0 || Instant::now() >= deadline {
+            if pool.running() == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             thread::sleep(Duration::from_millis(20));

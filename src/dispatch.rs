@@ -120,9 +120,7 @@ pub fn execute_with(
             envelope,
             message,
             facts,
-            arrival: job
-                .arrival_time
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            arrival: arrival(job),
             cache,
         };
         let delivery = deliverer.deliver(&request);
@@ -154,10 +152,7 @@ pub fn execute_with(
         Protocol::Lmtp => "lmtp",
     };
     let json = deliverer.config().log.format == "json";
-    let since = job
-        .arrival_time
-        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-        .and_then(|arrival| SystemTime::now().duration_since(arrival).ok());
+    let since = arrival(job).and_then(|arrival| SystemTime::now().duration_since(arrival).ok());
     for one in &settled {
         log_recipient(service, &job.id, one, received, started, since, json);
     }
@@ -166,6 +161,13 @@ pub fn execute_with(
         result.log = Some(log);
     }
     Ok(result)
+}
+
+/// The job's `arrival_time` as a time; `None` without one, or for a value
+/// no clock can hold ([`Job::check`] refuses those before a job runs).
+pub fn arrival(job: &Job) -> Option<SystemTime> {
+    job.arrival_time
+        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
 }
 
 /// The job's recipients as the SMTP client takes them.

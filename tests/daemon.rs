@@ -1352,3 +1352,132 @@ fn batch_scheduling_covers_every_thread() {
         daemon.log()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 12: faults inside the daemon
+// ---------------------------------------------------------------------------
+
+/// `mailhop status` through the protocol, parsed.
+fn status_of(daemon: &Daemon) -> Value {
+    let mut c = daemon.client();
+    c.send(r#"{"command":"status"}"#);
+    c.answer()
+}
+
+/// Issue 12 item 6: an `arrival_time` no clock can hold (it panicked the
+/// worker, "internal error") is an `invalid job` error when the line is
+/// read; the connection and the daemon go on.
+#[test]
+fn out_of_range_arrival_time_is_an_invalid_job() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
+    let mut c = daemon.client();
+    for (id, t) in [("t1", u64::MAX), ("t2", u64::MAX - 1_000), ("t3", 1 << 62)] {
+        let mut line: Value =
+            serde_json::from_str(&job(id, &sink.nexthop(), &message)).expect("json");
+        line["arrival_time"] = json!(t);
+        c.send(&line.to_string());
+        assert_error(&c.answer(), Some(id), "invalid job: arrival_time");
+    }
+    let mut fine: Value =
+        serde_json::from_str(&job("t4", &sink.nexthop(), &message)).expect("json");
+    fine["arrival_time"] = json!(1_795_440_001u64);
+    c.send(&fine.to_string());
+    assert_all(&c.answer(), "sent");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+/// Issue 12 item 6: a worker that panics (injected through the debug-build
+/// hook `MAILHOP_DEBUG_PANIC_JOB`) answers its job with every recipient
+/// deferred 4.3.0 (`mailhop send` exits 75), logs the job id, and is
+/// replaced: more panicking jobs than workers are all answered, the pool
+/// size in `mailhop status` stays, and the next jobs are delivered.
+#[test]
+fn panicking_worker_defers_every_recipient_and_is_replaced() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock")).daemon("workers", "2");
+    let daemon = Daemon::start_env(&work, &settings, &[("MAILHOP_DEBUG_PANIC_JOB", "boom")]);
+    let mut c = daemon.client();
+    for n in 0..5 {
+        let id = format!("boom-{n}");
+        let two = json!({
+            "id": id,
+            "nexthop": sink.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
+            "message": {"path": message.display().to_string()},
+        });
+        c.send(&two.to_string());
+        let answer = c.answer();
+        assert_eq!(answer["id"], id.as_str(), "{answer}");
+        let recipients = answer["recipients"].as_array().expect("a result");
+        assert_eq!(recipients.len(), 2, "{answer}");
+        for r in recipients {
+            assert_eq!(r["status"], "deferred", "{answer}");
+            assert_eq!(r["dsn"], "4.3.0", "{answer}");
+            assert_eq!(r["diagnostic"], "unknown mail transport error", "{answer}");
+        }
+        daemon.wait_log(&format!("job {id}: the worker panicked"));
+    }
+    let status = status_of(&daemon);
+    assert_eq!(status["workers"]["total"], 2, "{status}");
+    assert_eq!(status["workers"]["busy"], 0, "{status}");
+    // `mailhop send` through the daemon: a temporary failure.
+    let config = daemon.config.display().to_string();
+    let nexthop = sink.nexthop();
+    let msg = message.display().to_string();
+    let (code, out, err) = run_mailhop(
+        &[
+            "send",
+            "--config",
+            &config,
+            "--nexthop",
+            &nexthop,
+            "--from",
+            "a@x.test",
+            "--to",
+            "b@y.test",
+            "--id",
+            "boom-send",
+            &msg,
+        ],
+        None,
+        None,
+    );
+    assert_eq!(code, 75, "{out} {err}");
+    assert!(out.contains("dsn=4.3.0, status=deferred"), "{out}");
+    // The replaced workers deliver: more jobs than workers, at once.
+    let lines: String = (0..6)
+        .map(|n| job(&format!("after-{n}"), &nexthop, &message) + "\n")
+        .collect();
+    c.send_raw(lines.as_bytes());
+    for answer in c.answers(6).values() {
+        assert_all(answer, "sent");
+    }
+    let status = status_of(&daemon);
+    assert_eq!(status["workers"]["total"], 2, "{status}");
+    assert_eq!(sink.seen(|s| s.messages), 6);
+    let log = daemon.log();
+    let deferrals = log
+        .lines()
+        .filter(|l| l.contains("boom-0: to=<") && l.contains("status=deferred"))
+        .count();
+    assert_eq!(deferrals, 2, "one deferral line per recipient:\n{log}");
+}
+
+/// Issue 12 item 6: a `shutdown_timeout` too long for the clock does not
+/// overflow the shutdown path: SIGTERM with nothing running exits 0.
+#[test]
+fn huge_shutdown_timeout_does_not_overflow() {
+    let work = Work::new();
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("shutdown_timeout", "\"18446744073709551615s\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
