@@ -49,8 +49,10 @@ pub const EX_SECOND_SIGNAL: i32 = 1;
 /// Most client connections served at once; more are refused with an
 /// error line.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// After the deliveries are done or deferred, how long the shutdown waits
-/// for connections to take their results.
+/// After the deliveries are done or deferred (every job answered), how
+/// long the shutdown waits for connections to take their results and for
+/// deliveries cut short to end (they send no more message bodies; their
+/// late results are logged as information only).
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Main loop tick: signal flags are looked at this often.
 const TICK: u16 = 100;
@@ -434,7 +436,9 @@ impl Daemon {
             );
         }
         let flush_deadline = Instant::now() + FLUSH_LIMIT;
-        while ctx.live.load(Ordering::SeqCst) > 0 && Instant::now() < flush_deadline {
+        while (ctx.live.load(Ordering::SeqCst) > 0 || pool.running() > 0)
+            && Instant::now() < flush_deadline
+        {
             pool.drain_queue();
             thread::sleep(Duration::from_millis(20));
         }

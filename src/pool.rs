@@ -11,8 +11,10 @@
 //! behalf of the submitting peer ([`PeerIdentity`]) and checked against
 //! its credentials, every ticket is answered exactly once (a worker and
 //! the shutdown path race for the answer through [`Ticket`]'s claim), and
-//! a job that cannot finish before shutdown is answered with every
-//! recipient deferred, 4.3.0 "mail system shutting down".
+//! a job that cannot finish before shutdown is answered at once: its
+//! recipients already settled keep their outcome, the others are deferred,
+//! 4.3.0 "mail system shutting down" (see [`crate::progress`] for the
+//! end-of-data case and the one log line per recipient).
 //!
 //! Error contract: nothing here panics on job input; a job that cannot
 //! run becomes an error answer (`{"id":...,"error":...}`). Should a worker
@@ -40,6 +42,7 @@ use crate::deliver::Deliverer;
 use crate::dispatch::{self, seconds};
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
 use crate::message::Message;
+use crate::progress::Progress;
 use crate::recipients::{Status, printable_address};
 use crate::stats::{PoolShape, Stats};
 use crate::transport::strerror;
@@ -246,8 +249,8 @@ struct Shared {
     spawned: AtomicU64,
     room: QueueRoom,
     deliverer: RwLock<Arc<Deliverer>>,
-    /// Tickets being delivered, by slot number, with their start time.
-    running: Mutex<HashMap<u64, (Arc<Ticket>, Instant), foldhash::fast::RandomState>>,
+    /// Tickets being delivered, by slot number.
+    running: Mutex<HashMap<u64, Running, foldhash::fast::RandomState>>,
     next_slot: AtomicU64,
     stopping: AtomicBool,
     stats: Arc<Stats>,
@@ -267,6 +270,12 @@ impl Shared {
         if !ticket.claim() {
             return false;
         }
+        self.answer_claimed(ticket, answer);
+        true
+    }
+
+    /// Answers a ticket the caller has claimed.
+    fn answer_claimed(&self, ticket: &Ticket, answer: Answer) {
         match &answer {
             Answer::Done(result) => self
                 .stats
@@ -274,49 +283,92 @@ impl Shared {
             Answer::Failed(_) => self.stats.job_failed(),
         }
         ticket.report.report(answer);
-        true
     }
 
-    /// Answers a ticket with every recipient deferred (shutdown);
-    /// `started`: when its delivery began, if it did.
-    fn defer(&self, ticket: &Ticket, started: Option<Instant>) -> bool {
-        self.defer_with(ticket, started, SHUTDOWN_DIAGNOSTIC)
+    /// Answers a job that has not started with every recipient deferred
+    /// (shutdown).
+    fn defer(&self, ticket: &Ticket) -> bool {
+        self.cut(ticket, None, SHUTDOWN_DIAGNOSTIC)
     }
 
-    /// Answers a ticket with every recipient deferred, 4.3.0 `diagnostic`.
-    fn defer_with(&self, ticket: &Ticket, started: Option<Instant>, diagnostic: &str) -> bool {
-        if ticket.claimed.load(Ordering::SeqCst) {
+    /// Answers a ticket now, unless someone else already did: every
+    /// recipient deferred 4.3.0 `diagnostic`, except, for a job being
+    /// delivered (`running`), those already settled (and logged), which
+    /// keep their outcome (see [`Progress::cut`]). Each deferred recipient
+    /// is logged.
+    fn cut(&self, ticket: &Ticket, running: Option<&Running>, diagnostic: &str) -> bool {
+        if !ticket.claim() {
             return false;
         }
-        let result = deferred_result(&ticket.job, diagnostic);
-        let answered = self.answer(ticket, Answer::Done(result));
-        if answered {
-            let json = self.deliverer().config().log.format == "json";
-            log_deferral(ticket, started, json, diagnostic);
-        }
-        answered
+        let json = self.deliverer().config().log.format == "json";
+        let delays = Delays::of(ticket, running.map(|r| r.started));
+        let log = |r: &RecipientResult| log_deferral(ticket, &delays, json, r);
+        let recipients = match running {
+            Some(running) => running.progress.cut(
+                ticket.job.recipients.iter().map(|r| r.address.as_str()),
+                diagnostic,
+                log,
+            ),
+            None => {
+                let result = deferred_result(&ticket.job, diagnostic);
+                result.recipients.iter().for_each(log);
+                result.recipients
+            }
+        };
+        let result = JobResult {
+            id: ticket.job.id.clone(),
+            recipients,
+            log: Some(vec![format!("deferred: {diagnostic}")]),
+        };
+        self.answer_claimed(ticket, Answer::Done(result));
+        true
     }
 }
 
-/// The per-recipient log lines of a job deferred at shutdown or after a
-/// panic, in the shape of the delivery lines (`ID: to=<...>, relay=none,
-/// delay=..., delays=a/b/0/0, dsn=4.3.0, status=deferred (mail system
-/// shutting down)`, or JSON with `[log] format = "json"`): a = waiting for
-/// a worker, b = delivering.
-fn log_deferral(ticket: &Ticket, started: Option<Instant>, json: bool, diagnostic: &str) {
+/// A job being delivered: its ticket, when its worker took it, and its
+/// progress (shared with the worker).
+#[derive(Clone)]
+struct Running {
+    ticket: Arc<Ticket>,
+    started: Instant,
+    progress: Arc<Progress>,
+}
+
+/// The times of a deferral's log line: a = waiting for a worker, b =
+/// delivering, and the delay since arrival.
+struct Delays {
+    a: Duration,
+    b: Duration,
+    delay: Duration,
+}
+
+impl Delays {
+    fn of(ticket: &Ticket, started: Option<Instant>) -> Self {
+        let now = Instant::now();
+        let begun = started.unwrap_or(now);
+        Self {
+            a: begun.saturating_duration_since(ticket.received),
+            b: now.saturating_duration_since(begun),
+            delay: dispatch::arrival(&ticket.job)
+                .and_then(|arrival| std::time::SystemTime::now().duration_since(arrival).ok())
+                .unwrap_or_else(|| now.saturating_duration_since(ticket.received)),
+        }
+    }
+}
+
+/// The log line of a recipient deferred at shutdown or after a panic, in
+/// the shape of the delivery lines (`ID: to=<...>, relay=none, delay=...,
+/// delays=a/b/0/0, dsn=4.3.0, status=deferred (mail system shutting
+/// down)`, or JSON with `[log] format = "json"`).
+fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientResult) {
     let job = &ticket.job;
-    let now = Instant::now();
-    let begun = started.unwrap_or(now);
-    let a = begun.saturating_duration_since(ticket.received);
-    let b = now.saturating_duration_since(begun);
-    let delay = dispatch::arrival(job)
-        .and_then(|arrival| std::time::SystemTime::now().duration_since(arrival).ok())
-        .unwrap_or_else(|| now.saturating_duration_since(ticket.received));
+    let Delays { a, b, delay } = *delays;
+    let diagnostic = &rcpt.diagnostic;
     let target = match job.transport {
         TransportKind::Smtp => "mailhop/smtp",
         TransportKind::Lmtp => "mailhop/lmtp",
     };
-    for rcpt in &job.recipients {
+    {
         if json {
             let line = serde_json::json!({
                 "id": job.id,
@@ -455,7 +507,7 @@ impl Pool {
         let mut count = 0;
         while let Ok(ticket) = self.rx.try_recv() {
             self.shared.room.give_back(self.shared.size.queue_capacity);
-            if self.shared.defer(&ticket, None) {
+            if self.shared.defer(&ticket) {
                 count += 1;
             }
         }
@@ -467,17 +519,18 @@ impl Pool {
         self.shared.running.lock().map(|r| r.len()).unwrap_or(0)
     }
 
-    /// Defers every job still being delivered; returns how many. Their
-    /// workers finish in the background, and their late results are only
-    /// logged.
+    /// Answers every job still being delivered: its recipients not yet
+    /// settled are deferred (see [`Progress::cut`]); returns how many
+    /// jobs. Their workers finish in the background, send no message body
+    /// any more, and their late results are only logged.
     pub fn defer_running(&self) -> usize {
-        let running: Vec<(Arc<Ticket>, Instant)> = match self.shared.running.lock() {
+        let running: Vec<Running> = match self.shared.running.lock() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => Vec::new(),
         };
         running
             .iter()
-            .filter(|(ticket, started)| self.shared.defer(ticket, Some(*started)))
+            .filter(|r| self.shared.cut(&r.ticket, Some(r), SHUTDOWN_DIAGNOSTIC))
             .count()
     }
 }
@@ -495,7 +548,7 @@ impl Submitter {
     pub fn submit(&self, ticket: Arc<Ticket>) {
         self.shared.stats.job_accepted();
         if self.stopping() {
-            self.shared.defer(&ticket, None);
+            self.shared.defer(&ticket);
             return;
         }
         let deliverer = self.shared.deliverer();
@@ -510,7 +563,7 @@ impl Submitter {
         drop(deliverer);
         let capacity = self.shared.size.queue_capacity.max(1);
         if !self.shared.room.take(capacity, &self.shared.stopping) {
-            self.shared.defer(&ticket, None);
+            self.shared.defer(&ticket);
             return;
         }
         let ticket = match self.tx.try_send(ticket) {
@@ -518,7 +571,7 @@ impl Submitter {
             Err(TrySendError::Full(ticket)) => ticket,
             Err(TrySendError::Disconnected(ticket)) => {
                 self.shared.room.give_back(self.shared.size.queue_capacity);
-                self.shared.defer(&ticket, None);
+                self.shared.defer(&ticket);
                 return;
             }
         };
@@ -527,7 +580,7 @@ impl Submitter {
         log::debug!("job {}: queue full; waiting", ticket.id());
         if let Err(e) = self.tx.send(ticket) {
             self.shared.room.give_back(self.shared.size.queue_capacity);
-            self.shared.defer(&e.0, None);
+            self.shared.defer(&e.0);
         }
     }
 
@@ -578,6 +631,7 @@ fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
 struct Taken {
     ticket: Arc<Ticket>,
     slot: u64,
+    progress: Arc<Progress>,
     opened: Option<Opened>,
 }
 
@@ -592,13 +646,23 @@ struct Opened {
 
 impl Shared {
     /// Records a taken job as running (the shutdown defers it if it has
-    /// not finished in time).
-    fn register(&self, ticket: &Arc<Ticket>) -> u64 {
+    /// not finished in time); its slot and progress.
+    fn register(&self, ticket: &Arc<Ticket>) -> (u64, Arc<Progress>) {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(slot, (Arc::clone(ticket), Instant::now()));
-        }
-        slot
+        let progress = Progress::new(ticket.job.recipients.len());
+        let mut running = match self.running.lock() {
+            Ok(running) => running,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        running.insert(
+            slot,
+            Running {
+                ticket: Arc::clone(ticket),
+                started: Instant::now(),
+                progress: Arc::clone(&progress),
+            },
+        );
+        (slot, progress)
     }
 
     fn unregister(&self, slot: u64) {
@@ -669,13 +733,13 @@ impl Drop for WorkerGuard<'_> {
             log::error!("cannot replace a worker that panicked: {e}; retrying");
         }
         for (ticket, slot) in self.held.drain(..) {
-            let started = shared
+            let running = shared
                 .running
                 .lock()
                 .ok()
-                .and_then(|running| running.get(&slot).map(|(_, at)| *at));
+                .and_then(|running| running.get(&slot).cloned());
             shared.unregister(slot);
-            if shared.defer_with(&ticket, started, PANIC_DIAGNOSTIC) {
+            if shared.cut(&ticket, running.as_ref(), PANIC_DIAGNOSTIC) {
                 log::error!(
                     "job {}: the worker panicked; every recipient deferred ({SHUTDOWN_DSN} {PANIC_DIAGNOSTIC}); worker replaced",
                     ticket.id()
@@ -729,11 +793,12 @@ fn worker(shared: &Arc<Shared>) {
                 crate::chain::clear();
                 let Ok(ticket) = rx.recv() else { break };
                 shared.room.give_back(capacity);
-                let slot = shared.register(&ticket);
+                let (slot, progress) = shared.register(&ticket);
                 guard.hold(&ticket, slot);
                 Taken {
                     slot,
                     ticket,
+                    progress,
                     opened: None,
                 }
             }
@@ -741,6 +806,7 @@ fn worker(shared: &Arc<Shared>) {
         let Taken {
             ticket,
             slot,
+            progress,
             opened,
         } = current;
         ticket.drop_queued_demand();
@@ -748,7 +814,7 @@ fn worker(shared: &Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
             guard.release(slot);
-            shared.defer(&ticket, None);
+            shared.defer(&ticket);
             continue;
         }
         guard.set_busy(true);
@@ -781,25 +847,28 @@ fn worker(shared: &Arc<Shared>) {
             {
                 crate::chain::offer(offer);
             }
-            let follower_slot = shared.register(&follower);
+            let (follower_slot, follower_progress) = shared.register(&follower);
             guard.hold(&follower, follower_slot);
             next = Some(Taken {
                 slot: follower_slot,
                 ticket: follower,
+                progress: follower_progress,
                 opened,
             });
         }
         let job_lines = crate::logging::JobLines::start();
+        let entered = crate::progress::enter(progress);
         injected_fault(&ticket);
         let answer = run(&deliverer, &ticket, opened);
+        drop(entered);
         drop(job_lines);
         drop(deliverer);
         shared.unregister(slot);
         guard.release(slot);
         guard.set_busy(false);
         if !shared.answer(&ticket, answer) {
-            log::warn!(
-                "job {}: delivery finished after the job was deferred at shutdown",
+            log::info!(
+                "job {}: delivery finished after the job was answered at shutdown; its late results are information only",
                 ticket.id()
             );
         }

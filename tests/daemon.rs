@@ -1481,3 +1481,128 @@ fn huge_shutdown_timeout_does_not_overflow() {
     assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
+
+/// The log lines of `id`'s recipient `rcpt` that carry an outcome.
+fn status_lines(log: &str, id: &str, rcpt: &str) -> Vec<String> {
+    let to = format!("{id}: to=<{rcpt}>");
+    log.lines()
+        .filter(|l| l.contains(&to) && l.contains("status="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 12 item 8: a job still waiting for its end-of-data reply when
+/// `shutdown_timeout` ends is answered at once, every recipient 4.x with
+/// Postfix's "message may be sent more than once" words; the server's
+/// later 250 is logged as information only: one `status=` line per
+/// recipient, the one the client got.
+#[test]
+fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::After(Duration::from_secs(4)));
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("workers", "1")
+        .daemon("shutdown_timeout", "\"1s\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    let two = json!({
+        "id": "dot1",
+        "nexthop": sink.nexthop(),
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    sink.wait("the final dot arrived", |s| s.messages == 1);
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let answer = c.answer();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    assert_eq!(answer["id"], "dot1");
+    let recipients = answer["recipients"].as_array().expect("a result");
+    assert_eq!(recipients.len(), 2, "{answer}");
+    for r in recipients {
+        assert_eq!(r["status"], "deferred", "{answer}");
+        assert!(
+            r["dsn"].as_str().is_some_and(|d| d.starts_with("4.")),
+            "{answer}"
+        );
+        let text = r["diagnostic"].as_str().unwrap_or_default();
+        assert!(
+            text.ends_with("while sending end of data -- message may be sent more than once"),
+            "{answer}"
+        );
+    }
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    for rcpt in ["b@y.test", "c@y.test"] {
+        let lines = status_lines(&log, "dot1", rcpt);
+        assert_eq!(lines.len(), 1, "one outcome for {rcpt}:\n{log}");
+        assert!(
+            lines[0].contains("status=deferred") && lines[0].contains("may be sent more than once"),
+            "{log}"
+        );
+        // The server's late 250: information only.
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("dot1: to=<{rcpt}>"))
+                    && l.contains("late result")
+                    && l.contains(": sent (250 2.0.0")),
+            "{log}"
+        );
+    }
+}
+
+/// Issue 12 item 8: each recipient is logged when it is settled, not when
+/// the whole job ends: of a job for two destinations, the one delivered
+/// first is in the log while the other still waits for DNS.
+#[test]
+fn recipients_are_logged_when_settled_not_at_job_end() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    // A DNS server that never answers: slow.test waits for the timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
+    let dns = silent.local_addr().expect("its address");
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .smtp("port", &sink.port.to_string())
+        .extra(&format!(
+            "[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n"
+        ));
+    let daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    let two = json!({
+        "id": "early1",
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@[127.0.0.1]"}, {"address": "c@slow.test"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    daemon.wait_log("early1: to=<b@[127.0.0.1]>");
+    let logged = Instant::now();
+    let answer = c.answer();
+    let waited = logged.elapsed();
+    assert!(
+        waited > Duration::from_millis(1500),
+        "the first recipient was logged only {waited:?} before the job ended:\n{}",
+        daemon.log()
+    );
+    assert_eq!(answer["recipients"][0]["status"], "sent", "{answer}");
+    assert_eq!(answer["recipients"][1]["status"], "deferred", "{answer}");
+    let log = daemon.log();
+    assert_eq!(
+        status_lines(&log, "early1", "b@[127.0.0.1]").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        status_lines(&log, "early1", "c@slow.test").len(),
+        1,
+        "{log}"
+    );
+}
