@@ -213,12 +213,13 @@ pub fn run(options: &Options) -> i32 {
             return fatal(EX_OSERR, format!("cannot start the workers: {e}"));
         }
     };
+    let settings = Arc::new(ConnSettings::from_config(&config.daemon, daemon_uid));
     let ctx = Arc::new(Context {
         submitter: pool.submitter(),
         live: Arc::new(AtomicUsize::new(0)),
+        access: std::sync::RwLock::new(Arc::new(settings.access.clone())),
     });
     start_cache_expiry(&ctx);
-    let settings = Arc::new(ConnSettings::from_config(&config.daemon, daemon_uid));
     let mut daemon = Daemon {
         config_path: options.config.clone(),
         config,
@@ -381,14 +382,30 @@ impl Daemon {
                 "reload: dns.nameservers, dns.timeout, dns.attempts and dns.cache_entries take effect at restart"
             );
         }
-        if new.cache != self.config.cache {
-            // The old cache closes its sessions once the last job using it ends.
-            self.cache = Arc::new(SessionCache::new(new.cache.clone()));
+        if new.cache != self.config.cache || new.tls != self.config.tls {
+            // Sessions set up under the old settings are not reused: their
+            // idle ones are closed now (on a thread of their own: a QUIT
+            // each), and the old cache closes what running jobs still put
+            // into it once the last of them ends.
+            let old = std::mem::replace(
+                &mut self.cache,
+                Arc::new(SessionCache::new(new.cache.clone())),
+            );
+            let closing = thread::Builder::new()
+                .name("cache-close".into())
+                .stack_size(256 * 1024)
+                .spawn(move || old.close_all());
+            if let Err(e) = closing {
+                log::warn!("reload: cannot close the idle cached sessions now: {e}");
+            }
+            log::info!("reload: the connection cache was emptied ([cache] or [tls] changed)");
         }
         let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
             .with_cache(Arc::clone(&self.cache));
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(&new.daemon, self.daemon_uid));
+        // Open connections check their next lines against the new policy.
+        self.ctx.set_access(self.settings.access.clone());
         self.config = new;
     }
 

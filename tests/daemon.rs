@@ -86,6 +86,8 @@ struct Seen {
     messages: usize,
     /// EHLO arguments, in order.
     helos: Vec<String>,
+    /// QUIT commands received.
+    quits: usize,
 }
 
 /// A TCP SMTP sink on 127.0.0.1 serving any number of connections, each
@@ -251,6 +253,7 @@ fn session(stream: TcpStream, dot: Dot, stop: &AtomicBool, seen: &Mutex<Seen>) -
         } else if upper == "RSET" || upper == "NOOP" {
             send("250 2.0.0 Ok")?;
         } else if upper == "QUIT" {
+            seen.lock().expect("seen").quits += 1;
             send("221 2.0.0 Bye")?;
             return Ok(());
         } else {
@@ -1605,4 +1608,140 @@ fn recipients_are_logged_when_settled_not_at_job_end() {
         1,
         "{log}"
     );
+}
+
+/// Issue 12 item 11: a changed `[tls]` section empties the connection
+/// cache on SIGHUP: the idle session is closed (QUIT) and the next job
+/// connects afresh instead of reusing a session set up under the old
+/// TLS settings.
+#[test]
+fn sighup_with_changed_tls_empties_the_connection_cache() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .extra("[cache]\ntime_limit = \"60s\"\n\n[tls]\nplaintext_retry_after = \"300s\"\n");
+    let daemon = Daemon::start(&work, &settings);
+    let cached_job = |id: &str| {
+        let mut line: Value =
+            serde_json::from_str(&job(id, &sink.nexthop(), &message)).expect("json");
+        line["cache"] = json!({"load": true, "store": true});
+        line.to_string()
+    };
+    let mut c = daemon.client();
+    c.send(&cached_job("tls-1"));
+    assert_all(&c.answer(), "sent");
+    c.send(&cached_job("tls-2"));
+    assert_all(&c.answer(), "sent");
+    assert_eq!(sink.seen(|s| s.connections), 1, "the session was reused");
+    assert_eq!(status_of(&daemon)["cache"]["idle"], 1);
+    // A reload that leaves [tls] (and [cache]) alone keeps the session.
+    fs::write(
+        &daemon.config,
+        settings.smtp("helo_name", "\"first.test\"").text(),
+    )
+    .expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.seen(|s| s.quits), 0, "kept without a [tls] change");
+    let text = Settings::new(&work.path().join("m.sock"))
+        .smtp("helo_name", "\"first.test\"")
+        .extra("[cache]\ntime_limit = \"60s\"\n\n[tls]\nplaintext_retry_after = \"301s\"\n")
+        .text();
+    fs::write(&daemon.config, text).expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    sink.wait("the idle session was closed", |s| s.quits == 1);
+    assert_eq!(status_of(&daemon)["cache"]["idle"], 0);
+    c.send(&cached_job("tls-3"));
+    assert_all(&c.answer(), "sent");
+    assert_eq!(
+        sink.seen(|s| s.connections),
+        2,
+        "a fresh session after the change"
+    );
+}
+
+/// Issue 12 item 11: SIGHUP applies a changed access policy to client
+/// connections already open: a peer removed from `allowed_uids` gets its
+/// next job on the same connection refused. Needs root (the client runs
+/// as `nobody`, through python3).
+#[test]
+fn sighup_applies_a_changed_access_policy_to_open_connections() {
+    if !is_root() {
+        skip("the access-policy reload test needs root (a client runs as nobody)");
+        return;
+    }
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        skip("the access-policy reload test needs /usr/bin/python3 for its client");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+        .unwrap_or(65534);
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let socket = work.path().join("m.sock");
+    let base = || Settings::new(&socket).daemon("socket_mode", "\"0666\"");
+    let settings = base().daemon("allowed_uids", &format!("[{nobody}]"));
+    let daemon = Daemon::start(&work, &settings);
+    // A client as nobody: relays each stdin line to the daemon and prints
+    // the answer line, on one connection.
+    let relay = "import socket, sys\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.settimeout(20)\n\
+                 s.connect(sys.argv[1])\n\
+                 f = s.makefile('rw')\n\
+                 for line in sys.stdin:\n\
+                 \x20   f.write(line)\n\
+                 \x20   f.flush()\n\
+                 \x20   print(f.readline().strip(), flush=True)\n";
+    let mut child = Command::new(python)
+        .args(["-c", relay])
+        .arg(&socket)
+        .uid(nobody)
+        .gid(nobody)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the client as nobody");
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let _reap = Reap(child);
+    let mut ask = |line: &str| -> Value {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to the client");
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).expect("read from the client");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("bad answer {answer:?}: {e}"))
+    };
+    assert_all(&ask(&job("acl-1", &sink.nexthop(), &message)), "sent");
+    fs::write(&daemon.config, base().text()).expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    let refused = ask(&job("acl-2", &sink.nexthop(), &message));
+    assert_error(
+        &refused,
+        None,
+        &format!("permission denied: uid {nobody} is not allowed to submit jobs"),
+    );
+    assert_eq!(
+        sink.seen(|s| s.messages),
+        1,
+        "the refused job was not delivered"
+    );
+    daemon.wait_log(&format!("uid {nobody}"));
 }
