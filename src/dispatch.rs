@@ -138,7 +138,7 @@ pub fn execute_with(
                         service, &id, address, outcome, received, started, since, json,
                     );
                 } else {
-                    log_late(service, &id, address, outcome);
+                    log_late(service, &id, address, outcome, json);
                 }
             })
         };
@@ -312,12 +312,26 @@ fn log_recipient(
 /// (cut at shutdown, see [`crate::progress`]): information only, without
 /// a `status=` (the log carries one outcome per recipient, the one the
 /// client got): `ID: to=<...>, relay=..., dsn=..., late result
-/// (information only; the job was already answered): sent (...)`.
-fn log_late(service: &str, id: &str, address: &str, outcome: &Outcome) {
+/// (information only; the job was already answered): sent (...)`; in
+/// JSON, `late_status` instead of `status`.
+fn log_late(service: &str, id: &str, address: &str, outcome: &Outcome, json: bool) {
     let target = match service {
         "lmtp" => "mailhop/lmtp",
         _ => "mailhop/smtp",
     };
+    if json {
+        let line = serde_json::json!({
+            "id": id,
+            "to": address,
+            "relay": outcome.relay,
+            "dsn": outcome.dsn.to_string(),
+            "late_status": outcome.status.as_str(),
+            "diagnostic": outcome.diagnostic,
+            "note": "late result (information only; the job was already answered)",
+        });
+        log::info!(target: target, "{line}");
+        return;
+    }
     log::info!(
         target: target,
         "{id}: to=<{}>, relay={}, dsn={}, late result (information only; the job was already answered): {} ({})",
