@@ -1472,14 +1472,22 @@ fn panicking_worker_defers_every_recipient_and_is_replaced() {
     assert_eq!(deferrals, 2, "one deferral line per recipient:\n{log}");
 }
 
-/// Issue 12 item 6: a `shutdown_timeout` too long for the clock does not
-/// overflow the shutdown path: SIGTERM with nothing running exits 0.
+/// Issue 12 item 6: time limits too long for the clock do not overflow:
+/// a delivery with such a `connect_timeout` works, and SIGTERM with such
+/// a `shutdown_timeout` exits 0 (it panicked in `Instant + timeout`).
 #[test]
 fn huge_shutdown_timeout_does_not_overflow() {
     let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let huge = "\"18446744073709551615s\"";
     let settings = Settings::new(&work.path().join("m.sock"))
-        .daemon("shutdown_timeout", "\"18446744073709551615s\"");
+        .smtp("connect_timeout", huge)
+        .daemon("shutdown_timeout", huge);
     let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    c.send(&job("huge-1", &sink.nexthop(), &message));
+    assert_all(&c.answer(), "sent");
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
