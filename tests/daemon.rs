@@ -1753,3 +1753,62 @@ fn sighup_applies_a_changed_access_policy_to_open_connections() {
     );
     daemon.wait_log(&format!("uid {nobody}"));
 }
+
+/// Issue 12 item 8: a job answered at shutdown before its message body
+/// went out sends no body afterwards: its worker, still busy with a slow
+/// DNS lookup when `shutdown_timeout` ends, later reaches the server but
+/// stops before the message (the client was told "deferred"); the log
+/// still has one outcome per recipient, the one the client got.
+#[test]
+fn a_job_answered_at_shutdown_sends_no_message_afterwards() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
+    let dns = silent.local_addr().expect("its address");
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .smtp("port", &sink.port.to_string())
+        .daemon("workers", "1")
+        .daemon("shutdown_timeout", "\"1s\"")
+        .extra(&format!(
+            "[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n"
+        ));
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    // "0slow.test" sorts before "[127.0.0.1]": its DNS wait comes first.
+    let two = json!({
+        "id": "cut1",
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@0slow.test"}, {"address": "c@[127.0.0.1]"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    // Well inside the 3 s DNS wait of the first destination.
+    thread::sleep(Duration::from_millis(500));
+    daemon.signal(Signal::SIGTERM);
+    let answer = c.answer();
+    for r in answer["recipients"].as_array().expect("a result") {
+        assert_eq!(r["status"], "deferred", "{answer}");
+        assert_eq!(r["diagnostic"], "mail system shutting down", "{answer}");
+    }
+    drop(c);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains("cut1: to=<c@[127.0.0.1]>") && log.contains("late result"),
+        "the worker went on to the server:\n{log}"
+    );
+    assert_eq!(
+        sink.seen(|s| s.messages),
+        0,
+        "no message after the answer:\n{log}"
+    );
+    for rcpt in ["b@0slow.test", "c@[127.0.0.1]"] {
+        let lines = status_lines(&log, "cut1", rcpt);
+        assert_eq!(lines.len(), 1, "{rcpt}:\n{log}");
+        assert!(
+            lines[0].contains("status=deferred (mail system shutting down)"),
+            "{log}"
+        );
+    }
+}
