@@ -1530,6 +1530,7 @@ fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
     daemon.signal(Signal::SIGTERM);
     let answer = c.answer();
     let took = start.elapsed();
+    let _ = writeln!(io::stderr(), "answered {took:?} after SIGTERM");
     assert!(
         took < Duration::from_millis(2500),
         "answered after {took:?}"
@@ -1550,6 +1551,7 @@ fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
         );
     }
     assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    let _ = writeln!(io::stderr(), "exited {:?} after SIGTERM", start.elapsed());
     let log = daemon.log();
     for rcpt in ["b@y.test", "c@y.test"] {
         let lines = status_lines(&log, "dot1", rcpt);
