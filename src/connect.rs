@@ -240,7 +240,10 @@ fn connect_blocking(socket: &Socket, target: &SockAddr, timeout: Duration) -> io
 fn wait_connected(socket: &Socket, timeout: Duration) -> io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
-    let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
+    // A limit too far away for the clock is no limit.
+    let deadline = (!timeout.is_zero())
+        .then(|| std::time::Instant::now().checked_add(timeout))
+        .flatten();
     loop {
         let wait = match deadline {
             None => PollTimeout::NONE,

@@ -49,8 +49,10 @@ pub const EX_SECOND_SIGNAL: i32 = 1;
 /// Most client connections served at once; more are refused with an
 /// error line.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// After the deliveries are done or deferred, how long the shutdown waits
-/// for connections to take their results.
+/// After the deliveries are done or deferred (every job answered), how
+/// long the shutdown waits for connections to take their results and for
+/// deliveries cut short to end (they send no more message bodies; their
+/// late results are logged as information only).
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Main loop tick: signal flags are looked at this often.
 const TICK: u16 = 100;
@@ -211,12 +213,13 @@ pub fn run(options: &Options) -> i32 {
             return fatal(EX_OSERR, format!("cannot start the workers: {e}"));
         }
     };
+    let settings = Arc::new(ConnSettings::from_config(&config.daemon, daemon_uid));
     let ctx = Arc::new(Context {
         submitter: pool.submitter(),
         live: Arc::new(AtomicUsize::new(0)),
+        access: std::sync::RwLock::new(Arc::new(settings.access.clone())),
     });
     start_cache_expiry(&ctx);
-    let settings = Arc::new(ConnSettings::from_config(&config.daemon, daemon_uid));
     let mut daemon = Daemon {
         config_path: options.config.clone(),
         config,
@@ -242,6 +245,7 @@ pub fn run(options: &Options) -> i32 {
             daemon.reload();
         }
         daemon.accept_some();
+        daemon.pool.replenish();
     }
     daemon.shutdown()
 }
@@ -378,14 +382,30 @@ impl Daemon {
                 "reload: dns.nameservers, dns.timeout, dns.attempts and dns.cache_entries take effect at restart"
             );
         }
-        if new.cache != self.config.cache {
-            // The old cache closes its sessions once the last job using it ends.
-            self.cache = Arc::new(SessionCache::new(new.cache.clone()));
+        if new.cache != self.config.cache || new.tls != self.config.tls {
+            // Sessions set up under the old settings are not reused: their
+            // idle ones are closed now (on a thread of their own: a QUIT
+            // each), and the old cache closes what running jobs still put
+            // into it once the last of them ends.
+            let old = std::mem::replace(
+                &mut self.cache,
+                Arc::new(SessionCache::new(new.cache.clone())),
+            );
+            let closing = thread::Builder::new()
+                .name("cache-close".into())
+                .stack_size(256 * 1024)
+                .spawn(move || old.close_all());
+            if let Err(e) = closing {
+                log::warn!("reload: cannot close the idle cached sessions now: {e}");
+            }
+            log::info!("reload: the connection cache was emptied ([cache] or [tls] changed)");
         }
         let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
             .with_cache(Arc::clone(&self.cache));
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(&new.daemon, self.daemon_uid));
+        // Open connections check their next lines against the new policy.
+        self.ctx.set_access(self.settings.access.clone());
         self.config = new;
     }
 
@@ -412,10 +432,11 @@ impl Daemon {
             format_duration(timeout).unwrap_or_else(|_| format!("{timeout:?}")),
             pool.running()
         );
-        let deadline = Instant::now() + timeout;
+        // A timeout too long for the clock is no limit.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             queued += pool.drain_queue();
-            if pool.running() == 0 || Instant::now() >= deadline {
+            if pool.running() == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             thread::sleep(Duration::from_millis(20));
@@ -432,7 +453,9 @@ impl Daemon {
             );
         }
         let flush_deadline = Instant::now() + FLUSH_LIMIT;
-        while ctx.live.load(Ordering::SeqCst) > 0 && Instant::now() < flush_deadline {
+        while (ctx.live.load(Ordering::SeqCst) > 0 || pool.running() > 0)
+            && Instant::now() < flush_deadline
+        {
             pool.drain_queue();
             thread::sleep(Duration::from_millis(20));
         }

@@ -15,7 +15,7 @@ use crate::deliver::{CacheUse, Deliverer, Request};
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
 use crate::message::Message;
 use crate::nexthop::Protocol;
-use crate::recipients::Settled;
+use crate::recipients::{Outcome, Settled};
 use crate::session::MessageSource;
 use crate::smtp::client::{Envelope, Recipient};
 use crate::transport::strerror;
@@ -80,6 +80,11 @@ pub fn execute_with(
     line.push_str(" (queue active)");
     log::info!(target: "mailhop/qmgr", "{line}");
     let groups = group_by_nexthop(job, deliverer, &recipients);
+    let service = match protocol {
+        Protocol::Smtp => "smtp",
+        Protocol::Lmtp => "lmtp",
+    };
+    let json = deliverer.config().log.format == "json";
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
     let mut log = Vec::new();
     // One next hop (the usual job) takes the recipients as they are;
@@ -120,12 +125,25 @@ pub fn execute_with(
             envelope,
             message,
             facts,
-            arrival: job
-                .arrival_time
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            arrival: arrival(job),
             cache,
         };
-        let delivery = deliverer.deliver(&request);
+        // Each recipient is logged as soon as it is settled.
+        let write = {
+            let (id, arrival) = (job.id.clone(), request.arrival);
+            Box::new(move |address: &str, outcome: &Outcome, first: bool| {
+                let since = arrival.and_then(|at| SystemTime::now().duration_since(at).ok());
+                if first {
+                    log_recipient(
+                        service, &id, address, outcome, received, started, since, json,
+                    );
+                } else {
+                    log_late(service, &id, address, outcome, json);
+                }
+            })
+        };
+        let delivery =
+            crate::progress::deliver_group(&indexes, write, || deliverer.deliver(&request));
         if delivery.anomalies > 0 {
             log::error!(
                 "{}: {} recipient bookkeeping anomalies",
@@ -149,23 +167,18 @@ pub fn execute_with(
         )));
     }
     let settled: Vec<Settled> = settled.into_iter().flatten().collect();
-    let service = match protocol {
-        Protocol::Smtp => "smtp",
-        Protocol::Lmtp => "lmtp",
-    };
-    let json = deliverer.config().log.format == "json";
-    let since = job
-        .arrival_time
-        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-        .and_then(|arrival| SystemTime::now().duration_since(arrival).ok());
-    for one in &settled {
-        log_recipient(service, &job.id, one, received, started, since, json);
-    }
     let mut result = JobResult::new(job.id.clone(), settled);
     if with_log {
         result.log = Some(log);
     }
     Ok(result)
+}
+
+/// The job's `arrival_time` as a time; `None` without one, or for a value
+/// no clock can hold ([`Job::check`] refuses those before a job runs).
+pub fn arrival(job: &Job) -> Option<SystemTime> {
+    job.arrival_time
+        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
 }
 
 /// The job's recipients as the SMTP client takes them.
@@ -222,17 +235,18 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
 /// object with the same fields and the TLS details. delays: a = waiting
 /// for a worker, b = before the deciding connection (DNS, other servers),
 /// c = connection setup (connect, greeting, EHLO, TLS), d = transmission.
+#[allow(clippy::too_many_arguments)]
 fn log_recipient(
     service: &str,
     id: &str,
-    settled: &Settled,
+    address: &str,
+    outcome: &Outcome,
     received: Instant,
     started: Instant,
     since_arrival: Option<Duration>,
     json: bool,
 ) {
     let now = Instant::now();
-    let outcome = &settled.outcome;
     let a = started.saturating_duration_since(received);
     let (b, c, d) = match outcome.timing {
         Some(t) => (
@@ -254,7 +268,7 @@ fn log_recipient(
     if json {
         let line = serde_json::json!({
             "id": id,
-            "to": settled.address,
+            "to": address,
             "relay": outcome.relay,
             "delay": delay.as_secs_f64(),
             "delays": [a.as_secs_f64(), b.as_secs_f64(), c.as_secs_f64(), d.as_secs_f64()],
@@ -271,7 +285,7 @@ fn log_recipient(
     let mut line = String::with_capacity(160 + outcome.diagnostic.len());
     line.push_str(id);
     line.push_str(": to=<");
-    crate::recipients::push_printable_address(&mut line, &settled.address);
+    crate::recipients::push_printable_address(&mut line, address);
     line.push_str(">, relay=");
     line.push_str(outcome.relay.as_deref().unwrap_or("none"));
     // Writing into a String cannot fail.
@@ -292,6 +306,41 @@ fn log_recipient(
     line.push_str(&outcome.diagnostic);
     line.push(')');
     log::info!(target: target, "{line}");
+}
+
+/// A recipient's result that came after its job was answered without it
+/// (cut at shutdown, see [`crate::progress`]): information only, without
+/// a `status=` (the log carries one outcome per recipient, the one the
+/// client got): `ID: to=<...>, relay=..., dsn=..., late result
+/// (information only; the job was already answered): sent (...)`; in
+/// JSON, `late_status` instead of `status`.
+fn log_late(service: &str, id: &str, address: &str, outcome: &Outcome, json: bool) {
+    let target = match service {
+        "lmtp" => "mailhop/lmtp",
+        _ => "mailhop/smtp",
+    };
+    if json {
+        let line = serde_json::json!({
+            "id": id,
+            "to": address,
+            "relay": outcome.relay,
+            "dsn": outcome.dsn.to_string(),
+            "late_status": outcome.status.as_str(),
+            "diagnostic": outcome.diagnostic,
+            "note": "late result (information only; the job was already answered)",
+        });
+        log::info!(target: target, "{line}");
+        return;
+    }
+    log::info!(
+        target: target,
+        "{id}: to=<{}>, relay={}, dsn={}, late result (information only; the job was already answered): {} ({})",
+        crate::recipients::printable_address(address),
+        outcome.relay.as_deref().unwrap_or("none"),
+        outcome.dsn,
+        outcome.status.as_str(),
+        outcome.diagnostic,
+    );
 }
 
 /// Postfix's delay format: two significant digits below 10 s, "0" for

@@ -159,6 +159,10 @@ impl JobError {
 /// Most recipients one job may have.
 pub const MAX_RECIPIENTS: usize = 10_000;
 
+/// Latest `arrival_time` a job may carry: 9999-12-31 23:59:59 UTC. Later
+/// values cannot be a real time and would overflow time arithmetic.
+pub const MAX_ARRIVAL_TIME: u64 = 253_402_300_799;
+
 /// Parses and checks one protocol line. The error names the problem and
 /// carries the id whenever the line had one.
 pub fn parse_job(line: &[u8]) -> Result<Job, JobError> {
@@ -191,6 +195,11 @@ impl Job {
         }
         if self.transport == TransportKind::Lmtp && self.nexthop.is_none() {
             return Err("invalid job: LMTP needs a nexthop".into());
+        }
+        if self.arrival_time.is_some_and(|t| t > MAX_ARRIVAL_TIME) {
+            return Err(format!(
+                "invalid job: arrival_time must be at most {MAX_ARRIVAL_TIME} (UNIX seconds)"
+            ));
         }
         Ok(())
     }
@@ -424,6 +433,39 @@ mod tests {
         assert_eq!(json["recipients"][0]["status"], "sent");
         assert_eq!(json["recipients"][0]["dsn"], "2.0.0");
         assert_eq!(json["id"], "x");
+    }
+
+    #[test]
+    fn out_of_range_arrival_time_is_an_invalid_job() {
+        let line = |t: &str| {
+            format!(
+                r#"{{"id":"t","sender":"a@x","recipients":[{{"address":"b@y"}}],"message":{{"data":"x"}},"arrival_time":{t}}}"#
+            )
+        };
+        for bad in [
+            "18446744073709551615",
+            "18446744073709551000",
+            "253402300800",
+        ] {
+            let err = parse_job(line(bad).as_bytes()).err();
+            assert!(
+                err.as_ref().is_some_and(|e| e.id.as_deref() == Some("t")
+                    && e.error.starts_with("invalid job: arrival_time")),
+                "{bad}: {err:?}"
+            );
+        }
+        for good in ["0", "1795440001", "253402300799"] {
+            assert!(parse_job(line(good).as_bytes()).is_ok(), "{good}");
+        }
+        // Negative or fractional numbers are not UNIX seconds either.
+        for bad in ["-1", "1.5", "18446744073709551616"] {
+            let err = parse_job(line(bad).as_bytes()).err();
+            assert!(
+                err.as_ref()
+                    .is_some_and(|e| e.error.starts_with("invalid job")),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]

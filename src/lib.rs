@@ -7,8 +7,9 @@
 //!   no I/O, table-tested.
 //! - [`transport`], [`connect`], [`session`], [`deliver`]: the edges, each
 //!   behind a small trait so tests can script faults.
-//! - [`pool`], [`server`], [`daemon`], [`stats`]: the job service
-//!   (`mailhop daemon`): worker pool, socket protocol, life cycle, counters.
+//! - [`pool`], [`progress`], [`server`], [`daemon`], [`stats`]: the job
+//!   service (`mailhop daemon`): worker pool, per-job progress and outcome
+//!   lines, socket protocol, life cycle, counters.
 //! - [`cli`]: the `mailhop` command.
 
 pub mod cache;
@@ -29,6 +30,7 @@ pub mod mxlist;
 pub mod nexthop;
 pub mod outcome;
 pub mod pool;
+pub mod progress;
 pub mod recipients;
 pub mod resolve;
 pub mod server;

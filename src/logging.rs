@@ -87,6 +87,19 @@ impl Drop for JobLines {
     }
 }
 
+/// Writes the delivery lines this thread holds now (a recipient was
+/// settled: its line does not wait for the end of the job).
+pub fn flush_held() {
+    LINES.with(|lines| {
+        if let Ok(mut lines) = lines.try_borrow_mut()
+            && !lines.text.is_empty()
+        {
+            write_stderr(lines.text.as_bytes());
+            lines.text.clear();
+        }
+    });
+}
+
 /// Writes log text to stderr. Up to PIPE_BUF bytes go out with one
 /// unlocked `write(2)`, which the kernel keeps whole (pipes, sockets of
 /// journald's stream, files with their shared offset), so delivery

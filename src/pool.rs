@@ -11,24 +11,28 @@
 //! behalf of the submitting peer ([`PeerIdentity`]) and checked against
 //! its credentials, every ticket is answered exactly once (a worker and
 //! the shutdown path race for the answer through [`Ticket`]'s claim), and
-//! a job that cannot finish before shutdown is answered with every
-//! recipient deferred, 4.3.0 "mail system shutting down".
+//! a job that cannot finish before shutdown is answered at once: its
+//! recipients already settled keep their outcome, the others are deferred,
+//! 4.3.0 "mail system shutting down" (see [`crate::progress`] for the
+//! end-of-data case and the one log line per recipient).
 //!
 //! Error contract: nothing here panics on job input; a job that cannot
-//! run becomes an error answer (`{"id":...,"error":...}`), a panic inside
-//! a delivery is caught and answered as an internal error, and the worker
-//! goes on with the next job.
+//! run becomes an error answer (`{"id":...,"error":...}`). Should a worker
+//! panic anyway, its [`WorkerGuard`] answers the jobs it held with every
+//! recipient deferred, 4.3.0 "unknown mail transport error" (Postfix's
+//! qmgr text for a crashed delivery agent), logs their ids, and starts a
+//! replacement thread: the pool never shrinks ([`Pool::replenish`] retries
+//! a replacement that could not be started).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -38,6 +42,7 @@ use crate::deliver::Deliverer;
 use crate::dispatch::{self, seconds};
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
 use crate::message::Message;
+use crate::progress::Progress;
 use crate::recipients::{Status, printable_address};
 use crate::stats::{PoolShape, Stats};
 use crate::transport::strerror;
@@ -46,6 +51,9 @@ use crate::transport::strerror;
 pub const SHUTDOWN_DIAGNOSTIC: &str = "mail system shutting down";
 /// Its enhanced status code.
 pub const SHUTDOWN_DSN: &str = "4.3.0";
+/// The diagnostic of a job whose worker panicked (Postfix's qmgr, when a
+/// delivery agent dies); deferred with [`SHUTDOWN_DSN`].
+pub const PANIC_DIAGNOSTIC: &str = "unknown mail transport error";
 
 /// What one job ends with: a result, or an error naming the problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,10 +239,18 @@ impl QueueRoom {
 }
 
 struct Shared {
+    /// The job queue, as the workers see it.
+    rx: Receiver<Arc<Ticket>>,
+    /// For a worker putting a job back (see [`take_follower`]).
+    requeue: Sender<Arc<Ticket>>,
+    /// Worker threads alive (started and not ended).
+    alive: AtomicUsize,
+    /// Worker threads ever started (their names).
+    spawned: AtomicU64,
     room: QueueRoom,
     deliverer: RwLock<Arc<Deliverer>>,
-    /// Tickets being delivered, by slot number, with their start time.
-    running: Mutex<HashMap<u64, (Arc<Ticket>, Instant), foldhash::fast::RandomState>>,
+    /// Tickets being delivered, by slot number.
+    running: Mutex<HashMap<u64, Running, foldhash::fast::RandomState>>,
     next_slot: AtomicU64,
     stopping: AtomicBool,
     stats: Arc<Stats>,
@@ -254,6 +270,12 @@ impl Shared {
         if !ticket.claim() {
             return false;
         }
+        self.answer_claimed(ticket, answer);
+        true
+    }
+
+    /// Answers a ticket the caller has claimed.
+    fn answer_claimed(&self, ticket: &Ticket, answer: Answer) {
         match &answer {
             Answer::Done(result) => self
                 .stats
@@ -261,46 +283,92 @@ impl Shared {
             Answer::Failed(_) => self.stats.job_failed(),
         }
         ticket.report.report(answer);
-        true
     }
 
-    /// Answers a ticket with every recipient deferred (shutdown);
-    /// `started`: when its delivery began, if it did.
-    fn defer(&self, ticket: &Ticket, started: Option<Instant>) -> bool {
-        if ticket.claimed.load(Ordering::SeqCst) {
+    /// Answers a job that has not started with every recipient deferred
+    /// (shutdown).
+    fn defer(&self, ticket: &Ticket) -> bool {
+        self.cut(ticket, None, SHUTDOWN_DIAGNOSTIC)
+    }
+
+    /// Answers a ticket now, unless someone else already did: every
+    /// recipient deferred 4.3.0 `diagnostic`, except, for a job being
+    /// delivered (`running`), those already settled (and logged), which
+    /// keep their outcome (see [`Progress::cut`]). Each deferred recipient
+    /// is logged.
+    fn cut(&self, ticket: &Ticket, running: Option<&Running>, diagnostic: &str) -> bool {
+        if !ticket.claim() {
             return false;
         }
-        let result = shutdown_result(&ticket.job);
-        let answered = self.answer(ticket, Answer::Done(result.clone()));
-        if answered {
-            let json = self.deliverer().config().log.format == "json";
-            log_deferral(ticket, started, json);
-        }
-        answered
+        let json = self.deliverer().config().log.format == "json";
+        let delays = Delays::of(ticket, running.map(|r| r.started));
+        let log = |r: &RecipientResult| log_deferral(ticket, &delays, json, r);
+        let recipients = match running {
+            Some(running) => running.progress.cut(
+                ticket.job.recipients.iter().map(|r| r.address.as_str()),
+                diagnostic,
+                log,
+            ),
+            None => {
+                let result = deferred_result(&ticket.job, diagnostic);
+                result.recipients.iter().for_each(log);
+                result.recipients
+            }
+        };
+        let result = JobResult {
+            id: ticket.job.id.clone(),
+            recipients,
+            log: Some(vec![format!("deferred: {diagnostic}")]),
+        };
+        self.answer_claimed(ticket, Answer::Done(result));
+        true
     }
 }
 
-/// The per-recipient log lines of a job deferred at shutdown, in the
-/// shape of the delivery lines (`ID: to=<...>, relay=none, delay=...,
+/// A job being delivered: its ticket, when its worker took it, and its
+/// progress (shared with the worker).
+#[derive(Clone)]
+struct Running {
+    ticket: Arc<Ticket>,
+    started: Instant,
+    progress: Arc<Progress>,
+}
+
+/// The times of a deferral's log line: a = waiting for a worker, b =
+/// delivering, and the delay since arrival.
+struct Delays {
+    a: Duration,
+    b: Duration,
+    delay: Duration,
+}
+
+impl Delays {
+    fn of(ticket: &Ticket, started: Option<Instant>) -> Self {
+        let now = Instant::now();
+        let begun = started.unwrap_or(now);
+        Self {
+            a: begun.saturating_duration_since(ticket.received),
+            b: now.saturating_duration_since(begun),
+            delay: dispatch::arrival(&ticket.job)
+                .and_then(|arrival| std::time::SystemTime::now().duration_since(arrival).ok())
+                .unwrap_or_else(|| now.saturating_duration_since(ticket.received)),
+        }
+    }
+}
+
+/// The log line of a recipient deferred at shutdown or after a panic, in
+/// the shape of the delivery lines (`ID: to=<...>, relay=none, delay=...,
 /// delays=a/b/0/0, dsn=4.3.0, status=deferred (mail system shutting
-/// down)`, or JSON with `[log] format = "json"`): a = waiting for a
-/// worker, b = delivering.
-fn log_deferral(ticket: &Ticket, started: Option<Instant>, json: bool) {
+/// down)`, or JSON with `[log] format = "json"`).
+fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientResult) {
     let job = &ticket.job;
-    let now = Instant::now();
-    let begun = started.unwrap_or(now);
-    let a = begun.saturating_duration_since(ticket.received);
-    let b = now.saturating_duration_since(begun);
-    let delay = job
-        .arrival_time
-        .map(|secs| std::time::UNIX_EPOCH + Duration::from_secs(secs))
-        .and_then(|arrival| std::time::SystemTime::now().duration_since(arrival).ok())
-        .unwrap_or_else(|| now.saturating_duration_since(ticket.received));
+    let Delays { a, b, delay } = *delays;
+    let diagnostic = &rcpt.diagnostic;
     let target = match job.transport {
         TransportKind::Smtp => "mailhop/smtp",
         TransportKind::Lmtp => "mailhop/lmtp",
     };
-    for rcpt in &job.recipients {
+    {
         if json {
             let line = serde_json::json!({
                 "id": job.id,
@@ -310,14 +378,14 @@ fn log_deferral(ticket: &Ticket, started: Option<Instant>, json: bool) {
                 "delays": [a.as_secs_f64(), b.as_secs_f64(), 0.0, 0.0],
                 "dsn": SHUTDOWN_DSN,
                 "status": "deferred",
-                "diagnostic": SHUTDOWN_DIAGNOSTIC,
+                "diagnostic": diagnostic,
                 "tls": null,
             });
             log::info!(target: target, "{line}");
         } else {
             log::info!(
                 target: target,
-                "{}: to=<{}>, relay=none, delay={}, delays={}/{}/0/0, dsn={SHUTDOWN_DSN}, status=deferred ({SHUTDOWN_DIAGNOSTIC})",
+                "{}: to=<{}>, relay=none, delay={}, delays={}/{}/0/0, dsn={SHUTDOWN_DSN}, status=deferred ({diagnostic})",
                 job.id,
                 printable_address(&rcpt.address),
                 seconds(delay),
@@ -330,6 +398,11 @@ fn log_deferral(ticket: &Ticket, started: Option<Instant>, json: bool) {
 
 /// The result of a job cut short by shutdown: every recipient deferred.
 pub fn shutdown_result(job: &Job) -> JobResult {
+    deferred_result(job, SHUTDOWN_DIAGNOSTIC)
+}
+
+/// Every recipient deferred, 4.3.0 `diagnostic`.
+fn deferred_result(job: &Job, diagnostic: &str) -> JobResult {
     JobResult {
         id: job.id.clone(),
         recipients: job
@@ -340,20 +413,20 @@ pub fn shutdown_result(job: &Job) -> JobResult {
                 status: Status::Deferred,
                 dsn: SHUTDOWN_DSN.into(),
                 relay: None,
-                diagnostic: SHUTDOWN_DIAGNOSTIC.into(),
+                diagnostic: diagnostic.into(),
                 tls: None,
             })
             .collect(),
-        log: Some(vec![format!("deferred: {SHUTDOWN_DIAGNOSTIC}")]),
+        log: Some(vec![format!("deferred: {diagnostic}")]),
     }
 }
 
-/// The running pool. Worker threads live until the process exits.
+/// The running pool. Worker threads live until the process exits; one
+/// that panics is replaced.
 pub struct Pool {
     tx: Sender<Arc<Ticket>>,
     rx: Receiver<Arc<Ticket>>,
     shared: Arc<Shared>,
-    _workers: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
@@ -361,6 +434,10 @@ impl Pool {
     pub fn start(size: PoolSize, deliverer: Deliverer, stats: Arc<Stats>) -> io::Result<Pool> {
         let (tx, rx) = bounded::<Arc<Ticket>>(size.queue_capacity.max(1));
         let shared = Arc::new(Shared {
+            rx: rx.clone(),
+            requeue: tx.clone(),
+            alive: AtomicUsize::new(0),
+            spawned: AtomicU64::new(0),
             room: QueueRoom::default(),
             deliverer: RwLock::new(Arc::new(deliverer)),
             running: Mutex::new(HashMap::default()),
@@ -369,23 +446,32 @@ impl Pool {
             stats,
             size,
         });
-        let mut workers = Vec::with_capacity(size.workers);
-        for n in 0..size.workers.max(1) {
-            let rx = rx.clone();
-            let requeue = tx.clone();
-            let shared = Arc::clone(&shared);
-            let handle = thread::Builder::new()
-                .name(format!("worker-{n}"))
-                .stack_size(size.stack_size)
-                .spawn(move || worker(&rx, &requeue, &shared))?;
-            workers.push(handle);
+        for _ in 0..size.workers.max(1) {
+            shared.alive.fetch_add(1, Ordering::SeqCst);
+            if let Err(e) = spawn_worker(&shared) {
+                shared.alive.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
         }
-        Ok(Pool {
-            tx,
-            rx,
-            shared,
-            _workers: workers,
-        })
+        Ok(Pool { tx, rx, shared })
+    }
+
+    /// Starts workers until `[daemon] workers` are alive again (a worker
+    /// that panicked and could not start its replacement). Cheap when
+    /// nothing is missing: the daemon calls it on every tick.
+    pub fn replenish(&self) {
+        let want = self.shared.size.workers.max(1);
+        while !self.shared.stopping.load(Ordering::SeqCst)
+            && self.shared.alive.load(Ordering::SeqCst) < want
+        {
+            self.shared.alive.fetch_add(1, Ordering::SeqCst);
+            if let Err(e) = spawn_worker(&self.shared) {
+                self.shared.alive.fetch_sub(1, Ordering::SeqCst);
+                log::error!("cannot start a worker to replace one that ended: {e}");
+                return;
+            }
+            log::warn!("started a worker to replace one that ended");
+        }
     }
 
     /// A handle for connections to queue jobs with.
@@ -421,7 +507,7 @@ impl Pool {
         let mut count = 0;
         while let Ok(ticket) = self.rx.try_recv() {
             self.shared.room.give_back(self.shared.size.queue_capacity);
-            if self.shared.defer(&ticket, None) {
+            if self.shared.defer(&ticket) {
                 count += 1;
             }
         }
@@ -433,17 +519,18 @@ impl Pool {
         self.shared.running.lock().map(|r| r.len()).unwrap_or(0)
     }
 
-    /// Defers every job still being delivered; returns how many. Their
-    /// workers finish in the background, and their late results are only
-    /// logged.
+    /// Answers every job still being delivered: its recipients not yet
+    /// settled are deferred (see [`Progress::cut`]); returns how many
+    /// jobs. Their workers finish in the background, send no message body
+    /// any more, and their late results are only logged.
     pub fn defer_running(&self) -> usize {
-        let running: Vec<(Arc<Ticket>, Instant)> = match self.shared.running.lock() {
+        let running: Vec<Running> = match self.shared.running.lock() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => Vec::new(),
         };
         running
             .iter()
-            .filter(|(ticket, started)| self.shared.defer(ticket, Some(*started)))
+            .filter(|r| self.shared.cut(&r.ticket, Some(r), SHUTDOWN_DIAGNOSTIC))
             .count()
     }
 }
@@ -461,7 +548,7 @@ impl Submitter {
     pub fn submit(&self, ticket: Arc<Ticket>) {
         self.shared.stats.job_accepted();
         if self.stopping() {
-            self.shared.defer(&ticket, None);
+            self.shared.defer(&ticket);
             return;
         }
         let deliverer = self.shared.deliverer();
@@ -476,7 +563,7 @@ impl Submitter {
         drop(deliverer);
         let capacity = self.shared.size.queue_capacity.max(1);
         if !self.shared.room.take(capacity, &self.shared.stopping) {
-            self.shared.defer(&ticket, None);
+            self.shared.defer(&ticket);
             return;
         }
         let ticket = match self.tx.try_send(ticket) {
@@ -484,7 +571,7 @@ impl Submitter {
             Err(TrySendError::Full(ticket)) => ticket,
             Err(TrySendError::Disconnected(ticket)) => {
                 self.shared.room.give_back(self.shared.size.queue_capacity);
-                self.shared.defer(&ticket, None);
+                self.shared.defer(&ticket);
                 return;
             }
         };
@@ -493,7 +580,7 @@ impl Submitter {
         log::debug!("job {}: queue full; waiting", ticket.id());
         if let Err(e) = self.tx.send(ticket) {
             self.shared.room.give_back(self.shared.size.queue_capacity);
-            self.shared.defer(&e.0, None);
+            self.shared.defer(&e.0);
         }
     }
 
@@ -511,7 +598,7 @@ impl Submitter {
     pub fn shape(&self) -> PoolShape {
         let size = self.shared.size;
         PoolShape {
-            workers: u64::try_from(size.workers).unwrap_or(u64::MAX),
+            workers: u64::try_from(self.shared.alive.load(Ordering::SeqCst)).unwrap_or(u64::MAX),
             queue_depth: u64::try_from(self.tx.len()).unwrap_or(u64::MAX),
             queue_capacity: u64::try_from(size.queue_capacity).unwrap_or(u64::MAX),
         }
@@ -544,6 +631,7 @@ fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
 struct Taken {
     ticket: Arc<Ticket>,
     slot: u64,
+    progress: Arc<Progress>,
     opened: Option<Opened>,
 }
 
@@ -558,23 +646,144 @@ struct Opened {
 
 impl Shared {
     /// Records a taken job as running (the shutdown defers it if it has
-    /// not finished in time).
-    fn register(&self, ticket: &Arc<Ticket>) -> u64 {
+    /// not finished in time); its slot and progress.
+    fn register(&self, ticket: &Arc<Ticket>) -> (u64, Arc<Progress>) {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(slot, (Arc::clone(ticket), Instant::now()));
-        }
-        slot
+        let progress = Progress::new(ticket.job.recipients.len());
+        let mut running = match self.running.lock() {
+            Ok(running) => running,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        running.insert(
+            slot,
+            Running {
+                ticket: Arc::clone(ticket),
+                started: Instant::now(),
+                progress: Arc::clone(&progress),
+            },
+        );
+        (slot, progress)
     }
 
     fn unregister(&self, slot: u64) {
-        if let Ok(mut running) = self.running.lock() {
-            running.remove(&slot);
+        let mut running = match self.running.lock() {
+            Ok(running) => running,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        running.remove(&slot);
+    }
+}
+
+/// Starts one worker thread; the caller has counted it in `alive`.
+fn spawn_worker(shared: &Arc<Shared>) -> io::Result<()> {
+    let n = shared.spawned.fetch_add(1, Ordering::Relaxed);
+    let for_thread = Arc::clone(shared);
+    thread::Builder::new()
+        .name(format!("worker-{n}"))
+        .stack_size(shared.size.stack_size)
+        .spawn(move || worker(&for_thread))
+        .map(drop)
+}
+
+/// What a worker holds while it runs, for the case it panics: the jobs it
+/// took (the current one and a follower) and whether it counts as busy.
+/// Dropped while panicking, it answers those jobs (every recipient
+/// deferred, 4.3.0), logs their ids and starts the thread's replacement.
+struct WorkerGuard<'a> {
+    shared: &'a Arc<Shared>,
+    held: Vec<(Arc<Ticket>, u64)>,
+    busy: bool,
+}
+
+impl WorkerGuard<'_> {
+    fn hold(&mut self, ticket: &Arc<Ticket>, slot: u64) {
+        self.held.push((Arc::clone(ticket), slot));
+    }
+
+    fn release(&mut self, slot: u64) {
+        self.held.retain(|(_, s)| *s != slot);
+    }
+
+    fn set_busy(&mut self, busy: bool) {
+        if busy != self.busy {
+            self.busy = busy;
+            if busy {
+                self.shared.stats.worker_busy();
+            } else {
+                self.shared.stats.worker_idle();
+            }
         }
     }
 }
 
-fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Shared) {
+impl Drop for WorkerGuard<'_> {
+    fn drop(&mut self) {
+        let shared = self.shared;
+        if !thread::panicking() {
+            shared.alive.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        self.set_busy(false);
+        // The replacement first (it takes over this thread's place in
+        // `alive`), so that a client seeing the answer sees a whole pool.
+        if shared.stopping.load(Ordering::SeqCst) {
+            shared.alive.fetch_sub(1, Ordering::SeqCst);
+        } else if let Err(e) = spawn_worker(shared) {
+            shared.alive.fetch_sub(1, Ordering::SeqCst);
+            log::error!("cannot replace a worker that panicked: {e}; retrying");
+        }
+        for (ticket, slot) in self.held.drain(..) {
+            let running = shared
+                .running
+                .lock()
+                .ok()
+                .and_then(|running| running.get(&slot).cloned());
+            shared.unregister(slot);
+            if shared.cut(&ticket, running.as_ref(), PANIC_DIAGNOSTIC) {
+                log::error!(
+                    "job {}: the worker panicked; every recipient deferred ({SHUTDOWN_DSN} {PANIC_DIAGNOSTIC}); worker replaced",
+                    ticket.id()
+                );
+            }
+        }
+    }
+}
+
+/// Test-only fault injection, compiled into debug builds only (release
+/// builds, the ones deployed, cannot reach it): a worker panics on a job
+/// whose id starts with `MAILHOP_DEBUG_PANIC_JOB`, so tests can check what
+/// a panicking worker does.
+#[cfg(debug_assertions)]
+fn injected_fault(ticket: &Ticket) {
+    static PREFIX: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        std::env::var("MAILHOP_DEBUG_PANIC_JOB")
+            .ok()
+            .filter(|p| !p.is_empty())
+    });
+    if let Some(prefix) = prefix
+        && ticket.id().starts_with(prefix.as_str())
+    {
+        #[allow(clippy::panic)]
+        {
+            panic!(
+                "injected panic (MAILHOP_DEBUG_PANIC_JOB) for job {}",
+                ticket.id()
+            );
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_fault(_: &Ticket) {}
+
+fn worker(shared: &Arc<Shared>) {
+    let (rx, requeue) = (&shared.rx, &shared.requeue);
+    let mut guard = WorkerGuard {
+        shared,
+        held: Vec::new(),
+        busy: false,
+    };
     let capacity = shared.size.queue_capacity;
     let mut next: Option<Taken> = None;
     loop {
@@ -584,9 +793,12 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
                 crate::chain::clear();
                 let Ok(ticket) = rx.recv() else { break };
                 shared.room.give_back(capacity);
+                let (slot, progress) = shared.register(&ticket);
+                guard.hold(&ticket, slot);
                 Taken {
-                    slot: shared.register(&ticket),
+                    slot,
                     ticket,
+                    progress,
                     opened: None,
                 }
             }
@@ -594,16 +806,18 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
         let Taken {
             ticket,
             slot,
+            progress,
             opened,
         } = current;
         ticket.drop_queued_demand();
         crate::chain::keep_only_for(ticket.id());
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
-            shared.defer(&ticket, None);
+            guard.release(slot);
+            shared.defer(&ticket);
             continue;
         }
-        shared.stats.worker_busy();
+        guard.set_busy(true);
         let deliverer = shared.deliverer();
         // With more jobs waiting and every worker busy, take the next one
         // now: when it goes to the same next hop, this job's session can
@@ -633,28 +847,28 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
             {
                 crate::chain::offer(offer);
             }
+            let (follower_slot, follower_progress) = shared.register(&follower);
+            guard.hold(&follower, follower_slot);
             next = Some(Taken {
-                slot: shared.register(&follower),
+                slot: follower_slot,
                 ticket: follower,
+                progress: follower_progress,
                 opened,
             });
         }
         let job_lines = crate::logging::JobLines::start();
-        let answer = catch_unwind(AssertUnwindSafe(|| run(&deliverer, &ticket, opened)))
-            .unwrap_or_else(|_| {
-                log::error!("job {}: delivery panicked", ticket.id());
-                Answer::Failed(JobError::new(
-                    Some(ticket.id().to_string()),
-                    "internal error: the delivery failed unexpectedly",
-                ))
-            });
+        let entered = crate::progress::enter(progress);
+        injected_fault(&ticket);
+        let answer = run(&deliverer, &ticket, opened);
+        drop(entered);
         drop(job_lines);
         drop(deliverer);
         shared.unregister(slot);
-        shared.stats.worker_idle();
+        guard.release(slot);
+        guard.set_busy(false);
         if !shared.answer(&ticket, answer) {
-            log::warn!(
-                "job {}: delivery finished after the job was deferred at shutdown",
+            log::info!(
+                "job {}: delivery finished after the job was answered at shutdown; its late results are information only",
                 ticket.id()
             );
         }

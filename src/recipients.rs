@@ -118,6 +118,9 @@ impl Ledger {
     pub fn settle(&mut self, index: usize, outcome: Outcome) -> bool {
         match self.outcomes.get_mut(index) {
             Some(slot @ None) => {
+                // Logged as soon as it is settled (a daemon job: once).
+                let address = self.addresses.get(index).map_or("", String::as_str);
+                crate::progress::settled(index, address, &outcome);
                 *slot = Some(outcome);
                 true
             }

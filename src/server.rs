@@ -26,7 +26,7 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,8 @@ pub fn peer_identity(uid: u32, gid: u32, daemon_uid: u32) -> PeerIdentity {
 }
 
 /// The settings a connection keeps from its start (a reload applies to
-/// connections made after it).
+/// connections made after it; the access policy, through
+/// [`Context::access`], to open ones too).
 #[derive(Clone, Debug)]
 pub struct ConnSettings {
     pub access: AccessPolicy,
@@ -142,6 +143,29 @@ pub struct Context {
     pub submitter: Submitter,
     /// Connections open now (the shutdown waits for them to flush).
     pub live: Arc<AtomicUsize>,
+    /// Who may submit now: replaced on SIGHUP and checked for every line
+    /// of every open connection (a peer no longer allowed gets its next
+    /// job refused).
+    pub access: RwLock<Arc<AccessPolicy>>,
+}
+
+impl Context {
+    /// The access policy in force.
+    pub fn access(&self) -> Arc<AccessPolicy> {
+        match self.access.read() {
+            Ok(policy) => Arc::clone(&policy),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts a reloaded access policy in force for every connection.
+    pub fn set_access(&self, policy: AccessPolicy) {
+        let policy = Arc::new(policy);
+        match self.access.write() {
+            Ok(mut guard) => *guard = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
 }
 
 /// Serves one accepted connection on its own threads. Fails only when no
@@ -635,6 +659,16 @@ impl Reader<'_> {
     fn line(&mut self, raw: &[u8]) {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        // The policy in force now (a reload may have changed it since the
+        // connection was accepted).
+        if !self.ctx.access().allows(&self.peer) {
+            let uid = self.peer.uid;
+            log::warn!("refused a line from uid {uid}: not allowed to submit jobs any more");
+            self.ctx.submitter.stats().line_refused();
+            self.conn.owe();
+            self.conn.send_line(refusal_line(uid), None);
             return;
         }
         // The common case, a well-formed job, in one parse (serde_json

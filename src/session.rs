@@ -213,7 +213,13 @@ pub fn run_with<T: Transport>(
                 Err(failure) => client.on_io_failure(failure),
             },
             Action::SendBody => {
-                send_body(conn, client, timeouts, message, line_length_limit, follow)
+                // A daemon job answered at shutdown sends no body: its
+                // recipients were told "deferred".
+                if crate::progress::may_send_body() {
+                    send_body(conn, client, timeouts, message, line_length_limit, follow)
+                } else {
+                    client.on_local_failure(crate::progress::CUT_TEXT);
+                }
             }
             Action::StartTls => return RunEnd::StartTls,
             Action::Idle => return RunEnd::Idle,

@@ -86,6 +86,8 @@ struct Seen {
     messages: usize,
     /// EHLO arguments, in order.
     helos: Vec<String>,
+    /// QUIT commands received.
+    quits: usize,
 }
 
 /// A TCP SMTP sink on 127.0.0.1 serving any number of connections, each
@@ -251,6 +253,7 @@ fn session(stream: TcpStream, dot: Dot, stop: &AtomicBool, seen: &Mutex<Seen>) -
         } else if upper == "RSET" || upper == "NOOP" {
             send("250 2.0.0 Ok")?;
         } else if upper == "QUIT" {
+            seen.lock().expect("seen").quits += 1;
             send("221 2.0.0 Bye")?;
             return Ok(());
         } else {
@@ -1351,4 +1354,463 @@ fn batch_scheduling_covers_every_thread() {
         "the kept policy is logged:\n{}",
         daemon.log()
     );
+}
+
+// ---------------------------------------------------------------------------
+// Issue 12: faults inside the daemon
+// ---------------------------------------------------------------------------
+
+/// `mailhop status` through the protocol, parsed.
+fn status_of(daemon: &Daemon) -> Value {
+    let mut c = daemon.client();
+    c.send(r#"{"command":"status"}"#);
+    c.answer()
+}
+
+/// Issue 12 item 6: an `arrival_time` no clock can hold (it panicked the
+/// worker, "internal error") is an `invalid job` error when the line is
+/// read; the connection and the daemon go on.
+#[test]
+fn out_of_range_arrival_time_is_an_invalid_job() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
+    let mut c = daemon.client();
+    for (id, t) in [("t1", u64::MAX), ("t2", u64::MAX - 1_000), ("t3", 1 << 62)] {
+        let mut line: Value =
+            serde_json::from_str(&job(id, &sink.nexthop(), &message)).expect("json");
+        line["arrival_time"] = json!(t);
+        c.send(&line.to_string());
+        assert_error(&c.answer(), Some(id), "invalid job: arrival_time");
+    }
+    let mut fine: Value =
+        serde_json::from_str(&job("t4", &sink.nexthop(), &message)).expect("json");
+    fine["arrival_time"] = json!(1_795_440_001u64);
+    c.send(&fine.to_string());
+    assert_all(&c.answer(), "sent");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+/// Issue 12 item 6: a worker that panics (injected through the debug-build
+/// hook `MAILHOP_DEBUG_PANIC_JOB`) answers its job with every recipient
+/// deferred 4.3.0 (`mailhop send` exits 75), logs the job id, and is
+/// replaced: more panicking jobs than workers are all answered, the pool
+/// size in `mailhop status` stays, and the next jobs are delivered.
+#[test]
+fn panicking_worker_defers_every_recipient_and_is_replaced() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock")).daemon("workers", "2");
+    let daemon = Daemon::start_env(&work, &settings, &[("MAILHOP_DEBUG_PANIC_JOB", "boom")]);
+    let mut c = daemon.client();
+    for n in 0..5 {
+        let id = format!("boom-{n}");
+        let two = json!({
+            "id": id,
+            "nexthop": sink.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
+            "message": {"path": message.display().to_string()},
+        });
+        c.send(&two.to_string());
+        let answer = c.answer();
+        assert_eq!(answer["id"], id.as_str(), "{answer}");
+        let recipients = answer["recipients"].as_array().expect("a result");
+        assert_eq!(recipients.len(), 2, "{answer}");
+        for r in recipients {
+            assert_eq!(r["status"], "deferred", "{answer}");
+            assert_eq!(r["dsn"], "4.3.0", "{answer}");
+            assert_eq!(r["diagnostic"], "unknown mail transport error", "{answer}");
+        }
+        daemon.wait_log(&format!("job {id}: the worker panicked"));
+    }
+    let status = status_of(&daemon);
+    assert_eq!(status["workers"]["total"], 2, "{status}");
+    assert_eq!(status["workers"]["busy"], 0, "{status}");
+    // `mailhop send` through the daemon: a temporary failure.
+    let config = daemon.config.display().to_string();
+    let nexthop = sink.nexthop();
+    let msg = message.display().to_string();
+    let (code, out, err) = run_mailhop(
+        &[
+            "send",
+            "--config",
+            &config,
+            "--nexthop",
+            &nexthop,
+            "--from",
+            "a@x.test",
+            "--to",
+            "b@y.test",
+            "--id",
+            "boom-send",
+            &msg,
+        ],
+        None,
+        None,
+    );
+    assert_eq!(code, 75, "{out} {err}");
+    assert!(out.contains("dsn=4.3.0, status=deferred"), "{out}");
+    // The replaced workers deliver: more jobs than workers, at once.
+    let lines: String = (0..6)
+        .map(|n| job(&format!("after-{n}"), &nexthop, &message) + "\n")
+        .collect();
+    c.send_raw(lines.as_bytes());
+    for answer in c.answers(6).values() {
+        assert_all(answer, "sent");
+    }
+    let status = status_of(&daemon);
+    assert_eq!(status["workers"]["total"], 2, "{status}");
+    assert_eq!(sink.seen(|s| s.messages), 6);
+    let log = daemon.log();
+    let deferrals = log
+        .lines()
+        .filter(|l| l.contains("boom-0: to=<") && l.contains("status=deferred"))
+        .count();
+    assert_eq!(deferrals, 2, "one deferral line per recipient:\n{log}");
+}
+
+/// Issue 12 item 6: time limits too long for the clock do not overflow:
+/// a delivery with such a `connect_timeout` works, and SIGTERM with such
+/// a `shutdown_timeout` exits 0 (it panicked in `Instant + timeout`).
+#[test]
+fn huge_shutdown_timeout_does_not_overflow() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let huge = "\"18446744073709551615s\"";
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .smtp("connect_timeout", huge)
+        .daemon("shutdown_timeout", huge);
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    c.send(&job("huge-1", &sink.nexthop(), &message));
+    assert_all(&c.answer(), "sent");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+/// The log lines of `id`'s recipient `rcpt` that carry an outcome.
+fn status_lines(log: &str, id: &str, rcpt: &str) -> Vec<String> {
+    let to = format!("{id}: to=<{rcpt}>");
+    log.lines()
+        .filter(|l| l.contains(&to) && l.contains("status="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 12 item 8: a job still waiting for its end-of-data reply when
+/// `shutdown_timeout` ends is answered at once, every recipient 4.x with
+/// Postfix's "message may be sent more than once" words; the server's
+/// later 250 is logged as information only: one `status=` line per
+/// recipient, the one the client got.
+#[test]
+fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::After(Duration::from_secs(4)));
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .daemon("workers", "1")
+        .daemon("shutdown_timeout", "\"1s\"");
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    let two = json!({
+        "id": "dot1",
+        "nexthop": sink.nexthop(),
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    sink.wait("the final dot arrived", |s| s.messages == 1);
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let answer = c.answer();
+    let took = start.elapsed();
+    let _ = writeln!(io::stderr(), "answered {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    assert_eq!(answer["id"], "dot1");
+    let recipients = answer["recipients"].as_array().expect("a result");
+    assert_eq!(recipients.len(), 2, "{answer}");
+    for r in recipients {
+        assert_eq!(r["status"], "deferred", "{answer}");
+        assert!(
+            r["dsn"].as_str().is_some_and(|d| d.starts_with("4.")),
+            "{answer}"
+        );
+        let text = r["diagnostic"].as_str().unwrap_or_default();
+        assert!(
+            text.ends_with("while sending end of data -- message may be sent more than once"),
+            "{answer}"
+        );
+    }
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    let _ = writeln!(io::stderr(), "exited {:?} after SIGTERM", start.elapsed());
+    let log = daemon.log();
+    for rcpt in ["b@y.test", "c@y.test"] {
+        let lines = status_lines(&log, "dot1", rcpt);
+        assert_eq!(lines.len(), 1, "one outcome for {rcpt}:\n{log}");
+        assert!(
+            lines[0].contains("status=deferred") && lines[0].contains("may be sent more than once"),
+            "{log}"
+        );
+        // The server's late 250: information only.
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("dot1: to=<{rcpt}>"))
+                    && l.contains("late result")
+                    && l.contains(": sent (250 2.0.0")),
+            "{log}"
+        );
+    }
+}
+
+/// Issue 12 item 8: each recipient is logged when it is settled, not when
+/// the whole job ends: of a job for two destinations, the one delivered
+/// first is in the log while the other still waits for DNS.
+#[test]
+fn recipients_are_logged_when_settled_not_at_job_end() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    // A DNS server that never answers: slow.test waits for the timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
+    let dns = silent.local_addr().expect("its address");
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .smtp("port", &sink.port.to_string())
+        .extra(&format!(
+            "[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n"
+        ));
+    let daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    let two = json!({
+        "id": "early1",
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@[127.0.0.1]"}, {"address": "c@slow.test"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    daemon.wait_log("early1: to=<b@[127.0.0.1]>");
+    let logged = Instant::now();
+    let answer = c.answer();
+    let waited = logged.elapsed();
+    assert!(
+        waited > Duration::from_millis(1500),
+        "the first recipient was logged only {waited:?} before the job ended:\n{}",
+        daemon.log()
+    );
+    assert_eq!(answer["recipients"][0]["status"], "sent", "{answer}");
+    assert_eq!(answer["recipients"][1]["status"], "deferred", "{answer}");
+    let log = daemon.log();
+    assert_eq!(
+        status_lines(&log, "early1", "b@[127.0.0.1]").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        status_lines(&log, "early1", "c@slow.test").len(),
+        1,
+        "{log}"
+    );
+}
+
+/// Issue 12 item 11: a changed `[tls]` section empties the connection
+/// cache on SIGHUP: the idle session is closed (QUIT) and the next job
+/// connects afresh instead of reusing a session set up under the old
+/// TLS settings.
+#[test]
+fn sighup_with_changed_tls_empties_the_connection_cache() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .extra("[cache]\ntime_limit = \"60s\"\n\n[tls]\nplaintext_retry_after = \"300s\"\n");
+    let daemon = Daemon::start(&work, &settings);
+    let cached_job = |id: &str| {
+        let mut line: Value =
+            serde_json::from_str(&job(id, &sink.nexthop(), &message)).expect("json");
+        line["cache"] = json!({"load": true, "store": true});
+        line.to_string()
+    };
+    let mut c = daemon.client();
+    c.send(&cached_job("tls-1"));
+    assert_all(&c.answer(), "sent");
+    c.send(&cached_job("tls-2"));
+    assert_all(&c.answer(), "sent");
+    assert_eq!(sink.seen(|s| s.connections), 1, "the session was reused");
+    assert_eq!(status_of(&daemon)["cache"]["idle"], 1);
+    // A reload that leaves [tls] (and [cache]) alone keeps the session.
+    fs::write(
+        &daemon.config,
+        settings.smtp("helo_name", "\"first.test\"").text(),
+    )
+    .expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.seen(|s| s.quits), 0, "kept without a [tls] change");
+    let text = Settings::new(&work.path().join("m.sock"))
+        .smtp("helo_name", "\"first.test\"")
+        .extra("[cache]\ntime_limit = \"60s\"\n\n[tls]\nplaintext_retry_after = \"301s\"\n")
+        .text();
+    fs::write(&daemon.config, text).expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    sink.wait("the idle session was closed", |s| s.quits == 1);
+    assert_eq!(status_of(&daemon)["cache"]["idle"], 0);
+    c.send(&cached_job("tls-3"));
+    assert_all(&c.answer(), "sent");
+    assert_eq!(
+        sink.seen(|s| s.connections),
+        2,
+        "a fresh session after the change"
+    );
+}
+
+/// Issue 12 item 11: SIGHUP applies a changed access policy to client
+/// connections already open: a peer removed from `allowed_uids` gets its
+/// next job on the same connection refused. Needs root (the client runs
+/// as `nobody`, through python3).
+#[test]
+fn sighup_applies_a_changed_access_policy_to_open_connections() {
+    if !is_root() {
+        skip("the access-policy reload test needs root (a client runs as nobody)");
+        return;
+    }
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        skip("the access-policy reload test needs /usr/bin/python3 for its client");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+        .unwrap_or(65534);
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let socket = work.path().join("m.sock");
+    let base = || Settings::new(&socket).daemon("socket_mode", "\"0666\"");
+    let settings = base().daemon("allowed_uids", &format!("[{nobody}]"));
+    let daemon = Daemon::start(&work, &settings);
+    // A client as nobody: relays each stdin line to the daemon and prints
+    // the answer line, on one connection.
+    let relay = "import socket, sys\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.settimeout(20)\n\
+                 s.connect(sys.argv[1])\n\
+                 f = s.makefile('rw')\n\
+                 for line in sys.stdin:\n\
+                 \x20   f.write(line)\n\
+                 \x20   f.flush()\n\
+                 \x20   print(f.readline().strip(), flush=True)\n";
+    let mut child = Command::new(python)
+        .args(["-c", relay])
+        .arg(&socket)
+        .uid(nobody)
+        .gid(nobody)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the client as nobody");
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let _reap = Reap(child);
+    let mut ask = |line: &str| -> Value {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to the client");
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).expect("read from the client");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("bad answer {answer:?}: {e}"))
+    };
+    assert_all(&ask(&job("acl-1", &sink.nexthop(), &message)), "sent");
+    fs::write(&daemon.config, base().text()).expect("rewrite the configuration");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    let refused = ask(&job("acl-2", &sink.nexthop(), &message));
+    assert_error(
+        &refused,
+        None,
+        &format!("permission denied: uid {nobody} is not allowed to submit jobs"),
+    );
+    assert_eq!(
+        sink.seen(|s| s.messages),
+        1,
+        "the refused job was not delivered"
+    );
+    daemon.wait_log(&format!("uid {nobody}"));
+}
+
+/// Issue 12 item 8: a job answered at shutdown before its message body
+/// went out sends no body afterwards: its worker, still busy with a slow
+/// DNS lookup when `shutdown_timeout` ends, later reaches the server but
+/// stops before the message (the client was told "deferred"); the log
+/// still has one outcome per recipient, the one the client got.
+#[test]
+fn a_job_answered_at_shutdown_sends_no_message_afterwards() {
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let message = work.file("msg", MESSAGE);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
+    let dns = silent.local_addr().expect("its address");
+    let settings = Settings::new(&work.path().join("m.sock"))
+        .smtp("port", &sink.port.to_string())
+        .daemon("workers", "1")
+        .daemon("shutdown_timeout", "\"1s\"")
+        .extra(&format!(
+            "[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n"
+        ));
+    let mut daemon = Daemon::start(&work, &settings);
+    let mut c = daemon.client();
+    // "0slow.test" sorts before "[127.0.0.1]": its DNS wait comes first.
+    let two = json!({
+        "id": "cut1",
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@0slow.test"}, {"address": "c@[127.0.0.1]"}],
+        "message": {"path": message.display().to_string()},
+    });
+    c.send(&two.to_string());
+    // Well inside the 3 s DNS wait of the first destination.
+    thread::sleep(Duration::from_millis(500));
+    daemon.signal(Signal::SIGTERM);
+    let answer = c.answer();
+    for r in answer["recipients"].as_array().expect("a result") {
+        assert_eq!(r["status"], "deferred", "{answer}");
+        assert_eq!(r["diagnostic"], "mail system shutting down", "{answer}");
+    }
+    drop(c);
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains("cut1: to=<c@[127.0.0.1]>") && log.contains("late result"),
+        "the worker went on to the server:\n{log}"
+    );
+    assert_eq!(
+        sink.seen(|s| s.messages),
+        0,
+        "no message after the answer:\n{log}"
+    );
+    for rcpt in ["b@0slow.test", "c@[127.0.0.1]"] {
+        let lines = status_lines(&log, "cut1", rcpt);
+        assert_eq!(lines.len(), 1, "{rcpt}:\n{log}");
+        assert!(
+            lines[0].contains("status=deferred (mail system shutting down)"),
+            "{log}"
+        );
+    }
 }
