@@ -208,9 +208,20 @@ impl SessionCache {
     }
 
     /// Keeps an idle session. Sessions past their reuse limits are closed instead.
-    pub fn store(&self, session: IdleSession, nexthop: Option<NexthopLabel>) {
+    pub fn store(&self, mut session: IdleSession, nexthop: Option<NexthopLabel>) {
         if session.primed.is_some() {
             // Mid-transaction (its DATA may be answered): only closing is safe.
+            drop(session);
+            return;
+        }
+        if session.conn.peer_closed() {
+            // Unread bytes (a stray reply would answer the next job's first
+            // command) or a server that hung up: never kept. Nothing is
+            // said on an out-of-step session; it is just closed.
+            log::info!(
+                "{}: not caching a session with unread input or closed by the server",
+                session.relay
+            );
             drop(session);
             return;
         }

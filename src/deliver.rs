@@ -655,7 +655,7 @@ impl Deliverer {
     ) -> Option<Handshake> {
         let indexes = job.ledger.pending();
         let IdleSession {
-            conn,
+            mut conn,
             extensions,
             tls,
             connected_at,
@@ -664,8 +664,28 @@ impl Deliverer {
             display,
             ..
         } = idle;
+        if primed.is_none() && conn.peer_closed() {
+            // Something arrived before any command was sent (a stray reply
+            // would answer this job's first command), or the server hung
+            // up: connect afresh.
+            log::info!(
+                "cached session to {} has unread input or was closed; connecting afresh",
+                server.relay
+            );
+            job.trouble.note(format!(
+                "cached session to {} was no longer usable",
+                server.relay
+            ));
+            return None;
+        }
         let reuse_start = std::time::Instant::now();
-        let chaining = self.config.cache.chain_jobs && request.cache.store && extensions.pipelining;
+        // Not over LMTP: there, the next job's replies would follow this
+        // one's per-recipient replies, and a server that sends one reply
+        // too few would fill a recipient's slot with the next job's.
+        let chaining = self.config.cache.chain_jobs
+            && request.cache.store
+            && extensions.pipelining
+            && request.protocol == Protocol::Smtp;
         let tls_active = tls.is_some();
         let source = if self.config.log.format == "json" {
             conn.local_addr()
@@ -738,6 +758,17 @@ impl Deliverer {
             &mut follow,
         );
         let primed_next = chain::take_primed();
+        if client.desynchronised() {
+            log::warn!(
+                "reused session to {} answered out of step; retrying on a new connection",
+                server.relay
+            );
+            job.trouble.note(format!(
+                "reused session to {} answered out of step",
+                server.relay
+            ));
+            return None;
+        }
         if client.probe_failed() {
             log::info!(
                 "cached session to {} failed its RSET probe; connecting afresh",
@@ -910,7 +941,20 @@ impl Deliverer {
         };
         if let Some((job_id, next)) = primed_next {
             // The next job's transaction is in flight: the session goes to
-            // that job instead of the cache (if the cache would keep it).
+            // that job instead of the cache (if the cache would keep it),
+            // only while every unread byte can still be a reply to a
+            // command it has sent (else its replies are out of step).
+            let in_step = session
+                .conn
+                .buffered_replies()
+                .is_some_and(|replies| replies <= next.awaiting_replies());
+            if !in_step {
+                log::info!(
+                    "{}: unread replies do not fit the chained transaction; closing",
+                    server.relay
+                );
+                return;
+            }
             session.primed = Some(Box::new(next));
             if cache.reusable(&session) {
                 cache.count_chained();

@@ -201,6 +201,16 @@ pub fn run_with<T: Transport>(
     line_length_limit: usize,
     follow: &mut Follow<'_>,
 ) -> RunEnd {
+    // Whether the next job's commands went out behind the message: then
+    // bytes left unread at the end may be their replies.
+    let followed = std::cell::Cell::new(false);
+    let mut follow = || {
+        let next = follow();
+        if next.is_some() {
+            followed.set(true);
+        }
+        next
+    };
     for _ in 0..MAX_ACTIONS {
         match client.next_action() {
             Action::Send { bytes, phase } => {
@@ -212,11 +222,25 @@ pub fn run_with<T: Transport>(
                 Ok(reply) => client.on_reply(reply),
                 Err(failure) => client.on_io_failure(failure),
             },
-            Action::SendBody => {
-                send_body(conn, client, timeouts, message, line_length_limit, follow)
-            }
+            Action::SendBody => send_body(
+                conn,
+                client,
+                timeouts,
+                message,
+                line_length_limit,
+                &mut follow,
+            ),
             Action::StartTls => return RunEnd::StartTls,
-            Action::Idle => return RunEnd::Idle,
+            Action::Idle => {
+                // More replies than commands: the session is out of step.
+                if !followed.get() && conn.buffered() > 0 {
+                    client.on_unread_replies();
+                    if client.desynchronised() {
+                        return RunEnd::Closed;
+                    }
+                }
+                return RunEnd::Idle;
+            }
             Action::Close => return RunEnd::Closed,
         }
     }

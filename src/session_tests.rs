@@ -1170,6 +1170,43 @@ fn failed_pipelined_probe_touches_no_recipient() {
 }
 
 #[test]
+fn reused_session_out_of_step_is_discarded_without_results() {
+    let batch = "RSET\r\nMAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nDATA\r\n";
+    for replies in [
+        // A stray reply ahead of the probe's: DATA reads the RCPT's 250.
+        "250 2.0.0 stray\r\n250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        // A 3xx where none is possible.
+        "250 2.0.0 Ok\r\n354 go\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        // A line without a valid code.
+        "250 2.0.0 Ok\r\nhello there\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        // More replies than commands after a refused DATA: the RCPT's
+        // refusal was read one step late.
+        "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n250 2.0.0 extra\r\n",
+    ] {
+        let (client, written, end) = resumed(EHLO_PIPE, vec![say(replies)]);
+        assert!(client.desynchronised(), "{replies}");
+        assert_eq!(end, RunEnd::Closed, "{replies}");
+        assert!(client.results().iter().all(Option::is_none), "{replies}");
+        assert!(!client.reusable());
+        assert_eq!(written, batch, "{replies}");
+    }
+}
+
+#[test]
+fn fresh_session_keeps_its_verdict_on_a_leftover_reply() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 mx ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued\r\n250 2.0.0 stray\r\n"),
+        ],
+    );
+    assert!(delivered(&out.results[0]).is_some());
+}
+
+#[test]
 fn reused_session_without_pipelining_sends_a_lone_rset_first() {
     let (client, written, _) = resumed(
         EHLO_PLAIN,

@@ -333,6 +333,30 @@ impl<T: Transport> Connection<T> {
             .is_some_and(|rest| rest.starts_with(prefix))
     }
 
+    /// The complete replies among the received bytes not yet consumed
+    /// (a partial last line is not counted); None when a complete line is
+    /// not a valid reply line (`DDD`, `DDD text`, `DDD-text`).
+    pub fn buffered_replies(&self) -> Option<usize> {
+        let rest = self.buf.get(self.start..self.end).unwrap_or(&[]);
+        let mut replies = 0usize;
+        let mut lines = rest.split(|&b| b == b'\n');
+        // The piece after the last newline is an unfinished line.
+        let _unfinished = lines.next_back();
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let code = line.get(..3)?;
+            if !code.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            match line.get(3) {
+                None | Some(b' ') => replies += 1,
+                Some(b'-') => {}
+                Some(_) => return None,
+            }
+        }
+        Some(replies)
+    }
+
     /// Bytes received but not yet consumed as replies.
     pub fn buffered(&self) -> usize {
         self.end - self.start
@@ -567,6 +591,23 @@ mod tests {
         );
         assert_eq!(c.read_reply(Duration::ZERO).map(|r| r.code).ok(), Some(354));
         assert_eq!(c.buffered(), 0);
+    }
+
+    #[test]
+    fn buffered_replies_are_counted_and_checked() {
+        let mut c = conn(vec![say("250 ok\r\n250-a\r\n250 b\r\n354 go\r\n45")]);
+        c.read_reply(Duration::ZERO).expect("first");
+        assert_eq!(
+            c.buffered_replies(),
+            Some(2),
+            "a partial line is not counted"
+        );
+        let mut c = conn(vec![say("250 ok\r\nhello\r\n250 b\r\n")]);
+        c.read_reply(Duration::ZERO).expect("first");
+        assert_eq!(c.buffered_replies(), None, "garbage");
+        let mut c = conn(vec![say("250 ok\r\n")]);
+        c.read_reply(Duration::ZERO).expect("first");
+        assert_eq!(c.buffered_replies(), Some(0));
     }
 
     #[test]

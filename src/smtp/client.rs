@@ -321,6 +321,14 @@ pub struct Client {
     /// A failure inside a STARTTLS session leaves the open recipients for a
     /// plaintext retry (level may, old enough mail).
     plaintext_fallback: bool,
+    /// The session was reused (cache or chain): its replies may be out of
+    /// step with its commands, so any impossible reply discards it.
+    reused: bool,
+    /// The message went out (its end-of-data reply is awaited or read).
+    body_sent_flag: bool,
+    /// A reused session answered out of step: it was discarded and every
+    /// result of it forgotten (see [`Client::desynchronised`]).
+    desync: bool,
 }
 
 impl Client {
@@ -356,6 +364,9 @@ impl Client {
             quit_pipelined: false,
             handshake_at: None,
             plaintext_fallback: false,
+            reused: false,
+            body_sent_flag: false,
+            desync: false,
         }
     }
 
@@ -386,6 +397,7 @@ impl Client {
         client.pending.clear();
         client.extensions = extensions;
         client.tls_active = tls_active;
+        client.reused = true;
         client
             .unsent
             .push_back((command::RSET.to_vec(), Expect::RsetProbe));
@@ -434,6 +446,73 @@ impl Client {
     /// The RSET probe of a reused session failed: nothing was done.
     pub fn probe_failed(&self) -> bool {
         self.probe_failed
+    }
+
+    /// A reused (cached or chained) session gave a reply that cannot
+    /// belong to the command it was read for (garbage, a 2xx to DATA, a
+    /// 3xx elsewhere, a reply nobody asked for, replies left over): the
+    /// session was closed and no recipient has a result from it, so the
+    /// caller retries once on a fresh connection.
+    pub fn desynchronised(&self) -> bool {
+        self.desync
+    }
+
+    /// This client runs on a reused session.
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Commands sent whose replies have not been read yet.
+    pub fn awaiting_replies(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The transaction is over, and bytes the server sent are left unread
+    /// although no command awaits a reply: more replies than commands.
+    /// The session is never kept. On a reused session whose message was
+    /// not sent (the transaction ended before the body), the replies it
+    /// read were out of step: its results are discarded.
+    pub fn on_unread_replies(&mut self) {
+        self.protocol_error = true;
+        if self.reused && !self.body_went_out() {
+            log::warn!(
+                "{}: reply left over on a reused session; discarding it",
+                self.settings.peer
+            );
+            self.discard_desynchronised();
+        }
+    }
+
+    /// The message went out (so its replies may have settled recipients).
+    fn body_went_out(&self) -> bool {
+        self.body_sent_flag
+    }
+
+    /// Forgets every result of this session and closes it.
+    fn discard_desynchronised(&mut self) {
+        self.desync = true;
+        self.protocol_error = true;
+        for slot in &mut self.results {
+            *slot = None;
+        }
+        self.close();
+    }
+
+    /// On a reused session: `reply` cannot answer `expect`.
+    fn impossible(expect: Expect, reply: &Reply) -> bool {
+        if reply.malformed || reply.is_protocol_violation() {
+            return true;
+        }
+        match expect {
+            Expect::Data => reply.is_positive(),
+            Expect::RsetProbe
+            | Expect::Mail
+            | Expect::Rcpt(_)
+            | Expect::Dot
+            | Expect::LmtpDot(_)
+            | Expect::EmptyDot => reply.is_intermediate(),
+            _ => false,
+        }
     }
 
     /// The settings this client runs with.
@@ -552,10 +631,27 @@ impl Client {
     pub fn on_reply(&mut self, reply: Reply) {
         let Some((expect, len)) = self.pending.pop_front() else {
             // A reply nobody asked for: a protocol error; stop talking.
+            if self.reused {
+                self.discard_desynchronised();
+                return;
+            }
             self.protocol_error = true;
             self.close();
             return;
         };
+        if self.reused
+            && Self::impossible(expect, &reply)
+            && !matches!(expect, Expect::Quit | Expect::QuitNoReply | Expect::Rset)
+        {
+            log::warn!(
+                "{}: reply out of step on a reused session ({} for {}); discarding the session",
+                self.settings.peer,
+                reply.text,
+                expect.phase().command_name()
+            );
+            self.discard_desynchronised();
+            return;
+        }
         self.pending_bytes = self.pending_bytes.saturating_sub(len);
         self.sending = None;
         if reply.malformed || reply.is_protocol_violation() {
@@ -694,6 +790,7 @@ impl Client {
     /// The body and ".\r\n" were written; await the end-of-data reply(ies).
     pub fn body_sent(&mut self) {
         self.sending = None;
+        self.body_sent_flag = true;
         if self.settings.lmtp {
             for &index in &self.accepted {
                 self.pending.push_back((Expect::LmtpDot(index), 0));
