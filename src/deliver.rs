@@ -428,7 +428,7 @@ impl Deliverer {
                             &server.tls_host,
                         );
                         // A session handed over by the previous job (chain).
-                        chain::take_handed(|s| s.endpoint == label)
+                        handed_session(request, &job.ledger, |s| s.endpoint == label)
                             .or_else(|| cache.take_by_endpoint(&label))
                     }
                     _ => None,
@@ -525,7 +525,7 @@ impl Deliverer {
             // A session handed over by the previous job with this job's
             // transaction in flight (chain), else Postfix's lookups.
             let lmtp = request.protocol == Protocol::Lmtp;
-            let handed = chain::take_handed(|s| {
+            let handed = handed_session(request, &job.ledger, |s| {
                 s.endpoint.lmtp == lmtp
                     && s.endpoint.tls_level == policy.level
                     && s.endpoint.helo_name == settings.helo_name
@@ -727,7 +727,7 @@ impl Deliverer {
         let needs_smtputf8 = request.envelope.needs_smtputf8();
         let mut follow = || -> Option<Vec<u8>> {
             follower_parts.as_ref()?;
-            let follower = chain::take_follower(request.nexthop, request.protocol)?;
+            let (ticket, follower) = chain::take_follower(request.nexthop, request.protocol)?;
             if follower.envelope.needs_smtputf8() != needs_smtputf8 {
                 return None;
             }
@@ -742,7 +742,7 @@ impl Deliverer {
             );
             match next.next_action() {
                 crate::smtp::client::Action::Send { bytes, .. } => {
-                    chain::set_primed(follower.job_id, next);
+                    chain::set_primed(ticket, follower.message_digest, next);
                     Some(bytes)
                 }
                 _ => None,
@@ -900,7 +900,7 @@ impl Deliverer {
         via: Via,
         connected_at: std::time::Instant,
         uses: u32,
-        primed_next: Option<(String, Client)>,
+        primed_next: Option<(u64, u64, Client)>,
         job: &mut JobState,
     ) {
         let Some(mut conn) = conn else { return };
@@ -939,7 +939,7 @@ impl Deliverer {
             uses,
             primed: None,
         };
-        if let Some((job_id, next)) = primed_next {
+        if let Some((ticket, message_digest, next)) = primed_next {
             // The next job's transaction is in flight: the session goes to
             // that job instead of the cache (if the cache would keep it),
             // only while every unread byte can still be a reply to a
@@ -958,7 +958,7 @@ impl Deliverer {
             session.primed = Some(Box::new(next));
             if cache.reusable(&session) {
                 cache.count_chained();
-                chain::hand_over(job_id, session);
+                chain::hand_over(ticket, message_digest, session);
             }
             return;
         }
@@ -1201,6 +1201,30 @@ fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Enve
     (indexes, envelope)
 }
 
+/// The session handed over to this job by the previous one (see
+/// [`crate::chain`]), when `wanted` accepts it and the transaction started
+/// on it is exactly this job's: the same sender, recipients (the pending
+/// ones), parameters and message.
+fn handed_session(
+    request: &Request<'_>,
+    ledger: &Ledger,
+    wanted: impl FnOnce(&IdleSession) -> bool,
+) -> Option<IdleSession> {
+    let digest = request.message.in_memory().map(chain::message_digest)?;
+    chain::take_handed(|session, message_digest| {
+        let Some(primed) = session.primed.as_deref() else {
+            return false;
+        };
+        let fits = message_digest == digest
+            && primed.facts() == request.facts
+            && *primed.envelope() == envelope_of(request, &ledger.pending());
+        if !fits {
+            log::warn!("a chained session does not fit the job it was handed to; not used");
+        }
+        fits && wanted(session)
+    })
+}
+
 /// The envelope of the recipients at `indexes` (the pending ones).
 fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
     // Only the pending recipients are copied (not the whole envelope).
@@ -1223,8 +1247,9 @@ struct Ended {
     via: Via,
     connected_at: std::time::Instant,
     uses: u32,
-    /// The next job's transaction, started behind this one's data (chain).
-    primed_next: Option<(String, Client)>,
+    /// The next job's transaction, started behind this one's data (chain):
+    /// its ticket, its message's digest, its client.
+    primed_next: Option<(u64, u64, Client)>,
 }
 
 /// A job's state across its destinations and servers.

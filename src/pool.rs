@@ -139,7 +139,13 @@ pub struct Ticket {
     received: Instant,
     /// A worker looking for a follower put it back in the queue once.
     requeued: AtomicBool,
+    /// Unique per daemon, assigned at acceptance: what a chained session
+    /// is handed to (the job id is the client's and need not be unique).
+    serial: u64,
 }
+
+/// The next ticket's serial.
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Ticket {
     pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
@@ -151,11 +157,17 @@ impl Ticket {
             queued_demand: Mutex::new(Vec::new()),
             received: Instant::now(),
             requeued: AtomicBool::new(false),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.job.id
+    }
+
+    /// The daemon's own unique number for this job.
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// True for exactly one caller: the one that answers the job.
@@ -597,7 +609,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
             opened,
         } = current;
         ticket.drop_queued_demand();
-        crate::chain::keep_only_for(ticket.id());
+        crate::chain::keep_only_for(ticket.serial());
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
             shared.defer(&ticket, None);
@@ -631,7 +643,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
             if let Some(opened) = &opened
                 && let Some(offer) = dispatch::follower(&follower.job, &opened.message)
             {
-                crate::chain::offer(offer);
+                crate::chain::offer(follower.serial(), offer);
             }
             next = Some(Taken {
                 slot: shared.register(&follower),
@@ -649,6 +661,7 @@ fn worker(rx: &Receiver<Arc<Ticket>>, requeue: &Sender<Arc<Ticket>>, shared: &Sh
                 ))
             });
         drop(job_lines);
+        crate::chain::job_done(ticket.serial());
         drop(deliverer);
         shared.unregister(slot);
         shared.stats.worker_idle();

@@ -538,3 +538,143 @@ fn lmtp_recipient_is_never_sent_on_another_commands_reply() {
     }
     assert!(sent >= 22, "only {sent} sent");
 }
+
+// ---------------------------------------------------------------------------
+// Hand-over keyed by the daemon's ticket (issue 12, defect 3).
+// ---------------------------------------------------------------------------
+
+/// A job whose only recipient is `rcpt`, with message `subject`.
+fn job_for(id: &str, nexthop: &str, rcpt: &str, subject: &str) -> Job {
+    let mut job = job(id, nexthop, Path::new("/unused"));
+    job.recipients[0].address = rcpt.into();
+    job.message = MessageRef::Data {
+        data: format!("Subject: {subject}\n\nbody of {subject}\n"),
+    };
+    job
+}
+
+/// The chain offer of `job` (as the daemon's worker makes it).
+fn follower_of(job: &Job) -> mailhop::chain::Follower {
+    let message = mailhop::message::Message::Inline(match &job.message {
+        MessageRef::Data { data } => data.clone().into_bytes(),
+        MessageRef::Path { .. } => Vec::new(),
+    });
+    mailhop::dispatch::follower(job, &message).expect("a follower")
+}
+
+/// No recipient got a body that is not its own job's.
+fn assert_nothing_misdelivered(seen: &Seen, owner: &dyn Fn(&str) -> String) {
+    for (subject, rcpts) in &seen.bodies {
+        for rcpt in rcpts {
+            assert_eq!(
+                owner(rcpt),
+                *subject,
+                "{rcpt} received {subject}: {:?}",
+                seen.bodies
+            );
+        }
+    }
+}
+
+#[test]
+fn a_session_handed_to_one_job_is_never_used_by_another_with_the_same_id() {
+    let server = Server::start(Fault::None);
+    let nexthop = server.nexthop();
+    let config = cached(true);
+    let cache = Arc::new(SessionCache::new(config.cache.clone()));
+    let deliverer = Deliverer::new(config).with_cache(cache);
+    let run = |job: &Job| {
+        let result = mailhop::dispatch::execute(&deliverer, job, false).expect("runs");
+        assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+    };
+    // A session in the cache, then a job on it with the next job (id X,
+    // for victim@) offered: its transaction is started and handed over.
+    run(&job_for("A0", &nexthop, "a0@y.test", "A0"));
+    // (Tickets as the daemon numbers them; the job ids are the same.)
+    let victim = job_for("X", &nexthop, "victim@y.test", "B");
+    mailhop::chain::offer(1001, follower_of(&victim));
+    run(&job_for("A1", &nexthop, "a1@y.test", "A1"));
+    // The handed-to job never runs; another job with the same id does.
+    let other = job_for("X", &nexthop, "own@y.test", "C");
+    mailhop::chain::keep_only_for(1002);
+    run(&other);
+    mailhop::chain::clear();
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.chained >= 1, "{seen:?}");
+    assert_nothing_misdelivered(&seen, &|rcpt: &str| {
+        match rcpt.trim_matches(['<', '>']) {
+            "a0@y.test" => "A0",
+            "a1@y.test" => "A1",
+            "victim@y.test" => "B",
+            _ => "C",
+        }
+        .to_string()
+    });
+}
+
+#[test]
+fn duplicate_job_ids_from_several_clients_are_never_misdelivered() {
+    let server = Server::start(Fault::None);
+    let nexthop = server.nexthop();
+    let config = cached(true);
+    let cache = Arc::new(SessionCache::new(config.cache.clone()));
+    let deliverer = Deliverer::new(config).with_cache(cache);
+    let size = PoolSize {
+        workers: 2,
+        queue_capacity: 256,
+        stack_size: 256 * 1024,
+    };
+    let pool = Pool::start(size, deliverer, Arc::new(Stats::new())).expect("pool");
+    let answers = Arc::new(Answers::default());
+    let (clients, per_client) = (4, 30);
+    let submitters: Vec<_> = (0..clients)
+        .map(|c| {
+            let submitter = pool.submitter();
+            let answers = Arc::clone(&answers);
+            let nexthop = nexthop.clone();
+            thread::spawn(move || {
+                let peer = Arc::new(PeerIdentity {
+                    uid: 0,
+                    gids: vec![0],
+                    privileged: true,
+                });
+                for n in 0..per_client {
+                    let tag = format!("c{c}n{n}");
+                    let job = job_for("SAME", &nexthop, &format!("{tag}@y.test"), &tag);
+                    let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
+                    submitter.submit(Ticket::new(job, Arc::clone(&peer), report));
+                }
+            })
+        })
+        .collect();
+    for submitter in submitters {
+        submitter.join().expect("client");
+    }
+    let got = answers.wait(clients * per_client);
+    pool.begin_shutdown();
+    let mut sent = 0;
+    for answer in &got {
+        let Answer::Done(result) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+        sent += 1;
+    }
+    assert_eq!(sent, clients * per_client);
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.chained >= 1, "nothing chained: {seen:?}");
+    assert_nothing_misdelivered(&seen, &|rcpt: &str| {
+        rcpt.trim_matches(['<', '>'])
+            .trim_end_matches("@y.test")
+            .to_string()
+    });
+    let mut subjects = seen.subjects.clone();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), clients * per_client, "each message once");
+    assert_eq!(
+        seen.subjects.len(),
+        clients * per_client,
+        "each message once"
+    );
+}

@@ -520,6 +520,16 @@ impl Client {
         &self.settings
     }
 
+    /// The envelope this client delivers.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The message facts this client announced.
+    pub fn facts(&self) -> MessageFacts {
+        self.facts
+    }
+
     /// Extensions of the server (empty before EHLO succeeded or after HELO).
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
