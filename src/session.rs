@@ -218,7 +218,9 @@ pub fn run_with<T: Transport>(
                     client.on_io_failure(failure);
                 }
             }
-            Action::Receive(phase) => match conn.read_reply(phase_timeout(timeouts, phase)) {
+            Action::Receive(phase) => match conn
+                .read_reply_strict(phase_timeout(timeouts, phase), client.strict_replies())
+            {
                 Ok(reply) => client.on_reply(reply),
                 Err(failure) => client.on_io_failure(failure),
             },

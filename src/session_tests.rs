@@ -1207,6 +1207,69 @@ fn fresh_session_keeps_its_verdict_on_a_leftover_reply() {
 }
 
 #[test]
+fn garbage_line_with_pipelining_is_a_protocol_error_at_once() {
+    // Before the fix the client waited for the stage's timeout (the Stall)
+    // and deferred; Postfix's verdict is 5.5.0 at once.
+    let out = smtp(
+        &["a@y.test", "b@y.test"],
+        vec![
+            say("220 mx ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\nthis is no reply\r\n"),
+            Step::Stall,
+        ],
+    );
+    for result in &out.results {
+        let (code, text) = failed(result).expect("failed");
+        assert_eq!(code, "5.5.0", "{text}");
+        assert!(
+            text.contains("Protocol error") && text.contains("this is no reply"),
+            "{text}"
+        );
+    }
+    assert_eq!(out.leftover_script, 1, "no read after the garbage line");
+    assert!(!out.written.contains("QUIT"), "{}", out.written);
+}
+
+#[test]
+fn garbage_before_pipelining_is_known_is_skipped_within_a_bound() {
+    // In the greeting and the EHLO reply: skipped, as Postfix does.
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("hello\r\n220 mx ESMTP\r\n"),
+            say("250-mx.test\r\nnoise\r\n250-PIPELINING\r\n250 8BITMIME\r\n"),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued\r\n"),
+        ],
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+    // Past the bound: a protocol error.
+    let flood = "junk\r\n".repeat(crate::smtp::reply::MAX_SKIPPED_LINES + 1);
+    let out = smtp(&["a@y.test"], vec![say(&flood), Step::Stall]);
+    let (code, text) = failed(&out.results[0]).expect("failed");
+    assert_eq!(code, "5.5.0", "{text}");
+    assert_eq!(out.leftover_script, 1);
+}
+
+#[test]
+fn lock_step_session_skips_garbage_like_postfix() {
+    // No PIPELINING: a garbage line is skipped, the session goes on.
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 mx ESMTP\r\n"),
+            say("250 mx.test\r\n"),
+            say("junk\r\n250 2.1.0 Ok\r\n"),
+            say("250 2.1.5 Ok\r\n"),
+            say("354 go\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+}
+
+#[test]
 fn reused_session_without_pipelining_sends_a_lone_rset_first() {
     let (client, written, _) = resumed(
         EHLO_PLAIN,

@@ -389,10 +389,20 @@ impl<T: Transport> Connection<T> {
     /// Reads one complete reply; `timeout` (zero = none) applies to each
     /// read from the stream (a reply already buffered needs none).
     pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
+        self.read_reply_strict(timeout, false)
+    }
+
+    /// As [`Self::read_reply`]; `strict`: a line that is not a reply line
+    /// ends the reply at once (see [`ReplyParser`]).
+    pub fn read_reply_strict(
+        &mut self,
+        timeout: Duration,
+        strict: bool,
+    ) -> Result<Reply, IoFailure> {
         // One line buffer per connection, reused for every reply.
         let mut line = std::mem::take(&mut self.line);
         line.clear();
-        let reply = self.read_reply_with(timeout, &mut line);
+        let reply = self.read_reply_with(timeout, &mut line, strict);
         self.line = line;
         reply
     }
@@ -401,8 +411,9 @@ impl<T: Transport> Connection<T> {
         &mut self,
         timeout: Duration,
         line: &mut Vec<u8>,
+        strict: bool,
     ) -> Result<Reply, IoFailure> {
-        let mut parser = ReplyParser::new(self.reply_cap);
+        let mut parser = ReplyParser::new(self.reply_cap).strict(strict);
         let mut consumed = 0usize;
         loop {
             // Take one line out of the buffer, reading more as needed.

@@ -462,6 +462,21 @@ impl Client {
         self.reused
     }
 
+    /// Whether the next reply is read strictly (a line that is not a
+    /// reply line is a protocol error at once): once PIPELINING is in
+    /// effect (announced in the EHLO/LHLO reply; not for that reply
+    /// itself nor the greeting), and always on a reused session.
+    pub fn strict_replies(&self) -> bool {
+        if self.reused {
+            return true;
+        }
+        let opening = matches!(
+            self.pending.front(),
+            Some((Expect::Greeting | Expect::Hello(_), _))
+        );
+        self.extensions.pipelining && !opening
+    }
+
     /// Commands sent whose replies have not been read yet.
     pub fn awaiting_replies(&self) -> usize {
         self.pending.len()
@@ -666,6 +681,29 @@ impl Client {
         self.sending = None;
         if reply.malformed || reply.is_protocol_violation() {
             self.protocol_error = true;
+        }
+        if reply.malformed && reply.code == 0 && !self.reused {
+            // A reply cut short by a line that is not a reply line (with
+            // PIPELINING, or past the skipping bound): the replies that
+            // follow can no longer be matched with their commands.
+            // Postfix's 5.5.0 for every open recipient, at once.
+            log::warn!(
+                "{}: non-{} response: {}",
+                self.settings.peer,
+                if self.settings.lmtp { "LMTP" } else { "ESMTP" },
+                reply.text
+            );
+            let text = match expect {
+                Expect::Greeting | Expect::Hello(_) => format!(
+                    "host {} refused to talk to me: {}",
+                    self.settings.peer, reply.text
+                ),
+                _ => self.said(&reply, expect.phase()),
+            };
+            let dsn = self.failure_dsn(&reply, text);
+            self.fail_remaining(&dsn);
+            self.close();
+            return;
         }
         if reply.code == 421
             && !matches!(expect, Expect::Quit | Expect::EmptyDot | Expect::RsetProbe)
