@@ -1179,8 +1179,7 @@ fn reused_session_out_of_step_is_discarded_without_results() {
         "250 2.0.0 Ok\r\n354 go\r\n250 2.1.5 Ok\r\n354 go\r\n",
         // A line without a valid code.
         "250 2.0.0 Ok\r\nhello there\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
-        // More replies than commands after a refused DATA: the RCPT's
-        // refusal was read one step late.
+        // More replies than commands after a refused DATA.
         "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n250 2.0.0 extra\r\n",
     ] {
         let (client, written, end) = resumed(EHLO_PIPE, vec![say(replies)]);
@@ -1190,6 +1189,43 @@ fn reused_session_out_of_step_is_discarded_without_results() {
         assert!(!client.reusable());
         assert_eq!(written, batch, "{replies}");
     }
+}
+
+#[test]
+fn refused_transaction_on_a_reused_session_is_verified_with_rset() {
+    // A stray reply ahead: the RCPT's 550 is read for DATA, and the real
+    // DATA reply (554) arrives later. The RSET after the failed
+    // transaction reads that 554: out of step, nothing counts.
+    let batch = "RSET\r\nMAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nDATA\r\n";
+    let (client, written, end) = resumed(
+        EHLO_PIPE,
+        vec![
+            say("250 2.0.0 stray\r\n250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n"),
+            say("554 5.5.1 no valid recipients\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(client.desynchronised());
+    assert_eq!(end, RunEnd::Closed);
+    assert!(client.results().iter().all(Option::is_none));
+    assert_eq!(written, format!("{batch}RSET\r\n"));
+    // In step, the refusal stands.
+    let (client, written, end) = resumed(
+        EHLO_PIPE,
+        vec![
+            say(
+                "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n",
+            ),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(!client.desynchronised());
+    assert_eq!(end, RunEnd::Idle);
+    assert_eq!(
+        failed(&client.results()[0]).map(|f| f.0),
+        Some("5.1.1".into())
+    );
+    assert_eq!(written, format!("{batch}RSET\r\n"));
 }
 
 #[test]

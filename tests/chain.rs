@@ -163,8 +163,13 @@ fn serve(
             rcpts.clear();
             say(&mut out, "250 2.1.0 Ok")?;
         } else if upper.starts_with("RCPT TO:") {
-            rcpts.push(command[8..].trim().to_string());
-            say(&mut out, "250 2.1.5 Ok")?;
+            let rcpt = command[8..].trim().to_string();
+            if rcpt.contains("-reject@") {
+                say(&mut out, "550 5.1.1 no such user")?;
+            } else {
+                rcpts.push(rcpt);
+                say(&mut out, "250 2.1.5 Ok")?;
+            }
         } else if upper == "DATA" {
             say(&mut out, "354 go ahead")?;
             let mut subject = String::new();
@@ -677,4 +682,42 @@ fn duplicate_job_ids_from_several_clients_are_never_misdelivered() {
         clients * per_client,
         "each message once"
     );
+}
+
+/// An SMTP job with a good recipient `{id}-ok@` and one the server
+/// refuses, `{id}-reject@`.
+fn job_with_a_refused_recipient(id: &str, nexthop: &str, message: &Path) -> Job {
+    let mut job = job(id, nexthop, message);
+    job.recipients = ["ok", "reject"]
+        .iter()
+        .map(|which| JobRecipient {
+            address: format!("{id}-{which}@y.test"),
+            orcpt: None,
+            notify: None,
+        })
+        .collect();
+    job
+}
+
+#[test]
+fn stray_reply_never_turns_a_refused_recipient_into_a_refused_transaction() {
+    for chain in [false, true] {
+        let server = Server::start(Fault::StrayReplyAfterDot(4));
+        let answers = run_jobs_made(&server, 12, cached(chain), job_with_a_refused_recipient);
+        for (id, answer) in &answers {
+            let Answer::Done(result) = answer else {
+                panic!("{id}: {answer:?}");
+            };
+            let ok = &result.recipients[0];
+            assert_eq!(ok.status, Status::Sent, "chain {chain}, {id}: {result:?}");
+            let refused = &result.recipients[1];
+            assert_eq!(refused.status, Status::Bounced, "{id}: {result:?}");
+            assert_eq!(refused.dsn, "5.1.1", "{id}: {result:?}");
+        }
+        let seen = server.seen.lock().expect("seen");
+        let mut subjects = seen.subjects.clone();
+        subjects.sort();
+        let expected: Vec<String> = answers.keys().cloned().collect();
+        assert_eq!(subjects, expected, "each message exactly once");
+    }
 }

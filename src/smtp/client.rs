@@ -244,6 +244,10 @@ enum Expect {
     StartTls,
     /// RSET that checks a cached session before reuse.
     RsetProbe,
+    /// RSET after a failed transaction on a reused session: its reply
+    /// shows that the replies read were the transaction's own (a reply
+    /// left over would be read here instead).
+    VerifyRset,
 }
 
 impl Expect {
@@ -255,7 +259,7 @@ impl Expect {
             Expect::Rcpt(_) => Phase::Rcpt,
             Expect::Data => Phase::Data,
             Expect::Dot | Expect::LmtpDot(_) | Expect::EmptyDot => Phase::Dot,
-            Expect::Rset => Phase::Rset,
+            Expect::Rset | Expect::VerifyRset => Phase::Rset,
             Expect::Quit | Expect::QuitNoReply => Phase::Quit,
             Expect::StartTls => Phase::StartTls,
             Expect::RsetProbe => Phase::RsetProbe,
@@ -326,6 +330,8 @@ pub struct Client {
     reused: bool,
     /// The message went out (its end-of-data reply is awaited or read).
     body_sent_flag: bool,
+    /// The RSET checking a failed transaction on a reused session went out.
+    verify_sent: bool,
     /// A reused session answered out of step: it was discarded and every
     /// result of it forgotten (see [`Client::desynchronised`]).
     desync: bool,
@@ -366,6 +372,7 @@ impl Client {
             plaintext_fallback: false,
             reused: false,
             body_sent_flag: false,
+            verify_sent: false,
             desync: false,
         }
     }
@@ -525,7 +532,8 @@ impl Client {
             | Expect::Rcpt(_)
             | Expect::Dot
             | Expect::LmtpDot(_)
-            | Expect::EmptyDot => reply.is_intermediate(),
+            | Expect::EmptyDot
+            | Expect::VerifyRset => reply.is_intermediate(),
             _ => false,
         }
     }
@@ -735,6 +743,20 @@ impl Client {
                     self.stage = Stage::Idle;
                 } else {
                     self.quit();
+                }
+            }
+            Expect::VerifyRset => {
+                if reply.is_positive() {
+                    self.after_transaction();
+                } else {
+                    // The reply of a command sent before (a DATA's 354 or
+                    // refusal): everything was read one step late.
+                    log::warn!(
+                        "{}: reply out of step on a reused session ({} for RSET); discarding the session",
+                        self.settings.peer,
+                        reply.text
+                    );
+                    self.discard_desynchronised();
                 }
             }
             Expect::StartTls => self.on_starttls(&reply),
@@ -1195,6 +1217,16 @@ impl Client {
 
     fn after_transaction(&mut self) {
         if self.pending.is_empty() && self.unsent.is_empty() && self.stage != Stage::Closed {
+            // On a reused session a transaction that failed before its
+            // message went out may have read every reply one step late
+            // (a stray reply ahead of them): one RSET more shows it, as
+            // its reply would then be the DATA's.
+            if self.reused && self.transaction_failed && !self.body_sent_flag && !self.verify_sent {
+                self.verify_sent = true;
+                self.unsent
+                    .push_back((command::RSET.to_vec(), Expect::VerifyRset));
+                return;
+            }
             self.needs_rset = self.transaction_failed;
             self.stage = Stage::Idle;
         }
