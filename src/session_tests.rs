@@ -1229,6 +1229,26 @@ fn refused_transaction_on_a_reused_session_is_verified_with_rset() {
 }
 
 #[test]
+fn reused_session_proven_in_step_by_354_keeps_the_verdict_on_its_own_faults() {
+    // After DATA's 354 the replies are in step: a bad end-of-data reply is
+    // this transaction's own fault (Postfix's 5.5.0), not a reason to send
+    // the message again on a new connection.
+    for dot in ["this is no reply\r\n", "354 again\r\n"] {
+        let (client, _, _) = resumed(
+            EHLO_PIPE,
+            vec![
+                say("250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+                say(dot),
+            ],
+        );
+        assert!(!client.desynchronised(), "{dot}");
+        let (code, text) = failed(&client.results()[0]).expect("failed");
+        assert_eq!(code, "5.5.0", "{text}");
+        assert!(!client.reusable());
+    }
+}
+
+#[test]
 fn fresh_session_keeps_its_verdict_on_a_leftover_reply() {
     let out = smtp(
         &["a@y.test"],

@@ -332,6 +332,11 @@ pub struct Client {
     body_sent_flag: bool,
     /// The RSET checking a failed transaction on a reused session went out.
     verify_sent: bool,
+    /// DATA got its 354 on a reused session: only DATA can be answered
+    /// with a 3xx, so the replies are in step; from here on a fault is
+    /// this transaction's own and is judged as on a fresh session (a
+    /// retry could deliver the message twice).
+    in_step: bool,
     /// A reused session answered out of step: it was discarded and every
     /// result of it forgotten (see [`Client::desynchronised`]).
     desync: bool,
@@ -373,6 +378,7 @@ impl Client {
             reused: false,
             body_sent_flag: false,
             verify_sent: false,
+            in_step: false,
             desync: false,
         }
     }
@@ -496,7 +502,7 @@ impl Client {
     /// read were out of step: its results are discarded.
     pub fn on_unread_replies(&mut self) {
         self.protocol_error = true;
-        if self.reused && !self.body_went_out() {
+        if self.step_unproven() && !self.body_went_out() {
             log::warn!(
                 "{}: reply left over on a reused session; discarding it",
                 self.settings.peer
@@ -518,6 +524,12 @@ impl Client {
             *slot = None;
         }
         self.close();
+    }
+
+    /// Replies may be out of step with commands: a reused session not yet
+    /// proven in step by its DATA's 354.
+    fn step_unproven(&self) -> bool {
+        self.reused && !self.in_step
     }
 
     /// On a reused session: `reply` cannot answer `expect`.
@@ -664,7 +676,7 @@ impl Client {
     pub fn on_reply(&mut self, reply: Reply) {
         let Some((expect, len)) = self.pending.pop_front() else {
             // A reply nobody asked for: a protocol error; stop talking.
-            if self.reused {
+            if self.step_unproven() {
                 self.discard_desynchronised();
                 return;
             }
@@ -672,7 +684,7 @@ impl Client {
             self.close();
             return;
         };
-        if self.reused
+        if self.step_unproven()
             && Self::impossible(expect, &reply)
             && !matches!(expect, Expect::Quit | Expect::QuitNoReply | Expect::Rset)
         {
@@ -690,7 +702,7 @@ impl Client {
         if reply.malformed || reply.is_protocol_violation() {
             self.protocol_error = true;
         }
-        if reply.malformed && reply.code == 0 && !self.reused {
+        if reply.malformed && reply.code == 0 && !self.step_unproven() {
             // A reply cut short by a line that is not a reply line (with
             // PIPELINING, or past the skipping bound): the replies that
             // follow can no longer be matched with their commands.
@@ -1160,6 +1172,7 @@ impl Client {
         let deliverable =
             self.mail_accepted && !self.accepted.is_empty() && !self.transaction_failed;
         if reply.is_intermediate() {
+            self.in_step = true;
             if deliverable {
                 self.stage = Stage::Body;
             } else {
@@ -1221,7 +1234,11 @@ impl Client {
             // message went out may have read every reply one step late
             // (a stray reply ahead of them): one RSET more shows it, as
             // its reply would then be the DATA's.
-            if self.reused && self.transaction_failed && !self.body_sent_flag && !self.verify_sent {
+            if self.step_unproven()
+                && self.transaction_failed
+                && !self.body_sent_flag
+                && !self.verify_sent
+            {
                 self.verify_sent = true;
                 self.unsent
                     .push_back((command::RSET.to_vec(), Expect::VerifyRset));
