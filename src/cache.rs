@@ -208,9 +208,20 @@ impl SessionCache {
     }
 
     /// Keeps an idle session. Sessions past their reuse limits are closed instead.
-    pub fn store(&self, session: IdleSession, nexthop: Option<NexthopLabel>) {
+    pub fn store(&self, mut session: IdleSession, nexthop: Option<NexthopLabel>) {
         if session.primed.is_some() {
             // Mid-transaction (its DATA may be answered): only closing is safe.
+            drop(session);
+            return;
+        }
+        if session.conn.peer_closed() {
+            // Unread bytes (a stray reply would answer the next job's first
+            // command) or a server that hung up: never kept. Nothing is
+            // said on an out-of-step session; it is just closed.
+            log::info!(
+                "{}: not caching a session with unread input or closed by the server",
+                session.relay
+            );
             drop(session);
             return;
         }
@@ -421,4 +432,46 @@ impl Drop for SessionCache {
 /// QUIT without waiting for the reply, then drop the connection.
 fn close_session(mut session: IdleSession) {
     let _ = session.conn.send(command::QUIT, Duration::from_secs(2));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::script::{Scripted, say};
+
+    fn idle(conn: Connection<Box<dyn Transport>>) -> IdleSession {
+        IdleSession {
+            conn,
+            extensions: Extensions::default(),
+            endpoint: EndpointLabel {
+                lmtp: false,
+                endpoint: Endpoint::Inet("127.0.0.1:25".parse().expect("address")),
+                tls_level: Level::None,
+                verified_identity: String::new(),
+                helo_name: "h.test".into(),
+            },
+            display: "h[127.0.0.1]".into(),
+            relay: "h[127.0.0.1]:25".into(),
+            tls: None,
+            connected_at: Instant::now(),
+            uses: 1,
+            primed: None,
+        }
+    }
+
+    #[test]
+    fn a_session_with_unread_replies_is_never_stored() {
+        let cache = SessionCache::new(CacheConfig::default());
+        // The end-of-data reply and a stray one arrived in one read.
+        let stream: Box<dyn Transport> = Box::new(Scripted::new(vec![say(
+            "250 2.0.0 Ok\r\n250 2.0.0 stray\r\n",
+        )]));
+        let mut conn = Connection::new(stream, 2048);
+        conn.read_reply(Duration::ZERO).expect("reply");
+        cache.store(idle(conn), None);
+        assert_eq!(cache.stats().stored, 0);
+        let stream: Box<dyn Transport> = Box::new(Scripted::new(Vec::new()));
+        cache.store(idle(Connection::new(stream, 2048)), None);
+        assert_eq!(cache.stats().stored, 1, "a clean session is kept");
+    }
 }

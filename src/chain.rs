@@ -24,6 +24,7 @@
 //! affected.
 
 use std::cell::RefCell;
+use std::hash::BuildHasher;
 
 use crate::cache::IdleSession;
 use crate::nexthop::Protocol;
@@ -32,84 +33,147 @@ use crate::smtp::client::{Client, Envelope, MessageFacts};
 /// The job a worker will run next, as far as its session needs it.
 #[derive(Debug)]
 pub struct Follower {
-    /// Its job id: a handed session is only for this job.
+    /// Its job id, for logs only: the client chooses it and nothing keeps
+    /// it unique; a handed session is keyed by the daemon's ticket.
     pub job_id: String,
     /// The job's next hop as written.
     pub nexthop: String,
     pub protocol: Protocol,
     pub envelope: Envelope,
     pub facts: MessageFacts,
+    /// [`message_digest`] of its message.
+    pub message_digest: u64,
+}
+
+/// A transaction started for the job with this ticket.
+struct Primed {
+    ticket: u64,
+    message_digest: u64,
+    client: Client,
+}
+
+/// A session with a job's transaction in flight, for that job only.
+struct Handed {
+    ticket: u64,
+    message_digest: u64,
+    session: IdleSession,
 }
 
 #[derive(Default)]
 struct Slot {
-    follower: Option<Follower>,
+    /// The daemon ticket of the job this worker runs now.
+    current: Option<u64>,
+    follower: Option<(u64, Follower)>,
     /// The follower's transaction, started behind the current job's data.
-    primed: Option<(String, Client)>,
-    /// A session with the follower's transaction in flight, for that job.
-    handed: Option<(String, IdleSession)>,
+    primed: Option<Primed>,
+    /// A session with the follower's transaction in flight.
+    handed: Option<Handed>,
 }
 
 thread_local! {
     static SLOT: RefCell<Slot> = RefCell::new(Slot::default());
 }
 
-/// A worker offers the job it will run next.
-pub fn offer(follower: Follower) {
-    SLOT.with(|slot| slot.borrow_mut().follower = Some(follower));
+/// The identity of a message's content (not a security boundary: the
+/// ticket is; this catches a session meeting the wrong message).
+pub fn message_digest(bytes: &[u8]) -> u64 {
+    // foldhash: a few GB/s, and the same seed in every thread.
+    foldhash::fast::FixedState::with_seed(0x6d61_696c_686f_7021).hash_one(bytes)
 }
 
-/// The offered follower, when it goes to the same next hop with the same
-/// protocol (taken: it is offered to one session only).
-pub fn take_follower(nexthop: &str, protocol: Protocol) -> Option<Follower> {
+/// A worker offers the job it will run next (`ticket`: its daemon ticket).
+pub fn offer(ticket: u64, follower: Follower) {
+    SLOT.with(|slot| slot.borrow_mut().follower = Some((ticket, follower)));
+}
+
+/// The offered follower and its ticket, when it goes to the same next hop
+/// with the same protocol (taken: it is offered to one session only).
+pub fn take_follower(nexthop: &str, protocol: Protocol) -> Option<(u64, Follower)> {
     SLOT.with(|slot| {
         let mut slot = slot.borrow_mut();
-        let matches = slot
-            .follower
-            .as_ref()
-            .is_some_and(|f| f.protocol == protocol && f.nexthop.eq_ignore_ascii_case(nexthop));
+        let matches = slot.follower.as_ref().is_some_and(|(_, f)| {
+            f.protocol == protocol && f.nexthop.eq_ignore_ascii_case(nexthop)
+        });
         if matches { slot.follower.take() } else { None }
     })
 }
 
-/// Records the follower's started transaction.
-pub fn set_primed(job_id: String, client: Client) {
-    SLOT.with(|slot| slot.borrow_mut().primed = Some((job_id, client)));
+/// Records the follower's started transaction (for the job `ticket`,
+/// whose message has `message_digest`).
+pub fn set_primed(ticket: u64, message_digest: u64, client: Client) {
+    SLOT.with(|slot| {
+        slot.borrow_mut().primed = Some(Primed {
+            ticket,
+            message_digest,
+            client,
+        });
+    });
 }
 
-/// The follower's started transaction, if the current session made one.
-pub fn take_primed() -> Option<(String, Client)> {
+/// The follower's started transaction, if the current session made one:
+/// (ticket, message digest, client).
+pub fn take_primed() -> Option<(u64, u64, Client)> {
     SLOT.with(|slot| slot.borrow_mut().primed.take())
+        .map(|p| (p.ticket, p.message_digest, p.client))
 }
 
-/// Leaves a session (with `session.primed` set) for the job `job_id`.
-pub fn hand_over(job_id: String, session: IdleSession) {
-    SLOT.with(|slot| slot.borrow_mut().handed = Some((job_id, session)));
+/// Leaves a session (with `session.primed` set) for the job `ticket`.
+pub fn hand_over(ticket: u64, message_digest: u64, session: IdleSession) {
+    SLOT.with(|slot| {
+        slot.borrow_mut().handed = Some(Handed {
+            ticket,
+            message_digest,
+            session,
+        });
+    });
 }
 
-/// The handed session, when `wanted` accepts it.
-pub fn take_handed(wanted: impl FnOnce(&IdleSession) -> bool) -> Option<IdleSession> {
+/// The session handed to the job running now (see [`keep_only_for`]),
+/// when `wanted` accepts it and the digest of its message.
+pub fn take_handed(wanted: impl FnOnce(&IdleSession, u64) -> bool) -> Option<IdleSession> {
     SLOT.with(|slot| {
         let mut slot = slot.borrow_mut();
-        let fits = slot.handed.as_ref().is_some_and(|(_, s)| wanted(s));
+        let current = slot.current;
+        let fits = slot
+            .handed
+            .as_ref()
+            .is_some_and(|h| Some(h.ticket) == current && wanted(&h.session, h.message_digest));
         if fits {
-            slot.handed.take().map(|(_, s)| s)
+            slot.handed.take().map(|h| h.session)
         } else {
             None
         }
     })
 }
 
-/// Before a worker runs `job_id`: forgets what is not for that job (an
-/// unused follower offer or started transaction, a session handed to
-/// another job; such a session is closed by dropping it).
-pub fn keep_only_for(job_id: &str) {
+/// Before a worker runs the job with daemon ticket `ticket`: forgets what
+/// is not for that job (an unused follower offer or started transaction,
+/// a session handed to another job; such a session is closed by dropping
+/// it).
+pub fn keep_only_for(ticket: u64) {
     let stale = SLOT.with(|slot| {
         let mut slot = slot.borrow_mut();
+        slot.current = Some(ticket);
         slot.follower = None;
         slot.primed = None;
         match &slot.handed {
-            Some((id, _)) if id != job_id => slot.handed.take(),
+            Some(h) if h.ticket != ticket => slot.handed.take(),
+            _ => None,
+        }
+    });
+    drop(stale);
+}
+
+/// After the job with ticket `ticket` ran: a session handed to it that it
+/// did not use is closed; nothing is for it any more.
+pub fn job_done(ticket: u64) {
+    let stale = SLOT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.current == Some(ticket) {
+            slot.current = None;
+        }
+        match &slot.handed {
+            Some(h) if h.ticket == ticket => slot.handed.take(),
             _ => None,
         }
     });
@@ -151,6 +215,7 @@ mod tests {
                 size: 1,
                 has_8bit: false,
             },
+            message_digest: message_digest(b"m"),
         }
     }
 
@@ -177,25 +242,43 @@ mod tests {
     #[test]
     fn a_follower_is_offered_to_its_own_route_once() {
         clear();
-        offer(follower("B", "[MX.example]:25"));
+        offer(7, follower("B", "[MX.example]:25"));
         assert!(take_follower("[mx.example]:26", Protocol::Smtp).is_none());
         assert!(take_follower("[mx.example]:25", Protocol::Lmtp).is_none());
-        let taken = take_follower("[mx.example]:25", Protocol::Smtp).expect("offered");
-        assert_eq!(taken.job_id, "B");
+        let (ticket, taken) = take_follower("[mx.example]:25", Protocol::Smtp).expect("offered");
+        assert_eq!((ticket, taken.job_id.as_str()), (7, "B"));
         assert!(take_follower("[mx.example]:25", Protocol::Smtp).is_none());
     }
 
     #[test]
-    fn a_handed_session_waits_only_for_its_job() {
+    fn a_handed_session_waits_only_for_its_ticket() {
         clear();
-        hand_over("B".into(), session());
-        keep_only_for("B");
-        assert!(take_handed(|s| s.endpoint.lmtp).is_none(), "not wanted");
-        assert!(take_handed(|_| true).is_some());
-        hand_over("B".into(), session());
-        offer(follower("C", "x"));
-        keep_only_for("C");
-        assert!(take_handed(|_| true).is_none(), "B's session is gone");
+        hand_over(2, 9, session());
+        assert!(take_handed(|_, _| true).is_none(), "no job runs");
+        keep_only_for(2);
+        assert!(take_handed(|s, _| s.endpoint.lmtp).is_none(), "not wanted");
+        assert!(
+            take_handed(|_, digest| digest == 8).is_none(),
+            "other message"
+        );
+        assert!(take_handed(|_, digest| digest == 9).is_some());
+        // The same job id means nothing: another ticket never gets it.
+        hand_over(2, 9, session());
+        offer(3, follower("B", "x"));
+        keep_only_for(3);
+        assert!(
+            take_handed(|_, _| true).is_none(),
+            "ticket 2's session is gone"
+        );
         assert!(take_follower("x", Protocol::Smtp).is_none(), "stale offer");
+        // A session its job did not use is dropped when the job is done.
+        hand_over(4, 9, session());
+        keep_only_for(4);
+        job_done(4);
+        keep_only_for(4);
+        assert!(
+            take_handed(|_, _| true).is_none(),
+            "cleared after the job ran"
+        );
     }
 }

@@ -430,7 +430,7 @@ impl Deliverer {
                             &server.tls_host,
                         );
                         // A session handed over by the previous job (chain).
-                        chain::take_handed(|s| s.endpoint == label)
+                        handed_session(request, &job.ledger, |s| s.endpoint == label)
                             .or_else(|| cache.take_by_endpoint(&label))
                     }
                     _ => None,
@@ -527,7 +527,7 @@ impl Deliverer {
             // A session handed over by the previous job with this job's
             // transaction in flight (chain), else Postfix's lookups.
             let lmtp = request.protocol == Protocol::Lmtp;
-            let handed = chain::take_handed(|s| {
+            let handed = handed_session(request, &job.ledger, |s| {
                 s.endpoint.lmtp == lmtp
                     && s.endpoint.tls_level == policy.level
                     && s.endpoint.helo_name == settings.helo_name
@@ -657,7 +657,7 @@ impl Deliverer {
     ) -> Option<Handshake> {
         let indexes = job.ledger.pending();
         let IdleSession {
-            conn,
+            mut conn,
             extensions,
             tls,
             connected_at,
@@ -666,8 +666,28 @@ impl Deliverer {
             display,
             ..
         } = idle;
+        if primed.is_none() && conn.peer_closed() {
+            // Something arrived before any command was sent (a stray reply
+            // would answer this job's first command), or the server hung
+            // up: connect afresh.
+            log::info!(
+                "cached session to {} has unread input or was closed; connecting afresh",
+                server.relay
+            );
+            job.trouble.note(format!(
+                "cached session to {} was no longer usable",
+                server.relay
+            ));
+            return None;
+        }
         let reuse_start = std::time::Instant::now();
-        let chaining = self.config.cache.chain_jobs && request.cache.store && extensions.pipelining;
+        // Not over LMTP: there, the next job's replies would follow this
+        // one's per-recipient replies, and a server that sends one reply
+        // too few would fill a recipient's slot with the next job's.
+        let chaining = self.config.cache.chain_jobs
+            && request.cache.store
+            && extensions.pipelining
+            && request.protocol == Protocol::Smtp;
         let tls_active = tls.is_some();
         let source = if self.config.log.format == "json" {
             conn.local_addr()
@@ -709,7 +729,7 @@ impl Deliverer {
         let needs_smtputf8 = request.envelope.needs_smtputf8();
         let mut follow = || -> Option<Vec<u8>> {
             follower_parts.as_ref()?;
-            let follower = chain::take_follower(request.nexthop, request.protocol)?;
+            let (ticket, follower) = chain::take_follower(request.nexthop, request.protocol)?;
             if follower.envelope.needs_smtputf8() != needs_smtputf8 {
                 return None;
             }
@@ -724,7 +744,7 @@ impl Deliverer {
             );
             match next.next_action() {
                 crate::smtp::client::Action::Send { bytes, .. } => {
-                    chain::set_primed(follower.job_id, next);
+                    chain::set_primed(ticket, follower.message_digest, next);
                     Some(bytes)
                 }
                 _ => None,
@@ -740,6 +760,17 @@ impl Deliverer {
             &mut follow,
         );
         let primed_next = chain::take_primed();
+        if client.desynchronised() {
+            log::warn!(
+                "reused session to {} answered out of step; retrying on a new connection",
+                server.relay
+            );
+            job.trouble.note(format!(
+                "reused session to {} answered out of step",
+                server.relay
+            ));
+            return None;
+        }
         if client.probe_failed() {
             log::info!(
                 "cached session to {} failed its RSET probe; connecting afresh",
@@ -871,7 +902,7 @@ impl Deliverer {
         via: Via,
         connected_at: std::time::Instant,
         uses: u32,
-        primed_next: Option<(String, Client)>,
+        primed_next: Option<(u64, u64, Client)>,
         job: &mut JobState,
     ) {
         let Some(mut conn) = conn else { return };
@@ -910,13 +941,26 @@ impl Deliverer {
             uses,
             primed: None,
         };
-        if let Some((job_id, next)) = primed_next {
+        if let Some((ticket, message_digest, next)) = primed_next {
             // The next job's transaction is in flight: the session goes to
-            // that job instead of the cache (if the cache would keep it).
+            // that job instead of the cache (if the cache would keep it),
+            // only while every unread byte can still be a reply to a
+            // command it has sent (else its replies are out of step).
+            let in_step = session
+                .conn
+                .buffered_replies()
+                .is_some_and(|replies| replies <= next.awaiting_replies());
+            if !in_step {
+                log::info!(
+                    "{}: unread replies do not fit the chained transaction; closing",
+                    server.relay
+                );
+                return;
+            }
             session.primed = Some(Box::new(next));
             if cache.reusable(&session) {
                 cache.count_chained();
-                chain::hand_over(job_id, session);
+                chain::hand_over(ticket, message_digest, session);
             }
             return;
         }
@@ -1159,6 +1203,30 @@ fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Enve
     (indexes, envelope)
 }
 
+/// The session handed over to this job by the previous one (see
+/// [`crate::chain`]), when `wanted` accepts it and the transaction started
+/// on it is exactly this job's: the same sender, recipients (the pending
+/// ones), parameters and message.
+fn handed_session(
+    request: &Request<'_>,
+    ledger: &Ledger,
+    wanted: impl FnOnce(&IdleSession) -> bool,
+) -> Option<IdleSession> {
+    let digest = request.message.in_memory().map(chain::message_digest)?;
+    chain::take_handed(|session, message_digest| {
+        let Some(primed) = session.primed.as_deref() else {
+            return false;
+        };
+        let fits = message_digest == digest
+            && primed.facts() == request.facts
+            && *primed.envelope() == envelope_of(request, &ledger.pending());
+        if !fits {
+            log::warn!("a chained session does not fit the job it was handed to; not used");
+        }
+        fits && wanted(session)
+    })
+}
+
 /// The envelope of the recipients at `indexes` (the pending ones).
 fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
     // Only the pending recipients are copied (not the whole envelope).
@@ -1181,8 +1249,9 @@ struct Ended {
     via: Via,
     connected_at: std::time::Instant,
     uses: u32,
-    /// The next job's transaction, started behind this one's data (chain).
-    primed_next: Option<(String, Client)>,
+    /// The next job's transaction, started behind this one's data (chain):
+    /// its ticket, its message's digest, its client.
+    primed_next: Option<(u64, u64, Client)>,
 }
 
 /// A job's state across its destinations and servers.

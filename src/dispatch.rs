@@ -212,6 +212,7 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
         crate::smtp::command::check_address(&rcpt.address).ok()?;
     }
     let facts = message.facts().ok()?;
+    let message_digest = crate::chain::message_digest(message.in_memory()?);
     Some(Follower {
         job_id: job.id.clone(),
         nexthop: nexthop.clone(),
@@ -227,6 +228,7 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
             smtputf8: job.smtputf8,
         },
         facts,
+        message_digest,
     })
 }
 

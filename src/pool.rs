@@ -147,7 +147,13 @@ pub struct Ticket {
     received: Instant,
     /// A worker looking for a follower put it back in the queue once.
     requeued: AtomicBool,
+    /// Unique per daemon, assigned at acceptance: what a chained session
+    /// is handed to (the job id is the client's and need not be unique).
+    serial: u64,
 }
+
+/// The next ticket's serial.
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Ticket {
     pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
@@ -159,11 +165,17 @@ impl Ticket {
             queued_demand: Mutex::new(Vec::new()),
             received: Instant::now(),
             requeued: AtomicBool::new(false),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.job.id
+    }
+
+    /// The daemon's own unique number for this job.
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// True for exactly one caller: the one that answers the job.
@@ -810,7 +822,7 @@ fn worker(shared: &Arc<Shared>) {
             opened,
         } = current;
         ticket.drop_queued_demand();
-        crate::chain::keep_only_for(ticket.id());
+        crate::chain::keep_only_for(ticket.serial());
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
             guard.release(slot);
@@ -845,7 +857,7 @@ fn worker(shared: &Arc<Shared>) {
             if let Some(opened) = &opened
                 && let Some(offer) = dispatch::follower(&follower.job, &opened.message)
             {
-                crate::chain::offer(offer);
+                crate::chain::offer(follower.serial(), offer);
             }
             let (follower_slot, follower_progress) = shared.register(&follower);
             guard.hold(&follower, follower_slot);
@@ -862,6 +874,7 @@ fn worker(shared: &Arc<Shared>) {
         let answer = run(&deliverer, &ticket, opened);
         drop(entered);
         drop(job_lines);
+        crate::chain::job_done(ticket.serial());
         drop(deliverer);
         shared.unregister(slot);
         guard.release(slot);

@@ -201,14 +201,34 @@ pub fn run_with<T: Transport>(
     line_length_limit: usize,
     follow: &mut Follow<'_>,
 ) -> RunEnd {
+    // Whether the next job's commands went out behind the message: then
+    // bytes left unread at the end may be their replies.
+    let followed = std::cell::Cell::new(false);
+    let mut follow = || {
+        let next = follow();
+        if next.is_some() {
+            followed.set(true);
+        }
+        next
+    };
     for _ in 0..MAX_ACTIONS {
         match client.next_action() {
             Action::Send { bytes, phase } => {
+                // An RSET goes out with nothing else awaited: bytes already
+                // here answer no command (more replies than commands).
+                if phase == Phase::Rset && !followed.get() && conn.buffered() > 0 {
+                    client.on_unread_replies();
+                    if client.desynchronised() {
+                        continue;
+                    }
+                }
                 if let Err(failure) = conn.send(&bytes, phase_timeout(timeouts, phase)) {
                     client.on_io_failure(failure);
                 }
             }
-            Action::Receive(phase) => match conn.read_reply(phase_timeout(timeouts, phase)) {
+            Action::Receive(phase) => match conn
+                .read_reply_strict(phase_timeout(timeouts, phase), client.strict_replies())
+            {
                 Ok(reply) => client.on_reply(reply),
                 Err(failure) => client.on_io_failure(failure),
             },
@@ -216,13 +236,29 @@ pub fn run_with<T: Transport>(
                 // A daemon job answered at shutdown sends no body: its
                 // recipients were told "deferred".
                 if crate::progress::may_send_body() {
-                    send_body(conn, client, timeouts, message, line_length_limit, follow)
+                    send_body(
+                        conn,
+                        client,
+                        timeouts,
+                        message,
+                        line_length_limit,
+                        &mut follow,
+                    )
                 } else {
                     client.on_local_failure(crate::progress::CUT_TEXT);
                 }
             }
             Action::StartTls => return RunEnd::StartTls,
-            Action::Idle => return RunEnd::Idle,
+            Action::Idle => {
+                // More replies than commands: the session is out of step.
+                if !followed.get() && conn.buffered() > 0 {
+                    client.on_unread_replies();
+                    if client.desynchronised() {
+                        return RunEnd::Closed;
+                    }
+                }
+                return RunEnd::Idle;
+            }
             Action::Close => return RunEnd::Closed,
         }
     }

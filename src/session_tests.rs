@@ -1170,6 +1170,162 @@ fn failed_pipelined_probe_touches_no_recipient() {
 }
 
 #[test]
+fn reused_session_out_of_step_is_discarded_without_results() {
+    let batch = "RSET\r\nMAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nDATA\r\n";
+    for replies in [
+        // A stray reply ahead of the probe's: DATA reads the RCPT's 250.
+        "250 2.0.0 stray\r\n250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        // A 3xx where none is possible.
+        "250 2.0.0 Ok\r\n354 go\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        // A line without a valid code.
+        "250 2.0.0 Ok\r\nhello there\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+        // More replies than commands after a refused DATA.
+        "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n250 2.0.0 extra\r\n",
+    ] {
+        let (client, written, end) = resumed(EHLO_PIPE, vec![say(replies)]);
+        assert!(client.desynchronised(), "{replies}");
+        assert_eq!(end, RunEnd::Closed, "{replies}");
+        assert!(client.results().iter().all(Option::is_none), "{replies}");
+        assert!(!client.reusable());
+        assert_eq!(written, batch, "{replies}");
+    }
+}
+
+#[test]
+fn refused_transaction_on_a_reused_session_is_verified_with_rset() {
+    // A stray reply ahead: the RCPT's 550 is read for DATA, and the real
+    // DATA reply (554) arrives later. The RSET after the failed
+    // transaction reads that 554: out of step, nothing counts.
+    let batch = "RSET\r\nMAIL FROM:<s@x.test> BODY=7BIT\r\nRCPT TO:<a@y.test>\r\nDATA\r\n";
+    let (client, written, end) = resumed(
+        EHLO_PIPE,
+        vec![
+            say("250 2.0.0 stray\r\n250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n"),
+            say("554 5.5.1 no valid recipients\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(client.desynchronised());
+    assert_eq!(end, RunEnd::Closed);
+    assert!(client.results().iter().all(Option::is_none));
+    assert_eq!(written, format!("{batch}RSET\r\n"));
+    // In step, the refusal stands.
+    let (client, written, end) = resumed(
+        EHLO_PIPE,
+        vec![
+            say(
+                "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n",
+            ),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(!client.desynchronised());
+    assert_eq!(end, RunEnd::Idle);
+    assert_eq!(
+        failed(&client.results()[0]).map(|f| f.0),
+        Some("5.1.1".into())
+    );
+    assert_eq!(written, format!("{batch}RSET\r\n"));
+}
+
+#[test]
+fn reused_session_proven_in_step_by_354_keeps_the_verdict_on_its_own_faults() {
+    // After DATA's 354 the replies are in step: a bad end-of-data reply is
+    // this transaction's own fault (Postfix's 5.5.0), not a reason to send
+    // the message again on a new connection.
+    for dot in ["this is no reply\r\n", "354 again\r\n"] {
+        let (client, _, _) = resumed(
+            EHLO_PIPE,
+            vec![
+                say("250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+                say(dot),
+            ],
+        );
+        assert!(!client.desynchronised(), "{dot}");
+        let (code, text) = failed(&client.results()[0]).expect("failed");
+        assert_eq!(code, "5.5.0", "{text}");
+        assert!(!client.reusable());
+    }
+}
+
+#[test]
+fn fresh_session_keeps_its_verdict_on_a_leftover_reply() {
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 mx ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued\r\n250 2.0.0 stray\r\n"),
+        ],
+    );
+    assert!(delivered(&out.results[0]).is_some());
+}
+
+#[test]
+fn garbage_line_with_pipelining_is_a_protocol_error_at_once() {
+    // Before the fix the client waited for the stage's timeout (the Stall)
+    // and deferred; Postfix's verdict is 5.5.0 at once.
+    let out = smtp(
+        &["a@y.test", "b@y.test"],
+        vec![
+            say("220 mx ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\nthis is no reply\r\n"),
+            Step::Stall,
+        ],
+    );
+    for result in &out.results {
+        let (code, text) = failed(result).expect("failed");
+        assert_eq!(code, "5.5.0", "{text}");
+        assert!(
+            text.contains("Protocol error") && text.contains("this is no reply"),
+            "{text}"
+        );
+    }
+    assert_eq!(out.leftover_script, 1, "no read after the garbage line");
+    assert!(!out.written.contains("QUIT"), "{}", out.written);
+}
+
+#[test]
+fn garbage_before_pipelining_is_known_is_skipped_within_a_bound() {
+    // In the greeting and the EHLO reply: skipped, as Postfix does.
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("hello\r\n220 mx ESMTP\r\n"),
+            say("250-mx.test\r\nnoise\r\n250-PIPELINING\r\n250 8BITMIME\r\n"),
+            say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued\r\n"),
+        ],
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+    // Past the bound: a protocol error.
+    let flood = "junk\r\n".repeat(crate::smtp::reply::MAX_SKIPPED_LINES + 1);
+    let out = smtp(&["a@y.test"], vec![say(&flood), Step::Stall]);
+    let (code, text) = failed(&out.results[0]).expect("failed");
+    assert_eq!(code, "5.5.0", "{text}");
+    assert_eq!(out.leftover_script, 1);
+}
+
+#[test]
+fn lock_step_session_skips_garbage_like_postfix() {
+    // No PIPELINING: a garbage line is skipped, the session goes on.
+    let out = smtp(
+        &["a@y.test"],
+        vec![
+            say("220 mx ESMTP\r\n"),
+            say("250 mx.test\r\n"),
+            say("junk\r\n250 2.1.0 Ok\r\n"),
+            say("250 2.1.5 Ok\r\n"),
+            say("354 go\r\n"),
+            say("250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+}
+
+#[test]
 fn reused_session_without_pipelining_sends_a_lone_rset_first() {
     let (client, written, _) = resumed(
         EHLO_PLAIN,

@@ -333,6 +333,30 @@ impl<T: Transport> Connection<T> {
             .is_some_and(|rest| rest.starts_with(prefix))
     }
 
+    /// The complete replies among the received bytes not yet consumed
+    /// (a partial last line is not counted); None when a complete line is
+    /// not a valid reply line (`DDD`, `DDD text`, `DDD-text`).
+    pub fn buffered_replies(&self) -> Option<usize> {
+        let rest = self.buf.get(self.start..self.end).unwrap_or(&[]);
+        let mut replies = 0usize;
+        let mut lines = rest.split(|&b| b == b'\n');
+        // The piece after the last newline is an unfinished line.
+        let _unfinished = lines.next_back();
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let code = line.get(..3)?;
+            if !code.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            match line.get(3) {
+                None | Some(b' ') => replies += 1,
+                Some(b'-') => {}
+                Some(_) => return None,
+            }
+        }
+        Some(replies)
+    }
+
     /// Bytes received but not yet consumed as replies.
     pub fn buffered(&self) -> usize {
         self.end - self.start
@@ -365,10 +389,20 @@ impl<T: Transport> Connection<T> {
     /// Reads one complete reply; `timeout` (zero = none) applies to each
     /// read from the stream (a reply already buffered needs none).
     pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
+        self.read_reply_strict(timeout, false)
+    }
+
+    /// As [`Self::read_reply`]; `strict`: a line that is not a reply line
+    /// ends the reply at once (see [`ReplyParser`]).
+    pub fn read_reply_strict(
+        &mut self,
+        timeout: Duration,
+        strict: bool,
+    ) -> Result<Reply, IoFailure> {
         // One line buffer per connection, reused for every reply.
         let mut line = std::mem::take(&mut self.line);
         line.clear();
-        let reply = self.read_reply_with(timeout, &mut line);
+        let reply = self.read_reply_with(timeout, &mut line, strict);
         self.line = line;
         reply
     }
@@ -377,8 +411,9 @@ impl<T: Transport> Connection<T> {
         &mut self,
         timeout: Duration,
         line: &mut Vec<u8>,
+        strict: bool,
     ) -> Result<Reply, IoFailure> {
-        let mut parser = ReplyParser::new(self.reply_cap);
+        let mut parser = ReplyParser::new(self.reply_cap).strict(strict);
         let mut consumed = 0usize;
         loop {
             // Take one line out of the buffer, reading more as needed.
@@ -567,6 +602,23 @@ mod tests {
         );
         assert_eq!(c.read_reply(Duration::ZERO).map(|r| r.code).ok(), Some(354));
         assert_eq!(c.buffered(), 0);
+    }
+
+    #[test]
+    fn buffered_replies_are_counted_and_checked() {
+        let mut c = conn(vec![say("250 ok\r\n250-a\r\n250 b\r\n354 go\r\n45")]);
+        c.read_reply(Duration::ZERO).expect("first");
+        assert_eq!(
+            c.buffered_replies(),
+            Some(2),
+            "a partial line is not counted"
+        );
+        let mut c = conn(vec![say("250 ok\r\nhello\r\n250 b\r\n")]);
+        c.read_reply(Duration::ZERO).expect("first");
+        assert_eq!(c.buffered_replies(), None, "garbage");
+        let mut c = conn(vec![say("250 ok\r\n")]);
+        c.read_reply(Duration::ZERO).expect("first");
+        assert_eq!(c.buffered_replies(), Some(0));
     }
 
     #[test]

@@ -205,7 +205,11 @@ fn cached_session_closed_by_the_server_is_replaced() {
                 };
                 let _ = out.write_all(reply);
                 if reply.starts_with(b"250 2.0.0 Ok") && !in_data && line.trim_end() == "." {
-                    break; // hang up after the transaction
+                    // Hang up after the transaction, once the client has
+                    // had time to cache the session (a session already
+                    // closed when it would be stored is never stored).
+                    thread::sleep(Duration::from_millis(50));
+                    break;
                 }
             }
         }

@@ -32,6 +32,12 @@ enum Fault {
     CloseAfterDot(usize),
     /// Answer the first RSET after the Nth message with 421 and hang up.
     RefuseRsetAfter(usize),
+    /// Send one stray reply right behind the end-of-data reply(ies) of the
+    /// Nth message, in the same write.
+    StrayReplyAfterDot(usize),
+    /// LMTP: answer the Nth message's dot for its first recipient only,
+    /// then hang up unless a command arrives within a second.
+    ShortLmtpReplies(usize),
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +47,11 @@ struct Seen {
     subjects: Vec<String>,
     /// Final dots with the next RSET already received behind them.
     chained: usize,
+    /// (subject, recipient) of every recipient whose delivery the server
+    /// confirmed (SMTP: the dot's 250; LMTP: its per-recipient 250).
+    accepted: Vec<(String, String)>,
+    /// Every body received, with the recipients it was accepted for.
+    bodies: Vec<(String, Vec<String>)>,
 }
 
 struct Server {
@@ -52,6 +63,11 @@ struct Server {
 
 impl Server {
     fn start(fault: Fault) -> Server {
+        Server::start_with(fault, false)
+    }
+
+    /// An LMTP server (`lmtp`) or an SMTP one.
+    fn start_with(fault: Fault, lmtp: bool) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("address").port();
@@ -66,7 +82,7 @@ impl Server {
                         seen2.lock().expect("seen").connections += 1;
                         let (stop3, seen3) = (Arc::clone(&stop2), Arc::clone(&seen2));
                         sessions.push(thread::spawn(move || {
-                            let _ = serve(stream, fault, &stop3, &seen3);
+                            let _ = serve(stream, fault, lmtp, &stop3, &seen3);
                         }));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -119,28 +135,43 @@ fn line(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<String> 
     None
 }
 
+fn say(out: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    out.write_all(format!("{text}\r\n").as_bytes())
+}
+
 fn serve(
     stream: TcpStream,
     fault: Fault,
+    lmtp: bool,
     stop: &AtomicBool,
     seen: &Mutex<Seen>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
-    let mut say = |text: &str| out.write_all(format!("{text}\r\n").as_bytes());
-    say("220 chain.test ESMTP")?;
+    say(&mut out, "220 chain.test ESMTP")?;
     let mut refuse_next_rset = false;
+    let mut rcpts: Vec<String> = Vec::new();
     while let Some(command) = line(&mut reader, stop) {
         let upper = command.to_ascii_uppercase();
-        if upper.starts_with("EHLO") {
-            say("250-chain.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES")?;
+        if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            say(
+                &mut out,
+                "250-chain.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES",
+            )?;
         } else if upper.starts_with("MAIL FROM:") {
-            say("250 2.1.0 Ok")?;
+            rcpts.clear();
+            say(&mut out, "250 2.1.0 Ok")?;
         } else if upper.starts_with("RCPT TO:") {
-            say("250 2.1.5 Ok")?;
+            let rcpt = command[8..].trim().to_string();
+            if rcpt.contains("-reject@") {
+                say(&mut out, "550 5.1.1 no such user")?;
+            } else {
+                rcpts.push(rcpt);
+                say(&mut out, "250 2.1.5 Ok")?;
+            }
         } else if upper == "DATA" {
-            say("354 go ahead")?;
+            say(&mut out, "354 go ahead")?;
             let mut subject = String::new();
             loop {
                 match line(&mut reader, stop) {
@@ -155,13 +186,51 @@ fn serve(
             }
             let count = {
                 let mut seen = seen.lock().expect("seen");
-                seen.subjects.push(subject);
+                seen.subjects.push(subject.clone());
                 if reader.buffer().starts_with(b"RSET") {
                     seen.chained += 1;
                 }
                 seen.subjects.len()
             };
-            say("250 2.0.0 Ok: queued")?;
+            // The recipients this server confirms, and its replies.
+            let short = lmtp && fault == Fault::ShortLmtpReplies(count);
+            let confirmed: Vec<String> = if short {
+                rcpts.iter().take(1).cloned().collect()
+            } else {
+                rcpts.clone()
+            };
+            let mut replies = if lmtp {
+                confirmed
+                    .iter()
+                    .map(|r| format!("250 2.1.5 {r} Ok\r\n"))
+                    .collect::<String>()
+            } else {
+                "250 2.0.0 Ok: queued\r\n".to_string()
+            };
+            if fault == Fault::StrayReplyAfterDot(count) {
+                replies.push_str("250 2.0.0 stray\r\n");
+            }
+            {
+                let mut seen = seen.lock().expect("seen");
+                for r in &confirmed {
+                    seen.accepted.push((subject.clone(), r.clone()));
+                }
+                seen.bodies.push((subject.clone(), confirmed.clone()));
+            }
+            out.write_all(replies.as_bytes())?;
+            if short {
+                // Hang up unless the client says something within a second.
+                let start = Instant::now();
+                while reader.buffer().is_empty() && start.elapsed() < Duration::from_secs(1) {
+                    if reader.fill_buf().map(|b| b.is_empty()).unwrap_or(false) {
+                        return Ok(());
+                    }
+                }
+                if reader.buffer().is_empty() {
+                    let _ = reader.get_ref().shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+            }
             match fault {
                 Fault::CloseAfterDot(n) if count == n => {
                     let _ = reader.get_ref().shutdown(Shutdown::Both);
@@ -172,16 +241,16 @@ fn serve(
             }
         } else if upper == "RSET" {
             if refuse_next_rset {
-                say("421 4.3.2 shutting down")?;
+                say(&mut out, "421 4.3.2 shutting down")?;
                 let _ = reader.get_ref().shutdown(Shutdown::Both);
                 return Ok(());
             }
-            say("250 2.0.0 Ok")?;
+            say(&mut out, "250 2.0.0 Ok")?;
         } else if upper == "QUIT" {
-            say("221 2.0.0 Bye")?;
+            say(&mut out, "221 2.0.0 Bye")?;
             return Ok(());
         } else {
-            say("502 5.5.2 what?")?;
+            say(&mut out, "502 5.5.2 what?")?;
         }
     }
     Ok(())
@@ -256,6 +325,40 @@ fn run_jobs(server: &Server, count: usize, chain: bool) -> BTreeMap<String, Answ
 
 /// [`run_jobs`] with a configuration of the caller's.
 fn run_jobs_with(server: &Server, count: usize, config: Config) -> BTreeMap<String, Answer> {
+    run_jobs_made(server, count, config, job)
+}
+
+/// An LMTP job with `rcpts` recipients `{id}-{n}@y.test`.
+fn lmtp_job(rcpts: usize) -> impl Fn(&str, &str, &Path) -> Job {
+    move |id, nexthop, message| {
+        let mut job = job(id, nexthop, message);
+        job.transport = TransportKind::Lmtp;
+        job.recipients = (0..rcpts)
+            .map(|n| JobRecipient {
+                address: format!("{id}-{n}@y.test"),
+                orcpt: None,
+                notify: None,
+            })
+            .collect();
+        job
+    }
+}
+
+/// The configuration of [`run_jobs`].
+fn cached(chain: bool) -> Config {
+    let mut config = Config::default();
+    config.cache.destinations = vec!["127.0.0.1".into()];
+    config.cache.chain_jobs = chain;
+    config
+}
+
+/// [`run_jobs_with`] with jobs made by `make`.
+fn run_jobs_made(
+    server: &Server,
+    count: usize,
+    config: Config,
+    make: impl Fn(&str, &str, &Path) -> Job,
+) -> BTreeMap<String, Answer> {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = Arc::new(SessionCache::new(config.cache.clone()));
     let deliverer = Deliverer::new(config).with_cache(cache);
@@ -278,7 +381,7 @@ fn run_jobs_with(server: &Server, count: usize, config: Config) -> BTreeMap<Stri
         std::fs::write(&message, format!("Subject: {id}\n\nbody of {id}\n")).expect("write");
         let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
         submitter.submit(Ticket::new(
-            job(&id, &server.nexthop(), &message),
+            make(&id, &server.nexthop(), &message),
             Arc::clone(&peer),
             report,
         ));
@@ -369,4 +472,252 @@ fn refused_chained_rset_sends_the_job_on_a_new_session() {
     let seen = server.seen.lock().expect("seen");
     assert!(seen.connections >= 2, "{seen:?}");
     assert!(seen.chained >= 1, "{seen:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Desynchronised sessions (issue 12, defect 1): a stray reply behind an
+// end-of-data reply must never make the next job on that session read its
+// replies one step late.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn stray_reply_after_a_dot_does_not_fail_the_next_cached_job() {
+    let server = Server::start(Fault::StrayReplyAfterDot(3));
+    let answers = run_jobs(&server, 10, false);
+    assert_each_delivered_once(&server, &answers, 10);
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.connections >= 2, "{seen:?}");
+}
+
+#[test]
+fn stray_reply_after_a_dot_does_not_fail_the_next_chained_job() {
+    let server = Server::start(Fault::StrayReplyAfterDot(5));
+    let answers = run_jobs(&server, 20, true);
+    assert_each_delivered_once(&server, &answers, 20);
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.connections >= 2, "{seen:?}");
+}
+
+#[test]
+fn lmtp_stray_reply_does_not_fail_the_next_cached_job() {
+    let server = Server::start_with(Fault::StrayReplyAfterDot(3), true);
+    let answers = run_jobs_made(&server, 10, cached(false), lmtp_job(1));
+    assert_each_delivered_once(&server, &answers, 10);
+}
+
+#[test]
+fn lmtp_stray_reply_does_not_fail_the_next_chained_job() {
+    let server = Server::start_with(Fault::StrayReplyAfterDot(5), true);
+    let answers = run_jobs_made(&server, 20, cached(true), lmtp_job(1));
+    assert_each_delivered_once(&server, &answers, 20);
+}
+
+#[test]
+fn lmtp_recipient_is_never_sent_on_another_commands_reply() {
+    // The 5th message gets one per-recipient reply for two recipients: its
+    // second recipient must not take the next job's reply for its own.
+    let server = Server::start_with(Fault::ShortLmtpReplies(5), true);
+    let answers = run_jobs_made(&server, 12, cached(true), lmtp_job(2));
+    assert_eq!(answers.len(), 12);
+    let seen = server.seen.lock().expect("seen");
+    let mut sent = 0;
+    for (id, answer) in &answers {
+        let Answer::Done(result) = answer else {
+            panic!("{id}: {answer:?}");
+        };
+        for rcpt in &result.recipients {
+            assert_ne!(rcpt.status, Status::Bounced, "{id}: {result:?}");
+            if rcpt.status == Status::Sent {
+                sent += 1;
+                let accepted = seen
+                    .accepted
+                    .iter()
+                    .any(|(subject, r)| subject == id && r.contains(rcpt.address.as_str()));
+                assert!(
+                    accepted,
+                    "{id}: {} reported sent, never accepted: {result:?}",
+                    rcpt.address
+                );
+            }
+        }
+    }
+    assert!(sent >= 22, "only {sent} sent");
+}
+
+// ---------------------------------------------------------------------------
+// Hand-over keyed by the daemon's ticket (issue 12, defect 3).
+// ---------------------------------------------------------------------------
+
+/// A job whose only recipient is `rcpt`, with message `subject`.
+fn job_for(id: &str, nexthop: &str, rcpt: &str, subject: &str) -> Job {
+    let mut job = job(id, nexthop, Path::new("/unused"));
+    job.recipients[0].address = rcpt.into();
+    job.message = MessageRef::Data {
+        data: format!("Subject: {subject}\n\nbody of {subject}\n"),
+    };
+    job
+}
+
+/// The chain offer of `job` (as the daemon's worker makes it).
+fn follower_of(job: &Job) -> mailhop::chain::Follower {
+    let message = mailhop::message::Message::Inline(match &job.message {
+        MessageRef::Data { data } => data.clone().into_bytes(),
+        MessageRef::Path { .. } => Vec::new(),
+    });
+    mailhop::dispatch::follower(job, &message).expect("a follower")
+}
+
+/// No recipient got a body that is not its own job's.
+fn assert_nothing_misdelivered(seen: &Seen, owner: &dyn Fn(&str) -> String) {
+    for (subject, rcpts) in &seen.bodies {
+        for rcpt in rcpts {
+            assert_eq!(
+                owner(rcpt),
+                *subject,
+                "{rcpt} received {subject}: {:?}",
+                seen.bodies
+            );
+        }
+    }
+}
+
+#[test]
+fn a_session_handed_to_one_job_is_never_used_by_another_with_the_same_id() {
+    let server = Server::start(Fault::None);
+    let nexthop = server.nexthop();
+    let config = cached(true);
+    let cache = Arc::new(SessionCache::new(config.cache.clone()));
+    let deliverer = Deliverer::new(config).with_cache(cache);
+    let run = |job: &Job| {
+        let result = mailhop::dispatch::execute(&deliverer, job, false).expect("runs");
+        assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+    };
+    // A session in the cache, then a job on it with the next job (id X,
+    // for victim@) offered: its transaction is started and handed over.
+    run(&job_for("A0", &nexthop, "a0@y.test", "A0"));
+    // (Tickets as the daemon numbers them; the job ids are the same.)
+    let victim = job_for("X", &nexthop, "victim@y.test", "B");
+    mailhop::chain::offer(1001, follower_of(&victim));
+    run(&job_for("A1", &nexthop, "a1@y.test", "A1"));
+    // The handed-to job never runs; another job with the same id does.
+    let other = job_for("X", &nexthop, "own@y.test", "C");
+    mailhop::chain::keep_only_for(1002);
+    run(&other);
+    mailhop::chain::clear();
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.chained >= 1, "{seen:?}");
+    assert_nothing_misdelivered(&seen, &|rcpt: &str| {
+        match rcpt.trim_matches(['<', '>']) {
+            "a0@y.test" => "A0",
+            "a1@y.test" => "A1",
+            "victim@y.test" => "B",
+            _ => "C",
+        }
+        .to_string()
+    });
+}
+
+#[test]
+fn duplicate_job_ids_from_several_clients_are_never_misdelivered() {
+    let server = Server::start(Fault::None);
+    let nexthop = server.nexthop();
+    let config = cached(true);
+    let cache = Arc::new(SessionCache::new(config.cache.clone()));
+    let deliverer = Deliverer::new(config).with_cache(cache);
+    let size = PoolSize {
+        workers: 2,
+        queue_capacity: 256,
+        stack_size: 256 * 1024,
+    };
+    let pool = Pool::start(size, deliverer, Arc::new(Stats::new())).expect("pool");
+    let answers = Arc::new(Answers::default());
+    let (clients, per_client) = (4, 30);
+    let submitters: Vec<_> = (0..clients)
+        .map(|c| {
+            let submitter = pool.submitter();
+            let answers = Arc::clone(&answers);
+            let nexthop = nexthop.clone();
+            thread::spawn(move || {
+                let peer = Arc::new(PeerIdentity {
+                    uid: 0,
+                    gids: vec![0],
+                    privileged: true,
+                });
+                for n in 0..per_client {
+                    let tag = format!("c{c}n{n}");
+                    let job = job_for("SAME", &nexthop, &format!("{tag}@y.test"), &tag);
+                    let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
+                    submitter.submit(Ticket::new(job, Arc::clone(&peer), report));
+                }
+            })
+        })
+        .collect();
+    for submitter in submitters {
+        submitter.join().expect("client");
+    }
+    let got = answers.wait(clients * per_client);
+    pool.begin_shutdown();
+    let mut sent = 0;
+    for answer in &got {
+        let Answer::Done(result) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
+        sent += 1;
+    }
+    assert_eq!(sent, clients * per_client);
+    let seen = server.seen.lock().expect("seen");
+    assert!(seen.chained >= 1, "nothing chained: {seen:?}");
+    assert_nothing_misdelivered(&seen, &|rcpt: &str| {
+        rcpt.trim_matches(['<', '>'])
+            .trim_end_matches("@y.test")
+            .to_string()
+    });
+    let mut subjects = seen.subjects.clone();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), clients * per_client, "each message once");
+    assert_eq!(
+        seen.subjects.len(),
+        clients * per_client,
+        "each message once"
+    );
+}
+
+/// An SMTP job with a good recipient `{id}-ok@` and one the server
+/// refuses, `{id}-reject@`.
+fn job_with_a_refused_recipient(id: &str, nexthop: &str, message: &Path) -> Job {
+    let mut job = job(id, nexthop, message);
+    job.recipients = ["ok", "reject"]
+        .iter()
+        .map(|which| JobRecipient {
+            address: format!("{id}-{which}@y.test"),
+            orcpt: None,
+            notify: None,
+        })
+        .collect();
+    job
+}
+
+#[test]
+fn stray_reply_never_turns_a_refused_recipient_into_a_refused_transaction() {
+    for chain in [false, true] {
+        let server = Server::start(Fault::StrayReplyAfterDot(4));
+        let answers = run_jobs_made(&server, 12, cached(chain), job_with_a_refused_recipient);
+        for (id, answer) in &answers {
+            let Answer::Done(result) = answer else {
+                panic!("{id}: {answer:?}");
+            };
+            let ok = &result.recipients[0];
+            assert_eq!(ok.status, Status::Sent, "chain {chain}, {id}: {result:?}");
+            let refused = &result.recipients[1];
+            assert_eq!(refused.status, Status::Bounced, "{id}: {result:?}");
+            assert_eq!(refused.dsn, "5.1.1", "{id}: {result:?}");
+        }
+        let seen = server.seen.lock().expect("seen");
+        let mut subjects = seen.subjects.clone();
+        subjects.sort();
+        let expected: Vec<String> = answers.keys().cloned().collect();
+        assert_eq!(subjects, expected, "each message exactly once");
+    }
 }

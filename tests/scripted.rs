@@ -935,6 +935,53 @@ fn reply_code_outside_2xx_to_5xx_at_mail_is_a_protocol_error() {
     );
 }
 
+#[test]
+fn garbage_reply_line_with_pipelining_bounces_at_once() {
+    // A line without a reply code after MAIL's 250, then silence: with
+    // PIPELINING in effect that is a protocol error at once (5.5.0), not a
+    // wait for the RCPT timeout.
+    let server = Server::start(|peer| {
+        peer.reply("220 scripted.test ESMTP");
+        let _ = peer.read_line();
+        peer.send(b"250-scripted.test\r\n250 PIPELINING\r\n");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(peer.read_line());
+        }
+        peer.send(b"250 2.1.0 Ok\r\nthis is no reply\r\n");
+        (got, peer.drain())
+    });
+    let run = Delivery::to(&server.nexthop())
+        .smtp_setting("rcpt_timeout", "\"20s\"")
+        .rcpt("b@y.test")
+        .run();
+    run.expect(
+        69,
+        &[Line::bounced(
+            "b@y.test",
+            &server.relay(),
+            "5.5.0",
+            &format!("Protocol error: {}", said("this is no reply", "RCPT TO")),
+        )],
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        run.elapsed
+    );
+    let (got, (after, end)) = server.finish().expect("connected");
+    assert_eq!(
+        got,
+        vec![
+            Ok("MAIL FROM:<a@x.test>".to_string()),
+            Ok("RCPT TO:<b@y.test>".to_string()),
+            Ok("DATA".to_string())
+        ]
+    );
+    assert_eq!(after, Vec::<String>::new());
+    assert_eq!(end, End::Eof);
+}
+
 // ---------------------------------------------------------------------------
 // Envelope safety
 // ---------------------------------------------------------------------------

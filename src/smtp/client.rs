@@ -244,6 +244,10 @@ enum Expect {
     StartTls,
     /// RSET that checks a cached session before reuse.
     RsetProbe,
+    /// RSET after a failed transaction on a reused session: its reply
+    /// shows that the replies read were the transaction's own (a reply
+    /// left over would be read here instead).
+    VerifyRset,
 }
 
 impl Expect {
@@ -255,7 +259,7 @@ impl Expect {
             Expect::Rcpt(_) => Phase::Rcpt,
             Expect::Data => Phase::Data,
             Expect::Dot | Expect::LmtpDot(_) | Expect::EmptyDot => Phase::Dot,
-            Expect::Rset => Phase::Rset,
+            Expect::Rset | Expect::VerifyRset => Phase::Rset,
             Expect::Quit | Expect::QuitNoReply => Phase::Quit,
             Expect::StartTls => Phase::StartTls,
             Expect::RsetProbe => Phase::RsetProbe,
@@ -321,6 +325,21 @@ pub struct Client {
     /// A failure inside a STARTTLS session leaves the open recipients for a
     /// plaintext retry (level may, old enough mail).
     plaintext_fallback: bool,
+    /// The session was reused (cache or chain): its replies may be out of
+    /// step with its commands, so any impossible reply discards it.
+    reused: bool,
+    /// The message went out (its end-of-data reply is awaited or read).
+    body_sent_flag: bool,
+    /// The RSET checking a failed transaction on a reused session went out.
+    verify_sent: bool,
+    /// DATA got its 354 on a reused session: only DATA can be answered
+    /// with a 3xx, so the replies are in step; from here on a fault is
+    /// this transaction's own and is judged as on a fresh session (a
+    /// retry could deliver the message twice).
+    in_step: bool,
+    /// A reused session answered out of step: it was discarded and every
+    /// result of it forgotten (see [`Client::desynchronised`]).
+    desync: bool,
 }
 
 impl Client {
@@ -356,6 +375,11 @@ impl Client {
             quit_pipelined: false,
             handshake_at: None,
             plaintext_fallback: false,
+            reused: false,
+            body_sent_flag: false,
+            verify_sent: false,
+            in_step: false,
+            desync: false,
         }
     }
 
@@ -386,6 +410,7 @@ impl Client {
         client.pending.clear();
         client.extensions = extensions;
         client.tls_active = tls_active;
+        client.reused = true;
         client
             .unsent
             .push_back((command::RSET.to_vec(), Expect::RsetProbe));
@@ -436,9 +461,108 @@ impl Client {
         self.probe_failed
     }
 
+    /// A reused (cached or chained) session gave a reply that cannot
+    /// belong to the command it was read for (garbage, a 2xx to DATA, a
+    /// 3xx elsewhere, a reply nobody asked for, replies left over): the
+    /// session was closed and no recipient has a result from it, so the
+    /// caller retries once on a fresh connection.
+    pub fn desynchronised(&self) -> bool {
+        self.desync
+    }
+
+    /// This client runs on a reused session.
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Whether the next reply is read strictly (a line that is not a
+    /// reply line is a protocol error at once): once PIPELINING is in
+    /// effect (announced in the EHLO/LHLO reply; not for that reply
+    /// itself nor the greeting), and always on a reused session.
+    pub fn strict_replies(&self) -> bool {
+        if self.reused {
+            return true;
+        }
+        let opening = matches!(
+            self.pending.front(),
+            Some((Expect::Greeting | Expect::Hello(_), _))
+        );
+        self.extensions.pipelining && !opening
+    }
+
+    /// Commands sent whose replies have not been read yet.
+    pub fn awaiting_replies(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The transaction is over, and bytes the server sent are left unread
+    /// although no command awaits a reply: more replies than commands.
+    /// The session is never kept. On a reused session whose message was
+    /// not sent (the transaction ended before the body), the replies it
+    /// read were out of step: its results are discarded.
+    pub fn on_unread_replies(&mut self) {
+        self.protocol_error = true;
+        if self.step_unproven() && !self.body_went_out() {
+            log::warn!(
+                "{}: reply left over on a reused session; discarding it",
+                self.settings.peer
+            );
+            self.discard_desynchronised();
+        }
+    }
+
+    /// The message went out (so its replies may have settled recipients).
+    fn body_went_out(&self) -> bool {
+        self.body_sent_flag
+    }
+
+    /// Forgets every result of this session and closes it.
+    fn discard_desynchronised(&mut self) {
+        self.desync = true;
+        self.protocol_error = true;
+        for slot in &mut self.results {
+            *slot = None;
+        }
+        self.close();
+    }
+
+    /// Replies may be out of step with commands: a reused session not yet
+    /// proven in step by its DATA's 354.
+    fn step_unproven(&self) -> bool {
+        self.reused && !self.in_step
+    }
+
+    /// On a reused session: `reply` cannot answer `expect`.
+    fn impossible(expect: Expect, reply: &Reply) -> bool {
+        if reply.malformed || reply.is_protocol_violation() {
+            return true;
+        }
+        match expect {
+            Expect::Data => reply.is_positive(),
+            Expect::RsetProbe
+            | Expect::Mail
+            | Expect::Rcpt(_)
+            | Expect::Dot
+            | Expect::LmtpDot(_)
+            | Expect::EmptyDot
+            | Expect::VerifyRset => reply.is_intermediate(),
+            _ => false,
+        }
+    }
+
     /// The settings this client runs with.
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
+    }
+
+    /// The envelope this client delivers.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The message facts this client announced.
+    pub fn facts(&self) -> MessageFacts {
+        self.facts
     }
 
     /// Extensions of the server (empty before EHLO succeeded or after HELO).
@@ -552,14 +676,54 @@ impl Client {
     pub fn on_reply(&mut self, reply: Reply) {
         let Some((expect, len)) = self.pending.pop_front() else {
             // A reply nobody asked for: a protocol error; stop talking.
+            if self.step_unproven() {
+                self.discard_desynchronised();
+                return;
+            }
             self.protocol_error = true;
             self.close();
             return;
         };
+        if self.step_unproven()
+            && Self::impossible(expect, &reply)
+            && !matches!(expect, Expect::Quit | Expect::QuitNoReply | Expect::Rset)
+        {
+            log::warn!(
+                "{}: reply out of step on a reused session ({} for {}); discarding the session",
+                self.settings.peer,
+                reply.text,
+                expect.phase().command_name()
+            );
+            self.discard_desynchronised();
+            return;
+        }
         self.pending_bytes = self.pending_bytes.saturating_sub(len);
         self.sending = None;
         if reply.malformed || reply.is_protocol_violation() {
             self.protocol_error = true;
+        }
+        if reply.malformed && reply.code == 0 && !self.step_unproven() {
+            // A reply cut short by a line that is not a reply line (with
+            // PIPELINING, or past the skipping bound): the replies that
+            // follow can no longer be matched with their commands.
+            // Postfix's 5.5.0 for every open recipient, at once.
+            log::warn!(
+                "{}: non-{} response: {}",
+                self.settings.peer,
+                if self.settings.lmtp { "LMTP" } else { "ESMTP" },
+                reply.text
+            );
+            let text = match expect {
+                Expect::Greeting | Expect::Hello(_) => format!(
+                    "host {} refused to talk to me: {}",
+                    self.settings.peer, reply.text
+                ),
+                _ => self.said(&reply, expect.phase()),
+            };
+            let dsn = self.failure_dsn(&reply, text);
+            self.fail_remaining(&dsn);
+            self.close();
+            return;
         }
         if reply.code == 421
             && !matches!(expect, Expect::Quit | Expect::EmptyDot | Expect::RsetProbe)
@@ -591,6 +755,20 @@ impl Client {
                     self.stage = Stage::Idle;
                 } else {
                     self.quit();
+                }
+            }
+            Expect::VerifyRset => {
+                if reply.is_positive() {
+                    self.after_transaction();
+                } else {
+                    // The reply of a command sent before (a DATA's 354 or
+                    // refusal): everything was read one step late.
+                    log::warn!(
+                        "{}: reply out of step on a reused session ({} for RSET); discarding the session",
+                        self.settings.peer,
+                        reply.text
+                    );
+                    self.discard_desynchronised();
                 }
             }
             Expect::StartTls => self.on_starttls(&reply),
@@ -694,6 +872,7 @@ impl Client {
     /// The body and ".\r\n" were written; await the end-of-data reply(ies).
     pub fn body_sent(&mut self) {
         self.sending = None;
+        self.body_sent_flag = true;
         if self.settings.lmtp {
             for &index in &self.accepted {
                 self.pending.push_back((Expect::LmtpDot(index), 0));
@@ -993,6 +1172,7 @@ impl Client {
         let deliverable =
             self.mail_accepted && !self.accepted.is_empty() && !self.transaction_failed;
         if reply.is_intermediate() {
+            self.in_step = true;
             if deliverable {
                 self.stage = Stage::Body;
             } else {
@@ -1050,6 +1230,20 @@ impl Client {
 
     fn after_transaction(&mut self) {
         if self.pending.is_empty() && self.unsent.is_empty() && self.stage != Stage::Closed {
+            // On a reused session a transaction that failed before its
+            // message went out may have read every reply one step late
+            // (a stray reply ahead of them): one RSET more shows it, as
+            // its reply would then be the DATA's.
+            if self.step_unproven()
+                && self.transaction_failed
+                && !self.body_sent_flag
+                && !self.verify_sent
+            {
+                self.verify_sent = true;
+                self.unsent
+                    .push_back((command::RSET.to_vec(), Expect::VerifyRset));
+                return;
+            }
             self.needs_rset = self.transaction_failed;
             self.stage = Stage::Idle;
         }

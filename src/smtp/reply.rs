@@ -3,8 +3,10 @@
 //!
 //! Pure: lines (already split and length-capped by the transport) go in,
 //! complete [`Reply`] values come out. Nothing here can fail: garbage lines are
-//! kept as text and flagged (`malformed`), like Postfix's "non-ESMTP response",
-//! and reading goes on until a well-formed last line arrives. Stored text is
+//! kept as text and flagged (`malformed`), like Postfix's "non-ESMTP response";
+//! a lenient parser reads on (within a bound) until a well-formed last line
+//! arrives, a strict one (PIPELINING in effect) ends the reply there as a
+//! protocol violation. Stored text is
 //! made printable and capped at the configured limit, so a hostile server can
 //! neither inject control characters into logs nor grow memory.
 
@@ -15,9 +17,12 @@ use crate::dsn::StatusCode;
 pub struct Reply {
     /// The three-digit code of the last line.
     pub code: u16,
-    /// RFC 3463 code from the first line, when its class matches `code`.
+    /// RFC 3463 code from the last line (as Postfix takes it), when its
+    /// class matches `code`.
     pub enhanced: Option<StatusCode>,
-    /// Some line was not `DDD`, `DDD text` or `DDD-text`.
+    /// Some line was not `DDD`, `DDD text` or `DDD-text`, or the code
+    /// changed between lines; with code 0, the reply was cut short there
+    /// (see [`ReplyParser`]).
     pub malformed: bool,
     /// Every line, codes included, joined with single spaces (printable, capped).
     pub text: String,
@@ -70,7 +75,23 @@ impl Reply {
     }
 }
 
-/// Assembles replies from lines; one parser per connection.
+/// Most garbage lines skipped in one reply before PIPELINING is in effect
+/// (mailhop's own bound; Postfix skips without limit until its timeout).
+pub const MAX_SKIPPED_LINES: usize = 100;
+
+/// Most bytes of garbage lines skipped in one reply (see [`MAX_SKIPPED_LINES`]).
+pub const MAX_SKIPPED_BYTES: usize = 16 * 1024;
+
+/// Assembles replies from lines; one parser per reply.
+///
+/// Lenient (the default: the greeting, the EHLO reply, a server without
+/// PIPELINING) it skips lines that are not reply lines, like Postfix's
+/// smtp_chat.c, flagging the reply `malformed`, until
+/// [`MAX_SKIPPED_LINES`] or [`MAX_SKIPPED_BYTES`] are passed. Strict
+/// (PIPELINING in effect, or a reused session: a skipped line could turn
+/// the next command's reply into this one's) the first such line — or a
+/// line whose code differs from the reply's first line — ends the reply at
+/// once as a protocol violation (code 0, `malformed`).
 #[derive(Debug)]
 pub struct ReplyParser {
     text_limit: usize,
@@ -79,9 +100,11 @@ pub struct ReplyParser {
     first_line: LineSpan,
     more_lines: Vec<LineSpan>,
     malformed: bool,
-    /// Enhanced code of the reply's first line (`Some(None)`: the first line
-    /// had none).
-    first_enhanced: Option<Option<StatusCode>>,
+    strict: bool,
+    /// The code of the reply's first reply line.
+    first_code: Option<u16>,
+    skipped_lines: usize,
+    skipped_bytes: usize,
 }
 
 impl ReplyParser {
@@ -94,8 +117,17 @@ impl ReplyParser {
             first_line: (0, 0),
             more_lines: Vec::new(),
             malformed: false,
-            first_enhanced: None,
+            strict: false,
+            first_code: None,
+            skipped_lines: 0,
+            skipped_bytes: 0,
         }
+    }
+
+    /// A strict parser (see the type's documentation).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
     }
 
     /// Takes one line (without CRLF); returns the reply it completes.
@@ -117,10 +149,6 @@ impl ReplyParser {
             } else {
                 (line_start + 4).min(line_end)
             };
-            if self.first_enhanced.is_none() {
-                let first = self.text.get(text_start..line_end).unwrap_or("");
-                self.first_enhanced = Some(leading_status(first));
-            }
             // The text is capped far below u32::MAX (the transport caps lines).
             let span = (text_start as u32, line_end as u32);
             if self.lines == 0 {
@@ -130,31 +158,61 @@ impl ReplyParser {
             }
             self.lines += 1;
         }
-        match syntax {
-            LineSyntax::More => None,
-            LineSyntax::Garbage => {
-                self.malformed = true;
-                None
+        let code = match syntax {
+            LineSyntax::Last(code) | LineSyntax::More(code) => Some(code),
+            LineSyntax::Garbage => None,
+        };
+        let changed = match (code, self.first_code) {
+            (Some(code), Some(first)) => code != first,
+            (Some(code), None) => {
+                self.first_code = Some(code);
+                false
             }
-            LineSyntax::Last(code) => {
-                let enhanced = self
-                    .first_enhanced
-                    .flatten()
-                    .filter(|status| u16::from(status.class) == code / 100);
-                let reply = Reply {
-                    code,
-                    enhanced,
-                    malformed: self.malformed,
-                    text: std::mem::take(&mut self.text),
-                    first_line: self.first_line,
-                    more_lines: std::mem::take(&mut self.more_lines),
-                };
-                self.lines = 0;
-                self.malformed = false;
-                self.first_enhanced = None;
-                Some(reply)
+            (None, _) => false,
+        };
+        if changed {
+            self.malformed = true;
+            if self.strict {
+                return Some(self.finish(0, None));
             }
         }
+        match syntax {
+            LineSyntax::More(_) => None,
+            LineSyntax::Garbage => {
+                self.malformed = true;
+                self.skipped_lines += 1;
+                self.skipped_bytes = self.skipped_bytes.saturating_add(raw.len() + 2);
+                let over = self.skipped_lines > MAX_SKIPPED_LINES
+                    || self.skipped_bytes > MAX_SKIPPED_BYTES;
+                (self.strict || over).then(|| self.finish(0, None))
+            }
+            LineSyntax::Last(code) => {
+                // Postfix takes the enhanced code from the last line (after
+                // the code and any spaces), when its class is the reply's.
+                let text = raw.get(3..).unwrap_or(&[]);
+                let enhanced =
+                    leading_status(text).filter(|status| u16::from(status.class) == code / 100);
+                Some(self.finish(code, enhanced))
+            }
+        }
+    }
+
+    /// The reply so far, completed with `code`; the parser starts afresh.
+    fn finish(&mut self, code: u16, enhanced: Option<StatusCode>) -> Reply {
+        let reply = Reply {
+            code,
+            enhanced,
+            malformed: self.malformed,
+            text: std::mem::take(&mut self.text),
+            first_line: self.first_line,
+            more_lines: std::mem::take(&mut self.more_lines),
+        };
+        self.lines = 0;
+        self.malformed = false;
+        self.first_code = None;
+        self.skipped_lines = 0;
+        self.skipped_bytes = 0;
+        reply
     }
 
     /// Lines of an unfinished reply have been taken.
@@ -165,7 +223,7 @@ impl ReplyParser {
 
 enum LineSyntax {
     Last(u16),
-    More,
+    More(u16),
     Garbage,
 }
 
@@ -179,18 +237,22 @@ fn line_syntax(raw: &[u8]) -> LineSyntax {
         .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     match rest.first() {
         None | Some(b' ') => LineSyntax::Last(code),
-        Some(b'-') => LineSyntax::More,
+        Some(b'-') => LineSyntax::More(code),
         Some(_) => LineSyntax::Garbage,
     }
 }
 
-/// The enhanced status code a line's text starts with (`2.1.0 Ok` → 2.1.0).
-fn leading_status(text: &str) -> Option<StatusCode> {
-    let word = match text.bytes().position(|b| b == b' ') {
-        Some(end) => text.get(..end)?,
-        None => text,
-    };
-    StatusCode::parse(word)
+/// The enhanced status code a line's text starts with, after any spaces
+/// (`2.1.0 Ok` → 2.1.0), as Postfix's dsn_valid: ended by whitespace or
+/// the end of the line.
+fn leading_status(text: &[u8]) -> Option<StatusCode> {
+    let start = text.iter().position(|&b| b != b' ')?;
+    let text = text.get(start..)?;
+    let end = text
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(text.len());
+    StatusCode::parse(std::str::from_utf8(text.get(..end)?).ok()?)
 }
 
 /// Appends `raw` to `dst` with every byte outside printable ASCII replaced by
@@ -360,5 +422,81 @@ mod tests {
     fn codes_of_continuation_lines_may_differ_last_wins() {
         let r = &parse_all(&["250-a", "550 5.0.0 b"])[0];
         assert_eq!(r.code, 550);
+    }
+
+    #[test]
+    fn strict_garbage_line_ends_the_reply_at_once() {
+        let mut parser = ReplyParser::new(2048).strict(true);
+        let r = parser.push_line(b"hello there").expect("cut short");
+        assert_eq!(r.code, 0);
+        assert!(r.malformed && r.is_protocol_violation());
+        assert_eq!(r.status().to_string(), "5.5.0");
+        assert_eq!(r.text, "hello there");
+        // Also inside a multi-line reply, and for a bad separator.
+        for bad in [&b"2500 x"[..], b"25", b"250x", b" 250 ok"] {
+            let mut parser = ReplyParser::new(2048).strict(true);
+            assert!(parser.push_line(b"250-first").is_none());
+            let r = parser.push_line(bad).expect("cut short");
+            assert_eq!(r.code, 0, "{bad:?}");
+        }
+        // A well-formed reply is unaffected.
+        let mut parser = ReplyParser::new(2048).strict(true);
+        assert!(parser.push_line(b"250-a").is_none());
+        let r = parser.push_line(b"250 b").expect("complete");
+        assert_eq!((r.code, r.malformed), (250, false));
+    }
+
+    #[test]
+    fn strict_code_change_inside_a_reply_is_a_protocol_violation() {
+        let mut parser = ReplyParser::new(2048).strict(true);
+        assert!(parser.push_line(b"250-a").is_none());
+        let r = parser.push_line(b"550 5.1.1 b").expect("cut short");
+        assert_eq!(r.code, 0);
+        assert!(r.malformed);
+        let mut parser = ReplyParser::new(2048).strict(true);
+        assert!(parser.push_line(b"250-a").is_none());
+        assert!(parser.push_line(b"251-b").is_some());
+    }
+
+    #[test]
+    fn lenient_parser_skips_garbage_within_a_bound() {
+        let mut parser = ReplyParser::new(2048);
+        for _ in 0..MAX_SKIPPED_LINES {
+            assert!(parser.push_line(b"junk").is_none());
+        }
+        let r = parser.push_line(b"junk").expect("bound passed");
+        assert_eq!(r.code, 0);
+        assert!(r.malformed);
+        // The byte bound.
+        let mut parser = ReplyParser::new(2048);
+        let long = vec![b'x'; 8000];
+        assert!(parser.push_line(&long).is_none());
+        assert!(parser.push_line(&long).is_none());
+        assert_eq!(parser.push_line(&long).map(|r| r.code), Some(0));
+        // A code change is flagged, the last code counts (Postfix).
+        let r = &parse_all(&["250-a", "550 5.0.0 b"])[0];
+        assert_eq!(r.code, 550);
+        assert!(r.malformed);
+    }
+
+    #[test]
+    fn enhanced_code_of_a_multi_line_reply_is_the_last_lines() {
+        let r = &parse_all(&["550-5.1.1 first", "550 5.7.1 last"])[0];
+        assert_eq!(r.status().to_string(), "5.7.1");
+        let r = &parse_all(&["550-5.1.1 first", "550 last"])[0];
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.status().to_string(), "5.0.0");
+        let r = &parse_all(&["450-first", "450 4.2.2 full"])[0];
+        assert_eq!(r.status().to_string(), "4.2.2");
+        // Spaces before it are skipped; a tab ends it.
+        assert_eq!(
+            parse_all(&["550  5.1.1 x"])[0].status().to_string(),
+            "5.1.1"
+        );
+        assert_eq!(
+            parse_all(&["550 5.1.1\tx"])[0].status().to_string(),
+            "5.1.1"
+        );
+        assert_eq!(parse_all(&["250 2.1.5"])[0].status().to_string(), "2.1.5");
     }
 }
