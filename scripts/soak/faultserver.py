@@ -11,7 +11,8 @@ generation and connection number):
               timeout; an idle limit after which a session between
               transactions is closed (half of the time with a 421).
   MAIL        421 and close; a garbage reply line.
-  RCPT        450 / 550 per recipient; a garbage reply line.
+  RCPT        450 / 550 per recipient; a garbage reply line; a 250 later
+              than the client's timeout.
   DATA        a garbage reply line.
   end of data SMTP: 451, 554, garbage, the connection closed inside DATA,
               a 250 later than the client's timeout, a stray extra reply
@@ -55,6 +56,7 @@ P = {
     "rcpt_450": 0.02,
     "rcpt_550": 0.02,
     "rcpt_garbage": 0.003,
+    "rcpt_late": 0.002,
     "data_garbage": 0.003,
     "dot_451": 0.02,
     "dot_554": 0.015,
@@ -91,9 +93,8 @@ class Ledger:
     def __init__(self, path):
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def write(self, record):
-        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        os.write(self.fd, data)
+    def write(self, data):
+        os.write(self.fd, (data + "\n").encode())
 
 
 class Conn:
@@ -105,7 +106,7 @@ class Conn:
         self.events = []  # connection-level events
         self.txn = None
         self.tseq = 0
-        self.dirty = False
+        self.written = None
         self.buf = b""
         self.closed = False
 
@@ -154,18 +155,21 @@ class Conn:
             "data": None, "dot": None, "lmtp": [], "acc": [], "tag": None,
             "stray": [], "conn": list(self.events), "end": None,
         }
-        self.dirty = True
 
     def flush(self):
-        if self.txn is not None and self.dirty:
-            self.srv.ledger.write(self.txn)
-            self.dirty = False
+        """Writes the transaction's snapshot unless it is unchanged since
+        the last write."""
+        if self.txn is None:
+            return
+        data = json.dumps(self.txn, separators=(",", ":"))
+        if data != self.written:
+            self.srv.ledger.write(data)
+            self.written = data
 
     def end_txn(self, why=None):
         if self.txn is not None:
             if why and not self.txn["end"]:
                 self.txn["end"] = why
-                self.dirty = True
             self.flush()
         self.txn = None
 
@@ -270,17 +274,19 @@ class Conn:
                 reply = "garbage:" + out.decode("latin-1").strip()
             else:
                 reply, out = "250", b"250 2.1.5 Ok\r\n"
-            self.txn["rcpt"].append([rcpt, reply])
-            self.dirty = True
-            if reply != "250":
+            late = self.p("rcpt_late")
+            self.txn["rcpt"].append([rcpt, reply + ("-late" if late else "")])
+            if reply != "250" or late:
                 self.flush()
+            if late:
+                time.sleep(srv.timeout + 1.0)
             self.send(out)
             return True
         if verb == "DATA":
             if self.txn is None:
                 self.send(b"503 5.5.1 need MAIL\r\n")
                 return True
-            good = [a for a, rep in self.txn["rcpt"] if rep == "250"]
+            good = [a for a, rep in self.txn["rcpt"] if rep.startswith("250")]
             if not good:
                 self.txn["data"] = "554"
                 self.flush()
@@ -488,8 +494,11 @@ def main():
         names.append(name)
         threading.Thread(target=srv.serve, args=(lsock,), daemon=True).start()
     print("ready", args.name, " ".join(names), flush=True)
-    while True:
-        time.sleep(3600)
+    # Bounded life: exit when the soak that started us is gone.
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 if __name__ == "__main__":

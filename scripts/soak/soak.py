@@ -142,6 +142,15 @@ class FaultServer:
         return False
 
 
+def die_with_parent():
+    """preexec_fn: SIGKILL the child when the soak's main thread dies."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def daemon_config(soak, variant):
     """The daemon's configuration; variant toggles what a SIGHUP changes."""
     t = f'"{int(TIMEOUT)}s"'
@@ -202,6 +211,7 @@ class Soak:
         self.answers = collections.defaultdict(list)  # n -> [answer objects]
         self.stray_answers = []  # answers matching no in-flight job
         self.submitted = 0
+        self.progress = 0  # jobs answered, plus those of disconnecting clients
         self.done = False
         self.chaos_log = []
         self.harness_errors = []
@@ -251,7 +261,7 @@ class Soak:
         env_.pop("RUST_LOG", None)
         self.daemon = subprocess.Popen([binary, "daemon", "--config", self.cfg_path],
                                        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                       env=env_)
+                                       env=env_, preexec_fn=die_with_parent)
         log.close()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -315,7 +325,7 @@ class Soak:
         rng = random.Random(f"chaos/{self.seed}")
         variant = 0
         for mark, what in marks:
-            while self.submitted < mark:
+            while self.progress < mark:
                 if self.done:
                     return
                 time.sleep(0.05)
@@ -323,7 +333,7 @@ class Soak:
                 s = rng.choice(self.servers)
                 pause = rng.uniform(0.1, 1.0)
                 ok = s.kill9_restart(pause)
-                self.chaos_log.append(f"job {self.submitted}: kill -9 {s.name}, restarted "
+                self.chaos_log.append(f"job {self.progress}: kill -9 {s.name}, restarted "
                                       f"after {pause:.2f}s as gen {s.gen}" + ("" if ok else " FAILED"))
                 if not ok:
                     self.harness_errors.append(f"server {s.name} did not restart")
@@ -333,7 +343,7 @@ class Soak:
                     f.write(daemon_config(self, variant))
                 if self.daemon.poll() is None:
                     self.daemon.send_signal(signal.SIGHUP)
-                self.chaos_log.append(f"job {self.submitted}: SIGHUP (config variant {variant})")
+                self.chaos_log.append(f"job {self.progress}: SIGHUP (config variant {variant})")
 
     def quitter(self, batch, partial):
         """A client that sends jobs and disconnects without reading."""
@@ -366,6 +376,7 @@ class Soak:
         last_submit = start
         answered = 0
         quit_batch = []
+        quits = 0
         n = 0
         stop_submitting = False
         while True:
@@ -386,6 +397,7 @@ class Soak:
                     quit_batch.append(self.encode(job, line))
                     self.jobs.append(job)
                     n += 1
+                    quits += 1
                     if len(quit_batch) >= rng.randint(1, 6):
                         partial = b""
                         if rng.random() < 0.2:
@@ -414,6 +426,7 @@ class Soak:
                 self.jobs.append(job)
                 n += 1
             self.submitted = n
+            self.progress = answered + quits
             if stop_submitting and quit_batch:
                 self.quitter(quit_batch, b"")
                 quit_batch = []
@@ -508,6 +521,9 @@ class Soak:
                         continue
                     txns[(t["s"], t["g"], t["c"], t["t"])] = t
         self.txns = list(txns.values())
+        self.by_conn = {}  # (server, gen, conn, txn) -> txn, for the previous transaction
+        for t in self.txns:
+            self.by_conn[(t["s"], t["g"], t["c"], t["t"])] = t
         self.by_job = collections.defaultdict(list)
         self.accepted = collections.defaultdict(list)  # rcpt -> [txn]
         for t in self.txns:
@@ -572,6 +588,10 @@ class Soak:
             for st, line in self.log_status.get(rcpt, [])[:4]:
                 out.append(f"    log: {line[:600]}")
             for t in self.by_job.get(n, [])[:6]:
+                prev = self.by_conn.get((t["s"], t["g"], t["c"], t["t"] - 1))
+                if prev is not None:
+                    out.append(f"    server (previous transaction on that connection): "
+                               f"{txn_text(prev)[:600]}")
                 out.append(f"    server: {txn_text(t)[:800]}")
             return "\n".join(out)
 
@@ -660,6 +680,19 @@ class Soak:
         return V, info, rcpts_total, rcpts_bad
 
 
+def kind_of(detail):
+    """A violation's kind for the tally: what mailhop answered, digits and
+    paths blurred, plus the server fault in that job's transactions."""
+    m = re.search(r"\n    log: .*status=\w+ \((.*)\)$", detail, re.M) or \
+        re.search(r'"diagnostic": "((?:[^"\\]|\\.)*)"', detail)
+    what = detail.split("\n", 1)[0].split(": ", 1)[-1]
+    diag = m.group(1) if m else ""
+    diag = re.sub(r"<[^>]*>", "<..>", diag)
+    diag = re.sub(r"\[[^]]*\]", "[..]", diag)
+    diag = re.sub(r"\d+", "N", diag)[:110]
+    return f"{what} | {diag}" if diag else what
+
+
 CATEGORIES = ["lost", "misdelivered", "falsely bounced", "unanswered", "answered twice",
               "log mismatch", "errors"]
 
@@ -702,14 +735,18 @@ def main():
         soak.done = True
         chaos.join(timeout=30)
         # Wait (bounded) for the disconnected clients' jobs to reach the log.
-        want = [r for j in soak.jobs if j["kind"] == "quit" for r in j["rcpts"]]
+        want = {r for j in soak.jobs if j["kind"] == "quit" for r in j["rcpts"]}
         deadline = time.monotonic() + 60
-        while want and time.monotonic() < deadline:
-            with open(soak.log_path, "rb") as f:
-                text = f.read()
-            want = [r for r in want if f"to=<{r}>".encode() not in text]
-            if want:
-                time.sleep(0.5)
+        with open(soak.log_path, "rb") as f:
+            rest = b""
+            while want and time.monotonic() < deadline:
+                data = rest + f.read()
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+                for m in re.finditer(rb"to=<([^>]*)>", data):
+                    want.discard(m.group(1).decode("utf-8", "replace"))
+                if want:
+                    time.sleep(0.5)
         soak.stop_all()
         V, info, total, bad = soak.check()
         nv = sum(len(V[c]) for c in CATEGORIES)
@@ -727,6 +764,16 @@ def main():
             print(f"soak: daemon log: {count} lines with {word!r}, e.g. {soak.log_samples[word][:300]}")
         for c in CATEGORIES:
             print(f"soak: {c}: {len(V[c])}")
+            kinds = collections.Counter(kind_of(d) for d in V[c])
+            for k, cnt in kinds.most_common(8):
+                print(f"soak:     {cnt} x {k}")
+        vpath = os.path.join(soak.dir, "violations.txt")
+        with open(vpath, "w") as f:
+            for c in CATEGORIES:
+                for d in V[c]:
+                    f.write(f"VIOLATION {c}: {d}\n")
+        if nv:
+            print(f"soak: every violation in full: {vpath}")
         for c in CATEGORIES:
             for d in V[c][: args.show]:
                 print(f"soak: VIOLATION {c}: {d}")
