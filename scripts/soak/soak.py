@@ -62,6 +62,7 @@ DOMAIN = "soak.test"
 
 JOB_RE = re.compile(r"^soak-(\d+)@")
 RCPT_RE = re.compile(r"^r(\d+)\.\d+@")
+QMGR_RE = re.compile(r"from=<soak-(\d+)@")
 LOG_RE = re.compile(r"(\S+): to=<([^>]*)>, relay=.*, status=(sent|deferred|bounced) ")
 
 
@@ -536,10 +537,16 @@ class Soak:
     def load_log(self):
         self.log_status = collections.defaultdict(list)  # rcpt -> [(status, line)]
         self.log_other = collections.Counter()
+        self.queued = set()  # jobs (by number) with a "queue active" line
         self.log_samples = {}
         with open(self.log_path, "rb") as f:
             for raw in f:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
+                if "(queue active)" in line:
+                    q = QMGR_RE.search(line)
+                    if q:
+                        self.queued.add(int(q.group(1)))
+                    continue
                 m = LOG_RE.search(line)
                 if m:
                     self.log_status[m.group(2)].append((m.group(3), line))
@@ -643,7 +650,10 @@ class Soak:
                 rcpts_total += 1
                 logs = self.log_status.get(r, [])
                 if len(logs) == 0:
-                    V["unanswered"].append(detail(n, r, "no status= log line", ans_status.get(r)))
+                    why = "no status= log line"
+                    if n not in self.queued:
+                        why += " and no 'queue active' line: the daemon never took the job"
+                    V["unanswered"].append(detail(n, r, why, ans_status.get(r)))
                     rcpts_bad.add(r)
                 elif len(logs) > 1:
                     V["answered twice"].append(detail(n, r, f"{len(logs)} status= log lines",
@@ -782,6 +792,8 @@ def main():
         for e in soak.harness_errors:
             print(f"soak: HARNESS: {e}")
         failed = nv > 0 or bool(soak.harness_errors)
+        print(f"soak: repro: JOBS={args.jobs} SEED={args.seed} DURATION={args.duration} "
+              f"CONNS={args.conns} WORKERS={args.workers} python3 scripts/soak/soak.py")
         print(f"soak: {total - len(bad)} passed, {len(bad)} failed "
               f"({nv} violations; SEED={args.seed} JOBS={args.jobs})")
     except KeyboardInterrupt as e:
