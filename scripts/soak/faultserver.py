@@ -264,7 +264,7 @@ class Conn:
                 self.send(b"503 5.5.1 need MAIL\r\n")
                 return True
             rcpt = text[8:].split(">", 1)[0].lstrip("<") if text.upper().startswith("RCPT TO:") else text
-            r = self.rng.random() / srv.scale
+            r = self.rng.random() / max(self.srv.scale, 1e-9)
             if r < P["rcpt_450"]:
                 reply, out = "450", b"450 4.2.0 soak: try later\r\n"
             elif r < P["rcpt_450"] + P["rcpt_550"]:
@@ -349,7 +349,7 @@ class Conn:
 
     def smtp_dot(self, good):
         txn = self.txn
-        r = self.rng.random() / self.srv.scale
+        r = self.rng.random() / max(self.srv.scale, 1e-9)
         late = False
         tail = b""
         close_after = False
@@ -385,7 +385,7 @@ class Conn:
         txn = self.txn
         replies = []
         for addr in good:
-            r = self.rng.random() / self.srv.scale
+            r = self.rng.random() / max(self.srv.scale, 1e-9)
             if r < P["lmtp_452"]:
                 replies.append((addr, "452", b"452 4.2.2 soak: mailbox full\r\n"))
             elif (r := r - P["lmtp_452"]) < P["lmtp_552"]:

@@ -31,8 +31,9 @@ Duplicate risk (accepted by a server, reported deferred) is counted, not a
 violation. Clients that disconnect are checked through the daemon's log.
 
 Environment / options: JOBS (100000), SEED (1), DURATION (cap on the
-submission phase in seconds, 1800), CONNS, WORKERS, KEEP=1 (keep the temp
-directory), MAILHOP (binary). Exit 0 only without a violation.
+submission phase in seconds, 1800), CONNS, WORKERS, FAULT_SCALE (1.0; 0 =
+servers without faults), NO_CHAOS=1 (no kills, no SIGHUP), SHOW (violations
+printed per category), KEEP=1 (keep the temp directory), MAILHOP (binary). Exit 0 only without a violation.
 Repro: the same SEED gives the same jobs, fault probabilities and chaos
 schedule; thread interleavings differ between runs. Standard library only.
 """
@@ -91,7 +92,7 @@ class FaultServer:
     def start(self, limit=10.0):
         cmd = [sys.executable, FAULTSERVER, "--name", self.name, "--proto", self.proto,
                "--ledger", self.ledger, "--seed", str(self.soak.seed), "--gen", str(self.gen),
-               "--client-timeout", str(TIMEOUT)]
+               "--client-timeout", str(TIMEOUT), "--fault-scale", str(self.soak.args.fault_scale)]
         if not self.pipelining:
             cmd.append("--no-pipelining")
         for spec in self.listens:
@@ -375,6 +376,7 @@ class Soak:
         start = time.monotonic()
         last_progress = start
         last_submit = start
+        last_answer = start
         answered = 0
         quit_batch = []
         quits = 0
@@ -434,6 +436,11 @@ class Soak:
             inflight = sum(len(c["inflight"]) for c in conns)
             if stop_submitting and inflight == 0:
                 break
+            if inflight and now - last_answer > args.stall:
+                msg = f"no answer for {args.stall:.0f}s with {inflight} jobs in flight: giving up"
+                say(msg)
+                self.harness_errors.append(msg + " (the daemon stalled?)")
+                break
             if stop_submitting and now - last_submit > args.drain:
                 say(f"drain limit {args.drain}s reached with {inflight} jobs unanswered")
                 break
@@ -479,6 +486,7 @@ class Soak:
                             raw = bytes(c["in"][:i])
                             del c["in"][: i + 1]
                             answered += self.on_answer(c, raw)
+                            last_answer = time.monotonic()
             if time.monotonic() - last_progress >= 5:
                 last_progress = time.monotonic()
                 el = last_progress - start
@@ -717,6 +725,12 @@ def main():
     ap.add_argument("--workers", type=int, default=env("WORKERS", 32))
     ap.add_argument("--window", type=int, default=200, help="jobs in flight per connection")
     ap.add_argument("--drain", type=float, default=90.0, help="wait for answers after the last job")
+    ap.add_argument("--fault-scale", type=float, default=env("FAULT_SCALE", 1.0, float),
+                    help="multiplies the servers' fault probabilities (0: no server faults)")
+    ap.add_argument("--no-chaos", action="store_true", default=env("NO_CHAOS", 0) != 0,
+                    help="no kill -9 of servers, no SIGHUP")
+    ap.add_argument("--stall", type=float, default=60.0,
+                    help="give up when no answer came for this long with jobs in flight")
     ap.add_argument("--show", type=int, default=env("SHOW", 10), help="violations shown per category")
     ap.add_argument("--keep", action="store_true", default=env("KEEP", 0) != 0)
     args = ap.parse_args()
@@ -739,11 +753,13 @@ def main():
     try:
         soak.start_servers()
         soak.start_daemon(binary)
-        chaos = threading.Thread(target=soak.chaos, daemon=True)
-        chaos.start()
+        if not args.no_chaos:
+            chaos = threading.Thread(target=soak.chaos, daemon=True)
+            chaos.start()
         soak.run_clients()
         soak.done = True
-        chaos.join(timeout=30)
+        if chaos is not None:
+            chaos.join(timeout=30)
         # Wait (bounded) for the disconnected clients' jobs to reach the log.
         want = {r for j in soak.jobs if j["kind"] == "quit" for r in j["rcpts"]}
         deadline = time.monotonic() + 60
