@@ -216,6 +216,7 @@ class Soak:
         self.progress = 0  # jobs answered, plus those of disconnecting clients
         self.done = False
         self.chaos_log = []
+        self.cache_totals = collections.Counter()  # summed over SIGHUP reloads
         self.harness_errors = []
 
     # -- setup
@@ -276,6 +277,29 @@ class Soak:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("daemon socket did not appear")
+
+    def status(self):
+        """The daemon's status line (its cache counters show that the cache
+        and chaining were exercised), or None."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(self.sock)
+                s.sendall(b'{"command":"status"}\n')
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            return json.loads(data)
+        except (OSError, ValueError):
+            return None
+
+    def add_cache(self, st):
+        for k, v in ((st or {}).get("cache") or {}).items():
+            if k != "idle" and isinstance(v, int):
+                self.cache_totals[k] += v
 
     def stop_all(self):
         if self.daemon and self.daemon.poll() is None:
@@ -341,6 +365,7 @@ class Soak:
                     self.harness_errors.append(f"server {s.name} did not restart")
             else:
                 variant += 1
+                self.add_cache(self.status())  # a changed [cache] starts a new cache
                 with open(self.cfg_path, "w") as f:
                     f.write(daemon_config(self, variant))
                 if self.daemon.poll() is None:
@@ -773,8 +798,13 @@ def main():
                     want.discard(m.group(1).decode("utf-8", "replace"))
                 if want:
                     time.sleep(0.5)
+        st = soak.status()
+        soak.add_cache(st)
         soak.stop_all()
         V, info, total, bad = soak.check()
+        if st:
+            print(f"soak: daemon status: done {json.dumps(st.get('done'))}, errors {st.get('errors')}; "
+                  f"cache (summed over reloads) {json.dumps(dict(soak.cache_totals))}")
         nv = sum(len(V[c]) for c in CATEGORIES)
         print(f"soak: {len(soak.jobs)} jobs ({sum(1 for j in soak.jobs if j['kind'] == 'quit')} "
               f"from disconnecting clients), {total} recipients, {soak.elapsed:.1f}s, "
