@@ -10,7 +10,7 @@ client connections, and checks every answer against the servers' ledgers.
 Chaos besides the servers' own faults: kill -9 and restart of a server
 process, SIGHUP to the daemon (with a changed config), clients that send
 jobs and disconnect without reading (sometimes leaving half a line), and job
-ids reused across client connections while the first is still in flight.
+ids reused across client connections (same next hop) while the first is in flight.
 
 Every job is identifiable at the server: sender soak-N@soak.test, recipients
 rN.I@soak.test, body header X-Soak-Job: N. Checks (each is a violation):
@@ -314,9 +314,11 @@ class Soak:
             s.stop()
 
     # -- jobs
-    def make_job(self, n, kind):
+    def make_job(self, n, kind, route=None):
         rng = self.rng
         transport, nexthop, _ = rng.choices(self.nexthops, weights=self.nh_weights)[0]
+        if route is not None:  # a duplicate id goes where its twin goes
+            transport, nexthop = route
         nrc = rng.choice((1, 1, 1, 2, 2, 3))
         rcpts = [f"r{n}.{i}@{DOMAIN}" for i in range(nrc)]
         lines = [f"From: soak-{n}@{DOMAIN}", f"To: {', '.join(rcpts)}",
@@ -417,11 +419,14 @@ class Soak:
             # submit while there is window room
             while not stop_submitting and n < args.jobs:
                 if rng.random() < 0.02:
-                    job, line = self.make_job(n, "quit")
+                    twin = None
                     if rng.random() < 0.3:
                         others = [c for c in conns if c["last"]]
                         if others:
-                            job["id"] = rng.choice(others)["last"]
+                            twin = rng.choice(others)["last"]
+                    job, line = self.make_job(n, "quit", twin and twin[1:])
+                    if twin:
+                        job["id"] = twin[0]
                     quit_batch.append(self.encode(job, line))
                     self.jobs.append(job)
                     n += 1
@@ -439,17 +444,20 @@ class Soak:
                 c = min(conns, key=lambda c: len(c["inflight"]))
                 if len(c["inflight"]) >= window:
                     break
-                job, line = self.make_job(n, "conn")
-                if rng.random() < 0.05:
+                twin = None
+                if rng.random() < 0.1:
                     others = [o for o in conns if o is not c and o["last"]
-                              and o["last"] not in c["used"]]
+                              and o["last"][0] not in c["used"]]
                     if others:
-                        job["id"] = rng.choice(others)["last"]
+                        twin = rng.choice(others)["last"]
+                job, line = self.make_job(n, "conn", twin and twin[1:])
+                if twin:
+                    job["id"] = twin[0]
                 if job["id"] in c["used"]:
                     job["id"] = f"j{n}"
                 c["used"].add(job["id"])
                 c["inflight"][job["id"]] = n
-                c["last"] = job["id"]
+                c["last"] = (job["id"], job["transport"], job["nexthop"])
                 c["out"] += self.encode(job, line)
                 self.jobs.append(job)
                 n += 1
@@ -672,6 +680,12 @@ class Soak:
                         addr = rr.get("address")
                         seen[addr] += 1
                         ans_status[addr] = rr
+                    for addr in seen:
+                        if addr not in job["rcpts"]:
+                            V["answered twice"].append(detail(
+                                n, addr, "the answer to this job carries another job's recipient "
+                                         "(answer routed by a duplicate id?)", a))
+                            rcpts_bad.add(addr)
                     for r in job["rcpts"]:
                         if seen[r] == 0:
                             V["unanswered"].append(detail(n, r, "recipient missing in the answer", a))
