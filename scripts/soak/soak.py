@@ -32,7 +32,7 @@ violation. Clients that disconnect are checked through the daemon's log.
 
 Environment / options: JOBS (100000), SEED (1), DURATION (cap on the
 submission phase in seconds, 1800), CONNS, WORKERS, FAULT_SCALE (1.0; 0 =
-servers without faults), NO_CHAOS=1 (no kills, no SIGHUP), SHOW (violations
+servers without faults), NO_CHAOS=1 (no kills, no SIGHUP), DUP_IDS (0.1), SHOW (violations
 printed per category), KEEP=1 (keep the temp directory), MAILHOP (binary). Exit 0 only without a violation.
 Repro: the same SEED gives the same jobs, fault probabilities and chaos
 schedule; thread interleavings differ between runs. Standard library only.
@@ -445,7 +445,7 @@ class Soak:
                 if len(c["inflight"]) >= window:
                     break
                 twin = None
-                if rng.random() < 0.1:
+                if rng.random() < args.dup_ids:
                     others = [o for o in conns if o is not c and o["last"]
                               and o["last"][0] not in c["used"]]
                     if others:
@@ -768,6 +768,8 @@ def main():
                     help="multiplies the servers' fault probabilities (0: no server faults)")
     ap.add_argument("--no-chaos", action="store_true", default=env("NO_CHAOS", 0) != 0,
                     help="no kill -9 of servers, no SIGHUP")
+    ap.add_argument("--dup-ids", type=float, default=env("DUP_IDS", 0.1, float),
+                    help="share of jobs reusing the id of another connection's job in flight")
     ap.add_argument("--stall", type=float, default=60.0,
                     help="give up when no answer came for this long with jobs in flight")
     ap.add_argument("--show", type=int, default=env("SHOW", 10), help="violations shown per category")
