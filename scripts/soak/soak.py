@@ -867,8 +867,9 @@ def main():
     except KeyboardInterrupt as e:
         say(f"interrupted ({e})")
     except Exception as e:  # report, then clean up
+        import traceback
+        traceback.print_exc()
         say(f"harness error: {e!r}")
-        raise
     finally:
         soak.done = True
         soak.stop_all()
