@@ -31,7 +31,8 @@ received: a duplicate-risk case), never less. The checker keeps the last
 snapshot of each transaction.
 
 Prints "ready NAME LISTENER..." (actual ports) on stdout once listening;
-runs until SIGTERM/SIGKILL. Standard library only.
+runs until SIGTERM/SIGKILL. Each connection also ends with one line of its
+connection-level faults ("session"). Standard library only.
 """
 
 import argparse
@@ -213,6 +214,10 @@ class Conn:
         finally:
             self.end_txn("closed")
             self.close()
+            # One record per connection: its connection-level faults.
+            self.srv.ledger.write(json.dumps(
+                {"s": self.srv.name, "g": self.srv.gen, "c": self.cid, "session": self.events,
+                 "txns": self.tseq}, separators=(",", ":")))
 
     def command(self, line):
         """Handles one command line; False ends the session."""
@@ -376,10 +381,9 @@ class Conn:
         if late:
             time.sleep(self.srv.timeout + 1.0)
         self.send(out + tail)
-        if close_after:
-            self.end_txn()
-            return False
-        return True
+        # The transaction is over: from here on the session is idle.
+        self.end_txn("done")
+        return not close_after
 
     def lmtp_dot(self, good):
         txn = self.txn
@@ -419,10 +423,8 @@ class Conn:
                 self.send(out)
             if tail:
                 self.send(tail)
-        if cut < len(replies):
-            self.end_txn()
-            return False
-        return True
+        self.end_txn("done")
+        return cut == len(replies)
 
 
 class Server:

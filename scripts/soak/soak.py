@@ -549,6 +549,7 @@ class Soak:
 
     # -- the ledger
     def load_ledgers(self):
+        self.sessions = []
         txns = {}
         for s in self.servers:
             try:
@@ -560,6 +561,9 @@ class Soak:
                     try:
                         t = json.loads(line)
                     except ValueError:
+                        continue
+                    if "session" in t:
+                        self.sessions.append(t)
                         continue
                     txns[(t["s"], t["g"], t["c"], t["t"])] = t
         self.txns = list(txns.values())
@@ -597,6 +601,32 @@ class Soak:
                         self.log_other[word] += 1
                         self.log_samples.setdefault(word, line)
                         break
+
+    def fault_tally(self):
+        """How often each fault was injected (from the ledgers)."""
+        f = collections.Counter()
+        for sess in self.sessions:
+            for e in sess["session"]:
+                f[e.split(":", 1)[0]] += 1
+        for t in self.txns:
+            p = t["proto"]
+            if t["mail"] and t["mail"] != "250":
+                f[f"MAIL {t['mail'].split(':', 1)[0]}"] += 1
+            for _, rep in t["rcpt"]:
+                if rep != "250":
+                    f[f"RCPT {rep.split(':', 1)[0]}"] += 1
+            if t["data"] and t["data"] != "354":
+                f[f"DATA {t['data'].split(':', 1)[0]}"] += 1
+            if t["dot"] and t["dot"] not in ("250", "lmtp"):
+                f[f"{p} dot {t['dot'].split(':', 1)[0]}"] += 1
+            for _, rep in t["lmtp"]:
+                if rep != "250":
+                    f[f"LMTP reply {rep.split(':', 1)[0]}"] += 1
+            for st in t["stray"]:
+                f[f"stray after dot: {st[:3]}"] += 1
+            if t["end"] and (t["end"].startswith("close-after") or t["end"].startswith("close-between")):
+                f[t["end"].split("-after-")[0] if "between" in t["end"] else t["end"]] += 1
+        return f
 
     @staticmethod
     def bad(reply):
@@ -836,6 +866,9 @@ def main():
         print(f"soak: duplicate risk (accepted, reported deferred): {info['duplicate risk']}; "
               f"accepted more than once: {info['accepted more than once']}; bounced although "
               f"accepted (justified): {info['bounced although accepted (justified by a 5xx/garbage)']}")
+        ft = soak.fault_tally()
+        print(f"soak: faults injected ({len(soak.sessions)} server connections): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(ft.items())))
         for line in soak.chaos_log:
             print(f"soak: chaos: {line}")
         for word, count in soak.log_other.items():
