@@ -310,6 +310,8 @@ class Soak:
                 self.harness_errors.append("daemon did not exit within 30 s of SIGTERM: killed")
                 self.daemon.kill()
                 self.daemon.wait(timeout=5)
+            if self.daemon.returncode != 0:
+                self.harness_errors.append(f"daemon exit status {self.daemon.returncode} after SIGTERM")
         for s in self.servers:
             s.stop()
 
