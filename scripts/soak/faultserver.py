@@ -469,6 +469,7 @@ def listen(spec):
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(rest)
+        os.chmod(rest, 0o777)  # a daemon that dropped root can connect too
         s.listen(256)
         return s, f"unix:{rest}"
     raise SystemExit(f"faultserver: bad listener {spec}")

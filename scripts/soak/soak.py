@@ -202,6 +202,7 @@ class Soak:
         self.seed = args.seed
         self.rng = random.Random(f"soak/{args.seed}")
         self.dir = tempfile.mkdtemp(prefix="mailhop-soak-")
+        os.chmod(self.dir, 0o755)  # the LMTP sockets, for a daemon that dropped root
         self.sock = os.path.join(self.dir, "mailhop.sock")
         self.workers = args.workers
         self.servers = []
