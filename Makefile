@@ -16,7 +16,7 @@ TMPFILESDIR ?= /usr/lib/tmpfiles.d
 # PATH on Debian.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps audit test lint bench install uninstall clean
+.PHONY: all build deps audit test lint bench soak install uninstall clean
 
 all: build
 
@@ -41,6 +41,17 @@ lint:
 # SCENARIOS="1 2 lat", REPS=N, QUICK=1 select and shrink the runs.
 bench:
 	scripts/bench/run.sh
+
+# Fault-injection soak (README.md, section Soak): the release daemon with the
+# connection cache and job chaining against faulty SMTP/LMTP servers; exits
+# non-zero on any lost, misdelivered, falsely bounced, unanswered or twice
+# answered recipient. SOAK_JOBS, SOAK_SEED, SOAK_DURATION (seconds) tune it.
+SOAK_JOBS ?= 100000
+SOAK_SEED ?= 1
+SOAK_DURATION ?= 1800
+soak:
+	$(CARGO) build --release
+	JOBS=$(SOAK_JOBS) SEED=$(SOAK_SEED) DURATION=$(SOAK_DURATION) python3 scripts/soak/soak.py
 
 # Run "make build" first (as the user who has cargo), then "sudo make install".
 # Installs the binary, the configuration (only when absent), the systemd
