@@ -224,6 +224,13 @@ config_table! {
         /// Use SMTPUTF8 for mail that needs it. Such mail to a server that
         /// does not offer SMTPUTF8 fails with 5.6.7.
         smtputf8_enable: bool = true, mirrors "smtputf8_enable";
+        /// Once PIPELINING is in effect, a reply line without a valid
+        /// three-digit code is a protocol error at once: the open
+        /// recipients bounce 5.5.0 and the session is dropped. false gives
+        /// Postfix's smtp_chat.c behaviour: the line is skipped with a
+        /// "non-ESMTP response" warning (within a bound) and the session is
+        /// not cached. A reused session is read strictly either way.
+        strict_reply_syntax: bool = true, mirrors "none (mailhop's own; Postfix skips such lines: false)";
     }
 }
 
@@ -451,7 +458,7 @@ config_table! {
         /// queue, same next hop) is waiting sends that job's RSET, MAIL,
         /// RCPT and DATA right behind the end of the current message on a
         /// cached session that offers PIPELINING (RFC 2920), saving one
-        /// round trip per message.
+        /// round trip per message. SMTP only: LMTP jobs are never chained.
         chain_jobs: bool = true, mirrors "none (Postfix's smtp waits for each end-of-data reply)";
     }
 }

@@ -377,9 +377,11 @@ impl Daemon {
             || od.timeout != nd.timeout
             || od.attempts != nd.attempts
             || od.cache_entries != nd.cache_entries
+            || od.cache_bytes != nd.cache_bytes
+            || od.queries_in_flight != nd.queries_in_flight
         {
             log::warn!(
-                "reload: dns.nameservers, dns.timeout, dns.attempts and dns.cache_entries take effect at restart"
+                "reload: dns.nameservers, dns.timeout, dns.attempts, dns.cache_entries, dns.cache_bytes and dns.queries_in_flight take effect at restart"
             );
         }
         if new.cache != self.config.cache || new.tls != self.config.tls {

@@ -822,6 +822,7 @@ impl Deliverer {
             smtputf8_enable: self.config.smtp.smtputf8_enable,
             loop_check,
             tls,
+            strict_reply_syntax: self.config.smtp.strict_reply_syntax,
         }
     }
 

@@ -845,7 +845,9 @@ fn worker(shared: &Arc<Shared>) {
                 .cache()
                 .is_some_and(|cache| cache.may_store(nexthop)),
         };
+        // LMTP jobs are never chained (crate::chain): nothing to prepare.
         if deliverer.config().cache.chain_jobs
+            && ticket.job.transport == TransportKind::Smtp
             && ticket.job.nexthop.as_deref().is_some_and(may_keep)
             && shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX)
             && let Some(follower) = take_follower(rx, requeue, &ticket.job)

@@ -51,6 +51,7 @@ fn client_settings(lmtp: bool) -> ClientSettings {
         smtputf8_enable: true,
         loop_check: None,
         tls: TlsMode::Off,
+        strict_reply_syntax: true,
     }
 }
 
@@ -360,6 +361,7 @@ fn greeting_5xx_is_hard_without_skip() {
         smtputf8_enable: true,
         loop_check: None,
         tls: TlsMode::Off,
+        strict_reply_syntax: true,
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -818,6 +820,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         smtputf8_enable: false,
         loop_check: None,
         tls: TlsMode::Off,
+        strict_reply_syntax: true,
     };
     let mut client = Client::new(
         settings,
@@ -859,6 +862,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
                 best_mx,
             }),
             tls: TlsMode::Off,
+            strict_reply_syntax: true,
         };
         let mut client = Client::new(settings, envelope(&["a@y.test"]), MessageFacts::default());
         let steps = vec![
@@ -906,6 +910,7 @@ struct TlsRun {
 fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: u64) -> TlsRun {
     let settings = ClientSettings {
         tls: mode,
+        strict_reply_syntax: true,
         ..client_settings(false)
     };
     let mut client = Client::new(
@@ -1306,6 +1311,41 @@ fn garbage_before_pipelining_is_known_is_skipped_within_a_bound() {
     let (code, text) = failed(&out.results[0]).expect("failed");
     assert_eq!(code, "5.5.0", "{text}");
     assert_eq!(out.leftover_script, 1);
+}
+
+#[test]
+fn relaxed_reply_syntax_skips_garbage_with_pipelining_like_postfix() {
+    // smtp.strict_reply_syntax = false: Postfix's smtp_chat.c skips the
+    // line (with a warning) and goes on; the session is never cached.
+    let settings = ClientSettings {
+        strict_reply_syntax: false,
+        ..client_settings(false)
+    };
+    let mut client = Client::new(
+        settings,
+        envelope(&["a@y.test"]),
+        MessageFacts {
+            size: BODY.len() as u64,
+            has_8bit: false,
+        },
+    );
+    let mut conn = Connection::new(
+        Scripted::new(vec![
+            say("220 mx ESMTP\r\n"),
+            say(EHLO_PIPE),
+            say("250 2.1.0 Ok\r\nthis is no reply\r\n250 2.1.5 Ok\r\n354 go\r\n"),
+            say("250 2.0.0 Ok: queued\r\n"),
+        ]),
+        2048,
+    );
+    let end = run(&mut conn, &mut client, &timeouts(), &Inline(BODY), 998);
+    assert_eq!(end, RunEnd::Idle);
+    assert!(client.protocol_error(), "such a session is never cached");
+    assert!(
+        delivered(&client.results()[0]).is_some(),
+        "{:?}",
+        client.results()
+    );
 }
 
 #[test]

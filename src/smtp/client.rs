@@ -189,6 +189,10 @@ pub struct ClientSettings {
     pub loop_check: Option<LoopCheck>,
     /// What to do about STARTTLS.
     pub tls: TlsMode,
+    /// `smtp.strict_reply_syntax`: once PIPELINING is in effect, a line
+    /// that is not a reply line is a protocol error at once (false:
+    /// Postfix's smtp_chat.c, which skips it).
+    pub strict_reply_syntax: bool,
 }
 
 /// The session's TLS requirement.
@@ -487,7 +491,7 @@ impl Client {
             self.pending.front(),
             Some((Expect::Greeting | Expect::Hello(_), _))
         );
-        self.extensions.pipelining && !opening
+        self.settings.strict_reply_syntax && self.extensions.pipelining && !opening
     }
 
     /// Commands sent whose replies have not been read yet.
