@@ -20,10 +20,9 @@
 //! goes on with the next job.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -139,10 +138,24 @@ pub struct Ticket {
     received: Instant,
     /// A worker looking for a follower put it back in the queue once.
     requeued: AtomicBool,
+    /// The message passed with SCM_RIGHTS (`"message":{"fd":true}`),
+    /// taken when the message is opened.
+    message_fd: Mutex<Option<File>>,
 }
 
 impl Ticket {
     pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
+        Self::with_message_fd(job, peer, report, None)
+    }
+
+    /// A ticket whose message came as a file descriptor on the job's
+    /// connection.
+    pub fn with_message_fd(
+        job: Job,
+        peer: Arc<PeerIdentity>,
+        report: Arc<dyn Report>,
+        message_fd: Option<File>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             job,
             peer,
@@ -151,6 +164,7 @@ impl Ticket {
             queued_demand: Mutex::new(Vec::new()),
             received: Instant::now(),
             requeued: AtomicBool::new(false),
+            message_fd: Mutex::new(message_fd),
         })
     }
 
@@ -547,12 +561,9 @@ struct Taken {
     opened: Option<Opened>,
 }
 
-/// A message file opened for the submitting peer, and its content.
+/// A message file opened for the submitting peer (or passed by it), and
+/// its content: in memory, or read through the open file for each pass.
 struct Opened {
-    /// Kept open: a large message is reread through `/proc/self/fd/N`
-    /// (None for an inline message).
-    _file: Option<File>,
-    via: String,
     message: Message,
 }
 
@@ -688,98 +699,285 @@ fn same_route(a: &Job, b: &Job) -> bool {
 }
 
 /// Opens and reads a job's message: a path on the submitting peer's
-/// behalf (the file stays open: a large message is reread through
-/// `/proc/self/fd/N`), or the inline data. Errs with the job error text.
-fn open_message(ticket: &Ticket) -> Result<Opened, String> {
-    let path = match &ticket.job.message {
-        MessageRef::Path { path } => path,
+/// behalf, the descriptor it passed, or the inline data. Errs with the
+/// job error (retryable when the daemon ran out of descriptors).
+fn open_message(ticket: &Ticket) -> Result<Opened, JobError> {
+    let id = || Some(ticket.job.id.clone());
+    let (file, len, name): (File, u64, &str) = match &ticket.job.message {
         MessageRef::Data { data } => {
             return Ok(Opened {
-                _file: None,
-                via: String::new(),
                 message: Message::Inline(data.clone().into_bytes()),
             });
         }
+        MessageRef::Path { path } => {
+            let (file, len) =
+                open_for_peer(Path::new(path), &ticket.peer).map_err(|e| e.into_job_error(id()))?;
+            (file, len, path.as_str())
+        }
+        MessageRef::Fd { .. } => {
+            // Taken only once it is read: a failed early open (a chained
+            // follower) leaves it for the job's own, which reports why.
+            let mut passed = match ticket.message_fd.lock() {
+                Ok(fd) => fd,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let Some(file) = passed.as_ref() else {
+                return Err(JobError::new(
+                    id(),
+                    "invalid job: message {\"fd\":true} but no file descriptor came with the job line",
+                ));
+            };
+            let len = check_passed_file(file).map_err(|e| e.into_job_error(id()))?;
+            let name = "(passed file descriptor)";
+            let message = Message::from_open_file(file, len, PathBuf::from(name)).map_err(|e| {
+                OpenError::from_io(format!("cannot read message {name}"), &e).into_job_error(id())
+            })?;
+            passed.take();
+            return Ok(Opened { message });
+        }
     };
-    let (file, len) = open_for_peer(Path::new(path), &ticket.peer)?;
-    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let message = Message::from_open_file(&file, len, PathBuf::from(&via))
-        .map_err(|e| format!("cannot read message {path}: {}", strerror(&e)))?;
-    Ok(Opened {
-        _file: Some(file),
-        via,
-        message,
-    })
+    let message = Message::from_open_file(&file, len, PathBuf::from(name)).map_err(|e| {
+        OpenError::from_io(format!("cannot read message {name}"), &e).into_job_error(id())
+    })?;
+    Ok(Opened { message })
 }
 
-/// Runs one job: the message file is opened here (unless `opened`
-/// already holds it), on the peer's behalf, and the delivery reads it
-/// through that open file.
+/// Runs one job: the message is opened here (unless `opened` already
+/// holds it), on the peer's behalf, and the delivery reads it through
+/// that open file.
 fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer {
     let job = &ticket.job;
     let opened = match opened.map_or_else(|| open_message(ticket), Ok) {
         Ok(opened) => opened,
-        Err(error) => return Answer::Failed(JobError::new(Some(job.id.clone()), error)),
+        Err(error) => return Answer::Failed(error),
     };
     let answer =
         match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
             Ok(result) => Answer::Done(result),
-            Err(mut error) => {
-                if let MessageRef::Path { path } = &job.message
-                    && !opened.via.is_empty()
-                {
-                    error.error = error.error.replace(&opened.via, path);
-                }
-                Answer::Failed(error)
-            }
+            Err(error) => Answer::Failed(error),
         };
     opened.message.recycle();
     answer
 }
 
-/// Opens a job's message file for a peer: it must be a regular file that
-/// the peer itself could read (file mode and every directory on the way;
-/// root and the daemon's own uid skip the permission check). Opening
-/// never blocks (a FIFO is refused, not waited on). Returns the file and
-/// its size.
-pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), String> {
-    let name = path.display();
-    let cannot = |e: &io::Error| format!("cannot read message {name}: {}", strerror(e));
-    let denied = || format!("permission denied: uid {} may not read {name}", peer.uid);
-    if !path.is_absolute() {
-        return Err(format!("invalid job: message path {name} is not absolute"));
-    }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| cannot(&e))?;
-    let meta = file.metadata().map_err(|e| cannot(&e))?;
-    if !meta.is_file() {
-        return Err(format!("cannot read message {name}: not a regular file"));
-    }
-    if peer.privileged {
-        return Ok((file, meta.len()));
-    }
-    if !peer.may(meta.uid(), meta.gid(), meta.mode(), 4) {
-        return Err(denied());
-    }
-    // The directories on the way to the file that was opened.
-    let real: PathBuf =
-        fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| cannot(&e))?;
-    for dir in real.ancestors().skip(1) {
-        let meta = fs::metadata(dir).map_err(|e| cannot(&e))?;
-        if !peer.may(meta.uid(), meta.gid(), meta.mode(), 1) {
-            return Err(denied());
+/// Why a message could not be opened; `retryable` when the daemon ran out
+/// of something (descriptors, memory) rather than the job being wrong.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenError {
+    pub text: String,
+    pub retryable: bool,
+}
+
+impl OpenError {
+    fn new(text: String) -> Self {
+        Self {
+            text,
+            retryable: false,
         }
     }
-    Ok((file, meta.len()))
+
+    fn from_errno(what: String, errno: nix::errno::Errno) -> Self {
+        use nix::errno::Errno;
+        Self {
+            text: format!("{what}: {}", errno.desc()),
+            retryable: matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM),
+        }
+    }
+
+    fn from_io(what: String, e: &io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(code) => Self::from_errno(what, nix::errno::Errno::from_raw(code)),
+            None => Self::new(format!("{what}: {}", strerror(e))),
+        }
+    }
+
+    fn into_job_error(self, id: Option<String>) -> JobError {
+        if self.retryable {
+            JobError::temporary(id, format!("{}; try again later", self.text))
+        } else {
+            JobError::new(id, self.text)
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What a file that is not a regular file is, for the error.
+fn file_kind(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFLNK => "a symbolic link",
+        _ => "not a file",
+    }
+}
+
+/// A descriptor passed as the message: a regular file open for reading.
+/// Its size.
+fn check_passed_file(file: &File) -> Result<u64, OpenError> {
+    let what = || "cannot read message (passed file descriptor)".to_string();
+    let meta = file
+        .metadata()
+        .map_err(|e| OpenError::from_io(what(), &e))?;
+    if !meta.is_file() {
+        return Err(OpenError::new(format!(
+            "{}: not a regular file ({})",
+            what(),
+            file_kind(meta.mode())
+        )));
+    }
+    let flags = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| OpenError::from_errno(what(), e))?;
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return Err(OpenError::new(format!("{}: not open for reading", what())));
+    }
+    Ok(meta.len())
+}
+
+/// Most symbolic links followed while resolving a message path (Linux's
+/// MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// The parts of a path to look up one by one ("." dropped, ".." kept).
+fn path_parts(path: &Path) -> std::collections::VecDeque<std::ffi::OsString> {
+    use std::path::Component;
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+/// Opens a job's message file for a peer, without using the daemon's
+/// rights before the peer's own are established: the path is resolved one
+/// component at a time from `/` (symbolic links in directories are
+/// followed by hand, at most [`MAX_SYMLINKS`]), the peer must be able to
+/// search every directory it looks in (checked on the open directory,
+/// with the peer's real groups) and read the file, which must be a
+/// regular file and not a symbolic link; only then is it opened
+/// (O_NONBLOCK|O_NOCTTY|O_NOFOLLOW), and its fstat must match what was
+/// checked. A FIFO, a device or a directory is refused without being
+/// opened. Root and the daemon's own uid skip the permission checks, not
+/// the others. Returns the file and its size.
+pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), OpenError> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+    use nix::sys::stat::{Mode, fstat, fstatat};
+    let name = path.display();
+    let cannot = |e: Errno| OpenError::from_errno(format!("cannot read message {name}"), e);
+    let denied = || {
+        OpenError::new(format!(
+            "permission denied: uid {} may not read {name}",
+            peer.uid
+        ))
+    };
+    if !path.is_absolute() {
+        return Err(OpenError::new(format!(
+            "invalid job: message path {name} is not absolute"
+        )));
+    }
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root = nix::fcntl::open("/", dir_flags, Mode::empty()).map_err(cannot)?;
+    let mut dirs = vec![root];
+    let mut parts = path_parts(path);
+    let mut links = 0usize;
+    while let Some(part) = parts.pop_front() {
+        let Some(dir) = dirs.last() else {
+            return Err(cannot(Errno::ENOENT));
+        };
+        if !peer.privileged {
+            let st = fstat(dir).map_err(cannot)?;
+            if !peer.may(st.st_uid, st.st_gid, st.st_mode, 1) {
+                return Err(denied());
+            }
+        }
+        if part == ".." {
+            if dirs.len() > 1 {
+                dirs.pop();
+            }
+            continue;
+        }
+        let last = parts.is_empty();
+        let st = fstatat(dir, part.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(cannot)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFLNK {
+            if last {
+                return Err(OpenError::new(format!(
+                    "cannot read message {name}: a symbolic link (not followed for a message file)"
+                )));
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(cannot(Errno::ELOOP));
+            }
+            let target = readlinkat(dir, part.as_os_str()).map_err(cannot)?;
+            let target = Path::new(&target);
+            if target.is_absolute() {
+                dirs.truncate(1);
+            }
+            let mut resolved = path_parts(target);
+            resolved.extend(parts.drain(..));
+            parts = resolved;
+            continue;
+        }
+        if !last {
+            if kind != libc::S_IFDIR {
+                return Err(cannot(Errno::ENOTDIR));
+            }
+            let fd = openat(dir, part.as_os_str(), dir_flags, Mode::empty()).map_err(cannot)?;
+            dirs.push(fd);
+            continue;
+        }
+        if kind != libc::S_IFREG {
+            return Err(OpenError::new(format!(
+                "cannot read message {name}: not a regular file ({})",
+                file_kind(st.st_mode)
+            )));
+        }
+        if !peer.privileged && !peer.may(st.st_uid, st.st_gid, st.st_mode, 4) {
+            return Err(denied());
+        }
+        let fd = openat(
+            dir,
+            part.as_os_str(),
+            OFlag::O_RDONLY
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(cannot)?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| OpenError::from_io(format!("cannot read message {name}"), &e))?;
+        if !meta.is_file() || meta.dev() != st.st_dev || meta.ino() != st.st_ino {
+            return Err(OpenError::new(format!(
+                "cannot read message {name}: it changed while it was opened"
+            )));
+        }
+        return Ok((file, meta.len()));
+    }
+    Err(OpenError::new(format!(
+        "cannot read message {name}: not a regular file (a directory)"
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::JobRecipient;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn peer(uid: u32, gids: &[u32]) -> PeerIdentity {
@@ -813,7 +1011,10 @@ mod tests {
         fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
             .unwrap_or_else(|e| panic!("chmod: {e}"));
         let stranger = peer(54321, &[54321]);
-        let err = open_for_peer(&file, &stranger).err().unwrap_or_default();
+        let err = open_for_peer(&file, &stranger)
+            .err()
+            .unwrap_or_default()
+            .text;
         assert!(err.starts_with("permission denied: uid 54321"), "{err}");
         let privileged = PeerIdentity {
             privileged: true,
@@ -823,15 +1024,18 @@ mod tests {
         let missing = dir.path().join("none");
         let err = open_for_peer(&missing, &privileged)
             .err()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .text;
         assert!(err.contains("No such file or directory"), "{err}");
         let err = open_for_peer(Path::new("rel/x"), &privileged)
             .err()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .text;
         assert!(err.contains("not absolute"), "{err}");
         let err = open_for_peer(dir.path(), &privileged)
             .err()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .text;
         assert!(err.contains("not a regular file"), "{err}");
     }
 
