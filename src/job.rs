@@ -639,6 +639,82 @@ mod tests {
         assert_eq!(text.ok().as_deref(), Some(r#"{"path":"/q/1"}"#));
     }
 
+    /// `retryable` is written only when true; an answer without it reads
+    /// back as not retryable (older daemons, every other error).
+    #[test]
+    fn retryable_errors_are_marked_and_others_unchanged() {
+        let plain = serde_json::to_string(&JobError::new(None, "boom")).unwrap_or_default();
+        assert_eq!(plain, r#"{"id":null,"error":"boom"}"#);
+        let busy = serde_json::to_string(&JobError::temporary(Some("j".into()), "busy"))
+            .unwrap_or_default();
+        assert_eq!(busy, r#"{"id":"j","error":"busy","retryable":true}"#);
+        let back: Result<JobError, _> = serde_json::from_str(r#"{"id":null,"error":"x"}"#);
+        assert!(back.is_ok_and(|e| !e.retryable));
+    }
+
+    /// A recipient list stops being read at MAX_RECIPIENTS + 1, and
+    /// control characters in any text field make the job invalid.
+    #[test]
+    fn recipients_bounded_and_control_characters_refused() {
+        let mut line = String::from(r#"{"id":"many","sender":"a@x","recipients":["#);
+        for i in 0..=MAX_RECIPIENTS {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(r#"{"address":"b@y"}"#);
+        }
+        line.push_str(r#"],"message":{"data":"x"}}"#);
+        let err = parse_job(line.as_bytes())
+            .err()
+            .unwrap_or_else(|| JobError::new(None, ""));
+        assert!(
+            err.error.contains("more than 10000 recipients"),
+            "{}",
+            err.error
+        );
+        assert_eq!(err.id.as_deref(), Some("many"));
+        let base = serde_json::json!({
+            "id": "c", "sender": "a@x", "nexthop": "[127.0.0.1]:25",
+            "recipients": [{"address": "b@y", "orcpt": "rfc822;b@y"}],
+            "message": {"data": "x\r\n\ttab is fine in data"}, "envid": "E1"
+        });
+        assert!(parse_job(base.to_string().as_bytes()).is_ok());
+        for pointer in [
+            "/sender",
+            "/recipients/0/address",
+            "/recipients/0/orcpt",
+            "/envid",
+            "/nexthop",
+        ] {
+            let mut job = base.clone();
+            if let Some(v) = job.pointer_mut(pointer) {
+                *v = serde_json::json!("x\u{1b}[31m@y");
+            }
+            let err = parse_job(job.to_string().as_bytes()).err();
+            assert!(
+                err.is_some_and(|e| e.error.contains("control character")),
+                "{pointer}"
+            );
+        }
+    }
+
+    /// Deep nesting anywhere is an error, not a crash or a stack overflow.
+    #[test]
+    fn deep_nesting_is_an_error() {
+        for line in [
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000)),
+            format!(
+                r#"{{"id":{}"x"{}}}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            ),
+        ] {
+            assert!(parse_job(line.as_bytes()).is_err());
+            assert!(probe_line(line.as_bytes()).is_none_or(|p| p.id.0.is_none()));
+        }
+    }
+
     fn result_with(recipients: Vec<RecipientResult>, log: Option<Vec<String>>) -> JobResult {
         JobResult {
             id: "job-1".into(),

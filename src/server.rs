@@ -1385,6 +1385,35 @@ mod tests {
     }
 
     #[test]
+    fn quotas_per_uid_and_in_all() {
+        let limits = Limits {
+            connections_per_uid: 2,
+            queued_bytes: 100,
+            queued_bytes_per_uid: 60,
+            inline_size: 10,
+            recipients: 10,
+            unread_answer_bytes: 10,
+        };
+        let q = Quotas::default();
+        assert!(q.connect(7, &limits).is_ok());
+        assert!(q.connect(7, &limits).is_ok());
+        let err = q.connect(7, &limits).err().unwrap_or_default();
+        assert!(err.contains("max_connections_per_uid"), "{err}");
+        assert!(q.connect(8, &limits).is_ok());
+        assert!(q.charge(7, 60, &limits).is_ok());
+        let err = q.charge(7, 1, &limits).err().unwrap_or_default();
+        assert!(err.contains("max_queued_bytes_per_uid"), "{err}");
+        assert!(q.charge(8, 40, &limits).is_ok());
+        let err = q.charge(9, 1, &limits).err().unwrap_or_default();
+        assert!(err.contains("max_queued_bytes"), "{err}");
+        q.release(7, 60);
+        q.release(8, 40);
+        assert_eq!(q.queued_bytes(), 0);
+        q.disconnect(7);
+        assert!(q.connect(7, &limits).is_ok());
+    }
+
+    #[test]
     fn answers_parse_back() {
         let ok = parse_answer(r#"{"id":"a","recipients":[],"log":["x"]}"#);
         assert!(matches!(ok, Ok(Answer::Done(r)) if r.id == "a"));
