@@ -709,14 +709,59 @@ fn bind_owned(
             ));
         }
     }
-    bound.map_err(|e| {
-        let hint = if switch && e.kind() == io::ErrorKind::PermissionDenied {
-            " (the socket is created as daemon.user, who must be able to write to its directory)"
-        } else {
-            ""
-        };
-        format!("cannot listen on {name}: {e}{hint}")
-    })
+    match bound {
+        Ok(listener) => Ok(listener),
+        Err(e) if switch && e.kind() == io::ErrorKind::PermissionDenied => {
+            bind_in_root_directory(path, mode, owner, group).map_err(|why| {
+                format!(
+                    "cannot listen on {name}: {e} as daemon.user, who must be able to write to its directory ({why})"
+                )
+            })
+        }
+        Err(e) => Err(format!("cannot listen on {name}: {e}")),
+    }
+}
+
+/// The fallback of [`bind_owned`] when the user may not write to the
+/// socket's directory: bound as root, then given its owner and group
+/// relative to the directory's descriptor without following a symbolic
+/// link — only in a directory owned by root, where nobody else can swap
+/// the name between the bind and the change.
+fn bind_in_root_directory(
+    path: &Path,
+    mode: u32,
+    owner: Option<Uid>,
+    group: Option<Gid>,
+) -> Result<UnixListener, String> {
+    use nix::fcntl::{AtFlags, OFlag};
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = path.file_name().ok_or("no file name")?;
+    let dir = nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| e.desc().to_string())?;
+    let st = nix::sys::stat::fstat(&dir).map_err(|e| e.desc().to_string())?;
+    if st.st_uid != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not root",
+            parent.display(),
+            st.st_uid
+        ));
+    }
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(|e| e.to_string())?;
+    if let Err(e) = nix::unistd::fchownat(&dir, file, owner, group, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let _ = nix::unistd::unlinkat(&dir, file, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        return Err(format!("cannot set the socket's owner: {}", e.desc()));
+    }
+    Ok(listener)
 }
 
 /// The listening socket systemd passed (LISTEN_PID/LISTEN_FDS, fd 3).

@@ -462,6 +462,7 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
         peer: Arc::new(peer),
         passed: VecDeque::new(),
         buffered: 0,
+        lost_fds: false,
     };
     reader.run(&stream, idle);
     conn.update(|s| s.reader_done = true);
@@ -813,6 +814,8 @@ struct Reader<'a> {
     passed: VecDeque<File>,
     /// Bytes of the partial line charged to the quotas.
     buffered: usize,
+    /// Passed descriptors were lost (control data truncated).
+    lost_fds: bool,
 }
 
 /// Most passed descriptors a connection may have waiting for their jobs;
@@ -839,7 +842,12 @@ impl Reader<'_> {
         .map_err(io::Error::from)?;
         let bytes = msg.bytes;
         let mut dropped = 0usize;
-        if let Ok(cmsgs) = msg.cmsgs() {
+        let cmsgs = msg.cmsgs();
+        if cmsgs.is_err() {
+            // Truncated: descriptors were lost (the daemon had no room).
+            self.lost_fds = true;
+        }
+        if let Ok(cmsgs) = cmsgs {
             for cmsg in cmsgs {
                 if let ControlMessageOwned::ScmRights(fds) = cmsg {
                     for fd in fds {
@@ -1048,6 +1056,13 @@ impl Reader<'_> {
         }
         let passed = if matches!(job.message, MessageRef::Fd { .. }) {
             let Some(file) = self.passed.pop_front() else {
+                if std::mem::take(&mut self.lost_fds) {
+                    self.refuse_temporary(
+                        Some(job.id.clone()),
+                        "a passed file descriptor was lost: no file descriptors left in the daemon; try again later".into(),
+                    );
+                    return;
+                }
                 self.refuse(
                     Some(job.id.clone()),
                     "invalid job: message {\"fd\":true} but no file descriptor came with the job line (SCM_RIGHTS)".into(),

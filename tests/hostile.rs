@@ -531,6 +531,63 @@ fn socket_permissions_are_set_without_path_calls() {
     );
 }
 
+/// A socket directory the daemon's user may not write to, owned by root:
+/// bound as root, then given to the user by a no-follow call relative to
+/// the directory (nobody else could have swapped the name there).
+#[test]
+fn a_socket_in_a_root_directory_is_given_to_the_user() {
+    if !need_root("a_socket_in_a_root_directory_is_given_to_the_user") {
+        return;
+    }
+    let work = Work::new();
+    let run = work.path().join("run");
+    fs::create_dir(&run).expect("mkdir");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = run.join("m.sock");
+    let config = config(
+        &work,
+        &format!(
+            "socket = {:?}\nsocket_mode = \"0600\"",
+            socket.display().to_string()
+        ),
+    )
+    .display()
+    .to_string();
+    let text = fs::read_to_string(&config).expect("config");
+    // The later `socket` key replaces the base one.
+    let mut lines: Vec<&str> = text.lines().collect();
+    if let Some(first) = lines.iter().position(|l| l.starts_with("socket = ")) {
+        lines.remove(first);
+    }
+    fs::write(&config, lines.join("\n")).expect("config");
+    let log = work.path().join("daemon.log");
+    let mut child = Command::new(mailhop_bin())
+        .args(["daemon", "--config", &config])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "exited {status}: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(started.elapsed() < LIMIT, "no socket");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let meta = fs::symlink_metadata(&socket).expect("socket");
+    let _ = child.kill();
+    let _ = child.wait();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(meta.uid(), 0, "the socket belongs to the daemon's user");
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+}
+
 /// A message path is checked with the peer's real groups (SO_PEERGROUPS),
 /// not the group database: a group the kernel gave the client counts.
 #[test]
