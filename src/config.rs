@@ -393,8 +393,9 @@ config_table! {
         /// When started as root: the user to switch to, for good, after
         /// binding the socket (mailhop never delivers as root). When the
         /// default "mailhop" does not exist, "nobody" is used (with a
-        /// warning); any other missing user, root itself or an empty value
-        /// stop a daemon started as root. Not started as root: ignored.
+        /// warning; its processes then get no daemon-user privilege); any
+        /// other missing user, root itself or an empty value stop a
+        /// daemon started as root. Not started as root: ignored.
         user: String = "mailhop".into(), mirrors "mail_owner";
         /// Delivery worker threads.
         workers: usize = 64, mirrors "default_process_limit (100)", check = check_workers;

@@ -188,7 +188,17 @@ pub fn run(options: &Options) -> i32 {
             user.gid
         );
     }
-    let daemon_uid = geteuid().as_raw();
+    // Running as the shared fallback user ("nobody"), the daemon's uid
+    // grants nothing: every other process of that user would otherwise
+    // be a privileged client.
+    let fell_back = user
+        .as_ref()
+        .is_some_and(|u| u.name == FALLBACK_USER && config.daemon.user == DEFAULT_USER);
+    let daemon_uid = if fell_back {
+        u32::MAX
+    } else {
+        geteuid().as_raw()
+    };
     let dns: Arc<dyn DnsLookup> = match system_stub_resolver(&config) {
         Ok(stub) => Arc::new(stub),
         Err(e) => {

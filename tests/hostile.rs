@@ -442,6 +442,21 @@ fn started_as_root_it_never_delivers_as_root() {
     let mut c = daemon.client();
     c.send(&inline_job("root-1", &sink.nexthop()).to_string());
     assert_sent(&c.answer());
+    // Fallen back to the shared "nobody", its uid grants nothing: another
+    // process of nobody is refused like any stranger.
+    if daemon.log().contains("running as \"nobody\"") {
+        fs::set_permissions(&daemon.socket, fs::Permissions::from_mode(0o666)).expect("chmod");
+        let out = Command::new(mailhop_bin())
+            .args(["status", "--socket"])
+            .arg(&daemon.socket)
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+            .expect("mailhop status as nobody");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(77), "{stderr}");
+    }
 }
 
 /// `user = ""` would mean staying root: refused at start.
