@@ -439,9 +439,11 @@ config_table! {
         /// Most recipients one job may have (at most 10000).
         max_recipients: usize = 1000, mirrors "smtpd_recipient_limit (1000)", check = check_max_recipients;
         /// Most bytes of answers a connection may have waiting for the
-        /// client to read them; past it, the daemon reads no more jobs from
-        /// that connection until the client reads (a client that never
-        /// does is cut off after client_idle_timeout).
+        /// client to read them, counting the answers its accepted jobs
+        /// will give (estimated from their recipients); past it, the
+        /// daemon reads no more jobs from that connection until the
+        /// client reads (one job is always taken; a client that never
+        /// reads is cut off after client_idle_timeout).
         max_unread_answer_bytes: usize = 16_777_216, mirrors "none (mailhop's own)", check = check_positive;
     }
 }

@@ -300,6 +300,9 @@ struct Charged {
     quotas: Arc<Quotas>,
     uid: u32,
     bytes: AtomicUsize,
+    /// The answer's estimated size, committed on the connection until the
+    /// answer exists (see [`answer_estimate`]).
+    estimate: AtomicUsize,
 }
 
 impl Charged {
@@ -308,7 +311,24 @@ impl Charged {
         if bytes > 0 {
             self.quotas.release(self.uid, bytes);
         }
+        let estimate = self.estimate.swap(0, Ordering::SeqCst);
+        if estimate > 0 {
+            self.conn
+                .update(|s| s.committed = s.committed.saturating_sub(estimate));
+        }
     }
+}
+
+/// A generous guess at the size of a job's answer, so that the answers a
+/// connection's accepted jobs will produce count against
+/// `max_unread_answer_bytes` before they exist: the fixed part and the
+/// log, plus per recipient its address and room for status, relay and
+/// diagnostic.
+fn answer_estimate(job: &Job) -> usize {
+    job.recipients.iter().fold(2048, |sum, r| {
+        sum.saturating_add(r.address.len().saturating_mul(2))
+            .saturating_add(320)
+    })
 }
 
 impl Report for Charged {
@@ -504,6 +524,8 @@ struct ConnState {
     closed: bool,
     /// Bytes the writer thread took from `pending` and is writing.
     in_write: usize,
+    /// Estimated bytes of the answers of accepted jobs not yet answered.
+    committed: usize,
 }
 
 impl ConnState {
@@ -618,9 +640,12 @@ impl Conn {
             if state.closed {
                 return false;
             }
-            if state.outstanding < window
-                && state.pending.len().saturating_add(state.in_write) <= unread
-            {
+            let held = state
+                .pending
+                .len()
+                .saturating_add(state.in_write)
+                .saturating_add(state.committed);
+            if state.outstanding == 0 || (state.outstanding < window && held <= unread) {
                 return true;
             }
             state.reader_waiting = true;
@@ -1039,11 +1064,15 @@ impl Reader<'_> {
             self.refuse_temporary(Some(job.id.clone()), format!("{why}; try again later"));
             return;
         }
+        let estimate = answer_estimate(&job);
+        self.conn
+            .update(|s| s.committed = s.committed.saturating_add(estimate));
         let charged = Charged {
             conn: Arc::clone(self.conn),
             quotas: Arc::clone(&self.ctx.quotas),
             uid: self.peer.uid,
             bytes: AtomicUsize::new(cost),
+            estimate: AtomicUsize::new(estimate),
         };
         if let MessageRef::Path { path } = &job.message
             && !Path::new(path).is_absolute()

@@ -973,9 +973,11 @@ fn unread_answers_are_bounded() {
         blocked,
         "the daemon kept reading {written} jobs from a client that reads no answers"
     );
-    // Answers of 200 recipients are some 20 kB: a 64 kB bound plus the
-    // socket buffers hold a few dozen jobs, far fewer than 5000.
-    assert!(written < 2000, "{written} jobs taken");
+    // Answers of 200 recipients are some 20 kB: the answers of accepted
+    // jobs count against the 64 kB bound before they exist, so the daemon
+    // takes a handful of jobs (plus what the socket buffers hold), not
+    // the ~1000 its queue and window would allow.
+    assert!(written < 150, "{written} jobs taken");
     eprintln!("unread answers: the daemon stopped reading after {written} jobs");
     // Another client is served meanwhile.
     let mut other = daemon.client();
