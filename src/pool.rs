@@ -1039,6 +1039,21 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
     }
 
+    /// Out of descriptors or memory opening a message: retryable (exit
+    /// 75 for `send`), anything else not.
+    #[test]
+    fn running_out_of_descriptors_is_retryable() {
+        use nix::errno::Errno;
+        for errno in [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM] {
+            let e = OpenError::from_errno("cannot read message /m".into(), errno);
+            let job = e.into_job_error(Some("j".into()));
+            assert!(job.retryable, "{errno}");
+            assert!(job.error.ends_with("try again later"), "{}", job.error);
+        }
+        let e = OpenError::from_errno("cannot read message /m".into(), Errno::ENOENT);
+        assert!(!e.into_job_error(None).retryable);
+    }
+
     /// A FIFO, a device, a directory and a final symbolic link are
     /// refused by kind, and never opened: a writer blocked on the FIFO
     /// stays blocked (opening it for reading would release it).
