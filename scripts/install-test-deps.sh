@@ -11,6 +11,10 @@
 #                 check the units in conf/ (installed only when missing; no
 #                 systemd is started)
 #   pflogsumm     Postfix log summarizer: mailhop's logs must parse with it
+#   strace        to check that the daemon sets its socket's permissions
+#                 without path-based chmod/chown (tests/hostile.rs)
+#   python3       a second job client in tests/hostile.rs (SCM_RIGHTS,
+#                 supplementary groups)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -49,6 +53,8 @@ REQUIREMENTS=(
     "pkg-config|pkg-config|pkg-config, to find OpenSSL when building"
     "systemd|systemd-analyze systemd-sysusers systemd-tmpfiles|systemd-analyze and friends, to verify the systemd units"
     "pflogsumm|pflogsumm|pflogsumm, to check that mailhop's log lines parse as Postfix's"
+    "strace|strace|strace, to check the socket's permissions are set without path calls"
+    "python3|/usr/bin/python3|python3, a second job client for the hostile-client tests"
 )
 
 missing=()

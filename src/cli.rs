@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::daemon;
 use crate::deliver::Deliverer;
 use crate::dispatch;
-use crate::job::{Job, JobRecipient, MessageRef, TransportKind};
+use crate::job::{Job, JobError, JobRecipient, MessageRef, TransportKind};
 use crate::pool::Answer;
 use crate::server::{self, ClientError};
 use crate::transport::strerror;
@@ -190,7 +190,7 @@ fn status(args: StatusArgs) -> i32 {
         }
         Ok(Err(refused)) => {
             eprintln!("mailhop: {}", refused.error);
-            error_code(&refused.error)
+            error_code(&refused)
         }
         Err(ClientError::Unavailable(e)) => {
             eprintln!("mailhop: {e}");
@@ -220,9 +220,14 @@ fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> Res
     }
 }
 
-/// The exit code for an error answer of the daemon.
-fn error_code(error: &str) -> i32 {
-    if error.starts_with("permission denied") {
+/// The exit code for an error answer of the daemon: 75 for a retryable
+/// one (temporary trouble on the daemon's side).
+fn error_code(error: &JobError) -> i32 {
+    let retryable = error.retryable;
+    let error = error.error.as_str();
+    if retryable {
+        EX_TEMPFAIL
+    } else if error.starts_with("permission denied") {
         EX_NOPERM
     } else if error.starts_with("cannot read message") {
         EX_NOINPUT
@@ -256,6 +261,7 @@ fn send(args: SendArgs) -> i32 {
     // Direct: keep a stdin message in a temporary file (it may be read
     // several times). Daemon: the file's canonical path, or stdin inline.
     let mut _spool = None;
+    let mut passed = None;
     let message = if args.direct {
         match args.message.as_deref() {
             Some(path) if path != Path::new("-") => MessageRef::Path {
@@ -275,7 +281,10 @@ fn send(args: SendArgs) -> i32 {
         }
     } else {
         match daemon_message(args.message.as_deref()) {
-            Ok(message) => message,
+            Ok((message, file)) => {
+                passed = file;
+                message
+            }
             Err(code) => return code,
         }
     };
@@ -319,14 +328,14 @@ fn send(args: SendArgs) -> i32 {
             .socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(&config.daemon.socket));
-        match server::submit(&socket, &job) {
+        match server::submit_with_fd(&socket, &job, passed.as_ref()) {
             Ok(Answer::Done(mut result)) => {
                 result.log = None;
                 result
             }
             Ok(Answer::Failed(e)) => {
                 eprintln!("mailhop: {}", e.error);
-                return error_code(&e.error);
+                return error_code(&e);
             }
             Err(ClientError::Unavailable(e)) => {
                 eprintln!(
@@ -361,15 +370,18 @@ fn send(args: SendArgs) -> i32 {
     result.exit_code()
 }
 
-/// The message of a job for the daemon: a file by its canonical path
-/// (the daemon reads it), or standard input inline (UTF-8 only: the job
-/// line is JSON).
-fn daemon_message(arg: Option<&Path>) -> Result<MessageRef, i32> {
+/// The message of a job for the daemon: a file passed as an open
+/// descriptor (`{"fd":true}`; the daemon needs no access to its path), or
+/// standard input inline (UTF-8 only: the job line is JSON).
+fn daemon_message(arg: Option<&Path>) -> Result<(MessageRef, Option<std::fs::File>), i32> {
+    use std::os::unix::fs::OpenOptionsExt;
     match arg {
-        Some(path) if path != Path::new("-") => match std::fs::canonicalize(path) {
-            Ok(real) => Ok(MessageRef::Path {
-                path: real.display().to_string(),
-            }),
+        Some(path) if path != Path::new("-") => match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+        {
+            Ok(file) => Ok((MessageRef::Fd { fd: true }, Some(file))),
             Err(e) => {
                 eprintln!(
                     "mailhop: cannot read message {}: {}",
@@ -386,7 +398,7 @@ fn daemon_message(arg: Option<&Path>) -> Result<MessageRef, i32> {
                 return Err(EX_NOINPUT);
             }
             match String::from_utf8(data) {
-                Ok(data) => Ok(MessageRef::Data { data }),
+                Ok(data) => Ok((MessageRef::Data { data }, None)),
                 Err(_) => {
                     eprintln!(
                         "mailhop: the message on standard input is not UTF-8; give it as a file to submit it through the daemon, or use --direct"

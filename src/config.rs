@@ -407,9 +407,13 @@ config_table! {
         allowed_uids: Vec<u32> = Vec::new(), mirrors "none (like authorized_submit_users)";
         /// Groups (names or numeric IDs) whose members may submit jobs.
         allowed_groups: Vec<String> = Vec::new(), mirrors "none (like authorized_submit_users)";
-        /// When started as root: the user to switch to after binding the
-        /// socket; empty: stay as started.
-        user: String = String::new(), mirrors "mail_owner";
+        /// When started as root: the user to switch to, for good, after
+        /// binding the socket (mailhop never delivers as root). When the
+        /// default "mailhop" does not exist, "nobody" is used (with a
+        /// warning; its processes then get no daemon-user privilege); any
+        /// other missing user, root itself or an empty value stop a
+        /// daemon started as root. Not started as root: ignored.
+        user: String = "mailhop".into(), mirrors "mail_owner";
         /// Delivery worker threads.
         workers: usize = 64, mirrors "default_process_limit (100)", check = check_workers;
         /// Jobs waiting for a worker; when full, clients wait (backpressure).
@@ -432,6 +436,32 @@ config_table! {
         /// A client connection idle this long is closed.
         #[serde(with = "duration_str")]
         client_idle_timeout: Duration = secs(300), mirrors "none (ipc_idle)", check = check_timeout;
+        /// Most client connections open at once; more are answered with a
+        /// retryable error and closed. Each costs two threads.
+        max_connections: usize = 1024, mirrors "none (like a master.cf maxproc for the service)", check = check_positive;
+        /// Most client connections open at once for one peer uid (a
+        /// queue manager usually submits everything as one uid, so the
+        /// default leaves it most of max_connections while a stray local
+        /// user cannot take them all).
+        max_connections_per_uid: usize = 512, mirrors "none (like smtpd_client_connection_count_limit)", check = check_positive;
+        /// Most bytes of job lines held at once, all clients together: lines
+        /// being read plus jobs accepted and not yet answered. Past it, a
+        /// line or job gets a retryable error. Bounds the daemon's memory.
+        max_queued_bytes: usize = 268_435_456, mirrors "none (mailhop's own; Postfix bounds its queue on disk)", check = check_positive;
+        /// The same bound for one peer uid.
+        max_queued_bytes_per_uid: usize = 134_217_728, mirrors "none (mailhop's own)", check = check_positive;
+        /// Largest inline message (`"message":{"data":...}`), in bytes;
+        /// larger ones must be passed as a file or descriptor.
+        max_inline_size: usize = 10_240_000, mirrors "message_size_limit (10240000)", check = check_positive;
+        /// Most recipients one job may have (at most 10000).
+        max_recipients: usize = 1000, mirrors "smtpd_recipient_limit (1000)", check = check_max_recipients;
+        /// Most bytes of answers a connection may have waiting for the
+        /// client to read them, counting the answers its accepted jobs
+        /// will give (estimated from their recipients); past it, the
+        /// daemon reads no more jobs from that connection until the
+        /// client reads (one job is always taken; a client that never
+        /// reads is cut off after client_idle_timeout).
+        max_unread_answer_bytes: usize = 16_777_216, mirrors "none (mailhop's own)", check = check_positive;
     }
 }
 
@@ -1247,6 +1277,17 @@ fn check_workers(workers: &usize) -> Result<(), Invalid> {
         return Ok(());
     }
     Err(format!("invalid value {workers}, expected 1 to 10000").into())
+}
+
+fn check_max_recipients(value: &usize) -> Result<(), Invalid> {
+    if (1..=crate::job::MAX_RECIPIENTS).contains(value) {
+        return Ok(());
+    }
+    Err(format!(
+        "invalid value {value}, expected 1 to {}",
+        crate::job::MAX_RECIPIENTS
+    )
+    .into())
 }
 
 fn check_positive(value: &usize) -> Result<(), Invalid> {

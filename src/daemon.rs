@@ -17,7 +17,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{SockType, getsockopt, sockopt};
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{Gid, Uid, User, chown, getegid, geteuid, getgid, getgrouplist, getuid};
+use nix::unistd::{Gid, Uid, User, getegid, geteuid, getgid, getgrouplist, getuid};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -46,9 +46,6 @@ pub const EX_CONFIG: i32 = 78;
 /// Exit status after a second SIGTERM/SIGINT (no drain).
 pub const EX_SECOND_SIGNAL: i32 = 1;
 
-/// Most client connections served at once; more are refused with an
-/// error line.
-pub const MAX_CONNECTIONS: usize = 4096;
 /// After the deliveries are done or deferred (every job answered), how
 /// long the shutdown waits for connections to take their results and for
 /// deliveries cut short to end (they send no more message bodies; their
@@ -155,6 +152,10 @@ pub fn run(options: &Options) -> i32 {
             Err(e) => log::warn!("cannot switch to SCHED_BATCH (daemon.batch_scheduling): {e}"),
         }
     }
+    match raise_nofile_limit() {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the open files limit (RLIMIT_NOFILE): {e}"),
+    }
     let socket = options
         .socket
         .clone()
@@ -189,7 +190,17 @@ pub fn run(options: &Options) -> i32 {
             user.gid
         );
     }
-    let daemon_uid = geteuid().as_raw();
+    // Running as the shared fallback user ("nobody"), the daemon's uid
+    // grants nothing: every other process of that user would otherwise
+    // be a privileged client.
+    let fell_back = user
+        .as_ref()
+        .is_some_and(|u| u.name == FALLBACK_USER && config.daemon.user == DEFAULT_USER);
+    let daemon_uid = if fell_back {
+        u32::MAX
+    } else {
+        geteuid().as_raw()
+    };
     let dns: Arc<dyn DnsLookup> = match system_stub_resolver(&config) {
         Ok(stub) => Arc::new(stub),
         Err(e) => {
@@ -218,6 +229,7 @@ pub fn run(options: &Options) -> i32 {
         submitter: pool.submitter(),
         live: Arc::new(AtomicUsize::new(0)),
         access: std::sync::RwLock::new(Arc::new(settings.access.clone())),
+        quotas: Arc::default(),
     });
     start_cache_expiry(&ctx);
     let mut daemon = Daemon {
@@ -231,6 +243,7 @@ pub fn run(options: &Options) -> i32 {
         daemon_uid,
         listening,
         accepted: 0,
+        spare_fd: spare_descriptor(),
     };
     log::info!(
         "listening on {} ({} workers, queue capacity {}, pid {})",
@@ -261,6 +274,8 @@ struct Daemon {
     daemon_uid: u32,
     listening: Listening,
     accepted: u64,
+    /// See [`spare_descriptor`].
+    spare_fd: Option<fs::File>,
 }
 
 impl Daemon {
@@ -282,8 +297,24 @@ impl Daemon {
                 Ok((stream, _)) => self.serve(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: the spare one makes room to take
+                    // the client and tell it to come back, rather than
+                    // leaving it waiting in the backlog.
+                    log::warn!(
+                        "accept on {}: {e}; answering a retryable error",
+                        self.listening.describe()
+                    );
+                    self.spare_fd = None;
+                    if let Ok((stream, _)) = self.listening.listener.accept() {
+                        refuse_retryable(&stream, "no file descriptors left in the daemon");
+                    }
+                    self.spare_fd = spare_descriptor();
+                    thread::sleep(Duration::from_millis(u64::from(TICK)));
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
+                    // The like of ENOBUFS: back off instead of spinning.
                     log::warn!("accept on {}: {e}", self.listening.describe());
                     thread::sleep(Duration::from_millis(u64::from(TICK)));
                     return;
@@ -294,18 +325,23 @@ impl Daemon {
 
     fn serve(&mut self, stream: UnixStream) {
         let _ = stream.set_nonblocking(false);
-        if self.ctx.live.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            log::warn!("refused a connection: {MAX_CONNECTIONS} connections are open");
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = (&stream)
-                .write_all(b"{\"id\":null,\"error\":\"too many connections; try again later\"}\n");
+        let max = self.config.daemon.max_connections;
+        if self.ctx.live.load(Ordering::SeqCst) >= max {
+            log::warn!("refused a connection: {max} connections are open (max_connections)");
+            refuse_retryable(&stream, "too many connections (max_connections)");
             return;
         }
         self.accepted += 1;
+        // To answer with, should no thread start (the stream goes with the
+        // thread's closure).
+        let answer = stream.try_clone().ok();
         if let Err(e) =
             server::spawn_connection(stream, &self.ctx, Arc::clone(&self.settings), self.accepted)
         {
             log::warn!("cannot serve a connection: {e}");
+            if let Some(stream) = answer {
+                refuse_retryable(&stream, "the daemon cannot serve this connection now");
+            }
         }
     }
 
@@ -472,6 +508,43 @@ impl Daemon {
     }
 }
 
+/// Answers a connection the daemon does not serve with a retryable
+/// error line (`mailhop send` exits 75) and closes it.
+fn refuse_retryable(stream: &UnixStream, why: &str) {
+    let error = crate::job::JobError::temporary(None, format!("{why}; try again later"));
+    let line = crate::pool::Answer::Failed(error).to_wire();
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = (&*stream).write_all(&line);
+}
+
+/// A descriptor held in reserve (on /dev/null) so that, out of
+/// descriptors, the daemon can still accept one client to turn it away.
+fn spare_descriptor() -> Option<fs::File> {
+    fs::File::open("/dev/null").ok()
+}
+
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection, passed message and SMTP session costs descriptors. Returns
+/// the new soft limit.
+fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the valid local `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the valid local `limit`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Expires idle cached sessions about once a second, until shutdown.
 fn start_cache_expiry(ctx: &Arc<Context>) {
     let ctx = Arc::clone(ctx);
@@ -566,8 +639,20 @@ fn listen(
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         // Our own runtime directory: the user we switch to may remove the
         // socket at exit.
+        // Given by its descriptor (O_NOFOLLOW), not by path.
+        let given = |user: &User| -> nix::Result<()> {
+            let dir = nix::fcntl::open(
+                parent,
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_NOFOLLOW
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            nix::unistd::fchown(&dir, Some(user.uid), Some(user.gid))
+        };
         if let Some(user) = user
-            && let Err(e) = chown(parent, Some(user.uid), Some(user.gid))
+            && let Err(e) = given(user)
         {
             log::warn!(
                 "cannot give {} to {}: {}",
@@ -589,11 +674,9 @@ fn listen(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{name}: {e}")),
     }
-    // Nobody may connect before the mode and owner are right.
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    umask(old);
-    let listener = bound.map_err(|e| format!("cannot listen on {name}: {e}"))?;
+    let owner = user.map(|u| u.uid);
+    let group = socket_gid.map(Gid::from_raw).or(user.map(|u| u.gid));
+    let listener = bind_owned(path, mode, owner, group)?;
     let meta = fs::symlink_metadata(path).map_err(|e| format!("{name}: {e}"))?;
     let listening = Listening {
         listener,
@@ -603,23 +686,117 @@ fn listen(
             ino: meta.ino(),
         }),
     };
-    let owner = user.map(|u| u.uid);
-    let group = socket_gid.map(Gid::from_raw).or(user.map(|u| u.gid));
-    if (owner.is_some() || group.is_some())
-        && let Err(e) = chown(path, owner, group)
-    {
+    let wrong_owner = owner.is_some_and(|uid| meta.uid() != uid.as_raw())
+        || group.is_some_and(|gid| meta.gid() != gid.as_raw());
+    if wrong_owner || meta.mode() & 0o7777 != mode {
         listening.remove_file();
-        return Err(format!("cannot set the owner of {name}: {}", e.desc()));
-    }
-    if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
-        listening.remove_file();
-        return Err(format!("cannot set the mode of {name}: {e}"));
+        return Err(format!(
+            "{name}: the socket was created with owner {}:{} mode {:o}, not as configured (a set-group-ID directory?)",
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777
+        ));
     }
     if let Err(e) = listening.listener.set_nonblocking(true) {
         listening.remove_file();
         return Err(format!("{name}: {e}"));
     }
     Ok(listening)
+}
+
+/// Binds the socket so that it is created with its final mode, owner and
+/// group: the umask gives the mode at bind, and the effective group and
+/// user ids are those of `group` and `owner` while it is created (root
+/// only). Nothing is changed afterwards by path, so a directory owned by
+/// someone else cannot redirect a chown or chmod through a symbolic link,
+/// and nobody can connect before the permissions are right.
+fn bind_owned(
+    path: &Path,
+    mode: u32,
+    owner: Option<Uid>,
+    group: Option<Gid>,
+) -> Result<UnixListener, String> {
+    use nix::unistd::{setegid, seteuid};
+    let name = path.display();
+    let as_root = geteuid().is_root();
+    let (euid, egid) = (geteuid(), getegid());
+    let switch = as_root && (owner.is_some() || group.is_some());
+    if switch {
+        if let Some(gid) = group {
+            setegid(gid).map_err(|e| format!("{name}: setegid: {}", e.desc()))?;
+        }
+        if let Some(uid) = owner
+            && let Err(e) = seteuid(uid)
+        {
+            let _ = setegid(egid);
+            return Err(format!("{name}: seteuid: {}", e.desc()));
+        }
+    }
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    if switch {
+        let back = seteuid(euid).and_then(|()| setegid(egid));
+        if let Err(e) = back {
+            return Err(format!(
+                "{name}: cannot take back root after bind: {}",
+                e.desc()
+            ));
+        }
+    }
+    match bound {
+        Ok(listener) => Ok(listener),
+        Err(e) if switch && e.kind() == io::ErrorKind::PermissionDenied => {
+            bind_in_root_directory(path, mode, owner, group).map_err(|why| {
+                format!(
+                    "cannot listen on {name}: {e} as daemon.user, who must be able to write to its directory ({why})"
+                )
+            })
+        }
+        Err(e) => Err(format!("cannot listen on {name}: {e}")),
+    }
+}
+
+/// The fallback of [`bind_owned`] when the user may not write to the
+/// socket's directory: bound as root, then given its owner and group
+/// relative to the directory's descriptor without following a symbolic
+/// link — only in a directory owned by root, where nobody else can swap
+/// the name between the bind and the change.
+fn bind_in_root_directory(
+    path: &Path,
+    mode: u32,
+    owner: Option<Uid>,
+    group: Option<Gid>,
+) -> Result<UnixListener, String> {
+    use nix::fcntl::{AtFlags, OFlag};
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = path.file_name().ok_or("no file name")?;
+    let dir = nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| e.desc().to_string())?;
+    let st = nix::sys::stat::fstat(&dir).map_err(|e| e.desc().to_string())?;
+    if st.st_uid != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not root",
+            parent.display(),
+            st.st_uid
+        ));
+    }
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(|e| e.to_string())?;
+    if let Err(e) = nix::unistd::fchownat(&dir, file, owner, group, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let _ = nix::unistd::unlinkat(&dir, file, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        return Err(format!("cannot set the socket's owner: {}", e.desc()));
+    }
+    Ok(listener)
 }
 
 /// The listening socket systemd passed (LISTEN_PID/LISTEN_FDS, fd 3).
@@ -661,27 +838,58 @@ fn take_fd(fd: RawFd) -> Result<OwnedFd, String> {
 // Privileges
 // ---------------------------------------------------------------------------
 
-/// The user to switch to: `[daemon] user` when started as root.
+/// `[daemon] user`'s default, and the user taken when it does not exist.
+const DEFAULT_USER: &str = "mailhop";
+const FALLBACK_USER: &str = "nobody";
+
+/// The user to switch to when started as root: `[daemon] user` (its
+/// default "mailhop", else "nobody"); never root. `None` when not started
+/// as root.
 fn target_user(daemon: &DaemonConfig) -> Result<Option<User>, String> {
-    if daemon.user.is_empty() {
-        return Ok(None);
-    }
-    let user = match User::from_name(&daemon.user) {
-        Ok(Some(user)) => user,
-        Ok(None) => return Err(format!("daemon.user: no such user {:?}", daemon.user)),
-        Err(e) => {
-            return Err(format!(
-                "daemon.user: cannot look up {:?}: {}",
-                daemon.user,
-                e.desc()
-            ));
-        }
+    let lookup = |name: &str| match User::from_name(name) {
+        Ok(user) => Ok(user),
+        Err(e) => Err(format!(
+            "daemon.user: cannot look up {name:?}: {}",
+            e.desc()
+        )),
     };
     if !geteuid().is_root() {
-        if user.uid != geteuid() {
+        if !daemon.user.is_empty()
+            && daemon.user != DEFAULT_USER
+            && lookup(&daemon.user)?.is_none_or(|u| u.uid != geteuid())
+        {
             log::warn!("daemon.user {:?} ignored: not started as root", daemon.user);
         }
         return Ok(None);
+    }
+    if daemon.user.is_empty() {
+        return Err(
+            "daemon.user is empty: mailhop does not deliver as root; name an unprivileged user"
+                .into(),
+        );
+    }
+    let user = match lookup(&daemon.user)? {
+        Some(user) => user,
+        None if daemon.user == DEFAULT_USER => match lookup(FALLBACK_USER)? {
+            Some(user) => {
+                log::warn!(
+                    "daemon.user: no user {DEFAULT_USER:?} (conf/mailhop.sysusers creates it); running as {FALLBACK_USER:?}"
+                );
+                user
+            }
+            None => {
+                return Err(format!(
+                    "daemon.user: neither {DEFAULT_USER:?} nor {FALLBACK_USER:?} exists; create the {DEFAULT_USER} user"
+                ));
+            }
+        },
+        None => return Err(format!("daemon.user: no such user {:?}", daemon.user)),
+    };
+    if user.uid.is_root() {
+        return Err(format!(
+            "daemon.user {:?} is root: mailhop does not deliver as root",
+            daemon.user
+        ));
     }
     Ok(Some(user))
 }

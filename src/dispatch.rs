@@ -36,6 +36,12 @@ pub fn execute_at(
     let message = match &job.message {
         MessageRef::Path { path } => Message::small_file_in_memory(path.as_ref()),
         MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
+        MessageRef::Fd { .. } => {
+            return Err(JobError::new(
+                Some(job.id.clone()),
+                "invalid job: a message passed as a file descriptor needs the daemon",
+            ));
+        }
     };
     execute_with(deliverer, job, &message, with_log, received)
 }
@@ -57,6 +63,7 @@ pub fn execute_with(
         let name = match &job.message {
             MessageRef::Path { path } => path.as_str(),
             MessageRef::Data { .. } => "(inline data)",
+            MessageRef::Fd { .. } => "(passed file descriptor)",
         };
         error(format!("cannot read message {name}: {}", strerror(&e)))
     })?;

@@ -76,8 +76,18 @@ impl From<RetWord> for Ret {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged, try_from = "MessageFields")]
 pub enum MessageRef {
-    Path { path: String },
-    Data { data: String },
+    Path {
+        path: String,
+    },
+    Data {
+        data: String,
+    },
+    /// `{"fd":true}`: the file descriptor passed with SCM_RIGHTS on the
+    /// job's connection (the next one received, in order; see the README's
+    /// Job protocol section). Only the daemon takes it.
+    Fd {
+        fd: bool,
+    },
 }
 
 /// The `message` object as it is parsed: one pass, no buffering (an
@@ -89,16 +99,20 @@ struct MessageFields {
     path: Option<String>,
     #[serde(default)]
     data: Option<String>,
+    #[serde(default)]
+    fd: Option<bool>,
 }
 
 impl TryFrom<MessageFields> for MessageRef {
     type Error = &'static str;
 
     fn try_from(fields: MessageFields) -> Result<Self, Self::Error> {
-        match (fields.path, fields.data) {
-            (Some(path), None) => Ok(MessageRef::Path { path }),
-            (None, Some(data)) => Ok(MessageRef::Data { data }),
-            _ => Err("message must have exactly one of \"path\" and \"data\""),
+        match (fields.path, fields.data, fields.fd) {
+            (Some(path), None, None) => Ok(MessageRef::Path { path }),
+            (None, Some(data), None) => Ok(MessageRef::Data { data }),
+            (None, None, Some(true)) => Ok(MessageRef::Fd { fd: true }),
+            (None, None, Some(false)) => Err("message: \"fd\" must be true"),
+            _ => Err("message must have exactly one of \"path\", \"data\" and \"fd\""),
         }
     }
 }
@@ -124,6 +138,9 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nexthop: Option<String>,
     pub sender: String,
+    /// At most [`MAX_RECIPIENTS`] are read: a longer list is refused
+    /// while it is parsed, before it takes memory.
+    #[serde(deserialize_with = "bounded_recipients")]
     pub recipients: Vec<JobRecipient>,
     pub message: MessageRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,11 +157,21 @@ pub struct Job {
 }
 
 /// A job that cannot be run: the error result of the protocol.
+/// `retryable: true` (the field is left out when false) marks temporary
+/// trouble on the daemon's side (too many connections, no file
+/// descriptors, a quota): the same job may succeed later, and
+/// `mailhop send` exits 75 for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
     /// The job's id when it could be read.
     pub id: Option<String>,
     pub error: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub retryable: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl JobError {
@@ -152,28 +179,156 @@ impl JobError {
         Self {
             id,
             error: error.into(),
+            retryable: false,
+        }
+    }
+
+    /// A retryable error: temporary trouble, try the job again later.
+    pub fn temporary(id: Option<String>, error: impl Into<String>) -> Self {
+        Self {
+            id,
+            error: error.into(),
+            retryable: true,
         }
     }
 }
 
-/// Most recipients one job may have.
+/// Most recipients one job may have, whatever the configuration says
+/// (`[daemon] max_recipients` may only lower it).
 pub const MAX_RECIPIENTS: usize = 10_000;
 
 /// Latest `arrival_time` a job may carry: 9999-12-31 23:59:59 UTC. Later
 /// values cannot be a real time and would overflow time arithmetic.
 pub const MAX_ARRIVAL_TIME: u64 = 253_402_300_799;
+/// The recipient list, refused as soon as it grows past
+/// [`MAX_RECIPIENTS`] (a 16 MiB line could otherwise hold a million).
+fn bounded_recipients<'de, D>(deserializer: D) -> Result<Vec<JobRecipient>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<JobRecipient>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of recipients")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(rcpt) = seq.next_element::<JobRecipient>()? {
+                if out.len() >= MAX_RECIPIENTS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_RECIPIENTS} recipients"
+                    )));
+                }
+                out.push(rcpt);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Bounded)
+}
+
+/// What a line that is not a valid job still tells: its `id` when that is
+/// a string, and whether it is a control command. Parsed without keeping
+/// anything else (unknown fields are skipped, not stored).
+#[derive(Deserialize, Default)]
+pub struct LineProbe {
+    #[serde(default)]
+    pub id: ProbeId,
+    #[serde(default)]
+    pub command: Option<serde::de::IgnoredAny>,
+}
+
+/// A probed `id`: the string, or nothing for any other value.
+#[derive(Default)]
+pub struct ProbeId(pub Option<String>);
+
+impl<'de> Deserialize<'de> for ProbeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ProbeId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ProbeId, E> {
+                Ok(ProbeId(Some(v.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ProbeId, E> {
+                Ok(ProbeId(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ProbeId, E> {
+                Ok(ProbeId(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ProbeId, E> {
+                Ok(ProbeId(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ProbeId, E> {
+                Ok(ProbeId(None))
+            }
+            fn visit_unit<E>(self) -> Result<ProbeId, E> {
+                Ok(ProbeId(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ProbeId, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ProbeId(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ProbeId, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(ProbeId(None))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// Probes a line that did not parse as a job (see [`LineProbe`]); `None`
+/// when it is not a JSON object at all.
+pub fn probe_line(line: &[u8]) -> Option<LineProbe> {
+    serde_json::from_slice::<LineProbe>(line).ok()
+}
 
 /// Parses and checks one protocol line. The error names the problem and
-/// carries the id whenever the line had one.
+/// carries the id whenever the line had one. Nothing but the job itself is
+/// built: no intermediate JSON tree (a hostile line of a million small
+/// objects costs no more than its bytes).
 pub fn parse_job(line: &[u8]) -> Result<Job, JobError> {
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| JobError::new(None, format!("malformed job: {e}")))?;
-    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_string);
-    let job: Job = serde_json::from_value(value)
-        .map_err(|e| JobError::new(id.clone(), format!("invalid job: {e}")))?;
+    let job: Job = match serde_json::from_slice(line) {
+        Ok(job) => job,
+        Err(e) => {
+            let kind = match e.classify() {
+                serde_json::error::Category::Data => "invalid job",
+                _ => "malformed job",
+            };
+            let id = probe_line(line).and_then(|p| p.id.0);
+            return Err(JobError::new(id, format!("{kind}: {e}")));
+        }
+    };
     job.check()
         .map_err(|e| JobError::new(Some(job.id.clone()), e))?;
     Ok(job)
+}
+
+/// The job's text fields that must not carry control characters (they
+/// reach SMTP commands and log lines) and have no per-recipient outcome
+/// to carry the error.
+fn control_free(field: &str, text: &str) -> Result<(), String> {
+    if text.chars().any(char::is_control) {
+        return Err(format!("invalid job: {field} contains a control character"));
+    }
+    Ok(())
 }
 
 impl Job {
@@ -190,8 +345,22 @@ impl Job {
                 "invalid job: more than {MAX_RECIPIENTS} recipients"
             ));
         }
+        // Control characters in the sender or a recipient address are the
+        // recipients' outcome, as in Postfix: bounced 5.1.7 / 5.1.3.
         for rcpt in &self.recipients {
             notify_flags(rcpt.notify.as_deref())?;
+            if let Some(orcpt) = &rcpt.orcpt {
+                control_free("orcpt", orcpt)?;
+            }
+        }
+        if let Some(envid) = &self.envid {
+            control_free("envid", envid)?;
+        }
+        if let Some(nexthop) = &self.nexthop {
+            control_free("nexthop", nexthop)?;
+        }
+        if let MessageRef::Path { path } = &self.message {
+            control_free("message path", path)?;
         }
         if self.transport == TransportKind::Lmtp && self.nexthop.is_none() {
             return Err("invalid job: LMTP needs a nexthop".into());
@@ -510,6 +679,76 @@ mod tests {
             path: "/q/1".into(),
         });
         assert_eq!(text.ok().as_deref(), Some(r#"{"path":"/q/1"}"#));
+    }
+
+    /// `retryable` is written only when true; an answer without it reads
+    /// back as not retryable (older daemons, every other error).
+    #[test]
+    fn retryable_errors_are_marked_and_others_unchanged() {
+        let plain = serde_json::to_string(&JobError::new(None, "boom")).unwrap_or_default();
+        assert_eq!(plain, r#"{"id":null,"error":"boom"}"#);
+        let busy = serde_json::to_string(&JobError::temporary(Some("j".into()), "busy"))
+            .unwrap_or_default();
+        assert_eq!(busy, r#"{"id":"j","error":"busy","retryable":true}"#);
+        let back: Result<JobError, _> = serde_json::from_str(r#"{"id":null,"error":"x"}"#);
+        assert!(back.is_ok_and(|e| !e.retryable));
+    }
+
+    /// A recipient list stops being read at MAX_RECIPIENTS + 1, and
+    /// control characters in any text field make the job invalid.
+    #[test]
+    fn recipients_bounded_and_control_characters_refused() {
+        let mut line = String::from(r#"{"id":"many","sender":"a@x","recipients":["#);
+        for i in 0..=MAX_RECIPIENTS {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(r#"{"address":"b@y"}"#);
+        }
+        line.push_str(r#"],"message":{"data":"x"}}"#);
+        let err = parse_job(line.as_bytes())
+            .err()
+            .unwrap_or_else(|| JobError::new(None, ""));
+        assert!(
+            err.error.contains("more than 10000 recipients"),
+            "{}",
+            err.error
+        );
+        assert_eq!(err.id.as_deref(), Some("many"));
+        let base = serde_json::json!({
+            "id": "c", "sender": "a@x", "nexthop": "[127.0.0.1]:25",
+            "recipients": [{"address": "b@y", "orcpt": "rfc822;b@y"}],
+            "message": {"data": "x\r\n\ttab is fine in data"}, "envid": "E1"
+        });
+        assert!(parse_job(base.to_string().as_bytes()).is_ok());
+        for pointer in ["/recipients/0/orcpt", "/envid", "/nexthop"] {
+            let mut job = base.clone();
+            if let Some(v) = job.pointer_mut(pointer) {
+                *v = serde_json::json!("x\u{1b}[31m@y");
+            }
+            let err = parse_job(job.to_string().as_bytes()).err();
+            assert!(
+                err.is_some_and(|e| e.error.contains("control character")),
+                "{pointer}"
+            );
+        }
+    }
+
+    /// Deep nesting anywhere is an error, not a crash or a stack overflow.
+    #[test]
+    fn deep_nesting_is_an_error() {
+        for line in [
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000)),
+            format!(
+                r#"{{"id":{}"x"{}}}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            ),
+        ] {
+            assert!(parse_job(line.as_bytes()).is_err());
+            assert!(probe_line(line.as_bytes()).is_none_or(|p| p.id.0.is_none()));
+        }
     }
 
     fn result_with(recipients: Vec<RecipientResult>, log: Option<Vec<String>>) -> JobResult {

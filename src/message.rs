@@ -12,11 +12,42 @@ use crate::session::MessageSource;
 use crate::smtp::body;
 use crate::smtp::client::MessageFacts;
 
-/// A message, by path or inline.
+/// A message, by path, by an open file or inline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     File(PathBuf),
+    /// A file opened for the submitting peer (or passed by it): every
+    /// pass reads it from offset 0 through this descriptor, never reopens
+    /// it by a name.
+    Open(SharedFile),
     Inline(Vec<u8>),
+}
+
+/// An open message file shared by the passes over it; equal only to itself.
+#[derive(Clone, Debug)]
+pub struct SharedFile(pub std::sync::Arc<File>);
+
+impl PartialEq for SharedFile {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedFile {}
+
+/// Reads a shared file from offset 0 with pread(2), leaving its offset
+/// alone (several passes may read it one after the other).
+struct AtReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for AtReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos = self.pos.saturating_add(u64::try_from(n).unwrap_or(0));
+        Ok(n)
+    }
 }
 
 /// Messages up to this size are read once into memory: one open and one
@@ -44,11 +75,13 @@ impl Message {
     }
 
     /// The message behind an open file: read into memory when it is small
-    /// (`len`, from the caller's fstat), else reopened by `path` for each
-    /// pass (the caller keeps `file` open, so `/proc/self/fd/N` works).
-    pub fn from_open_file(file: &File, len: u64, path: PathBuf) -> io::Result<Self> {
+    /// (`len`, from the caller's fstat), else read through (a duplicate
+    /// of) that descriptor for each pass. `_path` only names it.
+    pub fn from_open_file(file: &File, len: u64, _path: PathBuf) -> io::Result<Self> {
         if len > IN_MEMORY_LIMIT {
-            return Ok(Message::File(path));
+            return Ok(Message::Open(SharedFile(std::sync::Arc::new(
+                file.try_clone()?,
+            ))));
         }
         // The size is known: read exactly that much (one read for a small
         // file; read_to_end would fstat and seek again and read to EOF),
@@ -56,10 +89,16 @@ impl Message {
         let mut bytes = SPARE.with(|spare| std::mem::take(&mut *spare.borrow_mut()));
         bytes.clear();
         bytes.resize(usize::try_from(len).unwrap_or(0), 0);
+        // From offset 0 whatever the file's offset (a descriptor passed by
+        // a client shares it).
         let mut filled = 0;
-        let mut reader = file;
         while filled < bytes.len() {
-            match reader.read(bytes.get_mut(filled..).unwrap_or(&mut [])) {
+            let at = u64::try_from(filled).unwrap_or(u64::MAX);
+            match std::os::unix::fs::FileExt::read_at(
+                file,
+                bytes.get_mut(filled..).unwrap_or(&mut []),
+                at,
+            ) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -83,7 +122,7 @@ impl Message {
     pub fn facts(&self) -> io::Result<MessageFacts> {
         let facts = match self {
             Message::Inline(bytes) => body::facts_of(bytes),
-            Message::File(_) => body::scan(self.open()?)?,
+            Message::File(_) | Message::Open(_) => body::scan(self.open()?)?,
         };
         Ok(MessageFacts {
             size: facts.size,
@@ -99,13 +138,20 @@ impl MessageSource for Message {
                 64 * 1024,
                 File::open(path)?,
             ))),
+            Message::Open(file) => Ok(Box::new(BufReader::with_capacity(
+                64 * 1024,
+                AtReader {
+                    file: &file.0,
+                    pos: 0,
+                },
+            ))),
             Message::Inline(data) => Ok(Box::new(data.as_slice())),
         }
     }
 
     fn in_memory(&self) -> Option<&[u8]> {
         match self {
-            Message::File(_) => None,
+            Message::File(_) | Message::Open(_) => None,
             Message::Inline(data) => Some(data),
         }
     }
@@ -172,9 +218,18 @@ mod tests {
             Message::Inline(b"Subject: x\n\nhi\n".to_vec())
         );
         let file = File::open(&small).expect("open");
-        assert_eq!(
-            Message::from_open_file(&file, IN_MEMORY_LIMIT + 1, small.clone()).expect("path"),
-            Message::File(small.clone())
-        );
+        let large =
+            Message::from_open_file(&file, IN_MEMORY_LIMIT + 1, small.clone()).expect("open file");
+        assert!(matches!(large, Message::Open(_)), "{large:?}");
+        // Read through the descriptor, from the start, on every pass.
+        for _ in 0..2 {
+            let mut text = Vec::new();
+            large
+                .open()
+                .expect("open")
+                .read_to_end(&mut text)
+                .expect("read");
+            assert_eq!(text, b"Subject: x\n\nhi\n");
+        }
     }
 }

@@ -25,10 +25,9 @@
 //! a replacement that could not be started).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -150,6 +149,9 @@ pub struct Ticket {
     /// Unique per daemon, assigned at acceptance: what a chained session
     /// is handed to (the job id is the client's and need not be unique).
     serial: u64,
+    /// The message passed with SCM_RIGHTS (`"message":{"fd":true}`),
+    /// taken when the message is opened.
+    message_fd: Mutex<Option<File>>,
 }
 
 /// The next ticket's serial.
@@ -157,6 +159,17 @@ static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 impl Ticket {
     pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
+        Self::with_message_fd(job, peer, report, None)
+    }
+
+    /// A ticket whose message came as a file descriptor on the job's
+    /// connection.
+    pub fn with_message_fd(
+        job: Job,
+        peer: Arc<PeerIdentity>,
+        report: Arc<dyn Report>,
+        message_fd: Option<File>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             job,
             peer,
@@ -166,6 +179,7 @@ impl Ticket {
             received: Instant::now(),
             requeued: AtomicBool::new(false),
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            message_fd: Mutex::new(message_fd),
         })
     }
 
@@ -647,12 +661,9 @@ struct Taken {
     opened: Option<Opened>,
 }
 
-/// A message file opened for the submitting peer, and its content.
+/// A message file opened for the submitting peer (or passed by it), and
+/// its content: in memory, or read through the open file for each pass.
 struct Opened {
-    /// Kept open: a large message is reread through `/proc/self/fd/N`
-    /// (None for an inline message).
-    _file: Option<File>,
-    via: String,
     message: Message,
 }
 
@@ -917,99 +928,286 @@ fn same_route(a: &Job, b: &Job) -> bool {
 }
 
 /// Opens and reads a job's message: a path on the submitting peer's
-/// behalf (the file stays open: a large message is reread through
-/// `/proc/self/fd/N`), or the inline data. Errs with the job error text.
-fn open_message(ticket: &Ticket) -> Result<Opened, String> {
-    let path = match &ticket.job.message {
-        MessageRef::Path { path } => path,
+/// behalf, the descriptor it passed, or the inline data. Errs with the
+/// job error (retryable when the daemon ran out of descriptors).
+fn open_message(ticket: &Ticket) -> Result<Opened, JobError> {
+    let id = || Some(ticket.job.id.clone());
+    let (file, len, name): (File, u64, &str) = match &ticket.job.message {
         MessageRef::Data { data } => {
             return Ok(Opened {
-                _file: None,
-                via: String::new(),
                 message: Message::Inline(data.clone().into_bytes()),
             });
         }
+        MessageRef::Path { path } => {
+            let (file, len) =
+                open_for_peer(Path::new(path), &ticket.peer).map_err(|e| e.into_job_error(id()))?;
+            (file, len, path.as_str())
+        }
+        MessageRef::Fd { .. } => {
+            // Taken only once it is read: a failed early open (a chained
+            // follower) leaves it for the job's own, which reports why.
+            let mut passed = match ticket.message_fd.lock() {
+                Ok(fd) => fd,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let Some(file) = passed.as_ref() else {
+                return Err(JobError::new(
+                    id(),
+                    "invalid job: message {\"fd\":true} but no file descriptor came with the job line",
+                ));
+            };
+            let len = check_passed_file(file).map_err(|e| e.into_job_error(id()))?;
+            let name = "(passed file descriptor)";
+            let message = Message::from_open_file(file, len, PathBuf::from(name)).map_err(|e| {
+                OpenError::from_io(format!("cannot read message {name}"), &e).into_job_error(id())
+            })?;
+            passed.take();
+            return Ok(Opened { message });
+        }
     };
-    let (file, len) = open_for_peer(Path::new(path), &ticket.peer)?;
-    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let message = Message::from_open_file(&file, len, PathBuf::from(&via))
-        .map_err(|e| format!("cannot read message {path}: {}", strerror(&e)))?;
-    Ok(Opened {
-        _file: Some(file),
-        via,
-        message,
-    })
+    let message = Message::from_open_file(&file, len, PathBuf::from(name)).map_err(|e| {
+        OpenError::from_io(format!("cannot read message {name}"), &e).into_job_error(id())
+    })?;
+    Ok(Opened { message })
 }
 
-/// Runs one job: the message file is opened here (unless `opened`
-/// already holds it), on the peer's behalf, and the delivery reads it
-/// through that open file.
+/// Runs one job: the message is opened here (unless `opened` already
+/// holds it), on the peer's behalf, and the delivery reads it through
+/// that open file.
 fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer {
     let job = &ticket.job;
     let opened = match opened.map_or_else(|| open_message(ticket), Ok) {
         Ok(opened) => opened,
-        Err(error) => return Answer::Failed(JobError::new(Some(job.id.clone()), error)),
+        Err(error) => return Answer::Failed(error),
     };
     let answer =
         match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
             Ok(result) => Answer::Done(result),
-            Err(mut error) => {
-                if let MessageRef::Path { path } = &job.message
-                    && !opened.via.is_empty()
-                {
-                    error.error = error.error.replace(&opened.via, path);
-                }
-                Answer::Failed(error)
-            }
+            Err(error) => Answer::Failed(error),
         };
     opened.message.recycle();
     answer
 }
 
-/// Opens a job's message file for a peer: it must be a regular file that
-/// the peer itself could read (file mode and every directory on the way;
-/// root and the daemon's own uid skip the permission check). Opening
-/// never blocks (a FIFO is refused, not waited on). Returns the file and
-/// its size.
-pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), String> {
-    let name = path.display();
-    let cannot = |e: &io::Error| format!("cannot read message {name}: {}", strerror(e));
-    let denied = || format!("permission denied: uid {} may not read {name}", peer.uid);
-    if !path.is_absolute() {
-        return Err(format!("invalid job: message path {name} is not absolute"));
-    }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| cannot(&e))?;
-    let meta = file.metadata().map_err(|e| cannot(&e))?;
-    if !meta.is_file() {
-        return Err(format!("cannot read message {name}: not a regular file"));
-    }
-    if peer.privileged {
-        return Ok((file, meta.len()));
-    }
-    if !peer.may(meta.uid(), meta.gid(), meta.mode(), 4) {
-        return Err(denied());
-    }
-    // The directories on the way to the file that was opened.
-    let real: PathBuf =
-        fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| cannot(&e))?;
-    for dir in real.ancestors().skip(1) {
-        let meta = fs::metadata(dir).map_err(|e| cannot(&e))?;
-        if !peer.may(meta.uid(), meta.gid(), meta.mode(), 1) {
-            return Err(denied());
+/// Why a message could not be opened; `retryable` when the daemon ran out
+/// of something (descriptors, memory) rather than the job being wrong.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenError {
+    pub text: String,
+    pub retryable: bool,
+}
+
+impl OpenError {
+    fn new(text: String) -> Self {
+        Self {
+            text,
+            retryable: false,
         }
     }
-    Ok((file, meta.len()))
+
+    fn from_errno(what: String, errno: nix::errno::Errno) -> Self {
+        use nix::errno::Errno;
+        Self {
+            text: format!("{what}: {}", errno.desc()),
+            retryable: matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM),
+        }
+    }
+
+    fn from_io(what: String, e: &io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(code) => Self::from_errno(what, nix::errno::Errno::from_raw(code)),
+            None => Self::new(format!("{what}: {}", strerror(e))),
+        }
+    }
+
+    fn into_job_error(self, id: Option<String>) -> JobError {
+        if self.retryable {
+            JobError::temporary(id, format!("{}; try again later", self.text))
+        } else {
+            JobError::new(id, self.text)
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What a file that is not a regular file is, for the error.
+fn file_kind(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFLNK => "a symbolic link",
+        _ => "not a file",
+    }
+}
+
+/// A descriptor passed as the message: a regular file open for reading.
+/// Its size.
+fn check_passed_file(file: &File) -> Result<u64, OpenError> {
+    let what = || "cannot read message (passed file descriptor)".to_string();
+    let meta = file
+        .metadata()
+        .map_err(|e| OpenError::from_io(what(), &e))?;
+    if !meta.is_file() {
+        return Err(OpenError::new(format!(
+            "{}: not a regular file ({})",
+            what(),
+            file_kind(meta.mode())
+        )));
+    }
+    let flags = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| OpenError::from_errno(what(), e))?;
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return Err(OpenError::new(format!("{}: not open for reading", what())));
+    }
+    Ok(meta.len())
+}
+
+/// Most symbolic links followed while resolving a message path (Linux's
+/// MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// The parts of a path to look up one by one ("." dropped, ".." kept).
+fn path_parts(path: &Path) -> std::collections::VecDeque<std::ffi::OsString> {
+    use std::path::Component;
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+/// Opens a job's message file for a peer, without using the daemon's
+/// rights before the peer's own are established: the path is resolved one
+/// component at a time from `/` (symbolic links in directories are
+/// followed by hand, at most [`MAX_SYMLINKS`]), the peer must be able to
+/// search every directory it looks in (checked on the open directory,
+/// with the peer's real groups) and read the file, which must be a
+/// regular file and not a symbolic link; only then is it opened
+/// (O_NONBLOCK|O_NOCTTY|O_NOFOLLOW), and its fstat must match what was
+/// checked. A FIFO, a device or a directory is refused without being
+/// opened. Root and the daemon's own uid skip the permission checks, not
+/// the others. Returns the file and its size.
+pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), OpenError> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+    use nix::sys::stat::{Mode, fstat, fstatat};
+    let name = path.display();
+    let cannot = |e: Errno| OpenError::from_errno(format!("cannot read message {name}"), e);
+    let denied = || {
+        OpenError::new(format!(
+            "permission denied: uid {} may not read {name}",
+            peer.uid
+        ))
+    };
+    if !path.is_absolute() {
+        return Err(OpenError::new(format!(
+            "invalid job: message path {name} is not absolute"
+        )));
+    }
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root = nix::fcntl::open("/", dir_flags, Mode::empty()).map_err(cannot)?;
+    let mut dirs = vec![root];
+    let mut parts = path_parts(path);
+    let mut links = 0usize;
+    while let Some(part) = parts.pop_front() {
+        let Some(dir) = dirs.last() else {
+            return Err(cannot(Errno::ENOENT));
+        };
+        if !peer.privileged {
+            let st = fstat(dir).map_err(cannot)?;
+            if !peer.may(st.st_uid, st.st_gid, st.st_mode, 1) {
+                return Err(denied());
+            }
+        }
+        if part == ".." {
+            if dirs.len() > 1 {
+                dirs.pop();
+            }
+            continue;
+        }
+        let last = parts.is_empty();
+        let st = fstatat(dir, part.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(cannot)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFLNK {
+            if last {
+                return Err(OpenError::new(format!(
+                    "cannot read message {name}: a symbolic link (not followed for a message file)"
+                )));
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(cannot(Errno::ELOOP));
+            }
+            let target = readlinkat(dir, part.as_os_str()).map_err(cannot)?;
+            let target = Path::new(&target);
+            if target.is_absolute() {
+                dirs.truncate(1);
+            }
+            let mut resolved = path_parts(target);
+            resolved.extend(parts.drain(..));
+            parts = resolved;
+            continue;
+        }
+        if !last {
+            if kind != libc::S_IFDIR {
+                return Err(cannot(Errno::ENOTDIR));
+            }
+            let fd = openat(dir, part.as_os_str(), dir_flags, Mode::empty()).map_err(cannot)?;
+            dirs.push(fd);
+            continue;
+        }
+        if kind != libc::S_IFREG {
+            return Err(OpenError::new(format!(
+                "cannot read message {name}: not a regular file ({})",
+                file_kind(st.st_mode)
+            )));
+        }
+        if !peer.privileged && !peer.may(st.st_uid, st.st_gid, st.st_mode, 4) {
+            return Err(denied());
+        }
+        let fd = openat(
+            dir,
+            part.as_os_str(),
+            OFlag::O_RDONLY
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(cannot)?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| OpenError::from_io(format!("cannot read message {name}"), &e))?;
+        if !meta.is_file() || meta.dev() != st.st_dev || meta.ino() != st.st_ino {
+            return Err(OpenError::new(format!(
+                "cannot read message {name}: it changed while it was opened"
+            )));
+        }
+        return Ok((file, meta.len()));
+    }
+    Err(OpenError::new(format!(
+        "cannot read message {name}: not a regular file (a directory)"
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::JobRecipient;
-    use std::os::unix::fs::PermissionsExt;
+    use std::fs;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     fn peer(uid: u32, gids: &[u32]) -> PeerIdentity {
         PeerIdentity {
@@ -1042,7 +1240,10 @@ mod tests {
         fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
             .unwrap_or_else(|e| panic!("chmod: {e}"));
         let stranger = peer(54321, &[54321]);
-        let err = open_for_peer(&file, &stranger).err().unwrap_or_default();
+        let err = open_for_peer(&file, &stranger)
+            .err()
+            .unwrap_or_default()
+            .text;
         assert!(err.starts_with("permission denied: uid 54321"), "{err}");
         let privileged = PeerIdentity {
             privileged: true,
@@ -1052,16 +1253,118 @@ mod tests {
         let missing = dir.path().join("none");
         let err = open_for_peer(&missing, &privileged)
             .err()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .text;
         assert!(err.contains("No such file or directory"), "{err}");
         let err = open_for_peer(Path::new("rel/x"), &privileged)
             .err()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .text;
         assert!(err.contains("not absolute"), "{err}");
         let err = open_for_peer(dir.path(), &privileged)
             .err()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .text;
         assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    /// Out of descriptors or memory opening a message: retryable (exit
+    /// 75 for `send`), anything else not.
+    #[test]
+    fn running_out_of_descriptors_is_retryable() {
+        use nix::errno::Errno;
+        for errno in [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM] {
+            let e = OpenError::from_errno("cannot read message /m".into(), errno);
+            let job = e.into_job_error(Some("j".into()));
+            assert!(job.retryable, "{errno}");
+            assert!(job.error.ends_with("try again later"), "{}", job.error);
+        }
+        let e = OpenError::from_errno("cannot read message /m".into(), Errno::ENOENT);
+        assert!(!e.into_job_error(None).retryable);
+    }
+
+    /// A FIFO, a device, a directory and a final symbolic link are
+    /// refused by kind, and never opened: a writer blocked on the FIFO
+    /// stays blocked (opening it for reading would release it).
+    #[test]
+    fn special_files_are_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+        let released = Arc::new(AtomicBool::new(false));
+        let (fifo2, released2) = (fifo.clone(), Arc::clone(&released));
+        let writer = thread::spawn(move || {
+            let opened = fs::OpenOptions::new().write(true).open(&fifo2);
+            released2.store(true, Ordering::SeqCst);
+            drop(opened);
+        });
+        thread::sleep(Duration::from_millis(100));
+        let me = PeerIdentity {
+            uid: 0,
+            gids: vec![0],
+            privileged: true,
+        };
+        let text = |path: &Path| open_for_peer(path, &me).err().unwrap_or_default().text;
+        assert!(
+            text(&fifo).ends_with("not a regular file (a FIFO)"),
+            "{}",
+            text(&fifo)
+        );
+        let dev = Path::new("/dev/null");
+        assert!(text(dev).ends_with("(a character device)"), "{}", text(dev));
+        assert!(text(dir.path()).ends_with("(a directory)"));
+        let file = dir.path().join("m");
+        fs::write(&file, b"x").unwrap_or_else(|e| panic!("write: {e}"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap_or_else(|e| panic!("symlink: {e}"));
+        assert!(text(&link).contains("a symbolic link"), "{}", text(&link));
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "the FIFO was opened for reading"
+        );
+        let _release = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        let _ = writer.join();
+    }
+
+    /// Directories reached through a symbolic link are checked where they
+    /// really are: a peer that may not search the real directory is
+    /// refused even when the link's own directory is open to it.
+    #[test]
+    fn linked_directories_are_checked_with_the_peers_rights() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod: {e}"));
+        let closed = dir.path().join("closed");
+        fs::create_dir(&closed).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("chmod: {e}"));
+        let file = closed.join("m");
+        fs::write(&file, b"hello").unwrap_or_else(|e| panic!("write: {e}"));
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("chmod: {e}"));
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&closed, &alias).unwrap_or_else(|e| panic!("symlink: {e}"));
+        let owner = nix::unistd::geteuid().as_raw();
+        let stranger = peer(owner.wrapping_add(4242), &[54_000]);
+        let err = open_for_peer(&alias.join("m"), &stranger)
+            .err()
+            .unwrap_or_default()
+            .text;
+        assert!(err.starts_with("permission denied"), "{err}");
+        let owner_peer = peer(owner, &[]);
+        let opened = open_for_peer(&alias.join("m"), &owner_peer).map(|(_, len)| len);
+        assert_eq!(opened, Ok(5));
+        // "..", "." and relative links resolve as the kernel would.
+        let dotted = dir.path().join("closed/../alias/./m");
+        assert_eq!(
+            open_for_peer(&dotted, &owner_peer).map(|(_, len)| len),
+            Ok(5)
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! same time; a client that disconnects does not stop its jobs, whose
 //! outcomes are still logged.
 
-use std::ffi::CString;
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -31,7 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
+use nix::unistd::Group;
 
 use crate::config::DaemonConfig;
 use crate::job::{Job, JobError, JobResult, MessageRef, parse_job};
@@ -42,6 +43,8 @@ use crate::stats::{CacheReport, StatusReport};
 const POLL: Duration = Duration::from_millis(200);
 /// Read size of the line assembler.
 const CHUNK: usize = 64 * 1024;
+/// Largest line buffer a connection keeps between lines.
+const KEEP_LINE_BUFFER: usize = 256 * 1024;
 /// Stack of the connection threads (they parse JSON, nothing deep:
 /// serde_json stops at 128 levels of nesting).
 const CONNECTION_STACK: usize = 256 * 1024;
@@ -93,24 +96,56 @@ pub fn lookup_group(name: &str) -> Result<u32, String> {
     }
 }
 
-/// The peer's uid with all its groups: the primary gid from SO_PEERCRED
-/// plus the supplementary groups of the uid's passwd entry.
-pub fn peer_identity(uid: u32, gid: u32, daemon_uid: u32) -> PeerIdentity {
+/// The peer's uid with all its groups as the kernel saw them when it
+/// connected: the primary gid from SO_PEERCRED plus the supplementary
+/// groups from SO_PEERGROUPS (its real groups, not the group database's
+/// idea of them).
+pub fn peer_identity(uid: u32, gid: u32, groups: &[u32], daemon_uid: u32) -> PeerIdentity {
     let mut gids = vec![gid];
-    if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid))
-        && let Ok(name) = CString::new(user.name.as_bytes())
-        && let Ok(groups) = getgrouplist(&name, Gid::from_raw(gid))
-    {
-        for g in groups {
-            if !gids.contains(&g.as_raw()) {
-                gids.push(g.as_raw());
-            }
+    for &g in groups {
+        if !gids.contains(&g) {
+            gids.push(g);
         }
     }
     PeerIdentity {
         uid,
         gids,
         privileged: uid == 0 || uid == daemon_uid,
+    }
+}
+
+/// The peer's supplementary groups (SO_PEERGROUPS, Linux 4.13).
+pub fn peer_groups(stream: &UnixStream) -> io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    const GID_SIZE: usize = std::mem::size_of::<libc::gid_t>();
+    // NGROUPS_MAX is 65536.
+    const MAX_GROUPS: usize = 65_536;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let bytes = groups.len().saturating_mul(GID_SIZE);
+        let mut len = libc::socklen_t::try_from(bytes).unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: `groups` has room for `len` bytes of gid_t values; the
+        // kernel writes at most `len` bytes and stores the size in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let wanted = usize::try_from(len).unwrap_or(usize::MAX) / GID_SIZE;
+        if rc == 0 {
+            groups.truncate(wanted.min(groups.len()));
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && wanted > groups.len() && wanted <= MAX_GROUPS {
+            groups.resize(wanted, 0);
+            continue;
+        }
+        return Err(e);
     }
 }
 
@@ -125,6 +160,189 @@ pub struct ConnSettings {
     /// Most answers a connection may have pending (queued, running or not
     /// yet written) before its reader stops reading.
     pub window: usize,
+    /// `[daemon]` bounds (see conf/mailhop.toml).
+    pub limits: Limits,
+}
+
+/// The `[daemon]` resource bounds a connection applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub connections_per_uid: usize,
+    pub queued_bytes: usize,
+    pub queued_bytes_per_uid: usize,
+    pub inline_size: usize,
+    pub recipients: usize,
+    pub unread_answer_bytes: usize,
+}
+
+impl Limits {
+    pub fn from_config(daemon: &DaemonConfig) -> Self {
+        Self {
+            connections_per_uid: daemon.max_connections_per_uid,
+            queued_bytes: daemon.max_queued_bytes,
+            queued_bytes_per_uid: daemon.max_queued_bytes_per_uid,
+            inline_size: daemon.max_inline_size,
+            recipients: daemon.max_recipients,
+            unread_answer_bytes: daemon.max_unread_answer_bytes,
+        }
+    }
+}
+
+/// What the clients hold of the daemon, per peer uid and in all:
+/// connections, and bytes of job lines (being read, or accepted and not
+/// yet answered). Checked against [`Limits`]; over a limit, the client
+/// gets a retryable error.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    state: Mutex<QuotaState>,
+}
+
+#[derive(Debug, Default)]
+struct QuotaState {
+    bytes: usize,
+    per_uid: std::collections::HashMap<u32, Usage>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    bytes: usize,
+    connections: usize,
+}
+
+impl Quotas {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QuotaState> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Takes a connection for `uid`; the error names the limit.
+    pub fn connect(&self, uid: u32, limits: &Limits) -> Result<(), String> {
+        let mut state = self.lock();
+        let usage = state.per_uid.entry(uid).or_default();
+        if usage.connections >= limits.connections_per_uid {
+            return Err(format!(
+                "too many connections from uid {uid} ({}, max_connections_per_uid)",
+                limits.connections_per_uid
+            ));
+        }
+        usage.connections += 1;
+        Ok(())
+    }
+
+    pub fn disconnect(&self, uid: u32) {
+        let mut state = self.lock();
+        if let Some(usage) = state.per_uid.get_mut(&uid) {
+            usage.connections = usage.connections.saturating_sub(1);
+            if usage.connections == 0 && usage.bytes == 0 {
+                state.per_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// Takes `bytes` more for `uid`, or nothing when that would pass a
+    /// limit (the error names it).
+    pub fn charge(&self, uid: u32, bytes: usize, limits: &Limits) -> Result<(), String> {
+        let mut state = self.lock();
+        let total = state.bytes.saturating_add(bytes);
+        if total > limits.queued_bytes {
+            return Err(format!(
+                "the daemon holds too much queued data ({} bytes, max_queued_bytes)",
+                limits.queued_bytes
+            ));
+        }
+        let usage = state.per_uid.entry(uid).or_default();
+        let mine = usage.bytes.saturating_add(bytes);
+        if mine > limits.queued_bytes_per_uid {
+            return Err(format!(
+                "uid {uid} has too much queued data ({} bytes, max_queued_bytes_per_uid)",
+                limits.queued_bytes_per_uid
+            ));
+        }
+        usage.bytes = mine;
+        state.bytes = total;
+        Ok(())
+    }
+
+    pub fn release(&self, uid: u32, bytes: usize) {
+        let mut state = self.lock();
+        state.bytes = state.bytes.saturating_sub(bytes);
+        if let Some(usage) = state.per_uid.get_mut(&uid) {
+            usage.bytes = usage.bytes.saturating_sub(bytes);
+            if usage.connections == 0 && usage.bytes == 0 {
+                state.per_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// Bytes held now, in all (for tests and the log).
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// A connection's slot for its uid, given back on drop.
+struct ConnectionSlot<'a> {
+    quotas: &'a Quotas,
+    uid: u32,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.quotas.disconnect(self.uid);
+    }
+}
+
+/// A job's answer path with the bytes it holds against the quotas: given
+/// back when the job is answered (or its ticket dropped).
+struct Charged {
+    conn: Arc<Conn>,
+    quotas: Arc<Quotas>,
+    uid: u32,
+    bytes: AtomicUsize,
+    /// The answer's estimated size, committed on the connection until the
+    /// answer exists (see [`answer_estimate`]).
+    estimate: AtomicUsize,
+}
+
+impl Charged {
+    fn release(&self) {
+        let bytes = self.bytes.swap(0, Ordering::SeqCst);
+        if bytes > 0 {
+            self.quotas.release(self.uid, bytes);
+        }
+        let estimate = self.estimate.swap(0, Ordering::SeqCst);
+        if estimate > 0 {
+            self.conn
+                .update(|s| s.committed = s.committed.saturating_sub(estimate));
+        }
+    }
+}
+
+/// A generous guess at the size of a job's answer, so that the answers a
+/// connection's accepted jobs will produce count against
+/// `max_unread_answer_bytes` before they exist: the fixed part and the
+/// log, plus per recipient its address and room for status, relay and
+/// diagnostic.
+fn answer_estimate(job: &Job) -> usize {
+    job.recipients.iter().fold(2048, |sum, r| {
+        sum.saturating_add(r.address.len().saturating_mul(2))
+            .saturating_add(320)
+    })
+}
+
+impl Report for Charged {
+    fn report(&self, answer: Answer) {
+        self.release();
+        self.conn.send(&answer);
+    }
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl ConnSettings {
@@ -134,6 +352,7 @@ impl ConnSettings {
             max_line_length: daemon.max_line_length,
             idle_timeout: daemon.client_idle_timeout,
             window: daemon.queue_capacity.saturating_add(daemon.workers).max(1),
+            limits: Limits::from_config(daemon),
         }
     }
 }
@@ -143,6 +362,8 @@ pub struct Context {
     pub submitter: Submitter,
     /// Connections open now (the shutdown waits for them to flush).
     pub live: Arc<AtomicUsize>,
+    /// What the clients hold, per uid and in all.
+    pub quotas: Arc<Quotas>,
     /// Who may submit now: replaced on SIGHUP and checked for every line
     /// of every open connection (a peer no longer allowed gets its next
     /// job refused).
@@ -212,7 +433,13 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
         }
     };
     let (uid, gid, pid) = (creds.uid(), creds.gid(), creds.pid());
-    let peer = peer_identity(uid, gid, settings.access.daemon_uid);
+    let groups = peer_groups(&stream).unwrap_or_else(|e| {
+        log::warn!(
+            "connection {number}: no peer groups (SO_PEERGROUPS): {e}; only the primary group counts"
+        );
+        Vec::new()
+    });
+    let peer = peer_identity(uid, gid, &groups, settings.access.daemon_uid);
     if !settings.access.allows(&peer) {
         log::warn!("refused connection from uid {uid} (pid {pid}): not allowed to submit jobs");
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -223,6 +450,19 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
         drain(&stream, Duration::from_secs(1), 1 << 20);
         return;
     }
+    if let Err(why) = ctx.quotas.connect(uid, &settings.limits) {
+        log::warn!("refused connection from uid {uid} (pid {pid}): {why}");
+        let error = JobError::temporary(None, format!("{why}; try again later"));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = (&stream).write_all(&Answer::Failed(error).to_wire());
+        let _ = stream.shutdown(Shutdown::Write);
+        drain(&stream, Duration::from_secs(1), 1 << 20);
+        return;
+    }
+    let _slot = ConnectionSlot {
+        quotas: &ctx.quotas,
+        uid,
+    };
     log::debug!("connection {number}: uid {uid} pid {pid}");
     let writer_stream = match stream.try_clone() {
         Ok(s) => s,
@@ -264,6 +504,9 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
         settings,
         conn: &conn,
         peer: Arc::new(peer),
+        passed: VecDeque::new(),
+        buffered: 0,
+        lost_fds: false,
     };
     reader.run(&stream, idle);
     conn.update(|s| s.reader_done = true);
@@ -303,6 +546,10 @@ struct ConnState {
     reader_done: bool,
     /// The client cannot be written to any more.
     closed: bool,
+    /// Bytes the writer thread took from `pending` and is writing.
+    in_write: usize,
+    /// Estimated bytes of the answers of accepted jobs not yet answered.
+    committed: usize,
 }
 
 impl ConnState {
@@ -408,15 +655,21 @@ impl Conn {
         }
     }
 
-    /// Waits until fewer than `window` answers are pending or the
-    /// connection is closed; false when it is closed.
-    fn wait_for_room(&self, window: usize) -> bool {
+    /// Waits until fewer than `window` answers are pending and at most
+    /// `unread` bytes of answers wait for the client, or the connection
+    /// is closed; false when it is closed.
+    fn wait_for_room(&self, window: usize, unread: usize) -> bool {
         let mut state = self.lock();
         loop {
             if state.closed {
                 return false;
             }
-            if state.outstanding < window {
+            let held = state
+                .pending
+                .len()
+                .saturating_add(state.in_write)
+                .saturating_add(state.committed);
+            if state.outstanding == 0 || (state.outstanding < window && held <= unread) {
                 return true;
             }
             state.reader_waiting = true;
@@ -457,11 +710,13 @@ fn write_answers(mut stream: UnixStream, conn: &Conn) {
                 state.writer_waiting = false;
             }
             state.writer_busy = true;
+            state.in_write = state.pending.len();
             std::mem::take(&mut state.pending)
         };
         let written = stream.write_all(&batch);
         conn.update(|s| {
             s.writer_busy = false;
+            s.in_write = 0;
             s.written(&batch);
             if written.is_err() {
                 s.closed = true;
@@ -563,6 +818,10 @@ impl LineSplitter {
                 if !self.discarding {
                     let go_on = each(LineRef::Line(&self.buf));
                     self.buf.clear();
+                    if self.buf.capacity() > KEEP_LINE_BUFFER {
+                        // A long line's buffer is not kept for the next.
+                        self.buf = Vec::new();
+                    }
                     if !go_on {
                         return false;
                     }
@@ -571,6 +830,19 @@ impl LineSplitter {
             }
         }
         true
+    }
+
+    /// Bytes of a partial line held now.
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Drops the partial line held now and the rest of it as it comes.
+    pub fn abandon(&mut self) {
+        if !self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.discarding = true;
+        }
     }
 
     /// At end of input: the unterminated last line, if any.
@@ -586,10 +858,101 @@ struct Reader<'a> {
     settings: &'a ConnSettings,
     conn: &'a Arc<Conn>,
     peer: Arc<PeerIdentity>,
+    /// Descriptors passed with SCM_RIGHTS and not yet taken by a job with
+    /// `"message":{"fd":true}`, oldest first.
+    passed: VecDeque<File>,
+    /// Bytes of the partial line charged to the quotas.
+    buffered: usize,
+    /// Passed descriptors were lost (control data truncated).
+    lost_fds: bool,
 }
 
+/// Most passed descriptors a connection may have waiting for their jobs;
+/// more are closed at once.
+const MAX_PASSED_FDS: usize = 16;
+
 impl Reader<'_> {
+    /// Reads what the client sent, keeping the descriptors that came with
+    /// it (in order) for the jobs that name them.
+    fn receive(&mut self, stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+        // SCM_MAX_FD (253) descriptors: a message never has more, so the
+        // control data is never truncated (which would leave descriptors
+        // behind that nobody closes).
+        let mut space = nix::cmsg_space!([RawFd; 253]);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let bytes = msg.bytes;
+        let mut dropped = 0usize;
+        let cmsgs = msg.cmsgs();
+        if cmsgs.is_err() {
+            // Truncated: descriptors were lost (the daemon had no room).
+            self.lost_fds = true;
+        }
+        if let Ok(cmsgs) = cmsgs {
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                    for fd in fds {
+                        // SAFETY: the kernel just installed `fd` in this
+                        // process for this message; nothing else owns it.
+                        let file = unsafe { File::from_raw_fd(fd) };
+                        if self.passed.len() < MAX_PASSED_FDS {
+                            self.passed.push_back(file);
+                        } else {
+                            dropped += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if dropped > 0 {
+            log::warn!(
+                "uid {}: closed {dropped} passed file descriptors (more than {MAX_PASSED_FDS} waiting for their jobs)",
+                self.peer.uid
+            );
+        }
+        Ok(bytes)
+    }
+
     fn run(&mut self, stream: &UnixStream, idle: Duration) {
+        self.read_lines(stream, idle);
+        self.ctx.quotas.release(self.peer.uid, self.buffered);
+        self.buffered = 0;
+    }
+
+    /// Keeps the bytes of the partial line the splitter holds charged to
+    /// the quotas; over a limit, the line is discarded with a retryable
+    /// error.
+    fn account(&mut self, splitter: &mut LineSplitter) {
+        let held = splitter.buffered();
+        if held < self.buffered {
+            self.ctx.quotas.release(self.peer.uid, self.buffered - held);
+            self.buffered = held;
+        } else if held > self.buffered {
+            match self
+                .ctx
+                .quotas
+                .charge(self.peer.uid, held - self.buffered, &self.settings.limits)
+            {
+                Ok(()) => self.buffered = held,
+                Err(why) => {
+                    splitter.abandon();
+                    self.ctx.quotas.release(self.peer.uid, self.buffered);
+                    self.buffered = 0;
+                    self.refuse_temporary(None, format!("{why}; line discarded, try again later"));
+                }
+            }
+        }
+    }
+
+    fn read_lines(&mut self, stream: &UnixStream, idle: Duration) {
         let mut splitter = LineSplitter::new(self.settings.max_line_length);
         let mut buf = vec![0u8; CHUNK];
         let mut last = Instant::now();
@@ -597,7 +960,7 @@ impl Reader<'_> {
             if self.conn.read(|s| s.closed) {
                 return;
             }
-            match (&*stream).read(&mut buf) {
+            match self.receive(stream, &mut buf) {
                 Ok(0) => {
                     if let Some(line) = splitter.finish() {
                         self.line(&line);
@@ -607,7 +970,10 @@ impl Reader<'_> {
                 Ok(n) => {
                     last = Instant::now();
                     let go_on = splitter.feed_with(buf.get(..n).unwrap_or(&[]), |event| {
-                        if !self.conn.wait_for_room(self.settings.window) {
+                        if !self.conn.wait_for_room(
+                            self.settings.window,
+                            self.settings.limits.unread_answer_bytes,
+                        ) {
                             return false;
                         }
                         match event {
@@ -625,6 +991,7 @@ impl Reader<'_> {
                     if !go_on {
                         return;
                     }
+                    self.account(&mut splitter);
                 }
                 Err(e)
                     if matches!(
@@ -656,6 +1023,14 @@ impl Reader<'_> {
         self.conn.send(&Answer::Failed(JobError::new(id, error)));
     }
 
+    /// Refuses with a retryable error (temporary trouble: a quota).
+    fn refuse_temporary(&self, id: Option<String>, error: String) {
+        self.ctx.submitter.stats().line_refused();
+        self.conn.owe();
+        self.conn
+            .send(&Answer::Failed(JobError::temporary(id, error)));
+    }
+
     fn line(&mut self, raw: &[u8]) {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -672,37 +1047,67 @@ impl Reader<'_> {
             return;
         }
         // The common case, a well-formed job, in one parse (serde_json
-        // checks the UTF-8 of what it reads); anything else (a command, an
-        // error to explain) takes the slower path below.
-        if let Ok(job) = serde_json::from_slice::<Job>(line)
-            && job.check().is_ok()
-        {
-            self.accept(job);
-            return;
-        }
+        // checks the UTF-8 of what it reads). Anything else is explained
+        // without building a JSON tree of the line: a hostile line (a
+        // million small objects) costs no more memory than its bytes.
+        let error = match parse_job(line) {
+            Ok(job) => {
+                self.accept(job, line.len());
+                return;
+            }
+            Err(error) => error,
+        };
         if std::str::from_utf8(line).is_err() {
             self.refuse(None, "malformed job: line is not valid UTF-8".into());
             return;
         }
-        let value: serde_json::Value = match serde_json::from_slice(line) {
-            Ok(value) => value,
-            Err(e) => {
-                self.refuse(None, format!("malformed job: {e}"));
-                return;
-            }
-        };
-        if let Some(command) = value.get("command") {
-            self.command(command, &value);
+        if crate::job::probe_line(line).is_some_and(|p| p.command.is_some()) {
+            self.command(line);
             return;
         }
-        match parse_job(line) {
-            Ok(job) => self.accept(job),
-            Err(e) => self.refuse(e.id, e.error),
-        }
+        self.refuse(error.id, error.error);
     }
 
-    /// Queues a parsed, checked job.
-    fn accept(&mut self, job: Job) {
+    /// Queues a parsed, checked job (`cost`: its line's bytes, held
+    /// against the quotas until it is answered).
+    fn accept(&mut self, job: Job, cost: usize) {
+        let limits = &self.settings.limits;
+        if job.recipients.len() > limits.recipients {
+            self.refuse(
+                Some(job.id.clone()),
+                format!(
+                    "invalid job: more than {} recipients (max_recipients)",
+                    limits.recipients
+                ),
+            );
+            return;
+        }
+        if let MessageRef::Data { data } = &job.message
+            && data.len() > limits.inline_size
+        {
+            self.refuse(
+                Some(job.id.clone()),
+                format!(
+                    "message too large: inline data over {} bytes (max_inline_size); pass it as a file",
+                    limits.inline_size
+                ),
+            );
+            return;
+        }
+        if let Err(why) = self.ctx.quotas.charge(self.peer.uid, cost, limits) {
+            self.refuse_temporary(Some(job.id.clone()), format!("{why}; try again later"));
+            return;
+        }
+        let estimate = answer_estimate(&job);
+        self.conn
+            .update(|s| s.committed = s.committed.saturating_add(estimate));
+        let charged = Charged {
+            conn: Arc::clone(self.conn),
+            quotas: Arc::clone(&self.ctx.quotas),
+            uid: self.peer.uid,
+            bytes: AtomicUsize::new(cost),
+            estimate: AtomicUsize::new(estimate),
+        };
         if let MessageRef::Path { path } = &job.message
             && !Path::new(path).is_absolute()
         {
@@ -712,14 +1117,54 @@ impl Reader<'_> {
             );
             return;
         }
-        let report: Arc<dyn Report> = Arc::clone(self.conn) as Arc<dyn Report>;
+        let passed = if matches!(job.message, MessageRef::Fd { .. }) {
+            let Some(file) = self.passed.pop_front() else {
+                if std::mem::take(&mut self.lost_fds) {
+                    self.refuse_temporary(
+                        Some(job.id.clone()),
+                        "a passed file descriptor was lost: no file descriptors left in the daemon; try again later".into(),
+                    );
+                    return;
+                }
+                self.refuse(
+                    Some(job.id.clone()),
+                    "invalid job: message {\"fd\":true} but no file descriptor came with the job line (SCM_RIGHTS)".into(),
+                );
+                return;
+            };
+            Some(file)
+        } else {
+            None
+        };
+        let report: Arc<dyn Report> = Arc::new(charged);
         self.conn.owe();
-        self.ctx
-            .submitter
-            .submit(Ticket::new(job, Arc::clone(&self.peer), report));
+        self.ctx.submitter.submit(Ticket::with_message_fd(
+            job,
+            Arc::clone(&self.peer),
+            report,
+            passed,
+        ));
     }
 
-    fn command(&self, command: &serde_json::Value, value: &serde_json::Value) {
+    /// A control line (an object with a `"command"` key): tiny, so it is
+    /// read as a JSON value; a long one is refused unread.
+    fn command(&self, line: &[u8]) {
+        const MAX_COMMAND: usize = 4096;
+        let value: serde_json::Value = match serde_json::from_slice(line) {
+            Ok(value) if line.len() <= MAX_COMMAND => value,
+            Ok(_) => {
+                self.refuse(
+                    None,
+                    format!("invalid command: longer than {MAX_COMMAND} bytes"),
+                );
+                return;
+            }
+            Err(e) => {
+                self.refuse(None, format!("malformed command: {e}"));
+                return;
+            }
+        };
+        let command = value.get("command").unwrap_or(&serde_json::Value::Null);
         let extra = value
             .as_object()
             .and_then(|o| o.keys().find(|k| k.as_str() != "command").cloned());
@@ -814,12 +1259,42 @@ pub fn parse_answer(line: &str) -> Result<Answer, String> {
 /// Submits one job and waits for its answer (a connection-level error
 /// without an id, such as a refused peer, is the answer too).
 pub fn submit(socket: &Path, job: &Job) -> Result<Answer, ClientError> {
+    submit_with_fd(socket, job, None)
+}
+
+/// Writes `line`, passing `fd` (SCM_RIGHTS) with its first bytes.
+fn send_with_fd(stream: &UnixStream, line: &[u8], fd: Option<&File>) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let Some(fd) = fd else {
+        return (&*stream).write_all(line);
+    };
+    let fds = [fd.as_raw_fd()];
+    let sent = loop {
+        match sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[io::IoSlice::new(line)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => break n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    };
+    (&*stream).write_all(line.get(sent..).unwrap_or(&[]))
+}
+
+/// [`submit`], passing `fd` with the job line for a job whose message is
+/// `{"fd":true}`.
+pub fn submit_with_fd(socket: &Path, job: &Job, fd: Option<&File>) -> Result<Answer, ClientError> {
     let stream = connect(socket)?;
     let line = serde_json::to_string(job)
         .map_err(|e| ClientError::Protocol(format!("cannot encode the job: {e}")))?;
     // A refused peer may find the connection closed before its job is
     // written: the daemon's answer is still there to read.
-    let sent = (&stream).write_all(format!("{line}\n").as_bytes());
+    let sent = send_with_fd(&stream, format!("{line}\n").as_bytes(), fd);
     let mut reader = BufReader::new(&stream);
     if let Err(e) = sent {
         return match read_reply(&mut reader, socket).map(|l| parse_answer(&l)) {
@@ -985,6 +1460,35 @@ mod tests {
             refusal_line(1003),
             r#"{"id":null,"error":"permission denied: uid 1003 is not allowed to submit jobs"}"#
         );
+    }
+
+    #[test]
+    fn quotas_per_uid_and_in_all() {
+        let limits = Limits {
+            connections_per_uid: 2,
+            queued_bytes: 100,
+            queued_bytes_per_uid: 60,
+            inline_size: 10,
+            recipients: 10,
+            unread_answer_bytes: 10,
+        };
+        let q = Quotas::default();
+        assert!(q.connect(7, &limits).is_ok());
+        assert!(q.connect(7, &limits).is_ok());
+        let err = q.connect(7, &limits).err().unwrap_or_default();
+        assert!(err.contains("max_connections_per_uid"), "{err}");
+        assert!(q.connect(8, &limits).is_ok());
+        assert!(q.charge(7, 60, &limits).is_ok());
+        let err = q.charge(7, 1, &limits).err().unwrap_or_default();
+        assert!(err.contains("max_queued_bytes_per_uid"), "{err}");
+        assert!(q.charge(8, 40, &limits).is_ok());
+        let err = q.charge(9, 1, &limits).err().unwrap_or_default();
+        assert!(err.contains("max_queued_bytes"), "{err}");
+        q.release(7, 60);
+        q.release(8, 40);
+        assert_eq!(q.queued_bytes(), 0);
+        q.disconnect(7);
+        assert!(q.connect(7, &limits).is_ok());
     }
 
     #[test]

@@ -562,7 +562,7 @@ fn job_for(id: &str, nexthop: &str, rcpt: &str, subject: &str) -> Job {
 fn follower_of(job: &Job) -> mailhop::chain::Follower {
     let message = mailhop::message::Message::Inline(match &job.message {
         MessageRef::Data { data } => data.clone().into_bytes(),
-        MessageRef::Path { .. } => Vec::new(),
+        MessageRef::Path { .. } | MessageRef::Fd { .. } => Vec::new(),
     });
     mailhop::dispatch::follower(job, &message).expect("a follower")
 }

@@ -726,11 +726,9 @@ fn refused_uid() {
         skip("the uid test needs root (it runs a client as nobody)");
         return;
     }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
-        .unwrap_or(65534);
+    // A uid that is neither root nor the daemon's user (started as root,
+    // the daemon runs as "mailhop", or "nobody" without that user).
+    let nobody = 54_321;
     let work = Work::new();
     let socket = work.path().join("m.sock");
     let settings = Settings::new(&socket).daemon("socket_mode", "\"0666\"");
@@ -922,6 +920,8 @@ fn sd_notify_ready_and_stopping() {
     let work = Work::new();
     let notify_path = work.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    // Started as root, the daemon notifies as its unprivileged user.
+    fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).expect("chmod");
     notify
         .set_read_timeout(Some(LIMIT))
         .expect("notify read timeout");

@@ -279,6 +279,9 @@ fn service_has_the_required_settings() {
         ("SystemCallArchitectures", "native"),
         ("CapabilityBoundingSet", ""),
         ("AmbientCapabilities", ""),
+        // Issue 12 item 7: descriptors and memory bounded by the unit.
+        ("LimitNOFILE", "65536"),
+        ("MemoryMax", "2G"),
     ];
     for (key, want) in expected {
         assert_eq!(value(&service, "Service", key), want, "[Service] {key}=");
@@ -570,6 +573,11 @@ fn daemon_honours_the_unit_contract() {
     fs::set_permissions(&socket_path, fs::Permissions::from_mode(0o660)).expect("SocketMode");
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    // Started as root here (systemd would start it as User=mailhop), the
+    // daemon switches to its unprivileged [daemon] user and must still
+    // reach NOTIFY_SOCKET and its configuration (SIGHUP).
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).expect("chmod notify");
     notify
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("notify timeout");
