@@ -318,6 +318,56 @@ fn parse_host_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// Checks that a recipient address's domain can serve as its destination
+/// (when no next hop is given, the domain becomes the next hop): a domain
+/// name or an address literal, never a port, a service or a list. Follows
+/// Postfix's trivial-rewrite, which sends any other domain to the error
+/// transport ("5.1.3 bad address syntax"):
+///
+/// * one trailing dot is ignored (not two, and not a domain that is only a dot);
+/// * `[...]` must close at the end and hold a dotted-quad IPv4 address (an
+///   initial 0 only in 0.0.0.0) or `IPv6:` (any case) and an IPv6 address;
+///   mailhop also refuses IPv4 octets with leading zeros, which Postfix
+///   accepts but which are ambiguous (octal) to other resolvers;
+/// * otherwise a host name as [`parse_host_name`] accepts it (letters,
+///   digits, `-`, `_`, U-labels; not all-numeric, so no bare IPv4 address;
+///   no `:`, so no port and no bare IPv6 address; no `,` or space, so no list).
+///
+/// # Errors
+///
+/// The reason, in Postfix's words where it has them.
+pub fn check_recipient_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("empty domain".to_string());
+    }
+    if domain.len() > MAX_NEXTHOP_LEN {
+        return Err("domain too long".to_string());
+    }
+    let Some(rest) = domain.strip_prefix('[') else {
+        return parse_host_name(domain).map(|_| ());
+    };
+    let Some((inner, after)) = rest.split_once(']') else {
+        return Err("missing \"]\"".to_string());
+    };
+    if !after.is_empty() {
+        return Err("garbage after \"]\"".to_string());
+    }
+    if let Some(addr) = strip_prefix_ignore_ascii_case(inner, "ipv6:") {
+        return addr
+            .parse::<Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "malformed IPv6 address".to_string());
+    }
+    match inner.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) if matches!(ip.octets(), [0, ..]) && !ip.is_unspecified() => {
+            Err("bad initial octet value".to_string())
+        }
+        Ok(_) => Ok(()),
+        Err(_) if inner.contains(':') => Err("IPv6 address without IPv6: prefix".to_string()),
+        Err(_) => Err("malformed IPv4 address".to_string()),
+    }
+}
+
 /// The inside of `[...]`.
 fn parse_bracketed_host(inner: &str) -> Result<Host, String> {
     if inner.is_empty() {
@@ -1591,5 +1641,63 @@ x 55/tcp # y 66/tcp
         }
         // The generator must exercise the success paths too.
         assert!(accepted > 100, "only {accepted} inputs accepted");
+    }
+
+    #[test]
+    fn recipient_domains_are_names_or_address_literals() {
+        for good in [
+            "example.com",
+            "example.com.",
+            "EXAMPLE.com",
+            "a",
+            "mx_1.example-2.test",
+            "1.2.3.a",
+            "b\u{fc}cher.test",
+            "[192.0.2.5]",
+            "[127.0.0.1]",
+            "[0.0.0.0]",
+            "[IPv6:2001:db8::1]",
+            "[ipv6:::1]",
+            "[IPV6:::ffff:192.0.2.1]",
+        ] {
+            assert_eq!(check_recipient_domain(good), Ok(()), "{good:?}");
+        }
+        let invalid = "malformed host or domain name: invalid character";
+        for (bad, reason) in [
+            ("", "empty domain"),
+            (".", "malformed host or domain name: empty label"),
+            ("a.test..", "malformed host or domain name: empty label"),
+            ("[127.0.0.1]:6379", "garbage after \"]\""),
+            ("[127.0.0.1]:smtp", "garbage after \"]\""),
+            ("host:22", invalid),
+            ("host:smtp", invalid),
+            ("a.test,[192.0.2.5]", invalid),
+            ("a.test [192.0.2.5]", invalid),
+            ("a.test\r\nb", invalid),
+            ("unix:/tmp/s", invalid),
+            ("inet:a.test", invalid),
+            ("2001:db8::1", invalid),
+            ("192.0.2.5", "malformed host or domain name: numeric name"),
+            ("-a.test", "malformed host or domain name: misplaced hyphen"),
+            ("[127.0.0.1", "missing \"]\""),
+            ("[127.0.0.1]]", "garbage after \"]\""),
+            ("[]", "malformed IPv4 address"),
+            ("[a.test]", "malformed IPv4 address"),
+            ("[1.2.3]", "malformed IPv4 address"),
+            ("[1.2.3.256]", "malformed IPv4 address"),
+            ("[010.0.0.1]", "malformed IPv4 address"),
+            ("[0.1.2.3]", "bad initial octet value"),
+            ("[2001:db8::1]", "IPv6 address without IPv6: prefix"),
+            ("[IPv6:192.0.2.1]", "malformed IPv6 address"),
+            ("[IPv6:2001:db8::1%eth0]", "malformed IPv6 address"),
+        ] {
+            assert_eq!(
+                check_recipient_domain(bad),
+                Err(reason.to_string()),
+                "{bad:?}"
+            );
+        }
+        assert!(check_recipient_domain(&"a".repeat(MAX_NEXTHOP_LEN + 1)).is_err());
+        assert!(check_recipient_domain(&format!("{}.test", label(64))).is_err());
     }
 }

@@ -1,0 +1,65 @@
+//! Hostile input from a job or a server (issue 12): recipient domains that
+//! try to choose the destination, control characters on their way to the
+//! logs, and servers that trickle bytes to hold a worker.
+//!
+//! Every server here is a one-connection scripted server on loopback with
+//! read timeouts, joined by its test; every `mailhop` run is time-bounded.
+
+mod common;
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+
+use common::{Workdir, run_mailhop};
+
+/// `mailhop send --direct` without a next hop: each recipient's domain is
+/// the destination.
+fn send_without_nexthop(work: &Workdir, config: &str, to: &[&str]) -> common::Run {
+    let config = work.file("mailhop.toml", config.as_bytes());
+    let message = work.file("message", common::SMALL_MESSAGE);
+    let mut args: Vec<OsString> = vec![
+        "send".into(),
+        "--config".into(),
+        config.into(),
+        "--direct".into(),
+        "--from".into(),
+        "a@x.test".into(),
+    ];
+    for rcpt in to {
+        args.push("--to".into());
+        args.push((*rcpt).into());
+    }
+    args.push(message.into());
+    run_mailhop(work, &args, None)
+}
+
+#[test]
+fn recipient_domain_with_a_port_is_bounced_and_never_connected_to() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let port = listener.local_addr().expect("address").port();
+    let work = Workdir::new();
+    let literal = format!("u@[127.0.0.1]:{port}");
+    let list = format!("u@a.test,[127.0.0.1]:{port}");
+    let run = send_without_nexthop(
+        &work,
+        "[smtp]\nconnect_timeout = \"2s\"\nhelo_timeout = \"2s\"\n",
+        &[&literal, &list],
+    );
+    assert_eq!(run.code, 69, "{run:#?}");
+    let lines = run.lines();
+    assert_eq!(lines.len(), 2, "{run:#?}");
+    for line in &lines {
+        assert_eq!(
+            (line.status.as_str(), line.dsn.as_str(), line.relay.as_str()),
+            ("bounced", "5.1.3", "none"),
+            "{run:#?}"
+        );
+        assert!(line.diagnostic.starts_with("bad address syntax: domain \""));
+    }
+    assert_eq!(
+        listener.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "mailhop connected to the port a recipient domain named"
+    );
+}
