@@ -4,8 +4,9 @@
 //! list of [`Destination`]s, following the behaviour of Postfix's smtp(8) and
 //! lmtp(8) clients:
 //!
-//! * the string is a list separated by commas and/or ASCII whitespace (empty
-//!   elements are ignored);
+//! * the string is a list separated by commas, spaces and tabs (empty
+//!   elements are ignored); no other control character is accepted
+//!   anywhere, in any form (a CR/LF could forge log lines);
 //! * SMTP elements: `domain` (MX lookup), `domain:port`, `[host]`,
 //!   `[host]:port`, `[addr]`, `[ipv6:addr]` (any case of `ipv6:`), and bare IP
 //!   addresses (no MX lookup). No `unix:`/`inet:` prefixes for SMTP;
@@ -237,9 +238,7 @@ fn parse_decimal_port(digits: &str) -> Option<u16> {
 
 /// Replaces control characters so user text can go into a reason safely.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::logging::printable(text)
 }
 
 /// Parses a port number (1..=65535) or a TCP service name (known table first,
@@ -442,6 +441,9 @@ fn parse_unix_path(path: &str) -> Result<PathBuf, String> {
     if path.contains('\0') {
         return Err("unix-domain name contains a null byte".to_string());
     }
+    if path.chars().any(char::is_control) {
+        return Err("unix-domain name contains a control character".to_string());
+    }
     if path.len() >= UNIX_PATH_LIMIT {
         return Err("unix-domain name too long".to_string());
     }
@@ -471,6 +473,12 @@ pub fn parse_nexthop(
     };
     if text.len() > MAX_NEXTHOP_LEN {
         return Err(whole_error("destination list too long"));
+    }
+    // No control character anywhere (it could forge log lines): a tab may
+    // only separate the elements of a list; a `unix:` path refuses its own.
+    let unix = protocol == Protocol::Lmtp && text.starts_with("unix:");
+    if !unix && text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(whole_error("control character in destination list"));
     }
     let list = match protocol {
         Protocol::Lmtp if text.starts_with("unix:") => {
@@ -907,7 +915,7 @@ dualproto\t6001/tcp
             ),
             (
                 Protocol::Smtp,
-                " ,a.test,,\t b.test\r\n[ipv6:::1]:2525,\n",
+                " ,a.test,,\t b.test\t[ipv6:::1]:2525,\t",
                 vec![
                     inet(name("a.test"), 25, true, "a.test"),
                     inet(name("b.test"), 25, true, "b.test"),
@@ -1167,7 +1175,15 @@ dualproto\t6001/tcp
                 destination: input.clone(),
                 reason: reason.to_string(),
             };
-            assert_eq!(smtp(&input), Err(expected.clone()), "input {input:?}");
+            if input.contains(char::is_control) {
+                // A whole list with a control character is refused as such.
+                assert_eq!(
+                    smtp(&input).map_err(|e| e.reason),
+                    Err("control character in destination list".to_string())
+                );
+            } else {
+                assert_eq!(smtp(&input), Err(expected.clone()), "input {input:?}");
+            }
             assert_eq!(
                 parse_destination(&input, Protocol::Smtp, 25, &FakeServices),
                 Err(expected),
@@ -1293,7 +1309,7 @@ dualproto\t6001/tcp
 
     #[test]
     fn empty_lists() {
-        for input in ["", ", ,", " ", ",", "\t\r\n", " , \t,\n,"] {
+        for input in ["", ", ,", " ", ",", "\t\t", " , \t,\t,"] {
             let expected = Err(NextHopError {
                 destination: input.to_string(),
                 reason: "empty destination list".to_string(),
@@ -1526,6 +1542,7 @@ x 55/tcp # y 66/tcp
                 assert!(!list.is_empty(), "empty Ok for {input:?}");
                 assert!(input.len() <= MAX_NEXTHOP_LEN);
                 for dest in list {
+                    assert!(!dest.text().contains(char::is_control), "{input:?}");
                     match dest {
                         Destination::Inet {
                             port,
@@ -1699,5 +1716,39 @@ x 55/tcp # y 66/tcp
         }
         assert!(check_recipient_domain(&"a".repeat(MAX_NEXTHOP_LEN + 1)).is_err());
         assert!(check_recipient_domain(&format!("{}.test", label(64))).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_form() {
+        for (protocol, text) in [
+            (Protocol::Smtp, "a.test\r\nb.test"),
+            (Protocol::Smtp, "a.test\n"),
+            (Protocol::Smtp, "[127.0.0.1]:25\r"),
+            (Protocol::Smtp, "a.test\u{7f}"),
+            (Protocol::Smtp, "a.test,\u{85}b.test"),
+            (Protocol::Lmtp, "inet:a.test\nb.test"),
+            (Protocol::Lmtp, "a.test, unix:/tmp/s\x1b"),
+        ] {
+            let err = parse_nexthop(text, protocol, 25, &FakeServices).unwrap_err();
+            assert_eq!(
+                err.reason, "control character in destination list",
+                "{text:?}"
+            );
+            assert!(!err.to_string().contains(['\r', '\n']), "{err}");
+        }
+        for text in [
+            "unix:/tmp/s\r\nforged: x",
+            "unix:/tmp/s\t",
+            "unix:/tmp/\u{7f}",
+        ] {
+            let err = lmtp(text).unwrap_err();
+            assert_eq!(
+                err.reason, "unix-domain name contains a control character",
+                "{text:?}"
+            );
+            assert!(!err.to_string().contains(['\r', '\n', '\t']), "{err}");
+        }
+        // A tab still separates list elements, as in Postfix.
+        assert_eq!(smtp("a.test\tb.test").map(|l| l.len()), Ok(2));
     }
 }

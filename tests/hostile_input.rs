@@ -63,3 +63,70 @@ fn recipient_domain_with_a_port_is_bounced_and_never_connected_to() {
         "mailhop connected to the port a recipient domain named"
     );
 }
+
+/// The log (standard error) of a run has no raw control character: every
+/// line ends at its own newline.
+fn assert_printable_log(run: &common::Run, expect: &str) {
+    assert!(
+        run.stderr.contains(expect),
+        "{expect:?} not logged: {run:#?}"
+    );
+    for line in run.stderr.split_terminator('\n') {
+        assert!(
+            !line.contains(char::is_control),
+            "raw control character in log line {line:?}"
+        );
+    }
+}
+
+fn config_with_log_format(format: &str) -> String {
+    format!(
+        "[smtp]\nconnect_timeout = \"5s\"\nhelo_timeout = \"5s\"\nmail_timeout = \"5s\"\n\
+         rcpt_timeout = \"5s\"\ndata_init_timeout = \"5s\"\ndata_xfer_timeout = \"5s\"\n\
+         data_done_timeout = \"5s\"\n\n[lmtp]\nconnect_timeout = \"5s\"\n\n\
+         [log]\nformat = \"{format}\"\n"
+    )
+}
+
+#[test]
+fn control_characters_never_reach_the_logs_raw() {
+    for format in ["text", "json"] {
+        let config = config_with_log_format(format);
+        // A next hop with CR/LF is refused, and its text escaped.
+        let run = common::Delivery::to("unix:/tmp/mailhop-none\r\nforged: status=sent")
+            .lmtp()
+            .rcpt("b@y.test")
+            .raw_config(&config)
+            .run();
+        assert_eq!(run.code, 75, "{run:#?}");
+        assert_eq!(run.lines()[0].dsn, "4.3.5", "{run:#?}");
+        assert!(
+            run.lines()[0]
+                .diagnostic
+                .contains("unix-domain name contains a control character"),
+            "{run:#?}"
+        );
+        assert_printable_log(&run, "4.3.5");
+        // Control characters in a recipient and in a server's reply.
+        let server = common::smtp_server(common::Behaviour {
+            rcpt: vec!["550 5.1.1 \x1b[31mno\x7f such\x0b user\x07".into()],
+            ..common::Behaviour::default()
+        });
+        let run = common::Delivery::to(&server.nexthop())
+            .rcpts(&["c@y.test", "d@y.test\r\nforged@z.test", "e\x1b@y.test"])
+            .raw_config(&config)
+            .run();
+        assert_eq!(run.code, 69, "{run:#?}");
+        drop(server);
+        assert_printable_log(&run, "5.1.1");
+        // Control characters in the sender.
+        let closed = common::ClosedPort::new();
+        let run = common::Delivery::to(&closed.nexthop())
+            .from("a\r\n@x.test")
+            .rcpt("b@y.test")
+            .raw_config(&config)
+            .run();
+        assert_eq!(run.code, 69, "{run:#?}");
+        assert_printable_log(&run, "5.1.7");
+    }
+}
