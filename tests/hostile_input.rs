@@ -130,3 +130,86 @@ fn control_characters_never_reach_the_logs_raw() {
         assert_printable_log(&run, "5.1.7");
     }
 }
+
+/// A server that answers MAIL FROM one byte every 300 ms (about 4 s for
+/// the whole reply) and is otherwise ordinary (no PIPELINING).
+fn trickling_server() -> common::Server<()> {
+    common::Server::start(|peer| {
+        peer.reply("220 scripted.test ESMTP");
+        for _ in 0..100 {
+            let Ok(line) = peer.read_line() else {
+                return;
+            };
+            match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                "EHLO" => peer.reply("250 scripted.test"),
+                "MAIL" => {
+                    for byte in b"250 2.1.0 Ok\r\n" {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        peer.send(&[*byte]);
+                    }
+                }
+                "RCPT" => peer.reply("250 2.1.5 Ok"),
+                "DATA" => {
+                    peer.reply("354 go ahead");
+                    for _ in 0..1000 {
+                        match peer.read_line() {
+                            Ok(line) if line == "." => break,
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                    peer.reply("250 2.0.0 Ok: queued");
+                }
+                "QUIT" => {
+                    peer.reply("221 2.0.0 Bye");
+                    return;
+                }
+                _ => peer.reply("502 5.5.2 Error: command not recognized"),
+            }
+        }
+    })
+}
+
+#[test]
+fn per_request_deadline_ends_a_trickled_reply_at_the_command_timeout() {
+    let server = trickling_server();
+    let run = common::Delivery::to(&server.nexthop())
+        .rcpt("b@y.test")
+        .smtp_setting("mail_timeout", "\"1s\"")
+        .run();
+    drop(server);
+    let lines = run.lines();
+    assert_eq!(run.code, 75, "{run:#?}");
+    assert_eq!(
+        (lines[0].status.as_str(), lines[0].dsn.as_str()),
+        ("deferred", "4.4.2"),
+        "{run:#?}"
+    );
+    assert!(
+        lines[0]
+            .diagnostic
+            .ends_with("timed out while sending MAIL FROM"),
+        "{run:#?}"
+    );
+    assert!(
+        run.elapsed < std::time::Duration::from_millis(3000),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn without_per_request_deadline_a_trickled_reply_is_read_to_its_end() {
+    let server = trickling_server();
+    let run = common::Delivery::to(&server.nexthop())
+        .rcpt("b@y.test")
+        .smtp_setting("mail_timeout", "\"1s\"")
+        .smtp_setting("per_request_deadline", "false")
+        .run();
+    drop(server);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.lines()[0].status, "sent", "{run:#?}");
+    assert!(
+        run.elapsed > std::time::Duration::from_millis(3500),
+        "{run:#?}"
+    );
+}
