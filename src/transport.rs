@@ -334,6 +334,11 @@ impl<T: Transport> Connection<T> {
         if left < Duration::from_millis(1) {
             return Err(IoFailure::Timeout);
         }
+        // Just started: the whole limit, so the stream keeps the timeout it
+        // already has (no setsockopt per reply).
+        if left.saturating_add(Duration::from_millis(1)) >= timeout {
+            return Ok(timeout);
+        }
         Ok(left)
     }
 
@@ -500,8 +505,17 @@ impl<T: Transport> Connection<T> {
         if self.deadline_for(timeout).is_none() {
             return self.send(bytes, timeout);
         }
+        // Most messages fit the socket buffer: no deadline to keep.
+        let mut rest = bytes;
+        if let Some(sent) = self.stream.send_now(bytes) {
+            let n = sent.map_err(|e| classify(&e))?;
+            rest = bytes.get(n..).unwrap_or(&[]);
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
         let mut writer = self.data_writer(timeout, min_data_rate)?;
-        writer.write_all(bytes).map_err(|e| classify(&e))?;
+        writer.write_all(rest).map_err(|e| classify(&e))?;
         writer.flush().map_err(|e| classify(&e))
     }
 
@@ -782,6 +796,19 @@ mod tests {
         let mut c = conn(vec![say("250 a\r\n"), say("250 b\r\n")]);
         assert!(c.read_reply(Duration::from_secs(9)).is_ok());
         assert!(c.read_reply(Duration::from_secs(5)).is_ok());
+        assert_eq!(c.into_inner().timeouts_set, 2);
+    }
+
+    #[test]
+    fn per_request_deadlines_cost_no_extra_timeout_settings() {
+        let mut c = conn(vec![say("250 a\r\n"), say("250 b\r\n"), say("250 c\r\n")]);
+        c.set_per_request_deadline(true);
+        let t = Duration::from_secs(5);
+        assert!(c.send(b"X\r\n", t).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert!(c.send_data(b"body\r\n.\r\n", t, 500).is_ok());
+        assert!(c.read_reply(t).is_ok());
         assert_eq!(c.into_inner().timeouts_set, 2);
     }
 
