@@ -167,7 +167,9 @@ config_table! {
         /// Time limit for sending DATA and receiving the 354 reply.
         #[serde(with = "duration_str")]
         data_init_timeout: Duration = secs(120), mirrors "smtp_data_init_timeout", check = check_timeout;
-        /// Time limit for sending message content: the transfer is aborted
+        /// Time limit for sending message content: with
+        /// per_request_deadline, a deadline that the transfer's progress
+        /// extends (see min_data_rate); without, the transfer is aborted
         /// when it makes no progress for this long.
         #[serde(with = "duration_str")]
         data_xfer_timeout: Duration = secs(180), mirrors "smtp_data_xfer_timeout", check = check_timeout;
@@ -181,6 +183,18 @@ config_table! {
         /// Time limit for sending RSET and receiving the reply.
         #[serde(with = "duration_str")]
         rset_timeout: Duration = secs(20), mirrors "smtp_rset_timeout", check = check_timeout;
+        /// true: each *_timeout above limits a whole request and its whole
+        /// response (all the reads and writes of one command or one reply),
+        /// so a server that trickles one byte at a time cannot hold a worker
+        /// for hours; false: each limit applies to every single read or write.
+        /// Deliberate deviation: on by default, while Postfix's default is
+        /// "no".
+        per_request_deadline: bool = true, mirrors "smtp_per_request_deadline (default no in Postfix)";
+        /// With per_request_deadline: the lowest message transfer rate, in
+        /// bytes per second, that keeps the DATA phase going. Every write of
+        /// N message bytes extends the data_xfer_timeout deadline by
+        /// N/min_data_rate seconds (never beyond data_xfer_timeout). At least 1.
+        min_data_rate: u32 = 500, mirrors "smtp_min_data_rate", check = check_min_data_rate;
         /// Maximal number of server addresses tried per nexthop, failed ones
         /// included. 0 means no limit.
         mx_address_limit: u32 = 5, mirrors "smtp_mx_address_limit";
@@ -275,6 +289,14 @@ config_table! {
         /// Time limit for sending RSET and receiving the reply.
         #[serde(with = "opt_duration_str", skip_serializing_if = "Option::is_none")]
         rset_timeout: Option<Duration> = None, mirrors "lmtp_rset_timeout", unset = rset_timeout, check = check_opt_timeout;
+        /// true: each time limit applies to a whole request and its whole
+        /// response; false: to every single read or write.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        per_request_deadline: Option<bool> = None, mirrors "lmtp_per_request_deadline (default no in Postfix)", unset = per_request_deadline;
+        /// With per_request_deadline: the lowest message transfer rate, in
+        /// bytes per second, that keeps the DATA phase going. At least 1.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        min_data_rate: Option<u32> = None, mirrors "lmtp_min_data_rate", unset = min_data_rate, check = check_opt_min_data_rate;
         /// Nexthops tried, in order, for recipients that the LMTP server did
         /// not take. Not inherited from [smtp]; ignored for UNIX-socket servers.
         fallback_relay: Vec<String> = Vec::new(), mirrors "lmtp_fallback_relay";
@@ -620,6 +642,11 @@ pub struct Timeouts {
     pub rset: Duration,
     /// STARTTLS reply and TLS handshake (`[tls] starttls_timeout`).
     pub starttls: Duration,
+    /// Each limit covers a whole request and its whole response, not each
+    /// read or write (`per_request_deadline`).
+    pub per_request_deadline: bool,
+    /// Bytes per second that extend the DATA deadline (`min_data_rate`).
+    pub min_data_rate: u32,
 }
 
 /// Address families enabled by `dns.inet_protocols`.
@@ -759,6 +786,8 @@ impl Config {
                 quit: s.quit_timeout,
                 rset: s.rset_timeout,
                 starttls: self.tls.starttls_timeout,
+                per_request_deadline: s.per_request_deadline,
+                min_data_rate: s.min_data_rate,
             },
             fallback_relay: s.fallback_relay.clone(),
             skip_5xx_greeting: s.skip_5xx_greeting,
@@ -788,6 +817,8 @@ impl Config {
                 quit: l.quit_timeout.unwrap_or(t.quit),
                 rset: l.rset_timeout.unwrap_or(t.rset),
                 starttls: t.starttls,
+                per_request_deadline: l.per_request_deadline.unwrap_or(t.per_request_deadline),
+                min_data_rate: l.min_data_rate.unwrap_or(t.min_data_rate),
             },
             fallback_relay: l.fallback_relay.clone(),
             skip_5xx_greeting: l.skip_5xx_greeting.unwrap_or(smtp.skip_5xx_greeting),
@@ -1081,6 +1112,17 @@ fn check_timeout(timeout: &Duration) -> Result<(), Invalid> {
 
 fn check_opt_timeout(timeout: &Option<Duration>) -> Result<(), Invalid> {
     timeout.as_ref().map_or(Ok(()), check_timeout)
+}
+
+fn check_min_data_rate(rate: &u32) -> Result<(), Invalid> {
+    if *rate == 0 {
+        return Err(String::from("invalid value 0, expected at least 1 (bytes per second)").into());
+    }
+    Ok(())
+}
+
+fn check_opt_min_data_rate(rate: &Option<u32>) -> Result<(), Invalid> {
+    rate.as_ref().map_or(Ok(()), check_min_data_rate)
 }
 
 fn check_line_length_limit(limit: &usize) -> Result<(), Invalid> {
@@ -2178,6 +2220,8 @@ mod tests {
             quit: secs(106),
             rset: secs(107),
             starttls: secs(300),
+            per_request_deadline: true,
+            min_data_rate: 500,
         };
         assert_eq!(lmtp.timeouts, want);
         assert_eq!(
@@ -2226,6 +2270,8 @@ mod tests {
                 quit: secs(7),
                 rset: secs(8),
                 starttls: secs(300),
+                per_request_deadline: true,
+                min_data_rate: 500,
             }
         );
         assert_eq!(lmtp.port, 2424);
@@ -2489,5 +2535,27 @@ mod tests {
             Ok(c) => panic!("loaded {c:?}"),
         };
         assert!(e.message.contains(&dir.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn per_request_deadline_is_on_by_default_and_lmtp_inherits_it() {
+        let d = Config::default();
+        assert!(d.protocol(false).timeouts.per_request_deadline);
+        assert_eq!(d.protocol(false).timeouts.min_data_rate, 500);
+        let c =
+            Config::from_toml_str("[smtp]\nper_request_deadline = false\nmin_data_rate = 1000\n")
+                .expect("valid");
+        let lmtp = c.protocol(true).timeouts;
+        assert!(!lmtp.per_request_deadline);
+        assert_eq!(lmtp.min_data_rate, 1000);
+        let c = Config::from_toml_str("[lmtp]\nper_request_deadline = false\nmin_data_rate = 7\n")
+            .expect("valid");
+        assert!(c.protocol(false).timeouts.per_request_deadline);
+        assert_eq!(c.protocol(true).timeouts.min_data_rate, 7);
+        assert!(!c.protocol(true).timeouts.per_request_deadline);
+        for text in ["[smtp]\nmin_data_rate = 0\n", "[lmtp]\nmin_data_rate = 0\n"] {
+            let err = Config::from_toml_str(text).expect_err("0 B/s is refused");
+            assert!(err.to_string().contains("min_data_rate"), "{err}");
+        }
     }
 }

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chain::Follower;
-use crate::deliver::{CacheUse, Deliverer, Request};
+use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
+use crate::dsn::StatusCode;
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
 use crate::message::Message;
 use crate::nexthop::Protocol;
-use crate::recipients::{Outcome, Settled};
+use crate::recipients::{Outcome, Settled, Status};
 use crate::session::MessageSource;
 use crate::smtp::client::{Envelope, Recipient};
 use crate::transport::strerror;
@@ -86,17 +87,57 @@ pub fn execute_with(
     );
     line.push_str(" (queue active)");
     log::info!(target: "mailhop/qmgr", "{line}");
-    let groups = group_by_nexthop(job, deliverer, &recipients);
+    let (groups, refused) = group_by_nexthop(job, deliverer, &recipients);
     let service = match protocol {
         Protocol::Smtp => "smtp",
         Protocol::Lmtp => "lmtp",
     };
     let json = deliverer.config().log.format == "json";
+    let arrival_at = arrival(job);
+    // Each recipient is logged as soon as it is settled.
+    let line_writer = || {
+        let id = job.id.clone();
+        Box::new(move |address: &str, outcome: &Outcome, first: bool| {
+            let since = arrival_at.and_then(|at| SystemTime::now().duration_since(at).ok());
+            if first {
+                log_recipient(
+                    service, &id, address, outcome, received, started, since, json,
+                );
+            } else {
+                log_late(service, &id, address, outcome, json);
+            }
+        })
+    };
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
+    // One next hop for every recipient (the usual job) takes the recipients
+    // as they are; otherwise each group gets copies of its own.
+    let single = groups.len() == 1 && refused.is_empty();
+    if !refused.is_empty() {
+        // Settled before any connection: logged (and recorded for the
+        // shutdown path) like every other outcome.
+        let (indexes, outcomes): (Vec<usize>, Vec<Outcome>) = refused.into_iter().unzip();
+        let refused_settled: Vec<Settled> = indexes
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(&index, outcome)| {
+                recipients.get(index).map(|rcpt| Settled {
+                    address: rcpt.address.clone(),
+                    outcome,
+                })
+            })
+            .collect();
+        let delivery = crate::progress::deliver_group(&indexes, line_writer(), || Delivery {
+            settled: refused_settled,
+            anomalies: 0,
+            log: Vec::new(),
+        });
+        for (&index, result) in indexes.iter().zip(delivery.settled) {
+            if let Some(slot) = settled.get_mut(index) {
+                *slot = Some(result);
+            }
+        }
+    }
     let mut log = Vec::new();
-    // One next hop (the usual job) takes the recipients as they are;
-    // several get copies of theirs.
-    let single = groups.len() == 1;
     let mut recipients = Some(recipients);
     for (nexthop, indexes) in groups {
         let envelope = Envelope {
@@ -135,22 +176,8 @@ pub fn execute_with(
             arrival: arrival(job),
             cache,
         };
-        // Each recipient is logged as soon as it is settled.
-        let write = {
-            let (id, arrival) = (job.id.clone(), request.arrival);
-            Box::new(move |address: &str, outcome: &Outcome, first: bool| {
-                let since = arrival.and_then(|at| SystemTime::now().duration_since(at).ok());
-                if first {
-                    log_recipient(
-                        service, &id, address, outcome, received, started, since, json,
-                    );
-                } else {
-                    log_late(service, &id, address, outcome, json);
-                }
-            })
-        };
         let delivery =
-            crate::progress::deliver_group(&indexes, write, || deliverer.deliver(&request));
+            crate::progress::deliver_group(&indexes, line_writer(), || deliverer.deliver(&request));
         if delivery.anomalies > 0 {
             log::error!(
                 "{}: {} recipient bookkeeping anomalies",
@@ -403,32 +430,63 @@ impl Seconds {
     }
 }
 
+/// Next hops with the indexes of their recipients.
+type Groups = Vec<(String, Vec<usize>)>;
+
 /// Recipients grouped by next hop: the job's, else `relayhost` (SMTP), else
 /// each recipient's domain (an address without a domain gets an empty
-/// next hop, which defers it as a bad destination).
+/// next hop, which defers it as a bad destination). A domain that would
+/// choose more than a destination (a port, a service, a list: anything but
+/// a domain name or an address literal, see
+/// [`crate::nexthop::check_recipient_domain`]) is never connected to: its
+/// recipient is returned apart, bounced as Postfix's trivial-rewrite does
+/// (5.1.3 bad address syntax).
 fn group_by_nexthop(
     job: &Job,
     deliverer: &Deliverer,
     recipients: &[Recipient],
-) -> Vec<(String, Vec<usize>)> {
+) -> (Groups, Vec<(usize, Outcome)>) {
     let all: Vec<usize> = (0..recipients.len()).collect();
     if let Some(nexthop) = &job.nexthop {
-        return vec![(nexthop.clone(), all)];
+        return (vec![(nexthop.clone(), all)], Vec::new());
     }
     let relayhost = &deliverer.config().smtp.relayhost;
     if job.transport == TransportKind::Smtp && !relayhost.is_empty() {
-        return vec![(relayhost.clone(), all)];
+        return (vec![(relayhost.clone(), all)], Vec::new());
     }
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut refused = Vec::new();
     for (index, rcpt) in recipients.iter().enumerate() {
-        let domain = rcpt
-            .address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase())
-            .unwrap_or_default();
+        let domain = match rcpt.address.rsplit_once('@') {
+            Some((_, domain)) => match crate::nexthop::check_recipient_domain(domain) {
+                Ok(()) => domain.to_ascii_lowercase(),
+                Err(reason) => {
+                    refused.push((index, bad_domain(domain, &reason)));
+                    continue;
+                }
+            },
+            None => String::new(),
+        };
         groups.entry(domain).or_default().push(index);
     }
-    groups.into_iter().collect()
+    (groups.into_iter().collect(), refused)
+}
+
+/// The outcome of a recipient whose domain cannot be a destination.
+fn bad_domain(domain: &str, reason: &str) -> Outcome {
+    let mut diagnostic = String::from("bad address syntax: domain \"");
+    crate::recipients::push_printable_address(&mut diagnostic, domain);
+    diagnostic.push_str("\": ");
+    diagnostic.push_str(reason);
+    Outcome {
+        status: Status::Bounced,
+        dsn: StatusCode::new(5, 1, 3),
+        relay: None,
+        diagnostic,
+        tls: None,
+        timing: None,
+        source: None,
+    }
 }
 
 #[cfg(test)]
@@ -510,5 +568,83 @@ mod follower_tests {
         assert!(follower(&no_nexthop, &message).is_none());
         let on_disk = Message::File("/nonexistent".into());
         assert!(follower(&job("a@x.test", "b@y.test"), &on_disk).is_none());
+    }
+}
+
+#[cfg(test)]
+mod domain_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::job::JobRecipient;
+
+    #[test]
+    fn a_recipient_domain_never_chooses_a_port_or_a_list() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("address").port();
+        let addresses = [
+            format!("u@[127.0.0.1]:{port}"),
+            "nodomain".to_string(),
+            format!("u@localhost:{port}"),
+            format!("u@a.test,[127.0.0.1]:{port}"),
+            format!("u@a.test [127.0.0.1]:{port}"),
+            format!("u@[IPv6:::1]:{port}"),
+        ];
+        let job = Job {
+            id: "D1".into(),
+            transport: TransportKind::Smtp,
+            nexthop: None,
+            sender: "a@x.test".into(),
+            recipients: addresses
+                .iter()
+                .map(|address| JobRecipient {
+                    address: address.clone(),
+                    orcpt: None,
+                    notify: None,
+                })
+                .collect(),
+            message: MessageRef::Data {
+                data: "Subject: x\n\nhi\n".into(),
+            },
+            envid: None,
+            ret: None,
+            smtputf8: false,
+            arrival_time: None,
+            cache: None,
+        };
+        // Short limits: before the fix the session waited for a greeting.
+        let mut config = Config::default();
+        config.smtp.connect_timeout = Duration::from_secs(1);
+        config.smtp.helo_timeout = Duration::from_secs(1);
+        let deliverer =
+            Deliverer::new(config).with_resolver(Box::new(crate::deliver::LiteralResolver));
+        let result = execute(&deliverer, &job, false).expect("a result");
+        let got: Vec<(&str, &str, &str)> = result
+            .recipients
+            .iter()
+            .map(|r| (r.address.as_str(), r.status.as_str(), r.dsn.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (addresses[0].as_str(), "bounced", "5.1.3"),
+                ("nodomain", "deferred", "4.3.5"),
+                (addresses[2].as_str(), "bounced", "5.1.3"),
+                (addresses[3].as_str(), "bounced", "5.1.3"),
+                (addresses[4].as_str(), "bounced", "5.1.3"),
+                (addresses[5].as_str(), "bounced", "5.1.3"),
+            ]
+        );
+        assert_eq!(
+            result.recipients[0].diagnostic,
+            format!("bad address syntax: domain \"[127.0.0.1]:{port}\": garbage after \"]\"")
+        );
+        assert!(result.recipients.iter().all(|r| r.relay.is_none()));
+        // Nobody connected to the port the domains named.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            listener.accept().map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock)
+        );
     }
 }

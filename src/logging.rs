@@ -4,6 +4,11 @@
 //! `Nov 23 13:20:01 host mailhop/smtp[PID]: ID: to=<...>, ...` for delivery
 //! lines and `mailhop[PID]: warning: ...` for the rest. Under journald
 //! (JOURNAL_STREAM set) the timestamp and host are left to the journal.
+//!
+//! No control character from a job or the network reaches a log line raw:
+//! every record's text, text or JSON format, stderr or journal, passes
+//! through [`push_printable`] (control characters become '?', as Postfix's
+//! logger does), so a hostile address, next hop or reply cannot forge lines.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -163,12 +168,14 @@ impl LineLogger {
                 _ => "",
             });
         }
+        let text_start = line.len();
         match record.args().as_str() {
             Some(text) => line.push_str(text),
             None => {
                 let _ = write!(line, "{}", record.args());
             }
         }
+        make_printable_from(line, text_start);
         line.push('\n');
     }
 }
@@ -215,6 +222,37 @@ impl log::Log for LineLogger {
     fn flush(&self) {}
 }
 
+/// Appends `text` to `out` with every control character (C0, DEL, C1)
+/// replaced by '?': the one escaping of text that goes into a log line
+/// (Postfix's logger does the same). Printable ASCII is copied as it is.
+pub fn push_printable(out: &mut String, text: &str) {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.push_str(text);
+        return;
+    }
+    out.extend(text.chars().map(|c| if c.is_control() { '?' } else { c }));
+}
+
+/// [`push_printable`] into a new string.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    push_printable(&mut out, text);
+    out
+}
+
+/// Makes `line[start..]` printable in place (a no-op for the usual line).
+fn make_printable_from(line: &mut String, start: usize) {
+    let Some(text) = line.get(start..) else {
+        return;
+    };
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return;
+    }
+    let clean = printable(text);
+    line.truncate(start);
+    line.push_str(&clean);
+}
+
 /// The journal's native socket (systemd.journal-fields(7) protocol).
 struct Journal {
     socket: std::os::unix::net::UnixDatagram,
@@ -236,10 +274,9 @@ impl Journal {
         entry.push_str(&format!(
             "SYSLOG_IDENTIFIER={identifier}\nSYSLOG_PID={pid}\n"
         ));
-        // Single-line values only: control characters are already escaped
-        // in delivery lines; replace any newline to be safe.
+        // Single-line values only, and nothing that could forge an entry.
         entry.push_str("MESSAGE=");
-        entry.push_str(&message.replace('\n', " "));
+        push_printable(&mut entry, message);
         entry.push('\n');
         self.socket.send(entry.as_bytes()).is_ok()
     }
@@ -326,5 +363,46 @@ mod tests {
         // 2024-02-29 23:59:59 UTC (leap day)
         let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199);
         assert_eq!(syslog_time(t), "Feb 29 23:59:59");
+    }
+
+    fn logged(format: std::fmt::Arguments<'_>, target: &str) -> String {
+        let logger = LineLogger {
+            filter: env_logger::Builder::new().build(),
+            max_level: log::LevelFilter::Info,
+            pid: 42,
+            journal: None,
+            host: Some("host".into()),
+        };
+        let mut line = String::new();
+        logger.write_line(
+            &mut line,
+            &log::Record::builder()
+                .args(format)
+                .target(target)
+                .level(log::Level::Info)
+                .build(),
+        );
+        line
+    }
+
+    #[test]
+    fn log_lines_carry_no_control_characters() {
+        let hostile = "J\r\n1: to=<x@y>\x1b[31m\x7f\u{85}\t\0";
+        for target in ["mailhop/smtp", "mailhop"] {
+            let line = logged(format_args!("{hostile}: from=<{hostile}>"), target);
+            let (text, end) = line.split_at(line.len() - 1);
+            assert_eq!(end, "\n");
+            assert!(!text.contains(char::is_control), "{line:?}");
+            assert!(text.ends_with("J??1: to=<x@y>?[31m????: from=<J??1: to=<x@y>?[31m????>"));
+        }
+        // JSON lines: serde escapes C0, the logger the rest; still JSON.
+        let json = serde_json::json!({"to": hostile}).to_string();
+        let line = logged(format_args!("{json}"), "mailhop/smtp");
+        assert!(!line.trim_end_matches('\n').contains(char::is_control));
+        let (_, object) = line.split_once("]: ").expect("prefix");
+        let value: serde_json::Value = serde_json::from_str(object).expect("still JSON");
+        assert_eq!(value["to"], "J\r\n1: to=<x@y>\u{1b}[31m??\t\0");
+        // Plain text passes unchanged (no copy).
+        assert!(logged(format_args!("{}", "ok: é"), "mailhop").ends_with("ok: é\n"));
     }
 }

@@ -4,8 +4,9 @@
 //! list of [`Destination`]s, following the behaviour of Postfix's smtp(8) and
 //! lmtp(8) clients:
 //!
-//! * the string is a list separated by commas and/or ASCII whitespace (empty
-//!   elements are ignored);
+//! * the string is a list separated by commas, spaces and tabs (empty
+//!   elements are ignored); no other control character is accepted
+//!   anywhere, in any form (a CR/LF could forge log lines);
 //! * SMTP elements: `domain` (MX lookup), `domain:port`, `[host]`,
 //!   `[host]:port`, `[addr]`, `[ipv6:addr]` (any case of `ipv6:`), and bare IP
 //!   addresses (no MX lookup). No `unix:`/`inet:` prefixes for SMTP;
@@ -237,9 +238,7 @@ fn parse_decimal_port(digits: &str) -> Option<u16> {
 
 /// Replaces control characters so user text can go into a reason safely.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::logging::printable(text)
 }
 
 /// Parses a port number (1..=65535) or a TCP service name (known table first,
@@ -318,6 +317,56 @@ fn parse_host_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// Checks that a recipient address's domain can serve as its destination
+/// (when no next hop is given, the domain becomes the next hop): a domain
+/// name or an address literal, never a port, a service or a list. Follows
+/// Postfix's trivial-rewrite, which sends any other domain to the error
+/// transport ("5.1.3 bad address syntax"):
+///
+/// * one trailing dot is ignored (not two, and not a domain that is only a dot);
+/// * `[...]` must close at the end and hold a dotted-quad IPv4 address (an
+///   initial 0 only in 0.0.0.0) or `IPv6:` (any case) and an IPv6 address;
+///   mailhop also refuses IPv4 octets with leading zeros, which Postfix
+///   accepts but which are ambiguous (octal) to other resolvers;
+/// * otherwise a host name as [`parse_host_name`] accepts it (letters,
+///   digits, `-`, `_`, U-labels; not all-numeric, so no bare IPv4 address;
+///   no `:`, so no port and no bare IPv6 address; no `,` or space, so no list).
+///
+/// # Errors
+///
+/// The reason, in Postfix's words where it has them.
+pub fn check_recipient_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("empty domain".to_string());
+    }
+    if domain.len() > MAX_NEXTHOP_LEN {
+        return Err("domain too long".to_string());
+    }
+    let Some(rest) = domain.strip_prefix('[') else {
+        return parse_host_name(domain).map(|_| ());
+    };
+    let Some((inner, after)) = rest.split_once(']') else {
+        return Err("missing \"]\"".to_string());
+    };
+    if !after.is_empty() {
+        return Err("garbage after \"]\"".to_string());
+    }
+    if let Some(addr) = strip_prefix_ignore_ascii_case(inner, "ipv6:") {
+        return addr
+            .parse::<Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "malformed IPv6 address".to_string());
+    }
+    match inner.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) if matches!(ip.octets(), [0, ..]) && !ip.is_unspecified() => {
+            Err("bad initial octet value".to_string())
+        }
+        Ok(_) => Ok(()),
+        Err(_) if inner.contains(':') => Err("IPv6 address without IPv6: prefix".to_string()),
+        Err(_) => Err("malformed IPv4 address".to_string()),
+    }
+}
+
 /// The inside of `[...]`.
 fn parse_bracketed_host(inner: &str) -> Result<Host, String> {
     if inner.is_empty() {
@@ -392,6 +441,9 @@ fn parse_unix_path(path: &str) -> Result<PathBuf, String> {
     if path.contains('\0') {
         return Err("unix-domain name contains a null byte".to_string());
     }
+    if path.chars().any(char::is_control) {
+        return Err("unix-domain name contains a control character".to_string());
+    }
     if path.len() >= UNIX_PATH_LIMIT {
         return Err("unix-domain name too long".to_string());
     }
@@ -421,6 +473,12 @@ pub fn parse_nexthop(
     };
     if text.len() > MAX_NEXTHOP_LEN {
         return Err(whole_error("destination list too long"));
+    }
+    // No control character anywhere (it could forge log lines): a tab may
+    // only separate the elements of a list; a `unix:` path refuses its own.
+    let unix = protocol == Protocol::Lmtp && text.starts_with("unix:");
+    if !unix && text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(whole_error("control character in destination list"));
     }
     let list = match protocol {
         Protocol::Lmtp if text.starts_with("unix:") => {
@@ -857,7 +915,7 @@ dualproto\t6001/tcp
             ),
             (
                 Protocol::Smtp,
-                " ,a.test,,\t b.test\r\n[ipv6:::1]:2525,\n",
+                " ,a.test,,\t b.test\t[ipv6:::1]:2525,\t",
                 vec![
                     inet(name("a.test"), 25, true, "a.test"),
                     inet(name("b.test"), 25, true, "b.test"),
@@ -1117,7 +1175,15 @@ dualproto\t6001/tcp
                 destination: input.clone(),
                 reason: reason.to_string(),
             };
-            assert_eq!(smtp(&input), Err(expected.clone()), "input {input:?}");
+            if input.contains(char::is_control) {
+                // A whole list with a control character is refused as such.
+                assert_eq!(
+                    smtp(&input).map_err(|e| e.reason),
+                    Err("control character in destination list".to_string())
+                );
+            } else {
+                assert_eq!(smtp(&input), Err(expected.clone()), "input {input:?}");
+            }
             assert_eq!(
                 parse_destination(&input, Protocol::Smtp, 25, &FakeServices),
                 Err(expected),
@@ -1243,7 +1309,7 @@ dualproto\t6001/tcp
 
     #[test]
     fn empty_lists() {
-        for input in ["", ", ,", " ", ",", "\t\r\n", " , \t,\n,"] {
+        for input in ["", ", ,", " ", ",", "\t\t", " , \t,\t,"] {
             let expected = Err(NextHopError {
                 destination: input.to_string(),
                 reason: "empty destination list".to_string(),
@@ -1476,6 +1542,7 @@ x 55/tcp # y 66/tcp
                 assert!(!list.is_empty(), "empty Ok for {input:?}");
                 assert!(input.len() <= MAX_NEXTHOP_LEN);
                 for dest in list {
+                    assert!(!dest.text().contains(char::is_control), "{input:?}");
                     match dest {
                         Destination::Inet {
                             port,
@@ -1591,5 +1658,97 @@ x 55/tcp # y 66/tcp
         }
         // The generator must exercise the success paths too.
         assert!(accepted > 100, "only {accepted} inputs accepted");
+    }
+
+    #[test]
+    fn recipient_domains_are_names_or_address_literals() {
+        for good in [
+            "example.com",
+            "example.com.",
+            "EXAMPLE.com",
+            "a",
+            "mx_1.example-2.test",
+            "1.2.3.a",
+            "b\u{fc}cher.test",
+            "[192.0.2.5]",
+            "[127.0.0.1]",
+            "[0.0.0.0]",
+            "[IPv6:2001:db8::1]",
+            "[ipv6:::1]",
+            "[IPV6:::ffff:192.0.2.1]",
+        ] {
+            assert_eq!(check_recipient_domain(good), Ok(()), "{good:?}");
+        }
+        let invalid = "malformed host or domain name: invalid character";
+        for (bad, reason) in [
+            ("", "empty domain"),
+            (".", "malformed host or domain name: empty label"),
+            ("a.test..", "malformed host or domain name: empty label"),
+            ("[127.0.0.1]:6379", "garbage after \"]\""),
+            ("[127.0.0.1]:smtp", "garbage after \"]\""),
+            ("host:22", invalid),
+            ("host:smtp", invalid),
+            ("a.test,[192.0.2.5]", invalid),
+            ("a.test [192.0.2.5]", invalid),
+            ("a.test\r\nb", invalid),
+            ("unix:/tmp/s", invalid),
+            ("inet:a.test", invalid),
+            ("2001:db8::1", invalid),
+            ("192.0.2.5", "malformed host or domain name: numeric name"),
+            ("-a.test", "malformed host or domain name: misplaced hyphen"),
+            ("[127.0.0.1", "missing \"]\""),
+            ("[127.0.0.1]]", "garbage after \"]\""),
+            ("[]", "malformed IPv4 address"),
+            ("[a.test]", "malformed IPv4 address"),
+            ("[1.2.3]", "malformed IPv4 address"),
+            ("[1.2.3.256]", "malformed IPv4 address"),
+            ("[010.0.0.1]", "malformed IPv4 address"),
+            ("[0.1.2.3]", "bad initial octet value"),
+            ("[2001:db8::1]", "IPv6 address without IPv6: prefix"),
+            ("[IPv6:192.0.2.1]", "malformed IPv6 address"),
+            ("[IPv6:2001:db8::1%eth0]", "malformed IPv6 address"),
+        ] {
+            assert_eq!(
+                check_recipient_domain(bad),
+                Err(reason.to_string()),
+                "{bad:?}"
+            );
+        }
+        assert!(check_recipient_domain(&"a".repeat(MAX_NEXTHOP_LEN + 1)).is_err());
+        assert!(check_recipient_domain(&format!("{}.test", label(64))).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_form() {
+        for (protocol, text) in [
+            (Protocol::Smtp, "a.test\r\nb.test"),
+            (Protocol::Smtp, "a.test\n"),
+            (Protocol::Smtp, "[127.0.0.1]:25\r"),
+            (Protocol::Smtp, "a.test\u{7f}"),
+            (Protocol::Smtp, "a.test,\u{85}b.test"),
+            (Protocol::Lmtp, "inet:a.test\nb.test"),
+            (Protocol::Lmtp, "a.test, unix:/tmp/s\x1b"),
+        ] {
+            let err = parse_nexthop(text, protocol, 25, &FakeServices).unwrap_err();
+            assert_eq!(
+                err.reason, "control character in destination list",
+                "{text:?}"
+            );
+            assert!(!err.to_string().contains(['\r', '\n']), "{err}");
+        }
+        for text in [
+            "unix:/tmp/s\r\nforged: x",
+            "unix:/tmp/s\t",
+            "unix:/tmp/\u{7f}",
+        ] {
+            let err = lmtp(text).unwrap_err();
+            assert_eq!(
+                err.reason, "unix-domain name contains a control character",
+                "{text:?}"
+            );
+            assert!(!err.to_string().contains(['\r', '\n', '\t']), "{err}");
+        }
+        // A tab still separates list elements, as in Postfix.
+        assert_eq!(smtp("a.test\tb.test").map(|l| l.len()), Ok(2));
     }
 }

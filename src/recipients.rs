@@ -179,17 +179,9 @@ pub fn printable_address(address: &str) -> String {
     out
 }
 
-/// [`printable_address`] appended to `out`.
+/// [`printable_address`] appended to `out` ([`crate::logging::push_printable`]).
 pub fn push_printable_address(out: &mut String, address: &str) {
-    if address.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        out.push_str(address);
-        return;
-    }
-    out.extend(
-        address
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c }),
-    );
+    crate::logging::push_printable(out, address);
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! usable) or closed; every failure has been fed to the client, which turned
 //! it into per-recipient results. [`close`] ends a session politely.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use crate::config::Timeouts;
 use crate::smtp::body::{BodyError, write_body};
@@ -201,6 +201,7 @@ pub fn run_with<T: Transport>(
     line_length_limit: usize,
     follow: &mut Follow<'_>,
 ) -> RunEnd {
+    conn.set_per_request_deadline(timeouts.per_request_deadline);
     // Whether the next job's commands went out behind the message: then
     // bytes left unread at the end may be their replies.
     let followed = std::cell::Cell::new(false);
@@ -286,7 +287,7 @@ fn send_body<T: Transport>(
         } else if let Some(next) = follow() {
             wire.extend_from_slice(&next);
         }
-        let sent = conn.send(&wire, timeouts.data_xfer);
+        let sent = conn.send_data(&wire, timeouts.data_xfer, timeouts.min_data_rate);
         if wire.capacity() <= WIRE_KEEP {
             WIRE.with(|w| *w.borrow_mut() = wire);
         }
@@ -303,14 +304,14 @@ fn send_body<T: Transport>(
             return;
         }
     };
-    let writer = match conn.writer(timeouts.data_xfer) {
+    let mut writer = match conn.data_writer(timeouts.data_xfer, timeouts.min_data_rate) {
         Ok(writer) => writer,
         Err(failure) => {
             client.on_io_failure(failure);
             return;
         }
     };
-    match write_body(source, writer, line_length_limit) {
+    match write_body(source, &mut writer, line_length_limit) {
         Ok(_) => {}
         Err(BodyError::Read(e)) => {
             client.on_local_failure(&format!("error reading message: {}", strerror(&e)));
@@ -327,8 +328,9 @@ fn send_body<T: Transport>(
     } else {
         crate::smtp::command::DOT
     };
-    if let Err(failure) = conn.send(end, timeouts.data_xfer) {
-        client.on_io_failure(failure);
+    // The final dot under the same deadline as the content.
+    if let Err(e) = writer.write_all(end).and_then(|()| writer.flush()) {
+        client.on_io_failure(classify(&e));
         return;
     }
     client.body_sent();

@@ -21,6 +21,8 @@ fn timeouts() -> Timeouts {
         quit: t,
         rset: t,
         starttls: t,
+        per_request_deadline: false,
+        min_data_rate: 500,
     }
 }
 

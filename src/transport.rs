@@ -2,6 +2,14 @@
 //! later TLS, or an in-memory script in tests) and [`Connection`], which adds
 //! per-phase timeouts, bounded reply-line reading and failure classification.
 //!
+//! Time limits: by default (`per_request_deadline`, Postfix's
+//! smtp_per_request_deadline) a limit covers a whole request (one
+//! [`Connection::send`]) or a whole response (one [`Connection::read_reply`]),
+//! so a server trickling a byte per read cannot stretch it; the message
+//! content has a [`DataDeadline`] that its own progress extends
+//! (`min_data_rate`). Without it, each limit applies to every single read
+//! or write, as in Postfix's default.
+//!
 //! Contract: every read and write carries a timeout; a line longer than the
 //! cap is truncated (the rest is read and dropped); a reply longer than
 //! [`MAX_REPLY_BYTES`] in total is an error, so a hostile server can neither
@@ -9,7 +17,7 @@
 //! Errors come back as [`IoFailure`], the protocol layer's vocabulary.
 
 use std::io::{self, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::smtp::client::IoFailure;
 use crate::smtp::reply::{Reply, ReplyParser};
@@ -178,6 +186,87 @@ fn zero_is_none(timeout: Duration) -> Option<Duration> {
     (!timeout.is_zero()).then_some(timeout)
 }
 
+/// Most bytes of message content written at once under a [`DataDeadline`],
+/// so that its progress is counted as it happens.
+const DATA_CHUNK: usize = 64 * 1024;
+
+/// The deadline of the DATA phase under per-request deadlines (Postfix's
+/// smtp_min_data_rate): it starts at `limit` (`data_xfer_timeout`); each
+/// write uses up the time it took and earns N/`rate` seconds for its N
+/// bytes, never beyond `limit`. A transfer at `rate` bytes per second or
+/// faster never runs out; a server that stops taking bytes is left within
+/// `limit`. Pure arithmetic: the clock is the caller's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataDeadline {
+    limit: Duration,
+    rate: u32,
+    left: Duration,
+}
+
+impl DataDeadline {
+    pub fn new(limit: Duration, min_data_rate: u32) -> Self {
+        Self {
+            limit,
+            rate: min_data_rate.max(1),
+            left: limit,
+        }
+    }
+
+    /// Time left for the next write (zero: the deadline has passed).
+    pub fn left(&self) -> Duration {
+        self.left
+    }
+
+    /// Accounts for a write of `bytes` that took `elapsed`; returns the
+    /// time left.
+    pub fn after_write(&mut self, bytes: usize, elapsed: Duration) -> Duration {
+        let bytes = u128::from(u64::try_from(bytes).unwrap_or(u64::MAX));
+        let nanos = bytes.saturating_mul(1_000_000_000) / u128::from(self.rate);
+        let credit = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        self.left = self
+            .left
+            .saturating_sub(elapsed)
+            .saturating_add(credit)
+            .min(self.limit);
+        self.left
+    }
+}
+
+/// Message content on its way out (see [`Connection::data_writer`]): a
+/// writer whose writes share one [`DataDeadline`], or each have the plain
+/// per-write timeout.
+pub struct DataWriter<'a, T: Transport> {
+    conn: &'a mut Connection<T>,
+    deadline: Option<DataDeadline>,
+}
+
+impl<T: Transport> Write for DataWriter<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(deadline) = &mut self.deadline else {
+            return self.conn.stream.write(buf);
+        };
+        let left = deadline.left();
+        if left < Duration::from_millis(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "DATA deadline exceeded",
+            ));
+        }
+        self.conn
+            .apply_send_timeout(left)
+            .map_err(|_| io::Error::other("cannot set the write timeout"))?;
+        let chunk = buf.get(..buf.len().min(DATA_CHUNK)).unwrap_or(buf);
+        let started = Instant::now();
+        let written = self.conn.stream.write(chunk)?;
+        deadline.after_write(written, started.elapsed());
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.stream.flush()
+    }
+}
+
 /// A transport with a read buffer, reply assembly and timeouts.
 pub struct Connection<T: Transport> {
     stream: T,
@@ -194,6 +283,8 @@ pub struct Connection<T: Transport> {
     local: std::cell::OnceCell<Option<std::net::SocketAddr>>,
     /// Reply line assembly buffer.
     line: Vec<u8>,
+    /// A time limit covers a whole request or response (see the module doc).
+    per_request: bool,
 }
 
 impl<T: Transport> Connection<T> {
@@ -214,7 +305,41 @@ impl<T: Transport> Connection<T> {
             send_timeout: None,
             local: std::cell::OnceCell::new(),
             line: Vec::new(),
+            per_request: false,
         }
+    }
+
+    /// true: each time limit covers a whole request or response (Postfix's
+    /// smtp_per_request_deadline); false: every single read or write.
+    pub fn set_per_request_deadline(&mut self, on: bool) {
+        self.per_request = on;
+    }
+
+    /// The end of a request or response that starts now under `timeout`
+    /// (None: per-read limits, or no limit at all).
+    fn deadline_for(&self, timeout: Duration) -> Option<Instant> {
+        if !self.per_request || timeout.is_zero() {
+            return None;
+        }
+        Instant::now().checked_add(timeout)
+    }
+
+    /// The limit of the next read or write: what is left until `deadline`,
+    /// else `timeout` itself.
+    fn limit_until(deadline: Option<Instant>, timeout: Duration) -> Result<Duration, IoFailure> {
+        let Some(deadline) = deadline else {
+            return Ok(timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(1) {
+            return Err(IoFailure::Timeout);
+        }
+        // Just started: the whole limit, so the stream keeps the timeout it
+        // already has (no setsockopt per reply).
+        if left.saturating_add(Duration::from_millis(1)) >= timeout {
+            return Ok(timeout);
+        }
+        Ok(left)
     }
 
     /// Readies the stream for a read that may wait `timeout` (zero: no
@@ -374,20 +499,71 @@ impl<T: Transport> Connection<T> {
                 return Ok(());
             }
         }
-        self.apply_send_timeout(timeout)?;
-        self.stream.write_all(rest).map_err(|e| classify(&e))?;
+        let Some(deadline) = self.deadline_for(timeout) else {
+            self.apply_send_timeout(timeout)?;
+            self.stream.write_all(rest).map_err(|e| classify(&e))?;
+            return self.stream.flush().map_err(|e| classify(&e));
+        };
+        // The whole request within `timeout`, however the writes go.
+        while !rest.is_empty() {
+            self.apply_send_timeout(Self::limit_until(Some(deadline), timeout)?)?;
+            match self.stream.write(rest) {
+                Ok(0) => return Err(IoFailure::Lost),
+                Ok(n) => rest = rest.get(n..).unwrap_or(&[]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(classify(&e)),
+            }
+        }
         self.stream.flush().map_err(|e| classify(&e))
     }
 
-    /// Prepares the stream for a long write (the message body) under `timeout`
-    /// per write, and hands it out.
-    pub fn writer(&mut self, timeout: Duration) -> Result<&mut T, IoFailure> {
-        self.apply_send_timeout(timeout)?;
-        Ok(&mut self.stream)
+    /// Writes message content (or all of an in-memory message with its
+    /// final dot) under `timeout`: with per-request deadlines, one
+    /// [`DataDeadline`] extended by `min_data_rate`; else per write.
+    pub fn send_data(
+        &mut self,
+        bytes: &[u8],
+        timeout: Duration,
+        min_data_rate: u32,
+    ) -> Result<(), IoFailure> {
+        if self.deadline_for(timeout).is_none() {
+            return self.send(bytes, timeout);
+        }
+        // Most messages fit the socket buffer: no deadline to keep.
+        let mut rest = bytes;
+        if let Some(sent) = self.stream.send_now(bytes) {
+            let n = sent.map_err(|e| classify(&e))?;
+            rest = bytes.get(n..).unwrap_or(&[]);
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+        let mut writer = self.data_writer(timeout, min_data_rate)?;
+        writer.write_all(rest).map_err(|e| classify(&e))?;
+        writer.flush().map_err(|e| classify(&e))
     }
 
-    /// Reads one complete reply; `timeout` (zero = none) applies to each
-    /// read from the stream (a reply already buffered needs none).
+    /// A writer for message content under `timeout`: see [`Self::send_data`].
+    pub fn data_writer(
+        &mut self,
+        timeout: Duration,
+        min_data_rate: u32,
+    ) -> Result<DataWriter<'_, T>, IoFailure> {
+        let deadline = self
+            .deadline_for(timeout)
+            .map(|_| DataDeadline::new(timeout, min_data_rate));
+        if deadline.is_none() {
+            self.apply_send_timeout(timeout)?;
+        }
+        Ok(DataWriter {
+            conn: self,
+            deadline,
+        })
+    }
+
+    /// Reads one complete reply; `timeout` (zero = none) applies to the
+    /// whole reply with per-request deadlines, else to each read from the
+    /// stream (a reply already buffered needs none).
     pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, IoFailure> {
         self.read_reply_strict(timeout, false)
     }
@@ -415,6 +591,7 @@ impl<T: Transport> Connection<T> {
     ) -> Result<Reply, IoFailure> {
         let mut parser = ReplyParser::new(self.reply_cap).strict(strict);
         let mut consumed = 0usize;
+        let deadline = self.deadline_for(timeout);
         loop {
             // Take one line out of the buffer, reading more as needed.
             let newline = self
@@ -455,7 +632,7 @@ impl<T: Transport> Connection<T> {
                             "server reply exceeds {MAX_REPLY_BYTES} bytes"
                         )));
                     }
-                    let n = self.read_within(timeout)?;
+                    let n = self.read_within(Self::limit_until(deadline, timeout)?)?;
                     if n == 0 {
                         return Err(IoFailure::Lost);
                     }
@@ -675,6 +852,19 @@ mod tests {
     }
 
     #[test]
+    fn per_request_deadlines_cost_no_extra_timeout_settings() {
+        let mut c = conn(vec![say("250 a\r\n"), say("250 b\r\n"), say("250 c\r\n")]);
+        c.set_per_request_deadline(true);
+        let t = Duration::from_secs(5);
+        assert!(c.send(b"X\r\n", t).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert!(c.send_data(b"body\r\n.\r\n", t, 500).is_ok());
+        assert!(c.read_reply(t).is_ok());
+        assert_eq!(c.into_inner().timeouts_set, 2);
+    }
+
+    #[test]
     fn a_kept_shorter_timeout_reads_on_until_the_reads_own_limit() {
         // The stream has 5 s; a 600 s read that sees it expire goes on.
         let mut c = conn(vec![say("250 a\r\n"), Step::Stall, say("250 b\r\n")]);
@@ -705,6 +895,106 @@ mod tests {
         assert!(c.read_reply(Duration::from_secs(5)).is_ok());
         assert!(c.read_reply(Duration::from_secs(9)).is_ok());
         assert_eq!(c.into_inner().timeouts_set, 1);
+    }
+
+    #[test]
+    fn data_deadline_is_extended_by_progress_up_to_its_limit() {
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let mut d = DataDeadline::new(secs(10), 500);
+        assert_eq!(d.left(), secs(10));
+        // 4 s for 1000 bytes: 4 s used, 2 s earned.
+        assert_eq!(d.after_write(1000, secs(4)), secs(8));
+        // Never beyond the limit.
+        assert_eq!(d.after_write(1_000_000, ms(1)), secs(10));
+        // Stalled writes use it up; more than is left: zero, not negative.
+        assert_eq!(d.after_write(0, secs(7)), secs(3));
+        assert_eq!(d.after_write(0, secs(9)), Duration::ZERO);
+        // 250 bytes at 500 B/s: half a second, to the nanosecond.
+        let mut d = DataDeadline::new(secs(1), 500);
+        assert_eq!(d.after_write(250, secs(1)), ms(500));
+        // A rate of 0 counts as 1 B/s; huge writes do not overflow.
+        let mut d = DataDeadline::new(secs(60), 0);
+        assert_eq!(d.after_write(30, secs(40)), secs(50));
+        assert_eq!(d.after_write(usize::MAX, Duration::MAX), secs(60));
+    }
+
+    /// A peer that sends `reply` one byte every `gap`, on a thread.
+    fn trickle(reply: &'static [u8], gap: Duration) -> std::os::unix::net::UnixStream {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        std::thread::spawn(move || {
+            for byte in reply {
+                std::thread::sleep(gap);
+                if theirs.write_all(&[*byte]).is_err() {
+                    return;
+                }
+            }
+        });
+        ours
+    }
+
+    #[test]
+    fn per_request_deadline_bounds_a_trickled_reply() {
+        let gap = Duration::from_millis(300);
+        // On: the whole reply within 1 s, however the bytes trickle.
+        let mut c = Connection::new(trickle(b"250 2.1.0 Ok\r\n", gap), 2048);
+        c.set_per_request_deadline(true);
+        let started = Instant::now();
+        assert_eq!(
+            c.read_reply(Duration::from_secs(1)).err(),
+            Some(IoFailure::Timeout)
+        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(950), "{took:?}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        // Off: 1 s per read, and each byte comes within it.
+        let mut c = Connection::new(trickle(b"250 2.1.0 Ok\r\n", gap), 2048);
+        let reply = c.read_reply(Duration::from_secs(1)).map(|r| r.text);
+        assert_eq!(reply.ok().as_deref(), Some("250 2.1.0 Ok"));
+    }
+
+    /// Sends `size` bytes with [`Connection::send_data`] to a peer that
+    /// reads 32 KiB every 40 ms; returns the result and how long it took.
+    fn slow_reader_send(
+        per_request: bool,
+        min_data_rate: u32,
+        size: usize,
+    ) -> (Result<(), IoFailure>, Duration) {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            for _ in 0..10_000 {
+                std::thread::sleep(Duration::from_millis(40));
+                match theirs.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        let mut c = Connection::new(ours, 2048);
+        c.set_per_request_deadline(per_request);
+        let started = Instant::now();
+        let result = c.send_data(&vec![b'x'; size], Duration::from_secs(1), min_data_rate);
+        let took = started.elapsed();
+        drop(c);
+        let _ = reader.join();
+        (result, took)
+    }
+
+    #[test]
+    fn min_data_rate_extends_the_data_deadline_of_a_large_body() {
+        // About 2.5 s at the reader's pace, with a 1 s data_xfer_timeout.
+        let size = 2 * 1024 * 1024;
+        let (result, took) = slow_reader_send(true, 500, size);
+        assert_eq!(result, Ok(()), "{took:?}");
+        assert!(took > Duration::from_millis(1200), "{took:?}");
+        // A rate no transfer reaches: no extension, the deadline holds.
+        let (result, took) = slow_reader_send(true, u32::MAX, size);
+        assert_eq!(result, Err(IoFailure::Timeout), "{took:?}");
+        assert!(took < Duration::from_millis(1600), "{took:?}");
+        // Without per-request deadlines, every write has its own 1 s.
+        let (result, _) = slow_reader_send(false, u32::MAX, size);
+        assert_eq!(result, Ok(()));
     }
 
     #[test]
