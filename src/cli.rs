@@ -231,6 +231,8 @@ fn error_code(error: &JobError) -> i32 {
         EX_NOPERM
     } else if error.starts_with("cannot read message") {
         EX_NOINPUT
+    } else if error.starts_with("invalid job") || error.starts_with("malformed job") {
+        EX_DATAERR
     } else {
         EX_SOFTWARE
     }
@@ -320,7 +322,7 @@ fn send(args: SendArgs) -> i32 {
             Ok(result) => result,
             Err(e) => {
                 eprintln!("mailhop: {}", e.error);
-                return EX_NOINPUT;
+                return error_code(&e);
             }
         }
     } else {

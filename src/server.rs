@@ -656,13 +656,13 @@ impl Conn {
     }
 
     /// Waits until fewer than `window` answers are pending and at most
-    /// `unread` bytes of answers wait for the client, or the connection
-    /// is closed; false when it is closed.
-    fn wait_for_room(&self, window: usize, unread: usize) -> bool {
+    /// `unread` bytes of answers wait for the client, or the client is
+    /// gone (its answers are then dropped as they come).
+    fn wait_for_room(&self, window: usize, unread: usize) {
         let mut state = self.lock();
         loop {
             if state.closed {
-                return false;
+                return;
             }
             let held = state
                 .pending
@@ -670,7 +670,7 @@ impl Conn {
                 .saturating_add(state.in_write)
                 .saturating_add(state.committed);
             if state.outstanding == 0 || (state.outstanding < window && held <= unread) {
-                return true;
+                return;
             }
             state.reader_waiting = true;
             state = match self.wake_reader.wait_timeout(state, POLL) {
@@ -956,10 +956,10 @@ impl Reader<'_> {
         let mut splitter = LineSplitter::new(self.settings.max_line_length);
         let mut buf = vec![0u8; CHUNK];
         let mut last = Instant::now();
+        // A client gone (its answers cannot be written) may still have
+        // sent complete job lines: they are read to the end and run, their
+        // outcomes logged. Every line a client sent whole is taken.
         loop {
-            if self.conn.read(|s| s.closed) {
-                return;
-            }
             match self.receive(stream, &mut buf) {
                 Ok(0) => {
                     if let Some(line) = splitter.finish() {
@@ -970,12 +970,10 @@ impl Reader<'_> {
                 Ok(n) => {
                     last = Instant::now();
                     let go_on = splitter.feed_with(buf.get(..n).unwrap_or(&[]), |event| {
-                        if !self.conn.wait_for_room(
+                        self.conn.wait_for_room(
                             self.settings.window,
                             self.settings.limits.unread_answer_bytes,
-                        ) {
-                            return false;
-                        }
+                        );
                         match event {
                             LineRef::Line(line) => self.line(line),
                             LineRef::TooLong => self.refuse(

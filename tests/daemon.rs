@@ -1814,3 +1814,60 @@ fn a_job_answered_at_shutdown_sends_no_message_afterwards() {
         );
     }
 }
+
+/// Found by the soak: a client that sends many jobs and leaves without
+/// reading made the reader stop at the first answer it could not write,
+/// and the complete job lines still in the socket were never run (no
+/// answer, no log line). Every line a client sent whole is run and its
+/// recipients logged, once.
+#[test]
+fn every_whole_line_of_a_departed_client_is_run() {
+    const JOBS: usize = 150;
+    let work = Work::new();
+    let sink = Sink::start(Dot::Now);
+    let daemon = Daemon::start(
+        &work,
+        &Settings::new(&work.path().join("m.sock")).daemon("queue_capacity", "4"),
+    );
+    let padding = "x".repeat(16 * 1024);
+    let mut lines = String::new();
+    for n in 0..JOBS {
+        let line = json!({
+            "id": format!("left-{n}"),
+            "nexthop": sink.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": format!("r{n}@y.test")}],
+            "message": {"data": format!("Subject: {n}\n\n{padding}\n")},
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    {
+        let mut c = daemon.client();
+        c.send_raw(lines.as_bytes());
+    } // Gone without reading a single answer.
+    let start = Instant::now();
+    loop {
+        let log = daemon.log();
+        let settled = (0..JOBS)
+            .filter(|n| {
+                !status_lines(&log, &format!("left-{n}"), &format!("r{n}@y.test")).is_empty()
+            })
+            .count();
+        if settled == JOBS {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT * 2,
+            "only {settled} of {JOBS} jobs of the departed client were run:\n{}",
+            log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = daemon.log();
+    for n in 0..JOBS {
+        let lines = status_lines(&log, &format!("left-{n}"), &format!("r{n}@y.test"));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("status=sent"), "{lines:?}");
+    }
+}
