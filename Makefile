@@ -26,7 +26,11 @@ build:
 deps:
 	scripts/install-test-deps.sh
 
+# The soak runs first, with 5,000 jobs on the debug build (the binary the
+# integration tests use), so that cargo test's summary closes the output.
 test: deps audit
+	CARGO_TERM_COLOR=never $(CARGO) build
+	MAILHOP=target/debug/mailhop JOBS=5000 SEED=$(SOAK_SEED) DURATION=600 python3 scripts/soak/soak.py
 	CARGO_TERM_COLOR=never $(CARGO) test --all-targets
 
 # RustSec advisories (offline database beside the checkout); fails on any.
