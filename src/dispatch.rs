@@ -266,6 +266,15 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
     })
 }
 
+/// The log target of a service's recipient lines: `mailhop/lmtp` for
+/// LMTP, `mailhop/smtp` for everything else.
+fn log_target(service: &str) -> &'static str {
+    match service {
+        "lmtp" => "mailhop/lmtp",
+        _ => "mailhop/smtp",
+    }
+}
+
 /// One log line per recipient, Postfix style (`ID: to=<...>, relay=...,
 /// delay=..., delays=a/b/c/d, dsn=..., status=... (...)`), or one JSON
 /// object with the same fields and the TLS details. delays: a = waiting
@@ -297,10 +306,7 @@ fn log_recipient(
         ),
     };
     let delay = since_arrival.unwrap_or_else(|| now.saturating_duration_since(received));
-    let target = match service {
-        "lmtp" => "mailhop/lmtp",
-        _ => "mailhop/smtp",
-    };
+    let target = log_target(service);
     if json {
         let line = serde_json::json!({
             "id": id,
@@ -351,10 +357,7 @@ fn log_recipient(
 /// (information only; the job was already answered): sent (...)`; in
 /// JSON, `late_status` instead of `status`.
 fn log_late(service: &str, id: &str, address: &str, outcome: &Outcome, json: bool) {
-    let target = match service {
-        "lmtp" => "mailhop/lmtp",
-        _ => "mailhop/smtp",
-    };
+    let target = log_target(service);
     if json {
         let line = serde_json::json!({
             "id": id,
