@@ -717,31 +717,13 @@ impl Client {
                 if self.settings.lmtp { "LMTP" } else { "ESMTP" },
                 reply.text
             );
-            let text = match expect {
-                Expect::Greeting | Expect::Hello(_) => format!(
-                    "host {} refused to talk to me: {}",
-                    self.settings.peer, reply.text
-                ),
-                _ => self.said(&reply, expect.phase()),
-            };
-            let dsn = self.failure_dsn(&reply, text);
-            self.fail_remaining(&dsn);
-            self.close();
+            self.fail_all_and_close(&reply, expect);
             return;
         }
         if reply.code == 421
             && !matches!(expect, Expect::Quit | Expect::EmptyDot | Expect::RsetProbe)
         {
-            let text = match expect {
-                Expect::Greeting | Expect::Hello(_) => format!(
-                    "host {} refused to talk to me: {}",
-                    self.settings.peer, reply.text
-                ),
-                _ => self.said(&reply, expect.phase()),
-            };
-            let dsn = self.failure_dsn(&reply, text);
-            self.fail_remaining(&dsn);
-            self.close();
+            self.fail_all_and_close(&reply, expect);
             return;
         }
         match expect {
@@ -888,10 +870,7 @@ impl Client {
 
     fn on_greeting(&mut self, reply: &Reply) {
         if !reply.is_positive() {
-            let text = format!(
-                "host {} refused to talk to me: {}",
-                self.settings.peer, reply.text
-            );
+            let text = self.refused(reply);
             let mut dsn = self.failure_dsn(reply, text);
             if dsn.code.class == 5 && reply.code / 100 == 5 && self.settings.skip_5xx_greeting {
                 dsn.code = dsn.code.with_class(4);
@@ -990,10 +969,7 @@ impl Client {
             self.queue_hello(Hello::Helo);
             return;
         }
-        let text = format!(
-            "host {} refused to talk to me: {}",
-            self.settings.peer, reply.text
-        );
+        let text = self.refused(reply);
         let dsn = self.failure_dsn(reply, text);
         self.fail_remaining(&dsn);
         self.quit();
@@ -1278,6 +1254,27 @@ impl Client {
         self.pending.clear();
         self.pending_bytes = 0;
         self.stage = Stage::Closed;
+    }
+
+    /// Every recipient without a result fails with the server's `reply` to
+    /// `expect` (refused to talk during greeting and EHLO/HELO, "said" after
+    /// them), and the session closes without QUIT.
+    fn fail_all_and_close(&mut self, reply: &Reply, expect: Expect) {
+        let text = match expect {
+            Expect::Greeting | Expect::Hello(_) => self.refused(reply),
+            _ => self.said(reply, expect.phase()),
+        };
+        let dsn = self.failure_dsn(reply, text);
+        self.fail_remaining(&dsn);
+        self.close();
+    }
+
+    /// `host H[A] refused to talk to me: REPLY`.
+    fn refused(&self, reply: &Reply) -> String {
+        format!(
+            "host {} refused to talk to me: {}",
+            self.settings.peer, reply.text
+        )
     }
 
     /// `host H[A] said: REPLY (in reply to X command)`.
