@@ -487,18 +487,25 @@ impl<T: Transport> Connection<T> {
         self.end - self.start
     }
 
+    /// Writes what the stream takes at once without blocking, where the
+    /// stream can tell: `None` when all of `bytes` went, else what is still
+    /// to write (all of `bytes` when the stream cannot tell).
+    fn send_at_once<'b>(&mut self, bytes: &'b [u8]) -> Result<Option<&'b [u8]>, IoFailure> {
+        let Some(sent) = self.stream.send_now(bytes) else {
+            return Ok(Some(bytes));
+        };
+        let n = sent.map_err(|e| classify(&e))?;
+        let rest = bytes.get(n..).unwrap_or(&[]);
+        Ok((!rest.is_empty()).then_some(rest))
+    }
+
     /// Writes all bytes under `timeout` (zero = none).
     pub fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), IoFailure> {
         // Most writes fit the socket buffer: try without blocking first, and
         // set the write timeout only when the rest has to wait.
-        let mut rest = bytes;
-        if let Some(sent) = self.stream.send_now(bytes) {
-            let n = sent.map_err(|e| classify(&e))?;
-            rest = bytes.get(n..).unwrap_or(&[]);
-            if rest.is_empty() {
-                return Ok(());
-            }
-        }
+        let Some(mut rest) = self.send_at_once(bytes)? else {
+            return Ok(());
+        };
         let Some(deadline) = self.deadline_for(timeout) else {
             self.apply_send_timeout(timeout)?;
             self.stream.write_all(rest).map_err(|e| classify(&e))?;
@@ -530,14 +537,9 @@ impl<T: Transport> Connection<T> {
             return self.send(bytes, timeout);
         }
         // Most messages fit the socket buffer: no deadline to keep.
-        let mut rest = bytes;
-        if let Some(sent) = self.stream.send_now(bytes) {
-            let n = sent.map_err(|e| classify(&e))?;
-            rest = bytes.get(n..).unwrap_or(&[]);
-            if rest.is_empty() {
-                return Ok(());
-            }
-        }
+        let Some(rest) = self.send_at_once(bytes)? else {
+            return Ok(());
+        };
         let mut writer = self.data_writer(timeout, min_data_rate)?;
         writer.write_all(rest).map_err(|e| classify(&e))?;
         writer.flush().map_err(|e| classify(&e))
