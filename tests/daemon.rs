@@ -508,6 +508,28 @@ fn job(id: &str, nexthop: &str, message: &Path) -> String {
     .to_string()
 }
 
+/// Like [`job`], for two recipients: b@y.test and c@y.test.
+fn two_recipient_job(id: &str, nexthop: &str, message: &Path) -> String {
+    json!({
+        "id": id,
+        "nexthop": nexthop,
+        "sender": "a@x.test",
+        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
+        "message": {"path": message.display().to_string()},
+    })
+    .to_string()
+}
+
+/// A DNS server on 127.0.0.1 that never answers (it lives as long as the
+/// returned socket), and the `[dns]` table that sends every lookup there
+/// with a 3 s timeout and one attempt.
+fn silent_dns() -> (std::net::UdpSocket, String) {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
+    let dns = silent.local_addr().expect("its address");
+    let table = format!("[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n");
+    (silent, table)
+}
+
 /// Asserts a result with every recipient `status`.
 fn assert_all(answer: &Value, status: &str) {
     let recipients = answer["recipients"]
@@ -822,14 +844,7 @@ fn sigterm_defers_unfinished_delivery() {
         .daemon("shutdown_timeout", "\"1s\"");
     let mut daemon = Daemon::start(&work, &settings);
     let mut c = daemon.client();
-    let two = json!({
-        "id": "h1",
-        "nexthop": sink.nexthop(),
-        "sender": "a@x.test",
-        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
-        "message": {"path": message.display().to_string()},
-    });
-    c.send(&two.to_string());
+    c.send(&two_recipient_job("h1", &sink.nexthop(), &message));
     sink.wait("the delivery reached DATA", |s| s.data == 1);
     let start = Instant::now();
     daemon.signal(Signal::SIGTERM);
@@ -1407,14 +1422,7 @@ fn panicking_worker_defers_every_recipient_and_is_replaced() {
     let mut c = daemon.client();
     for n in 0..5 {
         let id = format!("boom-{n}");
-        let two = json!({
-            "id": id,
-            "nexthop": sink.nexthop(),
-            "sender": "a@x.test",
-            "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
-            "message": {"path": message.display().to_string()},
-        });
-        c.send(&two.to_string());
+        c.send(&two_recipient_job(&id, &sink.nexthop(), &message));
         let answer = c.answer();
         assert_eq!(answer["id"], id.as_str(), "{answer}");
         let recipients = answer["recipients"].as_array().expect("a result");
@@ -1517,14 +1525,7 @@ fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
         .daemon("shutdown_timeout", "\"1s\"");
     let mut daemon = Daemon::start(&work, &settings);
     let mut c = daemon.client();
-    let two = json!({
-        "id": "dot1",
-        "nexthop": sink.nexthop(),
-        "sender": "a@x.test",
-        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
-        "message": {"path": message.display().to_string()},
-    });
-    c.send(&two.to_string());
+    c.send(&two_recipient_job("dot1", &sink.nexthop(), &message));
     sink.wait("the final dot arrived", |s| s.messages == 1);
     let start = Instant::now();
     daemon.signal(Signal::SIGTERM);
@@ -1580,13 +1581,10 @@ fn recipients_are_logged_when_settled_not_at_job_end() {
     let sink = Sink::start(Dot::Now);
     let message = work.file("msg", MESSAGE);
     // A DNS server that never answers: slow.test waits for the timeout.
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
-    let dns = silent.local_addr().expect("its address");
+    let (_silent, dns_table) = silent_dns();
     let settings = Settings::new(&work.path().join("m.sock"))
         .smtp("port", &sink.port.to_string())
-        .extra(&format!(
-            "[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n"
-        ));
+        .extra(&dns_table);
     let daemon = Daemon::start(&work, &settings);
     let mut c = daemon.client();
     let two = json!({
@@ -1766,15 +1764,12 @@ fn a_job_answered_at_shutdown_sends_no_message_afterwards() {
     let work = Work::new();
     let sink = Sink::start(Dot::Now);
     let message = work.file("msg", MESSAGE);
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a silent DNS port");
-    let dns = silent.local_addr().expect("its address");
+    let (_silent, dns_table) = silent_dns();
     let settings = Settings::new(&work.path().join("m.sock"))
         .smtp("port", &sink.port.to_string())
         .daemon("workers", "1")
         .daemon("shutdown_timeout", "\"1s\"")
-        .extra(&format!(
-            "[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"3s\"\nattempts = 1\n"
-        ));
+        .extra(&dns_table);
     let mut daemon = Daemon::start(&work, &settings);
     let mut c = daemon.client();
     // "0slow.test" sorts before "[127.0.0.1]": its DNS wait comes first.
