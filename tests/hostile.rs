@@ -263,13 +263,22 @@ impl Daemon {
         self.child.id()
     }
 
-    /// A field of /proc/PID/status in kB (VmHWM, VmRSS).
-    fn status_kb(&self, key: &str) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
+    /// The value of a field of /proc/PID/status (`key` with its colon),
+    /// empty when there is none.
+    fn status_field(&self, key: &str) -> String {
+        fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap_or_default()
+    }
+
+    /// A field of /proc/PID/status in kB (VmHWM, VmRSS).
+    fn status_kb(&self, key: &str) -> u64 {
+        self.status_field(key)
+            .split_whitespace()
+            .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
@@ -356,6 +365,11 @@ fn assert_retryable(answer: &Value, fragment: &str) {
     assert_eq!(answer["retryable"], true, "{answer}");
 }
 
+/// The answer line a [`python_client`] printed, parsed.
+fn parse_answer(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("bad answer {out:?}: {e}"))
+}
+
 /// Runs a Python client as `uid` with exactly the supplementary `groups`:
 /// it connects to `socket`, sends `line` (passing the file `fd_path` opened
 /// for reading with SCM_RIGHTS when given) and prints the first answer.
@@ -426,14 +440,10 @@ fn started_as_root_it_never_delivers_as_root() {
     let work = Work::new();
     let sink = Sink::start();
     let daemon = Daemon::start(&work, "");
-    let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
-    let uids: Vec<&str> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .map(|r| r.split_whitespace().collect())
-        .unwrap_or_default();
-    assert_eq!(uids.len(), 4, "{status}");
-    assert!(uids.iter().all(|u| *u != "0"), "still root: {status}");
+    let status = daemon.status_field("Uid:");
+    let uids: Vec<&str> = status.split_whitespace().collect();
+    assert_eq!(uids.len(), 4, "Uid:{status}");
+    assert!(uids.iter().all(|u| *u != "0"), "still root: Uid:{status}");
     assert!(
         daemon.log().contains("switched to user"),
         "{}",
@@ -617,13 +627,10 @@ fn the_peers_real_groups_decide_message_access() {
         &format!("socket_mode = \"0666\"\nallowed_uids = [{STRANGER}]"),
     );
     // Readable by its owner (the daemon's user) and group EXTRA_GROUP only.
-    let daemon_uid = fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|r| r.split_whitespace().next().map(str::to_string))
-        })
+    let daemon_uid = daemon
+        .status_field("Uid:")
+        .split_whitespace()
+        .next()
         .and_then(|u| u.parse::<u32>().ok())
         .expect("daemon uid");
     let message = work.file("grp-msg", MESSAGE.as_bytes(), 0o640);
@@ -635,11 +642,11 @@ fn the_peers_real_groups_decide_message_access() {
     .expect("chown");
     let line = path_job("grp-1", &sink.nexthop(), &message).to_string();
     let with = python_client(&daemon.socket, &line, None, STRANGER, &[EXTRA_GROUP]);
-    let answer: Value = serde_json::from_str(&with).unwrap_or_else(|e| panic!("{with:?}: {e}"));
+    let answer = parse_answer(&with);
     assert_sent(&answer);
     let line = path_job("grp-2", &sink.nexthop(), &message).to_string();
     let without = python_client(&daemon.socket, &line, None, STRANGER, &[]);
-    let answer: Value = serde_json::from_str(&without).expect("answer");
+    let answer = parse_answer(&without);
     assert!(
         error_of(&answer).starts_with("permission denied"),
         "{answer}"
@@ -667,7 +674,7 @@ fn a_message_passed_as_a_descriptor_is_delivered() {
     let mut job = inline_job("fd-1", &sink.nexthop());
     job["message"] = json!({"fd": true});
     let out = python_client(&daemon.socket, &job.to_string(), Some(&message), 0, &[]);
-    let answer: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    let answer = parse_answer(&out);
     assert_sent(&answer);
     // Without a descriptor: a clear error.
     let mut c = daemon.client();
@@ -1142,7 +1149,7 @@ fn hostile_clients_get_clear_errors_with_bounded_memory() {
     let normal_started = Instant::now();
     let out = python_client(&daemon.socket, &line, None, STRANGER, &[]);
     let normal_took = normal_started.elapsed();
-    let answer: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    let answer = parse_answer(&out);
     assert_sent(&answer);
     let during = answered.load(Ordering::SeqCst);
     for s in senders {
