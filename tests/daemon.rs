@@ -15,7 +15,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +28,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+#[path = "common/daemon_harness.rs"]
+mod daemon_harness;
+use daemon_harness::{Client, Work, wait_until_listening};
+
 const MESSAGE: &[u8] = b"From: a@x.test\nTo: b@y.test\nSubject: daemon test\n\nhello\n";
 /// Longest wait for any single answer or event.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -36,31 +40,14 @@ const LIMIT: Duration = Duration::from_secs(20);
 // Working directory
 // ---------------------------------------------------------------------------
 
-/// A private directory under /tmp, mode 0777 (the uid test connects as
-/// `nobody`). Removed on drop.
-struct Work {
-    dir: tempfile::TempDir,
-}
-
+// The work directory (mode 0777: the uid test connects as `nobody`).
 impl Work {
     fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mailhop-d-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod 0777");
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
+        Self::with_prefix("mailhop-d-")
     }
 
     fn file(&self, name: &str, content: &[u8]) -> PathBuf {
-        let path = self.dir.path().join(name);
-        fs::write(&path, content).expect("write a test file");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod 0644");
-        path
+        self.file_with_mode(name, content, 0o644)
     }
 }
 
@@ -380,22 +367,8 @@ impl Daemon {
             log,
             exit: None,
         };
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("the daemon exited ({status}) at start:\n{}", daemon.log());
-            }
-            if daemon.log().contains("listening on") && UnixStream::connect(&daemon.socket).is_ok()
-            {
-                return daemon;
-            }
-            assert!(
-                start.elapsed() < LIMIT,
-                "the daemon did not listen in time:\n{}",
-                daemon.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_listening(&mut daemon.child, &daemon.socket, &daemon.log, LIMIT);
+        daemon
     }
 
     fn log(&self) -> String {
@@ -436,7 +409,7 @@ impl Daemon {
     }
 
     fn client(&self) -> Client {
-        Client::connect(&self.socket)
+        Client::connect(&self.socket, LIMIT)
     }
 }
 
@@ -446,54 +419,6 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// One protocol connection.
-struct Client {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).expect("connect to the daemon");
-        stream.set_read_timeout(Some(LIMIT)).expect("read timeout");
-        let writer = stream.try_clone().expect("clone the stream");
-        Client {
-            writer,
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes());
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write to the daemon");
-    }
-
-    /// The next answer line, parsed.
-    fn answer(&mut self) -> Value {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read an answer");
-        assert!(n > 0, "the daemon closed the connection");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad answer {line:?}: {e}"))
-    }
-
-    /// `n` answers, keyed by id (error answers without one under "null#k").
-    fn answers(&mut self, n: usize) -> BTreeMap<String, Value> {
-        let mut out = BTreeMap::new();
-        for k in 0..n {
-            let answer = self.answer();
-            let key = match answer["id"].as_str() {
-                Some(id) => id.to_string(),
-                None => format!("null#{k}"),
-            };
-            assert!(out.insert(key, answer).is_none(), "an id answered twice");
-        }
-        out
     }
 }
 
@@ -625,7 +550,7 @@ fn concurrent_clients_and_pipelining() {
         let socket = daemon.socket.clone();
         let (nexthop, message) = (nexthop.clone(), message.clone());
         threads.push(thread::spawn(move || {
-            let mut client = Client::connect(&socket);
+            let mut client = Client::connect(&socket, LIMIT);
             let ids: BTreeSet<String> = (0..20).map(|j| format!("c{t}-{j}")).collect();
             for id in &ids {
                 client.send(&job(id, &nexthop, &message));

@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "common/daemon_harness.rs"]
+mod daemon_harness;
+use daemon_harness::{Client, Work, wait_until_listening};
+
 /// Longest wait for any single answer or event.
 const LIMIT: Duration = Duration::from_secs(30);
 const MESSAGE: &str = "From: a@x.test\nTo: b@y.test\nSubject: hostile test\n\nhello\n";
@@ -57,31 +61,15 @@ fn need_root(what: &str) -> bool {
     false
 }
 
-/// A private directory under /tmp, mode 0777 (the daemon runs as an
-/// unprivileged user, some clients as [`STRANGER`]). Removed on drop.
-struct Work {
-    dir: tempfile::TempDir,
-}
-
+// The work directory (mode 0777: the daemon runs as an unprivileged user,
+// some clients as [`STRANGER`]).
 impl Work {
     fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mailhop-h-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod 0777");
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
+        Self::with_prefix("mailhop-h-")
     }
 
     fn file(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
-        let path = self.dir.path().join(name);
-        fs::write(&path, content).expect("write a test file");
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-        path
+        self.file_with_mode(name, content, mode)
     }
 }
 
@@ -241,18 +229,8 @@ impl Daemon {
             socket: work.path().join("m.sock"),
             log,
         };
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("the daemon exited ({status}) at start:\n{}", daemon.log());
-            }
-            if daemon.log().contains("listening on") && UnixStream::connect(&daemon.socket).is_ok()
-            {
-                return daemon;
-            }
-            assert!(start.elapsed() < LIMIT, "no listen:\n{}", daemon.log());
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_listening(&mut daemon.child, &daemon.socket, &daemon.log, LIMIT);
+        daemon
     }
 
     fn log(&self) -> String {
@@ -284,7 +262,7 @@ impl Daemon {
     }
 
     fn client(&self) -> Client {
-        Client::connect(&self.socket)
+        Client::connect(&self.socket, LIMIT)
     }
 }
 
@@ -292,36 +270,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct Client {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).expect("connect to the daemon");
-        stream.set_read_timeout(Some(LIMIT)).expect("timeout");
-        let writer = stream.try_clone().expect("clone");
-        Client {
-            writer,
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("write to the daemon");
-    }
-
-    fn answer(&mut self) -> Value {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read an answer");
-        assert!(n > 0, "the daemon closed the connection");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad answer {line:?}: {e}"))
     }
 }
 
@@ -1128,7 +1076,7 @@ fn hostile_clients_get_clear_errors_with_bounded_memory() {
         let (big, answered, retryable) = (big.clone(), answered.clone(), retryable.clone());
         let socket = daemon.socket.clone();
         senders.push(thread::spawn(move || {
-            let mut c = Client::connect(&socket);
+            let mut c = Client::connect(&socket, LIMIT);
             if c.writer.write_all(&big).is_err() {
                 return;
             }
