@@ -304,21 +304,7 @@ impl Flight {
 
     /// Waits for the outcome until `deadline`; None when it did not come.
     fn wait(&self, deadline: Instant) -> Option<Outcome> {
-        let mut slot = lock(&self.outcome);
-        loop {
-            if let Some(outcome) = slot.as_ref() {
-                return Some(outcome.clone());
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return None;
-            }
-            slot = self
-                .landed
-                .wait_timeout(slot, remaining)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        wait_until(&self.outcome, &self.landed, deadline, |slot| slot.clone())
     }
 }
 
@@ -364,22 +350,10 @@ impl Slots {
 
     /// Takes a slot, waiting until `deadline` at most.
     fn acquire(&self, deadline: Instant) -> Option<Slot<'_>> {
-        let mut free = lock(&self.free);
-        loop {
-            if *free > 0 {
-                *free -= 1;
-                return Some(Slot(self));
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return None;
-            }
-            free = self
-                .freed
-                .wait_timeout(free, remaining)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        wait_until(&self.free, &self.freed, deadline, |free| {
+            (*free > 0).then(|| *free -= 1)
+        })
+        .map(|()| Slot(self))
     }
 }
 
@@ -395,6 +369,31 @@ impl Drop for Slot<'_> {
 /// leaves its data consistent).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits on `condvar` until `take` finds what it wants in `mutex`'s value
+/// (it runs under the lock, first at once, then after each wake-up), or
+/// until `deadline`: None when the deadline came first.
+fn wait_until<T, R>(
+    mutex: &Mutex<T>,
+    condvar: &Condvar,
+    deadline: Instant,
+    mut take: impl FnMut(&mut T) -> Option<R>,
+) -> Option<R> {
+    let mut guard = lock(mutex);
+    loop {
+        if let Some(found) = take(&mut guard) {
+            return Some(found);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return None;
+        }
+        guard = condvar
+            .wait_timeout(guard, remaining)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
 }
 
 /// A blocking DNS stub resolver with one shared cache; share it between
