@@ -1,5 +1,8 @@
 //! The entry points for fuzzers and corpus replay: each takes `&[u8]` and
-//! must never panic, whatever the bytes.
+//! must never panic, whatever the bytes. Besides the code's own panics they
+//! check a few promises of its contract with `assert!` (reply text is
+//! printable and capped; a candidate list is non-empty, bounded, of enabled
+//! families and without our own addresses): a failed assertion is a bug.
 //!
 //! One function per input mailhop takes from outside: [`smtp_reply`] (server
 //! bytes into replies), [`job_line`] (client bytes into checked jobs),
@@ -12,6 +15,7 @@
 //! them, so a crash the fuzzer once found stays a regression test.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -48,6 +52,12 @@ pub fn smtp_reply(data: &[u8]) {
         let Ok(reply) = conn.read_reply(Duration::from_secs(1)) else {
             break;
         };
+        assert!(reply.text.len() <= limit, "reply text over its cap");
+        assert!(
+            reply.text.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "reply text not printable ASCII"
+        );
+        assert!(reply.code <= 999, "reply code over three digits");
         let status = reply.status();
         std::hint::black_box((
             status,
@@ -263,9 +273,32 @@ pub fn dns_mx(data: &[u8]) {
     };
     match route {
         Ok(route) => {
+            let candidates = &route.candidates;
+            assert!(!candidates.is_empty(), "a route without candidates");
+            assert!(
+                candidates.len() <= mxlist::RR_LIST_LIMIT,
+                "more candidates than the list limit"
+            );
+            for candidate in candidates {
+                assert!(
+                    match candidate.addr {
+                        IpAddr::V4(_) => settings.ipv4,
+                        IpAddr::V6(_) => settings.ipv6,
+                    },
+                    "a candidate of a disabled address family"
+                );
+                assert!(
+                    !settings.own_addresses.contains(&candidate.addr),
+                    "our own address among the candidates"
+                );
+            }
             std::hint::black_box(route);
         }
         Err(dsn) => {
+            assert!(
+                !dsn.text.chars().any(char::is_control),
+                "control character in a DSN text"
+            );
             std::hint::black_box((mxlist::makes_nexthop_final(&dsn), dsn));
         }
     }
