@@ -175,7 +175,7 @@ impl ServiceLookup for FixedServices {
 }
 
 /// Next-hop text → destinations. Byte 0: bit 0 picks LMTP, the rest the
-/// default port (0 included); the other bytes are the text (lossy UTF-8:
+/// default port (25, 24, else a multiple of 516); the other bytes are the text (lossy UTF-8:
 /// next hops arrive as JSON or TOML strings).
 pub fn nexthop(data: &[u8]) {
     let Some((&head, rest)) = data.split_first() else {
@@ -186,7 +186,11 @@ pub fn nexthop(data: &[u8]) {
     } else {
         Protocol::Smtp
     };
-    let default_port = u16::from(head >> 1) * 517;
+    let default_port = match head >> 1 {
+        0 => 25,
+        1 => 24,
+        n => u16::from(n) * 516,
+    };
     let text = String::from_utf8_lossy(rest);
     match nexthop::parse_nexthop(&text, protocol, default_port, &FixedServices) {
         Ok(list) => {

@@ -84,8 +84,7 @@ write("job_line", "big-numbers", '{"id":"n","sender":"","recipients":[{"address"
       '{"id":"n","sender":"","recipients":[{"address":"x@y"}],"message":{"data":""},"arrival_time":18446744073709551616}\n')
 write("job_line", "too-long", "x" * 3000 + "\n" + lines[0] + "\n")
 
-# --- nexthop: [bit0 LMTP, rest default port/517] text ---------------------
-smtp, lmtp = 25 // 517 * 2, 1
+# --- nexthop: [bit 0 LMTP; rest: 0 port 25, 1 port 24, n port 516n] text ---
 hops = {
     "domain": (0, "example.test"),
     "domain-port": (0, "example.test:2525"),
