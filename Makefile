@@ -16,7 +16,7 @@ TMPFILESDIR ?= /usr/lib/tmpfiles.d
 # PATH on Debian.
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps audit test lint bench soak install uninstall clean
+.PHONY: all build deps audit test lint fuzz bench soak install uninstall clean
 
 all: build
 
@@ -40,6 +40,12 @@ audit:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Coverage-guided fuzzing (tests/fuzz, README.md section Tests): each target
+# for FUZZ_SECONDS (default 300), one at a time. "make test" only replays
+# the committed corpora (tests/fuzz_corpora.rs).
+fuzz:
+	scripts/fuzz.sh
 
 # Benchmarks against smtp-source and a private Postfix (README.md, section Benchmarks).
 # SCENARIOS="1 2 lat", REPS=N, QUICK=1 select and shrink the runs.

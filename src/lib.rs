@@ -22,6 +22,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod dns;
 pub mod dsn;
+pub mod fuzzing;
 pub mod interfaces;
 pub mod job;
 pub mod logging;

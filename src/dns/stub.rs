@@ -1114,6 +1114,83 @@ fn soa_ttl(reply: &Message) -> Option<u32> {
     })
 }
 
+/// A [`DnsLookup`] without the network, for [`crate::fuzzing`]: each lookup
+/// is answered by the next datagram of a list (none left: a timeout),
+/// checked against the lookup's question with the datagram's own ID and
+/// classified as [`StubResolver`] classifies a reply from a server. No
+/// cache, no retries.
+pub(crate) struct ReplayedReplies<'a> {
+    replies: Mutex<std::vec::IntoIter<&'a [u8]>>,
+}
+
+impl<'a> ReplayedReplies<'a> {
+    pub(crate) fn new(replies: Vec<&'a [u8]>) -> Self {
+        Self {
+            replies: Mutex::new(replies.into_iter()),
+        }
+    }
+
+    fn lookup(&self, name: &str, qtype: QueryType) -> Outcome {
+        let qname = query_name(name)?;
+        let rtype = record_type(qtype);
+        let retry = || Err(DnsError::new(DnsErrorKind::Retry, REASON_RETRY));
+        let next = self
+            .replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next();
+        let Some(data) = next else {
+            return retry();
+        };
+        let id = match data {
+            [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+            _ => 0,
+        };
+        match check_reply(data, id, &qname, rtype) {
+            Checked::Reply(reply) => match reply.metadata.response_code {
+                ResponseCode::NoError | ResponseCode::NXDomain => {
+                    classify(&reply, &qname, qtype).outcome
+                }
+                ResponseCode::ServFail => retry(),
+                _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+            },
+            Checked::Ignore | Checked::Unparseable => retry(),
+        }
+    }
+}
+
+impl DnsLookup for ReplayedReplies<'_> {
+    fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
+        match self.lookup(name, QueryType::Mx)? {
+            (Records::Mx(records), authenticated) => Ok(Answer {
+                records,
+                authenticated,
+            }),
+            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+        }
+    }
+
+    fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
+        match self.lookup(name, QueryType::A)? {
+            (Records::A(records), authenticated) => Ok(Answer {
+                records,
+                authenticated,
+            }),
+            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+        }
+    }
+
+    fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
+        match self.lookup(name, QueryType::Aaaa)? {
+            (Records::Aaaa(records), authenticated) => Ok(Answer {
+                records,
+                authenticated,
+            }),
+            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "stub_tests.rs"]
 mod tests;

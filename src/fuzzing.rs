@@ -1,0 +1,309 @@
+//! The entry points for fuzzers and corpus replay: each takes `&[u8]` and
+//! must never panic, whatever the bytes. Besides the code's own panics they
+//! check a few promises of its contract with `assert!` (reply text is
+//! printable and capped; a candidate list is non-empty, bounded, of enabled
+//! families and without our own addresses): a failed assertion is a bug.
+//!
+//! One function per input mailhop takes from outside: [`smtp_reply`] (server
+//! bytes into replies), [`job_line`] (client bytes into checked jobs),
+//! [`nexthop`] (next-hop text into destinations), [`config`] (TOML text into
+//! a configuration) and [`dns_mx`] (DNS datagrams into an MX candidate
+//! list). Each drives the same code the daemon runs on that input, down to
+//! the first step that would do I/O, and touches every result so nothing is
+//! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
+//! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
+//! them, so a crash the fuzzer once found stays a regression test.
+
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::config::Config;
+use crate::dns::stub::ReplayedReplies;
+use crate::job::{self, Job, MessageRef};
+use crate::message::Message;
+use crate::mxlist::{self, AddressPreference, MxSettings};
+use crate::nexthop::{self, Protocol, ServiceLookup};
+use crate::server::{LineRef, LineSplitter};
+use crate::smtp::ehlo::Extensions;
+use crate::transport::{Connection, Transport};
+
+/// Server bytes → replies, as a session reads them: through
+/// [`Connection::read_reply`] (line splitting, caps, multi-line assembly)
+/// until the stream ends. Byte 0 picks the reply text limit, byte 1 how
+/// many bytes each read returns (so lines straddle reads); the rest is what
+/// the server sent. Every reply is also read as an EHLO reply.
+pub fn smtp_reply(data: &[u8]) {
+    let (Some(&limit), Some(&chunk), Some(rest)) = (data.first(), data.get(1), data.get(2..))
+    else {
+        return;
+    };
+    let limit = 16 + usize::from(limit) * 16;
+    let stream = Stream {
+        data: rest,
+        chunk: usize::from(chunk).max(1),
+    };
+    let mut conn = Connection::new(stream, limit);
+    // Each reply consumes at least one byte: bounded by the input.
+    for _ in 0..=rest.len() {
+        let Ok(reply) = conn.read_reply(Duration::from_secs(1)) else {
+            break;
+        };
+        assert!(reply.text.len() <= limit, "reply text over its cap");
+        assert!(
+            reply.text.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "reply text not printable ASCII"
+        );
+        assert!(reply.code <= 999, "reply code over three digits");
+        let status = reply.status();
+        std::hint::black_box((
+            status,
+            reply.is_positive(),
+            reply.is_intermediate(),
+            reply.is_protocol_violation(),
+            reply.lines().map(str::len).sum::<usize>(),
+        ));
+        let ext = Extensions::from_reply(&reply);
+        std::hint::black_box((ext.size_limit(), ext));
+    }
+}
+
+/// A server that sends `data`, `chunk` bytes per read, then closes.
+struct Stream<'a> {
+    data: &'a [u8],
+    chunk: usize,
+}
+
+impl Read for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.chunk.min(buf.len()).min(self.data.len());
+        let (now, later) = self.data.split_at(n);
+        buf.get_mut(..n)
+            .ok_or_else(|| io::Error::other("short buffer"))?
+            .copy_from_slice(now);
+        self.data = later;
+        Ok(n)
+    }
+}
+
+impl Write for Stream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Stream<'_> {
+    fn set_recv_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_send_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Client bytes → jobs, as the daemon's connection reader takes them: split
+/// into lines (a small line cap, so the too-long path is reached), each
+/// line through the one-pass parse and check and through
+/// [`job::parse_job`]; a checked job then through what the worker does
+/// before the network (its next hop, its addresses, its inline message, the
+/// chaining test).
+pub fn job_line(data: &[u8]) {
+    let mut splitter = LineSplitter::new(2048);
+    splitter.feed_with(data, |event| {
+        if let LineRef::Line(line) = event {
+            one_job_line(line);
+        }
+        true
+    });
+    if let Some(line) = splitter.finish() {
+        one_job_line(&line);
+    }
+}
+
+fn one_job_line(raw: &[u8]) {
+    let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if let Ok(job) = serde_json::from_slice::<Job>(line) {
+        std::hint::black_box(job.check().is_ok());
+    }
+    match job::parse_job(line) {
+        Ok(job) => checked_job(&job),
+        Err(error) => {
+            std::hint::black_box(error);
+        }
+    }
+}
+
+fn checked_job(job: &Job) {
+    for rcpt in &job.recipients {
+        std::hint::black_box(crate::smtp::command::check_address(&rcpt.address).is_ok());
+        std::hint::black_box(job::notify_flags(rcpt.notify.as_deref()).is_ok());
+    }
+    std::hint::black_box(crate::smtp::command::check_address(&job.sender).is_ok());
+    if let Some(hop) = &job.nexthop {
+        let protocol = match job.transport {
+            job::TransportKind::Smtp => Protocol::Smtp,
+            job::TransportKind::Lmtp => Protocol::Lmtp,
+        };
+        std::hint::black_box(nexthop::parse_nexthop(hop, protocol, 25, &FixedServices).is_ok());
+    }
+    if let MessageRef::Data { data } = &job.message {
+        let message = Message::Inline(data.clone().into_bytes());
+        std::hint::black_box(message.facts().is_ok());
+        std::hint::black_box(crate::dispatch::follower(job, &message).is_some());
+    }
+}
+
+/// services(5) without the file: a few fixed names.
+struct FixedServices;
+
+impl ServiceLookup for FixedServices {
+    fn tcp_port(&self, name: &str) -> Option<u16> {
+        match name {
+            "relay" => Some(2525),
+            "mail-alt" => Some(10025),
+            _ => None,
+        }
+    }
+}
+
+/// Next-hop text → destinations. Byte 0: bit 0 picks LMTP, the rest the
+/// default port (25, 24, else a multiple of 516); the other bytes are the text (lossy UTF-8:
+/// next hops arrive as JSON or TOML strings).
+pub fn nexthop(data: &[u8]) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let protocol = if head & 1 == 1 {
+        Protocol::Lmtp
+    } else {
+        Protocol::Smtp
+    };
+    let default_port = match head >> 1 {
+        0 => 25,
+        1 => 24,
+        n => u16::from(n) * 516,
+    };
+    let text = String::from_utf8_lossy(rest);
+    match nexthop::parse_nexthop(&text, protocol, default_port, &FixedServices) {
+        Ok(list) => {
+            for destination in &list {
+                std::hint::black_box((destination.text(), destination.display_host()));
+            }
+        }
+        Err(error) => {
+            std::hint::black_box(error.to_string());
+        }
+    }
+    std::hint::black_box(nexthop::parse_port(&text, &FixedServices).is_ok());
+}
+
+/// TOML text → configuration or error, as `mailhop daemon --config` loads
+/// it, then the derived values the daemon computes from a loaded one.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        // The loader reads the file as UTF-8 and refuses anything else.
+        return;
+    };
+    match Config::from_toml_str(text) {
+        Ok(config) => {
+            std::hint::black_box(config.validate().is_ok());
+            std::hint::black_box(config.smtp.parsed_bind_address().is_ok());
+            std::hint::black_box(config.smtp.parsed_bind_address6().is_ok());
+            std::hint::black_box(config.dns.parsed_nameservers().is_ok());
+            std::hint::black_box(config.dns.parsed_inet_protocols().is_ok());
+        }
+        Err(error) => {
+            std::hint::black_box(error.to_string());
+        }
+    }
+}
+
+/// DNS datagrams → the MX candidate list of `example.test`. Byte 0 holds
+/// the settings (address families, preference, randomisation, balancing,
+/// MX-lookup error handling, loop detection and own addresses) and whether
+/// the destination is `[example.test]` (host route, no MX); byte 1 seeds
+/// the shuffle. Then datagrams, each behind a two-byte big-endian length
+/// (TCP framing): every lookup the route makes (the MX query first, then
+/// the A/AAAA queries of the exchanges) is answered by the next one,
+/// checked against its question and classified exactly as a reply from
+/// the network is; a missing datagram is a timeout.
+pub fn dns_mx(data: &[u8]) {
+    let (Some(&flags), Some(&seed), Some(mut rest)) = (data.first(), data.get(1), data.get(2..))
+    else {
+        return;
+    };
+    let mut replies = Vec::new();
+    while let [hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (datagram, after) = tail.split_at(len);
+        replies.push(datagram);
+        rest = after;
+    }
+    let bit = |n: u8| flags & (1 << n) != 0;
+    let settings = MxSettings {
+        ipv4: !bit(0) || !bit(1),
+        ipv6: !bit(0) || bit(1),
+        address_preference: match (bit(2), bit(3)) {
+            (false, false) => AddressPreference::Any,
+            (true, false) => AddressPreference::Ipv4,
+            _ => AddressPreference::Ipv6,
+        },
+        randomize_addresses: !bit(4),
+        balance_inet_protocols: true,
+        mx_address_limit: if bit(5) { 2 } else { 5 },
+        ignore_mx_lookup_error: bit(6),
+        defer_if_no_mx_address_found: bit(6) && bit(4),
+        loop_detect: true,
+        own_addresses: if bit(3) && !bit(2) {
+            vec![[192, 0, 2, 1].into(), [127, 0, 0, 1].into()]
+        } else {
+            Vec::new()
+        },
+    };
+    let dns = ReplayedReplies::new(replies);
+    let mut rng = StdRng::seed_from_u64(u64::from(seed));
+    let route = if bit(7) {
+        mxlist::host_route("example.test", &dns, &settings, &mut rng)
+    } else {
+        mxlist::domain_route("example.test", &dns, &settings, &mut rng)
+    };
+    match route {
+        Ok(route) => {
+            let candidates = &route.candidates;
+            assert!(!candidates.is_empty(), "a route without candidates");
+            assert!(
+                candidates.len() <= mxlist::RR_LIST_LIMIT,
+                "more candidates than the list limit"
+            );
+            for candidate in candidates {
+                assert!(
+                    match candidate.addr {
+                        IpAddr::V4(_) => settings.ipv4,
+                        IpAddr::V6(_) => settings.ipv6,
+                    },
+                    "a candidate of a disabled address family"
+                );
+                assert!(
+                    !settings.own_addresses.contains(&candidate.addr),
+                    "our own address among the candidates"
+                );
+            }
+            std::hint::black_box(route);
+        }
+        Err(dsn) => {
+            assert!(
+                !dsn.text.chars().any(char::is_control),
+                "control character in a DSN text"
+            );
+            std::hint::black_box((mxlist::makes_nexthop_final(&dsn), dsn));
+        }
+    }
+}

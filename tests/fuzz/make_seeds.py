@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs of tests/fuzz/corpus/<target>/seed-*.
+
+Run from anywhere: python3 tests/fuzz/make_seeds.py. Input layouts are
+documented on the entry points in src/fuzzing.rs. Files the fuzzer found
+(minimized) are kept beside the seeds under other names.
+"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+# --- smtp_reply: [text limit/16-1][bytes per read] server bytes ---------
+replies = {
+    "ehlo": "220 mx.example.test ESMTP\r\n250-mx.example.test\r\n250-PIPELINING\r\n"
+    "250-SIZE 10240000\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250-STARTTLS\r\n"
+    "250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=CRAM-MD5\r\n250 CHUNKING\r\n",
+    "transaction": "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <u@example.test>: Recipient address rejected\r\n"
+    "354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as 4F2\r\n221 2.0.0 Bye\r\n",
+    "multiline-4xx": "451-4.7.1 greylisted\r\n451-4.7.1 come back\r\n451 4.7.1 later\r\n",
+    "garbage": "hello there\r\n220\r\n999 x\r\n2500 no\r\n250-a\n251 b\n000 zero\r\n",
+    "mixed-codes": "250-first\r\n550-second\r\n421 4.4.2 last\r\n",
+    "class-mismatch": "550 2.1.0 odd\r\n250 5.5.5 odder\r\n450 4.999.999 big\r\n",
+    "controls": "250 ok\x00\x1b[31m\x7f\xff\xfe\r\n250-\r\r\n250 \r\n",
+    "size-odd": "250-x\r\n250-SIZE -1\r\n250-SIZE 99999999999999999999999\r\n250 SIZE\r\n",
+    "bare-lf": "220-a\n220-b\n220 c\n",
+    "no-newline": "250 never ends",
+}
+for name, text in replies.items():
+    write("smtp_reply", name, bytes([8, 7]) + text.encode("latin-1"))
+write("smtp_reply", "tiny-limit-one-byte-reads",
+      bytes([0, 1]) + ("250-" + "A" * 300 + "\r\n250 2.0.0 " + "B" * 300 + "\r\n").encode())
+write("smtp_reply", "long-line", bytes([255, 255]) + b"250 " + b"x" * 3000 + b"\r\n")
+
+# --- job_line: job protocol lines ---------------------------------------
+base = {
+    "id": "job-1",
+    "sender": "sender@example.test",
+    "recipients": [{"address": "rcpt@example.test"}],
+    "message": {"data": "Subject: hi\r\n\r\nhello\r\n"},
+}
+jobs = {
+    "minimal": base,
+    "path": dict(base, message={"path": "/var/spool/mailhop/msg1"}),
+    "full": dict(base, transport="smtp", nexthop="[192.0.2.1]:2525", envid="E1", ret="hdrs",
+                 smtputf8=True, arrival_time=1700000000, cache={"load": True, "store": False},
+                 recipients=[{"address": "a@example.test", "orcpt": "rfc822;a@example.test",
+                              "notify": ["success", "failure", "delay"]},
+                             {"address": "b@[192.0.2.7]", "notify": ["never"]}]),
+    "lmtp-unix": dict(base, transport="lmtp", nexthop="unix:/run/dovecot/lmtp"),
+    "lmtp-inet": dict(base, transport="lmtp", nexthop="inet:[127.0.0.1]:24"),
+    "eightbit": dict(base, message={"data": "Subject: \u00e9t\u00e9\r\n\r\nd\u00e9j\u00e0\r\n.\r\n..\r\n"}),
+    "arrival-max": dict(base, arrival_time=18446744073709551615),
+    "never-and-more": dict(base, recipients=[{"address": "x@y", "notify": ["never", "success"]}]),
+    "rcpt-domain-port": dict(base, recipients=[{"address": "u@[127.0.0.1]:6379"},
+                                               {"address": "u@host:22"},
+                                               {"address": "u@a.test,[192.0.2.5]"}]),
+    "control-chars": dict(base, id="a\u0000b", sender="s\r\nRCPT TO:<evil@x>", nexthop="unix:/x\r\ny"),
+    "no-recipients": dict(base, recipients=[]),
+}
+lines = [json.dumps(v) for v in jobs.values()]
+for name, v in jobs.items():
+    write("job_line", name, json.dumps(v) + "\n")
+write("job_line", "several-lines", "\r\n".join(lines[:3]) + "\r\n\n   \n" + lines[3])
+write("job_line", "status", '{"command":"status"}\n{"command":"status","x":1}\n{"command":7}\n')
+write("job_line", "malformed", '{"id":"x",\n{"id":\n[]\nnull\n"str"\n{"id":"x","sender":"a","recipients":[{"address":"b"}],"message":{"path":"/p","data":"d"}}\n')
+write("job_line", "unknown-field", json.dumps(dict(base, extra=1)) + "\n")
+write("job_line", "duplicate-key", '{"id":"a","id":"b","sender":"","recipients":[{"address":"x@y"}],"message":{"data":""}}\n')
+write("job_line", "deep-nesting", "[" * 200 + "]" * 200 + "\n" + '{"id":' + "[" * 300 + "\n")
+write("job_line", "bad-utf8", b'{"id":"\xff\xfe","sender":"a"}\n')
+write("job_line", "big-numbers", '{"id":"n","sender":"","recipients":[{"address":"x@y"}],"message":{"data":""},"arrival_time":-1}\n'
+      '{"id":"n","sender":"","recipients":[{"address":"x@y"}],"message":{"data":""},"arrival_time":1e300}\n'
+      '{"id":"n","sender":"","recipients":[{"address":"x@y"}],"message":{"data":""},"arrival_time":18446744073709551616}\n')
+write("job_line", "too-long", "x" * 3000 + "\n" + lines[0] + "\n")
+
+# --- nexthop: [bit 0 LMTP; rest: 0 port 25, 1 port 24, n port 516n] text ---
+hops = {
+    "domain": (0, "example.test"),
+    "domain-port": (0, "example.test:2525"),
+    "bracketed": (0, "[mx.example.test]:smtp"),
+    "ipv4": (0, "[192.0.2.1]:2525"),
+    "ipv6": (0, "[ipv6:2001:db8::1]:submission"),
+    "ipv6-upper": (0, "[IPv6:::ffff:192.0.2.1]"),
+    "bare-ip": (0, "192.0.2.1 2001:db8::2"),
+    "list": (0, "mx1.example.test:relay, [10.0.0.1] ,,\t[ipv6:::1]:mail-alt"),
+    "service-unknown": (0, "host:nosuchservice"),
+    "ports-bad": (0, "host:0 host:65536 host:99999999999999999999 host:"),
+    "brackets-bad": (0, "[ ]:25 [ [x]] ]: [x]:25:26 [x"),
+    "rcpt-domain-forms": (0, "[127.0.0.1]:6379"),
+    "lmtp-unix": (1, "unix:/run/dovecot/lmtp"),
+    "lmtp-unix-relative": (1, "unix:lmtp"),
+    "lmtp-unix-long": (1, "unix:/" + "d" * 200),
+    "lmtp-unix-ctrl": (1, "unix:/run/x\r\nforged log line"),
+    "lmtp-inet": (1, "inet:[127.0.0.1]:24, inet:host:lmtp unix:/x"),
+    "lmtp-plain": (3, "host"),
+    "empty": (0, " , \t"),
+    "controls": (0, "a\x00b.test\x7f:\x1b25"),
+    "unicode": (0, "b\u00fccher.example:25 [\u0661\u0662]"),
+}
+for name, (head, text) in hops.items():
+    write("nexthop", name, bytes([head]) + text.encode())
+
+# --- config: TOML text ----------------------------------------------------
+with open(os.path.join(HERE, "..", "..", "conf", "mailhop.toml"), "rb") as f:
+    write("config", "defaults", f.read())
+configs = {
+    "smtp-small": '[smtp]\nport = 2525\nrelayhost = "[192.0.2.1]:25"\nconnect_timeout = "30s"\n',
+    "durations": '[smtp]\nhelo_timeout = "1h30m"\nmail_timeout = "0s"\nrcpt_timeout = "-5s"\ndata_done_timeout = "99999999999999999999d"\n',
+    "types": '[smtp]\nport = "25"\n[dns]\ntimeout = 5\n[daemon]\nworkers = -1\n',
+    "unknown": '[smtp]\nnope = 1\n[nope]\nx = 2\ntop = 3\n',
+    "dns": '[dns]\nnameservers = ["127.0.0.1", "[::1]:5353", "bad", "1.2.3.4:99999"]\ninet_protocols = "ipv4, ipv6"\n',
+    "tls": '[tls]\nsecurity_level = "may"\n[[tls.policy]]\nnexthop = "example.test"\nlevel = "encrypt"\n',
+    "bad-syntax": '[smtp\nport = = 1\n"unterminated\n[[smtp]]\n',
+    "table-types": 'smtp = 1\n[dns]\n[dns]\n',
+    "inline-tables": 'smtp = { port = 2525, bind_address = "192.0.2.9", bind_address6 = "::1" }\n',
+    "lmtp": '[lmtp]\nport = 24\nlhlo_timeout = "10s"\n[log]\nformat = "json"\n[cache]\nenabled = true\n',
+}
+for name, text in configs.items():
+    write("config", name, text)
+
+
+# --- dns_mx: [settings][rng seed] then (u16 length, datagram)* ----------
+def name(n):
+    out = b""
+    for label in n.split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\x00"
+
+
+def rr(owner, rtype, ttl, rdata):
+    return owner + struct.pack(">HHIH", rtype, 1, ttl, len(rdata)) + rdata
+
+
+MX, A, AAAA, CNAME, SOA = 15, 1, 28, 5, 6
+
+
+def message(qname, qtype, answers=(), authority=(), rcode=0, flags=0x8180, ident=0x1234):
+    head = struct.pack(">HHHHHH", ident, flags | rcode, 1, len(answers), len(authority), 0)
+    body = name(qname) + struct.pack(">HH", qtype, 1)
+    return head + body + b"".join(answers) + b"".join(authority)
+
+
+def mx_rdata(pref, exch):
+    return struct.pack(">H", pref) + name(exch)
+
+
+def frame(*datagrams):
+    return b"".join(struct.pack(">H", len(d)) + d for d in datagrams)
+
+
+Q = b"\xc0\x0c"  # pointer to the question name
+soa = rr(name("example.test"), SOA, 300, name("ns.example.test") + name("h.example.test") + struct.pack(">IIIII", 1, 2, 3, 4, 60))
+mx_two = message("example.test", MX, [rr(Q, MX, 300, mx_rdata(10, "mx1.example.test")),
+                                      rr(Q, MX, 300, mx_rdata(20, "mx2.example.test"))])
+a1 = message("mx1.example.test", A, [rr(Q, A, 60, bytes([192, 0, 2, 10]))])
+aaaa1 = message("mx1.example.test", AAAA, [rr(Q, AAAA, 60, bytes(15) + b"\x01")])
+a2 = message("mx2.example.test", A, [rr(Q, A, 60, bytes([192, 0, 2, 1])), rr(Q, A, 60, bytes([127, 0, 0, 1]))])
+aaaa2_nodata = message("mx2.example.test", AAAA, [], [soa])
+write("dns_mx", "two-mx", bytes([0, 1]) + frame(mx_two, a1, aaaa1, a2, aaaa2_nodata))
+write("dns_mx", "two-mx-own-address", bytes([0b1000, 2]) + frame(mx_two, a1, aaaa1, a2, aaaa2_nodata))
+write("dns_mx", "two-mx-ipv4-only", bytes([0b01, 3]) + frame(mx_two, a1, a2))
+null_mx = message("example.test", MX, [rr(Q, MX, 300, mx_rdata(0, ""))])
+write("dns_mx", "null-mx", bytes([0, 0]) + frame(null_mx))
+nx = message("example.test", MX, [], [soa], rcode=3)
+write("dns_mx", "nxdomain", bytes([0, 0]) + frame(nx))
+servfail = message("example.test", MX, rcode=2)
+write("dns_mx", "servfail-ignore-error", bytes([0b1000000, 0]) + frame(servfail, a1, aaaa1))
+nodata = message("example.test", MX, [], [soa])
+host_a = message("example.test", A, [rr(Q, A, 60, bytes([198, 51, 100, 1]))])
+write("dns_mx", "nodata-implicit-mx", bytes([0, 0]) + frame(nodata, host_a, message("example.test", AAAA)))
+write("dns_mx", "host-route", bytes([0b10000000, 0]) + frame(host_a, message("example.test", AAAA, [rr(Q, AAAA, 0, bytes(16))])))
+cname = message("example.test", MX, [rr(Q, CNAME, 300, name("alias.example.test")),
+                                     rr(name("alias.example.test"), MX, 300, mx_rdata(5, "192.0.2.44"))])
+write("dns_mx", "cname-literal-exchange", bytes([0, 0]) + frame(cname))
+many = message("example.test", MX, [rr(Q, MX, 1, mx_rdata(i % 7, "m%d.example.test" % i)) for i in range(40)])
+write("dns_mx", "many-mx", bytes([0b100000, 9]) + frame(many, a1))
+truncated = message("example.test", MX, [rr(Q, MX, 300, mx_rdata(10, "mx1.example.test"))])[:-5]
+write("dns_mx", "truncated", bytes([0, 0]) + frame(truncated))
+mismatch = message("other.test", MX, [rr(Q, MX, 300, mx_rdata(10, "mx1.example.test"))], ident=7)
+write("dns_mx", "wrong-question", bytes([0, 0]) + frame(mismatch))
+loop = message("example.test", MX, [rr(Q, MX, 300, mx_rdata(10, "mx2.example.test"))])
+write("dns_mx", "loop-to-self", bytes([0b1000, 0]) + frame(loop, a2, aaaa2_nodata))
