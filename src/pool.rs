@@ -1114,6 +1114,18 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), Op
             "invalid job: message path {name} is not absolute"
         )));
     }
+    let file_flags = OFlag::O_RDONLY
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC;
+    if peer.privileged {
+        // Root or the daemon's own user may name any file the daemon can
+        // read: no per-directory checks, but still only a regular file,
+        // never opened otherwise.
+        let st = nix::sys::stat::lstat(path).map_err(cannot)?;
+        return open_checked(path, &st, file_flags, None, &name.to_string());
+    }
     let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root = nix::fcntl::open("/", dir_flags, Mode::empty()).map_err(cannot)?;
     let mut dirs = vec![root];
@@ -1166,40 +1178,61 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), Op
             dirs.push(fd);
             continue;
         }
-        if kind != libc::S_IFREG {
-            return Err(OpenError::new(format!(
-                "cannot read message {name}: not a regular file ({})",
-                file_kind(st.st_mode)
-            )));
-        }
-        if !peer.privileged && !peer.may(st.st_uid, st.st_gid, st.st_mode, 4) {
+        if kind == libc::S_IFREG && !peer.may(st.st_uid, st.st_gid, st.st_mode, 4) {
             return Err(denied());
         }
-        let fd = openat(
-            dir,
-            part.as_os_str(),
-            OFlag::O_RDONLY
-                | OFlag::O_NONBLOCK
-                | OFlag::O_NOCTTY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(cannot)?;
-        let file = File::from(fd);
-        let meta = file
-            .metadata()
-            .map_err(|e| OpenError::from_io(format!("cannot read message {name}"), &e))?;
-        if !meta.is_file() || meta.dev() != st.st_dev || meta.ino() != st.st_ino {
-            return Err(OpenError::new(format!(
-                "cannot read message {name}: it changed while it was opened"
-            )));
-        }
-        return Ok((file, meta.len()));
+        return open_checked(
+            Path::new(part.as_os_str()),
+            &st,
+            file_flags,
+            Some(dir),
+            &name.to_string(),
+        );
     }
     Err(OpenError::new(format!(
         "cannot read message {name}: not a regular file (a directory)"
     )))
+}
+
+/// Opens `path` (relative to `dir`, or as it is) whose `lstat` was `st`:
+/// only a regular file is opened, and it must still be the file that was
+/// checked.
+fn open_checked(
+    path: &Path,
+    st: &nix::sys::stat::FileStat,
+    flags: nix::fcntl::OFlag,
+    dir: Option<&std::os::fd::OwnedFd>,
+    name: &str,
+) -> Result<(File, u64), OpenError> {
+    use nix::fcntl::openat;
+    use nix::sys::stat::Mode;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFLNK {
+        return Err(OpenError::new(format!(
+            "cannot read message {name}: a symbolic link (not followed for a message file)"
+        )));
+    }
+    if kind != libc::S_IFREG {
+        return Err(OpenError::new(format!(
+            "cannot read message {name}: not a regular file ({})",
+            file_kind(st.st_mode)
+        )));
+    }
+    let fd = match dir {
+        Some(dir) => openat(dir, path, flags, Mode::empty()),
+        None => nix::fcntl::open(path, flags, Mode::empty()),
+    }
+    .map_err(|e| OpenError::from_errno(format!("cannot read message {name}"), e))?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| OpenError::from_io(format!("cannot read message {name}"), &e))?;
+    if !meta.is_file() || meta.dev() != st.st_dev || meta.ino() != st.st_ino {
+        return Err(OpenError::new(format!(
+            "cannot read message {name}: it changed while it was opened"
+        )));
+    }
+    Ok((file, meta.len()))
 }
 
 #[cfg(test)]

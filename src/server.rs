@@ -194,91 +194,127 @@ impl Limits {
 /// gets a retryable error.
 #[derive(Debug, Default)]
 pub struct Quotas {
-    state: Mutex<QuotaState>,
+    /// Bytes held by all clients.
+    bytes: AtomicUsize,
+    /// Per uid with a connection or bytes held. Charging and releasing
+    /// take the read lock only (no waiting between workers); the write
+    /// lock is for connections coming and going.
+    per_uid: RwLock<std::collections::HashMap<u32, Arc<Usage>>>,
 }
 
 #[derive(Debug, Default)]
-struct QuotaState {
-    bytes: usize,
-    per_uid: std::collections::HashMap<u32, Usage>,
+struct Usage {
+    bytes: AtomicUsize,
+    connections: AtomicUsize,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Usage {
-    bytes: usize,
-    connections: usize,
+/// Adds `amount` to `counter` unless that passes `limit`.
+fn take_within(counter: &AtomicUsize, amount: usize, limit: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(amount).filter(|&total| total <= limit)
+        })
+        .is_ok()
+}
+
+/// Takes `amount` from `counter` (never below 0); the value left.
+fn give_back(counter: &AtomicUsize, amount: usize) -> usize {
+    let before = counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            Some(held.saturating_sub(amount))
+        })
+        .unwrap_or(0);
+    before.saturating_sub(amount)
 }
 
 impl Quotas {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QuotaState> {
-        match self.state.lock() {
-            Ok(state) => state,
+    fn usage(&self, uid: u32) -> Option<Arc<Usage>> {
+        let map = match self.per_uid.read() {
+            Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
+        };
+        map.get(&uid).cloned()
+    }
+
+    fn map_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<u32, Arc<Usage>>> {
+        match self.per_uid.write() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Forgets `uid` once it has neither a connection nor bytes held.
+    fn forget_if_idle(&self, uid: u32) {
+        let mut map = self.map_mut();
+        if map.get(&uid).is_some_and(|u| {
+            u.connections.load(Ordering::Acquire) == 0 && u.bytes.load(Ordering::Acquire) == 0
+        }) {
+            map.remove(&uid);
         }
     }
 
     /// Takes a connection for `uid`; the error names the limit.
     pub fn connect(&self, uid: u32, limits: &Limits) -> Result<(), String> {
-        let mut state = self.lock();
-        let usage = state.per_uid.entry(uid).or_default();
-        if usage.connections >= limits.connections_per_uid {
+        let mut map = self.map_mut();
+        let usage = map.entry(uid).or_default();
+        if !take_within(&usage.connections, 1, limits.connections_per_uid) {
             return Err(format!(
                 "too many connections from uid {uid} ({}, max_connections_per_uid)",
                 limits.connections_per_uid
             ));
         }
-        usage.connections += 1;
         Ok(())
     }
 
     pub fn disconnect(&self, uid: u32) {
-        let mut state = self.lock();
-        if let Some(usage) = state.per_uid.get_mut(&uid) {
-            usage.connections = usage.connections.saturating_sub(1);
-            if usage.connections == 0 && usage.bytes == 0 {
-                state.per_uid.remove(&uid);
-            }
+        if let Some(usage) = self.usage(uid)
+            && give_back(&usage.connections, 1) == 0
+        {
+            self.forget_if_idle(uid);
         }
     }
 
     /// Takes `bytes` more for `uid`, or nothing when that would pass a
     /// limit (the error names it).
     pub fn charge(&self, uid: u32, bytes: usize, limits: &Limits) -> Result<(), String> {
-        let mut state = self.lock();
-        let total = state.bytes.saturating_add(bytes);
-        if total > limits.queued_bytes {
+        if !take_within(&self.bytes, bytes, limits.queued_bytes) {
             return Err(format!(
                 "the daemon holds too much queued data ({} bytes, max_queued_bytes)",
                 limits.queued_bytes
             ));
         }
-        let usage = state.per_uid.entry(uid).or_default();
-        let mine = usage.bytes.saturating_add(bytes);
-        if mine > limits.queued_bytes_per_uid {
+        let usage = match self.usage(uid) {
+            Some(usage) => usage,
+            None => Arc::clone(self.map_mut().entry(uid).or_default()),
+        };
+        if !take_within(&usage.bytes, bytes, limits.queued_bytes_per_uid) {
+            give_back(&self.bytes, bytes);
+            if usage.connections.load(Ordering::Acquire) == 0 {
+                self.forget_if_idle(uid);
+            }
             return Err(format!(
                 "uid {uid} has too much queued data ({} bytes, max_queued_bytes_per_uid)",
                 limits.queued_bytes_per_uid
             ));
         }
-        usage.bytes = mine;
-        state.bytes = total;
         Ok(())
     }
 
     pub fn release(&self, uid: u32, bytes: usize) {
-        let mut state = self.lock();
-        state.bytes = state.bytes.saturating_sub(bytes);
-        if let Some(usage) = state.per_uid.get_mut(&uid) {
-            usage.bytes = usage.bytes.saturating_sub(bytes);
-            if usage.connections == 0 && usage.bytes == 0 {
-                state.per_uid.remove(&uid);
-            }
+        give_back(&self.bytes, bytes);
+        if let Some(usage) = self.usage(uid)
+            && give_back(&usage.bytes, bytes) == 0
+            && usage.connections.load(Ordering::Acquire) == 0
+        {
+            self.forget_if_idle(uid);
         }
     }
 
     /// Bytes held now, in all (for tests and the log).
     pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+        self.bytes.load(Ordering::Acquire)
     }
 }
 
@@ -307,12 +343,19 @@ struct Charged {
 }
 
 impl Charged {
-    fn release(&self) {
+    /// Gives the job's bytes back to the quotas; the answer's estimate,
+    /// still committed on the connection, is returned for the caller to
+    /// take off (with the answer, under one lock).
+    fn release_bytes(&self) -> usize {
         let bytes = self.bytes.swap(0, Ordering::SeqCst);
         if bytes > 0 {
             self.quotas.release(self.uid, bytes);
         }
-        let estimate = self.estimate.swap(0, Ordering::SeqCst);
+        self.estimate.swap(0, Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        let estimate = self.release_bytes();
         if estimate > 0 {
             self.conn
                 .update(|s| s.committed = s.committed.saturating_sub(estimate));
@@ -334,8 +377,9 @@ fn answer_estimate(job: &Job) -> usize {
 
 impl Report for Charged {
     fn report(&self, answer: Answer) {
-        self.release();
-        self.conn.send(&answer);
+        let estimate = self.release_bytes();
+        self.conn
+            .send_wire_uncommitting(answer.to_wire(), answer.id(), estimate);
     }
 }
 
@@ -622,7 +666,15 @@ impl Conn {
 
     /// Sends one answer line that already ends with its newline.
     fn send_wire(&self, line: Vec<u8>, id: Option<&str>) {
+        self.send_wire_uncommitting(line, id, 0);
+    }
+
+    /// As [`Self::send_wire`], taking the answer's estimate (`uncommit`
+    /// bytes, see [`answer_estimate`]) off the connection under the same
+    /// lock.
+    fn send_wire_uncommitting(&self, line: Vec<u8>, id: Option<&str>, uncommit: usize) {
         let mut state = self.lock();
+        state.committed = state.committed.saturating_sub(uncommit);
         if state.closed {
             log::info!(
                 "job {}: client gone; result not reported",
@@ -1097,8 +1149,11 @@ impl Reader<'_> {
             return;
         }
         let estimate = answer_estimate(&job);
-        self.conn
-            .update(|s| s.committed = s.committed.saturating_add(estimate));
+        // More committed never makes room for anyone: nobody to wake.
+        {
+            let mut state = self.conn.lock();
+            state.committed = state.committed.saturating_add(estimate);
+        }
         let charged = Charged {
             conn: Arc::clone(self.conn),
             quotas: Arc::clone(&self.ctx.quotas),

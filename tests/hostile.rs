@@ -223,6 +223,9 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("daemon log"));
         tweak(&mut cmd);
+        // Its own process group: a wrapper (strace) and the daemon under
+        // it are stopped together.
+        cmd.process_group(0);
         let child = cmd.spawn().expect("spawn mailhop daemon");
         let mut daemon = Daemon {
             child,
@@ -268,6 +271,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
