@@ -145,7 +145,13 @@ fn checked_job(job: &Job) {
     for rcpt in &job.recipients {
         std::hint::black_box(crate::smtp::command::check_address(&rcpt.address).is_ok());
         std::hint::black_box(job::notify_flags(rcpt.notify.as_deref()).is_ok());
+        // Without a next hop the domain would choose the destination.
+        if let Some((_, domain)) = rcpt.address.rsplit_once('@') {
+            std::hint::black_box(nexthop::check_recipient_domain(domain).is_ok());
+        }
     }
+    // The worker's time arithmetic on arrival_time.
+    std::hint::black_box(crate::dispatch::arrival(job));
     std::hint::black_box(crate::smtp::command::check_address(&job.sender).is_ok());
     if let Some(hop) = &job.nexthop {
         let protocol = match job.transport {
