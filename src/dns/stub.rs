@@ -192,9 +192,47 @@ enum Records {
     Aaaa(Vec<Ipv6Addr>),
 }
 
+impl Records {
+    fn mx(self) -> Option<Vec<MxRecord>> {
+        match self {
+            Records::Mx(records) => Some(records),
+            _ => None,
+        }
+    }
+
+    fn a(self) -> Option<Vec<Ipv4Addr>> {
+        match self {
+            Records::A(records) => Some(records),
+            _ => None,
+        }
+    }
+
+    fn aaaa(self) -> Option<Vec<Ipv6Addr>> {
+        match self {
+            Records::Aaaa(records) => Some(records),
+            _ => None,
+        }
+    }
+}
+
 /// A lookup result before it is given its public type: the records (never
 /// empty) and the AD bit.
 type Outcome = Result<(Records, bool), DnsError>;
+
+/// The records of a lookup as the public answer type `pick` takes; a
+/// record set of another type (impossible) is a failure.
+fn typed<T>(
+    (records, authenticated): (Records, bool),
+    pick: fn(Records) -> Option<Vec<T>>,
+) -> Result<Answer<T>, DnsError> {
+    match pick(records) {
+        Some(records) => Ok(Answer {
+            records,
+            authenticated,
+        }),
+        None => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
+    }
+}
 
 /// An outcome and how long it may be cached (None: not at all).
 #[derive(Debug)]
@@ -629,33 +667,15 @@ impl StubResolver {
 
 impl DnsLookup for StubResolver {
     fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
-        match self.lookup(name, QueryType::Mx)? {
-            (Records::Mx(records), authenticated) => Ok(Answer {
-                records,
-                authenticated,
-            }),
-            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
-        }
+        typed(self.lookup(name, QueryType::Mx)?, Records::mx)
     }
 
     fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
-        match self.lookup(name, QueryType::A)? {
-            (Records::A(records), authenticated) => Ok(Answer {
-                records,
-                authenticated,
-            }),
-            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
-        }
+        typed(self.lookup(name, QueryType::A)?, Records::a)
     }
 
     fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
-        match self.lookup(name, QueryType::Aaaa)? {
-            (Records::Aaaa(records), authenticated) => Ok(Answer {
-                records,
-                authenticated,
-            }),
-            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
-        }
+        typed(self.lookup(name, QueryType::Aaaa)?, Records::aaaa)
     }
 }
 
@@ -1161,33 +1181,15 @@ impl<'a> ReplayedReplies<'a> {
 
 impl DnsLookup for ReplayedReplies<'_> {
     fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
-        match self.lookup(name, QueryType::Mx)? {
-            (Records::Mx(records), authenticated) => Ok(Answer {
-                records,
-                authenticated,
-            }),
-            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
-        }
+        typed(self.lookup(name, QueryType::Mx)?, Records::mx)
     }
 
     fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
-        match self.lookup(name, QueryType::A)? {
-            (Records::A(records), authenticated) => Ok(Answer {
-                records,
-                authenticated,
-            }),
-            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
-        }
+        typed(self.lookup(name, QueryType::A)?, Records::a)
     }
 
     fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
-        match self.lookup(name, QueryType::Aaaa)? {
-            (Records::Aaaa(records), authenticated) => Ok(Answer {
-                records,
-                authenticated,
-            }),
-            _ => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
-        }
+        typed(self.lookup(name, QueryType::Aaaa)?, Records::aaaa)
     }
 }
 
