@@ -26,7 +26,7 @@ fn bench_name(thread: usize, i: usize) -> String {
     format!("h{thread}-{i}.bench.test")
 }
 
-/// The zone of /work/shared/reference/peer-recipes/dnsmasq-test.sh: two MX
+/// The zone of ../shared/reference/peer-recipes/dnsmasq-test.sh: two MX
 /// hosts, NODATA, null MX, a SERVFAIL upstream (an in-process server: the
 /// recipe's discard port 9 gets no answer at all on loopback), an upstream
 /// that never answers, and the bench names.

@@ -1,6 +1,6 @@
 //! End-to-end tests of next-hop resolution and connection management
 //! (Postfix's smtp_connect.c and smtp_addr.c; reference:
-//! /work/shared/reference/postfix-smtp-client.md §1–3): MX lists served by
+//! ../shared/reference/postfix-smtp-client.md §1–3): MX lists served by
 //! a per-test dnsmasq, MX hosts played by smtp-sink or by in-process
 //! servers, and `mailhop send --direct` (or the library, where many
 //! deliveries are needed) in between. Expected texts are Postfix's.

@@ -1,5 +1,5 @@
 //! End-to-end tests against a real Postfix `smtp-sink` (see
-//! /work/shared/reference/postfix-smtp-client.md §11–12 for the flags and
+//! ../shared/reference/postfix-smtp-client.md §11–12 for the flags and
 //! the result texts Postfix 3.7 produces against the same peers).
 //!
 //! Each test starts its own sink(s) on a free loopback port or a private

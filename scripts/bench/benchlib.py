@@ -414,7 +414,7 @@ class PostfixDrain:
     """A private Postfix instance (own config and queue directories, loopback
     only, no chroot) relaying to relayhost; messages injected with
     smtp-source are put on hold, then released, and the drain is timed
-    (= qmgr + smtp(8)). After /work/shared/reference/peer-recipes/postfix-e2e.sh."""
+    (= qmgr + smtp(8)). After ../shared/reference/peer-recipes/postfix-e2e.sh."""
 
     def __init__(self, bench, relay_port, concurrency=20, size=1024):
         self.b = bench
