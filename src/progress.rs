@@ -222,6 +222,7 @@ pub fn deliver_group(
     struct Installed;
     impl Drop for Installed {
         fn drop(&mut self) {
+            crate::recipients::on_settled(None);
             GROUP.with(|group| {
                 if let Ok(mut group) = group.try_borrow_mut() {
                     *group = None;
@@ -239,6 +240,7 @@ pub fn deliver_group(
         }
     });
     let installed = Installed;
+    crate::recipients::on_settled(Some(settled));
     let delivery = deliver();
     for (position, one) in delivery.settled.iter().enumerate() {
         let logged = GROUP.with(|group| {

@@ -6,9 +6,26 @@
 //! anomaly. Both are logged as errors: an impossible state is reported, never
 //! silently lost, and never crashes the daemon.
 
+use std::cell::Cell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::dsn::StatusCode;
+
+/// Told of each outcome as the ledger records it: `(recipient index,
+/// address, outcome)`.
+pub type SettledHook = fn(usize, &str, &Outcome);
+
+thread_local! {
+    /// Installed by whoever logs recipients as they settle (the daemon's
+    /// progress tracking, `crate::progress`), for this thread's delivery.
+    static ON_SETTLED: Cell<Option<SettledHook>> = const { Cell::new(None) };
+}
+
+/// Installs (or with `None` removes) this thread's [`SettledHook`].
+pub fn on_settled(hook: Option<SettledHook>) {
+    ON_SETTLED.with(|h| h.set(hook));
+}
 
 /// Final status of one recipient in one delivery attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +137,9 @@ impl Ledger {
             Some(slot @ None) => {
                 // Logged as soon as it is settled (a daemon job: once).
                 let address = self.addresses.get(index).map_or("", String::as_str);
-                crate::progress::settled(index, address, &outcome);
+                if let Some(hook) = ON_SETTLED.with(Cell::get) {
+                    hook(index, address, &outcome);
+                }
                 *slot = Some(outcome);
                 true
             }
