@@ -665,19 +665,27 @@ impl StubResolver {
     }
 }
 
-impl DnsLookup for StubResolver {
-    fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
-        typed(self.lookup(name, QueryType::Mx)?, Records::mx)
-    }
+/// `DnsLookup` for a type with `fn lookup(&self, &str, QueryType) ->
+/// Outcome`: each record type through [`typed`].
+macro_rules! dns_lookup_via_records {
+    ($ty:ty) => {
+        impl DnsLookup for $ty {
+            fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
+                typed(self.lookup(name, QueryType::Mx)?, Records::mx)
+            }
 
-    fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
-        typed(self.lookup(name, QueryType::A)?, Records::a)
-    }
+            fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
+                typed(self.lookup(name, QueryType::A)?, Records::a)
+            }
 
-    fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
-        typed(self.lookup(name, QueryType::Aaaa)?, Records::aaaa)
-    }
+            fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
+                typed(self.lookup(name, QueryType::Aaaa)?, Records::aaaa)
+            }
+        }
+    };
 }
+
+dns_lookup_via_records!(StubResolver);
 
 fn record_type(qtype: QueryType) -> RecordType {
     match qtype {
@@ -1179,19 +1187,7 @@ impl<'a> ReplayedReplies<'a> {
     }
 }
 
-impl DnsLookup for ReplayedReplies<'_> {
-    fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError> {
-        typed(self.lookup(name, QueryType::Mx)?, Records::mx)
-    }
-
-    fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
-        typed(self.lookup(name, QueryType::A)?, Records::a)
-    }
-
-    fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
-        typed(self.lookup(name, QueryType::Aaaa)?, Records::aaaa)
-    }
-}
+dns_lookup_via_records!(ReplayedReplies<'_>);
 
 #[cfg(test)]
 #[path = "stub_tests.rs"]
