@@ -787,6 +787,9 @@ fn injected_fault(ticket: &Ticket) {
     if let Some(prefix) = prefix
         && ticket.id().starts_with(prefix.as_str())
     {
+        // invariant: reached only in debug builds (cfg(debug_assertions))
+        // and only when the operator's environment names a job-id prefix:
+        // neither a job nor the network can make it fire in a release build.
         #[allow(clippy::panic)]
         {
             panic!(
