@@ -11,7 +11,7 @@
 # rustc/cargo: on a stable toolchain RUSTC_BOOTSTRAP=1 lets them through.
 # Built with debug assertions and overflow checks, no sanitizer (the code
 # is safe Rust; a sanitizer would only slow the search). New inputs go to
-# tests/fuzz/work/<target>/ (not committed), crashes and hangs to
+# tests/fuzz/runs/<target>/ (not committed), crashes and hangs to
 # tests/fuzz/artifacts/<target>/; the committed seeds in
 # tests/fuzz/corpus/<target>/ are read only. To keep a finding: minimize
 # it (cargo fuzz tmin), copy it into the corpus and fix the code;
@@ -37,12 +37,12 @@ nice -n 19 cargo fuzz build $FLAGS
 failed=0
 summary=""
 for target in $FUZZ_TARGETS; do
-    mkdir -p "$DIR/work/$target" "$DIR/artifacts/$target"
-    log="$DIR/work/$target.log"
+    mkdir -p "$DIR/runs/$target" "$DIR/artifacts/$target"
+    log="$DIR/runs/$target.log"
     echo "fuzz: $target for ${FUZZ_SECONDS}s (log: $log)"
     status=ok
     # shellcheck disable=SC2086
-    if ! nice -n 19 cargo fuzz run $FLAGS "$target" "$DIR/work/$target" "$DIR/corpus/$target" -- \
+    if ! nice -n 19 cargo fuzz run $FLAGS "$target" "$DIR/runs/$target" "$DIR/corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -runs="$FUZZ_RUNS" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$DIR/artifacts/$target/" >"$log" 2>&1; then
         status="FAILED: $(grep -m1 -o "$DIR/artifacts/$target/[^ ]*" "$log" || echo "see $log")"
