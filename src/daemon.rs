@@ -307,7 +307,7 @@ impl Daemon {
                     );
                     self.spare_fd = None;
                     if let Ok((stream, _)) = self.listening.listener.accept() {
-                        refuse_retryable(&stream, "no file descriptors left in the daemon");
+                        server::refuse_retryable(&stream, "no file descriptors left in the daemon");
                     }
                     self.spare_fd = spare_descriptor();
                     thread::sleep(Duration::from_millis(u64::from(TICK)));
@@ -328,7 +328,7 @@ impl Daemon {
         let max = self.config.daemon.max_connections;
         if self.ctx.live.load(Ordering::SeqCst) >= max {
             log::warn!("refused a connection: {max} connections are open (max_connections)");
-            refuse_retryable(&stream, "too many connections (max_connections)");
+            server::refuse_retryable(&stream, "too many connections (max_connections)");
             return;
         }
         self.accepted += 1;
@@ -340,7 +340,7 @@ impl Daemon {
         {
             log::warn!("cannot serve a connection: {e}");
             if let Some(stream) = answer {
-                refuse_retryable(&stream, "the daemon cannot serve this connection now");
+                server::refuse_retryable(&stream, "the daemon cannot serve this connection now");
             }
         }
     }
@@ -506,15 +506,6 @@ impl Daemon {
         log::info!("stopped");
         0
     }
-}
-
-/// Answers a connection the daemon does not serve with a retryable
-/// error line (`mailhop send` exits 75) and closes it.
-fn refuse_retryable(stream: &UnixStream, why: &str) {
-    let error = crate::job::JobError::temporary(None, format!("{why}; try again later"));
-    let line = crate::pool::Answer::Failed(error).to_wire();
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = (&*stream).write_all(&line);
 }
 
 /// A descriptor held in reserve (on /dev/null) so that, out of

@@ -511,7 +511,11 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
     let writer_stream = match stream.try_clone() {
         Ok(s) => s,
         Err(e) => {
-            log::warn!("connection {number}: {e}");
+            log::warn!("connection {number}: {e}; answering a retryable error");
+            refuse_retryable(
+                &stream,
+                &format!("the daemon cannot serve this connection now: {e}"),
+            );
             return;
         }
     };
@@ -521,7 +525,11 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
     let direct_stream = match writer_stream.try_clone() {
         Ok(s) => s,
         Err(e) => {
-            log::warn!("connection {number}: {e}");
+            log::warn!("connection {number}: {e}; answering a retryable error");
+            refuse_retryable(
+                &stream,
+                &format!("the daemon cannot serve this connection now: {e}"),
+            );
             return;
         }
     };
@@ -540,6 +548,10 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
         Ok(handle) => handle,
         Err(e) => {
             log::warn!("connection {number}: cannot start its writer: {e}");
+            refuse_retryable(
+                &stream,
+                &format!("the daemon cannot serve this connection now: {e}"),
+            );
             return;
         }
     };
@@ -556,6 +568,14 @@ fn serve(stream: UnixStream, ctx: &Context, settings: &ConnSettings, number: u64
     conn.update(|s| s.reader_done = true);
     let _ = writer.join();
     log::debug!("connection {number}: closed");
+}
+
+/// Answers a connection the daemon does not serve with a retryable
+/// error line (`mailhop send` exits 75); the caller closes it.
+pub fn refuse_retryable(stream: &UnixStream, why: &str) {
+    let error = JobError::temporary(None, format!("{why}; try again later"));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = (&*stream).write_all(&Answer::Failed(error).to_wire());
 }
 
 /// Reads and discards input until EOF, `limit` or `max` bytes.

@@ -812,39 +812,46 @@ fn out_of_descriptors_is_retryable() {
         "{limits}"
     );
     drop(daemon);
-    // Now a daemon with few descriptors: fill them with idle clients.
-    let work = Work::new();
-    let daemon = Daemon::start_with(&work, "", |cmd| {
-        // SAFETY: as above.
-        unsafe {
-            cmd.pre_exec(set_limit(48, 48));
-        }
-    });
-    let mut clients = Vec::new();
-    let mut refused = None;
-    for _ in 0..48 {
-        let c = daemon.client();
-        c.writer
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        let mut probe = [0u8; 512];
-        match (&c.writer).read(&mut probe) {
-            Ok(n) if n > 0 => {
-                refused = Some(String::from_utf8_lossy(&probe[..n]).into_owned());
-                break;
+    // Now a daemon with few descriptors: fill them with idle clients. A
+    // connection costs the daemon several descriptors, so where they run
+    // out (accept, or a clone for the connection's writer) depends on how
+    // many the daemon holds at start: three limits cover every case.
+    for limit in [47, 48, 49] {
+        let work = Work::new();
+        let daemon = Daemon::start_with(&work, "", |cmd| {
+            // SAFETY: as above.
+            unsafe {
+                cmd.pre_exec(set_limit(limit, limit));
             }
-            _ => clients.push(c),
+        });
+        let mut clients = Vec::new();
+        let mut refused = None;
+        for _ in 0..limit {
+            let c = daemon.client();
+            c.writer
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            let mut probe = [0u8; 512];
+            match (&c.writer).read(&mut probe) {
+                Ok(n) if n > 0 => {
+                    refused = Some(String::from_utf8_lossy(&probe[..n]).into_owned());
+                    break;
+                }
+                _ => clients.push(c),
+            }
         }
+        let refused = refused.unwrap_or_else(|| {
+            panic!("limit {limit}: no client was turned away once descriptors ran out")
+        });
+        let answer: Value = serde_json::from_str(refused.trim()).expect("json");
+        assert_eq!(answer["retryable"], true, "limit {limit}: {answer}");
+        // Freed descriptors serve clients again.
+        drop(clients);
+        thread::sleep(Duration::from_millis(500));
+        let mut c = daemon.client();
+        c.send(&inline_job(&format!("after-emfile-{limit}"), &sink.nexthop()).to_string());
+        assert_sent(&c.answer());
     }
-    let refused = refused.expect("a client was turned away once descriptors ran out");
-    let answer: Value = serde_json::from_str(refused.trim()).expect("json");
-    assert_eq!(answer["retryable"], true, "{answer}");
-    // Freed descriptors serve clients again.
-    drop(clients);
-    thread::sleep(Duration::from_millis(500));
-    let mut c = daemon.client();
-    c.send(&inline_job("after-emfile", &sink.nexthop()).to_string());
-    assert_sent(&c.answer());
 }
 
 // ---------------------------------------------------------------------------
