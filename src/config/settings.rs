@@ -1,0 +1,220 @@
+//! The effective settings built from the raw tables: per-protocol settings
+//! (the `[lmtp]` keys that fall back to `[smtp]`), `$myhostname` and the
+//! parsed address values.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::Config;
+use super::checks::{
+    parse_bind_address, parse_bind_address6, parse_inet_protocols, parse_nameserver, valid_hostname,
+};
+use super::error::{ConfigError, Invalid};
+use super::tables::{DnsConfig, SmtpConfig};
+
+/// Effective per-protocol settings, see [`Config::protocol`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProtocolSettings {
+    /// Default TCP port.
+    pub port: u16,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Fallback relays (never inherited between protocols).
+    pub fallback_relay: Vec<String>,
+    /// Treat a 5xx greeting as a soft error.
+    pub skip_5xx_greeting: bool,
+    /// Message content line length limit; 0 means none.
+    pub line_length_limit: usize,
+    /// Addresses tried per nexthop; 0 means no limit.
+    pub mx_address_limit: u32,
+    /// Sessions per nexthop; 0 means no limit.
+    pub mx_session_limit: u32,
+    /// Name sent in EHLO/HELO (SMTP) or LHLO (LMTP), already resolved.
+    pub helo_name: String,
+    /// Local IPv4 source address, if configured.
+    pub bind_address: Option<Ipv4Addr>,
+    /// Local IPv6 source address, if configured.
+    pub bind_address6: Option<Ipv6Addr>,
+    /// Defer instead of warning when binding fails.
+    pub bind_address_enforce: bool,
+}
+
+/// Per-protocol time limits.  `connect == Duration::ZERO` means no limit of
+/// our own (the operating system's connect timeout applies); every other
+/// limit is positive in a validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Greeting and EHLO/HELO/LHLO.
+    pub helo: Duration,
+    pub mail: Duration,
+    pub rcpt: Duration,
+    pub data_init: Duration,
+    pub data_xfer: Duration,
+    pub data_done: Duration,
+    pub quit: Duration,
+    pub rset: Duration,
+    /// STARTTLS reply and TLS handshake (`[tls] starttls_timeout`).
+    pub starttls: Duration,
+    /// Each limit covers a whole request and its whole response, not each
+    /// read or write (`per_request_deadline`).
+    pub per_request_deadline: bool,
+    /// Bytes per second that extend the DATA deadline (`min_data_rate`).
+    pub min_data_rate: u32,
+}
+
+/// Address families enabled by `dns.inet_protocols`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InetProtocols {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Config {
+    /// Effective settings for SMTP (`lmtp == false`) or LMTP (`lmtp ==
+    /// true`).  For LMTP, unset optional `[lmtp]` keys take the `[smtp]`
+    /// value; keys that `[lmtp]` does not have (address and session limits,
+    /// bind addresses) always come from `[smtp]`.  The port, the connect
+    /// timeout and the fallback relays are never inherited.  Bind addresses
+    /// that do not parse (possible only in an unvalidated `Config`) are
+    /// reported as `None`.
+    pub fn protocol(&self, lmtp: bool) -> ProtocolSettings {
+        let s = &self.smtp;
+        let smtp = ProtocolSettings {
+            port: s.port,
+            timeouts: Timeouts {
+                connect: s.connect_timeout,
+                helo: s.helo_timeout,
+                mail: s.mail_timeout,
+                rcpt: s.rcpt_timeout,
+                data_init: s.data_init_timeout,
+                data_xfer: s.data_xfer_timeout,
+                data_done: s.data_done_timeout,
+                quit: s.quit_timeout,
+                rset: s.rset_timeout,
+                starttls: self.tls.starttls_timeout,
+                per_request_deadline: s.per_request_deadline,
+                min_data_rate: s.min_data_rate,
+            },
+            fallback_relay: s.fallback_relay.clone(),
+            skip_5xx_greeting: s.skip_5xx_greeting,
+            line_length_limit: s.line_length_limit,
+            mx_address_limit: s.mx_address_limit,
+            mx_session_limit: s.mx_session_limit,
+            helo_name: self.helo_name(),
+            bind_address: s.parsed_bind_address().ok().flatten(),
+            bind_address6: s.parsed_bind_address6().ok().flatten(),
+            bind_address_enforce: s.bind_address_enforce,
+        };
+        if !lmtp {
+            return smtp;
+        }
+        let l = &self.lmtp;
+        let t = &smtp.timeouts;
+        ProtocolSettings {
+            port: l.port,
+            timeouts: Timeouts {
+                connect: l.connect_timeout,
+                helo: l.lhlo_timeout.unwrap_or(t.helo),
+                mail: l.mail_timeout.unwrap_or(t.mail),
+                rcpt: l.rcpt_timeout.unwrap_or(t.rcpt),
+                data_init: l.data_init_timeout.unwrap_or(t.data_init),
+                data_xfer: l.data_xfer_timeout.unwrap_or(t.data_xfer),
+                data_done: l.data_done_timeout.unwrap_or(t.data_done),
+                quit: l.quit_timeout.unwrap_or(t.quit),
+                rset: l.rset_timeout.unwrap_or(t.rset),
+                starttls: t.starttls,
+                per_request_deadline: l.per_request_deadline.unwrap_or(t.per_request_deadline),
+                min_data_rate: l.min_data_rate.unwrap_or(t.min_data_rate),
+            },
+            fallback_relay: l.fallback_relay.clone(),
+            skip_5xx_greeting: l.skip_5xx_greeting.unwrap_or(smtp.skip_5xx_greeting),
+            line_length_limit: l.line_length_limit.unwrap_or(smtp.line_length_limit),
+            helo_name: match &l.lhlo_name {
+                Some(name) if name.is_empty() => self.myhostname(),
+                Some(name) => name.clone(),
+                None => smtp.helo_name.clone(),
+            },
+            ..smtp
+        }
+    }
+
+    /// `smtp.helo_name`, or [`Config::myhostname`] when it is empty.
+    pub fn helo_name(&self) -> String {
+        if self.smtp.helo_name.is_empty() {
+            self.myhostname()
+        } else {
+            self.smtp.helo_name.clone()
+        }
+    }
+
+    /// Postfix's `$myhostname`: the system host name, read once from
+    /// `/proc/sys/kernel/hostname`, else `/etc/hostname`, else
+    /// `"localhost"` (a file whose content is not a valid host name is
+    /// skipped).  Also the name shown for UNIX-socket LMTP servers.
+    pub fn myhostname(&self) -> String {
+        static HOSTNAME: OnceLock<String> = OnceLock::new();
+        HOSTNAME
+            .get_or_init(|| {
+                hostname_from_files(&[
+                    Path::new("/proc/sys/kernel/hostname"),
+                    Path::new("/etc/hostname"),
+                ])
+            })
+            .clone()
+    }
+}
+
+impl SmtpConfig {
+    /// `bind_address` as an address: `None` when empty.
+    pub fn parsed_bind_address(&self) -> Result<Option<Ipv4Addr>, ConfigError> {
+        parse_bind_address(&self.bind_address)
+            .map_err(|invalid| invalid.at("smtp.bind_address").into_error(None))
+    }
+
+    /// `bind_address6` as an address: `None` when empty.
+    pub fn parsed_bind_address6(&self) -> Result<Option<Ipv6Addr>, ConfigError> {
+        parse_bind_address6(&self.bind_address6)
+            .map_err(|invalid| invalid.at("smtp.bind_address6").into_error(None))
+    }
+}
+
+impl DnsConfig {
+    /// `nameservers` as socket addresses (port 53 when none is given).  An
+    /// empty list means: use /etc/resolv.conf.
+    pub fn parsed_nameservers(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.nameservers
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                parse_nameserver(entry).map_err(|message| {
+                    Invalid {
+                        index: Some(index),
+                        message,
+                    }
+                    .at("dns.nameservers")
+                    .into_error(None)
+                })
+            })
+            .collect()
+    }
+
+    /// `inet_protocols` as the set of enabled address families.
+    pub fn parsed_inet_protocols(&self) -> Result<InetProtocols, ConfigError> {
+        parse_inet_protocols(&self.inet_protocols)
+            .map_err(|invalid| invalid.at("dns.inet_protocols").into_error(None))
+    }
+}
+
+/// The first file among `paths` that holds a valid host name, else
+/// `"localhost"`.
+pub(super) fn hostname_from_files(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_owned())
+        .find(|name| valid_hostname(name))
+        .unwrap_or_else(|| String::from("localhost"))
+}
