@@ -123,6 +123,8 @@ enum ConfigCommand {
     Defaults,
     /// Check a configuration file: exit 0, or 78 with the reason.
     Check { file: PathBuf },
+    /// Print the manual page mailhop.toml(5) (roff).
+    Man,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -142,6 +144,10 @@ where
     match cli.command {
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());
+            EX_OK
+        }
+        Command::Config(ConfigCommand::Man) => {
+            print!("{}", Config::man_page());
             EX_OK
         }
         Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {

@@ -20,6 +20,8 @@ pub(super) struct KeyDoc {
     pub(super) postfix: &'static str,
     /// For optional keys: the `[smtp]` key whose value applies when unset.
     pub(super) unset_from: Option<&'static str>,
+    /// The field's Rust type as written in the declaration.
+    pub(super) rust_type: &'static str,
 }
 
 /// Declares one configuration table.  Each field is written as
@@ -74,6 +76,9 @@ macro_rules! config_table {
             /// The table's name in the file.
             pub(super) const TABLE: &'static str = $table;
 
+            /// The table's doc comment, one `\n`-terminated line per doc line.
+            pub(super) const DOC: &'static str = concat!($($tdoc, "\n",)*);
+
             /// Every key of the table, in file order.
             pub(super) const KEYS: &'static [KeyDoc] = &[
                 $(
@@ -82,6 +87,7 @@ macro_rules! config_table {
                         doc: concat!($($doc, "\n",)*),
                         postfix: $postfix,
                         unset_from: config_table!(@unset $($from)?),
+                        rust_type: stringify!($ty),
                     },
                 )*
             ];
