@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use crate::cache::{EndpointLabel, IdleSession, NexthopLabel, SessionCache};
 use crate::chain;
-use crate::config::{Config, InetProtocols, ProtocolSettings};
+use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
 use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
@@ -177,7 +177,7 @@ pub struct CacheUse {
 /// servers of /etc/resolv.conf, else (no readable file) the local host, as
 /// the C library does.
 pub fn system_stub_resolver(config: &Config) -> Result<StubResolver, DnsError> {
-    let mut nameservers = config.dns.parsed_nameservers().unwrap_or_default();
+    let mut nameservers = config.settings().nameservers;
     if nameservers.is_empty() {
         nameservers = match system_nameservers(Path::new("/etc/resolv.conf")) {
             Ok(list) => list,
@@ -201,12 +201,33 @@ pub fn system_stub_resolver(config: &Config) -> Result<StubResolver, DnsError> {
     StubResolver::new(settings)
 }
 
+/// The destinations of fallback relays, parsed once per configuration.  A
+/// relay that does not parse is logged and left out, as delivery used to do
+/// for every job.
+fn fallback_destinations(
+    relays: &[String],
+    protocol: Protocol,
+    port: u16,
+    services: &dyn ServiceLookup,
+) -> Vec<Destination> {
+    let mut destinations = Vec::new();
+    for relay in relays {
+        match parse_nexthop(relay, protocol, port, services) {
+            Ok(list) => destinations.extend(list),
+            Err(e) => log::warn!("fallback_relay: {e}; ignored"),
+        }
+    }
+    destinations
+}
+
 /// Delivers jobs with a configuration and pluggable edges.
 pub struct Deliverer {
     config: Config,
-    /// `config.protocol(false)` and `config.protocol(true)`, made once.
-    smtp_settings: ProtocolSettings,
-    lmtp_settings: ProtocolSettings,
+    /// The typed settings of `config`, made once.
+    settings: Settings,
+    /// The fallback relays of SMTP and LMTP (`[smtp, lmtp]`), parsed once;
+    /// a relay that does not parse was logged and left out.
+    fallback: [Vec<Destination>; 2],
     /// The TLS policy of destinations without a policy table entry
     /// (`[TCP, UNIX socket]`), made once instead of for every delivery.
     default_tls: [Result<Arc<Policy>, tls_policy::PolicyError>; 2],
@@ -235,10 +256,8 @@ impl Deliverer {
     /// Real sockets over the given DNS lookups (shared between deliverers,
     /// so a configuration reload keeps the cache).
     pub fn with_dns(config: Config, dns: Arc<dyn DnsLookup>) -> Self {
-        let families = config.dns.parsed_inet_protocols().unwrap_or(InetProtocols {
-            ipv4: true,
-            ipv6: true,
-        });
+        let settings = config.settings();
+        let families = settings.inet_protocols;
         let own = OwnAddresses::from_config(
             &config.smtp.inet_interfaces,
             &config.smtp.proxy_interfaces,
@@ -246,16 +265,21 @@ impl Deliverer {
             families.ipv6,
         );
         let resolver = DnsResolver::new(dns, &config, &own);
+        let services = SystemServices;
+        let fallback = [Protocol::Smtp, Protocol::Lmtp].map(|protocol| {
+            let relays = settings.protocol(protocol == Protocol::Lmtp);
+            fallback_destinations(&relays.fallback_relay, protocol, relays.port, &services)
+        });
         Self {
             own,
-            smtp_settings: config.protocol(false),
-            lmtp_settings: config.protocol(true),
+            settings,
+            fallback,
             default_tls: [false, true]
                 .map(|unix| tls_policy::policy_for(&config.tls, "", unix).map(Arc::new)),
             config,
             resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
-            services: Box::new(SystemServices),
+            services: Box::new(services),
             cache: None,
         }
     }
@@ -284,14 +308,15 @@ impl Deliverer {
         &self.config
     }
 
+    /// The typed settings of [`Deliverer::config`], made once.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Delivers one request; one outcome per recipient, in envelope order.
     pub fn deliver(&self, request: &Request<'_>) -> Delivery {
         let lmtp = request.protocol == Protocol::Lmtp;
-        let settings = if lmtp {
-            &self.lmtp_settings
-        } else {
-            &self.smtp_settings
-        };
+        let settings = self.settings.protocol(lmtp);
         let mut ledger = Ledger::new(
             request
                 .envelope
@@ -334,17 +359,7 @@ impl Deliverer {
             }
             destinations.truncate(1);
         } else {
-            for relay in &settings.fallback_relay {
-                match parse_nexthop(
-                    relay,
-                    request.protocol,
-                    settings.port,
-                    self.services.as_ref(),
-                ) {
-                    Ok(list) => destinations.extend(list),
-                    Err(e) => log::warn!("fallback_relay: {e}; ignored"),
-                }
-            }
+            destinations.extend(self.fallback[usize::from(lmtp)].iter().cloned());
         }
         let mut last_index = 0;
         let mut job = JobState {
@@ -370,9 +385,9 @@ impl Deliverer {
         let context = LeftoverContext {
             last_was_fallback_relay: last_index >= primary_count,
             nexthop_is_relayhost: !lmtp
-                && !self.config.smtp.relayhost.is_empty()
+                && self.settings.relayhost.is_some()
                 && destinations.first().map(Destination::text)
-                    == Some(self.config.smtp.relayhost.as_str()),
+                    == self.settings.relayhost.as_deref(),
         };
         outcome::settle_leftovers(&mut job.ledger, &job.trouble, context);
         Delivery::new(job.ledger, job.trouble)
@@ -461,7 +476,7 @@ impl Deliverer {
             return false;
         }
         let mode = ResolveMode {
-            lookup_mx: smtp && lookup_mx && self.config.dns.support != "disabled",
+            lookup_mx: smtp && lookup_mx && self.settings.dns_support != DnsSupport::Disabled,
             loop_detect: smtp && port == 25,
         };
         let route = match self.resolver.resolve(host, mode) {
@@ -689,7 +704,7 @@ impl Deliverer {
             && extensions.pipelining
             && request.protocol == Protocol::Smtp;
         let tls_active = tls.is_some();
-        let source = if self.config.log.format == "json" {
+        let source = if self.settings.log_format == LogFormat::Json {
             conn.local_addr()
         } else {
             None
@@ -1050,7 +1065,7 @@ impl Deliverer {
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
         // Only the JSON log shows the source address (getsockname).
-        if self.config.log.format == "json" {
+        if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
         }
         let mut tls_mode = match server.policy.level {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chain::Follower;
+use crate::config::LogFormat;
 use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
 use crate::dsn::StatusCode;
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
@@ -92,7 +93,7 @@ pub fn execute_with(
         Protocol::Smtp => "smtp",
         Protocol::Lmtp => "lmtp",
     };
-    let json = deliverer.config().log.format == "json";
+    let json = deliverer.settings().log_format == LogFormat::Json;
     let arrival_at = arrival(job);
     // Each recipient is logged as soon as it is settled.
     let line_writer = || {
@@ -453,8 +454,9 @@ fn group_by_nexthop(
     if let Some(nexthop) = &job.nexthop {
         return (vec![(nexthop.clone(), all)], Vec::new());
     }
-    let relayhost = &deliverer.config().smtp.relayhost;
-    if job.transport == TransportKind::Smtp && !relayhost.is_empty() {
+    if job.transport == TransportKind::Smtp
+        && let Some(relayhost) = &deliverer.settings().relayhost
+    {
         return (vec![(relayhost.clone(), all)], Vec::new());
     }
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();

@@ -39,12 +39,7 @@ pub const RR_LIST_LIMIT: usize = 100;
 const NO_PRIMARY_RELAY: &str = "unable to find primary relay for ";
 
 /// `smtp_address_preference`: which family goes first within one preference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AddressPreference {
-    Any,
-    Ipv4,
-    Ipv6,
-}
+pub use crate::config::AddressPreference;
 
 /// The Postfix parameters that shape an address list.
 #[derive(Clone, Debug, PartialEq, Eq)]

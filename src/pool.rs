@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::cache::DemandGuard;
+use crate::config::LogFormat;
 use crate::deliver::Deliverer;
 use crate::dispatch::{self, seconds};
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
@@ -326,7 +327,7 @@ impl Shared {
         if !ticket.claim() {
             return false;
         }
-        let json = self.deliverer().config().log.format == "json";
+        let json = self.deliverer().settings().log_format == LogFormat::Json;
         let delays = Delays::of(ticket, running.map(|r| r.started));
         let log = |r: &RecipientResult| log_deferral(ticket, &delays, json, r);
         let recipients = match running {
@@ -641,8 +642,9 @@ fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
     if let Some(nexthop) = &job.nexthop {
         return BTreeSet::from([nexthop.clone()]);
     }
-    let relayhost = &deliverer.config().smtp.relayhost;
-    if job.transport == TransportKind::Smtp && !relayhost.is_empty() {
+    if job.transport == TransportKind::Smtp
+        && let Some(relayhost) = &deliverer.settings().relayhost
+    {
         return BTreeSet::from([relayhost.clone()]);
     }
     job.recipients

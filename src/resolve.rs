@@ -16,7 +16,7 @@ use crate::deliver::{ResolveMode, Resolver, Route};
 use crate::dns::DnsLookup;
 use crate::dsn::Dsn;
 use crate::interfaces::OwnAddresses;
-use crate::mxlist::{self, AddressPreference, MxSettings};
+use crate::mxlist::{self, MxSettings};
 use crate::nexthop::Host;
 
 /// MX and address resolution over DNS.
@@ -78,21 +78,12 @@ impl Resolver for DnsResolver {
 
 /// The MX list builder's settings from the configuration.
 pub fn mx_settings(config: &Config, own: &OwnAddresses) -> MxSettings {
-    let families = config
-        .dns
-        .parsed_inet_protocols()
-        .unwrap_or(crate::config::InetProtocols {
-            ipv4: true,
-            ipv6: true,
-        });
+    let settings = config.settings();
+    let families = settings.inet_protocols;
     MxSettings {
         ipv4: families.ipv4,
         ipv6: families.ipv6,
-        address_preference: match config.dns.address_preference.as_str() {
-            "ipv4" => AddressPreference::Ipv4,
-            "ipv6" => AddressPreference::Ipv6,
-            _ => AddressPreference::Any,
-        },
+        address_preference: settings.address_preference,
         randomize_addresses: config.dns.randomize_addresses,
         balance_inet_protocols: config.dns.balance_inet_protocols,
         mx_address_limit: usize::try_from(config.smtp.mx_address_limit).unwrap_or(usize::MAX),

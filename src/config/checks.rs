@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::error::Invalid;
-use super::settings::InetProtocols;
+use super::settings::{AddressPreference, DnsSupport, InetProtocols, LogFormat};
 use super::tables::TlsPolicyEntry;
 
 pub(super) fn check_port(port: &u16) -> Result<(), Invalid> {
@@ -266,7 +266,10 @@ pub(super) fn check_stack_size(value: &usize) -> Result<(), Invalid> {
 }
 
 pub(super) fn check_log_format(value: &str) -> Result<(), Invalid> {
-    check_one_of(value, &["text", "json"])
+    value
+        .parse::<LogFormat>()
+        .map(|_| ())
+        .map_err(Invalid::from)
 }
 
 pub(super) fn check_attempts(attempts: &u32) -> Result<(), Invalid> {
@@ -277,22 +280,32 @@ pub(super) fn check_attempts(attempts: &u32) -> Result<(), Invalid> {
 }
 
 pub(super) fn check_one_of(value: &str, allowed: &[&str]) -> Result<(), Invalid> {
+    one_of(value, allowed).map_err(Invalid::from)
+}
+
+/// `value` is one of the `allowed` words (exact case).
+pub(super) fn one_of(value: &str, allowed: &[&str]) -> Result<(), String> {
     if allowed.contains(&value) {
         return Ok(());
     }
     Err(format!(
         "invalid value {value:?}, expected one of {}",
         allowed.join(", ")
-    )
-    .into())
+    ))
 }
 
 pub(super) fn check_dns_support(value: &str) -> Result<(), Invalid> {
-    check_one_of(value, &["enabled", "disabled"])
+    value
+        .parse::<DnsSupport>()
+        .map(|_| ())
+        .map_err(Invalid::from)
 }
 
 pub(super) fn check_address_preference(value: &str) -> Result<(), Invalid> {
-    check_one_of(value, &["any", "ipv4", "ipv6"])
+    value
+        .parse::<AddressPreference>()
+        .map(|_| ())
+        .map_err(Invalid::from)
 }
 
 /// Postfix list separators (`CHARS_COMMA_SP`).

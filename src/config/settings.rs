@@ -1,18 +1,131 @@
-//! The effective settings built from the raw tables: per-protocol settings
-//! (the `[lmtp]` keys that fall back to `[smtp]`), `$myhostname` and the
-//! parsed address values.
+//! The typed settings built from the raw tables, once per configuration (at
+//! start and on SIGHUP): [`Settings`] with the per-protocol settings (the
+//! `[lmtp]` keys that fall back to `[smtp]`), the enums of the keys that
+//! take one of a few words ([`LogFormat`], [`DnsSupport`],
+//! [`AddressPreference`], [`InetProtocols`]), `$myhostname` and the parsed
+//! address values.  Nothing at delivery time compares or parses a
+//! configuration string.
 
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::Config;
 use super::checks::{
-    parse_bind_address, parse_bind_address6, parse_inet_protocols, parse_nameserver, valid_hostname,
+    one_of, parse_bind_address, parse_bind_address6, parse_inet_protocols, parse_nameserver,
+    valid_hostname,
 };
 use super::error::{ConfigError, Invalid};
 use super::tables::{DnsConfig, SmtpConfig};
+
+/// The typed settings of one configuration, see [`Config::settings`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// `[smtp]`: `config.protocol(false)`.
+    pub smtp: ProtocolSettings,
+    /// `[lmtp]` over `[smtp]`: `config.protocol(true)`.
+    pub lmtp: ProtocolSettings,
+    /// `smtp.relayhost`; `None` when empty.
+    pub relayhost: Option<String>,
+    /// `dns.inet_protocols`.
+    pub inet_protocols: InetProtocols,
+    /// `dns.address_preference`.
+    pub address_preference: AddressPreference,
+    /// `dns.support`.
+    pub dns_support: DnsSupport,
+    /// `log.format`.
+    pub log_format: LogFormat,
+    /// `dns.nameservers`; empty: /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+impl Settings {
+    /// The settings of the protocol: LMTP (`lmtp == true`) or SMTP.
+    pub fn protocol(&self, lmtp: bool) -> &ProtocolSettings {
+        if lmtp { &self.lmtp } else { &self.smtp }
+    }
+}
+
+/// `log.format`: how the daemon logs each recipient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One Postfix-style line per recipient.
+    #[default]
+    Text,
+    /// One JSON object per recipient.
+    Json,
+}
+
+/// `dns.support` (Postfix `smtp_dns_support_level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DnsSupport {
+    /// MX lookups for unbracketed domains.
+    #[default]
+    Enabled,
+    /// No MX lookups, only A/AAAA of the destination host.
+    Disabled,
+}
+
+/// `dns.address_preference` (Postfix `smtp_address_preference`): which
+/// family goes first among servers of one MX preference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddressPreference {
+    #[default]
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+/// The words of a key that takes one of a few, in the order the error
+/// message lists them.
+macro_rules! word_enum {
+    ($name:ident { $($word:literal => $variant:ident),* $(,)? }) => {
+        impl $name {
+            /// The word as written in the file.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)*
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            /// The exact word; the error is the configuration's message.
+            fn from_str(text: &str) -> Result<Self, String> {
+                one_of(text, &[$($word),*])?;
+                match text {
+                    $($word => Ok($name::$variant),)*
+                    _ => Err(format!("invalid value {text:?}")),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+word_enum!(LogFormat { "text" => Text, "json" => Json });
+word_enum!(DnsSupport { "enabled" => Enabled, "disabled" => Disabled });
+word_enum!(AddressPreference { "any" => Any, "ipv4" => Ipv4, "ipv6" => Ipv6 });
+
+impl FromStr for InetProtocols {
+    type Err = String;
+
+    /// "all", "ipv4", "ipv6" or a list of them; the error is the
+    /// configuration's message.
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_inet_protocols(text).map_err(|invalid| invalid.message)
+    }
+}
 
 /// Effective per-protocol settings, see [`Config::protocol`].
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +251,27 @@ impl Config {
                 None => smtp.helo_name.clone(),
             },
             ..smtp
+        }
+    }
+
+    /// The typed settings, built once per configuration.  A value that does
+    /// not parse (possible only in a `Config` built in code and not
+    /// validated) takes the behaviour delivery always gave it: all address
+    /// families, preference "any", DNS support enabled, text logs, no
+    /// nameserver of its own.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            smtp: self.protocol(false),
+            lmtp: self.protocol(true),
+            relayhost: (!self.smtp.relayhost.is_empty()).then(|| self.smtp.relayhost.clone()),
+            inet_protocols: self.dns.inet_protocols.parse().unwrap_or(InetProtocols {
+                ipv4: true,
+                ipv6: true,
+            }),
+            address_preference: self.dns.address_preference.parse().unwrap_or_default(),
+            dns_support: self.dns.support.parse().unwrap_or_default(),
+            log_format: self.log.format.parse().unwrap_or_default(),
+            nameservers: self.dns.parsed_nameservers().unwrap_or_default(),
         }
     }
 
