@@ -35,7 +35,7 @@ use crate::smtp::command;
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
 use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
-use crate::tls_policy::{self, Level, Policy};
+use crate::tls_policy::{Level, Policies, Policy};
 use crate::transport::Connection;
 use crate::transport::Transport;
 
@@ -228,9 +228,9 @@ pub struct Deliverer {
     /// The fallback relays of SMTP and LMTP (`[smtp, lmtp]`), parsed once;
     /// a relay that does not parse was logged and left out.
     fallback: [Vec<Destination>; 2],
-    /// The TLS policy of destinations without a policy table entry
-    /// (`[TCP, UNIX socket]`), made once instead of for every delivery.
-    default_tls: [Result<Arc<Policy>, tls_policy::PolicyError>; 2],
+    /// The TLS policies of the configuration (the default and every
+    /// policy table entry), made once instead of for every delivery.
+    tls_policies: Policies,
     resolver: Box<dyn Resolver>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
@@ -274,8 +274,7 @@ impl Deliverer {
             own,
             settings,
             fallback,
-            default_tls: [false, true]
-                .map(|unix| tls_policy::policy_for(&config.tls, "", unix).map(Arc::new)),
+            tls_policies: Policies::new(&config.tls),
             config,
             resolver: Box::new(resolver),
             connector: Box::new(SocketConnector),
@@ -404,13 +403,7 @@ impl Deliverer {
         job: &mut JobState,
     ) -> bool {
         let unix = matches!(destination, Destination::Unix { .. });
-        let looked_up = match tls_policy::find_entry(&self.config.tls.policy, destination.text()) {
-            Some(_) => {
-                tls_policy::policy_for(&self.config.tls, destination.text(), unix).map(Arc::new)
-            }
-            None => self.default_tls[usize::from(unix)].clone(),
-        };
-        let policy = match looked_up {
+        let policy = match self.tls_policies.lookup(destination.text(), unix) {
             Ok(policy) => policy,
             Err(e) => {
                 log::warn!("TLS policy lookup for {}: {e}", destination.text());

@@ -10,6 +10,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::config::{LIST_SEPARATORS, list_items};
+
 /// Addresses this host receives mail on, and those it is reached through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnAddresses {
@@ -76,8 +78,7 @@ impl OwnAddresses {
 }
 
 fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split([',', ' ', '\t', '\r', '\n'])
-        .filter(|s| !s.is_empty())
+    list_items(text, LIST_SEPARATORS)
 }
 
 fn parse_address(item: &str) -> Option<IpAddr> {

@@ -16,121 +16,14 @@
 //! 4.7.5 `client TLS configuration problem`, as Postfix does for a bad
 //! policy table entry.
 
-use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::config::{TlsConfig, TlsPolicyEntry};
-
-/// A TLS security level, ordered by strength.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// Never use TLS.
-    None,
-    /// STARTTLS when offered; no certificate check.
-    May,
-    /// TLS required; no certificate check.
-    Encrypt,
-    /// TLS required; the server certificate or public key fingerprint must
-    /// be one of those listed.
-    Fingerprint,
-    /// TLS required; PKIX chain and a name matching the MX host name.
-    Verify,
-    /// TLS required; PKIX chain and a name matching the next-hop domain.
-    Secure,
-}
-
-impl Level {
-    /// The level's name as written in the configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::None => "none",
-            Level::May => "may",
-            Level::Encrypt => "encrypt",
-            Level::Fingerprint => "fingerprint",
-            Level::Verify => "verify",
-            Level::Secure => "secure",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// One rule of a certificate name match list.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum MatchRule {
-    /// The MX host name the session connected to.
-    Hostname,
-    /// The next-hop domain.
-    Nexthop,
-    /// Any strict subdomain of the next-hop domain.
-    DotNexthop,
-    /// "example.com" exact or ".example.com" any subdomain (lower case).
-    Name(String),
-}
-
-/// The digest of level `fingerprint`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Digest {
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-impl Digest {
-    /// Length in bytes of a digest value.
-    pub fn output_len(self) -> usize {
-        match self {
-            Digest::Sha1 => 20,
-            Digest::Sha256 => 32,
-            Digest::Sha512 => 64,
-        }
-    }
-
-    /// The digest's configuration name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Digest::Sha1 => "sha1",
-            Digest::Sha256 => "sha256",
-            Digest::Sha512 => "sha512",
-        }
-    }
-}
-
-/// Which name is sent as SNI.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ServerName {
-    /// The MX host name (none for an address literal).
-    Hostname,
-    /// The next-hop domain.
-    Nexthop,
-    /// This name.
-    Fixed(String),
-}
-
-/// A TLS protocol version.  SSLv2 and SSLv3 are never used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TlsVersion {
-    Tls1_0,
-    Tls1_1,
-    Tls1_2,
-    Tls1_3,
-}
-
-impl TlsVersion {
-    /// The version's name as OpenSSL and Postfix write it ("TLSv1.2").
-    pub fn name(self) -> &'static str {
-        match self {
-            TlsVersion::Tls1_0 => "TLSv1",
-            TlsVersion::Tls1_1 => "TLSv1.1",
-            TlsVersion::Tls1_2 => "TLSv1.2",
-            TlsVersion::Tls1_3 => "TLSv1.3",
-        }
-    }
-}
+pub use crate::config::{
+    Digest, Level, MatchRule, PolicyError, ServerName, TlsVersion, parse_fingerprint,
+    parse_protocols,
+};
+use crate::config::{SecurityLevel, TlsConfig, TlsPolicyEntry, parse_match_rules};
 
 /// The effective TLS policy of one destination.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -151,23 +44,51 @@ pub struct Policy {
     pub key_file: Option<PathBuf>,
 }
 
-/// A TLS configuration problem for one destination.  The caller maps it to
-/// the DSN 4.7.5 `client TLS configuration problem` and logs the text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyError(pub String);
+/// A policy as delivery uses it: shared, or the reason it cannot apply.
+pub type PolicyResult = Result<Arc<Policy>, PolicyError>;
 
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// The policies of one configuration, built once (at start and on SIGHUP):
+/// the default policy and that of every `[[tls.policy]]` entry, each for a
+/// TCP destination and for a UNIX socket.  Delivery looks a destination up
+/// here; nothing is parsed per delivery.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    /// `[TCP, UNIX socket]` policy of destinations without an entry.
+    default: [PolicyResult; 2],
+    /// The entries' destinations as written and their `[TCP, UNIX socket]`
+    /// policies, in table order.
+    entries: Vec<(String, [PolicyResult; 2])>,
 }
 
-impl std::error::Error for PolicyError {}
+impl Policies {
+    /// Builds every policy of `config`.  An entry that cannot apply keeps
+    /// its error, which each delivery to it reports (4.7.5).
+    pub fn new(config: &TlsConfig) -> Self {
+        let both = |entry: Option<&TlsPolicyEntry>| {
+            [false, true].map(|unix| policy_for_entry(config, entry, unix).map(Arc::new))
+        };
+        Policies {
+            default: both(None),
+            entries: config
+                .policy
+                .iter()
+                .map(|entry| (entry.destination.clone(), both(Some(entry))))
+                .collect(),
+        }
+    }
 
-/// Items of a list value: separated by commas, colons or white space.
-fn list_items(text: &str) -> impl Iterator<Item = &str> {
-    text.split([',', ':', ' ', '\t', '\r', '\n'])
-        .filter(|item| !item.is_empty())
+    /// The policy of `destination` (as written in the job), found as
+    /// [`find_entry`] finds its entry.  `unix_socket`: LMTP over a UNIX
+    /// socket.
+    pub fn lookup(&self, destination: &str, unix_socket: bool) -> PolicyResult {
+        let found = find_index(
+            self.entries.iter().map(|(key, _)| key.as_str()),
+            destination,
+        )
+        .and_then(|index| self.entries.get(index))
+        .map_or(&self.default, |(_, policies)| policies);
+        found[usize::from(unix_socket)].clone()
+    }
 }
 
 /// A bare domain (no brackets, no port or service, no transport prefix):
@@ -184,14 +105,23 @@ pub fn find_entry<'a>(
     table: &'a [TlsPolicyEntry],
     destination: &str,
 ) -> Option<&'a TlsPolicyEntry> {
+    find_index(
+        table.iter().map(|entry| entry.destination.as_str()),
+        destination,
+    )
+    .and_then(|index| table.get(index))
+}
+
+/// The index of the entry for a destination among the entries' keys, by
+/// the rules of [`find_entry`].
+fn find_index<'a>(keys: impl Iterator<Item = &'a str> + Clone, destination: &str) -> Option<usize> {
     let destination = destination.trim();
     let lookup = |key: &str| {
-        table
-            .iter()
-            .find(|entry| entry.destination.trim().eq_ignore_ascii_case(key))
+        keys.clone()
+            .position(|entry| entry.trim().eq_ignore_ascii_case(key))
     };
-    if let Some(entry) = lookup(destination) {
-        return Some(entry);
+    if let Some(index) = lookup(destination) {
+        return Some(index);
     }
     if !is_bare_domain(destination) {
         return None;
@@ -201,202 +131,6 @@ pub fn find_entry<'a>(
         .char_indices()
         .filter(|&(index, c)| c == '.' && index + 1 < destination.len())
         .find_map(|(index, _)| destination.get(index..).and_then(lookup))
-}
-
-fn parse_level(text: &str) -> Result<Level, PolicyError> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "none" => Ok(Level::None),
-        "may" => Ok(Level::May),
-        "encrypt" => Ok(Level::Encrypt),
-        "fingerprint" => Ok(Level::Fingerprint),
-        "verify" => Ok(Level::Verify),
-        "secure" => Ok(Level::Secure),
-        // DANE is not built: like Postfix without DNSSEC, "dane" is "may".
-        "dane" => Ok(Level::May),
-        "dane-only" => Err(PolicyError(
-            "dane-only requires DANE, which is not supported yet".into(),
-        )),
-        other => Err(PolicyError(format!(
-            "invalid TLS security level {other:?}, expected none, may, encrypt, \
-             fingerprint, verify, secure, dane or dane-only"
-        ))),
-    }
-}
-
-fn parse_digest(text: &str) -> Result<Digest, PolicyError> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "sha1" => Ok(Digest::Sha1),
-        "sha256" => Ok(Digest::Sha256),
-        "sha512" => Ok(Digest::Sha512),
-        other => Err(PolicyError(format!(
-            "invalid fingerprint digest {other:?}, expected sha256, sha512 or sha1"
-        ))),
-    }
-}
-
-/// A literal match name: labels of letters, digits, '-' and '_'.
-fn valid_match_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-fn parse_match_rules(items: &[String]) -> Result<Vec<MatchRule>, PolicyError> {
-    let mut rules = Vec::new();
-    for item in items.iter().flat_map(|item| list_items(item)) {
-        let rule = match item.to_ascii_lowercase().as_str() {
-            "hostname" => MatchRule::Hostname,
-            "nexthop" => MatchRule::Nexthop,
-            "dot-nexthop" => MatchRule::DotNexthop,
-            name => {
-                let bare = name.strip_prefix('.').unwrap_or(name);
-                let bare = bare.strip_suffix('.').unwrap_or(bare);
-                if !valid_match_name(bare) {
-                    return Err(PolicyError(format!(
-                        "invalid certificate match rule {item:?}, expected hostname, \
-                         nexthop, dot-nexthop or a domain name"
-                    )));
-                }
-                let dot = if name.starts_with('.') { "." } else { "" };
-                MatchRule::Name(format!("{dot}{bare}"))
-            }
-        };
-        if !rules.contains(&rule) {
-            rules.push(rule);
-        }
-    }
-    Ok(rules)
-}
-
-/// Parses a fingerprint: hex bytes separated by colons ("AB:CD:...") or
-/// written together ("abcd..."), either case.
-pub fn parse_fingerprint(text: &str) -> Result<Vec<u8>, PolicyError> {
-    let bad = |why: &str| PolicyError(format!("invalid fingerprint {text:?}: {why}"));
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(bad("empty"));
-    }
-    let pairs: Vec<&str> = if trimmed.contains(':') {
-        let pieces: Vec<&str> = trimmed.split(':').collect();
-        if pieces.iter().any(|piece| piece.len() != 2) {
-            return Err(bad("expected two hex digits between colons"));
-        }
-        pieces
-    } else {
-        if !trimmed.len().is_multiple_of(2) {
-            return Err(bad("odd number of hex digits"));
-        }
-        (0..trimmed.len() / 2)
-            .filter_map(|i| trimmed.get(2 * i..2 * i + 2))
-            .collect()
-    };
-    if pairs.len() * 2 != trimmed.len() - trimmed.matches(':').count()
-        || !pairs
-            .iter()
-            .all(|pair| pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(bad("not hex"));
-    }
-    pairs
-        .iter()
-        .map(|pair| u8::from_str_radix(pair, 16).map_err(|_| bad("not hex")))
-        .collect()
-}
-
-/// The protocol names Postfix knows, in order; index 0 and 1 (SSLv2, SSLv3)
-/// are never enabled.
-const PROTOCOLS: [&str; 6] = ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
-const TLS_VERSIONS: [TlsVersion; 4] = [
-    TlsVersion::Tls1_0,
-    TlsVersion::Tls1_1,
-    TlsVersion::Tls1_2,
-    TlsVersion::Tls1_3,
-];
-
-/// Parses a protocol list into (minimum, maximum) versions.
-///
-/// Forms, combinable in one list: ">=TLSv1.2" (minimum), "<=TLSv1.2"
-/// (maximum), Postfix's exclusions "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1" and
-/// bare names ("TLSv1.2 TLSv1.3": only those).  Without any restriction
-/// TLSv1 and up are allowed, as in Postfix; SSLv2 and SSLv3 never are.  An
-/// empty text means the default, TLSv1.2 and up.  The allowed versions
-/// must be contiguous: OpenSSL cannot skip one.
-pub fn parse_protocols(text: &str) -> Result<(TlsVersion, Option<TlsVersion>), PolicyError> {
-    let bad = |why: String| PolicyError(format!("invalid TLS protocols {text:?}: {why}"));
-    let index_of = |name: &str| {
-        PROTOCOLS
-            .iter()
-            .position(|known| known.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                bad(format!(
-                    "unknown protocol {name:?}, expected e.g. \">=TLSv1.2\" or \"!SSLv3, !TLSv1\""
-                ))
-            })
-    };
-    if list_items(text).next().is_none() {
-        return Ok((TlsVersion::Tls1_2, None));
-    }
-    let mut allowed = [false, false, true, true, true, true];
-    let mut included = [false; 6];
-    let mut any_included = false;
-    for item in list_items(text) {
-        if let Some(name) = item.strip_prefix(">=") {
-            let min = index_of(name)?;
-            allowed.iter_mut().take(min).for_each(|on| *on = false);
-        } else if let Some(name) = item.strip_prefix("<=") {
-            let max = index_of(name)?;
-            allowed.iter_mut().skip(max + 1).for_each(|on| *on = false);
-        } else if let Some(name) = item.strip_prefix('!') {
-            if let Some(on) = allowed.get_mut(index_of(name)?) {
-                *on = false;
-            }
-        } else {
-            if let Some(on) = included.get_mut(index_of(item)?) {
-                *on = true;
-            }
-            any_included = true;
-        }
-    }
-    // allowed[i + 2] is TLS_VERSIONS[i].
-    let enabled: Vec<TlsVersion> = TLS_VERSIONS
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| {
-            allowed.get(i + 2) == Some(&true)
-                && (!any_included || included.get(i + 2) == Some(&true))
-        })
-        .map(|(_, version)| *version)
-        .collect();
-    let (Some(&min), Some(&max)) = (enabled.first(), enabled.last()) else {
-        return Err(bad("no TLS protocol version left".into()));
-    };
-    let span = TLS_VERSIONS
-        .iter()
-        .filter(|version| (min..=max).contains(version))
-        .count();
-    if span != enabled.len() {
-        return Err(bad(format!(
-            "the allowed versions from {} to {} have a gap, which OpenSSL cannot honour",
-            min.name(),
-            max.name()
-        )));
-    }
-    Ok((min, (max != TlsVersion::Tls1_3).then_some(max)))
-}
-
-fn parse_servername(text: &str) -> ServerName {
-    let text = text.trim();
-    if text.is_empty() || text.eq_ignore_ascii_case("hostname") {
-        ServerName::Hostname
-    } else if text.eq_ignore_ascii_case("nexthop") {
-        ServerName::Nexthop
-    } else {
-        ServerName::Fixed(text.to_string())
-    }
 }
 
 fn path(text: &str) -> Option<PathBuf> {
@@ -410,12 +144,33 @@ pub fn policy_for(
     destination: &str,
     unix_socket: bool,
 ) -> Result<Policy, PolicyError> {
-    let entry = find_entry(&config.policy, destination);
+    policy_for_entry(config, find_entry(&config.policy, destination), unix_socket)
+}
+
+/// A security level as a policy uses it ("dane" is "may").
+fn level(text: &str) -> Result<Level, PolicyError> {
+    let level = text.parse::<SecurityLevel>().map_err(|_| {
+        let other = text.trim().to_ascii_lowercase();
+        PolicyError(format!(
+            "invalid TLS security level {other:?}, expected none, may, encrypt, \
+             fingerprint, verify, secure, dane or dane-only"
+        ))
+    })?;
+    level.effective()
+}
+
+/// The effective policy of the destinations of `entry` (`None`: of those
+/// without an entry).
+fn policy_for_entry(
+    config: &TlsConfig,
+    entry: Option<&TlsPolicyEntry>,
+    unix_socket: bool,
+) -> Result<Policy, PolicyError> {
     let in_entry = |e: PolicyError| match entry {
         Some(entry) => PolicyError(format!("TLS policy entry for {:?}: {e}", entry.destination)),
         None => e,
     };
-    let level = parse_level(entry.map_or(config.security_level.as_str(), |e| e.level.as_str()))
+    let level = level(entry.map_or(config.security_level.as_str(), |e| e.level.as_str()))
         .map_err(in_entry)?;
     let level = if unix_socket && level == Level::May {
         Level::None
@@ -434,7 +189,7 @@ pub fn policy_for(
         }
     };
 
-    let digest = parse_digest(&config.fingerprint_digest)?;
+    let digest: Digest = config.fingerprint_digest.parse()?;
     let entry_fingerprints = entry.map(|e| e.fingerprints.as_slice()).unwrap_or_default();
     let fingerprints = if !entry_fingerprints.is_empty() {
         entry_fingerprints
@@ -467,7 +222,7 @@ pub fn policy_for(
         }
     }
 
-    let servername = parse_servername(
+    let servername = ServerName::parse(
         entry
             .and_then(|e| e.servername.as_deref())
             .unwrap_or(&config.servername),

@@ -502,3 +502,49 @@ fn defaults_toml_round_trip_policy_table() {
     );
     assert_eq!(policy(&c.tls, "[mx.example.test]").level, Level::May);
 }
+
+/// The policies built once per configuration are those `policy_for` gives
+/// each destination, errors included, for TCP and UNIX sockets.
+#[test]
+fn policies_built_once_match_policy_for() {
+    let mut c = config(
+        "may",
+        vec![
+            entry("example.test", "secure"),
+            entry(".example.test", "encrypt"),
+            entry("[relay.example.test]:587", "verify"),
+            entry("unix:/run/secure", "encrypt"),
+            entry("dane.test", "dane-only"),
+            TlsPolicyEntry {
+                protocols: Some("!TLSv1.2".into()),
+                ..entry("gap.test", "encrypt")
+            },
+            entry(" Dup.Test ", "none"),
+            entry("dup.test", "secure"),
+        ],
+    );
+    c.verify_cert_match = vec!["nexthop".into()];
+    let policies = Policies::new(&c);
+    for destination in [
+        "example.test",
+        "EXAMPLE.test",
+        "a.b.example.test",
+        "[relay.example.test]:587",
+        "[relay.example.test]",
+        "unix:/run/secure",
+        "unix:/run/other",
+        "dane.test",
+        "gap.test",
+        "dup.test",
+        " other.test ",
+        "",
+    ] {
+        for unix in [false, true] {
+            assert_eq!(
+                policies.lookup(destination, unix).map(|p| (*p).clone()),
+                policy_for(&c, destination, unix),
+                "{destination:?} unix={unix}"
+            );
+        }
+    }
+}

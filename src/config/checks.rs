@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::error::Invalid;
 use super::settings::{AddressPreference, DnsSupport, InetProtocols, LogFormat};
 use super::tables::TlsPolicyEntry;
+use super::tls::{Digest, MatchRule, SecurityLevel, parse_fingerprint, protocol_item};
 
 pub(super) fn check_port(port: &u16) -> Result<(), Invalid> {
     if *port == 0 {
@@ -116,25 +117,26 @@ pub(super) fn check_tls_policy(entries: &[TlsPolicyEntry]) -> Result<(), Invalid
         if entry.destination.trim().is_empty() {
             return Err(at("destination is empty".into()));
         }
-        check_security_level(&entry.level).map_err(|e| at(format!("level: {}", e.message)))?;
+        let level = security_level(&entry.level).map_err(|e| at(format!("level: {e}")))?;
         check_cert_match(&entry.matches).map_err(|e| at(format!("match: {}", e.message)))?;
         check_fingerprints(&entry.fingerprints)
             .map_err(|e| at(format!("fingerprints: {}", e.message)))?;
         if let Some(protocols) = &entry.protocols {
             check_tls_protocols(protocols).map_err(|e| at(format!("protocols: {}", e.message)))?;
         }
-        if entry.level == "fingerprint" && entry.fingerprints.is_empty() {
+        if level == SecurityLevel::Fingerprint && entry.fingerprints.is_empty() {
             return Err(at("level \"fingerprint\" needs a fingerprints list".into()));
         }
     }
     Ok(())
 }
 
+/// Each element one rule of the match grammar ([`MatchRule`]), written
+/// alone: no list separators, blanks or trailing dot in an element.
 pub(super) fn check_cert_match(entries: &[String]) -> Result<(), Invalid> {
     for (index, entry) in entries.iter().enumerate() {
-        if !matches!(entry.as_str(), "hostname" | "nexthop" | "dot-nexthop")
-            && !is_match_name(entry)
-        {
+        let alone = list_items(entry, TLS_LIST_SEPARATORS).eq([entry.as_str()]);
+        if !alone || entry.ends_with('.') || entry.parse::<MatchRule>().is_err() {
             return Err(Invalid {
                 index: Some(index),
                 message: format!(
@@ -146,25 +148,13 @@ pub(super) fn check_cert_match(entries: &[String]) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// A literal name in a match list: "example.com" or ".example.com".
-pub(super) fn is_match_name(entry: &str) -> bool {
-    let name = entry.strip_prefix('.').unwrap_or(entry);
-    !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
+/// Each element a fingerprint of the grammar ([`parse_fingerprint`]),
+/// without surrounding blanks and of at least 20 bytes (SHA-1).
 pub(super) fn check_fingerprints(entries: &[String]) -> Result<(), Invalid> {
     for (index, entry) in entries.iter().enumerate() {
-        let hex: String = entry.chars().filter(|c| *c != ':').collect();
-        if hex.len() < 40
-            || !hex.len().is_multiple_of(2)
-            || !hex.chars().all(|c| c.is_ascii_hexdigit())
-        {
+        let good =
+            entry.trim() == entry && parse_fingerprint(entry).is_ok_and(|bytes| bytes.len() >= 20);
+        if !good {
             return Err(Invalid {
                 index: Some(index),
                 message: format!(
@@ -176,20 +166,21 @@ pub(super) fn check_fingerprints(entries: &[String]) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A [`Digest`] name, in lower case.
 pub(super) fn check_fingerprint_digest(value: &str) -> Result<(), Invalid> {
-    check_one_of(value, &["sha256", "sha512", "sha1"])
+    match value.parse::<Digest>() {
+        Ok(digest) if digest.name() == value => Ok(()),
+        _ => check_one_of(value, &["sha256", "sha512", "sha1"]),
+    }
 }
 
-/// Accepts ">=TLSvX", "<=TLSvX" or Postfix's exclusion list ("!SSLv3, !TLSv1").
+/// Accepts ">=TLSvX", "<=TLSvX", Postfix's exclusion list ("!SSLv3,
+/// !TLSv1") and bare names: items of the protocol grammar
+/// ([`protocol_item`]), names in their exact case, separated by commas or
+/// blanks (not colons).  Ranges with gaps are left to the policy.
 pub(super) fn check_tls_protocols(value: &str) -> Result<(), Invalid> {
-    const NAMES: [&str; 6] = ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
-    for item in list_items(value) {
-        let name = item
-            .strip_prefix(">=")
-            .or_else(|| item.strip_prefix("<="))
-            .or_else(|| item.strip_prefix('!'))
-            .unwrap_or(item);
-        if !NAMES.contains(&name) {
+    for item in list_items(value, LIST_SEPARATORS) {
+        if protocol_item(item, true).is_err() {
             return Err(format!(
                 "invalid protocol {item:?} in {value:?}, expected e.g. \">=TLSv1.2\" or \"!SSLv3, !TLSv1\""
             )
@@ -203,25 +194,21 @@ pub(super) fn check_inet_protocols(text: &str) -> Result<(), Invalid> {
     parse_inet_protocols(text).map(|_| ())
 }
 
+/// A [`SecurityLevel`], in lower case.
 pub(super) fn check_security_level(level: &str) -> Result<(), Invalid> {
-    const LEVELS: [&str; 8] = [
-        "none",
-        "may",
-        "encrypt",
-        "fingerprint",
-        "verify",
-        "secure",
-        "dane",
-        "dane-only",
-    ];
-    if LEVELS.contains(&level) {
-        return Ok(());
+    security_level(level).map(|_| ()).map_err(Invalid::from)
+}
+
+/// A [`SecurityLevel`] written as the documentation writes it.
+fn security_level(text: &str) -> Result<SecurityLevel, String> {
+    match text.parse::<SecurityLevel>() {
+        Ok(level) if level.name() == text => Ok(level),
+        Ok(_) => Err(format!(
+            "invalid value {text:?}, expected one of none, may, encrypt, fingerprint, verify, \
+             secure, dane, dane-only"
+        )),
+        Err(message) => Err(message),
     }
-    Err(format!(
-        "invalid value {level:?}, expected one of {}",
-        LEVELS.join(", ")
-    )
-    .into())
 }
 
 pub(super) fn check_octal_mode(value: &str) -> Result<(), Invalid> {
@@ -308,14 +295,23 @@ pub(super) fn check_address_preference(value: &str) -> Result<(), Invalid> {
         .map_err(Invalid::from)
 }
 
-/// Postfix list separators (`CHARS_COMMA_SP`).
-pub(super) fn list_items(text: &str) -> impl Iterator<Item = &str> {
-    text.split([',', ' ', '\t', '\r', '\n'])
-        .filter(|item| !item.is_empty())
+/// Postfix's list separators (`CHARS_COMMA_SP`).
+pub(crate) const LIST_SEPARATORS: &[char] = &[',', ' ', '\t', '\r', '\n'];
+
+/// The separators of TLS protocol and match lists (`CHARS_COMMA_SP ":"`).
+pub(crate) const TLS_LIST_SEPARATORS: &[char] = &[',', ':', ' ', '\t', '\r', '\n'];
+
+/// The items of a list value: the text between `separators`, empty items
+/// dropped.  The one list splitter of the configuration.
+pub(crate) fn list_items<'a>(
+    text: &'a str,
+    separators: &'a [char],
+) -> impl Iterator<Item = &'a str> + 'a {
+    text.split(separators).filter(|item| !item.is_empty())
 }
 
 pub(super) fn check_inet_interfaces(text: &str) -> Result<(), Invalid> {
-    let items: Vec<&str> = list_items(text).collect();
+    let items: Vec<&str> = list_items(text, LIST_SEPARATORS).collect();
     match items.as_slice() {
         [] => Err(String::from(
             "empty value, expected \"all\", \"loopback-only\" or a list of addresses",
@@ -416,7 +412,7 @@ pub(super) fn parse_inet_protocols(text: &str) -> Result<InetProtocols, Invalid>
         ipv6: false,
     };
     let mut any = false;
-    for item in list_items(text) {
+    for item in list_items(text, LIST_SEPARATORS) {
         any = true;
         match item {
             "all" => {

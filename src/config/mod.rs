@@ -36,7 +36,10 @@
 //!   keys, defaults and per-key checks, declared once with `config_table!`;
 //! - `duration`: duration strings (parse, format, serde helpers);
 //! - `error`: [`ConfigError`] and locating a problem's key and line;
-//! - `checks`: the value checks and parsers of single keys;
+//! - `checks`: the value checks and parsers of single keys, and the one
+//!   list splitter;
+//! - `tls`: the grammar of the `[tls]` values (levels, match rules,
+//!   fingerprints, protocols), shared by the checks and the TLS policy;
 //! - `document`: the documented defaults (`conf/mailhop.toml`);
 //! - `settings`: the effective settings built from the tables.
 
@@ -46,12 +49,14 @@ mod duration;
 mod error;
 mod settings;
 mod tables;
+mod tls;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 
+pub(crate) use checks::{LIST_SEPARATORS, list_items};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use settings::{
@@ -60,6 +65,10 @@ pub use settings::{
 pub use tables::{
     CacheConfig, DaemonConfig, DnsConfig, LmtpConfig, LogConfig, SmtpConfig, TlsConfig,
     TlsPolicyEntry,
+};
+pub use tls::{
+    Digest, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
+    parse_fingerprint, parse_match_rules, parse_protocols,
 };
 
 use error::{Problem, check_table_types, toml_error};
@@ -415,6 +424,67 @@ mod tests {
             "json".parse::<LogFormat>().map(|f| f.to_string()),
             Ok("json".into())
         );
+    }
+
+    /// A fingerprint that loading accepted but the TLS policy could not parse
+    /// ("ABC:DEF:...": colons in the wrong places) made every delivery fail
+    /// with 4.7.5; one grammar now refuses it when the file is loaded.
+    #[test]
+    fn fingerprint_with_misplaced_colons_is_refused_at_load() {
+        let fp = "ABC:DEF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11";
+        let m = err_at(
+            &format!("[tls]\nfingerprint_cert_match = [\"{fp}\"]\n"),
+            "tls.fingerprint_cert_match",
+            2,
+        );
+        assert_eq!(
+            m,
+            format!("invalid fingerprint {fp:?}, expected hex bytes such as \"AB:CD:...\"")
+        );
+        let good = "AB:CD:EF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00";
+        ok(&format!(
+            "[tls]\nfingerprint_cert_match = [\"{good}\", \"{}\"]\n",
+            good.replace(':', "")
+        ));
+        // Still at least 20 bytes, as before.
+        err_at(
+            "[tls]\nfingerprint_cert_match = [\"AB:CD\"]\n",
+            "tls.fingerprint_cert_match",
+            2,
+        );
+    }
+
+    /// Loading keeps its stricter spelling rules over the shared TLS
+    /// grammar: lower-case levels and digests, exact protocol names without
+    /// colons, one match rule per element.
+    #[test]
+    fn tls_values_are_written_as_documented() {
+        for (text, key) in [
+            ("[tls]\nsecurity_level = \"MAY\"\n", "tls.security_level"),
+            ("[tls]\nsecurity_level = \" may\"\n", "tls.security_level"),
+            (
+                "[tls]\nfingerprint_digest = \"SHA256\"\n",
+                "tls.fingerprint_digest",
+            ),
+            ("[tls]\nprotocols = \"tlsv1.2\"\n", "tls.protocols"),
+            ("[tls]\nprotocols = \"!SSLv2:!SSLv3\"\n", "tls.protocols"),
+            (
+                "[tls]\nverify_cert_match = [\"hostname:nexthop\"]\n",
+                "tls.verify_cert_match",
+            ),
+            (
+                "[tls]\nverify_cert_match = [\"example.test.\"]\n",
+                "tls.verify_cert_match",
+            ),
+        ] {
+            err_at(text, key, 2);
+        }
+        let c = ok(
+            "[tls]\nsecurity_level = \"dane\"\nfingerprint_digest = \"sha1\"\n\
+                    protocols = \"!SSLv2, !SSLv3 <=TLSv1.2\"\n\
+                    verify_cert_match = [\"HOSTNAME\", \".Example.test\"]\n",
+        );
+        assert_eq!(c.tls.security_level.parse(), Ok(SecurityLevel::Dane));
     }
 
     #[test]
