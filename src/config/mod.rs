@@ -1,14 +1,22 @@
-//! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]` and `[tls]`
-//! tables of the TOML configuration file, their defaults and their validation.
+//! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
+//! `[daemon]`, `[cache]` and `[log]` tables of the TOML configuration file,
+//! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
 //! documentation.  Each key keeps the meaning and the default of the Postfix
 //! parameter it mirrors (named in the field's documentation).  All of that is
-//! declared once, in the `config_table!` invocations below: the field, its
-//! default, the Postfix parameter and an optional value check.  The structs,
-//! their `Default` impls, [`Config::defaults_toml`] (and so
-//! `conf/mailhop.toml`) and the validation are generated from it, so adding a
-//! key is one line plus its documentation.
+//! declared once, in the `config_table!` invocations of `tables.rs`: the
+//! field, its default, the Postfix parameter and an optional value check.
+//! The structs, their `Default` impls, [`Config::defaults_toml`] (and so
+//! `conf/mailhop.toml`), [`Config::man_page`] (mailhop.toml(5)) and the
+//! validation are generated from it, so adding a key is one line plus its
+//! documentation.
+//!
+//! Configuration comes in two stages: the TOML text is parsed and checked
+//! into the raw tables ([`Config`]), then built once, at start and on SIGHUP,
+//! into typed [`Settings`] (enums for the keys that take one of a few words,
+//! parsed addresses and relays) and the TLS policies
+//! ([`crate::tls_policy::Policies`]).  Delivery reads only typed values.
 //!
 //! Durations are TOML strings made of an unsigned integer and a unit: `ms`,
 //! `s`, `m`, `h`, `d` or `w` (`"30s"`, `"5m"`, `"0s"`).  They are written back
@@ -27,8 +35,8 @@
 //! name the path in the message; parse errors do not, so callers should
 //! prefix the path they loaded.  A `Config` built in code can be checked
 //! with [`Config::validate`]; the accessors that parse a string value return
-//! a `Result` for the same reason.
-
+//! a `Result` for the same reason, and [`Config::settings`] gives such a
+//! value the behaviour delivery always gave it.
 //!
 //! # Layout
 //!
@@ -40,8 +48,9 @@
 //!   list splitter;
 //! - `tls`: the grammar of the `[tls]` values (levels, match rules,
 //!   fingerprints, protocols), shared by the checks and the TLS policy;
-//! - `document`: the documented defaults (`conf/mailhop.toml`);
-//! - `settings`: the effective settings built from the tables.
+//! - `document`: the documents written from the key table: the defaults
+//!   (`conf/mailhop.toml`) and the man page (`docs/man/mailhop.toml.5`);
+//! - `settings`: the typed settings built from the tables.
 
 mod checks;
 mod document;
