@@ -225,6 +225,8 @@ pub fn config(data: &[u8]) {
             std::hint::black_box(config.smtp.parsed_bind_address6().is_ok());
             std::hint::black_box(config.dns.parsed_nameservers().is_ok());
             std::hint::black_box(config.dns.parsed_inet_protocols().is_ok());
+            std::hint::black_box(config.settings());
+            std::hint::black_box(crate::tls_policy::Policies::new(&config.tls));
         }
         Err(error) => {
             std::hint::black_box(error.to_string());
