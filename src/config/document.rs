@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Config;
 use super::tables::{
     CacheConfig, DaemonConfig, DnsConfig, KeyDoc, LmtpConfig, LogConfig, SmtpConfig, TlsConfig,
+    TlsPolicyEntry,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -285,6 +286,18 @@ fn man_table(
             ".br\n{}\n",
             roff_text(&format!("Mirrors Postfix: {}.", key.postfix))
         ));
+    }
+    if table.name == TlsConfig::TABLE {
+        out.push_str(
+            ".SS \"[[tls.policy]] entries\"\n\
+             Each entry is a table with these keys:\n",
+        );
+        for (name, kind, doc) in TlsPolicyEntry::KEYS {
+            out.push_str(&format!(
+                ".TP\n.B {name}\n{}\n.br\nType: {kind}.\n",
+                roff_text(doc)
+            ));
+        }
     }
 }
 

@@ -520,3 +520,42 @@ pub struct TlsPolicyEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<String>,
 }
+
+impl TlsPolicyEntry {
+    /// The keys of an entry as the man page documents them: name, kind of
+    /// value, meaning (a test checks the names against the struct).
+    pub(super) const KEYS: &'static [(&'static str, &'static str, &'static str)] = &[
+        (
+            "destination",
+            "string, required",
+            "The nexthop as written in jobs (\"example.com\", \"[10.0.0.1]:587\"), or \
+             \".example.com\" for every subdomain of example.com.",
+        ),
+        (
+            "level",
+            "string, required",
+            "Security level for this destination, one of the tls.security_level values.",
+        ),
+        (
+            "match",
+            "list of strings",
+            "Certificate name match list (overrides verify_cert_match and secure_cert_match).",
+        ),
+        (
+            "fingerprints",
+            "list of strings",
+            "Accepted fingerprints for level \"fingerprint\" (overrides \
+             fingerprint_cert_match).",
+        ),
+        (
+            "servername",
+            "string",
+            "SNI name for this destination (overrides tls.servername).",
+        ),
+        (
+            "protocols",
+            "string",
+            "Protocol versions for this destination (overrides tls.protocols).",
+        ),
+    ];
+}
