@@ -33,6 +33,8 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use crate::config::{LIST_SEPARATORS, list_items};
+
 /// Longest next-hop string (and element) accepted, in bytes.
 pub const MAX_NEXTHOP_LEN: usize = 4096;
 
@@ -450,10 +452,6 @@ fn parse_unix_path(path: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
-fn is_separator(c: char) -> bool {
-    c == ',' || c.is_ascii_whitespace()
-}
-
 /// Parses a whole next-hop string into its destination list.
 ///
 /// # Errors
@@ -488,9 +486,9 @@ pub fn parse_nexthop(
         Protocol::Lmtp => text.strip_prefix("inet:").unwrap_or(text),
         Protocol::Smtp => text,
     };
-    let destinations = list
-        .split(is_separator)
-        .filter(|element| !element.is_empty())
+    // Control characters other than TAB are refused above, so Postfix's
+    // CHARS_COMMA_SP are the separators that matter here.
+    let destinations = list_items(list, LIST_SEPARATORS)
         .map(|element| parse_destination(element, protocol, default_port, services))
         .collect::<Result<Vec<_>, _>>()?;
     if destinations.is_empty() {
