@@ -83,8 +83,8 @@ pub enum MessageRef {
         data: String,
     },
     /// `{"fd":true}`: the file descriptor passed with SCM_RIGHTS on the
-    /// job's connection (the next one received, in order; see the README's
-    /// Job protocol section). Only the daemon takes it.
+    /// job's connection (the next one received, in order; see
+    /// docs/job-protocol.md). Only the daemon takes it.
     Fd {
         fd: bool,
     },
