@@ -45,6 +45,24 @@ impl StatusCode {
     /// A code written in the source. Use it in a const context only (a
     /// `const` item, as the constants below, or `const { }`): there a bad
     /// code is a compile error.
+    ///
+    /// ```
+    /// use mailhop::dsn::StatusCode;
+    /// const BUSY: StatusCode = StatusCode::new(4, 4, 1);
+    /// assert_eq!(BUSY.to_string(), "4.4.1");
+    /// ```
+    ///
+    /// A class other than 2, 4 or 5 does not build:
+    ///
+    /// ```compile_fail
+    /// const TYPO: mailhop::dsn::StatusCode = mailhop::dsn::StatusCode::new(3, 4, 1);
+    /// ```
+    ///
+    /// nor does a subject or detail of more than three digits:
+    ///
+    /// ```compile_fail
+    /// const TYPO: mailhop::dsn::StatusCode = mailhop::dsn::StatusCode::new(4, 4, 1000);
+    /// ```
     pub const fn new(class: u8, subject: u16, detail: u16) -> Self {
         assert!(
             class == 2 || class == 4 || class == 5,
