@@ -103,6 +103,11 @@ impl Peer {
         self.writer.write_all(format!("{line}\r\n").as_bytes())
     }
 
+    /// Sends raw bytes in one write; the error when it fails.
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
     /// Hangs up (FIN both ways); later writes fail.
     pub fn close(&mut self) {
         let _ = self.writer.shutdown(Shutdown::Both);
