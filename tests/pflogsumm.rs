@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ClosedPort, Listen, Sink, Workdir};
+use common::{ClosedPort, Listen, Sink, Workdir, require_tool};
 
 const SENT_ID: &str = "4F2A1C0001";
 const BOUNCE_ID: &str = "4F2A1C0002";
@@ -36,47 +36,6 @@ const DEFER_ID: &str = "4F2A1C0003";
 const SENT: [&str; 3] = ["alice@sent.test", "bob@sent.test", "carol@sent.test"];
 const BOUNCED: &str = "nobody@bounce.test";
 const DEFERRED: [&str; 2] = ["dave@defer.test", "erin@defer.test"];
-
-/// A program in PATH or in the sbin/bin directories (pflogsumm is in
-/// /usr/sbin on Debian, not in a non-root PATH).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let from_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
-        .unwrap_or_default();
-    from_path
-        .into_iter()
-        .chain(
-            [
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-                "/usr/local/sbin",
-                "/usr/local/bin",
-            ]
-            .iter()
-            .map(|d| Path::new(d).join(name)),
-        )
-        .find(|p| p.is_file())
-}
-
-/// The tool, or `None` after a loud SKIPPED line; panics when `CI=true`.
-fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
-    if let Some(path) = find_tool(name) {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{name} not installed but CI=true: install {package} (run scripts/install-test-deps.sh)"
-        );
-    }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {name} not installed (package {package}; run scripts/install-test-deps.sh)"
-    );
-    None
-}
 
 /// The three peers: a sink that takes everything, one that rejects every
 /// recipient with 550 5.1.1, and a port that refuses connections.

@@ -55,6 +55,9 @@ pub struct Daemon {
     /// The longest wait for the daemon to listen, for a log line, and for
     /// each answer its clients read.
     limit: Duration,
+    /// The work directory, when the guard owns it (removed after the
+    /// daemon is killed).
+    work: Option<Workdir>,
 }
 
 impl Daemon {
@@ -115,9 +118,16 @@ impl Daemon {
             group,
             exit: None,
             limit,
+            work: None,
         };
         wait_until_listening(&mut daemon.child, &daemon.socket, &daemon.log, limit);
         daemon
+    }
+
+    /// Keeps `work` (the daemon's directory) until the daemon is gone.
+    pub fn owning(mut self, work: Workdir) -> Self {
+        self.work = Some(work);
+        self
     }
 
     pub fn pid(&self) -> u32 {
