@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 mod common;
-use common::daemon::{Client, daemon_command};
+use common::daemon::{Client, Reaped, daemon_command};
 use common::jobs::path_job;
 use common::{Peer, Server, Workdir, is_root, skip};
 
@@ -1463,16 +1463,9 @@ fn sighup_applies_a_changed_access_policy_to_open_connections() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the client as nobody");
-    struct Reap(Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let _reap = Reap(child);
+    let _reap = Reaped(child);
     let mut ask = |line: &str| -> Value {
         stdin
             .write_all(format!("{line}\n").as_bytes())

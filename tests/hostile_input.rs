@@ -8,10 +8,9 @@
 mod common;
 
 use std::ffi::OsString;
-use std::net::TcpListener;
 
 use common::daemon::Daemon;
-use common::{Workdir, run_mailhop};
+use common::{Tripwire, Workdir, run_mailhop};
 
 /// `mailhop send --direct` without a next hop: each recipient's domain is
 /// the destination.
@@ -36,9 +35,8 @@ fn send_without_nexthop(work: &Workdir, config: &str, to: &[&str]) -> common::Ru
 
 #[test]
 fn recipient_domain_with_a_port_is_bounced_and_never_connected_to() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-    listener.set_nonblocking(true).expect("non-blocking");
-    let port = listener.local_addr().expect("address").port();
+    let tripwire = Tripwire::new();
+    let port = tripwire.port;
     let work = Workdir::new();
     let literal = format!("u@[127.0.0.1]:{port}");
     let list = format!("u@a.test,[127.0.0.1]:{port}");
@@ -58,11 +56,7 @@ fn recipient_domain_with_a_port_is_bounced_and_never_connected_to() {
         );
         assert!(line.diagnostic.starts_with("bad address syntax: domain \""));
     }
-    assert_eq!(
-        listener.accept().map(|_| ()).map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::WouldBlock),
-        "mailhop connected to the port a recipient domain named"
-    );
+    tripwire.assert_untouched("mailhop connected to the port a recipient domain named");
 }
 
 /// The log (standard error) of a run has no raw control character: every
@@ -229,9 +223,8 @@ fn start_daemon(log_format: &str) -> Daemon {
 
 #[test]
 fn daemon_refuses_hostile_domains_and_logs_no_control_characters() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-    listener.set_nonblocking(true).expect("non-blocking");
-    let port = listener.local_addr().expect("address").port();
+    let tripwire = Tripwire::new();
+    let port = tripwire.port;
     let data = serde_json::json!({"data": "Subject: x\n\nhi\n"});
     for format in ["text", "json"] {
         let daemon = start_daemon(format);
@@ -277,9 +270,5 @@ fn daemon_refuses_hostile_domains_and_logs_no_control_characters() {
             );
         }
     }
-    assert_eq!(
-        listener.accept().map(|_| ()).map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::WouldBlock),
-        "the daemon connected to the port a recipient domain named"
-    );
+    tripwire.assert_untouched("the daemon connected to the port a recipient domain named");
 }

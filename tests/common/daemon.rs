@@ -41,6 +41,17 @@ pub fn daemon_command(config: &Path) -> Command {
     cmd
 }
 
+/// Any child process (a helper client, a wrapper), killed and reaped on
+/// drop.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `mailhop daemon`, stderr in `daemon.log` of its work
 /// directory; killed and reaped on drop.
 pub struct Daemon {

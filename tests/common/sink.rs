@@ -281,6 +281,37 @@ impl ClosedPort {
     }
 }
 
+/// A loopback port that listens but never accepts: a test proves with
+/// [`Tripwire::assert_untouched`] that nothing connected to it.
+pub struct Tripwire {
+    listener: std::net::TcpListener,
+    pub port: u16,
+}
+
+impl Tripwire {
+    pub fn new() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("address").port();
+        Self { listener, port }
+    }
+
+    /// Panics with `why` when a connection is waiting.
+    pub fn assert_untouched(&self, why: &str) {
+        assert_eq!(
+            self.listener.accept().map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "{why}"
+        );
+    }
+}
+
+impl Default for Tripwire {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Default for ClosedPort {
     fn default() -> Self {
         Self::new()
