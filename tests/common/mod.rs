@@ -11,6 +11,8 @@
 //!   ([`Server`], [`Behaviour`], [`smtp_server`]);
 //! - [`daemon`]: a `mailhop daemon` guard ([`daemon::Daemon`]) and a
 //!   job-protocol client ([`daemon::Client`]);
+//! - [`transport`]: the library's in-process scripted transport behind a
+//!   connector ([`transport::ScriptedNet`]), for deliveries without sockets;
 //! - [`jobs`]: job builders (JSON lines and [`mailhop::job::Job`]s);
 //! - [`dnsmasq`], [`postfix`], [`certs`]: throwaway name servers, a private
 //!   Postfix instance and a test PKI.
@@ -33,6 +35,7 @@ pub mod run;
 pub mod scripted_server;
 pub mod sink;
 pub mod tools;
+pub mod transport;
 
 use std::fs;
 use std::net::TcpListener;
