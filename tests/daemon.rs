@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 mod common;
 use common::daemon::{Client, Reaped, daemon_command};
 use common::jobs::path_job;
-use common::{Peer, Server, Workdir, is_root, skip};
+use common::{Invocation, Peer, Server, Workdir, is_root, skip};
 
 const MESSAGE: &[u8] = b"From: a@x.test\nTo: b@y.test\nSubject: daemon test\n\nhello\n";
 /// Longest wait for any single answer or event.
@@ -308,44 +308,17 @@ fn assert_error(answer: &Value, id: Option<&str>, fragment: &str) {
     }
 }
 
-/// Runs the mailhop binary (bounded), stdin from `stdin` or /dev/null.
+/// Runs the mailhop binary (the harness's [`Invocation`], bounded), stdin
+/// from `stdin` or /dev/null, as `uid` if given; (code, stdout, stderr).
 fn run_mailhop(args: &[&str], stdin: Option<&Path>, uid: Option<u32>) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
-    cmd.args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match stdin {
-        Some(path) => cmd.stdin(fs::File::open(path).expect("open stdin file")),
-        None => cmd.stdin(Stdio::null()),
-    };
-    if let Some(uid) = uid {
-        cmd.uid(uid).gid(uid);
-    }
-    let mut child = cmd.spawn().expect("spawn mailhop");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let mut stderr = String::new();
-    let _ = err.read_to_string(&mut stderr);
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code().unwrap_or(-1);
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mailhop {args:?} did not finish");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = reader.join().unwrap_or_default();
-    (code, stdout, stderr)
+    let work = workdir();
+    let run = Invocation::new(args)
+        .stdin(stdin)
+        .uid(uid)
+        .rust_log("warn")
+        .limit(LIMIT)
+        .run(&work);
+    (run.code, run.stdout, run.stderr)
 }
 
 // ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ClosedPort, Listen, Sink, Workdir, require_tool};
+use common::{ClosedPort, Invocation, Listen, Sink, Workdir, require_tool};
 
 const SENT_ID: &str = "4F2A1C0001";
 const BOUNCE_ID: &str = "4F2A1C0002";
@@ -97,23 +97,11 @@ const CONFIG: &str = "[smtp]\nconnect_timeout = \"5s\"\nhelo_timeout = \"5s\"\n\
 /// Runs `mailhop` with `args`, logging at info to stderr in the syslog
 /// shape (JOURNAL_STREAM unset), and returns (exit code, stdout, stderr).
 fn mailhop(work: &Workdir, args: &[String], n: usize) -> (i32, String, String) {
-    let out = work.path().join(format!("stdout{n}"));
-    let err = work.path().join(format!("stderr{n}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailhop"))
-        .args(args)
-        .env("RUST_LOG", "info")
+    let run = Invocation::new(args)
         .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).expect("stdout file"))
-        .stderr(fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn mailhop");
-    let status = wait_bounded(&mut child, common::RUN_LIMIT, "mailhop");
-    (
-        status,
-        fs::read_to_string(&out).unwrap_or_default(),
-        fs::read_to_string(&err).unwrap_or_default(),
-    )
+        .suffix(&n.to_string())
+        .run(work);
+    (run.code, run.stdout, run.stderr)
 }
 
 /// Waits for `child`, killing it after `limit`; returns its exit code.

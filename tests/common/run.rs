@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -263,44 +264,121 @@ impl Delivery {
 /// stdout/stderr captured in files (no pipe can fill up), killed after
 /// [`RUN_LIMIT`].
 pub fn run_mailhop(work: &Workdir, args: &[OsString], stdin: Option<&Path>) -> Run {
-    let out_path = work.path().join("stdout");
-    let err_path = work.path().join("stderr");
-    let out = fs::File::create(&out_path).expect("create stdout file");
-    let err = fs::File::create(&err_path).expect("create stderr file");
-    let input = match stdin {
-        Some(path) => Stdio::from(fs::File::open(path).expect("open stdin file")),
-        None => Stdio::null(),
-    };
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailhop"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(input)
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spawn mailhop");
-    let status = loop {
-        match child.try_wait().expect("wait for mailhop") {
-            Some(status) => break status,
-            None if started.elapsed() > RUN_LIMIT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mailhop {args:?} did not finish within {RUN_LIMIT:?}; stderr:\n{}",
-                    fs::read_to_string(&err_path).unwrap_or_default()
-                );
-            }
-            None => thread::sleep(Duration::from_millis(10)),
+    Invocation::new(args).stdin(stdin).run(work)
+}
+
+/// One run of the mailhop binary with everything a test may vary: the
+/// log level, a uid (and gid) to run as, variables to remove, a limit, the
+/// names of the output files.
+pub struct Invocation {
+    args: Vec<OsString>,
+    stdin: Option<PathBuf>,
+    rust_log: String,
+    uid: Option<u32>,
+    env_remove: Vec<String>,
+    limit: Duration,
+    suffix: String,
+}
+
+impl Invocation {
+    pub fn new<S: Into<OsString> + Clone>(args: &[S]) -> Self {
+        Self {
+            args: args.iter().cloned().map(Into::into).collect(),
+            stdin: None,
+            rust_log: "info".into(),
+            uid: None,
+            env_remove: Vec::new(),
+            limit: RUN_LIMIT,
+            suffix: String::new(),
         }
-    };
-    let elapsed = started.elapsed();
-    Run {
-        args: args.to_vec(),
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&fs::read(&out_path).unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned(),
-        elapsed,
+    }
+
+    /// Standard input from this file (else /dev/null).
+    pub fn stdin(mut self, path: Option<&Path>) -> Self {
+        self.stdin = path.map(Path::to_path_buf);
+        self
+    }
+
+    /// `RUST_LOG` (default `info`).
+    pub fn rust_log(mut self, level: &str) -> Self {
+        self.rust_log = level.into();
+        self
+    }
+
+    /// Runs as this uid, with the same number as gid.
+    pub fn uid(mut self, uid: Option<u32>) -> Self {
+        self.uid = uid;
+        self
+    }
+
+    /// Removes this variable from the environment.
+    pub fn env_remove(mut self, name: &str) -> Self {
+        self.env_remove.push(name.into());
+        self
+    }
+
+    /// Kills the run after `limit` (default [`RUN_LIMIT`]).
+    pub fn limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Output files `stdout{suffix}`/`stderr{suffix}` (several runs in one
+    /// directory).
+    pub fn suffix(mut self, suffix: &str) -> Self {
+        self.suffix = suffix.into();
+        self
+    }
+
+    /// Runs it, the output files in `work`.
+    pub fn run(self, work: &Workdir) -> Run {
+        let args = self.args;
+        let out_path = work.path().join(format!("stdout{}", self.suffix));
+        let err_path = work.path().join(format!("stderr{}", self.suffix));
+        let out = fs::File::create(&out_path).expect("create stdout file");
+        let err = fs::File::create(&err_path).expect("create stderr file");
+        let input = match &self.stdin {
+            Some(path) => Stdio::from(fs::File::open(path).expect("open stdin file")),
+            None => Stdio::null(),
+        };
+        let started = Instant::now();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailhop"));
+        command
+            .args(&args)
+            .env("RUST_LOG", &self.rust_log)
+            .stdin(input)
+            .stdout(out)
+            .stderr(err);
+        for name in &self.env_remove {
+            command.env_remove(name);
+        }
+        if let Some(uid) = self.uid {
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command.spawn().expect("spawn mailhop");
+        let limit = self.limit;
+        let status = loop {
+            match child.try_wait().expect("wait for mailhop") {
+                Some(status) => break status,
+                None if started.elapsed() > limit => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "mailhop {args:?} did not finish within {limit:?}; stderr:\n{}",
+                        fs::read_to_string(&err_path).unwrap_or_default()
+                    );
+                }
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let elapsed = started.elapsed();
+        Run {
+            args,
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&fs::read(&out_path).unwrap_or_default()).into_owned(),
+            stderr: String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned(),
+            elapsed,
+        }
     }
 }
 
