@@ -18,6 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::daemon::Reaped;
 use common::{is_root, require_tool};
 
 /// The ExecStart line as shipped (rewritten by `make install`).
@@ -597,17 +598,10 @@ fn daemon_honours_the_unit_contract() {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("spawn the daemon");
+    let child = command.spawn().expect("spawn the daemon");
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     let stderr = || fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    struct Reaper<'a>(&'a mut std::process::Child);
-    impl Drop for Reaper<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Reaper(&mut child);
+    let mut guard = Reaped(child);
 
     let mut seen = Vec::new();
     await_notify(&notify, "READY=1", &mut seen);
