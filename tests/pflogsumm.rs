@@ -22,13 +22,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ClosedPort, Invocation, Listen, Sink, Workdir, require_tool};
+use common::{
+    ClosedPort, Invocation, Listen, Sink, Workdir, is_root, require_tool, skip_even_in_ci,
+};
 
 const SENT_ID: &str = "4F2A1C0001";
 const BOUNCE_ID: &str = "4F2A1C0002";
@@ -286,7 +287,7 @@ fn pflogsumm_counts_mailhop_journal_log() {
     .map(PathBuf::from)
     .find(|p| p.is_file());
     let Some(journald) = journald else {
-        let _ = writeln!(std::io::stderr(), "SKIPPED: systemd-journald not installed");
+        skip_even_in_ci("systemd-journald not installed");
         return;
     };
     let (Some(unshare), Some(cat), Some(journalctl)) = (
@@ -296,11 +297,8 @@ fn pflogsumm_counts_mailhop_journal_log() {
     ) else {
         return;
     };
-    if !nix::unistd::geteuid().is_root() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: the journald log test needs root (private mount namespace)"
-        );
+    if !is_root() {
+        skip_even_in_ci("the journald log test needs root (private mount namespace)");
         return;
     }
     let Some(peers) = Peers::start() else {

@@ -13,13 +13,12 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::daemon::Reaped;
-use common::{is_root, require_tool};
+use common::{is_root, require_tool, skip_even_in_ci};
 
 /// The ExecStart line as shipped (rewritten by `make install`).
 const EXEC_START: &str = "/usr/local/bin/mailhop daemon --config /etc/mailhop/mailhop.toml";
@@ -322,10 +321,7 @@ fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
     };
     if !is_root() {
         // tmpfiles chowns to the scratch root's mailhop user.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: sysusers/tmpfiles check needs root (chown in a scratch root)"
-        );
+        skip_even_in_ci("sysusers/tmpfiles check needs root (chown in a scratch root)");
         return;
     }
     let root = tempfile::tempdir().expect("temporary directory");
