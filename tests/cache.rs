@@ -27,30 +27,13 @@ const BOTH: Option<CacheHints> = Some(CacheHints {
     store: true,
 });
 
-/// smtp-sink's `-c` counters: the last `sess=N` it printed.
-fn sessions(sink: &Sink) -> usize {
-    sink.log()
-        .split(['\r', '\n'])
-        .filter_map(|record| {
-            record
-                .trim()
-                .strip_prefix("sess=")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or(0)
-}
-
 /// Waits (bounded) until the sink has counted `want` sessions.
 fn wait_sessions(sink: &Sink, want: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut seen = sessions(sink);
+    let mut seen = sink.sessions();
     while seen < want && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
-        seen = sessions(sink);
+        seen = sink.sessions();
     }
     seen
 }

@@ -196,34 +196,16 @@ fn sink_at(addr: Ipv4Addr, port: u16, args: &[&str]) -> Option<Sink> {
     Sink::start(Listen::TcpAt(SocketAddrV4::new(addr, port)), args)
 }
 
-/// The session count of an smtp-sink started with `-c`: its last counter
-/// record `sess=N quit=N mesg=N` (written when a session ends), else 0.
-fn sessions(sink: &Sink) -> usize {
-    sink.log()
-        .split(['\r', '\n'])
-        .filter_map(|record| {
-            record
-                .trim()
-                .strip_prefix("sess=")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or(0)
-}
-
 /// The `-c` session counts of `sinks`, once they equal `want` (the sink
 /// writes a counter when it has seen the end of a session) or after 3 s.
 /// Re-read once more after a pause, so a late extra session shows up too.
 fn wait_sessions(sinks: &[&Sink], want: &[usize]) -> Vec<usize> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let got: Vec<usize> = sinks.iter().map(|s| sessions(s)).collect();
+        let got: Vec<usize> = sinks.iter().map(|s| s.sessions()).collect();
         if got == want || Instant::now() > deadline {
             thread::sleep(Duration::from_millis(200));
-            return sinks.iter().map(|s| sessions(s)).collect();
+            return sinks.iter().map(|s| s.sessions()).collect();
         }
         thread::sleep(Duration::from_millis(20));
     }

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Action, Behaviour, Delivery, End, Line, PEER, hostname, smtp_server, smtp_servers};
+use common::{
+    Action, Behaviour, Delivery, End, Line, PEER, ehlo, hostname, smtp_server, smtp_servers,
+};
 
 #[test]
 fn a_delayed_reply_within_the_timeout_is_waited_for() {
@@ -30,10 +32,6 @@ fn a_delayed_reply_within_the_timeout_is_waited_for() {
     );
     assert_eq!(t.fault, None, "{t:?}");
     assert_eq!(t.commands.last().map(String::as_str), Some("QUIT"), "{t:?}");
-}
-
-fn ehlo() -> String {
-    format!("EHLO {}", hostname())
 }
 
 #[test]

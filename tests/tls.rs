@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::certs::Pki;
 use common::postfix::{Postfix, Service, Session};
 use common::{
-    Delivery, Line, PEER, Peer as Conn, READ_LIMIT, Run, Server, Workdir, hostname, run_mailhop,
+    Delivery, Line, PEER, Peer as Conn, READ_LIMIT, Run, Server, Workdir, ehlo, run_mailhop,
 };
 use serde_json::Value;
 
@@ -698,10 +698,6 @@ fn smtp_session(conn: &mut Conn, offer_starttls: bool, on_starttls: OnStartTls) 
 
 fn lines(list: &[&str]) -> Vec<String> {
     list.iter().map(|l| l.to_string()).collect()
-}
-
-fn ehlo() -> String {
-    format!("EHLO {}", hostname())
 }
 
 /// EHLO, then this, then a whole plaintext transaction.

@@ -65,6 +65,16 @@ pub fn hostname() -> String {
         .expect("read /proc/sys/kernel/hostname")
 }
 
+/// The EHLO command mailhop sends (`EHLO $myhostname`).
+pub fn ehlo() -> String {
+    format!("EHLO {}", hostname())
+}
+
+/// A server reply as a result line's diagnostic quotes it.
+pub fn said(reply: &str, command: &str) -> String {
+    format!("host {PEER} said: {reply} (in reply to {command} command)")
+}
+
 /// A port nobody listens on right now (bound, read, dropped).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

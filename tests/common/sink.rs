@@ -145,6 +145,25 @@ impl Sink {
         String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
     }
 
+    /// The session count of an smtp-sink started with `-c`: its last
+    /// counter record `sess=N quit=N mesg=N` (written when a session
+    /// ends), else 0.
+    pub fn sessions(&self) -> usize {
+        self.log()
+            .split(['\r', '\n'])
+            .filter_map(|record| {
+                record
+                    .trim()
+                    .strip_prefix("sess=")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .next_back()
+            .unwrap_or(0)
+    }
+
     /// The files in `{dir}/SUB`, waiting (bounded) until there are `count`.
     pub fn wait_files(&self, sub: &str, count: usize) -> Vec<PathBuf> {
         let dir = self.dir.path().join(sub);
