@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chain::Follower;
 use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
-use crate::dsn::StatusCode;
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
 use crate::message::Message;
 use crate::nexthop::Protocol;
@@ -483,7 +482,7 @@ fn bad_domain(domain: &str, reason: &str) -> Outcome {
     diagnostic.push_str(reason);
     Outcome {
         status: Status::Bounced,
-        dsn: StatusCode::new(5, 1, 3),
+        dsn: crate::dsn::BAD_RECIPIENT_SYNTAX,
         relay: None,
         diagnostic,
         tls: None,
@@ -620,7 +619,7 @@ mod domain_tests {
         config.smtp.connect_timeout = Duration::from_secs(1);
         config.smtp.helo_timeout = Duration::from_secs(1);
         let deliverer =
-            Deliverer::new(config).with_resolver(Box::new(crate::deliver::LiteralResolver));
+            Deliverer::new(config).with_resolver(Box::new(crate::resolve::LiteralResolver));
         let result = execute(&deliverer, &job, false).expect("a result");
         let got: Vec<(&str, &str, &str)> = result
             .recipients

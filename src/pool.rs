@@ -39,6 +39,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use crate::cache::DemandGuard;
 use crate::deliver::Deliverer;
 use crate::dispatch::{self, seconds};
+use crate::dsn::StatusCode;
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
 use crate::message::Message;
 use crate::progress::Progress;
@@ -49,7 +50,7 @@ use crate::transport::strerror;
 /// The diagnostic of a job deferred because the daemon stops.
 pub const SHUTDOWN_DIAGNOSTIC: &str = "mail system shutting down";
 /// Its enhanced status code.
-pub const SHUTDOWN_DSN: &str = "4.3.0";
+pub const SHUTDOWN_DSN: StatusCode = crate::dsn::SYSTEM_TROUBLE;
 /// The diagnostic of a job whose worker panicked (Postfix's qmgr, when a
 /// delivery agent dies); deferred with [`SHUTDOWN_DSN`].
 pub const PANIC_DIAGNOSTIC: &str = "unknown mail transport error";
@@ -402,7 +403,7 @@ fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientRe
                 "relay": null,
                 "delay": delay.as_secs_f64(),
                 "delays": [a.as_secs_f64(), b.as_secs_f64(), 0.0, 0.0],
-                "dsn": SHUTDOWN_DSN,
+                "dsn": SHUTDOWN_DSN.to_string(),
                 "status": "deferred",
                 "diagnostic": diagnostic,
                 "tls": null,
@@ -437,7 +438,7 @@ fn deferred_result(job: &Job, diagnostic: &str) -> JobResult {
             .map(|r| RecipientResult {
                 address: r.address.clone(),
                 status: Status::Deferred,
-                dsn: SHUTDOWN_DSN.into(),
+                dsn: SHUTDOWN_DSN.to_string(),
                 relay: None,
                 diagnostic: diagnostic.into(),
                 tls: None,
