@@ -105,8 +105,8 @@ impl Connector for Shared {
     ) -> Result<Box<dyn Transport>, Dsn> {
         let script = self.0.scripts.lock().ok().and_then(|mut s| s.pop_front());
         let Some(steps) = script else {
-            return Err(Dsn::simple(
-                "4.4.1",
+            return Err(Dsn::new(
+                mailhop::dsn::CONNECT_FAILED,
                 format!("connect to {display}: Connection refused"),
             ));
         };
