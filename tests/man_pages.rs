@@ -40,6 +40,11 @@ fn man_pages_render_without_warnings() {
         pages.iter().any(|p| p.ends_with("mailhop.8")),
         "docs/man/mailhop.8 is missing: {pages:?}"
     );
+    assert!(
+        pages.iter().any(|p| p.ends_with("mailhop.toml.5")),
+        "docs/man/mailhop.toml.5 is missing: generate it with \
+         `cargo build && target/debug/mailhop config man > docs/man/mailhop.toml.5`"
+    );
     for page in &pages {
         let output = Command::new(&groff)
             .args(["-man", "-ww", "-z"])
