@@ -126,11 +126,16 @@ pub fn execute_with(
                 })
             })
             .collect();
-        let delivery = crate::progress::deliver_group(&indexes, line_writer(), || Delivery {
-            settled: refused_settled,
-            anomalies: 0,
-            log: Vec::new(),
-        });
+        let delivery = crate::progress::deliver_group(
+            &indexes,
+            line_writer(),
+            || Delivery {
+                settled: refused_settled,
+                anomalies: 0,
+                log: Vec::new(),
+            },
+            |d| &d.settled,
+        );
         for (&index, result) in indexes.iter().zip(delivery.settled) {
             if let Some(slot) = settled.get_mut(index) {
                 *slot = Some(result);
@@ -176,8 +181,12 @@ pub fn execute_with(
             arrival: arrival(job),
             cache,
         };
-        let delivery =
-            crate::progress::deliver_group(&indexes, line_writer(), || deliverer.deliver(&request));
+        let delivery = crate::progress::deliver_group(
+            &indexes,
+            line_writer(),
+            || deliverer.deliver(&request),
+            |d| &d.settled,
+        );
         if delivery.anomalies > 0 {
             log::error!(
                 "{}: {} recipient bookkeeping anomalies",
