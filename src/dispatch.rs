@@ -7,16 +7,15 @@
 //! per-recipient outcomes. A bookkeeping anomaly is logged and the affected
 //! recipient deferred by the ledger, never lost.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::chain::Follower;
+use crate::chain::{Chain, Follower};
 use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
-use crate::dsn::StatusCode;
 use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
 use crate::message::Message;
 use crate::nexthop::Protocol;
-use crate::recipients::{Outcome, Settled, Status};
+use crate::plan::{Group, NexthopKey, Plan};
+use crate::recipients::{Outcome, Settled};
 use crate::session::MessageSource;
 use crate::smtp::client::{Envelope, Recipient};
 use crate::transport::strerror;
@@ -34,6 +33,27 @@ pub fn execute_at(
     with_log: bool,
     received: Instant,
 ) -> Result<JobResult, JobError> {
+    execute_in(deliverer, job, with_log, received, None)
+}
+
+/// As [`execute`], on a worker's [`Chain`]: a session the previous job
+/// handed over, and the follower offered, are found there.
+pub fn execute_chained(
+    deliverer: &Deliverer,
+    job: &Job,
+    with_log: bool,
+    chain: &Chain,
+) -> Result<JobResult, JobError> {
+    execute_in(deliverer, job, with_log, Instant::now(), Some(chain))
+}
+
+fn execute_in(
+    deliverer: &Deliverer,
+    job: &Job,
+    with_log: bool,
+    received: Instant,
+    chain: Option<&Chain>,
+) -> Result<JobResult, JobError> {
     let message = match &job.message {
         MessageRef::Path { path } => Message::small_file_in_memory(path.as_ref()),
         MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
@@ -44,18 +64,19 @@ pub fn execute_at(
             ));
         }
     };
-    execute_with(deliverer, job, &message, with_log, received)
+    execute_with(deliverer, job, &message, with_log, received, chain)
 }
 
 /// As [`execute_at`], with the message already at hand (the daemon reads
 /// it through the file it opened for the submitting peer); `job.message`
-/// only names it in errors.
+/// only names it in errors. `chain`: the worker's hand-over state, if any.
 pub fn execute_with(
     deliverer: &Deliverer,
     job: &Job,
     message: &Message,
     with_log: bool,
     received: Instant,
+    chain: Option<&Chain>,
 ) -> Result<JobResult, JobError> {
     let started = Instant::now();
     let error = |text: String| JobError::new(Some(job.id.clone()), text);
@@ -87,7 +108,7 @@ pub fn execute_with(
     );
     line.push_str(" (queue active)");
     log::info!(target: "mailhop/qmgr", "{line}");
-    let (groups, refused) = group_by_nexthop(job, deliverer, &recipients);
+    let Plan { groups, refused } = Plan::of(job, &deliverer.config().smtp.relayhost);
     let service = match protocol {
         Protocol::Smtp => "smtp",
         Protocol::Lmtp => "lmtp",
@@ -144,7 +165,12 @@ pub fn execute_with(
     }
     let mut log = Vec::new();
     let mut recipients = Some(recipients);
-    for (nexthop, indexes) in groups {
+    for Group {
+        nexthop,
+        key,
+        indexes,
+    } in groups
+    {
         let envelope = Envelope {
             sender: job.sender.clone(),
             recipients: if single {
@@ -160,7 +186,7 @@ pub fn execute_with(
             smtputf8: job.smtputf8,
         };
         // Connection cache: the job's own hints win; else the cache's policy.
-        let _demand = deliverer.cache().map(|cache| cache.demand(&nexthop));
+        let _demand = deliverer.cache().map(|cache| cache.demand(&key));
         let cache = match (deliverer.cache(), job.cache) {
             (None, _) => CacheUse::default(),
             (Some(_), Some(hints)) => CacheUse {
@@ -168,7 +194,7 @@ pub fn execute_with(
                 store: hints.store,
             },
             (Some(cache), None) => {
-                let (load, store) = cache.policy_for(&nexthop);
+                let (load, store) = cache.policy_for(&key);
                 CacheUse { load, store }
             }
         };
@@ -184,7 +210,7 @@ pub fn execute_with(
         let delivery = crate::progress::deliver_group(
             &indexes,
             line_writer(),
-            || deliverer.deliver(&request),
+            || deliverer.deliver_chained(&request, chain),
             |d| &d.settled,
         );
         if delivery.anomalies > 0 {
@@ -259,6 +285,7 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
     Some(Follower {
         job_id: job.id.clone(),
         nexthop: nexthop.clone(),
+        key: NexthopKey::new(nexthop),
         protocol: match job.transport {
             TransportKind::Smtp => Protocol::Smtp,
             TransportKind::Lmtp => Protocol::Lmtp,
@@ -439,65 +466,6 @@ impl Seconds {
                 f.write_str(u64_digits(h, &mut buf))
             }
         }
-    }
-}
-
-/// Next hops with the indexes of their recipients.
-type Groups = Vec<(String, Vec<usize>)>;
-
-/// Recipients grouped by next hop: the job's, else `relayhost` (SMTP), else
-/// each recipient's domain (an address without a domain gets an empty
-/// next hop, which defers it as a bad destination). A domain that would
-/// choose more than a destination (a port, a service, a list: anything but
-/// a domain name or an address literal, see
-/// [`crate::nexthop::check_recipient_domain`]) is never connected to: its
-/// recipient is returned apart, bounced as Postfix's trivial-rewrite does
-/// (5.1.3 bad address syntax).
-fn group_by_nexthop(
-    job: &Job,
-    deliverer: &Deliverer,
-    recipients: &[Recipient],
-) -> (Groups, Vec<(usize, Outcome)>) {
-    let all: Vec<usize> = (0..recipients.len()).collect();
-    if let Some(nexthop) = &job.nexthop {
-        return (vec![(nexthop.clone(), all)], Vec::new());
-    }
-    let relayhost = &deliverer.config().smtp.relayhost;
-    if job.transport == TransportKind::Smtp && !relayhost.is_empty() {
-        return (vec![(relayhost.clone(), all)], Vec::new());
-    }
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut refused = Vec::new();
-    for (index, rcpt) in recipients.iter().enumerate() {
-        let domain = match rcpt.address.rsplit_once('@') {
-            Some((_, domain)) => match crate::nexthop::check_recipient_domain(domain) {
-                Ok(()) => domain.to_ascii_lowercase(),
-                Err(reason) => {
-                    refused.push((index, bad_domain(domain, &reason)));
-                    continue;
-                }
-            },
-            None => String::new(),
-        };
-        groups.entry(domain).or_default().push(index);
-    }
-    (groups.into_iter().collect(), refused)
-}
-
-/// The outcome of a recipient whose domain cannot be a destination.
-fn bad_domain(domain: &str, reason: &str) -> Outcome {
-    let mut diagnostic = String::from("bad address syntax: domain \"");
-    crate::recipients::push_printable_address(&mut diagnostic, domain);
-    diagnostic.push_str("\": ");
-    diagnostic.push_str(reason);
-    Outcome {
-        status: Status::Bounced,
-        dsn: StatusCode::new(5, 1, 3),
-        relay: None,
-        diagnostic,
-        tls: None,
-        timing: None,
-        source: None,
     }
 }
 

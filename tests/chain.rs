@@ -588,8 +588,11 @@ fn a_session_handed_to_one_job_is_never_used_by_another_with_the_same_id() {
     let config = cached(true);
     let cache = Arc::new(SessionCache::new(config.cache.clone()));
     let deliverer = Deliverer::new(config).with_cache(cache);
+    // One worker's hand-over state, as the daemon's worker keeps it.
+    let chain = mailhop::chain::Chain::default();
     let run = |job: &Job| {
-        let result = mailhop::dispatch::execute(&deliverer, job, false).expect("runs");
+        let result =
+            mailhop::dispatch::execute_chained(&deliverer, job, false, &chain).expect("runs");
         assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
     };
     // A session in the cache, then a job on it with the next job (id X,
@@ -597,13 +600,13 @@ fn a_session_handed_to_one_job_is_never_used_by_another_with_the_same_id() {
     run(&job_for("A0", &nexthop, "a0@y.test", "A0"));
     // (Tickets as the daemon numbers them; the job ids are the same.)
     let victim = job_for("X", &nexthop, "victim@y.test", "B");
-    mailhop::chain::offer(1001, follower_of(&victim));
+    chain.offer(1001, follower_of(&victim));
     run(&job_for("A1", &nexthop, "a1@y.test", "A1"));
     // The handed-to job never runs; another job with the same id does.
     let other = job_for("X", &nexthop, "own@y.test", "C");
-    mailhop::chain::keep_only_for(1002);
+    chain.keep_only_for(1002);
     run(&other);
-    mailhop::chain::clear();
+    chain.clear();
     let seen = server.seen.lock().expect("seen");
     assert!(seen.chained >= 1, "{seen:?}");
     assert_nothing_misdelivered(&seen, &|rcpt: &str| {
