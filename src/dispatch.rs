@@ -15,10 +15,13 @@ use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_fla
 use crate::message::Message;
 use crate::nexthop::Protocol;
 use crate::plan::{Group, NexthopKey, Plan};
+use crate::recipient_log::Service;
 use crate::recipients::{Outcome, Settled};
 use crate::session::MessageSource;
 use crate::smtp::client::{Envelope, Recipient};
 use crate::transport::strerror;
+
+pub use crate::recipient_log::{Seconds, seconds};
 
 /// Runs a job to completion. `with_log` adds the transcript summary.
 pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobResult, JobError> {
@@ -110,8 +113,8 @@ pub fn execute_with(
     log::info!(target: "mailhop/qmgr", "{line}");
     let Plan { groups, refused } = Plan::of(job, &deliverer.config().smtp.relayhost);
     let service = match protocol {
-        Protocol::Smtp => "smtp",
-        Protocol::Lmtp => "lmtp",
+        Protocol::Smtp => Service::Smtp,
+        Protocol::Lmtp => Service::Lmtp,
     };
     let json = deliverer.config().log.format == "json";
     let arrival_at = arrival(job);
@@ -120,13 +123,9 @@ pub fn execute_with(
         let id = job.id.clone();
         Box::new(move |address: &str, outcome: &Outcome, first: bool| {
             let since = arrival_at.and_then(|at| SystemTime::now().duration_since(at).ok());
-            if first {
-                log_recipient(
-                    service, &id, address, outcome, received, started, since, json,
-                );
-            } else {
-                log_late(service, &id, address, outcome, json);
-            }
+            log_recipient(
+                service, &id, address, outcome, received, started, since, json, !first,
+            );
         })
     };
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
@@ -302,23 +301,14 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
     })
 }
 
-/// The log target of a service's recipient lines: `mailhop/lmtp` for
-/// LMTP, `mailhop/smtp` for everything else.
-fn log_target(service: &str) -> &'static str {
-    match service {
-        "lmtp" => "mailhop/lmtp",
-        _ => "mailhop/smtp",
-    }
-}
-
-/// One log line per recipient, Postfix style (`ID: to=<...>, relay=...,
-/// delay=..., delays=a/b/c/d, dsn=..., status=... (...)`), or one JSON
-/// object with the same fields and the TLS details. delays: a = waiting
-/// for a worker, b = before the deciding connection (DNS, other servers),
-/// c = connection setup (connect, greeting, EHLO, TLS), d = transmission.
+/// One recipient's log line (see [`crate::recipient_log`]) for a
+/// delivery's outcome (`late`: one that came after its job was answered,
+/// cut at shutdown, see [`crate::progress`]). delays: a = waiting for a
+/// worker, b = before the deciding connection, c = connection setup, d =
+/// transmission.
 #[allow(clippy::too_many_arguments)]
 fn log_recipient(
-    service: &str,
+    service: Service,
     id: &str,
     address: &str,
     outcome: &Outcome,
@@ -326,6 +316,7 @@ fn log_recipient(
     started: Instant,
     since_arrival: Option<Duration>,
     json: bool,
+    late: bool,
 ) {
     let now = Instant::now();
     let a = started.saturating_duration_since(received);
@@ -341,132 +332,21 @@ fn log_recipient(
             Duration::ZERO,
         ),
     };
-    let delay = since_arrival.unwrap_or_else(|| now.saturating_duration_since(received));
-    let target = log_target(service);
-    if json {
-        let line = serde_json::json!({
-            "id": id,
-            "to": address,
-            "relay": outcome.relay,
-            "delay": delay.as_secs_f64(),
-            "delays": [a.as_secs_f64(), b.as_secs_f64(), c.as_secs_f64(), d.as_secs_f64()],
-            "dsn": outcome.dsn.to_string(),
-            "status": outcome.status.as_str(),
-            "diagnostic": outcome.diagnostic,
-            "tls": outcome.tls,
-            "source": outcome.source.map(|a| a.ip().to_string()),
-        });
-        log::info!(target: target, "{line}");
-        return;
-    }
-    // Built piece by piece: one line per recipient of every job.
-    let mut line = String::with_capacity(160 + outcome.diagnostic.len());
-    line.push_str(id);
-    line.push_str(": to=<");
-    crate::recipients::push_printable_address(&mut line, address);
-    line.push_str(">, relay=");
-    line.push_str(outcome.relay.as_deref().unwrap_or("none"));
-    // Writing into a String cannot fail.
-    line.push_str(", delay=");
-    let _ = seconds(delay).write_to(&mut line);
-    line.push_str(", delays=");
-    for (i, part) in [a, b, c, d].into_iter().enumerate() {
-        if i > 0 {
-            line.push('/');
-        }
-        let _ = seconds(part).write_to(&mut line);
-    }
-    line.push_str(", dsn=");
-    let _ = outcome.dsn.write_to(&mut line);
-    line.push_str(", status=");
-    line.push_str(outcome.status.as_str());
-    line.push_str(" (");
-    line.push_str(&outcome.diagnostic);
-    line.push(')');
-    log::info!(target: target, "{line}");
-}
-
-/// A recipient's result that came after its job was answered without it
-/// (cut at shutdown, see [`crate::progress`]): information only, without
-/// a `status=` (the log carries one outcome per recipient, the one the
-/// client got): `ID: to=<...>, relay=..., dsn=..., late result
-/// (information only; the job was already answered): sent (...)`; in
-/// JSON, `late_status` instead of `status`.
-fn log_late(service: &str, id: &str, address: &str, outcome: &Outcome, json: bool) {
-    let target = log_target(service);
-    if json {
-        let line = serde_json::json!({
-            "id": id,
-            "to": address,
-            "relay": outcome.relay,
-            "dsn": outcome.dsn.to_string(),
-            "late_status": outcome.status.as_str(),
-            "diagnostic": outcome.diagnostic,
-            "note": "late result (information only; the job was already answered)",
-        });
-        log::info!(target: target, "{line}");
-        return;
-    }
-    log::info!(
-        target: target,
-        "{id}: to=<{}>, relay={}, dsn={}, late result (information only; the job was already answered): {} ({})",
-        crate::recipients::printable_address(address),
-        outcome.relay.as_deref().unwrap_or("none"),
-        outcome.dsn,
-        outcome.status.as_str(),
-        outcome.diagnostic,
-    );
-}
-
-/// Postfix's delay format: two significant digits below 10 s, "0" for
-/// nothing measurable. Shared by every log line with delays.
-pub fn seconds(d: Duration) -> Seconds {
-    Seconds(d)
-}
-
-/// A delay written the way [`seconds`] describes, without allocating.
-#[derive(Clone, Copy, Debug)]
-pub struct Seconds(pub Duration);
-
-impl std::fmt::Display for Seconds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.write_to(f)
-    }
-}
-
-impl Seconds {
-    /// Writes the delay to `f` (a `String` directly, or a formatter).
-    pub fn write_to<W: std::fmt::Write>(&self, f: &mut W) -> std::fmt::Result {
-        // Integer arithmetic on nanoseconds (rounded half up), no float
-        // formatting: this runs for every delay of every log line.
-        let nanos = self.0.as_nanos();
-        if nanos < 5_000_000 {
-            return f.write_str("0");
-        }
-        use crate::text::u64_digits;
-        let mut buf = [0u8; 20];
-        let int = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
-        if nanos >= 10_000_000_000 {
-            return f.write_str(u64_digits(
-                int((nanos + 500_000_000) / 1_000_000_000),
-                &mut buf,
-            ));
-        }
-        let centis = (nanos + 5_000_000) / 10_000_000;
-        let (whole, hundredths) = (int(centis / 100), int(centis % 100));
-        f.write_str(u64_digits(whole, &mut buf))?;
-        match hundredths {
-            0 => Ok(()),
-            h if h % 10 == 0 => {
-                f.write_str(".")?;
-                f.write_str(u64_digits(h / 10, &mut buf))
-            }
-            h => {
-                f.write_str(if h < 10 { ".0" } else { "." })?;
-                f.write_str(u64_digits(h, &mut buf))
-            }
-        }
-    }
+    let line = crate::recipient_log::Line {
+        service,
+        id,
+        address,
+        relay: outcome.relay.as_deref(),
+        delay: since_arrival.unwrap_or_else(|| now.saturating_duration_since(received)),
+        delays: [a, b, c, d],
+        dsn: outcome.dsn,
+        status: outcome.status,
+        diagnostic: &outcome.diagnostic,
+        tls: outcome.tls.as_ref(),
+        source: outcome.source.map(|a| a.ip()),
+        late,
+    };
+    crate::recipient_log::write(&line, json);
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub mod outcome;
 pub mod plan;
 pub mod pool;
 pub mod progress;
+pub mod recipient_log;
 pub mod recipients;
 pub mod resolve;
 pub mod reuse;

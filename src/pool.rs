@@ -39,12 +39,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use crate::cache::DemandGuard;
 use crate::chain::Chain;
 use crate::deliver::Deliverer;
-use crate::dispatch::{self, seconds};
+use crate::dispatch;
+use crate::dsn::StatusCode;
 use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
 use crate::message::Message;
 use crate::plan::{NexthopKey, Plan};
 use crate::progress::Progress;
-use crate::recipients::{Status, printable_address};
+use crate::recipient_log::Service;
+use crate::recipients::Status;
 use crate::stats::{PoolShape, Stats};
 use crate::transport::strerror;
 
@@ -52,6 +54,8 @@ use crate::transport::strerror;
 pub const SHUTDOWN_DIAGNOSTIC: &str = "mail system shutting down";
 /// Its enhanced status code.
 pub const SHUTDOWN_DSN: &str = "4.3.0";
+/// [`SHUTDOWN_DSN`] as a status code.
+const SHUTDOWN_CODE: StatusCode = StatusCode::new(4, 3, 0);
 /// The diagnostic of a job whose worker panicked (Postfix's qmgr, when a
 /// delivery agent dies); deferred with [`SHUTDOWN_DSN`].
 pub const PANIC_DIAGNOSTIC: &str = "unknown mail transport error";
@@ -391,37 +395,24 @@ impl Delays {
 fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientResult) {
     let job = &ticket.job;
     let Delays { a, b, delay } = *delays;
-    let diagnostic = &rcpt.diagnostic;
-    let target = match job.transport {
-        TransportKind::Smtp => "mailhop/smtp",
-        TransportKind::Lmtp => "mailhop/lmtp",
+    let line = crate::recipient_log::Line {
+        service: match job.transport {
+            TransportKind::Smtp => Service::Smtp,
+            TransportKind::Lmtp => Service::Lmtp,
+        },
+        id: &job.id,
+        address: &rcpt.address,
+        relay: None,
+        delay,
+        delays: [a, b, Duration::ZERO, Duration::ZERO],
+        dsn: SHUTDOWN_CODE,
+        status: Status::Deferred,
+        diagnostic: &rcpt.diagnostic,
+        tls: None,
+        source: None,
+        late: false,
     };
-    {
-        if json {
-            let line = serde_json::json!({
-                "id": job.id,
-                "to": rcpt.address,
-                "relay": null,
-                "delay": delay.as_secs_f64(),
-                "delays": [a.as_secs_f64(), b.as_secs_f64(), 0.0, 0.0],
-                "dsn": SHUTDOWN_DSN,
-                "status": "deferred",
-                "diagnostic": diagnostic,
-                "tls": null,
-            });
-            log::info!(target: target, "{line}");
-        } else {
-            log::info!(
-                target: target,
-                "{}: to=<{}>, relay=none, delay={}, delays={}/{}/0/0, dsn={SHUTDOWN_DSN}, status=deferred ({diagnostic})",
-                job.id,
-                printable_address(&rcpt.address),
-                seconds(delay),
-                seconds(a),
-                seconds(b),
-            );
-        }
-    }
+    crate::recipient_log::write(&line, json);
 }
 
 /// The result of a job cut short by shutdown: every recipient deferred.
