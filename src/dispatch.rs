@@ -11,14 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chain::{Chain, Follower};
 use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
-use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
+use crate::job::{CheckedJob, Job, JobError, JobResult, MessageRef};
 use crate::message::Message;
 use crate::nexthop::Protocol;
 use crate::plan::{Group, NexthopKey, Plan};
 use crate::recipient_log::Service;
 use crate::recipients::{Outcome, Settled};
 use crate::session::MessageSource;
-use crate::smtp::client::{Envelope, Recipient};
+use crate::smtp::client::Envelope;
 use crate::transport::strerror;
 
 pub use crate::recipient_log::{Seconds, seconds};
@@ -67,7 +67,8 @@ fn execute_in(
             ));
         }
     };
-    execute_with(deliverer, job, &message, with_log, received, chain)
+    let job = job.clone().into_checked()?;
+    execute_with(deliverer, &job, &message, with_log, received, chain)
 }
 
 /// As [`execute_at`], with the message already at hand (the daemon reads
@@ -75,7 +76,7 @@ fn execute_in(
 /// only names it in errors. `chain`: the worker's hand-over state, if any.
 pub fn execute_with(
     deliverer: &Deliverer,
-    job: &Job,
+    job: &CheckedJob,
     message: &Message,
     with_log: bool,
     received: Instant,
@@ -83,7 +84,6 @@ pub fn execute_with(
 ) -> Result<JobResult, JobError> {
     let started = Instant::now();
     let error = |text: String| JobError::new(Some(job.id.clone()), text);
-    job.check().map_err(error)?;
     let facts = message.facts().map_err(|e| {
         let name = match &job.message {
             MessageRef::Path { path } => path.as_str(),
@@ -92,11 +92,8 @@ pub fn execute_with(
         };
         error(format!("cannot read message {name}: {}", strerror(&e)))
     })?;
-    let protocol = match job.transport {
-        TransportKind::Smtp => Protocol::Smtp,
-        TransportKind::Lmtp => Protocol::Lmtp,
-    };
-    let recipients = recipients_of(job).map_err(&error)?;
+    let protocol = job.protocol();
+    let recipients = job.envelope_recipients().to_vec();
     // Postfix's qmgr line, for log tools that count senders and sizes.
     let mut line = String::with_capacity(96 + job.id.len() + job.sender.len());
     line.push_str(&job.id);
@@ -117,7 +114,7 @@ pub fn execute_with(
         Protocol::Lmtp => Service::Lmtp,
     };
     let json = deliverer.config().log.format == "json";
-    let arrival_at = arrival(job);
+    let arrival_at = job.arrival();
     // Each recipient is logged as soon as it is settled.
     let line_writer = || {
         let id = job.id.clone();
@@ -203,7 +200,7 @@ pub fn execute_with(
             envelope,
             message,
             facts,
-            arrival: arrival(job),
+            arrival: job.arrival(),
             cache,
         };
         let delivery = crate::progress::deliver_group(
@@ -249,29 +246,14 @@ pub fn arrival(job: &Job) -> Option<SystemTime> {
         .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
 }
 
-/// The job's recipients as the SMTP client takes them.
-fn recipients_of(job: &Job) -> Result<Vec<Recipient>, String> {
-    job.recipients
-        .iter()
-        .map(|rcpt| {
-            Ok(Recipient {
-                address: rcpt.address.clone(),
-                orcpt: rcpt.orcpt.clone(),
-                notify: notify_flags(rcpt.notify.as_deref())?,
-            })
-        })
-        .collect()
-}
-
 /// The job as the follower of another one on a cached session (see
 /// [`crate::chain`]): only a valid job with one explicit next hop whose
 /// message is held in memory, and that may use cached sessions.
-pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
+pub fn follower(job: &CheckedJob, message: &Message) -> Option<Follower> {
     let nexthop = job.nexthop.as_ref()?;
     if job.cache.is_some_and(|hints| !hints.load) || message.in_memory().is_none() {
         return None;
     }
-    job.check().ok()?;
     // Its commands go out before its own delivery checks the envelope:
     // only addresses that check would pass (no control characters that
     // could smuggle commands into the other job's session).
@@ -285,13 +267,10 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
         job_id: job.id.clone(),
         nexthop: nexthop.clone(),
         key: NexthopKey::new(nexthop),
-        protocol: match job.transport {
-            TransportKind::Smtp => Protocol::Smtp,
-            TransportKind::Lmtp => Protocol::Lmtp,
-        },
+        protocol: job.protocol(),
         envelope: Envelope {
             sender: job.sender.clone(),
-            recipients: recipients_of(job).ok()?,
+            recipients: job.envelope_recipients().to_vec(),
             envid: job.envid.clone(),
             ret: job.ret.map(Into::into),
             smtputf8: job.smtputf8,
@@ -383,7 +362,12 @@ mod delay_tests {
 #[cfg(test)]
 mod follower_tests {
     use super::*;
-    use crate::job::JobRecipient;
+    use crate::job::{JobRecipient, TransportKind};
+
+    /// [`super::follower`] of a job that must pass its check first.
+    fn follower(job: &Job, message: &Message) -> Option<Follower> {
+        super::follower(&job.clone().into_checked().ok()?, message)
+    }
 
     fn job(sender: &str, rcpt: &str) -> Job {
         Job {
@@ -435,7 +419,7 @@ mod follower_tests {
 mod domain_tests {
     use super::*;
     use crate::config::Config;
-    use crate::job::JobRecipient;
+    use crate::job::{JobRecipient, TransportKind};
 
     #[test]
     fn a_recipient_domain_never_chooses_a_port_or_a_list() {

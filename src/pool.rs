@@ -41,7 +41,9 @@ use crate::chain::Chain;
 use crate::deliver::Deliverer;
 use crate::dispatch;
 use crate::dsn::StatusCode;
-use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
+use crate::job::{
+    CheckedJob, Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind,
+};
 use crate::message::Message;
 use crate::plan::{NexthopKey, Plan};
 use crate::progress::Progress;
@@ -142,7 +144,7 @@ impl PeerIdentity {
 
 /// One accepted job on its way through the pool.
 pub struct Ticket {
-    job: Job,
+    job: CheckedJob,
     peer: Arc<PeerIdentity>,
     report: Arc<dyn Report>,
     claimed: AtomicBool,
@@ -164,14 +166,14 @@ pub struct Ticket {
 static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Ticket {
-    pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
+    pub fn new(job: CheckedJob, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
         Self::with_message_fd(job, peer, report, None)
     }
 
     /// A ticket whose message came as a file descriptor on the job's
     /// connection.
     pub fn with_message_fd(
-        job: Job,
+        job: CheckedJob,
         peer: Arc<PeerIdentity>,
         report: Arc<dyn Report>,
         message_fd: Option<File>,

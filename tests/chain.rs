@@ -381,7 +381,9 @@ fn run_jobs_made(
         std::fs::write(&message, format!("Subject: {id}\n\nbody of {id}\n")).expect("write");
         let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
         submitter.submit(Ticket::new(
-            make(&id, &server.nexthop(), &message),
+            make(&id, &server.nexthop(), &message)
+                .into_checked()
+                .expect("a valid job"),
             Arc::clone(&peer),
             report,
         ));
@@ -564,7 +566,8 @@ fn follower_of(job: &Job) -> mailhop::chain::Follower {
         MessageRef::Data { data } => data.clone().into_bytes(),
         MessageRef::Path { .. } | MessageRef::Fd { .. } => Vec::new(),
     });
-    mailhop::dispatch::follower(job, &message).expect("a follower")
+    let job = job.clone().into_checked().expect("a valid job");
+    mailhop::dispatch::follower(&job, &message).expect("a follower")
 }
 
 /// No recipient got a body that is not its own job's.
@@ -648,7 +651,9 @@ fn duplicate_job_ids_from_several_clients_are_never_misdelivered() {
                 });
                 for n in 0..per_client {
                     let tag = format!("c{c}n{n}");
-                    let job = job_for("SAME", &nexthop, &format!("{tag}@y.test"), &tag);
+                    let job = job_for("SAME", &nexthop, &format!("{tag}@y.test"), &tag)
+                        .into_checked()
+                        .expect("a valid job");
                     let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
                     submitter.submit(Ticket::new(job, Arc::clone(&peer), report));
                 }
