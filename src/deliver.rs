@@ -408,17 +408,7 @@ impl Deliverer {
             .then(|| keys.nexthop(destination, policy.level));
         let (host, port, lookup_mx) = match destination {
             Destination::Unix { path, .. } => {
-                let server = self.unix_server(path, policy);
-                let cached = self
-                    .lookup(request, keys, &server.policy)
-                    .and_then(|lookup| {
-                        let label =
-                            keys.endpoint(&server.endpoint, &server.policy, &server.tls_host);
-                        // A session handed over by the previous job (chain).
-                        self.handed(request, job, |s| s.endpoint == label)
-                            .or_else(|| lookup.cache.take_by_endpoint(&label))
-                    });
-                self.run_server(request, settings, &server, cached, job);
+                self.try_unix(request, settings, path, policy, keys, job);
                 return true;
             }
             Destination::Inet {
@@ -428,6 +418,72 @@ impl Deliverer {
                 ..
             } => (host, *port, *lookup_mx),
         };
+        let target = InetTarget {
+            destination,
+            host,
+            port,
+            lookup_mx,
+            final_nexthop,
+        };
+        let (site, route) = match self.inet_site(request, settings, target, policy, job) {
+            Ok(found) => found,
+            Err(is_final) => return is_final,
+        };
+        // Addresses already used through the cache in this job are scrubbed.
+        let candidates: Vec<&Candidate> = route
+            .candidates
+            .iter()
+            .filter(|c| !job.used.contains(&site.endpoint(c)))
+            .collect();
+        let lookup = self.lookup(request, keys, &site.policy);
+        let queue = match &lookup {
+            Some(lookup) => self.reuse_order(request, lookup, &site, candidates, job),
+            None => candidates.into_iter().map(|c| (c, None)).collect(),
+        };
+        self.try_addresses(request, settings, &site, lookup.as_ref(), queue, job);
+        route.i_am_mx
+    }
+
+    /// The one server of a UNIX-domain destination, on a handed-over or
+    /// cached session when there is one.
+    fn try_unix(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        path: &Path,
+        policy: Arc<Policy>,
+        keys: reuse::Keys<'_>,
+        job: &mut JobState<'_>,
+    ) {
+        let server = self.unix_server(path, policy);
+        let cached = self
+            .lookup(request, keys, &server.policy)
+            .and_then(|lookup| {
+                let label = keys.endpoint(&server.endpoint, &server.policy, &server.tls_host);
+                // A session handed over by the previous job (chain).
+                self.handed(request, job, |s| s.endpoint == label)
+                    .or_else(|| lookup.cache.take_by_endpoint(&label))
+            });
+        self.run_server(request, settings, &server, cached, job);
+    }
+
+    /// A TCP destination's addresses and what its servers share. Err when
+    /// it is skipped: whether that makes it final (mail loops back).
+    fn inet_site<'d>(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        target: InetTarget<'d>,
+        policy: Arc<Policy>,
+        job: &mut JobState<'_>,
+    ) -> Result<(Site<'d>, Route), bool> {
+        let InetTarget {
+            destination,
+            host,
+            port,
+            lookup_mx,
+            final_nexthop,
+        } = target;
         let smtp = request.protocol == Protocol::Smtp;
         let wrapper = self.config.tls.wrappermode || port == 465;
         if wrapper && policy.level < Level::Encrypt {
@@ -437,7 +493,7 @@ impl Deliverer {
             );
             job.trouble
                 .record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
-            return false;
+            return Err(false);
         }
         let mode = ResolveMode {
             lookup_mx: smtp && lookup_mx && self.config.dns.support != "disabled",
@@ -449,7 +505,7 @@ impl Deliverer {
                 log::info!("{}", dsn.text);
                 job.trouble.record(&dsn);
                 // Don't try fallback relays when mail loops back to us.
-                return crate::mxlist::makes_nexthop_final(&dsn);
+                return Err(crate::mxlist::makes_nexthop_final(&dsn));
             }
         };
         let site = Site {
@@ -463,29 +519,32 @@ impl Deliverer {
             policy,
             wrapper,
         };
-        // Addresses already used through the cache in this job are scrubbed.
-        let candidates: Vec<&Candidate> = route
-            .candidates
-            .iter()
-            .filter(|c| !job.used.contains(&site.endpoint(c)))
-            .collect();
-        let lookup = self.lookup(request, keys, &site.policy);
-        let queue = match &lookup {
-            Some(lookup) => self.reuse_order(request, lookup, &site, candidates, job),
-            None => candidates.into_iter().map(|c| (c, None)).collect(),
-        };
+        Ok((site, route))
+    }
+
+    /// Tries the addresses of a TCP destination in order, within
+    /// `mx_address_limit` and `mx_session_limit`, until no recipient is
+    /// left.
+    fn try_addresses(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        site: &Site<'_>,
+        lookup: Option<&reuse::Lookup<'_>>,
+        queue: Vec<(&Candidate, Option<IdleSession>)>,
+        job: &mut JobState<'_>,
+    ) {
         let total = queue.len();
         let mut sessions = 0usize;
         for (count, (candidate, cached)) in queue.into_iter().enumerate() {
             if job.ledger.left() == 0 {
                 break;
             }
-            let server = self.inet_server(settings, &site, candidate, count, total, sessions);
+            let server = self.inet_server(settings, site, candidate, count, total, sessions);
             // Backup MX: look in the cache before connecting.
             let cached = cached.or_else(|| {
-                let lookup = lookup.as_ref()?;
                 (candidate.preference != site.best_preference)
-                    .then(|| lookup.backup(&server.endpoint, &candidate.host))
+                    .then(|| lookup?.backup(&server.endpoint, &candidate.host))
                     .flatten()
             });
             let handshake = self.run_server(request, settings, &server, cached, job);
@@ -496,7 +555,6 @@ impl Deliverer {
                 break;
             }
         }
-        route.i_am_mx
     }
 
     /// The destination's TLS policy (its policy table entry, else the
@@ -1241,6 +1299,16 @@ struct JobState<'c> {
     first_destination: bool,
     /// The worker's hand-over state (see [`crate::chain`]), if any.
     chain: Option<&'c Chain>,
+}
+
+/// A TCP destination as parsed, before its addresses are known.
+#[derive(Clone, Copy)]
+struct InetTarget<'d> {
+    destination: &'d Destination,
+    host: &'d Host,
+    port: u16,
+    lookup_mx: bool,
+    final_nexthop: bool,
 }
 
 /// One TCP destination being tried: what its servers share.
