@@ -9,6 +9,10 @@
 //! recipient with 4.3.5; a bad envelope address is refused before any
 //! connection (5.1.7 sender, 5.1.3 recipient). Never panics; every recipient
 //! ends in the ledger exactly once.
+//!
+//! Session reuse — cache keys, the lookup order, when a session may be
+//! kept, the hand-over to a chained job — is [`crate::reuse`]'s; this
+//! module calls it for each destination and server.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

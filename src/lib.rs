@@ -10,6 +10,9 @@
 //! - [`pool`], [`progress`], [`server`], [`daemon`], [`stats`]: the job
 //!   service (`mailhop daemon`): worker pool, per-job progress and outcome
 //!   lines, socket protocol, life cycle, counters.
+//! - [`plan`] (a job's next-hop groups and keys), [`reuse`] (session cache
+//!   keys, lookup order, store rules), [`recipient_log`] (the one
+//!   per-recipient log line).
 //! - [`cli`]: the `mailhop` command.
 
 pub mod cache;
