@@ -6,6 +6,7 @@ DESTDIR ?=
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc/mailhop
+MANDIR ?= $(PREFIX)/share/man
 # systemd units: /usr/lib/systemd/system for a distribution-style PREFIX=/usr,
 # else the administrator's /etc/systemd/system.
 UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,/etc/systemd/system)
@@ -41,18 +42,18 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Coverage-guided fuzzing (tests/fuzz, README.md section Tests): each target
+# Coverage-guided fuzzing (tests/fuzz, docs/testing.md): each target
 # for FUZZ_SECONDS (default 300), one at a time. "make test" only replays
 # the committed corpora (tests/fuzz_corpora.rs).
 fuzz:
 	scripts/fuzz.sh
 
-# Benchmarks against smtp-source and a private Postfix (README.md, section Benchmarks).
+# Benchmarks against smtp-source and a private Postfix (docs/benchmarks.md).
 # SCENARIOS="1 2 lat", REPS=N, QUICK=1 select and shrink the runs.
 bench:
 	scripts/bench/run.sh
 
-# Fault-injection soak (README.md, section Soak): the release daemon with the
+# Fault-injection soak (docs/testing.md): the release daemon with the
 # connection cache and job chaining against faulty SMTP/LMTP servers; exits
 # non-zero on any lost, misdelivered, falsely bounced, unanswered or twice
 # answered recipient. SOAK_JOBS, SOAK_SEED, SOAK_DURATION (seconds) tune it.
@@ -64,15 +65,19 @@ soak:
 	JOBS=$(SOAK_JOBS) SEED=$(SOAK_SEED) DURATION=$(SOAK_DURATION) python3 scripts/soak/soak.py
 
 # Run "make build" first (as the user who has cargo), then "sudo make install".
-# Installs the binary, the configuration (only when absent), the systemd
-# units (ExecStart rewritten to $(BINDIR) and $(SYSCONFDIR)), and the
-# sysusers.d/tmpfiles.d files for the mailhop user and /run/mailhop. Nothing
-# is started or enabled.
+# Installs the binary, the man pages mailhop(8) and mailhop.toml(5), the
+# configuration (only when absent), the systemd units (ExecStart rewritten
+# to $(BINDIR) and $(SYSCONFDIR)), and the sysusers.d/tmpfiles.d files for
+# the mailhop user and /run/mailhop. Nothing is started or enabled
+# (docs/operations.md, section systemd).
 install:
 	@test -x target/release/mailhop || { echo "target/release/mailhop is missing: run 'make build' first" >&2; exit 1; }
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m755 target/release/mailhop $(DESTDIR)$(BINDIR)/
+	install -m644 docs/man/mailhop.8 $(DESTDIR)$(MANDIR)/man8/mailhop.8
+	install -m644 docs/man/mailhop.toml.5 $(DESTDIR)$(MANDIR)/man5/mailhop.toml.5
 	test -e $(DESTDIR)$(SYSCONFDIR)/mailhop.toml || \
 		install -m644 conf/mailhop.toml $(DESTDIR)$(SYSCONFDIR)/mailhop.toml
 	sed -e 's|^ExecStart=/usr/local/bin/mailhop daemon --config /etc/mailhop/mailhop.toml$$|ExecStart=$(BINDIR)/mailhop daemon --config $(SYSCONFDIR)/mailhop.toml|' \
@@ -95,6 +100,7 @@ install:
 # ("systemctl disable --now mailhop.service mailhop.socket").
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mailhop
+	rm -f $(DESTDIR)$(MANDIR)/man8/mailhop.8 $(DESTDIR)$(MANDIR)/man5/mailhop.toml.5
 	rm -f $(DESTDIR)$(UNITDIR)/mailhop.service $(DESTDIR)$(UNITDIR)/mailhop.socket
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/mailhop.conf $(DESTDIR)$(TMPFILESDIR)/mailhop.conf
 

@@ -15,6 +15,8 @@
 #                 without path-based chmod/chown (tests/hostile.rs)
 #   python3       a second job client in tests/hostile.rs (SCM_RIGHTS,
 #                 supplementary groups)
+#   groff-base    groff and man, to check that the manual pages in docs/man
+#   man-db        render without warnings (tests/man_pages.rs)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -55,6 +57,8 @@ REQUIREMENTS=(
     "pflogsumm|pflogsumm|pflogsumm, to check that mailhop's log lines parse as Postfix's"
     "strace|strace|strace, to check the socket's permissions are set without path calls"
     "python3|/usr/bin/python3|python3, a second job client for the hostile-client tests"
+    "groff-base|groff|groff, to check that the manual pages render without warnings"
+    "man-db|man|man, to read the manual pages in docs/man (man -l)"
 )
 
 missing=()

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::daemon;
 use crate::deliver::Deliverer;
 use crate::dispatch;
-use crate::job::{Job, JobError, JobRecipient, MessageRef, TransportKind};
+use crate::job::{Job, JobError, JobErrorKind, JobRecipient, MessageRef, TransportKind};
 use crate::pool::Answer;
 use crate::server::{self, ClientError};
 use crate::transport::strerror;
@@ -223,18 +223,12 @@ fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> Res
 /// The exit code for an error answer of the daemon: 75 for a retryable
 /// one (temporary trouble on the daemon's side).
 fn error_code(error: &JobError) -> i32 {
-    let retryable = error.retryable;
-    let error = error.error.as_str();
-    if retryable {
-        EX_TEMPFAIL
-    } else if error.starts_with("permission denied") {
-        EX_NOPERM
-    } else if error.starts_with("cannot read message") {
-        EX_NOINPUT
-    } else if error.starts_with("invalid job") || error.starts_with("malformed job") {
-        EX_DATAERR
-    } else {
-        EX_SOFTWARE
+    match error.kind() {
+        JobErrorKind::Temporary => EX_TEMPFAIL,
+        JobErrorKind::PermissionDenied => EX_NOPERM,
+        JobErrorKind::UnreadableMessage => EX_NOINPUT,
+        JobErrorKind::InvalidJob => EX_DATAERR,
+        JobErrorKind::Other => EX_SOFTWARE,
     }
 }
 

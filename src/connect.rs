@@ -162,7 +162,10 @@ fn bind_source(socket: &Socket, addr: SocketAddr, options: &ConnectOptions) -> R
     if let Err(e) = socket.bind(&SockAddr::from(SocketAddr::new(source, 0))) {
         log::warn!("smtp_connect_addr: bind {source}: {}", strerror(&e));
         if enforce {
-            return Err(Dsn::simple("4.4.0", "server configuration error"));
+            return Err(Dsn::new(
+                crate::dsn::BIND_FAILED,
+                "server configuration error",
+            ));
         }
     }
     Ok(())
@@ -175,8 +178,8 @@ pub fn connect_tcp(
     display: &str,
 ) -> Result<TcpStream, Dsn> {
     let fail = |e: &io::Error| {
-        Dsn::simple(
-            "4.4.1",
+        Dsn::new(
+            crate::dsn::CONNECT_FAILED,
             format!("connect to {display}:{}: {}", addr.port(), strerror(e)),
         )
     };
@@ -190,8 +193,8 @@ pub fn connect_tcp(
             e.kind(),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
         ) {
-            Dsn::simple(
-                "4.4.1",
+            Dsn::new(
+                crate::dsn::CONNECT_FAILED,
                 format!("connect to {display}:{}: Connection timed out", addr.port()),
             )
         } else {
@@ -273,11 +276,15 @@ fn wait_connected(socket: &Socket, timeout: Duration) -> io::Result<()> {
 
 /// UNIX-domain connect (LMTP).
 pub fn connect_unix(path: &Path, timeout: Duration, display: &str) -> Result<UnixStream, Dsn> {
-    let fail =
-        |e: &io::Error| Dsn::simple("4.4.1", format!("connect to {display}: {}", strerror(e)));
+    let fail = |e: &io::Error| {
+        Dsn::new(
+            crate::dsn::CONNECT_FAILED,
+            format!("connect to {display}: {}", strerror(e)),
+        )
+    };
     let target = SockAddr::unix(path).map_err(|_| {
         log::warn!("unix-domain name too long: {}", path.display());
-        Dsn::simple("4.3.5", "Server configuration error")
+        Dsn::new(crate::dsn::CONFIG_PROBLEM, "Server configuration error")
     })?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| fail(&e))?;
     let result = if timeout.is_zero() {

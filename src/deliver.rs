@@ -15,7 +15,7 @@
 //! module calls it for each destination and server.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,15 +25,16 @@ use crate::chain::Chain;
 use crate::config::{Config, InetProtocols, ProtocolSettings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
-use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
-use crate::dsn::Dsn;
+use crate::dns::{DnsError, DnsLookup};
+use crate::dsn::{self, Dsn};
 use crate::interfaces::OwnAddresses;
+use crate::mxlist::{Candidate, Route};
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::plan::NexthopKey;
 use crate::recipients::{Ledger, Settled};
 use crate::recipients::{SessionTiming, TlsSummary};
-use crate::resolve::DnsResolver;
+use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
@@ -43,95 +44,6 @@ use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
 use crate::tls_policy::{self, Level, Policy};
 use crate::transport::Connection;
 use crate::transport::Transport;
-
-/// One server address to try.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    /// Host name for diagnostics (the IP itself for a literal).
-    pub host: String,
-    pub addr: IpAddr,
-    /// MX preference (0 for literals and implicit MX).
-    pub preference: u32,
-}
-
-/// The servers of one destination, best first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Route {
-    pub candidates: Vec<Candidate>,
-    /// This host is an MX for the destination (the list was cut at our own
-    /// preference): the destination is final, fallback relays are not used.
-    pub i_am_mx: bool,
-    /// Preference of the best MX before cutting.
-    pub best_preference: u32,
-}
-
-/// How to resolve one destination host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResolveMode {
-    /// An unbracketed SMTP domain with DNS support enabled: MX lookup.
-    pub lookup_mx: bool,
-    /// Port 25: check for our own addresses (mail loops).
-    pub loop_detect: bool,
-}
-
-/// Turns a destination host into addresses: the seam where DNS plugs in.
-pub trait Resolver: Send + Sync {
-    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, Dsn>;
-}
-
-/// Resolves IP literals only; a name that needs DNS is refused with 4.3.5.
-/// For tests and for `[dns] support` set up without any resolver.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LiteralResolver;
-
-impl Resolver for LiteralResolver {
-    fn resolve(&self, host: &Host, _mode: ResolveMode) -> Result<Route, Dsn> {
-        match host {
-            Host::Ip(addr) => Ok(Route {
-                candidates: vec![Candidate {
-                    host: addr.to_string(),
-                    addr: *addr,
-                    preference: 0,
-                }],
-                i_am_mx: false,
-                best_preference: 0,
-            }),
-            Host::Name(name) => Err(Dsn::simple(
-                "4.3.5",
-                format!("cannot resolve {name}: no DNS resolver is configured"),
-            )),
-        }
-    }
-}
-
-/// DNS that is not there: every lookup fails temporarily.
-struct NoDns;
-
-impl DnsLookup for NoDns {
-    fn mx(&self, _: &str) -> Result<Answer<MxRecord>, DnsError> {
-        Err(DnsError::new(
-            DnsErrorKind::Retry,
-            "no DNS resolver configured",
-        ))
-    }
-    fn a(&self, _: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
-        Err(DnsError::new(
-            DnsErrorKind::Retry,
-            "no DNS resolver configured",
-        ))
-    }
-    fn aaaa(&self, _: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
-        Err(DnsError::new(
-            DnsErrorKind::Retry,
-            "no DNS resolver configured",
-        ))
-    }
-}
-
-/// Postfix's SMTP_HAS_LOOP_DSN: a `x.4.6` status means mail loops back.
-pub fn is_loop(dsn: &Dsn) -> bool {
-    dsn.code.subject == 4 && dsn.code.detail == 6
-}
 
 /// What one delivery produced.
 #[derive(Debug)]
@@ -326,7 +238,7 @@ impl Deliverer {
                 log::warn!("{e}");
                 outcome::fail_all(
                     &mut ledger,
-                    &Dsn::simple("4.3.5", e.to_string()),
+                    &Dsn::new(dsn::CONFIG_PROBLEM, e.to_string()),
                     true,
                     None,
                     &mut trouble,
@@ -495,8 +407,10 @@ impl Deliverer {
                 "{}: SMTPS wrapper mode (TLS before the greeting, used for port 465) requires [tls] security_level = \"encrypt\" (or stronger); skipping",
                 destination.text()
             );
-            job.trouble
-                .record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
+            job.trouble.record(&Dsn::new(
+                dsn::TLS_PROBLEM,
+                "client TLS configuration problem",
+            ));
             return Err(false);
         }
         let mode = ResolveMode {
@@ -505,11 +419,11 @@ impl Deliverer {
         };
         let route = match self.resolver.resolve(host, mode) {
             Ok(route) => route,
-            Err(dsn) => {
-                log::info!("{}", dsn.text);
-                job.trouble.record(&dsn);
+            Err(error) => {
+                log::info!("{error}");
+                job.trouble.record(&error.dsn());
                 // Don't try fallback relays when mail loops back to us.
-                return Err(crate::mxlist::makes_nexthop_final(&dsn));
+                return Err(error.makes_nexthop_final());
             }
         };
         let site = Site {
@@ -579,8 +493,10 @@ impl Deliverer {
             Ok(policy) => Some(policy),
             Err(e) => {
                 log::warn!("TLS policy lookup for {}: {e}", destination.text());
-                job.trouble
-                    .record(&Dsn::simple("4.7.5", "client TLS configuration problem"));
+                job.trouble.record(&Dsn::new(
+                    dsn::TLS_PROBLEM,
+                    "client TLS configuration problem",
+                ));
                 None
             }
         }
@@ -593,6 +509,7 @@ impl Deliverer {
             endpoint: Endpoint::Unix(path.to_path_buf()),
             relay: display.clone(),
             tls_host: self.config.myhostname(),
+            tls_host_is_ip: self.config.myhostname().parse::<IpAddr>().is_ok(),
             nexthop: self.config.myhostname(),
             display,
             final_nexthop: true,
@@ -631,6 +548,7 @@ impl Deliverer {
             relay,
             display,
             tls_host: candidate.host.clone(),
+            tls_host_is_ip: candidate.host_is_ip,
             nexthop: site.host.text(),
             final_nexthop: site.final_nexthop,
             last_address,
@@ -1103,7 +1021,7 @@ impl Deliverer {
         let peer = PeerNames {
             hostname: &server.tls_host,
             nexthop: &server.nexthop,
-            hostname_is_ip: server.tls_host.parse::<IpAddr>().is_ok(),
+            hostname_is_ip: server.tls_host_is_ip,
         };
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
@@ -1238,7 +1156,7 @@ impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
             Err(failure) => {
                 log::warn!("TLS handshake with {}: {failure}", self.relay);
                 Err(TlsRefusal {
-                    dsn: Dsn::simple("4.7.5", failure.dsn_text()),
+                    dsn: Dsn::new(dsn::TLS_PROBLEM, failure.dsn_text()),
                     retry_plain: self.retry_plain_allowed
                         && matches!(failure, TlsFailure::Handshake(_)),
                 })
@@ -1352,6 +1270,8 @@ struct Server {
     loop_check: Option<LoopCheck>,
     /// Host name for SNI and certificate checks (MX name, or the IP text).
     tls_host: String,
+    /// `tls_host` is an IP literal, not a name.
+    tls_host_is_ip: bool,
     /// Next-hop domain, for certificate checks.
     nexthop: String,
     /// The destination's TLS policy (shared by its servers and jobs).
@@ -1370,13 +1290,19 @@ enum Handshake {
 /// sender (every recipient bounces), 5.1.3 for a recipient.
 fn check_envelope(request: &Request<'_>, ledger: &mut Ledger, trouble: &mut Trouble) -> bool {
     if let Err(e) = check_address(&request.envelope.sender) {
-        let dsn = Dsn::simple("5.1.7", format!("bad sender address syntax: {e}"));
+        let dsn = Dsn::new(
+            dsn::BAD_SENDER_SYNTAX,
+            format!("bad sender address syntax: {e}"),
+        );
         outcome::fail_all(ledger, &dsn, true, None, trouble);
         return false;
     }
     for (index, rcpt) in request.envelope.recipients.iter().enumerate() {
         if let Err(e) = check_address(&rcpt.address) {
-            let dsn = Dsn::simple("5.1.3", format!("bad recipient address syntax: {e}"));
+            let dsn = Dsn::new(
+                dsn::BAD_RECIPIENT_SYNTAX,
+                format!("bad recipient address syntax: {e}"),
+            );
             outcome::apply_failure(ledger, index, &dsn, true, None, trouble);
         }
     }

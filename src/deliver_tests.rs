@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::message::Message;
+use crate::mxlist::{Route, RouteError};
+use crate::nexthop::Host;
 use crate::recipients::Status;
+use crate::resolve::LiteralResolver;
 use crate::smtp::client::Recipient;
 use crate::smtp::command::Notify;
 use crate::transport::Transport;
@@ -35,8 +38,8 @@ impl Connector for &'static FakeNet {
         _: &ConnectOptions,
     ) -> Result<Box<dyn Transport>, Dsn> {
         let Endpoint::Inet(addr) = endpoint else {
-            return Err(Dsn::simple(
-                "4.4.1",
+            return Err(Dsn::new(
+                crate::dsn::CONNECT_FAILED,
                 format!("connect to {display}: unsupported"),
             ));
         };
@@ -45,8 +48,8 @@ impl Connector for &'static FakeNet {
         }
         match self.peers.get(&addr.ip()) {
             Some(Peer::Script(steps)) => Ok(Box::new(Scripted::new(steps.clone()))),
-            _ => Err(Dsn::simple(
-                "4.4.1",
+            _ => Err(Dsn::new(
+                crate::dsn::CONNECT_FAILED,
                 format!("connect to {display}:{}: Connection refused", addr.port()),
             )),
         }
@@ -54,10 +57,10 @@ impl Connector for &'static FakeNet {
 }
 
 /// Names resolve to fixed address lists; IP literals to themselves.
-struct FakeDns(HashMap<String, Result<Vec<Ipv4Addr>, Dsn>>);
+struct FakeDns(HashMap<String, Result<Vec<Ipv4Addr>, RouteError>>);
 
 impl Resolver for FakeDns {
-    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, Dsn> {
+    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, RouteError> {
         match host {
             Host::Ip(addr) => LiteralResolver.resolve(&Host::Ip(*addr), mode),
             Host::Name(name) => match self.0.get(name) {
@@ -69,18 +72,19 @@ impl Resolver for FakeDns {
                             host: format!("mx{i}.{name}"),
                             addr: IpAddr::V4(*a),
                             preference: u32::try_from(i).unwrap_or(0) * 10,
+                            host_is_ip: false,
                         })
                         .collect(),
                     i_am_mx: false,
                     best_preference: 0,
                 }),
-                Some(Err(dsn)) => Err(dsn.clone()),
-                None => Err(Dsn::simple(
-                    "5.4.4",
-                    format!(
+                Some(Err(error)) => Err(error.clone()),
+                None => Err(RouteError::NameService {
+                    status: crate::dsn::HOST_NOT_FOUND,
+                    text: format!(
                         "Host or domain name not found. Name service error for name={name} type=A: Host not found"
                     ),
-                )),
+                }),
             },
         }
     }

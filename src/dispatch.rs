@@ -461,7 +461,7 @@ mod domain_tests {
         config.smtp.connect_timeout = Duration::from_secs(1);
         config.smtp.helo_timeout = Duration::from_secs(1);
         let deliverer =
-            Deliverer::new(config).with_resolver(Box::new(crate::deliver::LiteralResolver));
+            Deliverer::new(config).with_resolver(Box::new(crate::resolve::LiteralResolver));
         let result = execute(&deliverer, &job, false).expect("a result");
         let got: Vec<(&str, &str, &str)> = result
             .recipients

@@ -304,12 +304,13 @@ pub fn dns_mx(data: &[u8]) {
             }
             std::hint::black_box(route);
         }
-        Err(dsn) => {
+        Err(error) => {
+            let dsn = error.dsn();
             assert!(
                 !dsn.text.chars().any(char::is_control),
                 "control character in a DSN text"
             );
-            std::hint::black_box((mxlist::makes_nexthop_final(&dsn), dsn));
+            std::hint::black_box((error.makes_nexthop_final(), dsn));
         }
     }
 }

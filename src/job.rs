@@ -87,8 +87,8 @@ pub enum MessageRef {
         data: String,
     },
     /// `{"fd":true}`: the file descriptor passed with SCM_RIGHTS on the
-    /// job's connection (the next one received, in order; see the README's
-    /// Job protocol section). Only the daemon takes it.
+    /// job's connection (the next one received, in order; see
+    /// docs/job-protocol.md). Only the daemon takes it.
     Fd {
         fd: bool,
     },
@@ -195,6 +195,46 @@ impl JobError {
             retryable: true,
         }
     }
+
+    /// What kind of refusal this is. The protocol carries only the text,
+    /// whose first words are its contract: this is the one place that
+    /// reads them (as a reply's enhanced status code is read from its
+    /// text), so callers match on the kind.
+    pub fn kind(&self) -> JobErrorKind {
+        if self.retryable {
+            return JobErrorKind::Temporary;
+        }
+        JobErrorKind::PREFIXES
+            .iter()
+            .find(|(prefix, _)| self.error.starts_with(prefix))
+            .map_or(JobErrorKind::Other, |&(_, kind)| kind)
+    }
+}
+
+/// The kinds of error answers, by the first words of their text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobErrorKind {
+    /// `retryable`: temporary trouble on the daemon's side.
+    Temporary,
+    /// `permission denied: ...`: the peer may not submit jobs or read the
+    /// message.
+    PermissionDenied,
+    /// `cannot read message ...`: the message file cannot be read.
+    UnreadableMessage,
+    /// `invalid job: ...` (a field is wrong) or `malformed job: ...` (not
+    /// JSON).
+    InvalidJob,
+    /// Anything else: trouble inside the daemon.
+    Other,
+}
+
+impl JobErrorKind {
+    const PREFIXES: [(&'static str, JobErrorKind); 4] = [
+        ("permission denied", JobErrorKind::PermissionDenied),
+        ("cannot read message", JobErrorKind::UnreadableMessage),
+        ("invalid job", JobErrorKind::InvalidJob),
+        ("malformed job", JobErrorKind::InvalidJob),
+    ];
 }
 
 /// Most recipients one job may have, whatever the configuration says
@@ -677,6 +717,42 @@ mod tests {
         assert_eq!(json["recipients"][0]["status"], "sent");
         assert_eq!(json["recipients"][0]["dsn"], "2.0.0");
         assert_eq!(json["id"], "x");
+    }
+
+    #[test]
+    fn error_answers_have_a_kind() {
+        let kind = |e: Result<CheckedJob, JobError>| e.map(|_| ()).unwrap_err().kind();
+        assert_eq!(kind(parse_job(b"{not json")), JobErrorKind::InvalidJob);
+        assert_eq!(kind(parse_job(b"[1]")), JobErrorKind::InvalidJob);
+        for (text, expected) in [
+            (
+                "permission denied: uid 7 is not allowed to submit jobs",
+                JobErrorKind::PermissionDenied,
+            ),
+            (
+                "cannot read message /m: No such file or directory",
+                JobErrorKind::UnreadableMessage,
+            ),
+            (
+                "cannot read message (passed file descriptor): Bad file descriptor",
+                JobErrorKind::UnreadableMessage,
+            ),
+            (
+                "invalid job: more than 1 recipients",
+                JobErrorKind::InvalidJob,
+            ),
+            (
+                "malformed job: line is not valid UTF-8",
+                JobErrorKind::InvalidJob,
+            ),
+            ("worker lost", JobErrorKind::Other),
+        ] {
+            assert_eq!(JobError::new(None, text).kind(), expected, "{text}");
+        }
+        assert_eq!(
+            JobError::temporary(None, "invalid job: busy; try again later").kind(),
+            JobErrorKind::Temporary
+        );
     }
 
     #[test]

@@ -11,32 +11,139 @@
 //! nothing here opens a socket, and the address limit itself is enforced by
 //! the caller while connecting.
 //!
-//! Error contract: every failure is a [`Dsn`] in Postfix's words and codes —
-//! 4.4.4 no network protocol enabled; 5.1.0 null MX; 4.4.3 / 5.4.3 / 5.4.4
-//! name service errors (4.4.4 when a hard error follows a soft one, forced
-//! to class 4 by `smtp_defer_if_no_mx_address_found`); 5.4.6 mail loops
-//! back to myself, 4.4.4 unable to find primary relay. [`is_loop`] and
-//! [`makes_nexthop_final`] tell the caller when fallback relays must not be
-//! tried. Never panics.
+//! Also owns the routing vocabulary the rest of the crate speaks: a [`Route`]
+//! of [`Candidate`]s, or a [`RouteError`].
+//!
+//! Error contract: every failure is a [`RouteError`], whose
+//! [`RouteError::dsn`] is Postfix's words and code — 4.4.4 no network
+//! protocol enabled; 5.1.0 null MX; 4.4.3 / 5.4.3 / 5.4.4 name service
+//! errors (4.4.4 when a hard error follows a soft one, forced to class 4 by
+//! `smtp_defer_if_no_mx_address_found`); 5.4.6 mail loops back to myself,
+//! 4.4.4 unable to find primary relay. [`RouteError::is_loop`] and
+//! [`RouteError::makes_nexthop_final`] tell the caller when fallback relays
+//! must not be tried. Never panics.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use log::{debug, warn};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::deliver::Candidate;
-pub use crate::deliver::{Route, is_loop};
 use crate::dns::{DnsError, DnsErrorKind, DnsLookup, MxRecord, QueryType};
-use crate::dsn::Dsn;
+use crate::dsn::{self, Dsn, StatusCode};
 
 /// Postfix's `var_dns_rr_list_limit`: no address list grows beyond this,
 /// and at most this many MX records of an answer are considered.
 pub const RR_LIST_LIMIT: usize = 100;
 
-/// Text of the 4.4.4 DSN when we are a backup MX and no better MX has an
-/// address; [`makes_nexthop_final`] recognises it by this prefix.
-const NO_PRIMARY_RELAY: &str = "unable to find primary relay for ";
+/// One server address to try.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Host name for diagnostics and TLS (the IP itself for a literal).
+    pub host: String,
+    pub addr: IpAddr,
+    /// MX preference (0 for literals and implicit MX).
+    pub preference: u32,
+    /// `host` is an IP literal (the destination's, or an MX exchange
+    /// written as one), not a name: TLS then checks no host name.
+    pub host_is_ip: bool,
+}
+
+/// The servers of one destination, best first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    pub candidates: Vec<Candidate>,
+    /// This host is an MX for the destination (the list was cut at our own
+    /// preference): the destination is final, fallback relays are not used.
+    pub i_am_mx: bool,
+    /// Preference of the best MX before cutting.
+    pub best_preference: u32,
+}
+
+/// Why a destination has no server to try. [`RouteError::dsn`] gives the
+/// status and text Postfix reports for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// `inet_protocols` enables no address family (4.4.4).
+    ProtocolsDisabled,
+    /// The destination is an IP literal of a disabled family (4.4.4).
+    FamilyDisabled { host: String, family: &'static str },
+    /// The domain publishes a null MX (5.1.0).
+    NullMx { domain: String },
+    /// A name service failure, with the status Postfix gives it (4.4.3,
+    /// 5.4.3, 4.4.4 or 5.4.4, or class 4 by
+    /// `smtp_defer_if_no_mx_address_found`) and its text.
+    NameService { status: StatusCode, text: String },
+    /// We are the best MX, or the host is one of our own addresses (5.4.6).
+    MailLoop { name: String },
+    /// We are a backup MX and no better MX has an address (4.4.4).
+    NoPrimaryRelay { domain: String },
+    /// No address and no lookup error: a broken invariant (4.3.0).
+    NoAddress { name: String },
+    /// A name that needs DNS, and no resolver is configured (4.3.5).
+    NoResolver { name: String },
+}
+
+impl RouteError {
+    /// The enhanced status code Postfix gives this failure.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::ProtocolsDisabled | Self::FamilyDisabled { .. } | Self::NoPrimaryRelay { .. } => {
+                dsn::NO_ROUTE
+            }
+            Self::NullMx { .. } => dsn::NULL_MX,
+            Self::NameService { status, .. } => *status,
+            Self::MailLoop { .. } => dsn::MAIL_LOOP,
+            Self::NoAddress { .. } => dsn::SYSTEM_TROUBLE,
+            Self::NoResolver { .. } => dsn::CONFIG_PROBLEM,
+        }
+    }
+
+    /// The delivery status for the recipients.
+    pub fn dsn(&self) -> Dsn {
+        Dsn::new(self.status(), self.to_string())
+    }
+
+    /// Mail loops back to myself (Postfix's SMTP_HAS_LOOP_DSN).
+    pub fn is_loop(&self) -> bool {
+        matches!(self, Self::MailLoop { .. })
+    }
+
+    /// True when Postfix makes the current next-hop final after this error
+    /// (no fallback relays): a mail loop, or "unable to find primary relay"
+    /// (we are a backup MX, so `found_myself` was set even though the list
+    /// came out empty).
+    pub fn makes_nexthop_final(&self) -> bool {
+        matches!(self, Self::MailLoop { .. } | Self::NoPrimaryRelay { .. })
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ProtocolsDisabled => f.write_str("all network protocols are disabled"),
+            Self::FamilyDisabled { host, family } => {
+                write!(f, "network protocol {family} is disabled for {host}")
+            }
+            Self::NullMx { domain } => write!(f, "Domain {domain} does not accept mail (nullMX)"),
+            Self::NameService { text, .. } => f.write_str(text),
+            Self::MailLoop { name } => write!(f, "mail for {name} loops back to myself"),
+            Self::NoPrimaryRelay { domain } => {
+                write!(f, "unable to find primary relay for {domain}")
+            }
+            Self::NoAddress { name } => write!(
+                f,
+                "internal error: no address and no lookup error for {name}"
+            ),
+            Self::NoResolver { name } => {
+                write!(f, "cannot resolve {name}: no DNS resolver is configured")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
 
 /// `smtp_address_preference`: which family goes first within one preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,14 +197,6 @@ impl Default for MxSettings {
     }
 }
 
-/// True when, after this error from [`domain_route`] or [`host_route`],
-/// Postfix makes the current next-hop final (no fallback relays): a mail
-/// loop (x.4.6), or 4.4.4 "unable to find primary relay" (we are a backup
-/// MX, so `found_myself` was set even though the list came out empty).
-pub fn makes_nexthop_final(dsn: &Dsn) -> bool {
-    is_loop(dsn) || dsn.text.starts_with(NO_PRIMARY_RELAY)
-}
-
 /// Unbracketed SMTP domain: MX lookup with Postfix semantics
 /// (`smtp_domain_addr`).
 pub fn domain_route<R: Rng>(
@@ -105,7 +204,7 @@ pub fn domain_route<R: Rng>(
     dns: &dyn DnsLookup,
     settings: &MxSettings,
     rng: &mut R,
-) -> Result<Route, Dsn> {
+) -> Result<Route, RouteError> {
     check_protocols(settings)?;
     let mut mx = match dns.mx(domain) {
         Ok(answer) if answer.records.is_empty() => {
@@ -125,10 +224,9 @@ pub fn domain_route<R: Rng>(
         mx.truncate(RR_LIST_LIMIT);
     }
     if mx.iter().any(MxRecord::is_null) {
-        return Err(Dsn::simple(
-            "5.1.0",
-            format!("Domain {domain} does not accept mail (nullMX)"),
-        ));
+        return Err(RouteError::NullMx {
+            domain: domain.to_owned(),
+        });
     }
     mx_route(domain, mx, dns, settings, rng)
 }
@@ -141,17 +239,29 @@ pub fn host_route<R: Rng>(
     dns: &dyn DnsLookup,
     settings: &MxSettings,
     rng: &mut R,
-) -> Result<Route, Dsn> {
+) -> Result<Route, RouteError> {
     check_protocols(settings)?;
     lookup_host(host, dns, settings, rng)
 }
 
+/// A destination given as an IP literal (`[192.0.2.1]`, or an LMTP inet
+/// address): the address itself, with the family and loop checks of
+/// [`host_route`]; no lookup, and the address stays an [`IpAddr`].
+pub fn literal_route<R: Rng>(
+    addr: IpAddr,
+    settings: &MxSettings,
+    rng: &mut R,
+) -> Result<Route, RouteError> {
+    check_protocols(settings)?;
+    literal(crate::text::ip_string(addr), addr, settings, rng)
+}
+
 /// Refuses to look anything up when `inet_protocols` enables no family.
-fn check_protocols(settings: &MxSettings) -> Result<(), Dsn> {
+fn check_protocols(settings: &MxSettings) -> Result<(), RouteError> {
     if settings.ipv4 || settings.ipv6 {
         Ok(())
     } else {
-        Err(Dsn::simple("4.4.4", "all network protocols are disabled"))
+        Err(RouteError::ProtocolsDisabled)
     }
 }
 
@@ -164,23 +274,23 @@ fn mx_lookup_failed<R: Rng>(
     dns: &dyn DnsLookup,
     settings: &MxSettings,
     rng: &mut R,
-) -> Result<Route, Dsn> {
-    let code = match err.kind {
+) -> Result<Route, RouteError> {
+    let status = match err.kind {
         DnsErrorKind::NotFound | DnsErrorKind::NoData => {
             return lookup_host(domain, dns, settings, rng);
         }
-        DnsErrorKind::Retry => "4.4.3",
-        DnsErrorKind::Fail => "5.4.3",
-        DnsErrorKind::Invalid => "5.4.4",
+        DnsErrorKind::Retry => dsn::DNS_RETRY,
+        DnsErrorKind::Fail => dsn::DNS_FAIL,
+        DnsErrorKind::Invalid => dsn::HOST_NOT_FOUND,
     };
     if settings.ignore_mx_lookup_error {
         debug!("{domain}: MX lookup failed ({err}), ignored: looking up the host");
         return lookup_host(domain, dns, settings, rng);
     }
-    Err(Dsn::simple(
-        code,
-        name_service_text(domain, QueryType::Mx, &err.reason),
-    ))
+    Err(RouteError::NameService {
+        status,
+        text: name_service_text(domain, QueryType::Mx, &err.reason),
+    })
 }
 
 /// MX records found (at most [`RR_LIST_LIMIT`]): look up every exchanger
@@ -191,7 +301,7 @@ fn mx_route<R: Rng>(
     dns: &dyn DnsLookup,
     settings: &MxSettings,
     rng: &mut R,
-) -> Result<Route, Dsn> {
+) -> Result<Route, RouteError> {
     mx.sort_by_key(|rr| rr.preference);
     let best_mx_pref = mx.first().map_or(u32::MAX, |rr| u32::from(rr.preference));
     let mut list = AddrList::default();
@@ -211,12 +321,15 @@ fn mx_route<R: Rng>(
         );
     }
     if list.items.is_empty() {
-        let mut dsn = trouble.into_dsn(domain);
-        if settings.defer_if_no_mx_address_found && dsn.is_hard() {
-            dsn.code = dsn.code.with_class(4);
+        let mut error = trouble.into_error(domain);
+        if settings.defer_if_no_mx_address_found
+            && let RouteError::NameService { status, .. } = &mut error
+            && status.is_hard()
+        {
+            *status = status.soft();
         }
         warn!("no MX host for {domain} has a valid address record");
-        return Err(dsn);
+        return Err(error);
     }
     let mut candidates = list.items;
     let mut i_am_mx = false;
@@ -230,9 +343,13 @@ fn mx_route<R: Rng>(
         }
         if candidates.is_empty() {
             return Err(if self_pref == best_mx_pref {
-                Dsn::simple("5.4.6", format!("mail for {domain} loops back to myself"))
+                RouteError::MailLoop {
+                    name: domain.to_owned(),
+                }
             } else {
-                Dsn::simple("4.4.4", format!("{NO_PRIMARY_RELAY}{domain}"))
+                RouteError::NoPrimaryRelay {
+                    domain: domain.to_owned(),
+                }
             });
         }
     }
@@ -245,41 +362,63 @@ fn mx_route<R: Rng>(
     })
 }
 
-/// Host lookup (preference 0), loop check, ordering.
+/// Host lookup (preference 0), loop check, ordering; an IP literal
+/// written as text is its own address.
 fn lookup_host<R: Rng>(
     host: &str,
     dns: &dyn DnsLookup,
     settings: &MxSettings,
     rng: &mut R,
-) -> Result<Route, Dsn> {
-    if let Ok(addr) = host.parse::<IpAddr>()
-        && !family_enabled(addr, settings)
-    {
-        // Decision: Postfix would try the literal as a DNS name and bounce
-        // with 5.4.4 "Name service error for H: invalid host or domain
-        // name"; a disabled family is a local setting, so we defer.
-        return Err(Dsn::simple(
-            "4.4.4",
-            format!(
-                "network protocol {} is disabled for {host}",
-                family_name(addr)
-            ),
-        ));
+) -> Result<Route, RouteError> {
+    if let Ok(addr) = host.parse::<IpAddr>() {
+        return literal(host.to_owned(), addr, settings, rng);
     }
     let mut list = AddrList::default();
     let mut trouble = LookupTrouble::default();
     addr_one(&mut list, host, 0, dns, settings, &mut trouble);
     if list.items.is_empty() {
-        return Err(trouble.into_dsn(host));
+        return Err(trouble.into_error(host));
     }
     if settings.loop_detect && find_self(&list.items, &settings.own_addresses).is_some() {
-        return Err(Dsn::simple(
-            "5.4.6",
-            format!("mail for {host} loops back to myself"),
-        ));
+        return Err(RouteError::MailLoop {
+            name: host.to_owned(),
+        });
     }
     Ok(Route {
         candidates: order(list.items, settings, rng),
+        i_am_mx: false,
+        best_preference: 0,
+    })
+}
+
+/// The route of an IP literal `host` (its text as written): the family
+/// check, then the loop check.
+fn literal<R: Rng>(
+    host: String,
+    addr: IpAddr,
+    settings: &MxSettings,
+    rng: &mut R,
+) -> Result<Route, RouteError> {
+    if !family_enabled(addr, settings) {
+        // Decision: Postfix would try the literal as a DNS name and bounce
+        // with 5.4.4 "Name service error for H: invalid host or domain
+        // name"; a disabled family is a local setting, so we defer.
+        return Err(RouteError::FamilyDisabled {
+            host,
+            family: family_name(addr),
+        });
+    }
+    if settings.loop_detect && settings.own_addresses.contains(&addr) {
+        return Err(RouteError::MailLoop { name: host });
+    }
+    let candidates = vec![Candidate {
+        host,
+        addr,
+        preference: 0,
+        host_is_ip: true,
+    }];
+    Ok(Route {
+        candidates: order(candidates, settings, rng),
         i_am_mx: false,
         best_preference: 0,
     })
@@ -297,7 +436,7 @@ fn addr_one(
 ) {
     if let Ok(addr) = host.parse::<IpAddr>() {
         if family_enabled(addr, settings) {
-            list.push(host, addr, preference, qtype_of(addr));
+            list.push_literal(host, addr, preference);
         } else {
             // Postfix passes the literal to dns_lookup(), which refuses
             // numeric names as NOTFOUND without asking a server.
@@ -451,6 +590,22 @@ struct AddrList {
 
 impl AddrList {
     fn push(&mut self, host: &str, addr: IpAddr, preference: u32, qtype: QueryType) {
+        self.push_candidate(host, addr, preference, qtype, false);
+    }
+
+    /// An MX exchange written as an IP literal: its own address.
+    fn push_literal(&mut self, host: &str, addr: IpAddr, preference: u32) {
+        self.push_candidate(host, addr, preference, qtype_of(addr), true);
+    }
+
+    fn push_candidate(
+        &mut self,
+        host: &str,
+        addr: IpAddr,
+        preference: u32,
+        qtype: QueryType,
+        host_is_ip: bool,
+    ) {
         if self.items.len() >= RR_LIST_LIMIT {
             if !self.truncated {
                 warn!(
@@ -466,6 +621,7 @@ impl AddrList {
             host: host.to_owned(),
             addr,
             preference,
+            host_is_ip,
         });
     }
 }
@@ -521,33 +677,38 @@ impl Failure {
 /// and INVAL 5.4.4 or 4.4.4).
 #[derive(Default)]
 struct LookupTrouble {
-    dsn: Option<Dsn>,
+    last: Option<(StatusCode, String)>,
 }
 
 impl LookupTrouble {
     fn record(&mut self, failure: Failure) {
-        let soft = self.dsn.as_ref().is_some_and(Dsn::is_soft);
-        let code = match failure.kind {
-            DnsErrorKind::Retry => "4.4.3",
-            DnsErrorKind::Fail if soft => "4.4.3",
-            DnsErrorKind::Fail => "5.4.3",
+        let soft = self
+            .last
+            .as_ref()
+            .is_some_and(|(status, _)| status.is_soft());
+        let status = match failure.kind {
+            DnsErrorKind::Retry => dsn::DNS_RETRY,
+            DnsErrorKind::Fail if soft => dsn::DNS_RETRY,
+            DnsErrorKind::Fail => dsn::DNS_FAIL,
             DnsErrorKind::NotFound | DnsErrorKind::NoData | DnsErrorKind::Invalid if soft => {
-                "4.4.4"
+                dsn::NO_ROUTE
             }
-            DnsErrorKind::NotFound | DnsErrorKind::NoData | DnsErrorKind::Invalid => "5.4.4",
+            DnsErrorKind::NotFound | DnsErrorKind::NoData | DnsErrorKind::Invalid => {
+                dsn::HOST_NOT_FOUND
+            }
         };
-        self.dsn = Some(Dsn::simple(code, failure.text));
+        self.last = Some((status, failure.text));
     }
 
-    /// The DSN for "no address found"; an empty record is a broken
+    /// The error for "no address found"; an empty record is a broken
     /// invariant and defers.
-    fn into_dsn(self, name: &str) -> Dsn {
-        self.dsn.unwrap_or_else(|| {
-            Dsn::simple(
-                "4.3.0",
-                format!("internal error: no address and no lookup error for {name}"),
-            )
-        })
+    fn into_error(self, name: &str) -> RouteError {
+        match self.last {
+            Some((status, text)) => RouteError::NameService { status, text },
+            None => RouteError::NoAddress {
+                name: name.to_owned(),
+            },
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! counts its queries, seeded RNGs, and exact DSN codes and texts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use rand::SeedableRng;
@@ -137,14 +137,15 @@ fn cand(host: &str, addr: &str, preference: u32) -> Candidate {
         host: host.to_owned(),
         addr: addr.parse().unwrap(),
         preference,
+        host_is_ip: host.parse::<IpAddr>().is_ok(),
     }
 }
 
-fn domain(dns: &FakeDns, name: &str, settings: &MxSettings) -> Result<Route, Dsn> {
+fn domain(dns: &FakeDns, name: &str, settings: &MxSettings) -> Result<Route, RouteError> {
     domain_route(name, dns, settings, &mut rng(1))
 }
 
-fn host(dns: &FakeDns, name: &str, settings: &MxSettings) -> Result<Route, Dsn> {
+fn host(dns: &FakeDns, name: &str, settings: &MxSettings) -> Result<Route, RouteError> {
     host_route(name, dns, settings, &mut rng(1))
 }
 
@@ -157,10 +158,11 @@ fn addrs(route: &Route) -> Vec<String> {
 }
 
 #[track_caller]
-fn assert_dsn(result: Result<Route, Dsn>, code: &str, text: &str) {
+fn assert_dsn(result: Result<Route, RouteError>, code: &str, text: &str) {
     match result {
         Ok(route) => panic!("expected {code} {text}, got {route:?}"),
-        Err(dsn) => {
+        Err(error) => {
+            let dsn = error.dsn();
             assert_eq!(dsn.code.to_string(), code, "code of {dsn}");
             assert_eq!(dsn.text, text);
         }
@@ -1000,9 +1002,9 @@ fn self_as_best_mx_loops() {
         .with_a("me.mx", &["192.0.2.1"])
         .with_a("backup.mx", &["192.0.2.2"]);
     let result = domain(&dns, "example.com", &own(&["192.0.2.1"]));
-    let dsn = result.clone().unwrap_err();
-    assert!(is_loop(&dsn));
-    assert!(makes_nexthop_final(&dsn));
+    let error = result.clone().unwrap_err();
+    assert!(error.is_loop());
+    assert!(error.makes_nexthop_final());
     assert_dsn(result, "5.4.6", "mail for example.com loops back to myself");
 }
 
@@ -1069,9 +1071,9 @@ fn self_as_backup_with_no_reachable_better_mx_cannot_find_primary() {
         .with_mx("example.com", &[(10, "dead.mx"), (20, "me.mx")])
         .with_a("me.mx", &["192.0.2.1"]);
     let result = domain(&dns, "example.com", &own(&["192.0.2.1"]));
-    let dsn = result.clone().unwrap_err();
-    assert!(!is_loop(&dsn));
-    assert!(makes_nexthop_final(&dsn));
+    let error = result.clone().unwrap_err();
+    assert!(!error.is_loop());
+    assert!(error.makes_nexthop_final());
     assert_dsn(
         result,
         "4.4.4",
@@ -1134,7 +1136,7 @@ fn host_route_loops_for_literal_and_name() {
     let dns = FakeDns::new().with_a("relay.example", &["192.0.2.5", "127.0.0.1"]);
     let settings = own(&["127.0.0.1"]);
     let result = host(&dns, "127.0.0.1", &settings);
-    assert!(is_loop(result.as_ref().unwrap_err()));
+    assert!(result.as_ref().unwrap_err().is_loop());
     assert_dsn(result, "5.4.6", "mail for 127.0.0.1 loops back to myself");
     assert_dsn(
         host(&dns, "relay.example", &settings),
@@ -1331,21 +1333,49 @@ fn no_protocols_enabled_defers_before_any_lookup() {
 
 #[test]
 fn loop_dsn_classification() {
-    assert!(is_loop(&Dsn::simple("5.4.6", "x")));
-    assert!(is_loop(&Dsn::simple("4.4.6", "x")));
-    assert!(!is_loop(&Dsn::simple(
+    let mail_loop = RouteError::MailLoop { name: "x".into() };
+    let no_primary = RouteError::NoPrimaryRelay { domain: "x".into() };
+    let soft_not_found = RouteError::NameService {
+        status: crate::dsn::NO_ROUTE,
+        text: not_found_text("x", "A", TRY_AGAIN),
+    };
+    assert!(mail_loop.is_loop() && mail_loop.makes_nexthop_final());
+    assert!(mail_loop.dsn().code.is_loop());
+    assert!(!no_primary.is_loop() && no_primary.makes_nexthop_final());
+    assert_eq!(
+        no_primary.dsn(),
+        Dsn::new(crate::dsn::NO_ROUTE, "unable to find primary relay for x")
+    );
+    assert!(!soft_not_found.is_loop() && !soft_not_found.makes_nexthop_final());
+    // A name service error is never final, whatever its text says.
+    let lookalike = RouteError::NameService {
+        status: crate::dsn::NO_ROUTE,
+        text: "unable to find primary relay for x".into(),
+    };
+    assert!(!lookalike.makes_nexthop_final());
+}
+
+#[test]
+fn literal_route_keeps_the_address_typed() {
+    let settings = own(&["127.0.0.1"]);
+    let addr: IpAddr = "2001:db8::1".parse().unwrap();
+    let route = literal_route(addr, &settings, &mut rng(1)).unwrap();
+    assert_eq!(
+        route.candidates,
+        vec![cand("2001:db8::1", "2001:db8::1", 0)]
+    );
+    assert!(route.candidates[0].host_is_ip);
+    let looped = literal_route("127.0.0.1".parse().unwrap(), &settings, &mut rng(1));
+    assert_dsn(looped, "5.4.6", "mail for 127.0.0.1 loops back to myself");
+    let v4_only = MxSettings {
+        ipv6: false,
+        ..plain()
+    };
+    assert_dsn(
+        literal_route(addr, &v4_only, &mut rng(1)),
         "4.4.4",
-        "unable to find primary relay for x"
-    )));
-    assert!(!is_loop(&Dsn::simple("5.4.4", "x")));
-    assert!(!makes_nexthop_final(&Dsn::simple(
-        "4.4.4",
-        not_found_text("x", "A", TRY_AGAIN)
-    )));
-    assert!(makes_nexthop_final(&Dsn::simple(
-        "4.4.4",
-        "unable to find primary relay for x"
-    )));
+        "network protocol IPv6 is disabled for 2001:db8::1",
+    );
 }
 
 #[test]

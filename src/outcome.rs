@@ -154,16 +154,19 @@ pub fn settle_leftovers(ledger: &mut Ledger, trouble: &Trouble, context: Leftove
         return;
     }
     let mut dsn = match &trouble.last {
-        None => Dsn::simple("4.3.0", "server unavailable or unable to receive mail"),
+        None => Dsn::new(
+            crate::dsn::SYSTEM_TROUBLE,
+            "server unavailable or unable to receive mail",
+        ),
         Some(dsn) => dsn.clone(),
     };
     if dsn.is_hard() {
         if context.last_was_fallback_relay {
             log::warn!("fallback_relay configuration problem");
-            dsn.code = crate::dsn::StatusCode::new(4, 3, 5);
+            dsn.code = crate::dsn::CONFIG_PROBLEM;
         } else if context.nexthop_is_relayhost {
             log::warn!("relayhost configuration problem");
-            dsn.code = crate::dsn::StatusCode::new(4, 3, 5);
+            dsn.code = crate::dsn::CONFIG_PROBLEM;
         }
     }
     let mut scratch = Trouble::default();
@@ -192,7 +195,7 @@ mod tests {
     fn soft_failures_are_kept_until_the_final_server() {
         let mut l = ledger(2);
         let mut t = Trouble::default();
-        let soft = Dsn::simple("4.3.0", "host h said: 450 busy");
+        let soft = Dsn::new(crate::dsn::SYSTEM_TROUBLE, "host h said: 450 busy");
         apply_session(
             &mut l,
             &[0, 1],
@@ -229,8 +232,11 @@ mod tests {
             &mut l,
             &[1, 0],
             vec![
-                Some(RcptResult::Failed(Dsn::simple("5.1.1", "no such user"))),
-                Some(RcptResult::Delivered(Dsn::simple("2.0.0", "250 ok"))),
+                Some(RcptResult::Failed(Dsn::new(
+                    crate::dsn::StatusCode::new(5, 1, 1),
+                    "no such user",
+                ))),
+                Some(RcptResult::Delivered(Dsn::new(crate::dsn::OK, "250 ok"))),
             ],
             false,
             &Via::plain("h[a]:25"),
@@ -249,7 +255,7 @@ mod tests {
     fn soft_non_final_is_soft_until_final() {
         let mut l = ledger(1);
         let mut t = Trouble::default();
-        let dsn = Dsn::simple("5.6.7", "SMTPUTF8 is required").soft_non_final();
+        let dsn = Dsn::new(crate::dsn::SMTPUTF8_REQUIRED, "SMTPUTF8 is required").soft_non_final();
         fail_all(&mut l, &dsn, false, None, &mut t);
         assert_eq!(l.left(), 1);
         fail_all(&mut l, &dsn, true, None, &mut t);
@@ -282,7 +288,10 @@ mod tests {
         ] {
             let mut l = ledger(1);
             let mut t = Trouble::default();
-            t.record(&Dsn::simple("5.4.4", "Host or domain name not found"));
+            t.record(&Dsn::new(
+                crate::dsn::HOST_NOT_FOUND,
+                "Host or domain name not found",
+            ));
             settle_leftovers(&mut l, &t, context);
             let settled = l.finish().0;
             assert_eq!(settled[0].outcome.status, Status::Deferred);
@@ -294,7 +303,7 @@ mod tests {
         }
         let mut l = ledger(1);
         let mut t = Trouble::default();
-        t.record(&Dsn::simple("5.4.4", "not found"));
+        t.record(&Dsn::new(crate::dsn::HOST_NOT_FOUND, "not found"));
         settle_leftovers(&mut l, &t, LeftoverContext::default());
         assert_eq!(statuses(l), vec![(Status::Bounced, "5.4.4".into())]);
     }

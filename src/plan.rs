@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::dsn::StatusCode;
 use crate::job::{Job, TransportKind};
 use crate::recipients::{Outcome, Status};
 
@@ -132,7 +131,7 @@ fn bad_domain(domain: &str, reason: &str) -> Outcome {
     diagnostic.push_str(reason);
     Outcome {
         status: Status::Bounced,
-        dsn: StatusCode::new(5, 1, 3),
+        dsn: crate::dsn::BAD_RECIPIENT_SYNTAX,
         relay: None,
         diagnostic,
         tls: None,

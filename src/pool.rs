@@ -55,9 +55,7 @@ use crate::transport::strerror;
 /// The diagnostic of a job deferred because the daemon stops.
 pub const SHUTDOWN_DIAGNOSTIC: &str = "mail system shutting down";
 /// Its enhanced status code.
-pub const SHUTDOWN_DSN: &str = "4.3.0";
-/// [`SHUTDOWN_DSN`] as a status code.
-const SHUTDOWN_CODE: StatusCode = StatusCode::new(4, 3, 0);
+pub const SHUTDOWN_DSN: StatusCode = crate::dsn::SYSTEM_TROUBLE;
 /// The diagnostic of a job whose worker panicked (Postfix's qmgr, when a
 /// delivery agent dies); deferred with [`SHUTDOWN_DSN`].
 pub const PANIC_DIAGNOSTIC: &str = "unknown mail transport error";
@@ -407,7 +405,7 @@ fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientRe
         relay: None,
         delay,
         delays: [a, b, Duration::ZERO, Duration::ZERO],
-        dsn: SHUTDOWN_CODE,
+        dsn: SHUTDOWN_DSN,
         status: Status::Deferred,
         diagnostic: &rcpt.diagnostic,
         tls: None,
@@ -432,7 +430,7 @@ fn deferred_result(job: &Job, diagnostic: &str) -> JobResult {
             .map(|r| RecipientResult {
                 address: r.address.clone(),
                 status: Status::Deferred,
-                dsn: SHUTDOWN_DSN.into(),
+                dsn: SHUTDOWN_DSN.to_string(),
                 relay: None,
                 diagnostic: diagnostic.into(),
                 tls: None,

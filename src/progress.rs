@@ -140,7 +140,7 @@ fn deferred(address: &str, text: &str) -> RecipientResult {
     RecipientResult {
         address: address.to_string(),
         status: Status::Deferred,
-        dsn: "4.3.0".into(),
+        dsn: crate::dsn::SYSTEM_TROUBLE.to_string(),
         relay: None,
         diagnostic: text.to_string(),
         tls: None,

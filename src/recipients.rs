@@ -175,7 +175,7 @@ impl Ledger {
                 );
                 Outcome {
                     status: Status::Deferred,
-                    dsn: StatusCode::new(4, 3, 0),
+                    dsn: crate::dsn::SYSTEM_TROUBLE,
                     relay: None,
                     diagnostic: "mail system software error: recipient left without an outcome"
                         .into(),

@@ -1,23 +1,87 @@
-//! The DNS-backed [`Resolver`]: joins the delivery loop to the MX list
-//! builder (`mxlist.rs`) and a [`DnsLookup`] (the shared stub resolver), with
-//! the `[dns]` settings and this host's own addresses for loop detection.
+//! Resolvers: the [`Resolver`] seam where the delivery loop turns a
+//! destination host into a [`Route`], and its implementations — the
+//! DNS-backed [`DnsResolver`] (the MX list builder `mxlist.rs` over a
+//! [`DnsLookup`], with the `[dns]` settings and this host's own addresses for
+//! loop detection), the [`LiteralResolver`] for IP literals only, and
+//! [`NoDns`], the lookups of a host without a resolver.
 //!
-//! Contract: `resolve` returns a [`Route`] or the `Dsn` Postfix would give for
-//! the lookup failure; it never panics. Randomness comes from the thread's
-//! RNG, or from a seeded one in tests.
+//! Contract: `resolve` returns a [`Route`] or the [`RouteError`] Postfix
+//! would report for the lookup failure; it never panics. An IP literal stays
+//! an `IpAddr` from the destination to the route. Randomness comes from the
+//! thread's RNG, or from a seeded one in tests.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Config;
-use crate::deliver::{ResolveMode, Resolver, Route};
-use crate::dns::DnsLookup;
-use crate::dsn::Dsn;
+use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::interfaces::OwnAddresses;
-use crate::mxlist::{self, AddressPreference, MxSettings};
+use crate::mxlist::{self, AddressPreference, Candidate, MxSettings, Route, RouteError};
 use crate::nexthop::Host;
+
+/// How to resolve one destination host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveMode {
+    /// An unbracketed SMTP domain with DNS support enabled: MX lookup.
+    pub lookup_mx: bool,
+    /// Port 25: check for our own addresses (mail loops).
+    pub loop_detect: bool,
+}
+
+/// Turns a destination host into addresses: the seam where DNS plugs in.
+pub trait Resolver: Send + Sync {
+    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, RouteError>;
+}
+
+/// Resolves IP literals only; a name that needs DNS is refused with 4.3.5.
+/// For tests and for `[dns] support` set up without any resolver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiteralResolver;
+
+impl Resolver for LiteralResolver {
+    fn resolve(&self, host: &Host, _mode: ResolveMode) -> Result<Route, RouteError> {
+        match host {
+            Host::Ip(addr) => Ok(Route {
+                candidates: vec![Candidate {
+                    host: addr.to_string(),
+                    addr: *addr,
+                    preference: 0,
+                    host_is_ip: true,
+                }],
+                i_am_mx: false,
+                best_preference: 0,
+            }),
+            Host::Name(name) => Err(RouteError::NoResolver { name: name.clone() }),
+        }
+    }
+}
+
+/// DNS that is not there: every lookup fails temporarily.
+pub struct NoDns;
+
+impl DnsLookup for NoDns {
+    fn mx(&self, _: &str) -> Result<Answer<MxRecord>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "no DNS resolver configured",
+        ))
+    }
+    fn a(&self, _: &str) -> Result<Answer<Ipv4Addr>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "no DNS resolver configured",
+        ))
+    }
+    fn aaaa(&self, _: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "no DNS resolver configured",
+        ))
+    }
+}
 
 /// MX and address resolution over DNS.
 pub struct DnsResolver {
@@ -46,16 +110,11 @@ impl DnsResolver {
         host: &Host,
         mode: ResolveMode,
         rng: &mut R,
-    ) -> Result<Route, Dsn> {
+    ) -> Result<Route, RouteError> {
         let mut settings = self.settings.clone();
         settings.loop_detect = mode.loop_detect;
         match host {
-            Host::Ip(addr) => mxlist::host_route(
-                &crate::text::ip_string(*addr),
-                self.dns.as_ref(),
-                &settings,
-                rng,
-            ),
+            Host::Ip(addr) => mxlist::literal_route(*addr, &settings, rng),
             Host::Name(name) if mode.lookup_mx => {
                 mxlist::domain_route(name, self.dns.as_ref(), &settings, rng)
             }
@@ -65,7 +124,7 @@ impl DnsResolver {
 }
 
 impl Resolver for DnsResolver {
-    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, Dsn> {
+    fn resolve(&self, host: &Host, mode: ResolveMode) -> Result<Route, RouteError> {
         match &self.seeded {
             Some(rng) => match rng.lock() {
                 Ok(mut rng) => self.route(host, mode, &mut *rng),

@@ -71,8 +71,8 @@ pub struct NoTls;
 impl<T> TlsHandler<T> for NoTls {
     fn handshake(&mut self, _stream: T) -> Result<T, TlsRefusal> {
         Err(TlsRefusal {
-            dsn: crate::dsn::Dsn::simple(
-                "4.7.5",
+            dsn: crate::dsn::Dsn::new(
+                crate::dsn::TLS_PROBLEM,
                 "Cannot start TLS: TLS is not available for this session",
             ),
             retry_plain: false,
@@ -133,8 +133,8 @@ pub fn drive_with<T: Transport>(
                         "{} bytes received after the STARTTLS reply and before the TLS handshake: possible response injection",
                         conn.buffered()
                     );
-                    let dsn = crate::dsn::Dsn::simple(
-                        "4.7.5",
+                    let dsn = crate::dsn::Dsn::new(
+                        crate::dsn::TLS_PROBLEM,
                         "Cannot start TLS: unexpected data after the STARTTLS reply",
                     );
                     client.on_tls_failure(&dsn, false);

@@ -1048,7 +1048,10 @@ fn starttls_refused() {
 fn handshake_failure_defers_or_leaves_recipients_for_a_plaintext_retry() {
     let steps = || vec![say("220 x\r\n"), say(EHLO_TLS), say("220 go ahead\r\n")];
     let refusal = TlsRefusal {
-        dsn: crate::dsn::Dsn::simple("4.7.5", "Cannot start TLS: handshake failure"),
+        dsn: crate::dsn::Dsn::new(
+            crate::dsn::TLS_PROBLEM,
+            "Cannot start TLS: handshake failure",
+        ),
         retry_plain: false,
     };
     let run = drive_tls(TlsMode::Opportunistic, steps(), Some(refusal.clone()), 3);

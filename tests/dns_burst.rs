@@ -95,7 +95,7 @@ fn cold_burst_of_500_threads_over_2000_domains_defers_nothing() {
                             Err(dsn) => failures
                                 .lock()
                                 .unwrap()
-                                .push(format!("{name}: {} {}", dsn.code, dsn.text)),
+                                .push(format!("{name}: {}", dsn.dsn())),
                         }
                     }
                     slowest

@@ -450,6 +450,19 @@ fn make_install_and_uninstall() {
     ] {
         fs::copy(conf(name), checkout.path().join("conf").join(name)).expect("copy conf");
     }
+    // The man pages: mailhop.toml(5) is generated from the configuration
+    // table; a stand-in where this tree does not have it yet.
+    let man = checkout.path().join("docs/man");
+    fs::create_dir_all(&man).expect("mkdir docs/man");
+    for name in ["mailhop.8", "mailhop.toml.5"] {
+        let page = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/man")
+            .join(name);
+        match fs::read(&page) {
+            Ok(text) => fs::write(man.join(name), text).expect("copy man page"),
+            Err(_) => fs::write(man.join(name), ".TH MAILHOP.TOML 5\n").expect("stand-in page"),
+        }
+    }
 
     // Without a release build, install refuses (it never runs cargo).
     let dest = tempfile::tempdir().expect("temporary directory");
@@ -479,6 +492,8 @@ fn make_install_and_uninstall() {
             "usr/lib/sysusers.d/mailhop.conf",
             "usr/lib/tmpfiles.d/mailhop.conf",
             "usr/local/bin/mailhop",
+            "usr/local/share/man/man5/mailhop.toml.5",
+            "usr/local/share/man/man8/mailhop.8",
         ]
     );
     let service = fs::read_to_string(dest.path().join("etc/systemd/system/mailhop.service"))
@@ -493,6 +508,8 @@ fn make_install_and_uninstall() {
     };
     assert_eq!(mode("usr/local/bin/mailhop"), 0o755);
     assert_eq!(mode("etc/systemd/system/mailhop.service"), 0o644);
+    assert_eq!(mode("usr/local/share/man/man8/mailhop.8"), 0o644);
+    assert_eq!(mode("usr/local/share/man/man5/mailhop.toml.5"), 0o644);
 
     // An existing configuration is kept.
     let config = dest.path().join("etc/mailhop/mailhop.toml");
@@ -519,6 +536,7 @@ fn make_install_and_uninstall() {
     assert!(dest2.path().join("usr/bin/mailhop").is_file());
     assert!(dest2.path().join("etc/mh/mailhop.toml").is_file());
     assert!(dest2.path().join("lib/t/mailhop.conf").is_file());
+    assert!(dest2.path().join("usr/share/man/man8/mailhop.8").is_file());
 
     // uninstall keeps only the configuration.
     make(&make_bin, checkout.path(), &["uninstall", &destdir]);

@@ -2,7 +2,7 @@
 """Collects target/bench/scenario-*.json into target/bench/results.json and
 prints the table and the PASS/FAIL line of every target. Always exits 0
 (targets are reported, not enforced). With --markdown, prints only the
-table in the README's form (nothing written)."""
+table in the form of docs/benchmarks.md (nothing written)."""
 import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
@@ -68,7 +68,7 @@ def main():
                           fmt(r.get("rss_mb")),
                           fmt(r.get("sessions")), note])
     if markdown:
-        # The README's table: no padding, empty cells instead of "-".
+        # The table of docs/benchmarks.md: no padding, empty cells instead of "-".
         hdr = [h.replace("us/msg", "µs/msg") for h in hdr]
         print("| " + " | ".join(hdr) + " |")
         print("|" + "---|" * len(hdr))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fault-injection soak of the mailhop daemon (make soak; README "Soak").
+"""Fault-injection soak of the mailhop daemon (make soak; docs/testing.md, "Soak").
 
 Starts the release daemon (own config and socket in a temporary directory:
 connection cache on with short idle times, chain_jobs on, 2 s timeouts)

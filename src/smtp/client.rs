@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use super::command::{self, BodyType, MailParams, Notify, RcptParams, Ret};
 use super::ehlo::Extensions;
 use super::reply::Reply;
-use crate::dsn::{Dsn, StatusCode};
+use crate::dsn::Dsn;
 
 /// Most bytes of pipelined commands sent ahead of their replies.
 const PIPELINE_WINDOW: usize = 8192;
@@ -827,7 +827,7 @@ impl Client {
                     )
                 }
             };
-            self.fail_remaining(&Dsn::simple("4.4.2", text));
+            self.fail_remaining(&Dsn::new(crate::dsn::CONNECTION_LOST, text));
         }
         self.close();
     }
@@ -835,8 +835,8 @@ impl Client {
     /// A local problem (the message file could not be read) during the body:
     /// every open recipient gets 4.3.0 and the connection is dropped.
     pub fn on_local_failure(&mut self, text: &str) {
-        let dsn = Dsn::simple(
-            "4.3.0",
+        let dsn = Dsn::new(
+            crate::dsn::SYSTEM_TROUBLE,
             format!(
                 "local data error while talking to {}: {text}",
                 self.settings.peer
@@ -872,8 +872,8 @@ impl Client {
         if !reply.is_positive() {
             let text = self.refused(reply);
             let mut dsn = self.failure_dsn(reply, text);
-            if dsn.code.class == 5 && reply.code / 100 == 5 && self.settings.skip_5xx_greeting {
-                dsn.code = dsn.code.with_class(4);
+            if dsn.code.is_hard() && reply.code / 100 == 5 && self.settings.skip_5xx_greeting {
+                dsn.code = dsn.code.soft();
             }
             self.fail_remaining(&dsn);
             self.quit();
@@ -922,8 +922,12 @@ impl Client {
                         self.settings.peer,
                         hello.name(),
                     );
-                    let code = if check.best_mx { "5.4.6" } else { "4.4.6" };
-                    let dsn = Dsn::simple(
+                    let code = if check.best_mx {
+                        crate::dsn::MAIL_LOOP
+                    } else {
+                        crate::dsn::MAIL_LOOP_BACKUP_MX
+                    };
+                    let dsn = Dsn::new(
                         code,
                         format!("mail for {} loops back to myself", check.nexthop),
                     );
@@ -947,8 +951,8 @@ impl Client {
                     return;
                 }
                 if self.settings.tls == TlsMode::Required {
-                    let dsn = Dsn::simple(
-                        "4.7.4",
+                    let dsn = Dsn::new(
+                        crate::dsn::TLS_NOT_OFFERED,
                         format!(
                             "TLS is required, but was not offered by host {}",
                             self.settings.peer
@@ -1044,8 +1048,8 @@ impl Client {
         let peer = self.settings.peer.clone();
         let smtputf8 = self.settings.smtputf8_enable && self.envelope.needs_smtputf8();
         if smtputf8 && !self.extensions.smtputf8 {
-            let dsn = Dsn::simple(
-                "5.6.7",
+            let dsn = Dsn::new(
+                crate::dsn::SMTPUTF8_REQUIRED,
                 format!("SMTPUTF8 is required, but was not offered by host {peer}"),
             )
             .soft_non_final();
@@ -1056,8 +1060,8 @@ impl Client {
         if let Some(limit) = self.extensions.size_limit()
             && self.facts.size > limit
         {
-            let dsn = Dsn::simple(
-                "5.3.4",
+            let dsn = Dsn::new(
+                crate::dsn::MESSAGE_TOO_BIG,
                 format!(
                     "message size {} exceeds size limit {limit} of server {peer}",
                     self.facts.size
@@ -1292,7 +1296,10 @@ impl Client {
     fn failure_dsn(&self, reply: &Reply, text: String) -> Dsn {
         match reply.code / 100 {
             4 | 5 => Dsn::new(reply.status(), text),
-            _ => Dsn::new(StatusCode::new(5, 5, 0), format!("Protocol error: {text}")),
+            _ => Dsn::new(
+                crate::dsn::PROTOCOL_ERROR,
+                format!("Protocol error: {text}"),
+            ),
         }
     }
 

@@ -67,10 +67,10 @@ impl Reply {
             return code;
         }
         match self.code / 100 {
-            2 => StatusCode::new(2, 0, 0),
-            4 => StatusCode::new(4, 0, 0),
-            5 => StatusCode::new(5, 0, 0),
-            _ => StatusCode::new(5, 5, 0),
+            2 => crate::dsn::OK,
+            4 => crate::dsn::REPLY_SOFT,
+            5 => crate::dsn::REPLY_HARD,
+            _ => crate::dsn::PROTOCOL_ERROR,
         }
     }
 }
@@ -191,7 +191,7 @@ impl ReplyParser {
                 // the code and any spaces), when its class is the reply's.
                 let text = raw.get(3..).unwrap_or(&[]);
                 let enhanced =
-                    leading_status(text).filter(|status| u16::from(status.class) == code / 100);
+                    leading_status(text).filter(|status| u16::from(status.class()) == code / 100);
                 Some(self.finish(code, enhanced))
             }
         }
@@ -252,7 +252,7 @@ fn leading_status(text: &[u8]) -> Option<StatusCode> {
         .iter()
         .position(u8::is_ascii_whitespace)
         .unwrap_or(text.len());
-    StatusCode::parse(std::str::from_utf8(text.get(..end)?).ok()?)
+    StatusCode::parse(std::str::from_utf8(text.get(..end)?).ok()?).ok()
 }
 
 /// Appends `raw` to `dst` with every byte outside printable ASCII replaced by
