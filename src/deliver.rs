@@ -318,10 +318,10 @@ impl Deliverer {
         };
         let keys = self.keys(request, settings);
         // The job's next-hop label: looked up and stored with its first
-        // destination only.
-        job.nexthop_label = job
-            .first_destination
-            .then(|| keys.nexthop(destination, policy.level));
+        // destination only (made only when the job uses the cache).
+        let uses_cache = self.cache.is_some() && (request.cache.load || request.cache.store);
+        job.nexthop_label =
+            (job.first_destination && uses_cache).then(|| keys.nexthop(destination, policy.level));
         let (host, port, lookup_mx) = match destination {
             Destination::Unix { path, .. } => {
                 self.try_unix(request, settings, path, policy, keys, job);
@@ -462,7 +462,7 @@ impl Deliverer {
             // Backup MX: look in the cache before connecting.
             let cached = cached.or_else(|| {
                 (candidate.preference != site.best_preference)
-                    .then(|| lookup?.backup(&server.endpoint, &candidate.host))
+                    .then(|| lookup?.by_endpoint(&server.endpoint, &candidate.host))
                     .flatten()
             });
             let handshake = self.run_server(request, settings, &server, cached, job);

@@ -11,7 +11,7 @@
 //!   the previous job (see [`crate::chain`]), else one cached under the
 //!   job's next-hop label (first destination only), then, address by
 //!   address, sessions to best-preference addresses; backup MX addresses
-//!   are looked up when their turn comes ([`Lookup::backup`]).
+//!   are looked up when their turn comes ([`Lookup::by_endpoint`]).
 //! - Store ([`keep`]): only a session that ended idle, of a job allowed to
 //!   store, that the client found reusable and (with TLS) when
 //!   `[tls] connection_reuse` allows; a session with the next job's
@@ -127,8 +127,9 @@ pub struct Lookup<'a> {
 }
 
 impl Lookup<'_> {
-    /// A session to a backup MX address (looked up when its turn comes).
-    pub fn backup(&self, endpoint: &Endpoint, tls_host: &str) -> Option<IdleSession> {
+    /// A session to this address (a best-preference one before
+    /// connecting; a backup MX one when its turn comes).
+    pub fn by_endpoint(&self, endpoint: &Endpoint, tls_host: &str) -> Option<IdleSession> {
         self.cache
             .take_by_endpoint(&self.keys.endpoint(endpoint, self.policy, tls_host))
     }
@@ -161,7 +162,7 @@ pub fn arrange<'c, T>(
         if let Some(idle) = first.take_if(|idle| idle.endpoint.endpoint == target.endpoint) {
             queue.push((target.item, Some(idle)));
         } else if target.best {
-            match lookup.backup(&target.endpoint, target.tls_host) {
+            match lookup.by_endpoint(&target.endpoint, target.tls_host) {
                 Some(idle) => queue.push((target.item, Some(idle))),
                 None => rest.push((target.item, None)),
             }
