@@ -650,7 +650,9 @@ impl<T: Transport> Connection<T> {
     }
 }
 
-#[cfg(test)]
+// Always compiled (the integration tests under tests/ use it too) but
+// hidden from the documentation: not part of the interface.
+#[doc(hidden)]
 pub mod script {
     //! An in-memory transport that plays a server script, for tests.
     use super::*;

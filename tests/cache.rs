@@ -4,40 +4,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Listen, Sink, Workdir};
+use common::jobs::job_with_hints;
+use common::{Action, Behaviour, Listen, Sink, Workdir, smtp_servers};
 use mailhop::cache::SessionCache;
 use mailhop::config::Config;
 use mailhop::deliver::Deliverer;
 use mailhop::dispatch;
-use mailhop::job::{CacheHints, Job, JobRecipient, MessageRef, TransportKind};
+use mailhop::job::{CacheHints, Job};
 use mailhop::recipients::Status;
 
 fn job(id: &str, nexthop: &str, message: &str, hints: Option<CacheHints>) -> Job {
-    Job {
-        id: id.into(),
-        transport: TransportKind::Smtp,
-        nexthop: Some(nexthop.into()),
-        sender: "s@x.test".into(),
-        recipients: vec![JobRecipient {
-            address: format!("{id}@y.test"),
-            orcpt: None,
-            notify: None,
-        }],
-        message: MessageRef::Path {
-            path: message.into(),
-        },
-        envid: None,
-        ret: None,
-        smtputf8: false,
-        arrival_time: None,
-        cache: hints,
-    }
+    job_with_hints(id, nexthop, Path::new(message), hints)
 }
 
 const BOTH: Option<CacheHints> = Some(CacheHints {
@@ -45,30 +27,13 @@ const BOTH: Option<CacheHints> = Some(CacheHints {
     store: true,
 });
 
-/// smtp-sink's `-c` counters: the last `sess=N` it printed.
-fn sessions(sink: &Sink) -> usize {
-    sink.log()
-        .split(['\r', '\n'])
-        .filter_map(|record| {
-            record
-                .trim()
-                .strip_prefix("sess=")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or(0)
-}
-
 /// Waits (bounded) until the sink has counted `want` sessions.
 fn wait_sessions(sink: &Sink, want: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut seen = sessions(sink);
+    let mut seen = sink.sessions();
     while seen < want && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
-        seen = sessions(sink);
+        seen = sink.sessions();
     }
     seen
 }
@@ -169,52 +134,20 @@ fn reuse_count_limit_bounds_each_session() {
 fn cached_session_closed_by_the_server_is_replaced() {
     // A server that hangs up after each transaction (no QUIT): the cached
     // session is dead; the next job's RSET probe notices and it reconnects.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().expect("addr").port();
-    let server = thread::spawn(move || {
-        let mut connections = 0;
-        for _ in 0..2 {
-            let Ok((stream, _)) = listener.accept() else {
-                break;
-            };
-            connections += 1;
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut out = stream;
-            let _ = out.write_all(b"220 once.test ESMTP\r\n");
-            let mut line = String::new();
-            let mut in_data = false;
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let reply: &[u8] = if in_data {
-                    if line.trim_end() != "." {
-                        continue;
-                    }
-                    in_data = false;
-                    b"250 2.0.0 Ok\r\n"
-                } else if line.starts_with("EHLO") {
-                    b"250-once.test\r\n250 PIPELINING\r\n"
-                } else if line.starts_with("DATA") {
-                    in_data = true;
-                    b"354 go\r\n"
-                } else {
-                    b"250 2.0.0 Ok\r\n"
-                };
-                let _ = out.write_all(reply);
-                if reply.starts_with(b"250 2.0.0 Ok") && !in_data && line.trim_end() == "." {
-                    // Hang up after the transaction, once the client has
-                    // had time to cache the session (a session already
-                    // closed when it would be stored is never stored).
-                    thread::sleep(Duration::from_millis(50));
-                    break;
-                }
-            }
-        }
-        connections
-    });
+    let once = Behaviour {
+        greeting: "220 once.test ESMTP".into(),
+        ehlo_raw: Some(b"250-once.test\r\n250 PIPELINING\r\n".to_vec()),
+        mail: "250 2.0.0 Ok".into(),
+        data: Some("354 go".into()),
+        dot: "250 2.0.0 Ok".into(),
+        ..Behaviour::default()
+    }
+    // Hang up after the transaction, once the client has had time to
+    // cache the session (a session already closed when it would be
+    // stored is never stored).
+    .fault(".", 0, Action::ReplyThenClose(Duration::from_millis(50)));
+    let server = smtp_servers(vec![once.clone(), once]);
+    let port = server.port();
     let work = Workdir::new();
     let message = work.file("m.eml", b"Subject: dead\n\nhello\n");
     let message = message.to_string_lossy().into_owned();
@@ -236,7 +169,7 @@ fn cached_session_closed_by_the_server_is_replaced() {
     if let Some(cache) = &cache {
         cache.close_all();
     }
-    assert_eq!(server.join().expect("server"), 2);
+    assert_eq!(server.finish_all().len(), 2);
 }
 
 #[test]

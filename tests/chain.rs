@@ -6,18 +6,19 @@
 //! every job must still be delivered exactly once.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::jobs::{job, recipient};
+use common::{Input, Peer};
 
 use mailhop::cache::SessionCache;
 use mailhop::config::Config;
 use mailhop::deliver::Deliverer;
-use mailhop::job::{Job, JobRecipient, MessageRef, TransportKind};
+use mailhop::job::{Job, MessageRef, TransportKind};
 use mailhop::pool::{Answer, PeerIdentity, Pool, PoolSize, Report, Ticket};
 use mailhop::recipients::Status;
 use mailhop::stats::Stats;
@@ -54,11 +55,10 @@ struct Seen {
     bodies: Vec<(String, Vec<String>)>,
 }
 
+/// The harness's concurrent scripted server, with this file's session.
 struct Server {
-    port: u16,
-    stop: Arc<AtomicBool>,
+    server: common::Server<()>,
     seen: Arc<Mutex<Seen>>,
-    accept: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -68,113 +68,45 @@ impl Server {
 
     /// An LMTP server (`lmtp`) or an SMTP one.
     fn start_with(fault: Fault, lmtp: bool) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let port = listener.local_addr().expect("address").port();
-        let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let (stop2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
-        let accept = thread::spawn(move || {
-            let mut sessions = Vec::new();
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        seen2.lock().expect("seen").connections += 1;
-                        let (stop3, seen3) = (Arc::clone(&stop2), Arc::clone(&seen2));
-                        sessions.push(thread::spawn(move || {
-                            let _ = serve(stream, fault, lmtp, &stop3, &seen3);
-                        }));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            for session in sessions {
-                let _ = session.join();
-            }
+        let record = Arc::clone(&seen);
+        let server = common::Server::concurrent(move |_, peer| {
+            record.lock().expect("seen").connections += 1;
+            let _ = serve(peer, fault, lmtp, &record);
         });
-        Server {
-            port,
-            stop,
-            seen,
-            accept: Some(accept),
-        }
+        Server { server, seen }
     }
 
     fn nexthop(&self) -> String {
-        format!("[127.0.0.1]:{}", self.port)
+        self.server.nexthop()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
-}
-
-fn line(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<String> {
-    let mut buf = Vec::new();
-    let start = Instant::now();
-    while !stop.load(Ordering::SeqCst) && start.elapsed() < LIMIT {
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => return None,
-            Ok(_) if buf.ends_with(b"\n") => {
-                return Some(String::from_utf8_lossy(&buf).trim_end().to_string());
-            }
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-fn say(out: &mut TcpStream, text: &str) -> std::io::Result<()> {
-    out.write_all(format!("{text}\r\n").as_bytes())
-}
-
-fn serve(
-    stream: TcpStream,
-    fault: Fault,
-    lmtp: bool,
-    stop: &AtomicBool,
-    seen: &Mutex<Seen>,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    say(&mut out, "220 chain.test ESMTP")?;
+fn serve(peer: &mut Peer, fault: Fault, lmtp: bool, seen: &Mutex<Seen>) -> std::io::Result<()> {
+    peer.try_reply("220 chain.test ESMTP")?;
     let mut refuse_next_rset = false;
     let mut rcpts: Vec<String> = Vec::new();
-    while let Some(command) = line(&mut reader, stop) {
+    while let Some(command) = peer.next_line(LIMIT) {
+        let command = command.trim_end().to_string();
         let upper = command.to_ascii_uppercase();
         if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
-            say(
-                &mut out,
-                "250-chain.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES",
-            )?;
+            peer.try_reply("250-chain.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES")?;
         } else if upper.starts_with("MAIL FROM:") {
             rcpts.clear();
-            say(&mut out, "250 2.1.0 Ok")?;
+            peer.try_reply("250 2.1.0 Ok")?;
         } else if upper.starts_with("RCPT TO:") {
             let rcpt = command[8..].trim().to_string();
             if rcpt.contains("-reject@") {
-                say(&mut out, "550 5.1.1 no such user")?;
+                peer.try_reply("550 5.1.1 no such user")?;
             } else {
                 rcpts.push(rcpt);
-                say(&mut out, "250 2.1.5 Ok")?;
+                peer.try_reply("250 2.1.5 Ok")?;
             }
         } else if upper == "DATA" {
-            say(&mut out, "354 go ahead")?;
+            peer.try_reply("354 go ahead")?;
             let mut subject = String::new();
             loop {
-                match line(&mut reader, stop) {
+                match peer.next_line(LIMIT).map(|l| l.trim_end().to_string()) {
                     Some(l) if l == "." => break,
                     Some(l) => {
                         if let Some(s) = l.strip_prefix("Subject: ") {
@@ -187,7 +119,7 @@ fn serve(
             let count = {
                 let mut seen = seen.lock().expect("seen");
                 seen.subjects.push(subject.clone());
-                if reader.buffer().starts_with(b"RSET") {
+                if peer.buffered().starts_with(b"RSET") {
                     seen.chained += 1;
                 }
                 seen.subjects.len()
@@ -217,23 +149,21 @@ fn serve(
                 }
                 seen.bodies.push((subject.clone(), confirmed.clone()));
             }
-            out.write_all(replies.as_bytes())?;
+            peer.try_send(replies.as_bytes())?;
             if short {
                 // Hang up unless the client says something within a second.
-                let start = Instant::now();
-                while reader.buffer().is_empty() && start.elapsed() < Duration::from_secs(1) {
-                    if reader.fill_buf().map(|b| b.is_empty()).unwrap_or(false) {
+                match peer.wait_input(Duration::from_secs(1)) {
+                    Input::Data => {}
+                    Input::Eof => return Ok(()),
+                    Input::Timeout => {
+                        peer.close();
                         return Ok(());
                     }
-                }
-                if reader.buffer().is_empty() {
-                    let _ = reader.get_ref().shutdown(Shutdown::Both);
-                    return Ok(());
                 }
             }
             match fault {
                 Fault::CloseAfterDot(n) if count == n => {
-                    let _ = reader.get_ref().shutdown(Shutdown::Both);
+                    peer.close();
                     return Ok(());
                 }
                 Fault::RefuseRsetAfter(n) if count == n => refuse_next_rset = true,
@@ -241,16 +171,16 @@ fn serve(
             }
         } else if upper == "RSET" {
             if refuse_next_rset {
-                say(&mut out, "421 4.3.2 shutting down")?;
-                let _ = reader.get_ref().shutdown(Shutdown::Both);
+                peer.try_reply("421 4.3.2 shutting down")?;
+                peer.close();
                 return Ok(());
             }
-            say(&mut out, "250 2.0.0 Ok")?;
+            peer.try_reply("250 2.0.0 Ok")?;
         } else if upper == "QUIT" {
-            say(&mut out, "221 2.0.0 Bye")?;
+            peer.try_reply("221 2.0.0 Bye")?;
             return Ok(());
         } else {
-            say(&mut out, "502 5.5.2 what?")?;
+            peer.try_reply("502 5.5.2 what?")?;
         }
     }
     Ok(())
@@ -292,28 +222,6 @@ impl Answers {
     }
 }
 
-fn job(id: &str, nexthop: &str, message: &Path) -> Job {
-    Job {
-        id: id.into(),
-        transport: TransportKind::Smtp,
-        nexthop: Some(nexthop.into()),
-        sender: "s@x.test".into(),
-        recipients: vec![JobRecipient {
-            address: format!("{id}@y.test"),
-            orcpt: None,
-            notify: None,
-        }],
-        message: MessageRef::Path {
-            path: message.display().to_string(),
-        },
-        envid: None,
-        ret: None,
-        smtputf8: false,
-        arrival_time: None,
-        cache: None,
-    }
-}
-
 /// Runs `count` jobs through a one-worker pool (so that jobs wait in the
 /// queue and are chained) against `server`; returns the answers by id.
 fn run_jobs(server: &Server, count: usize, chain: bool) -> BTreeMap<String, Answer> {
@@ -334,11 +242,7 @@ fn lmtp_job(rcpts: usize) -> impl Fn(&str, &str, &Path) -> Job {
         let mut job = job(id, nexthop, message);
         job.transport = TransportKind::Lmtp;
         job.recipients = (0..rcpts)
-            .map(|n| JobRecipient {
-                address: format!("{id}-{n}@y.test"),
-                orcpt: None,
-                notify: None,
-            })
+            .map(|n| recipient(&format!("{id}-{n}@y.test")))
             .collect();
         job
     }
@@ -698,11 +602,7 @@ fn job_with_a_refused_recipient(id: &str, nexthop: &str, message: &Path) -> Job 
     let mut job = job(id, nexthop, message);
     job.recipients = ["ok", "reject"]
         .iter()
-        .map(|which| JobRecipient {
-            address: format!("{id}-{which}@y.test"),
-            orcpt: None,
-            notify: None,
-        })
+        .map(|which| recipient(&format!("{id}-{which}@y.test")))
         .collect();
     job
 }

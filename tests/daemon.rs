@@ -12,25 +12,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-#[path = "common/daemon_harness.rs"]
-mod daemon_harness;
-use daemon_harness::{Client, Work, wait_until_listening};
+mod common;
+use common::daemon::{Client, Reaped, daemon_command};
+use common::jobs::path_job;
+use common::{Invocation, Peer, Server, Workdir, is_root, skip};
 
 const MESSAGE: &[u8] = b"From: a@x.test\nTo: b@y.test\nSubject: daemon test\n\nhello\n";
 /// Longest wait for any single answer or event.
@@ -40,15 +38,9 @@ const LIMIT: Duration = Duration::from_secs(20);
 // Working directory
 // ---------------------------------------------------------------------------
 
-// The work directory (mode 0777: the uid test connects as `nobody`).
-impl Work {
-    fn new() -> Self {
-        Self::with_prefix("mailhop-d-")
-    }
-
-    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
-        self.file_with_mode(name, content, 0o644)
-    }
+/// The work directory (mode 0777: the uid test connects as `nobody`).
+fn workdir() -> Workdir {
+    Workdir::with_prefix("mailhop-d-")
 }
 
 // ---------------------------------------------------------------------------
@@ -78,51 +70,27 @@ struct Seen {
 }
 
 /// A TCP SMTP sink on 127.0.0.1 serving any number of connections, each
-/// on its own thread. RCPT local parts starting with "defer" get 450,
-/// "bounce" 550. Stopped and joined on drop.
+/// on its own thread (the harness's concurrent [`Server`]). RCPT local
+/// parts starting with "defer" get 450, "bounce" 550. Stopped and joined
+/// on drop.
 struct Sink {
-    port: u16,
-    stop: Arc<AtomicBool>,
+    server: Server<()>,
     seen: Arc<Mutex<Seen>>,
-    accept: Option<JoinHandle<()>>,
-    sessions: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Sink {
     fn start(dot: Dot) -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-        listener.set_nonblocking(true).expect("non-blocking sink");
-        let port = listener.local_addr().expect("sink address").port();
-        let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let sessions: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (stop2, seen2, sessions2) = (stop.clone(), seen.clone(), sessions.clone());
-        let accept = thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        seen2.lock().expect("seen").connections += 1;
-                        let (stop3, seen3) = (stop2.clone(), seen2.clone());
-                        let handle = thread::spawn(move || {
-                            let _ = session(stream, dot, &stop3, &seen3);
-                        });
-                        sessions2.lock().expect("sessions").push(handle);
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let record = Arc::clone(&seen);
+        let server = Server::concurrent(move |_, peer| {
+            record.lock().expect("seen").connections += 1;
+            let _ = session(peer, dot, &record);
         });
-        Sink {
-            port,
-            stop,
-            seen,
-            accept: Some(accept),
-            sessions,
-        }
+        Sink { server, seen }
     }
 
     fn nexthop(&self) -> String {
-        format!("[127.0.0.1]:{}", self.port)
+        self.server.nexthop()
     }
 
     fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
@@ -139,82 +107,37 @@ impl Sink {
     }
 }
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.accept.take() {
-            let _ = handle.join();
-        }
-        let handles: Vec<_> = self
-            .sessions
-            .lock()
-            .map(|mut v| v.drain(..).collect())
-            .unwrap_or_default();
-        for handle in handles {
-            let _ = handle.join();
-        }
-    }
-}
+/// How long one sink session may last.
+const SESSION_LIMIT: Duration = Duration::from_secs(60);
 
-/// Reads one line (without CRLF) polling the stop flag; `None` at EOF,
-/// error or stop.
-fn sink_line(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<String> {
-    let mut buf = Vec::new();
-    let start = Instant::now();
-    loop {
-        if stop.load(Ordering::SeqCst) || start.elapsed() > Duration::from_secs(60) {
-            return None;
-        }
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => return None,
-            Ok(_) if buf.ends_with(b"\n") => {
-                let text = String::from_utf8_lossy(&buf);
-                return Some(text.trim_end_matches(['\r', '\n']).to_string());
-            }
-            Ok(_) => return None,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-fn session(stream: TcpStream, dot: Dot, stop: &AtomicBool, seen: &Mutex<Seen>) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut send = |line: &str| out.write_all(format!("{line}\r\n").as_bytes());
-    send("220 sink.test ESMTP")?;
+fn session(peer: &mut Peer, dot: Dot, seen: &Mutex<Seen>) -> io::Result<()> {
+    peer.try_reply("220 sink.test ESMTP")?;
     let mut accepted = 0;
-    while let Some(line) = sink_line(&mut reader, stop) {
+    while let Some(line) = peer.next_line(SESSION_LIMIT) {
         let upper = line.to_ascii_uppercase();
         if let Some(name) = upper.strip_prefix("EHLO ") {
             let _ = name;
             seen.lock().expect("seen").helos.push(line[5..].to_string());
-            send("250-sink.test\r\n250 ENHANCEDSTATUSCODES")?;
+            peer.try_reply("250-sink.test\r\n250 ENHANCEDSTATUSCODES")?;
         } else if upper.starts_with("MAIL FROM:") {
             accepted = 0;
-            send("250 2.1.0 Ok")?;
+            peer.try_reply("250 2.1.0 Ok")?;
         } else if upper.starts_with("RCPT TO:<DEFER") {
-            send("450 4.2.0 Mailbox busy, try later")?;
+            peer.try_reply("450 4.2.0 Mailbox busy, try later")?;
         } else if upper.starts_with("RCPT TO:<BOUNCE") {
-            send("550 5.1.1 No such user")?;
+            peer.try_reply("550 5.1.1 No such user")?;
         } else if upper.starts_with("RCPT TO:") {
             accepted += 1;
-            send("250 2.1.5 Ok")?;
+            peer.try_reply("250 2.1.5 Ok")?;
         } else if upper == "DATA" {
             if accepted == 0 {
-                send("554 5.5.1 No valid recipients")?;
+                peer.try_reply("554 5.5.1 No valid recipients")?;
                 continue;
             }
             seen.lock().expect("seen").data += 1;
-            send("354 End data with <CR><LF>.<CR><LF>")?;
+            peer.try_reply("354 End data with <CR><LF>.<CR><LF>")?;
             loop {
-                match sink_line(&mut reader, stop) {
+                match peer.next_line(SESSION_LIMIT) {
                     Some(l) if l == "." => break,
                     Some(_) => {}
                     None => return Ok(()),
@@ -225,26 +148,26 @@ fn session(stream: TcpStream, dot: Dot, stop: &AtomicBool, seen: &Mutex<Seen>) -
                 Dot::Now => {}
                 Dot::After(delay) => {
                     let until = Instant::now() + delay;
-                    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    while Instant::now() < until && !peer.stopping() {
                         thread::sleep(Duration::from_millis(10));
                     }
                 }
                 Dot::Never => {
-                    while !stop.load(Ordering::SeqCst) {
+                    while !peer.stopping() {
                         thread::sleep(Duration::from_millis(10));
                     }
                     return Ok(());
                 }
             }
-            send("250 2.0.0 Ok: queued as SINK1")?;
+            peer.try_reply("250 2.0.0 Ok: queued as SINK1")?;
         } else if upper == "RSET" || upper == "NOOP" {
-            send("250 2.0.0 Ok")?;
+            peer.try_reply("250 2.0.0 Ok")?;
         } else if upper == "QUIT" {
             seen.lock().expect("seen").quits += 1;
-            send("221 2.0.0 Bye")?;
+            peer.try_reply("221 2.0.0 Bye")?;
             return Ok(());
         } else {
-            send("502 5.5.2 Error: command not recognized")?;
+            peer.try_reply("502 5.5.2 Error: command not recognized")?;
         }
     }
     Ok(())
@@ -322,127 +245,31 @@ impl Settings {
     }
 }
 
-/// A running `mailhop daemon`; killed and reaped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    exit: Option<i32>,
-}
+// The harness's daemon guard, started from [`Settings`].
+use common::daemon::Daemon;
 
 impl Daemon {
-    fn start(work: &Work, settings: &Settings) -> Daemon {
+    fn start(work: &Workdir, settings: &Settings) -> Daemon {
         Self::start_env(work, settings, &[])
     }
 
-    fn start_env(work: &Work, settings: &Settings, env: &[(&str, &str)]) -> Daemon {
-        let config = work.file("mailhop.toml", settings.text().as_bytes());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
-        cmd.args(["daemon", "--foreground", "--config"])
-            .arg(&config);
-        for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"] {
-            cmd.env_remove(var);
-        }
+    fn start_env(work: &Workdir, settings: &Settings, env: &[(&str, &str)]) -> Daemon {
+        let config = work.file_with_mode("mailhop.toml", settings.text().as_bytes(), 0o644);
+        let mut cmd = daemon_command(&config);
         cmd.envs(env.iter().copied());
-        Self::launch(work, cmd, config, work.path().join("m.sock"))
-    }
-
-    /// Runs `cmd` (a daemon command line) with stderr in the work dir and
-    /// waits until `socket` accepts connections.
-    fn launch(work: &Work, mut cmd: Command, config: PathBuf, socket: PathBuf) -> Daemon {
-        let log = work.path().join("daemon.log");
-        let err = fs::File::create(&log).expect("create the daemon log");
-        let child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn mailhop daemon");
-        let mut daemon = Daemon {
-            child,
-            socket,
-            config,
-            log,
-            exit: None,
-        };
-        wait_until_listening(&mut daemon.child, &daemon.socket, &daemon.log, LIMIT);
-        daemon
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < LIMIT,
-                "log line {needle:?} did not appear:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        kill(pid, signal).expect("signal the daemon");
-    }
-
-    /// The exit code, waiting at most `limit`; `None` if still running.
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        if self.exit.is_some() {
-            return self.exit;
-        }
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exit = Some(status.code().unwrap_or(-1));
-                return self.exit;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(&self.socket, LIMIT)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Self::launch(work, cmd, config, work.path().join("m.sock"), LIMIT)
     }
 }
 
 fn job(id: &str, nexthop: &str, message: &Path) -> String {
-    json!({
-        "id": id,
-        "nexthop": nexthop,
-        "sender": "a@x.test",
-        "recipients": [{"address": "b@y.test"}],
-        "message": {"path": message.display().to_string()},
-    })
-    .to_string()
+    path_job(id, nexthop, message).to_string()
 }
 
 /// Like [`job`], for two recipients: b@y.test and c@y.test.
 fn two_recipient_job(id: &str, nexthop: &str, message: &Path) -> String {
-    json!({
-        "id": id,
-        "nexthop": nexthop,
-        "sender": "a@x.test",
-        "recipients": [{"address": "b@y.test"}, {"address": "c@y.test"}],
-        "message": {"path": message.display().to_string()},
-    })
-    .to_string()
+    let mut job = path_job(id, nexthop, message);
+    job["recipients"] = json!([{"address": "b@y.test"}, {"address": "c@y.test"}]);
+    job.to_string()
 }
 
 /// A DNS server on 127.0.0.1 that never answers (it lives as long as the
@@ -481,55 +308,17 @@ fn assert_error(answer: &Value, id: Option<&str>, fragment: &str) {
     }
 }
 
-/// Runs the mailhop binary (bounded), stdin from `stdin` or /dev/null.
+/// Runs the mailhop binary (the harness's [`Invocation`], bounded), stdin
+/// from `stdin` or /dev/null, as `uid` if given; (code, stdout, stderr).
 fn run_mailhop(args: &[&str], stdin: Option<&Path>, uid: Option<u32>) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
-    cmd.args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match stdin {
-        Some(path) => cmd.stdin(fs::File::open(path).expect("open stdin file")),
-        None => cmd.stdin(Stdio::null()),
-    };
-    if let Some(uid) = uid {
-        cmd.uid(uid).gid(uid);
-    }
-    let mut child = cmd.spawn().expect("spawn mailhop");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let mut stderr = String::new();
-    let _ = err.read_to_string(&mut stderr);
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code().unwrap_or(-1);
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mailhop {args:?} did not finish");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = reader.join().unwrap_or_default();
-    (code, stdout, stderr)
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason} but CI=true");
-    }
-    let _ = writeln!(io::stderr(), "SKIPPED: {reason}");
+    let work = workdir();
+    let run = Invocation::new(args)
+        .stdin(stdin)
+        .uid(uid)
+        .rust_log("warn")
+        .limit(LIMIT)
+        .run(&work);
+    (run.code, run.stdout, run.stderr)
 }
 
 // ---------------------------------------------------------------------------
@@ -540,9 +329,9 @@ fn skip(reason: &str) {
 ///    comes back with its id, all sent.
 #[test]
 fn concurrent_clients_and_pipelining() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
     let nexthop = sink.nexthop();
     let mut threads = Vec::new();
@@ -584,9 +373,9 @@ fn concurrent_clients_and_pipelining() {
 ///    good jobs on the same connection still succeed.
 #[test]
 fn hostile_input_keeps_the_connection_usable() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock")).daemon("max_line_length", "65536");
     let daemon = Daemon::start(&work, &settings);
     let nexthop = sink.nexthop();
@@ -647,9 +436,9 @@ fn hostile_input_keeps_the_connection_usable() {
 ///    is logged; the daemon keeps serving.
 #[test]
 fn client_disconnect_mid_job() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::After(Duration::from_millis(1000)));
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
     {
         let mut c = daemon.client();
@@ -676,7 +465,7 @@ fn refused_uid() {
     // A uid that is neither root nor the daemon's user (started as root,
     // the daemon runs as "mailhop", or "nobody" without that user).
     let nobody = 54_321;
-    let work = Work::new();
+    let work = workdir();
     let socket = work.path().join("m.sock");
     let settings = Settings::new(&socket).daemon("socket_mode", "\"0666\"");
     let mut daemon = Daemon::start(&work, &settings);
@@ -697,7 +486,7 @@ fn refused_uid() {
     assert_eq!(daemon.wait_exit(LIMIT), Some(0));
 
     // The same peer, allowed through its group.
-    let work = Work::new();
+    let work = workdir();
     let socket = work.path().join("m.sock");
     let settings = Settings::new(&socket)
         .daemon("socket_mode", "\"0666\"")
@@ -713,9 +502,9 @@ fn refused_uid() {
 ///     4.3.0, answers every job and exits 0.
 #[test]
 fn sigterm_drains_and_defers_queued_jobs() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::After(Duration::from_millis(1500)));
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .daemon("workers", "2")
         .daemon("queue_capacity", "4")
@@ -761,9 +550,9 @@ fn sigterm_drains_and_defers_queued_jobs() {
 ///     with 4.3.0 deferrals, and the daemon exits 0.
 #[test]
 fn sigterm_defers_unfinished_delivery() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Never);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .daemon("workers", "1")
         .daemon("shutdown_timeout", "\"1s\"");
@@ -798,9 +587,9 @@ fn sigterm_defers_unfinished_delivery() {
 /// 5c. A second SIGTERM exits at once.
 #[test]
 fn second_sigterm_exits_at_once() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Never);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .daemon("workers", "1")
         .daemon("shutdown_timeout", "\"60s\"");
@@ -825,9 +614,9 @@ fn second_sigterm_exits_at_once() {
 ///    refused and the old configuration kept.
 #[test]
 fn sighup_reload() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .smtp("helo_name", "\"first.test\"")
         .extra("[cache]\non_demand = false\n");
@@ -857,7 +646,7 @@ fn sighup_reload() {
 /// 7. sd_notify: READY=1 once listening, STOPPING=1 on SIGTERM.
 #[test]
 fn sd_notify_ready_and_stopping() {
-    let work = Work::new();
+    let work = workdir();
     let notify_path = work.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
     // Started as root, the daemon notifies as its unprivileged user.
@@ -883,9 +672,9 @@ fn sd_notify_ready_and_stopping() {
 /// 8. `mailhop status` prints the counters.
 #[test]
 fn status_counters() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
     let mut c = daemon.client();
     for j in 0..5 {
@@ -920,9 +709,9 @@ fn status_counters() {
 ///    with the same exit code (text, JSON, stdin).
 #[test]
 fn send_through_the_daemon_matches_direct() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
     let config = daemon.config.display().to_string();
     let nexthop = sink.nexthop();
@@ -995,9 +784,9 @@ fn send_through_the_daemon_matches_direct() {
 ///     connection to a slow server: all ten answered.
 #[test]
 fn backpressure_never_drops() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::After(Duration::from_millis(150)));
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .daemon("workers", "1")
         .daemon("queue_capacity", "1");
@@ -1022,14 +811,18 @@ fn backpressure_never_drops() {
 #[test]
 fn socket_activation() {
     use std::os::fd::AsRawFd;
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let activated = work.path().join("activated.sock");
     let listener = std::os::unix::net::UnixListener::bind(&activated).expect("bind");
     let fd = listener.as_raw_fd();
     let unused = work.path().join("m.sock");
-    let config = work.file("mailhop.toml", Settings::new(&unused).text().as_bytes());
+    let config = work.file_with_mode(
+        "mailhop.toml",
+        Settings::new(&unused).text().as_bytes(),
+        0o644,
+    );
     // LISTEN_PID must be the daemon's pid: the shell's, which exec keeps.
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
@@ -1055,7 +848,7 @@ fn socket_activation() {
             }
         });
     }
-    let mut daemon = Daemon::launch(&work, cmd, config, activated.clone());
+    let mut daemon = Daemon::launch(&work, cmd, config, activated.clone(), LIMIT);
     drop(listener);
     assert!(
         daemon.log().contains("socket activation"),
@@ -1078,9 +871,9 @@ fn socket_activation() {
 ///     waits for a result longer than that is not.
 #[test]
 fn idle_connections_close() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::After(Duration::from_millis(1800)));
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings =
         Settings::new(&work.path().join("m.sock")).daemon("client_idle_timeout", "\"1s\"");
     let daemon = Daemon::start(&work, &settings);
@@ -1110,16 +903,16 @@ fn drops_privileges_to_daemon_user() {
         skip("the privilege test needs root");
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let run_dir = work.path().join("run");
     let socket = run_dir.join("m.sock");
     let settings = Settings::new(&socket).daemon("user", "\"nobody\"");
-    let config = work.file("mailhop.toml", settings.text().as_bytes());
+    let config = work.file_with_mode("mailhop.toml", settings.text().as_bytes(), 0o644);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailhop"));
     cmd.args(["daemon", "--config"]).arg(&config);
-    let mut daemon = Daemon::launch(&work, cmd, config, socket.clone());
+    let mut daemon = Daemon::launch(&work, cmd, config, socket.clone(), LIMIT);
     let nobody = nix::unistd::User::from_name("nobody")
         .ok()
         .flatten()
@@ -1163,8 +956,8 @@ fn drops_privileges_to_daemon_user() {
 fn log_lines_in_both_formats() {
     let sink = Sink::start(Dot::Now);
     for json in [true, false] {
-        let work = Work::new();
-        let message = work.file("msg", MESSAGE);
+        let work = workdir();
+        let message = work.file_with_mode("msg", MESSAGE, 0o644);
         let mut settings = Settings::new(&work.path().join("m.sock"));
         if json {
             settings = settings.extra("[log]\nformat = \"json\"\n");
@@ -1225,8 +1018,8 @@ fn batch_scheduling_covers_every_thread() {
     const SCHED_BATCH: u32 = 3;
     let sink = Sink::start(Dot::Now);
     for batch in [None, Some("false")] {
-        let work = Work::new();
-        let message = work.file("msg", MESSAGE);
+        let work = workdir();
+        let message = work.file_with_mode("msg", MESSAGE, 0o644);
         let mut settings = Settings::new(&work.path().join("m.sock"));
         if let Some(value) = batch {
             settings = settings.daemon("batch_scheduling", value);
@@ -1264,10 +1057,10 @@ fn batch_scheduling_covers_every_thread() {
         skip("chrt (util-linux) is needed for the kept-policy case");
         return;
     }
-    let work = Work::new();
-    let message = work.file("msg", MESSAGE);
+    let work = workdir();
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"));
-    let config = work.file("mailhop.toml", settings.text().as_bytes());
+    let config = work.file_with_mode("mailhop.toml", settings.text().as_bytes(), 0o644);
     let mut cmd = Command::new("chrt");
     cmd.args([
         "-i",
@@ -1280,7 +1073,7 @@ fn batch_scheduling_covers_every_thread() {
     for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"] {
         cmd.env_remove(var);
     }
-    let daemon = Daemon::launch(&work, cmd, config, work.path().join("m.sock"));
+    let daemon = Daemon::launch(&work, cmd, config, work.path().join("m.sock"), LIMIT);
     let mut c = daemon.client();
     c.send(&job("sched-idle", &sink.nexthop(), &message));
     assert_all(&c.answer(), "sent");
@@ -1312,9 +1105,9 @@ fn status_of(daemon: &Daemon) -> Value {
 /// read; the connection and the daemon go on.
 #[test]
 fn out_of_range_arrival_time_is_an_invalid_job() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let daemon = Daemon::start(&work, &Settings::new(&work.path().join("m.sock")));
     let mut c = daemon.client();
     for (id, t) in [("t1", u64::MAX), ("t2", u64::MAX - 1_000), ("t3", 1 << 62)] {
@@ -1339,9 +1132,9 @@ fn out_of_range_arrival_time_is_an_invalid_job() {
 /// size in `mailhop status` stays, and the next jobs are delivered.
 #[test]
 fn panicking_worker_defers_every_recipient_and_is_replaced() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock")).daemon("workers", "2");
     let daemon = Daemon::start_env(&work, &settings, &[("MAILHOP_DEBUG_PANIC_JOB", "boom")]);
     let mut c = daemon.client();
@@ -1410,9 +1203,9 @@ fn panicking_worker_defers_every_recipient_and_is_replaced() {
 /// a `shutdown_timeout` exits 0 (it panicked in `Instant + timeout`).
 #[test]
 fn huge_shutdown_timeout_does_not_overflow() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let huge = "\"18446744073709551615s\"";
     let settings = Settings::new(&work.path().join("m.sock"))
         .smtp("connect_timeout", huge)
@@ -1442,9 +1235,9 @@ fn status_lines(log: &str, id: &str, rcpt: &str) -> Vec<String> {
 /// recipient, the one the client got.
 #[test]
 fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::After(Duration::from_secs(4)));
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .daemon("workers", "1")
         .daemon("shutdown_timeout", "\"1s\"");
@@ -1502,13 +1295,13 @@ fn shutdown_cuts_a_pending_end_of_data_with_one_outcome_per_recipient() {
 /// first is in the log while the other still waits for DNS.
 #[test]
 fn recipients_are_logged_when_settled_not_at_job_end() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     // A DNS server that never answers: slow.test waits for the timeout.
     let (_silent, dns_table) = silent_dns();
     let settings = Settings::new(&work.path().join("m.sock"))
-        .smtp("port", &sink.port.to_string())
+        .smtp("port", &sink.server.port().to_string())
         .extra(&dns_table);
     let daemon = Daemon::start(&work, &settings);
     let mut c = daemon.client();
@@ -1549,9 +1342,9 @@ fn recipients_are_logged_when_settled_not_at_job_end() {
 /// TLS settings.
 #[test]
 fn sighup_with_changed_tls_empties_the_connection_cache() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let settings = Settings::new(&work.path().join("m.sock"))
         .extra("[cache]\ntime_limit = \"60s\"\n\n[tls]\nplaintext_retry_after = \"300s\"\n");
     let daemon = Daemon::start(&work, &settings);
@@ -1615,9 +1408,9 @@ fn sighup_applies_a_changed_access_policy_to_open_connections() {
         .flatten()
         .map(|u| u.uid.as_raw())
         .unwrap_or(65534);
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let socket = work.path().join("m.sock");
     let base = || Settings::new(&socket).daemon("socket_mode", "\"0666\"");
     let settings = base().daemon("allowed_uids", &format!("[{nobody}]"));
@@ -1643,16 +1436,9 @@ fn sighup_applies_a_changed_access_policy_to_open_connections() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the client as nobody");
-    struct Reap(Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let _reap = Reap(child);
+    let _reap = Reaped(child);
     let mut ask = |line: &str| -> Value {
         stdin
             .write_all(format!("{line}\n").as_bytes())
@@ -1686,12 +1472,12 @@ fn sighup_applies_a_changed_access_policy_to_open_connections() {
 /// still has one outcome per recipient, the one the client got.
 #[test]
 fn a_job_answered_at_shutdown_sends_no_message_afterwards() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
-    let message = work.file("msg", MESSAGE);
+    let message = work.file_with_mode("msg", MESSAGE, 0o644);
     let (_silent, dns_table) = silent_dns();
     let settings = Settings::new(&work.path().join("m.sock"))
-        .smtp("port", &sink.port.to_string())
+        .smtp("port", &sink.server.port().to_string())
         .daemon("workers", "1")
         .daemon("shutdown_timeout", "\"1s\"")
         .extra(&dns_table);
@@ -1743,7 +1529,7 @@ fn a_job_answered_at_shutdown_sends_no_message_afterwards() {
 #[test]
 fn every_whole_line_of_a_departed_client_is_run() {
     const JOBS: usize = 150;
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start(Dot::Now);
     let daemon = Daemon::start(
         &work,

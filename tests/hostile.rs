@@ -12,23 +12,23 @@
 //! that a test fails on an older build).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "common/daemon_harness.rs"]
-mod daemon_harness;
-use daemon_harness::{Client, Work, wait_until_listening};
+mod common;
+use common::daemon::{Client, Daemon, daemon_command, mailhop_bin};
+use common::jobs;
+use common::{Peer, Server, Workdir, need_root, skip};
 
 /// Longest wait for any single answer or event.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -38,151 +38,65 @@ const STRANGER: u32 = 54_321;
 /// A group the stranger is given by the kernel only (not in /etc/group).
 const EXTRA_GROUP: u32 = 54_322;
 
-fn mailhop_bin() -> PathBuf {
-    std::env::var_os("MAILHOP_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mailhop")))
+/// The work directory (mode 0777: the daemon runs as an unprivileged user,
+/// some clients as [`STRANGER`]).
+fn workdir() -> Workdir {
+    Workdir::with_prefix("mailhop-h-")
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// False (and a loud SKIPPED line) when not root.
-fn need_root(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "{what} needs root but CI=true"
-    );
-    eprintln!("SKIPPED: {what} needs root");
-    false
-}
-
-// The work directory (mode 0777: the daemon runs as an unprivileged user,
-// some clients as [`STRANGER`]).
-impl Work {
-    fn new() -> Self {
-        Self::with_prefix("mailhop-h-")
-    }
-
-    fn file(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
-        self.file_with_mode(name, content, mode)
-    }
-}
-
-/// An SMTP sink on 127.0.0.1 accepting every message; counts them.
+/// An SMTP sink on 127.0.0.1 accepting every message (the harness's
+/// concurrent [`Server`]); counts them.
 struct Sink {
-    port: u16,
-    stop: Arc<AtomicBool>,
+    server: Server<()>,
     messages: Arc<AtomicUsize>,
-    accept: Option<JoinHandle<()>>,
 }
 
 impl Sink {
     fn start() -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let port = listener.local_addr().expect("address").port();
-        let stop = Arc::new(AtomicBool::new(false));
         let messages = Arc::new(AtomicUsize::new(0));
-        let (stop2, messages2) = (stop.clone(), messages.clone());
-        let accept = thread::spawn(move || {
-            let mut sessions = Vec::new();
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (stop3, messages3) = (stop2.clone(), messages2.clone());
-                        sessions.push(thread::spawn(move || {
-                            let _ = sink_session(stream, &stop3, &messages3);
-                        }));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            for s in sessions {
-                let _ = s.join();
-            }
+        let count = Arc::clone(&messages);
+        let server = Server::concurrent(move |_, peer| {
+            let _ = sink_session(peer, &count);
         });
-        Sink {
-            port,
-            stop,
-            messages,
-            accept: Some(accept),
-        }
+        Sink { server, messages }
     }
 
     fn nexthop(&self) -> String {
-        format!("[127.0.0.1]:{}", self.port)
+        self.server.nexthop()
     }
 }
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn sink_session(
-    stream: std::net::TcpStream,
-    stop: &AtomicBool,
-    messages: &AtomicUsize,
-) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    out.write_all(b"220 sink.test ESMTP\r\n")?;
+fn sink_session(peer: &mut Peer, messages: &AtomicUsize) -> std::io::Result<()> {
+    peer.try_reply("220 sink.test ESMTP")?;
     let mut in_data = false;
-    let started = Instant::now();
-    let mut line = String::new();
-    while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
-        match reader.read_line(&mut line) {
-            Ok(0) => return Ok(()),
-            Ok(_) if !line.ends_with('\n') => continue,
-            Ok(_) => {}
-            Err(_) => continue,
-        }
+    while let Some(line) = peer.next_line(Duration::from_secs(120)) {
         let text = line.trim_end().to_ascii_uppercase();
-        line.clear();
         if in_data {
             if text == "." {
                 in_data = false;
                 messages.fetch_add(1, Ordering::SeqCst);
-                out.write_all(b"250 2.0.0 Ok: queued\r\n")?;
+                peer.try_reply("250 2.0.0 Ok: queued")?;
             }
             continue;
         }
-        let reply: &[u8] = if text.starts_with("EHLO") {
-            b"250-sink.test\r\n250 PIPELINING\r\n"
+        let reply = if text.starts_with("EHLO") {
+            "250-sink.test\r\n250 PIPELINING"
         } else if text == "DATA" {
             in_data = true;
-            b"354 go ahead\r\n"
+            "354 go ahead"
         } else if text == "QUIT" {
-            out.write_all(b"221 2.0.0 Bye\r\n")?;
+            peer.try_reply("221 2.0.0 Bye")?;
             return Ok(());
         } else {
-            b"250 2.0.0 Ok\r\n"
+            "250 2.0.0 Ok"
         };
-        out.write_all(reply)?;
+        peer.try_reply(reply)?;
     }
     Ok(())
 }
 
-/// A running `mailhop daemon`; killed and reaped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
 /// The configuration of a test daemon: `[daemon]` keys added to the base.
-fn config(work: &Work, daemon_keys: &str) -> PathBuf {
+fn config(work: &Workdir, daemon_keys: &str) -> PathBuf {
     let socket = work.path().join("m.sock");
     let mut base = String::new();
     for (key, value) in [("workers", "4"), ("queue_capacity", "16")] {
@@ -201,101 +115,27 @@ fn config(work: &Work, daemon_keys: &str) -> PathBuf {
          \n[daemon]\nsocket = {:?}\n{base}{daemon_keys}\n",
         socket.display().to_string()
     );
-    work.file("mailhop.toml", text.as_bytes(), 0o644)
+    work.file_with_mode("mailhop.toml", text.as_bytes(), 0o644)
 }
 
+// The harness's daemon guard, in a process group of its own (a wrapper
+// such as strace and the daemon under it are stopped together).
 impl Daemon {
-    fn start(work: &Work, daemon_keys: &str) -> Daemon {
+    fn start(work: &Workdir, daemon_keys: &str) -> Daemon {
         Self::start_with(work, daemon_keys, |_| {})
     }
 
-    fn start_with(work: &Work, daemon_keys: &str, tweak: impl FnOnce(&mut Command)) -> Daemon {
+    fn start_with(work: &Workdir, daemon_keys: &str, tweak: impl FnOnce(&mut Command)) -> Daemon {
         let config = config(work, daemon_keys);
-        let log = work.path().join("daemon.log");
-        let mut cmd = Command::new(mailhop_bin());
-        cmd.args(["daemon", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("daemon log"));
+        let mut cmd = daemon_command(&config);
         tweak(&mut cmd);
-        // Its own process group: a wrapper (strace) and the daemon under
-        // it are stopped together.
-        cmd.process_group(0);
-        let child = cmd.spawn().expect("spawn mailhop daemon");
-        let mut daemon = Daemon {
-            child,
-            socket: work.path().join("m.sock"),
-            log,
-        };
-        wait_until_listening(&mut daemon.child, &daemon.socket, &daemon.log, LIMIT);
-        daemon
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The value of a field of /proc/PID/status (`key` with its colon),
-    /// empty when there is none.
-    fn status_field(&self, key: &str) -> String {
-        fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::to_string)
-            .unwrap_or_default()
-    }
-
-    /// A field of /proc/PID/status in kB (VmHWM, VmRSS).
-    fn status_kb(&self, key: &str) -> u64 {
-        self.status_field(key)
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(&self.socket, LIMIT)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let socket = work.path().join("m.sock");
+        Self::launch_grouped(work, cmd, config, socket, LIMIT)
     }
 }
 
 fn inline_job(id: &str, nexthop: &str) -> Value {
-    json!({
-        "id": id,
-        "nexthop": nexthop,
-        "sender": "a@x.test",
-        "recipients": [{"address": "b@y.test"}],
-        "message": {"data": MESSAGE},
-    })
-}
-
-fn path_job(id: &str, nexthop: &str, path: &Path) -> Value {
-    let mut job = inline_job(id, nexthop);
-    job["message"] = json!({"path": path.display().to_string()});
-    job
+    jobs::inline_job(id, nexthop, MESSAGE)
 }
 
 fn assert_sent(answer: &Value) {
@@ -394,7 +234,7 @@ fn started_as_root_it_never_delivers_as_root() {
     if !need_root("started_as_root_it_never_delivers_as_root") {
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(&work, "");
     let status = daemon.status_field("Uid:");
@@ -432,7 +272,7 @@ fn an_empty_user_is_refused_when_started_as_root() {
     if !need_root("an_empty_user_is_refused_when_started_as_root") {
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let config = config(&work, "user = \"\"");
     let log = work.path().join("daemon.log");
     let mut child = Command::new(mailhop_bin())
@@ -469,14 +309,10 @@ fn socket_permissions_are_set_without_path_calls() {
         return;
     }
     if !Path::new("/usr/bin/strace").exists() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "no /usr/bin/strace but CI=true (scripts/install-test-deps.sh installs it)"
-        );
-        eprintln!("SKIPPED: no /usr/bin/strace");
+        skip("no /usr/bin/strace (scripts/install-test-deps.sh installs it)");
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let trace = work.path().join("trace");
     let daemon = Daemon::start_with(&work, "socket_mode = \"0640\"", |cmd| {
         let program = cmd.get_program().to_os_string();
@@ -525,7 +361,7 @@ fn a_socket_in_a_root_directory_is_given_to_the_user() {
     if !need_root("a_socket_in_a_root_directory_is_given_to_the_user") {
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let run = work.path().join("run");
     fs::create_dir(&run).expect("mkdir");
     fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -581,7 +417,7 @@ fn the_peers_real_groups_decide_message_access() {
     if !need_root("the_peers_real_groups_decide_message_access") {
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(
         &work,
@@ -594,18 +430,18 @@ fn the_peers_real_groups_decide_message_access() {
         .next()
         .and_then(|u| u.parse::<u32>().ok())
         .expect("daemon uid");
-    let message = work.file("grp-msg", MESSAGE.as_bytes(), 0o640);
+    let message = work.file_with_mode("grp-msg", MESSAGE.as_bytes(), 0o640);
     nix::unistd::chown(
         &message,
         Some(nix::unistd::Uid::from_raw(daemon_uid)),
         Some(nix::unistd::Gid::from_raw(EXTRA_GROUP)),
     )
     .expect("chown");
-    let line = path_job("grp-1", &sink.nexthop(), &message).to_string();
+    let line = jobs::path_job("grp-1", &sink.nexthop(), &message).to_string();
     let with = python_client(&daemon.socket, &line, None, STRANGER, &[EXTRA_GROUP]);
     let answer = parse_answer(&with);
     assert_sent(&answer);
-    let line = path_job("grp-2", &sink.nexthop(), &message).to_string();
+    let line = jobs::path_job("grp-2", &sink.nexthop(), &message).to_string();
     let without = python_client(&daemon.socket, &line, None, STRANGER, &[]);
     let answer = parse_answer(&without);
     assert!(
@@ -622,7 +458,7 @@ fn a_message_passed_as_a_descriptor_is_delivered() {
     if !need_root("a_message_passed_as_a_descriptor_is_delivered") {
         return;
     }
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(&work, "socket_mode = \"0666\"");
     // A directory only root may enter: the daemon (unprivileged) cannot
@@ -644,7 +480,7 @@ fn a_message_passed_as_a_descriptor_is_delivered() {
     let answer = c.answer();
     assert!(error_of(&answer).contains("no file descriptor"), "{answer}");
     // By path the daemon cannot read it.
-    c.send(&path_job("fd-3", &sink.nexthop(), &message).to_string());
+    c.send(&jobs::path_job("fd-3", &sink.nexthop(), &message).to_string());
     let answer = c.answer();
     assert!(error_of(&answer).contains("Permission denied"), "{answer}");
     // mailhop send passes the file itself.
@@ -678,7 +514,7 @@ fn a_message_passed_as_a_descriptor_is_delivered() {
 /// FIFO stays blocked). A passed FIFO descriptor is refused too.
 #[test]
 fn special_files_are_refused_unopened() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(&work, "socket_mode = \"0666\"");
     let fifo = work.path().join("fifo");
@@ -692,7 +528,7 @@ fn special_files_are_refused_unopened() {
         drop(f);
     });
     thread::sleep(Duration::from_millis(200));
-    let target = work.file("target", MESSAGE.as_bytes(), 0o644);
+    let target = work.file_with_mode("target", MESSAGE.as_bytes(), 0o644);
     let link = work.path().join("link");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
     let mut c = daemon.client();
@@ -706,7 +542,7 @@ fn special_files_are_refused_unopened() {
         ("sp-dir", work.path(), "not a regular file (a directory)"),
         ("sp-link", link.as_path(), "a symbolic link"),
     ] {
-        c.send(&path_job(id, &sink.nexthop(), path).to_string());
+        c.send(&jobs::path_job(id, &sink.nexthop(), path).to_string());
         let answer = c.answer();
         assert_eq!(answer["id"], id, "{answer}");
         assert!(error_of(&answer).contains(want), "{want:?} not in {answer}");
@@ -728,7 +564,7 @@ fn special_files_are_refused_unopened() {
     fs::write(real_dir.join("m"), MESSAGE).expect("write");
     fs::set_permissions(real_dir.join("m"), fs::Permissions::from_mode(0o644)).expect("chmod");
     std::os::unix::fs::symlink(&real_dir, work.path().join("alias")).expect("symlink");
-    c.send(&path_job("sp-alias", &sink.nexthop(), &work.path().join("alias/m")).to_string());
+    c.send(&jobs::path_job("sp-alias", &sink.nexthop(), &work.path().join("alias/m")).to_string());
     assert_sent(&c.answer());
 }
 
@@ -742,7 +578,7 @@ use std::os::unix::fs::OpenOptionsExt;
 /// send` exits 75 (EX_TEMPFAIL).
 #[test]
 fn too_many_connections_is_retryable() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(&work, "max_connections = 2");
     // The start-up probe's connection ends first.
@@ -780,7 +616,7 @@ fn too_many_connections_is_retryable() {
 /// instead of leaving it in the backlog.
 #[test]
 fn out_of_descriptors_is_retryable() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let set_limit = |soft: u64, hard: u64| {
         move || {
@@ -817,7 +653,7 @@ fn out_of_descriptors_is_retryable() {
     // out (accept, or a clone for the connection's writer) depends on how
     // many the daemon holds at start: three limits cover every case.
     for limit in [47, 48, 49] {
-        let work = Work::new();
+        let work = workdir();
         let daemon = Daemon::start_with(&work, "", |cmd| {
             // SAFETY: as above.
             unsafe {
@@ -862,7 +698,7 @@ fn out_of_descriptors_is_retryable() {
 /// each bound answers with a clear error (retryable for the quotas).
 #[test]
 fn per_job_and_per_uid_bounds() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(
         &work,
@@ -910,7 +746,7 @@ fn per_job_and_per_uid_bounds() {
 /// of buffering answers without bound.
 #[test]
 fn unread_answers_are_bounded() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(
         &work,
@@ -974,7 +810,7 @@ type Spoil = dyn Fn(&mut Value);
 /// (VmHWM) stays bounded. Prints the figures.
 #[test]
 fn hostile_clients_get_clear_errors_with_bounded_memory() {
-    let work = Work::new();
+    let work = workdir();
     let sink = Sink::start();
     let daemon = Daemon::start(
         &work,

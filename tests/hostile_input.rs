@@ -8,9 +8,9 @@
 mod common;
 
 use std::ffi::OsString;
-use std::net::TcpListener;
 
-use common::{Workdir, run_mailhop};
+use common::daemon::Daemon;
+use common::{Tripwire, Workdir, run_mailhop};
 
 /// `mailhop send --direct` without a next hop: each recipient's domain is
 /// the destination.
@@ -35,9 +35,8 @@ fn send_without_nexthop(work: &Workdir, config: &str, to: &[&str]) -> common::Ru
 
 #[test]
 fn recipient_domain_with_a_port_is_bounced_and_never_connected_to() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-    listener.set_nonblocking(true).expect("non-blocking");
-    let port = listener.local_addr().expect("address").port();
+    let tripwire = Tripwire::new();
+    let port = tripwire.port;
     let work = Workdir::new();
     let literal = format!("u@[127.0.0.1]:{port}");
     let list = format!("u@a.test,[127.0.0.1]:{port}");
@@ -57,11 +56,7 @@ fn recipient_domain_with_a_port_is_bounced_and_never_connected_to() {
         );
         assert!(line.diagnostic.starts_with("bad address syntax: domain \""));
     }
-    assert_eq!(
-        listener.accept().map(|_| ()).map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::WouldBlock),
-        "mailhop connected to the port a recipient domain named"
-    );
+    tripwire.assert_untouched("mailhop connected to the port a recipient domain named");
 }
 
 /// The log (standard error) of a run has no raw control character: every
@@ -213,103 +208,26 @@ fn without_per_request_deadline_a_trickled_reply_is_read_to_its_end() {
     );
 }
 
-/// A `mailhop daemon` on a socket in its own 0777 directory (a daemon
-/// started as root may run as another user), stderr in a file; killed and
-/// reaped on drop.
-struct Daemon {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(log_format: &str) -> Daemon {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new()
-            .prefix("mailhop-hi-")
-            .tempdir_in("/tmp")
-            .expect("a temporary directory");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod 0777");
-        let socket = dir.path().join("m.sock");
-        let config = dir.path().join("mailhop.toml");
-        let text = format!(
-            "{}\n[daemon]\nsocket = {:?}\nworkers = 2\nqueue_capacity = 8\n",
-            config_with_log_format(log_format),
-            socket.display().to_string()
-        );
-        std::fs::write(&config, text).expect("write the configuration");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mailhop"))
-            .args(["daemon", "--foreground", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the daemon");
-        let mut daemon = Daemon { child, dir };
-        let started = std::time::Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("the daemon exited ({status}):\n{}", daemon.log());
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
-                "the daemon did not listen:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        daemon
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(
-            &std::fs::read(self.dir.path().join("daemon.log")).unwrap_or_default(),
-        )
-        .into_owned()
-    }
-
-    /// Sends each job line and reads one answer per line.
-    fn submit(&self, jobs: &[serde_json::Value]) -> Vec<serde_json::Value> {
-        use std::io::{BufRead, Write};
-        let stream = std::os::unix::net::UnixStream::connect(self.dir.path().join("m.sock"))
-            .expect("connect to the daemon");
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .expect("read timeout");
-        let mut writer = stream.try_clone().expect("clone");
-        let mut reader = std::io::BufReader::new(stream);
-        jobs.iter()
-            .map(|job| {
-                writeln!(writer, "{job}").expect("send a job");
-                let mut line = String::new();
-                reader.read_line(&mut line).expect("an answer");
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer {line:?}: {e}"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `mailhop daemon` (the harness's guard) on a socket in its own 0777
+/// directory (a daemon started as root may run as another user), stderr in
+/// a file; killed and reaped on drop.
+fn start_daemon(log_format: &str) -> Daemon {
+    let work = Workdir::with_prefix("mailhop-hi-");
+    let text = format!(
+        "{}\n[daemon]\nsocket = {:?}\nworkers = 2\nqueue_capacity = 8\n",
+        config_with_log_format(log_format),
+        work.path().join("m.sock").display().to_string()
+    );
+    Daemon::start_text(&work, &text, std::time::Duration::from_secs(20)).owning(work)
 }
 
 #[test]
 fn daemon_refuses_hostile_domains_and_logs_no_control_characters() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-    listener.set_nonblocking(true).expect("non-blocking");
-    let port = listener.local_addr().expect("address").port();
+    let tripwire = Tripwire::new();
+    let port = tripwire.port;
     let data = serde_json::json!({"data": "Subject: x\n\nhi\n"});
     for format in ["text", "json"] {
-        let daemon = Daemon::start(format);
+        let daemon = start_daemon(format);
         let answers = daemon.submit(&[
             // No next hop: the domains would choose the port.
             serde_json::json!({"id": "P1", "sender": "a@x.test", "message": data,
@@ -352,9 +270,5 @@ fn daemon_refuses_hostile_domains_and_logs_no_control_characters() {
             );
         }
     }
-    assert_eq!(
-        listener.accept().map(|_| ()).map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::WouldBlock),
-        "the daemon connected to the port a recipient domain named"
-    );
+    tripwire.assert_untouched("the daemon connected to the port a recipient domain named");
 }

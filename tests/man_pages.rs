@@ -3,10 +3,13 @@
 //! `mailhop --help` lists, so the page cannot silently fall behind the
 //! command line.
 
+mod common;
+
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::require_tool;
 
 fn man_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/man")
@@ -14,23 +17,7 @@ fn man_dir() -> PathBuf {
 
 /// groff, or `None` (skipped loudly; a failure under `CI=true`).
 fn groff() -> Option<PathBuf> {
-    for dir in ["/usr/bin", "/bin", "/usr/local/bin"] {
-        let path = Path::new(dir).join("groff");
-        if path.is_file() {
-            return Some(path);
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "groff not installed but CI=true: install groff-base (run scripts/install-test-deps.sh)"
-        );
-    }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: groff not installed (package groff-base; run scripts/install-test-deps.sh)"
-    );
-    None
+    require_tool("groff", "groff-base")
 }
 
 #[test]

@@ -25,15 +25,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::dnsmasq::{Dnsmasq, Zone};
-use common::{Delivery, Line, Listen, Run, Sink, hostname};
+use common::{Delivery, Limits, Line, Listen, Peer, Run, Server, Sink, hostname, skip};
 use mailhop::config::Config;
 use mailhop::deliver::{Deliverer, Request};
 use mailhop::message::Message;
@@ -198,34 +196,16 @@ fn sink_at(addr: Ipv4Addr, port: u16, args: &[&str]) -> Option<Sink> {
     Sink::start(Listen::TcpAt(SocketAddrV4::new(addr, port)), args)
 }
 
-/// The session count of an smtp-sink started with `-c`: its last counter
-/// record `sess=N quit=N mesg=N` (written when a session ends), else 0.
-fn sessions(sink: &Sink) -> usize {
-    sink.log()
-        .split(['\r', '\n'])
-        .filter_map(|record| {
-            record
-                .trim()
-                .strip_prefix("sess=")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or(0)
-}
-
 /// The `-c` session counts of `sinks`, once they equal `want` (the sink
 /// writes a counter when it has seen the end of a session) or after 3 s.
 /// Re-read once more after a pause, so a late extra session shows up too.
 fn wait_sessions(sinks: &[&Sink], want: &[usize]) -> Vec<usize> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let got: Vec<usize> = sinks.iter().map(|s| sessions(s)).collect();
+        let got: Vec<usize> = sinks.iter().map(|s| s.sessions()).collect();
         if got == want || Instant::now() > deadline {
             thread::sleep(Duration::from_millis(200));
-            return sinks.iter().map(|s| sessions(s)).collect();
+            return sinks.iter().map(|s| s.sessions()).collect();
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -235,14 +215,13 @@ fn wait_sessions(sinks: &[&Sink], want: &[usize]) -> Vec<usize> {
 const COUNTER_LIMIT: Duration = Duration::from_secs(40);
 const COUNTER_READ: Duration = Duration::from_secs(2);
 
-/// An in-process SMTP server that counts the connections it accepts,
-/// answers each with `greeting`, and then only QUIT (with 221) until the
-/// client goes away. Serves one connection at a time; stopped and joined on
-/// drop. The count is exact evidence of how many connections a run made.
+/// An in-process SMTP server (the harness's sequential scripted server)
+/// that counts the connections it accepts, answers each with `greeting`,
+/// and then only QUIT (with 221) until the client goes away. Serves one
+/// connection at a time; stopped and joined on drop. The count is exact
+/// evidence of how many connections a run made.
 struct Counter {
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    server: Server<()>,
 }
 
 impl Counter {
@@ -252,64 +231,35 @@ impl Counter {
     }
 
     fn try_start(addr: Ipv4Addr, port: u16, greeting: &str) -> io::Result<Self> {
-        let listener = TcpListener::bind((addr, port))?;
-        listener.set_nonblocking(true)?;
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (count, stopping) = (Arc::clone(&accepted), Arc::clone(&stop));
-        let greeting = format!("{greeting}\r\n");
-        let handle = thread::spawn(move || {
-            let started = Instant::now();
-            while !stopping.load(Ordering::SeqCst) && started.elapsed() < COUNTER_LIMIT {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        let _ = serve_greeting_only(stream, &greeting);
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Ok(Self {
-            accepted,
-            stop,
-            handle: Some(handle),
-        })
+        let limits = Limits {
+            bind: SocketAddr::from((addr, port)),
+            accept: COUNTER_LIMIT,
+            read: COUNTER_READ,
+        };
+        let greeting = greeting.to_string();
+        let server = Server::sequential_with(limits, usize::MAX, move |_, peer| {
+            serve_greeting_only(peer, &greeting)
+        })?;
+        Ok(Self { server })
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.server.connections()
     }
 }
 
-impl Drop for Counter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-fn serve_greeting_only(stream: TcpStream, greeting: &str) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(COUNTER_READ))?;
-    stream.set_write_timeout(Some(COUNTER_READ))?;
-    let mut writer = stream.try_clone()?;
-    writer.write_all(greeting.as_bytes())?;
-    let mut reader = BufReader::new(stream);
+fn serve_greeting_only(peer: &mut Peer, greeting: &str) {
+    peer.reply(greeting);
     for _ in 0..100 {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
+        let Ok(line) = peer.read_line() else {
             break;
-        }
+        };
         if line.trim().eq_ignore_ascii_case("QUIT") {
-            writer.write_all(b"221 2.0.0 Bye\r\n")?;
+            peer.reply("221 2.0.0 Bye");
             break;
         }
-        writer.write_all(b"503 5.5.1 Error: only QUIT is served here\r\n")?;
+        peer.reply("503 5.5.1 Error: only QUIT is served here");
     }
-    Ok(())
 }
 
 /// Port 25 needs root (or CAP_NET_BIND_SERVICE): true when `addr:25` can
@@ -318,13 +268,9 @@ fn port_25_usable(addr: Ipv4Addr) -> bool {
     match TcpListener::bind((addr, 25)) {
         Ok(_) => true,
         Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("cannot bind {addr}:25 ({e}) but CI=true: run the tests as root");
-            }
-            let _ = writeln!(
-                io::stderr(),
-                "SKIPPED: cannot bind {addr}:25 ({e}); loop detection tests need root"
-            );
+            skip(&format!(
+                "cannot bind {addr}:25 ({e}); loop detection tests need root"
+            ));
             false
         }
     }

@@ -22,13 +22,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ClosedPort, Listen, Sink, Workdir};
+use common::{
+    ClosedPort, Invocation, Listen, Sink, Workdir, is_root, require_tool, skip_even_in_ci,
+};
 
 const SENT_ID: &str = "4F2A1C0001";
 const BOUNCE_ID: &str = "4F2A1C0002";
@@ -36,47 +37,6 @@ const DEFER_ID: &str = "4F2A1C0003";
 const SENT: [&str; 3] = ["alice@sent.test", "bob@sent.test", "carol@sent.test"];
 const BOUNCED: &str = "nobody@bounce.test";
 const DEFERRED: [&str; 2] = ["dave@defer.test", "erin@defer.test"];
-
-/// A program in PATH or in the sbin/bin directories (pflogsumm is in
-/// /usr/sbin on Debian, not in a non-root PATH).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let from_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
-        .unwrap_or_default();
-    from_path
-        .into_iter()
-        .chain(
-            [
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-                "/usr/local/sbin",
-                "/usr/local/bin",
-            ]
-            .iter()
-            .map(|d| Path::new(d).join(name)),
-        )
-        .find(|p| p.is_file())
-}
-
-/// The tool, or `None` after a loud SKIPPED line; panics when `CI=true`.
-fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
-    if let Some(path) = find_tool(name) {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{name} not installed but CI=true: install {package} (run scripts/install-test-deps.sh)"
-        );
-    }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {name} not installed (package {package}; run scripts/install-test-deps.sh)"
-    );
-    None
-}
 
 /// The three peers: a sink that takes everything, one that rejects every
 /// recipient with 550 5.1.1, and a port that refuses connections.
@@ -138,23 +98,11 @@ const CONFIG: &str = "[smtp]\nconnect_timeout = \"5s\"\nhelo_timeout = \"5s\"\n\
 /// Runs `mailhop` with `args`, logging at info to stderr in the syslog
 /// shape (JOURNAL_STREAM unset), and returns (exit code, stdout, stderr).
 fn mailhop(work: &Workdir, args: &[String], n: usize) -> (i32, String, String) {
-    let out = work.path().join(format!("stdout{n}"));
-    let err = work.path().join(format!("stderr{n}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailhop"))
-        .args(args)
-        .env("RUST_LOG", "info")
+    let run = Invocation::new(args)
         .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).expect("stdout file"))
-        .stderr(fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn mailhop");
-    let status = wait_bounded(&mut child, common::RUN_LIMIT, "mailhop");
-    (
-        status,
-        fs::read_to_string(&out).unwrap_or_default(),
-        fs::read_to_string(&err).unwrap_or_default(),
-    )
+        .suffix(&n.to_string())
+        .run(work);
+    (run.code, run.stdout, run.stderr)
 }
 
 /// Waits for `child`, killing it after `limit`; returns its exit code.
@@ -339,7 +287,7 @@ fn pflogsumm_counts_mailhop_journal_log() {
     .map(PathBuf::from)
     .find(|p| p.is_file());
     let Some(journald) = journald else {
-        let _ = writeln!(std::io::stderr(), "SKIPPED: systemd-journald not installed");
+        skip_even_in_ci("systemd-journald not installed");
         return;
     };
     let (Some(unshare), Some(cat), Some(journalctl)) = (
@@ -349,11 +297,8 @@ fn pflogsumm_counts_mailhop_journal_log() {
     ) else {
         return;
     };
-    if !nix::unistd::geteuid().is_root() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: the journald log test needs root (private mount namespace)"
-        );
+    if !is_root() {
+        skip_even_in_ci("the journald log test needs root (private mount namespace)");
         return;
     }
     let Some(peers) = Peers::start() else {

@@ -13,20 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Behaviour, Delivery, End, Line, PEER, SMALL_MESSAGE, Server, Transcript, hostname, smtp_server,
+    Behaviour, Delivery, End, Line, PEER, SMALL_MESSAGE, Server, Transcript, ehlo, hostname, said,
+    smtp_server,
 };
 use serde_json::json;
 
 /// The small message in wire form, as the server must receive it.
 const SMALL_WIRE: &[u8] = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: test\r\n\r\nhello\r\n";
-
-fn ehlo() -> String {
-    format!("EHLO {}", hostname())
-}
-
-fn said(reply: &str, command: &str) -> String {
-    format!("host {PEER} said: {reply} (in reply to {command} command)")
-}
 
 fn commands(list: &[&str]) -> Vec<String> {
     list.iter().map(|c| c.to_string()).collect()

@@ -11,7 +11,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{Delivery, Line, Listen, PEER, Server, Sink, hostname, relay};
+use common::{Delivery, Line, Listen, PEER, Server, Sink, hostname, relay, said};
 use serde_json::json;
 
 /// smtp-sink's replies for `-f` / `-r` commands.
@@ -20,10 +20,6 @@ const SOFT: &str = "450 4.3.0 Error: command failed";
 
 fn refused(reply: &str) -> String {
     format!("host {PEER} refused to talk to me: {reply}")
-}
-
-fn said(reply: &str, command: &str) -> String {
-    format!("host {PEER} said: {reply} (in reply to {command} command)")
 }
 
 #[test]

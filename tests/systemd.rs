@@ -10,11 +10,15 @@
 //! When a tool is missing, a test prints a loud SKIPPED line and passes, or
 //! panics when `CI=true` (scripts/install-test-deps.sh installs them).
 
+mod common;
+
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::daemon::Reaped;
+use common::{is_root, require_tool, skip_even_in_ci};
 
 /// The ExecStart line as shipped (rewritten by `make install`).
 const EXEC_START: &str = "/usr/local/bin/mailhop daemon --config /etc/mailhop/mailhop.toml";
@@ -27,43 +31,6 @@ fn conf(name: &str) -> PathBuf {
 
 fn read_conf(name: &str) -> String {
     fs::read_to_string(conf(name)).unwrap_or_else(|e| panic!("read conf/{name}: {e}"))
-}
-
-/// A program in PATH or in the sbin/bin directories.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let from_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
-        .unwrap_or_default();
-    from_path
-        .into_iter()
-        .chain(
-            ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
-                .iter()
-                .map(|d| Path::new(d).join(name)),
-        )
-        .find(|p| p.is_file())
-}
-
-/// The tool, or `None` after a loud SKIPPED line; panics when `CI=true`.
-fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
-    if let Some(path) = find_tool(name) {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{name} not installed but CI=true: install {package} (run scripts/install-test-deps.sh)"
-        );
-    }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {name} not installed (package {package}; run scripts/install-test-deps.sh)"
-    );
-    None
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 fn run(command: &mut Command) -> (Output, String) {
@@ -354,10 +321,7 @@ fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
     };
     if !is_root() {
         // tmpfiles chowns to the scratch root's mailhop user.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: sysusers/tmpfiles check needs root (chown in a scratch root)"
-        );
+        skip_even_in_ci("sysusers/tmpfiles check needs root (chown in a scratch root)");
         return;
     }
     let root = tempfile::tempdir().expect("temporary directory");
@@ -648,17 +612,10 @@ fn daemon_honours_the_unit_contract() {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("spawn the daemon");
+    let child = command.spawn().expect("spawn the daemon");
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     let stderr = || fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    struct Reaper<'a>(&'a mut std::process::Child);
-    impl Drop for Reaper<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Reaper(&mut child);
+    let mut guard = Reaped(child);
 
     let mut seen = Vec::new();
     await_notify(&notify, "READY=1", &mut seen);

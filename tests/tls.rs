@@ -21,17 +21,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::certs::Pki;
 use common::postfix::{Postfix, Service, Session};
-use common::{Delivery, Line, PEER, Run, Workdir, hostname, nexthop, relay, run_mailhop};
+use common::{
+    Delivery, Line, PEER, Peer as Conn, READ_LIMIT, Run, Server, Workdir, ehlo, run_mailhop,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -596,156 +595,9 @@ fn postfix_smtps_wrapper_mode_needs_level_encrypt() {
 // Scripted servers
 // ---------------------------------------------------------------------------
 
-const READ_LIMIT: Duration = Duration::from_secs(5);
-const ACCEPT_LIMIT: Duration = Duration::from_secs(20);
-
-/// The server side of one connection: line reads with a timeout.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn new(stream: TcpStream) -> std::io::Result<Conn> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(READ_LIMIT))?;
-        stream.set_write_timeout(Some(READ_LIMIT))?;
-        let writer = stream.try_clone()?;
-        Ok(Conn {
-            reader: BufReader::new(stream),
-            writer,
-        })
-    }
-
-    /// Sends bytes in one write; a failure is ignored (the client may be
-    /// gone).
-    fn send(&mut self, bytes: &[u8]) {
-        let _ = self.writer.write_all(bytes);
-        let _ = self.writer.flush();
-    }
-
-    fn reply(&mut self, line: &str) {
-        self.send(format!("{line}\r\n").as_bytes());
-    }
-
-    /// One line without CRLF; `None` on EOF, timeout or error.
-    fn read_line(&mut self) -> Option<String> {
-        let mut raw = Vec::new();
-        match (&mut self.reader).take(1 << 20).read_until(b'\n', &mut raw) {
-            Ok(_) if raw.ends_with(b"\n") => {
-                let text = String::from_utf8_lossy(&raw);
-                Some(text.trim_end_matches(['\r', '\n']).to_string())
-            }
-            _ => None,
-        }
-    }
-
-    /// Whatever the client sends until it closes the connection or `limit`:
-    /// (bytes, "closed" or "timeout"). A reset (the client closed with our
-    /// bytes unread) counts as closed.
-    fn read_rest(&mut self, limit: Duration) -> (Vec<u8>, &'static str) {
-        let _ = self.reader.get_ref().set_read_timeout(Some(limit));
-        let mut all = self.reader.buffer().to_vec();
-        self.reader.consume(all.len());
-        let mut buf = [0u8; 4096];
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            match self.reader.get_mut().read(&mut buf) {
-                Ok(0) => return (all, "closed"),
-                Ok(n) => all.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return (all, "timeout");
-                }
-                Err(_) => return (all, "closed"),
-            }
-        }
-        (all, "timeout")
-    }
-}
-
-/// A loopback server serving up to `max` connections in turn, each with
-/// `handler(index, conn)` returning that connection's transcript. Its
-/// thread is joined by [`Scripted::finish`] or on drop.
-struct Scripted {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<Vec<String>>>>,
-}
-
-impl Scripted {
-    fn start<F>(max: usize, handler: F) -> Scripted
-    where
-        F: Fn(usize, &mut Conn) -> Vec<String> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a scripted server");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let port = listener.local_addr().expect("listener address").port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = Arc::clone(&stop);
-        let handle = thread::spawn(move || {
-            let started = Instant::now();
-            let mut transcripts = Vec::new();
-            while transcripts.len() < max {
-                // Checked before accepting: a connection made just before
-                // `finish` is still served.
-                let stopping = stop_flag.load(Ordering::SeqCst);
-                match listener.accept() {
-                    Ok((stream, _)) => match Conn::new(stream) {
-                        Ok(mut conn) => transcripts.push(handler(transcripts.len(), &mut conn)),
-                        Err(_) => break,
-                    },
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if stopping || started.elapsed() > ACCEPT_LIMIT {
-                            break;
-                        }
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => break,
-                }
-            }
-            transcripts
-        });
-        Scripted {
-            port,
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn nexthop(&self) -> String {
-        nexthop(self.port)
-    }
-
-    fn relay(&self) -> String {
-        relay(self.port)
-    }
-
-    /// The transcripts of the connections served.
-    fn finish(mut self) -> Vec<Vec<String>> {
-        self.stop.store(true, Ordering::SeqCst);
-        match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(transcripts)) => transcripts,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => Vec::new(),
-        }
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
+/// The harness's sequential scripted server: each connection's handler
+/// returns that connection's transcript.
+type Scripted = Server<Vec<String>>;
 
 /// What a scripted server does when the client says STARTTLS.
 #[derive(Clone, Copy, Debug)]
@@ -770,7 +622,7 @@ fn smtp_session(conn: &mut Conn, offer_starttls: bool, on_starttls: OnStartTls) 
     let mut transcript = Vec::new();
     conn.reply("220 scripted.test ESMTP");
     for _ in 0..100 {
-        let Some(line) = conn.read_line() else {
+        let Some(line) = conn.read_line().ok() else {
             transcript.push("<EOF>".into());
             return transcript;
         };
@@ -796,19 +648,8 @@ fn smtp_session(conn: &mut Conn, offer_starttls: bool, on_starttls: OnStartTls) 
                 OnStartTls::Refuse(reply) => conn.reply(reply),
                 OnStartTls::Junk => {
                     conn.reply("220 go ahead");
-                    let mut first = [0u8; 1];
-                    // Retry reads interrupted by a signal (other tests' children).
-                    let mut result = conn.reader.read(&mut first);
-                    for _ in 0..10 {
-                        match &result {
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                                result = conn.reader.read(&mut first);
-                            }
-                            _ => break,
-                        }
-                    }
-                    match result {
-                        Ok(1) if first[0] == 0x16 => transcript.push("<ClientHello>".into()),
+                    match conn.read_byte() {
+                        Ok(0x16) => transcript.push("<ClientHello>".into()),
                         other => transcript.push(format!("<no ClientHello: {other:?}>")),
                     }
                     conn.send(b"this is not TLS\r\n");
@@ -829,7 +670,7 @@ fn smtp_session(conn: &mut Conn, offer_starttls: bool, on_starttls: OnStartTls) 
                 conn.reply("354 End data with <CR><LF>.<CR><LF>");
                 let mut complete = false;
                 for _ in 0..10_000 {
-                    match conn.read_line() {
+                    match conn.read_line().ok() {
                         Some(body) if body == "." => {
                             complete = true;
                             break;
@@ -857,10 +698,6 @@ fn smtp_session(conn: &mut Conn, offer_starttls: bool, on_starttls: OnStartTls) 
 
 fn lines(list: &[&str]) -> Vec<String> {
     list.iter().map(|l| l.to_string()).collect()
-}
-
-fn ehlo() -> String {
-    format!("EHLO {}", hostname())
 }
 
 /// EHLO, then this, then a whole plaintext transaction.
@@ -899,7 +736,7 @@ fn broken_handshake_defers_young_mail_and_retries_old_mail_in_plaintext() {
     ];
 
     // Level may, a message that just arrived: deferred, no retry.
-    let server = Scripted::start(2, junk_then_plain);
+    let server = Scripted::sequential(2, junk_then_plain);
     let run = send(&server.nexthop(), "", None);
     expect_deferred(
         &run,
@@ -915,11 +752,11 @@ fn broken_handshake_defers_young_mail_and_retries_old_mail_in_plaintext() {
         ),
     );
     assert_not_logged(&run, "trying again without TLS");
-    assert_eq!(server.finish(), vec![broken.clone()]);
+    assert_eq!(server.finish_all(), vec![broken.clone()]);
 
     // Level may, a message younger than plaintext_retry_after (default
     // 300s): deferred, no retry.
-    let server = Scripted::start(2, junk_then_plain);
+    let server = Scripted::sequential(2, junk_then_plain);
     let run = send(&server.nexthop(), "", Some(Duration::from_secs(100)));
     expect_deferred(
         &run,
@@ -927,11 +764,11 @@ fn broken_handshake_defers_young_mail_and_retries_old_mail_in_plaintext() {
         "4.7.5",
         "Cannot start TLS: handshake failure",
     );
-    assert_eq!(server.finish(), vec![broken.clone()]);
+    assert_eq!(server.finish_all(), vec![broken.clone()]);
 
     // Level may, a message an hour old: the same address again, in
     // plaintext, without STARTTLS.
-    let server = Scripted::start(2, junk_then_plain);
+    let server = Scripted::sequential(2, junk_then_plain);
     let run = send(&server.nexthop(), "", now_minus_one_hour());
     let tls = expect(&run, 0, "sent", "2.0.0", &server.relay(), QUEUED);
     assert_eq!(tls, Value::Null, "{run:#?}");
@@ -942,10 +779,13 @@ fn broken_handshake_defers_young_mail_and_retries_old_mail_in_plaintext() {
             server.relay()
         ),
     );
-    assert_eq!(server.finish(), vec![broken.clone(), plaintext_after(&[])]);
+    assert_eq!(
+        server.finish_all(),
+        vec![broken.clone(), plaintext_after(&[])]
+    );
 
     // Level encrypt, however old the message: deferred, no retry.
-    let server = Scripted::start(2, junk_then_plain);
+    let server = Scripted::sequential(2, junk_then_plain);
     let run = send(
         &server.nexthop(),
         "security_level = \"encrypt\"",
@@ -958,18 +798,18 @@ fn broken_handshake_defers_young_mail_and_retries_old_mail_in_plaintext() {
         "Cannot start TLS: handshake failure",
     );
     assert_not_logged(&run, "trying again without TLS");
-    assert_eq!(server.finish(), vec![broken]);
+    assert_eq!(server.finish_all(), vec![broken]);
 }
 
 #[test]
 fn handshake_timeout_is_a_handshake_failure_within_starttls_timeout() {
     // 220 to STARTTLS, then silence: the handshake must give up after
     // starttls_timeout (1s here), not the 5s of the other timeouts.
-    let server = Scripted::start(1, |_, conn: &mut Conn| {
+    let server = Scripted::sequential(1, |_, conn: &mut Conn| {
         let mut transcript = Vec::new();
         conn.reply("220 scripted.test ESMTP");
         for _ in 0..3 {
-            let Some(line) = conn.read_line() else {
+            let Some(line) = conn.read_line().ok() else {
                 break;
             };
             transcript.push(line.clone());
@@ -1002,7 +842,7 @@ fn handshake_timeout_is_a_handshake_failure_within_starttls_timeout() {
         run.elapsed
     );
     assert_eq!(
-        server.finish(),
+        server.finish_all(),
         vec![vec![
             ehlo(),
             "STARTTLS".into(),
@@ -1017,14 +857,14 @@ fn refused_starttls_continues_in_plaintext_at_may_and_defers_at_encrypt() {
     let refusing =
         |_: usize, conn: &mut Conn| smtp_session(conn, true, OnStartTls::Refuse(REFUSAL));
 
-    let server = Scripted::start(2, refusing);
+    let server = Scripted::sequential(2, refusing);
     let run = send(&server.nexthop(), "security_level = \"may\"", None);
     let tls = expect(&run, 0, "sent", "2.0.0", &server.relay(), QUEUED);
     assert_eq!(tls, Value::Null, "{run:#?}");
     // The same connection, without a second EHLO.
-    assert_eq!(server.finish(), vec![plaintext_after(&["STARTTLS"])]);
+    assert_eq!(server.finish_all(), vec![plaintext_after(&["STARTTLS"])]);
 
-    let server = Scripted::start(2, refusing);
+    let server = Scripted::sequential(2, refusing);
     let run = send(&server.nexthop(), "security_level = \"encrypt\"", None);
     let diagnostic = format!("TLS is required, but host {PEER} refused to start TLS: {REFUSAL}");
     expect_deferred(&run, &server.relay(), "4.7.0", &diagnostic);
@@ -1045,14 +885,14 @@ fn refused_starttls_continues_in_plaintext_at_may_and_defers_at_encrypt() {
             )],
         );
     let once = lines(&[&ehlo(), "STARTTLS", "QUIT"]);
-    assert_eq!(server.finish(), vec![once.clone(), once]);
+    assert_eq!(server.finish_all(), vec![once.clone(), once]);
 }
 
 #[test]
 fn server_without_starttls_defers_at_encrypt_and_gets_plaintext_at_may() {
     let plain = |_: usize, conn: &mut Conn| smtp_session(conn, false, OnStartTls::Junk);
 
-    let server = Scripted::start(2, plain);
+    let server = Scripted::sequential(2, plain);
     let run = send(&server.nexthop(), "security_level = \"encrypt\"", None);
     expect_deferred(
         &run,
@@ -1060,18 +900,18 @@ fn server_without_starttls_defers_at_encrypt_and_gets_plaintext_at_may() {
         "4.7.4",
         &format!("TLS is required, but was not offered by host {PEER}"),
     );
-    assert_eq!(server.finish(), vec![lines(&[&ehlo(), "QUIT"])]);
+    assert_eq!(server.finish_all(), vec![lines(&[&ehlo(), "QUIT"])]);
 
-    let server = Scripted::start(2, plain);
+    let server = Scripted::sequential(2, plain);
     let run = send(&server.nexthop(), "security_level = \"may\"", None);
     let tls = expect(&run, 0, "sent", "2.0.0", &server.relay(), QUEUED);
     assert_eq!(tls, Value::Null, "{run:#?}");
-    assert_eq!(server.finish(), vec![plaintext_after(&[])]);
+    assert_eq!(server.finish_all(), vec![plaintext_after(&[])]);
 }
 
 #[test]
 fn data_after_the_starttls_reply_is_response_injection() {
-    let server = Scripted::start(2, |_, conn: &mut Conn| {
+    let server = Scripted::sequential(2, |_, conn: &mut Conn| {
         smtp_session(conn, true, OnStartTls::Inject)
     });
     let run = send(&server.nexthop(), "", None);
@@ -1087,7 +927,7 @@ fn data_after_the_starttls_reply_is_response_injection() {
     );
     // Nothing more was sent: no ClientHello, no command, no retry.
     assert_eq!(
-        server.finish(),
+        server.finish_all(),
         vec![lines(&[&ehlo(), "STARTTLS", "<0 bytes, then closed>"])]
     );
 }
@@ -1131,7 +971,7 @@ fn bad_tls_policy_entries_fail_config_check_with_exit_78() {
     }
 
     // The same file refuses a delivery before any connection.
-    let server = Scripted::start(1, |_, conn: &mut Conn| {
+    let server = Scripted::sequential(1, |_, conn: &mut Conn| {
         smtp_session(conn, true, OnStartTls::Junk)
     });
     let work = Workdir::new();
@@ -1164,7 +1004,7 @@ fn bad_tls_policy_entries_fail_config_check_with_exit_78() {
     assert_eq!(run.stdout, "", "{run:#?}");
     assert!(run.stderr.contains("tls.policy"), "{run:#?}");
     assert!(
-        server.finish().is_empty(),
+        server.finish_all().is_empty(),
         "connected with a bad configuration"
     );
 }
@@ -1174,7 +1014,7 @@ fn policy_entry_unusable_at_delivery_skips_the_address_with_4_7_5() {
     // A 20-byte fingerprint for the sha256 digest cannot apply: `config
     // check` reports the entry (exit 78), and a delivery that uses the file
     // anyway skips the address with a warning and 4.7.5, as Postfix does.
-    let server = Scripted::start(1, |_, conn: &mut Conn| {
+    let server = Scripted::sequential(1, |_, conn: &mut Conn| {
         smtp_session(conn, true, OnStartTls::Junk)
     });
     let nexthop = server.nexthop();
@@ -1219,7 +1059,7 @@ fn policy_entry_unusable_at_delivery_skips_the_address_with_4_7_5() {
         ),
     );
     assert!(
-        server.finish().is_empty(),
+        server.finish_all().is_empty(),
         "connected despite the bad entry"
     );
 }
@@ -1256,7 +1096,7 @@ fn tls_then_drop_at_mail(cert: &Path, key: &Path, conn: &mut Conn) -> Vec<String
     let mut transcript = Vec::new();
     conn.reply("220 scripted.test ESMTP");
     for _ in 0..3 {
-        let Some(line) = conn.read_line() else {
+        let Some(line) = conn.read_line().ok() else {
             transcript.push("<EOF>".into());
             return transcript;
         };
@@ -1278,7 +1118,7 @@ fn tls_then_drop_at_mail(cert: &Path, key: &Path, conn: &mut Conn) -> Vec<String
         .expect("server key");
     let acceptor = acceptor.build();
     // The client waited for the 220, so nothing is buffered in the reader.
-    let stream = conn.writer.try_clone().expect("clone the connection");
+    let stream = conn.stream().try_clone().expect("clone the connection");
     let mut tls = match acceptor.accept(stream) {
         Ok(tls) => tls,
         Err(e) => {
@@ -1310,7 +1150,7 @@ fn tls_then_drop_at_mail(cert: &Path, key: &Path, conn: &mut Conn) -> Vec<String
 /// must outlive the server.
 fn tls_session_then_drop(pki: &Pki) -> Scripted {
     let (cert, key) = (pki.server_pem(), pki.server_key());
-    Scripted::start(2, move |index, conn: &mut Conn| {
+    Scripted::sequential(2, move |index, conn: &mut Conn| {
         if index == 0 {
             tls_then_drop_at_mail(&cert, &key, conn)
         } else {
@@ -1349,7 +1189,7 @@ fn tls_session_lost_after_the_handshake_defers_young_mail() {
     );
     assert_eq!(tls["trust"], "untrusted", "{run:#?}");
     assert_not_logged(&run, "trying again without TLS");
-    assert_eq!(server.finish(), vec![dropped_in_tls()]);
+    assert_eq!(server.finish_all(), vec![dropped_in_tls()]);
 }
 
 /// Postfix (smtp_trouble.c, smtp_stream_except): a lost connection or a
@@ -1372,7 +1212,7 @@ fn tls_session_lost_after_the_handshake_retries_old_mail_in_plaintext() {
         ),
     );
     assert_eq!(
-        server.finish(),
+        server.finish_all(),
         vec![dropped_in_tls(), plaintext_after(&[])]
     );
 }

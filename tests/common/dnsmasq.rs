@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use mailhop::dns::stub::{StubResolver, StubSettings};
 use mailhop::dns::{DnsErrorKind, DnsLookup};
 
-use super::{Proto, Workdir, is_root, owns_socket};
+use super::tools::{dnsmasq_binary, is_root, require_dnsmasq};
+use super::{Proto, Workdir, owns_socket};
 
 /// Fresh ports tried before giving up.
 pub const START_ATTEMPTS: usize = 3;
@@ -231,39 +232,6 @@ fn servfail_reply(query: &[u8]) -> Option<Vec<u8>> {
     reply[3] = 0x80 | 0x02; // RA, RCODE 2 (SERVFAIL)
     reply[6..HEADER].fill(0); // no answer, authority or additional records
     Some(reply)
-}
-
-/// The dnsmasq binary, if installed. `MAILHOP_DNSMASQ` overrides the
-/// search (a path that is not a file counts as "not installed").
-pub fn dnsmasq_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MAILHOP_DNSMASQ") {
-        let path = PathBuf::from(path);
-        return path.is_file().then_some(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("dnsmasq"))
-        .find(|p| p.is_file())
-}
-
-/// The dnsmasq binary; `None` (after a loud notice) when it is missing.
-/// Panics instead when `CI=true`: CI must never skip silently.
-pub fn require_dnsmasq() -> Option<PathBuf> {
-    if let Some(path) = dnsmasq_binary() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("dnsmasq not installed but CI=true (run scripts/install-test-deps.sh)");
-    }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        io::stderr(),
-        "\n********************************************************************\n\
-         SKIPPED: dnsmasq not installed (run scripts/install-test-deps.sh)\n\
-         ********************************************************************\n"
-    );
-    None
 }
 
 /// A loopback port free for both UDP and TCP right now.

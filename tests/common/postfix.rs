@@ -41,7 +41,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::certs::Pki;
-use super::{Proto, free_port, is_root, owns_socket};
+use super::tools::{is_root, postfix_binary, skip};
+use super::{Proto, free_port, owns_socket};
 
 /// Fresh sets of ports tried before giving up.
 pub const START_ATTEMPTS: usize = 3;
@@ -50,29 +51,6 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// Longest wait for a line to appear in the maillog.
 pub const LOG_LIMIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
-
-const POSTFIX_LOCATIONS: &[&str] = &["/usr/sbin/postfix", "/usr/local/sbin/postfix"];
-
-/// The postfix(1) command, if installed. `MAILHOP_POSTFIX` overrides the
-/// search (a path that is not a file counts as "not installed").
-pub fn postfix_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MAILHOP_POSTFIX") {
-        let path = PathBuf::from(path);
-        return path.is_file().then_some(path);
-    }
-    let from_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("postfix"))
-                .collect()
-        })
-        .unwrap_or_default();
-    POSTFIX_LOCATIONS
-        .iter()
-        .map(PathBuf::from)
-        .chain(from_path)
-        .find(|p| p.is_file())
-}
 
 /// The postfix(1) command when a private instance can run here; `None`
 /// (after a loud notice) otherwise. Panics instead when `CI=true`.
@@ -83,14 +61,9 @@ pub fn require_postfix() -> Option<PathBuf> {
         Some(_) if postfix_ids().is_none() => "the postfix user does not exist".to_string(),
         Some(path) => return Some(path),
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{problem} but CI=true: install Postfix (run scripts/install-test-deps.sh)");
-    }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        io::stderr(),
-        "SKIPPED: {problem} (run scripts/install-test-deps.sh as root)"
-    );
+    skip(&format!(
+        "{problem} (run scripts/install-test-deps.sh as root)"
+    ));
     None
 }
 
