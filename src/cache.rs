@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::CacheConfig;
 use crate::connect::Endpoint;
+use crate::plan::NexthopKey;
 use crate::recipients::TlsSummary;
 use crate::smtp::command;
 use crate::smtp::ehlo::Extensions;
@@ -135,13 +136,12 @@ impl SessionCache {
 
     /// Whether `nexthop` is one of `[cache] destinations` (bare name, no
     /// brackets or port, as Postfix's smtp_connection_cache_destinations).
-    pub fn always_cached(&self, nexthop: &str) -> bool {
-        let bare = nexthop.trim_start_matches('[');
-        let bare = bare.split([']', ':']).next().unwrap_or(bare);
+    pub fn always_cached(&self, nexthop: &NexthopKey) -> bool {
+        let bare = nexthop.bare();
         self.config
             .destinations
             .iter()
-            .any(|d| d.eq_ignore_ascii_case(bare) || d.eq_ignore_ascii_case(nexthop))
+            .any(|d| d.eq_ignore_ascii_case(bare) || d.eq_ignore_ascii_case(nexthop.as_str()))
     }
 
     /// Whether jobs are counted per next hop at all (`on_demand`).
@@ -152,7 +152,7 @@ impl SessionCache {
     /// Counts a job for `nexthop` as queued or running until the guard is
     /// dropped: with `on_demand`, sessions are cached while more than one
     /// job for the same destination is around.
-    pub fn demand(self: &std::sync::Arc<Self>, nexthop: &str) -> DemandGuard {
+    pub fn demand(self: &std::sync::Arc<Self>, nexthop: &NexthopKey) -> DemandGuard {
         // Demand only decides anything with on_demand, for destinations
         // not cached anyway: otherwise the guard counts nothing.
         if !self.config.on_demand || self.always_cached(nexthop) {
@@ -161,7 +161,7 @@ impl SessionCache {
                 key: None,
             };
         }
-        let key = nexthop.to_ascii_lowercase();
+        let key = nexthop.as_str().to_string();
         if let Ok(mut demand) = self.demand.lock() {
             *demand.entry(key.clone()).or_insert(0) += 1;
         }
@@ -172,24 +172,24 @@ impl SessionCache {
     }
 
     /// Jobs for `nexthop` queued or running now.
-    pub fn demand_for(&self, nexthop: &str) -> usize {
+    pub fn demand_for(&self, nexthop: &NexthopKey) -> usize {
         self.demand
             .lock()
             .ok()
-            .and_then(|d| d.get(&nexthop.to_ascii_lowercase()).copied())
+            .and_then(|d| d.get(nexthop.as_str()).copied())
             .unwrap_or(0)
+    }
+
+    /// A session to `nexthop` may be kept after its job (always cached, or
+    /// cached on demand): what pipelining the next job behind it needs.
+    pub fn may_store(&self, nexthop: &NexthopKey) -> bool {
+        self.config.on_demand || self.always_cached(nexthop)
     }
 
     /// Whether a job for `nexthop` looks up and stores sessions: `[cache]
     /// destinations`, else with `on_demand` when other jobs for it are
     /// around (the job itself counts one).
-    /// A session to `nexthop` may be kept after its job (always cached, or
-    /// cached on demand): what pipelining the next job behind it needs.
-    pub fn may_store(&self, nexthop: &str) -> bool {
-        self.config.on_demand || self.always_cached(nexthop)
-    }
-
-    pub fn policy_for(&self, nexthop: &str) -> (bool, bool) {
+    pub fn policy_for(&self, nexthop: &NexthopKey) -> (bool, bool) {
         if self.always_cached(nexthop) {
             return (true, true);
         }

@@ -19,15 +19,16 @@
 //! afresh, without touching a recipient. A handed session the follower
 //! does not pick up is closed when it ends.
 //!
-//! The state is per thread (each worker runs one job at a time): nothing
-//! here is shared, and the CLI, which never offers a follower, is not
-//! affected.
+//! The state is one [`Chain`] per worker (each runs one job at a time),
+//! passed explicitly to the deliveries it runs: nothing here is shared,
+//! and the CLI, which never offers a follower, passes none.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher;
 
 use crate::cache::IdleSession;
 use crate::nexthop::Protocol;
+use crate::plan::NexthopKey;
 use crate::smtp::client::{Client, Envelope, MessageFacts};
 
 /// The job a worker will run next, as far as its session needs it.
@@ -38,6 +39,9 @@ pub struct Follower {
     pub job_id: String,
     /// The job's next hop as written.
     pub nexthop: String,
+    /// Its normalised form: a session's job takes the follower only for
+    /// the same key.
+    pub key: NexthopKey,
     pub protocol: Protocol,
     pub envelope: Envelope,
     pub facts: MessageFacts,
@@ -70,8 +74,11 @@ struct Slot {
     handed: Option<Handed>,
 }
 
-thread_local! {
-    static SLOT: RefCell<Slot> = RefCell::new(Slot::default());
+/// One worker's hand-over state: owned by the worker, passed explicitly
+/// to each delivery it runs (nothing is shared between threads).
+#[derive(Default)]
+pub struct Chain {
+    slot: RefCell<Slot>,
 }
 
 /// The identity of a message's content (not a security boundary: the
@@ -81,58 +88,63 @@ pub fn message_digest(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x6d61_696c_686f_7021).hash_one(bytes)
 }
 
-/// A worker offers the job it will run next (`ticket`: its daemon ticket).
-pub fn offer(ticket: u64, follower: Follower) {
-    SLOT.with(|slot| slot.borrow_mut().follower = Some((ticket, follower)));
-}
+impl Chain {
+    /// A worker offers the job it will run next (`ticket`: its daemon ticket).
+    pub fn offer(&self, ticket: u64, follower: Follower) {
+        self.slot.borrow_mut().follower = Some((ticket, follower));
+    }
 
-/// The offered follower and its ticket, when it goes to the same next hop
-/// with the same protocol (taken: it is offered to one session only).
-pub fn take_follower(nexthop: &str, protocol: Protocol) -> Option<(u64, Follower)> {
-    SLOT.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        let matches = slot.follower.as_ref().is_some_and(|(_, f)| {
-            f.protocol == protocol && f.nexthop.eq_ignore_ascii_case(nexthop)
-        });
+    /// The offered follower and its ticket, when it goes to the same next
+    /// hop with the same protocol (taken: it is offered to one session only).
+    pub fn take_follower(
+        &self,
+        nexthop: &NexthopKey,
+        protocol: Protocol,
+    ) -> Option<(u64, Follower)> {
+        let mut slot = self.slot.borrow_mut();
+        let matches = slot
+            .follower
+            .as_ref()
+            .is_some_and(|(_, f)| f.protocol == protocol && f.key == *nexthop);
         if matches { slot.follower.take() } else { None }
-    })
-}
+    }
 
-/// Records the follower's started transaction (for the job `ticket`,
-/// whose message has `message_digest`).
-pub fn set_primed(ticket: u64, message_digest: u64, client: Client) {
-    SLOT.with(|slot| {
-        slot.borrow_mut().primed = Some(Primed {
+    /// Records the follower's started transaction (for the job `ticket`,
+    /// whose message has `message_digest`).
+    pub fn set_primed(&self, ticket: u64, message_digest: u64, client: Client) {
+        self.slot.borrow_mut().primed = Some(Primed {
             ticket,
             message_digest,
             client,
         });
-    });
-}
+    }
 
-/// The follower's started transaction, if the current session made one:
-/// (ticket, message digest, client).
-pub fn take_primed() -> Option<(u64, u64, Client)> {
-    SLOT.with(|slot| slot.borrow_mut().primed.take())
-        .map(|p| (p.ticket, p.message_digest, p.client))
-}
+    /// The follower's started transaction, if the current session made
+    /// one: (ticket, message digest, client).
+    pub fn take_primed(&self) -> Option<(u64, u64, Client)> {
+        self.slot
+            .borrow_mut()
+            .primed
+            .take()
+            .map(|p| (p.ticket, p.message_digest, p.client))
+    }
 
-/// Leaves a session (with `session.primed` set) for the job `ticket`.
-pub fn hand_over(ticket: u64, message_digest: u64, session: IdleSession) {
-    SLOT.with(|slot| {
-        slot.borrow_mut().handed = Some(Handed {
+    /// Leaves a session (with `session.primed` set) for the job `ticket`.
+    pub fn hand_over(&self, ticket: u64, message_digest: u64, session: IdleSession) {
+        self.slot.borrow_mut().handed = Some(Handed {
             ticket,
             message_digest,
             session,
         });
-    });
-}
+    }
 
-/// The session handed to the job running now (see [`keep_only_for`]),
-/// when `wanted` accepts it and the digest of its message.
-pub fn take_handed(wanted: impl FnOnce(&IdleSession, u64) -> bool) -> Option<IdleSession> {
-    SLOT.with(|slot| {
-        let mut slot = slot.borrow_mut();
+    /// The session handed to the job running now (see [`Chain::keep_only_for`]),
+    /// when `wanted` accepts it and the digest of its message.
+    pub fn take_handed(
+        &self,
+        wanted: impl FnOnce(&IdleSession, u64) -> bool,
+    ) -> Option<IdleSession> {
+        let mut slot = self.slot.borrow_mut();
         let current = slot.current;
         let fits = slot
             .handed
@@ -143,47 +155,47 @@ pub fn take_handed(wanted: impl FnOnce(&IdleSession, u64) -> bool) -> Option<Idl
         } else {
             None
         }
-    })
-}
+    }
 
-/// Before a worker runs the job with daemon ticket `ticket`: forgets what
-/// is not for that job (an unused follower offer or started transaction,
-/// a session handed to another job; such a session is closed by dropping
-/// it).
-pub fn keep_only_for(ticket: u64) {
-    let stale = SLOT.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        slot.current = Some(ticket);
-        slot.follower = None;
-        slot.primed = None;
-        match &slot.handed {
-            Some(h) if h.ticket != ticket => slot.handed.take(),
-            _ => None,
-        }
-    });
-    drop(stale);
-}
+    /// Before a worker runs the job with daemon ticket `ticket`: forgets
+    /// what is not for that job (an unused follower offer or started
+    /// transaction, a session handed to another job; such a session is
+    /// closed by dropping it).
+    pub fn keep_only_for(&self, ticket: u64) {
+        let stale = {
+            let mut slot = self.slot.borrow_mut();
+            slot.current = Some(ticket);
+            slot.follower = None;
+            slot.primed = None;
+            match &slot.handed {
+                Some(h) if h.ticket != ticket => slot.handed.take(),
+                _ => None,
+            }
+        };
+        drop(stale);
+    }
 
-/// After the job with ticket `ticket` ran: a session handed to it that it
-/// did not use is closed; nothing is for it any more.
-pub fn job_done(ticket: u64) {
-    let stale = SLOT.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if slot.current == Some(ticket) {
-            slot.current = None;
-        }
-        match &slot.handed {
-            Some(h) if h.ticket == ticket => slot.handed.take(),
-            _ => None,
-        }
-    });
-    drop(stale);
-}
+    /// After the job with ticket `ticket` ran: a session handed to it that
+    /// it did not use is closed; nothing is for it any more.
+    pub fn job_done(&self, ticket: u64) {
+        let stale = {
+            let mut slot = self.slot.borrow_mut();
+            if slot.current == Some(ticket) {
+                slot.current = None;
+            }
+            match &slot.handed {
+                Some(h) if h.ticket == ticket => slot.handed.take(),
+                _ => None,
+            }
+        };
+        drop(stale);
+    }
 
-/// Forgets everything (the worker has no next job).
-pub fn clear() {
-    let stale = SLOT.with(|slot| std::mem::take(&mut *slot.borrow_mut()));
-    drop(stale);
+    /// Forgets everything (the worker has no next job).
+    pub fn clear(&self) {
+        let stale = std::mem::take(&mut *self.slot.borrow_mut());
+        drop(stale);
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +211,7 @@ mod tests {
         Follower {
             job_id: id.into(),
             nexthop: nexthop.into(),
+            key: NexthopKey::new(nexthop),
             protocol: Protocol::Smtp,
             envelope: Envelope {
                 sender: "s@x.test".into(),
@@ -241,43 +254,67 @@ mod tests {
 
     #[test]
     fn a_follower_is_offered_to_its_own_route_once() {
-        clear();
-        offer(7, follower("B", "[MX.example]:25"));
-        assert!(take_follower("[mx.example]:26", Protocol::Smtp).is_none());
-        assert!(take_follower("[mx.example]:25", Protocol::Lmtp).is_none());
-        let (ticket, taken) = take_follower("[mx.example]:25", Protocol::Smtp).expect("offered");
+        let chain = Chain::default();
+        chain.clear();
+        chain.offer(7, follower("B", "[MX.example]:25"));
+        assert!(
+            chain
+                .take_follower(&NexthopKey::new("[mx.example]:26"), Protocol::Smtp)
+                .is_none()
+        );
+        assert!(
+            chain
+                .take_follower(&NexthopKey::new("[mx.example]:25"), Protocol::Lmtp)
+                .is_none()
+        );
+        let (ticket, taken) = chain
+            .take_follower(&NexthopKey::new("[mx.example]:25"), Protocol::Smtp)
+            .expect("offered");
         assert_eq!((ticket, taken.job_id.as_str()), (7, "B"));
-        assert!(take_follower("[mx.example]:25", Protocol::Smtp).is_none());
+        assert!(
+            chain
+                .take_follower(&NexthopKey::new("[mx.example]:25"), Protocol::Smtp)
+                .is_none()
+        );
     }
 
     #[test]
     fn a_handed_session_waits_only_for_its_ticket() {
-        clear();
-        hand_over(2, 9, session());
-        assert!(take_handed(|_, _| true).is_none(), "no job runs");
-        keep_only_for(2);
-        assert!(take_handed(|s, _| s.endpoint.lmtp).is_none(), "not wanted");
+        let chain = Chain::default();
+        chain.clear();
+        chain.hand_over(2, 9, session());
+        assert!(chain.take_handed(|_, _| true).is_none(), "no job runs");
+        chain.keep_only_for(2);
         assert!(
-            take_handed(|_, digest| digest == 8).is_none(),
+            chain.take_handed(|s, _| s.endpoint.lmtp).is_none(),
+            "not wanted"
+        );
+        assert!(
+            chain.take_handed(|_, digest| digest == 8).is_none(),
             "other message"
         );
-        assert!(take_handed(|_, digest| digest == 9).is_some());
+        assert!(chain.take_handed(|_, digest| digest == 9).is_some());
         // The same job id means nothing: another ticket never gets it.
-        hand_over(2, 9, session());
-        offer(3, follower("B", "x"));
-        keep_only_for(3);
+        chain.hand_over(2, 9, session());
+        chain.offer(3, follower("B", "x"));
+        chain.keep_only_for(3);
         assert!(
-            take_handed(|_, _| true).is_none(),
+            chain.take_handed(|_, _| true).is_none(),
             "ticket 2's session is gone"
         );
-        assert!(take_follower("x", Protocol::Smtp).is_none(), "stale offer");
-        // A session its job did not use is dropped when the job is done.
-        hand_over(4, 9, session());
-        keep_only_for(4);
-        job_done(4);
-        keep_only_for(4);
         assert!(
-            take_handed(|_, _| true).is_none(),
+            chain
+                .take_follower(&NexthopKey::new("x"), Protocol::Smtp)
+                .is_none(),
+            "stale offer"
+        );
+        // A session its job did not use is dropped when the job is done.
+        chain.hand_over(4, 9, session());
+        chain.keep_only_for(4);
+        chain.job_done(4);
+        chain.keep_only_for(4);
+        assert!(
+            chain.take_handed(|_, _| true).is_none(),
             "cleared after the job ran"
         );
     }

@@ -9,6 +9,10 @@
 //! recipient with 4.3.5; a bad envelope address is refused before any
 //! connection (5.1.7 sender, 5.1.3 recipient). Never panics; every recipient
 //! ends in the ledger exactly once.
+//!
+//! Session reuse — cache keys, the lookup order, when a session may be
+//! kept, the hand-over to a chained job — is [`crate::reuse`]'s; this
+//! module calls it for each destination and server.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -16,23 +20,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cache::{EndpointLabel, IdleSession, NexthopLabel, SessionCache};
-use crate::chain;
+use crate::cache::{IdleSession, NexthopLabel, SessionCache};
+use crate::chain::Chain;
 use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
 use crate::dns::{DnsError, DnsLookup};
 use crate::dsn::{self, Dsn};
 use crate::interfaces::OwnAddresses;
-use crate::mxlist::Candidate;
-use crate::nexthop::{Destination, Protocol, ServiceLookup, SystemServices, parse_nexthop};
+use crate::mxlist::{Candidate, Route};
+use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
+use crate::plan::NexthopKey;
 use crate::recipients::{Ledger, Settled};
 use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
+use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
-use crate::smtp::command;
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
 use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
@@ -226,6 +231,12 @@ impl Deliverer {
 
     /// Delivers one request; one outcome per recipient, in envelope order.
     pub fn deliver(&self, request: &Request<'_>) -> Delivery {
+        self.deliver_chained(request, None)
+    }
+
+    /// As [`Deliverer::deliver`], on a worker's [`Chain`] (sessions handed
+    /// over between its jobs).
+    pub fn deliver_chained(&self, request: &Request<'_>, chain: Option<&Chain>) -> Delivery {
         let lmtp = request.protocol == Protocol::Lmtp;
         let settings = self.settings.protocol(lmtp);
         let mut ledger = Ledger::new(
@@ -277,8 +288,9 @@ impl Deliverer {
             ledger,
             trouble,
             used: HashSet::default(),
-            nexthop_stored: false,
+            nexthop_label: None,
             first_destination: true,
+            chain,
         };
         for (index, destination) in destinations.iter().enumerate() {
             if job.ledger.left() == 0 {
@@ -304,65 +316,29 @@ impl Deliverer {
         Delivery::new(job.ledger, job.trouble)
     }
 
-    /// Tries every server of one destination; returns true when this
-    /// destination turned out to be final (we are its MX, or mail loops).
+    /// Tries every server of one destination (Postfix's smtp_connect_inet
+    /// and smtp_connect_local); returns true when this destination turned
+    /// out to be final (we are its MX, or mail loops).
     fn try_destination(
         &self,
         request: &Request<'_>,
         settings: &ProtocolSettings,
         destination: &Destination,
         final_nexthop: bool,
-        job: &mut JobState,
+        job: &mut JobState<'_>,
     ) -> bool {
-        let unix = matches!(destination, Destination::Unix { .. });
-        let policy = match self.tls_policies.lookup(destination.text(), unix) {
-            Ok(policy) => policy,
-            Err(e) => {
-                log::warn!("TLS policy lookup for {}: {e}", destination.text());
-                job.trouble.record(&Dsn::new(
-                    dsn::TLS_PROBLEM,
-                    "client TLS configuration problem",
-                ));
-                return false;
-            }
+        let Some(policy) = self.destination_policy(destination, job) else {
+            return false;
         };
+        let keys = self.keys(request, settings);
+        // The job's next-hop label: looked up and stored with its first
+        // destination only (made only when the job uses the cache).
+        let uses_cache = self.cache.is_some() && (request.cache.load || request.cache.store);
+        job.nexthop_label =
+            (job.first_destination && uses_cache).then(|| keys.nexthop(destination, policy.level));
         let (host, port, lookup_mx) = match destination {
             Destination::Unix { path, .. } => {
-                let display = format!("{}[{}]", self.config.myhostname(), path.display());
-                let server = Server {
-                    endpoint: Endpoint::Unix(path.clone()),
-                    relay: display.clone(),
-                    tls_host: self.config.myhostname(),
-                    tls_host_is_ip: self.config.myhostname().parse::<IpAddr>().is_ok(),
-                    nexthop: self.config.myhostname(),
-                    display,
-                    final_nexthop: true,
-                    last_address: true,
-                    session_limit_next: false,
-                    loop_check: None,
-                    policy,
-                    wrapper: false,
-                };
-                let cached = match &self.cache {
-                    Some(cache) if request.cache.load => {
-                        let label = self.endpoint_label(
-                            request,
-                            settings,
-                            &server.endpoint,
-                            &server.policy,
-                            &server.tls_host,
-                        );
-                        // A session handed over by the previous job (chain).
-                        handed_session(request, &job.ledger, |s| s.endpoint == label)
-                            .or_else(|| cache.take_by_endpoint(&label))
-                    }
-                    _ => None,
-                };
-                let reused = cached
-                    .and_then(|idle| self.reuse_session(request, settings, &server, idle, job));
-                if reused.is_none() {
-                    self.try_server(request, settings, &server, job);
-                }
+                self.try_unix(request, settings, path, policy, keys, job);
                 return true;
             }
             Destination::Inet {
@@ -372,6 +348,72 @@ impl Deliverer {
                 ..
             } => (host, *port, *lookup_mx),
         };
+        let target = InetTarget {
+            destination,
+            host,
+            port,
+            lookup_mx,
+            final_nexthop,
+        };
+        let (site, route) = match self.inet_site(request, settings, target, policy, job) {
+            Ok(found) => found,
+            Err(is_final) => return is_final,
+        };
+        // Addresses already used through the cache in this job are scrubbed.
+        let candidates: Vec<&Candidate> = route
+            .candidates
+            .iter()
+            .filter(|c| !job.used.contains(&site.endpoint(c)))
+            .collect();
+        let lookup = self.lookup(request, keys, &site.policy);
+        let queue = match &lookup {
+            Some(lookup) => self.reuse_order(request, lookup, &site, candidates, job),
+            None => candidates.into_iter().map(|c| (c, None)).collect(),
+        };
+        self.try_addresses(request, settings, &site, lookup.as_ref(), queue, job);
+        route.i_am_mx
+    }
+
+    /// The one server of a UNIX-domain destination, on a handed-over or
+    /// cached session when there is one.
+    fn try_unix(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        path: &Path,
+        policy: Arc<Policy>,
+        keys: reuse::Keys<'_>,
+        job: &mut JobState<'_>,
+    ) {
+        let server = self.unix_server(path, policy);
+        let cached = self
+            .lookup(request, keys, &server.policy)
+            .and_then(|lookup| {
+                let label = keys.endpoint(&server.endpoint, &server.policy, &server.tls_host);
+                // A session handed over by the previous job (chain).
+                self.handed(request, job, |s| s.endpoint == label)
+                    .or_else(|| lookup.cache.take_by_endpoint(&label))
+            });
+        self.run_server(request, settings, &server, cached, job);
+    }
+
+    /// A TCP destination's addresses and what its servers share. Err when
+    /// it is skipped: whether that makes it final (mail loops back).
+    fn inet_site<'d>(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        target: InetTarget<'d>,
+        policy: Arc<Policy>,
+        job: &mut JobState<'_>,
+    ) -> Result<(Site<'d>, Route), bool> {
+        let InetTarget {
+            destination,
+            host,
+            port,
+            lookup_mx,
+            final_nexthop,
+        } = target;
         let smtp = request.protocol == Protocol::Smtp;
         let wrapper = self.config.tls.wrappermode || port == 465;
         if wrapper && policy.level < Level::Encrypt {
@@ -383,7 +425,7 @@ impl Deliverer {
                 dsn::TLS_PROBLEM,
                 "client TLS configuration problem",
             ));
-            return false;
+            return Err(false);
         }
         let mode = ResolveMode {
             lookup_mx: smtp && lookup_mx && self.settings.dns_support != DnsSupport::Disabled,
@@ -395,132 +437,49 @@ impl Deliverer {
                 log::info!("{error}");
                 job.trouble.record(&error.dsn());
                 // Don't try fallback relays when mail loops back to us.
-                return error.makes_nexthop_final();
+                return Err(error.makes_nexthop_final());
             }
         };
-        let final_nexthop = final_nexthop || route.i_am_mx;
-        let best_preference = route.candidates.first().map_or(0, |c| c.preference);
-        let address_limit = usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX);
-        let session_limit = usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX);
-        let mut sessions = 0usize;
-        // Addresses already used through the cache in this job are scrubbed.
-        let candidates: Vec<&Candidate> = route
-            .candidates
-            .iter()
-            .filter(|c| {
-                !job.used
-                    .contains(&Endpoint::Inet(SocketAddr::new(c.addr, port)))
-            })
-            .collect();
-        let make_server = |candidate: &Candidate, count: usize, total: usize, sessions: usize| {
-            let last_address =
-                count + 1 >= total || (address_limit > 0 && count + 1 >= address_limit);
-            // host[addr] and host[addr]:port, built without core::fmt.
-            let mut relay = String::with_capacity(candidate.host.len() + 24);
-            relay.push_str(&candidate.host);
-            relay.push('[');
-            crate::text::push_ip(&mut relay, candidate.addr);
-            relay.push(']');
-            let display = relay.clone();
-            relay.push(':');
-            crate::text::push_u64(&mut relay, u64::from(port));
-            Server {
-                endpoint: Endpoint::Inet(SocketAddr::new(candidate.addr, port)),
-                relay,
-                display,
-                tls_host: candidate.host.clone(),
-                tls_host_is_ip: candidate.host_is_ip,
-                nexthop: host.text(),
-                final_nexthop,
-                last_address,
-                session_limit_next: session_limit > 0 && sessions + 1 >= session_limit,
-                loop_check: mode.loop_detect.then(|| LoopCheck {
-                    my_names: vec![settings.helo_name.clone(), self.config.myhostname()],
-                    nexthop: host.text(),
-                    best_mx: candidate.preference == best_preference,
-                }),
-                policy: Arc::clone(&policy),
-                wrapper,
-            }
+        let site = Site {
+            host,
+            port,
+            final_nexthop: final_nexthop || route.i_am_mx,
+            best_preference: route.candidates.first().map_or(0, |c| c.preference),
+            address_limit: usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX),
+            session_limit: usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX),
+            loop_detect: mode.loop_detect,
+            policy,
+            wrapper,
         };
-        // Postfix's smtp_reuse_session: a session cached under the job's
-        // next-hop label, then sessions to best-preference addresses.
-        let mut queue: Vec<(&Candidate, Option<IdleSession>)> =
-            Vec::with_capacity(candidates.len());
-        let load = request.cache.load && self.cache.is_some();
-        if load && let Some(cache) = &self.cache {
-            let mut rest = Vec::new();
-            // A session handed over by the previous job with this job's
-            // transaction in flight (chain), else Postfix's lookups.
-            let lmtp = request.protocol == Protocol::Lmtp;
-            let handed = handed_session(request, &job.ledger, |s| {
-                s.endpoint.lmtp == lmtp
-                    && s.endpoint.tls_level == policy.level
-                    && s.endpoint.helo_name == settings.helo_name
-            });
-            let by_nexthop = if handed.is_some() {
-                handed
-            } else if job.first_destination {
-                cache.take_by_nexthop(&self.nexthop_label(request, destination, &policy, settings))
-            } else {
-                None
-            };
-            let mut by_nexthop = by_nexthop;
-            for candidate in &candidates {
-                let endpoint = Endpoint::Inet(SocketAddr::new(candidate.addr, port));
-                if let Some(idle) = by_nexthop.take_if(|idle| idle.endpoint.endpoint == endpoint) {
-                    queue.push((*candidate, Some(idle)));
-                } else if candidate.preference == best_preference {
-                    let label =
-                        self.endpoint_label(request, settings, &endpoint, &policy, &candidate.host);
-                    let idle = cache.take_by_endpoint(&label);
-                    if idle.is_some() {
-                        queue.push((*candidate, idle));
-                    } else {
-                        rest.push((*candidate, None));
-                    }
-                } else {
-                    rest.push((*candidate, None));
-                }
-            }
-            // A next-hop session to an address no longer in the list: close it.
-            drop(by_nexthop);
-            queue.extend(rest);
-        } else {
-            queue.extend(candidates.iter().map(|c| (*c, None)));
-        }
+        Ok((site, route))
+    }
+
+    /// Tries the addresses of a TCP destination in order, within
+    /// `mx_address_limit` and `mx_session_limit`, until no recipient is
+    /// left.
+    fn try_addresses(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        site: &Site<'_>,
+        lookup: Option<&reuse::Lookup<'_>>,
+        queue: Vec<(&Candidate, Option<IdleSession>)>,
+        job: &mut JobState<'_>,
+    ) {
         let total = queue.len();
+        let mut sessions = 0usize;
         for (count, (candidate, cached)) in queue.into_iter().enumerate() {
             if job.ledger.left() == 0 {
                 break;
             }
-            let server = make_server(candidate, count, total, sessions);
+            let server = self.inet_server(settings, site, candidate, count, total, sessions);
             // Backup MX: look in the cache before connecting.
-            let cached = match cached {
-                Some(idle) => Some(idle),
-                None if load && candidate.preference != best_preference => {
-                    self.cache.as_ref().and_then(|cache| {
-                        cache.take_by_endpoint(&self.endpoint_label(
-                            request,
-                            settings,
-                            &server.endpoint,
-                            &policy,
-                            &candidate.host,
-                        ))
-                    })
-                }
-                None => None,
-            };
-            let handshake = match cached {
-                Some(idle) => {
-                    job.used.insert(server.endpoint.clone());
-                    match self.reuse_session(request, settings, &server, idle, job) {
-                        Some(handshake) => handshake,
-                        None => self.try_server(request, settings, &server, job),
-                    }
-                }
-                None => self.try_server(request, settings, &server, job),
-            };
+            let cached = cached.or_else(|| {
+                (candidate.preference != site.best_preference)
+                    .then(|| lookup?.by_endpoint(&server.endpoint, &candidate.host))
+                    .flatten()
+            });
+            let handshake = self.run_server(request, settings, &server, cached, job);
             if handshake == Handshake::Done {
                 sessions += 1;
             }
@@ -528,46 +487,184 @@ impl Deliverer {
                 break;
             }
         }
-        route.i_am_mx
     }
 
-    /// The label of an endpoint for cache lookups and stores: a session is
-    /// only reused with the same TLS level and verified identity.
-    fn endpoint_label(
+    /// The destination's TLS policy (its policy table entry, else the
+    /// default); a policy that cannot be made is recorded and skips it.
+    fn destination_policy(
         &self,
-        request: &Request<'_>,
-        settings: &ProtocolSettings,
-        endpoint: &Endpoint,
-        policy: &Policy,
-        tls_host: &str,
-    ) -> EndpointLabel {
-        EndpointLabel {
-            lmtp: request.protocol == Protocol::Lmtp,
-            endpoint: endpoint.clone(),
-            tls_level: policy.level,
-            verified_identity: if policy.level >= Level::Fingerprint {
-                tls_host.to_ascii_lowercase()
-            } else {
-                String::new()
-            },
-            helo_name: settings.helo_name.clone(),
-        }
-    }
-
-    fn nexthop_label(
-        &self,
-        request: &Request<'_>,
         destination: &Destination,
-        policy: &Policy,
-        settings: &ProtocolSettings,
-    ) -> NexthopLabel {
-        NexthopLabel {
-            lmtp: request.protocol == Protocol::Lmtp,
-            nexthop: destination.text().to_ascii_lowercase(),
-            tls_level: policy.level,
-            helo_name: settings.helo_name.clone(),
-            smtputf8: request.envelope.needs_smtputf8(),
+        job: &mut JobState<'_>,
+    ) -> Option<Arc<Policy>> {
+        let unix = matches!(destination, Destination::Unix { .. });
+        let looked_up = self.tls_policies.lookup(destination.text(), unix);
+        match looked_up {
+            Ok(policy) => Some(policy),
+            Err(e) => {
+                log::warn!("TLS policy lookup for {}: {e}", destination.text());
+                job.trouble.record(&Dsn::new(
+                    dsn::TLS_PROBLEM,
+                    "client TLS configuration problem",
+                ));
+                None
+            }
         }
+    }
+
+    /// The one LMTP server of a UNIX-domain destination.
+    fn unix_server(&self, path: &Path, policy: Arc<Policy>) -> Server {
+        let display = format!("{}[{}]", self.config.myhostname(), path.display());
+        Server {
+            endpoint: Endpoint::Unix(path.to_path_buf()),
+            relay: display.clone(),
+            tls_host: self.config.myhostname(),
+            tls_host_is_ip: self.config.myhostname().parse::<IpAddr>().is_ok(),
+            nexthop: self.config.myhostname(),
+            display,
+            final_nexthop: true,
+            last_address: true,
+            session_limit_next: false,
+            loop_check: None,
+            policy,
+            wrapper: false,
+        }
+    }
+
+    /// One address of a TCP destination as a server to try (`count`: its
+    /// place in the list of `total`; `sessions`: handshakes so far).
+    fn inet_server(
+        &self,
+        settings: &ProtocolSettings,
+        site: &Site<'_>,
+        candidate: &Candidate,
+        count: usize,
+        total: usize,
+        sessions: usize,
+    ) -> Server {
+        let last_address =
+            count + 1 >= total || (site.address_limit > 0 && count + 1 >= site.address_limit);
+        // host[addr] and host[addr]:port, built without core::fmt.
+        let mut relay = String::with_capacity(candidate.host.len() + 24);
+        relay.push_str(&candidate.host);
+        relay.push('[');
+        crate::text::push_ip(&mut relay, candidate.addr);
+        relay.push(']');
+        let display = relay.clone();
+        relay.push(':');
+        crate::text::push_u64(&mut relay, u64::from(site.port));
+        Server {
+            endpoint: site.endpoint(candidate),
+            relay,
+            display,
+            tls_host: candidate.host.clone(),
+            tls_host_is_ip: candidate.host_is_ip,
+            nexthop: site.host.text(),
+            final_nexthop: site.final_nexthop,
+            last_address,
+            session_limit_next: site.session_limit > 0 && sessions + 1 >= site.session_limit,
+            loop_check: site.loop_detect.then(|| LoopCheck {
+                my_names: vec![settings.helo_name.clone(), self.config.myhostname()],
+                nexthop: site.host.text(),
+                best_mx: candidate.preference == site.best_preference,
+            }),
+            policy: Arc::clone(&site.policy),
+            wrapper: site.wrapper,
+        }
+    }
+
+    /// Runs the job on one server: on its cached session when there is
+    /// one (a failed RSET probe falls back to a new connection), else on
+    /// a new connection.
+    fn run_server(
+        &self,
+        request: &Request<'_>,
+        settings: &ProtocolSettings,
+        server: &Server,
+        cached: Option<IdleSession>,
+        job: &mut JobState<'_>,
+    ) -> Handshake {
+        match cached {
+            Some(idle) => {
+                job.used.insert(server.endpoint.clone());
+                match self.reuse_session(request, settings, server, idle, job) {
+                    Some(handshake) => handshake,
+                    None => self.try_server(request, settings, server, job),
+                }
+            }
+            None => self.try_server(request, settings, server, job),
+        }
+    }
+
+    /// The cache labels of this job's sessions (one builder, see
+    /// [`crate::reuse::Keys`]).
+    fn keys<'s>(&self, request: &Request<'_>, settings: &'s ProtocolSettings) -> reuse::Keys<'s> {
+        reuse::Keys::new(
+            request.protocol,
+            &settings.helo_name,
+            request.envelope.needs_smtputf8(),
+        )
+    }
+
+    /// Where to look for cached sessions, when this job looks at all.
+    fn lookup<'s>(
+        &'s self,
+        request: &Request<'_>,
+        keys: reuse::Keys<'s>,
+        policy: &'s Policy,
+    ) -> Option<reuse::Lookup<'s>> {
+        let cache = self.cache.as_deref().filter(|_| request.cache.load)?;
+        Some(reuse::Lookup {
+            cache,
+            keys,
+            policy,
+        })
+    }
+
+    /// The session handed over to this job by the previous one (see
+    /// [`crate::reuse::handed`]).
+    fn handed(
+        &self,
+        request: &Request<'_>,
+        job: &JobState<'_>,
+        wanted: impl FnOnce(&IdleSession) -> bool,
+    ) -> Option<IdleSession> {
+        let identity = reuse::JobIdentity {
+            message: request.message.in_memory(),
+            facts: request.facts,
+            envelope: &|| envelope_of(request, &job.ledger.pending()),
+        };
+        reuse::handed(job.chain, &identity, wanted)
+    }
+
+    /// The addresses of a TCP destination in reuse order, with the cached
+    /// sessions found for them (see [`crate::reuse::arrange`]).
+    fn reuse_order<'c>(
+        &self,
+        request: &Request<'_>,
+        lookup: &reuse::Lookup<'_>,
+        site: &Site<'_>,
+        candidates: Vec<&'c Candidate>,
+        job: &JobState<'_>,
+    ) -> Vec<(&'c Candidate, Option<IdleSession>)> {
+        // A session handed over by the previous job with this job's
+        // transaction in flight (chain), else Postfix's lookups.
+        let first = self
+            .handed(request, job, |s| lookup.keys.fits(s, site.policy.level))
+            .or_else(|| {
+                job.nexthop_label
+                    .as_ref()
+                    .and_then(|label| lookup.cache.take_by_nexthop(label))
+            });
+        let targets = candidates
+            .into_iter()
+            .map(|candidate| reuse::Target {
+                item: candidate,
+                endpoint: site.endpoint(candidate),
+                tls_host: &candidate.host,
+                best: candidate.preference == site.best_preference,
+            })
+            .collect();
+        reuse::arrange(lookup, first, targets)
     }
 
     /// Runs the job on a session from the cache. None: its RSET probe
@@ -579,7 +676,7 @@ impl Deliverer {
         settings: &ProtocolSettings,
         server: &Server,
         idle: IdleSession,
-        job: &mut JobState,
+        job: &mut JobState<'_>,
     ) -> Option<Handshake> {
         let indexes = job.ledger.pending();
         let IdleSession {
@@ -653,9 +750,11 @@ impl Deliverer {
         };
         client.set_quit_after_data(!request.cache.store);
         let needs_smtputf8 = request.envelope.needs_smtputf8();
+        let chain = job.chain;
         let mut follow = || -> Option<Vec<u8>> {
             follower_parts.as_ref()?;
-            let (ticket, follower) = chain::take_follower(request.nexthop, request.protocol)?;
+            let (ticket, follower) =
+                chain?.take_follower(&NexthopKey::new(request.nexthop), request.protocol)?;
             if follower.envelope.needs_smtputf8() != needs_smtputf8 {
                 return None;
             }
@@ -670,7 +769,7 @@ impl Deliverer {
             );
             match next.next_action() {
                 crate::smtp::client::Action::Send { bytes, .. } => {
-                    chain::set_primed(ticket, follower.message_digest, next);
+                    chain?.set_primed(ticket, follower.message_digest, next);
                     Some(bytes)
                 }
                 _ => None,
@@ -685,7 +784,7 @@ impl Deliverer {
             &mut session::NoTls,
             &mut follow,
         );
-        let primed_next = chain::take_primed();
+        let primed_next = chain.and_then(Chain::take_primed);
         if client.desynchronised() {
             log::warn!(
                 "reused session to {} answered out of step; retrying on a new connection",
@@ -763,7 +862,7 @@ impl Deliverer {
         client: Client,
         indexes: &[usize],
         ended: Ended,
-        job: &mut JobState,
+        job: &mut JobState<'_>,
     ) -> Handshake {
         let handshake = if client.handshake_done() {
             Handshake::Done
@@ -829,35 +928,26 @@ impl Deliverer {
         via: Via,
         connected_at: std::time::Instant,
         uses: u32,
-        primed_next: Option<(u64, u64, Client)>,
-        job: &mut JobState,
+        primed_next: Option<reuse::PrimedNext>,
+        job: &mut JobState<'_>,
     ) {
-        let Some(mut conn) = conn else { return };
+        let Some(conn) = conn else { return };
         if end != RunEnd::Idle {
             return;
         }
-        let tls_ok = via.tls.is_none() || self.config.tls.connection_reuse;
-        let cache = self
-            .cache
-            .as_ref()
-            .filter(|_| request.cache.store && reusable && tls_ok);
-        let Some(cache) = cache else {
-            if primed_next.is_none() {
-                // QUIT without waiting for the reply (smtp_skip_quit_response).
-                let _ = conn.send(command::QUIT, settings.timeouts.quit);
-            }
-            // With the next job's commands on the wire, only closing is
-            // safe (no QUIT: its DATA may have been answered).
-            return;
-        };
-        let endpoint = self.endpoint_label(
-            request,
-            settings,
+        let keep = reuse::may_keep(
+            request.cache.store,
+            reusable,
+            via.tls.is_some(),
+            self.config.tls.connection_reuse,
+        );
+        let cache = self.cache.as_deref().filter(|_| keep);
+        let endpoint = self.keys(request, settings).endpoint(
             &server.endpoint,
             &server.policy,
             &server.tls_host,
         );
-        let mut session = IdleSession {
+        let session = IdleSession {
             conn,
             extensions,
             endpoint,
@@ -868,45 +958,14 @@ impl Deliverer {
             uses,
             primed: None,
         };
-        if let Some((ticket, message_digest, next)) = primed_next {
-            // The next job's transaction is in flight: the session goes to
-            // that job instead of the cache (if the cache would keep it),
-            // only while every unread byte can still be a reply to a
-            // command it has sent (else its replies are out of step).
-            let in_step = session
-                .conn
-                .buffered_replies()
-                .is_some_and(|replies| replies <= next.awaiting_replies());
-            if !in_step {
-                log::info!(
-                    "{}: unread replies do not fit the chained transaction; closing",
-                    server.relay
-                );
-                return;
-            }
-            session.primed = Some(Box::new(next));
-            if cache.reusable(&session) {
-                cache.count_chained();
-                chain::hand_over(ticket, message_digest, session);
-            }
-            return;
-        }
-        let nexthop = (job.first_destination && !job.nexthop_stored).then(|| {
-            job.nexthop_stored = true;
-            NexthopLabel {
-                lmtp: request.protocol == Protocol::Lmtp,
-                nexthop: request
-                    .nexthop
-                    .split([',', ' ', '\t'])
-                    .find(|s| !s.is_empty())
-                    .unwrap_or(request.nexthop)
-                    .to_ascii_lowercase(),
-                tls_level: server.policy.level,
-                helo_name: settings.helo_name.clone(),
-                smtputf8: request.envelope.needs_smtputf8(),
-            }
-        });
-        cache.store(session, nexthop);
+        reuse::keep(
+            cache,
+            job.chain,
+            session,
+            primed_next,
+            &mut job.nexthop_label,
+            settings.timeouts.quit,
+        );
     }
 
     /// Runs one server; after a failed opportunistic TLS handshake on old
@@ -916,7 +975,7 @@ impl Deliverer {
         request: &Request<'_>,
         settings: &ProtocolSettings,
         server: &Server,
-        job: &mut JobState,
+        job: &mut JobState<'_>,
     ) -> Handshake {
         let (handshake, retry_plain) = self.session_once(request, settings, server, false, job);
         if !retry_plain {
@@ -937,7 +996,7 @@ impl Deliverer {
         settings: &ProtocolSettings,
         server: &Server,
         plaintext: bool,
-        job: &mut JobState,
+        job: &mut JobState<'_>,
     ) -> (Handshake, bool) {
         let options = ConnectOptions {
             timeout: settings.timeouts.connect,
@@ -979,6 +1038,21 @@ impl Deliverer {
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
         }
+        let age = request
+            .arrival
+            .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
+            .unwrap_or_default();
+        let retry_plain_allowed = !plaintext
+            && server.policy.level == Level::May
+            && age >= self.config.tls.plaintext_retry_after;
+        let mut starttls = StartTls {
+            policy: &server.policy,
+            peer,
+            timeout: settings.timeouts.starttls,
+            relay: &server.relay,
+            retry_plain_allowed,
+            info: None,
+        };
         let mut tls_mode = match server.policy.level {
             _ if plaintext => TlsMode::Off,
             Level::None => TlsMode::Off,
@@ -986,19 +1060,18 @@ impl Deliverer {
             _ => TlsMode::Required,
         };
         if server.wrapper {
-            match tls::handshake(stream, &server.policy, &peer, settings.timeouts.starttls) {
-                Ok((tls_stream, info)) => {
-                    log::info!("{}", info.established_line(&server.relay));
-                    via.tls = Some(tls_summary(&info));
-                    stream = Box::new(tls_stream);
+            // SMTPS: the same handshake as STARTTLS, before the greeting
+            // (wrapper mode needs level encrypt: never a plaintext retry).
+            match starttls.handshake(stream) {
+                Ok(tls_stream) => {
+                    via.tls = starttls.info.as_ref().map(tls_summary);
+                    stream = tls_stream;
                     tls_mode = TlsMode::Wrapped;
                 }
-                Err(failure) => {
-                    log::warn!("TLS handshake with {}: {failure}", server.relay);
-                    let dsn = Dsn::new(dsn::TLS_PROBLEM, failure.dsn_text());
+                Err(refusal) => {
                     outcome::fail_all(
                         &mut job.ledger,
-                        &dsn,
+                        &refusal.dsn,
                         final_before_session,
                         Some(&via),
                         &mut job.trouble,
@@ -1015,27 +1088,12 @@ impl Deliverer {
             server.loop_check.clone(),
             tls_mode,
         );
-        let age = request
-            .arrival
-            .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
-            .unwrap_or_default();
-        let retry_plain_allowed = !plaintext
-            && server.policy.level == Level::May
-            && age >= self.config.tls.plaintext_retry_after;
         let mut client = Client::new(client_settings, envelope, request.facts);
         // A session that will not be cached ends with QUIT behind the dot.
         client.set_quit_after_data(!(self.cache.is_some() && request.cache.store));
         // Postfix also retries in plaintext after a failure inside the TLS
         // session (lost connection, timeout), for old enough mail.
         client.allow_plaintext_fallback(retry_plain_allowed);
-        let mut starttls = StartTls {
-            policy: &server.policy,
-            peer,
-            timeout: settings.timeouts.starttls,
-            relay: &server.relay,
-            retry_plain_allowed,
-            info: None,
-        };
         let conn = Connection::new(stream, self.config.smtp.reply_length_limit);
         let (conn, end) = session::drive(
             conn,
@@ -1082,7 +1140,10 @@ impl Deliverer {
     }
 }
 
-/// The STARTTLS handshake of one session, per the destination's policy.
+/// The TLS handshake of one session, per the destination's policy: the
+/// one place where a handshake failure becomes a 4.7.5 refusal (and,
+/// for level may on old enough mail, a plaintext retry). Used for
+/// STARTTLS and for SMTPS wrapper mode alike.
 struct StartTls<'a> {
     policy: &'a Policy,
     peer: PeerNames<'a>,
@@ -1130,30 +1191,6 @@ fn pending_envelope(request: &Request<'_>, ledger: &Ledger) -> (Vec<usize>, Enve
     (indexes, envelope)
 }
 
-/// The session handed over to this job by the previous one (see
-/// [`crate::chain`]), when `wanted` accepts it and the transaction started
-/// on it is exactly this job's: the same sender, recipients (the pending
-/// ones), parameters and message.
-fn handed_session(
-    request: &Request<'_>,
-    ledger: &Ledger,
-    wanted: impl FnOnce(&IdleSession) -> bool,
-) -> Option<IdleSession> {
-    let digest = request.message.in_memory().map(chain::message_digest)?;
-    chain::take_handed(|session, message_digest| {
-        let Some(primed) = session.primed.as_deref() else {
-            return false;
-        };
-        let fits = message_digest == digest
-            && primed.facts() == request.facts
-            && *primed.envelope() == envelope_of(request, &ledger.pending());
-        if !fits {
-            log::warn!("a chained session does not fit the job it was handed to; not used");
-        }
-        fits && wanted(session)
-    })
-}
-
 /// The envelope of the recipients at `indexes` (the pending ones).
 fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
     // Only the pending recipients are copied (not the whole envelope).
@@ -1176,21 +1213,54 @@ struct Ended {
     via: Via,
     connected_at: std::time::Instant,
     uses: u32,
-    /// The next job's transaction, started behind this one's data (chain):
-    /// its ticket, its message's digest, its client.
-    primed_next: Option<(u64, u64, Client)>,
+    /// The next job's transaction, started behind this one's data (chain).
+    primed_next: Option<reuse::PrimedNext>,
 }
 
 /// A job's state across its destinations and servers.
-struct JobState {
+struct JobState<'c> {
     ledger: Ledger,
     trouble: Trouble,
     /// Endpoints already used through the cache: scrubbed from later lists.
     used: HashSet<Endpoint, foldhash::fast::RandomState>,
-    /// The job's first good session was stored under the next-hop label.
-    nexthop_stored: bool,
+    /// The job's next-hop label while its first destination is tried,
+    /// until its first good session is stored under it.
+    nexthop_label: Option<NexthopLabel>,
     /// This is the job's first destination (next-hop label lookups).
     first_destination: bool,
+    /// The worker's hand-over state (see [`crate::chain`]), if any.
+    chain: Option<&'c Chain>,
+}
+
+/// A TCP destination as parsed, before its addresses are known.
+#[derive(Clone, Copy)]
+struct InetTarget<'d> {
+    destination: &'d Destination,
+    host: &'d Host,
+    port: u16,
+    lookup_mx: bool,
+    final_nexthop: bool,
+}
+
+/// One TCP destination being tried: what its servers share.
+struct Site<'a> {
+    host: &'a Host,
+    port: u16,
+    final_nexthop: bool,
+    best_preference: u32,
+    address_limit: usize,
+    session_limit: usize,
+    /// Port 25 SMTP: the EHLO own-name check.
+    loop_detect: bool,
+    policy: Arc<Policy>,
+    /// SMTPS: TLS before the greeting.
+    wrapper: bool,
+}
+
+impl Site<'_> {
+    fn endpoint(&self, candidate: &Candidate) -> Endpoint {
+        Endpoint::Inet(SocketAddr::new(candidate.addr, self.port))
+    }
 }
 
 /// One server to try, with its place in the final-server rule.

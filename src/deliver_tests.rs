@@ -500,9 +500,18 @@ fn cached_deliverer(net: &'static FakeNet) -> Deliverer {
 }
 
 fn run_cached(deliverer: &Deliverer, nexthop: &str, rcpt: &str) -> (Status, Vec<String>) {
+    run_cached_as(deliverer, Protocol::Smtp, nexthop, rcpt)
+}
+
+fn run_cached_as(
+    deliverer: &Deliverer,
+    protocol: Protocol,
+    nexthop: &str,
+    rcpt: &str,
+) -> (Status, Vec<String>) {
     let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
     let request = Request {
-        protocol: Protocol::Smtp,
+        protocol,
         nexthop,
         envelope: Envelope {
             sender: "s@x.test".into(),
@@ -550,6 +559,29 @@ fn reusable_peer(transactions: usize, then_hang_up: bool) -> Peer {
         steps.push(Step::Hangup);
     }
     Peer::Script(steps)
+}
+
+/// The next-hop label a job's session is stored under and the one the
+/// next job looks up come from one builder: for LMTP `inet:` they used
+/// to differ (the store kept `inet:`), so the lookup by next hop missed.
+#[test]
+fn lmtp_inet_session_is_found_again_by_its_nexthop_label() {
+    let net = net(vec![(1, reusable_peer(2, false))]);
+    let deliverer = cached_deliverer(net);
+    for n in 0..2 {
+        let (status, log) = run_cached_as(
+            &deliverer,
+            Protocol::Lmtp,
+            "inet:[127.0.0.1]:2424",
+            &format!("r{n}@y.test"),
+        );
+        assert_eq!(status, Status::Sent, "job {n}: {log:?}");
+    }
+    assert_eq!(connects(net), vec![ip(1)]);
+    let stats = deliverer.cache().map(|c| c.stats()).unwrap_or_default();
+    // Job 1: next-hop and endpoint lookups miss; job 2: the next-hop
+    // lookup hits (before the fix: a miss, then a hit by endpoint).
+    assert_eq!((stats.hits, stats.misses), (1, 2), "{stats:?}");
 }
 
 #[test]

@@ -7,19 +7,22 @@
 //! per-recipient outcomes. A bookkeeping anomaly is logged and the affected
 //! recipient deferred by the ledger, never lost.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::chain::Follower;
+use crate::chain::{Chain, Follower};
 use crate::config::LogFormat;
 use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
-use crate::job::{Job, JobError, JobResult, MessageRef, TransportKind, notify_flags};
+use crate::job::{CheckedJob, Job, JobError, JobResult, MessageRef};
 use crate::message::Message;
 use crate::nexthop::Protocol;
-use crate::recipients::{Outcome, Settled, Status};
+use crate::plan::{Group, NexthopKey, Plan};
+use crate::recipient_log::Service;
+use crate::recipients::{Outcome, Settled};
 use crate::session::MessageSource;
-use crate::smtp::client::{Envelope, Recipient};
+use crate::smtp::client::Envelope;
 use crate::transport::strerror;
+
+pub use crate::recipient_log::{Seconds, seconds};
 
 /// Runs a job to completion. `with_log` adds the transcript summary.
 pub fn execute(deliverer: &Deliverer, job: &Job, with_log: bool) -> Result<JobResult, JobError> {
@@ -34,6 +37,27 @@ pub fn execute_at(
     with_log: bool,
     received: Instant,
 ) -> Result<JobResult, JobError> {
+    execute_in(deliverer, job, with_log, received, None)
+}
+
+/// As [`execute`], on a worker's [`Chain`]: a session the previous job
+/// handed over, and the follower offered, are found there.
+pub fn execute_chained(
+    deliverer: &Deliverer,
+    job: &Job,
+    with_log: bool,
+    chain: &Chain,
+) -> Result<JobResult, JobError> {
+    execute_in(deliverer, job, with_log, Instant::now(), Some(chain))
+}
+
+fn execute_in(
+    deliverer: &Deliverer,
+    job: &Job,
+    with_log: bool,
+    received: Instant,
+    chain: Option<&Chain>,
+) -> Result<JobResult, JobError> {
     let message = match &job.message {
         MessageRef::Path { path } => Message::small_file_in_memory(path.as_ref()),
         MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
@@ -44,22 +68,23 @@ pub fn execute_at(
             ));
         }
     };
-    execute_with(deliverer, job, &message, with_log, received)
+    let job = job.clone().into_checked()?;
+    execute_with(deliverer, &job, &message, with_log, received, chain)
 }
 
 /// As [`execute_at`], with the message already at hand (the daemon reads
 /// it through the file it opened for the submitting peer); `job.message`
-/// only names it in errors.
+/// only names it in errors. `chain`: the worker's hand-over state, if any.
 pub fn execute_with(
     deliverer: &Deliverer,
-    job: &Job,
+    job: &CheckedJob,
     message: &Message,
     with_log: bool,
     received: Instant,
+    chain: Option<&Chain>,
 ) -> Result<JobResult, JobError> {
     let started = Instant::now();
     let error = |text: String| JobError::new(Some(job.id.clone()), text);
-    job.check().map_err(error)?;
     let facts = message.facts().map_err(|e| {
         let name = match &job.message {
             MessageRef::Path { path } => path.as_str(),
@@ -68,11 +93,8 @@ pub fn execute_with(
         };
         error(format!("cannot read message {name}: {}", strerror(&e)))
     })?;
-    let protocol = match job.transport {
-        TransportKind::Smtp => Protocol::Smtp,
-        TransportKind::Lmtp => Protocol::Lmtp,
-    };
-    let recipients = recipients_of(job).map_err(&error)?;
+    let protocol = job.protocol();
+    let recipients = job.envelope_recipients().to_vec();
     // Postfix's qmgr line, for log tools that count senders and sizes.
     let mut line = String::with_capacity(96 + job.id.len() + job.sender.len());
     line.push_str(&job.id);
@@ -87,25 +109,21 @@ pub fn execute_with(
     );
     line.push_str(" (queue active)");
     log::info!(target: "mailhop/qmgr", "{line}");
-    let (groups, refused) = group_by_nexthop(job, deliverer, &recipients);
+    let Plan { groups, refused } = Plan::of(job, deliverer.settings().relayhost.as_deref());
     let service = match protocol {
-        Protocol::Smtp => "smtp",
-        Protocol::Lmtp => "lmtp",
+        Protocol::Smtp => Service::Smtp,
+        Protocol::Lmtp => Service::Lmtp,
     };
     let json = deliverer.settings().log_format == LogFormat::Json;
-    let arrival_at = arrival(job);
+    let arrival_at = job.arrival();
     // Each recipient is logged as soon as it is settled.
     let line_writer = || {
         let id = job.id.clone();
         Box::new(move |address: &str, outcome: &Outcome, first: bool| {
             let since = arrival_at.and_then(|at| SystemTime::now().duration_since(at).ok());
-            if first {
-                log_recipient(
-                    service, &id, address, outcome, received, started, since, json,
-                );
-            } else {
-                log_late(service, &id, address, outcome, json);
-            }
+            log_recipient(
+                service, &id, address, outcome, received, started, since, json, !first,
+            );
         })
     };
     let mut settled: Vec<Option<Settled>> = vec![None; recipients.len()];
@@ -126,11 +144,16 @@ pub fn execute_with(
                 })
             })
             .collect();
-        let delivery = crate::progress::deliver_group(&indexes, line_writer(), || Delivery {
-            settled: refused_settled,
-            anomalies: 0,
-            log: Vec::new(),
-        });
+        let delivery = crate::progress::deliver_group(
+            &indexes,
+            line_writer(),
+            || Delivery {
+                settled: refused_settled,
+                anomalies: 0,
+                log: Vec::new(),
+            },
+            |d| &d.settled,
+        );
         for (&index, result) in indexes.iter().zip(delivery.settled) {
             if let Some(slot) = settled.get_mut(index) {
                 *slot = Some(result);
@@ -139,7 +162,12 @@ pub fn execute_with(
     }
     let mut log = Vec::new();
     let mut recipients = Some(recipients);
-    for (nexthop, indexes) in groups {
+    for Group {
+        nexthop,
+        key,
+        indexes,
+    } in groups
+    {
         let envelope = Envelope {
             sender: job.sender.clone(),
             recipients: if single {
@@ -155,7 +183,7 @@ pub fn execute_with(
             smtputf8: job.smtputf8,
         };
         // Connection cache: the job's own hints win; else the cache's policy.
-        let _demand = deliverer.cache().map(|cache| cache.demand(&nexthop));
+        let _demand = deliverer.cache().map(|cache| cache.demand(&key));
         let cache = match (deliverer.cache(), job.cache) {
             (None, _) => CacheUse::default(),
             (Some(_), Some(hints)) => CacheUse {
@@ -163,7 +191,7 @@ pub fn execute_with(
                 store: hints.store,
             },
             (Some(cache), None) => {
-                let (load, store) = cache.policy_for(&nexthop);
+                let (load, store) = cache.policy_for(&key);
                 CacheUse { load, store }
             }
         };
@@ -173,11 +201,15 @@ pub fn execute_with(
             envelope,
             message,
             facts,
-            arrival: arrival(job),
+            arrival: job.arrival(),
             cache,
         };
-        let delivery =
-            crate::progress::deliver_group(&indexes, line_writer(), || deliverer.deliver(&request));
+        let delivery = crate::progress::deliver_group(
+            &indexes,
+            line_writer(),
+            || deliverer.deliver_chained(&request, chain),
+            |d| &d.settled,
+        );
         if delivery.anomalies > 0 {
             log::error!(
                 "{}: {} recipient bookkeeping anomalies",
@@ -215,29 +247,14 @@ pub fn arrival(job: &Job) -> Option<SystemTime> {
         .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
 }
 
-/// The job's recipients as the SMTP client takes them.
-fn recipients_of(job: &Job) -> Result<Vec<Recipient>, String> {
-    job.recipients
-        .iter()
-        .map(|rcpt| {
-            Ok(Recipient {
-                address: rcpt.address.clone(),
-                orcpt: rcpt.orcpt.clone(),
-                notify: notify_flags(rcpt.notify.as_deref())?,
-            })
-        })
-        .collect()
-}
-
 /// The job as the follower of another one on a cached session (see
 /// [`crate::chain`]): only a valid job with one explicit next hop whose
 /// message is held in memory, and that may use cached sessions.
-pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
+pub fn follower(job: &CheckedJob, message: &Message) -> Option<Follower> {
     let nexthop = job.nexthop.as_ref()?;
     if job.cache.is_some_and(|hints| !hints.load) || message.in_memory().is_none() {
         return None;
     }
-    job.check().ok()?;
     // Its commands go out before its own delivery checks the envelope:
     // only addresses that check would pass (no control characters that
     // could smuggle commands into the other job's session).
@@ -250,13 +267,11 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
     Some(Follower {
         job_id: job.id.clone(),
         nexthop: nexthop.clone(),
-        protocol: match job.transport {
-            TransportKind::Smtp => Protocol::Smtp,
-            TransportKind::Lmtp => Protocol::Lmtp,
-        },
+        key: NexthopKey::new(nexthop),
+        protocol: job.protocol(),
         envelope: Envelope {
             sender: job.sender.clone(),
-            recipients: recipients_of(job).ok()?,
+            recipients: job.envelope_recipients().to_vec(),
             envid: job.envid.clone(),
             ret: job.ret.map(Into::into),
             smtputf8: job.smtputf8,
@@ -266,23 +281,14 @@ pub fn follower(job: &Job, message: &Message) -> Option<Follower> {
     })
 }
 
-/// The log target of a service's recipient lines: `mailhop/lmtp` for
-/// LMTP, `mailhop/smtp` for everything else.
-fn log_target(service: &str) -> &'static str {
-    match service {
-        "lmtp" => "mailhop/lmtp",
-        _ => "mailhop/smtp",
-    }
-}
-
-/// One log line per recipient, Postfix style (`ID: to=<...>, relay=...,
-/// delay=..., delays=a/b/c/d, dsn=..., status=... (...)`), or one JSON
-/// object with the same fields and the TLS details. delays: a = waiting
-/// for a worker, b = before the deciding connection (DNS, other servers),
-/// c = connection setup (connect, greeting, EHLO, TLS), d = transmission.
+/// One recipient's log line (see [`crate::recipient_log`]) for a
+/// delivery's outcome (`late`: one that came after its job was answered,
+/// cut at shutdown, see [`crate::progress`]). delays: a = waiting for a
+/// worker, b = before the deciding connection, c = connection setup, d =
+/// transmission.
 #[allow(clippy::too_many_arguments)]
 fn log_recipient(
-    service: &str,
+    service: Service,
     id: &str,
     address: &str,
     outcome: &Outcome,
@@ -290,6 +296,7 @@ fn log_recipient(
     started: Instant,
     since_arrival: Option<Duration>,
     json: bool,
+    late: bool,
 ) {
     let now = Instant::now();
     let a = started.saturating_duration_since(received);
@@ -305,192 +312,21 @@ fn log_recipient(
             Duration::ZERO,
         ),
     };
-    let delay = since_arrival.unwrap_or_else(|| now.saturating_duration_since(received));
-    let target = log_target(service);
-    if json {
-        let line = serde_json::json!({
-            "id": id,
-            "to": address,
-            "relay": outcome.relay,
-            "delay": delay.as_secs_f64(),
-            "delays": [a.as_secs_f64(), b.as_secs_f64(), c.as_secs_f64(), d.as_secs_f64()],
-            "dsn": outcome.dsn.to_string(),
-            "status": outcome.status.as_str(),
-            "diagnostic": outcome.diagnostic,
-            "tls": outcome.tls,
-            "source": outcome.source.map(|a| a.ip().to_string()),
-        });
-        log::info!(target: target, "{line}");
-        return;
-    }
-    // Built piece by piece: one line per recipient of every job.
-    let mut line = String::with_capacity(160 + outcome.diagnostic.len());
-    line.push_str(id);
-    line.push_str(": to=<");
-    crate::recipients::push_printable_address(&mut line, address);
-    line.push_str(">, relay=");
-    line.push_str(outcome.relay.as_deref().unwrap_or("none"));
-    // Writing into a String cannot fail.
-    line.push_str(", delay=");
-    let _ = seconds(delay).write_to(&mut line);
-    line.push_str(", delays=");
-    for (i, part) in [a, b, c, d].into_iter().enumerate() {
-        if i > 0 {
-            line.push('/');
-        }
-        let _ = seconds(part).write_to(&mut line);
-    }
-    line.push_str(", dsn=");
-    let _ = outcome.dsn.write_to(&mut line);
-    line.push_str(", status=");
-    line.push_str(outcome.status.as_str());
-    line.push_str(" (");
-    line.push_str(&outcome.diagnostic);
-    line.push(')');
-    log::info!(target: target, "{line}");
-}
-
-/// A recipient's result that came after its job was answered without it
-/// (cut at shutdown, see [`crate::progress`]): information only, without
-/// a `status=` (the log carries one outcome per recipient, the one the
-/// client got): `ID: to=<...>, relay=..., dsn=..., late result
-/// (information only; the job was already answered): sent (...)`; in
-/// JSON, `late_status` instead of `status`.
-fn log_late(service: &str, id: &str, address: &str, outcome: &Outcome, json: bool) {
-    let target = log_target(service);
-    if json {
-        let line = serde_json::json!({
-            "id": id,
-            "to": address,
-            "relay": outcome.relay,
-            "dsn": outcome.dsn.to_string(),
-            "late_status": outcome.status.as_str(),
-            "diagnostic": outcome.diagnostic,
-            "note": "late result (information only; the job was already answered)",
-        });
-        log::info!(target: target, "{line}");
-        return;
-    }
-    log::info!(
-        target: target,
-        "{id}: to=<{}>, relay={}, dsn={}, late result (information only; the job was already answered): {} ({})",
-        crate::recipients::printable_address(address),
-        outcome.relay.as_deref().unwrap_or("none"),
-        outcome.dsn,
-        outcome.status.as_str(),
-        outcome.diagnostic,
-    );
-}
-
-/// Postfix's delay format: two significant digits below 10 s, "0" for
-/// nothing measurable. Shared by every log line with delays.
-pub fn seconds(d: Duration) -> Seconds {
-    Seconds(d)
-}
-
-/// A delay written the way [`seconds`] describes, without allocating.
-#[derive(Clone, Copy, Debug)]
-pub struct Seconds(pub Duration);
-
-impl std::fmt::Display for Seconds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.write_to(f)
-    }
-}
-
-impl Seconds {
-    /// Writes the delay to `f` (a `String` directly, or a formatter).
-    pub fn write_to<W: std::fmt::Write>(&self, f: &mut W) -> std::fmt::Result {
-        // Integer arithmetic on nanoseconds (rounded half up), no float
-        // formatting: this runs for every delay of every log line.
-        let nanos = self.0.as_nanos();
-        if nanos < 5_000_000 {
-            return f.write_str("0");
-        }
-        use crate::text::u64_digits;
-        let mut buf = [0u8; 20];
-        let int = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
-        if nanos >= 10_000_000_000 {
-            return f.write_str(u64_digits(
-                int((nanos + 500_000_000) / 1_000_000_000),
-                &mut buf,
-            ));
-        }
-        let centis = (nanos + 5_000_000) / 10_000_000;
-        let (whole, hundredths) = (int(centis / 100), int(centis % 100));
-        f.write_str(u64_digits(whole, &mut buf))?;
-        match hundredths {
-            0 => Ok(()),
-            h if h % 10 == 0 => {
-                f.write_str(".")?;
-                f.write_str(u64_digits(h / 10, &mut buf))
-            }
-            h => {
-                f.write_str(if h < 10 { ".0" } else { "." })?;
-                f.write_str(u64_digits(h, &mut buf))
-            }
-        }
-    }
-}
-
-/// Next hops with the indexes of their recipients.
-type Groups = Vec<(String, Vec<usize>)>;
-
-/// Recipients grouped by next hop: the job's, else `relayhost` (SMTP), else
-/// each recipient's domain (an address without a domain gets an empty
-/// next hop, which defers it as a bad destination). A domain that would
-/// choose more than a destination (a port, a service, a list: anything but
-/// a domain name or an address literal, see
-/// [`crate::nexthop::check_recipient_domain`]) is never connected to: its
-/// recipient is returned apart, bounced as Postfix's trivial-rewrite does
-/// (5.1.3 bad address syntax).
-fn group_by_nexthop(
-    job: &Job,
-    deliverer: &Deliverer,
-    recipients: &[Recipient],
-) -> (Groups, Vec<(usize, Outcome)>) {
-    let all: Vec<usize> = (0..recipients.len()).collect();
-    if let Some(nexthop) = &job.nexthop {
-        return (vec![(nexthop.clone(), all)], Vec::new());
-    }
-    if job.transport == TransportKind::Smtp
-        && let Some(relayhost) = &deliverer.settings().relayhost
-    {
-        return (vec![(relayhost.clone(), all)], Vec::new());
-    }
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut refused = Vec::new();
-    for (index, rcpt) in recipients.iter().enumerate() {
-        let domain = match rcpt.address.rsplit_once('@') {
-            Some((_, domain)) => match crate::nexthop::check_recipient_domain(domain) {
-                Ok(()) => domain.to_ascii_lowercase(),
-                Err(reason) => {
-                    refused.push((index, bad_domain(domain, &reason)));
-                    continue;
-                }
-            },
-            None => String::new(),
-        };
-        groups.entry(domain).or_default().push(index);
-    }
-    (groups.into_iter().collect(), refused)
-}
-
-/// The outcome of a recipient whose domain cannot be a destination.
-fn bad_domain(domain: &str, reason: &str) -> Outcome {
-    let mut diagnostic = String::from("bad address syntax: domain \"");
-    crate::recipients::push_printable_address(&mut diagnostic, domain);
-    diagnostic.push_str("\": ");
-    diagnostic.push_str(reason);
-    Outcome {
-        status: Status::Bounced,
-        dsn: crate::dsn::BAD_RECIPIENT_SYNTAX,
-        relay: None,
-        diagnostic,
-        tls: None,
-        timing: None,
-        source: None,
-    }
+    let line = crate::recipient_log::Line {
+        service,
+        id,
+        address,
+        relay: outcome.relay.as_deref(),
+        delay: since_arrival.unwrap_or_else(|| now.saturating_duration_since(received)),
+        delays: [a, b, c, d],
+        dsn: outcome.dsn,
+        status: outcome.status,
+        diagnostic: &outcome.diagnostic,
+        tls: outcome.tls.as_ref(),
+        source: outcome.source.map(|a| a.ip()),
+        late,
+    };
+    crate::recipient_log::write(&line, json);
 }
 
 #[cfg(test)]
@@ -527,7 +363,12 @@ mod delay_tests {
 #[cfg(test)]
 mod follower_tests {
     use super::*;
-    use crate::job::JobRecipient;
+    use crate::job::{JobRecipient, TransportKind};
+
+    /// [`super::follower`] of a job that must pass its check first.
+    fn follower(job: &Job, message: &Message) -> Option<Follower> {
+        super::follower(&job.clone().into_checked().ok()?, message)
+    }
 
     fn job(sender: &str, rcpt: &str) -> Job {
         Job {
@@ -579,7 +420,7 @@ mod follower_tests {
 mod domain_tests {
     use super::*;
     use crate::config::Config;
-    use crate::job::JobRecipient;
+    use crate::job::{JobRecipient, TransportKind};
 
     #[test]
     fn a_recipient_domain_never_chooses_a_port_or_a_list() {

@@ -141,7 +141,7 @@ fn one_job_line(raw: &[u8]) {
     }
 }
 
-fn checked_job(job: &Job) {
+fn checked_job(job: &job::CheckedJob) {
     for rcpt in &job.recipients {
         std::hint::black_box(crate::smtp::command::check_address(&rcpt.address).is_ok());
         std::hint::black_box(job::notify_flags(rcpt.notify.as_deref()).is_ok());

@@ -7,7 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::nexthop::Protocol;
 use crate::recipients::{Settled, Status, TlsSummary};
+use crate::smtp::client::Recipient;
 use crate::smtp::command::{Notify, Ret};
 
 /// SMTP or LMTP.
@@ -344,7 +348,7 @@ pub fn probe_line(line: &[u8]) -> Option<LineProbe> {
 /// carries the id whenever the line had one. Nothing but the job itself is
 /// built: no intermediate JSON tree (a hostile line of a million small
 /// objects costs no more than its bytes).
-pub fn parse_job(line: &[u8]) -> Result<Job, JobError> {
+pub fn parse_job(line: &[u8]) -> Result<CheckedJob, JobError> {
     let job: Job = match serde_json::from_slice(line) {
         Ok(job) => job,
         Err(e) => {
@@ -356,9 +360,47 @@ pub fn parse_job(line: &[u8]) -> Result<Job, JobError> {
             return Err(JobError::new(id, format!("{kind}: {e}")));
         }
     };
-    job.check()
-        .map_err(|e| JobError::new(Some(job.id.clone()), e))?;
-    Ok(job)
+    job.into_checked()
+}
+
+/// A job that passed [`Job::check`], with what delivery reads from it
+/// parsed once: the recipients as the SMTP client takes them (NOTIFY
+/// flags parsed), the protocol, the arrival time. Only
+/// [`Job::into_checked`] makes one; it reads as the [`Job`] it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedJob {
+    job: Job,
+    envelope_recipients: Vec<Recipient>,
+    protocol: Protocol,
+    arrival: Option<SystemTime>,
+}
+
+impl std::ops::Deref for CheckedJob {
+    type Target = Job;
+
+    fn deref(&self) -> &Job {
+        &self.job
+    }
+}
+
+impl CheckedJob {
+    /// The job's recipients as the SMTP client takes them, in job order.
+    pub fn envelope_recipients(&self) -> &[Recipient] {
+        &self.envelope_recipients
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// `arrival_time` as a time (`None` without one).
+    pub fn arrival(&self) -> Option<SystemTime> {
+        self.arrival
+    }
+
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
 }
 
 /// The job's text fields that must not carry control characters (they
@@ -372,6 +414,39 @@ fn control_free(field: &str, text: &str) -> Result<(), String> {
 }
 
 impl Job {
+    /// Checks the job ([`Job::check`]) and parses what delivery reads
+    /// from it, once.
+    pub fn into_checked(self) -> Result<CheckedJob, JobError> {
+        let error = |e: String| JobError::new(Some(self.id.clone()), e);
+        self.check().map_err(error)?;
+        let envelope_recipients = self
+            .recipients
+            .iter()
+            .map(|rcpt| {
+                Ok(Recipient {
+                    address: rcpt.address.clone(),
+                    orcpt: rcpt.orcpt.clone(),
+                    notify: notify_flags(rcpt.notify.as_deref())?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(error)?;
+        let protocol = match self.transport {
+            TransportKind::Smtp => Protocol::Smtp,
+            TransportKind::Lmtp => Protocol::Lmtp,
+        };
+        // check() refused a time no clock can hold.
+        let arrival = self
+            .arrival_time
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
+        Ok(CheckedJob {
+            job: self,
+            envelope_recipients,
+            protocol,
+            arrival,
+        })
+    }
+
     /// Checks what serde cannot: limits and combinations.
     pub fn check(&self) -> Result<(), String> {
         if self.id.is_empty() || self.id.len() > 256 || self.id.chars().any(char::is_control) {
@@ -646,7 +721,7 @@ mod tests {
 
     #[test]
     fn error_answers_have_a_kind() {
-        let kind = |e: Result<Job, JobError>| e.map(|_| ()).unwrap_err().kind();
+        let kind = |e: Result<CheckedJob, JobError>| e.map(|_| ()).unwrap_err().kind();
         assert_eq!(kind(parse_job(b"{not json")), JobErrorKind::InvalidJob);
         assert_eq!(kind(parse_job(b"[1]")), JobErrorKind::InvalidJob);
         for (text, expected) in [
@@ -727,14 +802,15 @@ mod tests {
                 r#"{{"id":"m","sender":"a@x","recipients":[{{"address":"b@y"}}],"message":{message}}}"#
             )
         };
-        let job = parse_job(line(r#"{"path":"/q/1"}"#).as_bytes()).map(|j| j.message);
+        let job = parse_job(line(r#"{"path":"/q/1"}"#).as_bytes()).map(|j| j.message.clone());
         assert_eq!(
             job,
             Ok(MessageRef::Path {
                 path: "/q/1".into()
             })
         );
-        let job = parse_job(line(r#"{"data":"Subject: x\n\nhi\n"}"#).as_bytes()).map(|j| j.message);
+        let job = parse_job(line(r#"{"data":"Subject: x\n\nhi\n"}"#).as_bytes())
+            .map(|j| j.message.clone());
         assert_eq!(
             job,
             Ok(MessageRef::Data {

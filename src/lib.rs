@@ -10,6 +10,9 @@
 //! - [`pool`], [`progress`], [`server`], [`daemon`], [`stats`]: the job
 //!   service (`mailhop daemon`): worker pool, per-job progress and outcome
 //!   lines, socket protocol, life cycle, counters.
+//! - [`plan`] (a job's next-hop groups and keys), [`reuse`] (session cache
+//!   keys, lookup order, store rules), [`recipient_log`] (the one
+//!   per-recipient log line).
 //! - [`cli`]: the `mailhop` command.
 
 pub mod cache;
@@ -30,10 +33,13 @@ pub mod message;
 pub mod mxlist;
 pub mod nexthop;
 pub mod outcome;
+pub mod plan;
 pub mod pool;
 pub mod progress;
+pub mod recipient_log;
 pub mod recipients;
 pub mod resolve;
+pub mod reuse;
 pub mod server;
 pub mod session;
 pub mod smtp;

@@ -24,7 +24,7 @@
 //! replacement thread: the pool never shrinks ([`Pool::replenish`] retries
 //! a replacement that could not be started).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -37,14 +37,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::cache::DemandGuard;
+use crate::chain::Chain;
 use crate::config::LogFormat;
 use crate::deliver::Deliverer;
-use crate::dispatch::{self, seconds};
+use crate::dispatch;
 use crate::dsn::StatusCode;
-use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind};
+use crate::job::{
+    CheckedJob, Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind,
+};
 use crate::message::Message;
+use crate::plan::{NexthopKey, Plan};
 use crate::progress::Progress;
-use crate::recipients::{Status, printable_address};
+use crate::recipient_log::Service;
+use crate::recipients::Status;
 use crate::stats::{PoolShape, Stats};
 use crate::transport::strerror;
 
@@ -138,7 +143,7 @@ impl PeerIdentity {
 
 /// One accepted job on its way through the pool.
 pub struct Ticket {
-    job: Job,
+    job: CheckedJob,
     peer: Arc<PeerIdentity>,
     report: Arc<dyn Report>,
     claimed: AtomicBool,
@@ -160,14 +165,14 @@ pub struct Ticket {
 static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Ticket {
-    pub fn new(job: Job, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
+    pub fn new(job: CheckedJob, peer: Arc<PeerIdentity>, report: Arc<dyn Report>) -> Arc<Self> {
         Self::with_message_fd(job, peer, report, None)
     }
 
     /// A ticket whose message came as a file descriptor on the job's
     /// connection.
     pub fn with_message_fd(
-        job: Job,
+        job: CheckedJob,
         peer: Arc<PeerIdentity>,
         report: Arc<dyn Report>,
         message_fd: Option<File>,
@@ -391,37 +396,24 @@ impl Delays {
 fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientResult) {
     let job = &ticket.job;
     let Delays { a, b, delay } = *delays;
-    let diagnostic = &rcpt.diagnostic;
-    let target = match job.transport {
-        TransportKind::Smtp => "mailhop/smtp",
-        TransportKind::Lmtp => "mailhop/lmtp",
+    let line = crate::recipient_log::Line {
+        service: match job.transport {
+            TransportKind::Smtp => Service::Smtp,
+            TransportKind::Lmtp => Service::Lmtp,
+        },
+        id: &job.id,
+        address: &rcpt.address,
+        relay: None,
+        delay,
+        delays: [a, b, Duration::ZERO, Duration::ZERO],
+        dsn: SHUTDOWN_DSN,
+        status: Status::Deferred,
+        diagnostic: &rcpt.diagnostic,
+        tls: None,
+        source: None,
+        late: false,
     };
-    {
-        if json {
-            let line = serde_json::json!({
-                "id": job.id,
-                "to": rcpt.address,
-                "relay": null,
-                "delay": delay.as_secs_f64(),
-                "delays": [a.as_secs_f64(), b.as_secs_f64(), 0.0, 0.0],
-                "dsn": SHUTDOWN_DSN.to_string(),
-                "status": "deferred",
-                "diagnostic": diagnostic,
-                "tls": null,
-            });
-            log::info!(target: target, "{line}");
-        } else {
-            log::info!(
-                target: target,
-                "{}: to=<{}>, relay=none, delay={}, delays={}/{}/0/0, dsn={SHUTDOWN_DSN}, status=deferred ({diagnostic})",
-                job.id,
-                printable_address(&rcpt.address),
-                seconds(delay),
-                seconds(a),
-                seconds(b),
-            );
-        }
-    }
+    crate::recipient_log::write(&line, json);
 }
 
 /// The result of a job cut short by shutdown: every recipient deferred.
@@ -584,8 +576,9 @@ impl Submitter {
             && cache.counts_demand()
             && let Ok(mut guards) = ticket.queued_demand.lock()
         {
-            for nexthop in nexthops(&ticket.job, &deliverer) {
-                guards.push(cache.demand(&nexthop));
+            let plan = Plan::of(&ticket.job, deliverer.settings().relayhost.as_deref());
+            for key in plan.keys() {
+                guards.push(cache.demand(key));
             }
         }
         drop(deliverer);
@@ -635,24 +628,6 @@ impl Submitter {
     pub fn deliverer(&self) -> Arc<Deliverer> {
         self.shared.deliverer()
     }
-}
-
-/// The next hops a job will use, as dispatch groups them: its own, else
-/// `relayhost` (SMTP), else each recipient's domain.
-fn nexthops(job: &Job, deliverer: &Deliverer) -> BTreeSet<String> {
-    if let Some(nexthop) = &job.nexthop {
-        return BTreeSet::from([nexthop.clone()]);
-    }
-    if job.transport == TransportKind::Smtp
-        && let Some(relayhost) = &deliverer.settings().relayhost
-    {
-        return BTreeSet::from([relayhost.clone()]);
-    }
-    job.recipients
-        .iter()
-        .filter_map(|r| r.address.rsplit_once('@'))
-        .map(|(_, domain)| domain.to_ascii_lowercase())
-        .collect()
 }
 
 /// A job a worker has taken from the queue, with its slot in `running`
@@ -815,11 +790,13 @@ fn worker(shared: &Arc<Shared>) {
     };
     let capacity = shared.size.queue_capacity;
     let mut next: Option<Taken> = None;
+    // This worker's hand-over state (see crate::chain), passed to each job.
+    let chain = Chain::default();
     loop {
         let current = match next.take() {
             Some(taken) => taken,
             None => {
-                crate::chain::clear();
+                chain.clear();
                 let Ok(ticket) = rx.recv() else { break };
                 shared.room.give_back(capacity);
                 let (slot, progress) = shared.register(&ticket);
@@ -839,7 +816,7 @@ fn worker(shared: &Arc<Shared>) {
             opened,
         } = current;
         ticket.drop_queued_demand();
-        crate::chain::keep_only_for(ticket.serial());
+        chain.keep_only_for(ticket.serial());
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
             guard.release(slot);
@@ -856,7 +833,7 @@ fn worker(shared: &Arc<Shared>) {
         // worker: held here it would wait for this job to finish.
         // Only when this job's session may be kept: a session that ends
         // with QUIT has nothing to hand over.
-        let may_keep = |nexthop: &str| match ticket.job.cache {
+        let may_keep = |nexthop: &NexthopKey| match ticket.job.cache {
             Some(hints) => hints.store && deliverer.cache().is_some(),
             None => deliverer
                 .cache()
@@ -865,18 +842,18 @@ fn worker(shared: &Arc<Shared>) {
         // LMTP jobs are never chained (crate::chain): nothing to prepare.
         if deliverer.config().cache.chain_jobs
             && ticket.job.transport == TransportKind::Smtp
-            && ticket.job.nexthop.as_deref().is_some_and(may_keep)
+            && crate::plan::explicit_key(&ticket.job).is_some_and(|key| may_keep(&key))
             && shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX)
             && let Some(follower) = take_follower(rx, requeue, &ticket.job)
         {
             shared.room.give_back(capacity);
-            let opened = same_route(&ticket.job, &follower.job)
+            let opened = crate::plan::same_route(&ticket.job, &follower.job)
                 .then(|| open_message(&follower).ok())
                 .flatten();
             if let Some(opened) = &opened
                 && let Some(offer) = dispatch::follower(&follower.job, &opened.message)
             {
-                crate::chain::offer(follower.serial(), offer);
+                chain.offer(follower.serial(), offer);
             }
             let (follower_slot, follower_progress) = shared.register(&follower);
             guard.hold(&follower, follower_slot);
@@ -890,10 +867,10 @@ fn worker(shared: &Arc<Shared>) {
         let job_lines = crate::logging::JobLines::start();
         let entered = crate::progress::enter(progress);
         injected_fault(&ticket);
-        let answer = run(&deliverer, &ticket, opened);
+        let answer = run(&deliverer, &ticket, opened, &chain);
         drop(entered);
         drop(job_lines);
-        crate::chain::job_done(ticket.serial());
+        chain.job_done(ticket.serial());
         drop(deliverer);
         shared.unregister(slot);
         guard.release(slot);
@@ -916,7 +893,9 @@ fn take_follower(
     current: &Job,
 ) -> Option<Arc<Ticket>> {
     let follower = rx.try_recv().ok()?;
-    if same_route(current, &follower.job) || follower.requeued.swap(true, Ordering::SeqCst) {
+    if crate::plan::same_route(current, &follower.job)
+        || follower.requeued.swap(true, Ordering::SeqCst)
+    {
         return Some(follower);
     }
     // Its place in the queue (and in the room count) is still free.
@@ -924,13 +903,6 @@ fn take_follower(
         Ok(()) => None,
         Err(e) => Some(e.into_inner()),
     }
-}
-
-/// Two jobs that would use the same sessions: same transport, same
-/// explicit next hop.
-fn same_route(a: &Job, b: &Job) -> bool {
-    a.transport == b.transport
-        && matches!((&a.nexthop, &b.nexthop), (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
 }
 
 /// Opens and reads a job's message: a path on the submitting peer's
@@ -980,17 +952,23 @@ fn open_message(ticket: &Ticket) -> Result<Opened, JobError> {
 /// Runs one job: the message is opened here (unless `opened` already
 /// holds it), on the peer's behalf, and the delivery reads it through
 /// that open file.
-fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>) -> Answer {
+fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>, chain: &Chain) -> Answer {
     let job = &ticket.job;
     let opened = match opened.map_or_else(|| open_message(ticket), Ok) {
         Ok(opened) => opened,
         Err(error) => return Answer::Failed(error),
     };
-    let answer =
-        match dispatch::execute_with(deliverer, job, &opened.message, true, ticket.received) {
-            Ok(result) => Answer::Done(result),
-            Err(error) => Answer::Failed(error),
-        };
+    let answer = match dispatch::execute_with(
+        deliverer,
+        job,
+        &opened.message,
+        true,
+        ticket.received,
+        Some(chain),
+    ) {
+        Ok(result) => Answer::Done(result),
+        Err(error) => Answer::Failed(error),
+    };
     opened.message.recycle();
     answer
 }

@@ -18,9 +18,8 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::deliver::Delivery;
 use crate::job::RecipientResult;
-use crate::recipients::{Outcome, Status};
+use crate::recipients::{Outcome, Settled, Status};
 
 /// Postfix's words (smtp_proto.c) for a message whose end-of-data reply
 /// did not come: appended to the diagnostic of a job cut while its body
@@ -213,12 +212,15 @@ pub fn may_send_body() -> bool {
 /// Runs `deliver` (one delivery for the job recipients at `indexes`, in
 /// envelope order) with its recipients logged by `write` as the ledger
 /// settles them; those its ledger only filled in at the end are logged
-/// after it.
-pub fn deliver_group(
+/// after it. `settled_of` reads the outcomes (in envelope order) from what
+/// `deliver` returns (this module knows no delivery type: it sits below
+/// the delivery code).
+pub fn deliver_group<D>(
     indexes: &[usize],
     write: LineWriter,
-    deliver: impl FnOnce() -> Delivery,
-) -> Delivery {
+    deliver: impl FnOnce() -> D,
+    settled_of: impl Fn(&D) -> &[Settled],
+) -> D {
     struct Installed;
     impl Drop for Installed {
         fn drop(&mut self) {
@@ -242,7 +244,7 @@ pub fn deliver_group(
     let installed = Installed;
     crate::recipients::on_settled(Some(settled));
     let delivery = deliver();
-    for (position, one) in delivery.settled.iter().enumerate() {
+    for (position, one) in settled_of(&delivery).iter().enumerate() {
         let logged = GROUP.with(|group| {
             group
                 .try_borrow()

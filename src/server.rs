@@ -35,7 +35,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::Group;
 
 use crate::config::DaemonConfig;
-use crate::job::{Job, JobError, JobResult, MessageRef, parse_job};
+use crate::job::{CheckedJob, Job, JobError, JobResult, MessageRef, parse_job};
 use crate::pool::{Answer, PeerIdentity, Report, Submitter, Ticket};
 use crate::stats::{CacheReport, StatusReport};
 
@@ -1140,7 +1140,7 @@ impl Reader<'_> {
 
     /// Queues a parsed, checked job (`cost`: its line's bytes, held
     /// against the quotas until it is answered).
-    fn accept(&mut self, job: Job, cost: usize) {
+    fn accept(&mut self, job: CheckedJob, cost: usize) {
         let limits = &self.settings.limits;
         if job.recipients.len() > limits.recipients {
             self.refuse(

@@ -285,7 +285,9 @@ fn run_jobs_made(
         std::fs::write(&message, format!("Subject: {id}\n\nbody of {id}\n")).expect("write");
         let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
         submitter.submit(Ticket::new(
-            make(&id, &server.nexthop(), &message),
+            make(&id, &server.nexthop(), &message)
+                .into_checked()
+                .expect("a valid job"),
             Arc::clone(&peer),
             report,
         ));
@@ -468,7 +470,8 @@ fn follower_of(job: &Job) -> mailhop::chain::Follower {
         MessageRef::Data { data } => data.clone().into_bytes(),
         MessageRef::Path { .. } | MessageRef::Fd { .. } => Vec::new(),
     });
-    mailhop::dispatch::follower(job, &message).expect("a follower")
+    let job = job.clone().into_checked().expect("a valid job");
+    mailhop::dispatch::follower(&job, &message).expect("a follower")
 }
 
 /// No recipient got a body that is not its own job's.
@@ -492,8 +495,11 @@ fn a_session_handed_to_one_job_is_never_used_by_another_with_the_same_id() {
     let config = cached(true);
     let cache = Arc::new(SessionCache::new(config.cache.clone()));
     let deliverer = Deliverer::new(config).with_cache(cache);
+    // One worker's hand-over state, as the daemon's worker keeps it.
+    let chain = mailhop::chain::Chain::default();
     let run = |job: &Job| {
-        let result = mailhop::dispatch::execute(&deliverer, job, false).expect("runs");
+        let result =
+            mailhop::dispatch::execute_chained(&deliverer, job, false, &chain).expect("runs");
         assert_eq!(result.recipients[0].status, Status::Sent, "{result:?}");
     };
     // A session in the cache, then a job on it with the next job (id X,
@@ -501,13 +507,13 @@ fn a_session_handed_to_one_job_is_never_used_by_another_with_the_same_id() {
     run(&job_for("A0", &nexthop, "a0@y.test", "A0"));
     // (Tickets as the daemon numbers them; the job ids are the same.)
     let victim = job_for("X", &nexthop, "victim@y.test", "B");
-    mailhop::chain::offer(1001, follower_of(&victim));
+    chain.offer(1001, follower_of(&victim));
     run(&job_for("A1", &nexthop, "a1@y.test", "A1"));
     // The handed-to job never runs; another job with the same id does.
     let other = job_for("X", &nexthop, "own@y.test", "C");
-    mailhop::chain::keep_only_for(1002);
+    chain.keep_only_for(1002);
     run(&other);
-    mailhop::chain::clear();
+    chain.clear();
     let seen = server.seen.lock().expect("seen");
     assert!(seen.chained >= 1, "{seen:?}");
     assert_nothing_misdelivered(&seen, &|rcpt: &str| {
@@ -549,7 +555,9 @@ fn duplicate_job_ids_from_several_clients_are_never_misdelivered() {
                 });
                 for n in 0..per_client {
                     let tag = format!("c{c}n{n}");
-                    let job = job_for("SAME", &nexthop, &format!("{tag}@y.test"), &tag);
+                    let job = job_for("SAME", &nexthop, &format!("{tag}@y.test"), &tag)
+                        .into_checked()
+                        .expect("a valid job");
                     let report: Arc<dyn Report> = Arc::clone(&answers) as Arc<dyn Report>;
                     submitter.submit(Ticket::new(job, Arc::clone(&peer), report));
                 }
