@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::config::{LIST_SEPARATORS, list_items};
+use crate::text::{LIST_SEPARATORS, list_items};
 
 /// Addresses this host receives mail on, and those it is reached through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::config::{LIST_SEPARATORS, list_items};
+use crate::text::{LIST_SEPARATORS, list_items};
 
 /// Longest next-hop string (and element) accepted, in bytes.
 pub const MAX_NEXTHOP_LEN: usize = 4096;

@@ -2,6 +2,7 @@
 //! addresses appended to a `String` digit by digit, where `core::fmt`
 //! (padding support, dynamic dispatch) would cost several times more.
 //! Output is identical to the `Display` implementations they replace.
+//! Also the one splitter of Postfix-style lists.
 
 use std::net::IpAddr;
 
@@ -61,6 +62,19 @@ pub fn ip_string(addr: IpAddr) -> String {
     let mut out = String::with_capacity(15);
     push_ip(&mut out, addr);
     out
+}
+
+/// Postfix's list separators (`CHARS_COMMA_SP`).
+pub const LIST_SEPARATORS: &[char] = &[',', ' ', '\t', '\r', '\n'];
+
+/// The separators of TLS protocol and match lists (`CHARS_COMMA_SP ":"`).
+pub const TLS_LIST_SEPARATORS: &[char] = &[',', ':', ' ', '\t', '\r', '\n'];
+
+/// The items of a list value: the text between `separators`, empty items
+/// dropped.  The one list splitter (configuration values, next-hop
+/// lists, interface lists).
+pub fn list_items<'a>(text: &'a str, separators: &'a [char]) -> impl Iterator<Item = &'a str> + 'a {
+    text.split(separators).filter(|item| !item.is_empty())
 }
 
 #[cfg(test)]

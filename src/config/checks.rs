@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::text::{LIST_SEPARATORS, TLS_LIST_SEPARATORS, list_items};
+
 use super::error::Invalid;
 use super::settings::{AddressPreference, DnsSupport, InetProtocols, LogFormat};
 use super::tables::TlsPolicyEntry;
@@ -293,21 +295,6 @@ pub(super) fn check_address_preference(value: &str) -> Result<(), Invalid> {
         .parse::<AddressPreference>()
         .map(|_| ())
         .map_err(Invalid::from)
-}
-
-/// Postfix's list separators (`CHARS_COMMA_SP`).
-pub(crate) const LIST_SEPARATORS: &[char] = &[',', ' ', '\t', '\r', '\n'];
-
-/// The separators of TLS protocol and match lists (`CHARS_COMMA_SP ":"`).
-pub(crate) const TLS_LIST_SEPARATORS: &[char] = &[',', ':', ' ', '\t', '\r', '\n'];
-
-/// The items of a list value: the text between `separators`, empty items
-/// dropped.  The one list splitter of the configuration.
-pub(crate) fn list_items<'a>(
-    text: &'a str,
-    separators: &'a [char],
-) -> impl Iterator<Item = &'a str> + 'a {
-    text.split(separators).filter(|item| !item.is_empty())
 }
 
 pub(super) fn check_inet_interfaces(text: &str) -> Result<(), Invalid> {

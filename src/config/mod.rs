@@ -65,7 +65,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 
-pub(crate) use checks::{LIST_SEPARATORS, list_items};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use settings::{

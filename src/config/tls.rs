@@ -19,7 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::checks::{TLS_LIST_SEPARATORS, list_items};
+use crate::text::{TLS_LIST_SEPARATORS, list_items};
 
 /// A TLS security level, ordered by strength.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
