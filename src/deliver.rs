@@ -28,10 +28,11 @@ use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
 use crate::dns::{DnsError, DnsLookup};
 use crate::dsn::{self, Dsn};
 use crate::interfaces::OwnAddresses;
+use crate::job::CheckedJob;
 use crate::mxlist::{Candidate, Route};
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
-use crate::plan::NexthopKey;
+use crate::plan::{Hop, Plan};
 use crate::recipients::{Ledger, Settled};
 use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
@@ -70,8 +71,10 @@ impl Delivery {
 /// Everything one delivery needs besides the configuration.
 pub struct Request<'a> {
     pub protocol: Protocol,
-    /// The next-hop list as written (`[127.0.0.1]:2525`, `unix:/path`, ...).
-    pub nexthop: &'a str,
+    /// The next hop (`[127.0.0.1]:2525`, `unix:/path`, ...): as written,
+    /// its key and its destinations, from the job's [`crate::plan::Plan`]
+    /// (or [`Deliverer::hop`]).
+    pub hop: &'a Hop,
     pub envelope: Envelope,
     pub message: &'a dyn MessageSource,
     pub facts: MessageFacts,
@@ -229,6 +232,19 @@ impl Deliverer {
         &self.settings
     }
 
+    /// The delivery plan of `job` under this configuration (see
+    /// [`crate::plan`]).
+    pub fn plan(&self, job: &CheckedJob) -> Plan {
+        Plan::of(job, &self.settings, self.services.as_ref())
+    }
+
+    /// One next hop for `protocol` under this configuration, for a
+    /// [`Request`] made without a job.
+    pub fn hop(&self, nexthop: &str, protocol: Protocol) -> Hop {
+        let port = self.settings.protocol(protocol == Protocol::Lmtp).port;
+        Hop::new(nexthop, protocol, port, self.services.as_ref())
+    }
+
     /// Delivers one request; one outcome per recipient, in envelope order.
     pub fn deliver(&self, request: &Request<'_>) -> Delivery {
         self.deliver_chained(request, None)
@@ -251,13 +267,8 @@ impl Deliverer {
         if !check_envelope(request, &mut ledger, &mut trouble) {
             return Delivery::new(ledger, trouble);
         }
-        let mut destinations = match parse_nexthop(
-            request.nexthop,
-            request.protocol,
-            settings.port,
-            self.services.as_ref(),
-        ) {
-            Ok(list) => list,
+        let primary = match &request.hop.destinations {
+            Ok(list) => list.as_slice(),
             Err(e) => {
                 log::warn!("{e}");
                 outcome::fail_all(
@@ -270,19 +281,20 @@ impl Deliverer {
                 return Delivery::new(ledger, trouble);
             }
         };
-        let primary_count = destinations.len();
-        let first_is_unix = matches!(destinations.first(), Some(Destination::Unix { .. }));
-        if first_is_unix {
-            if destinations.len() > 1 || !settings.fallback_relay.is_empty() {
+        let first_is_unix = matches!(primary.first(), Some(Destination::Unix { .. }));
+        let (primary, fallback): (&[Destination], &[Destination]) = if first_is_unix {
+            if primary.len() > 1 || !settings.fallback_relay.is_empty() {
                 log::warn!(
                     "UNIX-domain destination {}: fallback destinations are ignored",
-                    request.nexthop
+                    request.hop.nexthop
                 );
             }
-            destinations.truncate(1);
+            (primary.get(..1).unwrap_or(primary), &[])
         } else {
-            destinations.extend(self.fallback[usize::from(lmtp)].iter().cloned());
-        }
+            (primary, &self.fallback[usize::from(lmtp)])
+        };
+        let primary_count = primary.len();
+        let count = primary_count + fallback.len();
         let mut last_index = 0;
         let mut job = JobState {
             ledger,
@@ -292,13 +304,13 @@ impl Deliverer {
             first_destination: true,
             chain,
         };
-        for (index, destination) in destinations.iter().enumerate() {
+        for (index, destination) in primary.iter().chain(fallback).enumerate() {
             if job.ledger.left() == 0 {
                 break;
             }
             last_index = index;
             job.first_destination = index == 0;
-            let final_nexthop = index + 1 == destinations.len();
+            let final_nexthop = index + 1 == count;
             let was_final =
                 self.try_destination(request, settings, destination, final_nexthop, &mut job);
             if was_final {
@@ -309,7 +321,7 @@ impl Deliverer {
             last_was_fallback_relay: last_index >= primary_count,
             nexthop_is_relayhost: !lmtp
                 && self.settings.relayhost.is_some()
-                && destinations.first().map(Destination::text)
+                && primary.iter().chain(fallback).next().map(Destination::text)
                     == self.settings.relayhost.as_deref(),
         };
         outcome::settle_leftovers(&mut job.ledger, &job.trouble, context);
@@ -753,8 +765,7 @@ impl Deliverer {
         let chain = job.chain;
         let mut follow = || -> Option<Vec<u8>> {
             follower_parts.as_ref()?;
-            let (ticket, follower) =
-                chain?.take_follower(&NexthopKey::new(request.nexthop), request.protocol)?;
+            let (ticket, follower) = chain?.take_follower(&request.hop.key, request.protocol)?;
             if follower.envelope.needs_smtputf8() != needs_smtputf8 {
                 return None;
             }

@@ -176,9 +176,10 @@ fn run_from(
         .with_resolver(Box::new(dns))
         .with_connector(Box::new(net));
     let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+    let hop = deliverer.hop(nexthop, Protocol::Smtp);
     let request = Request {
         protocol: Protocol::Smtp,
-        nexthop,
+        hop: &hop,
         envelope: Envelope {
             sender: sender.into(),
             recipients: rcpts
@@ -510,9 +511,10 @@ fn run_cached_as(
     rcpt: &str,
 ) -> (Status, Vec<String>) {
     let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+    let hop = deliverer.hop(nexthop, protocol);
     let request = Request {
         protocol,
-        nexthop,
+        hop: &hop,
         envelope: Envelope {
             sender: "s@x.test".into(),
             recipients: vec![Recipient {

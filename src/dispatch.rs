@@ -15,7 +15,7 @@ use crate::deliver::{CacheUse, Deliverer, Delivery, Request};
 use crate::job::{CheckedJob, Job, JobError, JobResult, MessageRef};
 use crate::message::Message;
 use crate::nexthop::Protocol;
-use crate::plan::{Group, NexthopKey, Plan};
+use crate::plan::{Group, Plan};
 use crate::recipient_log::Service;
 use crate::recipients::{Outcome, Settled};
 use crate::session::MessageSource;
@@ -69,15 +69,20 @@ fn execute_in(
         }
     };
     let job = job.clone().into_checked()?;
-    execute_with(deliverer, &job, &message, with_log, received, chain)
+    let plan = deliverer.plan(&job);
+    execute_with(deliverer, &job, &plan, &message, with_log, received, chain)
 }
 
-/// As [`execute_at`], with the message already at hand (the daemon reads
-/// it through the file it opened for the submitting peer); `job.message`
-/// only names it in errors. `chain`: the worker's hand-over state, if any.
+/// As [`execute_at`], with the job's plan made (the daemon makes it at
+/// submission, see [`crate::plan`]) and the message already at hand (the
+/// daemon reads it through the file it opened for the submitting peer);
+/// `job.message` only names it in errors. `chain`: the worker's hand-over
+/// state, if any. A plan made under a configuration since reloaded with
+/// another `relayhost` or default port is made again under `deliverer`'s.
 pub fn execute_with(
     deliverer: &Deliverer,
     job: &CheckedJob,
+    plan: &Plan,
     message: &Message,
     with_log: bool,
     received: Instant,
@@ -109,7 +114,16 @@ pub fn execute_with(
     );
     line.push_str(" (queue active)");
     log::info!(target: "mailhop/qmgr", "{line}");
-    let Plan { groups, refused } = Plan::of(job, deliverer.settings().relayhost.as_deref());
+    let remade;
+    let plan = if plan.holds_under(deliverer.settings()) {
+        plan
+    } else {
+        remade = deliverer.plan(job);
+        &remade
+    };
+    let Plan {
+        groups, refused, ..
+    } = plan;
     let service = match protocol {
         Protocol::Smtp => Service::Smtp,
         Protocol::Lmtp => Service::Lmtp,
@@ -133,7 +147,7 @@ pub fn execute_with(
     if !refused.is_empty() {
         // Settled before any connection: logged (and recorded for the
         // shutdown path) like every other outcome.
-        let (indexes, outcomes): (Vec<usize>, Vec<Outcome>) = refused.into_iter().unzip();
+        let (indexes, outcomes): (Vec<usize>, Vec<Outcome>) = refused.iter().cloned().unzip();
         let refused_settled: Vec<Settled> = indexes
             .iter()
             .zip(outcomes)
@@ -162,12 +176,7 @@ pub fn execute_with(
     }
     let mut log = Vec::new();
     let mut recipients = Some(recipients);
-    for Group {
-        nexthop,
-        key,
-        indexes,
-    } in groups
-    {
+    for Group { hop, indexes } in groups {
         let envelope = Envelope {
             sender: job.sender.clone(),
             recipients: if single {
@@ -183,7 +192,7 @@ pub fn execute_with(
             smtputf8: job.smtputf8,
         };
         // Connection cache: the job's own hints win; else the cache's policy.
-        let _demand = deliverer.cache().map(|cache| cache.demand(&key));
+        let _demand = deliverer.cache().map(|cache| cache.demand(&hop.key));
         let cache = match (deliverer.cache(), job.cache) {
             (None, _) => CacheUse::default(),
             (Some(_), Some(hints)) => CacheUse {
@@ -191,13 +200,13 @@ pub fn execute_with(
                 store: hints.store,
             },
             (Some(cache), None) => {
-                let (load, store) = cache.policy_for(&key);
+                let (load, store) = cache.policy_for(&hop.key);
                 CacheUse { load, store }
             }
         };
         let request = Request {
             protocol,
-            nexthop: &nexthop,
+            hop,
             envelope,
             message,
             facts,
@@ -205,7 +214,7 @@ pub fn execute_with(
             cache,
         };
         let delivery = crate::progress::deliver_group(
-            &indexes,
+            indexes,
             line_writer(),
             || deliverer.deliver_chained(&request, chain),
             |d| &d.settled,
@@ -247,11 +256,12 @@ pub fn arrival(job: &Job) -> Option<SystemTime> {
         .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
 }
 
-/// The job as the follower of another one on a cached session (see
-/// [`crate::chain`]): only a valid job with one explicit next hop whose
-/// message is held in memory, and that may use cached sessions.
-pub fn follower(job: &CheckedJob, message: &Message) -> Option<Follower> {
+/// The job (with its `plan`) as the follower of another one on a cached
+/// session (see [`crate::chain`]): only a valid job with one explicit next
+/// hop whose message is held in memory, and that may use cached sessions.
+pub fn follower(job: &CheckedJob, plan: &Plan, message: &Message) -> Option<Follower> {
     let nexthop = job.nexthop.as_ref()?;
+    let key = plan.explicit_key()?.clone();
     if job.cache.is_some_and(|hints| !hints.load) || message.in_memory().is_none() {
         return None;
     }
@@ -267,7 +277,7 @@ pub fn follower(job: &CheckedJob, message: &Message) -> Option<Follower> {
     Some(Follower {
         job_id: job.id.clone(),
         nexthop: nexthop.clone(),
-        key: NexthopKey::new(nexthop),
+        key,
         protocol: job.protocol(),
         envelope: Envelope {
             sender: job.sender.clone(),
@@ -367,7 +377,10 @@ mod follower_tests {
 
     /// [`super::follower`] of a job that must pass its check first.
     fn follower(job: &Job, message: &Message) -> Option<Follower> {
-        super::follower(&job.clone().into_checked().ok()?, message)
+        let job = job.clone().into_checked().ok()?;
+        let settings = crate::config::Config::default().settings();
+        let plan = Plan::of(&job, &settings, &crate::nexthop::SystemServices);
+        super::follower(&job, &plan, message)
     }
 
     fn job(sender: &str, rcpt: &str) -> Job {
@@ -491,5 +504,66 @@ mod domain_tests {
             listener.accept().map(|_| ()).map_err(|e| e.kind()),
             Err(std::io::ErrorKind::WouldBlock)
         );
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::job::{JobRecipient, TransportKind};
+
+    /// A job queued before a reload (SIGHUP) is delivered with the new
+    /// configuration: its plan, made at submission with the old default
+    /// port, is made again.
+    #[test]
+    fn a_plan_made_before_a_reload_is_remade_with_the_new_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("address").port();
+        let job = Job {
+            id: "R1".into(),
+            transport: TransportKind::Smtp,
+            nexthop: Some("[127.0.0.1]".into()),
+            sender: "a@x.test".into(),
+            recipients: vec![JobRecipient {
+                address: "u@y.test".into(),
+                orcpt: None,
+                notify: None,
+            }],
+            message: MessageRef::Data {
+                data: "Subject: x\n\nhi\n".into(),
+            },
+            envid: None,
+            ret: None,
+            smtputf8: false,
+            arrival_time: None,
+            cache: None,
+        }
+        .into_checked()
+        .expect("a valid job");
+        let mut before = Config::default();
+        before.smtp.port = 9;
+        let stale = Plan::of(&job, &before.settings(), &crate::nexthop::SystemServices);
+        let mut after = Config::default();
+        after.smtp.port = port;
+        after.smtp.connect_timeout = Duration::from_secs(1);
+        after.smtp.helo_timeout = Duration::from_secs(1);
+        let deliverer =
+            Deliverer::new(after).with_resolver(Box::new(crate::resolve::LiteralResolver));
+        let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+        let result = execute_with(
+            &deliverer,
+            &job,
+            &stale,
+            &message,
+            false,
+            Instant::now(),
+            None,
+        )
+        .expect("a result");
+        assert_eq!(result.recipients[0].status.as_str(), "deferred");
+        // The delivery connected to the new port.
+        assert!(listener.accept().is_ok());
     }
 }

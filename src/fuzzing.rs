@@ -163,7 +163,10 @@ fn checked_job(job: &job::CheckedJob) {
     if let MessageRef::Data { data } = &job.message {
         let message = Message::Inline(data.clone().into_bytes());
         std::hint::black_box(message.facts().is_ok());
-        std::hint::black_box(crate::dispatch::follower(job, &message).is_some());
+        static SETTINGS: std::sync::OnceLock<crate::config::Settings> = std::sync::OnceLock::new();
+        let settings = SETTINGS.get_or_init(|| crate::config::Config::default().settings());
+        let plan = crate::plan::Plan::of(job, settings, &FixedServices);
+        std::hint::black_box(crate::dispatch::follower(job, &plan, &message).is_some());
     }
 }
 

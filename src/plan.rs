@@ -1,18 +1,24 @@
 //! A job's delivery plan, made once from the checked job: its recipients
 //! grouped by next hop (the job's, else `relayhost` for SMTP, else each
-//! recipient's domain), each group with its next hop as written and its
-//! normalised [`NexthopKey`]. The key is what every "same next hop"
-//! decision compares: on-demand cache counting ([`crate::cache`]), the
-//! pool's same-route check for chaining, and the chained follower offer
-//! ([`crate::chain`]). The next-hop grammar itself is [`crate::nexthop`]'s.
+//! recipient's domain), each group with its [`Hop`]: the next hop as
+//! written, its normalised [`NexthopKey`] and its parsed destinations.
+//! The key is what every "same next hop" decision compares: on-demand
+//! cache counting ([`crate::cache`]), the pool's same-route check for
+//! chaining, and the chained follower offer ([`crate::chain`]); delivery
+//! ([`crate::deliver`]) takes the destinations as they are. The daemon
+//! makes the plan when a job is submitted and keeps it with the job; the
+//! CLI and [`crate::dispatch::execute`] make it where they start. The
+//! next-hop grammar itself is [`crate::nexthop`]'s.
 //!
-//! Pure; no I/O. A recipient domain that cannot be a destination is set
-//! apart (bounced 5.1.3, as Postfix's trivial-rewrite does), never
-//! connected to.
+//! Pure; no I/O besides the service-name lookup it is given. A recipient
+//! domain that cannot be a destination is set apart (bounced 5.1.3, as
+//! Postfix's trivial-rewrite does), never connected to.
 
 use std::collections::BTreeMap;
 
-use crate::job::{Job, TransportKind};
+use crate::config::Settings;
+use crate::job::{CheckedJob, TransportKind};
+use crate::nexthop::{Destination, NextHopError, Protocol, ServiceLookup, parse_nexthop};
 use crate::recipients::{Outcome, Status};
 
 /// A next hop as written, normalised for comparison (ASCII lowercase):
@@ -37,56 +43,88 @@ impl NexthopKey {
     }
 }
 
+/// One next hop of a plan, in the three forms its users need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The next hop as written (for messages).
+    pub nexthop: String,
+    pub key: NexthopKey,
+    /// Its destination list ([`parse_nexthop`] with the protocol's default
+    /// port); a next hop that does not parse fails its recipients when
+    /// delivered (logged then, 4.3.5).
+    pub destinations: Result<Vec<Destination>, NextHopError>,
+}
+
+impl Hop {
+    /// `nexthop` for `protocol`, whose default port is `port`.
+    pub fn new(nexthop: &str, protocol: Protocol, port: u16, services: &dyn ServiceLookup) -> Self {
+        Self {
+            nexthop: nexthop.to_string(),
+            key: NexthopKey::new(nexthop),
+            destinations: parse_nexthop(nexthop, protocol, port, services),
+        }
+    }
+}
+
 /// The recipients of one next hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
-    /// The next hop as written (delivery parses it, see
-    /// [`crate::nexthop::parse_nexthop`]).
-    pub nexthop: String,
-    pub key: NexthopKey,
+    pub hop: Hop,
     /// Positions of its recipients in the job, in order.
     pub indexes: Vec<usize>,
 }
 
 /// A job's plan: its groups, and the recipients refused before any
 /// connection (with their outcome).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub groups: Vec<Group>,
     pub refused: Vec<(usize, Outcome)>,
+    transport: TransportKind,
+    /// The job names its next hop (not `relayhost`, not the domains).
+    explicit: bool,
+    /// What the plan depends on in the configuration: `relayhost` and the
+    /// protocol's default port when it was made.
+    relayhost: Option<String>,
+    port: u16,
 }
 
 impl Plan {
-    /// The plan of `job` with the configured `relayhost` (typed once in
-    /// [`crate::config::Settings`]).
+    /// The plan of `job` under `settings` (its `relayhost` and the
+    /// protocol's default port); `services` resolves port names.
     /// An address without a domain gets an empty next hop (which defers
     /// it as a bad destination).
-    pub fn of(job: &Job, relayhost: Option<&str>) -> Self {
-        let all = || (0..job.recipients.len()).collect::<Vec<usize>>();
-        let whole = |nexthop: &str| Self {
-            groups: vec![Group {
-                nexthop: nexthop.to_string(),
-                key: NexthopKey::new(nexthop),
-                indexes: all(),
-            }],
+    pub fn of(job: &CheckedJob, settings: &Settings, services: &dyn ServiceLookup) -> Self {
+        let protocol = job.protocol();
+        let port = settings.protocol(protocol == Protocol::Lmtp).port;
+        let relayhost = settings.relayhost.clone();
+        let hop = |nexthop: &str| Hop::new(nexthop, protocol, port, services);
+        let mut plan = Self {
+            groups: Vec::new(),
             refused: Vec::new(),
+            transport: job.transport,
+            explicit: job.nexthop.is_some(),
+            relayhost,
+            port,
         };
-        if let Some(nexthop) = &job.nexthop {
-            return whole(nexthop);
-        }
-        if job.transport == TransportKind::Smtp
-            && let Some(relayhost) = relayhost
-        {
-            return whole(relayhost);
+        let whole = job.nexthop.as_deref().or(match job.transport {
+            TransportKind::Smtp => plan.relayhost.as_deref(),
+            TransportKind::Lmtp => None,
+        });
+        if let Some(nexthop) = whole {
+            plan.groups.push(Group {
+                hop: hop(nexthop),
+                indexes: (0..job.recipients.len()).collect(),
+            });
+            return plan;
         }
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        let mut refused = Vec::new();
         for (index, rcpt) in job.recipients.iter().enumerate() {
             let domain = match rcpt.address.rsplit_once('@') {
                 Some((_, domain)) => match crate::nexthop::check_recipient_domain(domain) {
                     Ok(()) => domain.to_ascii_lowercase(),
                     Err(reason) => {
-                        refused.push((index, bad_domain(domain, &reason)));
+                        plan.refused.push((index, bad_domain(domain, &reason)));
                         continue;
                     }
                 },
@@ -94,36 +132,46 @@ impl Plan {
             };
             groups.entry(domain).or_default().push(index);
         }
-        Self {
-            groups: groups
-                .into_iter()
-                .map(|(nexthop, indexes)| Group {
-                    key: NexthopKey::new(&nexthop),
-                    nexthop,
-                    indexes,
-                })
-                .collect(),
-            refused,
-        }
+        plan.groups = groups
+            .into_iter()
+            .map(|(nexthop, indexes)| Group {
+                hop: hop(&nexthop),
+                indexes,
+            })
+            .collect();
+        plan
+    }
+
+    /// Whether the plan still holds under `settings`: a reload (SIGHUP)
+    /// between submission and delivery may have changed `relayhost` or the
+    /// default port, and a job is delivered with the configuration of the
+    /// moment it runs.
+    pub fn holds_under(&self, settings: &Settings) -> bool {
+        let lmtp = self.transport == TransportKind::Lmtp;
+        self.relayhost == settings.relayhost && self.port == settings.protocol(lmtp).port
     }
 
     /// The keys of its groups (for demand counting).
     pub fn keys(&self) -> impl Iterator<Item = &NexthopKey> {
-        self.groups.iter().map(|g| &g.key)
+        self.groups.iter().map(|g| &g.hop.key)
     }
-}
 
-/// The key of a job's explicit next hop, when it has one: two jobs go the
-/// same route when their transports and these keys are equal.
-pub fn explicit_key(job: &Job) -> Option<NexthopKey> {
-    job.nexthop.as_deref().map(NexthopKey::new)
+    /// The key of the job's explicit next hop, when it has one: two jobs
+    /// go the same route when their transports and these keys are equal.
+    pub fn explicit_key(&self) -> Option<&NexthopKey> {
+        if self.explicit {
+            self.groups.first().map(|g| &g.hop.key)
+        } else {
+            None
+        }
+    }
 }
 
 /// Two jobs that would use the same sessions: same transport, same
 /// explicit next hop (by key).
-pub fn same_route(a: &Job, b: &Job) -> bool {
+pub fn same_route(a: &Plan, b: &Plan) -> bool {
     a.transport == b.transport
-        && matches!((explicit_key(a), explicit_key(b)), (Some(x), Some(y)) if x == y)
+        && matches!((a.explicit_key(), b.explicit_key()), (Some(x), Some(y)) if x == y)
 }
 
 /// The outcome of a recipient whose domain cannot be a destination.
@@ -146,6 +194,165 @@ fn bad_domain(domain: &str, reason: &str) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::job::{Job, JobRecipient, MessageRef};
+    use crate::nexthop::SystemServices;
+
+    fn job(transport: TransportKind, nexthop: Option<&str>, rcpts: &[&str]) -> CheckedJob {
+        Job {
+            id: "P1".into(),
+            transport,
+            nexthop: nexthop.map(Into::into),
+            sender: "a@x.test".into(),
+            recipients: rcpts
+                .iter()
+                .map(|address| JobRecipient {
+                    address: (*address).into(),
+                    orcpt: None,
+                    notify: None,
+                })
+                .collect(),
+            message: MessageRef::Data {
+                data: "Subject: x\n\nhi\n".into(),
+            },
+            envid: None,
+            ret: None,
+            smtputf8: false,
+            arrival_time: None,
+            cache: None,
+        }
+        .into_checked()
+        .expect("a valid job")
+    }
+
+    fn plan(config: &Config, job: &CheckedJob) -> Plan {
+        Plan::of(job, &config.settings(), &SystemServices)
+    }
+
+    #[test]
+    fn each_group_carries_its_key_and_destinations_parsed_with_the_protocols_port() {
+        let mut config = Config::default();
+        config.smtp.port = 2525;
+        let smtp = plan(
+            &config,
+            &job(TransportKind::Smtp, Some("[MX.Example]"), &["u@a.test"]),
+        );
+        assert_eq!(smtp.groups.len(), 1, "{smtp:?}");
+        let group = &smtp.groups[0];
+        assert_eq!(group.hop.nexthop, "[MX.Example]");
+        assert_eq!(group.hop.key.as_str(), "[mx.example]");
+        assert_eq!(
+            group.hop.destinations,
+            parse_nexthop("[MX.Example]", Protocol::Smtp, 2525, &SystemServices)
+        );
+        assert!(matches!(
+            group.hop.destinations.as_deref(),
+            Ok([Destination::Inet { port: 2525, .. }])
+        ));
+        let lmtp = plan(
+            &config,
+            &job(TransportKind::Lmtp, Some("inet:[127.0.0.1]"), &["u@a.test"]),
+        );
+        assert!(matches!(
+            lmtp.groups[0].hop.destinations.as_deref(),
+            Ok([Destination::Inet { port: 24, .. }])
+        ));
+        // A next hop that does not parse keeps its error for delivery.
+        let bad = plan(
+            &config,
+            &job(TransportKind::Smtp, Some("[127.0.0.1]:0"), &["u@a.test"]),
+        );
+        assert!(bad.groups[0].hop.destinations.is_err());
+    }
+
+    #[test]
+    fn recipients_are_grouped_by_domain_without_a_next_hop_or_relayhost() {
+        let config = Config::default();
+        let job = job(
+            TransportKind::Smtp,
+            None,
+            &[
+                "u@B.test",
+                "v@a.test",
+                "w@b.test",
+                "nodomain",
+                "x@[127.0.0.1]:25",
+            ],
+        );
+        let plan = plan(&config, &job);
+        let groups: Vec<(&str, &[usize])> = plan
+            .groups
+            .iter()
+            .map(|g| (g.hop.key.as_str(), g.indexes.as_slice()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("", &[3][..]),
+                ("a.test", &[1][..]),
+                ("b.test", &[0, 2][..])
+            ]
+        );
+        assert!(plan.groups[0].hop.destinations.is_err());
+        assert_eq!(plan.refused.len(), 1);
+        assert_eq!(plan.refused[0].0, 4);
+        assert_eq!(plan.explicit_key(), None);
+        // relayhost takes every SMTP recipient, never an LMTP one.
+        let mut relayed = Config::default();
+        relayed.smtp.relayhost = "[relay.test]".into();
+        let smtp = super::Plan::of(&job, &relayed.settings(), &SystemServices);
+        assert_eq!(smtp.groups.len(), 1);
+        assert_eq!(smtp.groups[0].hop.key.as_str(), "[relay.test]");
+        assert_eq!(smtp.groups[0].indexes, vec![0, 1, 2, 3, 4]);
+        assert_eq!(smtp.explicit_key(), None);
+    }
+
+    #[test]
+    fn same_route_needs_the_same_transport_and_explicit_key() {
+        let config = Config::default();
+        let a = plan(
+            &config,
+            &job(TransportKind::Smtp, Some("[MX.example]:25"), &["u@a.test"]),
+        );
+        let b = plan(
+            &config,
+            &job(TransportKind::Smtp, Some("[mx.example]:25"), &["v@b.test"]),
+        );
+        let lmtp = plan(
+            &config,
+            &job(TransportKind::Lmtp, Some("[mx.example]:25"), &["v@b.test"]),
+        );
+        let other = plan(
+            &config,
+            &job(TransportKind::Smtp, Some("[mx.example]:26"), &["v@b.test"]),
+        );
+        let domains = plan(&config, &job(TransportKind::Smtp, None, &["u@a.test"]));
+        assert!(same_route(&a, &b));
+        assert!(!same_route(&a, &lmtp));
+        assert!(!same_route(&a, &other));
+        assert!(!same_route(&domains, &domains));
+    }
+
+    #[test]
+    fn a_plan_holds_until_relayhost_or_the_default_port_changes() {
+        let job = job(TransportKind::Smtp, None, &["u@a.test"]);
+        let config = Config::default();
+        let made = plan(&config, &job);
+        assert!(made.holds_under(&config.settings()));
+        let mut helo = Config::default();
+        helo.smtp.helo_name = "other.test".into();
+        assert!(made.holds_under(&helo.settings()));
+        let mut relayed = Config::default();
+        relayed.smtp.relayhost = "[relay.test]".into();
+        assert!(!made.holds_under(&relayed.settings()));
+        let mut port = Config::default();
+        port.smtp.port = 2525;
+        assert!(!made.holds_under(&port.settings()));
+        // The LMTP port is not the SMTP job's.
+        let mut lmtp_port = Config::default();
+        lmtp_port.lmtp.port = 2424;
+        assert!(made.holds_under(&lmtp_port.settings()));
+    }
 
     #[test]
     fn keys_ignore_case_and_bare_strips_brackets_and_port() {

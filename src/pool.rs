@@ -30,7 +30,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,9 @@ impl PeerIdentity {
 /// One accepted job on its way through the pool.
 pub struct Ticket {
     job: CheckedJob,
+    /// The job's delivery plan, made once when it is submitted (see
+    /// [`Ticket::plan`]).
+    plan: OnceLock<Plan>,
     peer: Arc<PeerIdentity>,
     report: Arc<dyn Report>,
     claimed: AtomicBool,
@@ -179,6 +182,7 @@ impl Ticket {
     ) -> Arc<Self> {
         Arc::new(Self {
             job,
+            plan: OnceLock::new(),
             peer,
             report,
             claimed: AtomicBool::new(false),
@@ -197,6 +201,13 @@ impl Ticket {
     /// The daemon's own unique number for this job.
     pub fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// The job's delivery plan: the one made when it was submitted (with
+    /// the configuration of then); made with `deliverer` only for a ticket
+    /// that was not.
+    fn plan(&self, deliverer: &Deliverer) -> &Plan {
+        self.plan.get_or_init(|| deliverer.plan(&self.job))
     }
 
     /// True for exactly one caller: the one that answers the job.
@@ -572,11 +583,11 @@ impl Submitter {
             return;
         }
         let deliverer = self.shared.deliverer();
+        let plan = ticket.plan(&deliverer);
         if let Some(cache) = deliverer.cache()
             && cache.counts_demand()
             && let Ok(mut guards) = ticket.queued_demand.lock()
         {
-            let plan = Plan::of(&ticket.job, deliverer.settings().relayhost.as_deref());
             for key in plan.keys() {
                 guards.push(cache.demand(key));
             }
@@ -842,16 +853,18 @@ fn worker(shared: &Arc<Shared>) {
         // LMTP jobs are never chained (crate::chain): nothing to prepare.
         if deliverer.config().cache.chain_jobs
             && ticket.job.transport == TransportKind::Smtp
-            && crate::plan::explicit_key(&ticket.job).is_some_and(|key| may_keep(&key))
+            && ticket.plan(&deliverer).explicit_key().is_some_and(may_keep)
             && shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX)
-            && let Some(follower) = take_follower(rx, requeue, &ticket.job)
+            && let Some(follower) = take_follower(rx, requeue, &ticket, &deliverer)
         {
             shared.room.give_back(capacity);
-            let opened = crate::plan::same_route(&ticket.job, &follower.job)
+            let follower_plan = follower.plan(&deliverer);
+            let opened = crate::plan::same_route(ticket.plan(&deliverer), follower_plan)
                 .then(|| open_message(&follower).ok())
                 .flatten();
             if let Some(opened) = &opened
-                && let Some(offer) = dispatch::follower(&follower.job, &opened.message)
+                && let Some(offer) =
+                    dispatch::follower(&follower.job, follower_plan, &opened.message)
             {
                 chain.offer(follower.serial(), offer);
             }
@@ -890,10 +903,11 @@ fn worker(shared: &Arc<Shared>) {
 fn take_follower(
     rx: &Receiver<Arc<Ticket>>,
     requeue: &Sender<Arc<Ticket>>,
-    current: &Job,
+    current: &Ticket,
+    deliverer: &Deliverer,
 ) -> Option<Arc<Ticket>> {
     let follower = rx.try_recv().ok()?;
-    if crate::plan::same_route(current, &follower.job)
+    if crate::plan::same_route(current.plan(deliverer), follower.plan(deliverer))
         || follower.requeued.swap(true, Ordering::SeqCst)
     {
         return Some(follower);
@@ -961,6 +975,7 @@ fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>, chain: &C
     let answer = match dispatch::execute_with(
         deliverer,
         job,
+        ticket.plan(deliverer),
         &opened.message,
         true,
         ticket.received,

@@ -471,7 +471,9 @@ fn follower_of(job: &Job) -> mailhop::chain::Follower {
         MessageRef::Path { .. } | MessageRef::Fd { .. } => Vec::new(),
     });
     let job = job.clone().into_checked().expect("a valid job");
-    mailhop::dispatch::follower(&job, &message).expect("a follower")
+    let settings = Config::default().settings();
+    let plan = mailhop::plan::Plan::of(&job, &settings, &mailhop::nexthop::SystemServices);
+    mailhop::dispatch::follower(&job, &plan, &message).expect("a follower")
 }
 
 /// No recipient got a body that is not its own job's.

@@ -1376,9 +1376,10 @@ fn equal_preference_mx_hosts_share_the_load() {
     let started = Instant::now();
     for run in 0..RUNS {
         let deliverer = Deliverer::new(conf.config());
+        let hop = deliverer.hop(&nexthop, Protocol::Smtp);
         let request = Request {
             protocol: Protocol::Smtp,
-            nexthop: &nexthop,
+            hop: &hop,
             envelope: Envelope {
                 sender: "a@x.test".into(),
                 recipients: vec![Recipient {
