@@ -10,7 +10,8 @@
 //! - [`pool`], [`progress`], [`server`], [`daemon`], [`stats`]: the job
 //!   service (`mailhop daemon`): worker pool, per-job progress and outcome
 //!   lines, socket protocol, life cycle, counters.
-//! - [`plan`] (a job's next-hop groups and keys), [`reuse`] (session cache
+//! - [`plan`] (a job's next-hop groups, keys and destinations, made once
+//!   per job), [`reuse`] (session cache
 //!   keys, lookup order, store rules), [`recipient_log`] (the one
 //!   per-recipient log line).
 //! - [`cli`]: the `mailhop` command.

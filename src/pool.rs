@@ -1,7 +1,10 @@
 //! The daemon's worker pool: a fixed number of threads fed by a bounded
 //! crossbeam channel of [`Ticket`]s. Each worker runs one whole delivery
 //! ([`dispatch::execute`]) and hands the answer to the ticket's
-//! [`Report`] (which never blocks the worker on a client). Connections
+//! [`Report`] (which never blocks the worker on a client). A job's
+//! delivery plan ([`crate::plan`]) is made once, when it is submitted, and
+//! kept with its ticket: cache demand, the same-route check, the chain
+//! follower and the delivery all use it. Connections
 //! wait for room in the queue on `QueueRoom`, asleep. When every worker
 //! is busy, a worker takes the next queued job along for the same next
 //! hop so that its transaction can follow the current message on the
