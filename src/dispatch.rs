@@ -62,7 +62,7 @@ fn execute_in(
         MessageRef::Path { path } => Message::small_file_in_memory(path.as_ref()),
         MessageRef::Data { data } => Message::Inline(data.clone().into_bytes()),
         MessageRef::Fd { .. } => {
-            return Err(JobError::new(
+            return Err(JobError::invalid(
                 Some(job.id.clone()),
                 "invalid job: a message passed as a file descriptor needs the daemon",
             ));
@@ -89,7 +89,7 @@ pub fn execute_with(
     chain: Option<&Chain>,
 ) -> Result<JobResult, JobError> {
     let started = Instant::now();
-    let error = |text: String| JobError::new(Some(job.id.clone()), text);
+    let error = |text: String| JobError::unreadable_message(Some(job.id.clone()), text);
     let facts = message.facts().map_err(|e| {
         let name = match &job.message {
             MessageRef::Path { path } => path.as_str(),

@@ -161,15 +161,17 @@ pub struct Job {
 }
 
 /// A job that cannot be run: the error result of the protocol.
-/// `retryable: true` (the field is left out when false) marks temporary
-/// trouble on the daemon's side (too many connections, no file
-/// descriptors, a quota): the same job may succeed later, and
-/// `mailhop send` exits 75 for it.
+/// `kind` says what went wrong (`mailhop send` picks its exit code from
+/// it); `retryable: true` (left out when false) marks temporary trouble
+/// on the daemon's side (too many connections, no file descriptors, a
+/// quota): the same job may succeed later, and `mailhop send` exits 75.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
     /// The job's id when it could be read.
     pub id: Option<String>,
     pub error: String,
+    #[serde(default)]
+    pub kind: JobErrorKind,
     #[serde(default, skip_serializing_if = "is_false")]
     pub retryable: bool,
 }
@@ -179,62 +181,69 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl JobError {
-    pub fn new(id: Option<String>, error: impl Into<String>) -> Self {
+    fn of(kind: JobErrorKind, id: Option<String>, error: impl Into<String>) -> Self {
         Self {
             id,
             error: error.into(),
-            retryable: false,
+            kind,
+            retryable: kind == JobErrorKind::Temporary,
         }
+    }
+
+    /// The job is malformed or a field is wrong (`invalid job: ...`,
+    /// `malformed job: ...`).
+    pub fn invalid(id: Option<String>, error: impl Into<String>) -> Self {
+        Self::of(JobErrorKind::InvalidJob, id, error)
+    }
+
+    /// The peer may not submit jobs or read the message.
+    pub fn permission_denied(id: Option<String>, error: impl Into<String>) -> Self {
+        Self::of(JobErrorKind::PermissionDenied, id, error)
+    }
+
+    /// The message cannot be read.
+    pub fn unreadable_message(id: Option<String>, error: impl Into<String>) -> Self {
+        Self::of(JobErrorKind::UnreadableMessage, id, error)
+    }
+
+    /// Anything else the daemon refuses (a line or command it cannot take,
+    /// trouble inside the daemon).
+    pub fn other(id: Option<String>, error: impl Into<String>) -> Self {
+        Self::of(JobErrorKind::Other, id, error)
     }
 
     /// A retryable error: temporary trouble, try the job again later.
     pub fn temporary(id: Option<String>, error: impl Into<String>) -> Self {
-        Self {
-            id,
-            error: error.into(),
-            retryable: true,
-        }
+        Self::of(JobErrorKind::Temporary, id, error)
     }
 
-    /// What kind of refusal this is. The protocol carries only the text,
-    /// whose first words are its contract: this is the one place that
-    /// reads them (as a reply's enhanced status code is read from its
-    /// text), so callers match on the kind.
+    /// What kind of refusal this is (an answer that says `retryable` is
+    /// temporary whatever its kind).
     pub fn kind(&self) -> JobErrorKind {
         if self.retryable {
-            return JobErrorKind::Temporary;
+            JobErrorKind::Temporary
+        } else {
+            self.kind
         }
-        JobErrorKind::PREFIXES
-            .iter()
-            .find(|(prefix, _)| self.error.starts_with(prefix))
-            .map_or(JobErrorKind::Other, |&(_, kind)| kind)
     }
 }
 
-/// The kinds of error answers, by the first words of their text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kinds of error answers: the `kind` field of the protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobErrorKind {
-    /// `retryable`: temporary trouble on the daemon's side.
+    /// Temporary trouble on the daemon's side (`retryable`).
     Temporary,
-    /// `permission denied: ...`: the peer may not submit jobs or read the
-    /// message.
+    /// The peer may not submit jobs or read the message.
     PermissionDenied,
-    /// `cannot read message ...`: the message file cannot be read.
+    /// The message file cannot be read.
     UnreadableMessage,
-    /// `invalid job: ...` (a field is wrong) or `malformed job: ...` (not
-    /// JSON).
+    /// A field is wrong, or the line is not a job.
     InvalidJob,
-    /// Anything else: trouble inside the daemon.
+    /// Anything else: a line or command the daemon cannot take, or
+    /// trouble inside the daemon.
+    #[default]
     Other,
-}
-
-impl JobErrorKind {
-    const PREFIXES: [(&'static str, JobErrorKind); 4] = [
-        ("permission denied", JobErrorKind::PermissionDenied),
-        ("cannot read message", JobErrorKind::UnreadableMessage),
-        ("invalid job", JobErrorKind::InvalidJob),
-        ("malformed job", JobErrorKind::InvalidJob),
-    ];
 }
 
 /// Most recipients one job may have, whatever the configuration says
@@ -357,7 +366,7 @@ pub fn parse_job(line: &[u8]) -> Result<CheckedJob, JobError> {
                 _ => "malformed job",
             };
             let id = probe_line(line).and_then(|p| p.id.0);
-            return Err(JobError::new(id, format!("{kind}: {e}")));
+            return Err(JobError::invalid(id, format!("{kind}: {e}")));
         }
     };
     job.into_checked()
@@ -417,7 +426,7 @@ impl Job {
     /// Checks the job ([`Job::check`]) and parses what delivery reads
     /// from it, once.
     pub fn into_checked(self) -> Result<CheckedJob, JobError> {
-        let error = |e: String| JobError::new(Some(self.id.clone()), e);
+        let error = |e: String| JobError::invalid(Some(self.id.clone()), e);
         self.check().map_err(error)?;
         let envelope_recipients = self
             .recipients
@@ -719,40 +728,61 @@ mod tests {
         assert_eq!(json["id"], "x");
     }
 
+    /// Every error answer carries its kind on the wire, set where the
+    /// error is made; `mailhop send` reads the kind, never the text.
     #[test]
     fn error_answers_have_a_kind() {
-        let kind = |e: Result<CheckedJob, JobError>| e.map(|_| ()).unwrap_err().kind();
-        assert_eq!(kind(parse_job(b"{not json")), JobErrorKind::InvalidJob);
-        assert_eq!(kind(parse_job(b"[1]")), JobErrorKind::InvalidJob);
-        for (text, expected) in [
+        for (error, wire, expected) in [
             (
-                "permission denied: uid 7 is not allowed to submit jobs",
+                JobError::permission_denied(None, "denied"),
+                "permission_denied",
                 JobErrorKind::PermissionDenied,
             ),
             (
-                "cannot read message /m: No such file or directory",
+                JobError::unreadable_message(None, "gone"),
+                "unreadable_message",
                 JobErrorKind::UnreadableMessage,
             ),
             (
-                "cannot read message (passed file descriptor): Bad file descriptor",
-                JobErrorKind::UnreadableMessage,
-            ),
-            (
-                "invalid job: more than 1 recipients",
+                JobError::invalid(None, "bad"),
+                "invalid_job",
                 JobErrorKind::InvalidJob,
             ),
+            (JobError::other(None, "boom"), "other", JobErrorKind::Other),
             (
-                "malformed job: line is not valid UTF-8",
-                JobErrorKind::InvalidJob,
+                JobError::temporary(None, "busy"),
+                "temporary",
+                JobErrorKind::Temporary,
             ),
-            ("worker lost", JobErrorKind::Other),
         ] {
-            assert_eq!(JobError::new(None, text).kind(), expected, "{text}");
+            let text = serde_json::to_string(&error).unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            assert_eq!(value["kind"], wire, "{text}");
+            let back: Option<JobError> = serde_json::from_str(&text).ok();
+            assert_eq!(back.map(|e| e.kind()), Some(expected), "{text}");
         }
+        // The text does not decide: an invalid-looking text of another kind
+        // stays that kind.
         assert_eq!(
-            JobError::temporary(None, "invalid job: busy; try again later").kind(),
-            JobErrorKind::Temporary
+            JobError::other(None, "invalid job: but not really").kind(),
+            JobErrorKind::Other
         );
+        // A job line that does not parse, or fails its checks, is invalid.
+        for line in [
+            &b"{"[..],
+            br#"{"id":"x"}"#,
+            br#"{"id":"","sender":"a@x","recipients":[{"address":"b@y"}],"message":{"data":"x"}}"#,
+        ] {
+            let kind = parse_job(line).err().map(|e| e.kind());
+            assert_eq!(kind, Some(JobErrorKind::InvalidJob));
+        }
+        // An answer without a kind (an older daemon) reads as Other, or as
+        // Temporary when it says retryable.
+        let old: Option<JobError> = serde_json::from_str(r#"{"id":null,"error":"x"}"#).ok();
+        assert_eq!(old.map(|e| e.kind()), Some(JobErrorKind::Other));
+        let old: Option<JobError> =
+            serde_json::from_str(r#"{"id":null,"error":"x","retryable":true}"#).ok();
+        assert_eq!(old.map(|e| e.kind()), Some(JobErrorKind::Temporary));
     }
 
     #[test]
@@ -837,11 +867,14 @@ mod tests {
     /// back as not retryable (older daemons, every other error).
     #[test]
     fn retryable_errors_are_marked_and_others_unchanged() {
-        let plain = serde_json::to_string(&JobError::new(None, "boom")).unwrap_or_default();
-        assert_eq!(plain, r#"{"id":null,"error":"boom"}"#);
+        let plain = serde_json::to_string(&JobError::other(None, "boom")).unwrap_or_default();
+        assert_eq!(plain, r#"{"id":null,"error":"boom","kind":"other"}"#);
         let busy = serde_json::to_string(&JobError::temporary(Some("j".into()), "busy"))
             .unwrap_or_default();
-        assert_eq!(busy, r#"{"id":"j","error":"busy","retryable":true}"#);
+        assert_eq!(
+            busy,
+            r#"{"id":"j","error":"busy","kind":"temporary","retryable":true}"#
+        );
         let back: Result<JobError, _> = serde_json::from_str(r#"{"id":null,"error":"x"}"#);
         assert!(back.is_ok_and(|e| !e.retryable));
     }
@@ -860,7 +893,7 @@ mod tests {
         line.push_str(r#"],"message":{"data":"x"}}"#);
         let err = parse_job(line.as_bytes())
             .err()
-            .unwrap_or_else(|| JobError::new(None, ""));
+            .unwrap_or_else(|| JobError::other(None, ""));
         assert!(
             err.error.contains("more than 10000 recipients"),
             "{}",

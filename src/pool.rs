@@ -46,7 +46,7 @@ use crate::deliver::Deliverer;
 use crate::dispatch;
 use crate::dsn::StatusCode;
 use crate::job::{
-    CheckedJob, Job, JobError, JobResult, MessageRef, RecipientResult, TransportKind,
+    CheckedJob, Job, JobError, JobErrorKind, JobResult, MessageRef, RecipientResult, TransportKind,
 };
 use crate::message::Message;
 use crate::plan::{NexthopKey, Plan};
@@ -103,7 +103,7 @@ impl Answer {
             // Serializing these plain structs cannot fail; keep a valid line anyway.
             line.clear();
             line.extend_from_slice(
-                br#"{"id":null,"error":"internal error: cannot encode the result"}"#,
+                br#"{"id":null,"error":"internal error: cannot encode the result","kind":"other"}"#,
             );
         }
         line.push(b'\n');
@@ -946,7 +946,7 @@ fn open_message(ticket: &Ticket) -> Result<Opened, JobError> {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let Some(file) = passed.as_ref() else {
-                return Err(JobError::new(
+                return Err(JobError::invalid(
                     id(),
                     "invalid job: message {\"fd\":true} but no file descriptor came with the job line",
                 ));
@@ -996,37 +996,54 @@ fn run(deliverer: &Deliverer, ticket: &Ticket, opened: Option<Opened>, chain: &C
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenError {
     pub text: String,
-    pub retryable: bool,
+    pub kind: JobErrorKind,
 }
 
 impl OpenError {
-    fn new(text: String) -> Self {
+    /// The message cannot be read (`cannot read message ...`).
+    fn unreadable(text: String) -> Self {
         Self {
             text,
-            retryable: false,
+            kind: JobErrorKind::UnreadableMessage,
         }
     }
 
     fn from_errno(what: String, errno: nix::errno::Errno) -> Self {
         use nix::errno::Errno;
+        let kind = if matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM) {
+            JobErrorKind::Temporary
+        } else {
+            JobErrorKind::UnreadableMessage
+        };
         Self {
             text: format!("{what}: {}", errno.desc()),
-            retryable: matches!(errno, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM),
+            kind,
         }
     }
 
     fn from_io(what: String, e: &io::Error) -> Self {
         match e.raw_os_error() {
             Some(code) => Self::from_errno(what, nix::errno::Errno::from_raw(code)),
-            None => Self::new(format!("{what}: {}", strerror(e))),
+            None => Self::unreadable(format!("{what}: {}", strerror(e))),
         }
     }
 
+    /// Out of descriptors or memory: try again later.
+    pub fn retryable(&self) -> bool {
+        self.kind == JobErrorKind::Temporary
+    }
+
     fn into_job_error(self, id: Option<String>) -> JobError {
-        if self.retryable {
-            JobError::temporary(id, format!("{}; try again later", self.text))
-        } else {
-            JobError::new(id, self.text)
+        match self.kind {
+            JobErrorKind::Temporary => {
+                JobError::temporary(id, format!("{}; try again later", self.text))
+            }
+            kind => JobError {
+                id,
+                error: self.text,
+                kind,
+                retryable: false,
+            },
         }
     }
 }
@@ -1058,7 +1075,7 @@ fn check_passed_file(file: &File) -> Result<u64, OpenError> {
         .metadata()
         .map_err(|e| OpenError::from_io(what(), &e))?;
     if !meta.is_file() {
-        return Err(OpenError::new(format!(
+        return Err(OpenError::unreadable(format!(
             "{}: not a regular file ({})",
             what(),
             file_kind(meta.mode())
@@ -1067,7 +1084,10 @@ fn check_passed_file(file: &File) -> Result<u64, OpenError> {
     let flags = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_GETFL)
         .map_err(|e| OpenError::from_errno(what(), e))?;
     if flags & libc::O_ACCMODE == libc::O_WRONLY {
-        return Err(OpenError::new(format!("{}: not open for reading", what())));
+        return Err(OpenError::unreadable(format!(
+            "{}: not open for reading",
+            what()
+        )));
     }
     Ok(meta.len())
 }
@@ -1105,16 +1125,15 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), Op
     use nix::sys::stat::{Mode, fstat, fstatat};
     let name = path.display();
     let cannot = |e: Errno| OpenError::from_errno(format!("cannot read message {name}"), e);
-    let denied = || {
-        OpenError::new(format!(
-            "permission denied: uid {} may not read {name}",
-            peer.uid
-        ))
+    let denied = || OpenError {
+        kind: JobErrorKind::PermissionDenied,
+        text: format!("permission denied: uid {} may not read {name}", peer.uid),
     };
     if !path.is_absolute() {
-        return Err(OpenError::new(format!(
-            "invalid job: message path {name} is not absolute"
-        )));
+        return Err(OpenError {
+            kind: JobErrorKind::InvalidJob,
+            text: format!("invalid job: message path {name} is not absolute"),
+        });
     }
     let file_flags = OFlag::O_RDONLY
         | OFlag::O_NONBLOCK
@@ -1154,7 +1173,7 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), Op
         let kind = st.st_mode & libc::S_IFMT;
         if kind == libc::S_IFLNK {
             if last {
-                return Err(OpenError::new(format!(
+                return Err(OpenError::unreadable(format!(
                     "cannot read message {name}: a symbolic link (not followed for a message file)"
                 )));
             }
@@ -1191,7 +1210,7 @@ pub fn open_for_peer(path: &Path, peer: &PeerIdentity) -> Result<(File, u64), Op
             &name.to_string(),
         );
     }
-    Err(OpenError::new(format!(
+    Err(OpenError::unreadable(format!(
         "cannot read message {name}: not a regular file (a directory)"
     )))
 }
@@ -1210,12 +1229,12 @@ fn open_checked(
     use nix::sys::stat::Mode;
     let kind = st.st_mode & libc::S_IFMT;
     if kind == libc::S_IFLNK {
-        return Err(OpenError::new(format!(
+        return Err(OpenError::unreadable(format!(
             "cannot read message {name}: a symbolic link (not followed for a message file)"
         )));
     }
     if kind != libc::S_IFREG {
-        return Err(OpenError::new(format!(
+        return Err(OpenError::unreadable(format!(
             "cannot read message {name}: not a regular file ({})",
             file_kind(st.st_mode)
         )));
@@ -1230,7 +1249,7 @@ fn open_checked(
         .metadata()
         .map_err(|e| OpenError::from_io(format!("cannot read message {name}"), &e))?;
     if !meta.is_file() || meta.dev() != st.st_dev || meta.ino() != st.st_ino {
-        return Err(OpenError::new(format!(
+        return Err(OpenError::unreadable(format!(
             "cannot read message {name}: it changed while it was opened"
         )));
     }

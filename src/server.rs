@@ -461,7 +461,7 @@ pub fn spawn_connection(
 
 /// The error line a refused peer gets.
 pub fn refusal_line(uid: u32) -> String {
-    let error = JobError::new(
+    let error = JobError::permission_denied(
         None,
         format!("permission denied: uid {uid} is not allowed to submit jobs"),
     );
@@ -1048,13 +1048,13 @@ impl Reader<'_> {
                         );
                         match event {
                             LineRef::Line(line) => self.line(line),
-                            LineRef::TooLong => self.refuse(
+                            LineRef::TooLong => self.refuse(JobError::other(
                                 None,
                                 format!(
                                     "line too long: more than {} bytes (max_line_length); skipped",
                                     self.settings.max_line_length
                                 ),
-                            ),
+                            )),
                         }
                         true
                     });
@@ -1087,10 +1087,10 @@ impl Reader<'_> {
         }
     }
 
-    fn refuse(&self, id: Option<String>, error: String) {
+    fn refuse(&self, error: JobError) {
         self.ctx.submitter.stats().line_refused();
         self.conn.owe();
-        self.conn.send(&Answer::Failed(JobError::new(id, error)));
+        self.conn.send(&Answer::Failed(error));
     }
 
     /// Refuses with a retryable error (temporary trouble: a quota).
@@ -1128,14 +1128,17 @@ impl Reader<'_> {
             Err(error) => error,
         };
         if std::str::from_utf8(line).is_err() {
-            self.refuse(None, "malformed job: line is not valid UTF-8".into());
+            self.refuse(JobError::invalid(
+                None,
+                "malformed job: line is not valid UTF-8",
+            ));
             return;
         }
         if crate::job::probe_line(line).is_some_and(|p| p.command.is_some()) {
             self.command(line);
             return;
         }
-        self.refuse(error.id, error.error);
+        self.refuse(error);
     }
 
     /// Queues a parsed, checked job (`cost`: its line's bytes, held
@@ -1143,25 +1146,25 @@ impl Reader<'_> {
     fn accept(&mut self, job: CheckedJob, cost: usize) {
         let limits = &self.settings.limits;
         if job.recipients.len() > limits.recipients {
-            self.refuse(
+            self.refuse(JobError::invalid(
                 Some(job.id.clone()),
                 format!(
                     "invalid job: more than {} recipients (max_recipients)",
                     limits.recipients
                 ),
-            );
+            ));
             return;
         }
         if let MessageRef::Data { data } = &job.message
             && data.len() > limits.inline_size
         {
-            self.refuse(
+            self.refuse(JobError::other(
                 Some(job.id.clone()),
                 format!(
                     "message too large: inline data over {} bytes (max_inline_size); pass it as a file",
                     limits.inline_size
                 ),
-            );
+            ));
             return;
         }
         if let Err(why) = self.ctx.quotas.charge(self.peer.uid, cost, limits) {
@@ -1184,10 +1187,10 @@ impl Reader<'_> {
         if let MessageRef::Path { path } = &job.message
             && !Path::new(path).is_absolute()
         {
-            self.refuse(
+            self.refuse(JobError::invalid(
                 Some(job.id.clone()),
                 format!("invalid job: message path {path} is not absolute"),
-            );
+            ));
             return;
         }
         let passed = if matches!(job.message, MessageRef::Fd { .. }) {
@@ -1199,10 +1202,10 @@ impl Reader<'_> {
                     );
                     return;
                 }
-                self.refuse(
+                self.refuse(JobError::invalid(
                     Some(job.id.clone()),
-                    "invalid job: message {\"fd\":true} but no file descriptor came with the job line (SCM_RIGHTS)".into(),
-                );
+                    "invalid job: message {\"fd\":true} but no file descriptor came with the job line (SCM_RIGHTS)",
+                ));
                 return;
             };
             Some(file)
@@ -1226,14 +1229,14 @@ impl Reader<'_> {
         let value: serde_json::Value = match serde_json::from_slice(line) {
             Ok(value) if line.len() <= MAX_COMMAND => value,
             Ok(_) => {
-                self.refuse(
+                self.refuse(JobError::other(
                     None,
                     format!("invalid command: longer than {MAX_COMMAND} bytes"),
-                );
+                ));
                 return;
             }
             Err(e) => {
-                self.refuse(None, format!("malformed command: {e}"));
+                self.refuse(JobError::other(None, format!("malformed command: {e}")));
                 return;
             }
         };
@@ -1242,7 +1245,10 @@ impl Reader<'_> {
             .as_object()
             .and_then(|o| o.keys().find(|k| k.as_str() != "command").cloned());
         if let Some(key) = extra {
-            self.refuse(None, format!("invalid command: unknown field `{key}`"));
+            self.refuse(JobError::other(
+                None,
+                format!("invalid command: unknown field `{key}`"),
+            ));
             return;
         }
         match command.as_str() {
@@ -1252,8 +1258,11 @@ impl Reader<'_> {
                 self.conn.owe();
                 self.conn.send_line(line, None);
             }
-            Some(other) => self.refuse(None, format!("unknown command {other:?}")),
-            None => self.refuse(None, "invalid command: \"command\" must be a string".into()),
+            Some(other) => self.refuse(JobError::other(None, format!("unknown command {other:?}"))),
+            None => self.refuse(JobError::other(
+                None,
+                "invalid command: \"command\" must be a string",
+            )),
         }
     }
 }
@@ -1531,7 +1540,7 @@ mod tests {
         assert!(!policy.allows(&peer(1003, &[1003, 7])));
         assert_eq!(
             refusal_line(1003),
-            r#"{"id":null,"error":"permission denied: uid 1003 is not allowed to submit jobs"}"#
+            r#"{"id":null,"error":"permission denied: uid 1003 is not allowed to submit jobs","kind":"permission_denied"}"#
         );
     }
 
