@@ -290,49 +290,5 @@ pub fn settled(position: usize, address: &str, outcome: &Outcome) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dsn::StatusCode;
-
-    fn sent() -> Outcome {
-        Outcome {
-            status: Status::Sent,
-            dsn: StatusCode::new(2, 0, 0),
-            relay: Some("h[127.0.0.1]:25".into()),
-            diagnostic: "250 2.0.0 Ok".into(),
-            tls: None,
-            timing: None,
-            source: None,
-        }
-    }
-
-    #[test]
-    fn settled_recipients_keep_their_outcome_when_the_job_is_cut() {
-        let progress = Progress::new(3);
-        let mut lines = Vec::new();
-        progress.settle(1, result_of("b@y", &sent()), |first| lines.push(first));
-        assert!(progress.begin_body());
-        let mut cut = Vec::new();
-        let answer = progress.cut(["a@y", "b@y", "c@y"].into_iter(), "shutting down", |r| {
-            cut.push(r.address.clone())
-        });
-        assert_eq!(cut, vec!["a@y", "c@y"]);
-        assert_eq!(answer[1].status, Status::Sent);
-        for r in [&answer[0], &answer[2]] {
-            assert_eq!(r.status, Status::Deferred);
-            assert_eq!(r.dsn, "4.3.0");
-            assert_eq!(r.diagnostic, format!("shutting down {MAY_DUPLICATE}"));
-        }
-        // After the cut: no body, and a late result is information only.
-        assert!(!progress.begin_body());
-        progress.settle(0, result_of("a@y", &sent()), |first| lines.push(first));
-        assert_eq!(lines, vec![true, false]);
-    }
-
-    #[test]
-    fn no_body_sent_no_duplicate_warning() {
-        let progress = Progress::new(1);
-        let answer = progress.cut(["a@y"].into_iter(), "shutting down", |_| {});
-        assert_eq!(answer[0].diagnostic, "shutting down");
-    }
-}
+#[path = "progress_tests.rs"]
+mod tests;
