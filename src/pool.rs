@@ -586,12 +586,14 @@ impl Submitter {
             return;
         }
         let deliverer = self.shared.deliverer();
-        let plan = ticket.plan(&deliverer);
+        // The plan is made here only when the cache counts demand (it
+        // needs the job's next-hop keys now); otherwise the worker makes
+        // it. Either way it is made once, and kept with the ticket.
         if let Some(cache) = deliverer.cache()
             && cache.counts_demand()
             && let Ok(mut guards) = ticket.queued_demand.lock()
         {
-            for key in plan.keys() {
+            for key in ticket.plan(&deliverer).keys() {
                 guards.push(cache.demand(key));
             }
         }
