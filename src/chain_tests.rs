@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::cache::EndpointLabel;
 use crate::connect::Endpoint;

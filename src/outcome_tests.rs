@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn ledger(n: usize) -> Ledger {

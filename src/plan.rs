@@ -5,9 +5,11 @@
 //! The key is what every "same next hop" decision compares: on-demand
 //! cache counting ([`crate::cache`]), the pool's same-route check for
 //! chaining, and the chained follower offer ([`crate::chain`]); delivery
-//! ([`crate::deliver`]) takes the destinations as they are. The daemon
-//! makes the plan when a job is submitted and keeps it with the job; the
-//! CLI and [`crate::dispatch::execute`] make it where they start. The
+//! ([`crate::deliver`]) takes the destinations as they are. In the daemon
+//! the worker that first needs a job's plan makes it and it stays with
+//! the job (at submission only its keys are counted as cache demand,
+//! [`Plan::keys_of`], from the same grouping rule); the CLI and
+//! [`crate::dispatch::execute`] make it where they start. The
 //! next-hop grammar itself is [`crate::nexthop`]'s.
 //!
 //! Pure; no I/O besides the service-name lookup it is given. A recipient
@@ -57,11 +59,17 @@ pub struct Hop {
 
 impl Hop {
     /// `nexthop` for `protocol`, whose default port is `port`.
-    pub fn new(nexthop: &str, protocol: Protocol, port: u16, services: &dyn ServiceLookup) -> Self {
+    pub fn new(
+        nexthop: impl Into<String>,
+        protocol: Protocol,
+        port: u16,
+        services: &dyn ServiceLookup,
+    ) -> Self {
+        let nexthop = nexthop.into();
         Self {
-            nexthop: nexthop.to_string(),
-            key: NexthopKey::new(nexthop),
-            destinations: parse_nexthop(nexthop, protocol, port, services),
+            key: NexthopKey::new(&nexthop),
+            destinations: parse_nexthop(&nexthop, protocol, port, services),
+            nexthop,
         }
     }
 }
@@ -97,49 +105,32 @@ impl Plan {
     pub fn of(job: &CheckedJob, settings: &Settings, services: &dyn ServiceLookup) -> Self {
         let protocol = job.protocol();
         let port = settings.protocol(protocol == Protocol::Lmtp).port;
-        let relayhost = settings.relayhost.clone();
-        let hop = |nexthop: &str| Hop::new(nexthop, protocol, port, services);
-        let mut plan = Self {
-            groups: Vec::new(),
-            refused: Vec::new(),
+        let Grouping { groups, refused } = grouping(job, settings.relayhost.as_deref());
+        Self {
+            groups: groups
+                .into_iter()
+                .map(|(nexthop, indexes)| Group {
+                    hop: Hop::new(nexthop, protocol, port, services),
+                    indexes,
+                })
+                .collect(),
+            refused,
             transport: job.transport,
             explicit: job.nexthop.is_some(),
-            relayhost,
+            relayhost: settings.relayhost.clone(),
             port,
-        };
-        let whole = job.nexthop.as_deref().or(match job.transport {
-            TransportKind::Smtp => plan.relayhost.as_deref(),
-            TransportKind::Lmtp => None,
-        });
-        if let Some(nexthop) = whole {
-            plan.groups.push(Group {
-                hop: hop(nexthop),
-                indexes: (0..job.recipients.len()).collect(),
-            });
-            return plan;
         }
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (index, rcpt) in job.recipients.iter().enumerate() {
-            let domain = match rcpt.address.rsplit_once('@') {
-                Some((_, domain)) => match crate::nexthop::check_recipient_domain(domain) {
-                    Ok(()) => domain.to_ascii_lowercase(),
-                    Err(reason) => {
-                        plan.refused.push((index, bad_domain(domain, &reason)));
-                        continue;
-                    }
-                },
-                None => String::new(),
-            };
-            groups.entry(domain).or_default().push(index);
-        }
-        plan.groups = groups
+    }
+
+    /// The keys the plan of `job` will have, without making the plan (no
+    /// destination is parsed): what the pool counts as cache demand when
+    /// a job is submitted; the plan itself is made once, by the worker.
+    pub fn keys_of(job: &CheckedJob, settings: &Settings) -> Vec<NexthopKey> {
+        grouping(job, settings.relayhost.as_deref())
+            .groups
             .into_iter()
-            .map(|(nexthop, indexes)| Group {
-                hop: hop(&nexthop),
-                indexes,
-            })
-            .collect();
-        plan
+            .map(|(nexthop, _)| NexthopKey::new(&nexthop))
+            .collect()
     }
 
     /// Whether the plan still holds under `settings`: a reload (SIGHUP)
@@ -172,6 +163,49 @@ impl Plan {
 pub fn same_route(a: &Plan, b: &Plan) -> bool {
     a.transport == b.transport
         && matches!((a.explicit_key(), b.explicit_key()), (Some(x), Some(y)) if x == y)
+}
+
+/// A job's recipients grouped by next hop (in next-hop order), and those
+/// refused before any connection.
+struct Grouping {
+    groups: Vec<(String, Vec<usize>)>,
+    refused: Vec<(usize, Outcome)>,
+}
+
+/// The one grouping rule: the job's next hop, else `relayhost` (SMTP),
+/// else each recipient's domain; an address without a domain gets an
+/// empty next hop (deferred as a bad destination), a domain that cannot
+/// be one is refused (5.1.3).
+fn grouping(job: &CheckedJob, relayhost: Option<&str>) -> Grouping {
+    let whole = job.nexthop.as_deref().or(match job.transport {
+        TransportKind::Smtp => relayhost,
+        TransportKind::Lmtp => None,
+    });
+    if let Some(nexthop) = whole {
+        return Grouping {
+            groups: vec![(nexthop.to_string(), (0..job.recipients.len()).collect())],
+            refused: Vec::new(),
+        };
+    }
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (index, rcpt) in job.recipients.iter().enumerate() {
+        let domain = match rcpt.address.rsplit_once('@') {
+            Some((_, domain)) => match crate::nexthop::check_recipient_domain(domain) {
+                Ok(()) => domain.to_ascii_lowercase(),
+                Err(reason) => {
+                    refused.push((index, bad_domain(domain, &reason)));
+                    continue;
+                }
+            },
+            None => String::new(),
+        };
+        groups.entry(domain).or_default().push(index);
+    }
+    Grouping {
+        groups: groups.into_iter().collect(),
+        refused,
+    }
 }
 
 /// The outcome of a recipient whose domain cannot be a destination.

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::config::Config;
 use crate::job::{Job, JobRecipient, MessageRef};
@@ -111,6 +110,33 @@ fn recipients_are_grouped_by_domain_without_a_next_hop_or_relayhost() {
     assert_eq!(smtp.groups[0].hop.key.as_str(), "[relay.test]");
     assert_eq!(smtp.groups[0].indexes, vec![0, 1, 2, 3, 4]);
     assert_eq!(smtp.explicit_key(), None);
+}
+
+/// The keys counted as cache demand at submission are the keys of the
+/// plan a worker makes later: one grouping rule for both.
+#[test]
+fn demand_keys_are_the_plans_keys() {
+    let mut relayed = Config::default();
+    relayed.smtp.relayhost = "[Relay.test]".into();
+    for config in [Config::default(), relayed] {
+        for job in [
+            job(
+                TransportKind::Smtp,
+                None,
+                &["u@B.test", "v@a.test", "nodomain", "x@[127.0.0.1]:25"],
+            ),
+            job(TransportKind::Smtp, Some("[Host.test]:2525"), &["u@b.test"]),
+            job(
+                TransportKind::Lmtp,
+                Some("inet:Host.test:24"),
+                &["u@b.test"],
+            ),
+        ] {
+            let settings = config.settings();
+            let planned: Vec<NexthopKey> = plan(&config, &job).keys().cloned().collect();
+            assert_eq!(Plan::keys_of(&job, &settings), planned, "{:?}", job.nexthop);
+        }
+    }
 }
 
 #[test]

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::job::JobRecipient;
 use std::fs;

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn line(late: bool) -> Line<'static> {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn outcome(status: Status) -> Outcome {

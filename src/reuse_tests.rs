@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::nexthop::{SystemServices, parse_nexthop};
 

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn split(max: usize, chunks: &[&[u8]]) -> (Vec<LineEvent>, Option<Vec<u8>>) {

@@ -1,4 +1,3 @@
-
 use super::checks::{check_helo_name, parse_inet_protocols, parse_nameserver, valid_hostname};
 use super::settings::hostname_from_files;
 use super::tables::{KeyDoc, secs};

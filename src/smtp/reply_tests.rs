@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn parse_all(lines: &[&str]) -> Vec<Reply> {
