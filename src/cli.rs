@@ -292,29 +292,19 @@ fn send(args: SendArgs) -> i32 {
     };
     let id = args.id.clone().unwrap_or_else(default_id);
     let job = Job {
-        id: id.clone(),
         transport: if args.lmtp {
             TransportKind::Lmtp
         } else {
             TransportKind::Smtp
         },
         nexthop: args.nexthop.clone(),
-        sender: args.from.clone(),
-        recipients: args
-            .to
-            .iter()
-            .map(|address| JobRecipient {
-                address: address.clone(),
-                orcpt: None,
-                notify: None,
-            })
-            .collect(),
-        message,
-        envid: None,
-        ret: None,
-        smtputf8: false,
         arrival_time: args.arrival_time,
-        cache: None,
+        ..Job::new(
+            id.clone(),
+            args.from.clone(),
+            args.to.iter().map(JobRecipient::new),
+            message,
+        )
     };
     let result = if args.direct {
         let deliverer = Deliverer::new(config);

@@ -1,5 +1,12 @@
 use super::*;
 
+/// A small inline message.
+fn hi() -> MessageRef {
+    MessageRef::Data {
+        data: "Subject: x\n\nhi\n".into(),
+    }
+}
+
 mod delay_tests {
     use super::*;
 
@@ -32,7 +39,7 @@ mod delay_tests {
 
 mod follower_tests {
     use super::*;
-    use crate::job::{JobRecipient, TransportKind};
+    use crate::job::JobRecipient;
 
     /// [`super::follower`] of a job that must pass its check first.
     fn follower(job: &Job, message: &Message) -> Option<Follower> {
@@ -44,23 +51,8 @@ mod follower_tests {
 
     fn job(sender: &str, rcpt: &str) -> Job {
         Job {
-            id: "F1".into(),
-            transport: TransportKind::Smtp,
             nexthop: Some("[127.0.0.1]:2525".into()),
-            sender: sender.into(),
-            recipients: vec![JobRecipient {
-                address: rcpt.into(),
-                orcpt: None,
-                notify: None,
-            }],
-            message: MessageRef::Data {
-                data: "Subject: x\n\nhi\n".into(),
-            },
-            envid: None,
-            ret: None,
-            smtputf8: false,
-            arrival_time: None,
-            cache: None,
+            ..Job::new("F1", sender, [JobRecipient::new(rcpt)], hi())
         }
     }
 
@@ -91,7 +83,7 @@ mod follower_tests {
 mod domain_tests {
     use super::*;
     use crate::config::Config;
-    use crate::job::{JobRecipient, TransportKind};
+    use crate::job::JobRecipient;
 
     #[test]
     fn a_recipient_domain_never_chooses_a_port_or_a_list() {
@@ -106,28 +98,12 @@ mod domain_tests {
             format!("u@a.test [127.0.0.1]:{port}"),
             format!("u@[IPv6:::1]:{port}"),
         ];
-        let job = Job {
-            id: "D1".into(),
-            transport: TransportKind::Smtp,
-            nexthop: None,
-            sender: "a@x.test".into(),
-            recipients: addresses
-                .iter()
-                .map(|address| JobRecipient {
-                    address: address.clone(),
-                    orcpt: None,
-                    notify: None,
-                })
-                .collect(),
-            message: MessageRef::Data {
-                data: "Subject: x\n\nhi\n".into(),
-            },
-            envid: None,
-            ret: None,
-            smtputf8: false,
-            arrival_time: None,
-            cache: None,
-        };
+        let job = Job::new(
+            "D1",
+            "a@x.test",
+            addresses.iter().map(JobRecipient::new),
+            hi(),
+        );
         // Short limits: before the fix the session waited for a greeting.
         let mut config = Config::default();
         config.smtp.connect_timeout = Duration::from_secs(1);
@@ -168,7 +144,7 @@ mod domain_tests {
 mod reload_tests {
     use super::*;
     use crate::config::Config;
-    use crate::job::{JobRecipient, TransportKind};
+    use crate::job::JobRecipient;
 
     /// A job queued before a reload (SIGHUP) is delivered with the new
     /// configuration: its plan, made at submission with the old default
@@ -179,23 +155,8 @@ mod reload_tests {
         listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("address").port();
         let job = Job {
-            id: "R1".into(),
-            transport: TransportKind::Smtp,
             nexthop: Some("[127.0.0.1]".into()),
-            sender: "a@x.test".into(),
-            recipients: vec![JobRecipient {
-                address: "u@y.test".into(),
-                orcpt: None,
-                notify: None,
-            }],
-            message: MessageRef::Data {
-                data: "Subject: x\n\nhi\n".into(),
-            },
-            envid: None,
-            ret: None,
-            smtputf8: false,
-            arrival_time: None,
-            cache: None,
+            ..Job::new("R1", "a@x.test", [JobRecipient::new("u@y.test")], hi())
         }
         .into_checked()
         .expect("a valid job");

@@ -34,6 +34,17 @@ pub struct JobRecipient {
     pub notify: Option<Vec<NotifyWord>>,
 }
 
+impl JobRecipient {
+    /// A recipient with its address only (no ORCPT, no NOTIFY).
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            orcpt: None,
+            notify: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifyWord {
@@ -423,6 +434,29 @@ fn control_free(field: &str, text: &str) -> Result<(), String> {
 }
 
 impl Job {
+    /// An SMTP job with the required fields; every other field takes its
+    /// protocol default (set them with struct update syntax).
+    pub fn new(
+        id: impl Into<String>,
+        sender: impl Into<String>,
+        recipients: impl IntoIterator<Item = JobRecipient>,
+        message: MessageRef,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            transport: TransportKind::Smtp,
+            nexthop: None,
+            sender: sender.into(),
+            recipients: recipients.into_iter().collect(),
+            message,
+            envid: None,
+            ret: None,
+            smtputf8: false,
+            arrival_time: None,
+            cache: None,
+        }
+    }
+
     /// Checks the job ([`Job::check`]) and parses what delivery reads
     /// from it, once.
     pub fn into_checked(self) -> Result<CheckedJob, JobError> {

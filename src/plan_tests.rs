@@ -5,26 +5,16 @@ use crate::nexthop::SystemServices;
 
 fn job(transport: TransportKind, nexthop: Option<&str>, rcpts: &[&str]) -> CheckedJob {
     Job {
-        id: "P1".into(),
         transport,
         nexthop: nexthop.map(Into::into),
-        sender: "a@x.test".into(),
-        recipients: rcpts
-            .iter()
-            .map(|address| JobRecipient {
-                address: (*address).into(),
-                orcpt: None,
-                notify: None,
-            })
-            .collect(),
-        message: MessageRef::Data {
-            data: "Subject: x\n\nhi\n".into(),
-        },
-        envid: None,
-        ret: None,
-        smtputf8: false,
-        arrival_time: None,
-        cache: None,
+        ..Job::new(
+            "P1",
+            "a@x.test",
+            rcpts.iter().copied().map(JobRecipient::new),
+            MessageRef::Data {
+                data: "Subject: x\n\nhi\n".into(),
+            },
+        )
     }
     .into_checked()
     .expect("a valid job")

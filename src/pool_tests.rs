@@ -163,30 +163,12 @@ fn linked_directories_are_checked_with_the_peers_rights() {
 
 #[test]
 fn shutdown_defers_everyone() {
-    let job = Job {
-        id: "j".into(),
-        transport: TransportKind::Smtp,
-        nexthop: None,
-        sender: "a@x".into(),
-        recipients: vec![
-            JobRecipient {
-                address: "b@y".into(),
-                orcpt: None,
-                notify: None,
-            },
-            JobRecipient {
-                address: "c@y".into(),
-                orcpt: None,
-                notify: None,
-            },
-        ],
-        message: MessageRef::Data { data: "x".into() },
-        envid: None,
-        ret: None,
-        smtputf8: false,
-        arrival_time: None,
-        cache: None,
-    };
+    let job = Job::new(
+        "j",
+        "a@x",
+        ["b@y", "c@y"].map(JobRecipient::new),
+        MessageRef::Data { data: "x".into() },
+    );
     let result = shutdown_result(&job);
     assert_eq!(result.recipients.len(), 2);
     assert!(

@@ -45,19 +45,15 @@ pub fn recipient(address: &str) -> JobRecipient {
 /// file `message`.
 pub fn job(id: &str, nexthop: &str, message: &Path) -> Job {
     Job {
-        id: id.into(),
-        transport: TransportKind::Smtp,
         nexthop: Some(nexthop.into()),
-        sender: "s@x.test".into(),
-        recipients: vec![recipient(&format!("{id}@y.test"))],
-        message: MessageRef::Path {
-            path: message.display().to_string(),
-        },
-        envid: None,
-        ret: None,
-        smtputf8: false,
-        arrival_time: None,
-        cache: None,
+        ..Job::new(
+            id,
+            "s@x.test",
+            [recipient(&format!("{id}@y.test"))],
+            MessageRef::Path {
+                path: message.display().to_string(),
+            },
+        )
     }
 }
 
