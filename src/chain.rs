@@ -37,8 +37,6 @@ pub struct Follower {
     /// Its job id, for logs only: the client chooses it and nothing keeps
     /// it unique; a handed session is keyed by the daemon's ticket.
     pub job_id: String,
-    /// The job's next hop as written.
-    pub nexthop: String,
     /// Its normalised form: a session's job takes the follower only for
     /// the same key.
     pub key: NexthopKey,

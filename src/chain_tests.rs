@@ -8,7 +8,6 @@ use crate::transport::script::Scripted;
 fn follower(id: &str, nexthop: &str) -> Follower {
     Follower {
         job_id: id.into(),
-        nexthop: nexthop.into(),
         key: NexthopKey::new(nexthop),
         protocol: Protocol::Smtp,
         envelope: Envelope {

@@ -260,7 +260,6 @@ pub fn arrival(job: &Job) -> Option<SystemTime> {
 /// session (see [`crate::chain`]): only a valid job with one explicit next
 /// hop whose message is held in memory, and that may use cached sessions.
 pub fn follower(job: &CheckedJob, plan: &Plan, message: &Message) -> Option<Follower> {
-    let nexthop = job.nexthop.as_ref()?;
     let key = plan.explicit_key()?.clone();
     if job.cache.is_some_and(|hints| !hints.load) || message.in_memory().is_none() {
         return None;
@@ -276,7 +275,6 @@ pub fn follower(job: &CheckedJob, plan: &Plan, message: &Message) -> Option<Foll
     let message_digest = crate::chain::message_digest(message.in_memory()?);
     Some(Follower {
         job_id: job.id.clone(),
-        nexthop: nexthop.clone(),
         key,
         protocol: job.protocol(),
         envelope: Envelope {

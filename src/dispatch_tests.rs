@@ -61,7 +61,7 @@ mod follower_tests {
         let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
         let good = follower(&job("a@x.test", "b@y.test"), &message).expect("a follower");
         assert_eq!(good.envelope.recipients.len(), 1);
-        assert_eq!(good.nexthop, "[127.0.0.1]:2525");
+        assert_eq!(good.key.as_str(), "[127.0.0.1]:2525");
         // Control characters would smuggle commands into the other session.
         assert!(
             follower(
