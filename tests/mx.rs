@@ -31,7 +31,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::dnsmasq::{Dnsmasq, Zone};
-use common::{Delivery, Limits, Line, Listen, Peer, Run, Server, Sink, hostname, skip};
+use common::{
+    DEFAULT_TIMEOUTS, Delivery, Limits, Line, Listen, Peer, Run, Server, Sink, hostname, skip,
+};
 use mailhop::config::Config;
 use mailhop::deliver::{Deliverer, Request};
 use mailhop::message::Message;
@@ -85,20 +87,10 @@ impl Conf {
     /// `[dns] nameservers = [nameserver]`, timeout 1 s, one attempt;
     /// `[smtp] connect_timeout = "1s"`, other timeouts a few seconds.
     fn new(nameserver: &str) -> Self {
-        let smtp = [
-            ("connect_timeout", "1s"),
-            ("helo_timeout", "5s"),
-            ("mail_timeout", "5s"),
-            ("rcpt_timeout", "5s"),
-            ("data_init_timeout", "5s"),
-            ("data_xfer_timeout", "5s"),
-            ("data_done_timeout", "5s"),
-            ("quit_timeout", "2s"),
-            ("rset_timeout", "2s"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k, toml_str(v)))
-        .collect();
+        let smtp = DEFAULT_TIMEOUTS
+            .iter()
+            .map(|&(k, v)| (k, toml_str(if k == "connect_timeout" { "1s" } else { v })))
+            .collect();
         let dns = [
             ("nameservers", format!("[{}]", toml_str(nameserver))),
             ("timeout", toml_str("1s")),

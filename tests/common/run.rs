@@ -84,7 +84,7 @@ pub const SMALL_MESSAGE: &[u8] = b"From: a@x.test\nTo: b@y.test\nSubject: test\n
 
 /// Timeouts used by every run unless a test overrides them: short enough
 /// that a stuck peer cannot stall the suite, long enough for a loaded host.
-const DEFAULT_TIMEOUTS: &[(&str, &str)] = &[
+pub const DEFAULT_TIMEOUTS: &[(&str, &str)] = &[
     ("connect_timeout", "5s"),
     ("helo_timeout", "5s"),
     ("mail_timeout", "5s"),
