@@ -152,6 +152,8 @@ impl Stats {
             },
             uptime: self.started.elapsed().as_secs(),
             cache,
+            paused: 0,
+            destinations: Vec::new(),
         }
     }
 }
@@ -165,7 +167,7 @@ pub struct PoolShape {
 }
 
 /// The reply to `{"command":"status"}`, one JSON line.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// Always "status": tells the reply apart from job results.
     pub command: String,
@@ -182,6 +184,53 @@ pub struct StatusReport {
     /// Seconds since the daemon started.
     pub uptime: u64,
     pub cache: CacheCounters,
+    /// Destinations paused right now (throttled or dead).
+    #[serde(default)]
+    pub paused: u64,
+    /// Per-destination shaping state ([`crate::shaping`]), busiest first.
+    #[serde(default)]
+    pub destinations: Vec<DestinationState>,
+}
+
+/// One destination's shaping state, for `mailhop status` and the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DestinationState {
+    /// The destination: a next hop as jobs name it (`example.com`,
+    /// `[127.0.0.1]:2525`), or an MX site.
+    pub name: String,
+    /// "smtp" or "lmtp".
+    pub transport: String,
+    /// Deliveries in progress (admitted).
+    pub active: u64,
+    /// The concurrency window now (feedback moves it).
+    pub window: u64,
+    /// Its concurrency limit (0: none).
+    pub limit: u64,
+    /// Jobs waiting for admission.
+    pub waiting: u64,
+    /// The rate limit in force ("200/s"), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Seconds left in a pause (throttled or dead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_for: Option<f64>,
+    /// Suspended by the failed-cohort rule.
+    pub dead: bool,
+    /// The reply that paused it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_throttle: Option<String>,
+    /// Throttling replies seen.
+    pub throttled: u64,
+    /// Recipients by outcome.
+    pub sent: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+}
+
+/// Who reports per-destination state (the daemon's scheduler).
+pub trait ShapingReport: Send + Sync {
+    /// Every destination known now, busiest first.
+    fn destinations(&self) -> Vec<DestinationState>;
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::Config;
 use super::tables::{
-    CacheConfig, DaemonConfig, DnsConfig, KeyDoc, LmtpConfig, LogConfig, SmtpConfig, TlsConfig,
-    TlsPolicyEntry,
+    CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
+    ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -39,7 +39,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 7] {
+fn documented_tables() -> [TableDefaults; 8] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -72,6 +72,12 @@ fn documented_tables() -> [TableDefaults; 7] {
             false,
         ),
         table::<LogConfig>(LogConfig::TABLE, LogConfig::DOC, LogConfig::KEYS, false),
+        table::<ShapingConfig>(
+            ShapingConfig::TABLE,
+            ShapingConfig::DOC,
+            ShapingConfig::KEYS,
+            false,
+        ),
     ]
 }
 
@@ -211,7 +217,9 @@ pub(super) fn value_kind(rust_type: &str) -> &str {
         "Duration" => "duration",
         "Vec<String>" => "list of strings",
         "Vec<u32>" => "list of integers",
-        "Vec<TlsPolicyEntry>" => "array of tables",
+        "Vec<TlsPolicyEntry>" | "Vec<ThrottleRuleEntry>" | "Vec<DestinationShapeEntry>" => {
+            "array of tables"
+        }
         _ => rust_type,
     }
 }
@@ -287,17 +295,34 @@ fn man_table(
             roff_text(&format!("Mirrors Postfix: {}.", key.postfix))
         ));
     }
-    if table.name == TlsConfig::TABLE {
-        out.push_str(
-            ".SS \"[[tls.policy]] entries\"\n\
-             Each entry is a table with these keys:\n",
-        );
-        for (name, kind, doc) in TlsPolicyEntry::KEYS {
+    for (entries, keys) in entry_docs(table.name) {
+        out.push_str(&format!(
+            ".SS \"[[{entries}]] entries\"\n\
+             Each entry is a table with these keys:\n"
+        ));
+        for (name, kind, doc) in keys {
             out.push_str(&format!(
                 ".TP\n.B {name}\n{}\n.br\nType: {kind}.\n",
                 roff_text(doc)
             ));
         }
+    }
+}
+
+/// The keys of the array-of-tables entries of a table: each array's dotted
+/// name and its entry keys (name, kind of value, meaning).
+type EntryKeys = &'static [(&'static str, &'static str, &'static str)];
+
+pub(super) fn entry_docs(table: &str) -> Vec<(&'static str, EntryKeys)> {
+    if table == TlsConfig::TABLE {
+        vec![("tls.policy", TlsPolicyEntry::KEYS)]
+    } else if table == ShapingConfig::TABLE {
+        vec![
+            ("shaping.throttle_rule", ThrottleRuleEntry::KEYS),
+            ("shaping.destination", DestinationShapeEntry::KEYS),
+        ]
+    } else {
+        Vec::new()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
-//! `[daemon]`, `[cache]` and `[log]` tables of the TOML configuration file,
+//! `[daemon]`, `[cache]`, `[log]` and `[shaping]` tables of the TOML configuration file,
 //! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
@@ -50,13 +50,15 @@
 //!   fingerprints, protocols), shared by the checks and the TLS policy;
 //! - `document`: the documents written from the key table: the defaults
 //!   (`conf/mailhop.toml`) and the man page (`docs/man/mailhop.toml.5`);
-//! - `settings`: the typed settings built from the tables.
+//! - `settings`: the typed settings built from the tables;
+//! - `shaping`: the grammar and typed form of the `[shaping]` values.
 
 mod checks;
 mod document;
 mod duration;
 mod error;
 mod settings;
+mod shaping;
 mod tables;
 mod tls;
 
@@ -70,9 +72,13 @@ pub use error::ConfigError;
 pub use settings::{
     AddressPreference, DnsSupport, InetProtocols, LogFormat, ProtocolSettings, Settings, Timeouts,
 };
+pub use shaping::{
+    DestinationShape, Feedback, Rate, ShapingSettings, ThrottleRule, builtin_throttle_rules,
+    parse_feedback, parse_rate,
+};
 pub use tables::{
-    CacheConfig, DaemonConfig, DnsConfig, LmtpConfig, LogConfig, SmtpConfig, TlsConfig,
-    TlsPolicyEntry,
+    CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
+    ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
 };
 pub use tls::{
     Digest, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
@@ -99,6 +105,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[shaping]`: per-destination admission control.
+    pub shaping: ShapingConfig,
 }
 
 impl Config {
@@ -145,6 +153,7 @@ impl Config {
         self.daemon.check_keys()?;
         self.cache.check_keys()?;
         self.log.check_keys()?;
+        self.shaping.check_keys()?;
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use super::checks::{
     valid_hostname,
 };
 use super::error::{ConfigError, Invalid};
+use super::shaping::ShapingSettings;
 use super::tables::{DnsConfig, SmtpConfig};
 
 /// The typed settings of one configuration, see [`Config::settings`].
@@ -40,6 +41,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `dns.nameservers`; empty: /etc/resolv.conf.
     pub nameservers: Vec<SocketAddr>,
+    /// `[shaping]`.
+    pub shaping: ShapingSettings,
 }
 
 impl Settings {
@@ -272,6 +275,7 @@ impl Config {
             dns_support: self.dns.support.parse().unwrap_or_default(),
             log_format: self.log.format.parse().unwrap_or_default(),
             nameservers: self.dns.parsed_nameservers().unwrap_or_default(),
+            shaping: ShapingSettings::of(&self.shaping).unwrap_or_default(),
         }
     }
 
