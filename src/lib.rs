@@ -14,6 +14,8 @@
 //!   per job), [`reuse`] (session cache
 //!   keys, lookup order, store rules), [`recipient_log`] (the one
 //!   per-recipient log line).
+//! - [`shaping`]: per-destination admission control in the daemon
+//!   (concurrency feedback, rates, throttling pauses, dead destinations).
 //! - [`cli`]: the `mailhop` command.
 
 pub mod cache;
@@ -43,6 +45,7 @@ pub mod resolve;
 pub mod reuse;
 pub mod server;
 pub mod session;
+pub mod shaping;
 pub mod smtp;
 pub mod stats;
 pub mod text;

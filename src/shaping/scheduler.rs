@@ -1,0 +1,550 @@
+//! The scheduler's state, without threads or clocks of its own: one queue
+//! per destination with its concurrency [`Window`], its rate ([`Gcra`]),
+//! its pause after a throttling reply and its dead state, and the timers
+//! that end pauses and rate waits. Every operation takes the time and
+//! returns the [`Moves`] it decided (jobs admitted, jobs to defer); the
+//! caller carries them out. Items are opaque (`T`: the daemon's tickets).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::gcra::{Gcra, Pace};
+use super::verdict::Verdict;
+use super::window::{Window, WindowRules};
+use crate::config::{DestinationShape, ShapingSettings};
+use crate::stats::DestinationState;
+
+/// A destination: a job's first next hop (or its MX site), per transport.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub lmtp: bool,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(lmtp: bool, name: impl Into<String>) -> Self {
+        Self {
+            lmtp,
+            name: name.into(),
+        }
+    }
+
+    pub fn transport(&self) -> &'static str {
+        if self.lmtp { "lmtp" } else { "smtp" }
+    }
+}
+
+/// What an operation decided.
+#[derive(Debug)]
+pub struct Moves<T> {
+    /// Jobs admitted, in order: hand them to the workers.
+    pub admitted: Vec<T>,
+    /// Jobs to answer deferred at once (their destination is dead).
+    pub rejected: Vec<(T, Suspension)>,
+    /// A timer was set earlier than the clock's planned wake-up.
+    pub wake_clock: bool,
+}
+
+impl<T> Default for Moves<T> {
+    fn default() -> Self {
+        Self {
+            admitted: Vec::new(),
+            rejected: Vec::new(),
+            wake_clock: false,
+        }
+    }
+}
+
+/// Why an offered job was not queued.
+#[derive(Debug)]
+pub enum Refusal<T> {
+    /// The destination has `destination_waiting_limit` jobs waiting.
+    Full(T),
+    /// The destination is dead: defer the job so.
+    Suspended(T, Suspension),
+}
+
+/// Why a dead destination's jobs are deferred: the status code and
+/// diagnostic of the failure that killed it, the diagnostic prefixed as
+/// Postfix's qmgr does ("delivery temporarily suspended: ...").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspension {
+    pub dsn: String,
+    pub diagnostic: String,
+}
+
+/// Recipients of a finished job by outcome, for the destination's counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub sent: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+}
+
+struct Destination<T> {
+    rules: WindowRules,
+    pace: Option<Pace>,
+    rate_text: Option<String>,
+    window: Window,
+    gcra: Gcra,
+    waiting: VecDeque<T>,
+    active: u32,
+    paused_until: Option<Instant>,
+    /// Dead (failed-cohort rule): what deferred jobs are told.
+    dead: Option<Suspension>,
+    /// Throttles in a row without a delivery reaching the site between.
+    streak: u32,
+    /// After a connection-count throttle: the window may not grow past
+    /// this until the time given.
+    ceiling: Option<(u32, Instant)>,
+    last_throttle: Option<String>,
+    throttled: u64,
+    tally: Tally,
+    /// The earliest timer set for it.
+    timer_at: Option<Instant>,
+}
+
+impl<T> Destination<T> {
+    fn new(shape: Shape) -> Self {
+        Self {
+            window: Window::new(&shape.rules),
+            rules: shape.rules,
+            pace: shape.pace,
+            rate_text: shape.rate_text,
+            gcra: Gcra::default(),
+            waiting: VecDeque::new(),
+            active: 0,
+            paused_until: None,
+            dead: None,
+            streak: 0,
+            ceiling: None,
+            last_throttle: None,
+            throttled: 0,
+            tally: Tally::default(),
+            timer_at: None,
+        }
+    }
+
+    fn paused(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
+    /// Nothing to remember: no job, no pause, no rate or ceiling in force.
+    fn forgettable(&self, now: Instant) -> bool {
+        self.waiting.is_empty()
+            && self.active == 0
+            && self.dead.is_none()
+            && self.paused(now).is_none()
+            && self.gcra.idle(now)
+            && self.ceiling.is_none_or(|(_, until)| until <= now)
+    }
+}
+
+/// A destination's settings, from the table and its first matching
+/// `[[shaping.destination]]` entry.
+struct Shape {
+    rules: WindowRules,
+    pace: Option<Pace>,
+    rate_text: Option<String>,
+}
+
+fn shape_of(settings: &ShapingSettings, name: &str) -> Shape {
+    let entry: Option<&DestinationShape> = settings.destinations.iter().find(|d| d.matches(name));
+    let rate_delay = entry
+        .and_then(|e| e.rate_delay)
+        .unwrap_or(settings.rate_delay);
+    let rate = entry.and_then(|e| e.rate).unwrap_or(settings.rate);
+    let mut limit = entry
+        .and_then(|e| e.concurrency_limit)
+        .unwrap_or(settings.concurrency_limit);
+    let initial = entry
+        .and_then(|e| e.initial_concurrency)
+        .unwrap_or(settings.initial_concurrency)
+        .max(1);
+    let (pace, rate_text) = if !rate_delay.is_zero() {
+        // Postfix: a rate delay makes the destination concurrency 1.
+        limit = 1;
+        (
+            Some(Pace {
+                interval: rate_delay,
+                burst: Duration::ZERO,
+            }),
+            Some(format!(
+                "1/{}",
+                crate::config::format_duration(rate_delay).unwrap_or_default()
+            )),
+        )
+    } else if let Some(rate) = rate {
+        let interval = rate.interval();
+        let burst = rate
+            .per
+            .min(Duration::from_secs(1))
+            .saturating_sub(interval);
+        (Some(Pace { interval, burst }), Some(rate.to_string()))
+    } else {
+        (None, None)
+    };
+    let initial = if limit > 0 {
+        initial.min(limit)
+    } else {
+        initial
+    };
+    Shape {
+        rules: WindowRules {
+            limit,
+            initial,
+            positive: settings.positive_feedback,
+            negative: settings.negative_feedback,
+            failed_cohort_limit: settings.failed_cohort_limit,
+        },
+        pace,
+        rate_text,
+    }
+}
+
+/// Most destinations a status snapshot lists.
+const SNAPSHOT_LIMIT: usize = 200;
+
+/// The scheduler state.
+pub struct Scheduler<T> {
+    settings: Arc<ShapingSettings>,
+    destinations: HashMap<Key, Destination<T>, foldhash::fast::RandomState>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// When the clock plans to wake up next.
+    planned: Option<Instant>,
+    /// Jitter source (xorshift).
+    seed: u64,
+}
+
+impl<T> Scheduler<T> {
+    pub fn new(settings: Arc<ShapingSettings>) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| u64::from(d.subsec_nanos()) | 1);
+        Self {
+            settings,
+            destinations: HashMap::default(),
+            timers: BinaryHeap::new(),
+            planned: None,
+            seed,
+        }
+    }
+
+    pub fn settings(&self) -> &ShapingSettings {
+        &self.settings
+    }
+
+    /// A reloaded configuration: new limits and rates for every
+    /// destination; windows, pauses and queues stay.
+    pub fn set_settings(&mut self, settings: Arc<ShapingSettings>, now: Instant) -> Moves<T> {
+        self.settings = settings;
+        let mut moves = Moves::default();
+        let keys: Vec<Key> = self.destinations.keys().cloned().collect();
+        for key in keys {
+            let shape = shape_of(&self.settings, &key.name);
+            if let Some(dest) = self.destinations.get_mut(&key) {
+                dest.rules = shape.rules;
+                dest.pace = shape.pace;
+                dest.rate_text = shape.rate_text;
+                dest.window.limit_to(&dest.rules);
+            }
+            self.admit(&key, now, &mut moves);
+        }
+        moves
+    }
+
+    /// Queues a job for `key` and admits what may start.
+    pub fn offer(&mut self, key: &Key, item: T, now: Instant) -> Result<Moves<T>, Refusal<T>> {
+        let limit = self.settings.waiting_limit;
+        let dest = self.destination(key);
+        if let Some(reason) = &dest.dead {
+            return Err(Refusal::Suspended(item, reason.clone()));
+        }
+        if dest.waiting.len() >= limit {
+            return Err(Refusal::Full(item));
+        }
+        dest.waiting.push_back(item);
+        let mut moves = Moves::default();
+        self.admit(key, now, &mut moves);
+        Ok(moves)
+    }
+
+    /// A job tried once more (after a throttling reply): first in its
+    /// destination's queue, whatever the waiting limit.
+    pub fn requeue(&mut self, key: &Key, item: T, now: Instant) -> Moves<T> {
+        let dest = self.destination(key);
+        let mut moves = Moves::default();
+        if let Some(reason) = &dest.dead {
+            moves.rejected.push((item, reason.clone()));
+            return moves;
+        }
+        dest.waiting.push_front(item);
+        self.admit(key, now, &mut moves);
+        moves
+    }
+
+    /// A job of `key` admitted earlier finished: feedback from its
+    /// `verdict`, then admission.
+    pub fn done(&mut self, key: &Key, verdict: &Verdict, tally: Tally, now: Instant) -> Moves<T> {
+        let mut moves = Moves::default();
+        let jitter = self.jitter();
+        let settings = Arc::clone(&self.settings);
+        let dest = self.destination(key);
+        let busy = dest.active;
+        dest.active = dest.active.saturating_sub(1);
+        dest.tally.sent += tally.sent;
+        dest.tally.deferred += tally.deferred;
+        dest.tally.bounced += tally.bounced;
+        let mut timer = None;
+        match verdict {
+            Verdict::Nothing => {}
+            Verdict::Reached => {
+                if dest.dead.is_none() {
+                    dest.streak = 0;
+                    dest.window.success(&dest.rules, busy);
+                    if let Some((ceiling, until)) = dest.ceiling {
+                        if until > now {
+                            dest.window.cap(ceiling);
+                        } else {
+                            dest.ceiling = None;
+                        }
+                    }
+                }
+            }
+            Verdict::SiteFailure { dsn, diagnostic } => {
+                if dest.dead.is_none() && dest.window.failure(&dest.rules) {
+                    let reason = Suspension {
+                        dsn: dsn.clone(),
+                        diagnostic: format!("delivery temporarily suspended: {diagnostic}"),
+                    };
+                    let until = now + settings.dead_time;
+                    log::warn!(
+                        "{} destination {}: dead for {}: {dsn} {diagnostic}",
+                        key.transport(),
+                        key.name,
+                        crate::config::format_duration(settings.dead_time).unwrap_or_default()
+                    );
+                    moves
+                        .rejected
+                        .extend(dest.waiting.drain(..).map(|item| (item, reason.clone())));
+                    dest.dead = Some(reason);
+                    dest.paused_until = Some(until);
+                    timer = Some(until);
+                }
+            }
+            Verdict::Throttled {
+                reply, at_greeting, ..
+            } => {
+                dest.throttled += 1;
+                dest.last_throttle = Some(reply.clone());
+                dest.window.shrink(&dest.rules);
+                if *at_greeting {
+                    // A connection-count limit: stay below the count that
+                    // met it for a while.
+                    let ceiling = busy.saturating_sub(1).max(1);
+                    dest.window.cap(ceiling);
+                    dest.ceiling = Some((ceiling, now + settings.backoff_max));
+                }
+                if dest.paused(now).is_none() {
+                    let exponent = dest.streak.min(16);
+                    dest.streak = dest.streak.saturating_add(1);
+                    let backoff = settings
+                        .backoff
+                        .saturating_mul(1u32 << exponent)
+                        .min(settings.backoff_max)
+                        .mul_f64(jitter);
+                    let until = now + backoff;
+                    log::info!(
+                        "{} destination {}: paused for {} ms after a throttling reply: {reply}",
+                        key.transport(),
+                        key.name,
+                        backoff.as_millis()
+                    );
+                    dest.paused_until = Some(until);
+                    timer = Some(until);
+                }
+            }
+        }
+        if let Some(at) = timer {
+            self.schedule(key, at, &mut moves);
+        }
+        self.admit(key, now, &mut moves);
+        self.forget_if_idle(key, now);
+        moves
+    }
+
+    /// Runs the timers due at `now`: pauses end, the dead come back,
+    /// rate waits are over.
+    pub fn due(&mut self, now: Instant) -> Moves<T> {
+        let mut moves = Moves::default();
+        self.planned = None;
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, key))) = self.timers.pop() else {
+                break;
+            };
+            let Some(dest) = self.destinations.get_mut(&key) else {
+                continue;
+            };
+            if dest.timer_at == Some(at) {
+                dest.timer_at = None;
+            }
+            if dest.paused_until.is_some_and(|until| until <= now) {
+                dest.paused_until = None;
+                if dest.dead.take().is_some() {
+                    dest.window.revive(&dest.rules, dest.active);
+                    log::info!(
+                        "{} destination {}: delivery resumed",
+                        key.transport(),
+                        key.name
+                    );
+                }
+            }
+            self.admit(&key, now, &mut moves);
+            self.forget_if_idle(&key, now);
+        }
+        moves
+    }
+
+    /// When the clock must wake next (the earliest timer); records it as
+    /// planned.
+    pub fn next_wake(&mut self) -> Option<Instant> {
+        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        self.planned = next;
+        next
+    }
+
+    /// Every waiting job (shutdown).
+    pub fn drain(&mut self) -> Vec<T> {
+        self.destinations
+            .values_mut()
+            .flat_map(|dest| dest.waiting.drain(..).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Jobs waiting in all.
+    pub fn waiting(&self) -> usize {
+        self.destinations.values().map(|d| d.waiting.len()).sum()
+    }
+
+    /// The state of the busiest destinations (active + waiting), and how
+    /// many destinations are paused.
+    pub fn snapshot(&self, now: Instant) -> (Vec<DestinationState>, u64) {
+        let mut paused = 0u64;
+        let mut list: Vec<DestinationState> = self
+            .destinations
+            .iter()
+            .map(|(key, dest)| {
+                let paused_for = dest.paused(now).map(|until| (until - now).as_secs_f64());
+                if paused_for.is_some() {
+                    paused += 1;
+                }
+                DestinationState {
+                    name: key.name.clone(),
+                    transport: key.transport().into(),
+                    active: u64::from(dest.active),
+                    window: u64::from(dest.window.size()),
+                    limit: u64::from(dest.rules.limit),
+                    waiting: u64::try_from(dest.waiting.len()).unwrap_or(u64::MAX),
+                    rate: dest.rate_text.clone(),
+                    paused_for,
+                    dead: dest.dead.is_some(),
+                    last_throttle: dest.last_throttle.clone(),
+                    throttled: dest.throttled,
+                    sent: dest.tally.sent,
+                    deferred: dest.tally.deferred,
+                    bounced: dest.tally.bounced,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (b.active + b.waiting, b.paused_for.is_some())
+                .cmp(&(a.active + a.waiting, a.paused_for.is_some()))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        list.truncate(SNAPSHOT_LIMIT);
+        (list, paused)
+    }
+
+    fn destination(&mut self, key: &Key) -> &mut Destination<T> {
+        let settings = &self.settings;
+        self.destinations
+            .entry(key.clone())
+            .or_insert_with(|| Destination::new(shape_of(settings, &key.name)))
+    }
+
+    /// Admits waiting jobs of `key` while its window, pause and rate allow.
+    fn admit(&mut self, key: &Key, now: Instant, moves: &mut Moves<T>) {
+        let mut timer = None;
+        if let Some(dest) = self.destinations.get_mut(key) {
+            loop {
+                if dest.waiting.is_empty() {
+                    break;
+                }
+                if let Some(until) = dest.paused(now) {
+                    timer = Some(until);
+                    break;
+                }
+                if dest.active >= dest.window.size() {
+                    break;
+                }
+                if let Some(pace) = dest.pace
+                    && let Err(at) = dest.gcra.take(pace, now)
+                {
+                    timer = Some(at);
+                    break;
+                }
+                let Some(item) = dest.waiting.pop_front() else {
+                    break;
+                };
+                dest.active += 1;
+                moves.admitted.push(item);
+            }
+        }
+        if let Some(at) = timer {
+            self.schedule(key, at, moves);
+        }
+    }
+
+    fn schedule(&mut self, key: &Key, at: Instant, moves: &mut Moves<T>) {
+        let Some(dest) = self.destinations.get_mut(key) else {
+            return;
+        };
+        if dest.timer_at.is_some_and(|set| set <= at) {
+            return;
+        }
+        dest.timer_at = Some(at);
+        self.timers.push(Reverse((at, key.clone())));
+        if self.planned.is_none_or(|planned| at < planned) {
+            moves.wake_clock = true;
+        }
+    }
+
+    fn forget_if_idle(&mut self, key: &Key, now: Instant) {
+        if self
+            .destinations
+            .get(key)
+            .is_some_and(|dest| dest.forgettable(now))
+        {
+            self.destinations.remove(key);
+        }
+    }
+
+    /// A factor from 0.8 to 1.2.
+    fn jitter(&mut self) -> f64 {
+        let mut x = self.seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed = x;
+        0.8 + 0.4 * ((x >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

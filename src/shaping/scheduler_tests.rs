@@ -1,0 +1,327 @@
+use super::*;
+use crate::config::{Rate, ShapingSettings};
+
+fn settings() -> ShapingSettings {
+    ShapingSettings::default()
+}
+
+fn core(settings: ShapingSettings) -> Scheduler<u32> {
+    Scheduler::new(Arc::new(settings))
+}
+
+fn key(name: &str) -> Key {
+    Key::new(false, name)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn throttled(at_greeting: bool) -> Verdict {
+    Verdict::Throttled {
+        reply: "421 4.7.0 Too many connections".into(),
+        only: true,
+        at_greeting,
+    }
+}
+
+fn site_failure() -> Verdict {
+    Verdict::SiteFailure {
+        dsn: "4.4.1".into(),
+        diagnostic: "connect to mx[127.0.0.1]:25: Connection refused".into(),
+    }
+}
+
+/// Offers jobs 0..n, returns what was admitted.
+fn offer_all(
+    core: &mut Scheduler<u32>,
+    key: &Key,
+    jobs: std::ops::Range<u32>,
+    now: Instant,
+) -> Vec<u32> {
+    let mut admitted = Vec::new();
+    for job in jobs {
+        match core.offer(key, job, now) {
+            Ok(moves) => admitted.extend(moves.admitted),
+            Err(_) => panic!("job {job} refused"),
+        }
+    }
+    admitted
+}
+
+#[test]
+fn admits_up_to_the_initial_window_and_one_more_per_finished_job() {
+    let mut core = core(settings());
+    let now = Instant::now();
+    let a = key("a.example");
+    assert_eq!(offer_all(&mut core, &a, 0..8, now), vec![0, 1, 2, 3, 4]);
+    let moves = core.done(&a, &Verdict::Reached, Tally::default(), now);
+    assert_eq!(moves.admitted, vec![5]);
+    let (states, paused) = core.snapshot(now);
+    assert_eq!(paused, 0);
+    assert_eq!(states[0].active, 5);
+    assert_eq!(states[0].waiting, 2);
+    assert_eq!(states[0].limit, 20);
+}
+
+#[test]
+fn destinations_do_not_block_each_other() {
+    let mut core = core(settings());
+    let now = Instant::now();
+    let slow = key("slow.example");
+    let fast = key("fast.example");
+    assert_eq!(offer_all(&mut core, &slow, 0..50, now).len(), 5);
+    assert_eq!(
+        offer_all(&mut core, &fast, 100..103, now),
+        vec![100, 101, 102]
+    );
+}
+
+#[test]
+fn the_window_grows_with_successes_up_to_the_limit() {
+    let mut core = core(ShapingSettings {
+        concurrency_limit: 8,
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("a.example");
+    let mut running = offer_all(&mut core, &a, 0..250, now).len();
+    let mut max = running;
+    for _ in 0..200 {
+        let moves = core.done(&a, &Verdict::Reached, Tally::default(), now);
+        running = running - 1 + moves.admitted.len();
+        max = max.max(running);
+    }
+    assert_eq!(max, 8);
+}
+
+#[test]
+fn a_full_destination_queue_refuses_more() {
+    let mut core = core(ShapingSettings {
+        waiting_limit: 3,
+        initial_concurrency: 1,
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("a.example");
+    assert_eq!(offer_all(&mut core, &a, 0..4, now), vec![0]);
+    assert!(matches!(core.offer(&a, 9, now), Err(Refusal::Full(9))));
+    // Another destination is not affected.
+    assert!(core.offer(&key("b.example"), 10, now).is_ok());
+}
+
+#[test]
+fn a_cohort_of_site_failures_kills_the_destination_for_the_backoff_time() {
+    let mut core = core(settings());
+    let now = Instant::now();
+    let a = key("dead.example");
+    assert_eq!(offer_all(&mut core, &a, 0..10, now).len(), 5);
+    let mut rejected = Vec::new();
+    let mut failures = 0;
+    while rejected.is_empty() && failures < 10 {
+        rejected = core
+            .done(&a, &site_failure(), Tally::default(), now)
+            .rejected;
+        failures += 1;
+    }
+    // 1/5 + 1/4 + 1/4 + 1/4 + 1/3 >= 1: the fifth failure.
+    assert_eq!(failures, 5);
+    // The waiting jobs (those not admitted before) are deferred at once.
+    let ids: Vec<u32> = rejected.iter().map(|(id, _)| *id).collect();
+    assert!(!ids.is_empty());
+    assert_eq!(rejected[0].1.dsn, "4.4.1");
+    assert_eq!(
+        rejected[0].1.diagnostic,
+        "delivery temporarily suspended: connect to mx[127.0.0.1]:25: Connection refused"
+    );
+    // New jobs too, until minimal_backoff_time has passed.
+    assert!(matches!(
+        core.offer(&a, 50, now),
+        Err(Refusal::Suspended(50, _))
+    ));
+    let (states, paused) = core.snapshot(now);
+    assert_eq!(paused, 1);
+    assert!(states[0].dead);
+    let later = now + Duration::from_secs(301);
+    let _ = core.due(later);
+    // Back with the deliveries still in progress as its window.
+    assert!(core.offer(&a, 51, later).is_ok());
+    assert!(!core.snapshot(later).0[0].dead);
+}
+
+#[test]
+fn a_throttle_pauses_the_destination_then_it_resumes() {
+    let mut core = core(settings());
+    let now = Instant::now();
+    let a = key("busy.example");
+    assert_eq!(offer_all(&mut core, &a, 0..10, now).len(), 5);
+    let moves = core.done(&a, &throttled(false), Tally::default(), now);
+    assert!(moves.admitted.is_empty(), "paused: nothing admitted");
+    assert!(moves.wake_clock);
+    let wake = core.next_wake().unwrap();
+    // 10 s with 20 % jitter.
+    assert!(
+        wake >= now + ms(8_000) && wake <= now + ms(12_000),
+        "{:?}",
+        wake - now
+    );
+    let (states, paused) = core.snapshot(now);
+    assert_eq!(paused, 1);
+    assert_eq!(
+        states[0].last_throttle.as_deref(),
+        Some("421 4.7.0 Too many connections")
+    );
+    assert_eq!(states[0].throttled, 1);
+    // More throttles during the pause do not lengthen it.
+    let _ = core.done(&a, &throttled(false), Tally::default(), now + ms(10));
+    assert_eq!(core.next_wake(), Some(wake));
+    assert!(core.due(wake - ms(1)).admitted.is_empty());
+    let resumed = core.due(wake);
+    assert!(!resumed.admitted.is_empty());
+}
+
+#[test]
+fn repeated_throttles_back_off_exponentially_up_to_the_maximum() {
+    let mut core = core(ShapingSettings {
+        backoff: Duration::from_secs(10),
+        backoff_max: Duration::from_secs(30),
+        ..settings()
+    });
+    let mut now = Instant::now();
+    let a = key("busy.example");
+    let _ = offer_all(&mut core, &a, 0..100, now);
+    let mut pauses = Vec::new();
+    for _ in 0..4 {
+        let _ = core.done(&a, &throttled(false), Tally::default(), now);
+        let wake = core.next_wake().unwrap();
+        pauses.push((wake - now).as_secs_f64());
+        now = wake;
+        let _ = core.due(now);
+    }
+    assert!((8.0..=12.0).contains(&pauses[0]), "{pauses:?}");
+    assert!((16.0..=24.0).contains(&pauses[1]), "{pauses:?}");
+    assert!((24.0..=36.0).contains(&pauses[2]), "{pauses:?}");
+    assert!((24.0..=36.0).contains(&pauses[3]), "{pauses:?}");
+}
+
+#[test]
+fn a_greeting_throttle_caps_the_window_below_the_count_that_met_it() {
+    let mut core = core(ShapingSettings {
+        initial_concurrency: 8,
+        backoff: ms(100),
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("limited.example");
+    assert_eq!(offer_all(&mut core, &a, 0..250, now).len(), 8);
+    let _ = core.done(&a, &throttled(true), Tally::default(), now);
+    let later = now + Duration::from_secs(1);
+    let mut running = 7 + core.due(later).admitted.len();
+    assert_eq!(running, 7);
+    // Successes do not grow it past 7 while the ceiling holds.
+    for _ in 0..200 {
+        running = running - 1
+            + core
+                .done(&a, &Verdict::Reached, Tally::default(), later)
+                .admitted
+                .len();
+        assert!(running <= 7);
+    }
+}
+
+#[test]
+fn a_rate_paces_admission() {
+    let mut core = core(ShapingSettings {
+        rate: Some(Rate {
+            count: 10,
+            per: Duration::from_secs(1),
+        }),
+        initial_concurrency: 100,
+        concurrency_limit: 100,
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("paced.example");
+    // A burst of one second's worth, then one per 100 ms.
+    let first = offer_all(&mut core, &a, 0..50, now);
+    assert_eq!(first.len(), 10);
+    assert_eq!(core.next_wake(), Some(now + ms(100)));
+    assert_eq!(core.due(now + ms(100)).admitted, vec![10]);
+    let (states, _) = core.snapshot(now);
+    assert_eq!(states[0].rate.as_deref(), Some("10/s"));
+}
+
+#[test]
+fn a_rate_delay_means_one_at_a_time_one_per_delay() {
+    let mut core = core(ShapingSettings {
+        rate_delay: Duration::from_secs(1),
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("slowly.example");
+    assert_eq!(offer_all(&mut core, &a, 0..3, now), vec![0]);
+    // Finished at once: still one per second.
+    assert!(
+        core.done(&a, &Verdict::Reached, Tally::default(), now)
+            .admitted
+            .is_empty()
+    );
+    assert_eq!(core.due(now + Duration::from_secs(1)).admitted, vec![1]);
+}
+
+#[test]
+fn per_destination_entries_override_the_defaults() {
+    let mut settings = settings();
+    settings.destinations.push(crate::config::DestinationShape {
+        pattern: ".example.net".into(),
+        concurrency_limit: Some(2),
+        initial_concurrency: None,
+        rate: None,
+        rate_delay: None,
+    });
+    let mut core = core(settings);
+    let now = Instant::now();
+    assert_eq!(
+        offer_all(&mut core, &key("mx.example.net"), 0..5, now).len(),
+        2
+    );
+    assert_eq!(
+        offer_all(&mut core, &key("example.org"), 0..10, now).len(),
+        5
+    );
+}
+
+#[test]
+fn requeued_jobs_go_first_and_drain_takes_everything() {
+    let mut core = core(ShapingSettings {
+        initial_concurrency: 1,
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("a.example");
+    assert_eq!(offer_all(&mut core, &a, 0..3, now), vec![0]);
+    let _ = core.done(&a, &throttled(false), Tally::default(), now);
+    let _ = core.requeue(&a, 0, now);
+    let mut drained = core.drain();
+    drained.sort_unstable();
+    assert_eq!(drained, vec![0, 1, 2]);
+    assert_eq!(core.waiting(), 0);
+}
+
+#[test]
+fn idle_destinations_are_forgotten() {
+    let mut core = core(settings());
+    let now = Instant::now();
+    let a = key("a.example");
+    let _ = offer_all(&mut core, &a, 0..1, now);
+    let _ = core.done(
+        &a,
+        &Verdict::Reached,
+        Tally {
+            sent: 1,
+            ..Tally::default()
+        },
+        now,
+    );
+    assert!(core.snapshot(now).0.is_empty());
+}
