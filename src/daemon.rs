@@ -38,6 +38,7 @@ use crate::deliver::{Deliverer, system_stub_resolver};
 use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::pool::{Pool, PoolSize, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN};
 use crate::server::{self, ConnSettings, Context, lookup_group};
+use crate::shaping::MxSites;
 use crate::stats::Stats;
 
 pub const EX_NOUSER: i32 = 67;
@@ -209,8 +210,10 @@ pub fn run(options: &Options) -> i32 {
         }
     };
     let cache = Arc::new(SessionCache::new(config.cache.clone()));
-    let deliverer =
-        Deliverer::with_dns(config.clone(), Arc::clone(&dns)).with_cache(Arc::clone(&cache));
+    let sites = Arc::new(MxSites::default());
+    let deliverer = Deliverer::with_dns(config.clone(), Arc::clone(&dns))
+        .with_cache(Arc::clone(&cache))
+        .with_sites(Arc::clone(&sites));
     let stats = Arc::new(Stats::new());
     let size = PoolSize {
         workers: config.daemon.workers,
@@ -237,6 +240,7 @@ pub fn run(options: &Options) -> i32 {
         config,
         dns,
         cache,
+        sites,
         pool,
         ctx,
         settings,
@@ -268,6 +272,8 @@ struct Daemon {
     config: Config,
     dns: Arc<dyn DnsLookup>,
     cache: Arc<SessionCache>,
+    /// The MX sites learned so far (kept across reloads).
+    sites: Arc<MxSites>,
     pool: Pool,
     ctx: Arc<Context>,
     settings: Arc<ConnSettings>,
@@ -439,7 +445,8 @@ impl Daemon {
             log::info!("reload: the connection cache was emptied ([cache] or [tls] changed)");
         }
         let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
-            .with_cache(Arc::clone(&self.cache));
+            .with_cache(Arc::clone(&self.cache))
+            .with_sites(Arc::clone(&self.sites));
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(&new.daemon, self.daemon_uid));
         // Open connections check their next lines against the new policy.

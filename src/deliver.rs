@@ -38,6 +38,7 @@ use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
+use crate::shaping::MxSites;
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
@@ -156,6 +157,9 @@ pub struct Deliverer {
     services: Box<dyn ServiceLookup + Send + Sync>,
     own: OwnAddresses,
     cache: Option<Arc<SessionCache>>,
+    /// Where the MX sites learned from DNS answers go (the daemon's
+    /// scheduler groups domains by them, `[shaping] group_by_mx_site`).
+    sites: Option<Arc<MxSites>>,
 }
 
 impl Deliverer {
@@ -200,6 +204,7 @@ impl Deliverer {
             connector: Box::new(SocketConnector),
             services: Box::new(services),
             cache: None,
+            sites: None,
         }
     }
 
@@ -212,6 +217,16 @@ impl Deliverer {
     pub fn with_cache(mut self, cache: Arc<SessionCache>) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Records the MX hosts of every domain it looks up in `sites`.
+    pub fn with_sites(mut self, sites: Arc<MxSites>) -> Self {
+        self.sites = Some(sites);
+        self
+    }
+
+    pub fn sites(&self) -> Option<&Arc<MxSites>> {
+        self.sites.as_ref()
     }
 
     pub fn cache(&self) -> Option<&Arc<SessionCache>> {
@@ -452,6 +467,14 @@ impl Deliverer {
                 return Err(error.makes_nexthop_final());
             }
         };
+        if mode.lookup_mx
+            && let Some(sites) = &self.sites
+        {
+            sites.learn(
+                &host.text(),
+                route.candidates.iter().map(|c| c.host.as_str()),
+            );
+        }
         let site = Site {
             host,
             port,

@@ -54,7 +54,8 @@ use crate::plan::{NexthopKey, Plan};
 use crate::progress::Progress;
 use crate::recipient_log::Service;
 use crate::recipients::Status;
-use crate::stats::{PoolShape, Stats};
+use crate::shaping::{self, Key, Shaper, Tally, Unqueued, Verdict};
+use crate::stats::{PoolShape, ShapingReport, Stats};
 use crate::transport::strerror;
 
 /// The diagnostic of a job deferred because the daemon stops.
@@ -166,6 +167,8 @@ pub struct Ticket {
     /// The message passed with SCM_RIGHTS (`"message":{"fd":true}`),
     /// taken when the message is opened.
     message_fd: Mutex<Option<File>>,
+    /// Its destination in the scheduler ([`crate::shaping`]), when shaped.
+    shaping: OnceLock<Key>,
 }
 
 /// The next ticket's serial.
@@ -195,6 +198,7 @@ impl Ticket {
             requeued: AtomicBool::new(false),
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             message_fd: Mutex::new(message_fd),
+            shaping: OnceLock::new(),
         })
     }
 
@@ -271,6 +275,12 @@ impl QueueRoom {
         true
     }
 
+    /// Takes a place without waiting (a job put back by a worker: it had
+    /// one until it was taken).
+    fn take_now(&self) {
+        *self.lock() += 1;
+    }
+
     /// A ticket left the channel. Waiting connections are woken together
     /// once the queue is down to three quarters of `capacity`: each then
     /// queues a batch, instead of one wake-up (and one sleep) per job.
@@ -302,6 +312,8 @@ struct Shared {
     stopping: AtomicBool,
     stats: Arc<Stats>,
     size: PoolSize,
+    /// The per-destination scheduler in front of the channel.
+    shaper: OnceLock<Arc<Shaper<Arc<Ticket>>>>,
 }
 
 impl Shared {
@@ -338,6 +350,24 @@ impl Shared {
         self.cut(ticket, None, SHUTDOWN_DIAGNOSTIC)
     }
 
+    /// Answers a job that has not started with every recipient deferred
+    /// with `dsn` and `diagnostic` (its destination is dead).
+    fn defer_suspended(&self, ticket: &Ticket, suspension: &shaping::Suspension) -> bool {
+        if !ticket.claim() {
+            return false;
+        }
+        let json = self.deliverer().settings().log_format == LogFormat::Json;
+        let delays = Delays::of(ticket, None);
+        let dsn = StatusCode::parse(&suspension.dsn).unwrap_or(SHUTDOWN_DSN);
+        let mut result = deferred_result(&ticket.job, &suspension.diagnostic);
+        for recipient in &mut result.recipients {
+            recipient.dsn = dsn.to_string();
+            log_deferral_with(ticket, &delays, json, recipient, dsn);
+        }
+        self.answer_claimed(ticket, Answer::Done(result));
+        true
+    }
+
     /// Answers a ticket now, unless someone else already did: every
     /// recipient deferred 4.3.0 `diagnostic`, except, for a job being
     /// delivered (`running`), those already settled (and logged), which
@@ -370,6 +400,92 @@ impl Shared {
         self.answer_claimed(ticket, Answer::Done(result));
         true
     }
+}
+
+impl Shared {
+    /// Carries out the scheduler's moves: admitted jobs go to the
+    /// workers' channel, jobs of a dead destination are deferred.
+    fn carry_out(&self, tx: &Sender<Arc<Ticket>>, moves: shaping::Moves<Arc<Ticket>>) {
+        let capacity = self.size.queue_capacity;
+        for ticket in moves.admitted {
+            if let Err(e) = tx.try_send(ticket) {
+                // Not reached: the channel has room for every job that
+                // took room in the queue.
+                self.room.give_back(capacity);
+                let ticket = e.into_inner();
+                log::error!("job {}: the worker queue is full; deferred", ticket.id());
+                self.defer(&ticket);
+            }
+        }
+        for (ticket, why) in moves.rejected {
+            self.room.give_back(capacity);
+            self.defer_suspended(&ticket, &why);
+        }
+    }
+
+    /// Gives back an admitted job's place in its destination without
+    /// feedback (it was not delivered: shutdown, or its worker panicked).
+    fn release_shaped(&self, ticket: &Ticket) {
+        if let (Some(key), Some(shaper)) = (ticket.shaping.get(), self.shaper.get()) {
+            shaper.done(key, &Verdict::Nothing, Tally::default());
+        }
+    }
+
+    /// Feeds a finished job back to the scheduler. Returns the ticket when
+    /// it went back to its destination's queue to be tried again (a
+    /// throttling reply was all it got): it is not answered now.
+    fn finish_shaped(&self, ticket: &Arc<Ticket>, answer: &Answer) -> bool {
+        let (Some(key), Some(shaper)) = (ticket.shaping.get(), self.shaper.get()) else {
+            return false;
+        };
+        let deliverer = self.deliverer();
+        let settings = &deliverer.settings().shaping;
+        let (verdict, tally) = match answer {
+            Answer::Done(result) => (
+                shaping::verdict(&settings.throttle_rules, &result.recipients),
+                tally(&result.recipients),
+            ),
+            Answer::Failed(_) => (Verdict::Nothing, Tally::default()),
+        };
+        let again = matches!(verdict, Verdict::Throttled { only: true, .. })
+            && !settings.retry_time.is_zero()
+            && ticket.received.elapsed() < settings.retry_time
+            && !matches!(ticket.job.message, MessageRef::Fd { .. })
+            && !self.stopping.load(Ordering::SeqCst);
+        drop(deliverer);
+        shaper.done(key, &verdict, if again { Tally::default() } else { tally });
+        if !again {
+            return false;
+        }
+        self.room.take_now();
+        match shaper.requeue(key, Arc::clone(ticket)) {
+            Ok(()) => {
+                log::info!(
+                    "job {}: only throttling replies; queued again for {}",
+                    ticket.id(),
+                    key.name
+                );
+                true
+            }
+            Err(_) => {
+                self.room.give_back(self.size.queue_capacity);
+                false
+            }
+        }
+    }
+}
+
+/// Recipients by outcome.
+fn tally(recipients: &[RecipientResult]) -> Tally {
+    let mut tally = Tally::default();
+    for recipient in recipients {
+        match recipient.status {
+            Status::Sent => tally.sent += 1,
+            Status::Deferred => tally.deferred += 1,
+            Status::Bounced => tally.bounced += 1,
+        }
+    }
+    tally
 }
 
 /// A job being delivered: its ticket, when its worker took it, and its
@@ -408,6 +524,17 @@ impl Delays {
 /// delays=a/b/0/0, dsn=4.3.0, status=deferred (mail system shutting
 /// down)`, or JSON with `[log] format = "json"`).
 fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientResult) {
+    log_deferral_with(ticket, delays, json, rcpt, SHUTDOWN_DSN);
+}
+
+/// [`log_deferral`] with another status code.
+fn log_deferral_with(
+    ticket: &Ticket,
+    delays: &Delays,
+    json: bool,
+    rcpt: &RecipientResult,
+    dsn: StatusCode,
+) {
     let job = &ticket.job;
     let Delays { a, b, delay } = *delays;
     let line = crate::recipient_log::Line {
@@ -420,7 +547,7 @@ fn log_deferral(ticket: &Ticket, delays: &Delays, json: bool, rcpt: &RecipientRe
         relay: None,
         delay,
         delays: [a, b, Duration::ZERO, Duration::ZERO],
-        dsn: SHUTDOWN_DSN,
+        dsn,
         status: Status::Deferred,
         diagnostic: &rcpt.diagnostic,
         tls: None,
@@ -466,7 +593,13 @@ pub struct Pool {
 impl Pool {
     /// Starts `size.workers` threads. Fails when a thread cannot be created.
     pub fn start(size: PoolSize, deliverer: Deliverer, stats: Arc<Stats>) -> io::Result<Pool> {
-        let (tx, rx) = bounded::<Arc<Ticket>>(size.queue_capacity.max(1));
+        // Room for every queued job plus those a worker puts back after a
+        // throttling reply (at most one per worker, see `QueueRoom::take_now`).
+        let (tx, rx) = bounded::<Arc<Ticket>>(
+            size.queue_capacity
+                .max(1)
+                .saturating_add(size.workers.saturating_mul(2)),
+        );
         let shared = Arc::new(Shared {
             rx: rx.clone(),
             requeue: tx.clone(),
@@ -479,7 +612,20 @@ impl Pool {
             stopping: AtomicBool::new(false),
             stats,
             size,
+            shaper: OnceLock::new(),
         });
+        let shaping = shared.deliverer().settings().shaping.clone();
+        let mover = {
+            let shared = Arc::downgrade(&shared);
+            let tx = tx.clone();
+            move |moves: shaping::Moves<Arc<Ticket>>| {
+                if let Some(shared) = shared.upgrade() {
+                    shared.carry_out(&tx, moves);
+                }
+            }
+        };
+        let shaper = Shaper::start(shaping, Box::new(mover))?;
+        let _ = shared.shaper.set(shaper);
         for _ in 0..size.workers.max(1) {
             shared.alive.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = spawn_worker(&shared) {
@@ -516,8 +662,12 @@ impl Pool {
         }
     }
 
-    /// New jobs use this deliverer; running ones finish with theirs.
+    /// New jobs use this deliverer; running ones finish with theirs. The
+    /// scheduler takes the new `[shaping]` limits at once.
     pub fn set_deliverer(&self, deliverer: Deliverer) {
+        if let Some(shaper) = self.shared.shaper.get() {
+            shaper.set_settings(deliverer.settings().shaping.clone());
+        }
         let new = Arc::new(deliverer);
         match self.shared.deliverer.write() {
             Ok(mut guard) => *guard = new,
@@ -536,11 +686,21 @@ impl Pool {
         self.drain_queue()
     }
 
-    /// Defers the jobs waiting in the queue; returns how many.
+    /// Defers the jobs waiting in the queue and in the scheduler; returns
+    /// how many.
     pub fn drain_queue(&self) -> usize {
         let mut count = 0;
+        if let Some(shaper) = self.shared.shaper.get() {
+            for ticket in shaper.drain() {
+                self.shared.room.give_back(self.shared.size.queue_capacity);
+                if self.shared.defer(&ticket) {
+                    count += 1;
+                }
+            }
+        }
         while let Ok(ticket) = self.rx.try_recv() {
             self.shared.room.give_back(self.shared.size.queue_capacity);
+            self.shared.release_shaped(&ticket);
             if self.shared.defer(&ticket) {
                 count += 1;
             }
@@ -604,6 +764,28 @@ impl Submitter {
             self.shared.defer(&ticket);
             return;
         }
+        let deliverer = self.shared.deliverer();
+        let settings = deliverer.settings();
+        if settings.shaping.enabled
+            && let Some(shaper) = self.shared.shaper.get()
+        {
+            let key = shaping_key(&ticket.job, &deliverer);
+            drop(deliverer);
+            let key = ticket.shaping.get_or_init(|| key);
+            match shaper.submit(key, Arc::clone(&ticket), &self.shared.stopping) {
+                Ok(()) => {}
+                Err(Unqueued::Suspended(ticket, why)) => {
+                    self.shared.room.give_back(capacity);
+                    self.shared.defer_suspended(&ticket, &why);
+                }
+                Err(Unqueued::Stopping(ticket)) => {
+                    self.shared.room.give_back(capacity);
+                    self.shared.defer(&ticket);
+                }
+            }
+            return;
+        }
+        drop(deliverer);
         let ticket = match self.tx.try_send(ticket) {
             Ok(()) => return,
             Err(TrySendError::Full(ticket)) => ticket,
@@ -645,6 +827,35 @@ impl Submitter {
     pub fn deliverer(&self) -> Arc<Deliverer> {
         self.shared.deliverer()
     }
+
+    /// The scheduler's per-destination state, for `mailhop status`.
+    pub fn shaping(&self) -> Option<Arc<dyn ShapingReport>> {
+        let shaper = self.shared.shaper.get()?;
+        Some(Arc::clone(shaper) as Arc<dyn ShapingReport>)
+    }
+
+    /// Destinations paused now.
+    pub fn paused_destinations(&self) -> u64 {
+        self.shared.shaper.get().map_or(0, |shaper| shaper.paused())
+    }
+}
+
+/// A job's destination for the scheduler: its transport and its first
+/// next hop.
+/// With `[shaping] group_by_mx_site`, a domain whose MX hosts are known
+/// is shaped as its MX site.
+fn shaping_key(job: &CheckedJob, deliverer: &Deliverer) -> Key {
+    let settings = deliverer.settings();
+    let lmtp = job.transport == TransportKind::Lmtp;
+    let Some(first) = Plan::keys_of(job, settings).into_iter().next() else {
+        return Key::new(lmtp, "");
+    };
+    let site = settings
+        .shaping
+        .group_by_mx_site
+        .then(|| deliverer.sites()?.site_of(first.bare()))
+        .flatten();
+    Key::new(lmtp, site.unwrap_or_else(|| first.as_str().to_string()))
 }
 
 /// A job a worker has taken from the queue, with its slot in `running`
@@ -757,6 +968,7 @@ impl Drop for WorkerGuard<'_> {
                 .ok()
                 .and_then(|running| running.get(&slot).cloned());
             shared.unregister(slot);
+            shared.release_shaped(&ticket);
             if shared.cut(&ticket, running.as_ref(), PANIC_DIAGNOSTIC) {
                 log::error!(
                     "job {}: the worker panicked; every recipient deferred ({SHUTDOWN_DSN} {PANIC_DIAGNOSTIC}); worker replaced",
@@ -837,6 +1049,7 @@ fn worker(shared: &Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
             guard.release(slot);
+            shared.release_shaped(&ticket);
             shared.defer(&ticket);
             continue;
         }
@@ -894,6 +1107,9 @@ fn worker(shared: &Arc<Shared>) {
         shared.unregister(slot);
         guard.release(slot);
         guard.set_busy(false);
+        if shared.finish_shaped(&ticket, &answer) {
+            continue;
+        }
         if !shared.answer(&ticket, answer) {
             log::info!(
                 "job {}: delivery finished after the job was answered at shutdown; its late results are information only",

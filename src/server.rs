@@ -1274,7 +1274,12 @@ pub fn status_report(submitter: &Submitter) -> StatusReport {
         .cache()
         .map(|c| c.cache_counters())
         .unwrap_or_default();
-    submitter.stats().snapshot(submitter.shape(), cache)
+    let mut report = submitter.stats().snapshot(submitter.shape(), cache);
+    if let Some(shaping) = submitter.shaping() {
+        report.destinations = shaping.destinations();
+        report.paused = submitter.paused_destinations();
+    }
+    report
 }
 
 // ---------------------------------------------------------------------------

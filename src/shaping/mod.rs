@@ -20,6 +20,7 @@
 
 pub mod gcra;
 pub mod scheduler;
+pub mod sites;
 pub mod verdict;
 pub mod window;
 
@@ -30,6 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use self::scheduler::{Key, Moves, Refusal, Suspension, Tally};
+pub use self::sites::MxSites;
 pub use self::verdict::{Verdict, verdict};
 use crate::config::ShapingSettings;
 use crate::stats::{DestinationState, ShapingReport};
@@ -134,10 +136,17 @@ impl<T: Send + 'static> Shaper<T> {
         self.carry_out(moves);
     }
 
-    /// A throttled job goes back to the front of its destination's queue.
-    pub fn requeue(&self, key: &Key, item: T) {
-        let moves = self.lock().requeue(key, item, Instant::now());
+    /// A throttled job goes back to the front of its destination's queue;
+    /// handed back when the scheduler has stopped (shutdown).
+    pub fn requeue(&self, key: &Key, item: T) -> Result<(), T> {
+        let mut core = self.lock();
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(item);
+        }
+        let moves = core.requeue(key, item, Instant::now());
+        drop(core);
         self.carry_out(moves);
+        Ok(())
     }
 
     /// Takes every waiting job (shutdown) and stops the clock.
