@@ -6,11 +6,13 @@ or a UNIX socket), one thread per connection. Faults are chosen per
 connection and per transaction by a seeded RNG (seed, server name,
 generation and connection number):
 
-  connection  421 greeting; a garbage line before the 220 greeting (a
+  connection  421 greeting; a throttling 421 4.7.0 greeting (the daemon
+              pauses the destination and tries the job again); a garbage line before the 220 greeting (a
               Postfix client skips it); a greeting later than the client's
               timeout; an idle limit after which a session between
               transactions is closed (half of the time with a 421).
-  MAIL        421 and close; a garbage reply line.
+  MAIL        421 and close; a throttling 451 4.7.0 (rate limit); a
+              garbage reply line.
   RCPT        450 / 550 per recipient; a garbage reply line; a 250 later
               than the client's timeout.
   DATA        a garbage reply line.
@@ -49,10 +51,12 @@ import time
 # --fault-scale. Kept small enough that most jobs go through.
 P = {
     "greet_421": 0.01,
+    "greet_throttle": 0.003,
     "greet_garbage": 0.005,
     "greet_late": 0.002,
     "idle_421": 0.5,  # of idle closes
     "mail_421": 0.01,
+    "mail_throttle": 0.003,
     "mail_garbage": 0.004,
     "rcpt_450": 0.02,
     "rcpt_550": 0.02,
@@ -186,6 +190,10 @@ class Conn:
                 self.events.append("421-greeting")
                 self.send(b"421 4.3.2 soak: service not available\r\n")
                 return
+            if self.rng.random() < P["greet_throttle"] * srv.scale:
+                self.events.append("421-throttle-greeting")
+                self.send(b"421 4.7.0 soak: too many connections, slow down\r\n")
+                return
             greet = b"220 soak.test ESMTP fault server\r\n"
             if self.rng.random() < P["greet_garbage"] * srv.scale:
                 g = self.rng.choice(GARBAGE)
@@ -255,6 +263,11 @@ class Conn:
                 self.send(b"421 4.3.0 soak: closing at MAIL\r\n")
                 self.end_txn("421")
                 return False
+            if self.p("mail_throttle"):
+                self.txn["mail"] = "451-throttle"
+                self.flush()
+                self.send(b"451 4.7.0 soak: rate limit exceeded\r\n")
+                return True
             if self.p("mail_garbage"):
                 g = self.rng.choice(GARBAGE)
                 self.txn["mail"] = "garbage:" + g.decode("latin-1").strip()

@@ -24,7 +24,9 @@ rN.I@soak.test, body header X-Soak-Job: N. Checks (each is a violation):
   unanswered    a job (of a client that stayed) without an answer, or a
                 recipient missing in it, or no status= log line for it
   answered 2x   a second answer for a job or recipient, or more than one
-                status= log line for a recipient
+                status= log line for a recipient (except the status=deferred
+                lines of attempts that met only throttling replies, after
+                which the daemon logs "queued again" and tries the job again)
   log mismatch  the answer and the status= log line disagree
   errors        a job answered with "error" (the soak sends only valid jobs)
 Duplicate risk (accepted by a server, reported deferred) is counted, not a
@@ -64,6 +66,7 @@ DOMAIN = "soak.test"
 JOB_RE = re.compile(r"^soak-(\d+)@")
 RCPT_RE = re.compile(r"^r(\d+)\.\d+@")
 QMGR_RE = re.compile(r"from=<soak-(\d+)@")
+REQUEUED_RE = re.compile(r"job (\S+): only throttling replies; queued again")
 LOG_RE = re.compile(r"(\S+): to=<([^>]*)>, relay=.*, status=(sent|deferred|bounced) ")
 
 
@@ -586,6 +589,7 @@ class Soak:
         self.log_status = collections.defaultdict(list)  # rcpt -> [(status, line)]
         self.log_other = collections.Counter()
         self.queued = set()  # jobs (by number) with a "queue active" line
+        self.requeued = collections.Counter()  # job id -> times tried again
         self.log_samples = {}
         with open(self.log_path, "rb") as f:
             for raw in f:
@@ -598,6 +602,10 @@ class Soak:
                 m = LOG_RE.search(line)
                 if m:
                     self.log_status[m.group(2)].append((m.group(3), line))
+                    continue
+                q = REQUEUED_RE.search(line)
+                if q:
+                    self.requeued[q.group(1)] += 1
                     continue
                 for word in ("panic", "warning", "error"):
                     if word in line:
@@ -735,10 +743,14 @@ class Soak:
                         why += " and no 'queue active' line: the daemon never took the job"
                     V["unanswered"].append(detail(n, r, why, ans_status.get(r)))
                     rcpts_bad.add(r)
-                elif len(logs) > 1:
+                elif len(logs) > 1 + self.requeued.get(job["id"], 0) or \
+                        any(st != "deferred" for st, _ in logs[:-1]):
                     V["answered twice"].append(detail(n, r, f"{len(logs)} status= log lines",
                                                       ans_status.get(r)))
                     rcpts_bad.add(r)
+                if len(logs) > 1:
+                    info["tried again after throttling"] += 1
+                    logs = logs[-1:]
                 a = ans_status.get(r)
                 if a is not None and logs and any(st != a.get("status") for st, _ in logs):
                     V["log mismatch"].append(detail(n, r, f"answer says {a.get('status')}, log says "

@@ -166,36 +166,37 @@ impl ThrottleRule {
     }
 }
 
-/// The built-in throttle rules: 421 (RFC 5321: service not available,
-/// closing), and the documented throttling replies of the large
-/// providers (a 4xx reply is needed for each; a 5xx is never a throttle).
+/// The built-in throttle rules: the documented throttling replies of the
+/// large providers and the usual texts of connection and rate limits. A
+/// 4xx reply is needed for each (a 5xx is never a throttle). A bare 421
+/// is not one by itself: servers also send it when they shut down or time
+/// out (4.3.x, 4.4.x), which Postfix treats as a site failure.
 pub fn builtin_throttle_rules() -> Vec<ThrottleRule> {
     vec![
-        // RFC 5321 4.2.3: the server is shutting the session down; the
-        // providers use it for connection limits.
-        ThrottleRule::builtin("421", "", ""),
+        // 421 with a policy code (RFC 3463 4.7.x): "421 4.7.0 Too many
+        // connections", Gmail's "421 4.7.0 Try again later, closing
+        // connection", "421 4.7.28 ... unusual rate of unsolicited mail".
+        ThrottleRule::builtin("421", "4.7.", ""),
         // Yahoo/AOL: "421 4.7.0 [TSS04] Messages from ... temporarily
         // deferred due to unexpected volume or user complaints".
         ThrottleRule::builtin("", "", "[ts0"),
         ThrottleRule::builtin("", "", "[tss0"),
-        // Gmail: "450 4.2.1 The user you are trying to contact is receiving
-        // mail at a rate that prevents additional messages", "421 4.7.28 ...
-        // unusual rate of unsolicited mail".
+        // Gmail: "450 4.2.1 The user you are trying to contact is
+        // receiving mail at a rate that prevents additional messages".
         ThrottleRule::builtin("", "4.7.28", ""),
         ThrottleRule::builtin("", "", "receiving mail at a rate"),
         // Microsoft: "451 4.7.500 Server busy. Please try again later",
-        // "4.7.650"..."4.7.651" (IP reputation throttling), "452 4.5.3 Too
-        // many recipients", and "Server busy".
+        // 4.7.650/4.7.651 (IP reputation throttling).
         ThrottleRule::builtin("", "4.7.500", ""),
         ThrottleRule::builtin("", "4.7.650", ""),
         ThrottleRule::builtin("", "4.7.651", ""),
         ThrottleRule::builtin("", "", "server busy"),
-        // Generic texts of rate limits (4.7.x and others).
+        // The usual texts of connection and rate limits.
         ThrottleRule::builtin("", "", "rate limit"),
         ThrottleRule::builtin("", "", "too many connections"),
         ThrottleRule::builtin("", "", "too many concurrent"),
-        ThrottleRule::builtin("", "", "try again later"),
         ThrottleRule::builtin("", "", "too many messages"),
+        ThrottleRule::builtin("", "", "too fast"),
         ThrottleRule::builtin("", "4.7.0", "temporarily deferred"),
     ]
 }

@@ -613,11 +613,11 @@ config_table! {
         /// destination (an "MX site", one provider behind many domains),
         /// learned from the DNS answers of earlier deliveries.
         group_by_mx_site: bool = false, mirrors "none (a deviation: Postfix shapes per next-hop domain)";
-        /// First pause of a destination after a throttling reply (421, or a
-        /// reply matching a throttle rule); doubled for each further one in
-        /// a row up to throttle_backoff_max, with 20 % jitter.
+        /// First pause of a destination after a throttling reply (one that
+        /// matches a throttle rule); doubled for each further one with no
+        /// delivery between, up to throttle_backoff_max, with 20 % jitter.
         #[serde(with = "duration_str")]
-        throttle_backoff: Duration = secs(10), mirrors "none (mailhop's own)", check = check_timeout;
+        throttle_backoff: Duration = secs(2), mirrors "none (mailhop's own)", check = check_timeout;
         /// Longest such pause.
         #[serde(with = "duration_str")]
         throttle_backoff_max: Duration = secs(300), mirrors "none (mailhop's own)", check = check_timeout;

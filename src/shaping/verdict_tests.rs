@@ -160,6 +160,17 @@ fn provider_replies_match_the_builtin_rules() {
         "host x said: 550 5.7.1 rate limit (in reply to RCPT TO command)",
     );
     assert!(!is_throttle(&rules, &r));
+    // A bare 421 of a server shutting down or timing out is not one.
+    let r = deferred(
+        "4.3.2",
+        "host x refused to talk to me: 421 4.3.2 Service not available",
+    );
+    assert!(!is_throttle(&rules, &r));
+    let r = deferred(
+        "4.4.2",
+        "host x said: 421 4.4.2 idle timeout exceeded (in reply to MAIL FROM command)",
+    );
+    assert!(!is_throttle(&rules, &r));
     // Without rules nothing is a throttle.
     let r = deferred("4.7.0", "host x refused to talk to me: 421 4.7.0 busy");
     assert!(!is_throttle(&[], &r));
