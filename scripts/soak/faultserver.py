@@ -267,6 +267,8 @@ class Conn:
                 self.txn["mail"] = "451-throttle"
                 self.flush()
                 self.send(b"451 4.7.0 soak: rate limit exceeded\r\n")
+                # No transaction: the pipelined RCPT and DATA get 503.
+                self.end_txn("451-throttle")
                 return True
             if self.p("mail_garbage"):
                 g = self.rng.choice(GARBAGE)

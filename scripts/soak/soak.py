@@ -194,6 +194,14 @@ reuse_time_limit = "30s"
 reuse_count_limit = {0 if variant % 2 == 0 else 50}
 on_demand = true
 chain_jobs = true
+
+[shaping]
+# Short pauses and dead times, so that the soak goes through many of them
+# (a killed server makes its destination dead).
+minimal_backoff_time = "{"2s" if variant % 2 == 0 else "3s"}"
+throttle_backoff = "200ms"
+throttle_backoff_max = "2s"
+throttle_retry_time = "20s"
 """
 
 
