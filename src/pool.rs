@@ -407,6 +407,14 @@ impl Shared {
     /// workers' channel, jobs of a dead destination are deferred.
     fn carry_out(&self, tx: &Sender<Arc<Ticket>>, moves: shaping::Moves<Arc<Ticket>>) {
         let capacity = self.size.queue_capacity;
+        // Jobs set aside leave the queue's count; jobs back from aside
+        // (before they are admitted or deferred below) join it again.
+        for _ in 0..moves.unparked {
+            self.room.take_now();
+        }
+        for _ in 0..moves.parked {
+            self.room.give_back(capacity);
+        }
         for ticket in moves.admitted {
             if let Err(e) = tx.try_send(ticket) {
                 // Not reached: the channel has room for every job that
@@ -691,8 +699,14 @@ impl Pool {
     pub fn drain_queue(&self) -> usize {
         let mut count = 0;
         if let Some(shaper) = self.shared.shaper.get() {
-            for ticket in shaper.drain() {
+            let (waiting, parked) = shaper.drain();
+            for ticket in waiting {
                 self.shared.room.give_back(self.shared.size.queue_capacity);
+                if self.shared.defer(&ticket) {
+                    count += 1;
+                }
+            }
+            for ticket in parked {
                 if self.shared.defer(&ticket) {
                     count += 1;
                 }

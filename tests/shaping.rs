@@ -125,9 +125,14 @@ fn serve(peer: &mut Peer, script: Script, counts: &Counts) -> std::io::Result<()
 
 /// A daemon with `workers` and this `[shaping]` text (and more tables).
 fn start(workers: usize, extra: &str) -> Daemon {
+    start_queue(workers, 1000, extra)
+}
+
+/// [`start`] with another `[daemon] queue_capacity`.
+fn start_queue(workers: usize, queue_capacity: usize, extra: &str) -> Daemon {
     let work = Workdir::with_prefix("mailhop-shaping-");
     let text = format!(
-        "[smtp]\nconnect_timeout = \"5s\"\n[daemon]\nsocket = {:?}\nworkers = {workers}\n{extra}\n",
+        "[smtp]\nconnect_timeout = \"5s\"\n[daemon]\nsocket = {:?}\nworkers = {workers}\nqueue_capacity = {queue_capacity}\n{extra}\n",
         work.path().join("m.sock").display().to_string()
     );
     Daemon::start_text(&work, &text, LIMIT).owning(work)
@@ -342,42 +347,52 @@ fn a_rate_spaces_the_deliveries() {
 }
 
 #[test]
-fn a_full_destination_queue_holds_only_its_clients() {
+fn a_full_destination_queue_holds_up_nothing_else_even_on_the_same_connection() {
     let slow = Throttler::start(Script {
         delay: Duration::from_millis(500),
         ..Script::default()
     });
     let fast = Throttler::start(Script::default());
-    let daemon = start(
+    let daemon = start_queue(
         8,
+        4,
         "[shaping]\ninitial_destination_concurrency = 1\ndestination_concurrency_limit = 1\ndestination_waiting_limit = 2\n",
     );
-    // One client queues 6 slow jobs: 1 running, 2 waiting, the rest held
-    // back in its connection.
-    let mut slow_client = daemon.client();
-    for job in jobs("s", &slow.nexthop(), 6) {
-        slow_client.send(&job.to_string());
+    // One client sends 8 slow jobs (1 running, 2 waiting, 5 set aside:
+    // more than the whole queue holds), then 5 fast ones.
+    let mut client = daemon.client();
+    for job in jobs("s", &slow.nexthop(), 8) {
+        client.send(&job.to_string());
     }
-    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    for job in jobs("f", &fast.nexthop(), 5) {
+        client.send(&job.to_string());
+    }
+    // The fast ones are answered first, while the slow ones wait.
+    let mut fast_answers = 0;
+    while fast_answers < 5 {
+        let answer = client.answer();
+        let id = answer["id"].as_str().unwrap_or("").to_string();
+        assert!(id.starts_with('f'), "a slow job answered first: {answer}");
+        assert_eq!(status(&answer), "sent", "{answer}");
+        fast_answers += 1;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     let report = daemon_status(&daemon);
     let dest = report["destinations"]
         .as_array()
         .and_then(|list| list.iter().find(|d| d["name"] == slow.nexthop().as_str()))
         .cloned()
         .unwrap_or_default();
-    assert!(dest["waiting"].as_u64().unwrap_or(99) <= 2, "{report}");
     assert_eq!(dest["active"], 1, "{report}");
-    // Another client's jobs for elsewhere go through meanwhile.
-    let started = Instant::now();
-    let answers = submit_all(&daemon, &jobs("f", &fast.nexthop(), 5));
-    assert!(answers.iter().all(|a| status(a) == "sent"));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    let slow_answers = slow_client.answers(6);
+    assert!(dest["waiting"].as_u64().unwrap_or(0) >= 5, "{report}");
+    let slow_answers = client.answers(8);
     assert!(slow_answers.values().all(|a| status(a) == "sent"));
+    assert!(slow.max_open() <= 1);
 }
 
 #[test]

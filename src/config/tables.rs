@@ -604,10 +604,10 @@ config_table! {
         /// "3000/min" or "50000/h" (GCRA, bursts of up to one second's
         /// worth); "": no limit.
         destination_rate: String = String::new(), mirrors "none (mailhop's own; default_destination_rate_delay is the one-per-delay case)", check = check_rate;
-        /// Most jobs waiting for admission to one destination; more block
-        /// their client's connection (other destinations keep flowing).
-        /// Kept below [daemon] queue_capacity so that one destination
-        /// never fills the queue.
+        /// Most jobs of one destination counted as waiting in the daemon's
+        /// queue ([daemon] queue_capacity); more are set aside, in order,
+        /// bounded by the clients' byte quotas, so that one destination
+        /// never fills the queue and never holds up jobs for others.
         destination_waiting_limit: usize = 250, mirrors "none (mailhop's own)", check = check_positive;
         /// Shape all domains whose MX hosts are the same as one
         /// destination (an "MX site", one provider behind many domains),

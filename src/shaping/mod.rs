@@ -7,8 +7,10 @@
 //! a throttling reply ([`verdict`]) and a dead state after a cohort of
 //! site failures. A job waits in its destination's queue, holding no
 //! worker, until the destination may take one more delivery; then it goes
-//! to the workers' channel. A full destination queue makes only the
-//! submitting client wait; other destinations keep flowing.
+//! to the workers' channel. Jobs beyond a destination's waiting limit are
+//! set aside (bounded by the clients' byte quotas, not counted in the
+//! daemon's queue) so that one destination never fills the queue and
+//! never stops a client's jobs for other destinations.
 //!
 //! [`Shaper`] is the thread-safe wrapper (one mutex, a clock thread for
 //! pauses and rate waits); the decisions are [`scheduler::Scheduler`]'s, pure and
@@ -38,9 +40,6 @@ use crate::stats::{DestinationState, ShapingReport};
 
 /// Longest sleep of the clock thread (it also forgets idle state then).
 const CLOCK_TICK: Duration = Duration::from_secs(1);
-/// How often a client waiting for room in a full destination queue looks
-/// at the stop flag.
-const ROOM_POLL: Duration = Duration::from_millis(200);
 
 /// Carries out the moves the scheduler decided (hands admitted jobs to
 /// the workers, defers rejected ones).
@@ -58,8 +57,6 @@ pub enum Unqueued<T> {
 /// The thread-safe scheduler.
 pub struct Shaper<T> {
     core: Mutex<self::scheduler::Scheduler<T>>,
-    /// A destination queue lost a job (room for a waiting client).
-    room: Condvar,
     /// A timer earlier than the clock's sleep was set.
     tick: Condvar,
     stop: AtomicBool,
@@ -72,7 +69,6 @@ impl<T: Send + 'static> Shaper<T> {
     pub fn start(settings: ShapingSettings, mover: Box<Mover<T>>) -> io::Result<Arc<Self>> {
         let shaper = Arc::new(Self {
             core: Mutex::new(self::scheduler::Scheduler::new(Arc::new(settings))),
-            room: Condvar::new(),
             tick: Condvar::new(),
             stop: AtomicBool::new(false),
             mover,
@@ -103,30 +99,20 @@ impl<T: Send + 'static> Shaper<T> {
         self.carry_out(moves);
     }
 
-    /// Queues a job for its destination; waits while that destination
-    /// has `destination_waiting_limit` jobs waiting (until `stopping`).
+    /// Queues a job for its destination (aside when that destination has
+    /// `destination_waiting_limit` jobs waiting: never blocks).
     pub fn submit(&self, key: &Key, item: T, stopping: &AtomicBool) -> Result<(), Unqueued<T>> {
-        let mut item = item;
         let mut core = self.lock();
-        loop {
-            if stopping.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) {
-                return Err(Unqueued::Stopping(item));
+        if stopping.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) {
+            return Err(Unqueued::Stopping(item));
+        }
+        match core.offer(key, item, Instant::now()) {
+            Ok(moves) => {
+                drop(core);
+                self.carry_out(moves);
+                Ok(())
             }
-            match core.offer(key, item, Instant::now()) {
-                Ok(moves) => {
-                    drop(core);
-                    self.carry_out(moves);
-                    return Ok(());
-                }
-                Err(Refusal::Suspended(back, why)) => return Err(Unqueued::Suspended(back, why)),
-                Err(Refusal::Full(back)) => {
-                    item = back;
-                    core = match self.room.wait_timeout(core, ROOM_POLL) {
-                        Ok((guard, _)) => guard,
-                        Err(poisoned) => poisoned.into_inner().0,
-                    };
-                }
-            }
+            Err(Refusal(back, why)) => Err(Unqueued::Suspended(back, why)),
         }
     }
 
@@ -149,11 +135,11 @@ impl<T: Send + 'static> Shaper<T> {
         Ok(())
     }
 
-    /// Takes every waiting job (shutdown) and stops the clock.
-    pub fn drain(&self) -> Vec<T> {
+    /// Takes every waiting job (shutdown) and stops the clock: those
+    /// counted as waiting, and those aside.
+    pub fn drain(&self) -> (Vec<T>, Vec<T>) {
         self.stop.store(true, Ordering::SeqCst);
         self.tick.notify_all();
-        self.room.notify_all();
         self.lock().drain()
     }
 
@@ -163,9 +149,6 @@ impl<T: Send + 'static> Shaper<T> {
     }
 
     fn carry_out(&self, moves: Moves<T>) {
-        if !moves.admitted.is_empty() || !moves.rejected.is_empty() {
-            self.room.notify_all();
-        }
         if moves.wake_clock {
             self.tick.notify_all();
         }

@@ -45,6 +45,12 @@ pub struct Moves<T> {
     pub rejected: Vec<(T, Suspension)>,
     /// A timer was set earlier than the clock's planned wake-up.
     pub wake_clock: bool,
+    /// Jobs put aside because their destination's queue is full (they no
+    /// longer count as waiting in the daemon's queue).
+    pub parked: usize,
+    /// Jobs moved from aside into their destination's queue (they count
+    /// as waiting again).
+    pub unparked: usize,
 }
 
 impl<T> Default for Moves<T> {
@@ -53,18 +59,16 @@ impl<T> Default for Moves<T> {
             admitted: Vec::new(),
             rejected: Vec::new(),
             wake_clock: false,
+            parked: 0,
+            unparked: 0,
         }
     }
 }
 
-/// Why an offered job was not queued.
+/// Why an offered job was not queued: its destination is dead; defer
+/// the job so.
 #[derive(Debug)]
-pub enum Refusal<T> {
-    /// The destination has `destination_waiting_limit` jobs waiting.
-    Full(T),
-    /// The destination is dead: defer the job so.
-    Suspended(T, Suspension),
-}
+pub struct Refusal<T>(pub T, pub Suspension);
 
 /// Why a dead destination's jobs are deferred: the status code and
 /// diagnostic of the failure that killed it, the diagnostic prefixed as
@@ -90,6 +94,9 @@ struct Destination<T> {
     window: Window,
     gcra: Gcra,
     waiting: VecDeque<T>,
+    /// Jobs beyond `destination_waiting_limit`, in arrival order; they
+    /// move into `waiting` as it empties.
+    parked: VecDeque<T>,
     active: u32,
     paused_until: Option<Instant>,
     /// Dead (failed-cohort rule): what deferred jobs are told.
@@ -115,6 +122,7 @@ impl<T> Destination<T> {
             rate_text: shape.rate_text,
             gcra: Gcra::default(),
             waiting: VecDeque::new(),
+            parked: VecDeque::new(),
             active: 0,
             paused_until: None,
             dead: None,
@@ -134,6 +142,7 @@ impl<T> Destination<T> {
     /// Nothing to remember: no job, no pause, no rate or ceiling in force.
     fn forgettable(&self, now: Instant) -> bool {
         self.waiting.is_empty()
+            && self.parked.is_empty()
             && self.active == 0
             && self.dead.is_none()
             && self.paused(now).is_none()
@@ -255,18 +264,21 @@ impl<T> Scheduler<T> {
         moves
     }
 
-    /// Queues a job for `key` and admits what may start.
+    /// Queues a job for `key` (aside, when its queue holds
+    /// `destination_waiting_limit` jobs) and admits what may start.
     pub fn offer(&mut self, key: &Key, item: T, now: Instant) -> Result<Moves<T>, Refusal<T>> {
         let limit = self.settings.waiting_limit;
         let dest = self.destination(key);
         if let Some(reason) = &dest.dead {
-            return Err(Refusal::Suspended(item, reason.clone()));
+            return Err(Refusal(item, reason.clone()));
         }
-        if dest.waiting.len() >= limit {
-            return Err(Refusal::Full(item));
-        }
-        dest.waiting.push_back(item);
         let mut moves = Moves::default();
+        if dest.waiting.len() >= limit || !dest.parked.is_empty() {
+            dest.parked.push_back(item);
+            moves.parked += 1;
+        } else {
+            dest.waiting.push_back(item);
+        }
         self.admit(key, now, &mut moves);
         Ok(moves)
     }
@@ -329,6 +341,12 @@ impl<T> Scheduler<T> {
                     moves
                         .rejected
                         .extend(dest.waiting.drain(..).map(|item| (item, reason.clone())));
+                    // Jobs aside were given back their place when parked:
+                    // count them in again so that their deferral gives it back.
+                    moves.unparked += dest.parked.len();
+                    moves
+                        .rejected
+                        .extend(dest.parked.drain(..).map(|item| (item, reason.clone())));
                     dest.dead = Some(reason);
                     dest.paused_until = Some(until);
                     timer = Some(until);
@@ -418,17 +436,24 @@ impl<T> Scheduler<T> {
         next
     }
 
-    /// Every waiting job (shutdown).
-    pub fn drain(&mut self) -> Vec<T> {
-        self.destinations
-            .values_mut()
-            .flat_map(|dest| dest.waiting.drain(..).collect::<Vec<_>>())
-            .collect()
+    /// Every waiting job (shutdown): those counted as waiting, and those
+    /// aside.
+    pub fn drain(&mut self) -> (Vec<T>, Vec<T>) {
+        let mut waiting = Vec::new();
+        let mut parked = Vec::new();
+        for dest in self.destinations.values_mut() {
+            waiting.extend(dest.waiting.drain(..));
+            parked.extend(dest.parked.drain(..));
+        }
+        (waiting, parked)
     }
 
-    /// Jobs waiting in all.
+    /// Jobs waiting in all (aside included).
     pub fn waiting(&self) -> usize {
-        self.destinations.values().map(|d| d.waiting.len()).sum()
+        self.destinations
+            .values()
+            .map(|d| d.waiting.len() + d.parked.len())
+            .sum()
     }
 
     /// The state of the busiest destinations (active + waiting), and how
@@ -449,7 +474,8 @@ impl<T> Scheduler<T> {
                     active: u64::from(dest.active),
                     window: u64::from(dest.window.size()),
                     limit: u64::from(dest.rules.limit),
-                    waiting: u64::try_from(dest.waiting.len()).unwrap_or(u64::MAX),
+                    waiting: u64::try_from(dest.waiting.len() + dest.parked.len())
+                        .unwrap_or(u64::MAX),
                     rate: dest.rate_text.clone(),
                     paused_for,
                     dead: dest.dead.is_some(),
@@ -477,11 +503,19 @@ impl<T> Scheduler<T> {
             .or_insert_with(|| Destination::new(shape_of(settings, &key.name)))
     }
 
-    /// Admits waiting jobs of `key` while its window, pause and rate allow.
+    /// Admits waiting jobs of `key` while its window, pause and rate allow,
+    /// and moves jobs from aside into the room made.
     fn admit(&mut self, key: &Key, now: Instant, moves: &mut Moves<T>) {
         let mut timer = None;
+        let limit = self.settings.waiting_limit;
         if let Some(dest) = self.destinations.get_mut(key) {
             loop {
+                while dest.waiting.len() < limit
+                    && let Some(item) = dest.parked.pop_front()
+                {
+                    dest.waiting.push_back(item);
+                    moves.unparked += 1;
+                }
                 if dest.waiting.is_empty() {
                     break;
                 }

@@ -96,16 +96,33 @@ fn the_window_grows_with_successes_up_to_the_limit() {
 }
 
 #[test]
-fn a_full_destination_queue_refuses_more() {
+fn jobs_beyond_the_waiting_limit_are_set_aside_in_order() {
     let mut core = core(ShapingSettings {
         waiting_limit: 3,
         initial_concurrency: 1,
+        concurrency_limit: 1,
         ..settings()
     });
     let now = Instant::now();
     let a = key("a.example");
     assert_eq!(offer_all(&mut core, &a, 0..4, now), vec![0]);
-    assert!(matches!(core.offer(&a, 9, now), Err(Refusal::Full(9))));
+    let moves = core.offer(&a, 4, now).unwrap();
+    assert_eq!((moves.parked, moves.unparked), (1, 0));
+    let moves = core.offer(&a, 5, now).unwrap();
+    assert_eq!(moves.parked, 1);
+    assert_eq!(core.snapshot(now).0[0].waiting, 5);
+    // One finishes: 1 starts, 4 moves in from aside.
+    let moves = core.done(&a, &Verdict::Reached, Tally::default(), now);
+    assert_eq!(moves.admitted, vec![1]);
+    assert_eq!(moves.unparked, 1);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.extend(
+            core.done(&a, &Verdict::Reached, Tally::default(), now)
+                .admitted,
+        );
+    }
+    assert_eq!(order, vec![2, 3, 4, 5]);
     // Another destination is not affected.
     assert!(core.offer(&key("b.example"), 10, now).is_ok());
 }
@@ -135,10 +152,7 @@ fn a_cohort_of_site_failures_kills_the_destination_for_the_backoff_time() {
         "delivery temporarily suspended: connect to mx[127.0.0.1]:25: Connection refused"
     );
     // New jobs too, until minimal_backoff_time has passed.
-    assert!(matches!(
-        core.offer(&a, 50, now),
-        Err(Refusal::Suspended(50, _))
-    ));
+    assert!(matches!(core.offer(&a, 50, now), Err(Refusal(50, _))));
     let (states, paused) = core.snapshot(now);
     assert_eq!(paused, 1);
     assert!(states[0].dead);
@@ -302,9 +316,10 @@ fn requeued_jobs_go_first_and_drain_takes_everything() {
     assert_eq!(offer_all(&mut core, &a, 0..3, now), vec![0]);
     let _ = core.done(&a, &throttled(false), Tally::default(), now);
     let _ = core.requeue(&a, 0, now);
-    let mut drained = core.drain();
+    let (mut drained, parked) = core.drain();
     drained.sort_unstable();
     assert_eq!(drained, vec![0, 1, 2]);
+    assert!(parked.is_empty());
     assert_eq!(core.waiting(), 0);
 }
 
