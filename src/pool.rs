@@ -1084,11 +1084,29 @@ fn worker(shared: &Arc<Shared>) {
                 .is_some_and(|cache| cache.may_store(nexthop)),
         };
         // LMTP jobs are never chained (crate::chain): nothing to prepare.
+        // Shaped, the follower comes from the job's destination queue
+        // (jobs waiting there hold no worker: they wait for the window).
         if deliverer.config().cache.chain_jobs
             && ticket.job.transport == TransportKind::Smtp
             && ticket.plan(&deliverer).explicit_key().is_some_and(may_keep)
-            && shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX)
-            && let Some(follower) = take_follower(rx, requeue, &ticket, &deliverer)
+            && let Some(follower) = match (ticket.shaping.get(), shared.shaper.get()) {
+                (Some(key), Some(shaper)) => shaper.take_follower(key).and_then(|follower| {
+                    // Jobs of one destination share the shaping key; the
+                    // follower must also share the session's route.
+                    if crate::plan::same_route(ticket.plan(&deliverer), follower.plan(&deliverer)) {
+                        Some(follower)
+                    } else {
+                        shaper.untake(key, follower);
+                        None
+                    }
+                }),
+                _ if shared.stats.busy_workers()
+                    >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX) =>
+                {
+                    take_follower(rx, requeue, &ticket, &deliverer)
+                }
+                _ => None,
+            }
         {
             shared.room.give_back(capacity);
             let follower_plan = follower.plan(&deliverer);

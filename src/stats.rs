@@ -200,7 +200,8 @@ pub struct DestinationState {
     pub name: String,
     /// "smtp" or "lmtp".
     pub transport: String,
-    /// Deliveries in progress (admitted).
+    /// Deliveries in progress (admitted), counting a job chained behind
+    /// one in progress on its session.
     pub active: u64,
     /// The concurrency window now (feedback moves it).
     pub window: u64,

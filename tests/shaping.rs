@@ -317,9 +317,11 @@ fn a_dead_destination_defers_its_waiting_jobs_at_once() {
         .iter()
         .filter(|a| diagnostic(a).starts_with("delivery temporarily suspended: connect to"))
         .collect();
-    // Window 1: the first failure is a whole failed cohort.
-    assert_eq!(tried.len(), 1, "{answers:?}");
-    assert_eq!(suspended.len(), 11, "{answers:?}");
+    // Window 1: the first failure is a whole failed cohort. (A second job
+    // may have been taken to follow the first on its session, and tries
+    // on its own when there is none.)
+    assert!((1..=2).contains(&tried.len()), "{answers:?}");
+    assert_eq!(suspended.len(), 12 - tried.len(), "{answers:?}");
     assert!(
         suspended
             .iter()
@@ -388,7 +390,11 @@ fn a_full_destination_queue_holds_up_nothing_else_even_on_the_same_connection() 
         .and_then(|list| list.iter().find(|d| d["name"] == slow.nexthop().as_str()))
         .cloned()
         .unwrap_or_default();
-    assert_eq!(dest["active"], 1, "{report}");
+    // One delivery, and perhaps a job chained behind it on its session.
+    assert!(
+        (1..=2).contains(&dest["active"].as_u64().unwrap_or(0)),
+        "{report}"
+    );
     assert!(dest["waiting"].as_u64().unwrap_or(0) >= 5, "{report}");
     let slow_answers = client.answers(8);
     assert!(slow_answers.values().all(|a| status(a) == "sent"));
@@ -502,4 +508,26 @@ fn domains_behind_the_same_mx_hosts_share_one_destination() {
         .map(|list| list.iter().filter_map(|d| d["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, vec!["mx:mx1.provider.test"], "{report}");
+}
+
+#[test]
+fn jobs_waiting_for_a_full_window_follow_on_its_sessions() {
+    let server = Throttler::start(Script {
+        delay: Duration::from_millis(20),
+        ..Script::default()
+    });
+    let daemon = start(
+        8,
+        "[shaping]\ninitial_destination_concurrency = 2\ndestination_concurrency_limit = 2\n",
+    );
+    let answers = submit_all(&daemon, &jobs("c", &server.nexthop(), 40));
+    assert!(answers.iter().all(|a| status(a) == "sent"), "{answers:?}");
+    assert_eq!(server.messages(), 40);
+    assert!(server.max_open() <= 2, "{} sessions", server.max_open());
+    let report = daemon_status(&daemon);
+    let chained = report["cache"]["chained"].as_u64().unwrap_or(0);
+    assert!(
+        chained > 0,
+        "no job followed another on its session: {report}"
+    );
 }

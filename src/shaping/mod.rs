@@ -122,6 +122,20 @@ impl<T: Send + 'static> Shaper<T> {
         self.carry_out(moves);
     }
 
+    /// The next waiting job of `key` to follow a delivery in progress on
+    /// its session (see [`scheduler::Scheduler::take_follower`]).
+    pub fn take_follower(&self, key: &Key) -> Option<T> {
+        let (item, moves) = self.lock().take_follower(key, Instant::now());
+        self.carry_out(moves);
+        item
+    }
+
+    /// A follower that cannot follow goes back to its queue.
+    pub fn untake(&self, key: &Key, item: T) {
+        let moves = self.lock().untake(key, item, Instant::now());
+        self.carry_out(moves);
+    }
+
     /// A throttled job goes back to the front of its destination's queue;
     /// handed back when the scheduler has stopped (shutdown).
     pub fn requeue(&self, key: &Key, item: T) -> Result<(), T> {

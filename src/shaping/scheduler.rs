@@ -297,6 +297,46 @@ impl<T> Scheduler<T> {
         moves
     }
 
+    /// The next waiting job of `key`, admitted now to follow a delivery
+    /// in progress on its session (pipelining across jobs): it takes no
+    /// session of its own, so the window does not hold it back, but the
+    /// pause, the dead state and the rate do.
+    pub fn take_follower(&mut self, key: &Key, now: Instant) -> (Option<T>, Moves<T>) {
+        let mut moves = Moves::default();
+        let Some(dest) = self.destinations.get_mut(key) else {
+            return (None, moves);
+        };
+        if dest.dead.is_some() || dest.paused(now).is_some() || dest.waiting.is_empty() {
+            return (None, moves);
+        }
+        if let Some(pace) = dest.pace
+            && dest.gcra.take(pace, now).is_err()
+        {
+            return (None, moves);
+        }
+        let item = dest.waiting.pop_front();
+        if item.is_some() {
+            dest.active += 1;
+        }
+        self.admit(key, now, &mut moves);
+        (item, moves)
+    }
+
+    /// A follower that cannot follow after all goes back to the front of
+    /// its destination's queue, its admission undone.
+    pub fn untake(&mut self, key: &Key, item: T, now: Instant) -> Moves<T> {
+        let mut moves = Moves::default();
+        let dest = self.destination(key);
+        dest.active = dest.active.saturating_sub(1);
+        if let Some(reason) = &dest.dead {
+            moves.rejected.push((item, reason.clone()));
+        } else {
+            dest.waiting.push_front(item);
+        }
+        self.admit(key, now, &mut moves);
+        moves
+    }
+
     /// A job of `key` admitted earlier finished: feedback from its
     /// `verdict`, then admission.
     pub fn done(&mut self, key: &Key, verdict: &Verdict, tally: Tally, now: Instant) -> Moves<T> {
