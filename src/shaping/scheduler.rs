@@ -91,6 +91,11 @@ struct Destination<T> {
     rules: WindowRules,
     pace: Option<Pace>,
     rate_text: Option<String>,
+    /// Deliveries per second learned from a rate-limit reply, when no rate
+    /// is configured (see [`Learned`]).
+    learned: Option<Learned>,
+    /// Deliveries started in the current and the previous second.
+    starts: Starts,
     window: Window,
     gcra: Gcra,
     waiting: VecDeque<T>,
@@ -113,13 +118,82 @@ struct Destination<T> {
     timer_at: Option<Instant>,
 }
 
+/// A rate learned from a throttling reply that came within a session
+/// (a message rate limit, not a connection limit): four fifths of the
+/// rate that met it; then one more per second for every second's worth
+/// of deliveries that reach the site (additive increase), until the next
+/// throttle cuts it again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Learned {
+    per_second: f64,
+}
+
+impl Learned {
+    fn pace(self) -> Pace {
+        let per_second = self.per_second.max(1.0);
+        let interval = Duration::from_secs_f64(1.0 / per_second);
+        Pace {
+            interval,
+            // A tenth of a second's worth at once.
+            burst: Duration::from_millis(100).saturating_sub(interval),
+        }
+    }
+}
+
+/// Deliveries started in the current one-second bucket and the one
+/// before: a sliding estimate of the recent rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Starts {
+    bucket: Option<Instant>,
+    current: u32,
+    previous: u32,
+}
+
+impl Starts {
+    fn roll(&mut self, now: Instant) {
+        let start = *self.bucket.get_or_insert(now);
+        let age = now.saturating_duration_since(start);
+        if age >= Duration::from_secs(2) {
+            self.previous = 0;
+            self.current = 0;
+            self.bucket = Some(now);
+        } else if age >= Duration::from_secs(1) {
+            self.previous = self.current;
+            self.current = 0;
+            self.bucket = start.checked_add(Duration::from_secs(1));
+        }
+    }
+
+    fn count(&mut self, now: Instant) {
+        self.roll(now);
+        self.current = self.current.saturating_add(1);
+    }
+
+    /// Deliveries per second over the last second.
+    fn rate(&mut self, now: Instant) -> f64 {
+        self.roll(now);
+        let into = self
+            .bucket
+            .map_or(0.0, |b| now.saturating_duration_since(b).as_secs_f64())
+            .min(1.0);
+        f64::from(self.previous) * (1.0 - into) + f64::from(self.current)
+    }
+}
+
 impl<T> Destination<T> {
+    /// The pace in force: the configured one, else a learned one.
+    fn pace(&self) -> Option<Pace> {
+        self.pace.or_else(|| self.learned.map(Learned::pace))
+    }
+
     fn new(shape: Shape) -> Self {
         Self {
             window: Window::new(&shape.rules),
             rules: shape.rules,
             pace: shape.pace,
             rate_text: shape.rate_text,
+            learned: None,
+            starts: Starts::default(),
             gcra: Gcra::default(),
             waiting: VecDeque::new(),
             parked: VecDeque::new(),
@@ -309,7 +383,7 @@ impl<T> Scheduler<T> {
         if dest.dead.is_some() || dest.paused(now).is_some() || dest.waiting.is_empty() {
             return (None, moves);
         }
-        if let Some(pace) = dest.pace
+        if let Some(pace) = dest.pace()
             && dest.gcra.take(pace, now).is_err()
         {
             return (None, moves);
@@ -317,6 +391,7 @@ impl<T> Scheduler<T> {
         let item = dest.waiting.pop_front();
         if item.is_some() {
             dest.active += 1;
+            dest.starts.count(now);
         }
         self.admit(key, now, &mut moves);
         (item, moves)
@@ -353,6 +428,10 @@ impl<T> Scheduler<T> {
         match verdict {
             Verdict::Nothing => {}
             Verdict::Reached => {
+                if let Some(learned) = &mut dest.learned {
+                    // One more per second for each second's worth.
+                    learned.per_second += 1.0 / learned.per_second.max(1.0);
+                }
                 if dest.dead.is_none() {
                     dest.streak = 0;
                     dest.window.success(&dest.rules, busy);
@@ -404,6 +483,16 @@ impl<T> Scheduler<T> {
                     let ceiling = busy.saturating_sub(1).max(1);
                     dest.window.cap(ceiling);
                     dest.ceiling = Some((ceiling, now + settings.backoff_max));
+                } else if dest.pace.is_none() && dest.paused(now).is_none() {
+                    // A message rate limit: learn four fifths of the rate
+                    // that met it (or of the learned one).
+                    let recent = dest.starts.rate(now);
+                    let base = dest
+                        .learned
+                        .map_or(recent, |l| l.per_second.min(recent.max(1.0)));
+                    dest.learned = Some(Learned {
+                        per_second: (base * 0.8).max(1.0),
+                    });
                 }
                 if dest.paused(now).is_none() {
                     let exponent = dest.streak.min(16);
@@ -516,7 +605,10 @@ impl<T> Scheduler<T> {
                     limit: u64::from(dest.rules.limit),
                     waiting: u64::try_from(dest.waiting.len() + dest.parked.len())
                         .unwrap_or(u64::MAX),
-                    rate: dest.rate_text.clone(),
+                    rate: dest.rate_text.clone().or_else(|| {
+                        dest.learned
+                            .map(|l| format!("learned {:.0}/s", l.per_second))
+                    }),
                     paused_for,
                     dead: dest.dead.is_some(),
                     last_throttle: dest.last_throttle.clone(),
@@ -566,7 +658,7 @@ impl<T> Scheduler<T> {
                 if dest.active >= dest.window.size() {
                     break;
                 }
-                if let Some(pace) = dest.pace
+                if let Some(pace) = dest.pace()
                     && let Err(at) = dest.gcra.take(pace, now)
                 {
                     timer = Some(at);
@@ -576,6 +668,7 @@ impl<T> Scheduler<T> {
                     break;
                 };
                 dest.active += 1;
+                dest.starts.count(now);
                 moves.admitted.push(item);
             }
         }

@@ -340,3 +340,52 @@ fn idle_destinations_are_forgotten() {
     );
     assert!(core.snapshot(now).0.is_empty());
 }
+
+#[test]
+fn a_rate_limit_reply_teaches_a_rate_that_then_grows_with_successes() {
+    let mut core = core(ShapingSettings {
+        initial_concurrency: 20,
+        concurrency_limit: 20,
+        backoff: ms(100),
+        ..settings()
+    });
+    let start = Instant::now();
+    let a = key("limited.example");
+    // 100 deliveries started within the first second.
+    let mut now = start;
+    let _ = offer_all(&mut core, &a, 0..200, now);
+    let mut started = 20;
+    while started < 100 {
+        now += ms(9);
+        started += core
+            .done(&a, &Verdict::Reached, Tally::default(), now)
+            .admitted
+            .len();
+    }
+    let rate_limited = Verdict::Throttled {
+        reply: "451 4.7.0 Rate limit exceeded".into(),
+        only: true,
+        at_greeting: false,
+    };
+    let _ = core.done(&a, &rate_limited, Tally::default(), now);
+    let learned = |core: &Scheduler<u32>, now: Instant| -> f64 {
+        let rate = core.snapshot(now).0[0].rate.clone().unwrap_or_default();
+        rate.trim_start_matches("learned ")
+            .trim_end_matches("/s")
+            .parse()
+            .unwrap_or(0.0)
+    };
+    let first = learned(&core, now);
+    assert!((60.0..=100.0).contains(&first), "learned {first}/s");
+    // After the pause, admissions follow the learned rate: about a
+    // tenth of a second's burst, then one per interval.
+    now += ms(200);
+    let admitted = core.due(now).admitted.len();
+    assert!(admitted <= 12, "{admitted} at once");
+    // Successes raise it again, one per second per second's worth.
+    for _ in 0..80 {
+        let _ = core.done(&a, &Verdict::Reached, Tally::default(), now);
+    }
+    let grown = learned(&core, now);
+    assert!(grown > first && grown < first + 3.0, "{first} -> {grown}");
+}
