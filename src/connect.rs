@@ -214,8 +214,9 @@ pub trait Connector: Send + Sync {
     }
 }
 
-/// One target at a time, in order, until one connects.
-fn race_sequential<C: Connector + ?Sized>(
+/// One target at a time, in order, until one connects (the default
+/// [`Connector::race`]).
+pub fn race_sequential<C: Connector + ?Sized>(
     connector: &C,
     targets: &[RaceTarget<'_>],
     options: &ConnectOptions,

@@ -644,8 +644,8 @@ impl Deliverer {
 
     /// Connects to the first of `servers` that answers (one at a time
     /// without Happy Eyeballs, or a single server): records every ended
-    /// attempt as a sequential connect would (log, transcript, last
-    /// reason) and in the address health memory. Returns the race and when
+    /// attempt as sequential connects would, in the order they started
+    /// (log, transcript, last reason), and in the address health memory. Returns the race and when
     /// it began.
     fn race(
         &self,
@@ -664,7 +664,11 @@ impl Deliverer {
             .collect();
         let started_at = std::time::Instant::now();
         let race = self.connector.race(&targets, &options, delay);
-        for attempt in &race.attempts {
+        // In the order the attempts started, as sequential connects would
+        // have recorded them (the last reason is the last address's).
+        let mut ended: Vec<&crate::connect::Attempt> = race.attempts.iter().collect();
+        ended.sort_by_key(|attempt| attempt.index);
+        for attempt in ended {
             let Some(server) = servers.get(attempt.index) else {
                 continue;
             };
