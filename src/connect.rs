@@ -441,11 +441,15 @@ fn race_tcp(targets: &[(SocketAddr, &str)], options: &ConnectOptions, delay: Dur
                         .then(|| now.checked_add(options.timeout))
                         .flatten(),
                 }),
-                Err(failure) => race.attempts.push(Attempt {
-                    index,
-                    elapsed: now.elapsed(),
-                    result: Err(failure),
-                }),
+                Err(failure) => {
+                    race.attempts.push(Attempt {
+                        index,
+                        elapsed: now.elapsed(),
+                        result: Err(failure),
+                    });
+                    // A failure makes the next attempt due at once.
+                    next_start = now;
+                }
             }
             continue;
         }
