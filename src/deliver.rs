@@ -645,8 +645,8 @@ impl Deliverer {
     /// Connects to the first of `servers` that answers (one at a time
     /// without Happy Eyeballs, or a single server): records every ended
     /// attempt as sequential connects would, in the order they started
-    /// (log, transcript, last reason), and in the address health memory. Returns the race and when
-    /// it began.
+    /// (log, transcript, last reason), and in the address health memory.
+    /// Returns the race and when it began.
     fn race(
         &self,
         settings: &ProtocolSettings,
