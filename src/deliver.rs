@@ -513,16 +513,21 @@ impl Deliverer {
         if settings.happy_eyeballs.is_some() {
             queue = interleave_families(queue, |(c, _)| c.preference, |(c, _)| c.addr.is_ipv6());
         }
+        // Addresses whose mark ran out and that this job probes: tried in
+        // their place, and never taken for failed ones here.
+        let mut probes = Vec::new();
         if settings.address_health.is_some() {
-            let moved = self.health.demote(&mut queue, |(c, cached)| {
+            let demoted = self.health.demote(&mut queue, |(c, cached)| {
                 cached.is_none().then(|| SocketAddr::new(c.addr, site.port))
             });
-            if moved > 0 {
+            if demoted.moved > 0 {
                 log::debug!(
-                    "{}: {moved} address(es) that failed to connect lately moved to the end",
-                    site.host.text()
+                    "{}: {} address(es) that failed to connect lately moved to the end",
+                    site.host.text(),
+                    demoted.moved
                 );
             }
+            probes = demoted.probes;
         }
         let mut pending: VecDeque<_> = queue.into();
         // Backup MX sessions taken from the cache for a later address of a
@@ -537,7 +542,7 @@ impl Deliverer {
             let group = self.next_group(settings, site, lookup, &mut pending, &mut looked_ahead);
             let (server, cached, connected) = match group {
                 Group::Cached(candidate, idle) => {
-                    let last = self.only_failed_left(settings, site, &pending);
+                    let last = self.only_failed_left(settings, site, &pending, &mut probes);
                     let server = self.inet_server(settings, site, candidate, last, sessions);
                     (server, Some(*idle), None)
                 }
@@ -558,7 +563,8 @@ impl Deliverer {
                     let Some(mut server) = servers.into_iter().nth(index) else {
                         continue;
                     };
-                    server.last_address = self.only_failed_left(settings, site, &pending);
+                    server.last_address =
+                        self.only_failed_left(settings, site, &pending, &mut probes);
                     let connected = Connected {
                         stream,
                         started: started_at,
@@ -626,19 +632,33 @@ impl Deliverer {
     }
 
     /// Whether every address still to try failed to connect lately (or
-    /// none is left): the server tried now is then the last address.
+    /// none is left): the server tried now is then the last address. An
+    /// address this job probes (`probes`, see [`AddressHealth::demote`])
+    /// is not one that failed.
     fn only_failed_left(
         &self,
         settings: &ProtocolSettings,
         site: &Site<'_>,
         pending: &VecDeque<(&Candidate, Option<IdleSession>)>,
+        probes: &mut Vec<SocketAddr>,
     ) -> bool {
+        if settings.address_health.is_none() {
+            return pending.is_empty();
+        }
+        let now = std::time::Instant::now();
         pending.iter().all(|(candidate, cached)| {
-            settings.address_health.is_some()
-                && cached.is_none()
-                && self
-                    .health
-                    .is_failed(SocketAddr::new(candidate.addr, site.port))
+            let addr = SocketAddr::new(candidate.addr, site.port);
+            if cached.is_some() || probes.contains(&addr) {
+                return false;
+            }
+            match self.health.state_at(addr, now) {
+                crate::health::State::Failed => true,
+                crate::health::State::Good => false,
+                crate::health::State::Probe => {
+                    probes.push(addr);
+                    false
+                }
+            }
         })
     }
 

@@ -1047,3 +1047,32 @@ fn every_raced_address_counts_toward_the_address_limit() {
     assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Deferred);
     assert_eq!(take_races(net), vec![vec![addr("::1"), ip(1)]]);
 }
+
+#[test]
+fn after_the_period_one_job_probes_the_address_and_the_others_keep_it_last() {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
+    let net = net(vec![(1, Peer::Refuse), (2, good(1))]);
+    let route = vec![mx(1, "127.0.0.1", 10), mx(2, "127.0.0.2", 20)];
+    let cfg = config("[smtp]\naddress_health_time = \"200ms\"\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    let dead = SocketAddr::new(ip(1), 25);
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    std::thread::sleep(PERIOD + std::time::Duration::from_millis(20));
+    // Another job saw the mark run out first: it probes the address...
+    let mut other = vec![dead];
+    assert_eq!(
+        deliverer.health().demote(&mut other, |a| Some(*a)).probes,
+        vec![dead]
+    );
+    // ... so this one still tries it last (and does not need it).
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(2)]);
+    // That probe never reported: after one more period, the next job
+    // probes the address in its place, fails, and the mark starts again.
+    std::thread::sleep(PERIOD + std::time::Duration::from_millis(20));
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(2)]);
+}

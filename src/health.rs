@@ -9,7 +9,11 @@
 //! clears the mark at once. [`AddressHealth::demote`] moves marked
 //! addresses to the end of a list, keeping the order otherwise: a
 //! blackholed MX address then costs one connect timeout per period, not
-//! one per job. This is a deviation from Postfix's order (which retries
+//! one per job. When a mark runs out, the first caller that asks gets the
+//! address in its place again (it probes it); for the others the mark
+//! holds until that probe ends (a failure starts a new period, a success
+//! clears the mark) or, when the prober never gets to it, for one more
+//! period: so concurrent jobs do not all retry a dead address at once. This is a deviation from Postfix's order (which retries
 //! every address in DNS/MX order every time); `[smtp] address_health =
 //! false` gives Postfix's order exactly.
 //!
@@ -31,10 +35,24 @@ use std::time::{Duration, Instant};
 /// dropped, then new failures are not remembered until room is made.
 pub const MAX_ENTRIES: usize = 65_536;
 
-/// Recently failed server addresses, each with the time its mark ends.
+/// A failed address's mark.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    /// When the mark runs out.
+    until: Instant,
+    /// The period it was set for.
+    period: Duration,
+    /// Once it ran out: the first caller probes the address, and the mark
+    /// holds for the others until this time (or the probe's end).
+    probe_until: Option<Instant>,
+}
+
+type Marks = HashMap<SocketAddr, Mark, foldhash::fast::RandomState>;
+
+/// Recently failed server addresses, each with its mark.
 #[derive(Debug, Default)]
 pub struct AddressHealth {
-    failed: Mutex<HashMap<SocketAddr, Instant, foldhash::fast::RandomState>>,
+    failed: Mutex<Marks>,
     /// Entries in `failed` (read without the lock: an empty memory, the
     /// usual case, costs no lock per job).
     count: AtomicUsize,
@@ -45,7 +63,7 @@ impl AddressHealth {
         Self::default()
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<SocketAddr, Instant, foldhash::fast::RandomState>> {
+    fn map(&self) -> MutexGuard<'_, Marks> {
         self.failed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -64,14 +82,19 @@ impl AddressHealth {
         };
         let mut map = self.map();
         if map.len() >= MAX_ENTRIES && !map.contains_key(&addr) {
-            map.retain(|_, end| *end > now);
+            map.retain(|_, mark| mark.until.max(mark.probe_until.unwrap_or(mark.until)) > now);
             if map.len() >= MAX_ENTRIES {
                 log::debug!("address health memory full; {addr} not remembered");
                 self.count.store(map.len(), Ordering::Relaxed);
                 return;
             }
         }
-        map.insert(addr, until);
+        let mark = Mark {
+            until,
+            period,
+            probe_until: None,
+        };
+        map.insert(addr, mark);
         self.count.store(map.len(), Ordering::Relaxed);
     }
 
@@ -90,25 +113,37 @@ impl AddressHealth {
         self.is_failed_at(addr, Instant::now())
     }
 
-    /// Whether `addr` is marked at the time `now` (an expired mark is
-    /// dropped).
+    /// Whether `addr` is marked at the time `now`. The first caller after
+    /// the mark ran out gets false (it probes the address); the others get
+    /// true while that probe may be running (one more period at most).
     pub fn is_failed_at(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.state_at(addr, now) == State::Failed
+    }
+
+    /// The state of `addr` at the time `now` for this caller; see
+    /// [`AddressHealth::is_failed_at`].
+    pub fn state_at(&self, addr: SocketAddr, now: Instant) -> State {
         if self.count.load(Ordering::Relaxed) == 0 {
-            return false;
+            return State::Good;
         }
         let mut map = self.map();
-        match map.get(&addr) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                map.remove(&addr);
-                self.count.store(map.len(), Ordering::Relaxed);
-                false
+        let Some(mark) = map.get_mut(&addr) else {
+            return State::Good;
+        };
+        if now < mark.until {
+            return State::Failed;
+        }
+        match mark.probe_until {
+            Some(end) if now < end => State::Failed,
+            _ => {
+                mark.probe_until = Some(now.checked_add(mark.period).unwrap_or(now));
+                State::Probe
             }
-            None => false,
         }
     }
 
-    /// Addresses marked now (for tests and diagnostics).
+    /// Addresses remembered (marked, or being probed; for tests and
+    /// diagnostics).
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
@@ -120,8 +155,13 @@ impl AddressHealth {
     /// Moves the items whose address is marked now to the end of `items`,
     /// keeping the order of both parts (a stable partition). `addr` gives
     /// an item's address; an item without one (a UNIX socket, a cached
-    /// session) stays where it is. Returns how many items were moved.
-    pub fn demote<T>(&self, items: &mut Vec<T>, addr: impl Fn(&T) -> Option<SocketAddr>) -> usize {
+    /// session) stays where it is. Returns how many items were moved and
+    /// the addresses this caller is to probe (left in place).
+    pub fn demote<T>(
+        &self,
+        items: &mut Vec<T>,
+        addr: impl Fn(&T) -> Option<SocketAddr>,
+    ) -> Demoted {
         self.demote_at(items, addr, Instant::now())
     }
 
@@ -131,17 +171,31 @@ impl AddressHealth {
         items: &mut Vec<T>,
         addr: impl Fn(&T) -> Option<SocketAddr>,
         now: Instant,
-    ) -> usize {
+    ) -> Demoted {
+        let mut demoted = Demoted::default();
         if self.count.load(Ordering::Relaxed) == 0 {
-            return 0;
+            return demoted;
         }
         let marks: Vec<bool> = items
             .iter()
-            .map(|item| addr(item).is_some_and(|a| self.is_failed_at(a, now)))
+            .map(|item| {
+                let Some(a) = addr(item) else {
+                    return false;
+                };
+                match self.state_at(a, now) {
+                    State::Good => false,
+                    State::Failed => true,
+                    State::Probe => {
+                        demoted.probes.push(a);
+                        false
+                    }
+                }
+            })
             .collect();
         let moved = marks.iter().filter(|&&m| m).count();
+        demoted.moved = moved;
         if moved == 0 {
-            return 0;
+            return demoted;
         }
         let mut good = Vec::with_capacity(items.len());
         let mut bad = Vec::with_capacity(moved);
@@ -154,8 +208,29 @@ impl AddressHealth {
         }
         good.append(&mut bad);
         *items = good;
-        moved
+        demoted
     }
+}
+
+/// An address's state for one caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not marked: no recent failure.
+    Good,
+    /// Failed lately (or being probed by another caller): try it last.
+    Failed,
+    /// Its mark ran out and this caller is the one to probe it: try it in
+    /// its place.
+    Probe,
+}
+
+/// What [`AddressHealth::demote`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Demoted {
+    /// Items moved to the end.
+    pub moved: usize,
+    /// Addresses whose mark ran out and that this caller is to probe.
+    pub probes: Vec<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ fn addr(text: &str) -> SocketAddr {
 const PERIOD: Duration = Duration::from_secs(300);
 
 #[test]
-fn a_failed_address_is_marked_for_the_period_then_forgotten() {
+fn a_failed_address_is_marked_for_the_period_then_probed_by_one_caller() {
     let health = AddressHealth::new();
     let t0 = Instant::now();
     let a = addr("192.0.2.1:25");
@@ -15,9 +15,36 @@ fn a_failed_address_is_marked_for_the_period_then_forgotten() {
     health.failed_at(a, PERIOD, t0);
     assert!(health.is_failed_at(a, t0));
     assert!(health.is_failed_at(a, t0 + PERIOD - Duration::from_millis(1)));
-    assert!(!health.is_failed_at(a, t0 + PERIOD));
-    // The expired mark was dropped.
+    // The period is over: the first caller probes it, the others still
+    // see the mark while the probe may run.
+    let t1 = t0 + PERIOD;
+    assert!(!health.is_failed_at(a, t1));
+    assert!(health.is_failed_at(a, t1));
+    assert!(health.is_failed_at(a, t1 + Duration::from_secs(30)));
+    // The probe failed: a new period.
+    health.failed_at(a, PERIOD, t1 + Duration::from_secs(30));
+    assert!(health.is_failed_at(a, t1 + PERIOD));
+    assert!(!health.is_failed_at(a, t1 + Duration::from_secs(30) + PERIOD));
+    // This probe connected: the mark is gone for everyone.
+    health.succeeded(a);
+    assert!(!health.is_failed_at(a, t1 + PERIOD + PERIOD));
     assert!(health.is_empty());
+}
+
+#[test]
+fn a_probe_that_never_ends_passes_to_another_caller_after_a_period() {
+    let health = AddressHealth::new();
+    let t0 = Instant::now();
+    let a = addr("192.0.2.1:25");
+    health.failed_at(a, PERIOD, t0);
+    let t1 = t0 + PERIOD;
+    assert!(!health.is_failed_at(a, t1), "the first caller probes");
+    assert!(health.is_failed_at(a, t1 + PERIOD - Duration::from_millis(1)));
+    assert!(
+        !health.is_failed_at(a, t1 + PERIOD),
+        "the next caller probes"
+    );
+    assert!(health.is_failed_at(a, t1 + PERIOD));
 }
 
 #[test]
@@ -63,12 +90,18 @@ fn demote_moves_marked_addresses_last_in_stable_order() {
     health.failed_at(list[0], PERIOD, t0);
     health.failed_at(list[2], PERIOD, t0);
     let mut items = list.clone();
-    assert_eq!(health.demote_at(&mut items, |a| Some(*a), t0), 2);
+    assert_eq!(health.demote_at(&mut items, |a| Some(*a), t0).moved, 2);
     assert_eq!(items, vec![list[1], list[3], list[0], list[2]]);
-    // After the period, Postfix's order is back.
+    // After the period, Postfix's order is back for the caller that
+    // probes; the next caller still has them last while it does.
     let mut items = list.clone();
-    assert_eq!(health.demote_at(&mut items, |a| Some(*a), t0 + PERIOD), 0);
+    let first = health.demote_at(&mut items, |a| Some(*a), t0 + PERIOD);
+    assert_eq!(first.moved, 0);
+    assert_eq!(first.probes, vec![list[0], list[2]]);
     assert_eq!(items, list);
+    let mut items = list.clone();
+    let second = health.demote_at(&mut items, |a| Some(*a), t0 + PERIOD);
+    assert_eq!((second.moved, second.probes.len()), (2, 0));
 }
 
 #[test]
@@ -78,7 +111,7 @@ fn demote_leaves_items_without_an_address_in_place() {
     let bad = addr("10.0.0.1:25");
     health.failed_at(bad, PERIOD, t0);
     let mut items = vec![None, Some(bad), None];
-    assert_eq!(health.demote_at(&mut items, |a| *a, t0), 1);
+    assert_eq!(health.demote_at(&mut items, |a| *a, t0).moved, 1);
     assert_eq!(items, vec![None, None, Some(bad)]);
 }
 
@@ -87,7 +120,7 @@ fn demote_with_nothing_marked_changes_nothing() {
     let health = AddressHealth::new();
     let mut items = vec![addr("10.0.0.2:25"), addr("10.0.0.1:25")];
     let before = items.clone();
-    assert_eq!(health.demote(&mut items, |a| Some(*a)), 0);
+    assert_eq!(health.demote(&mut items, |a| Some(*a)), Demoted::default());
     assert_eq!(items, before);
 }
 
