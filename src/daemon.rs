@@ -36,6 +36,7 @@ use crate::cache::SessionCache;
 use crate::config::{Config, DaemonConfig, format_duration};
 use crate::deliver::{Deliverer, system_stub_resolver};
 use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
+use crate::health::AddressHealth;
 use crate::pool::{Pool, PoolSize, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN};
 use crate::server::{self, ConnSettings, Context, lookup_group};
 use crate::shaping::MxSites;
@@ -211,9 +212,12 @@ pub fn run(options: &Options) -> i32 {
     };
     let cache = Arc::new(SessionCache::new(config.cache.clone()));
     let sites = Arc::new(MxSites::default());
+    // One address health memory for all workers, kept across reloads.
+    let health = Arc::new(AddressHealth::new());
     let deliverer = Deliverer::with_dns(config.clone(), Arc::clone(&dns))
         .with_cache(Arc::clone(&cache))
-        .with_sites(Arc::clone(&sites));
+        .with_sites(Arc::clone(&sites))
+        .with_health(Arc::clone(&health));
     let stats = Arc::new(Stats::new());
     let size = PoolSize {
         workers: config.daemon.workers,
@@ -241,6 +245,7 @@ pub fn run(options: &Options) -> i32 {
         dns,
         cache,
         sites,
+        health,
         pool,
         ctx,
         settings,
@@ -274,6 +279,9 @@ struct Daemon {
     cache: Arc<SessionCache>,
     /// The MX sites learned so far (kept across reloads).
     sites: Arc<MxSites>,
+    /// Server addresses that failed to connect lately, shared by the
+    /// workers and kept across reloads (see [`crate::health`]).
+    health: Arc<AddressHealth>,
     pool: Pool,
     ctx: Arc<Context>,
     settings: Arc<ConnSettings>,
@@ -446,7 +454,8 @@ impl Daemon {
         }
         let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
             .with_cache(Arc::clone(&self.cache))
-            .with_sites(Arc::clone(&self.sites));
+            .with_sites(Arc::clone(&self.sites))
+            .with_health(Arc::clone(&self.health));
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(&new.daemon, self.daemon_uid));
         // Open connections check their next lines against the new policy.

@@ -14,7 +14,7 @@
 //! kept, the hand-over to a chained job — is [`crate::reuse`]'s; this
 //! module calls it for each destination and server.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,13 +23,14 @@ use std::time::SystemTime;
 use crate::cache::{IdleSession, NexthopLabel, SessionCache};
 use crate::chain::Chain;
 use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
-use crate::connect::{ConnectOptions, Connector, Endpoint, SocketConnector};
+use crate::connect::{ConnectOptions, Connector, Endpoint, Race, RaceTarget, SocketConnector};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
 use crate::dns::{DnsError, DnsLookup};
 use crate::dsn::{self, Dsn};
+use crate::health::AddressHealth;
 use crate::interfaces::OwnAddresses;
 use crate::job::CheckedJob;
-use crate::mxlist::{Candidate, Route};
+use crate::mxlist::{Candidate, Route, interleave_families};
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::plan::{Hop, Plan};
@@ -160,6 +161,10 @@ pub struct Deliverer {
     /// Where the MX sites learned from DNS answers go (the daemon's
     /// scheduler groups domains by them, `[shaping] group_by_mx_site`).
     sites: Option<Arc<MxSites>>,
+    /// Server addresses that failed to connect lately (see
+    /// [`crate::health`]); the daemon shares one over its workers and
+    /// reloads.
+    health: Arc<AddressHealth>,
 }
 
 impl Deliverer {
@@ -205,6 +210,7 @@ impl Deliverer {
             services: Box::new(services),
             cache: None,
             sites: None,
+            health: Arc::new(AddressHealth::new()),
         }
     }
 
@@ -231,6 +237,17 @@ impl Deliverer {
 
     pub fn cache(&self) -> Option<&Arc<SessionCache>> {
         self.cache.as_ref()
+    }
+
+    /// Shares the address health memory with other deliverers (the
+    /// daemon's workers, across reloads).
+    pub fn with_health(mut self, health: Arc<AddressHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
+    pub fn health(&self) -> &Arc<AddressHealth> {
+        &self.health
     }
 
     pub fn with_connector(mut self, connector: Box<dyn Connector>) -> Self {
@@ -421,7 +438,7 @@ impl Deliverer {
                 self.handed(request, job, |s| s.endpoint == label)
                     .or_else(|| lookup.cache.take_by_endpoint(&label))
             });
-        self.run_server(request, settings, &server, cached, job);
+        self.run_server(request, settings, &server, cached, None, job);
     }
 
     /// A TCP destination's addresses and what its servers share. Err when
@@ -492,35 +509,268 @@ impl Deliverer {
     /// Tries the addresses of a TCP destination in order, within
     /// `mx_address_limit` and `mx_session_limit`, until no recipient is
     /// left.
+    ///
+    /// The order is Postfix's, cut at `mx_address_limit`, then (when
+    /// enabled) Happy Eyeballs interleaves the address families within
+    /// each run of equal MX preference and the address health memory moves
+    /// the addresses that failed lately to the end. Neither adds an
+    /// address. A server is the last address (the final-server rule) when
+    /// every address still to try is one that failed lately: so the
+    /// server that Postfix's order would try last keeps its rule, and
+    /// recipients are kept for a backup MX or deferred exactly as when
+    /// the demoted addresses fail again. With Happy Eyeballs, a run of
+    /// equal preference is raced (see [`Connector::race`]); attempts
+    /// abandoned for the winner count as tried and are not retried.
     fn try_addresses(
         &self,
         request: &Request<'_>,
         settings: &ProtocolSettings,
         site: &Site<'_>,
         lookup: Option<&reuse::Lookup<'_>>,
-        queue: Vec<(&Candidate, Option<IdleSession>)>,
+        mut queue: Vec<(&Candidate, Option<IdleSession>)>,
         job: &mut JobState<'_>,
     ) {
-        let total = queue.len();
+        if site.address_limit > 0 {
+            queue.truncate(site.address_limit);
+        }
+        if settings.happy_eyeballs.is_some() {
+            queue = interleave_families(queue, |(c, _)| c.preference, |(c, _)| c.addr.is_ipv6());
+        }
+        // Addresses whose mark ran out and that this job probes: tried in
+        // their place, and never taken for failed ones here.
+        let mut probes = Vec::new();
+        if settings.address_health.is_some() {
+            let demoted = self.health.demote(&mut queue, |(c, cached)| {
+                cached.is_none().then(|| SocketAddr::new(c.addr, site.port))
+            });
+            if demoted.moved > 0 {
+                log::debug!(
+                    "{}: {} address(es) that failed to connect lately moved to the end",
+                    site.host.text(),
+                    demoted.moved
+                );
+            }
+            probes = demoted.probes;
+        }
+        let mut pending: VecDeque<_> = queue.into();
+        // Backup MX sessions taken from the cache for a later address of a
+        // race group: put back if the job ends before their turn.
+        let mut looked_ahead = Vec::new();
         let mut sessions = 0usize;
-        for (count, (candidate, cached)) in queue.into_iter().enumerate() {
+        // Bounded: each pass takes at least one address off `pending`.
+        while !pending.is_empty() {
             if job.ledger.left() == 0 {
                 break;
             }
-            let server = self.inet_server(settings, site, candidate, count, total, sessions);
-            // Backup MX: look in the cache before connecting.
-            let cached = cached.or_else(|| {
-                (candidate.preference != site.best_preference)
-                    .then(|| lookup?.by_endpoint(&server.endpoint, &candidate.host))
-                    .flatten()
-            });
-            let handshake = self.run_server(request, settings, &server, cached, job);
+            let group = self.next_group(settings, site, lookup, &mut pending, &mut looked_ahead);
+            let (server, cached, connected) = match group {
+                Group::Cached(candidate, idle) => {
+                    let last = self.only_failed_left(settings, site, &pending, &mut probes);
+                    let server = self.inet_server(settings, site, candidate, last, sessions);
+                    (server, Some(*idle), None)
+                }
+                Group::Connect(candidates) => {
+                    let servers: Vec<Server> = candidates
+                        .iter()
+                        .map(|c| self.inet_server(settings, site, c, false, sessions))
+                        .collect();
+                    let delay = settings.happy_eyeballs.unwrap_or_default();
+                    let (race, started_at) = self.race(settings, &servers, delay, job);
+                    // Targets the race did not start are tried later.
+                    for candidate in candidates.iter().skip(race.started).rev() {
+                        pending.push_front((candidate, None));
+                    }
+                    let Some((index, stream)) = race.winner else {
+                        continue;
+                    };
+                    let Some(mut server) = servers.into_iter().nth(index) else {
+                        continue;
+                    };
+                    server.last_address =
+                        self.only_failed_left(settings, site, &pending, &mut probes);
+                    let connected = Connected {
+                        stream,
+                        started: started_at,
+                    };
+                    (server, None, Some(connected))
+                }
+            };
+            let handshake = self.run_server(request, settings, &server, cached, connected, job);
             if handshake == Handshake::Done {
                 sessions += 1;
             }
             if server.last_address || (handshake == Handshake::Done && server.session_limit_next) {
                 break;
             }
+        }
+        if let Some(lookup) = lookup {
+            for (candidate, cached) in pending {
+                let endpoint = site.endpoint(candidate);
+                if let Some(idle) = cached.filter(|_| looked_ahead.contains(&endpoint)) {
+                    lookup.cache.store(idle, None);
+                }
+            }
+        }
+    }
+
+    /// The next addresses to try from `pending`: one with a cached session
+    /// (for a backup MX looked up now), else the addresses to race — with
+    /// Happy Eyeballs the run of equal MX preference up to the next cached
+    /// session, without it the first address alone.
+    fn next_group<'c>(
+        &self,
+        settings: &ProtocolSettings,
+        site: &Site<'_>,
+        lookup: Option<&reuse::Lookup<'_>>,
+        pending: &mut VecDeque<(&'c Candidate, Option<IdleSession>)>,
+        looked_ahead: &mut Vec<Endpoint>,
+    ) -> Group<'c> {
+        // Backup MX: look in the cache before connecting.
+        let backup_session = |candidate: &Candidate| {
+            (candidate.preference != site.best_preference)
+                .then(|| lookup?.by_endpoint(&site.endpoint(candidate), &candidate.host))
+                .flatten()
+        };
+        let mut group = Vec::new();
+        while let Some((candidate, cached)) = pending.pop_front() {
+            let cached = cached.or_else(|| backup_session(candidate));
+            match cached {
+                Some(idle) if group.is_empty() => return Group::Cached(candidate, Box::new(idle)),
+                Some(idle) => {
+                    looked_ahead.push(site.endpoint(candidate));
+                    pending.push_front((candidate, Some(idle)));
+                    break;
+                }
+                None => group.push(candidate),
+            }
+            let more = settings.happy_eyeballs.is_some()
+                && pending
+                    .front()
+                    .is_some_and(|(next, _)| next.preference == candidate.preference);
+            if !more {
+                break;
+            }
+        }
+        Group::Connect(group)
+    }
+
+    /// Whether every address still to try failed to connect lately (or
+    /// none is left): the server tried now is then the last address. An
+    /// address this job probes (`probes`, see [`AddressHealth::demote`])
+    /// is not one that failed.
+    fn only_failed_left(
+        &self,
+        settings: &ProtocolSettings,
+        site: &Site<'_>,
+        pending: &VecDeque<(&Candidate, Option<IdleSession>)>,
+        probes: &mut Vec<SocketAddr>,
+    ) -> bool {
+        if settings.address_health.is_none() {
+            return pending.is_empty();
+        }
+        let now = std::time::Instant::now();
+        pending.iter().all(|(candidate, cached)| {
+            let addr = SocketAddr::new(candidate.addr, site.port);
+            if cached.is_some() || probes.contains(&addr) {
+                return false;
+            }
+            match self.health.state_at(addr, now) {
+                crate::health::State::Failed => true,
+                crate::health::State::Good => false,
+                crate::health::State::Probe => {
+                    probes.push(addr);
+                    false
+                }
+            }
+        })
+    }
+
+    /// Connects to the first of `servers` that answers (one at a time
+    /// without Happy Eyeballs, or a single server): records every ended
+    /// attempt as sequential connects would, in the order they started
+    /// (log, transcript, last reason), and in the address health memory.
+    /// Returns the race and when it began.
+    fn race(
+        &self,
+        settings: &ProtocolSettings,
+        servers: &[Server],
+        delay: std::time::Duration,
+        job: &mut JobState<'_>,
+    ) -> (Race, std::time::Instant) {
+        let options = self.connect_options(settings);
+        let targets: Vec<RaceTarget<'_>> = servers
+            .iter()
+            .map(|server| RaceTarget {
+                endpoint: &server.endpoint,
+                display: &server.display,
+            })
+            .collect();
+        let started_at = std::time::Instant::now();
+        let race = self.connector.race(&targets, &options, delay);
+        // In the order the attempts started, as sequential connects would
+        // have recorded them (the last reason is the last address's).
+        let mut ended: Vec<&crate::connect::Attempt> = race.attempts.iter().collect();
+        ended.sort_by_key(|attempt| attempt.index);
+        for attempt in ended {
+            let Some(server) = servers.get(attempt.index) else {
+                continue;
+            };
+            let ok = attempt.result.is_ok();
+            // METRICS HOOK: the one place where a connect attempt ends
+            // (sequential or raced): crate::metrics::record_connect(elapsed, ok).
+            connect_ended(&server.display, attempt.elapsed, ok);
+            let addr = match &server.endpoint {
+                Endpoint::Inet(addr) => Some(*addr),
+                Endpoint::Unix(_) => None,
+            };
+            match &attempt.result {
+                Ok(()) => {
+                    if let Some(addr) = addr {
+                        self.health.succeeded(addr);
+                    }
+                }
+                Err(failure) => {
+                    log::info!("{}", failure.dsn.text);
+                    job.trouble.record(&failure.dsn);
+                    if let (Some(addr), Some(period), true) =
+                        (addr, settings.address_health, failure.address_fault)
+                    {
+                        self.health.failed(addr, period);
+                    }
+                }
+            }
+        }
+        if let Some((winner, _)) = &race.winner {
+            let winner = servers.get(*winner).map_or("", |s| s.display.as_str());
+            for index in race.abandoned() {
+                if let Some(server) = servers.get(index) {
+                    let line = format!(
+                        "connect to {}: abandoned, {winner} connected first",
+                        server.display
+                    );
+                    log::info!("{line}");
+                    job.trouble.note(line);
+                }
+            }
+        }
+        (race, started_at)
+    }
+
+    /// Source addresses and the connect timeout for new connections.
+    fn connect_options(&self, settings: &ProtocolSettings) -> ConnectOptions {
+        ConnectOptions {
+            timeout: settings.timeouts.connect,
+            bind_address: settings.bind_address,
+            bind_address6: settings.bind_address6,
+            bind_address_enforce: settings.bind_address_enforce,
+            implicit_source: match self.own.implicit_source(false) {
+                Some(IpAddr::V4(addr)) => Some(addr),
+                _ => None,
+            },
+            implicit_source6: match self.own.implicit_source(true) {
+                Some(IpAddr::V6(addr)) => Some(addr),
+                _ => None,
+            },
         }
     }
 
@@ -565,19 +815,17 @@ impl Deliverer {
         }
     }
 
-    /// One address of a TCP destination as a server to try (`count`: its
-    /// place in the list of `total`; `sessions`: handshakes so far).
+    /// One address of a TCP destination as a server to try
+    /// (`last_address`: no further address is tried after it, see
+    /// [`Deliverer::try_addresses`]; `sessions`: handshakes so far).
     fn inet_server(
         &self,
         settings: &ProtocolSettings,
         site: &Site<'_>,
         candidate: &Candidate,
-        count: usize,
-        total: usize,
+        last_address: bool,
         sessions: usize,
     ) -> Server {
-        let last_address =
-            count + 1 >= total || (site.address_limit > 0 && count + 1 >= site.address_limit);
         // host[addr] and host[addr]:port, built without core::fmt.
         let mut relay = String::with_capacity(candidate.host.len() + 24);
         relay.push_str(&candidate.host);
@@ -609,13 +857,14 @@ impl Deliverer {
 
     /// Runs the job on one server: on its cached session when there is
     /// one (a failed RSET probe falls back to a new connection), else on
-    /// a new connection.
+    /// the connection already made (`connected`) or a new one.
     fn run_server(
         &self,
         request: &Request<'_>,
         settings: &ProtocolSettings,
         server: &Server,
         cached: Option<IdleSession>,
+        connected: Option<Connected>,
         job: &mut JobState<'_>,
     ) -> Handshake {
         match cached {
@@ -623,10 +872,10 @@ impl Deliverer {
                 job.used.insert(server.endpoint.clone());
                 match self.reuse_session(request, settings, server, idle, job) {
                     Some(handshake) => handshake,
-                    None => self.try_server(request, settings, server, job),
+                    None => self.try_server(request, settings, server, None, job),
                 }
             }
-            None => self.try_server(request, settings, server, job),
+            None => self.try_server(request, settings, server, connected, job),
         }
     }
 
@@ -1009,9 +1258,11 @@ impl Deliverer {
         request: &Request<'_>,
         settings: &ProtocolSettings,
         server: &Server,
+        connected: Option<Connected>,
         job: &mut JobState<'_>,
     ) -> Handshake {
-        let (handshake, retry_plain) = self.session_once(request, settings, server, false, job);
+        let (handshake, retry_plain) =
+            self.session_once(request, settings, server, false, connected, job);
         if !retry_plain {
             return handshake;
         }
@@ -1019,45 +1270,41 @@ impl Deliverer {
             "{}: TLS handshake failed; trying again without TLS",
             server.relay
         );
-        self.session_once(request, settings, server, true, job).0
+        self.session_once(request, settings, server, true, None, job)
+            .0
     }
 
-    /// Connects and runs one session on one server. Returns whether the
-    /// handshake completed, and whether a plaintext retry is due.
+    /// Connects (unless `connected` is the connection made already) and
+    /// runs one session on one server. Returns whether the handshake
+    /// completed, and whether a plaintext retry is due.
     fn session_once(
         &self,
         request: &Request<'_>,
         settings: &ProtocolSettings,
         server: &Server,
         plaintext: bool,
+        connected: Option<Connected>,
         job: &mut JobState<'_>,
     ) -> (Handshake, bool) {
-        let options = ConnectOptions {
-            timeout: settings.timeouts.connect,
-            bind_address: settings.bind_address,
-            bind_address6: settings.bind_address6,
-            bind_address_enforce: settings.bind_address_enforce,
-            implicit_source: match self.own.implicit_source(false) {
-                Some(IpAddr::V4(addr)) => Some(addr),
-                _ => None,
-            },
-            implicit_source6: match self.own.implicit_source(true) {
-                Some(IpAddr::V6(addr)) => Some(addr),
-                _ => None,
-            },
-        };
-        let connect_start = std::time::Instant::now();
-        let mut stream = match self
-            .connector
-            .connect(&server.endpoint, &server.display, &options)
-        {
-            Ok(stream) => stream,
-            Err(dsn) => {
-                log::info!("{}", dsn.text);
-                job.trouble.record(&dsn);
-                return (Handshake::Failed, false);
+        let connected = match connected {
+            Some(connected) => connected,
+            None => {
+                let (race, started) = self.race(
+                    settings,
+                    std::slice::from_ref(server),
+                    std::time::Duration::ZERO,
+                    job,
+                );
+                match race.winner {
+                    Some((_, stream)) => Connected { stream, started },
+                    None => return (Handshake::Failed, false),
+                }
             }
         };
+        let Connected {
+            mut stream,
+            started: connect_start,
+        } = connected;
         let connected_at = std::time::Instant::now();
         job.trouble
             .note(["connected to ", server.relay.as_str()].concat());
@@ -1249,6 +1496,31 @@ struct Ended {
     uses: u32,
     /// The next job's transaction, started behind this one's data (chain).
     primed_next: Option<reuse::PrimedNext>,
+}
+
+/// A connection made by a connect race, and when the race began.
+struct Connected {
+    stream: Box<dyn Transport>,
+    started: std::time::Instant,
+}
+
+/// What [`Deliverer::next_group`] found to try next.
+enum Group<'c> {
+    /// An address with a cached session.
+    Cached(&'c Candidate, Box<IdleSession>),
+    /// Addresses to connect to, in race order (at least one unless the
+    /// list was empty).
+    Connect(Vec<&'c Candidate>),
+}
+
+/// A connect attempt ended after `elapsed`: debug log (and, later, the
+/// connect-time metric).
+fn connect_ended(display: &str, elapsed: std::time::Duration, ok: bool) {
+    log::debug!(
+        "connect to {display}: {} after {} ms",
+        if ok { "connected" } else { "failed" },
+        elapsed.as_millis()
+    );
 }
 
 /// A job's state across its destinations and servers.

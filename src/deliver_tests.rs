@@ -17,10 +17,12 @@ use crate::smtp::command::Notify;
 use crate::transport::Transport;
 use crate::transport::script::{Scripted, Step, say};
 
-/// Per-address behaviour: refuse the connection, or play a script.
+/// Per-address behaviour: refuse the connection, drop SYNs (a connect
+/// times out; in a race it stays pending), or play a script.
 #[derive(Clone)]
 enum Peer {
     Refuse,
+    Blackhole,
     Script(Vec<Step>),
 }
 
@@ -28,6 +30,8 @@ enum Peer {
 struct FakeNet {
     peers: HashMap<IpAddr, Peer>,
     connects: Mutex<Vec<IpAddr>>,
+    /// The targets of each connect race, in race order.
+    races: Mutex<Vec<Vec<IpAddr>>>,
 }
 
 impl Connector for &'static FakeNet {
@@ -48,11 +52,106 @@ impl Connector for &'static FakeNet {
         }
         match self.peers.get(&addr.ip()) {
             Some(Peer::Script(steps)) => Ok(Box::new(Scripted::new(steps.clone()))),
+            Some(Peer::Blackhole) => Err(Dsn::new(
+                crate::dsn::CONNECT_FAILED,
+                format!("connect to {display}:{}: Connection timed out", addr.port()),
+            )),
             _ => Err(Dsn::new(
                 crate::dsn::CONNECT_FAILED,
                 format!("connect to {display}:{}: Connection refused", addr.port()),
             )),
         }
+    }
+
+    /// A race as the real one runs it when a blackholed address is
+    /// pending: the next target starts, the first that connects wins and
+    /// the pending ones are abandoned; with no winner they time out.
+    fn race(
+        &self,
+        targets: &[crate::connect::RaceTarget<'_>],
+        options: &ConnectOptions,
+        _delay: std::time::Duration,
+    ) -> Race {
+        let ips: Vec<IpAddr> = targets
+            .iter()
+            .filter_map(|t| match t.endpoint {
+                Endpoint::Inet(addr) => Some(addr.ip()),
+                Endpoint::Unix(_) => None,
+            })
+            .collect();
+        self.races.lock().unwrap().push(ips.clone());
+        let mut race = Race::default();
+        let mut holes = Vec::new();
+        for (index, target) in targets.iter().enumerate() {
+            race.started = index + 1;
+            if matches!(
+                ips.get(index).and_then(|ip| self.peers.get(ip)),
+                Some(Peer::Blackhole)
+            ) {
+                self.connects.lock().unwrap().push(ips[index]);
+                holes.push(index);
+                continue;
+            }
+            let result = self.connect_attempt(target.endpoint, target.display, options);
+            match result {
+                Ok(stream) => {
+                    race.attempts.push(crate::connect::Attempt {
+                        index,
+                        elapsed: std::time::Duration::ZERO,
+                        result: Ok(()),
+                    });
+                    race.winner = Some((index, stream));
+                    return race;
+                }
+                Err(failure) => race.attempts.push(crate::connect::Attempt {
+                    index,
+                    elapsed: std::time::Duration::ZERO,
+                    result: Err(failure),
+                }),
+            }
+        }
+        for index in holes {
+            let target = &targets[index];
+            let Endpoint::Inet(addr) = target.endpoint else {
+                continue;
+            };
+            race.attempts.push(crate::connect::Attempt {
+                index,
+                elapsed: options.timeout,
+                result: Err(crate::connect::ConnectFailure::from_dsn(Dsn::new(
+                    crate::dsn::CONNECT_FAILED,
+                    format!(
+                        "connect to {}:{}: Connection timed out",
+                        target.display,
+                        addr.port()
+                    ),
+                ))),
+            });
+        }
+        race
+    }
+}
+
+/// A resolver that answers every name with one fixed list.
+struct FixedRoute(Vec<Candidate>);
+
+impl Resolver for FixedRoute {
+    fn resolve(&self, _: &Host, _: ResolveMode) -> Result<Route, RouteError> {
+        Ok(Route {
+            candidates: self.0.clone(),
+            i_am_mx: false,
+            best_preference: self.0.first().map_or(0, |c| c.preference),
+        })
+    }
+}
+
+/// An MX candidate `mxN.y.test` at `addr` with `preference`.
+fn mx(n: u8, addr: &str, preference: u32) -> Candidate {
+    Candidate {
+        host: format!("mx{n}.y.test"),
+        addr: addr.parse().unwrap(),
+        preference,
+        host_is_ip: false,
     }
 }
 
@@ -140,9 +239,13 @@ fn script(lines: &[&str]) -> Peer {
 }
 
 fn net(peers: Vec<(u8, Peer)>) -> &'static FakeNet {
+    net_at(peers.into_iter().map(|(n, p)| (ip(n), p)).collect())
+}
+
+fn net_at(peers: Vec<(IpAddr, Peer)>) -> &'static FakeNet {
     let net = FakeNet {
-        peers: peers.into_iter().map(|(n, p)| (ip(n), p)).collect(),
-        connects: Mutex::new(Vec::new()),
+        peers: peers.into_iter().collect(),
+        ..FakeNet::default()
     };
     Box::leak(Box::new(net))
 }
@@ -175,6 +278,16 @@ fn run_from(
     let deliverer = Deliverer::new(cfg)
         .with_resolver(Box::new(dns))
         .with_connector(Box::new(net));
+    deliver_with(&deliverer, nexthop, sender, rcpts)
+}
+
+/// One delivery by `deliverer` (kept between jobs by the caller).
+fn deliver_with(
+    deliverer: &Deliverer,
+    nexthop: &str,
+    sender: &str,
+    rcpts: &[&str],
+) -> Vec<(Status, String, String, Option<String>)> {
     let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
     let hop = deliverer.hop(nexthop, Protocol::Smtp);
     let request = Request {
@@ -659,4 +772,307 @@ fn reuse_count_limit_is_honoured() {
     }
     // Two uses on the first connection, then a new one.
     assert_eq!(connects(net), vec![ip(1), ip(1)]);
+}
+
+// ---------------------------------------------------------------------------
+// Address health memory and Happy Eyeballs
+// ---------------------------------------------------------------------------
+
+/// A deliverer over `route` and `net` that lives across jobs (its address
+/// health memory with it).
+fn route_deliverer(cfg: Config, route: Vec<Candidate>, net: &'static FakeNet) -> Deliverer {
+    Deliverer::new(cfg)
+        .with_resolver(Box::new(FixedRoute(route)))
+        .with_connector(Box::new(net))
+}
+
+fn job(deliverer: &Deliverer, rcpts: &[&str]) -> Vec<(Status, String, String, Option<String>)> {
+    deliver_with(deliverer, "y.test", "s@x.test", rcpts)
+}
+
+fn take_connects(net: &FakeNet) -> Vec<IpAddr> {
+    std::mem::take(&mut *net.connects.lock().unwrap())
+}
+
+fn take_races(net: &FakeNet) -> Vec<Vec<IpAddr>> {
+    std::mem::take(&mut *net.races.lock().unwrap())
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn a_refused_address_is_tried_last_by_later_jobs() {
+    let net = net(vec![(1, Peer::Refuse), (2, good(1))]);
+    let route = vec![mx(1, "127.0.0.1", 10), mx(2, "127.0.0.2", 20)];
+    let deliverer = route_deliverer(Config::default(), route.clone(), net);
+    let first = job(&deliverer, &["a@y.test"]);
+    assert_eq!(first[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    assert!(deliverer.health().is_failed(SocketAddr::new(ip(1), 25)));
+    let second = job(&deliverer, &["a@y.test"]);
+    assert_eq!(second, first);
+    assert_eq!(
+        take_connects(net),
+        vec![ip(2)],
+        "the refused primary is last"
+    );
+
+    // Off: Postfix's order every time.
+    let off = route_deliverer(config("[smtp]\naddress_health = false\n"), route, net);
+    for _ in 0..2 {
+        assert_eq!(job(&off, &["a@y.test"])[0].0, Status::Sent);
+        assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    }
+    assert!(off.health().is_empty());
+}
+
+#[test]
+fn demoting_an_address_keeps_the_final_server_rule() {
+    // The backup soft-fails the recipient: as the last server (Postfix's
+    // order, primary refused) it defers it with its own reply. Tried first
+    // because the primary failed lately, it is still the last server: the
+    // same outcome, and the primary is not tried again.
+    let net = net(vec![(1, Peer::Refuse), (2, rcpt_soft(1))]);
+    let route = vec![mx(1, "127.0.0.1", 10), mx(2, "127.0.0.2", 20)];
+    let deliverer = route_deliverer(Config::default(), route, net);
+    let first = job(&deliverer, &["a@y.test"]);
+    assert_eq!(first[0].0, Status::Deferred);
+    assert_eq!(first[0].1, "4.2.0");
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    let second = job(&deliverer, &["a@y.test"]);
+    assert_eq!(second, first);
+    assert_eq!(take_connects(net), vec![ip(2)]);
+}
+
+#[test]
+fn a_demoted_address_does_not_make_a_middle_server_final() {
+    // Primary refused, then a backup that soft-fails, then one that takes
+    // the mail: the recipient is kept for the third both times.
+    let net = net(vec![(1, Peer::Refuse), (2, rcpt_soft(1)), (3, good(1))]);
+    let route = vec![
+        mx(1, "127.0.0.1", 10),
+        mx(2, "127.0.0.2", 20),
+        mx(3, "127.0.0.3", 30),
+    ];
+    let deliverer = route_deliverer(Config::default(), route, net);
+    let first = job(&deliverer, &["a@y.test"]);
+    assert_eq!(first[0].0, Status::Sent);
+    assert_eq!(first[0].3.as_deref(), Some("mx3.y.test[127.0.0.3]:25"));
+    assert_eq!(take_connects(net), vec![ip(1), ip(2), ip(3)]);
+    assert_eq!(job(&deliverer, &["a@y.test"]), first);
+    assert_eq!(take_connects(net), vec![ip(2), ip(3)]);
+}
+
+#[test]
+fn demoted_addresses_are_still_tried_when_the_others_fail() {
+    let net = net(vec![(1, Peer::Refuse), (2, Peer::Refuse)]);
+    let route = vec![mx(1, "127.0.0.1", 10), mx(2, "127.0.0.2", 20)];
+    let deliverer = route_deliverer(Config::default(), route, net);
+    let first = job(&deliverer, &["a@y.test"]);
+    assert_eq!(first[0].0, Status::Deferred);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    // Both marked: both moved, in their order; the same last reason.
+    assert_eq!(job(&deliverer, &["a@y.test"]), first);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+}
+
+#[test]
+fn the_address_limit_cuts_postfix_order_before_demotion() {
+    // Limit 2 of [refused, soft, good]: Postfix tries the first two only;
+    // demotion reorders them but never reaches the third.
+    let net = net(vec![(1, Peer::Refuse), (2, rcpt_soft(1)), (3, good(1))]);
+    let route = vec![
+        mx(1, "127.0.0.1", 10),
+        mx(2, "127.0.0.2", 20),
+        mx(3, "127.0.0.3", 30),
+    ];
+    let cfg = config("[smtp]\nmx_address_limit = 2\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    let first = job(&deliverer, &["a@y.test"]);
+    assert_eq!(first[0].0, Status::Deferred);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    assert_eq!(job(&deliverer, &["a@y.test"]), first);
+    assert_eq!(take_connects(net), vec![ip(2)]);
+}
+
+#[test]
+fn happy_eyeballs_races_equal_preference_addresses_with_families_interleaved() {
+    let net = net_at(vec![
+        (addr("::1"), Peer::Refuse),
+        (addr("::2"), Peer::Refuse),
+        (ip(1), good(1)),
+        (ip(2), good(1)),
+    ]);
+    let route = vec![
+        mx(1, "::1", 10),
+        mx(1, "::2", 10),
+        mx(2, "127.0.0.1", 10),
+        mx(3, "127.0.0.2", 20),
+    ];
+    let cfg = config("[smtp]\naddress_health = false\n");
+    let deliverer = route_deliverer(cfg, route.clone(), net);
+    let out = job(&deliverer, &["a@y.test"]);
+    assert_eq!(out[0].3.as_deref(), Some("mx2.y.test[127.0.0.1]:25"));
+    assert_eq!(
+        take_races(net),
+        vec![vec![addr("::1"), ip(1), addr("::2")]],
+        "one race over the preference-10 run, families alternating"
+    );
+    assert_eq!(take_connects(net), vec![addr("::1"), ip(1)]);
+
+    // Off: one address at a time, in Postfix's order.
+    let cfg = config("[smtp]\naddress_health = false\nhappy_eyeballs = false\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    let out = job(&deliverer, &["a@y.test"]);
+    assert_eq!(out[0].3.as_deref(), Some("mx2.y.test[127.0.0.1]:25"));
+    assert!(take_races(net).iter().all(|r| r.len() == 1));
+    assert_eq!(take_connects(net), vec![addr("::1"), addr("::2"), ip(1)]);
+}
+
+#[test]
+fn happy_eyeballs_never_races_a_backup_with_a_better_mx() {
+    let net = net_at(vec![(addr("::1"), Peer::Refuse), (ip(2), good(1))]);
+    let route = vec![mx(1, "::1", 10), mx(2, "127.0.0.2", 20)];
+    let cfg = config("[smtp]\naddress_health = false\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_races(net), vec![vec![addr("::1")], vec![ip(2)]]);
+}
+
+#[test]
+fn an_abandoned_attempt_is_not_retried_and_the_winner_keeps_the_final_rule() {
+    // ::1 drops SYNs. Sequential: it times out, then 127.0.0.1 is the
+    // last server and defers with its own reply. Raced: 127.0.0.1 wins,
+    // ::1 is abandoned (noted, not a failure) and the outcome is the same.
+    let peers = vec![(addr("::1"), Peer::Blackhole), (ip(1), rcpt_soft(1))];
+    let route = vec![mx(1, "::1", 10), mx(1, "127.0.0.1", 10)];
+    let sequential = {
+        let net = net_at(peers.clone());
+        let cfg = config("[smtp]\naddress_health = false\nhappy_eyeballs = false\n");
+        let out = job(&route_deliverer(cfg, route.clone(), net), &["a@y.test"]);
+        assert_eq!(take_connects(net), vec![addr("::1"), ip(1)]);
+        out
+    };
+    assert_eq!(sequential[0].0, Status::Deferred);
+    assert_eq!(sequential[0].1, "4.2.0");
+    let net = net_at(peers);
+    let cfg = config("[smtp]\naddress_health = false\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    let message = Message::Inline(b"Subject: x\n\nhi\n".to_vec());
+    let hop = deliverer.hop("y.test", Protocol::Smtp);
+    let request = Request {
+        protocol: Protocol::Smtp,
+        hop: &hop,
+        envelope: Envelope {
+            sender: "s@x.test".into(),
+            recipients: vec![Recipient {
+                address: "a@y.test".into(),
+                orcpt: None,
+                notify: Notify::default(),
+            }],
+            envid: None,
+            ret: None,
+            smtputf8: false,
+        },
+        message: &message,
+        facts: MessageFacts {
+            size: 15,
+            has_8bit: false,
+        },
+        arrival: None,
+        cache: CacheUse::default(),
+    };
+    let delivery = deliverer.deliver(&request);
+    let outcome = &delivery.settled[0].outcome;
+    assert_eq!(
+        (
+            outcome.status,
+            outcome.dsn.to_string(),
+            outcome.diagnostic.clone(),
+            outcome.relay.clone()
+        ),
+        sequential[0]
+    );
+    assert_eq!(take_connects(net), vec![addr("::1"), ip(1)]);
+    assert!(
+        delivery
+            .log
+            .iter()
+            .any(|l| l
+                == "connect to mx1.y.test[::1]: abandoned, mx1.y.test[127.0.0.1] connected first"),
+        "{:?}",
+        delivery.log
+    );
+}
+
+#[test]
+fn a_race_without_winner_records_every_failure_like_sequential_connects() {
+    let peers = vec![(addr("::1"), Peer::Blackhole), (ip(1), Peer::Refuse)];
+    let route = vec![mx(1, "::1", 10), mx(1, "127.0.0.1", 10)];
+    let net = net_at(peers);
+    let cfg = config("[smtp]\naddress_health = false\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    let out = job(&deliverer, &["a@y.test"]);
+    assert_eq!(out[0].0, Status::Deferred);
+    assert_eq!(out[0].1, "4.4.1");
+    // The blackhole's timeout ended last, but failures are recorded in the
+    // order the attempts started: the last reason is the last address's,
+    // as with sequential connects.
+    assert_eq!(
+        out[0].2,
+        "connect to mx1.y.test[127.0.0.1]:25: Connection refused"
+    );
+    let cfg = config(
+        "[smtp]
+address_health = false
+happy_eyeballs = false
+",
+    );
+    let route = vec![mx(1, "::1", 10), mx(1, "127.0.0.1", 10)];
+    assert_eq!(job(&route_deliverer(cfg, route, net), &["a@y.test"]), out);
+}
+
+#[test]
+fn every_raced_address_counts_toward_the_address_limit() {
+    let net = net_at(vec![
+        (addr("::1"), Peer::Refuse),
+        (ip(1), Peer::Refuse),
+        (addr("::2"), good(1)),
+    ]);
+    let route = vec![mx(1, "::1", 10), mx(1, "127.0.0.1", 10), mx(1, "::2", 10)];
+    let cfg = config("[smtp]\naddress_health = false\nmx_address_limit = 2\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Deferred);
+    assert_eq!(take_races(net), vec![vec![addr("::1"), ip(1)]]);
+}
+
+#[test]
+fn after_the_period_one_job_probes_the_address_and_the_others_keep_it_last() {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
+    let net = net(vec![(1, Peer::Refuse), (2, good(1))]);
+    let route = vec![mx(1, "127.0.0.1", 10), mx(2, "127.0.0.2", 20)];
+    let cfg = config("[smtp]\naddress_health_time = \"200ms\"\n");
+    let deliverer = route_deliverer(cfg, route, net);
+    let dead = SocketAddr::new(ip(1), 25);
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    std::thread::sleep(PERIOD + std::time::Duration::from_millis(20));
+    // Another job saw the mark run out first: it probes the address...
+    let mut other = vec![dead];
+    assert_eq!(
+        deliverer.health().demote(&mut other, |a| Some(*a)).probes,
+        vec![dead]
+    );
+    // ... so this one still tries it last (and does not need it).
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(2)]);
+    // That probe never reported: after one more period, the next job
+    // probes the address in its place, fails, and the mark starts again.
+    std::thread::sleep(PERIOD + std::time::Duration::from_millis(20));
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
+    assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
+    assert_eq!(take_connects(net), vec![ip(2)]);
 }

@@ -29,6 +29,7 @@ pub mod dispatch;
 pub mod dns;
 pub mod dsn;
 pub mod fuzzing;
+pub mod health;
 pub mod interfaces;
 pub mod job;
 pub mod logging;

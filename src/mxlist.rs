@@ -707,6 +707,47 @@ impl LookupTrouble {
     }
 }
 
+/// Happy Eyeballs order (RFC 8305 section 4) of an address list: within
+/// each run of consecutive items of equal MX preference, the address
+/// families alternate, starting with the family of the run's first item
+/// (so `address_preference` and `balance_inet_protocols` decide who
+/// starts), each family keeping its own order. Items never move out of
+/// their run, so no address goes ahead of a more preferred MX host.
+pub fn interleave_families<T>(
+    items: Vec<T>,
+    preference: impl Fn(&T) -> u32,
+    is_ipv6: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut run_pref = None;
+    let mut first: std::collections::VecDeque<T> = Default::default();
+    let mut other: std::collections::VecDeque<T> = Default::default();
+    let mut first_v6 = false;
+    let flush = |out: &mut Vec<T>,
+                 first: &mut std::collections::VecDeque<T>,
+                 other: &mut std::collections::VecDeque<T>| {
+        while !first.is_empty() || !other.is_empty() {
+            out.extend(first.pop_front());
+            out.extend(other.pop_front());
+        }
+    };
+    for item in items {
+        let pref = preference(&item);
+        if run_pref != Some(pref) {
+            flush(&mut out, &mut first, &mut other);
+            run_pref = Some(pref);
+            first_v6 = is_ipv6(&item);
+        }
+        if is_ipv6(&item) == first_v6 {
+            first.push_back(item);
+        } else {
+            other.push_back(item);
+        }
+    }
+    flush(&mut out, &mut first, &mut other);
+    out
+}
+
 #[cfg(test)]
 #[path = "mxlist_tests.rs"]
 mod tests;

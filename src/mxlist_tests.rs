@@ -1388,3 +1388,68 @@ fn single_candidate_lists_skip_ordering() {
         assert_eq!(addrs(&route), ["192.0.2.1"]);
     }
 }
+
+/// (preference, address) pairs for the Happy Eyeballs order tests.
+fn he(list: &[(u32, &str)]) -> Vec<(u32, IpAddr)> {
+    list.iter().map(|(p, a)| (*p, a.parse().unwrap())).collect()
+}
+
+fn interleaved(list: &[(u32, &str)]) -> Vec<(u32, IpAddr)> {
+    interleave_families(he(list), |(p, _)| *p, |(_, a)| a.is_ipv6())
+}
+
+#[test]
+fn happy_eyeballs_alternates_families_starting_with_the_first() {
+    assert_eq!(
+        interleaved(&[(10, "::1"), (10, "::2"), (10, "10.0.0.1"), (10, "10.0.0.2")]),
+        he(&[(10, "::1"), (10, "10.0.0.1"), (10, "::2"), (10, "10.0.0.2")])
+    );
+    // address_preference = ipv4 put IPv4 first: IPv4 starts.
+    assert_eq!(
+        interleaved(&[
+            (10, "10.0.0.1"),
+            (10, "10.0.0.2"),
+            (10, "10.0.0.3"),
+            (10, "::1")
+        ]),
+        he(&[
+            (10, "10.0.0.1"),
+            (10, "::1"),
+            (10, "10.0.0.2"),
+            (10, "10.0.0.3")
+        ])
+    );
+}
+
+#[test]
+fn happy_eyeballs_never_moves_an_address_ahead_of_a_better_mx() {
+    // Runs of equal preference stay in place; a backup's IPv4 address is
+    // not pulled up among the primary's IPv6 addresses.
+    assert_eq!(
+        interleaved(&[(10, "::1"), (10, "::2"), (20, "10.0.0.1"), (20, "::3")]),
+        he(&[(10, "::1"), (10, "::2"), (20, "10.0.0.1"), (20, "::3")])
+    );
+    assert_eq!(
+        interleaved(&[
+            (10, "::1"),
+            (20, "::2"),
+            (20, "::3"),
+            (20, "10.0.0.1"),
+            (10, "10.0.0.9")
+        ]),
+        he(&[
+            (10, "::1"),
+            (20, "::2"),
+            (20, "10.0.0.1"),
+            (20, "::3"),
+            (10, "10.0.0.9")
+        ])
+    );
+}
+
+#[test]
+fn happy_eyeballs_keeps_single_family_lists_as_they_are() {
+    let list = [(10, "10.0.0.3"), (10, "10.0.0.1"), (20, "10.0.0.2")];
+    assert_eq!(interleaved(&list), he(&list));
+    assert_eq!(interleaved(&[]), he(&[]));
+}

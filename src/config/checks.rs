@@ -32,6 +32,18 @@ pub(super) fn check_timeout(timeout: &Duration) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A period or delay that must be positive (no "0s").
+pub(super) fn check_period(period: &Duration) -> Result<(), Invalid> {
+    if period.is_zero() {
+        return Err(String::from("invalid value \"0s\": must be greater than zero").into());
+    }
+    Ok(())
+}
+
+pub(super) fn check_opt_period(period: &Option<Duration>) -> Result<(), Invalid> {
+    period.as_ref().map_or(Ok(()), check_period)
+}
+
 pub(super) fn check_opt_timeout(timeout: &Option<Duration>) -> Result<(), Invalid> {
     timeout.as_ref().map_or(Ok(()), check_timeout)
 }

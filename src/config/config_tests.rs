@@ -1018,3 +1018,38 @@ fn per_request_deadline_is_on_by_default_and_lmtp_inherits_it() {
         assert!(err.to_string().contains("min_data_rate"), "{err}");
     }
 }
+
+#[test]
+fn address_health_and_happy_eyeballs_are_on_by_default_and_lmtp_inherits_them() {
+    let d = Config::default().settings();
+    for p in [&d.smtp, &d.lmtp] {
+        assert_eq!(p.address_health, Some(secs(300)));
+        assert_eq!(p.happy_eyeballs, Some(Duration::from_millis(250)));
+    }
+    let c = ok("[smtp]\naddress_health = false\nhappy_eyeballs_delay = \"100ms\"\n").settings();
+    assert_eq!(c.smtp.address_health, None);
+    assert_eq!(c.lmtp.address_health, None);
+    assert_eq!(c.lmtp.happy_eyeballs, Some(Duration::from_millis(100)));
+    let c = ok("[lmtp]\nhappy_eyeballs = false\naddress_health_time = \"10s\"\n").settings();
+    assert_eq!(c.smtp.happy_eyeballs, Some(Duration::from_millis(250)));
+    assert_eq!(c.lmtp.happy_eyeballs, None);
+    assert_eq!(c.smtp.address_health, Some(secs(300)));
+    assert_eq!(c.lmtp.address_health, Some(secs(10)));
+    for (text, key) in [
+        (
+            "[smtp]\naddress_health_time = \"0s\"\n",
+            "smtp.address_health_time",
+        ),
+        (
+            "[smtp]\nhappy_eyeballs_delay = \"0s\"\n",
+            "smtp.happy_eyeballs_delay",
+        ),
+        (
+            "[lmtp]\nhappy_eyeballs_delay = \"0ms\"\n",
+            "lmtp.happy_eyeballs_delay",
+        ),
+    ] {
+        let message = err_at(text, key, 2);
+        assert!(message.contains("greater than zero"), "{message}");
+    }
+}

@@ -155,6 +155,12 @@ pub struct ProtocolSettings {
     pub bind_address6: Option<Ipv6Addr>,
     /// Defer instead of warning when binding fails.
     pub bind_address_enforce: bool,
+    /// `address_health`: how long an address that failed to connect is
+    /// tried last; `None` when off (Postfix's order).
+    pub address_health: Option<Duration>,
+    /// `happy_eyeballs`: the delay between connect attempts of a race;
+    /// `None` when off (one address at a time, as Postfix).
+    pub happy_eyeballs: Option<Duration>,
 }
 
 /// Per-protocol time limits.  `connect == Duration::ZERO` means no limit of
@@ -223,6 +229,8 @@ impl Config {
             bind_address: s.parsed_bind_address().ok().flatten(),
             bind_address6: s.parsed_bind_address6().ok().flatten(),
             bind_address_enforce: s.bind_address_enforce,
+            address_health: s.address_health.then_some(s.address_health_time),
+            happy_eyeballs: s.happy_eyeballs.then_some(s.happy_eyeballs_delay),
         };
         if !lmtp {
             return smtp;
@@ -253,6 +261,14 @@ impl Config {
                 Some(name) => name.clone(),
                 None => smtp.helo_name.clone(),
             },
+            address_health: l
+                .address_health
+                .unwrap_or(s.address_health)
+                .then(|| l.address_health_time.unwrap_or(s.address_health_time)),
+            happy_eyeballs: l
+                .happy_eyeballs
+                .unwrap_or(s.happy_eyeballs)
+                .then(|| l.happy_eyeballs_delay.unwrap_or(s.happy_eyeballs_delay)),
             ..smtp
         }
     }

@@ -222,6 +222,33 @@ config_table! {
         /// "non-ESMTP response" warning (within a bound) and the session is
         /// not cached. A reused session is read strictly either way.
         strict_reply_syntax: bool = true, mirrors "none (mailhop's own; Postfix skips such lines: false)";
+        /// Remember server addresses (IP and port) whose connect timed out,
+        /// was refused or found no route, and try them after the others
+        /// (keeping the order otherwise) for address_health_time, so that a
+        /// blackholed MX address costs one connect timeout per period
+        /// instead of one per job. Shared by all workers; a successful
+        /// connect clears the mark. Only the order changes: the server that
+        /// would have been the last one tried keeps its final-server rule.
+        /// Deliberate deviation: false gives Postfix's order exactly.
+        address_health: bool = true, mirrors "none (mailhop's own; deviation: Postfix tries addresses in MX order every time)";
+        /// How long a failed address stays at the end of later address
+        /// lists (unless it connects first). Positive.
+        #[serde(with = "duration_str")]
+        address_health_time: Duration = secs(300), mirrors "none (mailhop's own)", check = check_period;
+        /// Happy Eyeballs (RFC 8305 section 5) among the addresses of one
+        /// MX host and of hosts of equal MX preference (never ahead of a
+        /// more preferred host): address families interleaved, the next
+        /// attempt started happy_eyeballs_delay after the previous one
+        /// while that is still pending, the first connection used and the
+        /// others closed. Every attempt counts toward mx_address_limit; an
+        /// abandoned attempt is not retried. Deliberate deviation: false
+        /// connects one address at a time, as Postfix does.
+        happy_eyeballs: bool = true, mirrors "none (mailhop's own; deviation: Postfix connects one address at a time)";
+        /// With happy_eyeballs: how long a pending connect attempt runs
+        /// alone before the next address is tried too (RFC 8305's
+        /// "Connection Attempt Delay"). Positive.
+        #[serde(with = "duration_str")]
+        happy_eyeballs_delay: Duration = Duration::from_millis(250), mirrors "none (mailhop's own; RFC 8305 Connection Attempt Delay)", check = check_period;
     }
 }
 
@@ -285,6 +312,20 @@ config_table! {
         /// space. 0 means no limit; otherwise at least 40.
         #[serde(skip_serializing_if = "Option::is_none")]
         line_length_limit: Option<usize> = None, mirrors "lmtp_line_length_limit", unset = line_length_limit, check = check_opt_line_length_limit;
+        /// Try LMTP server addresses that recently failed to connect after
+        /// the others (see [smtp] address_health).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address_health: Option<bool> = None, mirrors "none (mailhop's own; deviation)", unset = address_health;
+        /// How long a failed LMTP server address is tried last.
+        #[serde(with = "opt_duration_str", skip_serializing_if = "Option::is_none")]
+        address_health_time: Option<Duration> = None, mirrors "none (mailhop's own)", unset = address_health_time, check = check_opt_period;
+        /// Happy Eyeballs among LMTP server addresses (see [smtp]
+        /// happy_eyeballs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        happy_eyeballs: Option<bool> = None, mirrors "none (mailhop's own; deviation)", unset = happy_eyeballs;
+        /// With happy_eyeballs: delay before the next LMTP connect attempt.
+        #[serde(with = "opt_duration_str", skip_serializing_if = "Option::is_none")]
+        happy_eyeballs_delay: Option<Duration> = None, mirrors "none (mailhop's own)", unset = happy_eyeballs_delay, check = check_opt_period;
     }
 }
 

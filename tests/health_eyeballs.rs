@@ -1,0 +1,286 @@
+//! End-to-end tests of the connect order deviations of issue 14: the
+//! address health memory (`[smtp] address_health`, a daemon whose workers
+//! share it, across a SIGHUP reload) and Happy Eyeballs (`[smtp]
+//! happy_eyeballs`, `mailhop send --direct` to a dual-stack MX host whose
+//! IPv6 address drops SYNs).
+//!
+//! Peers: a per-test dnsmasq for the MX and address records, smtp-sink as
+//! the live MX host, and a "blackhole" (a listening socket whose accept
+//! queue is full, so Linux drops further SYNs and connects time out; no
+//! firewall needed) as the dead one. Attempts at the dead address are
+//! counted from the daemon's log: each one that ends is a "Connection timed
+//! out" line (an attempt abandoned by a Happy Eyeballs race is an
+//! "abandoned" line).
+//!
+//! Addressing: this file owns 127.26.N.0/24 (N per test). Contract: every
+//! server is owned by a guard that stops it; every wait is bounded; without
+//! dnsmasq or smtp-sink a test prints SKIPPED and passes, except under
+//! `CI=true`, where it fails.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::dnsmasq::{Dnsmasq, Zone};
+use common::{DEFAULT_TIMEOUTS, Delivery, Listen, Sink, Workdir};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// A loopback listener that silently drops new connection attempts: its
+/// accept queue (backlog 0) is full of connections nobody accepts.
+struct Blackhole {
+    _listener: Socket,
+    _fillers: Vec<Socket>,
+}
+
+impl Blackhole {
+    /// Fills the queue until a connect times out, then proves once more
+    /// that a connect times out (is not refused).
+    fn new(addr: SocketAddr) -> Self {
+        let domain = Domain::for_address(addr);
+        let listener = Socket::new(domain, Type::STREAM, None).expect("create a socket");
+        listener.set_reuse_address(true).expect("SO_REUSEADDR");
+        listener
+            .bind(&SockAddr::from(addr))
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.listen(0).expect("listen with backlog 0");
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            let filler = Socket::new(domain, Type::STREAM, None).expect("create a socket");
+            match filler.connect_timeout(&SockAddr::from(addr), Duration::from_millis(200)) {
+                Ok(()) => fillers.push(filler),
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                        ),
+                        "{addr}: a connect failed with {e} instead of timing out"
+                    );
+                    return Self {
+                        _listener: listener,
+                        _fillers: fillers,
+                    };
+                }
+            }
+        }
+        panic!("{addr}: the accept queue never filled up");
+    }
+}
+
+/// A port that every one of `addrs` can listen on right now.
+fn shared_port(addrs: &[IpAddr]) -> u16 {
+    for _ in 0..50 {
+        let port = TcpListener::bind((addrs[0], 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind port 0");
+        if addrs.iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {addrs:?}");
+}
+
+/// The `[smtp]` timeouts of the harness with this connect timeout, as TOML
+/// lines.
+fn smtp_timeouts(connect: &str) -> String {
+    DEFAULT_TIMEOUTS
+        .iter()
+        .map(|&(k, v)| {
+            let v = if k == "connect_timeout" { connect } else { v };
+            format!("{k} = {v:?}\n")
+        })
+        .collect()
+}
+
+/// How many times `needle` occurs in the daemon's log.
+fn count(daemon: &Daemon, needle: &str) -> usize {
+    daemon.log().matches(needle).count()
+}
+
+/// Submits one job to `rcpt` via `nexthop` and returns its single
+/// recipient result and how long the answer took.
+fn deliver(daemon: &Daemon, id: &str, nexthop: &str, rcpt: &str) -> (serde_json::Value, Duration) {
+    let job = json!({
+        "id": id,
+        "nexthop": nexthop,
+        "sender": "a@x.test",
+        "recipients": [{"address": rcpt}],
+        "message": {"data": "Subject: health\n\nhi\n"},
+    });
+    let started = Instant::now();
+    let answers = daemon.submit(&[job]);
+    let elapsed = started.elapsed();
+    let [answer] = answers.as_slice() else {
+        panic!("{answers:?}");
+    };
+    (answer["recipients"][0].clone(), elapsed)
+}
+
+/// A primary MX address that drops SYNs and a live backup, delivered to by
+/// one daemon (2 workers sharing the memory): the first job pays the
+/// connect timeout (1 s); later jobs within `address_health_time` (4 s) go
+/// to the backup first, even after a SIGHUP reload, without another
+/// attempt at the dead address; once the period is over, Postfix's order
+/// is back (the dead address is tried, and times out, first again). With
+/// `address_health = false` every job pays the timeout.
+#[test]
+fn a_blackholed_mx_costs_one_connect_timeout_per_health_period() {
+    let (mx1, mx2) = (Ipv4Addr::new(127, 26, 1, 1), Ipv4Addr::new(127, 26, 1, 2));
+    let zone = Zone::new()
+        .mx("health.test", 10, "mx1.health.test")
+        .mx("health.test", 20, "mx2.health.test")
+        .a("mx1.health.test", mx1)
+        .a("mx2.health.test", mx2);
+    let Some(dns) = Dnsmasq::start(&zone) else {
+        return;
+    };
+    let port = shared_port(&[mx1.into(), mx2.into()]);
+    let _hole = Blackhole::new(SocketAddr::from((mx1, port)));
+    let Some(_sink) = Sink::start(Listen::TcpAt(SocketAddrV4::new(mx2, port)), &[]) else {
+        return;
+    };
+    let nexthop = format!("health.test:{port}");
+    let dead = format!("connect to mx1.health.test[{mx1}]:{port}: Connection timed out");
+    let live = format!("mx2.health.test[{mx2}]:{port}");
+    for health in [true, false] {
+        let work = Workdir::with_prefix("mailhop-health-");
+        let text = format!(
+            "[smtp]\n{}address_health = {health}\naddress_health_time = \"4s\"\n\
+             happy_eyeballs = false\n\n[dns]\nnameservers = [{:?}]\ntimeout = \"1s\"\n\
+             attempts = 1\n\n[daemon]\nsocket = {:?}\nworkers = 2\nqueue_capacity = 8\n",
+            smtp_timeouts("1s"),
+            dns.nameserver(),
+            work.path().join("m.sock").display().to_string()
+        );
+        let daemon = Daemon::start_text(&work, &text, Duration::from_secs(20)).owning(work);
+        let first_failure = Instant::now();
+        let (result, elapsed) = deliver(&daemon, "J1", &nexthop, "u@health.test");
+        eprintln!("address_health = {health}: job 1 took {elapsed:?}");
+        assert_eq!(result["status"], "sent", "{result}");
+        assert_eq!(result["relay"], live, "{result}");
+        assert!(
+            elapsed >= Duration::from_millis(900),
+            "the first job took {elapsed:?}: it should pay the connect timeout"
+        );
+        assert_eq!(count(&daemon, &dead), 1, "{}", daemon.log());
+
+        for n in 2..=4 {
+            if n == 4 {
+                // The memory survives a reload (the configuration is the same).
+                daemon.signal(Signal::SIGHUP);
+                daemon.wait_log("reload: configuration reloaded");
+            }
+            let (result, elapsed) = deliver(&daemon, &format!("J{n}"), &nexthop, "u@health.test");
+            eprintln!("address_health = {health}: job {n} took {elapsed:?}");
+            assert_eq!(result["status"], "sent", "{result}");
+            assert_eq!(result["relay"], live, "{result}");
+            let attempts = count(&daemon, &dead);
+            if health {
+                assert!(
+                    elapsed < Duration::from_millis(700),
+                    "job {n} took {elapsed:?} with the dead address remembered"
+                );
+                assert_eq!(attempts, 1, "job {n}: {}", daemon.log());
+            } else {
+                assert!(
+                    elapsed >= Duration::from_millis(900),
+                    "job {n}: {elapsed:?}"
+                );
+                assert_eq!(attempts, n, "job {n}: {}", daemon.log());
+            }
+        }
+        if !health {
+            continue;
+        }
+        // After the period (counted from the end of the first job's
+        // timeout): Postfix's order again.
+        let wait = Duration::from_millis(5300).saturating_sub(first_failure.elapsed());
+        thread::sleep(wait);
+        let (result, elapsed) = deliver(&daemon, "J5", &nexthop, "u@health.test");
+        eprintln!("address_health = {health}: job 5 (after the period) took {elapsed:?}");
+        assert_eq!(result["status"], "sent", "{result}");
+        assert_eq!(result["relay"], live, "{result}");
+        assert!(
+            elapsed >= Duration::from_millis(900),
+            "after the period the dead address is tried first again: {elapsed:?}"
+        );
+        assert_eq!(count(&daemon, &dead), 2, "{}", daemon.log());
+    }
+}
+
+/// A dual-stack MX host (AAAA ::1 that drops SYNs, A 127.26.2.1 live; IPv6
+/// preferred so it is tried first): with Happy Eyeballs the IPv4 attempt
+/// starts 250 ms after the pending IPv6 one and wins, far below the
+/// connect timeout (3 s), and the IPv6 attempt is logged as abandoned;
+/// without, the job waits the connect timeout, as Postfix's sequential
+/// connects do.
+#[test]
+fn happy_eyeballs_delivers_well_before_a_dead_ipv6_address_times_out() {
+    let v4 = Ipv4Addr::new(127, 26, 2, 1);
+    let v6: IpAddr = "::1".parse().expect("::1");
+    if TcpListener::bind((v6, 0)).is_err() {
+        common::skip("IPv6 loopback (::1) unavailable");
+        return;
+    }
+    let zone = Zone::new()
+        .mx("he.test", 10, "dual.he.test")
+        .host("dual.he.test", &[v6, IpAddr::V4(v4)]);
+    let Some(dns) = Dnsmasq::start(&zone) else {
+        return;
+    };
+    let port = shared_port(&[v6, v4.into()]);
+    let _hole = Blackhole::new(SocketAddr::new(v6, port));
+    let Some(_sink) = Sink::start(Listen::TcpAt(SocketAddrV4::new(v4, port)), &[]) else {
+        return;
+    };
+    let relay = format!("dual.he.test[{v4}]:{port}");
+    let timed_out = format!("connect to dual.he.test[::1]:{port}: Connection timed out");
+    let abandoned =
+        format!("connect to dual.he.test[::1]: abandoned, dual.he.test[{v4}] connected first");
+    for happy_eyeballs in [true, false] {
+        let config = format!(
+            "[smtp]\n{}happy_eyeballs = {happy_eyeballs}\naddress_health = false\n\n\
+             [dns]\nnameservers = [{:?}]\ntimeout = \"1s\"\nattempts = 1\n\
+             address_preference = \"ipv6\"\n",
+            smtp_timeouts("3s"),
+            dns.nameserver()
+        );
+        let run = Delivery::to(&format!("he.test:{port}"))
+            .raw_config(&config)
+            .rcpt("u@he.test")
+            .run();
+        let lines = run.lines();
+        eprintln!(
+            "happy_eyeballs = {happy_eyeballs}: mailhop send took {:?}",
+            run.elapsed
+        );
+        assert_eq!(run.code, 0, "{run:#?}");
+        assert_eq!(lines.len(), 1, "{run:#?}");
+        assert_eq!(
+            (lines[0].status.as_str(), lines[0].relay.as_str()),
+            ("sent", relay.as_str())
+        );
+        if happy_eyeballs {
+            assert!(
+                run.elapsed < Duration::from_millis(1500),
+                "with Happy Eyeballs the job took {:?}: {run:#?}",
+                run.elapsed
+            );
+            assert!(run.stderr.contains(&abandoned), "{run:#?}");
+            assert!(!run.stderr.contains(&timed_out), "{run:#?}");
+        } else {
+            assert!(
+                run.elapsed >= Duration::from_millis(2900),
+                "without Happy Eyeballs the job took {:?}: {run:#?}",
+                run.elapsed
+            );
+            assert!(run.stderr.contains(&timed_out), "{run:#?}");
+        }
+    }
+}
