@@ -7,8 +7,9 @@
 //! One function per input mailhop takes from outside: [`smtp_reply`] (server
 //! bytes into replies), [`job_line`] (client bytes into checked jobs),
 //! [`nexthop`] (next-hop text into destinations), [`config`] (TOML text into
-//! a configuration) and [`dns_mx`] (DNS datagrams into an MX candidate
-//! list). Each drives the same code the daemon runs on that input, down to
+//! a configuration), [`dns_mx`] (DNS datagrams into an MX candidate
+//! list) and [`throttle_verdict`] (result diagnostics, which quote server
+//! replies, into the scheduler's verdict). Each drives the same code the daemon runs on that input, down to
 //! the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
@@ -317,5 +318,56 @@ pub fn dns_mx(data: &[u8]) {
             );
             std::hint::black_box((error.makes_nexthop_final(), dsn));
         }
+    }
+}
+
+/// Recipient results → the scheduler's verdict ([`crate::shaping::verdict`]),
+/// as a finished job's answer is read: every line of the input after byte
+/// 0 is one recipient's diagnostic (server text quoted in it); the bits of
+/// byte 0 pick each recipient's status (two bits per recipient, cycling)
+/// and whether its status code is 4.7.0 or 4.4.1. Checks the verdict's
+/// promises: a throttle or a site failure only when every recipient was
+/// deferred, and the throttle's reply is text of the input.
+pub fn throttle_verdict(data: &[u8]) {
+    use crate::job::RecipientResult;
+    use crate::recipients::Status;
+    use crate::shaping::verdict::{Verdict, remote_reply, verdict};
+    let Some((&bits, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let recipients: Vec<RecipientResult> = text
+        .split('\n')
+        .take(50)
+        .enumerate()
+        .map(|(i, diagnostic)| {
+            let pick = (bits >> ((i % 4) * 2)) & 3;
+            RecipientResult {
+                address: format!("r{i}@example.test"),
+                status: match pick {
+                    0 => Status::Sent,
+                    1 => Status::Bounced,
+                    _ => Status::Deferred,
+                },
+                dsn: if pick == 2 { "4.7.0" } else { "4.4.1" }.into(),
+                relay: None,
+                diagnostic: diagnostic.to_string(),
+                tls: None,
+            }
+        })
+        .collect();
+    for recipient in &recipients {
+        std::hint::black_box(remote_reply(&recipient.diagnostic));
+    }
+    let all_deferred = recipients.iter().all(|r| r.status == Status::Deferred);
+    match verdict(&crate::config::builtin_throttle_rules(), &recipients) {
+        Verdict::Throttled { reply, .. } => {
+            assert!(all_deferred, "a throttle with a recipient not deferred");
+            assert!(text.contains(reply.as_str()), "a reply not in the input");
+        }
+        Verdict::SiteFailure { .. } => {
+            assert!(all_deferred, "a site failure with a recipient not deferred");
+        }
+        Verdict::Reached | Verdict::Nothing => {}
     }
 }

@@ -55,3 +55,8 @@ fn config_corpus_replays_without_panic() {
 fn dns_mx_corpus_replays_without_panic() {
     replay("dns_mx", fuzzing::dns_mx);
 }
+
+#[test]
+fn throttle_verdict_corpus_replays_without_panic() {
+    replay("throttle_verdict", fuzzing::throttle_verdict);
+}
