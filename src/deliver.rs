@@ -539,6 +539,8 @@ impl Deliverer {
         // Addresses whose mark ran out and that this job probes: tried in
         // their place, and never taken for failed ones here.
         let mut probes = Vec::new();
+        // A first contact this job claimed (see AddressHealth::demote_at).
+        let mut claimed = None;
         if settings.address_health.is_some() {
             let demoted = self.health.demote(&mut queue, |(c, cached)| {
                 cached.is_none().then(|| SocketAddr::new(c.addr, site.port))
@@ -551,6 +553,7 @@ impl Deliverer {
                 );
             }
             probes = demoted.probes;
+            claimed = demoted.claimed;
         }
         let mut pending: VecDeque<_> = queue.into();
         // Backup MX sessions taken from the cache for a later address of a
@@ -575,7 +578,8 @@ impl Deliverer {
                         .map(|c| self.inet_server(settings, site, c, false, sessions))
                         .collect();
                     let delay = settings.happy_eyeballs.unwrap_or_default();
-                    let (race, started_at) = self.race(settings, &servers, delay, job);
+                    let (race, started_at) =
+                        self.race(settings, &servers, delay, &mut claimed, job);
                     // Targets the race did not start are tried later.
                     for candidate in candidates.iter().skip(race.started).rev() {
                         pending.push_front((candidate, None));
@@ -602,6 +606,10 @@ impl Deliverer {
             if server.last_address || (handshake == Handshake::Done && server.session_limit_next) {
                 break;
             }
+        }
+        if let Some(addr) = claimed {
+            // Claimed and never tried (the job ended first).
+            self.health.connect_ended(addr, false);
         }
         if let Some(lookup) = lookup {
             for (candidate, cached) in pending {
@@ -695,6 +703,7 @@ impl Deliverer {
         settings: &ProtocolSettings,
         servers: &[Server],
         delay: std::time::Duration,
+        claimed: &mut Option<SocketAddr>,
         job: &mut JobState<'_>,
     ) -> (Race, std::time::Instant) {
         let options = self.connect_options(settings);
@@ -706,7 +715,36 @@ impl Deliverer {
             })
             .collect();
         let started_at = std::time::Instant::now();
+        // First contacts in progress make their addresses suspect for
+        // other jobs (see crate::health).
+        let watched: Vec<SocketAddr> = if settings.address_health.is_some() {
+            servers
+                .iter()
+                .filter_map(|server| match &server.endpoint {
+                    Endpoint::Inet(addr) => Some(*addr),
+                    Endpoint::Unix(_) => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for addr in &watched {
+            // The claimed first contact counts as in progress already.
+            if *claimed == Some(*addr) {
+                *claimed = None;
+            } else {
+                self.health.connecting(*addr);
+            }
+        }
         let race = self.connector.race(&targets, &options, delay);
+        for addr in &watched {
+            let ok = race.winner.as_ref().is_some_and(|(index, _)| {
+                servers
+                    .get(*index)
+                    .is_some_and(|s| s.endpoint == Endpoint::Inet(*addr))
+            });
+            self.health.connect_ended(*addr, ok);
+        }
         // In the order the attempts started, as sequential connects would
         // have recorded them (the last reason is the last address's).
         let mut ended: Vec<&crate::connect::Attempt> = race.attempts.iter().collect();
@@ -1293,6 +1331,7 @@ impl Deliverer {
                     settings,
                     std::slice::from_ref(server),
                     std::time::Duration::ZERO,
+                    &mut None,
                     job,
                 );
                 match race.winner {

@@ -13,7 +13,12 @@
 //! address in its place again (it probes it); for the others the mark
 //! holds until that probe ends (a failure starts a new period, a success
 //! clears the mark) or, when the prober never gets to it, for one more
-//! period: so concurrent jobs do not all retry a dead address at once. This is a deviation from Postfix's order (which retries
+//! period: so concurrent jobs do not all retry a dead address at once.
+//! The same holds at first contact: while a connect to an address that
+//! has never connected (as far as this memory knows) is in progress,
+//! other jobs try it last too, so that a burst of jobs to a blackholed
+//! address costs one connect timeout, not one per job; once an address
+//! has connected, connects in progress no longer count. This is a deviation from Postfix's order (which retries
 //! every address in DNS/MX order every time); `[smtp] address_health =
 //! false` gives Postfix's order exactly.
 //!
@@ -49,6 +54,16 @@ struct Mark {
 
 type Marks = HashMap<SocketAddr, Mark, foldhash::fast::RandomState>;
 
+/// Connects in progress to addresses that have not connected yet, and
+/// the addresses that have.
+#[derive(Debug, Default)]
+struct Contact {
+    /// Address → connects in progress to it (only unproven addresses).
+    unproven_in_flight: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
+    /// Addresses that connected at least once (bounded by [`MAX_ENTRIES`]).
+    proven: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
+}
+
 /// Recently failed server addresses, each with its mark.
 #[derive(Debug, Default)]
 pub struct AddressHealth {
@@ -56,6 +71,9 @@ pub struct AddressHealth {
     /// Entries in `failed` (read without the lock: an empty memory, the
     /// usual case, costs no lock per job).
     count: AtomicUsize,
+    contact: Mutex<Contact>,
+    /// Entries in `contact.unproven_in_flight` (read without the lock).
+    in_flight: AtomicUsize,
 }
 
 impl AddressHealth {
@@ -98,6 +116,52 @@ impl AddressHealth {
         self.count.store(map.len(), Ordering::Relaxed);
     }
 
+    fn contact(&self) -> MutexGuard<'_, Contact> {
+        self.contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connect to `addr` starts. Until [`AddressHealth::connect_ended`],
+    /// an address that has never connected counts as failed for others.
+    pub fn connecting(&self, addr: SocketAddr) {
+        let mut contact = self.contact();
+        if contact.proven.contains(&addr) {
+            return;
+        }
+        *contact.unproven_in_flight.entry(addr).or_insert(0) += 1;
+        self.in_flight
+            .store(contact.unproven_in_flight.len(), Ordering::Relaxed);
+    }
+
+    /// A connect to `addr` ended (`ok`: it connected).
+    pub fn connect_ended(&self, addr: SocketAddr, ok: bool) {
+        let mut contact = self.contact();
+        if let Some(count) = contact.unproven_in_flight.get_mut(&addr) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                contact.unproven_in_flight.remove(&addr);
+            }
+        }
+        if ok && !contact.proven.contains(&addr) {
+            if contact.proven.len() >= MAX_ENTRIES {
+                contact.proven.clear();
+            }
+            contact.proven.insert(addr);
+            // Proven: other connects in progress to it are no longer
+            // first contacts.
+            contact.unproven_in_flight.remove(&addr);
+        }
+        self.in_flight
+            .store(contact.unproven_in_flight.len(), Ordering::Relaxed);
+    }
+
+    /// A connect to an address that never connected is in progress.
+    fn suspect(&self, addr: SocketAddr) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+            && self.contact().unproven_in_flight.contains_key(&addr)
+    }
+
     /// A connect to `addr` succeeded: it is healthy again.
     pub fn succeeded(&self, addr: SocketAddr) {
         if self.count.load(Ordering::Relaxed) == 0 {
@@ -123,13 +187,23 @@ impl AddressHealth {
     /// The state of `addr` at the time `now` for this caller; see
     /// [`AddressHealth::is_failed_at`].
     pub fn state_at(&self, addr: SocketAddr, now: Instant) -> State {
+        match self.marked_state(addr, now) {
+            Some(state) => state,
+            None => self.good_or_suspect(addr),
+        }
+    }
+
+    /// The state from the failure marks alone; None: not marked.
+    fn marked_state(&self, addr: SocketAddr, now: Instant) -> Option<State> {
         if self.count.load(Ordering::Relaxed) == 0 {
-            return State::Good;
+            return None;
         }
         let mut map = self.map();
-        let Some(mark) = map.get_mut(&addr) else {
-            return State::Good;
-        };
+        let mark = map.get_mut(&addr)?;
+        Some(Self::mark_state(mark, now))
+    }
+
+    fn mark_state(mark: &mut Mark, now: Instant) -> State {
         if now < mark.until {
             return State::Failed;
         }
@@ -139,6 +213,15 @@ impl AddressHealth {
                 mark.probe_until = Some(now.checked_add(mark.period).unwrap_or(now));
                 State::Probe
             }
+        }
+    }
+
+    /// Not marked: good, unless it is a first contact in progress.
+    fn good_or_suspect(&self, addr: SocketAddr) -> State {
+        if self.suspect(addr) {
+            State::Failed
+        } else {
+            State::Good
         }
     }
 
@@ -165,7 +248,11 @@ impl AddressHealth {
         self.demote_at(items, addr, Instant::now())
     }
 
-    /// [`AddressHealth::demote`] at the time `now`.
+    /// [`AddressHealth::demote`] at the time `now`. Also claims the first
+    /// contact: when the address the caller will try first has never
+    /// connected and nobody is connecting to it, it counts as in progress
+    /// from now on (others try it last) until the caller's
+    /// [`AddressHealth::connect_ended`] for it ([`Demoted::claimed`]).
     pub fn demote_at<T>(
         &self,
         items: &mut Vec<T>,
@@ -173,19 +260,20 @@ impl AddressHealth {
         now: Instant,
     ) -> Demoted {
         let mut demoted = Demoted::default();
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return demoted;
-        }
+        // One lock over the checks and the claim: two callers cannot both
+        // take a first contact.
+        let mut contact = self.contact();
         let marks: Vec<bool> = items
             .iter()
             .map(|item| {
                 let Some(a) = addr(item) else {
                     return false;
                 };
-                match self.state_at(a, now) {
-                    State::Good => false,
-                    State::Failed => true,
-                    State::Probe => {
+                match self.marked_state(a, now) {
+                    None => contact.unproven_in_flight.contains_key(&a),
+                    Some(State::Good) => false,
+                    Some(State::Failed) => true,
+                    Some(State::Probe) => {
                         demoted.probes.push(a);
                         false
                     }
@@ -194,20 +282,28 @@ impl AddressHealth {
             .collect();
         let moved = marks.iter().filter(|&&m| m).count();
         demoted.moved = moved;
-        if moved == 0 {
-            return demoted;
-        }
-        let mut good = Vec::with_capacity(items.len());
-        let mut bad = Vec::with_capacity(moved);
-        for (item, marked) in items.drain(..).zip(marks) {
-            if marked {
-                bad.push(item);
-            } else {
-                good.push(item);
+        if moved > 0 {
+            let mut good = Vec::with_capacity(items.len());
+            let mut bad = Vec::with_capacity(moved);
+            for (item, marked) in items.drain(..).zip(marks) {
+                if marked {
+                    bad.push(item);
+                } else {
+                    good.push(item);
+                }
             }
+            good.append(&mut bad);
+            *items = good;
         }
-        good.append(&mut bad);
-        *items = good;
+        if let Some(first) = items.first().and_then(&addr)
+            && !contact.proven.contains(&first)
+            && !contact.unproven_in_flight.contains_key(&first)
+        {
+            contact.unproven_in_flight.insert(first, 1);
+            self.in_flight
+                .store(contact.unproven_in_flight.len(), Ordering::Relaxed);
+            demoted.claimed = Some(first);
+        }
         demoted
     }
 }
@@ -231,6 +327,9 @@ pub struct Demoted {
     pub moved: usize,
     /// Addresses whose mark ran out and that this caller is to probe.
     pub probes: Vec<SocketAddr>,
+    /// The first contact this caller claimed: its connect counts as in
+    /// progress until the caller's `connect_ended` for it.
+    pub claimed: Option<SocketAddr>,
 }
 
 #[cfg(test)]

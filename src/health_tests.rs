@@ -90,8 +90,12 @@ fn demote_moves_marked_addresses_last_in_stable_order() {
     health.failed_at(list[0], PERIOD, t0);
     health.failed_at(list[2], PERIOD, t0);
     let mut items = list.clone();
-    assert_eq!(health.demote_at(&mut items, |a| Some(*a), t0).moved, 2);
+    let demoted = health.demote_at(&mut items, |a| Some(*a), t0);
+    assert_eq!(demoted.moved, 2);
     assert_eq!(items, vec![list[1], list[3], list[0], list[2]]);
+    // The caller claimed its first contact, and connects.
+    assert_eq!(demoted.claimed, Some(list[1]));
+    health.connect_ended(list[1], true);
     // After the period, Postfix's order is back for the caller that
     // probes; the next caller still has them last while it does.
     let mut items = list.clone();
@@ -120,8 +124,11 @@ fn demote_with_nothing_marked_changes_nothing() {
     let health = AddressHealth::new();
     let mut items = vec![addr("10.0.0.2:25"), addr("10.0.0.1:25")];
     let before = items.clone();
-    assert_eq!(health.demote(&mut items, |a| Some(*a)), Demoted::default());
+    let demoted = health.demote(&mut items, |a| Some(*a));
+    assert_eq!((demoted.moved, demoted.probes.len()), (0, 0));
     assert_eq!(items, before);
+    // The first address, never connected, is this caller's first contact.
+    assert_eq!(demoted.claimed, Some(before[0]));
 }
 
 #[test]
@@ -149,4 +156,30 @@ fn a_period_beyond_the_clock_is_ignored() {
     let health = AddressHealth::new();
     health.failed_at(addr("10.0.0.1:25"), Duration::MAX, Instant::now());
     assert!(health.is_empty());
+}
+
+#[test]
+fn a_first_contact_in_progress_is_tried_last_by_others_until_it_connects() {
+    let health = AddressHealth::new();
+    let now = Instant::now();
+    let dead = addr("192.0.2.1:25");
+    let live = addr("192.0.2.2:25");
+    health.connecting(dead);
+    // Another job puts the address being tried for the first time last.
+    assert_eq!(health.state_at(dead, now), State::Failed);
+    let mut list = vec![dead, live];
+    let demoted = health.demote_at(&mut list, |a| Some(*a), now);
+    assert_eq!(demoted.moved, 1);
+    assert_eq!(list, vec![live, dead]);
+    // It timed out: marked as failed for the period.
+    health.connect_ended(dead, false);
+    health.failed_at(dead, PERIOD, now);
+    assert_eq!(health.state_at(dead, now), State::Failed);
+    // A live address connected once: later connects in progress do not
+    // make it suspect.
+    health.connecting(live);
+    health.connect_ended(live, true);
+    health.connecting(live);
+    assert_eq!(health.state_at(live, now), State::Good);
+    health.connect_ended(live, true);
 }

@@ -284,3 +284,58 @@ fn happy_eyeballs_delivers_well_before_a_dead_ipv6_address_times_out() {
         }
     }
 }
+
+#[test]
+fn a_burst_of_jobs_at_first_contact_tries_a_blackholed_mx_once() {
+    let (mx1, mx2) = (Ipv4Addr::new(127, 26, 3, 1), Ipv4Addr::new(127, 26, 3, 2));
+    let zone = Zone::new()
+        .mx("burst.test", 10, "mx1.burst.test")
+        .mx("burst.test", 20, "mx2.burst.test")
+        .a("mx1.burst.test", mx1)
+        .a("mx2.burst.test", mx2);
+    let Some(dns) = Dnsmasq::start(&zone) else {
+        return;
+    };
+    let port = shared_port(&[mx1.into(), mx2.into()]);
+    let _hole = Blackhole::new(SocketAddr::from((mx1, port)));
+    let Some(_sink) = Sink::start(Listen::TcpAt(SocketAddrV4::new(mx2, port)), &[]) else {
+        return;
+    };
+    let nexthop = format!("burst.test:{port}");
+    let dead = format!("connect to mx1.burst.test[{mx1}]:{port}: Connection timed out");
+    let work = Workdir::with_prefix("mailhop-health-");
+    let text = format!(
+        "[smtp]\n{}happy_eyeballs = false\n\n[dns]\nnameservers = [{:?}]\ntimeout = \"1s\"\n\
+         attempts = 1\n\n[daemon]\nsocket = {:?}\nworkers = 8\nqueue_capacity = 64\n\n\
+         [shaping]\ninitial_destination_concurrency = 8\n",
+        smtp_timeouts("2s"),
+        dns.nameserver(),
+        work.path().join("m.sock").display().to_string()
+    );
+    let daemon = Daemon::start_text(&work, &text, Duration::from_secs(30)).owning(work);
+    // Eight jobs at once, then eight more while the first connect to the
+    // dead primary is still pending: one of them pays the timeout, the
+    // others go to the backup at once.
+    let mut client = daemon.client();
+    for n in 0..16 {
+        let job = serde_json::json!({
+            "id": format!("B{n}"),
+            "nexthop": nexthop,
+            "sender": "a@x.test",
+            "recipients": [{"address": format!("u{n}@burst.test")}],
+            "message": {"data": "Subject: burst\r\n\r\nhello\r\n"},
+        });
+        client.send(&job.to_string());
+        if n == 7 {
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let answers = client.answers(16);
+    assert!(
+        answers
+            .values()
+            .all(|a| a["recipients"][0]["status"] == "sent"),
+        "{answers:?}"
+    );
+    assert_eq!(count(&daemon, &dead), 1, "{}", daemon.log());
+}
