@@ -187,7 +187,9 @@ pub fn connect_tcp(
         Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| fail(&e))?;
     bind_source(&socket, addr, options)?;
     let target = SockAddr::from(addr);
+    let started = std::time::Instant::now();
     let result = connect_blocking(&socket, &target, options.timeout);
+    crate::metrics::record_connect(started.elapsed(), result.is_ok());
     result.map_err(|e| {
         if matches!(
             e.kind(),

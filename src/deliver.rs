@@ -1170,11 +1170,13 @@ impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
         match tls::handshake(stream, self.policy, &self.peer, self.timeout) {
             Ok((tls_stream, info)) => {
                 log::info!("{}", info.established_line(self.relay));
+                crate::metrics::record_tls(Some((info.trust.word(), &info.version)));
                 self.info = Some(info);
                 Ok(Box::new(tls_stream))
             }
             Err(failure) => {
                 log::warn!("TLS handshake with {}: {failure}", self.relay);
+                crate::metrics::record_tls(None);
                 Err(TlsRefusal {
                     dsn: Dsn::new(dsn::TLS_PROBLEM, failure.dsn_text()),
                     retry_plain: self.retry_plain_allowed

@@ -9,7 +9,8 @@
 //!   behind a small trait so tests can script faults.
 //! - [`pool`], [`progress`], [`server`], [`daemon`], [`stats`]: the job
 //!   service (`mailhop daemon`): worker pool, per-job progress and outcome
-//!   lines, socket protocol, life cycle, counters.
+//!   lines, socket protocol, life cycle, counters; [`metrics`], its
+//!   Prometheus endpoint.
 //! - [`plan`] (a job's next-hop groups, keys and destinations, made once
 //!   per job), [`reuse`] (session cache
 //!   keys, lookup order, store rules), [`recipient_log`] (the one
@@ -31,6 +32,7 @@ pub mod interfaces;
 pub mod job;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod mxlist;
 pub mod nexthop;
 pub mod outcome;

@@ -329,6 +329,18 @@ impl Shared {
                 .job_done(result.recipients.iter().map(|r| &r.status)),
             Answer::Failed(_) => self.stats.job_failed(),
         }
+        if let Answer::Done(result) = &answer
+            && crate::metrics::enabled()
+        {
+            let keys = Plan::keys_of(&ticket.job, self.deliverer().settings());
+            let destination = keys.first().map_or("none", |key| key.as_str());
+            let transport = match ticket.job.transport {
+                TransportKind::Smtp => "smtp",
+                TransportKind::Lmtp => "lmtp",
+            };
+            let latency = ticket.received.elapsed();
+            crate::metrics::record_answer(destination, transport, &result.recipients, latency);
+        }
         ticket.report.report(answer);
     }
 
