@@ -15,7 +15,8 @@
 //!   per job), [`reuse`] (session cache
 //!   keys, lookup order, store rules), [`recipient_log`] (the one
 //!   per-recipient log line).
-//! - [`cli`]: the `mailhop` command.
+//! - [`cli`]: the `mailhop` command; [`status_view`], the text of
+//!   `mailhop status`.
 
 pub mod cache;
 pub mod chain;
@@ -47,6 +48,7 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod stats;
+pub mod status_view;
 pub mod text;
 pub mod tls;
 pub mod tls_policy;
