@@ -565,3 +565,74 @@ fn status_watch_on_a_terminal_clears_the_screen_before_each_view() {
     assert_eq!(text.matches("\u{1b}[H\u{1b}[2J").count(), 2, "{text:?}");
     assert_eq!(text.matches("mailhop daemon: up ").count(), 2, "{text:?}");
 }
+
+/// Every family with series, as the library renders it (per-destination
+/// gauges included, which the daemon fills from its shaper), passes
+/// promtool.
+#[test]
+fn a_scrape_with_every_family_filled_passes_promtool() {
+    use mailhop::job::RecipientResult;
+    use mailhop::metrics::{DestinationGauges, Format, Recorder, Snapshot};
+    use mailhop::recipients::Status;
+
+    let recorder = Recorder::new(2);
+    let rcpt = |status, dsn: &str| RecipientResult {
+        address: "r@y.test".into(),
+        status,
+        dsn: dsn.into(),
+        relay: None,
+        diagnostic: String::new(),
+        tls: None,
+    };
+    for (i, name) in ["a.test", "b.test", "c.test", "we\"ird\\name\n"]
+        .iter()
+        .enumerate()
+    {
+        let recipients = vec![
+            rcpt(Status::Sent, "2.0.0"),
+            rcpt(Status::Deferred, "4.7.0"),
+            rcpt(Status::Bounced, "5.1.1"),
+        ];
+        recorder.answer(
+            name,
+            if i % 2 == 0 { "smtp" } else { "lmtp" },
+            &recipients,
+            Duration::from_millis(40),
+        );
+    }
+    recorder.connect(Duration::from_millis(1), true);
+    recorder.connect(Duration::from_secs(5), false);
+    recorder.tls(Some(("verified", "TLSv1.3")));
+    recorder.tls(None);
+    let destination = |name: &str, paused: Option<f64>| DestinationGauges {
+        name: name.into(),
+        transport: "smtp".into(),
+        active: 2,
+        window: 5,
+        limit: 20,
+        waiting: 3,
+        paused_for: paused,
+        dead: paused.is_some(),
+        throttled: 4,
+    };
+    let snapshot = Snapshot {
+        workers: 4,
+        paused: 1,
+        destinations: vec![
+            destination("a.test", None),
+            destination("slow.test", Some(12.5)),
+            destination("c.test", None),
+            destination("d.test", Some(1.0)),
+        ],
+        ..Snapshot::default()
+    };
+    let text = recorder.render(Some(snapshot), Format::Prometheus);
+    assert!(
+        text.contains(
+            "mailhop_destination_paused_seconds{destination=\"slow.test\",transport=\"smtp\"} 12.5"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("destination=\"other\""), "{text}");
+    promtool_check(&text);
+}
