@@ -332,8 +332,17 @@ impl Shared {
         if let Answer::Done(result) = &answer
             && crate::metrics::enabled()
         {
-            let keys = Plan::keys_of(&ticket.job, self.deliverer().settings());
-            let destination = keys.first().map_or("none", |key| key.as_str());
+            // The plan the worker made, else (answered before delivery)
+            // the keys it would have.
+            let computed;
+            let first = match ticket.plan.get() {
+                Some(plan) => plan.keys().next(),
+                None => {
+                    computed = Plan::keys_of(&ticket.job, self.deliverer().settings());
+                    computed.first()
+                }
+            };
+            let destination = first.map_or("none", |key| key.as_str());
             let transport = match ticket.job.transport {
                 TransportKind::Smtp => "smtp",
                 TransportKind::Lmtp => "lmtp",

@@ -8,6 +8,7 @@
 //! over, nothing panics); rendering writes into a `String` and returns the
 //! text, empty only should the encoder itself fail.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -64,8 +65,8 @@ impl Format {
 struct OutcomeLabels {
     transport: &'static str,
     outcome: &'static str,
-    dsn_class: String,
-    dsn_subject: String,
+    dsn_class: &'static str,
+    dsn_subject: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -370,20 +371,37 @@ fn label_value(text: &str) -> String {
 
 /// The DSN class ("2", "4", "5") and class.subject ("4.4") of an RFC 3463
 /// code such as "4.4.1"; a code of another shape gives "other" for what
-/// cannot be read (the subject's number is at most three digits).
-pub(super) fn dsn_labels(dsn: &str) -> (String, String) {
+/// cannot be read (the subject's number is at most three digits). The
+/// common one-digit subjects are static text.
+pub(super) fn dsn_labels(dsn: &str) -> (&'static str, Cow<'static, str>) {
+    const SUBJECTS: [[&str; 10]; 3] = [
+        [
+            "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9",
+        ],
+        [
+            "4.0", "4.1", "4.2", "4.3", "4.4", "4.5", "4.6", "4.7", "4.8", "4.9",
+        ],
+        [
+            "5.0", "5.1", "5.2", "5.3", "5.4", "5.5", "5.6", "5.7", "5.8", "5.9",
+        ],
+    ];
     let mut parts = dsn.split('.');
-    let class = match parts.next() {
-        Some(c @ ("2" | "4" | "5")) => c,
-        _ => return (OTHER.into(), OTHER.into()),
+    let (class, row) = match parts.next() {
+        Some("2") => ("2", &SUBJECTS[0]),
+        Some("4") => ("4", &SUBJECTS[1]),
+        Some("5") => ("5", &SUBJECTS[2]),
+        _ => return (OTHER, Cow::Borrowed(OTHER)),
     };
     let subject = match parts.next() {
         Some(s) if (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{class}.{s}")
+            match s.parse::<usize>().ok().and_then(|n| row.get(n)) {
+                Some(text) if s.len() == 1 => Cow::Borrowed(*text),
+                _ => Cow::Owned(format!("{class}.{s}")),
+            }
         }
-        _ => OTHER.into(),
+        _ => Cow::Borrowed(OTHER),
     };
-    (class.into(), subject)
+    (class, subject)
 }
 
 /// A destination as counted: its name and transport.
@@ -395,15 +413,15 @@ pub(super) struct DestinationKey {
 
 /// Which destinations carry a label of their own: at most `limit` of
 /// them, those with the most recipients since start, counted in a table
-/// of at most `capacity` destinations (the "Space-Saving" heavy-hitter
-/// count: when the table is full, a new destination takes the place of
-/// the smallest unlabelled one and inherits its count, so a destination
-/// with much traffic always gets in). Between scrapes a free label goes
-/// to the first destination that comes; at each scrape
-/// ([`Board::rebalance`]) an outsider takes the place of the weakest
-/// labelled destination once it has a quarter more recipients (so that
-/// two neighbours do not swap on every scrape). Each exported series
-/// only ever counts up; one that loses its label disappears.
+/// of at most `capacity` destinations (lossy counting: when the table is
+/// full, the less counted half of the unlabelled destinations is
+/// forgotten in one pass, so a destination with much traffic always
+/// stays, and counting stays cheap whatever the number of destinations).
+/// Between scrapes a free label goes to the first destination that comes;
+/// at each scrape ([`Board::rebalance`]) an outsider takes the place of
+/// the weakest labelled destination once it has a quarter more recipients
+/// (so that two neighbours do not swap on every scrape). Each exported
+/// series only ever counts up; one that loses its label disappears.
 #[derive(Debug)]
 pub(super) struct Board {
     limit: usize,
@@ -427,12 +445,10 @@ impl Board {
         if let Some(tally) = self.tally.get_mut(key) {
             *tally = tally.saturating_add(n);
         } else {
-            let inherited = if self.tally.len() >= self.capacity {
-                self.evict_smallest()
-            } else {
-                0
-            };
-            self.tally.insert(key.clone(), inherited.saturating_add(n));
+            if self.tally.len() >= self.capacity {
+                self.forget_the_lesser_half();
+            }
+            self.tally.insert(key.clone(), n);
         }
         if self.labelled.contains(key) {
             return true;
@@ -444,58 +460,68 @@ impl Board {
         false
     }
 
-    /// Drops the unlabelled destination with the smallest count; its count.
-    fn evict_smallest(&mut self) -> u64 {
-        let smallest = self
+    /// Drops the unlabelled destinations counted no more than the median
+    /// of them (at least half of them).
+    fn forget_the_lesser_half(&mut self) {
+        let labelled = &self.labelled;
+        let mut counts: Vec<u64> = self
             .tally
             .iter()
-            .filter(|(key, _)| !self.labelled.contains(*key))
-            .min_by_key(|(_, tally)| **tally)
-            .map(|(key, tally)| (key.clone(), *tally));
-        match smallest {
-            Some((key, tally)) => {
-                self.tally.remove(&key);
-                tally
-            }
-            None => 0,
+            .filter(|(key, _)| !labelled.contains(*key))
+            .map(|(_, tally)| *tally)
+            .collect();
+        if counts.is_empty() {
+            return;
         }
+        let middle = counts.len() / 2;
+        let (_, median, _) = counts.select_nth_unstable(middle);
+        let median = *median;
+        self.tally
+            .retain(|key, tally| labelled.contains(key) || *tally > median);
     }
 
     /// Gives the labels to the destinations with the most recipients;
     /// returns those that lost theirs.
     pub(super) fn rebalance(&mut self) -> Vec<DestinationKey> {
+        let labelled = &self.labelled;
+        let mut outsiders: Vec<(u64, &DestinationKey)> = self
+            .tally
+            .iter()
+            .filter(|(key, _)| !labelled.contains(*key))
+            .map(|(key, tally)| (*tally, key))
+            .collect();
+        outsiders.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        outsiders.truncate(self.limit);
+        let mut insiders: Vec<(u64, &DestinationKey)> = labelled
+            .iter()
+            .map(|key| (self.tally.get(key).copied().unwrap_or(0), key))
+            .collect();
+        insiders.sort_unstable_by_key(|(tally, _)| *tally);
+        let mut free = self.limit.saturating_sub(insiders.len());
+        let mut promoted = Vec::new();
         let mut demoted = Vec::new();
-        // Each round moves one destination in: bounded by the limit.
-        for _ in 0..=self.limit {
-            let outsider = self
-                .tally
-                .iter()
-                .filter(|(key, _)| !self.labelled.contains(*key))
-                .max_by_key(|(_, tally)| **tally)
-                .map(|(key, tally)| (key.clone(), *tally));
-            let Some((outsider, strength)) = outsider else {
-                break;
-            };
-            if self.labelled.len() < self.limit {
-                self.labelled.insert(outsider);
+        let mut weakest = insiders.iter();
+        for (strength, outsider) in outsiders {
+            if free > 0 {
+                free -= 1;
+                promoted.push(outsider.clone());
                 continue;
             }
-            let weakest = self
-                .labelled
-                .iter()
-                .map(|key| (key, self.tally.get(key).copied().unwrap_or(0)))
-                .min_by_key(|(_, tally)| *tally)
-                .map(|(key, tally)| (key.clone(), tally));
-            let Some((weakest, weak)) = weakest else {
+            // Outsiders come strongest first: once one cannot take the
+            // weakest label, none after it can.
+            let Some((weak, insider)) = weakest.next() else {
                 break;
             };
             if strength <= weak.saturating_add(weak / 4).saturating_add(1) {
                 break;
             }
-            self.labelled.remove(&weakest);
-            self.labelled.insert(outsider);
-            demoted.push(weakest);
+            promoted.push(outsider.clone());
+            demoted.push((*insider).clone());
         }
+        for key in &demoted {
+            self.labelled.remove(key);
+        }
+        self.labelled.extend(promoted);
         demoted
     }
 

@@ -36,14 +36,20 @@ fn key(name: &str) -> DestinationKey {
 
 #[test]
 fn dsn_labels_are_class_and_class_subject() {
-    assert_eq!(dsn_labels("2.0.0"), ("2".into(), "2.0".into()));
-    assert_eq!(dsn_labels("4.4.1"), ("4".into(), "4.4".into()));
-    assert_eq!(dsn_labels("5.7.26"), ("5".into(), "5.7".into()));
-    assert_eq!(dsn_labels("4.123.1"), ("4".into(), "4.123".into()));
-    assert_eq!(dsn_labels("4.1234.1"), ("4".into(), OTHER.into()));
-    assert_eq!(dsn_labels("4.x.1"), ("4".into(), OTHER.into()));
-    assert_eq!(dsn_labels("3.0.0"), (OTHER.into(), OTHER.into()));
-    assert_eq!(dsn_labels(""), (OTHER.into(), OTHER.into()));
+    let labels = |dsn: &str| {
+        let (class, subject) = dsn_labels(dsn);
+        (class, subject.into_owned())
+    };
+    assert_eq!(labels("2.0.0"), ("2", "2.0".into()));
+    assert_eq!(labels("4.4.1"), ("4", "4.4".into()));
+    assert_eq!(labels("5.7.26"), ("5", "5.7".into()));
+    assert_eq!(labels("4.123.1"), ("4", "4.123".into()));
+    assert_eq!(labels("4.01.1"), ("4", "4.01".into()));
+    assert_eq!(labels("4.1234.1"), ("4", OTHER.into()));
+    assert_eq!(labels("4.x.1"), ("4", OTHER.into()));
+    assert_eq!(labels("4"), ("4", OTHER.into()));
+    assert_eq!(labels("3.0.0"), (OTHER, OTHER.into()));
+    assert_eq!(labels(""), (OTHER, OTHER.into()));
 }
 
 #[test]
@@ -277,20 +283,48 @@ fn the_board_swaps_only_for_a_clear_lead() {
 }
 
 #[test]
-fn the_board_table_is_bounded_and_a_newcomer_inherits_the_smallest_count() {
+fn the_board_table_is_bounded_and_keeps_the_heavy_destinations() {
     let mut board = Board::new(1);
     board.count(&key("big"), 1_000_000);
+    board.count(&key("steady"), 10);
     for i in 0..5000 {
         board.count(&key(&format!("d{i}")), 1);
+        if i % 10 == 0 {
+            board.count(&key("steady"), 5);
+        }
     }
     assert!(board.tally.len() <= 1024, "{}", board.tally.len());
+    assert!(
+        board.tally.contains_key(&key("steady")),
+        "a steady destination is kept"
+    );
     assert_eq!(board.labelled(), ["big"]);
     // A heavy newcomer after many small ones still wins the label.
     for _ in 0..20 {
         board.count(&key("heavy"), 100_000);
     }
-    assert!(board.rebalance().contains(&key("big")));
+    assert_eq!(board.rebalance(), [key("big")]);
     assert_eq!(board.labelled(), ["heavy"]);
+}
+
+#[test]
+fn a_rebalance_fills_free_labels_and_swaps_several_at_once() {
+    let mut board = Board::new(3);
+    for (name, n) in [("a", 10), ("b", 20), ("c", 30)] {
+        assert!(board.count(&key(name), n));
+    }
+    for (name, n) in [("x", 100), ("y", 90), ("z", 12)] {
+        assert!(!board.count(&key(name), n));
+    }
+    let mut demoted: Vec<String> = board.rebalance().into_iter().map(|k| k.name).collect();
+    demoted.sort();
+    assert_eq!(demoted, ["a", "b"]);
+    assert_eq!(board.labelled(), ["c", "x", "y"]);
+    assert!(board.rebalance().is_empty(), "stable once settled");
+    let mut wide = Board::new(5);
+    wide.count(&key("a"), 1);
+    assert!(wide.rebalance().is_empty());
+    assert_eq!(wide.labelled(), ["a"]);
 }
 
 #[test]
