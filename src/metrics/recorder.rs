@@ -490,7 +490,7 @@ impl Board {
             .filter(|(key, _)| !labelled.contains(*key))
             .map(|(key, tally)| (*tally, key))
             .collect();
-        outsiders.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        outsiders.sort_unstable_by_key(|(tally, _)| std::cmp::Reverse(*tally));
         outsiders.truncate(self.limit);
         let mut insiders: Vec<(u64, &DestinationKey)> = labelled
             .iter()
