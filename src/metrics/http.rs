@@ -7,7 +7,9 @@
 //!
 //! Bounded: a request is at most [`REQUEST_MAX`] bytes and must arrive
 //! within [`REQUEST_TIME`]; a response must be taken within
-//! [`RESPONSE_TIME`]; one connection at a time, so a client that stalls
+//! [`RESPONSE_TIME`] (after the answer to an overlong request, at most 64
+//! KiB more are read and dropped, for at most half a second, so that the
+//! close does not reset the answer away); one connection at a time, so a client that stalls
 //! delays other scrapes by at most those times and costs the daemon no
 //! thread or descriptor beyond the one connection. (tiny_http, the usual
 //! small sync server, serves each connection on a thread of its own with
@@ -240,16 +242,49 @@ impl Write for Conn {
     }
 }
 
+impl Conn {
+    fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            Conn::Unix(s) => s.set_read_timeout(Some(timeout)),
+        }
+    }
+}
+
+/// How much of an overlong request is read and dropped after the answer,
+/// and for how long: closing with unread input would reset the
+/// connection, and the client could lose the answer.
+const DRAIN_MAX: usize = 65_536;
+const DRAIN_TIME: Duration = Duration::from_millis(500);
+
 /// Reads one request from `conn` and answers it.
-fn handle(conn: &mut impl ReadWrite, scrape: &dyn Fn(Format) -> String) -> io::Result<()> {
+fn handle(conn: &mut Conn, scrape: &dyn Fn(Format) -> String) -> io::Result<()> {
     let request = read_request(conn, Instant::now() + REQUEST_TIME)?;
     let response = respond(&request, scrape);
     conn.write_all(&response)?;
-    conn.flush()
+    conn.flush()?;
+    conn.finish()?;
+    if request.len() >= REQUEST_MAX {
+        conn.set_read_timeout(DRAIN_TIME)?;
+        let deadline = Instant::now() + DRAIN_TIME;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < DRAIN_MAX && Instant::now() < deadline {
+            match conn.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    }
+    Ok(())
 }
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 /// The bytes of one request head, up to the blank line; a request that
 /// is longer than [`REQUEST_MAX`] is returned cut there (it then does not
