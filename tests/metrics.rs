@@ -4,9 +4,11 @@
 //! `/metrics` scraped over TCP and over a UNIX socket, the counters
 //! compared with the job answers, the text checked by `promtool check
 //! metrics` (Debian's prometheus package), the Grafana dashboard's
-//! queries checked against the scrape, the endpoint's refusals of bad
-//! requests, a bind failure at start, a reload that keeps the endpoint,
-//! and `mailhop status` (table, `--json`, `--watch --count`).
+//! queries checked against the scrape, TLS sessions and failed handshakes
+//! (one-connection STARTTLS servers with the test PKI), the endpoint's
+//! refusals of bad requests, a bind failure at start, a reload that keeps
+//! the endpoint, and `mailhop status` (table, `--json`, `--watch
+//! --count`).
 //!
 //! Contract: every daemon and sink is owned by a guard that stops it;
 //! every wait and read is bounded. Without smtp-sink or promtool a test
@@ -634,5 +636,141 @@ fn a_scrape_with_every_family_filled_passes_promtool() {
         "{text}"
     );
     assert!(text.contains("destination=\"other\""), "{text}");
+    promtool_check(&text);
+}
+
+/// What a one-connection scripted server does after STARTTLS.
+#[derive(Clone, Copy)]
+enum AfterStartTls {
+    /// A real TLS session with the PKI's server certificate, then a whole
+    /// mail transaction.
+    Session,
+    /// Bytes that are no TLS in answer to the ClientHello, then the
+    /// connection closed.
+    Garbage,
+}
+
+/// A loopback SMTP server for exactly one connection (every read bounded
+/// by LIMIT): STARTTLS offered, then `after`. Returns its port and the
+/// thread (joined by the caller).
+fn starttls_server(
+    pki: &common::certs::Pki,
+    after: AfterStartTls,
+) -> (u16, thread::JoinHandle<()>) {
+    use std::io::BufRead;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (cert, key) = (pki.server_pem(), pki.server_key());
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut writer = stream.try_clone().expect("clone");
+        let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        writer
+            .write_all(b"220 scripted.test ESMTP\r\n")
+            .expect("greet");
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line.starts_with("EHLO") {
+                writer
+                    .write_all(b"250-scripted.test\r\n250 STARTTLS\r\n")
+                    .expect("ehlo");
+            } else if line.starts_with("STARTTLS") {
+                writer
+                    .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                    .expect("220");
+                break;
+            } else {
+                return;
+            }
+        }
+        if let AfterStartTls::Garbage = after {
+            // After the ClientHello (sooner would be response injection).
+            let mut hello = [0u8; 512];
+            let _ = reader.get_mut().read(&mut hello);
+            let _ = writer.write_all(b"this is not TLS\r\n\r\n");
+            return;
+        }
+        use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+        let mut acceptor =
+            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("acceptor");
+        acceptor
+            .set_certificate_chain_file(&cert)
+            .expect("certificate");
+        acceptor
+            .set_private_key_file(&key, SslFiletype::PEM)
+            .expect("key");
+        let Ok(tls) = acceptor.build().accept(stream) else {
+            return;
+        };
+        let mut tls = std::io::BufReader::new(tls);
+        let mut in_data = false;
+        loop {
+            line.clear();
+            if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let reply: &[u8] = if in_data {
+                if line != ".\r\n" {
+                    continue;
+                }
+                in_data = false;
+                b"250 2.0.0 queued\r\n"
+            } else if line.starts_with("EHLO") {
+                b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if line.starts_with("QUIT") {
+                let _ = tls.get_mut().write_all(b"221 2.0.0 bye\r\n");
+                return;
+            } else {
+                b"250 2.0.0 ok\r\n"
+            };
+            if tls.get_mut().write_all(reply).is_err() {
+                return;
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn tls_sessions_and_failed_handshakes_are_counted_by_level() {
+    let pki = common::certs::Pki::generate();
+    let work = Workdir::new();
+    let port = free_port();
+    let daemon = start_daemon(&work, &format!("127.0.0.1:{port}"));
+    daemon.wait_log("metrics: serving");
+
+    let (good, served) = starttls_server(&pki, AfterStartTls::Session);
+    let answers = submit(&daemon, &[job("tls1", &format!("[127.0.0.1]:{good}"), 1)]);
+    served.join().expect("the TLS server");
+    let rcpt = &answers[0]["recipients"][0];
+    assert_eq!(rcpt["status"], "sent", "{rcpt}");
+    let trust = rcpt["tls"]["trust"].as_str().expect("a TLS summary");
+    let version = rcpt["tls"]["version"].as_str().expect("a TLS version");
+
+    let (bad, served) = starttls_server(&pki, AfterStartTls::Garbage);
+    let answers = submit(&daemon, &[job("tls2", &format!("[127.0.0.1]:{bad}"), 1)]);
+    served.join().expect("the garbage server");
+    assert_eq!(
+        answers[0]["recipients"][0]["status"], "deferred",
+        "{answers:?}"
+    );
+
+    let text = scrape_tcp(port);
+    assert_eq!(
+        value(
+            &text,
+            &format!("mailhop_tls_sessions_total{{level=\"{trust}\",version=\"{version}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(value(&text, "mailhop_tls_handshake_failures_total"), 1.0);
     promtool_check(&text);
 }
