@@ -576,6 +576,7 @@ fn metrics_snapshot(report: StatusReport) -> metrics::Snapshot {
                 paused_for: d.paused_for,
                 dead: d.dead,
                 throttled: d.throttled,
+                last_throttle: d.last_throttle,
             })
             .collect(),
     }

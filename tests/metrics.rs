@@ -616,6 +616,7 @@ fn a_scrape_with_every_family_filled_passes_promtool() {
         paused_for: paused,
         dead: paused.is_some(),
         throttled: 4,
+        last_throttle: paused.map(|_| "421 4.7.0 [TS04] deferred".to_string()),
     };
     let snapshot = Snapshot {
         workers: 4,
@@ -636,6 +637,10 @@ fn a_scrape_with_every_family_filled_passes_promtool() {
         "{text}"
     );
     assert!(text.contains("destination=\"other\""), "{text}");
+    assert!(
+        text.contains("mailhop_destination_pause_info{destination=\"slow.test\",transport=\"smtp\",reply=\"421 4.7.0\"} 1"),
+        "{text}"
+    );
     promtool_check(&text);
 }
 

@@ -339,10 +339,12 @@ fn the_snapshot_gives_gauges_and_top_destinations_with_the_rest_as_other() {
         paused_for: None,
         dead: false,
         throttled: 1,
+        last_throttle: None,
     };
     let mut paused = destination("slow.test", "smtp", 0, 7);
     paused.paused_for = Some(12.5);
     paused.dead = true;
+    paused.last_throttle = Some("421-4.7.0 [TS04] Messages from 192.0.2.1 deferred".into());
     let snapshot = Snapshot {
         accepted: 9,
         answered: 7,
@@ -440,4 +442,22 @@ fn openmetrics_output_ends_with_eof() {
         text.contains("# TYPE mailhop_recipients counter\n"),
         "{text}"
     );
+}
+
+#[test]
+fn a_throttling_reply_becomes_a_bounded_label() {
+    use super::super::snapshot::reply_label;
+    assert_eq!(reply_label(None), "none");
+    assert_eq!(reply_label(Some("421 4.7.0 Try again later")), "421 4.7.0");
+    assert_eq!(reply_label(Some("421-4.7.28 rate limited")), "421 4.7.28");
+    assert_eq!(
+        reply_label(Some("host mx[192.0.2.1] said: 451 4.7.1 slow down")),
+        "451 4.7.1"
+    );
+    assert_eq!(reply_label(Some("421 Too many connections")), "421");
+    assert_eq!(
+        reply_label(Some("connection refused by 1234 servers")),
+        "other"
+    );
+    assert_eq!(reply_label(Some("")), "other");
 }

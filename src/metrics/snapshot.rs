@@ -61,6 +61,8 @@ pub struct DestinationGauges {
     pub dead: bool,
     /// Throttling replies seen.
     pub throttled: u64,
+    /// The reply that paused it last.
+    pub last_throttle: Option<String>,
 }
 
 /// Encodes a [`Snapshot`] into a scrape.
@@ -85,6 +87,41 @@ type Plain = (&'static str, &'static str, bool, u64);
 
 /// One per-destination series: its labels and value.
 type Row = ([(&'static str, String); 2], f64);
+
+/// A per-destination series with one more label.
+type Row3 = ([(&'static str, String); 3], f64);
+
+/// The bounded label of a throttling reply: its reply code and enhanced
+/// status code ("421 4.7.0", "421"), found as the first three-digit word
+/// starting with 2, 4 or 5 (and the x.y.z word after it); "other" when
+/// there is none, "none" without a reply.
+pub(super) fn reply_label(reply: Option<&str>) -> String {
+    let Some(reply) = reply else {
+        return "none".into();
+    };
+    let mut words = reply.split(|c: char| c.is_ascii_whitespace() || c == '-');
+    let is_code = |w: &str| {
+        w.len() == 3
+            && w.bytes().all(|b| b.is_ascii_digit())
+            && matches!(w.as_bytes().first(), Some(b'2' | b'4' | b'5'))
+    };
+    let is_enhanced = |w: &str| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    while let Some(word) = words.next() {
+        if is_code(word) {
+            return match words.next() {
+                Some(next) if is_enhanced(next) => format!("{word} {next}"),
+                _ => word.to_string(),
+            };
+        }
+    }
+    super::recorder::OTHER.to_string()
+}
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
     let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
@@ -265,6 +302,31 @@ impl Collector for SnapshotCollector {
                 &tables.throttled,
             ),
         ];
+        let pauses: Vec<Row3> = s
+            .destinations
+            .iter()
+            .take(self.label_limit)
+            .filter(|d| d.paused_for.is_some() || d.dead)
+            .map(|d| {
+                (
+                    [
+                        ("destination", d.name.clone()),
+                        ("transport", d.transport.clone()),
+                        ("reply", reply_label(d.last_throttle.as_deref())),
+                    ],
+                    1.0,
+                )
+            })
+            .collect();
+        let mut metric_encoder = encoder.encode_descriptor(
+            "destination_pause_info",
+            "1 for each named destination paused now, with the reply code and enhanced status code that paused it last (\"421 4.7.0\"; \"none\" for a dead destination without one)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, value) in &pauses {
+            ConstGauge::new(*value).encode(metric_encoder.encode_family(labels)?)?;
+        }
         for (name, help, rows) in gauges {
             let kind = if name == "destination_throttling_replies" {
                 MetricType::Counter
