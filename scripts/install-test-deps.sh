@@ -17,6 +17,8 @@
 #                 supplementary groups)
 #   groff-base    groff and man, to check that the manual pages in docs/man
 #   man-db        render without warnings (tests/man_pages.rs)
+#   prometheus    promtool, to check the metrics endpoint's output
+#                 (tests/metrics.rs; the Prometheus server is not started)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -59,6 +61,7 @@ REQUIREMENTS=(
     "python3|/usr/bin/python3|python3, a second job client for the hostile-client tests"
     "groff-base|groff|groff, to check that the manual pages render without warnings"
     "man-db|man|man, to read the manual pages in docs/man (man -l)"
+    "prometheus|promtool|promtool, to check the output of the metrics endpoint"
 )
 
 missing=()
@@ -96,8 +99,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 
     installing_postfix=0
+    installing_prometheus=0
     for pkg in "${missing[@]}"; do
         [ "$pkg" = postfix ] && installing_postfix=1
+        [ "$pkg" = prometheus ] && installing_prometheus=1
     done
     if [ "$installing_postfix" = 1 ]; then
         # No main.cf, no mail system configuration: we only want the tools.
@@ -119,6 +124,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
             as_root "$postfix_bin" stop 2>/dev/null || true
             say "made sure the Postfix master daemon is not running"
         fi
+    fi
+
+    if [ "$installing_prometheus" = 1 ] && command -v systemctl >/dev/null 2>&1; then
+        # Only promtool is wanted; the package may have started the server.
+        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        say "made sure the Prometheus server is not running"
     fi
 
     for pkg in "${missing[@]}"; do

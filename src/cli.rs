@@ -1,6 +1,7 @@
 //! The `mailhop` command line: `send` (deliver one message, directly or
 //! through the daemon), `daemon` (run the job service), `status` (the
-//! daemon's counters) and `config` (print the defaults, check a file).
+//! daemon's counters and destinations, once or redrawn every second) and
+//! `config` (print the defaults, check a file).
 //! Parses arguments, builds a delivery request, prints Postfix-style lines
 //! or JSON, and maps results to sysexits codes: 0 all sent, 75 some
 //! deferred (or the daemon unreachable for `send`), 69 some bounced (or the
@@ -8,7 +9,7 @@
 //! daemon, 66 message unreadable, 77 permission denied by the daemon, 78
 //! configuration error.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +21,8 @@ use crate::dispatch;
 use crate::job::{Job, JobError, JobErrorKind, JobRecipient, MessageRef, TransportKind};
 use crate::pool::Answer;
 use crate::server::{self, ClientError};
+use crate::stats::StatusReport;
+use crate::status_view;
 use crate::transport::strerror;
 
 pub const EX_OK: i32 = 0;
@@ -49,7 +52,7 @@ enum Command {
     Send(SendArgs),
     /// Run the job service on a UNIX socket (always in the foreground).
     Daemon(DaemonArgs),
-    /// Print the running daemon's counters as JSON.
+    /// Print the running daemon's counters and destinations.
     Status(StatusArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
@@ -77,6 +80,16 @@ struct StatusArgs {
     /// The daemon's socket; default: [daemon] socket.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Print the daemon's status line as it answers it (JSON).
+    #[arg(long)]
+    json: bool,
+    /// Redraw every second until interrupted (the screen is cleared
+    /// first when standard output is a terminal).
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: stop after this many redraws.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -187,24 +200,56 @@ fn status(args: StatusArgs) -> i32 {
         Ok(socket) => socket,
         Err(code) => return code,
     };
-    match server::status(&socket) {
-        Ok(Ok(line)) => {
-            if writeln!(io::stdout().lock(), "{line}").is_err() {
-                return EX_SOFTWARE;
-            }
-            EX_OK
+    let terminal = io::stdout().is_terminal();
+    let mut drawn: u64 = 0;
+    loop {
+        let text = match status_text(&socket, args.json) {
+            Ok(text) => text,
+            Err(code) => return code,
+        };
+        let mut out = io::stdout().lock();
+        let written = if args.watch && terminal {
+            // Home, clear the screen, then the new view.
+            write!(out, "\x1b[H\x1b[2J{text}")
+        } else if args.watch && drawn > 0 && !args.json {
+            write!(out, "\n{text}")
+        } else {
+            write!(out, "{text}")
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            return EX_SOFTWARE;
         }
+        drawn += 1;
+        if !args.watch || args.count.is_some_and(|count| drawn >= count) {
+            return EX_OK;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// One status view: the daemon's JSON line (`json`), else the text of
+/// [`status_view::render`]; the exit code when the daemon cannot answer.
+fn status_text(socket: &Path, json: bool) -> Result<String, i32> {
+    match server::status(socket) {
+        Ok(Ok(line)) if json => Ok(format!("{line}\n")),
+        Ok(Ok(line)) => match serde_json::from_str::<StatusReport>(&line) {
+            Ok(report) => Ok(status_view::render(&report)),
+            Err(e) => {
+                eprintln!("mailhop: unreadable status answer: {e}");
+                Err(EX_SOFTWARE)
+            }
+        },
         Ok(Err(refused)) => {
             eprintln!("mailhop: {}", refused.error);
-            error_code(&refused)
+            Err(error_code(&refused))
         }
         Err(ClientError::Unavailable(e)) => {
             eprintln!("mailhop: {e}");
-            EX_UNAVAILABLE
+            Err(EX_UNAVAILABLE)
         }
         Err(ClientError::Protocol(e)) => {
             eprintln!("mailhop: {e}");
-            EX_SOFTWARE
+            Err(EX_SOFTWARE)
         }
     }
 }

@@ -2,12 +2,13 @@
 //! life cycle: signal flags (registered before any thread starts), the
 //! listening socket (systemd socket activation or a bound path with its
 //! mode and owner), dropping root privileges, the worker pool, the accept
-//! loop, configuration reload on SIGHUP, the drain on SIGTERM/SIGINT and
-//! sd_notify(3) state changes.
+//! loop, configuration reload on SIGHUP, the drain on SIGTERM/SIGINT,
+//! sd_notify(3) state changes and the metrics endpoint (`[metrics]`).
 //!
 //! Error contract: a startup problem is one `mailhop: ...` line on stderr
 //! and a sysexits code (78 configuration, 67 unknown user, 71 socket,
-//! signal, thread or privilege failure). Once running, nothing a client or
+//! signal, thread or privilege failure; also a metrics endpoint that
+//! cannot listen). Once running, nothing a client or
 //! a reload does stops the daemon: a bad configuration on SIGHUP is
 //! refused with a log line and the old one kept. The first SIGTERM/SIGINT
 //! drains and exits 0; a second one exits at once with status 1.
@@ -37,10 +38,11 @@ use crate::config::{Config, DaemonConfig, format_duration};
 use crate::deliver::{Deliverer, system_stub_resolver};
 use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::health::AddressHealth;
+use crate::metrics;
 use crate::pool::{Pool, PoolSize, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN};
 use crate::server::{self, ConnSettings, Context, lookup_group};
 use crate::shaping::MxSites;
-use crate::stats::Stats;
+use crate::stats::{Stats, StatusReport};
 
 pub const EX_NOUSER: i32 = 67;
 pub const EX_OSERR: i32 = 71;
@@ -203,6 +205,14 @@ pub fn run(options: &Options) -> i32 {
     } else {
         geteuid().as_raw()
     };
+    // As the daemon's user: its socket file is the user's, removable at exit.
+    let metrics_endpoint = match metrics::bind(&config.metrics.listen_addr()) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            listening.remove_file();
+            return fatal(EX_OSERR, e);
+        }
+    };
     let dns: Arc<dyn DnsLookup> = match system_stub_resolver(&config) {
         Ok(stub) => Arc::new(stub),
         Err(e) => {
@@ -239,6 +249,24 @@ pub fn run(options: &Options) -> i32 {
         quotas: Arc::default(),
     });
     start_cache_expiry(&ctx);
+    let metrics_file = match metrics_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let described = endpoint.describe().to_string();
+            let bound = endpoint.bound_file();
+            let recorder = metrics::install(config.metrics.destination_label_limit);
+            let status_ctx = Arc::clone(&ctx);
+            let snapshot: metrics::SnapshotFn =
+                Arc::new(move || metrics_snapshot(server::status_report(&status_ctx.submitter)));
+            if let Err(e) = endpoint.serve(recorder, Some(snapshot)) {
+                listening.remove_file();
+                bound.inspect(metrics::BoundFile::remove);
+                return fatal(EX_OSERR, format!("cannot start the metrics endpoint: {e}"));
+            }
+            log::info!("metrics: serving {described}");
+            bound
+        }
+    };
     let mut daemon = Daemon {
         config_path: options.config.clone(),
         config,
@@ -251,6 +279,7 @@ pub fn run(options: &Options) -> i32 {
         settings,
         daemon_uid,
         listening,
+        metrics_file,
         accepted: 0,
         spare_fd: spare_descriptor(),
     };
@@ -287,6 +316,8 @@ struct Daemon {
     settings: Arc<ConnSettings>,
     daemon_uid: u32,
     listening: Listening,
+    /// The metrics endpoint's socket file (`[metrics] listen = "unix:..."`).
+    metrics_file: Option<metrics::BoundFile>,
     accepted: u64,
     /// See [`spare_descriptor`].
     spare_fd: Option<fs::File>,
@@ -422,6 +453,10 @@ impl Daemon {
         new.daemon.queue_capacity = old.queue_capacity;
         new.daemon.worker_stack_size = old.worker_stack_size;
         new.daemon.batch_scheduling = old.batch_scheduling;
+        if new.metrics != self.config.metrics {
+            log::warn!("reload: [metrics] takes effect at restart; keeping the running endpoint");
+            new.metrics = self.config.metrics.clone();
+        }
         let (od, nd) = (&self.config.dns, &new.dns);
         if od.nameservers != nd.nameservers
             || od.timeout != nd.timeout
@@ -474,10 +509,12 @@ impl Daemon {
             pool,
             ctx,
             listening,
+            metrics_file,
             ..
         } = self;
         let described = listening.describe();
         listening.remove_file();
+        metrics_file.inspect(metrics::BoundFile::remove);
         drop(listening);
         let timeout = config.daemon.shutdown_timeout;
         let mut queued = pool.begin_shutdown();
@@ -521,6 +558,43 @@ impl Daemon {
         pool.deliverer().cache().inspect(|c| c.close_all());
         log::info!("stopped");
         0
+    }
+}
+
+/// The status report as the metrics endpoint reads it at each scrape.
+fn metrics_snapshot(report: StatusReport) -> metrics::Snapshot {
+    metrics::Snapshot {
+        accepted: report.accepted,
+        answered: report.done.jobs,
+        errors: report.errors,
+        in_flight: report.in_flight,
+        workers: report.workers.total,
+        busy_workers: report.workers.busy,
+        queue_depth: report.queue.depth,
+        queue_capacity: report.queue.capacity,
+        uptime_seconds: report.uptime,
+        cache_hits: report.cache.hits,
+        cache_misses: report.cache.misses,
+        cache_stored: report.cache.stored,
+        cache_idle: report.cache.idle,
+        cache_chained: report.cache.chained,
+        paused: report.paused,
+        destinations: report
+            .destinations
+            .into_iter()
+            .map(|d| metrics::DestinationGauges {
+                name: d.name,
+                transport: d.transport,
+                active: d.active,
+                window: d.window,
+                limit: d.limit,
+                waiting: d.waiting,
+                paused_for: d.paused_for,
+                dead: d.dead,
+                throttled: d.throttled,
+                last_throttle: d.last_throttle,
+            })
+            .collect(),
     }
 }
 

@@ -754,8 +754,9 @@ impl Deliverer {
                 continue;
             };
             let ok = attempt.result.is_ok();
-            // METRICS HOOK: the one place where a connect attempt ends
-            // (sequential or raced): crate::metrics::record_connect(elapsed, ok).
+            // The one place where a connect attempt ends (sequential or
+            // raced).
+            crate::metrics::record_connect(attempt.elapsed, ok);
             connect_ended(&server.display, attempt.elapsed, ok);
             let addr = match &server.endpoint {
                 Endpoint::Inet(addr) => Some(*addr),
@@ -1479,11 +1480,13 @@ impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
         match tls::handshake(stream, self.policy, &self.peer, self.timeout) {
             Ok((tls_stream, info)) => {
                 log::info!("{}", info.established_line(self.relay));
+                crate::metrics::record_tls(Some((info.trust.word(), &info.version)));
                 self.info = Some(info);
                 Ok(Box::new(tls_stream))
             }
             Err(failure) => {
                 log::warn!("TLS handshake with {}: {failure}", self.relay);
+                crate::metrics::record_tls(None);
                 Err(TlsRefusal {
                     dsn: Dsn::new(dsn::TLS_PROBLEM, failure.dsn_text()),
                     retry_plain: self.retry_plain_allowed

@@ -9,14 +9,16 @@
 //!   behind a small trait so tests can script faults.
 //! - [`pool`], [`progress`], [`server`], [`daemon`], [`stats`]: the job
 //!   service (`mailhop daemon`): worker pool, per-job progress and outcome
-//!   lines, socket protocol, life cycle, counters.
+//!   lines, socket protocol, life cycle, counters; [`metrics`], its
+//!   Prometheus endpoint.
 //! - [`plan`] (a job's next-hop groups, keys and destinations, made once
 //!   per job), [`reuse`] (session cache
 //!   keys, lookup order, store rules), [`recipient_log`] (the one
 //!   per-recipient log line).
 //! - [`shaping`]: per-destination admission control in the daemon
 //!   (concurrency feedback, rates, throttling pauses, dead destinations).
-//! - [`cli`]: the `mailhop` command.
+//! - [`cli`]: the `mailhop` command; [`status_view`], the text of
+//!   `mailhop status`.
 
 pub mod cache;
 pub mod chain;
@@ -34,6 +36,7 @@ pub mod interfaces;
 pub mod job;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod mxlist;
 pub mod nexthop;
 pub mod outcome;
@@ -49,6 +52,7 @@ pub mod session;
 pub mod shaping;
 pub mod smtp;
 pub mod stats;
+pub mod status_view;
 pub mod text;
 pub mod tls;
 pub mod tls_policy;

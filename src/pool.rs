@@ -341,6 +341,29 @@ impl Shared {
                 .job_done(result.recipients.iter().map(|r| &r.status)),
             Answer::Failed(_) => self.stats.job_failed(),
         }
+        if let Answer::Done(result) = &answer
+            && crate::metrics::enabled()
+        {
+            // The scheduler's destination (an MX site with
+            // group_by_mx_site), else the plan the worker made, else
+            // (answered before delivery) the keys it would have.
+            let computed;
+            let first = match (ticket.shaping.get(), ticket.plan.get()) {
+                (Some(key), _) => Some(key.name.as_str()),
+                (None, Some(plan)) => plan.keys().next().map(|key| key.as_str()),
+                (None, None) => {
+                    computed = Plan::keys_of(&ticket.job, self.deliverer().settings());
+                    computed.first().map(|key| key.as_str())
+                }
+            };
+            let destination = first.unwrap_or("none");
+            let transport = match ticket.job.transport {
+                TransportKind::Smtp => "smtp",
+                TransportKind::Lmtp => "lmtp",
+            };
+            let latency = ticket.received.elapsed();
+            crate::metrics::record_answer(destination, transport, &result.recipients, latency);
+        }
         ticket.report.report(answer);
     }
 

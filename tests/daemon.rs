@@ -470,7 +470,8 @@ fn refused_uid() {
     let settings = Settings::new(&socket).daemon("socket_mode", "\"0666\"");
     let mut daemon = Daemon::start(&work, &settings);
     let sock = socket.display().to_string();
-    let (code, _, stderr) = run_mailhop(&["status", "--socket", &sock], None, Some(nobody));
+    let (code, _, stderr) =
+        run_mailhop(&["status", "--json", "--socket", &sock], None, Some(nobody));
     assert!(
         stderr.contains(&format!(
             "permission denied: uid {nobody} is not allowed to submit jobs"
@@ -479,7 +480,7 @@ fn refused_uid() {
     );
     assert_eq!(code, 77, "{stderr}");
     daemon.wait_log(&format!("refused connection from uid {nobody}"));
-    let (code, stdout, stderr) = run_mailhop(&["status", "--socket", &sock], None, None);
+    let (code, stdout, stderr) = run_mailhop(&["status", "--json", "--socket", &sock], None, None);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"accepted\""), "{stdout}");
     daemon.signal(Signal::SIGTERM);
@@ -493,7 +494,8 @@ fn refused_uid() {
         .daemon("allowed_groups", &format!("[\"{nobody}\"]"));
     let _daemon = Daemon::start(&work, &settings);
     let sock = socket.display().to_string();
-    let (code, stdout, stderr) = run_mailhop(&["status", "--socket", &sock], None, Some(nobody));
+    let (code, stdout, stderr) =
+        run_mailhop(&["status", "--json", "--socket", &sock], None, Some(nobody));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"accepted\""), "{stdout}");
 }
@@ -684,7 +686,8 @@ fn status_counters() {
     let answers = c.answers(6);
     assert_eq!(answers.len(), 6);
     let config = daemon.config.display().to_string();
-    let (code, stdout, stderr) = run_mailhop(&["status", "--config", &config], None, None);
+    let (code, stdout, stderr) =
+        run_mailhop(&["status", "--json", "--config", &config], None, None);
     assert_eq!(code, 0, "{stderr}");
     let status: Value = serde_json::from_str(&stdout).expect("status JSON");
     assert_eq!(status["command"], "status");

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Config;
 use super::tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
-    ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
+    MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -39,7 +39,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 8] {
+fn documented_tables() -> [TableDefaults; 9] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -76,6 +76,12 @@ fn documented_tables() -> [TableDefaults; 8] {
             ShapingConfig::TABLE,
             ShapingConfig::DOC,
             ShapingConfig::KEYS,
+            false,
+        ),
+        table::<MetricsConfig>(
+            MetricsConfig::TABLE,
+            MetricsConfig::DOC,
+            MetricsConfig::KEYS,
             false,
         ),
     ]

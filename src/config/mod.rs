@@ -1,5 +1,5 @@
 //! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
-//! `[daemon]`, `[cache]`, `[log]` and `[shaping]` tables of the TOML configuration file,
+//! `[daemon]`, `[cache]`, `[log]`, `[shaping]` and `[metrics]` tables of the TOML configuration file,
 //! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
@@ -51,12 +51,14 @@
 //! - `document`: the documents written from the key table: the defaults
 //!   (`conf/mailhop.toml`) and the man page (`docs/man/mailhop.toml.5`);
 //! - `settings`: the typed settings built from the tables;
-//! - `shaping`: the grammar and typed form of the `[shaping]` values.
+//! - `shaping`: the grammar and typed form of the `[shaping]` values;
+//! - `metrics`: the grammar and typed form of the `[metrics]` values.
 
 mod checks;
 mod document;
 mod duration;
 mod error;
+mod metrics;
 mod settings;
 mod shaping;
 mod tables;
@@ -69,6 +71,7 @@ use toml::de::DeTable;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use metrics::{MAX_DESTINATION_LABELS, MetricsListen, parse_metrics_listen};
 pub use settings::{
     AddressPreference, DnsSupport, InetProtocols, LogFormat, ProtocolSettings, Settings, Timeouts,
 };
@@ -78,7 +81,7 @@ pub use shaping::{
 };
 pub use tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
-    ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
+    MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
 };
 pub use tls::{
     Digest, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
@@ -107,6 +110,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[shaping]`: per-destination admission control.
     pub shaping: ShapingConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -154,6 +159,7 @@ impl Config {
         self.cache.check_keys()?;
         self.log.check_keys()?;
         self.shaping.check_keys()?;
+        self.metrics.check_keys()?;
         Ok(())
     }
 }

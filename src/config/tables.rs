@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::*;
 use super::duration::{duration_str, opt_duration_str};
 use super::error::Problem;
+use super::metrics::{check_label_limit, check_metrics_listen};
 use super::shaping::{
     check_destination_shapes, check_feedback, check_initial_concurrency, check_rate,
     check_throttle_rules,
@@ -681,6 +682,29 @@ config_table! {
         /// subdomains, "[10.0.0.1]:2525") and any of concurrency_limit,
         /// initial_concurrency, rate, rate_delay.
         destination: Vec<DestinationShapeEntry> = Vec::new(), mirrors "transport-specific <transport>_destination_concurrency_limit and _rate_delay", check = check_destination_shapes;
+    }
+}
+
+config_table! {
+    /// `[metrics]`: the Prometheus endpoint of the daemon (docs/metrics.md):
+    /// counters of recipients by outcome, DSN class and destination,
+    /// histograms of job latency and connect time, the connection cache,
+    /// TLS sessions, the queue, the workers and the destinations' shaping
+    /// state, served at /metrics over HTTP. Read at start only: a reload
+    /// (SIGHUP) keeps the running endpoint.
+    "metrics" => pub struct MetricsConfig {
+        /// Where the endpoint listens: "" (off), an address and port
+        /// ("127.0.0.1:9325", "[::1]:9325") or a UNIX socket
+        /// ("unix:/run/mailhop/metrics.sock", mode 0660). Bound after the
+        /// daemon switched to [daemon] user, so a port below 1024 is
+        /// refused; a bind failure stops the daemon at start. The endpoint
+        /// has no authentication: keep it on loopback or behind a firewall.
+        listen: String = String::new(), mirrors "none (mailhop's own; Postfix has no metrics endpoint)", check = check_metrics_listen;
+        /// How many destinations get time series of their own (label
+        /// destination): those with the most recipients since start; the
+        /// others are summed under destination="other". 0: every
+        /// destination is "other". At most 1000.
+        destination_label_limit: usize = 20, mirrors "none (mailhop's own)", check = check_label_limit;
     }
 }
 
