@@ -114,9 +114,9 @@ for rep in range(reps):
         c1 = fast.counters()
         rate, last = fast_rate(r, n)
         g = r["groups"].get("fast", {})
-        out = {"fast_per_s": rate, "fast_last_s": last, "fast_jobs": g.get("jobs"),
-               "fast_sent": g.get("sent"), "seconds": r["seconds"],
-               "slow_answered": r["groups"].get("slow", {}).get("jobs"),
+        out = {"fast_per_s": rate, "fast_last_s": last, "fast_jobs": g.get("jobs", 0),
+               "fast_sent": g.get("sent", 0), "seconds": r["seconds"],
+               "slow_answered": r["groups"].get("slow", {}).get("jobs", 0),
                "slow_accepted": slow_accepted() - a0, "fast_sessions": c1[0] - c0[0],
                "cpu_us_per_msg": (r.get("daemon") or {}).get("cpu_us_per_job"),
                "status": status}
