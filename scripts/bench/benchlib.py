@@ -628,6 +628,7 @@ class SynCounter:
         self.ok = False
         if os.geteuid() != 0 or not self.ipt:
             return
+        self._remove_stale()
         if self._ipt("-N", self.chain).returncode != 0:
             return
         bench.stoppers.append(self.remove)
@@ -663,11 +664,24 @@ class SynCounter:
                 out[addr][1] += int(f[0])
         return {a: tuple(v) for a, v in out.items()}
 
-    def remove(self):
+    def remove(self, chain=None):
+        chain = chain or self.chain
         if self.ipt and os.geteuid() == 0:
-            self._ipt("-D", "INPUT", "-j", self.chain)
-            self._ipt("-F", self.chain)
-            self._ipt("-X", self.chain)
+            self._ipt("-D", "INPUT", "-j", chain)
+            self._ipt("-F", chain)
+            self._ipt("-X", chain)
+
+    def _remove_stale(self):
+        """Chains left by a scenario that was killed (SIGKILL skips the
+        cleanup): MHBENCH<pid> whose process is gone."""
+        r = self._ipt("-S")
+        for line in r.stdout.decode("utf-8", "replace").splitlines():
+            f = line.split()
+            if len(f) == 2 and f[0] == "-N" and f[1].startswith("MHBENCH"):
+                pid = f[1][len("MHBENCH"):]
+                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    say(f"removing the stale iptables chain {f[1]}")
+                    self.remove(f[1])
 
 
 def listen_drops():
