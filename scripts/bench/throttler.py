@@ -89,6 +89,10 @@ class State:
 def session(st, conn, addr):
     try:
         conn.settimeout(120)
+        # Each reply is its own write: without TCP_NODELAY, a reply that
+        # follows another one to the same pipelined group waits for the
+        # client's delayed ACK (40 ms): 110 msg/s over 5 sessions.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rf = conn.makefile("rb")
 
         def reply(data):
