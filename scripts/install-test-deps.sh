@@ -5,6 +5,8 @@
 #   dnsmasq-base  a local DNS server for the DNS/MX tests
 #   time          /usr/bin/time, for peak RSS in the benchmarks
 #   iproute2      ss(8), to find free ports
+#   iptables      benchmark scenario 11 counts the connection attempts to its
+#                 blackholed addresses with DROP rules' packet counters
 #   libssl-dev    OpenSSL headers and pkg-config: mailhop's TLS links the
 #   pkg-config    system OpenSSL (openssl crate)
 #   systemd       systemd-analyze, systemd-sysusers and systemd-tmpfiles, to
@@ -53,6 +55,7 @@ REQUIREMENTS=(
     "dnsmasq-base|dnsmasq|dnsmasq, local DNS server for the DNS tests"
     "time|/usr/bin/time|/usr/bin/time, peak RSS measurement"
     "iproute2|ip ss|ip and ss"
+    "iptables|iptables|iptables, to count SYNs to blackholed addresses (bench scenario 11)"
     "libssl-dev|/usr/include/openssl/ssl.h|OpenSSL headers, to build the openssl crate"
     "pkg-config|pkg-config|pkg-config, to find OpenSSL when building"
     "systemd|systemd-analyze systemd-sysusers systemd-tmpfiles|systemd-analyze and friends, to verify the systemd units"

@@ -558,6 +558,143 @@ postlog   unix-dgram n - n - 1 postlogd
                 "inject_seconds": inj[1], "system_cpu_s": round(sys1 - sys0, 3)}
 
 
+# ---------------------------------------------------------------- config keys
+
+_DEFAULTS = {}
+
+
+def config_defaults(binary=None):
+    """{"table.key": raw TOML value text} of the binary's embedded defaults
+    ("mailhop config defaults"): which keys this tree knows. The scenarios
+    run against any tree, so a key another part of the code base adds (the
+    [shaping] table, [smtp] address_health, happy_eyeballs) is only written
+    into a configuration when the binary knows it (unknown keys are errors)."""
+    binary = binary or mailhop_binary()
+    if binary in _DEFAULTS:
+        return _DEFAULTS[binary]
+    out = {}
+    try:
+        p = subprocess.run([binary, "config", "defaults"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, timeout=30, check=False)
+        table = ""
+        for line in p.stdout.decode("utf-8", "replace").splitlines():
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                table = line.strip("[]")
+            elif line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                out[f"{table}.{key.strip()}"] = value.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    _DEFAULTS[binary] = out
+    return out
+
+
+def has_key(name):
+    """True when the measured binary knows the configuration key "table.key"."""
+    return name in config_defaults()
+
+
+def shaping_unlimited(workers):
+    """The [shaping] table a scenario that measures raw throughput to one
+    destination needs: no per-destination concurrency limit
+    (destination_concurrency_limit = 0) and a first window as large as the
+    worker pool, so the shaping code still runs (admission, feedback) but
+    never holds a job back. Empty for a tree without [shaping]."""
+    if not has_key("shaping.destination_concurrency_limit"):
+        return ""
+    return (f"\n[shaping]\ndestination_concurrency_limit = 0\n"
+            f"initial_destination_concurrency = {workers}\n")
+
+
+# ---------------------------------------------------------------- SYN counts
+
+class SynCounter:
+    """Counts connection attempts to dead addresses with iptables: a chain
+    in INPUT with, per address, a rule that matches (and DROPs) the first
+    SYN of each connection (hashlimit: one packet per source port,
+    destination and port; an entry is forgotten after 5 s idle, so a port
+    used again later counts again) and a rule that DROPs its retransmitted
+    SYNs. The first rule's packet counter is the number of connection
+    attempts, both rules' counters the SYNs. Only root, only when iptables
+    works (the rules are removed when the scenario ends)."""
+
+    def __init__(self, bench, addrs, port):
+        self.addrs = list(addrs)
+        self.port = port
+        self.chain = f"MHBENCH{os.getpid()}"
+        self.ipt = shutil.which("iptables") or (
+            "/usr/sbin/iptables" if os.access("/usr/sbin/iptables", os.X_OK) else None)
+        self.ok = False
+        if os.geteuid() != 0 or not self.ipt:
+            return
+        self._remove_stale()
+        if self._ipt("-N", self.chain).returncode != 0:
+            return
+        bench.stoppers.append(self.remove)
+        for k, a in enumerate(self.addrs):
+            base = ["-A", self.chain, "-p", "tcp", "--syn", "-d", a, "--dport", str(port)]
+            r1 = self._ipt(*base, "-m", "hashlimit", "--hashlimit-upto", "1/hour",
+                           "--hashlimit-burst", "1", "--hashlimit-mode",
+                           "srcip,srcport,dstip,dstport", "--hashlimit-htable-expire", "5000",
+                           "--hashlimit-name", f"mhb{os.getpid() % 100000}x{k}", "-j", "DROP")
+            r2 = self._ipt(*base, "-j", "DROP")
+            if r1.returncode != 0 or r2.returncode != 0:
+                say(f"iptables rules failed: {r1.stdout.decode()[-200:]} "
+                    f"{r2.stdout.decode()[-200:]}")
+                return
+        self.ok = self._ipt("-I", "INPUT", "-j", self.chain).returncode == 0
+
+    def _ipt(self, *args):
+        return subprocess.run([self.ipt, "-w", "5"] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=30, check=False)
+
+    def counts(self):
+        """{addr: (attempts, syns)} so far."""
+        out = {a: [0, 0] for a in self.addrs}
+        r = self._ipt("-L", self.chain, "-v", "-n", "-x")
+        for line in r.stdout.decode("utf-8", "replace").splitlines():
+            f = line.split()
+            if len(f) < 9 or not f[0].isdigit():
+                continue
+            addr = f[8]
+            if addr in out:
+                if "limit:" in line:
+                    out[addr][0] += int(f[0])
+                out[addr][1] += int(f[0])
+        return {a: tuple(v) for a, v in out.items()}
+
+    def remove(self, chain=None):
+        chain = chain or self.chain
+        if self.ipt and os.geteuid() == 0:
+            self._ipt("-D", "INPUT", "-j", chain)
+            self._ipt("-F", chain)
+            self._ipt("-X", chain)
+
+    def _remove_stale(self):
+        """Chains left by a scenario that was killed (SIGKILL skips the
+        cleanup): MHBENCH<pid> whose process is gone."""
+        r = self._ipt("-S")
+        for line in r.stdout.decode("utf-8", "replace").splitlines():
+            f = line.split()
+            if len(f) == 2 and f[0] == "-N" and f[1].startswith("MHBENCH"):
+                pid = f[1][len("MHBENCH"):]
+                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    say(f"removing the stale iptables chain {f[1]}")
+                    self.remove(f[1])
+
+
+def listen_drops():
+    """TcpExt ListenDrops (SYNs dropped at a full listen queue, machine-wide):
+    the fallback SYN count when iptables is not there."""
+    try:
+        with open("/proc/net/netstat") as f:
+            rows = [line.split() for line in f if line.startswith("TcpExt:")]
+        return int(rows[1][rows[0].index("ListenDrops")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------- output
 
 def write_result(scenario, data):

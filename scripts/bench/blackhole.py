@@ -4,7 +4,7 @@ listening socket with backlog 0 whose accept queue is filled by our own
 connections and never accepted. Linux then drops further SYNs, so a client's
 connect() hangs until its own timeout, as with a dead host.
 
-Usage: blackhole.py --port PORT [--lifetime SECS] ADDR...
+Usage: blackhole.py --port PORT [--lifetime SECS] ADDR... (IPv4 or IPv6)
 Prints "ready" once every address drops SYNs (checked), then sleeps until
 SIGTERM/SIGINT or --lifetime (default 1800 s). Loopback addresses only."""
 import argparse
@@ -23,16 +23,18 @@ def main():
     a = p.parse_args()
     keep = []
     for addr in a.addrs:
-        if not ipaddress.ip_address(addr).is_loopback:
+        ip = ipaddress.ip_address(addr)
+        if not ip.is_loopback:
             sys.exit(f"blackhole.py: {addr} is not a loopback address")
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        ls = socket.socket(family, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((addr, a.port))
         ls.listen(0)
         keep.append(ls)
         # Fill the accept queue (backlog 0 holds one; make sure with a few).
         for _ in range(8):
-            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c = socket.socket(family, socket.SOCK_STREAM)
             c.settimeout(0.3)
             try:
                 c.connect((addr, a.port))
@@ -41,7 +43,7 @@ def main():
                 c.close()
                 break
         # Check: a further connect must not complete.
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c = socket.socket(family, socket.SOCK_STREAM)
         c.settimeout(0.5)
         try:
             c.connect((addr, a.port))

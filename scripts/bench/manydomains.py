@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 
-from benchlib import Bench, find_prog, free_port, say, wait_listen
+from benchlib import Bench, find_prog, free_port, say, shaping_unlimited, wait_listen
 
 SINKS = 10
 
@@ -113,7 +113,7 @@ inet_protocols = "ipv4"
 [daemon]
 workers = {workers}
 queue_capacity = {max(1000, self.domains)}
-""" + extra
+""" + extra + shaping_unlimited(workers)
 
     def sessions(self):
         return sum(s.counters()[0] for s in self.sinks)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import OUT_DIR, ROOT, Bench, find_prog, free_port, say
+from benchlib import OUT_DIR, ROOT, Bench, find_prog, free_port, say, shaping_unlimited
 
 # (category, regex over the joined call chain), first match wins.
 CATEGORIES = [
@@ -116,6 +116,7 @@ def main():
         else:
             config = "[daemon]\nworkers = 20\n[cache]\non_demand = false\n"
         extra = []
+    config += shaping_unlimited(20)
     data = b.path("perf.data")
     stat_out = b.path("perf-stat.txt")
     submit_args = ["throughput", "--jobs", args.jobs, "--conns", 20, "--message", msg,

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 from benchlib import (Bench, PostfixDrain, env_int, free_port, median, order, rnd, say,
-                      system_busy_jiffies, target, write_result)
+                      shaping_unlimited, system_busy_jiffies, target, write_result)
 
 
 def mailhop_run(b, sink, msg, n, conns, config, cache_hints=False):
@@ -167,6 +167,9 @@ workers = {sessions}
 on_demand = false
 destinations = []
 """
+    # One destination, as many deliveries at once as workers (shaping code
+    # running, no limit held).
+    config += shaping_unlimited(sessions)
     pf = None
     if reuse and pf_n > 0:
         pf = PostfixDrain(b, port, concurrency=sessions)

@@ -6,11 +6,13 @@
 # not enforced: the exit status is 0 unless the harness itself broke.
 #
 # Environment:
-#   SCENARIOS  which to run, in order (default "1 2 lat 7 6 3 8 4 5");
-#              names: 1 relay+reuse, 2 relay no reuse, lat latency,
+#   SCENARIOS  which to run, in order (default "1 2 lat 7 6 3 8 4 5 9 10
+#              11 12"); names: 1 relay+reuse, 2 relay no reuse, lat latency,
 #              3 many domains, 4 dead primaries, 5 large message,
 #              6 slow sessions, 7 LMTP over a UNIX socket,
-#              8 DNS burst (cold vs warm DNS cache, 500 workers)
+#              8 DNS burst (cold vs warm DNS cache, 500 workers),
+#              9 throttling receiver, 10 head of line, 11 dead primaries
+#              with address health memory, 12 Happy Eyeballs
 #   REPS       repetitions per scenario (default: 5 for scenarios 1 and
 #              2, whose targets sit closest to their lines and whose runs
 #              are short; 3 for the others)
@@ -28,7 +30,7 @@ OUT=target/bench
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
-SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5"}
+SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12"}
 # Empty: each scenario's own default.
 export REPS=${REPS:-}
 export PYTHONDONTWRITEBYTECODE=1
@@ -81,6 +83,10 @@ script_for() {
         6) echo s6-slow-sessions.py ;;
         7) echo s7-lmtp-unix.py ;;
         8) echo s8-dns-burst.py ;;
+        9 | throttle) echo s9-throttling.py ;;
+        10 | hol) echo s10-head-of-line.py ;;
+        11 | health) echo s11-health-memory.py ;;
+        12 | he) echo s12-happy-eyeballs.py ;;
         *) return 1 ;;
     esac
 }

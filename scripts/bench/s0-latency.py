@@ -9,7 +9,8 @@ Environment: LAT_N (2000; QUICK 500), REPS, QUICK."""
 import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
-from benchlib import Bench, env_int, free_port, median, order, rnd, say, target, write_result
+from benchlib import (Bench, env_int, free_port, median, order, rnd, say, shaping_unlimited,
+                      target, write_result)
 
 n = env_int("LAT_N", 2000, quick=500)
 reps = env_int("REPS", 3)
@@ -21,7 +22,7 @@ config = """[daemon]
 workers = 20
 [cache]
 destinations = ["127.0.0.1"]
-"""
+""" + shaping_unlimited(20)
 mh, src = [], []
 for rep in range(reps):
     for who in order(rep):

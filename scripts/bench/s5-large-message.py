@@ -13,8 +13,8 @@ import json
 import os
 import subprocess
 
-from benchlib import (HERE, OUT_DIR, Bench, env_int, free_port, median, order, rnd, say, target,
-                      write_result)
+from benchlib import (HERE, OUT_DIR, Bench, env_int, free_port, median, order, rnd, say,
+                      shaping_unlimited, target, write_result)
 
 size_mb = env_int("BENCH_SIZE_MB", 200, quick=50)
 reps = env_int("REPS", 3)
@@ -64,7 +64,7 @@ for rep in range(reps):
             direct.append({"mb_per_s": None, "rss_kb": None, "sent": False})
         say(f"s5 rep {rep + 1}/{reps}: mailhop send --direct: {direct[-1]['mb_per_s']} MB/s, "
             f"RSS {direct[-1]['rss_kb']} kB")
-        d = b.daemon("[daemon]\nworkers = 4\n")
+        d = b.daemon("[daemon]\nworkers = 4\n" + shaping_unlimited(4))
         r = b.submit(["throughput", "--socket", d.sock, "--jobs", 1, "--conns", 1,
                       "--message", msg, "--nexthop", f"[127.0.0.1]:{port}", "--pid", d.pid,
                       "--sample-interval", 0.02])

@@ -14,7 +14,8 @@ import sys
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import os
 
-from benchlib import Bench, env_int, free_port, median, order, rnd, say, target, write_result
+from benchlib import (Bench, env_int, free_port, median, order, rnd, say, shaping_unlimited,
+                      target, write_result)
 
 n = env_int("SLOW_N", 1000, quick=500)
 delay = env_int("SLOW_DELAY", 2)
@@ -30,7 +31,7 @@ workers = {n}
 queue_capacity = {n}
 """ + (f"worker_stack_size = {stack}\n" if stack else "") + """[cache]
 on_demand = false
-"""
+""" + shaping_unlimited(n)
 src, mh = [], []
 for rep in range(reps):
     for who in order(rep):

@@ -10,7 +10,8 @@ import sys
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import os
 
-from benchlib import Bench, env_int, median, order, rnd, say, target, write_result
+from benchlib import (Bench, env_int, median, order, rnd, say, shaping_unlimited, target,
+                      write_result)
 
 n = env_int("LMTP_N", 20000, quick=5000)
 rcpts = env_int("LMTP_RCPTS", 5)
@@ -27,7 +28,7 @@ config = f"""[daemon]
 workers = {sessions}
 [cache]
 destinations = ["unix:{sock}"]
-"""
+""" + shaping_unlimited(sessions)
 src, mh = [], []
 for rep in range(reps):
     for who in order(rep):

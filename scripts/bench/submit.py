@@ -173,14 +173,15 @@ class Monitor:
 # ---------------------------------------------------------------- jobs
 
 def load_destinations(path):
-    """Lines "domain [group]" ('#' comments allowed)."""
+    """Lines "domain [group [nexthop]]" ('#' comments allowed)."""
     dests = []
     with open(path) as f:
         for line in f:
             line = line.split("#", 1)[0].split()
             if not line:
                 continue
-            dests.append((line[0], line[1] if len(line) > 1 else "all"))
+            dests.append((line[0], line[1] if len(line) > 1 else "all",
+                          line[2] if len(line) > 2 else None))
     if not dests:
         sys.exit(f"submit.py: {path}: no destinations")
     return dests
@@ -200,8 +201,10 @@ def make_jobs(args):
     jobs = []
     prefix = args.id_prefix
     for i in range(args.jobs):
+        nexthop = args.nexthop
         if dests:
-            domain, group = dests[i % len(dests)]
+            domain, group, nh = dests[i % len(dests)]
+            nexthop = nh or nexthop
         else:
             domain, group = args.rcpt_domain, "all"
         nrcpt = args.recipients
@@ -216,8 +219,8 @@ def make_jobs(args):
         }
         if args.transport != "smtp":
             job["transport"] = args.transport
-        if args.nexthop:
-            job["nexthop"] = args.nexthop
+        if nexthop:
+            job["nexthop"] = nexthop
         if hints:
             job["cache"] = hints
         line = (json.dumps(job, separators=(",", ":")) + "\n").encode()
@@ -396,7 +399,12 @@ def run_pipelined(args, jobs, monitor):
     # No pauses once this few results are outstanding (about the last
     # pause's worth at the relay scenarios' rates).
     tail = max(5 * c, 100)
+    # --until-group: stop once every job of that group has its result (the
+    # lines are then parsed as they come, only for their ids).
+    until = {j[0] for j in jobs if j[3] == args.until_group} if args.until_group else None
     while open_conns:
+        if until is not None and not until:
+            break
         now = time.monotonic()
         if now > deadline:
             timed_out = True
@@ -424,6 +432,14 @@ def run_pipelined(args, jobs, monitor):
                     continue
                 cn["chunks"].append((time.monotonic() - t0, data))
                 cn["got"] += data.count(b"\n")
+                if until is not None:
+                    cn["tail"] += data
+                    *done, cn["tail"] = cn["tail"].split(b"\n")
+                    for ln in done:
+                        try:
+                            until.discard(json.loads(ln).get("id"))
+                        except (ValueError, AttributeError):
+                            pass
                 if cn["got"] >= cn["want"]:
                     sel.unregister(s)
                     open_conns -= 1
@@ -433,7 +449,7 @@ def run_pipelined(args, jobs, monitor):
         # the daemon and the sink). The last results are taken as they come,
         # so the pause does not lengthen the timed run.
         outstanding = sum(cn["want"] - cn["got"] for cn in conns)
-        if open_conns and args.batch_ms > 0 and outstanding > tail:
+        if open_conns and args.batch_ms > 0 and outstanding > tail and until is None:
             time.sleep(args.batch_ms / 1000.0)
     elapsed = time.monotonic() - t0
     c1 = os.times()
@@ -570,7 +586,8 @@ def main():
     p.add_argument("--nexthop", help="job nexthop (default: recipient domain)")
     p.add_argument("--transport", default="smtp", choices=["smtp", "lmtp"])
     p.add_argument("--domains-file",
-                   help='recipient domains, one "domain [group]" a line, used round-robin')
+                   help='recipient domains, one "domain [group [nexthop]]" a line, '
+                        'used round-robin')
     p.add_argument("--rcpt-domain", default="sink.test")
     p.add_argument("--sender", default="bench@source.test")
     p.add_argument("--cache-hints", action="store_true",
@@ -586,6 +603,9 @@ def main():
     p.add_argument("--id-prefix", default="B")
     p.add_argument("--status", action="store_true", help="add the daemon's status afterwards")
     p.add_argument("--dump-times", help='write "id group seconds" per job (result arrival)')
+    p.add_argument("--until-group",
+                   help="throughput mode: stop once every job of this group (domains file) "
+                        "is answered; the other jobs' results are not waited for")
     args = p.parse_args()
 
     if args.mode == "status":
