@@ -10,7 +10,7 @@ destination only; "shared", HOL_N jobs to each, submitted interleaved
 (slow, fast, slow, ...) on HOL_CONNS client connections (3: an odd
 number, so every connection carries both destinations); "split", the
 same jobs with each destination on its own 2 client connections (the
-slow submitter starts first), which tells blocking per destination from
+slow submitter starts 0.5 s first), which tells blocking per destination from
 blocking per client connection. A mixed run stops once every fast job is
 answered (or after HOL_TIMEOUT seconds); the slow jobs left are then
 answered by the daemon's shutdown ([daemon] shutdown_timeout = 2s).
@@ -25,6 +25,7 @@ sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import json
 import os
 import subprocess
+import time
 
 from benchlib import (HERE, Bench, env_int, free_port, has_key, median, rnd, say, target,
                       wait_path, write_result)
@@ -104,6 +105,7 @@ for rep in range(reps):
                  files["slow"], "--timeout", str(limit_s), "--id-prefix", f"s{rep}-"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             b.procs.append(slow_sub)
+            time.sleep(0.5)  # its jobs are in before the fast ones start
             r = submit(d, n, files["alone"], f"p{rep}-", conns_=2)
         else:
             r = submit(d, 2 * n, files["mixed"], f"m{rep}-", until="fast")
