@@ -1048,7 +1048,7 @@ fn injected_fault(ticket: &Ticket) {
 fn injected_fault(_: &Ticket) {}
 
 fn worker(shared: &Arc<Shared>) {
-    let (rx, requeue) = (&shared.rx, &shared.requeue);
+    let rx = &shared.rx;
     let mut guard = WorkerGuard {
         shared,
         held: Vec::new(),
@@ -1112,24 +1112,7 @@ fn worker(shared: &Arc<Shared>) {
         if deliverer.config().cache.chain_jobs
             && ticket.job.transport == TransportKind::Smtp
             && ticket.plan(&deliverer).explicit_key().is_some_and(may_keep)
-            && let Some(follower) = match (ticket.shaping.get(), shared.shaper.get()) {
-                (Some(key), Some(shaper)) => shaper.take_follower(key).and_then(|follower| {
-                    // Jobs of one destination share the shaping key; the
-                    // follower must also share the session's route.
-                    if crate::plan::same_route(ticket.plan(&deliverer), follower.plan(&deliverer)) {
-                        Some(follower)
-                    } else {
-                        shaper.untake(key, follower);
-                        None
-                    }
-                }),
-                _ if shared.stats.busy_workers()
-                    >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX) =>
-                {
-                    take_follower(rx, requeue, &ticket, &deliverer)
-                }
-                _ => None,
-            }
+            && let Some(follower) = next_follower(shared, &ticket, &deliverer)
         {
             shared.room.give_back(capacity);
             let follower_plan = follower.plan(&deliverer);
@@ -1172,6 +1155,31 @@ fn worker(shared: &Arc<Shared>) {
             );
         }
     }
+}
+
+/// A job to follow `current` on its session: shaped, the next one waiting
+/// in its destination's queue (for the same route; another goes back);
+/// else, with every worker busy, the next one in the channel (see
+/// [`take_follower`]).
+fn next_follower(
+    shared: &Shared,
+    current: &Arc<Ticket>,
+    deliverer: &Deliverer,
+) -> Option<Arc<Ticket>> {
+    if let (Some(key), Some(shaper)) = (current.shaping.get(), shared.shaper.get())
+        && let Some(follower) = shaper.take_follower(key)
+    {
+        if crate::plan::same_route(current.plan(deliverer), follower.plan(deliverer)) {
+            return Some(follower);
+        }
+        shaper.untake(key, follower);
+        return None;
+    }
+    // Admitted (or unshaped) jobs wait in the channel.
+    if shared.stats.busy_workers() >= u64::try_from(shared.size.workers).unwrap_or(u64::MAX) {
+        return take_follower(&shared.rx, &shared.requeue, current, deliverer);
+    }
+    None
 }
 
 /// The next job in the queue, if one waits and goes the same way as
