@@ -603,6 +603,9 @@ def shaping_unlimited(workers):
     never holds a job back. Empty for a tree without [shaping]."""
     if not has_key("shaping.destination_concurrency_limit"):
         return ""
+    if os.environ.get("SHAPING") == "off":
+        # A/B runs: the same load without admission control.
+        return "\n[shaping]\nenabled = false\n"
     return (f"\n[shaping]\ndestination_concurrency_limit = 0\n"
             f"initial_destination_concurrency = {workers}\n")
 
