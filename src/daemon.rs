@@ -241,7 +241,11 @@ pub fn run(options: &Options) -> i32 {
             return fatal(EX_OSERR, format!("cannot start the workers: {e}"));
         }
     };
-    let settings = Arc::new(ConnSettings::from_config(&config.daemon, daemon_uid));
+    let settings = Arc::new(ConnSettings::from_config(
+        &config.daemon,
+        config.shaping.enabled,
+        daemon_uid,
+    ));
     let ctx = Arc::new(Context {
         submitter: pool.submitter(),
         live: Arc::new(AtomicUsize::new(0)),
@@ -492,7 +496,11 @@ impl Daemon {
             .with_sites(Arc::clone(&self.sites))
             .with_health(Arc::clone(&self.health));
         self.pool.set_deliverer(deliverer);
-        self.settings = Arc::new(ConnSettings::from_config(&new.daemon, self.daemon_uid));
+        self.settings = Arc::new(ConnSettings::from_config(
+            &new.daemon,
+            new.shaping.enabled,
+            self.daemon_uid,
+        ));
         // Open connections check their next lines against the new policy.
         self.ctx.set_access(self.settings.access.clone());
         self.config = new;

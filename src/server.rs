@@ -390,12 +390,24 @@ impl Drop for Charged {
 }
 
 impl ConnSettings {
-    pub fn from_config(daemon: &DaemonConfig, daemon_uid: u32) -> Self {
+    /// `shaped`: `[shaping] enabled`. Unshaped, a connection may have as
+    /// many answers pending as the queue and the workers hold. Shaped, the
+    /// jobs of a destination beyond its waiting limit are set aside
+    /// outside the queue, so that a client's jobs for other destinations
+    /// are read and flow behind them: then only the byte bounds
+    /// (`max_queued_bytes*`, `max_unread_answer_bytes`) limit what a
+    /// connection holds.
+    pub fn from_config(daemon: &DaemonConfig, shaped: bool, daemon_uid: u32) -> Self {
+        let window = if shaped {
+            usize::MAX
+        } else {
+            daemon.queue_capacity.saturating_add(daemon.workers).max(1)
+        };
         Self {
             access: AccessPolicy::from_config(daemon, daemon_uid),
             max_line_length: daemon.max_line_length,
             idle_timeout: daemon.client_idle_timeout,
-            window: daemon.queue_capacity.saturating_add(daemon.workers).max(1),
+            window,
             limits: Limits::from_config(daemon),
         }
     }

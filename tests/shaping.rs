@@ -351,7 +351,7 @@ fn a_rate_spaces_the_deliveries() {
 #[test]
 fn a_full_destination_queue_holds_up_nothing_else_even_on_the_same_connection() {
     let slow = Throttler::start(Script {
-        delay: Duration::from_millis(500),
+        delay: Duration::from_millis(300),
         ..Script::default()
     });
     let fast = Throttler::start(Script::default());
@@ -360,10 +360,10 @@ fn a_full_destination_queue_holds_up_nothing_else_even_on_the_same_connection() 
         4,
         "[shaping]\ninitial_destination_concurrency = 1\ndestination_concurrency_limit = 1\ndestination_waiting_limit = 2\n",
     );
-    // One client sends 8 slow jobs (1 running, 2 waiting, 5 set aside:
-    // more than the whole queue holds), then 5 fast ones.
+    // One client sends 16 slow jobs (1 running, 2 waiting, 13 set aside:
+    // more than the whole queue and the workers hold, 12), then 5 fast ones.
     let mut client = daemon.client();
-    for job in jobs("s", &slow.nexthop(), 8) {
+    for job in jobs("s", &slow.nexthop(), 16) {
         client.send(&job.to_string());
     }
     let started = Instant::now();
@@ -396,7 +396,7 @@ fn a_full_destination_queue_holds_up_nothing_else_even_on_the_same_connection() 
         "{report}"
     );
     assert!(dest["waiting"].as_u64().unwrap_or(0) >= 5, "{report}");
-    let slow_answers = client.answers(8);
+    let slow_answers = client.answers(16);
     assert!(slow_answers.values().all(|a| status(a) == "sent"));
     assert!(slow.max_open() <= 1);
 }
