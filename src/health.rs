@@ -58,8 +58,9 @@ type Marks = HashMap<SocketAddr, Mark, foldhash::fast::RandomState>;
 /// the addresses that have.
 #[derive(Debug, Default)]
 struct Contact {
-    /// Address → connects in progress to it (only unproven addresses).
-    unproven_in_flight: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
+    /// Address → connects in progress to it and when the first of them
+    /// started (only unproven addresses).
+    unproven_in_flight: HashMap<SocketAddr, (u32, Instant), foldhash::fast::RandomState>,
     /// Addresses that connected at least once (bounded by [`MAX_ENTRIES`]).
     proven: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
 }
@@ -129,7 +130,11 @@ impl AddressHealth {
         if contact.proven.contains(&addr) {
             return;
         }
-        *contact.unproven_in_flight.entry(addr).or_insert(0) += 1;
+        contact
+            .unproven_in_flight
+            .entry(addr)
+            .or_insert((0, Instant::now()))
+            .0 += 1;
         self.in_flight
             .store(contact.unproven_in_flight.len(), Ordering::Relaxed);
     }
@@ -137,7 +142,7 @@ impl AddressHealth {
     /// A connect to `addr` ended (`ok`: it connected).
     pub fn connect_ended(&self, addr: SocketAddr, ok: bool) {
         let mut contact = self.contact();
-        if let Some(count) = contact.unproven_in_flight.get_mut(&addr) {
+        if let Some((count, _)) = contact.unproven_in_flight.get_mut(&addr) {
             *count = count.saturating_sub(1);
             if *count == 0 {
                 contact.unproven_in_flight.remove(&addr);
@@ -263,43 +268,44 @@ impl AddressHealth {
         // One lock over the checks and the claim: two callers cannot both
         // take a first contact.
         let mut contact = self.contact();
-        let marks: Vec<bool> = items
+        // Rank: 0 good, then first contacts in progress (the one started
+        // last first: a dead address stays in progress the longest), then
+        // addresses that failed lately.
+        let ranks: Vec<(u8, Option<std::cmp::Reverse<Instant>>)> = items
             .iter()
             .map(|item| {
                 let Some(a) = addr(item) else {
-                    return false;
+                    return (0, None);
                 };
                 match self.marked_state(a, now) {
-                    None => contact.unproven_in_flight.contains_key(&a),
-                    Some(State::Good) => false,
-                    Some(State::Failed) => true,
+                    None => match contact.unproven_in_flight.get(&a) {
+                        Some((_, since)) => (1, Some(std::cmp::Reverse(*since))),
+                        None => (0, None),
+                    },
+                    Some(State::Good) => (0, None),
+                    Some(State::Failed) => (2, None),
                     Some(State::Probe) => {
                         demoted.probes.push(a);
-                        false
+                        (0, None)
                     }
                 }
             })
             .collect();
-        let moved = marks.iter().filter(|&&m| m).count();
+        let moved = ranks.iter().filter(|(rank, _)| *rank > 0).count();
         demoted.moved = moved;
         if moved > 0 {
-            let mut good = Vec::with_capacity(items.len());
-            let mut bad = Vec::with_capacity(moved);
-            for (item, marked) in items.drain(..).zip(marks) {
-                if marked {
-                    bad.push(item);
-                } else {
-                    good.push(item);
-                }
-            }
-            good.append(&mut bad);
-            *items = good;
+            let mut ranked: Vec<_> = ranks.into_iter().zip(items.drain(..)).collect();
+            // Stable: equal ranks keep their order.
+            ranked.sort_by(|(a, _), (b, _)| a.cmp(b));
+            *items = ranked.into_iter().map(|(_, item)| item).collect();
         }
         if let Some(first) = items.first().and_then(&addr)
             && !contact.proven.contains(&first)
             && !contact.unproven_in_flight.contains_key(&first)
         {
-            contact.unproven_in_flight.insert(first, 1);
+            contact
+                .unproven_in_flight
+                .insert(first, (1, Instant::now()));
             self.in_flight
                 .store(contact.unproven_in_flight.len(), Ordering::Relaxed);
             demoted.claimed = Some(first);

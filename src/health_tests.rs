@@ -183,3 +183,33 @@ fn a_first_contact_in_progress_is_tried_last_by_others_until_it_connects() {
     assert_eq!(health.state_at(live, now), State::Good);
     health.connect_ended(live, true);
 }
+
+#[test]
+fn of_two_first_contacts_in_progress_the_older_one_goes_last() {
+    let health = AddressHealth::new();
+    let dead = addr("192.0.2.1:25");
+    let backup = addr("192.0.2.2:25");
+    let now = Instant::now();
+    // Job 1 claims the primary; job 2 finds it in progress and claims the
+    // backup; job 3 finds both in progress: the backup, started last,
+    // comes first (a dead address stays in progress the longest).
+    let mut first = vec![dead, backup];
+    assert_eq!(
+        health.demote_at(&mut first, |a| Some(*a), now).claimed,
+        Some(dead)
+    );
+    std::thread::sleep(Duration::from_millis(2));
+    let mut second = vec![dead, backup];
+    let demoted = health.demote_at(&mut second, |a| Some(*a), now);
+    assert_eq!(second, vec![backup, dead]);
+    assert_eq!(demoted.claimed, Some(backup));
+    let mut third = vec![dead, backup];
+    let demoted = health.demote_at(&mut third, |a| Some(*a), now);
+    assert_eq!(third, vec![backup, dead]);
+    assert_eq!(demoted.claimed, None);
+    // The backup connected: proven, it is good for everyone.
+    health.connect_ended(backup, true);
+    let mut fourth = vec![dead, backup];
+    let _ = health.demote_at(&mut fourth, |a| Some(*a), now);
+    assert_eq!(fourth, vec![backup, dead]);
+}
