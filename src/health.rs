@@ -296,7 +296,7 @@ impl AddressHealth {
         if moved > 0 {
             let mut ranked: Vec<_> = ranks.into_iter().zip(items.drain(..)).collect();
             // Stable: equal ranks keep their order.
-            ranked.sort_by(|(a, _), (b, _)| a.cmp(b));
+            ranked.sort_by_key(|(rank, _)| *rank);
             *items = ranked.into_iter().map(|(_, item)| item).collect();
         }
         if let Some(first) = items.first().and_then(&addr)
