@@ -198,7 +198,7 @@ chain_jobs = true
 [shaping]
 # Short pauses and dead times, so that the soak goes through many of them
 # (a killed server makes its destination dead).
-minimal_backoff_time = "{"2s" if variant % 2 == 0 else "3s"}"
+minimal_backoff_time = "{"1s" if variant % 2 == 0 else "2s"}"
 throttle_backoff = "200ms"
 throttle_backoff_max = "2s"
 throttle_retry_time = "20s"
