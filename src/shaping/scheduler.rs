@@ -213,6 +213,23 @@ impl<T> Destination<T> {
         self.paused_until.filter(|until| *until > now)
     }
 
+    /// Ends a pause whose time has come; a dead destination comes back
+    /// ("best concurrency is anyone's guess": the deliveries in progress,
+    /// else the initial window).
+    fn end_pause_if_due(&mut self, key: &Key, now: Instant) {
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+            if self.dead.take().is_some() {
+                self.window.revive(&self.rules, self.active);
+                log::info!(
+                    "{} destination {}: delivery resumed",
+                    key.transport(),
+                    key.name
+                );
+            }
+        }
+    }
+
     /// Nothing to remember: no job, no pause, no rate or ceiling in force.
     fn forgettable(&self, now: Instant) -> bool {
         self.waiting.is_empty()
@@ -343,6 +360,7 @@ impl<T> Scheduler<T> {
     pub fn offer(&mut self, key: &Key, item: T, now: Instant) -> Result<Moves<T>, Refusal<T>> {
         let limit = self.settings.waiting_limit;
         let dest = self.destination(key);
+        dest.end_pause_if_due(key, now);
         if let Some(reason) = &dest.dead {
             return Err(Refusal(item, reason.clone()));
         }
@@ -361,6 +379,7 @@ impl<T> Scheduler<T> {
     /// destination's queue, whatever the waiting limit.
     pub fn requeue(&mut self, key: &Key, item: T, now: Instant) -> Moves<T> {
         let dest = self.destination(key);
+        dest.end_pause_if_due(key, now);
         let mut moves = Moves::default();
         if let Some(reason) = &dest.dead {
             moves.rejected.push((item, reason.clone()));
@@ -540,18 +559,15 @@ impl<T> Scheduler<T> {
             if dest.timer_at == Some(at) {
                 dest.timer_at = None;
             }
-            if dest.paused_until.is_some_and(|until| until <= now) {
-                dest.paused_until = None;
-                if dest.dead.take().is_some() {
-                    dest.window.revive(&dest.rules, dest.active);
-                    log::info!(
-                        "{} destination {}: delivery resumed",
-                        key.transport(),
-                        key.name
-                    );
-                }
-            }
+            dest.end_pause_if_due(&key, now);
+            let still_paused = dest.paused(now);
             self.admit(&key, now, &mut moves);
+            // A pause (or dead time) not over yet needs its own timer,
+            // whether or not jobs wait: this one may have been another's
+            // (a rate wait, an earlier pause).
+            if let Some(until) = still_paused {
+                self.schedule(&key, until, &mut moves);
+            }
             self.forget_if_idle(&key, now);
         }
         moves

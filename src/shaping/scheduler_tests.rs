@@ -389,3 +389,50 @@ fn a_rate_limit_reply_teaches_a_rate_that_then_grows_with_successes() {
     let grown = learned(&core, now);
     assert!(grown > first && grown < first + 3.0, "{first} -> {grown}");
 }
+
+#[test]
+fn a_destination_that_dies_during_a_pause_comes_back_after_its_dead_time() {
+    let mut core = core(ShapingSettings {
+        initial_concurrency: 2,
+        concurrency_limit: 2,
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("flaky.example");
+    assert_eq!(offer_all(&mut core, &a, 0..4, now).len(), 2);
+    // A throttle pauses it (a timer in 2 s), then a site failure kills it
+    // (its dead-time timer is later than the pause's).
+    let _ = core.done(&a, &throttled(false), Tally::default(), now);
+    let moves = core.done(&a, &site_failure(), Tally::default(), now);
+    assert_eq!(moves.rejected.len(), 2, "the waiting jobs are deferred");
+    // The pause's timer fires: still dead, nothing waits, yet the dead
+    // time must keep its own timer.
+    let _ = core.due(now + Duration::from_secs(3));
+    assert!(core.snapshot(now + Duration::from_secs(3)).0[0].dead);
+    let wake = core.next_wake();
+    assert!(wake.is_some(), "no timer left for the end of the dead time");
+    let later = now + Duration::from_secs(301);
+    let _ = core.due(later);
+    assert_eq!(
+        core.offer(&a, 9, later).map(|m| m.admitted).ok(),
+        Some(vec![9])
+    );
+}
+
+#[test]
+fn a_dead_time_over_is_noticed_by_the_next_job_even_without_the_clock() {
+    let mut core = core(ShapingSettings {
+        initial_concurrency: 1,
+        ..settings()
+    });
+    let now = Instant::now();
+    let a = key("dead.example");
+    let _ = offer_all(&mut core, &a, 0..1, now);
+    let _ = core.done(&a, &site_failure(), Tally::default(), now);
+    assert!(matches!(core.offer(&a, 1, now), Err(Refusal(1, _))));
+    let later = now + Duration::from_secs(301);
+    assert_eq!(
+        core.offer(&a, 2, later).map(|m| m.admitted).ok(),
+        Some(vec![2])
+    );
+}
