@@ -120,9 +120,9 @@ struct Destination<T> {
 
 /// A rate learned from a throttling reply that came within a session
 /// (a message rate limit, not a connection limit): four fifths of the
-/// rate that met it; then one more per second for every second's worth
-/// of deliveries that reach the site (additive increase), until the next
-/// throttle cuts it again.
+/// rate that met it; then one more per second for every tenth of a
+/// second's worth of deliveries that reach the site (additive increase),
+/// until the next throttle cuts it again.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Learned {
     per_second: f64,
@@ -448,8 +448,9 @@ impl<T> Scheduler<T> {
             Verdict::Nothing => {}
             Verdict::Reached => {
                 if let Some(learned) = &mut dest.learned {
-                    // One more per second for each second's worth.
-                    learned.per_second += 1.0 / learned.per_second.max(1.0);
+                    // One more per second for each tenth of a second's
+                    // worth (back from 4/5 of a rate within a few seconds).
+                    learned.per_second += 10.0 / learned.per_second.max(1.0);
                 }
                 if dest.dead.is_none() {
                     dest.streak = 0;
