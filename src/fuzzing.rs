@@ -8,8 +8,9 @@
 //! bytes into replies), [`job_line`] (client bytes into checked jobs),
 //! [`nexthop`] (next-hop text into destinations), [`config`] (TOML text into
 //! a configuration), [`dns_mx`] (DNS datagrams into an MX candidate
-//! list) and [`throttle_verdict`] (result diagnostics, which quote server
-//! replies, into the scheduler's verdict). Each drives the same code the daemon runs on that input, down to
+//! list), [`throttle_verdict`] (result diagnostics, which quote server
+//! replies, into the scheduler's verdict) and [`lmtp_ingress`] (an MTA's
+//! LMTP conversation with the ingress). Each drives the same code the daemon runs on that input, down to
 //! the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
@@ -369,5 +370,49 @@ pub fn throttle_verdict(data: &[u8]) {
             assert!(all_deferred, "a site failure with a recipient not deferred");
         }
         Verdict::Reached | Verdict::Nothing => {}
+    }
+}
+
+/// An MTA's bytes → the ingress's LMTP conversation
+/// ([`crate::ingress::lmtp`]): each line is a command, or, after a 354, a
+/// message line until the final dot, after which the transaction is done.
+/// Checks that every reply is CRLF-terminated lines of a 3-digit code,
+/// and that a transaction reaches DATA only with a sender and recipients.
+pub fn lmtp_ingress(data: &[u8]) {
+    use crate::ingress::lmtp::{DataLine, Server, Step};
+    let mut server = Server::new("fuzz.test", 1_000_000);
+    let mut in_data = false;
+    for line in data.split(|&b| b == b'\n').take(5000) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if in_data {
+            if Server::data_line(line) == DataLine::End {
+                in_data = false;
+                server.transaction_done();
+            }
+            continue;
+        }
+        let step = server.command(line);
+        let text = match &step {
+            Step::Reply(text) | Step::Data(text) | Step::Close(text) => text,
+        };
+        assert!(text.ends_with("\r\n"), "a reply without CRLF");
+        for reply_line in text.split_terminator("\r\n") {
+            let code = reply_line.get(..3).unwrap_or("");
+            assert!(
+                code.bytes().all(|b| b.is_ascii_digit()),
+                "bad reply {reply_line:?}"
+            );
+        }
+        match step {
+            Step::Data(_) => {
+                assert!(
+                    !server.envelope().recipients.is_empty(),
+                    "DATA without RCPT"
+                );
+                in_data = true;
+            }
+            Step::Close(_) => return,
+            Step::Reply(_) => {}
+        }
     }
 }

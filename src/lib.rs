@@ -32,6 +32,7 @@ pub mod dns;
 pub mod dsn;
 pub mod fuzzing;
 pub mod health;
+pub mod ingress;
 pub mod interfaces;
 pub mod job;
 pub mod logging;

@@ -60,3 +60,8 @@ fn dns_mx_corpus_replays_without_panic() {
 fn throttle_verdict_corpus_replays_without_panic() {
     replay("throttle_verdict", fuzzing::throttle_verdict);
 }
+
+#[test]
+fn lmtp_ingress_corpus_replays_without_panic() {
+    replay("lmtp_ingress", fuzzing::lmtp_ingress);
+}
