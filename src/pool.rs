@@ -783,31 +783,33 @@ impl Submitter {
             return;
         }
         let deliverer = self.shared.deliverer();
-        // Only the plan's keys are needed now (cache demand); the worker
-        // makes the plan, once, and it stays with the ticket. (A plan
-        // made here would be kept, and freed, across threads: measured
-        // 5-7 MB more peak RSS in scenario 1 for 1,000 queued jobs.)
-        if let Some(cache) = deliverer.cache()
-            && cache.counts_demand()
+        // Only the plan's keys are needed now (cache demand, the
+        // scheduler's destination), computed once; the worker makes the
+        // plan, once, and it stays with the ticket. (A plan made here
+        // would be kept, and freed, across threads: measured 5-7 MB more
+        // peak RSS in scenario 1 for 1,000 queued jobs.)
+        let shaped = deliverer.settings().shaping.enabled && self.shared.shaper.get().is_some();
+        let demand = deliverer.cache().filter(|cache| cache.counts_demand());
+        let keys = if shaped || demand.is_some() {
+            Plan::keys_of(&ticket.job, deliverer.settings())
+        } else {
+            Vec::new()
+        };
+        if let Some(cache) = demand
             && let Ok(mut guards) = ticket.queued_demand.lock()
         {
-            for key in Plan::keys_of(&ticket.job, deliverer.settings()) {
-                guards.push(cache.demand(&key));
+            for key in &keys {
+                guards.push(cache.demand(key));
             }
         }
+        let shaping = shaped.then(|| shaping_key(&ticket.job, &deliverer, keys.first()));
         drop(deliverer);
         let capacity = self.shared.size.queue_capacity.max(1);
         if !self.shared.room.take(capacity, &self.shared.stopping) {
             self.shared.defer(&ticket);
             return;
         }
-        let deliverer = self.shared.deliverer();
-        let settings = deliverer.settings();
-        if settings.shaping.enabled
-            && let Some(shaper) = self.shared.shaper.get()
-        {
-            let key = shaping_key(&ticket.job, &deliverer);
-            drop(deliverer);
+        if let (Some(key), Some(shaper)) = (shaping, self.shared.shaper.get()) {
             let key = ticket.shaping.get_or_init(|| key);
             match shaper.submit(key, Arc::clone(&ticket), &self.shared.stopping) {
                 Ok(()) => {}
@@ -822,7 +824,6 @@ impl Submitter {
             }
             return;
         }
-        drop(deliverer);
         let ticket = match self.tx.try_send(ticket) {
             Ok(()) => return,
             Err(TrySendError::Full(ticket)) => ticket,
@@ -881,13 +882,13 @@ impl Submitter {
 /// next hop.
 /// With `[shaping] group_by_mx_site`, a domain whose MX hosts are known
 /// is shaped as its MX site.
-fn shaping_key(job: &CheckedJob, deliverer: &Deliverer) -> Key {
-    let settings = deliverer.settings();
+fn shaping_key(job: &CheckedJob, deliverer: &Deliverer, first: Option<&NexthopKey>) -> Key {
     let lmtp = job.transport == TransportKind::Lmtp;
-    let Some(first) = Plan::keys_of(job, settings).into_iter().next() else {
+    let Some(first) = first else {
         return Key::new(lmtp, "");
     };
-    let site = settings
+    let site = deliverer
+        .settings()
         .shaping
         .group_by_mx_site
         .then(|| deliverer.sites()?.site_of(first.bare()))

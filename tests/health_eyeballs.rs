@@ -98,6 +98,48 @@ fn smtp_timeouts(connect: &str) -> String {
         .collect()
 }
 
+/// A domain whose primary MX (127.26.NET.1) drops SYNs and whose backup
+/// (127.26.NET.2) is an smtp-sink, both on one port, served by dnsmasq;
+/// None (after the harness's skip message) without the peers.
+struct DeadPrimary {
+    dns: Dnsmasq,
+    mx2: Ipv4Addr,
+    port: u16,
+    /// `DOMAIN:PORT`.
+    nexthop: String,
+    /// The log text of a connect that timed out at the primary.
+    dead: String,
+    _hole: Blackhole,
+    _sink: Sink,
+}
+
+impl DeadPrimary {
+    fn start(net: u8, domain: &str) -> Option<Self> {
+        let (mx1, mx2) = (
+            Ipv4Addr::new(127, 26, net, 1),
+            Ipv4Addr::new(127, 26, net, 2),
+        );
+        let zone = Zone::new()
+            .mx(domain, 10, &format!("mx1.{domain}"))
+            .mx(domain, 20, &format!("mx2.{domain}"))
+            .a(&format!("mx1.{domain}"), mx1)
+            .a(&format!("mx2.{domain}"), mx2);
+        let dns = Dnsmasq::start(&zone)?;
+        let port = shared_port(&[mx1.into(), mx2.into()]);
+        let hole = Blackhole::new(SocketAddr::from((mx1, port)));
+        let sink = Sink::start(Listen::TcpAt(SocketAddrV4::new(mx2, port)), &[])?;
+        Some(Self {
+            dns,
+            mx2,
+            port,
+            nexthop: format!("{domain}:{port}"),
+            dead: format!("connect to mx1.{domain}[{mx1}]:{port}: Connection timed out"),
+            _hole: hole,
+            _sink: sink,
+        })
+    }
+}
+
 /// How many times `needle` occurs in the daemon's log.
 fn count(daemon: &Daemon, needle: &str) -> usize {
     daemon.log().matches(needle).count()
@@ -131,22 +173,11 @@ fn deliver(daemon: &Daemon, id: &str, nexthop: &str, rcpt: &str) -> (serde_json:
 /// `address_health = false` every job pays the timeout.
 #[test]
 fn a_blackholed_mx_costs_one_connect_timeout_per_health_period() {
-    let (mx1, mx2) = (Ipv4Addr::new(127, 26, 1, 1), Ipv4Addr::new(127, 26, 1, 2));
-    let zone = Zone::new()
-        .mx("health.test", 10, "mx1.health.test")
-        .mx("health.test", 20, "mx2.health.test")
-        .a("mx1.health.test", mx1)
-        .a("mx2.health.test", mx2);
-    let Some(dns) = Dnsmasq::start(&zone) else {
+    let Some(site) = DeadPrimary::start(1, "health.test") else {
         return;
     };
-    let port = shared_port(&[mx1.into(), mx2.into()]);
-    let _hole = Blackhole::new(SocketAddr::from((mx1, port)));
-    let Some(_sink) = Sink::start(Listen::TcpAt(SocketAddrV4::new(mx2, port)), &[]) else {
-        return;
-    };
-    let nexthop = format!("health.test:{port}");
-    let dead = format!("connect to mx1.health.test[{mx1}]:{port}: Connection timed out");
+    let (dns, mx2, port) = (&site.dns, site.mx2, site.port);
+    let (nexthop, dead) = (site.nexthop.clone(), site.dead.clone());
     let live = format!("mx2.health.test[{mx2}]:{port}");
     for health in [true, false] {
         let work = Workdir::with_prefix("mailhop-health-");
@@ -287,22 +318,10 @@ fn happy_eyeballs_delivers_well_before_a_dead_ipv6_address_times_out() {
 
 #[test]
 fn a_burst_of_jobs_at_first_contact_tries_a_blackholed_mx_once() {
-    let (mx1, mx2) = (Ipv4Addr::new(127, 26, 3, 1), Ipv4Addr::new(127, 26, 3, 2));
-    let zone = Zone::new()
-        .mx("burst.test", 10, "mx1.burst.test")
-        .mx("burst.test", 20, "mx2.burst.test")
-        .a("mx1.burst.test", mx1)
-        .a("mx2.burst.test", mx2);
-    let Some(dns) = Dnsmasq::start(&zone) else {
+    let Some(site) = DeadPrimary::start(3, "burst.test") else {
         return;
     };
-    let port = shared_port(&[mx1.into(), mx2.into()]);
-    let _hole = Blackhole::new(SocketAddr::from((mx1, port)));
-    let Some(_sink) = Sink::start(Listen::TcpAt(SocketAddrV4::new(mx2, port)), &[]) else {
-        return;
-    };
-    let nexthop = format!("burst.test:{port}");
-    let dead = format!("connect to mx1.burst.test[{mx1}]:{port}: Connection timed out");
+    let (dns, nexthop, dead) = (&site.dns, site.nexthop.clone(), site.dead.clone());
     let work = Workdir::with_prefix("mailhop-health-");
     let text = format!(
         "[smtp]\n{}happy_eyeballs = false\n\n[dns]\nnameservers = [{:?}]\ntimeout = \"1s\"\n\
