@@ -15,7 +15,9 @@
 //!   connector ([`transport::ScriptedNet`]), for deliveries without sockets;
 //! - [`jobs`]: job builders (JSON lines and [`mailhop::job::Job`]s);
 //! - [`dnsmasq`], [`postfix`], [`certs`]: throwaway name servers, a private
-//!   Postfix instance and a test PKI.
+//!   Postfix instance and a test PKI;
+//! - [`postfix_front`]: a private Postfix in front of mailhop, delivering
+//!   over LMTP to mailhop's ingress socket.
 //!
 //! Contract: everything here is bounded in count and time. Every server a
 //! test starts is owned by a guard whose `Drop` stops it (processes are
@@ -31,6 +33,7 @@ pub mod daemon;
 pub mod dnsmasq;
 pub mod jobs;
 pub mod postfix;
+pub mod postfix_front;
 pub mod run;
 pub mod scripted_server;
 pub mod sink;

@@ -68,7 +68,7 @@ pub fn require_postfix() -> Option<PathBuf> {
 }
 
 /// uid and gid of the `postfix` user.
-fn postfix_ids() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
+pub(super) fn postfix_ids() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
     let user = nix::unistd::User::from_name("postfix").ok()??;
     Some((user.uid, user.gid))
 }
@@ -144,7 +144,7 @@ impl Session {
 }
 
 /// A maillog line split into program, pid and message.
-fn split_line(line: &str) -> Option<(&str, u32, &str)> {
+pub(super) fn split_line(line: &str) -> Option<(&str, u32, &str)> {
     let start = line.find(" postfix/")? + 1;
     let rest = line.get(start..)?;
     let (tag, message) = rest.split_once("]: ")?;
@@ -352,7 +352,7 @@ impl Drop for Postfix {
 /// Makes every file in the configuration directory an hour old: Postfix
 /// commands re-read a configuration file modified within the last second
 /// or so until it is older (about 2 s lost per start otherwise).
-fn backdate_config(etc: &Path) {
+pub(super) fn backdate_config(etc: &Path) {
     let past = std::time::SystemTime::now() - Duration::from_secs(3600);
     let entries = fs::read_dir(etc).expect("list the configuration directory");
     for entry in entries.flatten() {
@@ -443,7 +443,7 @@ postlog   unix-dgram n - n - 1 postlogd
 }
 
 /// Where script(1) is, if installed.
-fn script_binary() -> Option<PathBuf> {
+pub(super) fn script_binary() -> Option<PathBuf> {
     ["/usr/bin/script", "/bin/script"]
         .iter()
         .map(PathBuf::from)
@@ -452,7 +452,7 @@ fn script_binary() -> Option<PathBuf> {
 
 /// Runs `postfix -c BASE/etc VERB` (under script(1) when available, so its
 /// errors are printed) and returns its exit status and output.
-fn postfix_command(binary: &Path, base: &Path, verb: &str) -> String {
+pub(super) fn postfix_command(binary: &Path, base: &Path, verb: &str) -> String {
     let config = base.join("etc");
     let mut command = match script_binary() {
         Some(script) => {
@@ -483,7 +483,7 @@ fn postfix_command(binary: &Path, base: &Path, verb: &str) -> String {
     }
 }
 
-fn read_master_pid(base: &Path) -> Option<u32> {
+pub(super) fn read_master_pid(base: &Path) -> Option<u32> {
     fs::read_to_string(base.join("spool/pid/master.pid"))
         .ok()?
         .trim()
@@ -492,7 +492,7 @@ fn read_master_pid(base: &Path) -> Option<u32> {
 }
 
 /// Polls (bounded) until the master itself listens on `addr`.
-fn wait_listening(pid: u32, addr: SocketAddrV4) -> bool {
+pub(super) fn wait_listening(pid: u32, addr: SocketAddrV4) -> bool {
     for _ in 0..200 {
         if owns_socket(pid, Proto::Tcp, addr) {
             return true;
@@ -506,7 +506,7 @@ fn wait_listening(pid: u32, addr: SocketAddrV4) -> bool {
 }
 
 /// The process exists and is not a zombie.
-fn alive(pid: u32) -> bool {
+pub(super) fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')
@@ -517,7 +517,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Live processes of process group `pgid` (the master and its children).
-fn group_members(pgid: u32) -> Vec<u32> {
+pub(super) fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -540,7 +540,7 @@ fn group_members(pgid: u32) -> Vec<u32> {
 
 /// `postfix stop`, then waits (bounded) for the master and its process
 /// group to go; kills the group if they do not.
-fn stop_instance(binary: &Path, base: &Path, master_pid: u32) {
+pub(super) fn stop_instance(binary: &Path, base: &Path, master_pid: u32) {
     let _ = Command::new(binary)
         .arg("-c")
         .arg(base.join("etc"))
