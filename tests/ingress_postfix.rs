@@ -34,6 +34,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,10 +113,11 @@ impl Mailhop<'_> {
     }
 }
 
-/// Waits (bounded) until the ingress socket exists.
+/// Waits (bounded) until the ingress socket accepts connections (a
+/// socket file left by an earlier daemon does not count).
 fn wait_for_socket(socket: &Path, daemon: &Daemon) {
     let started = Instant::now();
-    while !socket.exists() {
+    while UnixStream::connect(socket).is_err() {
         assert!(
             started.elapsed() < LIMIT,
             "the ingress socket {} did not appear:\n{}",
