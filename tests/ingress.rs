@@ -129,21 +129,6 @@ fn start(daemon_keys: &str, ingress: &str) -> (Daemon, PathBuf) {
     (Daemon::start_text(&work, &text, LIMIT).owning(work), spool)
 }
 
-fn unix_ingress(daemon: &Daemon, nexthop: &str, extra: &str) -> (String, PathBuf) {
-    let path = daemon
-        .config
-        .parent()
-        .unwrap()
-        .join(format!("lmtp-{}.sock", free_port()));
-    (
-        format!(
-            "[[ingress]]\nlisten = \"unix:{}\"\nnexthop = {nexthop:?}\n{extra}\n",
-            path.display()
-        ),
-        path,
-    )
-}
-
 /// Waits (bounded) until the ingress socket accepts connections.
 fn wait_socket(path: &Path) {
     let start = Instant::now();
