@@ -19,11 +19,17 @@
 //! 5. SIGTERM of mailhop while a delivery stalls at the end of data:
 //!    `status=deferred` with `4.3.0 ... mail system shutting down`, the
 //!    message still queued, nothing bounced; a new mailhop then delivers it
-//!    when Postfix retries (nothing lost).
+//!    when Postfix retries (nothing lost);
+//! 6. one message to three recipients that one server accepts, rejects
+//!    (550) and defers (450): one LMTP transaction, and Postfix logs each
+//!    recipient's own verdict, notifies the sender of the bounced one
+//!    only and keeps only the deferred one queued.
 //!
-//! Plus a harness self-test that needs no ingress: with nothing listening
-//! on the socket Postfix defers with `connect to ...: No such file or
-//! directory` and keeps the message.
+//! Plus two harness self-tests that need no mailhop: with nothing
+//! listening on the socket Postfix defers with `connect to ...: No such
+//! file or directory` and keeps the message; with smtp-sink as the LMTP
+//! peer rejecting RCPT, Postfix bounces and delivers its notification to
+//! the bounce sink.
 //!
 //! Addressing: this file owns 127.27.N.0/24 (scenario 4). Contract: every
 //! server, Postfix instance and daemon is owned by a guard that stops it;
@@ -214,6 +220,7 @@ fn postfix_bounces_what_its_lmtp_peer_rejects() {
     eprintln!("Postfix: {line}");
     assert!(line.contains(&format!("said: {REJECT_550}")), "{line}");
     assert_bounce_delivered(&front, &qid, rcpt, REJECT_550);
+    wait_unqueued(&front, &qid);
 }
 
 /// What the rejecting sinks answer to RCPT.
@@ -227,8 +234,8 @@ fn collapse(text: &str) -> String {
 
 /// Asserts that Postfix generated a non-delivery notification for `qid`,
 /// delivered it to the sender's domain (the bounce sink), and that it
-/// names `rcpt` and quotes `reply`; and that `qid` left the queue.
-fn assert_bounce_delivered(front: &PostfixFront, qid: &str, rcpt: &str, reply: &str) {
+/// names `rcpt` and quotes `reply`; returns it (as the sink dumped it).
+fn assert_bounce_delivered(front: &PostfixFront, qid: &str, rcpt: &str, reply: &str) -> String {
     let notification = front.wait_bounce(qid);
     eprintln!("Postfix: {qid}: sender non-delivery notification: {notification}");
     let delivered = front.wait_line(
@@ -249,15 +256,7 @@ fn assert_bounce_delivered(front: &PostfixFront, qid: &str, rcpt: &str, reply: &
     );
     assert!(text.contains(&format!("<{rcpt}>")), "{bounce}");
     assert!(text.contains(reply), "{bounce}");
-    let started = Instant::now();
-    while front.queue_of(qid).is_some() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{qid} is still queued after its bounce: {:?}",
-            front.queue()
-        );
-        thread::sleep(Duration::from_millis(25));
-    }
+    bounce.clone()
 }
 
 /// Scenario 1: an accepting smtp-sink behind mailhop. Postfix logs
@@ -304,6 +303,9 @@ fn postfix_logs_sent_with_the_remote_reply() {
         .unwrap_or_else(|| panic!("no ingress line for {qid}:\n{log}"));
     eprintln!("mailhop: {ingress}");
     assert!(ingress.contains("nrcpt=2"), "{ingress}");
+    // Postfix's XFORWARD reached mailhop: the queue id and the client.
+    assert!(ingress.contains(&format!("ident={qid}")), "{ingress}");
+    assert!(ingress.contains("addr=127.0.0.1"), "{ingress}");
     for rcpt in rcpts {
         let line = log
             .lines()
@@ -373,7 +375,9 @@ fn postfix_bounces_with_the_remote_550() {
         "{line}"
     );
     daemon.wait_log(&format!("{qid}: to=<{rcpt}>"));
-    assert_bounce_delivered(&front, &qid, rcpt, REJECT_550);
+    let bounce = assert_bounce_delivered(&front, &qid, rcpt, REJECT_550);
+    eprintln!("the notification, as delivered:\n{bounce}");
+    wait_unqueued(&front, &qid);
 }
 
 /// Scenario 3: a sink answering RCPT with `450`. Postfix logs
@@ -528,27 +532,45 @@ fn postfix_logs_sent_through_the_backup_mx_when_the_primary_is_blackholed() {
     drop(sink);
 }
 
-/// A server that serves SMTP (no PIPELINING) and, on its first
-/// connection, stalls after the final dot (never answering it) until the
-/// client leaves; later connections are accepted. `at_dot` is set when the
-/// first message's dot arrived.
-fn stalling_server(at_dot: Arc<AtomicBool>) -> Server<()> {
-    Server::concurrent(move |index, peer| serve_stalling(index, peer, &at_dot))
+/// An in-process SMTP server (no PIPELINING) on 127.0.0.1, any number of
+/// connections at once. RCPT is answered by the recipient's local part:
+/// `unknown` gets [`REJECT_550`], `busy` gets [`REJECT_450`], any other
+/// `250 2.1.5 Ok`. The final dot gets `250 2.0.0 Ok: queued as SCRIPTEDn`
+/// (n: the connection's index), except when `stall_first_dot` is given:
+/// then the first connection's dot is never answered (the server waits,
+/// bounded, until the client leaves) and the flag is set when it arrived.
+fn scripted_mx(stall_first_dot: Option<Arc<AtomicBool>>) -> Server<()> {
+    Server::concurrent(move |index, peer| {
+        let stall = stall_first_dot.as_deref().filter(|_| index == 0);
+        serve_scripted(index, peer, stall);
+    })
 }
 
-fn serve_stalling(index: usize, peer: &mut Peer, at_dot: &AtomicBool) {
+fn serve_scripted(index: usize, peer: &mut Peer, stall: Option<&AtomicBool>) {
     const READ: Duration = Duration::from_secs(30);
-    if peer.try_reply("220 stall.test ESMTP").is_err() {
+    if peer.try_reply("220 scripted-mx.test ESMTP").is_err() {
         return;
     }
+    let mut accepted = 0;
     while let Some(command) = peer.next_line(READ) {
         let upper = command.to_ascii_uppercase();
+        let queued = format!("250 2.0.0 Ok: queued as SCRIPTED{index}");
         let reply = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            "250-stall.test\r\n250 ENHANCEDSTATUSCODES"
+            "250-scripted-mx.test\r\n250 ENHANCEDSTATUSCODES"
         } else if upper.starts_with("MAIL") {
+            accepted = 0;
             "250 2.1.0 Ok"
         } else if upper.starts_with("RCPT") {
-            "250 2.1.5 Ok"
+            if upper.contains("<UNKNOWN@") {
+                REJECT_550
+            } else if upper.contains("<BUSY@") {
+                REJECT_450
+            } else {
+                accepted += 1;
+                "250 2.1.5 Ok"
+            }
+        } else if upper == "DATA" && accepted == 0 {
+            "554 5.5.1 Error: no valid recipients"
         } else if upper == "DATA" {
             if peer
                 .try_reply("354 End data with <CR><LF>.<CR><LF>")
@@ -563,12 +585,12 @@ fn serve_stalling(index: usize, peer: &mut Peer, at_dot: &AtomicBool) {
                     None => return,
                 }
             }
-            if index == 0 {
+            if let Some(at_dot) = stall {
                 at_dot.store(true, Ordering::SeqCst);
                 let _ = peer.wait_input(READ);
                 return;
             }
-            "250 2.0.0 Ok: queued as STALL1"
+            &queued
         } else if upper == "RSET" || upper == "NOOP" {
             "250 2.0.0 Ok"
         } else if upper == "QUIT" {
@@ -605,7 +627,7 @@ fn wait_flag(flag: &AtomicBool, what: &str, log: impl Fn() -> String) {
 #[test]
 fn sigterm_of_mailhop_mid_delivery_leaves_postfix_with_a_4xx_deferral() {
     let at_dot = Arc::new(AtomicBool::new(false));
-    let server = stalling_server(Arc::clone(&at_dot));
+    let server = scripted_mx(Some(Arc::clone(&at_dot)));
     let (work, socket) = mailhop_dir();
     let Some(front) = PostfixFront::start(&socket) else {
         return;
@@ -651,10 +673,87 @@ fn sigterm_of_mailhop_mid_delivery_leaves_postfix_with_a_4xx_deferral() {
     let line = front.wait_status(&qid, rcpt, "sent");
     eprintln!("Postfix (after the restart): {line}");
     assert!(
-        line.contains("said: 250 2.0.0 Ok: queued as STALL1"),
+        line.contains("said: 250 2.0.0 Ok: queued as SCRIPTED1"),
         "{line}"
     );
     restarted.wait_log(&format!("{qid}: to=<{rcpt}>, relay={}", server.relay()));
     wait_unqueued(&front, &qid);
     assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
+}
+
+/// One message, three recipients, three verdicts from one server in one
+/// LMTP transaction: Postfix logs `sent` for `ok@`, `bounced` with the
+/// remote 550 for `unknown@` (and notifies the sender of that one only)
+/// and `deferred` with the remote 450 for `busy@`, which alone stays in
+/// its queue.
+#[test]
+fn postfix_logs_each_recipients_own_verdict_from_one_transaction() {
+    let server = scripted_mx(None);
+    let (work, socket) = mailhop_dir();
+    let Some(front) = PostfixFront::start(&socket) else {
+        return;
+    };
+    let daemon = Mailhop {
+        nexthop: &server.nexthop(),
+        smtp: "",
+        tables: "",
+        daemon: "",
+    }
+    .start(&work, &socket);
+    let (ok, unknown, busy) = ("ok@rcpt.test", "unknown@rcpt.test", "busy@rcpt.test");
+    let qid = front.inject(&sender(), &[ok, unknown, busy], BODY);
+    let peer = common::PEER;
+    let expected = [
+        (
+            ok,
+            "sent",
+            format!(
+                "250 2.0.0 <{ok}> host {} said: 250 2.0.0 Ok: queued as SCRIPTED0",
+                server.relay()
+            ),
+        ),
+        (
+            unknown,
+            "bounced",
+            format!(
+                "550 5.1.1 <{unknown}> host {peer} said: {REJECT_550} (in reply to RCPT TO command)"
+            ),
+        ),
+        (
+            busy,
+            "deferred",
+            format!(
+                "450 4.2.0 <{busy}> host {peer} said: {REJECT_450} (in reply to RCPT TO command)"
+            ),
+        ),
+    ];
+    for (rcpt, status, text) in &expected {
+        let line = front.wait_status(&qid, rcpt, status);
+        eprintln!("Postfix: {line}");
+        assert!(line.contains(text.as_str()), "{line}\nexpected: {text}");
+        daemon.wait_log(&format!("{qid}: to=<{rcpt}>"));
+    }
+    // One LMTP transaction carried the three verdicts.
+    let transactions = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("]: ingress unix:") && l.contains(&format!(": {qid}: from=<")))
+        .count();
+    assert_eq!(transactions, 1, "{}", daemon.log());
+    let bounce = collapse(&assert_bounce_delivered(&front, &qid, unknown, REJECT_550));
+    assert!(
+        !bounce.contains(&format!("Final-Recipient: rfc822; {busy}")),
+        "{bounce}"
+    );
+    assert!(
+        !bounce.contains(&format!("Final-Recipient: rfc822; {ok}")),
+        "{bounce}"
+    );
+    assert_still_queued(&front, &qid, "Mailbox busy, try again later");
+    let entry = front.queued(&qid).expect("still queued");
+    let left: Vec<&str> = entry["recipients"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["address"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, [busy], "{entry}");
 }
