@@ -25,66 +25,9 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::dnsmasq::{Dnsmasq, Zone};
-use common::{DEFAULT_TIMEOUTS, Delivery, Listen, Sink, Workdir};
+use common::{Blackhole, DEFAULT_TIMEOUTS, Delivery, Listen, Sink, Workdir, shared_port};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use socket2::{Domain, SockAddr, Socket, Type};
-
-/// A loopback listener that silently drops new connection attempts: its
-/// accept queue (backlog 0) is full of connections nobody accepts.
-struct Blackhole {
-    _listener: Socket,
-    _fillers: Vec<Socket>,
-}
-
-impl Blackhole {
-    /// Fills the queue until a connect times out, then proves once more
-    /// that a connect times out (is not refused).
-    fn new(addr: SocketAddr) -> Self {
-        let domain = Domain::for_address(addr);
-        let listener = Socket::new(domain, Type::STREAM, None).expect("create a socket");
-        listener.set_reuse_address(true).expect("SO_REUSEADDR");
-        listener
-            .bind(&SockAddr::from(addr))
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        listener.listen(0).expect("listen with backlog 0");
-        let mut fillers = Vec::new();
-        for _ in 0..16 {
-            let filler = Socket::new(domain, Type::STREAM, None).expect("create a socket");
-            match filler.connect_timeout(&SockAddr::from(addr), Duration::from_millis(200)) {
-                Ok(()) => fillers.push(filler),
-                Err(e) => {
-                    assert!(
-                        matches!(
-                            e.kind(),
-                            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                        ),
-                        "{addr}: a connect failed with {e} instead of timing out"
-                    );
-                    return Self {
-                        _listener: listener,
-                        _fillers: fillers,
-                    };
-                }
-            }
-        }
-        panic!("{addr}: the accept queue never filled up");
-    }
-}
-
-/// A port that every one of `addrs` can listen on right now.
-fn shared_port(addrs: &[IpAddr]) -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind((addrs[0], 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind port 0");
-        if addrs.iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no port free on all of {addrs:?}");
-}
 
 /// The `[smtp]` timeouts of the harness with this connect timeout, as TOML
 /// lines.

@@ -39,7 +39,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,9 +50,8 @@ use std::time::{Duration, Instant};
 use common::daemon::Daemon;
 use common::dnsmasq::{Dnsmasq, Zone};
 use common::postfix_front::{FRONT_HOSTNAME, PostfixFront, SENDER_DOMAIN, postfix_uid};
-use common::{DEFAULT_TIMEOUTS, Listen, Peer, Server, Sink, Workdir};
+use common::{Blackhole, DEFAULT_TIMEOUTS, Listen, Peer, Server, Sink, Workdir, shared_port};
 use nix::sys::signal::Signal;
-use socket2::{Domain, SockAddr, Socket, Type};
 
 /// The daemon's start limit and the limit of its log waits.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -415,62 +414,6 @@ fn postfix_defers_with_the_remote_450_and_keeps_the_message() {
     daemon.wait_log(&format!("{qid}: to=<{rcpt}>"));
     assert_still_queued(&front, &qid, "Mailbox busy, try again later");
     assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
-}
-
-/// A loopback listener that silently drops new connection attempts: its
-/// accept queue (backlog 0) is full of connections nobody accepts (as in
-/// tests/health_eyeballs.rs; no firewall needed).
-struct Blackhole {
-    _listener: Socket,
-    _fillers: Vec<Socket>,
-}
-
-impl Blackhole {
-    /// Fills the queue until a connect times out.
-    fn new(addr: SocketAddr) -> Self {
-        let domain = Domain::for_address(addr);
-        let listener = Socket::new(domain, Type::STREAM, None).expect("create a socket");
-        listener.set_reuse_address(true).expect("SO_REUSEADDR");
-        listener
-            .bind(&SockAddr::from(addr))
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        listener.listen(0).expect("listen with backlog 0");
-        let mut fillers = Vec::new();
-        for _ in 0..16 {
-            let filler = Socket::new(domain, Type::STREAM, None).expect("create a socket");
-            match filler.connect_timeout(&SockAddr::from(addr), Duration::from_millis(200)) {
-                Ok(()) => fillers.push(filler),
-                Err(e) => {
-                    assert!(
-                        matches!(
-                            e.kind(),
-                            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                        ),
-                        "{addr}: a connect failed with {e} instead of timing out"
-                    );
-                    return Self {
-                        _listener: listener,
-                        _fillers: fillers,
-                    };
-                }
-            }
-        }
-        panic!("{addr}: the accept queue never filled up");
-    }
-}
-
-/// A port that every one of `addrs` can listen on right now.
-fn shared_port(addrs: &[IpAddr]) -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind((addrs[0], 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind port 0");
-        if addrs.iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no port free on all of {addrs:?}");
 }
 
 /// Scenario 4: the recipient domain's primary MX (127.27.4.1) drops SYNs,

@@ -1,6 +1,8 @@
 //! Real `smtp-sink` peers ([`Sink`]) on a kernel-chosen or a given
 //! loopback port or a UNIX socket, readiness seen in /proc
-//! ([`owns_socket`]), and a port that refuses connections ([`ClosedPort`]).
+//! ([`owns_socket`]), a port that refuses connections ([`ClosedPort`]),
+//! one that never accepts ([`Tripwire`]) and an address that drops SYNs
+//! ([`Blackhole`]).
 //!
 //! Contract: a sink gets a port from the kernel (`127.0.0.1:0`, dropped,
 //! then given to smtp-sink), or listens on the address the test chose
@@ -323,6 +325,69 @@ impl Tripwire {
             "{why}"
         );
     }
+}
+
+/// A loopback listener that silently drops new connection attempts: its
+/// accept queue (backlog 0) is full of connections nobody accepts, so
+/// Linux drops further SYNs and connects time out (a blackholed host
+/// without a firewall). Closed on drop.
+pub struct Blackhole {
+    _listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl Blackhole {
+    /// Fills the queue until a connect times out (proving that a connect
+    /// times out, is not refused); panics when it never does.
+    pub fn new(addr: SocketAddr) -> Self {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let domain = Domain::for_address(addr);
+        let listener = Socket::new(domain, Type::STREAM, None).expect("create a socket");
+        listener.set_reuse_address(true).expect("SO_REUSEADDR");
+        listener
+            .bind(&SockAddr::from(addr))
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.listen(0).expect("listen with backlog 0");
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            let filler = Socket::new(domain, Type::STREAM, None).expect("create a socket");
+            match filler.connect_timeout(&SockAddr::from(addr), Duration::from_millis(200)) {
+                Ok(()) => fillers.push(filler),
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                        ),
+                        "{addr}: a connect failed with {e} instead of timing out"
+                    );
+                    return Self {
+                        _listener: listener,
+                        _fillers: fillers,
+                    };
+                }
+            }
+        }
+        panic!("{addr}: the accept queue never filled up");
+    }
+}
+
+/// A port that every one of `addrs` can listen on right now (for MX hosts
+/// on several loopback addresses that share one port).
+pub fn shared_port(addrs: &[std::net::IpAddr]) -> u16 {
+    for _ in 0..50 {
+        let port = std::net::TcpListener::bind((addrs[0], 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind port 0");
+        if addrs
+            .iter()
+            .all(|a| std::net::TcpListener::bind((*a, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {addrs:?}");
 }
 
 impl Default for Tripwire {
