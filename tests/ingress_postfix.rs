@@ -23,7 +23,10 @@
 //! 6. one message to three recipients that one server accepts, rejects
 //!    (550) and defers (450): one LMTP transaction, and Postfix logs each
 //!    recipient's own verdict, notifies the sender of the bounced one
-//!    only and keeps only the deferred one queued.
+//!    only and keeps only the deferred one queued;
+//! 7. SIGKILL of mailhop mid-delivery: Postfix defers on the lost
+//!    connection and keeps the message; the next mailhop removes the
+//!    spool file left behind and delivers the message on Postfix's retry.
 //!
 //! Plus two harness self-tests that need no mailhop: with nothing
 //! listening on the socket Postfix defers with `connect to ...: No such
@@ -699,4 +702,75 @@ fn postfix_logs_each_recipients_own_verdict_from_one_transaction() {
         .map(|r| r.iter().filter_map(|r| r["address"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(left, [busy], "{entry}");
+}
+
+/// The files in mailhop's spool directory.
+fn spool_files(work: &Workdir) -> Vec<String> {
+    std::fs::read_dir(work.path().join("spool"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Scenario 7: SIGKILL of mailhop while its delivery waits for the reply
+/// to the dot. The LMTP connection breaks before any reply: Postfix
+/// defers the recipient on the lost connection and keeps the message,
+/// bouncing nothing. The spool file left behind is removed when the next
+/// mailhop starts, and Postfix's retry through it delivers the message.
+#[test]
+fn sigkill_of_mailhop_mid_delivery_leaves_the_message_in_postfix() {
+    let at_dot = Arc::new(AtomicBool::new(false));
+    let server = scripted_mx(Some(Arc::clone(&at_dot)));
+    let (work, socket) = mailhop_dir();
+    let Some(front) = PostfixFront::start(&socket) else {
+        return;
+    };
+    let config = Mailhop {
+        nexthop: &server.nexthop(),
+        smtp: "",
+        tables: "",
+        daemon: "",
+    };
+    let mut daemon = config.start(&work, &socket);
+    let rcpt = "bob@rcpt.test";
+    let qid = front.inject(&sender(), &[rcpt], BODY);
+    wait_flag(&at_dot, "the delivery reaching the final dot", || {
+        format!("{}\n{}", front.maillog(), daemon.log())
+    });
+    daemon.signal(Signal::SIGKILL);
+    assert!(
+        daemon.wait_exit(LIMIT).is_some(),
+        "SIGKILL did not end mailhop"
+    );
+    let line = front.wait_status(&qid, rcpt, "deferred");
+    eprintln!("Postfix: {line}");
+    assert!(line.contains(&ingress_relay(&socket)), "{line}");
+    assert!(line.contains("lost connection with"), "{line}");
+    assert_still_queued(&front, &qid, "lost connection with");
+    assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
+    let left = spool_files(&work);
+    eprintln!("mailhop's spool after SIGKILL: {left:?}");
+    assert!(!left.is_empty(), "SIGKILL left no spool file behind");
+
+    let restarted = config.start(&work, &socket);
+    assert!(
+        spool_files(&work).is_empty(),
+        "the next mailhop kept {:?}:\n{}",
+        spool_files(&work),
+        restarted.log()
+    );
+    front.flush();
+    let line = front.wait_status(&qid, rcpt, "sent");
+    eprintln!("Postfix (after the restart): {line}");
+    assert!(
+        line.contains("said: 250 2.0.0 Ok: queued as SCRIPTED1"),
+        "{line}"
+    );
+    restarted.wait_log(&format!("{qid}: to=<{rcpt}>, relay={}", server.relay()));
+    wait_unqueued(&front, &qid);
+    assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
 }

@@ -6,9 +6,10 @@
 //! | what | how |
 //! |---|---|
 //! | injection | smtpd on `127.0.0.1:`[`PostfixFront::smtpd_port`], mail from 127.0.0.0/8 to any domain accepted (`relay_domains = static:all`); [`PostfixFront::inject`] is a tiny SMTP client that returns the queue id |
-//! | outbound | `default_transport = relay_transport = lmtp:unix:SOCKET` (the path the test gives: mailhop's ingress), `lmtp_send_xforward_command = yes`, so mailhop learns the queue id (XFORWARD IDENT) |
+//! | outbound | the lines of docs/behind-postfix.md: a master.cf service `mailhop` (lmtp(8), not chrooted, `syslog_name=postfix/mailhop`, `lmtp_send_xforward_command=yes`, so mailhop learns the queue id from XFORWARD IDENT) and `default_transport = relay_transport = mailhop:unix:SOCKET` (the path the test gives: mailhop's ingress), with the page's concurrency and recipient limits |
 //! | bounces | `transport_maps`: the sender domain [`SENDER_DOMAIN`] goes to an smtp-sink of the harness that dumps every message ([`PostfixFront::bounces`]), so a non-delivery notification Postfix generates is logged, delivered and readable |
 //! | retries | `minimal_backoff_time = queue_run_delay = 1h`: a deferred message stays in the deferred queue until the test flushes it ([`PostfixFront::flush`]) |
+//! | time limits | `lmtp_data_done_timeout = 60s` (not 600 s): a hung ingress cannot hold a test for ten minutes |
 //!
 //! No chroot, no syslog: `maillog_file` in the instance directory, which
 //! the waits read ([`PostfixFront::wait_line`], [`PostfixFront::wait_status`],
@@ -54,6 +55,10 @@ const POLL: Duration = Duration::from_millis(25);
 /// The sender domain whose mail (bounces) Postfix delivers to the bounce
 /// sink; senders of injected mail use it.
 pub const SENDER_DOMAIN: &str = "sender.test";
+/// The program name of Postfix's lmtp(8) delivering to mailhop in the
+/// maillog: the `mailhop` service's `syslog_name` with the program's own
+/// name appended, as Postfix 3 logs it.
+pub const DELIVERY_PROGRAM: &str = "postfix/mailhop/lmtp";
 /// `myhostname` of the instance (Postfix names the UNIX-socket peer after
 /// it: `relay=front.test[/path/lmtp.sock]`).
 pub const FRONT_HOSTNAME: &str = "front.test";
@@ -177,23 +182,23 @@ impl PostfixFront {
         }
     }
 
-    /// The lmtp line of the first delivery attempt of `queue_id` to `rcpt`
+    /// The [`DELIVERY_PROGRAM`] line of the first delivery attempt of `queue_id` to `rcpt`
     /// that ended with `status` (`sent`, `deferred`, `bounced`), waiting for
     /// it (bounded): `QID: to=<rcpt>, relay=..., dsn=..., status=... (...)`.
     pub fn wait_status(&self, queue_id: &str, rcpt: &str, status: &str) -> String {
         let prefix = format!("{queue_id}: to=<{rcpt}>, ");
         let needle = format!(", status={status} ");
         self.wait_line(
-            "postfix/lmtp",
+            DELIVERY_PROGRAM,
             &format!("{queue_id} to {rcpt} {status}"),
             |l| l.starts_with(&prefix) && l.contains(&needle),
         )
     }
 
-    /// Every lmtp delivery line of `queue_id` so far.
+    /// Every delivery line ([`DELIVERY_PROGRAM`]) of `queue_id` so far.
     pub fn deliveries(&self, queue_id: &str) -> Vec<String> {
         let prefix = format!("{queue_id}: to=<");
-        self.lines_of("postfix/lmtp")
+        self.lines_of(DELIVERY_PROGRAM)
             .into_iter()
             .filter(|l| l.starts_with(&prefix))
             .collect()
@@ -412,10 +417,11 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 relay_domains = static:all
-default_transport = lmtp:unix:{socket}
-relay_transport = lmtp:unix:{socket}
+default_transport = mailhop:unix:{socket}
+relay_transport = mailhop:unix:{socket}
+mailhop_destination_concurrency_limit = 64
+mailhop_destination_recipient_limit = 100
 transport_maps = texthash:{base}/etc/transport
-lmtp_send_xforward_command = yes
 lmtp_data_done_timeout = 60s
 smtpd_recipient_restrictions = permit_mynetworks, reject
 smtp_tls_security_level = none
@@ -431,8 +437,9 @@ biff = no
     )
 }
 
-/// master.cf: the injection smtpd on loopback, the usual services (none
-/// chrooted, lmtp among them) and postlogd for `maillog_file`.
+/// master.cf: the injection smtpd on loopback, the `mailhop` service of
+/// docs/behind-postfix.md, the usual services (none chrooted) and postlogd
+/// for `maillog_file`.
 fn master_cf(smtpd_port: u16) -> String {
     format!(
         "127.0.0.1:{smtpd_port} inet n - n - - smtpd
@@ -451,6 +458,9 @@ proxywrite unix - - n - 1 proxymap
 smtp      unix  - - n - - smtp
 relay     unix  - - n - - smtp
 lmtp      unix  - - n - - lmtp
+mailhop   unix  - - n - - lmtp
+  -o syslog_name=postfix/mailhop
+  -o lmtp_send_xforward_command=yes
 showq     unix  n - n - - showq
 error     unix  - - n - - error
 retry     unix  - - n - - error
