@@ -26,7 +26,14 @@
 //!    only and keeps only the deferred one queued;
 //! 7. SIGKILL of mailhop mid-delivery: Postfix defers on the lost
 //!    connection and keeps the message; the next mailhop removes the
-//!    spool file left behind and delivers the message on Postfix's retry.
+//!    spool file left behind and delivers the message on Postfix's retry;
+//! 8. a mailhop whose `allowed_uids` leave out the postfix user: Postfix
+//!    defers with mailhop's `421 4.7.0 ... permission denied`, and nothing
+//!    is delivered.
+//!
+//! Postfix is configured with the lines of docs/behind-postfix.md (a
+//! master.cf service `mailhop`, `default_transport =
+//! mailhop:unix:SOCKET`), so these tests also check that page.
 //!
 //! Plus two harness self-tests that need no mailhop: with nothing
 //! listening on the socket Postfix defers with `connect to ...: No such
@@ -85,6 +92,7 @@ fn smtp_timeouts(connect: &str) -> String {
 }
 
 /// What differs between the scenarios' daemons.
+#[derive(Default)]
 struct Mailhop<'a> {
     /// `[[ingress]] nexthop`.
     nexthop: &'a str,
@@ -94,6 +102,8 @@ struct Mailhop<'a> {
     tables: &'a str,
     /// Extra `[daemon]` lines.
     daemon: &'a str,
+    /// Leave the postfix user out of `allowed_uids`.
+    refuse_postfix: bool,
 }
 
 impl Mailhop<'_> {
@@ -101,9 +111,14 @@ impl Mailhop<'_> {
     /// that Postfix's lmtp client (user postfix) may use.
     fn start(&self, work: &Workdir, socket: &Path) -> Daemon {
         let uid = postfix_uid().expect("the postfix user");
+        let allowed = if self.refuse_postfix {
+            String::new()
+        } else {
+            uid.to_string()
+        };
         let text = format!(
             "[smtp]\n{timeouts}{smtp}\n{tables}\n[daemon]\nsocket = {job:?}\n\
-             spool_directory = {spool:?}\nallowed_uids = [{uid}]\nsocket_mode = \"0666\"\n\
+             spool_directory = {spool:?}\nallowed_uids = [{allowed}]\nsocket_mode = \"0666\"\n\
              workers = 2\n{daemon}\n\n[[ingress]]\nlisten = {listen:?}\nnexthop = {nexthop:?}\n\
              transport = \"smtp\"\ndeadline = \"60s\"\n",
             timeouts = smtp_timeouts("2s"),
@@ -276,9 +291,7 @@ fn postfix_logs_sent_with_the_remote_reply() {
     };
     let daemon = Mailhop {
         nexthop: &sink.nexthop(),
-        smtp: "",
-        tables: "",
-        daemon: "",
+        ..Default::default()
     }
     .start(&work, &socket);
     let rcpts = ["bob@rcpt.test", "carol@rcpt.test"];
@@ -358,9 +371,7 @@ fn postfix_bounces_with_the_remote_550() {
     };
     let daemon = Mailhop {
         nexthop: &sink.nexthop(),
-        smtp: "",
-        tables: "",
-        daemon: "",
+        ..Default::default()
     }
     .start(&work, &socket);
     let rcpt = "bob@rcpt.test";
@@ -396,9 +407,7 @@ fn postfix_defers_with_the_remote_450_and_keeps_the_message() {
     };
     let daemon = Mailhop {
         nexthop: &sink.nexthop(),
-        smtp: "",
-        tables: "",
-        daemon: "",
+        ..Default::default()
     }
     .start(&work, &socket);
     let rcpt = "bob@rcpt.test";
@@ -451,10 +460,9 @@ fn postfix_logs_sent_through_the_backup_mx_when_the_primary_is_blackholed() {
         dns.nameserver()
     );
     let daemon = Mailhop {
-        nexthop: "",
         smtp: &smtp,
         tables: &tables,
-        daemon: "",
+        ..Default::default()
     }
     .start(&work, &socket);
     let rcpt = format!("bob@{domain}");
@@ -580,9 +588,8 @@ fn sigterm_of_mailhop_mid_delivery_leaves_postfix_with_a_4xx_deferral() {
     };
     let config = Mailhop {
         nexthop: &server.nexthop(),
-        smtp: "",
-        tables: "",
         daemon: "shutdown_timeout = \"1s\"\n",
+        ..Default::default()
     };
     let mut daemon = config.start(&work, &socket);
     let rcpt = "bob@rcpt.test";
@@ -641,9 +648,7 @@ fn postfix_logs_each_recipients_own_verdict_from_one_transaction() {
     };
     let daemon = Mailhop {
         nexthop: &server.nexthop(),
-        smtp: "",
-        tables: "",
-        daemon: "",
+        ..Default::default()
     }
     .start(&work, &socket);
     let (ok, unknown, busy) = ("ok@rcpt.test", "unknown@rcpt.test", "busy@rcpt.test");
@@ -731,9 +736,7 @@ fn sigkill_of_mailhop_mid_delivery_leaves_the_message_in_postfix() {
     };
     let config = Mailhop {
         nexthop: &server.nexthop(),
-        smtp: "",
-        tables: "",
-        daemon: "",
+        ..Default::default()
     };
     let mut daemon = config.start(&work, &socket);
     let rcpt = "bob@rcpt.test";
@@ -773,4 +776,39 @@ fn sigkill_of_mailhop_mid_delivery_leaves_the_message_in_postfix() {
     restarted.wait_log(&format!("{qid}: to=<{rcpt}>, relay={}", server.relay()));
     wait_unqueued(&front, &qid);
     assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
+}
+
+/// Scenario 8: a mailhop that does not let the postfix user in (no
+/// `allowed_uids`, the socket itself world-writable): Postfix's delivery
+/// agent is refused with `421 4.7.0 ... permission denied`, defers the
+/// message and keeps it; the server behind mailhop is never contacted.
+#[test]
+fn postfix_defers_when_mailhop_refuses_its_uid() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-c"]) else {
+        return;
+    };
+    let (work, socket) = mailhop_dir();
+    let Some(front) = PostfixFront::start(&socket) else {
+        return;
+    };
+    let daemon = Mailhop {
+        nexthop: &sink.nexthop(),
+        refuse_postfix: true,
+        ..Default::default()
+    }
+    .start(&work, &socket);
+    let rcpt = "bob@rcpt.test";
+    let qid = front.inject(&sender(), &[rcpt], BODY);
+    let line = front.wait_status(&qid, rcpt, "deferred");
+    eprintln!("Postfix: {line}");
+    assert!(line.contains("421 4.7.0"), "{line}");
+    assert!(line.contains("permission denied"), "{line}");
+    assert_still_queued(&front, &qid, "permission denied");
+    assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
+    assert_eq!(sink.sessions(), 0, "{}", daemon.log());
+    assert!(
+        !daemon.log().contains(&format!("{qid}: to=<")),
+        "{}",
+        daemon.log()
+    );
 }
