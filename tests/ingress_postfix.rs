@@ -29,7 +29,10 @@
 //!    spool file left behind and delivers the message on Postfix's retry;
 //! 8. a mailhop whose `allowed_uids` leave out the postfix user: Postfix
 //!    defers with mailhop's `421 4.7.0 ... permission denied`, and nothing
-//!    is delivered.
+//!    is delivered;
+//! 9. a message larger than the ingress's `max_message_size`: Postfix
+//!    reads the limit from mailhop's LHLO SIZE and bounces the message
+//!    itself (5.3.4) without sending it.
 //!
 //! Postfix is configured with the lines of docs/behind-postfix.md (a
 //! master.cf service `mailhop`, `default_transport =
@@ -102,6 +105,8 @@ struct Mailhop<'a> {
     tables: &'a str,
     /// Extra `[daemon]` lines.
     daemon: &'a str,
+    /// Extra `[[ingress]]` lines.
+    ingress: &'a str,
     /// Leave the postfix user out of `allowed_uids`.
     refuse_postfix: bool,
 }
@@ -120,7 +125,7 @@ impl Mailhop<'_> {
             "[smtp]\n{timeouts}{smtp}\n{tables}\n[daemon]\nsocket = {job:?}\n\
              spool_directory = {spool:?}\nallowed_uids = [{allowed}]\nsocket_mode = \"0666\"\n\
              workers = 2\n{daemon}\n\n[[ingress]]\nlisten = {listen:?}\nnexthop = {nexthop:?}\n\
-             transport = \"smtp\"\ndeadline = \"60s\"\n",
+             transport = \"smtp\"\ndeadline = \"60s\"\n{ingress}\n",
             timeouts = smtp_timeouts("2s"),
             smtp = self.smtp,
             tables = self.tables,
@@ -129,6 +134,7 @@ impl Mailhop<'_> {
             daemon = self.daemon,
             listen = format!("unix:{}", socket.display()),
             nexthop = self.nexthop,
+            ingress = self.ingress,
         );
         let daemon = Daemon::start_text(work, &text, LIMIT);
         wait_for_socket(socket, &daemon);
@@ -811,4 +817,43 @@ fn postfix_defers_when_mailhop_refuses_its_uid() {
         "{}",
         daemon.log()
     );
+}
+
+/// Scenario 9: the ingress announces its `max_message_size` in its LHLO
+/// SIZE, and Postfix's lmtp client honours it: a larger message is
+/// bounced by Postfix itself (`5.3.4 ... exceeds size limit 2000 of
+/// server`) with a notification, never sent to mailhop; a small one
+/// through the same ingress is delivered.
+#[test]
+fn postfix_bounces_a_message_over_the_ingress_size_limit() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-c"]) else {
+        return;
+    };
+    let (work, socket) = mailhop_dir();
+    let Some(front) = PostfixFront::start(&socket) else {
+        return;
+    };
+    let daemon = Mailhop {
+        nexthop: &sink.nexthop(),
+        ingress: "max_message_size = 2000",
+        ..Default::default()
+    }
+    .start(&work, &socket);
+    let rcpt = "bob@rcpt.test";
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(3000));
+    let qid = front.inject(&sender(), &[rcpt], &big);
+    let line = front.wait_status(&qid, rcpt, "bounced");
+    eprintln!("Postfix: {line}");
+    assert!(line.contains("dsn=5.3.4"), "{line}");
+    assert!(line.contains("exceeds size limit 2000 of server"), "{line}");
+    assert_bounce_delivered(&front, &qid, rcpt, "exceeds size limit 2000");
+    assert!(
+        !daemon.log().contains(&format!("{qid}: from=<")),
+        "{}",
+        daemon.log()
+    );
+
+    let small = front.inject(&sender(), &[rcpt], BODY);
+    front.wait_status(&small, rcpt, "sent");
+    daemon.wait_log(&format!("{small}: to=<{rcpt}>, relay={}", sink.relay()));
 }
