@@ -32,7 +32,10 @@
 //!    is delivered;
 //! 9. a message larger than the ingress's `max_message_size`: Postfix
 //!    reads the limit from mailhop's LHLO SIZE and bounces the message
-//!    itself (5.3.4) without sending it.
+//!    itself (5.3.4) without sending it;
+//! 10. a recipient the server takes longer to accept than the ingress's
+//!     `deadline`: Postfix defers with mailhop's `4.3.0 ... deadline` at
+//!     the deadline, and mailhop never sends the message body.
 //!
 //! Postfix is configured with the lines of docs/behind-postfix.md (a
 //! master.cf service `mailhop`, `default_transport =
@@ -55,8 +58,8 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -105,6 +108,8 @@ struct Mailhop<'a> {
     tables: &'a str,
     /// Extra `[daemon]` lines.
     daemon: &'a str,
+    /// `[[ingress]] deadline` ("" for 60 s).
+    deadline: &'a str,
     /// Extra `[[ingress]]` lines.
     ingress: &'a str,
     /// Leave the postfix user out of `allowed_uids`.
@@ -125,7 +130,7 @@ impl Mailhop<'_> {
             "[smtp]\n{timeouts}{smtp}\n{tables}\n[daemon]\nsocket = {job:?}\n\
              spool_directory = {spool:?}\nallowed_uids = [{allowed}]\nsocket_mode = \"0666\"\n\
              workers = 2\n{daemon}\n\n[[ingress]]\nlisten = {listen:?}\nnexthop = {nexthop:?}\n\
-             transport = \"smtp\"\ndeadline = \"60s\"\n{ingress}\n",
+             transport = \"smtp\"\ndeadline = {deadline:?}\n{ingress}\n",
             timeouts = smtp_timeouts("2s"),
             smtp = self.smtp,
             tables = self.tables,
@@ -134,6 +139,11 @@ impl Mailhop<'_> {
             daemon = self.daemon,
             listen = format!("unix:{}", socket.display()),
             nexthop = self.nexthop,
+            deadline = if self.deadline.is_empty() {
+                "60s"
+            } else {
+                self.deadline
+            },
             ingress = self.ingress,
         );
         let daemon = Daemon::start_text(work, &text, LIMIT);
@@ -494,19 +504,66 @@ fn postfix_logs_sent_through_the_backup_mx_when_the_primary_is_blackholed() {
 
 /// An in-process SMTP server (no PIPELINING) on 127.0.0.1, any number of
 /// connections at once. RCPT is answered by the recipient's local part:
-/// `unknown` gets [`REJECT_550`], `busy` gets [`REJECT_450`], any other
-/// `250 2.1.5 Ok`. The final dot gets `250 2.0.0 Ok: queued as SCRIPTEDn`
-/// (n: the connection's index), except when `stall_first_dot` is given:
-/// then the first connection's dot is never answered (the server waits,
-/// bounded, until the client leaves) and the flag is set when it arrived.
-fn scripted_mx(stall_first_dot: Option<Arc<AtomicBool>>) -> Server<()> {
-    Server::concurrent(move |index, peer| {
-        let stall = stall_first_dot.as_deref().filter(|_| index == 0);
-        serve_scripted(index, peer, stall);
-    })
+/// `unknown` gets [`REJECT_550`], `busy` gets [`REJECT_450`], `slow` gets
+/// `250 2.1.5 Ok` after [`SLOW_RCPT`], any other `250 2.1.5 Ok` at once.
+/// The final dot gets `250 2.0.0 Ok: queued as SCRIPTEDn` (n: the
+/// connection's index), except when `stall_first_dot` is given: then the
+/// first connection's dot is never answered (the server waits, bounded,
+/// until the client leaves) and the flag is set when it arrived.
+struct ScriptedMx {
+    server: Server<()>,
+    /// Every command received, each body line (`body: LINE`), `<dot>` at
+    /// the final dot and `<end>` when a session ended.
+    events: Arc<Mutex<Vec<String>>>,
 }
 
-fn serve_scripted(index: usize, peer: &mut Peer, stall: Option<&AtomicBool>) {
+/// How long the scripted server takes to accept a `slow@` recipient.
+const SLOW_RCPT: Duration = Duration::from_secs(5);
+
+impl ScriptedMx {
+    fn start(stall_first_dot: Option<Arc<AtomicBool>>) -> Self {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&events);
+        let server = Server::concurrent(move |index, peer| {
+            let stall = stall_first_dot.as_deref().filter(|_| index == 0);
+            serve_scripted(index, peer, stall, &record);
+            record.lock().expect("events").push("<end>".into());
+        });
+        Self { server, events }
+    }
+
+    fn nexthop(&self) -> String {
+        self.server.nexthop()
+    }
+
+    fn relay(&self) -> String {
+        self.server.relay()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().expect("events").clone()
+    }
+
+    /// Waits (bounded) until `event` happened, and returns all events.
+    fn wait_event(&self, event: &str) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let events = self.events();
+            if events.iter().any(|e| e == event) {
+                return events;
+            }
+            assert!(started.elapsed() < LIMIT, "no {event:?} among {events:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn serve_scripted(
+    index: usize,
+    peer: &mut Peer,
+    stall: Option<&AtomicBool>,
+    events: &Mutex<Vec<String>>,
+) {
     const READ: Duration = Duration::from_secs(30);
     if peer.try_reply("220 scripted-mx.test ESMTP").is_err() {
         return;
@@ -514,6 +571,7 @@ fn serve_scripted(index: usize, peer: &mut Peer, stall: Option<&AtomicBool>) {
     let mut accepted = 0;
     while let Some(command) = peer.next_line(READ) {
         let upper = command.to_ascii_uppercase();
+        events.lock().expect("events").push(command.clone());
         let queued = format!("250 2.0.0 Ok: queued as SCRIPTED{index}");
         let reply = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             "250-scripted-mx.test\r\n250 ENHANCEDSTATUSCODES"
@@ -525,6 +583,13 @@ fn serve_scripted(index: usize, peer: &mut Peer, stall: Option<&AtomicBool>) {
                 REJECT_550
             } else if upper.contains("<BUSY@") {
                 REJECT_450
+            } else if upper.contains("<SLOW@") {
+                let started = Instant::now();
+                while started.elapsed() < SLOW_RCPT && !peer.stopping() {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                accepted += 1;
+                "250 2.1.5 Ok"
             } else {
                 accepted += 1;
                 "250 2.1.5 Ok"
@@ -541,10 +606,11 @@ fn serve_scripted(index: usize, peer: &mut Peer, stall: Option<&AtomicBool>) {
             loop {
                 match peer.next_line(READ) {
                     Some(line) if line == "." => break,
-                    Some(_) => {}
+                    Some(line) => events.lock().expect("events").push(format!("body: {line}")),
                     None => return,
                 }
             }
+            events.lock().expect("events").push("<dot>".into());
             if let Some(at_dot) = stall {
                 at_dot.store(true, Ordering::SeqCst);
                 let _ = peer.wait_input(READ);
@@ -587,7 +653,7 @@ fn wait_flag(flag: &AtomicBool, what: &str, log: impl Fn() -> String) {
 #[test]
 fn sigterm_of_mailhop_mid_delivery_leaves_postfix_with_a_4xx_deferral() {
     let at_dot = Arc::new(AtomicBool::new(false));
-    let server = scripted_mx(Some(Arc::clone(&at_dot)));
+    let server = ScriptedMx::start(Some(Arc::clone(&at_dot)));
     let (work, socket) = mailhop_dir();
     let Some(front) = PostfixFront::start(&socket) else {
         return;
@@ -647,7 +713,7 @@ fn sigterm_of_mailhop_mid_delivery_leaves_postfix_with_a_4xx_deferral() {
 /// its queue.
 #[test]
 fn postfix_logs_each_recipients_own_verdict_from_one_transaction() {
-    let server = scripted_mx(None);
+    let server = ScriptedMx::start(None);
     let (work, socket) = mailhop_dir();
     let Some(front) = PostfixFront::start(&socket) else {
         return;
@@ -735,7 +801,7 @@ fn spool_files(work: &Workdir) -> Vec<String> {
 #[test]
 fn sigkill_of_mailhop_mid_delivery_leaves_the_message_in_postfix() {
     let at_dot = Arc::new(AtomicBool::new(false));
-    let server = scripted_mx(Some(Arc::clone(&at_dot)));
+    let server = ScriptedMx::start(Some(Arc::clone(&at_dot)));
     let (work, socket) = mailhop_dir();
     let Some(front) = PostfixFront::start(&socket) else {
         return;
@@ -856,4 +922,57 @@ fn postfix_bounces_a_message_over_the_ingress_size_limit() {
     let small = front.inject(&sender(), &[rcpt], BODY);
     front.wait_status(&small, rcpt, "sent");
     daemon.wait_log(&format!("{small}: to=<{rcpt}>, relay={}", sink.relay()));
+}
+
+/// Scenario 10: the server takes 5 s to accept the recipient, the
+/// ingress's `deadline` is 2 s. Postfix hears mailhop's `451 4.3.0 ...
+/// deadline` at the deadline (not after the server's answer), defers and
+/// keeps the message; mailhop's delivery, running, sends no body from
+/// then on (the server's session ends without one).
+#[test]
+fn postfix_defers_a_recipient_not_settled_by_the_ingress_deadline() {
+    let server = ScriptedMx::start(None);
+    let (work, socket) = mailhop_dir();
+    let Some(front) = PostfixFront::start(&socket) else {
+        return;
+    };
+    let daemon = Mailhop {
+        nexthop: &server.nexthop(),
+        deadline: "2s",
+        ..Default::default()
+    }
+    .start(&work, &socket);
+    let rcpt = "slow@rcpt.test";
+    let injected = Instant::now();
+    let qid = front.inject(&sender(), &[rcpt], BODY);
+    let line = front.wait_status(&qid, rcpt, "deferred");
+    let answered = injected.elapsed();
+    eprintln!("Postfix ({answered:?} after injection): {line}");
+    assert!(line.contains("dsn=4.3.0"), "{line}");
+    assert!(line.contains("451 4.3.0"), "{line}");
+    assert!(line.contains("deadline"), "{line}");
+    assert!(
+        answered < SLOW_RCPT,
+        "Postfix was answered after {answered:?}, not at the 2 s deadline"
+    );
+    assert_still_queued(&front, &qid, "deadline");
+    daemon.wait_log(&format!("{qid}: to=<{rcpt}>"));
+    let log = daemon.log();
+    eprintln!(
+        "mailhop: {}",
+        log.lines()
+            .find(|l| l.contains(&format!("{qid}: to=<{rcpt}>")))
+            .unwrap_or_default()
+    );
+    // Once the server accepted the recipient (after the deadline), mailhop
+    // sends no message body: the session ends without one.
+    let events = server.wait_event("<end>");
+    eprintln!("the server saw: {events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.starts_with("body: ") || e == "<dot>"),
+        "{events:?}\n{log}"
+    );
+    assert!(front.bounce_lines().is_empty(), "{}", front.maillog());
 }
