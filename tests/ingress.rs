@@ -460,3 +460,62 @@ fn a_unix_peer_that_may_not_submit_is_refused_with_421() {
 }
 
 use std::os::unix::process::CommandExt;
+
+#[test]
+fn a_transaction_whose_mta_hangs_up_is_cancelled_before_it_starts() {
+    // One worker, busy for 4 s with the first message (its server answers
+    // MAIL late); the second message's MTA gives up and closes while its
+    // job waits: the job must never be delivered (the MTA sends it again).
+    let server =
+        smtp_server(Behaviour::default().fault("MAIL", 0, Action::Delay(Duration::from_secs(4))));
+    let (daemon, socket, spool) =
+        start_unix(&server.nexthop(), "workers = 1\nqueue_capacity = 10", "");
+    let first = thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let mut lmtp = Lmtp::unix(&socket);
+            lmtp.begin("IDENT=STAYS1", "s@y.test", &["a@x.test"]);
+            lmtp.message("Subject: first\r\n\r\nbody\r\n", 1)
+        }
+    });
+    daemon.wait_log("STAYS1: from=<s@y.test>");
+    {
+        let mut second = Lmtp::unix(&socket);
+        second.begin("IDENT=GONE2", "s@y.test", &["b@x.test"]);
+        second.send("Subject: second\r\n\r\nbody\r\n.\r\n");
+        daemon.wait_log("GONE2: from=<s@y.test>");
+        // The MTA's timeout: it hangs up without waiting for the replies.
+    }
+    daemon.wait_log("GONE2: to=<b@x.test>");
+    let first_replies = first.join().unwrap();
+    assert!(
+        first_replies[0].starts_with("250 2.0.0 <a@x.test>"),
+        "{first_replies:?}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("job GONE2: the MTA closed the LMTP connection"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("GONE2: to=<b@x.test>") && l.contains("status=deferred")),
+        "{log}"
+    );
+    let transcript = server.finish().expect("the first delivery's session");
+    let mails = transcript
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("MAIL FROM"))
+        .count();
+    assert_eq!(
+        mails, 1,
+        "only the first message was delivered: {:?}",
+        transcript.commands
+    );
+    let start = Instant::now();
+    while !spool_files(&spool).is_empty() && start.elapsed() < LIMIT {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+}
