@@ -519,3 +519,24 @@ fn a_transaction_whose_mta_hangs_up_is_cancelled_before_it_starts() {
     }
     assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
 }
+
+#[test]
+fn an_ingress_with_transport_lmtp_delivers_to_a_real_lmtp_sink() {
+    let Some(sink) = Sink::start(Listen::Unix, &["-L"]) else {
+        return;
+    };
+    let (daemon, socket, spool) = start_unix(&sink.unix_nexthop(), "", "transport = \"lmtp\"");
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin("IDENT=LMTPOUT", "s@y.test", &["a@x.test", "b@x.test"]);
+    let replies = lmtp.message("Subject: lmtp out\r\n\r\nbody\r\n", 2);
+    for (reply, rcpt) in replies.iter().zip(["a@x.test", "b@x.test"]) {
+        assert!(reply.starts_with("250 2."), "{replies:?}");
+        assert!(
+            reply.contains(&format!(" <{rcpt}> host ")) && reply.ends_with("said: 250 2.2.0 Ok"),
+            "{replies:?}"
+        );
+    }
+    daemon.wait_log("LMTPOUT: to=<b@x.test>");
+    assert!(daemon.log().contains("mailhop/lmtp["), "{}", daemon.log());
+    assert!(spool_files(&spool).is_empty());
+}
