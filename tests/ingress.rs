@@ -19,6 +19,7 @@ mod common;
 use common::daemon::Daemon;
 use common::{Action, Behaviour, Listen, Sink, Workdir, free_port, said, smtp_server};
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -231,6 +232,23 @@ fn each_recipient_gets_its_remote_outcome_after_the_dot() {
     assert!(log.contains("4QxYz1: to=<b@x.test>") && log.contains("status=bounced"));
     // Nothing stays in the spool once the recipients are answered.
     assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+    // The status report counts the message and its replies by class.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let mut client = daemon.client();
+        client.send(r#"{"command":"status"}"#);
+        status = client.answer();
+        if status["ingress"]["connections"] == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let ingress = &status["ingress"];
+    assert_eq!(ingress["messages"], 1, "{status}");
+    assert_eq!(ingress["replied_2xx"], 1, "{status}");
+    assert_eq!(ingress["replied_4xx"], 1, "{status}");
+    assert_eq!(ingress["replied_5xx"], 1, "{status}");
+    assert_eq!(ingress["connections"], 0, "{status}");
 }
 
 #[test]

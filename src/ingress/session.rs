@@ -362,6 +362,7 @@ pub fn serve(stream: Stream, shared: &Shared, listener: &IngressListener, number
                         refuse_all(&envelope, &refusal)
                     }
                 };
+                shared.submitter.stats().ingress_message(&replies);
                 conn.out.extend_from_slice(replies.as_bytes());
                 server.transaction_done();
                 idle_since = Instant::now();
@@ -466,6 +467,8 @@ fn deliver(
     size: u64,
     gone: &dyn Fn() -> bool,
 ) -> String {
+    // The deadline counts from the final dot, waits for queue room included.
+    let received = Instant::now();
     let id = job_id(envelope);
     let forwarded: String = envelope
         .xforward
@@ -527,7 +530,7 @@ fn deliver(
         shared.submitter.submit(ticket);
     }
     drop(tx);
-    let answers = transaction.wait(&shared.submitter, listener, gone);
+    let answers = transaction.wait(&shared.submitter, listener, received, gone);
     for ((_, positions), answer) in transaction.tickets.iter().zip(answers) {
         fill_replies(&mut replies, positions, envelope, answer);
     }
@@ -622,10 +625,10 @@ impl Transaction {
         &self,
         submitter: &Submitter,
         listener: &IngressListener,
+        start: Instant,
         gone: &dyn Fn() -> bool,
     ) -> Vec<Option<Answer>> {
         let mut answers: Vec<Option<Answer>> = vec![None; self.tickets.len()];
-        let start = Instant::now();
         let deadline = start + listener.deadline;
         let forced = deadline + listener.end_of_data_grace;
         let mut cancelled = vec![false; self.tickets.len()];
@@ -646,6 +649,7 @@ impl Transaction {
                         if let Some(c) = cancelled.get_mut(index) {
                             *c = true;
                         }
+                        submitter.stats().ingress_cancelled();
                         log::warn!(
                             "job {}: the MTA closed the LMTP connection; unsettled recipients deferred and not delivered",
                             ticket.id()
@@ -669,6 +673,7 @@ impl Transaction {
                         if let Some(c) = cancelled.get_mut(index) {
                             *c = true;
                         }
+                        submitter.stats().ingress_cancelled();
                         log::warn!(
                             "job {}: not settled within the ingress deadline; unsettled recipients deferred",
                             ticket.id()
