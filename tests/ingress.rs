@@ -19,6 +19,7 @@ mod common;
 use common::daemon::Daemon;
 use common::{Action, Behaviour, Listen, Sink, Workdir, free_port, said, smtp_server};
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -101,6 +102,22 @@ impl Lmtp {
         assert!(self.reply().starts_with("354 "));
     }
 
+    /// XFORWARD, MAIL, the RCPTs and DATA on a session already greeted.
+    fn begin_again(&mut self, xforward: &str, sender: &str, recipients: &[&str]) {
+        let mut batch = format!("XFORWARD {xforward}\r\nMAIL FROM:<{sender}>\r\n");
+        for r in recipients {
+            batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        batch.push_str("DATA\r\n");
+        self.send(&batch);
+        assert_eq!(self.reply(), "250 2.0.0 Ok");
+        assert_eq!(self.reply(), "250 2.1.0 Ok");
+        for _ in recipients {
+            assert_eq!(self.reply(), "250 2.1.5 Ok");
+        }
+        assert!(self.reply().starts_with("354 "));
+    }
+
     /// Sends the message (dot-stuffed here) and the final dot; the
     /// replies, one per recipient.
     fn message(&mut self, body: &str, recipients: usize) -> Vec<String> {
@@ -150,6 +167,16 @@ fn spool_files(spool: &Path) -> Vec<String> {
 
 /// A daemon whose only ingress listens on a UNIX socket in its work dir.
 fn start_unix(nexthop: &str, daemon_keys: &str, extra: &str) -> (Daemon, PathBuf, PathBuf) {
+    start_unix_env(nexthop, daemon_keys, extra, &[])
+}
+
+/// [`start_unix`] with more environment for the daemon.
+fn start_unix_env(
+    nexthop: &str,
+    daemon_keys: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Daemon, PathBuf, PathBuf) {
     let work = Workdir::with_prefix("mailhop-ingress-");
     let spool = work.path().join("spool");
     let socket = work.path().join("lmtp.sock");
@@ -160,7 +187,11 @@ fn start_unix(nexthop: &str, daemon_keys: &str, extra: &str) -> (Daemon, PathBuf
         spool.display().to_string(),
         socket.display(),
     );
-    let daemon = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    let config = work.file("mailhop.toml", text.as_bytes());
+    let mut cmd = common::daemon::daemon_command(&config);
+    cmd.envs(env.iter().copied());
+    let m_sock = work.path().join("m.sock");
+    let daemon = Daemon::launch(&work, cmd, config, m_sock, LIMIT).owning(work);
     wait_socket(&socket);
     (daemon, socket, spool)
 }
@@ -231,6 +262,23 @@ fn each_recipient_gets_its_remote_outcome_after_the_dot() {
     assert!(log.contains("4QxYz1: to=<b@x.test>") && log.contains("status=bounced"));
     // Nothing stays in the spool once the recipients are answered.
     assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+    // The status report counts the message and its replies by class.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let mut client = daemon.client();
+        client.send(r#"{"command":"status"}"#);
+        status = client.answer();
+        if status["ingress"]["connections"] == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let ingress = &status["ingress"];
+    assert_eq!(ingress["messages"], 1, "{status}");
+    assert_eq!(ingress["replied_2xx"], 1, "{status}");
+    assert_eq!(ingress["replied_4xx"], 1, "{status}");
+    assert_eq!(ingress["replied_5xx"], 1, "{status}");
+    assert_eq!(ingress["connections"], 0, "{status}");
 }
 
 #[test]
@@ -460,3 +508,122 @@ fn a_unix_peer_that_may_not_submit_is_refused_with_421() {
 }
 
 use std::os::unix::process::CommandExt;
+
+#[test]
+fn a_transaction_whose_mta_hangs_up_is_cancelled_before_it_starts() {
+    // One worker, busy for 4 s with the first message (its server answers
+    // MAIL late); the second message's MTA gives up and closes while its
+    // job waits: the job must never be delivered (the MTA sends it again).
+    let server =
+        smtp_server(Behaviour::default().fault("MAIL", 0, Action::Delay(Duration::from_secs(4))));
+    let (daemon, socket, spool) =
+        start_unix(&server.nexthop(), "workers = 1\nqueue_capacity = 10", "");
+    let first = thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let mut lmtp = Lmtp::unix(&socket);
+            lmtp.begin("IDENT=STAYS1", "s@y.test", &["a@x.test"]);
+            lmtp.message("Subject: first\r\n\r\nbody\r\n", 1)
+        }
+    });
+    daemon.wait_log("STAYS1: from=<s@y.test>");
+    {
+        let mut second = Lmtp::unix(&socket);
+        second.begin("IDENT=GONE2", "s@y.test", &["b@x.test"]);
+        second.send("Subject: second\r\n\r\nbody\r\n.\r\n");
+        daemon.wait_log("GONE2: from=<s@y.test>");
+        // The MTA's timeout: it hangs up without waiting for the replies.
+    }
+    daemon.wait_log("GONE2: to=<b@x.test>");
+    let first_replies = first.join().unwrap();
+    assert!(
+        first_replies[0].starts_with("250 2.0.0 <a@x.test>"),
+        "{first_replies:?}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("job GONE2: the MTA closed the LMTP connection"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("GONE2: to=<b@x.test>") && l.contains("status=deferred")),
+        "{log}"
+    );
+    let transcript = server.finish().expect("the first delivery's session");
+    let mails = transcript
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("MAIL FROM"))
+        .count();
+    assert_eq!(
+        mails, 1,
+        "only the first message was delivered: {:?}",
+        transcript.commands
+    );
+    let start = Instant::now();
+    while !spool_files(&spool).is_empty() && start.elapsed() < LIMIT {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+}
+
+#[test]
+fn an_ingress_with_transport_lmtp_delivers_to_a_real_lmtp_sink() {
+    let Some(sink) = Sink::start(Listen::Unix, &["-L"]) else {
+        return;
+    };
+    let (daemon, socket, spool) = start_unix(&sink.unix_nexthop(), "", "transport = \"lmtp\"");
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin("IDENT=LMTPOUT", "s@y.test", &["a@x.test", "b@x.test"]);
+    let replies = lmtp.message("Subject: lmtp out\r\n\r\nbody\r\n", 2);
+    for (reply, rcpt) in replies.iter().zip(["a@x.test", "b@x.test"]) {
+        assert!(reply.starts_with("250 2."), "{replies:?}");
+        assert!(
+            reply.contains(&format!(" <{rcpt}> host ")) && reply.ends_with("said: 250 2.2.0 Ok"),
+            "{replies:?}"
+        );
+    }
+    daemon.wait_log("LMTPOUT: to=<b@x.test>");
+    assert!(daemon.log().contains("mailhop/lmtp["), "{}", daemon.log());
+    assert!(spool_files(&spool).is_empty());
+}
+
+#[test]
+fn a_worker_that_panics_mid_message_answers_4xx_and_the_next_message_goes() {
+    // Debug builds only: the daemon's test hook makes a worker panic on
+    // jobs whose id starts with "BOOM" (the MTA's queue id, here).
+    if !cfg!(debug_assertions) {
+        common::skip("the worker panic hook exists in debug builds only");
+        return;
+    }
+    let Some(sink) = Sink::start(Listen::Tcp, &[]) else {
+        return;
+    };
+    let (daemon, socket, spool) = start_unix_env(
+        &sink.nexthop(),
+        "workers = 2",
+        "",
+        &[("MAILHOP_DEBUG_PANIC_JOB", "BOOM")],
+    );
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin("IDENT=BOOM1", "s@y.test", &["a@x.test", "b@x.test"]);
+    let replies = lmtp.message("Subject: boom\r\n\r\nbody\r\n", 2);
+    assert_eq!(
+        replies,
+        [
+            "451 4.3.0 <a@x.test> unknown mail transport error",
+            "451 4.3.0 <b@x.test> unknown mail transport error"
+        ]
+    );
+    daemon.wait_log("job BOOM1: the worker panicked");
+    lmtp.send("RSET\r\n");
+    assert_eq!(lmtp.reply(), "250 2.0.0 Ok");
+    lmtp.begin_again("IDENT=FINE2", "s@y.test", &["c@x.test"]);
+    let replies = lmtp.message("Subject: fine\r\n\r\nbody\r\n", 1);
+    assert!(
+        replies[0].starts_with("250 2.0.0 <c@x.test> host "),
+        "{replies:?}"
+    );
+    assert!(spool_files(&spool).is_empty());
+}
