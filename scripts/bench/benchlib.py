@@ -641,6 +641,7 @@ postlog   unix-dgram n - n - 1 postlogd
                 if sum(st[k] - st0[k] for k in st) >= held:
                     break
             time.sleep(0.05)
+        timed_out = time.monotonic() >= deadline
         secs = time.monotonic() - t0
         sys1 = system_busy_jiffies()
         p1 = probe() if probe else None
@@ -657,9 +658,21 @@ postlog   unix-dgram n - n - 1 postlogd
                "deferred": st["deferred"] - st0["deferred"],
                "bounced": st["bounced"] - st0["bounced"],
                "inject_seconds": inj[1], "system_cpu_s": round(sys1 - sys0, 3)}
+        if timed_out:
+            out["timed_out"] = True
         if probe:
             out["probe"] = [p0, p1]
         return out
+
+    def purge(self):
+        """Deletes every queued message (after a run that left some, so the
+        next run starts from an empty queue); returns how many there were."""
+        left = self.count("incoming", "active", "deferred", "maildrop", "hold")
+        if left:
+            subprocess.run([find_prog("postsuper"), "-c", self.etc, "-d", "ALL"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+                           check=False)
+        return left
 
     def log_samples(self, needle, count=3):
         """The last few maillog lines that contain needle (bytes)."""
