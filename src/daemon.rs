@@ -179,9 +179,34 @@ pub fn run(options: &Options) -> i32 {
         Ok(listening) => listening,
         Err(e) => return fatal(EX_OSERR, e),
     };
+    let ingress_sockets = match bind_ingress(&config, user.as_ref(), socket_gid) {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            listening.remove_file();
+            return fatal(EX_OSERR, e);
+        }
+    };
+    let spool = if ingress_sockets.is_empty() {
+        None
+    } else {
+        let owner = user.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+        let dir = Path::new(&config.daemon.spool_directory);
+        match crate::ingress::spool::Spool::prepare(dir, owner) {
+            Ok(spool) => Some(spool),
+            Err(e) => {
+                listening.remove_file();
+                ingress_sockets.iter().for_each(IngressSocket::remove_file);
+                return fatal(
+                    EX_OSERR,
+                    format!("daemon.spool_directory {}: {e}", dir.display()),
+                );
+            }
+        }
+    };
     if let Some(user) = &user {
         if let Err(e) = drop_privileges(user) {
             listening.remove_file();
+            ingress_sockets.iter().for_each(IngressSocket::remove_file);
             return fatal(
                 EX_OSERR,
                 format!("cannot switch to user {}: {e}", user.name),
@@ -253,6 +278,42 @@ pub fn run(options: &Options) -> i32 {
         quotas: Arc::default(),
     });
     start_cache_expiry(&ctx);
+    let mut ingress_files = Vec::new();
+    let ingress = match spool {
+        None => None,
+        Some(spool) => {
+            let mut listeners = Vec::new();
+            for socket in ingress_sockets {
+                log::info!("ingress: listening on {} (LMTP)", socket.config.listen);
+                ingress_files.extend(socket.bound);
+                listeners.push((socket.listener, socket.config));
+            }
+            let shared = crate::ingress::Shared {
+                submitter: pool.submitter(),
+                spool,
+                hostname: config.myhostname(),
+                idle_timeout: config.daemon.client_idle_timeout,
+                peer: Arc::new(crate::pool::PeerIdentity {
+                    uid: geteuid().as_raw(),
+                    gids: Vec::new(),
+                    privileged: true,
+                }),
+            };
+            match crate::ingress::Ingress::start(
+                listeners,
+                shared,
+                Arc::clone(&ctx),
+                config.daemon.max_connections,
+            ) {
+                Ok(ingress) => Some(ingress),
+                Err(e) => {
+                    listening.remove_file();
+                    ingress_files.iter().for_each(BoundFile::remove);
+                    return fatal(EX_OSERR, format!("cannot start the LMTP ingress: {e}"));
+                }
+            }
+        }
+    };
     let metrics_file = match metrics_endpoint {
         None => None,
         Some(endpoint) => {
@@ -284,6 +345,8 @@ pub fn run(options: &Options) -> i32 {
         daemon_uid,
         listening,
         metrics_file,
+        ingress,
+        ingress_files,
         accepted: 0,
         spare_fd: spare_descriptor(),
     };
@@ -322,6 +385,9 @@ struct Daemon {
     listening: Listening,
     /// The metrics endpoint's socket file (`[metrics] listen = "unix:..."`).
     metrics_file: Option<metrics::BoundFile>,
+    /// The `[[ingress]]` listeners, and their socket files.
+    ingress: Option<crate::ingress::Ingress>,
+    ingress_files: Vec<BoundFile>,
     accepted: u64,
     /// See [`spare_descriptor`].
     spare_fd: Option<fs::File>,
@@ -457,6 +523,15 @@ impl Daemon {
         new.daemon.queue_capacity = old.queue_capacity;
         new.daemon.worker_stack_size = old.worker_stack_size;
         new.daemon.batch_scheduling = old.batch_scheduling;
+        if new.ingress != self.config.ingress
+            || new.daemon.spool_directory != self.config.daemon.spool_directory
+        {
+            log::warn!(
+                "reload: [[ingress]] and daemon.spool_directory take effect at restart; keeping the running listeners"
+            );
+            new.ingress = self.config.ingress.clone();
+            new.daemon.spool_directory = self.config.daemon.spool_directory.clone();
+        }
         if new.metrics != self.config.metrics {
             log::warn!("reload: [metrics] takes effect at restart; keeping the running endpoint");
             new.metrics = self.config.metrics.clone();
@@ -518,10 +593,16 @@ impl Daemon {
             ctx,
             listening,
             metrics_file,
+            ingress,
+            ingress_files,
             ..
         } = self;
         let described = listening.describe();
         listening.remove_file();
+        if let Some(ingress) = ingress {
+            ingress.stop();
+        }
+        ingress_files.iter().for_each(BoundFile::remove);
         metrics_file.inspect(metrics::BoundFile::remove);
         drop(listening);
         let timeout = config.daemon.shutdown_timeout;
@@ -688,18 +769,78 @@ impl Listening {
 
     /// Removes the socket file if it is still the one we bound.
     fn remove_file(&self) {
-        let Some(bound) = &self.bound else {
-            return;
-        };
-        match fs::symlink_metadata(&bound.path) {
-            Ok(meta) if meta.dev() == bound.dev && meta.ino() == bound.ino => {
-                if let Err(e) = fs::remove_file(&bound.path) {
-                    log::info!("cannot remove {}: {e}", bound.path.display());
+        if let Some(bound) = &self.bound {
+            bound.remove();
+        }
+    }
+}
+
+impl BoundFile {
+    /// Removes the socket file if it is still the one we bound.
+    fn remove(&self) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                if let Err(e) = fs::remove_file(&self.path) {
+                    log::info!("cannot remove {}: {e}", self.path.display());
                 }
             }
             _ => {}
         }
     }
+}
+
+/// An `[[ingress]]` listener, bound before the daemon drops root.
+struct IngressSocket {
+    listener: crate::ingress::Listener,
+    config: crate::config::IngressListener,
+    /// Its socket file (UNIX listeners).
+    bound: Option<BoundFile>,
+}
+
+impl IngressSocket {
+    fn remove_file(&self) {
+        if let Some(bound) = &self.bound {
+            bound.remove();
+        }
+    }
+}
+
+/// Binds every `[[ingress]]` listener: UNIX sockets like the job socket
+/// (mode, owner, group), TCP sockets with SO_REUSEADDR.
+fn bind_ingress(
+    config: &Config,
+    user: Option<&User>,
+    socket_gid: Option<u32>,
+) -> Result<Vec<IngressSocket>, String> {
+    use crate::config::IngressListen;
+    let mut sockets: Vec<IngressSocket> = Vec::new();
+    for listener in config.ingress_listeners() {
+        let bound = match &listener.listen {
+            IngressListen::Unix(path) => {
+                listen_path(path, &config.daemon, user, socket_gid).map(|listening| {
+                    (
+                        crate::ingress::Listener::Unix(listening.listener),
+                        listening.bound,
+                    )
+                })
+            }
+            IngressListen::Inet(addr) => std::net::TcpListener::bind(addr)
+                .map(|l| (crate::ingress::Listener::Tcp(l), None))
+                .map_err(|e| format!("ingress: cannot listen on {addr}: {e}")),
+        };
+        match bound {
+            Ok((socket, bound)) => sockets.push(IngressSocket {
+                listener: socket,
+                config: listener,
+                bound,
+            }),
+            Err(e) => {
+                sockets.iter().for_each(IngressSocket::remove_file);
+                return Err(e);
+            }
+        }
+    }
+    Ok(sockets)
 }
 
 fn listen(
@@ -717,6 +858,17 @@ fn listen(
             bound: None,
         });
     }
+    listen_path(path, daemon, user, socket_gid)
+}
+
+/// Binds a UNIX socket at `path` with `[daemon] socket_mode`, owned by
+/// `user` and `socket_gid` (the job socket, an ingress socket).
+fn listen_path(
+    path: &Path,
+    daemon: &DaemonConfig,
+    user: Option<&User>,
+    socket_gid: Option<u32>,
+) -> Result<Listening, String> {
     let name = path.display();
     let mode = u32::from_str_radix(&daemon.socket_mode, 8)
         .map_err(|_| format!("daemon.socket_mode: {:?} is not octal", daemon.socket_mode))?;

@@ -217,6 +217,12 @@ impl Ticket {
         self.plan.get_or_init(|| deliverer.plan(&self.job))
     }
 
+    /// The job was answered (or is being answered): a worker that takes
+    /// it from the queue now must not deliver it.
+    fn answered(&self) -> bool {
+        self.claimed.load(Ordering::SeqCst)
+    }
+
     /// True for exactly one caller: the one that answers the job.
     fn claim(&self) -> bool {
         !self.claimed.swap(true, Ordering::SeqCst)
@@ -400,6 +406,12 @@ impl Shared {
         if !ticket.claim() {
             return false;
         }
+        self.answer_cut_claimed(ticket, running, diagnostic);
+        true
+    }
+
+    /// [`Shared::cut`] of a ticket the caller has claimed.
+    fn answer_cut_claimed(&self, ticket: &Ticket, running: Option<&Running>, diagnostic: &str) {
         let json = self.deliverer().settings().log_format == LogFormat::Json;
         let delays = Delays::of(ticket, running.map(|r| r.started));
         let log = |r: &RecipientResult| log_deferral(ticket, &delays, json, r);
@@ -421,7 +433,6 @@ impl Shared {
             log: Some(vec![format!("deferred: {diagnostic}")]),
         };
         self.answer_claimed(ticket, Answer::Done(result));
-        true
     }
 }
 
@@ -842,6 +853,49 @@ impl Submitter {
         }
     }
 
+    /// Answers a job now, if nobody did: every recipient not settled yet
+    /// is deferred (4.3.0 `diagnostic`, logged) and its delivery cancelled
+    /// before it starts: a job still waiting is never delivered; a running
+    /// one sends no message body from now on (see [`Progress::cut`]).
+    /// While a message body of the running job may be on its way to a
+    /// server (its end-of-data reply awaited), nothing is done and false
+    /// returned, unless `force` (the answer then says the message may be
+    /// delivered twice). True when the job is answered (now or before).
+    pub fn cancel(&self, ticket: &Ticket, diagnostic: &str, force: bool) -> bool {
+        // Under the running lock: a worker registers a job it took under
+        // the same lock and then looks at `answered`, so a job claimed
+        // here before it is registered is never started.
+        let running = match self.shared.running.lock() {
+            Ok(running) => running,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let found = running
+            .values()
+            .find(|r| std::ptr::eq(Arc::as_ptr(&r.ticket), ticket))
+            .cloned();
+        if ticket.answered() {
+            return true;
+        }
+        match found {
+            None => {
+                if !ticket.claim() {
+                    return true;
+                }
+                drop(running);
+                self.shared.answer_cut_claimed(ticket, None, diagnostic);
+                true
+            }
+            Some(found) => {
+                drop(running);
+                if !force && found.progress.body_pending() {
+                    return false;
+                }
+                self.shared.cut(ticket, Some(&found), diagnostic);
+                true
+            }
+        }
+    }
+
     /// The daemon is shutting down.
     pub fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::SeqCst)
@@ -1084,6 +1138,13 @@ fn worker(shared: &Arc<Shared>) {
         } = current;
         ticket.drop_queued_demand();
         chain.keep_only_for(ticket.serial());
+        if ticket.answered() {
+            // Cancelled while it waited (see Submitter::cancel): never started.
+            shared.unregister(slot);
+            guard.release(slot);
+            shared.release_shaped(&ticket);
+            continue;
+        }
         if shared.stopping.load(Ordering::SeqCst) {
             shared.unregister(slot);
             guard.release(slot);

@@ -122,6 +122,13 @@ impl Progress {
         out
     }
 
+    /// A message body may be on its way to a server and some recipient
+    /// is not settled yet: an end-of-data reply may still decide.
+    pub fn body_pending(&self) -> bool {
+        let state = self.lock();
+        state.body && !state.cut && state.slots.iter().any(|s| matches!(s, Slot::Open))
+    }
+
     /// A message body is about to go out: false once the job was cut (its
     /// recipients were answered: the body must not be sent); otherwise
     /// notes that an end-of-data reply may decide from now on.

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Scenario 5: one 200 MB message (78-character text lines) to smtp-sink.
 mailhop: scripts/bench/large-message.sh ("mailhop send --direct" under
-/usr/bin/time: peak RSS and MB/s), and the same size through the daemon
-(one job; the daemon's VmHWM and the submit -> result time). Peer:
+/usr/bin/time: peak RSS and MB/s), the same size through the daemon
+(one job; the daemon's VmHWM and the submit -> result time), and through
+the daemon's LMTP ingress (lmtp_send.py streams it over a UNIX socket;
+the daemon spools it and delivers it; VmHWM and MAIL FROM -> the
+recipient's reply). Peer:
 "smtp-source -m 1 -l SIZE" (which builds the payload in memory).
 Targets: peak RSS < 50 MB and >= 200 MB/s. 1 MB = 2^20 bytes.
 Environment: BENCH_SIZE_MB (200; QUICK 50), REPS, QUICK."""
@@ -40,7 +43,7 @@ os.chmod(msg, 0o644)
 msg_bytes = os.path.getsize(msg)
 mb = msg_bytes / 1048576
 
-peer, direct, daemon = [], [], []
+peer, direct, daemon, ingress = [], [], [], []
 for rep in range(reps):
     for who in order(rep):
         if who == "peer":
@@ -75,6 +78,35 @@ for rep in range(reps):
                        "cpu_s": dm.get("cpu_s")})
         say(f"s5 rep {rep + 1}/{reps}: mailhop daemon: {daemon[-1]['mb_per_s']} MB/s, "
             f"VmHWM {dm.get('vmhwm_kb')} kB")
+        lmtp_sock = b.path("lmtp.sock")
+        d = b.daemon(f'[daemon]\nworkers = 4\nspool_directory = "{b.path("spool")}"\n'
+                     + shaping_unlimited(4)
+                     + f'\n[[ingress]]\nlisten = "unix:{lmtp_sock}"\n'
+                     f'nexthop = "[127.0.0.1]:{port}"\n'
+                     f'max_message_size = {msg_bytes * 2}\n', name="ingress")
+        p = subprocess.run([sys.executable, os.path.join(HERE, "lmtp_send.py"), lmtp_sock, msg,
+                            "rcpt@sink.test"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=900, check=False)
+        hwm = None
+        try:
+            with open(f"/proc/{d.proc.pid}/status") as f:
+                for status_line in f:
+                    if status_line.startswith("VmHWM:"):
+                        hwm = int(status_line.split()[1])
+        except OSError:
+            pass
+        d.stop()
+        try:
+            j = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            say("lmtp_send.py: " + p.stdout.decode()[-800:])
+            j = {"replies": [], "seconds": None}
+        good = bool(j["replies"]) and j["replies"][0].startswith("250 ")
+        ingress.append({"mb_per_s": rnd(mb / j["seconds"]) if j.get("seconds") else None,
+                        "rss_kb": hwm, "sent": good, "seconds": j.get("seconds"),
+                        "reply": (j["replies"] or ["?"])[0][:160]})
+        say(f"s5 rep {rep + 1}/{reps}: mailhop LMTP ingress: {ingress[-1]['mb_per_s']} MB/s, "
+            f"VmHWM {hwm} kB, {ingress[-1]['reply'][:60]}")
 
 
 def mrow(label, runs):
@@ -85,17 +117,20 @@ def mrow(label, runs):
 
 rows = [mrow(f"smtp-source -m 1 -l {size_mb} MB", peer),
         mrow("mailhop send --direct (large-message.sh)", direct),
-        mrow("mailhop daemon, one job", daemon)]
+        mrow("mailhop daemon, one job", daemon),
+        mrow("mailhop daemon, LMTP ingress (spooled)", ingress)]
 for r in rows[1:]:
     r["ratio"] = rnd(r["mb_per_s"] / rows[0]["mb_per_s"], 2) \
         if r["mb_per_s"] and rows[0]["mb_per_s"] else None
-ok = all(r.get("sent") for r in direct + daemon)
+ok = all(r.get("sent") for r in direct + daemon + ingress)
 targets = []
 for r, tag in ((rows[1], "send --direct"), (rows[2], "daemon")):
     targets.append(target(f"S5 {tag} peak RSS", r["rss_mb"], "<", 50, "MB"))
     targets.append(target(f"S5 {tag} throughput", r["mb_per_s"], ">=", 200, "MB/s"))
+targets.append(target("S5 LMTP ingress peak RSS", rows[3]["rss_mb"], "<", 50, "MB"))
 targets.append(target("S5 message sent", 1 if ok else 0, ">=", 1))
 write_result(5, {"title": f"large message ({size_mb} MB)",
                  "params": {"size_mb": size_mb, "message_bytes": msg_bytes, "reps": reps},
                  "rows": rows, "targets": targets,
-                 "runs": {"smtp_source": peer, "direct": direct, "daemon": daemon}})
+                 "runs": {"smtp_source": peer, "direct": direct, "daemon": daemon,
+                          "ingress": ingress}})

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use super::Config;
+use super::ingress::IngressEntry;
 use super::tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
     MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
@@ -100,6 +101,7 @@ impl Config {
             let fallback = table.inherits_smtp.then_some(&smtp);
             write_table(&mut out, table.name, table.keys, &table.values, fallback);
         }
+        write_ingress(&mut out);
         out
     }
 
@@ -119,6 +121,21 @@ impl Config {
         for table in documented_tables() {
             let fallback = table.inherits_smtp.then_some(&smtp);
             man_table(&mut out, &table, fallback);
+        }
+        out.push_str(
+            ".SH \"[[ingress]] ENTRIES\"\n\
+             LMTP listeners through which an MTA (Postfix, Exim, OpenSMTPD) hands its \
+             outbound mail to mailhop; none by default (see docs/behind-postfix.md). \
+             Each message's recipients are answered after the final dot, one reply per \
+             recipient, once mailhop has settled them. \
+             Listeners are set up at start: a reload keeps the running ones. \
+             Each entry is a table with these keys:\n",
+        );
+        for (name, kind, doc) in IngressEntry::KEYS {
+            out.push_str(&format!(
+                ".TP\n.B {name}\n{}\n.br\nType: {kind}.\n",
+                roff_text(doc)
+            ));
         }
         out.push_str(MAN_TAIL);
         out
@@ -153,10 +170,14 @@ The file has the tables
 .BR [dns] ,
 .BR [tls] ,
 .BR [daemon] ,
-.B [cache]
-and
+.BR [cache] ,
 .BR [log] ,
-described below.
+.B [shaping]
+and
+.BR [metrics] ,
+and the
+.B [[ingress]]
+entries, described below.
 .PP
 Every key is optional: a key (or table, or the whole file) that is left out
 takes the default shown here.
@@ -330,6 +351,43 @@ pub(super) fn entry_docs(table: &str) -> Vec<(&'static str, EntryKeys)> {
     } else {
         Vec::new()
     }
+}
+
+/// Appends the `[[ingress]]` documentation: its keys, then a commented
+/// entry with every default (there is no listener by default).
+fn write_ingress(out: &mut String) {
+    out.push_str(
+        "\n# [[ingress]]: LMTP listeners through which an MTA (Postfix, Exim,\n\
+         # OpenSMTPD) hands its outbound mail to mailhop (docs/behind-postfix.md).\n\
+         # None by default; any number of entries. Set up at start: a reload keeps\n\
+         # the running ones. The keys of an entry:\n",
+    );
+    for (name, kind, doc) in IngressEntry::KEYS {
+        out.push_str(&format!("#\n# {name} ({kind}):\n"));
+        let mut line = String::from("#  ");
+        for word in doc.split_whitespace() {
+            if line.len() + word.len() > 76 {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = String::from("#  ");
+            }
+            line.push(' ');
+            line.push_str(word);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(
+        "#\n\
+         #[[ingress]]\n\
+         #listen = \"unix:/run/mailhop/lmtp.sock\"\n\
+         #nexthop = \"\"\n\
+         #transport = \"smtp\"\n\
+         #deadline = \"300s\"\n\
+         #end_of_data_grace = \"120s\"\n\
+         #max_message_size = 10240000\n\
+         #allow_non_loopback = false\n",
+    );
 }
 
 /// A table's default values as TOML values, keyed by name.

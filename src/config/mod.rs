@@ -58,6 +58,7 @@ mod checks;
 mod document;
 mod duration;
 mod error;
+mod ingress;
 mod metrics;
 mod settings;
 mod shaping;
@@ -71,6 +72,9 @@ use toml::de::DeTable;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use ingress::{
+    IngressEntry, IngressListen, IngressListener, IngressTransport, parse_ingress_listen,
+};
 pub use metrics::{MAX_DESTINATION_LABELS, MetricsListen, parse_metrics_listen};
 pub use settings::{
     AddressPreference, DnsSupport, InetProtocols, LogFormat, ProtocolSettings, Settings, Timeouts,
@@ -112,6 +116,9 @@ pub struct Config {
     pub shaping: ShapingConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[[ingress]]`: LMTP listeners taking mail from an MTA.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IngressEntry>,
 }
 
 impl Config {
@@ -142,6 +149,14 @@ impl Config {
         Config::from_toml_str(&text)
     }
 
+    /// The `[[ingress]]` listeners, typed (the configuration was checked).
+    pub fn ingress_listeners(&self) -> Vec<IngressListener> {
+        self.ingress
+            .iter()
+            .filter_map(|entry| entry.listener().ok())
+            .collect()
+    }
+
     /// Checks the semantic rules (port ranges, timeouts, address syntax, ...)
     /// of a configuration built in code.  Errors name the key; they have no
     /// line since there is no text.
@@ -160,6 +175,7 @@ impl Config {
         self.log.check_keys()?;
         self.shaping.check_keys()?;
         self.metrics.check_keys()?;
+        ingress::check_ingress(&self.ingress).map_err(|invalid| invalid.at("ingress"))?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::*;
 use super::duration::{duration_str, opt_duration_str};
 use super::error::Problem;
+use super::ingress::check_spool_directory;
 use super::metrics::{check_label_limit, check_metrics_listen};
 use super::shaping::{
     check_destination_shapes, check_feedback, check_initial_concurrency, check_rate,
@@ -503,6 +504,14 @@ config_table! {
         /// client reads (one job is always taken; a client that never
         /// reads is cut off after client_idle_timeout).
         max_unread_answer_bytes: usize = 16_777_216, mirrors "none (mailhop's own)", check = check_positive;
+        /// Where the LMTP ingress ([[ingress]]) spools the messages it
+        /// receives until their recipients are settled: one file per
+        /// message, removed once it is answered. Created (mode 0700, owned
+        /// by the daemon's user) at start when an [[ingress]] listener is
+        /// configured; files left by a crash are removed at start (their
+        /// MTA got no reply, so it still has the message and retries).
+        /// The systemd unit makes it with StateDirectory=mailhop.
+        spool_directory: String = "/var/lib/mailhop/spool".into(), mirrors "none (like queue_directory for the ingress's messages in transit)", check = check_spool_directory;
     }
 }
 

@@ -1,0 +1,462 @@
+//! The LMTP ingress (`[[ingress]]`, src/ingress) in a running daemon,
+//! spoken to by an LMTP client in the test: per-recipient replies that
+//! carry each remote outcome, the message reaching a real smtp-sink
+//! unchanged, the deadline (a waiting job never starts, a running one
+//! sends no body), SIGTERM mid-delivery (4xx, never a loss), size and
+//! access refusals, and the spool (emptied after each answer, leftovers
+//! removed at start). Private-Postfix end-to-end tests are in
+//! tests/ingress_postfix.rs.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::daemon::Daemon;
+use common::{Action, Behaviour, Listen, Sink, Workdir, free_port, said, smtp_server};
+use nix::sys::signal::Signal;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// An LMTP client: one reply (all its lines) at a time.
+struct Lmtp {
+    reader: BufReader<Box<dyn std::io::Read + Send>>,
+    writer: Box<dyn Write + Send>,
+}
+
+impl Lmtp {
+    fn unix(path: &Path) -> Lmtp {
+        let stream = UnixStream::connect(path).expect("connect to the ingress socket");
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut lmtp = Lmtp {
+            reader: BufReader::new(Box::new(stream)),
+            writer: Box::new(writer),
+        };
+        let greeting = lmtp.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        lmtp
+    }
+
+    fn tcp(port: u16) -> Lmtp {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the ingress port");
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut lmtp = Lmtp {
+            reader: BufReader::new(Box::new(stream)),
+            writer: Box::new(writer),
+        };
+        let greeting = lmtp.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        lmtp
+    }
+
+    fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// One reply, its lines joined with "\n" (empty when the server closed).
+    fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return lines.join("\n");
+            }
+            let line = line.trim_end().to_string();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines.join("\n");
+            }
+        }
+    }
+
+    /// LHLO, then MAIL, the RCPTs and DATA pipelined; checks each reply.
+    fn begin(&mut self, xforward: &str, sender: &str, recipients: &[&str]) {
+        self.send("LHLO mta.test\r\n");
+        let lhlo = self.reply();
+        assert!(
+            lhlo.contains("PIPELINING") && lhlo.contains("XFORWARD"),
+            "{lhlo}"
+        );
+        if !xforward.is_empty() {
+            self.send(&format!("XFORWARD {xforward}\r\n"));
+            assert_eq!(self.reply(), "250 2.0.0 Ok");
+        }
+        let mut batch = format!("MAIL FROM:<{sender}>\r\n");
+        for r in recipients {
+            batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        batch.push_str("DATA\r\n");
+        self.send(&batch);
+        assert_eq!(self.reply(), "250 2.1.0 Ok");
+        for _ in recipients {
+            assert_eq!(self.reply(), "250 2.1.5 Ok");
+        }
+        assert!(self.reply().starts_with("354 "));
+    }
+
+    /// Sends the message (dot-stuffed here) and the final dot; the
+    /// replies, one per recipient.
+    fn message(&mut self, body: &str, recipients: usize) -> Vec<String> {
+        let mut data = String::new();
+        for line in body.split_inclusive('\n') {
+            if line.starts_with('.') {
+                data.push('.');
+            }
+            data.push_str(line);
+        }
+        data.push_str(".\r\n");
+        self.send(&data);
+        (0..recipients).map(|_| self.reply()).collect()
+    }
+}
+
+/// A daemon with `ingress` (the `[[ingress]]` tables) and more `[daemon]` keys.
+fn start(daemon_keys: &str, ingress: &str) -> (Daemon, PathBuf) {
+    let work = Workdir::with_prefix("mailhop-ingress-");
+    let spool = work.path().join("spool");
+    let text = format!(
+        "[smtp]\nconnect_timeout = \"5s\"\n[daemon]\nsocket = {:?}\nspool_directory = {:?}\n{daemon_keys}\n{ingress}\n",
+        work.path().join("m.sock").display().to_string(),
+        spool.display().to_string(),
+    );
+    (Daemon::start_text(&work, &text, LIMIT).owning(work), spool)
+}
+
+/// Waits (bounded) until the ingress socket accepts connections.
+fn wait_socket(path: &Path) {
+    let start = Instant::now();
+    while UnixStream::connect(path).is_err() {
+        assert!(start.elapsed() < LIMIT, "{} never listened", path.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spool_files(spool: &Path) -> Vec<String> {
+    fs::read_dir(spool)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A daemon whose only ingress listens on a UNIX socket in its work dir.
+fn start_unix(nexthop: &str, daemon_keys: &str, extra: &str) -> (Daemon, PathBuf, PathBuf) {
+    let work = Workdir::with_prefix("mailhop-ingress-");
+    let spool = work.path().join("spool");
+    let socket = work.path().join("lmtp.sock");
+    let text = format!(
+        "[smtp]\nconnect_timeout = \"5s\"\n[daemon]\nsocket = {:?}\nspool_directory = {:?}\n{daemon_keys}\n\
+         [[ingress]]\nlisten = \"unix:{}\"\nnexthop = {nexthop:?}\n{extra}\n",
+        work.path().join("m.sock").display().to_string(),
+        spool.display().to_string(),
+        socket.display(),
+    );
+    let daemon = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    wait_socket(&socket);
+    (daemon, socket, spool)
+}
+
+#[test]
+fn each_recipient_gets_its_remote_outcome_after_the_dot() {
+    let server = smtp_server(Behaviour {
+        rcpt: vec![
+            "250 2.1.5 Ok".into(),
+            "550 5.1.1 <b@x.test>: Recipient address rejected: User unknown".into(),
+            "450 4.2.0 <c@x.test>: Recipient address rejected: Greylisted".into(),
+        ],
+        ..Behaviour::default()
+    });
+    let (daemon, socket, spool) = start_unix(&server.nexthop(), "", "");
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin(
+        "NAME=client.test ADDR=192.0.2.7 IDENT=4QxYz1",
+        "s@y.test",
+        &["a@x.test", "b@x.test", "c@x.test"],
+    );
+    let replies = lmtp.message("Subject: ingress\r\n\r\n.leading dot\r\nhello\r\n", 3);
+    assert_eq!(
+        replies[0],
+        format!(
+            "250 2.0.0 <a@x.test> host {} said: 250 2.0.0 Ok: queued as 4XYZ",
+            server.relay()
+        )
+    );
+    assert_eq!(
+        replies[1],
+        format!(
+            "550 5.1.1 <b@x.test> {}",
+            said(
+                "550 5.1.1 <b@x.test>: Recipient address rejected: User unknown",
+                "RCPT TO"
+            )
+        )
+    );
+    assert_eq!(
+        replies[2],
+        format!(
+            "450 4.2.0 <c@x.test> {}",
+            said(
+                "450 4.2.0 <c@x.test>: Recipient address rejected: Greylisted",
+                "RCPT TO"
+            )
+        )
+    );
+    // The connection goes on: a second transaction, then QUIT.
+    lmtp.send("RSET\r\nQUIT\r\n");
+    assert_eq!(lmtp.reply(), "250 2.0.0 Ok");
+    assert!(lmtp.reply().starts_with("221 "));
+    let transcript = server.finish().expect("the server saw the delivery");
+    assert_eq!(
+        transcript.body.as_deref(),
+        Some(&b"Subject: ingress\r\n\r\n..leading dot\r\nhello\r\n"[..]),
+        "the message as the MTA sent it (dot-stuffed again on the way out)"
+    );
+    // The MTA's queue id is the job id of mailhop's log lines, and the
+    // transaction is logged with its XFORWARD attributes.
+    daemon.wait_log("4QxYz1: to=<c@x.test>");
+    let log = daemon.log();
+    assert!(
+        log.contains("4QxYz1: from=<s@y.test>, size=41, nrcpt=3, name=client.test, addr=192.0.2.7, ident=4QxYz1"),
+        "{log}"
+    );
+    assert!(log.contains("4QxYz1: to=<b@x.test>") && log.contains("status=bounced"));
+    // Nothing stays in the spool once the recipients are answered.
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+}
+
+#[test]
+fn a_real_smtp_sink_receives_the_message_unchanged_over_an_inet_listener() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-d", "{dir}/dump/%M."]) else {
+        return;
+    };
+    let port = free_port();
+    let (daemon, spool) = start(
+        "",
+        &format!(
+            "[[ingress]]\nlisten = \"inet:127.0.0.1:{port}\"\nnexthop = {:?}\n",
+            sink.nexthop()
+        ),
+    );
+    let start = Instant::now();
+    let mut lmtp = loop {
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+            drop(stream);
+            break Lmtp::tcp(port);
+        }
+        assert!(start.elapsed() < LIMIT, "the ingress never listened");
+        thread::sleep(Duration::from_millis(20));
+    };
+    // 8-bit text, a long line, dots at line starts.
+    let mut body = String::from("Subject: caf\u{e9}\r\nX-Test: sink\r\n\r\n");
+    body.push_str(&"x".repeat(900));
+    body.push_str("\r\n.\r\n..\r\n.end\r\n");
+    for i in 0..2000 {
+        body.push_str(&format!("line {i} of a longer message\r\n"));
+    }
+    lmtp.begin("", "s@y.test", &["r@sink.test"]);
+    let replies = lmtp.message(&body, 1);
+    assert!(
+        replies[0].starts_with("250 2.0.0 <r@sink.test> host 127.0.0.1[127.0.0.1]"),
+        "{replies:?}"
+    );
+    let dumps = sink.wait_files("dump", 1);
+    assert_eq!(dumps.len(), 1);
+    let dumped = fs::read(&dumps[0]).unwrap();
+    // smtp-sink writes its dump with LF line ends, after headers of its own.
+    let expected = body.replace("\r\n", "\n");
+    assert!(
+        dumped
+            .windows(expected.len())
+            .any(|w| w == expected.as_bytes()),
+        "the sink's dump holds the message as sent"
+    );
+    assert!(spool_files(&spool).is_empty());
+    drop(daemon);
+}
+
+#[test]
+fn at_the_deadline_a_waiting_job_never_starts_and_a_running_one_sends_no_body() {
+    // One worker: the first message's delivery stalls at MAIL FROM (the
+    // server answers after 6 s); the second message waits for the worker.
+    let server =
+        smtp_server(Behaviour::default().fault("MAIL", 0, Action::Delay(Duration::from_secs(6))));
+    let (daemon, socket, spool) = start_unix(
+        &server.nexthop(),
+        "workers = 1\nqueue_capacity = 10",
+        "deadline = \"2s\"",
+    );
+    let started = Instant::now();
+    let first = thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let mut lmtp = Lmtp::unix(&socket);
+            lmtp.begin("IDENT=FIRST1", "s@y.test", &["a@x.test"]);
+            lmtp.message("Subject: first\r\n\r\nbody\r\n", 1)
+        }
+    });
+    daemon.wait_log("FIRST1: from=<s@y.test>");
+    let mut second = Lmtp::unix(&socket);
+    second.begin("IDENT=SECOND2", "s@y.test", &["b@x.test"]);
+    let second_replies = second.message("Subject: second\r\n\r\nbody\r\n", 1);
+    let first_replies = first.join().unwrap();
+    let waited = started.elapsed();
+    for (replies, rcpt) in [(&first_replies, "a@x.test"), (&second_replies, "b@x.test")] {
+        assert!(
+            replies[0].starts_with(&format!(
+                "451 4.3.0 <{rcpt}> delivery not completed within the ingress deadline (2s)"
+            )),
+            "{replies:?}"
+        );
+    }
+    assert!(
+        waited < Duration::from_secs(5),
+        "answered at the deadline, not after the stalled delivery: {waited:?}"
+    );
+    // The running job's session goes on after the answer, but sends no
+    // message body; the waiting job never connects.
+    let transcript = server.finish().expect("the first delivery's session");
+    assert!(
+        !transcript.commands.iter().any(|c| c == ".")
+            && transcript.body.unwrap_or_default().is_empty(),
+        "no message reached the server: {:?}",
+        transcript.commands
+    );
+    daemon.wait_log("SECOND2: to=<b@x.test>");
+    let log = daemon.log();
+    assert!(
+        !log.contains("SECOND2: to=<b@x.test>, relay=127"),
+        "the waiting job was never delivered: {log}"
+    );
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+}
+
+#[test]
+fn sigterm_mid_delivery_answers_4xx_and_idle_connections_get_421() {
+    // The end-of-data reply comes only after 8 s: the body is on its way
+    // when the daemon is told to stop.
+    let server =
+        smtp_server(Behaviour::default().fault(".", 0, Action::Delay(Duration::from_secs(8))));
+    let (mut daemon, socket, _spool) =
+        start_unix(&server.nexthop(), "shutdown_timeout = \"1s\"", "");
+    let mut idle = Lmtp::unix(&socket);
+    idle.send("LHLO mta.test\r\n");
+    assert!(idle.reply().starts_with("250-"));
+    let busy = thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let mut lmtp = Lmtp::unix(&socket);
+            lmtp.begin("IDENT=TERM1", "s@y.test", &["a@x.test", "b@x.test"]);
+            lmtp.message("Subject: term\r\n\r\nbody\r\n", 2)
+        }
+    });
+    // Wait until the server has the body (its dot reply is pending).
+    daemon.wait_log("TERM1: from=<s@y.test>");
+    thread::sleep(Duration::from_millis(700));
+    daemon.signal(Signal::SIGTERM);
+    let replies = busy.join().unwrap();
+    for (reply, rcpt) in replies.iter().zip(["a@x.test", "b@x.test"]) {
+        assert!(
+            reply.starts_with(&format!("451 4.3.0 <{rcpt}> mail system shutting down")),
+            "a recipient in flight at shutdown is deferred, never lost: {replies:?}"
+        );
+    }
+    assert!(
+        idle.reply().starts_with("421 4.3.0 "),
+        "an idle connection is told the daemon stops"
+    );
+    assert_eq!(daemon.wait_exit(LIMIT), Some(0));
+    drop(server);
+}
+
+#[test]
+fn a_message_over_max_message_size_is_refused_per_recipient() {
+    let server = smtp_server(Behaviour::default());
+    let (_daemon, socket, spool) = start_unix(&server.nexthop(), "", "max_message_size = 1000");
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.send("LHLO mta.test\r\n");
+    assert!(lmtp.reply().contains("250-SIZE 1000"));
+    lmtp.send("MAIL FROM:<s@y.test> SIZE=5000\r\n");
+    assert_eq!(lmtp.reply(), "552 5.3.4 Error: message file too big");
+    lmtp.send("MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n");
+    for _ in 0..3 {
+        assert!(lmtp.reply().starts_with("250"));
+    }
+    assert!(lmtp.reply().starts_with("354"));
+    let body = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(3000));
+    let replies = lmtp.message(&body, 2);
+    assert_eq!(
+        replies,
+        [
+            "552 5.3.4 <a@x.test> Error: message file too big",
+            "552 5.3.4 <b@x.test> Error: message file too big"
+        ]
+    );
+    assert_eq!(server.connections(), 0, "nothing was delivered");
+    assert!(spool_files(&spool).is_empty());
+}
+
+#[test]
+fn spool_leftovers_are_removed_at_start_and_other_files_kept() {
+    let work = Workdir::with_prefix("mailhop-ingress-");
+    let spool = work.path().join("spool");
+    fs::create_dir(&spool).unwrap();
+    fs::write(spool.join("4242.7.lmtp"), b"left by a crash").unwrap();
+    fs::write(spool.join("notes.txt"), b"not ours").unwrap();
+    let socket = work.path().join("lmtp.sock");
+    let text = format!(
+        "[daemon]\nsocket = {:?}\nspool_directory = {:?}\n[[ingress]]\nlisten = \"unix:{}\"\n",
+        work.path().join("m.sock").display().to_string(),
+        spool.display().to_string(),
+        socket.display()
+    );
+    let daemon = Daemon::start_text(&work, &text, LIMIT);
+    wait_socket(&socket);
+    assert_eq!(spool_files(&spool), ["notes.txt"]);
+    assert!(
+        daemon
+            .log()
+            .contains("removed 1 files left by an earlier run")
+    );
+    drop(daemon);
+    drop(work);
+}
+
+#[test]
+fn a_unix_peer_that_may_not_submit_is_refused_with_421() {
+    if !common::is_root() {
+        common::skip("refusing a peer by uid needs root (to connect as another uid)");
+        return;
+    }
+    let server = smtp_server(Behaviour::default());
+    let (_daemon, socket, _spool) = start_unix(&server.nexthop(), "socket_mode = \"0666\"", "");
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); s.settimeout(10); print(s.recv(200).decode().strip())",
+        socket.display().to_string()
+    );
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .current_dir("/")
+        .uid(54321)
+        .gid(54321)
+        .output()
+        .expect("run python3 as uid 54321");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.starts_with("421 4.7.0 ") && said.contains("uid 54321 is not allowed"),
+        "{said} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(server.connections(), 0);
+}
+
+use std::os::unix::process::CommandExt;
