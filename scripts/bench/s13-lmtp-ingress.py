@@ -23,6 +23,7 @@ sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import os
 import pwd
 
+from submit import thread_delta, thread_table
 from benchlib import (Bench, PostfixDrain, env_int, free_port, has_key, median, order, rnd,
                       say, shaping_unlimited, target, write_result)
 
@@ -81,9 +82,11 @@ def run_a():
 def run_b():
     d = b.daemon(config, daemon_keys=daemon_keys, ingress=ingress)
     c0 = sink.counters()
-    p = pf_b.run(n, limit=limit, probe=d.cpu_seconds)
-    cpu0, cpu1 = p.pop("probe")
+    p = pf_b.run(n, limit=limit, probe=lambda: (d.cpu_seconds(), thread_table(d.pid)))
+    (cpu0, th0), (cpu1, th1) = p.pop("probe")
     p["mailhop_cpu_s"] = round(cpu1 - cpu0, 3)
+    # Where mailhop's CPU went, per thread class (ingress sessions, workers, ...).
+    p["thread_classes"] = thread_delta(th0, th1, p["n"])
     p["cpu_us_per_msg"] = rnd((cpu1 - cpu0) * 1e6 / p["n"]) if p["n"] else None
     p["rss_kb"] = d.status("VmHWM")
     p["threads"] = d.status("Threads")
@@ -107,6 +110,10 @@ def run_b():
         f"mailhop {p['cpu_us_per_msg']} us CPU/msg, RSS {p['rss_kb']} kB, "
         f"sent {p['sent']} (mailhop {p['mailhop_sent']}), sink {p['sink_msgs']}, "
         f"left {p['left_in_queue']}, {p['sessions']} sessions")
+    top = sorted(p["thread_classes"].items(), key=lambda kv: -kv[1]["cpu_s"])[:4]
+    say("s13 mailhop CPU by thread class: " + ", ".join(
+        f"{cls} x{c['threads']}: {c.get('cpu_us_per_job')} us/msg, {c.get('cs_per_job')} cs/msg"
+        for cls, c in top))
     return p
 
 
