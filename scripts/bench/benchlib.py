@@ -474,13 +474,14 @@ class PostfixDrain:
 
     With lmtp_socket (a UNIX socket path), the instance delivers everything
     with lmtp(8) to that socket instead (default_transport and
-    relay_transport = lmtp:unix:PATH, no relayhost, XFORWARD sent) with
+    relay_transport = lmtp:unix:PATH, no relayhost, XFORWARD sent unless
+    lmtp_xforward is false) with
     lmtp_concurrency sessions at most (= qmgr + lmtp(8)). name: the
     instance's directory in the work directory (two instances can run at
     once)."""
 
     def __init__(self, bench, relay_port, concurrency=20, size=1024, name="postfix",
-                 lmtp_socket=None, lmtp_concurrency=None):
+                 lmtp_socket=None, lmtp_concurrency=None, lmtp_xforward=True):
         self.b = bench
         self.base = bench.path(name)
         self.etc = os.path.join(self.base, "etc")
@@ -506,7 +507,7 @@ class PostfixDrain:
 default_transport = lmtp:unix:{lmtp_socket}
 relay_transport = lmtp:unix:{lmtp_socket}
 lmtp_destination_concurrency_limit = {lmtp_concurrency or concurrency}
-lmtp_send_xforward_command = yes
+lmtp_send_xforward_command = {"yes" if lmtp_xforward else "no"}
 """
         else:
             route = f"relayhost = [127.0.0.1]:{relay_port}\n"

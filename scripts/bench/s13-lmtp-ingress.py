@@ -16,7 +16,8 @@ mailhop's CPU per message during B's drain, and completeness (Postfix's
 status=sent count, the sink's message count, the queue empty; for B also
 mailhop's own status=sent log lines).
 Environment: S13_N (5000; QUICK 1000), S13_CONC (20), S13_WORKERS (20),
-S13_LIMIT (seconds a drain may take, 240), REPS (3), QUICK."""
+S13_LIMIT (seconds a drain may take, 240), S13_XFORWARD (yes; "no": B's
+Postfix does not send XFORWARD, a diagnostic), REPS (3), QUICK."""
 import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
@@ -32,6 +33,7 @@ conc = env_int("S13_CONC", 20)
 workers = env_int("S13_WORKERS", 20)
 limit = env_int("S13_LIMIT", 240)
 reps = env_int("REPS", 3)
+xforward = os.environ.get("S13_XFORWARD", "yes") != "no"
 
 b = Bench("s13")
 port = free_port()
@@ -52,7 +54,7 @@ if not ingress_ok:
 pf_a = PostfixDrain(b, port, concurrency=conc, name="postfix-smtp")
 pf_a.start()
 pf_b = PostfixDrain(b, port, concurrency=conc, name="postfix-lmtp", lmtp_socket=sock,
-                    lmtp_concurrency=conc)
+                    lmtp_concurrency=conc, lmtp_xforward=xforward)
 pf_b.start()
 
 config = f"""[daemon]
@@ -86,7 +88,11 @@ def run_b():
     (cpu0, th0), (cpu1, th1) = p.pop("probe")
     p["mailhop_cpu_s"] = round(cpu1 - cpu0, 3)
     # Where mailhop's CPU went, per thread class (ingress sessions, workers, ...).
+    # Threads that ended during the drain (an LMTP connection the client
+    # closed) are not in the table: their CPU is the rest of the total.
     p["thread_classes"] = thread_delta(th0, th1, p["n"])
+    p["ended_threads_cpu_s"] = round(
+        p["mailhop_cpu_s"] - sum(c["cpu_s"] for c in p["thread_classes"].values()), 3)
     p["cpu_us_per_msg"] = rnd((cpu1 - cpu0) * 1e6 / p["n"]) if p["n"] else None
     p["rss_kb"] = d.status("VmHWM")
     p["threads"] = d.status("Threads")
@@ -113,7 +119,9 @@ def run_b():
     top = sorted(p["thread_classes"].items(), key=lambda kv: -kv[1]["cpu_s"])[:4]
     say("s13 mailhop CPU by thread class: " + ", ".join(
         f"{cls} x{c['threads']}: {c.get('cpu_us_per_job')} us/msg, {c.get('cs_per_job')} cs/msg"
-        for cls, c in top))
+        for cls, c in top) + (f", threads ended during the drain: "
+                              f"{rnd(p['ended_threads_cpu_s'] * 1e6 / p['n'])} us/msg"
+                              if p["n"] else ""))
     return p
 
 
@@ -157,7 +165,8 @@ rows = [row(f"Postfix qmgr+smtp(8) drain of {n} held -> smtp-sink", a_runs,
 if ingress_ok:
     rows.append(row(f"Postfix qmgr+lmtp(8) drain of {n} held -> mailhop LMTP ingress "
                     f"(workers={workers}) -> smtp-sink", b_runs, ratio,
-                    note=(f"lmtp concurrency {conc}; CPU = mailhop's; " + done(b_runs)
+                    note=(f"lmtp concurrency {conc}{'' if xforward else ', no XFORWARD'}; "
+                          "CPU = mailhop's; " + done(b_runs)
                           + (f"; B/A per rep {', '.join(f'{x:.2f}' for x in ratios)}"
                              if ratios else ""))))
 else:
@@ -167,6 +176,7 @@ all_ok = bool(b_runs) and all(r["complete"] for r in a_runs + b_runs)
 write_result(13, {
     "title": "mailhop behind Postfix: LMTP ingress vs Postfix's own smtp(8)",
     "params": {"n": n, "size": 1024, "lmtp_concurrency": conc, "smtp_concurrency": conc,
+               "xforward": xforward,
                "workers": workers, "reps": reps, "ingress": ingress_ok},
     "rows": rows,
     "targets": [
