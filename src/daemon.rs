@@ -684,6 +684,14 @@ fn metrics_snapshot(report: StatusReport) -> metrics::Snapshot {
                 last_throttle: d.last_throttle,
             })
             .collect(),
+        ingress: report.ingress.map(|i| metrics::IngressGauges {
+            connections: i.connections,
+            messages: i.messages,
+            replied_2xx: i.replied_2xx,
+            replied_4xx: i.replied_4xx,
+            replied_5xx: i.replied_5xx,
+            cancelled: i.cancelled,
+        }),
     }
 }
 

@@ -10,7 +10,8 @@
 //! a configuration), [`dns_mx`] (DNS datagrams into an MX candidate
 //! list), [`throttle_verdict`] (result diagnostics, which quote server
 //! replies, into the scheduler's verdict) and [`lmtp_ingress`] (an MTA's
-//! LMTP conversation with the ingress). Each drives the same code the daemon runs on that input, down to
+//! LMTP conversation with the ingress) and [`lmtp_data`] (the message bytes after
+//! DATA into the spooled message). Each drives the same code the daemon runs on that input, down to
 //! the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
@@ -414,5 +415,66 @@ pub fn lmtp_ingress(data: &[u8]) {
             Step::Close(_) => return,
             Step::Reply(_) => {}
         }
+    }
+}
+
+/// LMTP DATA bytes → the message the ingress spools: byte 0 picks how many
+/// bytes each read returns (1 to 256), the rest is what the MTA sent after
+/// 354. Checks that reading in pieces gives exactly what reading at once
+/// gives (output, bytes taken, end found), and both what a plain
+/// line-by-line reading of RFC 5321 section 4.5.2 gives: a line that is
+/// only a dot ends the message, a leading dot of any other line is dropped.
+pub fn lmtp_data(data: &[u8]) {
+    use crate::ingress::data::DataReceiver;
+    let (Some(&size), Some(input)) = (data.first(), data.get(1..)) else {
+        return;
+    };
+    let piece = usize::from(size) + 1;
+    let mut whole = DataReceiver::new();
+    let mut whole_out = Vec::new();
+    let whole_taken = whole.feed(input, &mut whole_out);
+    let mut pieces = DataReceiver::new();
+    let mut pieces_out = Vec::new();
+    let mut pieces_taken = 0;
+    for chunk in input.chunks(piece) {
+        if pieces.done() {
+            break;
+        }
+        pieces_taken += pieces.feed(chunk, &mut pieces_out);
+    }
+    assert_eq!(whole_out, pieces_out, "pieces change the message");
+    assert_eq!(whole_taken, pieces_taken, "pieces change where it ends");
+    assert_eq!(whole.done(), pieces.done());
+    assert_eq!(
+        whole.size(),
+        u64::try_from(whole_out.len()).unwrap_or(u64::MAX)
+    );
+    // The reference: line by line.
+    let mut reference = Vec::new();
+    let mut taken = 0;
+    let mut ended = false;
+    for line in input.split_inclusive(|&b| b == b'\n') {
+        if line.ends_with(b"\n") {
+            let bare = line.strip_suffix(b"\n").unwrap_or(line);
+            if bare == b"." || bare == b".\r" {
+                taken += line.len();
+                ended = true;
+                break;
+            }
+        }
+        taken += line.len();
+        if line == b".\r" {
+            // An unfinished line that may yet be the final dot: held back.
+            break;
+        }
+        reference.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    assert_eq!(whole.done(), ended, "end of data");
+    if ended {
+        assert_eq!(whole_taken, taken, "bytes taken");
+        assert_eq!(whole_out, reference, "the message");
+    } else {
+        assert_eq!(whole_taken, input.len());
+        assert_eq!(whole_out, reference, "the message so far");
     }
 }

@@ -6,7 +6,7 @@
 //! up (or, for the gauges, up and down in pairs); a snapshot is a
 //! best-effort view, never a reason to fail.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,33 @@ pub struct Stats {
     deferred: AtomicU64,
     bounced: AtomicU64,
     busy: AtomicU64,
+    ingress: IngressStats,
+}
+
+/// The LMTP ingress's counters (see [`IngressCounters`]).
+#[derive(Debug, Default)]
+struct IngressStats {
+    on: AtomicBool,
+    connections: AtomicU64,
+    messages: AtomicU64,
+    replied_2xx: AtomicU64,
+    replied_4xx: AtomicU64,
+    replied_5xx: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+/// The `ingress` object of a status reply, when `[[ingress]]` listeners
+/// run: LMTP connections open now, messages received (a final dot), the
+/// per-recipient replies given after them by class, and jobs cancelled
+/// (at the deadline, or because the MTA hung up first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressCounters {
+    pub connections: u64,
+    pub messages: u64,
+    pub replied_2xx: u64,
+    pub replied_4xx: u64,
+    pub replied_5xx: u64,
+    pub cancelled: u64,
 }
 
 impl Default for Stats {
@@ -80,7 +107,53 @@ impl Stats {
             deferred: AtomicU64::new(0),
             bounced: AtomicU64::new(0),
             busy: AtomicU64::new(0),
+            ingress: IngressStats::default(),
         }
+    }
+
+    /// The LMTP ingress runs: status replies carry its counters.
+    pub fn ingress_started(&self) {
+        self.ingress.on.store(true, Ordering::Relaxed);
+    }
+
+    /// An LMTP connection opened (`true`) or closed.
+    pub fn ingress_connection(&self, open: bool) {
+        if open {
+            self.ingress.connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.ingress.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A message was answered with these per-recipient replies.
+    pub fn ingress_message(&self, replies: &str) {
+        self.ingress.messages.fetch_add(1, Ordering::Relaxed);
+        for line in replies.lines() {
+            let counter = match line.as_bytes().first() {
+                Some(b'2') => &self.ingress.replied_2xx,
+                Some(b'4') => &self.ingress.replied_4xx,
+                Some(b'5') => &self.ingress.replied_5xx,
+                _ => continue,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An ingress job was cancelled (deadline, or the MTA hung up).
+    pub fn ingress_cancelled(&self) {
+        self.ingress.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ingress_counters(&self) -> Option<IngressCounters> {
+        let i = &self.ingress;
+        i.on.load(Ordering::Relaxed).then(|| IngressCounters {
+            connections: i.connections.load(Ordering::Relaxed),
+            messages: i.messages.load(Ordering::Relaxed),
+            replied_2xx: i.replied_2xx.load(Ordering::Relaxed),
+            replied_4xx: i.replied_4xx.load(Ordering::Relaxed),
+            replied_5xx: i.replied_5xx.load(Ordering::Relaxed),
+            cancelled: i.cancelled.load(Ordering::Relaxed),
+        })
     }
 
     /// A job passed the checks and was queued.
@@ -154,6 +227,7 @@ impl Stats {
             cache,
             paused: 0,
             destinations: Vec::new(),
+            ingress: self.ingress_counters(),
         }
     }
 }
@@ -190,6 +264,9 @@ pub struct StatusReport {
     /// Per-destination shaping state ([`crate::shaping`]), busiest first.
     #[serde(default)]
     pub destinations: Vec<DestinationState>,
+    /// The LMTP ingress's counters, when `[[ingress]]` listeners run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressCounters>,
 }
 
 /// One destination's shaping state, for `mailhop status` and the metrics.

@@ -49,6 +49,18 @@ pub fn render(report: &StatusReport) -> String {
         "cache: {} hits, {} misses, {} stored, {} chained, {} idle",
         cache.hits, cache.misses, cache.stored, cache.chained, cache.idle
     );
+    if let Some(ingress) = &report.ingress {
+        let _ = writeln!(
+            out,
+            "ingress: {} LMTP connections, {} messages; replies {} 2xx, {} 4xx, {} 5xx; {} jobs cancelled",
+            ingress.connections,
+            ingress.messages,
+            ingress.replied_2xx,
+            ingress.replied_4xx,
+            ingress.replied_5xx,
+            ingress.cancelled
+        );
+    }
     if report.destinations.is_empty() {
         let _ = writeln!(out, "destinations: none known ({} paused)", report.paused);
         return out;

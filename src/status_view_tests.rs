@@ -1,5 +1,5 @@
 use super::*;
-use crate::stats::{CacheCounters, DoneCounters, QueueCounters, WorkerCounters};
+use crate::stats::{CacheCounters, DoneCounters, IngressCounters, QueueCounters, WorkerCounters};
 
 fn report(destinations: Vec<DestinationState>) -> StatusReport {
     StatusReport {
@@ -31,6 +31,7 @@ fn report(destinations: Vec<DestinationState>) -> StatusReport {
             .filter(|d| d.paused_for.is_some())
             .count() as u64,
         destinations,
+        ingress: None,
     }
 }
 
@@ -44,6 +45,33 @@ fn the_summary_has_every_counter() {
          cache: 3 hits, 9 misses, 2 stored, 0 chained, 2 idle\n\
          destinations: none known (0 paused)\n"
     );
+}
+
+#[test]
+fn the_ingress_line_shows_when_its_listeners_run() {
+    let mut with = report(Vec::new());
+    with.ingress = Some(IngressCounters {
+        connections: 3,
+        messages: 40,
+        replied_2xx: 50,
+        replied_4xx: 6,
+        replied_5xx: 2,
+        cancelled: 1,
+    });
+    let text = render(&with);
+    assert!(
+        text.contains(
+            "ingress: 3 LMTP connections, 40 messages; replies 50 2xx, 6 4xx, 2 5xx; 1 jobs cancelled\n"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_string(&with).unwrap();
+    assert!(
+        json.contains(r#""ingress":{"connections":3,"messages":40"#),
+        "{json}"
+    );
+    let without = serde_json::to_string(&report(Vec::new())).unwrap();
+    assert!(!without.contains("ingress"), "{without}");
 }
 
 #[test]

@@ -65,3 +65,8 @@ fn throttle_verdict_corpus_replays_without_panic() {
 fn lmtp_ingress_corpus_replays_without_panic() {
     replay("lmtp_ingress", fuzzing::lmtp_ingress);
 }
+
+#[test]
+fn lmtp_data_corpus_replays_without_panic() {
+    replay("lmtp_data", fuzzing::lmtp_data);
+}

@@ -19,6 +19,7 @@ mod common;
 use common::daemon::Daemon;
 use common::{Action, Behaviour, Listen, Sink, Workdir, free_port, said, smtp_server};
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -231,6 +232,23 @@ fn each_recipient_gets_its_remote_outcome_after_the_dot() {
     assert!(log.contains("4QxYz1: to=<b@x.test>") && log.contains("status=bounced"));
     // Nothing stays in the spool once the recipients are answered.
     assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+    // The status report counts the message and its replies by class.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let mut client = daemon.client();
+        client.send(r#"{"command":"status"}"#);
+        status = client.answer();
+        if status["ingress"]["connections"] == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let ingress = &status["ingress"];
+    assert_eq!(ingress["messages"], 1, "{status}");
+    assert_eq!(ingress["replied_2xx"], 1, "{status}");
+    assert_eq!(ingress["replied_4xx"], 1, "{status}");
+    assert_eq!(ingress["replied_5xx"], 1, "{status}");
+    assert_eq!(ingress["connections"], 0, "{status}");
 }
 
 #[test]
@@ -460,3 +478,83 @@ fn a_unix_peer_that_may_not_submit_is_refused_with_421() {
 }
 
 use std::os::unix::process::CommandExt;
+
+#[test]
+fn a_transaction_whose_mta_hangs_up_is_cancelled_before_it_starts() {
+    // One worker, busy for 4 s with the first message (its server answers
+    // MAIL late); the second message's MTA gives up and closes while its
+    // job waits: the job must never be delivered (the MTA sends it again).
+    let server =
+        smtp_server(Behaviour::default().fault("MAIL", 0, Action::Delay(Duration::from_secs(4))));
+    let (daemon, socket, spool) =
+        start_unix(&server.nexthop(), "workers = 1\nqueue_capacity = 10", "");
+    let first = thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let mut lmtp = Lmtp::unix(&socket);
+            lmtp.begin("IDENT=STAYS1", "s@y.test", &["a@x.test"]);
+            lmtp.message("Subject: first\r\n\r\nbody\r\n", 1)
+        }
+    });
+    daemon.wait_log("STAYS1: from=<s@y.test>");
+    {
+        let mut second = Lmtp::unix(&socket);
+        second.begin("IDENT=GONE2", "s@y.test", &["b@x.test"]);
+        second.send("Subject: second\r\n\r\nbody\r\n.\r\n");
+        daemon.wait_log("GONE2: from=<s@y.test>");
+        // The MTA's timeout: it hangs up without waiting for the replies.
+    }
+    daemon.wait_log("GONE2: to=<b@x.test>");
+    let first_replies = first.join().unwrap();
+    assert!(
+        first_replies[0].starts_with("250 2.0.0 <a@x.test>"),
+        "{first_replies:?}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("job GONE2: the MTA closed the LMTP connection"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("GONE2: to=<b@x.test>") && l.contains("status=deferred")),
+        "{log}"
+    );
+    let transcript = server.finish().expect("the first delivery's session");
+    let mails = transcript
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("MAIL FROM"))
+        .count();
+    assert_eq!(
+        mails, 1,
+        "only the first message was delivered: {:?}",
+        transcript.commands
+    );
+    let start = Instant::now();
+    while !spool_files(&spool).is_empty() && start.elapsed() < LIMIT {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+}
+
+#[test]
+fn an_ingress_with_transport_lmtp_delivers_to_a_real_lmtp_sink() {
+    let Some(sink) = Sink::start(Listen::Unix, &["-L"]) else {
+        return;
+    };
+    let (daemon, socket, spool) = start_unix(&sink.unix_nexthop(), "", "transport = \"lmtp\"");
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin("IDENT=LMTPOUT", "s@y.test", &["a@x.test", "b@x.test"]);
+    let replies = lmtp.message("Subject: lmtp out\r\n\r\nbody\r\n", 2);
+    for (reply, rcpt) in replies.iter().zip(["a@x.test", "b@x.test"]) {
+        assert!(reply.starts_with("250 2."), "{replies:?}");
+        assert!(
+            reply.contains(&format!(" <{rcpt}> host ")) && reply.ends_with("said: 250 2.2.0 Ok"),
+            "{replies:?}"
+        );
+    }
+    daemon.wait_log("LMTPOUT: to=<b@x.test>");
+    assert!(daemon.log().contains("mailhop/lmtp["), "{}", daemon.log());
+    assert!(spool_files(&spool).is_empty());
+}

@@ -12,6 +12,12 @@ process, SIGHUP to the daemon (with a changed config), clients that send
 jobs and disconnect without reading (sometimes leaving half a line), and job
 ids reused across client connections (same next hop) while the first is in flight.
 
+A share of the jobs (LMTP, 0.08) goes in through the daemon's LMTP ingress
+instead ([[ingress]] on two UNIX sockets, each with its next hop): an LMTP
+client per transaction, XFORWARD IDENT = the job id, and the per-recipient
+replies after the final dot become that job's answer (2xx sent, 4xx
+deferred, 5xx bounced), checked like the socket's answers.
+
 Every job is identifiable at the server: sender soak-N@soak.test, recipients
 rN.I@soak.test, body header X-Soak-Job: N. Checks (each is a violation):
   lost          reported sent, but no server accepted it for that recipient
@@ -34,7 +40,8 @@ violation. Clients that disconnect are checked through the daemon's log.
 
 Environment / options: JOBS (100000), SEED (1), DURATION (cap on the
 submission phase in seconds, 1800), CONNS, WORKERS, FAULT_SCALE (1.0; 0 =
-servers without faults), NO_CHAOS=1 (no kills, no SIGHUP), DUP_IDS (0.1), SHOW (violations
+servers without faults), NO_CHAOS=1 (no kills, no SIGHUP), DUP_IDS (0.1), LMTP (0.08,
+share of jobs through the LMTP ingress), SHOW (violations
 printed per category), KEEP=1 (keep the temp directory), MAILHOP (binary). Exit 0 only without a violation.
 Repro: the same SEED gives the same jobs, fault probabilities and chaos
 schedule; thread interleavings differ between runs. Standard library only.
@@ -187,6 +194,7 @@ workers = {soak.workers}
 queue_capacity = 500
 shutdown_timeout = "15s"
 client_idle_timeout = "120s"
+spool_directory = "{soak.dir}/spool"
 
 [cache]
 time_limit = "{"1s" if variant % 2 == 0 else "1500ms"}"
@@ -202,7 +210,12 @@ minimal_backoff_time = "{"1s" if variant % 2 == 0 else "2s"}"
 throttle_backoff = "200ms"
 throttle_backoff_max = "2s"
 throttle_retry_time = "20s"
-"""
+""" + "".join(f"""
+[[ingress]]
+listen = "unix:{sock}"
+nexthop = "{nexthop}"
+deadline = "60s"
+""" for sock, nexthop in soak.lmtp_routes)
 
 
 # ---------------------------------------------------------------- the soak
@@ -230,6 +243,13 @@ class Soak:
         self.chaos_log = []
         self.cache_totals = collections.Counter()  # summed over SIGHUP reloads
         self.harness_errors = []
+        # The LMTP ingress: its listeners (socket, next hop), the jobs for
+        # them and how many of those are in flight or answered.
+        self.lmtp_routes = []
+        self.lmtp_jobs = None
+        self.lmtp_lock = threading.Lock()
+        self.lmtp_inflight = 0
+        self.lmtp_answered = 0
 
     # -- setup
     def start_servers(self):
@@ -267,6 +287,8 @@ class Soak:
             ("lmtp", f"unix:{by['lmtpE'][0][5:]}", 13),
         ]
         self.nh_weights = [w for _, _, w in self.nexthops]
+        self.lmtp_routes = [(f"{d}/ingress-a.sock", f"[127.0.0.1]:{a1}"),
+                            (f"{d}/ingress-b.sock", f"[127.0.0.1]:{b1}, [127.0.0.1]:{a2}")]
 
     def start_daemon(self, binary):
         with open(self.cfg_path, "w") as f:
@@ -400,6 +422,79 @@ class Soak:
             return False
         return True
 
+    def lmtp_client(self):
+        """Takes (n, job, line) from the LMTP queue until None: one LMTP
+        transaction per job on the ingress of its route; the replies after
+        the final dot are the job's answer."""
+        import queue as _queue
+        while True:
+            try:
+                item = self.lmtp_jobs.get(timeout=0.5)
+            except _queue.Empty:
+                if self.done:
+                    return
+                continue
+            if item is None:
+                return
+            n, job, line = item
+            answer = None
+            try:
+                answer = self.lmtp_transaction(job, line)
+            except (OSError, ValueError) as e:
+                self.harness_errors.append(f"LMTP client, job {n}: {e}")
+            with self.lmtp_lock:
+                if answer is not None:
+                    self.answers[n].append(answer)
+                    self.lmtp_answered += 1
+                self.lmtp_inflight -= 1
+
+    def lmtp_transaction(self, job, line):
+        sock_path = job["ingress"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(120)
+            s.connect(sock_path)
+            f = s.makefile("rb")
+
+            def reply():
+                text = []
+                while True:
+                    raw = f.readline()
+                    if not raw:
+                        raise ValueError(f"the ingress closed the connection after {text}")
+                    text.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                    if raw[3:4] != b"-":
+                        return text[-1]
+
+            reply()
+            rcpts = [r["address"] for r in line["recipients"]]
+            head = (f"LHLO soak-mta.test\r\nXFORWARD IDENT={job['id']}\r\n"
+                    f"MAIL FROM:<{line['sender']}>\r\n"
+                    + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts) + "DATA\r\n")
+            s.sendall(head.encode())
+            for _ in range(4 + len(rcpts)):
+                r = reply()
+                if r[:1] not in ("2", "3"):
+                    raise ValueError(f"the ingress refused the envelope: {r}")
+            body = line["message"]["data"].replace("\r\n", "\n").split("\n")
+            if body and body[-1] == "":
+                body.pop()
+            data = "".join(("." + b if b.startswith(".") else b) + "\r\n" for b in body) + ".\r\n"
+            s.sendall(data.encode())
+            recipients = []
+            for r in rcpts:
+                text = reply()
+                code = text[:1]
+                status = {"2": "sent", "4": "deferred", "5": "bounced"}.get(code, "?")
+                parts = text.split(" ", 3)
+                recipients.append({"address": r, "status": status,
+                                   "dsn": parts[1] if len(parts) > 1 else "",
+                                   "diagnostic": parts[3] if len(parts) > 3 else text})
+            try:
+                s.sendall(b"QUIT\r\n")
+            except OSError:
+                pass
+        return {"id": job["id"], "recipients": recipients, "via": "lmtp"}
+
     def run_clients(self):
         args = self.args
         rng = random.Random(f"clients/{self.seed}")
@@ -413,6 +508,12 @@ class Soak:
                  "inflight": {}, "used": set(), "last": None}
             conns.append(c)
             sel.register(s, selectors.EVENT_READ, c)
+        import queue as _queue
+        self.lmtp_jobs = _queue.Queue()
+        lmtp_threads = [threading.Thread(target=self.lmtp_client, daemon=True)
+                        for _ in range(args.lmtp_conns)]
+        for t in lmtp_threads:
+            t.start()
         window = args.window
         start = time.monotonic()
         last_progress = start
@@ -455,6 +556,19 @@ class Soak:
                         self.quitter(quit_batch, partial)
                         quit_batch = []
                     continue
+                if self.lmtp_routes and rng.random() < args.lmtp:
+                    with self.lmtp_lock:
+                        busy = self.lmtp_inflight >= 4 * args.lmtp_conns
+                    if not busy:
+                        sock_path, nexthop = rng.choice(self.lmtp_routes)
+                        job, line = self.make_job(n, "lmtp", ("smtp", nexthop))
+                        job["ingress"] = sock_path
+                        self.jobs.append(job)
+                        with self.lmtp_lock:
+                            self.lmtp_inflight += 1
+                        self.lmtp_jobs.put((n, job, line))
+                        n += 1
+                        continue
                 c = min(conns, key=lambda c: len(c["inflight"]))
                 if len(c["inflight"]) >= window:
                     break
@@ -476,11 +590,16 @@ class Soak:
                 self.jobs.append(job)
                 n += 1
             self.submitted = n
-            self.progress = answered + quits
+            with self.lmtp_lock:
+                lmtp_answered, lmtp_inflight = self.lmtp_answered, self.lmtp_inflight
+            self.progress = answered + quits + lmtp_answered
             if stop_submitting and quit_batch:
                 self.quitter(quit_batch, b"")
                 quit_batch = []
-            inflight = sum(len(c["inflight"]) for c in conns)
+            inflight = sum(len(c["inflight"]) for c in conns) + lmtp_inflight
+            if lmtp_answered > getattr(self, "_lmtp_seen", 0):
+                self._lmtp_seen = lmtp_answered
+                last_answer = time.monotonic()
             if stop_submitting and inflight == 0:
                 break
             if inflight and now - last_answer > args.stall:
@@ -540,6 +659,10 @@ class Soak:
                 say(f"{el:.0f}s: {n} submitted, {answered} answered, {inflight} in flight, "
                     f"{answered / el:.0f} jobs/s")
         self.elapsed = time.monotonic() - start
+        for _ in lmtp_threads:
+            self.lmtp_jobs.put(None)
+        for t in lmtp_threads:
+            t.join(timeout=130)
         self.unanswered_conns = conns
         for c in conns:
             sel.unregister(c["sock"])
@@ -710,7 +833,7 @@ class Soak:
         for n, job in enumerate(self.jobs):
             answers = self.answers.get(n, [])
             ans_status = {}
-            if job["kind"] == "conn":
+            if job["kind"] in ("conn", "lmtp"):
                 if not answers:
                     for r in job["rcpts"]:
                         V["unanswered"].append(detail(n, r, "no answer from the daemon"))
@@ -823,6 +946,10 @@ def main():
                     help="no kill -9 of servers, no SIGHUP")
     ap.add_argument("--dup-ids", type=float, default=env("DUP_IDS", 0.1, float),
                     help="share of jobs reusing the id of another connection's job in flight")
+    ap.add_argument("--lmtp", type=float, default=env("LMTP", 0.08, float),
+                    help="share of jobs sent through the daemon's LMTP ingress")
+    ap.add_argument("--lmtp-conns", type=int, default=8,
+                    help="LMTP ingress clients (one transaction per connection)")
     ap.add_argument("--stall", type=float, default=60.0,
                     help="give up when no answer came for this long with jobs in flight")
     ap.add_argument("--show", type=int, default=env("SHOW", 10), help="violations shown per category")
@@ -882,7 +1009,8 @@ def main():
                   f"cache (summed over reloads) {json.dumps(dict(soak.cache_totals))}")
         nv = sum(len(V[c]) for c in CATEGORIES)
         print(f"soak: {len(soak.jobs)} jobs ({sum(1 for j in soak.jobs if j['kind'] == 'quit')} "
-              f"from disconnecting clients), {total} recipients, {soak.elapsed:.1f}s, "
+              f"from disconnecting clients, {sum(1 for j in soak.jobs if j['kind'] == 'lmtp')} "
+              f"through the LMTP ingress), {total} recipients, {soak.elapsed:.1f}s, "
               f"{len(soak.jobs) / max(soak.elapsed, 1e-9):.0f} jobs/s")
         print(f"soak: outcomes: sent {info['sent']}, deferred {info['deferred']}, "
               f"bounced {info['bounced']}; server transactions {len(soak.txns)}")

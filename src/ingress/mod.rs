@@ -87,6 +87,7 @@ impl Ingress {
         max_connections: usize,
     ) -> io::Result<Ingress> {
         let stop = Arc::new(AtomicBool::new(false));
+        shared.submitter.stats().ingress_started();
         let shared = Arc::new(shared);
         let numbers = Arc::new(AtomicU64::new(1));
         let mut threads = Vec::new();
@@ -214,15 +215,18 @@ impl Acceptor {
         let config = Arc::clone(&self.config);
         let live = Arc::clone(&self.ctx.live);
         live.fetch_add(1, Ordering::SeqCst);
+        self.shared.submitter.stats().ingress_connection(true);
         let spawned = thread::Builder::new()
             .name(format!("lmtp-{number}"))
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 session::serve(stream, &shared, &config, number);
+                shared.submitter.stats().ingress_connection(false);
                 live.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             self.ctx.live.fetch_sub(1, Ordering::SeqCst);
+            self.shared.submitter.stats().ingress_connection(false);
             log::warn!("ingress {listen}: cannot serve a connection: {e}");
         }
     }

@@ -75,6 +75,24 @@ impl Stream {
         }
     }
 
+    /// The client hung up (or its connection broke): what it sent last
+    /// may still be readable, but it will read no reply.
+    fn peer_gone(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let fd = match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+        };
+        // POLLRDHUP: the peer shut down its side (nix names no such flag).
+        let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+        let mut fds = [PollFd::new(fd, rdhup)];
+        // Asked for POLLRDHUP only, a descriptor is ready only for it or
+        // for what poll always reports (POLLHUP, POLLERR, POLLNVAL); nix's
+        // revents() cannot name POLLRDHUP, so the count is the answer.
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Unix(s) => s.set_write_timeout(timeout),
@@ -322,7 +340,11 @@ pub fn serve(stream: Stream, shared: &Shared, listener: &IngressListener, number
                 };
                 let replies = match (received, spool_file) {
                     (Ok(size), Some(spool_file)) => {
-                        deliver(shared, listener, &listen, &envelope, spool_file, size)
+                        let writer = &conn.writer;
+                        let gone = || writer.peer_gone();
+                        deliver(
+                            shared, listener, &listen, &envelope, spool_file, size, &gone,
+                        )
                     }
                     (Ok(_), None) => refuse_all(&envelope, &Refusal::Spool("no file".into())),
                     (Err(refusal), _) => {
@@ -340,6 +362,7 @@ pub fn serve(stream: Stream, shared: &Shared, listener: &IngressListener, number
                         refuse_all(&envelope, &refusal)
                     }
                 };
+                shared.submitter.stats().ingress_message(&replies);
                 conn.out.extend_from_slice(replies.as_bytes());
                 server.transaction_done();
                 idle_since = Instant::now();
@@ -442,7 +465,10 @@ fn deliver(
     envelope: &Envelope,
     spool_file: SpoolFile,
     size: u64,
+    gone: &dyn Fn() -> bool,
 ) -> String {
+    // The deadline counts from the final dot, waits for queue room included.
+    let received = Instant::now();
     let id = job_id(envelope);
     let forwarded: String = envelope
         .xforward
@@ -504,7 +530,7 @@ fn deliver(
         shared.submitter.submit(ticket);
     }
     drop(tx);
-    let answers = transaction.wait(&shared.submitter, listener);
+    let answers = transaction.wait(&shared.submitter, listener, received, gone);
     for ((_, positions), answer) in transaction.tickets.iter().zip(answers) {
         fill_replies(&mut replies, positions, envelope, answer);
     }
@@ -592,16 +618,45 @@ impl Transaction {
     /// Every job's answer, in job order: as the pool gives them, or, past
     /// the listener's deadline, cancelled (see [`Submitter::cancel`]);
     /// a job whose message body is on its way is waited for up to
-    /// `end_of_data_grace` more.
-    fn wait(&self, submitter: &Submitter, listener: &IngressListener) -> Vec<Option<Answer>> {
+    /// `end_of_data_grace` more. When the client hangs up first (its own
+    /// timeout), what has not started is cancelled at once: the MTA will
+    /// send the message again, and should get no duplicate.
+    fn wait(
+        &self,
+        submitter: &Submitter,
+        listener: &IngressListener,
+        start: Instant,
+        gone: &dyn Fn() -> bool,
+    ) -> Vec<Option<Answer>> {
         let mut answers: Vec<Option<Answer>> = vec![None; self.tickets.len()];
-        let start = Instant::now();
         let deadline = start + listener.deadline;
         let forced = deadline + listener.end_of_data_grace;
         let mut cancelled = vec![false; self.tickets.len()];
         let mut last_resort: Option<Instant> = None;
+        let mut hung_up = false;
         while answers.iter().any(Option::is_none) {
             let now = Instant::now();
+            if !hung_up && now < deadline && gone() {
+                hung_up = true;
+                for (index, (ticket, _)) in self.tickets.iter().enumerate() {
+                    if answers.get(index).is_some_and(Option::is_none)
+                        && submitter.cancel(
+                            ticket,
+                            "the MTA closed the LMTP connection before the outcome; cancelled",
+                            false,
+                        )
+                    {
+                        if let Some(c) = cancelled.get_mut(index) {
+                            *c = true;
+                        }
+                        submitter.stats().ingress_cancelled();
+                        log::warn!(
+                            "job {}: the MTA closed the LMTP connection; unsettled recipients deferred and not delivered",
+                            ticket.id()
+                        );
+                    }
+                }
+            }
             if now >= deadline {
                 let force = now >= forced;
                 for (index, (ticket, _)) in self.tickets.iter().enumerate() {
@@ -618,6 +673,7 @@ impl Transaction {
                         if let Some(c) = cancelled.get_mut(index) {
                             *c = true;
                         }
+                        submitter.stats().ingress_cancelled();
                         log::warn!(
                             "job {}: not settled within the ingress deadline; unsettled recipients deferred",
                             ticket.id()
@@ -632,11 +688,12 @@ impl Transaction {
                 log::error!("ingress: a job's answer did not come after it was cancelled");
                 break;
             }
-            let wake = if now < deadline {
+            // Wakes at least twice a second: the clock, the client.
+            let wake = (now + Duration::from_millis(500)).min(if now < deadline {
                 deadline
             } else {
                 now + Duration::from_millis(500)
-            };
+            });
             match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok((index, answer)) => {
                     if let Some(slot) = answers.get_mut(index) {
@@ -709,3 +766,7 @@ fn fill_replies(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -461,3 +461,31 @@ fn a_throttling_reply_becomes_a_bounded_label() {
     );
     assert_eq!(reply_label(Some("")), "other");
 }
+
+#[test]
+fn the_ingress_series_appear_only_when_its_listeners_run() {
+    let without = Recorder::new(2).render(Some(Snapshot::default()), Format::Prometheus);
+    assert!(!without.contains("mailhop_ingress"), "{without}");
+    let snapshot = Snapshot {
+        ingress: Some(super::super::IngressGauges {
+            connections: 2,
+            messages: 11,
+            replied_2xx: 9,
+            replied_4xx: 3,
+            replied_5xx: 1,
+            cancelled: 1,
+        }),
+        ..Snapshot::default()
+    };
+    let text = Recorder::new(2).render(Some(snapshot), Format::Prometheus);
+    for line in [
+        "mailhop_ingress_connections 2",
+        "mailhop_ingress_messages_total 11",
+        "mailhop_ingress_replies_total{class=\"2xx\"} 9",
+        "mailhop_ingress_replies_total{class=\"4xx\"} 3",
+        "mailhop_ingress_replies_total{class=\"5xx\"} 1",
+        "mailhop_ingress_cancelled_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+}

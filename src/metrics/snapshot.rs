@@ -45,6 +45,23 @@ pub struct Snapshot {
     pub paused: u64,
     /// Per-destination shaping state, busiest first.
     pub destinations: Vec<DestinationGauges>,
+    /// The LMTP ingress, when `[[ingress]]` listeners run.
+    pub ingress: Option<IngressGauges>,
+}
+
+/// The LMTP ingress's counters (see `mailhop status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngressGauges {
+    /// LMTP connections open now.
+    pub connections: u64,
+    /// Messages received (a final dot) since start.
+    pub messages: u64,
+    /// Per-recipient replies after the final dot, by class.
+    pub replied_2xx: u64,
+    pub replied_4xx: u64,
+    pub replied_5xx: u64,
+    /// Jobs cancelled (the deadline, or the MTA hung up).
+    pub cancelled: u64,
 }
 
 /// One destination's shaping state.
@@ -257,6 +274,40 @@ impl Collector for SnapshotCollector {
             } else {
                 gauge(&mut encoder, name, help, value)?;
             }
+        }
+        if let Some(ingress) = &s.ingress {
+            gauge(
+                &mut encoder,
+                "ingress_connections",
+                "LMTP ingress connections open now",
+                ingress.connections,
+            )?;
+            counter(
+                &mut encoder,
+                "ingress_messages",
+                "Messages received by the LMTP ingress (a final dot)",
+                ingress.messages,
+            )?;
+            let mut replies = encoder.encode_descriptor(
+                "ingress_replies",
+                "Per-recipient LMTP replies after the final dot, by class",
+                None,
+                MetricType::Counter,
+            )?;
+            for (class, value) in [
+                ("2xx", ingress.replied_2xx),
+                ("4xx", ingress.replied_4xx),
+                ("5xx", ingress.replied_5xx),
+            ] {
+                let labels = [("class", class.to_string())];
+                ConstCounter::new(value).encode(replies.encode_family(&labels)?)?;
+            }
+            counter(
+                &mut encoder,
+                "ingress_cancelled",
+                "Ingress jobs cancelled (the deadline, or the MTA hung up)",
+                ingress.cancelled,
+            )?;
         }
         gauge(
             &mut encoder,

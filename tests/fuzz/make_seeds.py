@@ -192,3 +192,17 @@ mismatch = message("other.test", MX, [rr(Q, MX, 300, mx_rdata(10, "mx1.example.t
 write("dns_mx", "wrong-question", bytes([0, 0]) + frame(mismatch))
 loop = message("example.test", MX, [rr(Q, MX, 300, mx_rdata(10, "mx2.example.test"))])
 write("dns_mx", "loop-to-self", bytes([0b1000, 0]) + frame(loop, a2, aaaa2_nodata))
+
+# --- lmtp_data: [bytes per read - 1] the bytes after 354 ------------------
+data_seeds = {
+    "simple": b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+    "stuffed": b"..hidden\r\n.x\r\n. \r\n.\rX\r\n.\r\n",
+    "bare-lf": b"a\nb\n.\nNOOP\n",
+    "empty": b".\r\n",
+    "unfinished": b"line\r\n.\r",
+    "smuggling": b"a\r\n\n.\n\r.\r\r\n.\r\r\n.\n\r\nb\r\n.\r\n",
+    "eight-bit": "Subject: caf\u00e9\r\n\r\n\u00fcber\r\n.\r\n".encode(),
+    "long-line": b"x" * 3000 + b"\r\n.\r\n",
+}
+for i, (name, data) in enumerate(data_seeds.items()):
+    write("lmtp_data", name, bytes([i * 37 % 256]) + data)
