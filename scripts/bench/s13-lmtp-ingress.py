@@ -75,10 +75,9 @@ def run_a():
     p["system_cpu_us_per_msg"] = rnd(p["system_cpu_s"] * 1e6 / p["n"]) if p["n"] else None
     p["complete"] = (p["sent"] == n and p["sink_msgs"] == n and p["left_in_queue"] == 0)
     p["purged"] = pf_a.purge()
-    p["loadavg_1m"] = round(os.getloadavg()[0], 2)
     say(f"s13 rep {rep + 1}/{reps}: A Postfix smtp(8): {p['msgs_per_s']} msg/s, "
         f"sent {p['sent']}, sink {p['sink_msgs']}, left {p['left_in_queue']}, "
-        f"{p['sessions']} sessions, load {p['loadavg_1m']}")
+        f"{p['sessions']} sessions")
     return p
 
 
@@ -108,7 +107,6 @@ def run_b():
     # Messages left (deferred, or still active at the time limit and
     # deferred by mailhop's stop) would be drained again by the next run.
     p["purged"] = pf_b.purge()
-    p["loadavg_1m"] = round(os.getloadavg()[0], 2)
     if p["deferred"] or p["bounced"]:
         p["postfix_samples"] = pf_b.log_samples(b"status=deferred") + \
             pf_b.log_samples(b"status=bounced")
@@ -117,7 +115,7 @@ def run_b():
     say(f"s13 rep {rep + 1}/{reps}: B Postfix lmtp(8) -> mailhop: {p['msgs_per_s']} msg/s, "
         f"mailhop {p['cpu_us_per_msg']} us CPU/msg, RSS {p['rss_kb']} kB, "
         f"sent {p['sent']} (mailhop {p['mailhop_sent']}), sink {p['sink_msgs']}, "
-        f"left {p['left_in_queue']}, {p['sessions']} sessions, load {p['loadavg_1m']}")
+        f"left {p['left_in_queue']}, {p['sessions']} sessions")
     top = sorted(p["thread_classes"].items(), key=lambda kv: -kv[1]["cpu_s"])[:4]
     say("s13 mailhop CPU by thread class: " + ", ".join(
         f"{cls} x{c['threads']}: {c.get('cpu_us_per_job')} us/msg, {c.get('cs_per_job')} cs/msg"
