@@ -102,6 +102,22 @@ impl Lmtp {
         assert!(self.reply().starts_with("354 "));
     }
 
+    /// XFORWARD, MAIL, the RCPTs and DATA on a session already greeted.
+    fn begin_again(&mut self, xforward: &str, sender: &str, recipients: &[&str]) {
+        let mut batch = format!("XFORWARD {xforward}\r\nMAIL FROM:<{sender}>\r\n");
+        for r in recipients {
+            batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        batch.push_str("DATA\r\n");
+        self.send(&batch);
+        assert_eq!(self.reply(), "250 2.0.0 Ok");
+        assert_eq!(self.reply(), "250 2.1.0 Ok");
+        for _ in recipients {
+            assert_eq!(self.reply(), "250 2.1.5 Ok");
+        }
+        assert!(self.reply().starts_with("354 "));
+    }
+
     /// Sends the message (dot-stuffed here) and the final dot; the
     /// replies, one per recipient.
     fn message(&mut self, body: &str, recipients: usize) -> Vec<String> {
@@ -151,6 +167,16 @@ fn spool_files(spool: &Path) -> Vec<String> {
 
 /// A daemon whose only ingress listens on a UNIX socket in its work dir.
 fn start_unix(nexthop: &str, daemon_keys: &str, extra: &str) -> (Daemon, PathBuf, PathBuf) {
+    start_unix_env(nexthop, daemon_keys, extra, &[])
+}
+
+/// [`start_unix`] with more environment for the daemon.
+fn start_unix_env(
+    nexthop: &str,
+    daemon_keys: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Daemon, PathBuf, PathBuf) {
     let work = Workdir::with_prefix("mailhop-ingress-");
     let spool = work.path().join("spool");
     let socket = work.path().join("lmtp.sock");
@@ -161,7 +187,11 @@ fn start_unix(nexthop: &str, daemon_keys: &str, extra: &str) -> (Daemon, PathBuf
         spool.display().to_string(),
         socket.display(),
     );
-    let daemon = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    let config = work.file("mailhop.toml", text.as_bytes());
+    let mut cmd = common::daemon::daemon_command(&config);
+    cmd.envs(env.iter().copied());
+    let m_sock = work.path().join("m.sock");
+    let daemon = Daemon::launch(&work, cmd, config, m_sock, LIMIT).owning(work);
     wait_socket(&socket);
     (daemon, socket, spool)
 }
@@ -556,5 +586,44 @@ fn an_ingress_with_transport_lmtp_delivers_to_a_real_lmtp_sink() {
     }
     daemon.wait_log("LMTPOUT: to=<b@x.test>");
     assert!(daemon.log().contains("mailhop/lmtp["), "{}", daemon.log());
+    assert!(spool_files(&spool).is_empty());
+}
+
+#[test]
+fn a_worker_that_panics_mid_message_answers_4xx_and_the_next_message_goes() {
+    // Debug builds only: the daemon's test hook makes a worker panic on
+    // jobs whose id starts with "BOOM" (the MTA's queue id, here).
+    if !cfg!(debug_assertions) {
+        common::skip("the worker panic hook exists in debug builds only");
+        return;
+    }
+    let Some(sink) = Sink::start(Listen::Tcp, &[]) else {
+        return;
+    };
+    let (daemon, socket, spool) = start_unix_env(
+        &sink.nexthop(),
+        "workers = 2",
+        "",
+        &[("MAILHOP_DEBUG_PANIC_JOB", "BOOM")],
+    );
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin("IDENT=BOOM1", "s@y.test", &["a@x.test", "b@x.test"]);
+    let replies = lmtp.message("Subject: boom\r\n\r\nbody\r\n", 2);
+    assert_eq!(
+        replies,
+        [
+            "451 4.3.0 <a@x.test> unknown mail transport error",
+            "451 4.3.0 <b@x.test> unknown mail transport error"
+        ]
+    );
+    daemon.wait_log("job BOOM1: the worker panicked");
+    lmtp.send("RSET\r\n");
+    assert_eq!(lmtp.reply(), "250 2.0.0 Ok");
+    lmtp.begin_again("IDENT=FINE2", "s@y.test", &["c@x.test"]);
+    let replies = lmtp.message("Subject: fine\r\n\r\nbody\r\n", 1);
+    assert!(
+        replies[0].starts_with("250 2.0.0 <c@x.test> host "),
+        "{replies:?}"
+    );
     assert!(spool_files(&spool).is_empty());
 }

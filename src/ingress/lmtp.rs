@@ -95,7 +95,8 @@ impl Server {
     }
 
     /// The transaction is answered: a new one may start (XFORWARD
-    /// attributes are kept, as Postfix sends them once per session).
+    /// attributes are kept: a client may send them once per session, and
+    /// Postfix sends them again, replacing them, for each message).
     pub fn transaction_done(&mut self) {
         let xforward = std::mem::take(&mut self.envelope.xforward);
         self.envelope = Envelope {
@@ -272,6 +273,11 @@ impl Server {
         if attributes.is_empty() {
             return reply("501 5.5.4 Syntax: XFORWARD attribute=value...");
         }
+        // A newer value replaces an older one of the same name (Postfix
+        // sends the attributes again for each message of a session).
+        self.envelope
+            .xforward
+            .retain(|(name, _)| !attributes.iter().any(|(new, _)| new == name));
         self.envelope.xforward.extend(attributes);
         reply("250 2.0.0 Ok")
     }

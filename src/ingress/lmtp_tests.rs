@@ -133,6 +133,26 @@ fn xforward_attributes_are_kept_for_the_session() {
     assert_eq!(ident.as_deref(), Some("4Xyz Q"));
     server.transaction_done();
     assert_eq!(server.envelope().xforward.len(), 3);
+    // The next message's attributes replace those of the same name.
+    assert_eq!(
+        code(server.command(b"XFORWARD IDENT=5Next SOURCE=REMOTE")),
+        "250"
+    );
+    let attributes: Vec<(&str, &str)> = server
+        .envelope()
+        .xforward
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        attributes,
+        [
+            ("NAME", "client.test"),
+            ("ADDR", "192.0.2.1"),
+            ("IDENT", "5Next"),
+            ("SOURCE", "REMOTE")
+        ]
+    );
 }
 
 #[test]
