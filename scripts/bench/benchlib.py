@@ -62,6 +62,17 @@ def mailhop_binary():
     return path
 
 
+def toml_value(v):
+    """A Python value as TOML text (str, bool, int, float, list)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -224,16 +235,33 @@ class Bench:
             raise SystemExit(f"bench: smtp-sink {listen} did not start: {open(out).read()[-500:]}")
         return Sink(p, out, listen)
 
-    def daemon(self, config_toml, name="mailhop", env=None):
+    def daemon(self, config_toml, name="mailhop", env=None, daemon_keys=None, ingress=None):
         """Starts "mailhop daemon" with this configuration ([daemon] socket
-        is set here). Returns a Daemon."""
+        is set here). daemon_keys: more [daemon] keys ({key: value}).
+        ingress: [[ingress]] tables ([{key: value}, ...]); with them,
+        [daemon] spool_directory is a fresh directory of the work directory
+        unless daemon_keys names one, and the start waits for the UNIX
+        listeners' sockets too. Returns a Daemon."""
         sock = self.path(name + ".sock")
         cfg = self.path(name + ".toml")
+        keys = {"socket": sock}
+        if ingress and "spool_directory" not in (daemon_keys or {}):
+            keys["spool_directory"] = self.path(name + "-spool")
+        keys.update(daemon_keys or {})
+        lines = "\n".join(f"{k} = {toml_value(v)}" for k, v in keys.items())
         text = config_toml
         if "[daemon]" in text:
-            text = text.replace("[daemon]", f'[daemon]\nsocket = "{sock}"', 1)
+            text = text.replace("[daemon]", f"[daemon]\n{lines}", 1)
         else:
-            text += f'\n[daemon]\nsocket = "{sock}"\n'
+            text += f"\n[daemon]\n{lines}\n"
+        for table in ingress or ():
+            text += "\n[[ingress]]\n" + "".join(f"{k} = {toml_value(v)}\n"
+                                                for k, v in table.items())
+        listeners = [t["listen"][5:] for t in ingress or ()
+                     if str(t.get("listen", "")).startswith("unix:")]
+        for path in listeners:
+            if os.path.exists(path):
+                os.unlink(path)
         with open(cfg, "w") as f:
             f.write(text)
         log = self.path(name + ".log")
@@ -243,7 +271,7 @@ class Bench:
         if os.path.exists(sock):
             os.unlink(sock)
         p = self.spawn([self.mailhop, "daemon", "--config", cfg], stderr=log, env=e)
-        if not wait_path(sock, limit=10, proc=p):
+        if not all(wait_path(path, limit=10, proc=p) for path in [sock] + listeners):
             raise SystemExit(f"bench: mailhop daemon did not start: {open(log).read()[-800:]}")
         return Daemon(self, p, sock, log)
 
@@ -394,6 +422,34 @@ class Daemon:
         self.sock = sock
         self.log = log
 
+    def cpu_seconds(self):
+        """utime + stime of the daemon (all threads) so far."""
+        with open(f"/proc/{self.pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+        # The command name (field 2) may contain spaces: split after the ')'.
+        fields = data[data.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def status(self, key):
+        """A number of /proc/PID/status (VmHWM, VmRSS in kB, Threads), or None."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    k, _, value = line.partition(":")
+                    if k == key:
+                        return int(value.split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def log_count(self, needle):
+        """Occurrences of a byte string in the daemon's log."""
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().count(needle)
+        except OSError:
+            return 0
+
     def stop(self, limit=30.0):
         """SIGTERM (the daemon drains, closes cached sessions with QUIT)."""
         if self.proc.poll() is None:
@@ -414,11 +470,20 @@ class PostfixDrain:
     """A private Postfix instance (own config and queue directories, loopback
     only, no chroot) relaying to relayhost; messages injected with
     smtp-source are put on hold, then released, and the drain is timed
-    (= qmgr + smtp(8)). After ../shared/reference/peer-recipes/postfix-e2e.sh."""
+    (= qmgr + smtp(8)). After ../shared/reference/peer-recipes/postfix-e2e.sh.
 
-    def __init__(self, bench, relay_port, concurrency=20, size=1024):
+    With lmtp_socket (a UNIX socket path), the instance delivers everything
+    with lmtp(8) to that socket instead (default_transport and
+    relay_transport = lmtp:unix:PATH, no relayhost, XFORWARD sent unless
+    lmtp_xforward is false) with
+    lmtp_concurrency sessions at most (= qmgr + lmtp(8)). name: the
+    instance's directory in the work directory (two instances can run at
+    once)."""
+
+    def __init__(self, bench, relay_port, concurrency=20, size=1024, name="postfix",
+                 lmtp_socket=None, lmtp_concurrency=None, lmtp_xforward=True):
         self.b = bench
-        self.base = bench.path("postfix")
+        self.base = bench.path(name)
         self.etc = os.path.join(self.base, "etc")
         self.spool = os.path.join(self.base, "spool")
         self.data = os.path.join(self.base, "data")
@@ -435,6 +500,17 @@ class PostfixDrain:
         if os.path.isdir("/etc/postfix/dynamicmaps.cf.d"):
             shutil.copytree("/etc/postfix/dynamicmaps.cf.d",
                             os.path.join(self.etc, "dynamicmaps.cf.d"), dirs_exist_ok=True)
+        if lmtp_socket:
+            # relayhost would be overruled by default_transport's next hop
+            # anyway; relay_transport too, for a destination in relay_domains.
+            route = f"""relayhost =
+default_transport = lmtp:unix:{lmtp_socket}
+relay_transport = lmtp:unix:{lmtp_socket}
+lmtp_destination_concurrency_limit = {lmtp_concurrency or concurrency}
+lmtp_send_xforward_command = {"yes" if lmtp_xforward else "no"}
+"""
+        else:
+            route = f"relayhost = [127.0.0.1]:{relay_port}\n"
         with open(os.path.join(self.etc, "main.cf"), "w") as f:
             f.write(f"""compatibility_level = 3.6
 queue_directory = {self.spool}
@@ -449,8 +525,7 @@ alias_database =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:{relay_port}
-smtp_destination_concurrency_limit = {concurrency}
+{route}smtp_destination_concurrency_limit = {concurrency}
 default_destination_concurrency_limit = {concurrency}
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
@@ -515,17 +590,28 @@ postlog   unix-dgram n - n - 1 postlogd
                 n += len(files)
         return n
 
-    def sent_count(self):
+    def statuses(self):
+        """{"sent": n, "deferred": n, "bounced": n}: the delivery attempts'
+        status= fields in the maillog so far."""
         try:
             with open(self.maillog, "rb") as f:
-                return f.read().count(b"status=sent")
+                data = f.read()
         except OSError:
-            return 0
+            data = b""
+        return {k: data.count(b"status=" + k.encode()) for k in ("sent", "deferred", "bounced")}
 
-    def run(self, n, limit=600):
+    def sent_count(self):
+        return self.statuses()["sent"]
+
+    def run(self, n, limit=600, probe=None):
         """Injects n messages (on hold), releases them, times the drain.
-        Returns a dict."""
-        sent0 = self.sent_count()
+        The drain ends when the queue is empty, or when every released
+        message has a delivery status in the maillog and only the deferred
+        queue still holds some (a next hop that answers 4xx or is not
+        there: no retry within the run). probe: a callable whose value is
+        taken right before the release and right after the drain
+        ("probe": [before, after]). Returns a dict."""
+        st0 = self.statuses()
         inj = self.b.timed([find_prog("smtp-source"), "-s", "10", "-m", str(n), "-l",
                             str(self.size), "-f", "sender@source.test", "-t",
                             "rcpt@sink.test", f"127.0.0.1:{self.smtpd_port}"], limit)
@@ -535,6 +621,7 @@ postlog   unix-dgram n - n - 1 postlogd
         held = self.count("hold")
         if held < n:
             say(f"postfix: only {held} of {n} messages on hold")
+        p0 = probe() if probe else None
         sys0 = system_busy_jiffies()
         t0 = time.monotonic()
         subprocess.run([find_prog("postsuper"), "-c", self.etc, "-H", "ALL"],
@@ -543,19 +630,59 @@ postlog   unix-dgram n - n - 1 postlogd
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
         time.sleep(0.05)
         queues = ("incoming", "active", "deferred", "maildrop", "hold")
+        moving = ("incoming", "active", "maildrop", "hold")
+        checked = 0.0
         while self.count(*queues) > 0 and time.monotonic() < deadline:
+            # Only deferred messages left (this is also the case for a moment
+            # right after the release: "postsuper -H" moves the held messages
+            # to the deferred queue): settled when each has a status.
+            if self.count(*moving) == 0 and time.monotonic() - checked >= 0.5:
+                checked = time.monotonic()
+                st = self.statuses()
+                if sum(st[k] - st0[k] for k in st) >= held:
+                    break
             time.sleep(0.05)
+        timed_out = time.monotonic() >= deadline
         secs = time.monotonic() - t0
         sys1 = system_busy_jiffies()
+        p1 = probe() if probe else None
         left = self.count(*queues)
         # postlogd may lag a little behind the queue.
         for _ in range(50):
-            if self.sent_count() - sent0 >= held:
+            st = self.statuses()
+            if sum(st[k] - st0[k] for k in st) >= held:
                 break
             time.sleep(0.1)
-        return {"n": held, "seconds": round(secs, 3), "msgs_per_s": round(held / secs, 1),
-                "left_in_queue": left, "sent": self.sent_count() - sent0,
-                "inject_seconds": inj[1], "system_cpu_s": round(sys1 - sys0, 3)}
+        st = self.statuses()
+        out = {"n": held, "seconds": round(secs, 3), "msgs_per_s": round(held / secs, 1),
+               "left_in_queue": left, "sent": st["sent"] - st0["sent"],
+               "deferred": st["deferred"] - st0["deferred"],
+               "bounced": st["bounced"] - st0["bounced"],
+               "inject_seconds": inj[1], "system_cpu_s": round(sys1 - sys0, 3)}
+        if timed_out:
+            out["timed_out"] = True
+        if probe:
+            out["probe"] = [p0, p1]
+        return out
+
+    def purge(self):
+        """Deletes every queued message (after a run that left some, so the
+        next run starts from an empty queue); returns how many there were."""
+        left = self.count("incoming", "active", "deferred", "maildrop", "hold")
+        if left:
+            subprocess.run([find_prog("postsuper"), "-c", self.etc, "-d", "ALL"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+                           check=False)
+        return left
+
+    def log_samples(self, needle, count=3):
+        """The last few maillog lines that contain needle (bytes)."""
+        try:
+            with open(self.maillog, "rb") as f:
+                lines = [x for x in f.read().splitlines() if needle in x]
+        except OSError:
+            return []
+        return [x.decode("utf-8", "replace")[-300:] for x in lines[-count:]]
 
 
 # ---------------------------------------------------------------- config keys

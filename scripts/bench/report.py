@@ -13,7 +13,7 @@ import sys
 
 from benchlib import OUT_DIR, machine
 
-ORDER = ["1", "2", "lat", "3", "8", "4", "5", "6", "7", "9", "10", "11", "12"]
+ORDER = ["1", "2", "lat", "3", "8", "4", "5", "6", "7", "9", "10", "11", "12", "13"]
 
 
 def fmt(v, nd=1):

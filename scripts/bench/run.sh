@@ -7,12 +7,13 @@
 #
 # Environment:
 #   SCENARIOS  which to run, in order (default "1 2 lat 7 6 3 8 4 5 9 10
-#              11 12"); names: 1 relay+reuse, 2 relay no reuse, lat latency,
+#              11 12 13"); names: 1 relay+reuse, 2 relay no reuse, lat latency,
 #              3 many domains, 4 dead primaries, 5 large message,
 #              6 slow sessions, 7 LMTP over a UNIX socket,
 #              8 DNS burst (cold vs warm DNS cache, 500 workers),
 #              9 throttling receiver, 10 head of line, 11 dead primaries
-#              with address health memory, 12 Happy Eyeballs
+#              with address health memory, 12 Happy Eyeballs, 13 Postfix
+#              -> mailhop's LMTP ingress vs Postfix's own smtp(8)
 #   REPS       repetitions per scenario (default: 5 for scenarios 1 and
 #              2, whose targets sit closest to their lines and whose runs
 #              are short; 3 for the others)
@@ -30,7 +31,7 @@ OUT=target/bench
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
-SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12"}
+SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12 13"}
 # Empty: each scenario's own default.
 export REPS=${REPS:-}
 export PYTHONDONTWRITEBYTECODE=1
@@ -87,6 +88,7 @@ script_for() {
         10 | hol) echo s10-head-of-line.py ;;
         11 | health) echo s11-health-memory.py ;;
         12 | he) echo s12-happy-eyeballs.py ;;
+        13 | ingress) echo s13-lmtp-ingress.py ;;
         *) return 1 ;;
     esac
 }
