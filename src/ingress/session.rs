@@ -13,7 +13,7 @@
 //! breaks loses nothing either: the MTA had no reply, and retries.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -34,8 +34,6 @@ use crate::recipients::Status;
 const POLL: Duration = Duration::from_millis(200);
 /// Read buffer of a connection.
 const READ_BUFFER: usize = 64 * 1024;
-/// Write buffer of the spool file.
-const SPOOL_BUFFER: usize = 64 * 1024;
 /// After a forced cancel, the longest wait for the pool's answer (it is
 /// given at once; this only guards against a bug leaving a recipient
 /// unanswered).
@@ -142,6 +140,8 @@ struct Conn<'a> {
     reader: BufReader<Stream>,
     writer: Stream,
     out: Vec<u8>,
+    /// The message bytes of one read, kept from one message to the next.
+    chunk: Vec<u8>,
     shared: &'a Shared,
 }
 
@@ -232,11 +232,19 @@ impl Conn<'_> {
         idle_since: &mut Instant,
     ) -> Result<Result<u64, Refusal>, Stop> {
         let mut receiver = DataReceiver::new();
-        let mut writer = spool.map(|file| BufWriter::with_capacity(SPOOL_BUFFER, file));
+        // Each read's message bytes go to the file with one write (a read
+        // is at most READ_BUFFER): no second buffer.
+        let mut writer = spool;
         let mut failed: Option<Refusal> = None;
-        let mut chunk = Vec::with_capacity(READ_BUFFER);
+        let mut chunk = std::mem::take(&mut self.chunk);
         while !receiver.done() {
-            let buffer = self.fill(idle_since, true)?;
+            let buffer = match self.fill(idle_since, true) {
+                Ok(buffer) => buffer,
+                Err(stop) => {
+                    self.chunk = chunk;
+                    return Err(stop);
+                }
+            };
             chunk.clear();
             let taken = receiver.feed(buffer, &mut chunk);
             self.reader.consume(taken);
@@ -255,12 +263,8 @@ impl Conn<'_> {
                 writer = None;
             }
         }
-        if failed.is_none()
-            && let Some(w) = writer.as_mut()
-            && let Err(e) = w.flush()
-        {
-            failed = Some(Refusal::Spool(e.to_string()));
-        }
+        chunk.clear();
+        self.chunk = chunk;
         Ok(match failed {
             Some(refusal) => Err(refusal),
             None => Ok(receiver.size()),
@@ -296,11 +300,15 @@ pub fn serve(stream: Stream, shared: &Shared, listener: &IngressListener, number
         reader: BufReader::with_capacity(READ_BUFFER, reader),
         writer: stream,
         out: Vec::new(),
+        chunk: Vec::with_capacity(READ_BUFFER),
         shared,
     };
     let mut server = Server::new(shared.hostname.clone(), listener.max_message_size);
     conn.out.extend_from_slice(server.greeting().as_bytes());
     let mut idle_since = Instant::now();
+    // The connection's spool file, kept from one message to the next
+    // while nothing may still read it (see Spool::open); removed on drop.
+    let mut kept: Option<SpoolFile> = None;
     let stop = loop {
         let line = match conn.command_line(&mut idle_since) {
             Ok(Some(line)) => line,
@@ -324,7 +332,7 @@ pub fn serve(stream: Stream, shared: &Shared, listener: &IngressListener, number
                     break stop;
                 }
                 let envelope = server.envelope().clone();
-                let spooled = shared.spool.create();
+                let spooled = shared.spool.open(kept.take());
                 let (spool_file, file, spool_error) = match spooled {
                     Ok((guard, file)) => (Some(guard), Some(file), None),
                     Err(e) => (None, None, Some(e.to_string())),
@@ -342,9 +350,27 @@ pub fn serve(stream: Stream, shared: &Shared, listener: &IngressListener, number
                     (Ok(size), Some(spool_file)) => {
                         let writer = &conn.writer;
                         let gone = || writer.peer_gone();
-                        deliver(
-                            shared, listener, &listen, &envelope, spool_file, size, &gone,
-                        )
+                        let (replies, settled) = deliver(
+                            shared,
+                            listener,
+                            &listen,
+                            &envelope,
+                            &spool_file,
+                            size,
+                            &gone,
+                        );
+                        // A job cancelled or cut may still be reading it.
+                        if settled && !shared.submitter.stopping() {
+                            // A big one is emptied now, not at the next message.
+                            if size > 1 << 20 {
+                                let _ = std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .truncate(true)
+                                    .open(spool_file.path());
+                            }
+                            kept = Some(spool_file);
+                        }
+                        replies
                     }
                     (Ok(_), None) => refuse_all(&envelope, &Refusal::Spool("no file".into())),
                     (Err(refusal), _) => {
@@ -457,16 +483,17 @@ struct Transaction {
 }
 
 /// Delivers a spooled transaction and returns the replies, one per
-/// recipient in RCPT order.
+/// recipient in RCPT order, and whether every job ended on its own (none
+/// was cancelled here: then no delivery reads the spool file any more).
 fn deliver(
     shared: &Shared,
     listener: &IngressListener,
     listen: &str,
     envelope: &Envelope,
-    spool_file: SpoolFile,
+    spool_file: &SpoolFile,
     size: u64,
     gone: &dyn Fn() -> bool,
-) -> String {
+) -> (String, bool) {
     // The deadline counts from the final dot, waits for queue room included.
     let received = Instant::now();
     let id = job_id(envelope);
@@ -481,11 +508,11 @@ fn deliver(
         envelope.recipients.len()
     );
     let mut replies: Vec<Option<String>> = vec![None; envelope.recipients.len()];
-    let groups = match job_groups(shared, listener, envelope, &id, &spool_file) {
+    let groups = match job_groups(shared, listener, envelope, &id, spool_file) {
         Ok(groups) => groups,
         Err(why) => {
             log::warn!("ingress {listen}: {id}: {why}");
-            return envelope
+            let replies = envelope
                 .recipients
                 .iter()
                 .map(|r| {
@@ -496,6 +523,7 @@ fn deliver(
                     )
                 })
                 .collect();
+            return (replies, true);
         }
     };
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -530,12 +558,11 @@ fn deliver(
         shared.submitter.submit(ticket);
     }
     drop(tx);
-    let answers = transaction.wait(&shared.submitter, listener, received, gone);
+    let (answers, settled) = transaction.wait(&shared.submitter, listener, received, gone);
     for ((_, positions), answer) in transaction.tickets.iter().zip(answers) {
         fill_replies(&mut replies, positions, envelope, answer);
     }
-    drop(spool_file);
-    replies
+    let replies = replies
         .into_iter()
         .zip(&envelope.recipients)
         .map(|(reply, r)| {
@@ -546,7 +573,8 @@ fn deliver(
                 )
             })
         })
-        .collect()
+        .collect();
+    (replies, settled)
 }
 
 /// The transaction as jobs: one, or, when its recipients go to several
@@ -627,7 +655,7 @@ impl Transaction {
         listener: &IngressListener,
         start: Instant,
         gone: &dyn Fn() -> bool,
-    ) -> Vec<Option<Answer>> {
+    ) -> (Vec<Option<Answer>>, bool) {
         let mut answers: Vec<Option<Answer>> = vec![None; self.tickets.len()];
         let deadline = start + listener.deadline;
         let forced = deadline + listener.end_of_data_grace;
@@ -704,7 +732,8 @@ impl Transaction {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        answers
+        let settled = !cancelled.iter().any(|c| *c) && answers.iter().all(Option::is_some);
+        (answers, settled)
     }
 }
 

@@ -1,8 +1,10 @@
-//! The ingress spool: one file per message received over LMTP, in
-//! `[daemon] spool_directory`, from the final dot until every recipient
-//! of the message is answered. Nothing in it outlives the daemon's answer:
-//! a file is removed when its guard drops, and files left by a crash are
-//! removed at start (their MTA got no reply and still has the message).
+//! The ingress spool: the files of the messages received over LMTP, in
+//! `[daemon] spool_directory`. A connection holds one file, written for
+//! each of its messages in turn and read by their deliveries until every
+//! recipient is answered; the file is removed when its guard drops (the
+//! connection ends, or a delivery that was cancelled may still read it).
+//! Files left by a crash are removed at start (their MTA got no reply and
+//! still has the message).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -81,6 +83,31 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A spool file open for writing, empty: `reuse` (a connection's
+    /// file from its previous message, truncated), else a new one (mode
+    /// 0600). Reusing a connection's file spares the file system an inode
+    /// allocation and a removal per message: with 20 connections creating
+    /// and removing files in one ext4 directory, that was 40 % of the
+    /// daemon's CPU (measured with perf: the inode allocator's scan for
+    /// recently deleted inodes, and the directory lock).
+    pub fn open(&self, reuse: Option<SpoolFile>) -> io::Result<(SpoolFile, File)> {
+        if let Some(spool_file) = reuse {
+            let reopened = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&spool_file.path);
+            match reopened {
+                Ok(file) => return Ok((spool_file, file)),
+                Err(e) => log::warn!(
+                    "cannot reuse spool file {}: {e}; taking a new one",
+                    spool_file.path.display()
+                ),
+            }
+        }
+        self.create()
     }
 
     /// A new, empty spool file (mode 0600), open for writing.
