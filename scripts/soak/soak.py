@@ -14,7 +14,7 @@ ids reused across client connections (same next hop) while the first is in fligh
 
 A share of the jobs (LMTP, 0.08) goes in through the daemon's LMTP ingress
 instead ([[ingress]] on two UNIX sockets, each with its next hop): an LMTP
-client per transaction, XFORWARD IDENT = the job id, and the per-recipient
+client connection for 1-8 transactions, XFORWARD IDENT = the job id, and the per-recipient
 replies after the final dot become that job's answer (2xx sent, 4xx
 deferred, 5xx bounced), checked like the socket's answers.
 
@@ -424,75 +424,103 @@ class Soak:
 
     def lmtp_client(self):
         """Takes (n, job, line) from the LMTP queue until None: one LMTP
-        transaction per job on the ingress of its route; the replies after
-        the final dot are the job's answer."""
+        transaction per job on the ingress of its route, on a connection
+        kept for up to 1-8 transactions (so the ingress reuses its spool
+        file); the replies after the final dot are the job's answer."""
         import queue as _queue
+        rng = random.Random(f"lmtp/{self.seed}/{threading.get_ident()}")
+        conns = {}  # ingress socket -> [socket, reader, transactions left]
         while True:
             try:
                 item = self.lmtp_jobs.get(timeout=0.5)
             except _queue.Empty:
                 if self.done:
-                    return
+                    break
                 continue
             if item is None:
-                return
+                break
             n, job, line = item
             answer = None
+            conn = conns.pop(job["ingress"], None)
             try:
-                answer = self.lmtp_transaction(job, line)
+                if conn is None:
+                    conn = self.lmtp_connect(job["ingress"], rng.randint(1, 8))
+                answer = self.lmtp_transaction(conn, job, line)
+                conn[2] -= 1
+                if conn[2] > 0:
+                    conns[job["ingress"]] = conn
+                else:
+                    self.lmtp_close(conn)
             except (OSError, ValueError) as e:
                 self.harness_errors.append(f"LMTP client, job {n}: {e}")
+                if conn is not None:
+                    self.lmtp_close(conn)
             with self.lmtp_lock:
                 if answer is not None:
                     self.answers[n].append(answer)
                     self.lmtp_answered += 1
                 self.lmtp_inflight -= 1
+        for conn in conns.values():
+            self.lmtp_close(conn)
 
-    def lmtp_transaction(self, job, line):
-        sock_path = job["ingress"]
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    @staticmethod
+    def lmtp_reply(f):
+        text = []
+        while True:
+            raw = f.readline()
+            if not raw:
+                raise ValueError(f"the ingress closed the connection after {text}")
+            text.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if raw[3:4] != b"-":
+                return text[-1]
+
+    def lmtp_connect(self, sock_path, transactions):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
             s.settimeout(120)
             s.connect(sock_path)
             f = s.makefile("rb")
+            self.lmtp_reply(f)
+            s.sendall(b"LHLO soak-mta.test\r\n")
+            self.lmtp_reply(f)
+        except (OSError, ValueError):
+            s.close()
+            raise
+        return [s, f, transactions]
 
-            def reply():
-                text = []
-                while True:
-                    raw = f.readline()
-                    if not raw:
-                        raise ValueError(f"the ingress closed the connection after {text}")
-                    text.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                    if raw[3:4] != b"-":
-                        return text[-1]
+    @staticmethod
+    def lmtp_close(conn):
+        s = conn[0]
+        try:
+            s.sendall(b"QUIT\r\n")
+        except OSError:
+            pass
+        s.close()
 
-            reply()
-            rcpts = [r["address"] for r in line["recipients"]]
-            head = (f"LHLO soak-mta.test\r\nXFORWARD IDENT={job['id']}\r\n"
-                    f"MAIL FROM:<{line['sender']}>\r\n"
-                    + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts) + "DATA\r\n")
-            s.sendall(head.encode())
-            for _ in range(4 + len(rcpts)):
-                r = reply()
-                if r[:1] not in ("2", "3"):
-                    raise ValueError(f"the ingress refused the envelope: {r}")
-            body = line["message"]["data"].replace("\r\n", "\n").split("\n")
-            if body and body[-1] == "":
-                body.pop()
-            data = "".join(("." + b if b.startswith(".") else b) + "\r\n" for b in body) + ".\r\n"
-            s.sendall(data.encode())
-            recipients = []
-            for r in rcpts:
-                text = reply()
-                code = text[:1]
-                status = {"2": "sent", "4": "deferred", "5": "bounced"}.get(code, "?")
-                parts = text.split(" ", 3)
-                recipients.append({"address": r, "status": status,
-                                   "dsn": parts[1] if len(parts) > 1 else "",
-                                   "diagnostic": parts[3] if len(parts) > 3 else text})
-            try:
-                s.sendall(b"QUIT\r\n")
-            except OSError:
-                pass
+    def lmtp_transaction(self, conn, job, line):
+        s, f = conn[0], conn[1]
+        rcpts = [r["address"] for r in line["recipients"]]
+        head = (f"XFORWARD IDENT={job['id']}\r\nMAIL FROM:<{line['sender']}>\r\n"
+                + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts) + "DATA\r\n")
+        s.sendall(head.encode())
+        for _ in range(3 + len(rcpts)):
+            r = self.lmtp_reply(f)
+            if r[:1] not in ("2", "3"):
+                raise ValueError(f"the ingress refused the envelope: {r}")
+        body = line["message"]["data"].replace("\r\n", "\n").split("\n")
+        if body and body[-1] == "":
+            body.pop()
+        data = "".join(("." + b if b.startswith(".") else b) + "\r\n" for b in body) + ".\r\n"
+        s.sendall(data.encode())
+        recipients = []
+        for r in rcpts:
+            text = self.lmtp_reply(f)
+            code = text[:1]
+            status = {"2": "sent", "4": "deferred", "5": "bounced"}.get(code, "?")
+            parts = text.split(" ", 3)
+            recipients.append({"address": r, "status": status,
+                               "dsn": parts[1] if len(parts) > 1 else "",
+                               "diagnostic": parts[3] if len(parts) > 3 else text})
         return {"id": job["id"], "recipients": recipients, "via": "lmtp"}
 
     def run_clients(self):
@@ -949,7 +977,7 @@ def main():
     ap.add_argument("--lmtp", type=float, default=env("LMTP", 0.08, float),
                     help="share of jobs sent through the daemon's LMTP ingress")
     ap.add_argument("--lmtp-conns", type=int, default=8,
-                    help="LMTP ingress clients (one transaction per connection)")
+                    help="LMTP ingress clients (each keeps a connection for 1-8 transactions)")
     ap.add_argument("--stall", type=float, default=60.0,
                     help="give up when no answer came for this long with jobs in flight")
     ap.add_argument("--show", type=int, default=env("SHOW", 10), help="violations shown per category")
