@@ -11,7 +11,8 @@
 //! list), [`throttle_verdict`] (result diagnostics, which quote server
 //! replies, into the scheduler's verdict) and [`lmtp_ingress`] (an MTA's
 //! LMTP conversation with the ingress) and [`lmtp_data`] (the message bytes after
-//! DATA into the spooled message). Each drives the same code the daemon runs on that input, down to
+//! DATA into the spooled message) and [`tlsa`] (TLSA records and certificates
+//! into a DANE verdict). Each drives the same code the daemon runs on that input, down to
 //! the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
@@ -477,4 +478,42 @@ pub fn lmtp_data(data: &[u8]) {
         assert_eq!(whole_taken, input.len());
         assert_eq!(whole_out, reference, "the message so far");
     }
+}
+
+/// TLSA RDATA and certificate bytes → the DANE verdict (issue 16,
+/// started): byte 0 is the RDATA's length (capped by the input), then
+/// the RDATA, then the rest as a two-certificate "chain" (split at its
+/// middle) in DER. Checks that unusable records never match and that the
+/// verdict is the same for the records in either order when one of them
+/// is unusable.
+pub fn tlsa(data: &[u8]) {
+    use crate::dane::{Tlsa, Verdict, verify_chain};
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let len = usize::from(len).min(rest.len());
+    let (rdata, certs) = rest.split_at(len);
+    let Ok(record) = Tlsa::from_rdata(rdata) else {
+        return;
+    };
+    let _ = record.presentation();
+    let (first, second) = certs.split_at(certs.len() / 2);
+    let chain = vec![first.to_vec(), second.to_vec()];
+    let verdict = verify_chain(std::slice::from_ref(&record), &chain);
+    if !record.usable() {
+        assert_eq!(
+            verdict,
+            Verdict::NoUsableRecords,
+            "an unusable record decided"
+        );
+    }
+    let unusable = Tlsa {
+        usage: 1,
+        ..record.clone()
+    };
+    assert_eq!(
+        verify_chain(&[unusable.clone(), record.clone()], &chain),
+        verify_chain(&[record, unusable], &chain),
+        "an unusable record changed the verdict"
+    );
 }

@@ -17,6 +17,9 @@
 //!   per-recipient log line).
 //! - [`shaping`]: per-destination admission control in the daemon
 //!   (concurrency feedback, rates, throttling pauses, dead destinations).
+//! - [`ingress`]: the LMTP ingress (mailhop behind an MTA).
+//! - [`dane`]: TLSA records and their match against a server's chain
+//!   (RFC 7672; pure, not yet wired into delivery).
 //! - [`cli`]: the `mailhop` command; [`status_view`], the text of
 //!   `mailhop status`.
 
@@ -26,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod daemon;
+pub mod dane;
 pub mod deliver;
 pub mod dispatch;
 pub mod dns;

@@ -70,3 +70,8 @@ fn lmtp_ingress_corpus_replays_without_panic() {
 fn lmtp_data_corpus_replays_without_panic() {
     replay("lmtp_data", fuzzing::lmtp_data);
 }
+
+#[test]
+fn tlsa_corpus_replays_without_panic() {
+    replay("tlsa", fuzzing::tlsa);
+}

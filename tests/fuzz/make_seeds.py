@@ -206,3 +206,9 @@ data_seeds = {
 }
 for i, (name, data) in enumerate(data_seeds.items()):
     write("lmtp_data", name, bytes([i * 37 % 256]) + data)
+
+# --- tlsa: [RDATA length] RDATA, then two "certificates" (split at the middle)
+write("tlsa", "dane-ee-spki-sha256", bytes([35, 3, 1, 1]) + bytes(range(32)) + b"\x30\x03\x02\x01\x00" * 2)
+write("tlsa", "dane-ta-full", bytes([8, 2, 0, 0]) + b"\x30\x03\x02\x01" + b"\x30\x03\x02\x01")
+write("tlsa", "pkix-ee", bytes([35, 1, 1, 1]) + bytes(32))
+write("tlsa", "truncated", bytes([2, 3, 1]))
