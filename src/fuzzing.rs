@@ -9,10 +9,11 @@
 //! [`nexthop`] (next-hop text into destinations), [`config`] (TOML text into
 //! a configuration), [`dns_mx`] (DNS datagrams into an MX candidate
 //! list), [`throttle_verdict`] (result diagnostics, which quote server
-//! replies, into the scheduler's verdict) and [`lmtp_ingress`] (an MTA's
-//! LMTP conversation with the ingress) and [`lmtp_data`] (the message bytes after
-//! DATA into the spooled message) and [`tlsa`] (TLSA records and certificates
-//! into a DANE verdict). Each drives the same code the daemon runs on that input, down to
+//! replies, into the scheduler's verdict), [`lmtp_ingress`] (an MTA's
+//! LMTP conversation with the ingress), [`lmtp_data`] (the message bytes
+//! after DATA into the spooled message) and [`tlsa`] (TLSA records and
+//! certificates into a DANE verdict). Each drives the same code the daemon
+//! runs on that input, down to
 //! the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
