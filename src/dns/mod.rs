@@ -88,6 +88,8 @@ pub enum QueryType {
     Mx,
     A,
     Aaaa,
+    /// TLSA (RFC 6698), for DANE (`_25._tcp.<host>`).
+    Tlsa,
 }
 
 impl QueryType {
@@ -97,6 +99,7 @@ impl QueryType {
             QueryType::Mx => "MX",
             QueryType::A => "A",
             QueryType::Aaaa => "AAAA",
+            QueryType::Tlsa => "TLSA",
         }
     }
 }
@@ -107,4 +110,12 @@ pub trait DnsLookup: Send + Sync {
     fn mx(&self, name: &str) -> Result<Answer<MxRecord>, DnsError>;
     fn a(&self, name: &str) -> Result<Answer<Ipv4Addr>, DnsError>;
     fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError>;
+    /// TLSA records of `name` (e.g. `_25._tcp.mx.example.com`), with the
+    /// AD bit. Lookups that do not know TLSA answer Retry.
+    fn tlsa(&self, _name: &str) -> Result<Answer<crate::dane::Tlsa>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "TLSA lookups are not supported by this resolver",
+        ))
+    }
 }

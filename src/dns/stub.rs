@@ -190,6 +190,7 @@ enum Records {
     Mx(Vec<MxRecord>),
     A(Vec<Ipv4Addr>),
     Aaaa(Vec<Ipv6Addr>),
+    Tlsa(Vec<crate::dane::Tlsa>),
 }
 
 impl Records {
@@ -210,6 +211,13 @@ impl Records {
     fn aaaa(self) -> Option<Vec<Ipv6Addr>> {
         match self {
             Records::Aaaa(records) => Some(records),
+            _ => None,
+        }
+    }
+
+    fn tlsa(self) -> Option<Vec<crate::dane::Tlsa>> {
+        match self {
+            Records::Tlsa(records) => Some(records),
             _ => None,
         }
     }
@@ -315,6 +323,10 @@ fn entry_size(key: &CacheKey, outcome: &Outcome) -> usize {
             .fold(0usize, usize::saturating_add),
         Ok((Records::A(a), _)) => a.len().saturating_mul(4),
         Ok((Records::Aaaa(aaaa), _)) => aaaa.len().saturating_mul(16),
+        Ok((Records::Tlsa(tlsa), _)) => tlsa
+            .iter()
+            .map(|t| t.data.len().saturating_add(3))
+            .fold(0usize, usize::saturating_add),
         Err(e) => e.reason.len(),
     };
     ENTRY_OVERHEAD
@@ -681,6 +693,10 @@ macro_rules! dns_lookup_via_records {
             fn aaaa(&self, name: &str) -> Result<Answer<Ipv6Addr>, DnsError> {
                 typed(self.lookup(name, QueryType::Aaaa)?, Records::aaaa)
             }
+
+            fn tlsa(&self, name: &str) -> Result<Answer<crate::dane::Tlsa>, DnsError> {
+                typed(self.lookup(name, QueryType::Tlsa)?, Records::tlsa)
+            }
         }
     };
 }
@@ -692,6 +708,7 @@ fn record_type(qtype: QueryType) -> RecordType {
         QueryType::Mx => RecordType::MX,
         QueryType::A => RecordType::A,
         QueryType::Aaaa => RecordType::AAAA,
+        QueryType::Tlsa => RecordType::TLSA,
     }
 }
 
@@ -1077,6 +1094,7 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
     let mut mx = Vec::new();
     let mut a = Vec::new();
     let mut aaaa = Vec::new();
+    let mut tlsa = Vec::new();
     let mut found = false;
     for record in &reply.answers {
         if record.dns_class != DNSClass::IN
@@ -1092,6 +1110,12 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
             }),
             RData::A(v4) => a.push(v4.0),
             RData::AAAA(v6) => aaaa.push(v6.0),
+            RData::TLSA(t) => tlsa.push(crate::dane::Tlsa {
+                usage: u8::from(t.cert_usage),
+                selector: u8::from(t.selector),
+                matching: u8::from(t.matching),
+                data: t.cert_data.clone(),
+            }),
             _ => continue,
         }
         found = true;
@@ -1113,6 +1137,7 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
         QueryType::Mx => Records::Mx(mx),
         QueryType::A => Records::A(a),
         QueryType::Aaaa => Records::Aaaa(aaaa),
+        QueryType::Tlsa => Records::Tlsa(tlsa),
     };
     Classified {
         outcome: Ok((records, reply.metadata.authentic_data)),

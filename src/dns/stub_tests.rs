@@ -1341,3 +1341,67 @@ fn resolver_is_send_and_sync() {
     let r: Arc<dyn DnsLookup> = Arc::new(resolver(&["127.0.0.1:53".parse().unwrap()], 100, 1, 0));
     drop(r);
 }
+
+#[test]
+fn tlsa_answers_carry_the_records_and_the_ad_bit() {
+    use hickory_proto::rr::rdata::TLSA;
+    use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+    let digest: Vec<u8> = (0..32).collect();
+    let data = digest.clone();
+    let server = FakeServer::start(move |q, _| {
+        let owner = qname_of(q);
+        let records =
+            if owner.starts_with("_25._tcp.") && q.queries[0].query_type() == RecordType::TLSA {
+                vec![
+                    Record::from_rdata(
+                        name(&owner),
+                        300,
+                        RData::TLSA(TLSA::new(
+                            CertUsage::DaneEe,
+                            Selector::Spki,
+                            Matching::Sha256,
+                            data.clone(),
+                        )),
+                    ),
+                    Record::from_rdata(
+                        name(&owner),
+                        300,
+                        RData::TLSA(TLSA::new(
+                            CertUsage::PkixTa,
+                            Selector::Full,
+                            Matching::Sha512,
+                            vec![9; 64],
+                        )),
+                    ),
+                ]
+            } else {
+                vec![]
+            };
+        let mut m = response(q, ResponseCode::NoError, records);
+        m.metadata.authentic_data = owner.contains("signed");
+        wire(&m)
+    });
+    let r = resolver(&[server.addr], 1000, 1, 0);
+    let answer = r.tlsa("_25._tcp.mx.signed.test").unwrap();
+    assert!(answer.authenticated);
+    assert_eq!(
+        answer.records,
+        vec![
+            crate::dane::Tlsa {
+                usage: 3,
+                selector: 1,
+                matching: 1,
+                data: digest,
+            },
+            crate::dane::Tlsa {
+                usage: 0,
+                selector: 0,
+                matching: 2,
+                data: vec![9; 64],
+            },
+        ]
+    );
+    assert!(!r.tlsa("_25._tcp.mx.plain.test").unwrap().authenticated);
+    assert_eq!(kind(r.tlsa("mx.signed.test")), DnsErrorKind::NoData);
+    assert_eq!(server.seen()[0].rtype, RecordType::TLSA);
+}
