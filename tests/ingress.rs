@@ -146,6 +146,26 @@ fn start(daemon_keys: &str, ingress: &str) -> (Daemon, PathBuf) {
     (Daemon::start_text(&work, &text, LIMIT).owning(work), spool)
 }
 
+/// One transaction on a connection of its own, on a thread: the replies
+/// after the dot (the test goes on while the daemon delivers).
+fn in_background(
+    socket: &Path,
+    ident: &str,
+    recipients: &[&str],
+    body: &str,
+) -> thread::JoinHandle<Vec<String>> {
+    let socket = socket.to_path_buf();
+    let xforward = format!("IDENT={ident}");
+    let recipients: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
+    let body = body.to_string();
+    thread::spawn(move || {
+        let mut lmtp = Lmtp::unix(&socket);
+        let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
+        lmtp.begin(&xforward, "s@y.test", &rcpts);
+        lmtp.message(&body, rcpts.len())
+    })
+}
+
 /// Waits (bounded) until the ingress socket accepts connections.
 fn wait_socket(path: &Path) {
     let start = Instant::now();
@@ -354,14 +374,12 @@ fn at_the_deadline_a_waiting_job_never_starts_and_a_running_one_sends_no_body() 
         "deadline = \"2s\"",
     );
     let started = Instant::now();
-    let first = thread::spawn({
-        let socket = socket.clone();
-        move || {
-            let mut lmtp = Lmtp::unix(&socket);
-            lmtp.begin("IDENT=FIRST1", "s@y.test", &["a@x.test"]);
-            lmtp.message("Subject: first\r\n\r\nbody\r\n", 1)
-        }
-    });
+    let first = in_background(
+        &socket,
+        "FIRST1",
+        &["a@x.test"],
+        "Subject: first\r\n\r\nbody\r\n",
+    );
     daemon.wait_log("FIRST1: from=<s@y.test>");
     let mut second = Lmtp::unix(&socket);
     second.begin("IDENT=SECOND2", "s@y.test", &["b@x.test"]);
@@ -409,14 +427,12 @@ fn sigterm_mid_delivery_answers_4xx_and_idle_connections_get_421() {
     let mut idle = Lmtp::unix(&socket);
     idle.send("LHLO mta.test\r\n");
     assert!(idle.reply().starts_with("250-"));
-    let busy = thread::spawn({
-        let socket = socket.clone();
-        move || {
-            let mut lmtp = Lmtp::unix(&socket);
-            lmtp.begin("IDENT=TERM1", "s@y.test", &["a@x.test", "b@x.test"]);
-            lmtp.message("Subject: term\r\n\r\nbody\r\n", 2)
-        }
-    });
+    let busy = in_background(
+        &socket,
+        "TERM1",
+        &["a@x.test", "b@x.test"],
+        "Subject: term\r\n\r\nbody\r\n",
+    );
     // Wait until the server has the body (its dot reply is pending).
     daemon.wait_log("TERM1: from=<s@y.test>");
     thread::sleep(Duration::from_millis(700));
@@ -529,14 +545,12 @@ fn a_transaction_whose_mta_hangs_up_is_cancelled_before_it_starts() {
         smtp_server(Behaviour::default().fault("MAIL", 0, Action::Delay(Duration::from_secs(4))));
     let (daemon, socket, spool) =
         start_unix(&server.nexthop(), "workers = 1\nqueue_capacity = 10", "");
-    let first = thread::spawn({
-        let socket = socket.clone();
-        move || {
-            let mut lmtp = Lmtp::unix(&socket);
-            lmtp.begin("IDENT=STAYS1", "s@y.test", &["a@x.test"]);
-            lmtp.message("Subject: first\r\n\r\nbody\r\n", 1)
-        }
-    });
+    let first = in_background(
+        &socket,
+        "STAYS1",
+        &["a@x.test"],
+        "Subject: first\r\n\r\nbody\r\n",
+    );
     daemon.wait_log("STAYS1: from=<s@y.test>");
     {
         let mut second = Lmtp::unix(&socket);
