@@ -21,6 +21,11 @@
 #   man-db        render without warnings (tests/man_pages.rs)
 #   prometheus    promtool, to check the metrics endpoint's output
 #                 (tests/metrics.rs; the Prometheus server is not started)
+#   nsd           the DNSSEC lab of the DANE tests: nsd serves a signed zone,
+#   unbound       unbound validates it (AD bit), ldns-signzone signs it and
+#   ldnsutils     dig shows what they answer (tests/dane.rs)
+#   bind9-dnsutils
+#   socat         a TLS terminator in front of smtp-sink (TLS benchmark)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -65,6 +70,11 @@ REQUIREMENTS=(
     "groff-base|groff|groff, to check that the manual pages render without warnings"
     "man-db|man|man, to read the manual pages in docs/man (man -l)"
     "prometheus|promtool|promtool, to check the output of the metrics endpoint"
+    "nsd|nsd nsd-checkconf|nsd, the authoritative server of the DNSSEC lab"
+    "unbound|unbound unbound-checkconf|unbound, the validating resolver of the DNSSEC lab"
+    "ldnsutils|ldns-keygen ldns-signzone|ldns-keygen and ldns-signzone, to sign the lab's zone"
+    "bind9-dnsutils|dig|dig, to look at the DNSSEC lab's answers"
+    "socat|socat|socat, a TLS terminator in front of smtp-sink (TLS benchmark)"
 )
 
 missing=()
