@@ -1457,6 +1457,7 @@ impl Deliverer {
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
         via.tls_policy = Some(TlsPolicyNote::of(&server.policy));
+        log_tls_policy(&server.relay, &server.policy);
         // Only the JSON log shows the source address (getsockname).
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
@@ -1631,6 +1632,24 @@ fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
         smtputf8: request.envelope.smtputf8,
         requiretls: request.envelope.requiretls,
     }
+}
+
+/// The TLS policy a fresh session to `relay` runs under: at info when a
+/// rule other than the default decided it (policy table, DANE, MTA-STS),
+/// else at debug. The JSON results and log lines always carry it.
+fn log_tls_policy(relay: &str, policy: &Policy) {
+    let level = if policy.source == crate::tls_policy::PolicySource::Default {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "{relay}: TLS policy {} from {}: {}",
+        policy.level,
+        policy.source.name(),
+        policy.reason
+    );
 }
 
 /// RFC 8689 section 5: a message with `TLS-Required: No` (and no
