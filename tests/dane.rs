@@ -25,12 +25,13 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
 use common::certs::{Issued, Pki};
-use common::dnssec_lab::{self, DnssecLab, Zones, a, mx, query, tlsa};
+use common::dnssec_lab::{self, DnssecLab, Zones, a, cname, mx, query, tlsa};
 use common::postfix::{Listener, Postfix, Session};
 use common::{DEFAULT_TIMEOUTS, Delivery, Run, require_tool};
 use serde_json::Value;
@@ -369,6 +370,7 @@ fn dnssec_lab_answers_as_designed() {
     let Some(lab) = DnssecLab::start(
         &base_zones()
             .signed(&tlsa(port, MX1, 3, 1, 1, WRONG_DIGEST))
+            .signed(&cname("alias.example.test", MX1))
             .bogus(&tlsa(port, MX2, 3, 1, 1, WRONG_DIGEST)),
     ) else {
         return;
@@ -376,9 +378,10 @@ fn dnssec_lab_answers_as_designed() {
     let resolver = lab.resolver();
     let tlsa1 = dnssec_lab::tlsa_name(port, MX1);
     let tlsa2 = dnssec_lab::tlsa_name(port, MX2);
-    let cases: [(&str, &str, &str, bool); 6] = [
+    let cases: [(&str, &str, &str, bool); 7] = [
         // A signed name: validated.
         ("example.test", "MX", "NOERROR", true),
+        ("alias.example.test", "A", "NOERROR", true),
         (&tlsa1, "TLSA", "NOERROR", true),
         // A name that does not exist in the signed zone: secure denial.
         ("_25._tcp.nosuch.example.test", "TLSA", "NXDOMAIN", true),
@@ -409,6 +412,11 @@ fn dnssec_lab_answers_as_designed() {
             "TLSA\t3 1 1 {}",
             WRONG_DIGEST.to_ascii_uppercase()
         )),
+        "{text}"
+    );
+    let (_, _, text) = dig(resolver, "alias.example.test", "A");
+    assert!(
+        text.contains("CNAME\tmx1.example.test.") && text.contains("A\t127.0.0.1"),
         "{text}"
     );
     let (_, _, text) = dig(resolver, "insecure.test", "MX");
@@ -454,6 +462,66 @@ fn lab_and_listeners_serve_plain_opportunistic_tls() {
         format!("mx1.insecure.test[127.0.0.1]:{}", lab.port),
         "{run:#?}"
     );
+    // Each listener presents its own leaf and the CA (for DANE-TA).
+    for mx in [Mx::One, Mx::Two] {
+        let chain = presented_chain(SocketAddr::from((mx.addr(), lab.port)));
+        assert_eq!(chain, [mx.name(), "mailhop test CA"], "{mx:?}");
+    }
+}
+
+/// The common names of the chain a listener presents after STARTTLS
+/// (nothing verified; bounded by read timeouts).
+fn presented_chain(addr: SocketAddr) -> Vec<String> {
+    use openssl::nid::Nid;
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    // The greeting, the EHLO reply and the STARTTLS reply: each ends with
+    // a line "NNN " (bounded by the line count).
+    let mut reply = |stream: &mut TcpStream, command: Option<&str>| {
+        if let Some(command) = command {
+            stream
+                .write_all(format!("{command}\r\n").as_bytes())
+                .expect("write a command");
+        }
+        for _ in 0..50 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("{addr} closed the connection after {command:?}");
+            }
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return line;
+            }
+        }
+        panic!("{addr}: endless reply to {command:?}");
+    };
+    assert!(reply(&mut stream, None).starts_with("220 "));
+    assert!(reply(&mut stream, Some("EHLO client.test")).starts_with("250 "));
+    assert!(reply(&mut stream, Some("STARTTLS")).starts_with("220 "));
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    connector.set_verify(SslVerifyMode::NONE);
+    let tls = connector
+        .build()
+        .configure()
+        .expect("configure")
+        .verify_hostname(false)
+        .connect("unused", stream)
+        .expect("TLS handshake");
+    let chain = tls.ssl().peer_cert_chain().expect("a presented chain");
+    chain
+        .iter()
+        .map(|cert| {
+            cert.subject_name()
+                .entries_by_nid(Nid::COMMONNAME)
+                .next()
+                .and_then(|e| e.data().to_string().ok())
+                .map(|cn| cn.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
