@@ -119,6 +119,7 @@ pub fn system_stub_resolver(config: &Config) -> Result<StubResolver, DnsError> {
         cache_max_entries: config.dns.cache_entries,
         cache_max_bytes: config.dns.cache_bytes,
         max_in_flight: config.dns.queries_in_flight,
+        trusted_resolvers: config.settings().trusted_resolvers,
     };
     StubResolver::new(settings)
 }

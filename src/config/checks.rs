@@ -122,6 +122,18 @@ pub(super) fn check_nameservers(entries: &[String]) -> Result<(), Invalid> {
     Ok(())
 }
 
+pub(super) fn check_trusted_resolvers(entries: &[String]) -> Result<(), Invalid> {
+    for (index, entry) in entries.iter().enumerate() {
+        entry
+            .parse::<super::IpNetwork>()
+            .map_err(|message| Invalid {
+                index: Some(index),
+                message,
+            })?;
+    }
+    Ok(())
+}
+
 pub(super) fn check_tls_policy(entries: &[TlsPolicyEntry]) -> Result<(), Invalid> {
     for (index, entry) in entries.iter().enumerate() {
         let at = |message: String| Invalid {

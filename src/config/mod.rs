@@ -60,6 +60,7 @@ mod duration;
 mod error;
 mod ingress;
 mod metrics;
+mod network;
 mod settings;
 mod shaping;
 mod tables;
@@ -76,6 +77,7 @@ pub use ingress::{
     IngressEntry, IngressListen, IngressListener, IngressTransport, parse_ingress_listen,
 };
 pub use metrics::{MAX_DESTINATION_LABELS, MetricsListen, parse_metrics_listen};
+pub use network::IpNetwork;
 pub use settings::{
     AddressPreference, DnsSupport, InetProtocols, LogFormat, ProtocolSettings, Settings, Timeouts,
 };

@@ -41,6 +41,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `dns.nameservers`; empty: /etc/resolv.conf.
     pub nameservers: Vec<SocketAddr>,
+    /// `dns.trusted_resolvers`: whose AD bit is believed.
+    pub trusted_resolvers: Vec<super::IpNetwork>,
     /// `[shaping]`.
     pub shaping: ShapingSettings,
 }
@@ -70,6 +72,9 @@ pub enum DnsSupport {
     Enabled,
     /// No MX lookups, only A/AAAA of the destination host.
     Disabled,
+    /// As `Enabled`, and answers the resolver validated (the AD bit from a
+    /// trusted resolver) count as DNSSEC-secure: needed by the DANE levels.
+    Dnssec,
 }
 
 /// `dns.address_preference` (Postfix `smtp_address_preference`): which
@@ -117,7 +122,7 @@ macro_rules! word_enum {
 }
 
 word_enum!(LogFormat { "text" => Text, "json" => Json });
-word_enum!(DnsSupport { "enabled" => Enabled, "disabled" => Disabled });
+word_enum!(DnsSupport { "enabled" => Enabled, "disabled" => Disabled, "dnssec" => Dnssec });
 word_enum!(AddressPreference { "any" => Any, "ipv4" => Ipv4, "ipv6" => Ipv6 });
 
 impl FromStr for InetProtocols {
@@ -291,6 +296,12 @@ impl Config {
             dns_support: self.dns.support.parse().unwrap_or_default(),
             log_format: self.log.format.parse().unwrap_or_default(),
             nameservers: self.dns.parsed_nameservers().unwrap_or_default(),
+            trusted_resolvers: self
+                .dns
+                .trusted_resolvers
+                .iter()
+                .filter_map(|entry| entry.parse().ok())
+                .collect(),
             shaping: ShapingSettings::of(&self.shaping).unwrap_or_default(),
         }
     }

@@ -351,7 +351,9 @@ config_table! {
         /// temporarily (4.4.3). 1 to 10.
         attempts: u32 = 2, mirrors "resolv.conf options attempts: (RES_DFLRETRY)", check = check_attempts;
         /// "enabled": MX lookups for unbracketed domains; "disabled": no MX
-        /// lookups, only A/AAAA of the destination host.
+        /// lookups, only A/AAAA of the destination host; "dnssec": as
+        /// "enabled", and answers validated by a trusted resolver count as
+        /// secure (needed by the TLS levels "dane" and "dane-only").
         support: String = "enabled".into(), mirrors "smtp_dns_support_level", check = check_dns_support;
         /// Which address family to try first among servers of equal MX
         /// preference: "any", "ipv4" or "ipv6".
@@ -378,6 +380,12 @@ config_table! {
         /// lookup waits for a free slot within its own timeout. Threads
         /// asking the same name and type at the same time share one query.
         queries_in_flight: usize = 64, mirrors "none (mailhop's own)", check = check_positive;
+        /// Name servers (addresses or ranges, "127.0.0.0/8", "::1") whose
+        /// AD bit (the answer was DNSSEC-validated) is believed. Postfix
+        /// believes any resolver and requires a local one; mailhop ignores
+        /// the AD bit of the others, so a name server across the network
+        /// can never make a destination DANE-secure. Empty: believe none.
+        trusted_resolvers: Vec<String> = vec!["127.0.0.0/8".into(), "::1".into()], mirrors "none (Postfix documents that the resolver must be local)", check = check_trusted_resolvers;
     }
 }
 

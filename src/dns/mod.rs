@@ -90,6 +90,9 @@ pub enum QueryType {
     Aaaa,
     /// TLSA (RFC 6698), for DANE (`_25._tcp.<host>`).
     Tlsa,
+    /// TXT, for MTA-STS (`_mta-sts.<domain>`) and TLS-RPT
+    /// (`_smtp._tls.<domain>`).
+    Txt,
 }
 
 impl QueryType {
@@ -100,6 +103,7 @@ impl QueryType {
             QueryType::A => "A",
             QueryType::Aaaa => "AAAA",
             QueryType::Tlsa => "TLSA",
+            QueryType::Txt => "TXT",
         }
     }
 }
@@ -116,6 +120,14 @@ pub trait DnsLookup: Send + Sync {
         Err(DnsError::new(
             DnsErrorKind::Retry,
             "TLSA lookups are not supported by this resolver",
+        ))
+    }
+    /// TXT records of `name`, each record's character-strings joined into
+    /// one text, with the AD bit. Lookups that do not know TXT answer Retry.
+    fn txt(&self, _name: &str) -> Result<Answer<String>, DnsError> {
+        Err(DnsError::new(
+            DnsErrorKind::Retry,
+            "TXT lookups are not supported by this resolver",
         ))
     }
 }

@@ -75,6 +75,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::config::IpNetwork;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use log::{debug, warn};
@@ -132,6 +133,9 @@ pub struct StubSettings {
     /// Most tries on the network at once, over all threads (0 is taken
     /// as 1).
     pub max_in_flight: usize,
+    /// Servers whose AD bit is believed; the answers of the others are
+    /// never `authenticated`.
+    pub trusted_resolvers: Vec<IpNetwork>,
 }
 
 impl StubSettings {
@@ -145,9 +149,14 @@ impl StubSettings {
             cache_max_entries: 10_000,
             cache_max_bytes: 8 << 20,
             max_in_flight: 64,
+            trusted_resolvers: vec![LOOPBACK_V4, LOOPBACK_V6],
         }
     }
 }
+
+/// `127.0.0.0/8` and `::1`, whose AD bit [`StubSettings::new`] believes.
+const LOOPBACK_V4: IpNetwork = IpNetwork::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8);
+const LOOPBACK_V6: IpNetwork = IpNetwork::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128);
 
 /// The name servers of a resolv.conf file (parsed with the `resolv-conf`
 /// crate), each on port 53, in file order. Like glibc, a file without
@@ -191,6 +200,7 @@ enum Records {
     A(Vec<Ipv4Addr>),
     Aaaa(Vec<Ipv6Addr>),
     Tlsa(Vec<crate::dane::Tlsa>),
+    Txt(Vec<String>),
 }
 
 impl Records {
@@ -218,6 +228,13 @@ impl Records {
     fn tlsa(self) -> Option<Vec<crate::dane::Tlsa>> {
         match self {
             Records::Tlsa(records) => Some(records),
+            _ => None,
+        }
+    }
+
+    fn txt(self) -> Option<Vec<String>> {
+        match self {
+            Records::Txt(records) => Some(records),
             _ => None,
         }
     }
@@ -326,6 +343,10 @@ fn entry_size(key: &CacheKey, outcome: &Outcome) -> usize {
         Ok((Records::Tlsa(tlsa), _)) => tlsa
             .iter()
             .map(|t| t.data.len().saturating_add(3))
+            .fold(0usize, usize::saturating_add),
+        Ok((Records::Txt(txt), _)) => txt
+            .iter()
+            .map(|t| t.len().saturating_add(std::mem::size_of::<String>()))
             .fold(0usize, usize::saturating_add),
         Err(e) => e.reason.len(),
     };
@@ -450,6 +471,7 @@ fn wait_until<T, R>(
 /// threads with an `Arc`.
 pub struct StubResolver {
     servers: Vec<SocketAddr>,
+    trusted_resolvers: Vec<IpNetwork>,
     timeout: Duration,
     attempts: u32,
     cache_max: usize,
@@ -484,6 +506,7 @@ impl StubResolver {
         }
         Ok(Self {
             servers: settings.nameservers,
+            trusted_resolvers: settings.trusted_resolvers,
             timeout: settings.timeout.min(MAX_TIMEOUT),
             attempts: settings.attempts.max(1),
             cache_max: settings.cache_max_entries,
@@ -648,7 +671,17 @@ impl StubResolver {
                     None => TryResult::Soft("too many queries in flight".to_string()),
                 };
                 match result {
-                    TryResult::Final(reply) => return classify(&reply, qname, qtype),
+                    TryResult::Final(reply) => {
+                        let mut classified = classify(&reply, qname, qtype);
+                        let trusted = self
+                            .trusted_resolvers
+                            .iter()
+                            .any(|network| network.contains(server.ip()));
+                        if !trusted && let Ok((_, authenticated)) = &mut classified.outcome {
+                            *authenticated = false;
+                        }
+                        return classified;
+                    }
                     TryResult::Permanent(code) => {
                         debug!(
                             "{server}: {qname} {}: permanent error {code} (round {round})",
@@ -697,6 +730,10 @@ macro_rules! dns_lookup_via_records {
             fn tlsa(&self, name: &str) -> Result<Answer<crate::dane::Tlsa>, DnsError> {
                 typed(self.lookup(name, QueryType::Tlsa)?, Records::tlsa)
             }
+
+            fn txt(&self, name: &str) -> Result<Answer<String>, DnsError> {
+                typed(self.lookup(name, QueryType::Txt)?, Records::txt)
+            }
         }
     };
 }
@@ -709,6 +746,7 @@ fn record_type(qtype: QueryType) -> RecordType {
         QueryType::A => RecordType::A,
         QueryType::Aaaa => RecordType::AAAA,
         QueryType::Tlsa => RecordType::TLSA,
+        QueryType::Txt => RecordType::TXT,
     }
 }
 
@@ -1095,6 +1133,7 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
     let mut a = Vec::new();
     let mut aaaa = Vec::new();
     let mut tlsa = Vec::new();
+    let mut txt = Vec::new();
     let mut found = false;
     for record in &reply.answers {
         if record.dns_class != DNSClass::IN
@@ -1116,6 +1155,14 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
                 matching: u8::from(t.matching),
                 data: t.cert_data.clone(),
             }),
+            // The character-strings of one record joined (RFC 7208 3.3,
+            // RFC 8461 3.1); bytes that are not UTF-8 become U+FFFD.
+            RData::TXT(t) => txt.push(
+                t.txt_data
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part))
+                    .collect::<String>(),
+            ),
             _ => continue,
         }
         found = true;
@@ -1138,6 +1185,7 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
         QueryType::A => Records::A(a),
         QueryType::Aaaa => Records::Aaaa(aaaa),
         QueryType::Tlsa => Records::Tlsa(tlsa),
+        QueryType::Txt => Records::Txt(txt),
     };
     Classified {
         outcome: Ok((records, reply.metadata.authentic_data)),

@@ -1405,3 +1405,63 @@ fn tlsa_answers_carry_the_records_and_the_ad_bit() {
     assert_eq!(kind(r.tlsa("mx.signed.test")), DnsErrorKind::NoData);
     assert_eq!(server.seen()[0].rtype, RecordType::TLSA);
 }
+
+#[test]
+fn txt_answers_join_the_strings_of_each_record() {
+    use hickory_proto::rr::rdata::TXT;
+    let server = FakeServer::start(move |q, _| {
+        let owner = qname_of(q);
+        let records =
+            if q.queries[0].query_type() == RecordType::TXT && owner.starts_with("_mta-sts.") {
+                vec![
+                    Record::from_rdata(
+                        name(&owner),
+                        300,
+                        RData::TXT(TXT::new(vec!["v=STSv1; ".into(), "id=2026120301;".into()])),
+                    ),
+                    Record::from_rdata(
+                        name(&owner),
+                        300,
+                        RData::TXT(TXT::new(vec!["other".into()])),
+                    ),
+                ]
+            } else {
+                vec![]
+            };
+        let mut m = response(q, ResponseCode::NoError, records);
+        m.metadata.authentic_data = true;
+        wire(&m)
+    });
+    let r = resolver(&[server.addr], 1000, 1, 0);
+    let answer = r.txt("_mta-sts.example.test").unwrap();
+    assert_eq!(answer.records, vec!["v=STSv1; id=2026120301;", "other"]);
+    assert!(answer.authenticated);
+    assert_eq!(kind(r.txt("example.test")), DnsErrorKind::NoData);
+}
+
+#[test]
+fn the_ad_bit_of_an_untrusted_resolver_is_ignored() {
+    let server = FakeServer::start(move |q, _| {
+        let owner = qname_of(q);
+        let records = vec![Record::from_rdata(
+            name(&owner),
+            300,
+            RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+        )];
+        let mut m = response(q, ResponseCode::NoError, records);
+        m.metadata.authentic_data = true;
+        wire(&m)
+    });
+    let trusting = resolver(&[server.addr], 1000, 1, 0);
+    assert!(trusting.a("mx.signed.test").unwrap().authenticated);
+    for trusted in [vec![], vec!["10.0.0.0/8".parse().unwrap()]] {
+        let doubting = StubResolver::new(StubSettings {
+            trusted_resolvers: trusted,
+            ..settings(&[server.addr], 1000, 1, 0)
+        })
+        .unwrap();
+        let answer = doubting.a("mx.signed.test").unwrap();
+        assert_eq!(answer.records, vec![Ipv4Addr::new(192, 0, 2, 1)]);
+        assert!(!answer.authenticated);
+    }
+}
