@@ -34,6 +34,9 @@ use common::certs::{Issued, Pki};
 use common::dnssec_lab::{self, DnssecLab, Zones, a, cname, mx, query, tlsa};
 use common::postfix::{Listener, Postfix, Session};
 use common::{DEFAULT_TIMEOUTS, Delivery, Run, require_tool};
+use mailhop::config::IpNetwork;
+use mailhop::dns::stub::{StubResolver, StubSettings};
+use mailhop::dns::{DnsErrorKind, DnsLookup};
 use serde_json::Value;
 
 const MX1_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -434,6 +437,64 @@ fn dnssec_lab_answers_as_designed() {
     )
     .expect("answer from nsd");
     assert_eq!((answer.rcode, answer.aa, answer.ad), (0, true, false));
+}
+
+/// mailhop's stub resolver against the lab: the AD bit is read as
+/// `authenticated` from a trusted resolver only; a bogus RRset is a
+/// temporary error; the TLSA RDATA comes back as published.
+#[test]
+fn stub_resolver_reads_the_lab_as_designed() {
+    let port = 25;
+    let Some(lab) = DnssecLab::start(
+        &base_zones()
+            .signed(&tlsa(port, MX1, 3, 1, 1, WRONG_DIGEST))
+            .bogus(&tlsa(port, MX2, 3, 1, 1, WRONG_DIGEST)),
+    ) else {
+        return;
+    };
+    let resolver = |trusted: Vec<IpNetwork>| {
+        StubResolver::new(StubSettings {
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            trusted_resolvers: trusted,
+            ..StubSettings::new(vec![lab.resolver()])
+        })
+        .expect("a stub resolver")
+    };
+    let r = resolver(StubSettings::new(Vec::new()).trusted_resolvers);
+    let mx = r.mx("example.test").expect("MX example.test");
+    assert!(mx.authenticated, "{mx:?}");
+    assert!(r.a(MX1).expect("A").authenticated);
+    let tlsa1 = r
+        .tlsa(&dnssec_lab::tlsa_name(port, MX1))
+        .expect("TLSA of mx1");
+    assert!(tlsa1.authenticated, "{tlsa1:?}");
+    assert_eq!(tlsa1.records.len(), 1, "{tlsa1:?}");
+    let record = &tlsa1.records[0];
+    assert_eq!(
+        (
+            record.usage,
+            record.selector,
+            record.matching,
+            record.data.clone()
+        ),
+        (3, 1, 1, vec![0xab; 32])
+    );
+    let err = r
+        .tlsa(&dnssec_lab::tlsa_name(port, MX2))
+        .expect_err("the bogus TLSA RRset");
+    assert_eq!(err.kind, DnsErrorKind::Retry, "{err:?}");
+    let err = r
+        .tlsa(&dnssec_lab::tlsa_name(port, "nosuch.example.test"))
+        .expect_err("no such TLSA name");
+    assert_eq!(err.kind, DnsErrorKind::NotFound, "{err:?}");
+    let mx = r.mx("insecure.test").expect("MX insecure.test");
+    assert!(!mx.authenticated, "{mx:?}");
+
+    // The same resolver, not trusted: nothing is authenticated.
+    let r = resolver(Vec::new());
+    let mx = r.mx("example.test").expect("MX example.test");
+    assert!(!mx.authenticated, "{mx:?}");
 }
 
 /// The harness without DANE (keys and levels mailhop had before issue
