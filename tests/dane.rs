@@ -19,7 +19,12 @@
 //! the server side the TLS session, the queue id and the discard agent's
 //! `status=sent` (or that nothing was accepted).
 //!
-//! `dnssec_lab_answers_as_designed` checks the lab itself with dig. Without
+//! An MX RRset in the unsigned zone naming a signed host checks
+//! `[tls] dane_insecure_mx_policy`. `dnssec_lab_answers_as_designed`
+//! checks the lab itself with dig, `stub_resolver_reads_the_lab_as_designed`
+//! mailhop's resolver against it, and
+//! `lab_and_listeners_serve_plain_opportunistic_tls` the whole harness
+//! without DANE. Without
 //! nsd/unbound/ldns/dig or Postfix the tests print SKIPPED and pass, except
 //! under `CI=true`, where they fail.
 
@@ -760,4 +765,35 @@ fn dane_without_dnssec_lookups_is_may_at_dane_and_a_config_problem_at_dane_only(
     let run = send(&lab, &conf, "example.test");
     assert_deferred(&run, "client TLS configuration problem");
     assert_eq!(lab.pf.discarded().len(), 1, "{}", lab.pf.maillog());
+}
+
+/// `smtp_tls_dane_insecure_mx_policy`: an MX RRset in the unsigned zone
+/// naming a host in the signed zone with a matching TLSA record. At
+/// "dane" the TLSA records apply, but the success is only "trusted" (the
+/// MX name may have been forged); at "may" DANE does not apply; dane-only
+/// always needs a secure MX RRset.
+#[test]
+fn insecure_mx_to_a_signed_host_follows_dane_insecure_mx_policy() {
+    let Some(lab) = Lab::start(|port, mx1, _| {
+        base_zones()
+            .insecure(&mx("mixed.insecure.test", 10, MX1))
+            .signed(&tlsa(port, MX1, 3, 1, 1, &mx1.spki_sha256))
+    }) else {
+        return;
+    };
+    let run = send(&lab, &Conf::default(), "mixed.insecure.test");
+    let result = assert_sent(&lab, &run, Mx::One, 0, "trusted");
+    assert_policy(&run, &result, "dane", Some("dane"), None);
+
+    let conf = Conf {
+        insecure_mx_policy: Some("may"),
+        ..Conf::default()
+    };
+    let run = send(&lab, &conf, "mixed.insecure.test");
+    let result = assert_sent(&lab, &run, Mx::One, 1, "untrusted");
+    assert_policy(&run, &result, "may", None, Some("non DNSSEC destination"));
+
+    let run = send(&lab, &Conf::level("dane-only"), "mixed.insecure.test");
+    assert_deferred(&run, "non DNSSEC destination");
+    assert_eq!(lab.pf.discarded().len(), 2, "{}", lab.pf.maillog());
 }
