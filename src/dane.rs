@@ -36,7 +36,7 @@ pub const MATCH_SHA256: u8 = 1;
 pub const MATCH_SHA512: u8 = 2;
 
 /// One TLSA record (RFC 6698 section 2.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Tlsa {
     pub usage: u8,
     pub selector: u8,

@@ -35,7 +35,7 @@ use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices,
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::plan::{Hop, Plan};
 use crate::recipients::{Ledger, Settled};
-use crate::recipients::{SessionTiming, TlsSummary};
+use crate::recipients::{SessionTiming, TlsPolicyNote, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
@@ -1136,6 +1136,7 @@ impl Deliverer {
         let via = Via {
             relay: server.relay.clone(),
             tls,
+            tls_policy: Some(TlsPolicyNote::of(&server.policy)),
             timing: Some(SessionTiming {
                 connect: reuse_start,
                 handshake: client.handshake_at().unwrap_or(now),
@@ -1356,6 +1357,7 @@ impl Deliverer {
         };
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
+        via.tls_policy = Some(TlsPolicyNote::of(&server.policy));
         // Only the JSON log shows the source address (getsockname).
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();

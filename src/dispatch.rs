@@ -331,6 +331,7 @@ fn log_recipient(
         status: outcome.status,
         diagnostic: &outcome.diagnostic,
         tls: outcome.tls.as_ref(),
+        tls_policy: outcome.tls_policy.as_ref(),
         source: outcome.source.map(|a| a.ip()),
         late,
     };

@@ -357,6 +357,7 @@ pub fn throttle_verdict(data: &[u8]) {
                 relay: None,
                 diagnostic: diagnostic.to_string(),
                 tls: None,
+                tls_policy: None,
             }
         })
         .collect();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::nexthop::Protocol;
-use crate::recipients::{Settled, Status, TlsSummary};
+use crate::recipients::{Settled, Status, TlsPolicyNote, TlsSummary};
 use crate::smtp::client::Recipient;
 use crate::smtp::command::{Notify, Ret};
 
@@ -543,6 +543,10 @@ pub struct RecipientResult {
     pub diagnostic: String,
     /// The TLS of the deciding session; null for plaintext or no session.
     pub tls: Option<TlsSummary>,
+    /// The TLS policy of the deciding server (level, source, reason); null
+    /// when no server decided.
+    #[serde(default)]
+    pub tls_policy: Option<TlsPolicyNote>,
 }
 
 /// The result of one job (see [`JobResult::write_json`] for its JSON).
@@ -569,6 +573,7 @@ impl JobResult {
                     relay: s.outcome.relay,
                     diagnostic: s.outcome.diagnostic,
                     tls: s.outcome.tls,
+                    tls_policy: s.outcome.tls_policy,
                 })
                 .collect(),
         }
@@ -629,6 +634,19 @@ impl JobResult {
                         b",\"verified\":false,\"trust\":"
                     });
                     push_json_str(out, &tls.trust);
+                    out.push(b'}');
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"tls_policy\":");
+            match &r.tls_policy {
+                Some(policy) => {
+                    out.extend_from_slice(b"{\"level\":");
+                    push_json_str(out, &policy.level);
+                    out.extend_from_slice(b",\"source\":");
+                    push_json_str(out, &policy.source);
+                    out.extend_from_slice(b",\"reason\":");
+                    push_json_str(out, &policy.reason);
                     out.push(b'}');
                 }
                 None => out.extend_from_slice(b"null"),

@@ -11,6 +11,7 @@ fn settled(address: &str, status: Status, dsn: StatusCode) -> Settled {
             relay: Some("h[127.0.0.1]:2525".into()),
             diagnostic: "250 2.0.0 Ok".into(),
             tls: None,
+            tls_policy: None,
             timing: None,
             source: None,
         },
@@ -301,6 +302,7 @@ fn recipient(address: &str, relay: Option<&str>, diagnostic: &str) -> RecipientR
         relay: relay.map(Into::into),
         diagnostic: diagnostic.into(),
         tls: None,
+        tls_policy: None,
     }
 }
 

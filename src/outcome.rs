@@ -5,7 +5,7 @@
 //! The only place where a `Dsn` becomes a recipient's outcome. Pure.
 
 use crate::dsn::Dsn;
-use crate::recipients::{Ledger, Outcome, SessionTiming, Status, TlsSummary};
+use crate::recipients::{Ledger, Outcome, SessionTiming, Status, TlsPolicyNote, TlsSummary};
 use crate::smtp::client::RcptResult;
 
 /// Tracks the last failure reason across all servers of a job (Postfix's
@@ -39,6 +39,8 @@ impl Trouble {
 pub struct Via {
     pub relay: String,
     pub tls: Option<TlsSummary>,
+    /// The server's TLS policy: level, source and reason.
+    pub tls_policy: Option<TlsPolicyNote>,
     /// When the session's connection attempt began, its handshake ended,
     /// and it ended (Postfix's delays c and d).
     pub timing: Option<SessionTiming>,
@@ -51,6 +53,7 @@ impl Via {
         Self {
             relay: relay.into(),
             tls: None,
+            tls_policy: None,
             timing: None,
             source: None,
         }
@@ -64,6 +67,7 @@ fn outcome(status: Status, dsn: &Dsn, via: Option<&Via>) -> Outcome {
         relay: via.map(|v| v.relay.clone()),
         diagnostic: dsn.text.clone(),
         tls: via.and_then(|v| v.tls.clone()),
+        tls_policy: via.and_then(|v| v.tls_policy.clone()),
         timing: via.and_then(|v| v.timing),
         source: via.and_then(|v| v.source),
     }

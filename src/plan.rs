@@ -220,6 +220,7 @@ fn bad_domain(domain: &str, reason: &str) -> Outcome {
         relay: None,
         diagnostic,
         tls: None,
+        tls_policy: None,
         timing: None,
         source: None,
     }

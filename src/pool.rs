@@ -593,6 +593,7 @@ fn log_deferral_with(
         status: Status::Deferred,
         diagnostic: &rcpt.diagnostic,
         tls: None,
+        tls_policy: None,
         source: None,
         late: false,
     };
@@ -618,6 +619,7 @@ fn deferred_result(job: &Job, diagnostic: &str) -> JobResult {
                 relay: None,
                 diagnostic: diagnostic.into(),
                 tls: None,
+                tls_policy: None,
             })
             .collect(),
         log: Some(vec![format!("deferred: {diagnostic}")]),

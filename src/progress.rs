@@ -50,7 +50,7 @@ struct State {
 enum Slot {
     #[default]
     Open,
-    Settled(RecipientResult),
+    Settled(Box<RecipientResult>),
     Cut,
 }
 
@@ -80,7 +80,7 @@ impl Progress {
         let mut state = self.lock();
         match state.slots.get_mut(index) {
             Some(slot @ Slot::Open) => {
-                *slot = Slot::Settled(result);
+                *slot = Slot::Settled(Box::new(result));
                 log(true);
             }
             _ => log(false),
@@ -109,7 +109,7 @@ impl Progress {
         let mut out = Vec::new();
         for (index, address) in addresses.enumerate() {
             if let Some(Slot::Settled(result)) = state.slots.get(index) {
-                out.push(result.clone());
+                out.push(RecipientResult::clone(result));
                 continue;
             }
             let result = deferred(address, &text);
@@ -151,6 +151,7 @@ fn deferred(address: &str, text: &str) -> RecipientResult {
         relay: None,
         diagnostic: text.to_string(),
         tls: None,
+        tls_policy: None,
     }
 }
 
@@ -163,6 +164,7 @@ pub fn result_of(address: &str, outcome: &Outcome) -> RecipientResult {
         relay: outcome.relay.clone(),
         diagnostic: outcome.diagnostic.clone(),
         tls: outcome.tls.clone(),
+        tls_policy: outcome.tls_policy.clone(),
     }
 }
 

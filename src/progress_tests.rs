@@ -8,6 +8,7 @@ fn sent() -> Outcome {
         relay: Some("h[127.0.0.1]:25".into()),
         diagnostic: "250 2.0.0 Ok".into(),
         tls: None,
+        tls_policy: None,
         timing: None,
         source: None,
     }

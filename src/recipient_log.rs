@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::dsn::StatusCode;
-use crate::recipients::{Status, TlsSummary};
+use crate::recipients::{Status, TlsPolicyNote, TlsSummary};
 
 /// Which service logs (the log target `mailhop/smtp` or `mailhop/lmtp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub struct Line<'a> {
     pub status: Status,
     pub diagnostic: &'a str,
     pub tls: Option<&'a TlsSummary>,
+    /// The deciding server's TLS policy (JSON only; the text line keeps
+    /// Postfix's form).
+    pub tls_policy: Option<&'a TlsPolicyNote>,
     /// Our source address on the deciding connection (JSON only).
     pub source: Option<IpAddr>,
     /// A result after the job was answered: information only.
@@ -90,6 +93,7 @@ pub fn json_object(line: &Line<'_>) -> serde_json::Value {
         "late_status": late_status,
         "diagnostic": line.diagnostic,
         "tls": line.tls,
+        "tls_policy": line.tls_policy,
         "source": line.source.map(|ip| ip.to_string()),
     })
 }

@@ -17,6 +17,7 @@ fn line(late: bool) -> Line<'static> {
         status: Status::Sent,
         diagnostic: "250 2.0.0 Ok",
         tls: None,
+        tls_policy: None,
         source: None,
         late,
     }
@@ -31,7 +32,7 @@ fn every_json_line_has_one_shape_and_late_results_no_status() {
     };
     let (now, late) = (json_object(&line(false)), json_object(&line(true)));
     assert_eq!(keys(&now), keys(&late));
-    assert_eq!(keys(&now).len(), 11);
+    assert_eq!(keys(&now).len(), 12);
     assert_eq!(
         (&now["status"], &now["late_status"]),
         (&"sent".into(), &serde_json::Value::Null)

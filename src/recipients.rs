@@ -56,6 +56,8 @@ pub struct Outcome {
     pub diagnostic: String,
     /// TLS of the session that decided, when there was one.
     pub tls: Option<TlsSummary>,
+    /// The TLS policy of the server that decided, when one was tried.
+    pub tls_policy: Option<TlsPolicyNote>,
     /// Timing of the session that decided, for the log's delays.
     pub timing: Option<SessionTiming>,
     /// Our source address on the deciding connection.
@@ -81,6 +83,26 @@ pub struct TlsSummary {
     pub verified: bool,
     /// Postfix's trust word: "anonymous", "untrusted", "trusted", "verified".
     pub trust: String,
+}
+
+/// Which TLS level applied to the deciding server, which rule decided it
+/// (`source`: "default", "policy-table", "dane", "mta-sts") and why: for
+/// auditing. Written by `JobResult::write_json` too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsPolicyNote {
+    pub level: String,
+    pub source: String,
+    pub reason: String,
+}
+
+impl TlsPolicyNote {
+    pub fn of(policy: &crate::tls_policy::Policy) -> Self {
+        Self {
+            level: policy.level.name().to_string(),
+            source: policy.source.name().to_string(),
+            reason: policy.reason.clone(),
+        }
+    }
 }
 
 /// A recipient and its outcome, once the ledger is finished.
@@ -180,6 +202,7 @@ impl Ledger {
                     diagnostic: "mail system software error: recipient left without an outcome"
                         .into(),
                     tls: None,
+                    tls_policy: None,
                     timing: None,
                     source: None,
                 }

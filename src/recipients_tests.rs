@@ -7,6 +7,7 @@ fn outcome(status: Status) -> Outcome {
         relay: None,
         diagnostic: "x".into(),
         tls: None,
+        tls_policy: None,
         timing: None,
         source: None,
     }

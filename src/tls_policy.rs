@@ -25,10 +25,57 @@ pub use crate::config::{
 };
 use crate::config::{SecurityLevel, TlsConfig, TlsPolicyEntry, parse_match_rules};
 
+/// Which rule decided the TLS level of a delivery, for results and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicySource {
+    /// `[tls] security_level`: no table entry, no published policy.
+    Default,
+    /// A `[[tls.policy]]` entry (Postfix's smtp_tls_policy_maps).
+    PolicyTable,
+    /// The server's DNSSEC-signed TLSA records (or their absence) under a
+    /// "dane"/"dane-only" level.
+    Dane,
+    /// The destination domain's MTA-STS policy (RFC 8461).
+    MtaSts,
+}
+
+impl PolicySource {
+    /// The word of results and logs: "default", "policy-table", "dane",
+    /// "mta-sts".
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicySource::Default => "default",
+            PolicySource::PolicyTable => "policy-table",
+            PolicySource::Dane => "dane",
+            PolicySource::MtaSts => "mta-sts",
+        }
+    }
+}
+
+/// How a "dane" or "dane-only" policy falls back when a server cannot be
+/// authenticated with DANE (RFC 7672 section 2.2, Postfix's dane_init).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DaneMode {
+    /// "dane": no DNSSEC or no TLSA records → may; unusable TLSA records →
+    /// encrypt.
+    Opportunistic,
+    /// "dane-only": either of those defers (4.7.5).
+    Mandatory,
+}
+
 /// The effective TLS policy of one destination.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub level: Level,
+    /// Set while `level` is [`Level::Dane`] and the server is not known
+    /// yet: each server's TLSA records decide its own policy.
+    pub dane: Option<DaneMode>,
+    /// The server's usable TLSA records (level [`Level::Dane`], decided).
+    pub tlsa: Vec<crate::dane::Tlsa>,
+    /// Which rule decided `level`, and why, for results and logs.
+    pub source: PolicySource,
+    pub reason: String,
     /// Certificate name rules; any one matching suffices (verify, secure).
     pub matches: Vec<MatchRule>,
     /// Accepted fingerprints (raw digest bytes) for level `fingerprint`.
@@ -147,16 +194,15 @@ pub fn policy_for(
     policy_for_entry(config, find_entry(&config.policy, destination), unix_socket)
 }
 
-/// A security level as a policy uses it ("dane" is "may").
-fn level(text: &str) -> Result<Level, PolicyError> {
-    let level = text.parse::<SecurityLevel>().map_err(|_| {
+/// A security level as written.
+fn level(text: &str) -> Result<SecurityLevel, PolicyError> {
+    text.parse::<SecurityLevel>().map_err(|_| {
         let other = text.trim().to_ascii_lowercase();
         PolicyError(format!(
             "invalid TLS security level {other:?}, expected none, may, encrypt, \
              fingerprint, verify, secure, dane or dane-only"
         ))
-    })?;
-    level.effective()
+    })
 }
 
 /// The effective policy of the destinations of `entry` (`None`: of those
@@ -170,12 +216,33 @@ fn policy_for_entry(
         Some(entry) => PolicyError(format!("TLS policy entry for {:?}: {e}", entry.destination)),
         None => e,
     };
-    let level = level(entry.map_or(config.security_level.as_str(), |e| e.level.as_str()))
+    let written = level(entry.map_or(config.security_level.as_str(), |e| e.level.as_str()))
         .map_err(in_entry)?;
-    let level = if unix_socket && level == Level::May {
-        Level::None
+    let dane = match written {
+        SecurityLevel::Dane => Some(DaneMode::Opportunistic),
+        SecurityLevel::DaneOnly => Some(DaneMode::Mandatory),
+        _ => None,
+    };
+    // Postfix refuses both DANE levels over a UNIX socket (no TLSA name);
+    // mailhop refuses only "dane-only", and treats "dane" like "may",
+    // which is "none" there: a global "dane" keeps local LMTP working.
+    if unix_socket && dane == Some(DaneMode::Mandatory) {
+        return Err(in_entry(PolicyError(format!(
+            "the \"{written}\" security level is invalid for delivery via unix-domain sockets"
+        ))));
+    }
+    let level = written.effective();
+    let (level, dane) = if unix_socket && matches!(level, Level::May | Level::Dane) {
+        (Level::None, None)
     } else {
-        level
+        (level, dane)
+    };
+    let (source, reason) = match entry {
+        Some(entry) => (
+            PolicySource::PolicyTable,
+            format!("policy entry {:?} level {written}", entry.destination),
+        ),
+        None => (PolicySource::Default, format!("security_level {written}")),
     };
 
     let entry_matches = entry.map(|e| e.matches.as_slice()).unwrap_or_default();
@@ -234,6 +301,10 @@ fn policy_for_entry(
 
     Ok(Policy {
         level,
+        dane,
+        tlsa: Vec::new(),
+        source,
+        reason,
         matches,
         fingerprints,
         digest,

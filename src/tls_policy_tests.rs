@@ -117,6 +117,10 @@ fn defaults_without_entry() {
         p,
         Policy {
             level: Level::May,
+            dane: None,
+            tlsa: vec![],
+            source: PolicySource::Default,
+            reason: "security_level may".into(),
             matches: vec![],
             fingerprints: vec![],
             digest: Digest::Sha256,
@@ -157,7 +161,8 @@ fn levels_are_ordered() {
     assert!(Level::None < Level::May);
     assert!(Level::May < Level::Encrypt);
     assert!(Level::Encrypt < Level::Fingerprint);
-    assert!(Level::Fingerprint < Level::Verify);
+    assert!(Level::Fingerprint < Level::Dane);
+    assert!(Level::Dane < Level::Verify);
     assert!(Level::Verify < Level::Secure);
     assert_eq!(Level::Secure.to_string(), "secure");
     assert_eq!(Level::None.name(), "none");
@@ -165,16 +170,24 @@ fn levels_are_ordered() {
 
 #[test]
 fn dane_levels() {
-    assert_eq!(policy(&config("dane", vec![]), "x.test").level, Level::May);
-    let c = config("may", vec![entry("x.test", "dane")]);
-    assert_eq!(policy(&c, "x.test").level, Level::May);
-    let e = policy_error(&config("dane-only", vec![]), "x.test");
-    assert_eq!(e, "dane-only requires DANE, which is not supported yet");
+    let p = policy(&config("dane", vec![]), "x.test");
+    assert_eq!(
+        (p.level, p.dane),
+        (Level::Dane, Some(DaneMode::Opportunistic))
+    );
+    assert_eq!(p.source, PolicySource::Default);
     let c = config("may", vec![entry("x.test", "dane-only")]);
-    let e = policy_error(&c, "x.test");
-    assert!(e.contains("dane-only requires DANE"), "{e}");
-    assert!(e.contains("\"x.test\""), "{e}");
+    let p = policy(&c, "x.test");
+    assert_eq!((p.level, p.dane), (Level::Dane, Some(DaneMode::Mandatory)));
+    assert_eq!(p.source, PolicySource::PolicyTable);
+    assert!(p.reason.contains("dane-only"), "{}", p.reason);
     assert_eq!(policy(&c, "y.test").level, Level::May);
+    assert_eq!(policy(&c, "y.test").dane, None);
+    let e = policy_for(&c, "x.test", true).unwrap_err().0;
+    assert!(
+        e.contains("invalid for delivery via unix-domain sockets"),
+        "{e}"
+    );
 }
 
 #[test]

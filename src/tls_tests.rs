@@ -271,6 +271,10 @@ fn connect(port: u16) -> Box<dyn Transport> {
 fn policy(level: Level) -> Policy {
     Policy {
         level,
+        dane: None,
+        tlsa: vec![],
+        source: crate::tls_policy::PolicySource::Default,
+        reason: String::new(),
         matches: match level {
             Level::Verify => vec![MatchRule::Hostname],
             Level::Secure => vec![MatchRule::Nexthop, MatchRule::DotNexthop],

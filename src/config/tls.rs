@@ -33,6 +33,10 @@ pub enum Level {
     /// TLS required; the server certificate or public key fingerprint must
     /// be one of those listed.
     Fingerprint,
+    /// DANE (RFC 7672): before a server is tried, its TLSA records decide
+    /// (see [`crate::tls_policy::DaneMode`]); a session at this level has
+    /// usable TLSA records, and the server's chain must match one.
+    Dane,
     /// TLS required; PKIX chain and a name matching the MX host name.
     Verify,
     /// TLS required; PKIX chain and a name matching the next-hop domain.
@@ -47,6 +51,7 @@ impl Level {
             Level::May => "may",
             Level::Encrypt => "encrypt",
             Level::Fingerprint => "fingerprint",
+            Level::Dane => "dane",
             Level::Verify => "verify",
             Level::Secure => "secure",
         }
@@ -94,22 +99,18 @@ impl SecurityLevel {
             .map_or("none", |(name, _)| name)
     }
 
-    /// The level a session uses.  DANE is not built: like Postfix without
-    /// DNSSEC, "dane" is "may"; "dane-only" is an error.
-    pub fn effective(self) -> Result<Level, PolicyError> {
-        Ok(match self {
+    /// The level of a destination's policy: "dane" and "dane-only" are
+    /// [`Level::Dane`], decided per server from its TLSA records.
+    pub fn effective(self) -> Level {
+        match self {
             SecurityLevel::None => Level::None,
-            SecurityLevel::May | SecurityLevel::Dane => Level::May,
+            SecurityLevel::May => Level::May,
             SecurityLevel::Encrypt => Level::Encrypt,
             SecurityLevel::Fingerprint => Level::Fingerprint,
             SecurityLevel::Verify => Level::Verify,
             SecurityLevel::Secure => Level::Secure,
-            SecurityLevel::DaneOnly => {
-                return Err(PolicyError(
-                    "dane-only requires DANE, which is not supported yet".into(),
-                ));
-            }
-        })
+            SecurityLevel::Dane | SecurityLevel::DaneOnly => Level::Dane,
+        }
     }
 }
 

@@ -28,6 +28,7 @@ fn result(
         relay: relay.map(str::to_string),
         diagnostic: diag.into(),
         tls: None,
+        tls_policy: None,
     }
 }
 

@@ -13,6 +13,7 @@ fn rcpt(status: Status, dsn: &str) -> RecipientResult {
         relay: None,
         diagnostic: String::new(),
         tls: None,
+        tls_policy: None,
     }
 }
 

@@ -9,6 +9,7 @@ fn rcpt(status: Status, dsn: &str, diagnostic: &str) -> RecipientResult {
         relay: None,
         diagnostic: diagnostic.into(),
         tls: None,
+        tls_policy: None,
     }
 }
 
