@@ -518,7 +518,8 @@ fn lab_and_listeners_serve_plain_opportunistic_tls() {
         insecure_mx_policy: None,
     };
     let run = send(&lab, &conf, "example.test");
-    assert_sent(&lab, &run, Mx::One, 0, "untrusted");
+    let result = assert_sent(&lab, &run, Mx::One, 0, "untrusted");
+    assert_policy(&run, &result, "may", Some("default"), None);
     let run = send(&lab, &conf, "bogus.example.test");
     assert_sent(&lab, &run, Mx::Two, 0, "untrusted");
     let run = send(&lab, &conf, "insecure.test");
