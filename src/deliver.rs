@@ -24,6 +24,7 @@ use crate::cache::{IdleSession, NexthopLabel, SessionCache};
 use crate::chain::Chain;
 use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, Race, RaceTarget, SocketConnector};
+use crate::dane_policy::{self, DaneContext, DaneRefusal, InsecureMxPolicy};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
 use crate::dns::{DnsError, DnsLookup};
 use crate::dsn::{self, Dsn};
@@ -155,6 +156,8 @@ pub struct Deliverer {
     /// policy table entry), made once instead of for every delivery.
     tls_policies: Policies,
     resolver: Box<dyn Resolver>,
+    /// The DNS under the resolver, for TLSA lookups (DANE).
+    dns: Arc<dyn DnsLookup>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
     own: OwnAddresses,
@@ -194,7 +197,7 @@ impl Deliverer {
             families.ipv4,
             families.ipv6,
         );
-        let resolver = DnsResolver::new(dns, &config, &own);
+        let resolver = DnsResolver::new(Arc::clone(&dns), &config, &own);
         let services = SystemServices;
         let fallback = [Protocol::Smtp, Protocol::Lmtp].map(|protocol| {
             let relays = settings.protocol(protocol == Protocol::Lmtp);
@@ -207,6 +210,7 @@ impl Deliverer {
             tls_policies: Policies::new(&config.tls),
             config,
             resolver: Box::new(resolver),
+            dns,
             connector: Box::new(SocketConnector),
             services: Box::new(services),
             cache: None,
@@ -493,11 +497,20 @@ impl Deliverer {
                 route.candidates.iter().map(|c| c.host.as_str()),
             );
         }
+        let mut route = route;
+        // Taken before DANE removes hosts: a skipped best MX stays the best.
+        let best_preference = route.candidates.first().map_or(0, |c| c.preference);
+        let server_policies = if policy.dane.is_some() {
+            self.dane_policies(destination, port, &policy, &mut route, job)
+        } else {
+            Vec::new()
+        };
         let site = Site {
             host,
             port,
+            server_policies,
             final_nexthop: final_nexthop || route.i_am_mx,
-            best_preference: route.candidates.first().map_or(0, |c| c.preference),
+            best_preference,
             address_limit: usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX),
             session_limit: usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX),
             loop_detect: mode.loop_detect,
@@ -505,6 +518,82 @@ impl Deliverer {
             wrapper,
         };
         Ok((site, route))
+    }
+
+    /// The TLSA records of `name` through the deliverer's DNS.
+    fn dns_tlsa(&self, name: &str) -> Result<crate::dns::Answer<crate::dane::Tlsa>, DnsError> {
+        self.dns.tlsa(name)
+    }
+
+    /// Under a "dane"/"dane-only" policy, decides each MX host's own
+    /// policy from its DNSSEC status and TLSA records (Postfix's per-address
+    /// TLS policy lookup). A host that cannot be tried (a TLSA lookup error,
+    /// "dane-only" without DANE) leaves the route with a warning, and its
+    /// 4.7.5 reason is kept for the recipients.
+    fn dane_policies(
+        &self,
+        destination: &Destination,
+        port: u16,
+        policy: &Arc<Policy>,
+        route: &mut Route,
+        job: &mut JobState<'_>,
+    ) -> Vec<(String, bool, Arc<Policy>)> {
+        let mut decided: Vec<(String, bool, Result<Arc<Policy>, DaneRefusal>)> = Vec::new();
+        for candidate in &route.candidates {
+            let known = decided.iter().any(|(host, secure, _)| {
+                *host == candidate.host && *secure == candidate.addr_secure
+            });
+            if known {
+                continue;
+            }
+            let context = DaneContext {
+                dnssec_lookups: self.settings.dns_support == DnsSupport::Dnssec,
+                ignore_mx_lookup_error: self.config.dns.ignore_mx_lookup_error,
+                insecure_mx_policy: InsecureMxPolicy::parse(
+                    &self.config.tls.dane_insecure_mx_policy,
+                )
+                .unwrap_or_default(),
+                destination: destination.text(),
+                host: &candidate.host,
+                port,
+                host_is_ip: candidate.host_is_ip,
+                mx_secure: route.mx_secure,
+                addr_secure: candidate.addr_secure,
+            };
+            let outcome =
+                dane_policy::decide(policy, &context, |name| self.dns_tlsa(name)).map(Arc::new);
+            decided.push((candidate.host.clone(), candidate.addr_secure, outcome));
+        }
+        let mut policies = Vec::new();
+        for (host, secure, outcome) in decided {
+            match outcome {
+                Ok(policy) => {
+                    log::debug!(
+                        "{}: TLS policy of {host}: {} ({})",
+                        destination.text(),
+                        policy.level,
+                        policy.reason
+                    );
+                    policies.push((host, secure, policy));
+                }
+                Err(refusal) => {
+                    if let Some(warning) = &refusal.warning {
+                        log::warn!("{warning}");
+                    }
+                    log::warn!(
+                        "TLS policy lookup for {}/{host}: {}",
+                        destination.text(),
+                        refusal.text
+                    );
+                    job.trouble
+                        .record(&Dsn::new(dsn::TLS_PROBLEM, refusal.text.clone()));
+                    route
+                        .candidates
+                        .retain(|c| !(c.host == host && c.addr_secure == secure));
+                }
+            }
+        }
+        policies
     }
 
     /// Tries the addresses of a TCP destination in order, within
@@ -890,7 +979,7 @@ impl Deliverer {
                 nexthop: site.host.text(),
                 best_mx: candidate.preference == site.best_preference,
             }),
-            policy: Arc::clone(&site.policy),
+            policy: site.policy_of(candidate),
             wrapper: site.wrapper,
         }
     }
@@ -1604,6 +1693,10 @@ struct Site<'a> {
     /// Port 25 SMTP: the EHLO own-name check.
     loop_detect: bool,
     policy: Arc<Policy>,
+    /// Under a DANE policy: each MX host's own policy (by host name and
+    /// whether its address records were validated), decided from its TLSA
+    /// records before any server was tried.
+    server_policies: Vec<(String, bool, Arc<Policy>)>,
     /// SMTPS: TLS before the greeting.
     wrapper: bool,
 }
@@ -1611,6 +1704,15 @@ struct Site<'a> {
 impl Site<'_> {
     fn endpoint(&self, candidate: &Candidate) -> Endpoint {
         Endpoint::Inet(SocketAddr::new(candidate.addr, self.port))
+    }
+
+    /// The TLS policy of one candidate: its own under DANE, else the
+    /// destination's.
+    fn policy_of(&self, candidate: &Candidate) -> Arc<Policy> {
+        self.server_policies
+            .iter()
+            .find(|(host, secure, _)| *host == candidate.host && *secure == candidate.addr_secure)
+            .map_or_else(|| Arc::clone(&self.policy), |(_, _, p)| Arc::clone(p))
     }
 }
 

@@ -138,6 +138,7 @@ struct FixedRoute(Vec<Candidate>);
 impl Resolver for FixedRoute {
     fn resolve(&self, _: &Host, _: ResolveMode) -> Result<Route, RouteError> {
         Ok(Route {
+            mx_secure: None,
             candidates: self.0.clone(),
             i_am_mx: false,
             best_preference: self.0.first().map_or(0, |c| c.preference),
@@ -148,6 +149,7 @@ impl Resolver for FixedRoute {
 /// An MX candidate `mxN.y.test` at `addr` with `preference`.
 fn mx(n: u8, addr: &str, preference: u32) -> Candidate {
     Candidate {
+        addr_secure: false,
         host: format!("mx{n}.y.test"),
         addr: addr.parse().unwrap(),
         preference,
@@ -164,10 +166,12 @@ impl Resolver for FakeDns {
             Host::Ip(addr) => LiteralResolver.resolve(&Host::Ip(*addr), mode),
             Host::Name(name) => match self.0.get(name) {
                 Some(Ok(addrs)) => Ok(Route {
+                    mx_secure: None,
                     candidates: addrs
                         .iter()
                         .enumerate()
                         .map(|(i, a)| Candidate {
+                            addr_secure: false,
                             host: format!("mx{i}.{name}"),
                             addr: IpAddr::V4(*a),
                             preference: u32::try_from(i).unwrap_or(0) * 10,
