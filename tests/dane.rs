@@ -9,7 +9,8 @@
 //! 127.0.0.1 and `mx2.example.test` at 127.0.0.2, each presenting a
 //! certificate for its own name and the test CA (`common/certs.rs`). The
 //! zone (see [`base_zones`]) points `example.test` at mx1, `two.example.test`
-//! at mx1 (10) and mx2 (20), `bogus.example.test` at mx2, and
+//! at mx1 (10) and mx2 (20), `bogus.example.test` and `second.example.test`
+//! at mx2, and
 //! `insecure.test` at `mx1.insecure.test` (127.0.0.1, unsigned); each test
 //! adds its TLSA records at `_PORT._tcp.<mx host>`. mailhop is configured
 //! as Postfix would be for DANE (`[dns] support = "dnssec"`, the resolver
@@ -93,6 +94,7 @@ fn base_zones() -> Zones {
         .signed(&mx("two.example.test", 10, MX1))
         .signed(&mx("two.example.test", 20, MX2))
         .signed(&mx("bogus.example.test", 10, MX2))
+        .signed(&mx("second.example.test", 10, MX2))
         .signed(&a(MX1, MX1_ADDR))
         .signed(&a(MX2, MX2_ADDR))
         .insecure(&mx("insecure.test", 10, "mx1.insecure.test"))
@@ -109,17 +111,44 @@ struct Lab {
     _pki: Pki,
 }
 
+/// What mx1's listener presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mx1Serves {
+    /// Its own certificate and the CA.
+    OwnChain,
+    /// Its own certificate, without the CA.
+    OwnLeafOnly,
+    /// A certificate for another name (`other.example.test`) and the CA.
+    OtherName,
+}
+
 impl Lab {
     /// Starts everything; `zones` gets the port and both certificates and
     /// returns the zones to serve. `None`: a tool is missing (skipped).
     fn start(zones: impl FnOnce(u16, &Issued, &Issued) -> Zones) -> Option<Lab> {
+        Self::start_serving(Mx1Serves::OwnChain, zones)
+    }
+
+    /// [`Lab::start`] with mx1 presenting `mx1_serves`; `zones` gets the
+    /// certificate mx1 presents.
+    fn start_serving(
+        mx1_serves: Mx1Serves,
+        zones: impl FnOnce(u16, &Issued, &Issued) -> Zones,
+    ) -> Option<Lab> {
         let pki = Pki::generate();
-        let mx1 = pki.issue(MX1);
+        let mx1 = match mx1_serves {
+            Mx1Serves::OwnChain | Mx1Serves::OwnLeafOnly => pki.issue(MX1),
+            Mx1Serves::OtherName => pki.issue("other.example.test"),
+        };
+        let mx1_file = match mx1_serves {
+            Mx1Serves::OwnLeafOnly => &mx1.leaf_only,
+            Mx1Serves::OwnChain | Mx1Serves::OtherName => &mx1.chain,
+        };
         let mx2 = pki.issue(MX2);
         let pf = Postfix::start_with(
             &pki,
             &[
-                Listener::new(MX1_ADDR, "mx1", &mx1.chain),
+                Listener::new(MX1_ADDR, "mx1", mx1_file),
                 Listener::new(MX2_ADDR, "mx2", &mx2.chain),
             ],
         )?;
@@ -838,4 +867,60 @@ fn insecure_mx_to_a_signed_host_follows_dane_insecure_mx_policy() {
     let run = send(&lab, &Conf::level("dane-only"), "mixed.insecure.test");
     assert_deferred(&run, "non DNSSEC destination");
     assert_eq!(lab.pf.discarded().len(), 2, "{}", lab.pf.maillog());
+}
+
+/// DANE-TA needs the trust anchor in the presented chain, and a leaf
+/// naming the MX host; DANE-EE ignores names (RFC 7672 section 3.1.1).
+#[test]
+fn dane_ta_needs_the_ca_in_the_chain() {
+    let Some(lab) = Lab::start_serving(Mx1Serves::OwnLeafOnly, |port, mx1, _| {
+        base_zones().signed(&tlsa(port, MX1, 2, 0, 1, &mx1.ca_sha256))
+    }) else {
+        return;
+    };
+    let run = send(&lab, &Conf::default(), "example.test");
+    assert_deferred(&run, "Server certificate not verified");
+    assert_nothing_accepted(&lab);
+}
+
+#[test]
+fn dane_ta_needs_the_mx_host_name_in_the_leaf_and_dane_ee_does_not() {
+    let Some(lab) = Lab::start_serving(Mx1Serves::OtherName, |port, other, _| {
+        base_zones().signed(&tlsa(port, MX1, 2, 0, 1, &other.ca_sha256))
+    }) else {
+        return;
+    };
+    let run = send(&lab, &Conf::default(), "example.test");
+    assert_deferred(&run, "Server certificate not verified");
+    assert_nothing_accepted(&lab);
+
+    let Some(lab) = Lab::start_serving(Mx1Serves::OtherName, |port, other, _| {
+        base_zones().signed(&tlsa(port, MX1, 3, 1, 1, &other.spki_sha256))
+    }) else {
+        return;
+    };
+    let run = send(&lab, &Conf::default(), "example.test");
+    assert_sent(&lab, &run, Mx::One, 0, "verified");
+}
+
+/// One matching record decides: beside a wrong digest (a key rollover) on
+/// mx1, beside unusable records on mx2.
+#[test]
+fn a_matching_record_beside_wrong_or_unusable_ones_verifies() {
+    let Some(lab) = Lab::start(|port, mx1, mx2| {
+        base_zones()
+            .signed(&tlsa(port, MX1, 3, 1, 1, WRONG_DIGEST))
+            .signed(&tlsa(port, MX1, 3, 1, 1, &mx1.spki_sha256))
+            .signed(&tlsa(port, MX2, 0, 0, 1, &mx2.ca_sha256))
+            .signed(&tlsa(port, MX2, 3, 1, 1, &mx2.spki_sha256[..40]))
+            .signed(&tlsa(port, MX2, 2, 0, 1, &mx2.ca_sha256))
+    }) else {
+        return;
+    };
+    let run = send(&lab, &Conf::default(), "example.test");
+    let result = assert_sent(&lab, &run, Mx::One, 0, "verified");
+    assert_policy(&run, &result, "dane", Some("dane"), None);
+    let run = send(&lab, &Conf::level("dane-only"), "second.example.test");
+    let result = assert_sent(&lab, &run, Mx::Two, 0, "verified");
+    assert_policy(&run, &result, "dane", Some("dane"), None);
 }
