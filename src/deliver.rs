@@ -379,6 +379,7 @@ impl Deliverer {
         let Some(policy) = self.destination_policy(destination, job) else {
             return false;
         };
+        let policy = tls_required_no(policy, request);
         let keys = self.keys(request, settings);
         // The job's next-hop label: looked up and stored with its first
         // destination only (made only when the job uses the cache).
@@ -1147,8 +1148,14 @@ impl Deliverer {
                 return None;
             }
             None => {
-                let client_settings =
-                    self.client_settings(request, settings, &display, None, TlsMode::Off);
+                let client_settings = self.client_settings(
+                    request,
+                    settings,
+                    &display,
+                    None,
+                    TlsMode::Off,
+                    &server.policy,
+                );
                 if chaining {
                     follower_parts = Some((client_settings.clone(), extensions.clone()));
                 }
@@ -1251,13 +1258,16 @@ impl Deliverer {
         peer: &str,
         loop_check: Option<LoopCheck>,
         tls: TlsMode,
+        policy: &Policy,
     ) -> ClientSettings {
+        let tls_authenticated = matches!(policy.level, Level::Dane | Level::Verify | Level::Secure);
         ClientSettings {
             lmtp: request.protocol == Protocol::Lmtp,
             helo_name: settings.helo_name.clone(),
             skip_5xx_greeting: settings.skip_5xx_greeting,
             peer: peer.to_string(),
             smtputf8_enable: self.config.smtp.smtputf8_enable,
+            tls_authenticated,
             loop_check,
             tls,
             strict_reply_syntax: self.config.smtp.strict_reply_syntax,
@@ -1447,6 +1457,7 @@ impl Deliverer {
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
         via.tls_policy = Some(TlsPolicyNote::of(&server.policy));
+        log_tls_policy(&server.relay, &server.policy);
         // Only the JSON log shows the source address (getsockname).
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
@@ -1500,6 +1511,7 @@ impl Deliverer {
             &server.display,
             server.loop_check.clone(),
             tls_mode,
+            &server.policy,
         );
         let mut client = Client::new(client_settings, envelope, request.facts);
         // A session that will not be cached ends with QUIT behind the dot.
@@ -1618,7 +1630,42 @@ fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
         envid: request.envelope.envid.clone(),
         ret: request.envelope.ret,
         smtputf8: request.envelope.smtputf8,
+        requiretls: request.envelope.requiretls,
     }
+}
+
+/// The TLS policy a fresh session to `relay` runs under: at info when a
+/// rule other than the default decided it (policy table, DANE, MTA-STS),
+/// else at debug. The JSON results and log lines always carry it.
+fn log_tls_policy(relay: &str, policy: &Policy) {
+    let level = if policy.source == crate::tls_policy::PolicySource::Default {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "{relay}: TLS policy {} from {}: {}",
+        policy.level,
+        policy.source.name(),
+        policy.reason
+    );
+}
+
+/// RFC 8689 section 5: a message with `TLS-Required: No` (and no
+/// REQUIRETLS) asks that TLS policies be ignored: the level is capped at
+/// "may" (Postfix's `tls_required_enable`), so a certificate or DANE
+/// failure does not stop it.
+fn tls_required_no(policy: Arc<Policy>, request: &Request<'_>) -> Arc<Policy> {
+    if !request.facts.tls_required_no || request.envelope.requiretls || policy.level <= Level::May {
+        return policy;
+    }
+    let mut capped = Policy::clone(&policy);
+    capped.level = Level::May;
+    capped.dane = None;
+    capped.tlsa = Vec::new();
+    capped.reason = format!("TLS-Required: No header (was {})", policy.level);
+    Arc::new(capped)
 }
 
 /// How a session ended, for [`Deliverer::finish_session`].

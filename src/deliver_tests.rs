@@ -298,6 +298,7 @@ fn deliver_with(
         protocol: Protocol::Smtp,
         hop: &hop,
         envelope: Envelope {
+            requiretls: false,
             sender: sender.into(),
             recipients: rcpts
                 .iter()
@@ -313,6 +314,7 @@ fn deliver_with(
         },
         message: &message,
         facts: MessageFacts {
+            tls_required_no: false,
             size: 15,
             has_8bit: false,
         },
@@ -633,6 +635,7 @@ fn run_cached_as(
         protocol,
         hop: &hop,
         envelope: Envelope {
+            requiretls: false,
             sender: "s@x.test".into(),
             recipients: vec![Recipient {
                 address: rcpt.into(),
@@ -645,6 +648,7 @@ fn run_cached_as(
         },
         message: &message,
         facts: MessageFacts {
+            tls_required_no: false,
             size: 15,
             has_8bit: false,
         },
@@ -970,6 +974,7 @@ fn an_abandoned_attempt_is_not_retried_and_the_winner_keeps_the_final_rule() {
         protocol: Protocol::Smtp,
         hop: &hop,
         envelope: Envelope {
+            requiretls: false,
             sender: "s@x.test".into(),
             recipients: vec![Recipient {
                 address: "a@y.test".into(),
@@ -982,6 +987,7 @@ fn an_abandoned_attempt_is_not_retried_and_the_winner_keeps_the_final_rule() {
         },
         message: &message,
         facts: MessageFacts {
+            tls_required_no: false,
             size: 15,
             has_8bit: false,
         },
