@@ -968,10 +968,7 @@ fn policy_table_entries_choose_dane_per_destination() {
 /// An MX host that is a CNAME (both names signed): the TLSA records are
 /// looked up at the CNAME's target first (RFC 7672 section 2.2.2; Postfix's
 /// tls_dane_resolve tries the expanded name, then the original).
-/// Fails against cb726b0: mailhop looks up `_PORT._tcp.alias.example.test`
-/// only ("no TLSA records found", level may).
 #[test]
-#[ignore = "mailhop does not yet look up TLSA at a CNAME'd MX host's target (RFC 7672 2.2.2)"]
 fn tlsa_at_the_target_of_a_cname_mx_host_verifies() {
     let Some(lab) = Lab::start(|port, mx1, _| {
         base_zones()
