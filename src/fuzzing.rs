@@ -519,3 +519,39 @@ pub fn tlsa(data: &[u8]) {
         "an unusable record changed the verdict"
     );
 }
+
+/// A message → its facts (issue 16, `TLS-Required: No`): reading it from
+/// memory and from a reader give the same facts, and the header scan
+/// agrees with a plain line-by-line reading of the header (fields
+/// unfolded, names compared without case, the value "No" without case
+/// and blanks).
+pub fn message_facts(data: &[u8]) {
+    use crate::smtp::body::{facts_of, has_tls_required_no, scan};
+    let in_memory = facts_of(data);
+    if let Ok(read) = scan(data) {
+        assert_eq!(in_memory, read, "facts differ between memory and reader");
+    }
+    // The reference: the header's lines, continuation lines appended.
+    let text = String::from_utf8_lossy(data);
+    let mut fields: Vec<String> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push_str(line);
+            }
+            continue;
+        }
+        fields.push(line.to_string());
+    }
+    let reference = fields.iter().any(|field| {
+        field.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("TLS-Required")
+                && value.trim().eq_ignore_ascii_case("no")
+        })
+    });
+    assert_eq!(has_tls_required_no(data), reference, "TLS-Required: No");
+}
