@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Config;
+use crate::dns::DnsLookup;
 use crate::dns::stub::ReplayedReplies;
 use crate::job::{self, Job, MessageRef};
 use crate::message::Message;
@@ -323,6 +324,22 @@ pub fn dns_mx(data: &[u8]) {
             std::hint::black_box((error.makes_nexthop_final(), dsn));
         }
     }
+    // The replies left over answer the TXT and TLSA lookups of MTA-STS,
+    // TLS-RPT and DANE: the same reading, other record types.
+    for answer in [
+        dns.txt("_mta-sts.example.test")
+            .map(|a| (a.records.len(), a.canonical)),
+        dns.tlsa("_25._tcp.mx.example.test")
+            .map(|a| (a.records.len(), a.canonical)),
+    ] {
+        if let Ok((count, canonical)) = answer {
+            assert!(count > 0, "an empty answer is NoData");
+            assert!(
+                canonical.is_none_or(|name| !name.ends_with('.') || name == "."),
+                "a canonical name with its trailing dot"
+            );
+        }
+    }
 }
 
 /// Recipient results → the scheduler's verdict ([`crate::shaping::verdict`]),
@@ -482,8 +499,7 @@ pub fn lmtp_data(data: &[u8]) {
     }
 }
 
-/// TLSA RDATA and certificate bytes → the DANE verdict (issue 16,
-/// started): byte 0 is the RDATA's length (capped by the input), then
+/// TLSA RDATA and certificate bytes → the DANE verdict: byte 0 is the RDATA's length (capped by the input), then
 /// the RDATA, then the rest as a two-certificate "chain" (split at its
 /// middle) in DER. Checks that unusable records never match and that the
 /// verdict is the same for the records in either order when one of them
