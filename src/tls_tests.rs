@@ -346,7 +346,7 @@ fn failure_of(identity: &Identity, policy: &Policy, peer: &PeerNames<'_>) -> Tls
 
 fn not_verified(identity: &Identity, policy: &Policy, peer: &PeerNames<'_>) -> String {
     match failure_of(identity, policy, peer) {
-        TlsFailure::NotVerified(text) => text,
+        TlsFailure::NotVerified(_, text) => text,
         other => panic!("expected NotVerified, got {other:?}"),
     }
 }
@@ -1215,7 +1215,7 @@ fn info_texts_and_serialization() {
         "Cannot start TLS: handshake failure: timed out"
     );
     assert_eq!(
-        TlsFailure::NotVerified(String::new()).dsn_text(),
+        TlsFailure::NotVerified(CertProblem::NotTrusted, String::new()).dsn_text(),
         "Server certificate not verified"
     );
 }
