@@ -36,7 +36,7 @@ use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices,
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::plan::{Hop, Plan};
 use crate::recipients::{Ledger, Settled};
-use crate::recipients::{SessionTiming, TlsPolicyNote, TlsSummary};
+use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
@@ -581,6 +581,7 @@ impl Deliverer {
                 host_is_ip: candidate.host_is_ip,
                 mx_secure: route.mx_secure,
                 addr_secure: candidate.addr_secure,
+                canonical: candidate.canonical.as_deref(),
             };
             let outcome =
                 dane_policy::decide(policy, &context, |name| self.dns_tlsa(name)).map(Arc::new);
@@ -1256,7 +1257,7 @@ impl Deliverer {
         let via = Via {
             relay: server.relay.clone(),
             tls,
-            tls_policy: Some(TlsPolicyNote::of(&server.policy)),
+            tls_policy: Some(server.policy.note()),
             timing: Some(SessionTiming {
                 connect: reuse_start,
                 handshake: client.handshake_at().unwrap_or(now),
@@ -1482,7 +1483,8 @@ impl Deliverer {
         };
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
-        via.tls_policy = Some(TlsPolicyNote::of(&server.policy));
+        via.tls_policy = Some(server.policy.note());
+        log_tls_policy(&server.relay, &server.policy);
         // Only the JSON log shows the source address (getsockname).
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
@@ -1705,6 +1707,24 @@ fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
         smtputf8: request.envelope.smtputf8,
         requiretls: request.envelope.requiretls,
     }
+}
+
+/// The TLS policy a fresh session to `relay` runs under: at info when a
+/// rule other than the default decided it (policy table, DANE, MTA-STS),
+/// else at debug. The JSON results and log lines always carry it.
+fn log_tls_policy(relay: &str, policy: &Policy) {
+    let level = if policy.source == crate::tls_policy::PolicySource::Default {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "{relay}: TLS policy {} from {}: {}",
+        policy.level,
+        policy.source.name(),
+        policy.reason
+    );
 }
 
 /// RFC 8689 section 5: a message with `TLS-Required: No` (and no

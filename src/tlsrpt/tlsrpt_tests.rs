@@ -34,6 +34,7 @@ impl DnsLookup for FakeDns {
         Ok(Answer {
             records,
             authenticated: false,
+            canonical: None,
         })
     }
 }

@@ -17,7 +17,9 @@
 //! - [`dnsmasq`], [`postfix`], [`certs`]: throwaway name servers, a private
 //!   Postfix instance and a test PKI;
 //! - [`postfix_front`]: a private Postfix in front of mailhop, delivering
-//!   over LMTP to mailhop's ingress socket.
+//!   over LMTP to mailhop's ingress socket;
+//! - [`dnssec_lab`]: nsd with a signed and an unsigned zone behind a
+//!   validating unbound (the DANE tests' DNS).
 //!
 //! Contract: everything here is bounded in count and time. Every server a
 //! test starts is owned by a guard whose `Drop` stops it (processes are
@@ -31,6 +33,7 @@
 pub mod certs;
 pub mod daemon;
 pub mod dnsmasq;
+pub mod dnssec_lab;
 pub mod jobs;
 pub mod postfix;
 pub mod postfix_front;
