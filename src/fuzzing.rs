@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Config;
+use crate::dns::DnsLookup;
 use crate::dns::stub::ReplayedReplies;
 use crate::job::{self, Job, MessageRef};
 use crate::message::Message;
@@ -323,6 +324,21 @@ pub fn dns_mx(data: &[u8]) {
             std::hint::black_box((error.makes_nexthop_final(), dsn));
         }
     }
+    // The replies left over answer the TXT and TLSA lookups of MTA-STS,
+    // TLS-RPT and DANE: the same reading, other record types.
+    let answers = [
+        dns.txt("_mta-sts.example.test")
+            .map(|a| (a.records.len(), a.canonical)),
+        dns.tlsa("_25._tcp.mx.example.test")
+            .map(|a| (a.records.len(), a.canonical)),
+    ];
+    for (count, canonical) in answers.into_iter().flatten() {
+        assert!(count > 0, "an empty answer is NoData");
+        assert!(
+            canonical.is_none_or(|name| !name.ends_with('.') || name == "."),
+            "a canonical name with its trailing dot"
+        );
+    }
 }
 
 /// Recipient results → the scheduler's verdict ([`crate::shaping::verdict`]),
@@ -482,8 +498,7 @@ pub fn lmtp_data(data: &[u8]) {
     }
 }
 
-/// TLSA RDATA and certificate bytes → the DANE verdict (issue 16,
-/// started): byte 0 is the RDATA's length (capped by the input), then
+/// TLSA RDATA and certificate bytes → the DANE verdict: byte 0 is the RDATA's length (capped by the input), then
 /// the RDATA, then the rest as a two-certificate "chain" (split at its
 /// middle) in DER. Checks that unusable records never match and that the
 /// verdict is the same for the records in either order when one of them
@@ -518,4 +533,40 @@ pub fn tlsa(data: &[u8]) {
         verify_chain(&[record, unusable], &chain),
         "an unusable record changed the verdict"
     );
+}
+
+/// A message → its facts (issue 16, `TLS-Required: No`): reading it from
+/// memory and from a reader give the same facts, and the header scan
+/// agrees with a plain line-by-line reading of the header (fields
+/// unfolded, names compared without case, the value "No" without case
+/// and blanks).
+pub fn message_facts(data: &[u8]) {
+    use crate::smtp::body::{facts_of, has_tls_required_no, scan};
+    let in_memory = facts_of(data);
+    if let Ok(read) = scan(data) {
+        assert_eq!(in_memory, read, "facts differ between memory and reader");
+    }
+    // The reference: the header's lines, continuation lines appended.
+    let text = String::from_utf8_lossy(data);
+    let mut fields: Vec<String> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push_str(line);
+            }
+            continue;
+        }
+        fields.push(line.to_string());
+    }
+    let reference = fields.iter().any(|field| {
+        field.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("TLS-Required")
+                && value.trim().eq_ignore_ascii_case("no")
+        })
+    });
+    assert_eq!(has_tls_required_no(data), reference, "TLS-Required: No");
 }

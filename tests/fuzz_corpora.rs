@@ -75,3 +75,8 @@ fn lmtp_data_corpus_replays_without_panic() {
 fn tlsa_corpus_replays_without_panic() {
     replay("tlsa", fuzzing::tlsa);
 }
+
+#[test]
+fn message_facts_corpus_replays_without_panic() {
+    replay("message_facts", fuzzing::message_facts);
+}

@@ -212,3 +212,9 @@ write("tlsa", "dane-ee-spki-sha256", bytes([35, 3, 1, 1]) + bytes(range(32)) + b
 write("tlsa", "dane-ta-full", bytes([8, 2, 0, 0]) + b"\x30\x03\x02\x01" + b"\x30\x03\x02\x01")
 write("tlsa", "pkix-ee", bytes([35, 1, 1, 1]) + bytes(32))
 write("tlsa", "truncated", bytes([2, 3, 1]))
+
+# --- message_facts: a message; its header may carry TLS-Required: No
+write("message_facts", "tls-required-no", b"From: a@x.test\r\nTLS-Required: No\r\n\r\nbody\r\n")
+write("message_facts", "folded", b"Subject: x\nTLS-Required:\n\tno\n\nbody")
+write("message_facts", "in-body", b"Subject: x\r\n\r\nTLS-Required: No\r\n")
+write("message_facts", "8bit", b"Subject: \xc3\xa9\r\nTLS-Required: yes\r\n\r\n\xff")
