@@ -46,6 +46,7 @@ use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
 use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
 use crate::tls_policy::{Level, Policies, Policy};
+use crate::tlsrpt::TlsRpt;
 use crate::transport::Connection;
 use crate::transport::Transport;
 
@@ -169,6 +170,9 @@ pub struct Deliverer {
     /// [`crate::health`]); the daemon shares one over its workers and
     /// reloads.
     health: Arc<AddressHealth>,
+    /// TLS reporting (RFC 8460), when `[tls_rpt] enabled`: every TLS
+    /// attempt is counted there (see [`crate::tlsrpt`]).
+    tlsrpt: Option<Arc<TlsRpt>>,
 }
 
 impl Deliverer {
@@ -216,6 +220,7 @@ impl Deliverer {
             cache: None,
             sites: None,
             health: Arc::new(AddressHealth::new()),
+            tlsrpt: None,
         }
     }
 
@@ -253,6 +258,22 @@ impl Deliverer {
 
     pub fn health(&self) -> &Arc<AddressHealth> {
         &self.health
+    }
+
+    /// Counts every TLS attempt in `tlsrpt` (shared with other
+    /// deliverers: the daemon's workers, across reloads).
+    pub fn with_tlsrpt(mut self, tlsrpt: Option<Arc<TlsRpt>>) -> Self {
+        self.tlsrpt = tlsrpt;
+        self
+    }
+
+    pub fn tlsrpt(&self) -> Option<&Arc<TlsRpt>> {
+        self.tlsrpt.as_ref()
+    }
+
+    /// The DNS lookups under the resolver (shared, e.g. with TLS-RPT).
+    pub fn dns(&self) -> &Arc<dyn DnsLookup> {
+        &self.dns
     }
 
     pub fn with_connector(mut self, connector: Box<dyn Connector>) -> Self {
@@ -587,6 +608,9 @@ impl Deliverer {
                         destination.text(),
                         refusal.text
                     );
+                    if let Some(tlsrpt) = &self.tlsrpt {
+                        tlsrpt.record_dane_refusal(&destination.display_host(), &host, &refusal);
+                    }
                     job.trouble
                         .record(&Dsn::new(dsn::TLS_PROBLEM, refusal.text.clone()));
                     route
@@ -1447,6 +1471,8 @@ impl Deliverer {
             mut stream,
             started: connect_start,
         } = connected;
+        // TLS-RPT's sending-mta-ip.
+        let source = self.tlsrpt.as_ref().and_then(|_| stream.local_addr());
         let connected_at = std::time::Instant::now();
         job.trouble
             .note(["connected to ", server.relay.as_str()].concat());
@@ -1477,6 +1503,7 @@ impl Deliverer {
             relay: &server.relay,
             retry_plain_allowed,
             info: None,
+            failure: None,
         };
         let mut tls_mode = match server.policy.level {
             _ if plaintext => TlsMode::Off,
@@ -1494,6 +1521,7 @@ impl Deliverer {
                     tls_mode = TlsMode::Wrapped;
                 }
                 Err(refusal) => {
+                    self.report_tls(server, &starttls, false, source);
                     outcome::fail_all(
                         &mut job.ledger,
                         &refusal.dsn,
@@ -1532,6 +1560,7 @@ impl Deliverer {
         if let Some(info) = &starttls.info {
             via.tls = Some(tls_summary(info));
         }
+        self.report_tls(server, &starttls, client.starttls_unsupported(), source);
         let now = std::time::Instant::now();
         via.timing = Some(SessionTiming {
             connect: connect_start,
@@ -1566,6 +1595,47 @@ impl Deliverer {
     }
 }
 
+impl Deliverer {
+    /// TLS-RPT: counts the TLS attempt of one session — success when the
+    /// handshake completed (the level's checks included), else its
+    /// failure's result type, or `starttls-not-supported` when TLS was
+    /// required and the server did not offer STARTTLS (or refused it). A
+    /// session without any of these made no TLS attempt.
+    fn report_tls(
+        &self,
+        server: &Server,
+        starttls: &StartTls<'_>,
+        starttls_unsupported: bool,
+        source: Option<SocketAddr>,
+    ) {
+        let Some(tlsrpt) = &self.tlsrpt else {
+            return;
+        };
+        let Endpoint::Inet(addr) = &server.endpoint else {
+            return;
+        };
+        let result = if starttls.info.is_some() {
+            None
+        } else if let Some(failure) = &starttls.failure {
+            match crate::tlsrpt::tls_failure_result(failure) {
+                Some(result) => Some(result),
+                None => return,
+            }
+        } else if starttls_unsupported {
+            Some(crate::tlsrpt::ResultType::StarttlsNotSupported)
+        } else {
+            return;
+        };
+        let session = crate::tlsrpt::Session {
+            domain: &server.nexthop,
+            mx_host: &server.tls_host,
+            receiving_ip: Some(addr.ip()),
+            sending_ip: source.map(|s| s.ip()),
+        };
+        tlsrpt.record_session(starttls.policy, &session, result);
+    }
+}
+
 /// The TLS handshake of one session, per the destination's policy: the
 /// one place where a handshake failure becomes a 4.7.5 refusal (and,
 /// for level may on old enough mail, a plaintext retry). Used for
@@ -1578,6 +1648,8 @@ struct StartTls<'a> {
     /// Level may and the message is old enough for a plaintext retry.
     retry_plain_allowed: bool,
     info: Option<TlsInfo>,
+    /// Why the handshake failed (for TLS-RPT).
+    failure: Option<TlsFailure>,
 }
 
 impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
@@ -1592,11 +1664,13 @@ impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
             Err(failure) => {
                 log::warn!("TLS handshake with {}: {failure}", self.relay);
                 crate::metrics::record_tls(None);
-                Err(TlsRefusal {
+                let refusal = TlsRefusal {
                     dsn: Dsn::new(dsn::TLS_PROBLEM, failure.dsn_text()),
                     retry_plain: self.retry_plain_allowed
                         && matches!(failure, TlsFailure::Handshake(_)),
-                })
+                };
+                self.failure = Some(failure);
+                Err(refusal)
             }
         }
     }

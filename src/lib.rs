@@ -62,4 +62,5 @@ pub mod status_view;
 pub mod text;
 pub mod tls;
 pub mod tls_policy;
+pub mod tlsrpt;
 pub mod transport;

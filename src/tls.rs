@@ -127,8 +127,9 @@ pub enum TlsFailure {
     /// Handshake failed (also: peer spoke plaintext, timeout during
     /// handshake).
     Handshake(String),
-    /// Handshake done but the certificate did not satisfy the level.
-    NotVerified(String),
+    /// Handshake done but the certificate did not satisfy the level; what
+    /// was wrong with it (for TLS reports, [`crate::tlsrpt`]).
+    NotVerified(CertProblem, String),
     /// Local configuration problem (unreadable ca/cert/key file ...).
     Config(String),
 }
@@ -138,7 +139,7 @@ impl TlsFailure {
     pub fn dsn_text(&self) -> &'static str {
         match self {
             TlsFailure::Handshake(_) => "Cannot start TLS: handshake failure",
-            TlsFailure::NotVerified(_) => "Server certificate not verified",
+            TlsFailure::NotVerified(..) => "Server certificate not verified",
             TlsFailure::Config(_) => "client TLS configuration problem",
         }
     }
@@ -147,11 +148,33 @@ impl TlsFailure {
     pub fn detail(&self) -> &str {
         match self {
             TlsFailure::Handshake(text)
-            | TlsFailure::NotVerified(text)
+            | TlsFailure::NotVerified(_, text)
             | TlsFailure::Config(text) => text,
         }
     }
 }
+
+/// What was wrong with a server certificate that did not satisfy the
+/// level (the result types of RFC 8460 section 4.3 are made from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertProblem {
+    /// The chain did not verify (unknown CA, self-signed, bad signature).
+    NotTrusted,
+    /// The chain verified but for a certificate past its notAfter date.
+    Expired,
+    /// The chain verified but no name matched.
+    NameMismatch,
+    /// The server sent no certificate.
+    NoCertificate,
+    /// Level fingerprint: no configured fingerprint matched.
+    Fingerprint,
+    /// DANE: no usable TLSA record matched the chain, or a DANE-TA chain
+    /// is broken.
+    TlsaMismatch,
+}
+
+/// OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED.
+const CERT_HAS_EXPIRED: i32 = 10;
 
 impl fmt::Display for TlsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -701,8 +724,9 @@ pub fn handshake(
             ))
         })?;
     }
-    // Record the first chain problem; never fail the handshake on it.
-    let first_problem: Arc<Mutex<Option<String>>> = Arc::default();
+    // Record the first chain problem (its text and OpenSSL's code); never
+    // fail the handshake on it.
+    let first_problem: Arc<Mutex<Option<(String, i32)>>> = Arc::default();
     let recorder = Arc::clone(&first_problem);
     ssl.set_verify_callback(
         SslVerifyMode::PEER,
@@ -714,10 +738,13 @@ pub fn handshake(
                         .current_cert()
                         .map(|cert| name_text(cert.subject_name()))
                         .unwrap_or_default();
-                    *slot = Some(format!(
-                        "{} at depth {} {subject}",
-                        store.error().error_string(),
-                        store.error_depth()
+                    *slot = Some((
+                        format!(
+                            "{} at depth {} {subject}",
+                            store.error().error_string(),
+                            store.error_depth()
+                        ),
+                        store.error().as_raw(),
                     ));
                 }
             }
@@ -774,6 +801,7 @@ fn judge_dane(
         Ok(der) => chain.push(der),
         Err(_) => {
             return Err(TlsFailure::NotVerified(
+                CertProblem::TlsaMismatch,
                 "the server certificate cannot be encoded".into(),
             ));
         }
@@ -810,10 +838,13 @@ fn judge_dane(
                     || parent.subject_name().try_cmp(child.issuer_name()).ok()
                         != Some(std::cmp::Ordering::Equal)
                 {
-                    return Err(TlsFailure::NotVerified(format!(
-                        "DANE-TA: {} is not issued by the trust anchor chain sent by the server",
-                        name_text(child.subject_name())
-                    )));
+                    return Err(TlsFailure::NotVerified(
+                        CertProblem::TlsaMismatch,
+                        format!(
+                            "DANE-TA: {} is not issued by the trust anchor chain sent by the server",
+                            name_text(child.subject_name())
+                        ),
+                    ));
                 }
             }
             let peer = PeerNames {
@@ -836,19 +867,25 @@ fn judge_dane(
                         other => format!("{other:?}"),
                     })
                     .collect();
-                return Err(TlsFailure::NotVerified(format!(
-                    "DANE-TA: server certificate name mismatch: {} matches none of: {}",
-                    names.join(", "),
-                    wanted.join(", ")
-                )));
+                return Err(TlsFailure::NotVerified(
+                    CertProblem::NameMismatch,
+                    format!(
+                        "DANE-TA: server certificate name mismatch: {} matches none of: {}",
+                        names.join(", "),
+                        wanted.join(", ")
+                    ),
+                ));
             }
             Ok(policy.half_dane)
         }
         crate::dane::Verdict::NoMatch | crate::dane::Verdict::NoUsableRecords => {
-            Err(TlsFailure::NotVerified(format!(
-                "no TLSA record matches the server certificate chain (TLSA: {})",
-                records.join("; ")
-            )))
+            Err(TlsFailure::NotVerified(
+                CertProblem::TlsaMismatch,
+                format!(
+                    "no TLSA record matches the server certificate chain (TLSA: {})",
+                    records.join("; ")
+                ),
+            ))
         }
     }
 }
@@ -858,7 +895,7 @@ fn judge(
     ssl: &SslRef,
     policy: &Policy,
     peer: &PeerNames<'_>,
-    chain_problem: Option<String>,
+    chain_problem: Option<(String, i32)>,
 ) -> Result<TlsInfo, TlsFailure> {
     let (cipher, cipher_bits) = match ssl.current_cipher() {
         Some(cipher) => {
@@ -878,9 +915,12 @@ fn judge(
     };
     let Some(leaf) = leaf else {
         return match policy.level {
-            Level::Fingerprint | Level::Dane | Level::Verify | Level::Secure => Err(
-                TlsFailure::NotVerified("the server presented no certificate".into()),
-            ),
+            Level::Fingerprint | Level::Dane | Level::Verify | Level::Secure => {
+                Err(TlsFailure::NotVerified(
+                    CertProblem::NoCertificate,
+                    "the server presented no certificate".into(),
+                ))
+            }
             _ => Ok(info),
         };
     };
@@ -924,11 +964,14 @@ fn judge(
         };
         if !matched {
             let shown = seen.first().map(|fp| colon_hex(fp)).unwrap_or_default();
-            return Err(TlsFailure::NotVerified(format!(
-                "server certificate {} fingerprint {shown} (or its public key's) matches \
+            return Err(TlsFailure::NotVerified(
+                CertProblem::Fingerprint,
+                format!(
+                    "server certificate {} fingerprint {shown} (or its public key's) matches \
                  none of the configured fingerprints",
-                policy.digest.name()
-            )));
+                    policy.digest.name()
+                ),
+            ));
         }
         return Ok(info);
     }
@@ -939,11 +982,19 @@ fn judge(
         (true, true) => Trust::Verified,
     };
     if matches!(policy.level, Level::Verify | Level::Secure) && info.trust != Trust::Verified {
-        let detail = if !chain_ok {
-            format!(
-                "server certificate not trusted: {}",
-                chain_problem.unwrap_or_else(|| verify_result.error_string().to_string())
-            )
+        let (problem, detail) = if !chain_ok {
+            let (text, code) = chain_problem.unwrap_or_else(|| {
+                (
+                    verify_result.error_string().to_string(),
+                    verify_result.as_raw(),
+                )
+            });
+            let problem = if code == CERT_HAS_EXPIRED {
+                CertProblem::Expired
+            } else {
+                CertProblem::NotTrusted
+            };
+            (problem, format!("server certificate not trusted: {text}"))
         } else {
             let rules: Vec<String> = policy
                 .matches
@@ -955,13 +1006,16 @@ fn judge(
                     MatchRule::Name(name) => name.clone(),
                 })
                 .collect();
-            format!(
-                "server certificate name mismatch: {} matches none of: {}",
-                names.join(", "),
-                rules.join(", ")
+            (
+                CertProblem::NameMismatch,
+                format!(
+                    "server certificate name mismatch: {} matches none of: {}",
+                    names.join(", "),
+                    rules.join(", ")
+                ),
             )
         };
-        return Err(TlsFailure::NotVerified(detail));
+        return Err(TlsFailure::NotVerified(problem, detail));
     }
     Ok(info)
 }

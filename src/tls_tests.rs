@@ -346,7 +346,7 @@ fn failure_of(identity: &Identity, policy: &Policy, peer: &PeerNames<'_>) -> Tls
 
 fn not_verified(identity: &Identity, policy: &Policy, peer: &PeerNames<'_>) -> String {
     match failure_of(identity, policy, peer) {
-        TlsFailure::NotVerified(text) => text,
+        TlsFailure::NotVerified(_, text) => text,
         other => panic!("expected NotVerified, got {other:?}"),
     }
 }
@@ -1215,7 +1215,75 @@ fn info_texts_and_serialization() {
         "Cannot start TLS: handshake failure: timed out"
     );
     assert_eq!(
-        TlsFailure::NotVerified(String::new()).dsn_text(),
+        TlsFailure::NotVerified(CertProblem::NotTrusted, String::new()).dsn_text(),
         "Server certificate not verified"
+    );
+}
+
+/// `mx.example.test` signed by `issuer`, valid from 10 to 5 days ago.
+fn make_expired_cert(issuer: &Identity) -> Identity {
+    let key = new_key();
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_nid(Nid::COMMONNAME, "mx.example.test")
+        .expect("CN");
+    let name = name.build();
+    let mut b = X509::builder().expect("builder");
+    b.set_version(2).expect("version");
+    b.set_serial_number(
+        &BigNum::from_u32(7)
+            .expect("bn")
+            .to_asn1_integer()
+            .expect("int"),
+    )
+    .expect("serial");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(issuer.cert.subject_name())
+        .expect("issuer");
+    b.set_pubkey(&key).expect("pubkey");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    b.set_not_before(&Asn1Time::from_unix(now - 10 * 86_400).expect("time"))
+        .expect("not before");
+    b.set_not_after(&Asn1Time::from_unix(now - 5 * 86_400).expect("time"))
+        .expect("not after");
+    let mut san = SubjectAlternativeName::new();
+    san.dns("mx.example.test");
+    let san = san
+        .build(&b.x509v3_context(Some(&issuer.cert), None))
+        .expect("san");
+    b.append_extension(san).expect("ext");
+    b.sign(&issuer.key, MessageDigest::sha256()).expect("sign");
+    Identity {
+        cert: b.build(),
+        key,
+    }
+}
+
+/// TLS-RPT result types come from these: what was wrong with the
+/// certificate.
+#[test]
+fn not_verified_says_what_was_wrong() {
+    let f = fixtures();
+    let dir = files();
+    let problem = |identity: &Identity, peer: &PeerNames<'_>| match failure_of(
+        identity,
+        &with_ca(Level::Verify, &dir),
+        peer,
+    ) {
+        TlsFailure::NotVerified(problem, _) => problem,
+        other => panic!("expected NotVerified, got {other:?}"),
+    };
+    let other = PeerNames {
+        hostname: "other.example.test",
+        ..MX
+    };
+    assert_eq!(problem(&f.server, &other), CertProblem::NameMismatch);
+    assert_eq!(problem(&f.untrusted, &MX), CertProblem::NotTrusted);
+    assert_eq!(problem(&f.self_signed, &MX), CertProblem::NotTrusted);
+    assert_eq!(
+        problem(&make_expired_cert(&f.ca), &MX),
+        CertProblem::Expired
     );
 }

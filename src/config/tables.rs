@@ -730,6 +730,39 @@ config_table! {
     }
 }
 
+config_table! {
+    /// `[tls_rpt]`: SMTP TLS Reporting (RFC 8460, docs/configuration.md):
+    /// the outcome of every TLS handshake (success, or the RFC 8460 result
+    /// type of its failure) counted per policy domain (the next-hop domain)
+    /// and UTC day; when a day is over, one JSON report per domain that
+    /// publishes a "_smtp._tls" TXT record is written to report_directory
+    /// and, with submit, mailed to its "mailto:" addresses. Read at start
+    /// only: a reload (SIGHUP) keeps the running reporter.
+    "tls_rpt" => pub struct TlsRptConfig {
+        /// Count TLS results and write reports.
+        enabled: bool = false, mirrors "smtp_tlsrpt_enable";
+        /// Where the daily reports are written (created when missing), one
+        /// file per policy domain and day, named as RFC 8460 section 5.3
+        /// names the attachment: "submitter!domain!begin!end!id.json".
+        report_directory: String = "/var/lib/mailhop/tlsrpt".to_string(), mirrors "none (mailhop's own; Postfix hands results to the TLSRPT library's collector)", check = check_report_directory;
+        /// The report's "organization-name". Empty: $myhostname.
+        organization_name: String = String::new(), mirrors "none (the TLSRPT collector's setting in Postfix)";
+        /// The report's "contact-info". Empty: the sender address.
+        contact_info: String = String::new(), mirrors "none (the TLSRPT collector's setting in Postfix)";
+        /// Count sessions to destinations without a DANE or MTA-STS policy
+        /// (policy type "no-policy-found"; their TLS level comes from
+        /// [tls] security_level or a [[tls.policy]] entry).
+        no_policy_found: bool = false, mirrors "none (mailhop's own)";
+        /// Mail each report to the "mailto:" addresses of the domain's
+        /// TLSRPT record (RFC 8460 section 5.3) through mailhop's own
+        /// workers. "https:" addresses are logged as not supported.
+        submit: bool = false, mirrors "none (the TLSRPT collector's setting in Postfix)";
+        /// The envelope sender and From: of submitted reports. Empty:
+        /// "postmaster@$myhostname".
+        sender: String = String::new(), mirrors "none (the TLSRPT collector's setting in Postfix)";
+    }
+}
+
 /// One `[[shaping.throttle_rule]]`: which replies mean "slow down".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
