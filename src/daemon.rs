@@ -43,6 +43,7 @@ use crate::pool::{Pool, PoolSize, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN};
 use crate::server::{self, ConnSettings, Context, lookup_group};
 use crate::shaping::MxSites;
 use crate::stats::{Stats, StatusReport};
+use crate::tls_memory::TlsMemory;
 
 pub const EX_NOUSER: i32 = 67;
 pub const EX_OSERR: i32 = 71;
@@ -249,10 +250,13 @@ pub fn run(options: &Options) -> i32 {
     let sites = Arc::new(MxSites::default());
     // One address health memory for all workers, kept across reloads.
     let health = Arc::new(AddressHealth::new());
+    // Likewise the TLS sessions and the servers with broken TLS.
+    let tls_memory = Arc::new(TlsMemory::new());
     let deliverer = Deliverer::with_dns(config.clone(), Arc::clone(&dns))
         .with_cache(Arc::clone(&cache))
         .with_sites(Arc::clone(&sites))
-        .with_health(Arc::clone(&health));
+        .with_health(Arc::clone(&health))
+        .with_tls_memory(Arc::clone(&tls_memory));
     let stats = Arc::new(Stats::new());
     let size = PoolSize {
         workers: config.daemon.workers,
@@ -339,6 +343,7 @@ pub fn run(options: &Options) -> i32 {
         cache,
         sites,
         health,
+        tls_memory,
         pool,
         ctx,
         settings,
@@ -378,6 +383,9 @@ struct Daemon {
     /// Server addresses that failed to connect lately, shared by the
     /// workers and kept across reloads (see [`crate::health`]).
     health: Arc<AddressHealth>,
+    /// TLS sessions and servers with broken TLS, likewise (see
+    /// [`crate::tls_memory`]).
+    tls_memory: Arc<TlsMemory>,
     pool: Pool,
     ctx: Arc<Context>,
     settings: Arc<ConnSettings>,
@@ -569,7 +577,8 @@ impl Daemon {
         let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
             .with_cache(Arc::clone(&self.cache))
             .with_sites(Arc::clone(&self.sites))
-            .with_health(Arc::clone(&self.health));
+            .with_health(Arc::clone(&self.health))
+            .with_tls_memory(Arc::clone(&self.tls_memory));
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(
             &new.daemon,
@@ -668,6 +677,13 @@ fn metrics_snapshot(report: StatusReport) -> metrics::Snapshot {
         cache_idle: report.cache.idle,
         cache_chained: report.cache.chained,
         paused: report.paused,
+        tls: report.tls.map(|t| metrics::TlsGauges {
+            new_sessions: t.new_sessions,
+            resumed_sessions: t.resumed_sessions,
+            cached_sessions: t.cached_sessions,
+            broken_servers: t.broken_servers,
+            skipped_handshakes: t.skipped_handshakes,
+        }),
         destinations: report
             .destinations
             .into_iter()

@@ -60,5 +60,6 @@ pub mod stats;
 pub mod status_view;
 pub mod text;
 pub mod tls;
+pub mod tls_memory;
 pub mod tls_policy;
 pub mod transport;

@@ -7,7 +7,9 @@
 //! cached, so thousands of handshakes do not reload the trust store), SNI,
 //! the handshake under a deadline, PKIX and name verification, fingerprint
 //! matching and [`TlsTransport`], the session as a
-//! [`crate::transport::Transport`].  Which policy applies is decided by
+//! [`crate::transport::Transport`], and the OpenSSL side of session
+//! resumption ([`Resumption`]: which session to offer, where granted
+//! sessions go; the cache itself is [`crate::tls_memory`]'s).  Which policy applies is decided by
 //! [`crate::tls_policy`].
 //!
 //! # Error contract
@@ -35,15 +37,17 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
 use openssl::hash::{MessageDigest, hash};
 use openssl::nid::Nid;
 use openssl::ssl::{
     self, HandshakeError, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
-    SslOptions, SslRef, SslStream, SslVerifyMode, SslVersion,
+    SslOptions, SslRef, SslSession, SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult};
 use serde::Serialize;
@@ -387,6 +391,10 @@ fn build_context(key: &ContextKey) -> Result<SslContext, TlsFailure> {
         .map_err(setup)?;
     // Record, never fail: the checks are ours, after the handshake.
     builder.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+    // Client sessions go to our own cache (see [`Resumption`]), never to
+    // OpenSSL's internal one.
+    builder.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+    builder.set_new_session_callback(new_session);
 
     if key.ca_file.is_none() && key.ca_path.is_none() {
         builder.set_default_verify_paths().map_err(|stack| {
@@ -683,16 +691,30 @@ fn handshake_failure(error: HandshakeError<Inner>) -> TlsFailure {
 /// certificate per `policy.level`.  On success the transport's timeout is
 /// left at `timeout`.
 pub fn handshake(
+    stream: Box<dyn Transport>,
+    policy: &Policy,
+    peer: &PeerNames<'_>,
+    timeout: Duration,
+) -> Result<(TlsTransport, TlsInfo), TlsFailure> {
+    handshake_resuming(stream, policy, peer, timeout, None)
+}
+
+/// [`handshake`], offering a session to resume and handing the sessions
+/// the server grants to `resumption`'s store (see [`Resumption`]).
+/// Whether the server resumed: [`SslRef::session_reused`] of the result.
+pub fn handshake_resuming(
     mut stream: Box<dyn Transport>,
     policy: &Policy,
     peer: &PeerNames<'_>,
     timeout: Duration,
+    resumption: Option<Resumption>,
 ) -> Result<(TlsTransport, TlsInfo), TlsFailure> {
     let limit = (!timeout.is_zero()).then_some(timeout);
     let context = context_for(policy)?;
     let mut ssl = Ssl::new(&context).map_err(|stack| {
         TlsFailure::Handshake(format!("TLS setup failed: {}", stack_text(&stack)))
     })?;
+    let sink = resumption.map(|resumption| resumption.install(&mut ssl));
     if let Some(name) = sni_name(&policy.servername, peer) {
         ssl.set_hostname(&name).map_err(|stack| {
             TlsFailure::Config(format!(
@@ -748,12 +770,111 @@ pub fn handshake(
         .take();
     let mut transport = TlsTransport { stream: tls };
     match judge(transport.ssl(), policy, peer, problem) {
-        Ok(info) => Ok((transport, info)),
+        Ok(info) => {
+            if let Some(sink) = sink {
+                sink.accept();
+            }
+            Ok((transport, info))
+        }
         Err(failure) => {
             // Best effort: tell the server we are leaving.
             let _ = transport.shutdown();
             Err(failure)
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Session resumption: the OpenSSL side (the cache is crate::tls_memory's).
+// ---------------------------------------------------------------------------
+
+/// Stores a session the server granted.
+pub type SessionStore = Arc<dyn Fn(SslSession) + Send + Sync>;
+
+/// What one handshake does about session resumption: the session it
+/// offers, and where the sessions the server grants go.
+pub struct Resumption {
+    /// A session from an earlier handshake under the same cache key (the
+    /// caller's: same endpoint, SNI name and policy, hence the same
+    /// context).
+    pub offer: Option<SslSession>,
+    /// Receives each session the server grants, but only once this
+    /// handshake's certificate checks passed: a TLS 1.2 session (during
+    /// the handshake, held until then) and TLS 1.3 tickets (after it,
+    /// while the session is read, possibly several).
+    pub store: SessionStore,
+}
+
+/// The per-connection end of [`Resumption`], kept in the `Ssl`'s ex data
+/// where [`new_session`] finds it.
+struct Sink {
+    store: SessionStore,
+    /// The certificate checks passed: sessions go to `store` at once.
+    accepted: AtomicBool,
+    /// The last session granted before that.
+    held: Mutex<Option<SslSession>>,
+}
+
+impl Sink {
+    fn accept(&self) {
+        self.accepted.store(true, Ordering::Release);
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(session) = held {
+            (self.store)(session);
+        }
+    }
+
+    fn granted(&self, session: SslSession) {
+        if self.accepted.load(Ordering::Acquire) {
+            (self.store)(session);
+        } else {
+            *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(session);
+        }
+    }
+}
+
+/// The ex-data slot of [`Sink`] (one per process; `None` if OpenSSL could
+/// not make one: then nothing is cached).
+fn sink_index() -> Option<Index<Ssl, Arc<Sink>>> {
+    static INDEX: OnceLock<Option<Index<Ssl, Arc<Sink>>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+/// The contexts' new-session callback: to the connection's sink, if any.
+fn new_session(ssl: &mut SslRef, session: SslSession) {
+    if let Some(sink) = sink_index().and_then(|index| ssl.ex_data(index)) {
+        sink.granted(session);
+    }
+}
+
+impl Resumption {
+    /// Offers the session and installs the sink on `ssl`.
+    fn install(self, ssl: &mut Ssl) -> Arc<Sink> {
+        let sink = Arc::new(Sink {
+            store: self.store,
+            accepted: AtomicBool::new(false),
+            held: Mutex::new(None),
+        });
+        if let Some(index) = sink_index() {
+            ssl.set_ex_data(index, Arc::clone(&sink));
+        }
+        if let Some(session) = &self.offer {
+            // SAFETY: SSL_set_session requires a session made with the
+            // same SSL_CTX settings (method, versions).  Offered sessions
+            // come from the cache of crate::tls_memory, whose key holds
+            // the whole Policy (so the same ContextKey, hence this very
+            // context: one per key, built once, never rebuilt) together
+            // with the endpoint and SNI name the session was made for.
+            // A failure to set it only means a full handshake.
+            if let Err(stack) = unsafe { ssl.set_session(session) } {
+                log::debug!("cannot offer a TLS session: {}", stack_text(&stack));
+            }
+        }
+        sink
     }
 }
 
