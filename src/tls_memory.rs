@@ -72,22 +72,14 @@ impl SessionKey {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Cached {
-    session: SslSession,
+    /// The session, DER-encoded.
+    der: Vec<u8>,
     until: Instant,
     /// Which store made it (so that a late removal does not drop a newer
     /// session).
     generation: u64,
-}
-
-impl std::fmt::Debug for Cached {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cached")
-            .field("until", &self.until)
-            .field("generation", &self.generation)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The session cache proper (behind [`TlsMemory`]).
@@ -103,6 +95,14 @@ impl Sessions {
     }
 
     fn store_at(&self, key: &SessionKey, session: SslSession, lifetime: Duration, now: Instant) {
+        // Kept encoded, and each offer decoded afresh: OpenSSL marks a
+        // connection's session object not resumable when the connection
+        // ends without close_notify (SMTP clients usually just close
+        // after QUIT), and that object is the granted session (a TLS 1.3
+        // ticket) or the offered one.
+        let Ok(der) = session.to_der() else {
+            return;
+        };
         let own = u64::try_from(session.timeout()).unwrap_or(0);
         let lifetime = lifetime.min(Duration::from_secs(own));
         let Some(until) = now.checked_add(lifetime) else {
@@ -123,7 +123,7 @@ impl Sessions {
         map.insert(
             key.clone(),
             Cached {
-                session,
+                der,
                 until,
                 generation,
             },
@@ -133,7 +133,9 @@ impl Sessions {
     fn lookup_at(&self, key: &SessionKey, now: Instant) -> Option<(SslSession, u64)> {
         let mut map = self.map();
         match map.get(key) {
-            Some(cached) if cached.until > now => Some((cached.session.clone(), cached.generation)),
+            Some(cached) if cached.until > now => SslSession::from_der(&cached.der)
+                .ok()
+                .map(|session| (session, cached.generation)),
             Some(_) => {
                 map.remove(key);
                 None
