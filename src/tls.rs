@@ -41,13 +41,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::hash::{MessageDigest, hash};
 use openssl::nid::Nid;
 use openssl::ssl::{
     self, HandshakeError, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
-    SslOptions, SslRef, SslSession, SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
+    SslOptions, SslRef, SslSession, SslSessionCacheMode, SslSessionRef, SslStream, SslVerifyMode,
+    SslVersion,
 };
 use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult};
 use serde::Serialize;
@@ -402,7 +404,7 @@ fn build_context(key: &ContextKey) -> Result<SslContext, TlsFailure> {
     builder.set_read_ahead(true);
 
     if key.ca_file.is_none() && key.ca_path.is_none() {
-        builder.set_default_verify_paths().map_err(|stack| {
+        load_system_trust(&mut builder).map_err(|stack| {
             TlsFailure::Config(format!(
                 "cannot load the system trust store: {}",
                 stack_text(&stack)
@@ -468,6 +470,35 @@ fn build_context(key: &ContextKey) -> Result<SslContext, TlsFailure> {
         }
     }
     Ok(builder.build())
+}
+
+/// The system trust store as `SSL_CTX_set_default_verify_paths` finds it
+/// (`SSL_CERT_FILE`, else OPENSSLDIR/cert.pem; `SSL_CERT_DIR`, else
+/// OPENSSLDIR/certs), but only as a CA file and a hashed directory.
+/// OpenSSL 3's default paths add an OSSL_STORE lookup of the directory
+/// that reads the whole directory (readdir) at each issuer lookup that the
+/// loaded certificates do not answer, i.e. at every handshake with a
+/// self-signed or privately issued server certificate, which is most MX
+/// hosts at level may: about 0.6 ms of CPU per new TLS session (scenario
+/// 14 of docs/benchmarks.md).
+fn load_system_trust(builder: &mut SslContextBuilder) -> Result<(), ErrorStack> {
+    let openssl_dir = openssl::version::dir();
+    let openssl_dir = openssl_dir
+        .strip_prefix("OPENSSLDIR: \"")
+        .and_then(|dir| dir.strip_suffix('"'))
+        .unwrap_or("/usr/lib/ssl");
+    let file = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(openssl_dir).join("cert.pem"));
+    let dir = std::env::var("SSL_CERT_DIR").unwrap_or_else(|_| format!("{openssl_dir}/certs"));
+    // Missing paths are no error, as with the default paths.
+    if file.is_file() {
+        builder.load_verify_locations(Some(&file), None)?;
+    }
+    let lookup = builder
+        .cert_store_mut()
+        .add_lookup(openssl::x509::store::X509Lookup::hash_dir())?;
+    lookup.add_dir(&dir, SslFiletype::PEM)
 }
 
 /// The context for `policy`, built on first use.  The lock is held while
@@ -847,6 +878,30 @@ impl Sink {
 fn sink_index() -> Option<Index<Ssl, Arc<Sink>>> {
     static INDEX: OnceLock<Option<Index<Ssl, Arc<Sink>>>> = OnceLock::new();
     *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+unsafe extern "C" {
+    /// OpenSSL's `SSL_SESSION *SSL_SESSION_dup(const SSL_SESSION *src)`
+    /// (OpenSSL 1.1.1 and later; the `openssl` crate does not bind it).
+    fn SSL_SESSION_dup(src: *const std::ffi::c_void) -> *mut std::ffi::c_void;
+}
+
+/// A private copy of `session` (`None` if OpenSSL cannot make one): a
+/// session object handed to a connection is marked not resumable when
+/// that connection ends without close_notify (SMTP clients usually just
+/// close after QUIT), so a cache keeps a copy of its own and offers
+/// copies. Unlike a DER round trip, this does not parse the peer
+/// certificate again (a reference is taken): about 0.25 ms of CPU less
+/// per resumed session with OpenSSL 3 (scenario 14 of docs/benchmarks.md).
+pub fn copy_session(session: &SslSessionRef) -> Option<SslSession> {
+    // SAFETY: `session` is a valid SSL_SESSION for the duration of the
+    // call (a reference to a live object); SSL_SESSION_dup only reads it
+    // and returns either NULL or a new object whose one reference we own,
+    // which SslSession::from_ptr takes over (and frees on drop).
+    unsafe {
+        let copy = SSL_SESSION_dup(session.as_ptr().cast_const().cast());
+        (!copy.is_null()).then(|| SslSession::from_ptr(copy.cast()))
+    }
 }
 
 /// The contexts' new-session callback: to the connection's sink, if any.

@@ -72,14 +72,23 @@ impl SessionKey {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Cached {
-    /// The session, DER-encoded.
-    der: Vec<u8>,
+    /// Never handed to a connection (only copies are).
+    session: SslSession,
     until: Instant,
     /// Which store made it (so that a late removal does not drop a newer
     /// session).
     generation: u64,
+}
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("until", &self.until)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The session cache proper (behind [`TlsMemory`]).
@@ -95,12 +104,9 @@ impl Sessions {
     }
 
     fn store_at(&self, key: &SessionKey, session: SslSession, lifetime: Duration, now: Instant) {
-        // Kept encoded, and each offer decoded afresh: OpenSSL marks a
-        // connection's session object not resumable when the connection
-        // ends without close_notify (SMTP clients usually just close
-        // after QUIT), and that object is the granted session (a TLS 1.3
-        // ticket) or the offered one.
-        let Ok(der) = session.to_der() else {
+        // A copy of our own, and each offer a copy (see tls::copy_session):
+        // the granted and the offered objects belong to connections.
+        let Some(session) = tls::copy_session(&session) else {
             return;
         };
         let own = u64::try_from(session.timeout()).unwrap_or(0);
@@ -123,7 +129,7 @@ impl Sessions {
         map.insert(
             key.clone(),
             Cached {
-                der,
+                session,
                 until,
                 generation,
             },
@@ -133,9 +139,9 @@ impl Sessions {
     fn lookup_at(&self, key: &SessionKey, now: Instant) -> Option<(SslSession, u64)> {
         let mut map = self.map();
         match map.get(key) {
-            Some(cached) if cached.until > now => SslSession::from_der(&cached.der)
-                .ok()
-                .map(|session| (session, cached.generation)),
+            Some(cached) if cached.until > now => {
+                tls::copy_session(&cached.session).map(|session| (session, cached.generation))
+            }
             Some(_) => {
                 map.remove(key);
                 None

@@ -27,7 +27,7 @@ count from its status.
 Environment: S14_N (20000; QUICK 5000), S14_SESSIONS (20), S14_PF_N
 (Postfix drain size, 5000; QUICK 1000), S14_RES_N (2000; QUICK 500),
 S14_RES_CONNS (submit connections = deliveries at once in part B, 4),
-REPS (3), QUICK."""
+S14_PARTS ("ab": both parts; "a" or "b": one), REPS (3), QUICK."""
 import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
@@ -43,6 +43,7 @@ pf_n = env_int("S14_PF_N", 5000, quick=1000)
 res_n = env_int("S14_RES_N", 2000, quick=500)
 res_conns = env_int("S14_RES_CONNS", 4)
 reps = env_int("REPS", 3)
+parts = os.environ.get("S14_PARTS", "ab")
 
 b = Bench("s14")
 port = free_port()
@@ -167,7 +168,7 @@ mh_runs, pf_runs, ratios = [], [], []
 res_on, res_off, res_ratios = [], [], []
 for rep in range(reps):
     pair = {}
-    for who in order(rep):
+    for who in (order(rep) if "a" in parts else ()):
         if who == "peer":
             p = run_postfix()
             pf_runs.append(p)
@@ -180,9 +181,11 @@ for rep in range(reps):
             pair["mh"] = r
             say(f"s14 rep {rep + 1}/{reps}: mailhop TLS: {r['msgs_per_s']} msg/s, "
                 f"{r['cpu_us_per_msg']} us CPU/msg, {r['sessions']} sessions, {r['statuses']}")
-    if pair["pf"]["msgs_per_s"] and pair["mh"]["msgs_per_s"]:
+    if "a" in parts and pair["pf"]["msgs_per_s"] and pair["mh"]["msgs_per_s"]:
         ratios.append(pair["mh"]["msgs_per_s"] / pair["pf"]["msgs_per_s"])
     runs = {}
+    if "b" not in parts:
+        continue
     for timeout in (("3600s", "0s") if rep % 2 == 0 else ("0s", "3600s")):
         runs[timeout] = run_resumption(timeout)
         rr = runs[timeout]
