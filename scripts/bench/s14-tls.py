@@ -27,12 +27,15 @@ count from its status.
 Environment: S14_N (20000; QUICK 5000), S14_SESSIONS (20), S14_PF_N
 (Postfix drain size, 5000; QUICK 1000), S14_RES_N (2000; QUICK 500),
 S14_RES_CONNS (submit connections = deliveries at once in part B, 4),
-S14_PARTS ("ab": both parts; "a" or "b": one), REPS (3), QUICK."""
+S14_PARTS ("ab": both parts; "a" or "b": one), S14_PERF (a directory: part
+B's daemons run under "perf record", a diagnostic), REPS (3), QUICK."""
 import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import os
+import signal
 import subprocess
+import time
 
 from benchlib import (Bench, PostfixDrain, env_int, find_prog, free_port, has_key, median,
                       order, rnd, say, shaping_unlimited, target, wait_listen, write_result)
@@ -154,7 +157,17 @@ security_level = "may"
 """ + (f'session_cache_timeout = "{timeout}"\n' if tls_ok else "") + \
         shaping_unlimited(res_conns)
     d = b.daemon(config, name=f"mailhop-res-{timeout}")
+    perf = None
+    if os.environ.get("S14_PERF"):
+        # A diagnostic: where the daemon's CPU goes per delivery.
+        perf = b.spawn([find_prog("perf"), "record", "-F", "499", "--call-graph", "dwarf,16384",
+                        "-p", str(d.pid), "-o", os.path.join(os.environ["S14_PERF"],
+                                                              f"perf-res-{timeout}.data")])
+        time.sleep(1)
     r = submit(d, f"[127.0.0.1]:{tls_smtpd}", res_n, res_conns)
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
     d.stop()
     dm = r.get("daemon") or {}
     return {"timeout": timeout, "msgs_per_s": r["jobs_per_s"], "complete": r["complete"],
