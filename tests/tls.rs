@@ -1292,9 +1292,9 @@ fn broken_transcript() -> Vec<String> {
 }
 
 #[test]
-fn broken_tls_memory_sends_old_mail_in_plaintext_without_starttls() {
+fn broken_tls_memory_sends_old_mail_in_plaintext_without_starttls_across_a_reload() {
     let hour = Duration::from_secs(3600);
-    let server = broken_or_plain(vec![true, false, false, true]);
+    let server = broken_or_plain(vec![true, false, false, false, true]);
     let daemon = tls_daemon("1h", "");
     let nexthop = server.nexthop();
     // 1. Old mail: the handshake fails, the plaintext retry sends it, and
@@ -1306,19 +1306,25 @@ fn broken_tls_memory_sends_old_mail_in_plaintext_without_starttls() {
     let second = daemon.submit(&[aged_job("J2", &nexthop, hour)]);
     assert_eq!(job_status(&second[0]), "sent", "{second:?}");
     daemon.wait_log("sending in plaintext without STARTTLS ([tls] broken_tls_memory)");
+    // The memory outlives a reload.
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_log("reload: configuration reloaded");
+    let again = daemon.submit(&[aged_job("J2b", &nexthop, hour)]);
+    assert_eq!(job_status(&again[0]), "sent", "{again:?}");
     // 3. Young mail still tries TLS (and is deferred).
     let third = daemon.submit(&[aged_job("J3", &nexthop, Duration::from_secs(10))]);
     assert_eq!(job_status(&third[0]), "deferred", "{third:?}");
     assert_eq!(third[0]["recipients"][0]["dsn"], "4.7.5", "{third:?}");
     let tls = tls_status(&daemon);
     assert_eq!(tls["broken_servers"], 1, "{tls}");
-    assert_eq!(tls["skipped_handshakes"], 1, "{tls}");
+    assert_eq!(tls["skipped_handshakes"], 2, "{tls}");
     assert_eq!(tls["new_sessions"], 0, "{tls}");
     drop(daemon);
     assert_eq!(
         server.finish_all(),
         vec![
             broken_transcript(),
+            plaintext_after(&[]),
             plaintext_after(&[]),
             plaintext_after(&[]),
             broken_transcript(),
