@@ -46,6 +46,7 @@ use crate::pool::{
 use crate::server::{self, ConnSettings, Context, lookup_group};
 use crate::shaping::MxSites;
 use crate::stats::{Stats, StatusReport};
+use crate::tls_memory::TlsMemory;
 use crate::tlsrpt::{SubmitFn, TlsRpt};
 
 pub const EX_NOUSER: i32 = 67;
@@ -255,11 +256,14 @@ pub fn run(options: &Options) -> i32 {
     let health = Arc::new(AddressHealth::new());
     // TLS-RPT: one reporter for all workers, kept across reloads.
     let tlsrpt = TlsRpt::from_config(&config, Arc::clone(&dns));
+    // Likewise the TLS sessions and the servers with broken TLS.
+    let tls_memory = Arc::new(TlsMemory::new());
     let deliverer = Deliverer::with_dns(config.clone(), Arc::clone(&dns))
         .with_cache(Arc::clone(&cache))
         .with_sites(Arc::clone(&sites))
         .with_health(Arc::clone(&health))
-        .with_tlsrpt(tlsrpt.clone());
+        .with_tlsrpt(tlsrpt.clone())
+        .with_tls_memory(Arc::clone(&tls_memory));
     let stats = Arc::new(Stats::new());
     let size = PoolSize {
         workers: config.daemon.workers,
@@ -352,6 +356,7 @@ pub fn run(options: &Options) -> i32 {
         cache,
         sites,
         health,
+        tls_memory,
         pool,
         ctx,
         settings,
@@ -391,6 +396,9 @@ struct Daemon {
     /// Server addresses that failed to connect lately, shared by the
     /// workers and kept across reloads (see [`crate::health`]).
     health: Arc<AddressHealth>,
+    /// TLS sessions and servers with broken TLS, likewise (see
+    /// [`crate::tls_memory`]).
+    tls_memory: Arc<TlsMemory>,
     pool: Pool,
     ctx: Arc<Context>,
     settings: Arc<ConnSettings>,
@@ -584,7 +592,8 @@ impl Daemon {
             .with_sites(Arc::clone(&self.sites))
             .with_health(Arc::clone(&self.health))
             // [tls_rpt] is read at start only: the running reporter stays.
-            .with_tlsrpt(self.pool.deliverer().tlsrpt().cloned());
+            .with_tlsrpt(self.pool.deliverer().tlsrpt().cloned())
+            .with_tls_memory(Arc::clone(&self.tls_memory));
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(
             &new.daemon,
@@ -693,6 +702,13 @@ fn metrics_snapshot(report: StatusReport) -> metrics::Snapshot {
         cache_idle: report.cache.idle,
         cache_chained: report.cache.chained,
         paused: report.paused,
+        tls: report.tls.map(|t| metrics::TlsGauges {
+            new_sessions: t.new_sessions,
+            resumed_sessions: t.resumed_sessions,
+            cached_sessions: t.cached_sessions,
+            broken_servers: t.broken_servers,
+            skipped_handshakes: t.skipped_handshakes,
+        }),
         destinations: report
             .destinations
             .into_iter()

@@ -44,7 +44,8 @@ use crate::shaping::MxSites;
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
-use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
+use crate::tls::{PeerNames, TlsFailure, TlsInfo, Trust};
+use crate::tls_memory::TlsMemory;
 use crate::tls_policy::{Level, Policies, Policy};
 use crate::tlsrpt::TlsRpt;
 use crate::transport::Connection;
@@ -173,6 +174,9 @@ pub struct Deliverer {
     /// TLS reporting (RFC 8460), when `[tls_rpt] enabled`: every TLS
     /// attempt is counted there (see [`crate::tlsrpt`]).
     tlsrpt: Option<Arc<TlsRpt>>,
+    /// TLS sessions for resumption and servers with broken TLS (see
+    /// [`crate::tls_memory`]); shared like `health`.
+    tls_memory: Arc<TlsMemory>,
 }
 
 impl Deliverer {
@@ -221,6 +225,7 @@ impl Deliverer {
             sites: None,
             health: Arc::new(AddressHealth::new()),
             tlsrpt: None,
+            tls_memory: Arc::new(TlsMemory::new()),
         }
     }
 
@@ -274,6 +279,17 @@ impl Deliverer {
     /// The DNS lookups under the resolver (shared, e.g. with TLS-RPT).
     pub fn dns(&self) -> &Arc<dyn DnsLookup> {
         &self.dns
+    }
+
+    /// Shares the TLS memory (sessions, broken TLS) with other deliverers
+    /// (the daemon's workers, across reloads).
+    pub fn with_tls_memory(mut self, memory: Arc<TlsMemory>) -> Self {
+        self.tls_memory = memory;
+        self
+    }
+
+    pub fn tls_memory(&self) -> &Arc<TlsMemory> {
+        &self.tls_memory
     }
 
     pub fn with_connector(mut self, connector: Box<dyn Connector>) -> Self {
@@ -1426,6 +1442,11 @@ impl Deliverer {
         connected: Option<Connected>,
         job: &mut JobState<'_>,
     ) -> Handshake {
+        if self.skips_broken_tls(request, server) {
+            return self
+                .session_once(request, settings, server, true, connected, job)
+                .0;
+        }
         let (handshake, retry_plain) =
             self.session_once(request, settings, server, false, connected, job);
         if !retry_plain {
@@ -1437,6 +1458,17 @@ impl Deliverer {
         );
         self.session_once(request, settings, server, true, None, job)
             .0
+    }
+
+    /// Whether mail old enough for a plaintext retry goes plaintext at
+    /// once because the server's TLS handshake failed lately
+    /// ([`crate::tls_memory`], `[tls] broken_tls_memory`).
+    fn skips_broken_tls(&self, request: &Request<'_>, server: &Server) -> bool {
+        server.policy.level == Level::May
+            && !server.wrapper
+            && !self.config.tls.broken_tls_memory.is_zero()
+            && message_age(request) >= self.config.tls.plaintext_retry_after
+            && self.tls_memory.skip_tls(&server.endpoint, &server.relay)
     }
 
     /// Connects (unless `connected` is the connection made already) and
@@ -1489,14 +1521,17 @@ impl Deliverer {
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
         }
-        let age = request
-            .arrival
-            .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
-            .unwrap_or_default();
+        let age = message_age(request);
         let retry_plain_allowed = !plaintext
             && server.policy.level == Level::May
             && age >= self.config.tls.plaintext_retry_after;
         let mut starttls = StartTls {
+            memory: &self.tls_memory,
+            endpoint: &server.endpoint,
+            memory_settings: crate::tls_memory::Settings {
+                session_cache_timeout: self.config.tls.session_cache_timeout,
+                broken_tls_memory: self.config.tls.broken_tls_memory,
+            },
             policy: &server.policy,
             peer,
             timeout: settings.timeouts.starttls,
@@ -1641,6 +1676,10 @@ impl Deliverer {
 /// for level may on old enough mail, a plaintext retry). Used for
 /// STARTTLS and for SMTPS wrapper mode alike.
 struct StartTls<'a> {
+    /// Sessions to resume, broken TLS to remember.
+    memory: &'a TlsMemory,
+    endpoint: &'a Endpoint,
+    memory_settings: crate::tls_memory::Settings,
     policy: &'a Policy,
     peer: PeerNames<'a>,
     timeout: std::time::Duration,
@@ -1654,9 +1693,20 @@ struct StartTls<'a> {
 
 impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
     fn handshake(&mut self, stream: Box<dyn Transport>) -> Result<Box<dyn Transport>, TlsRefusal> {
-        match tls::handshake(stream, self.policy, &self.peer, self.timeout) {
-            Ok((tls_stream, info)) => {
-                log::info!("{}", info.established_line(self.relay));
+        let memory = self.memory;
+        match memory.handshake(
+            stream,
+            self.endpoint,
+            self.policy,
+            &self.peer,
+            self.timeout,
+            self.memory_settings,
+        ) {
+            Ok((tls_stream, info, resumed)) => {
+                log::info!(
+                    "{}",
+                    crate::tls_memory::established_line(&info, self.relay, resumed)
+                );
                 crate::metrics::record_tls(Some((info.trust.word(), &info.version)));
                 self.info = Some(info);
                 Ok(Box::new(tls_stream))
@@ -1674,6 +1724,14 @@ impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
             }
         }
     }
+}
+
+/// How long the message has waited (zero without an arrival time).
+fn message_age(request: &Request<'_>) -> std::time::Duration {
+    request
+        .arrival
+        .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
+        .unwrap_or_default()
 }
 
 /// What a result records of a TLS session.

@@ -445,6 +445,21 @@ config_table! {
         /// TLSA records are enforced; logged Trusted, never Verified),
         /// "encrypt" or "may".
         dane_insecure_mx_policy: String = "dane".into(), mirrors "smtp_tls_dane_insecure_mx_policy", check = check_dane_insecure_mx_policy;
+        /// How long a client TLS session (a TLS 1.2 session id or a TLS 1.3
+        /// ticket) is kept for resumption, per server endpoint, SNI name and
+        /// TLS policy (a session made under one policy is never offered
+        /// under another); at most the session's own lifetime. In memory,
+        /// shared by all workers, kept across reloads. "0s": no resumption.
+        #[serde(with = "duration_str")]
+        session_cache_timeout: Duration = secs(3600), mirrors "smtp_tls_session_cache_timeout (smtp_tls_session_cache_database: always the daemon's memory)";
+        /// How long a server (address and port, or UNIX socket) whose TLS
+        /// handshake failed is remembered. While it is, mail at level "may"
+        /// old enough for a plaintext retry (plaintext_retry_after) goes in
+        /// plaintext at once, without the doomed STARTTLS; younger mail
+        /// still tries TLS (a success forgets the server). "0s": remember
+        /// nothing (Postfix's behaviour).
+        #[serde(with = "duration_str")]
+        broken_tls_memory: Duration = secs(3600), mirrors "none (mailhop's own; Postfix retries the handshake every time)";
     }
 }
 
