@@ -151,9 +151,16 @@ pub fn decide(
     if records.is_empty() {
         return incompatible(Incompatible::Destination("no TLSA records found"));
     }
-    let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
+    let usable: Vec<Tlsa> = records.iter().filter(|r| r.usable()).cloned().collect();
     if usable.is_empty() {
-        return incompatible(Incompatible::CannotAuthenticate("TLSA records unusable"));
+        // The records stay with the "encrypt" fallback: TLS-RPT reports
+        // them (policy type tlsa, result tlsa-invalid).
+        return incompatible(Incompatible::CannotAuthenticate("TLSA records unusable")).map(
+            |mut fallback| {
+                fallback.tlsa = records;
+                fallback
+            },
+        );
     }
     if mx_insecure && context.insecure_mx_policy == InsecureMxPolicy::Encrypt {
         return incompatible(Incompatible::CannotAuthenticate(

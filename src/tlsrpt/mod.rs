@@ -242,7 +242,11 @@ impl TlsRpt {
     /// The policy a session under `policy` is counted under, or `None`
     /// when it is not counted.
     fn policy_key(&self, domain: &str, policy: &Policy, mx_host: &str) -> Option<PolicyKey> {
-        if policy.level == Level::Dane {
+        // DANE, or its "encrypt" fallback for unusable TLSA records (which
+        // keeps them).
+        if policy.level == Level::Dane
+            || (policy.source == PolicySource::Dane && !policy.tlsa.is_empty())
+        {
             return Some(PolicyKey {
                 policy_type: PolicyType::Tlsa,
                 policy_string: policy.tlsa.iter().map(|r| r.presentation()).collect(),
@@ -292,7 +296,13 @@ impl TlsRpt {
         let Some(key) = self.policy_key(&domain, policy, session.mx_host) else {
             return;
         };
+        // A session under the fallback of unusable TLSA records is a TLSA
+        // failure even when TLS itself worked (RFC 8460 tlsa-invalid).
+        let fallback = policy.level != Level::Dane
+            && policy.source == PolicySource::Dane
+            && !policy.tlsa.is_empty();
         let outcome = match result {
+            None if fallback => Self::failure(session, ResultType::TlsaInvalid),
             None => Outcome::Success,
             Some(result_type) => Self::failure(session, result_type),
         };

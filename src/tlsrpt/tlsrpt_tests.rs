@@ -232,3 +232,27 @@ fn flush_writes_only_for_domains_with_a_record_and_submits_mailto() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_encrypt_fallback_of_unusable_tlsa_records_is_a_tlsa_invalid_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpt = TlsRpt::new(
+        settings(dir.path(), false, false),
+        Arc::new(FakeDns(vec![])),
+    );
+    let mut fallback = policy("encrypt");
+    fallback.source = PolicySource::Dane;
+    fallback.tlsa = vec![crate::dane::Tlsa {
+        usage: 0,
+        selector: 0,
+        matching: 1,
+        data: vec![1; 32],
+    }];
+    rpt.record_session(&fallback, &session("example.com", "mx1.example.com"), None);
+    let days = rpt.counts().take(SystemTime::now(), true);
+    assert_eq!(days.len(), 1);
+    let (key, counts) = &days[0].policies[0];
+    assert_eq!(key.policy_type, PolicyType::Tlsa);
+    assert_eq!(key.policy_string.len(), 1);
+    assert_eq!((counts.successful, counts.failed), (0, 1));
+}
