@@ -1,11 +1,12 @@
 //! The `mailhop` command line: `send` (deliver one message, directly or
 //! through the daemon), `daemon` (run the job service), `status` (the
-//! daemon's counters and destinations, once or redrawn every second) and
+//! daemon's counters and destinations, once or redrawn every second),
+//! `tlsrpt-flush` (have the daemon write and send its TLS reports now) and
 //! `config` (print the defaults, check a file).
 //! Parses arguments, builds a delivery request, prints Postfix-style lines
 //! or JSON, and maps results to sysexits codes: 0 all sent, 75 some
 //! deferred (or the daemon unreachable for `send`), 69 some bounced (or the
-//! daemon unreachable for `status`), 64 usage, 65 stdin not UTF-8 for the
+//! daemon unreachable for `status` and `tlsrpt-flush`), 64 usage, 65 stdin not UTF-8 for the
 //! daemon, 66 message unreadable, 77 permission denied by the daemon, 78
 //! configuration error.
 
@@ -23,6 +24,7 @@ use crate::pool::Answer;
 use crate::server::{self, ClientError};
 use crate::stats::StatusReport;
 use crate::status_view;
+use crate::tlsrpt::FlushSummary;
 use crate::transport::strerror;
 
 pub const EX_OK: i32 = 0;
@@ -54,6 +56,9 @@ enum Command {
     Daemon(DaemonArgs),
     /// Print the running daemon's counters and destinations.
     Status(StatusArgs),
+    /// Make the running daemon write (and, with [tls_rpt] submit, send)
+    /// the TLS reports of everything counted so far, today included.
+    TlsrptFlush(FlushArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -90,6 +95,19 @@ struct StatusArgs {
     /// With --watch: stop after this many redraws.
     #[arg(long, value_name = "N", requires = "watch")]
     count: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct FlushArgs {
+    /// Configuration file (TOML) naming the socket; defaults when omitted.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The daemon's socket; default: [daemon] socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print the daemon's answer line as it answers it (JSON).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -197,6 +215,53 @@ where
             })
         }
         Command::Status(args) => status(args),
+        Command::TlsrptFlush(args) => tlsrpt_flush(args),
+    }
+}
+
+/// `mailhop tlsrpt-flush`: one request, its answer printed (a line for
+/// people, or the daemon's JSON); exit codes as `status`'s.
+fn tlsrpt_flush(args: FlushArgs) -> i32 {
+    let socket = match socket_path(args.socket, args.config.as_deref()) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    let line = match server::tlsrpt_flush_request(&socket) {
+        Ok(Ok(line)) => line,
+        Ok(Err(refused)) => {
+            eprintln!("mailhop: {}", refused.error);
+            return error_code(&refused);
+        }
+        Err(ClientError::Unavailable(e)) => {
+            eprintln!("mailhop: {e}");
+            return EX_UNAVAILABLE;
+        }
+        Err(ClientError::Protocol(e)) => {
+            eprintln!("mailhop: {e}");
+            return EX_SOFTWARE;
+        }
+    };
+    let text = if args.json {
+        format!("{line}\n")
+    } else {
+        match serde_json::from_str::<FlushSummary>(&line) {
+            Ok(summary) => {
+                let mut text = format!("tlsrpt-flush: {}\n", summary.text());
+                for file in &summary.files {
+                    text.push_str(&format!("written: {file}\n"));
+                }
+                text
+            }
+            Err(e) => {
+                eprintln!("mailhop: unreadable tlsrpt-flush answer: {e}");
+                return EX_SOFTWARE;
+            }
+        }
+    };
+    let mut out = io::stdout().lock();
+    match write!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => EX_OK,
+        Err(_) => EX_SOFTWARE,
     }
 }
 

@@ -1,11 +1,12 @@
 //! The job protocol on a UNIX stream socket: newline-delimited JSON, both
 //! ways. Owns the per-connection side of the daemon (peer credential
 //! check, line assembly with a length cap, job and control lines, the
-//! reader/writer thread pair) and the client side used by `mailhop send`
-//! and `mailhop status`.
+//! reader/writer thread pair) and the client side used by `mailhop send`,
+//! `mailhop status` and `mailhop tlsrpt-flush`.
 //!
 //! Protocol: each request line is a job ([`Job`]) or a control command
-//! (an object with a `"command"` key; `{"command":"status"}`). Each job
+//! (an object with a `"command"` key: `{"command":"status"}`,
+//! `{"command":"tlsrpt-flush"}`), answered with one line. Each job
 //! gets exactly one answer line carrying its `id`: a result ([`JobResult`]
 //! with `"log"`) or an error (`{"id":...|null,"error":"..."}`). Answers may
 //! come in any order. A refused line (malformed, unknown field, over
@@ -38,6 +39,7 @@ use crate::config::DaemonConfig;
 use crate::job::{CheckedJob, Job, JobError, JobResult, MessageRef, parse_job};
 use crate::pool::{Answer, PeerIdentity, Report, Submitter, Ticket};
 use crate::stats::{CacheReport, StatusReport};
+use crate::tlsrpt::FlushSummary;
 
 /// How often blocked reads and writer waits look at the clock and flags.
 const POLL: Duration = Duration::from_millis(200);
@@ -1270,6 +1272,14 @@ impl Reader<'_> {
                 self.conn.owe();
                 self.conn.send_line(line, None);
             }
+            Some("tlsrpt-flush") => match tlsrpt_flush(&self.ctx.submitter) {
+                Ok(summary) => {
+                    let line = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
+                    self.conn.owe();
+                    self.conn.send_line(line, None);
+                }
+                Err(error) => self.refuse(error),
+            },
             Some(other) => self.refuse(JobError::other(None, format!("unknown command {other:?}"))),
             None => self.refuse(JobError::other(
                 None,
@@ -1293,6 +1303,25 @@ pub fn status_report(submitter: &Submitter) -> StatusReport {
         report.paused = submitter.paused_destinations();
     }
     report
+}
+
+/// `{"command":"tlsrpt-flush"}`: writes the TLS reports of everything
+/// counted so far, today's partial day included, and submits them when
+/// `[tls_rpt] submit` is on. Runs on the connection's reader thread (the
+/// TLSRPT record lookups wait for DNS there, not in a worker). An error
+/// answer when `[tls_rpt] enabled` is off.
+pub fn tlsrpt_flush(submitter: &Submitter) -> Result<FlushSummary, JobError> {
+    let deliverer = submitter.deliverer();
+    let Some(tlsrpt) = deliverer.tlsrpt() else {
+        return Err(JobError::other(
+            None,
+            "tlsrpt-flush: [tls_rpt] enabled is false: no TLS sessions are counted",
+        ));
+    };
+    let flushed = tlsrpt.flush(std::time::SystemTime::now(), true);
+    let summary = flushed.summary();
+    log::info!("tls_rpt: flushed on request: {}", summary.text());
+    Ok(summary)
 }
 
 // ---------------------------------------------------------------------------
@@ -1419,8 +1448,20 @@ pub fn submit_with_fd(socket: &Path, job: &Job, fd: Option<&File>) -> Result<Ans
 
 /// Sends `{"command":"status"}`; the daemon's JSON line, or its error.
 pub fn status(socket: &Path) -> Result<Result<String, JobError>, ClientError> {
+    control(socket, "status")
+}
+
+/// Sends `{"command":"tlsrpt-flush"}`; the daemon's JSON line (a
+/// [`FlushSummary`]), or its error.
+pub fn tlsrpt_flush_request(socket: &Path) -> Result<Result<String, JobError>, ClientError> {
+    control(socket, "tlsrpt-flush")
+}
+
+/// Sends one control command and reads its one answer line.
+fn control(socket: &Path, command: &str) -> Result<Result<String, JobError>, ClientError> {
     let stream = connect(socket)?;
-    let sent = (&stream).write_all(b"{\"command\":\"status\"}\n");
+    let request = serde_json::json!({ "command": command });
+    let sent = (&stream).write_all(format!("{request}\n").as_bytes());
     let line = match (read_reply(&mut BufReader::new(&stream), socket), sent) {
         (Ok(line), _) => line,
         (Err(_), Err(e)) => {

@@ -49,6 +49,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 pub use aggregate::{
     Aggregator, Day, DomainDay, FailureKey, Outcome, PolicyKey, PolicyType, ResultType,
 };
@@ -179,6 +181,52 @@ pub struct Flushed {
     pub failed: usize,
     /// Messages handed to the workers.
     pub submitted: usize,
+}
+
+impl Flushed {
+    /// The answer line of `{"command":"tlsrpt-flush"}` (see [`FlushSummary`]).
+    pub fn summary(&self) -> FlushSummary {
+        FlushSummary {
+            written: self.written.len(),
+            failed: self.failed,
+            submitted: self.submitted,
+            no_record: self.no_record,
+            files: self
+                .written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        }
+    }
+}
+
+/// What a flush did, as the daemon answers `{"command":"tlsrpt-flush"}`:
+/// `{"written":1,"failed":0,"submitted":1,"no_record":0,"files":[...]}`.
+/// `submitted` counts report messages handed to the workers (their
+/// delivery is logged as it ends), not messages delivered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushSummary {
+    /// Report files written.
+    pub written: usize,
+    /// Reports that could not be written.
+    pub failed: usize,
+    /// Report messages handed to the workers.
+    pub submitted: usize,
+    /// Domain-days without a TLSRPT record (not written).
+    pub no_record: usize,
+    /// The report files written.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+impl FlushSummary {
+    /// One line for people, as the daemon logs a flush.
+    pub fn text(&self) -> String {
+        format!(
+            "{} report(s) written, {} failed, {} message(s) submitted, {} domain-day(s) without a TLSRPT record",
+            self.written, self.failed, self.submitted, self.no_record
+        )
+    }
 }
 
 /// The reporter: counts, settings and the edges. One per daemon (or
@@ -422,8 +470,10 @@ impl TlsRpt {
     }
 
     /// Writes (and submits) the reports of the days that ended before
-    /// `now`'s day, or of every day counted with `all` (a one-shot process
-    /// that will not see the day end).
+    /// `now`'s day, or of every day counted with `all`, today's partial
+    /// day included (a one-shot process that will not see the day end, or
+    /// an operator's `mailhop tlsrpt-flush`). The counts written are taken:
+    /// a later flush reports only what was counted after this one.
     pub fn flush(&self, now: SystemTime, all: bool) -> Flushed {
         let mut flushed = Flushed::default();
         for counts in self.counts.take(now, all) {
