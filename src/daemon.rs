@@ -794,7 +794,7 @@ fn start_tlsrpt_flush(ctx: &Arc<Context>) {
     let ctx = Arc::clone(ctx);
     let started = thread::Builder::new()
         .name("tlsrpt-flush".into())
-        .stack_size(512 * 1024)
+        .stack_size(crate::tlsrpt::FLUSH_STACK)
         .spawn(move || {
             let mut last = Instant::now();
             while !ctx.submitter.stopping() {

@@ -1307,9 +1307,9 @@ pub fn status_report(submitter: &Submitter) -> StatusReport {
 
 /// `{"command":"tlsrpt-flush"}`: writes the TLS reports of everything
 /// counted so far, today's partial day included, and submits them when
-/// `[tls_rpt] submit` is on. Runs on the connection's reader thread (the
-/// TLSRPT record lookups wait for DNS there, not in a worker). An error
-/// answer when `[tls_rpt] enabled` is off.
+/// `[tls_rpt] submit` is on. The connection's reader thread waits for it
+/// (the TLSRPT record lookups wait for DNS there, not in a worker). An
+/// error answer when `[tls_rpt] enabled` is off.
 pub fn tlsrpt_flush(submitter: &Submitter) -> Result<FlushSummary, JobError> {
     let deliverer = submitter.deliverer();
     let Some(tlsrpt) = deliverer.tlsrpt() else {
@@ -1318,7 +1318,10 @@ pub fn tlsrpt_flush(submitter: &Submitter) -> Result<FlushSummary, JobError> {
             "tlsrpt-flush: [tls_rpt] enabled is false: no TLS sessions are counted",
         ));
     };
-    let flushed = tlsrpt.flush(std::time::SystemTime::now(), true);
+    // Not on this connection thread's small stack.
+    let flushed = tlsrpt
+        .flush_on_thread(std::time::SystemTime::now(), true)
+        .map_err(|e| JobError::other(None, format!("tlsrpt-flush: {e}")))?;
     let summary = flushed.summary();
     log::info!("tls_rpt: flushed on request: {}", summary.text());
     Ok(summary)

@@ -11,6 +11,12 @@
 //! certificate does not name (certificate-host-mismatch); `plain.test` at
 //! level encrypt whose server offers no STARTTLS (starttls-not-supported);
 //! and `norecord.test`, with no TXT record, for which no report is written.
+//!
+//! A second test runs the daemon with `[tls_rpt] submit = true`: after a
+//! delivery to `ok.test`, `mailhop tlsrpt-flush` writes the partial day's
+//! report and the daemon's own workers mail it, routed by MX, to a real
+//! smtp-sink that keeps it; the test decodes the attachment and compares
+//! it with the file written. A third checks the refusal with TLS-RPT off.
 
 mod common;
 
@@ -18,9 +24,12 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use common::certs::Pki;
+use common::daemon::Daemon;
 use common::dnsmasq::{Dnsmasq, Zone};
-use common::{Invocation, Peer as Conn, Run, Server, Workdir};
+use common::{Invocation, Listen, Peer as Conn, Run, Server, Sink, Workdir};
 use serde_json::Value;
 
 type Scripted = Server<Vec<String>>;
@@ -362,4 +371,168 @@ fn reports_match_the_deliveries_that_made_them() {
             "failed-session-count": 1
         }])
     );
+}
+
+/// The dump of the one message an smtp-sink `-d` received: its envelope
+/// records and the message, LF line ends.
+fn sink_dump(sink: &Sink) -> String {
+    let dumps = sink.wait_files("dump", 1);
+    assert_eq!(dumps.len(), 1, "{dumps:?}\nsink log: {}", sink.log());
+    std::fs::read_to_string(&dumps[0]).expect("read the dump")
+}
+
+/// The base64 body of the `application/tlsrpt+gzip` part of a dumped
+/// message, decoded and gunzipped.
+fn tlsrpt_attachment(dump: &str) -> String {
+    let lines: Vec<&str> = dump.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Content-Type: application/tlsrpt+gzip"))
+        .unwrap_or_else(|| panic!("no tlsrpt+gzip part:\n{dump}"));
+    let body_start = at
+        + lines[at..]
+            .iter()
+            .position(|l| l.is_empty())
+            .expect("the part's header ends")
+        + 1;
+    let base64: String = lines[body_start..]
+        .iter()
+        .take_while(|l| !l.starts_with("--"))
+        .map(|l| l.trim())
+        .collect();
+    let gz = openssl::base64::decode_block(&base64).expect("the attachment is base64");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_string(&mut json)
+        .expect("the attachment is gzip of UTF-8");
+    json
+}
+
+/// `[tls_rpt] submit = true` in a daemon: a delivery to `ok.test` is
+/// counted, `mailhop tlsrpt-flush` writes the partial day's report and
+/// hands it to the daemon's own workers, which deliver it through MX
+/// routing (`rpt.test`, the `rua` domain) to a real smtp-sink.
+#[test]
+fn tlsrpt_flush_submits_the_report_through_the_daemons_workers() {
+    let Some(sink) = Sink::start(Listen::Tcp, &["-d", "{dir}/dump/%M."]) else {
+        return;
+    };
+    let zone = Zone::new()
+        .mx("ok.test", 10, "mx.tls.test")
+        .host("mx.tls.test", &[LOCALHOST])
+        .mx("rpt.test", 10, "mx.rpt.test")
+        .host("mx.rpt.test", &[LOCALHOST])
+        .arg("--txt-record=_smtp._tls.ok.test,v=TLSRPTv1; rua=mailto:reports@rpt.test");
+    let Some(dns) = Dnsmasq::start(&zone) else {
+        return;
+    };
+    let pki = Pki::generate();
+    let work = Workdir::with_prefix("mailhop-tlsrpt-");
+    let dir = work.subdir("reports");
+    let ok = tls_server(&pki);
+    let hop = format!("ok.test:{}", ok.port());
+    let socket = work.path().join("m.sock");
+    // The report goes to rpt.test's MX on the sink's port: the default
+    // port of the daemon's SMTP client. The job to ok.test names its port.
+    let text = config(&dns, &pki, &dir, &[(hop.clone(), "verify")])
+        .replacen("[smtp]\n", &format!("[smtp]\nport = {}\n", sink.port), 1)
+        .replacen("[tls_rpt]\n", "[tls_rpt]\nsubmit = true\n", 1)
+        + &format!(
+            "[daemon]\nsocket = {:?}\nworkers = 2\n",
+            socket.display().to_string()
+        );
+    let mut daemon = Daemon::start_text(&work, &text, Duration::from_secs(30));
+
+    let job = serde_json::json!({
+        "id": "J1",
+        "nexthop": hop,
+        "sender": "a@sender.test",
+        "recipients": [{"address": "b@ok.test"}],
+        "message": {"data": "From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n"},
+    });
+    let answers = daemon.submit(&[job]);
+    let result = &answers[0]["recipients"][0];
+    assert_eq!(result["status"], "sent", "{}\n{}", answers[0], daemon.log());
+    assert_eq!(daemon.log().matches("tls_rpt: report").count(), 0);
+
+    let run = Invocation::new(&[
+        "tlsrpt-flush".into(),
+        "--socket".into(),
+        socket.clone().into_os_string(),
+        "--json".into(),
+    ])
+    .run(&work);
+    assert_eq!(run.code, 0, "{run:?}\n{}", daemon.log());
+    let answer: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON answer");
+    assert_eq!(answer["written"], 1, "{answer}");
+    assert_eq!(answer["failed"], 0, "{answer}");
+    assert_eq!(answer["submitted"], 1, "{answer}");
+    assert_eq!(answer["no_record"], 0, "{answer}");
+    let file = PathBuf::from(answer["files"][0].as_str().expect("a file name"));
+    assert_eq!(file.parent(), Some(dir.as_path()), "{answer}");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("the report file"))
+            .expect("the report file is JSON");
+
+    // The report message, delivered by the daemon's workers.
+    let dump = sink_dump(&sink);
+    assert!(
+        dump.lines()
+            .any(|l| l.starts_with("X-Rcpt-Args: <reports@rpt.test>")),
+        "{dump}"
+    );
+    for header in [
+        "TLS-Report-Domain: ok.test\n",
+        "\nTLS-Report-Submitter: ",
+        "Content-Type: multipart/report; report-type=\"tlsrpt\"",
+    ] {
+        assert!(dump.contains(header), "no {header:?} in:\n{dump}");
+    }
+    let sent: Value = serde_json::from_str(&tlsrpt_attachment(&dump)).expect("JSON report");
+    let policy = &sent["policies"][0];
+    assert_eq!(policy["policy"]["policy-domain"], "ok.test", "{sent:#}");
+    assert_eq!(
+        policy["summary"]["total-successful-session-count"], 1,
+        "{sent:#}"
+    );
+    assert_eq!(
+        policy["summary"]["total-failure-session-count"], 0,
+        "{sent:#}"
+    );
+    // The file written is the report sent.
+    assert_eq!(written, sent);
+    daemon.wait_log("tls_rpt: report message:");
+    assert!(
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("tls_rpt: report message:") && l.contains("sent")),
+        "{}",
+        daemon.log()
+    );
+
+    // Stopped before the scripted server: a cached session ends with it.
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(ok.finish_all().concat().contains(&"<tls>".to_string()));
+}
+
+/// With `[tls_rpt] enabled = false` the daemon refuses the command.
+#[test]
+fn tlsrpt_flush_is_refused_when_tls_rpt_is_off() {
+    let work = Workdir::with_prefix("mailhop-tlsrpt-");
+    let socket = work.path().join("m.sock");
+    let text = format!("[daemon]\nsocket = {:?}\n", socket.display().to_string());
+    let daemon = Daemon::start_text(&work, &text, Duration::from_secs(30));
+    let run = Invocation::new(&[
+        "tlsrpt-flush".into(),
+        "--socket".into(),
+        socket.clone().into_os_string(),
+    ])
+    .run(&work);
+    assert_eq!(run.code, 70, "{run:?}");
+    assert!(run.stderr.contains("[tls_rpt] enabled is false"), "{run:?}");
+    let answer = daemon.submit(&[serde_json::json!({"command": "tlsrpt-flush"})]);
+    assert_eq!(answer[0]["kind"], "other", "{}", answer[0]);
+    assert_eq!(answer[0]["id"], Value::Null, "{}", answer[0]);
 }

@@ -71,6 +71,12 @@ const MAX_CACHED_RECORDS: usize = 10_000;
 /// Domains whose MTA-STS policy is kept at once.
 const MAX_STS_POLICIES: usize = 10_000;
 
+/// Stack of a thread that flushes: building a report compresses it
+/// (deflate state on the stack in unoptimised builds) and looks its record
+/// up. A debug build needed between 160 and 320 KiB (a connection thread's
+/// 256 KiB, already in use, overflowed); twice the most, for margin.
+pub const FLUSH_STACK: usize = 1024 * 1024;
+
 /// Hands a report message to the daemon's workers (see
 /// [`TlsRpt::set_submitter`]); the error says why it was not taken.
 pub type SubmitFn = Box<dyn Fn(Job) -> Result<(), String> + Send + Sync>;
@@ -498,6 +504,25 @@ impl TlsRpt {
             );
         }
         flushed
+    }
+
+    /// [`TlsRpt::flush`] on a thread of its own with [`FLUSH_STACK`]
+    /// (for a caller on a small stack), waited for; the error when no
+    /// thread could be started or the flush panicked.
+    pub fn flush_on_thread(
+        self: &Arc<Self>,
+        now: SystemTime,
+        all: bool,
+    ) -> Result<Flushed, String> {
+        let this = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("tlsrpt-flush".into())
+            .stack_size(FLUSH_STACK)
+            .spawn(move || this.flush(now, all))
+            .map_err(|e| format!("cannot start a thread to write the reports: {e}"))?;
+        handle
+            .join()
+            .map_err(|_| "writing the reports failed (a bug: see the log)".to_string())
     }
 
     fn write_and_submit(
