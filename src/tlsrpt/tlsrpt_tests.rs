@@ -256,3 +256,53 @@ fn the_encrypt_fallback_of_unusable_tlsa_records_is_a_tlsa_invalid_failure() {
     assert_eq!(key.policy_string.len(), 1);
     assert_eq!((counts.successful, counts.failed), (0, 1));
 }
+
+#[test]
+fn an_on_demand_flush_takes_today_and_answers_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = FakeDns(vec![(
+        "_smtp._tls.example.com",
+        "v=TLSRPTv1; rua=mailto:rpt@example.com",
+    )]);
+    let rpt = Arc::new(TlsRpt::new(
+        settings(dir.path(), true, false),
+        Arc::new(dns),
+    ));
+    rpt.record_session(
+        &policy("verify"),
+        &session("example.com", "mx1.example.com"),
+        None,
+    );
+    rpt.record_session(&policy("verify"), &session("no-record.example", "mx"), None);
+    let summary = rpt
+        .flush_on_thread(SystemTime::now(), true)
+        .unwrap()
+        .summary();
+    assert_eq!(
+        (
+            summary.written,
+            summary.failed,
+            summary.submitted,
+            summary.no_record
+        ),
+        (1, 0, 0, 1)
+    );
+    assert_eq!(summary.files.len(), 1);
+    assert!(std::path::Path::new(&summary.files[0]).is_file());
+    let line = serde_json::to_string(&summary).unwrap();
+    assert!(line.starts_with(r#"{"written":1,"failed":0,"submitted":0,"no_record":1,"files":["#));
+    assert_eq!(
+        serde_json::from_str::<FlushSummary>(&line).unwrap(),
+        summary
+    );
+    assert_eq!(
+        summary.text(),
+        "1 report(s) written, 0 failed, 0 message(s) submitted, 1 domain-day(s) without a TLSRPT record"
+    );
+    // The counts were taken: a second flush has nothing.
+    assert!(rpt.counts().is_empty());
+    assert_eq!(
+        rpt.flush_on_thread(SystemTime::now(), true).unwrap(),
+        Flushed::default()
+    );
+}
