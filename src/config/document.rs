@@ -10,7 +10,8 @@ use super::Config;
 use super::ingress::IngressEntry;
 use super::tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
-    MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
+    MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
+    TlsPolicyEntry,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -40,7 +41,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 9] {
+fn documented_tables() -> [TableDefaults; 10] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -83,6 +84,12 @@ fn documented_tables() -> [TableDefaults; 9] {
             MetricsConfig::TABLE,
             MetricsConfig::DOC,
             MetricsConfig::KEYS,
+            false,
+        ),
+        table::<MtaStsConfig>(
+            MtaStsConfig::TABLE,
+            MtaStsConfig::DOC,
+            MtaStsConfig::KEYS,
             false,
         ),
     ]

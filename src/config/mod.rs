@@ -1,5 +1,5 @@
 //! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
-//! `[daemon]`, `[cache]`, `[log]`, `[shaping]` and `[metrics]` tables of the TOML configuration file,
+//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]` and `[mta_sts]` tables of the TOML configuration file,
 //! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
@@ -87,7 +87,8 @@ pub use shaping::{
 };
 pub use tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
-    MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
+    MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
+    TlsPolicyEntry,
 };
 pub use tls::{
     Digest, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
@@ -118,6 +119,8 @@ pub struct Config {
     pub shaping: ShapingConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[mta_sts]`: MTA-STS policies (RFC 8461).
+    pub mta_sts: MtaStsConfig,
     /// `[[ingress]]`: LMTP listeners taking mail from an MTA.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressEntry>,
@@ -177,6 +180,7 @@ impl Config {
         self.log.check_keys()?;
         self.shaping.check_keys()?;
         self.metrics.check_keys()?;
+        self.mta_sts.check_keys()?;
         ingress::check_ingress(&self.ingress).map_err(|invalid| invalid.at("ingress"))?;
         Ok(())
     }
