@@ -30,6 +30,7 @@ use crate::dsn::{self, Dsn};
 use crate::health::AddressHealth;
 use crate::interfaces::OwnAddresses;
 use crate::job::CheckedJob;
+use crate::mta_sts::{MtaSts, Verdict};
 use crate::mxlist::{Candidate, Route, interleave_families};
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
@@ -166,6 +167,9 @@ pub struct Deliverer {
     /// [`crate::health`]); the daemon shares one over its workers and
     /// reloads.
     health: Arc<AddressHealth>,
+    /// MTA-STS policies (`[mta_sts]`; `None` when disabled), shared by
+    /// the daemon's workers.
+    mta_sts: Option<Arc<MtaSts>>,
 }
 
 impl Deliverer {
@@ -194,6 +198,13 @@ impl Deliverer {
             families.ipv4,
             families.ipv6,
         );
+        let mta_sts = match MtaSts::from_config(&config.mta_sts, Arc::clone(&dns)) {
+            Ok(found) => found.map(Arc::new),
+            Err(e) => {
+                log::error!("MTA-STS disabled: {e}");
+                None
+            }
+        };
         let resolver = DnsResolver::new(dns, &config, &own);
         let services = SystemServices;
         let fallback = [Protocol::Smtp, Protocol::Lmtp].map(|protocol| {
@@ -212,11 +223,16 @@ impl Deliverer {
             cache: None,
             sites: None,
             health: Arc::new(AddressHealth::new()),
+            mta_sts,
         }
     }
 
+    /// Resolves destinations with `resolver` instead of DNS. MTA-STS,
+    /// which would still look up TXT records and policy hosts in the DNS,
+    /// is turned off: give it back with [`Deliverer::with_mta_sts`].
     pub fn with_resolver(mut self, resolver: Box<dyn Resolver>) -> Self {
         self.resolver = resolver;
+        self.mta_sts = None;
         self
     }
 
@@ -249,6 +265,17 @@ impl Deliverer {
 
     pub fn health(&self) -> &Arc<AddressHealth> {
         &self.health
+    }
+
+    /// Uses these MTA-STS policies (`None`: none), e.g. another
+    /// deliverer's, so that a reload keeps the cache in memory.
+    pub fn with_mta_sts(mut self, mta_sts: Option<Arc<MtaSts>>) -> Self {
+        self.mta_sts = mta_sts;
+        self
+    }
+
+    pub fn mta_sts(&self) -> Option<&Arc<MtaSts>> {
+        self.mta_sts.as_ref()
     }
 
     pub fn with_connector(mut self, connector: Box<dyn Connector>) -> Self {
@@ -493,6 +520,11 @@ impl Deliverer {
                 route.candidates.iter().map(|c| c.host.as_str()),
             );
         }
+        let (route, policy) = if mode.lookup_mx {
+            self.mta_sts_route(host, route, policy, job).ok_or(false)?
+        } else {
+            (route, policy)
+        };
         let site = Site {
             host,
             port,
@@ -505,6 +537,61 @@ impl Deliverer {
             wrapper,
         };
         Ok((site, route))
+    }
+
+    /// MTA-STS (RFC 8461, see [`crate::mta_sts`]) for the MX list of a
+    /// domain whose TLS policy is the default one (a `[[tls.policy]]`
+    /// entry wins; DANE, decided per server later, overrides it): under
+    /// "enforce" only the MX hosts the policy names are kept and they get
+    /// level verify; "testing" logs the MX hosts enforce would refuse.
+    /// `None` when no MX host is left: recorded as 4.7.5, the destination
+    /// is skipped.
+    fn mta_sts_route(
+        &self,
+        host: &Host,
+        mut route: Route,
+        policy: Arc<Policy>,
+        job: &mut JobState<'_>,
+    ) -> Option<(Route, Arc<Policy>)> {
+        let (Some(mta_sts), Host::Name(domain)) = (&self.mta_sts, host) else {
+            return Some((route, policy));
+        };
+        if policy.source != crate::tls_policy::PolicySource::Default {
+            return Some((route, policy));
+        }
+        let Some(found) = mta_sts.lookup(domain) else {
+            return Some((route, policy));
+        };
+        match crate::mta_sts::apply(&found, &policy, &mut route.candidates) {
+            Verdict::Unchanged => Some((route, policy)),
+            Verdict::Enforce { policy, dropped } => {
+                for mx in dropped {
+                    log::info!(
+                        "MX host {mx} does not match the MTA-STS policy of {} (id {}): skipped",
+                        found.domain,
+                        found.id
+                    );
+                }
+                Some((route, Arc::new(policy)))
+            }
+            Verdict::Testing { policy, mismatched } => {
+                // The hook for TLS-RPT: what enforce would have refused.
+                for mx in mismatched {
+                    log::warn!(
+                        "MX host {mx} does not match the MTA-STS policy of {} (id {}, testing \
+                         mode): delivering anyway",
+                        found.domain,
+                        found.id
+                    );
+                }
+                Some((route, Arc::new(policy)))
+            }
+            Verdict::NoMatch { text } => {
+                log::warn!("{text} (id {})", found.id);
+                job.trouble.record(&Dsn::new(dsn::TLS_PROBLEM, text));
+                None
+            }
+        }
     }
 
     /// Tries the addresses of a TCP destination in order, within
