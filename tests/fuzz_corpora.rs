@@ -75,3 +75,8 @@ fn lmtp_data_corpus_replays_without_panic() {
 fn tlsa_corpus_replays_without_panic() {
     replay("tlsa", fuzzing::tlsa);
 }
+
+#[test]
+fn mta_sts_policy_corpus_replays_without_panic() {
+    replay("mta_sts_policy", fuzzing::mta_sts_policy);
+}
