@@ -134,6 +134,23 @@ impl Pki {
         self.file("server.key")
     }
 
+    /// Issues a certificate for `dns_name`, signed by the trusted CA, as
+    /// `<dns_name>.pem` and `<dns_name>.key` in the PKI's directory;
+    /// returns their paths (e.g. for an MTA-STS policy host).
+    pub fn issue(&self, dns_name: &str) -> (PathBuf, PathBuf) {
+        use openssl::pkey::PKey;
+        let read = |name: &str| fs::read(self.file(name)).expect("read the test CA");
+        let ca = X509::from_pem(&read("ca.pem")).expect("parse the test CA");
+        let ca_key = PKey::private_key_from_pem(&read("ca.key")).expect("parse the CA key");
+        let (cert, key) = leaf(dns_name, &ca, &ca_key)
+            .unwrap_or_else(|e| panic!("issue a certificate for {dns_name}: {e}"));
+        let cert_path = self.file(&format!("{dns_name}.pem"));
+        let key_path = self.file(&format!("{dns_name}.key"));
+        fs::write(&cert_path, cert.to_pem().expect("PEM")).expect("write a certificate");
+        fs::write(&key_path, key.private_key_to_pem_pkcs8().expect("PEM")).expect("write a key");
+        (cert_path, key_path)
+    }
+
     /// The certificate for [`WRONG_NAME`] (signed by the trusted CA).
     pub fn wrong_pem(&self) -> PathBuf {
         self.file("wrong.pem")
