@@ -154,7 +154,11 @@ type Smtp = Server<Vec<String>>;
 /// Up to `max` SMTP sessions, one after the other, each offering STARTTLS
 /// and taking the message only inside TLS.
 fn smtp_server(pki: &Pki, max: usize) -> Smtp {
-    let (cert, key) = (pki.server_pem(), pki.server_key());
+    smtp_server_with(pki.server_pem(), pki.server_key(), max)
+}
+
+/// [`smtp_server`] presenting this certificate.
+fn smtp_server_with(cert: PathBuf, key: PathBuf, max: usize) -> Smtp {
     Smtp::sequential(max, move |_, conn| tls_session(&cert, &key, conn))
 }
 
@@ -437,4 +441,95 @@ fn enabled_false_is_postfix_behaviour() {
     assert_eq!(result["tls_policy"]["source"], "default", "{run:#?}");
     assert!(lab.https().requests().is_empty());
     assert_delivered_in_tls(server, 1);
+}
+
+#[test]
+fn enforce_defers_4_7_5_when_the_mx_certificate_names_another_host() {
+    let Some(lab) = Lab::start(policy("enforce", "mx.tls.test"), "1") else {
+        return;
+    };
+    let server = smtp_server_with(lab.pki.wrong_pem(), lab.pki.wrong_key(), 1);
+    let run = lab.send(server.port(), "");
+    let result = outcome(&run, 75);
+    assert_eq!(result["status"], "deferred", "{run:#?}");
+    assert_eq!(result["dsn"], "4.7.5", "{run:#?}");
+    assert_eq!(
+        result["diagnostic"], "Server certificate not verified",
+        "{run:#?}"
+    );
+    let transcripts = server.finish_all();
+    assert!(
+        transcripts
+            .iter()
+            .all(|t| !t.iter().any(|line| line.starts_with("MAIL"))),
+        "{transcripts:#?}"
+    );
+}
+
+/// Each unusable reply of the policy host means "no policy": the mail
+/// goes out under the default level, and the reason is logged.
+#[test]
+fn an_unusable_policy_reply_is_no_policy() {
+    let Some(lab) = Lab::start(policy("enforce", "mx.elsewhere.test"), "1") else {
+        return;
+    };
+    let body = "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n";
+    let cases = [
+        (
+            Reply {
+                status: 404,
+                ..Reply::text(body)
+            },
+            "HTTP status 404 (only 200 is accepted)",
+        ),
+        (
+            Reply {
+                status: 301,
+                ..Reply::text(body)
+            },
+            // Not followed (the Location names another host).
+            "HTTP status 301 (only 200 is accepted)",
+        ),
+        (
+            Reply {
+                content_type: "text/html".into(),
+                ..Reply::text(body)
+            },
+            "Content-Type \"text/html\" (text/plain is required)",
+        ),
+        (
+            Reply::text(&format!("{body}{}", "x: y\n".repeat(20_000))),
+            "policy larger than 65536 bytes",
+        ),
+        (Reply::text("version: STSv1\nmode: enforce\n"), "no max_age"),
+    ];
+    let server = smtp_server(&lab.pki, cases.len() + 1);
+    for (reply, why) in cases {
+        lab.https().set(reply);
+        let run = lab.send(server.port(), "");
+        let result = outcome(&run, 0);
+        assert_eq!(result["tls_policy"]["source"], "default", "{run:#?}");
+        assert_logged(&run, why);
+        assert_logged(&run, "MTA-STS policy of sts.test (id 1): ");
+    }
+    // A policy host whose certificate names another host.
+    let wrong = HttpsServer::start(
+        &lab.pki.wrong_pem(),
+        &lab.pki.wrong_key(),
+        policy("enforce", "mx.elsewhere.test"),
+    );
+    let run = Delivery::to(&format!("{DOMAIN}:{}", server.port()))
+        .raw_config(&lab.config(wrong.port(), ""))
+        .json()
+        .rcpt("b@sts.test")
+        .run();
+    assert_eq!(
+        outcome(&run, 0)["tls_policy"]["source"],
+        "default",
+        "{run:#?}"
+    );
+    assert_logged(&run, "https://mta-sts.sts.test/.well-known/mta-sts.txt: ");
+    assert!(wrong.requests().is_empty(), "{:#?}", wrong.requests());
+    assert!(!lab.cache_file().exists());
+    server.finish_all();
 }
