@@ -533,3 +533,36 @@ fn an_unusable_policy_reply_is_no_policy() {
     assert!(!lab.cache_file().exists());
     server.finish_all();
 }
+
+#[test]
+fn a_policy_host_that_never_answers_is_cut_off_by_fetch_timeout() {
+    let Some(lab) = Lab::start(policy("enforce", "mx.elsewhere.test"), "1") else {
+        return;
+    };
+    // Connections complete in the kernel's backlog; nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let server = smtp_server(&lab.pki, 1);
+    let config = lab
+        .config(port, "")
+        .replace("fetch_timeout = \"5s\"", "fetch_timeout = \"1s\"");
+    let started = std::time::Instant::now();
+    let run = Delivery::to(&format!("{DOMAIN}:{}", server.port()))
+        .raw_config(&config)
+        .json()
+        .rcpt("b@sts.test")
+        .run();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        outcome(&run, 0)["tls_policy"]["source"],
+        "default",
+        "{run:#?}"
+    );
+    assert_logged(&run, "timed out");
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "{elapsed:?}: {run:#?}"
+    );
+    drop(silent);
+    assert_delivered_in_tls(server, 1);
+}
