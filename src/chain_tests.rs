@@ -11,6 +11,7 @@ fn follower(id: &str, nexthop: &str) -> Follower {
         key: NexthopKey::new(nexthop),
         protocol: Protocol::Smtp,
         envelope: Envelope {
+            requiretls: false,
             sender: "s@x.test".into(),
             recipients: vec![crate::smtp::client::Recipient {
                 address: "r@y.test".into(),
@@ -22,6 +23,7 @@ fn follower(id: &str, nexthop: &str) -> Follower {
             smtputf8: false,
         },
         facts: MessageFacts {
+            tls_required_no: false,
             size: 1,
             has_8bit: false,
         },

@@ -126,6 +126,11 @@ struct SendArgs {
     /// opportunistic TLS handshake ([tls] plaintext_retry_after).
     #[arg(long = "arrival-time", value_name = "UNIX_SECONDS")]
     arrival_time: Option<u64>,
+    /// RFC 8689 REQUIRETLS: deliver only over TLS to a server authenticated
+    /// by DANE, MTA-STS or a verify/secure policy that announces
+    /// REQUIRETLS; otherwise the next MX, then 5.7.30 / 5.7.10.
+    #[arg(long)]
+    requiretls: bool,
     /// Message file, or '-' (default) for standard input.
     message: Option<PathBuf>,
 }
@@ -344,6 +349,7 @@ fn send(args: SendArgs) -> i32 {
         },
         nexthop: args.nexthop.clone(),
         arrival_time: args.arrival_time,
+        requiretls: args.requiretls,
         ..Job::new(
             id.clone(),
             args.from.clone(),

@@ -24,6 +24,7 @@ use crate::cache::{IdleSession, NexthopLabel, SessionCache};
 use crate::chain::Chain;
 use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, Race, RaceTarget, SocketConnector};
+use crate::dane_policy::{self, DaneContext, DaneRefusal, InsecureMxPolicy};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
 use crate::dns::{DnsError, DnsLookup};
 use crate::dsn::{self, Dsn};
@@ -45,7 +46,7 @@ use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFa
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
 use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
-use crate::tls_policy::{Level, Policies, Policy};
+use crate::tls_policy::{Level, Policies, Policy, PolicySource};
 use crate::transport::Connection;
 use crate::transport::Transport;
 
@@ -156,6 +157,8 @@ pub struct Deliverer {
     /// policy table entry), made once instead of for every delivery.
     tls_policies: Policies,
     resolver: Box<dyn Resolver>,
+    /// The DNS under the resolver, for TLSA lookups (DANE).
+    dns: Arc<dyn DnsLookup>,
     connector: Box<dyn Connector>,
     services: Box<dyn ServiceLookup + Send + Sync>,
     own: OwnAddresses,
@@ -205,7 +208,7 @@ impl Deliverer {
                 None
             }
         };
-        let resolver = DnsResolver::new(dns, &config, &own);
+        let resolver = DnsResolver::new(Arc::clone(&dns), &config, &own);
         let services = SystemServices;
         let fallback = [Protocol::Smtp, Protocol::Lmtp].map(|protocol| {
             let relays = settings.protocol(protocol == Protocol::Lmtp);
@@ -218,6 +221,7 @@ impl Deliverer {
             tls_policies: Policies::new(&config.tls),
             config,
             resolver: Box::new(resolver),
+            dns,
             connector: Box::new(SocketConnector),
             services: Box::new(services),
             cache: None,
@@ -402,6 +406,7 @@ impl Deliverer {
         let Some(policy) = self.destination_policy(destination, job) else {
             return false;
         };
+        let policy = tls_required_no(policy, request);
         let keys = self.keys(request, settings);
         // The job's next-hop label: looked up and stored with its first
         // destination only (made only when the job uses the cache).
@@ -520,16 +525,28 @@ impl Deliverer {
                 route.candidates.iter().map(|c| c.host.as_str()),
             );
         }
-        let (route, policy) = if mode.lookup_mx {
-            self.mta_sts_route(host, route, policy, job).ok_or(false)?
+        let mut route = route;
+        // Taken before MTA-STS and DANE remove hosts: a skipped best MX
+        // stays the best.
+        let best_preference = route.candidates.first().map_or(0, |c| c.preference);
+        let policy = if mode.lookup_mx {
+            self.mta_sts_route(host, &mut route, policy, job)
+                .ok_or(false)?
         } else {
-            (route, policy)
+            policy
+        };
+        let server_policies = if policy.dane.is_some() {
+            let decided = self.dane_policies(destination, port, &policy, &mut route, job);
+            mta_sts_under_dane(&policy, decided)
+        } else {
+            Vec::new()
         };
         let site = Site {
             host,
             port,
+            server_policies,
             final_nexthop: final_nexthop || route.i_am_mx,
-            best_preference: route.candidates.first().map_or(0, |c| c.preference),
+            best_preference,
             address_limit: usize::try_from(settings.mx_address_limit).unwrap_or(usize::MAX),
             session_limit: usize::try_from(settings.mx_session_limit).unwrap_or(usize::MAX),
             loop_detect: mode.loop_detect,
@@ -539,31 +556,109 @@ impl Deliverer {
         Ok((site, route))
     }
 
+    /// The TLSA records of `name` through the deliverer's DNS.
+    fn dns_tlsa(&self, name: &str) -> Result<crate::dns::Answer<crate::dane::Tlsa>, DnsError> {
+        self.dns.tlsa(name)
+    }
+
+    /// Under a "dane"/"dane-only" policy, decides each MX host's own
+    /// policy from its DNSSEC status and TLSA records (Postfix's per-address
+    /// TLS policy lookup). A host that cannot be tried (a TLSA lookup error,
+    /// "dane-only" without DANE) leaves the route with a warning, and its
+    /// 4.7.5 reason is kept for the recipients.
+    fn dane_policies(
+        &self,
+        destination: &Destination,
+        port: u16,
+        policy: &Arc<Policy>,
+        route: &mut Route,
+        job: &mut JobState<'_>,
+    ) -> Vec<(String, bool, Arc<Policy>)> {
+        let mut decided: Vec<(String, bool, Result<Arc<Policy>, DaneRefusal>)> = Vec::new();
+        for candidate in &route.candidates {
+            let known = decided.iter().any(|(host, secure, _)| {
+                *host == candidate.host && *secure == candidate.addr_secure
+            });
+            if known {
+                continue;
+            }
+            let context = DaneContext {
+                dnssec_lookups: self.settings.dns_support == DnsSupport::Dnssec,
+                ignore_mx_lookup_error: self.config.dns.ignore_mx_lookup_error,
+                insecure_mx_policy: InsecureMxPolicy::parse(
+                    &self.config.tls.dane_insecure_mx_policy,
+                )
+                .unwrap_or_default(),
+                destination: destination.text(),
+                host: &candidate.host,
+                port,
+                host_is_ip: candidate.host_is_ip,
+                mx_secure: route.mx_secure,
+                addr_secure: candidate.addr_secure,
+            };
+            let outcome =
+                dane_policy::decide(policy, &context, |name| self.dns_tlsa(name)).map(Arc::new);
+            decided.push((candidate.host.clone(), candidate.addr_secure, outcome));
+        }
+        let mut policies = Vec::new();
+        for (host, secure, outcome) in decided {
+            match outcome {
+                Ok(policy) => {
+                    log::debug!(
+                        "{}: TLS policy of {host}: {} ({})",
+                        destination.text(),
+                        policy.level,
+                        policy.reason
+                    );
+                    policies.push((host, secure, policy));
+                }
+                Err(refusal) => {
+                    if let Some(warning) = &refusal.warning {
+                        log::warn!("{warning}");
+                    }
+                    log::warn!(
+                        "TLS policy lookup for {}/{host}: {}",
+                        destination.text(),
+                        refusal.text
+                    );
+                    job.trouble
+                        .record(&Dsn::new(dsn::TLS_PROBLEM, refusal.text.clone()));
+                    route
+                        .candidates
+                        .retain(|c| !(c.host == host && c.addr_secure == secure));
+                }
+            }
+        }
+        policies
+    }
+
     /// MTA-STS (RFC 8461, see [`crate::mta_sts`]) for the MX list of a
     /// domain whose TLS policy is the default one (a `[[tls.policy]]`
     /// entry wins; DANE, decided per server later, overrides it): under
     /// "enforce" only the MX hosts the policy names are kept and they get
     /// level verify; "testing" logs the MX hosts enforce would refuse.
-    /// `None` when no MX host is left: recorded as 4.7.5, the destination
-    /// is skipped.
+    /// Returns the servers' policy; `None` when no MX host is left:
+    /// recorded as 4.7.5, the destination is skipped. Under a default
+    /// "dane" level the policy keeps its DANE mode, and
+    /// [`mta_sts_under_dane`] settles each server.
     fn mta_sts_route(
         &self,
         host: &Host,
-        mut route: Route,
+        route: &mut Route,
         policy: Arc<Policy>,
         job: &mut JobState<'_>,
-    ) -> Option<(Route, Arc<Policy>)> {
+    ) -> Option<Arc<Policy>> {
         let (Some(mta_sts), Host::Name(domain)) = (&self.mta_sts, host) else {
-            return Some((route, policy));
+            return Some(policy);
         };
-        if policy.source != crate::tls_policy::PolicySource::Default {
-            return Some((route, policy));
+        if policy.source != PolicySource::Default {
+            return Some(policy);
         }
         let Some(found) = mta_sts.lookup(domain) else {
-            return Some((route, policy));
+            return Some(policy);
         };
         match crate::mta_sts::apply(&found, &policy, &mut route.candidates) {
-            Verdict::Unchanged => Some((route, policy)),
+            Verdict::Unchanged => Some(policy),
             Verdict::Enforce { policy, dropped } => {
                 for mx in dropped {
                     log::info!(
@@ -572,7 +667,7 @@ impl Deliverer {
                         found.id
                     );
                 }
-                Some((route, Arc::new(policy)))
+                Some(Arc::new(policy))
             }
             Verdict::Testing { policy, mismatched } => {
                 // The hook for TLS-RPT: what enforce would have refused.
@@ -584,7 +679,7 @@ impl Deliverer {
                         found.id
                     );
                 }
-                Some((route, Arc::new(policy)))
+                Some(Arc::new(policy))
             }
             Verdict::NoMatch { text } => {
                 log::warn!("{text} (id {})", found.id);
@@ -977,7 +1072,7 @@ impl Deliverer {
                 nexthop: site.host.text(),
                 best_mx: candidate.preference == site.best_preference,
             }),
-            policy: Arc::clone(&site.policy),
+            policy: site.policy_of(candidate),
             wrapper: site.wrapper,
         }
     }
@@ -1145,8 +1240,14 @@ impl Deliverer {
                 return None;
             }
             None => {
-                let client_settings =
-                    self.client_settings(request, settings, &display, None, TlsMode::Off);
+                let client_settings = self.client_settings(
+                    request,
+                    settings,
+                    &display,
+                    None,
+                    TlsMode::Off,
+                    &server.policy,
+                );
                 if chaining {
                     follower_parts = Some((client_settings.clone(), extensions.clone()));
                 }
@@ -1249,13 +1350,16 @@ impl Deliverer {
         peer: &str,
         loop_check: Option<LoopCheck>,
         tls: TlsMode,
+        policy: &Policy,
     ) -> ClientSettings {
+        let tls_authenticated = matches!(policy.level, Level::Dane | Level::Verify | Level::Secure);
         ClientSettings {
             lmtp: request.protocol == Protocol::Lmtp,
             helo_name: settings.helo_name.clone(),
             skip_5xx_greeting: settings.skip_5xx_greeting,
             peer: peer.to_string(),
             smtputf8_enable: self.config.smtp.smtputf8_enable,
+            tls_authenticated,
             loop_check,
             tls,
             strict_reply_syntax: self.config.smtp.strict_reply_syntax,
@@ -1445,6 +1549,7 @@ impl Deliverer {
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
         via.tls_policy = Some(TlsPolicyNote::of(&server.policy));
+        log_tls_policy(&server.relay, &server.policy);
         // Only the JSON log shows the source address (getsockname).
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
@@ -1498,6 +1603,7 @@ impl Deliverer {
             &server.display,
             server.loop_check.clone(),
             tls_mode,
+            &server.policy,
         );
         let mut client = Client::new(client_settings, envelope, request.facts);
         // A session that will not be cached ends with QUIT behind the dot.
@@ -1616,7 +1722,68 @@ fn envelope_of(request: &Request<'_>, indexes: &[usize]) -> Envelope {
         envid: request.envelope.envid.clone(),
         ret: request.envelope.ret,
         smtputf8: request.envelope.smtputf8,
+        requiretls: request.envelope.requiretls,
     }
+}
+
+/// The TLS policy a fresh session to `relay` runs under: at info when a
+/// rule other than the default decided it (policy table, DANE, MTA-STS),
+/// else at debug. The JSON results and log lines always carry it.
+fn log_tls_policy(relay: &str, policy: &Policy) {
+    let level = if policy.source == crate::tls_policy::PolicySource::Default {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "{relay}: TLS policy {} from {}: {}",
+        policy.level,
+        policy.source.name(),
+        policy.reason
+    );
+}
+
+/// MTA-STS "enforce" over a default "dane" level (RFC 8461 section 2):
+/// a server with usable TLSA records keeps its DANE policy; one that DANE
+/// lets fall back (to "may" or "encrypt") gets the MTA-STS policy instead.
+/// Other policies are returned as decided.
+fn mta_sts_under_dane(
+    policy: &Arc<Policy>,
+    decided: Vec<(String, bool, Arc<Policy>)>,
+) -> Vec<(String, bool, Arc<Policy>)> {
+    if policy.source != PolicySource::MtaSts || policy.level != Level::Verify {
+        return decided;
+    }
+    let mut sts = Policy::clone(policy);
+    sts.dane = None;
+    let sts = Arc::new(sts);
+    decided
+        .into_iter()
+        .map(|(host, secure, server)| {
+            if server.level == Level::Dane {
+                (host, secure, server)
+            } else {
+                (host, secure, Arc::clone(&sts))
+            }
+        })
+        .collect()
+}
+
+/// RFC 8689 section 5: a message with `TLS-Required: No` (and no
+/// REQUIRETLS) asks that TLS policies be ignored: the level is capped at
+/// "may" (Postfix's `tls_required_enable`), so a certificate or DANE
+/// failure does not stop it.
+fn tls_required_no(policy: Arc<Policy>, request: &Request<'_>) -> Arc<Policy> {
+    if !request.facts.tls_required_no || request.envelope.requiretls || policy.level <= Level::May {
+        return policy;
+    }
+    let mut capped = Policy::clone(&policy);
+    capped.level = Level::May;
+    capped.dane = None;
+    capped.tlsa = Vec::new();
+    capped.reason = format!("TLS-Required: No header (was {})", policy.level);
+    Arc::new(capped)
 }
 
 /// How a session ended, for [`Deliverer::finish_session`].
@@ -1691,6 +1858,10 @@ struct Site<'a> {
     /// Port 25 SMTP: the EHLO own-name check.
     loop_detect: bool,
     policy: Arc<Policy>,
+    /// Under a DANE policy: each MX host's own policy (by host name and
+    /// whether its address records were validated), decided from its TLSA
+    /// records before any server was tried.
+    server_policies: Vec<(String, bool, Arc<Policy>)>,
     /// SMTPS: TLS before the greeting.
     wrapper: bool,
 }
@@ -1698,6 +1869,15 @@ struct Site<'a> {
 impl Site<'_> {
     fn endpoint(&self, candidate: &Candidate) -> Endpoint {
         Endpoint::Inet(SocketAddr::new(candidate.addr, self.port))
+    }
+
+    /// The TLS policy of one candidate: its own under DANE, else the
+    /// destination's.
+    fn policy_of(&self, candidate: &Candidate) -> Arc<Policy> {
+        self.server_policies
+            .iter()
+            .find(|(host, secure, _)| *host == candidate.host && *secure == candidate.addr_secure)
+            .map_or_else(|| Arc::clone(&self.policy), |(_, _, p)| Arc::clone(p))
     }
 }
 

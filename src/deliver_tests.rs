@@ -138,6 +138,7 @@ struct FixedRoute(Vec<Candidate>);
 impl Resolver for FixedRoute {
     fn resolve(&self, _: &Host, _: ResolveMode) -> Result<Route, RouteError> {
         Ok(Route {
+            mx_secure: None,
             candidates: self.0.clone(),
             i_am_mx: false,
             best_preference: self.0.first().map_or(0, |c| c.preference),
@@ -148,6 +149,7 @@ impl Resolver for FixedRoute {
 /// An MX candidate `mxN.y.test` at `addr` with `preference`.
 fn mx(n: u8, addr: &str, preference: u32) -> Candidate {
     Candidate {
+        addr_secure: false,
         host: format!("mx{n}.y.test"),
         addr: addr.parse().unwrap(),
         preference,
@@ -164,10 +166,12 @@ impl Resolver for FakeDns {
             Host::Ip(addr) => LiteralResolver.resolve(&Host::Ip(*addr), mode),
             Host::Name(name) => match self.0.get(name) {
                 Some(Ok(addrs)) => Ok(Route {
+                    mx_secure: None,
                     candidates: addrs
                         .iter()
                         .enumerate()
                         .map(|(i, a)| Candidate {
+                            addr_secure: false,
                             host: format!("mx{i}.{name}"),
                             addr: IpAddr::V4(*a),
                             preference: u32::try_from(i).unwrap_or(0) * 10,
@@ -294,6 +298,7 @@ fn deliver_with(
         protocol: Protocol::Smtp,
         hop: &hop,
         envelope: Envelope {
+            requiretls: false,
             sender: sender.into(),
             recipients: rcpts
                 .iter()
@@ -309,6 +314,7 @@ fn deliver_with(
         },
         message: &message,
         facts: MessageFacts {
+            tls_required_no: false,
             size: 15,
             has_8bit: false,
         },
@@ -629,6 +635,7 @@ fn run_cached_as(
         protocol,
         hop: &hop,
         envelope: Envelope {
+            requiretls: false,
             sender: "s@x.test".into(),
             recipients: vec![Recipient {
                 address: rcpt.into(),
@@ -641,6 +648,7 @@ fn run_cached_as(
         },
         message: &message,
         facts: MessageFacts {
+            tls_required_no: false,
             size: 15,
             has_8bit: false,
         },
@@ -966,6 +974,7 @@ fn an_abandoned_attempt_is_not_retried_and_the_winner_keeps_the_final_rule() {
         protocol: Protocol::Smtp,
         hop: &hop,
         envelope: Envelope {
+            requiretls: false,
             sender: "s@x.test".into(),
             recipients: vec![Recipient {
                 address: "a@y.test".into(),
@@ -978,6 +987,7 @@ fn an_abandoned_attempt_is_not_retried_and_the_winner_keeps_the_final_rule() {
         },
         message: &message,
         facts: MessageFacts {
+            tls_required_no: false,
             size: 15,
             has_8bit: false,
         },
@@ -1075,4 +1085,44 @@ fn after_the_period_one_job_probes_the_address_and_the_others_keep_it_last() {
     assert_eq!(take_connects(net), vec![ip(1), ip(2)]);
     assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
     assert_eq!(take_connects(net), vec![ip(2)]);
+}
+
+/// MTA-STS enforce over a default "dane" level: usable TLSA records keep
+/// DANE, a DANE fallback (may) becomes the MTA-STS policy.
+#[test]
+fn mta_sts_enforce_replaces_dane_fallbacks_only() {
+    use crate::tls_policy::{Level, PolicySource, policy_for};
+    let config = crate::config::TlsConfig {
+        security_level: "dane".into(),
+        ..crate::config::TlsConfig::default()
+    };
+    let base = policy_for(&config, "example.com", false).unwrap();
+    let mut sts = base.clone();
+    sts.level = Level::Verify;
+    sts.source = PolicySource::MtaSts;
+    let sts = Arc::new(sts);
+    let mut dane = base.clone();
+    dane.level = Level::Dane;
+    dane.dane = None;
+    dane.source = PolicySource::Dane;
+    let mut fallback = base.clone();
+    fallback.level = Level::May;
+    fallback.dane = None;
+    fallback.source = PolicySource::Dane;
+    let decided = vec![
+        ("a.example.com".to_string(), true, Arc::new(dane.clone())),
+        (
+            "b.example.com".to_string(),
+            false,
+            Arc::new(fallback.clone()),
+        ),
+    ];
+    let settled = mta_sts_under_dane(&sts, decided.clone());
+    assert_eq!(*settled[0].2, dane);
+    assert_eq!(settled[1].2.level, Level::Verify);
+    assert_eq!(settled[1].2.source, PolicySource::MtaSts);
+    assert_eq!(settled[1].2.dane, None);
+    // Not under MTA-STS enforce: as decided.
+    let plain = Arc::new(base);
+    assert_eq!(mta_sts_under_dane(&plain, decided.clone()), decided);
 }

@@ -190,6 +190,7 @@ pub fn execute_with(
             envid: job.envid.clone(),
             ret: job.ret.map(Into::into),
             smtputf8: job.smtputf8,
+            requiretls: job.requiretls,
         };
         // Connection cache: the job's own hints win; else the cache's policy.
         let _demand = deliverer.cache().map(|cache| cache.demand(&hop.key));
@@ -283,6 +284,7 @@ pub fn follower(job: &CheckedJob, plan: &Plan, message: &Message) -> Option<Foll
             envid: job.envid.clone(),
             ret: job.ret.map(Into::into),
             smtputf8: job.smtputf8,
+            requiretls: job.requiretls,
         },
         facts,
         message_digest,

@@ -196,6 +196,11 @@ pub const BAD_SENDER_SYNTAX: StatusCode = StatusCode::new(5, 1, 7);
 pub const TLS_NOT_OFFERED: StatusCode = StatusCode::new(4, 7, 4);
 /// 4.7.5: a TLS handshake, certificate or TLS configuration problem.
 pub const TLS_PROBLEM: StatusCode = StatusCode::new(4, 7, 5);
+/// 5.7.10: REQUIRETLS, but the session is not TLS with an authenticated
+/// server (RFC 8689).
+pub const REQUIRETLS_NOT_AUTHENTICATED: StatusCode = StatusCode::new(5, 7, 10);
+/// 5.7.30: REQUIRETLS, but the server does not announce it (RFC 8689).
+pub const REQUIRETLS_NOT_OFFERED: StatusCode = StatusCode::new(5, 7, 30);
 /// 5.6.7: SMTPUTF8 is required but not offered.
 pub const SMTPUTF8_REQUIRED: StatusCode = StatusCode::new(5, 6, 7);
 

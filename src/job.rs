@@ -164,6 +164,10 @@ pub struct Job {
     pub ret: Option<RetWord>,
     #[serde(default)]
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS: deliver only over TLS to an authenticated
+    /// server (DANE, MTA-STS, verify, secure) that announces REQUIRETLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
     /// When the message entered the mail system, UNIX seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrival_time: Option<u64>,
@@ -452,6 +456,7 @@ impl Job {
             envid: None,
             ret: None,
             smtputf8: false,
+            requiretls: false,
             arrival_time: None,
             cache: None,
         }

@@ -30,6 +30,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod dane;
+pub mod dane_policy;
 pub mod deliver;
 pub mod dispatch;
 pub mod dns;

@@ -127,6 +127,7 @@ impl Message {
         Ok(MessageFacts {
             size: facts.size,
             has_8bit: facts.has_8bit,
+            tls_required_no: facts.tls_required_no,
         })
     }
 }

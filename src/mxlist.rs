@@ -48,6 +48,9 @@ pub struct Candidate {
     /// `host` is an IP literal (the destination's, or an MX exchange
     /// written as one), not a name: TLS then checks no host name.
     pub host_is_ip: bool,
+    /// The address came from a DNSSEC-validated answer (the AD bit of a
+    /// trusted resolver): DANE may look up the host's TLSA records.
+    pub addr_secure: bool,
 }
 
 /// The servers of one destination, best first.
@@ -59,6 +62,9 @@ pub struct Route {
     pub i_am_mx: bool,
     /// Preference of the best MX before cutting.
     pub best_preference: u32,
+    /// Whether the MX RRset was DNSSEC-validated; `None` without an MX
+    /// lookup (a `[host]`, an IP literal, no MX records).
+    pub mx_secure: Option<bool>,
 }
 
 /// Why a destination has no server to try. [`RouteError::dsn`] gives the
@@ -201,12 +207,12 @@ pub fn domain_route<R: Rng>(
     rng: &mut R,
 ) -> Result<Route, RouteError> {
     check_protocols(settings)?;
-    let mut mx = match dns.mx(domain) {
+    let (mut mx, mx_secure) = match dns.mx(domain) {
         Ok(answer) if answer.records.is_empty() => {
             // Cannot happen (an empty answer is NoData); treat it as one.
             return lookup_host(domain, dns, settings, rng);
         }
-        Ok(answer) => answer.records,
+        Ok(answer) => (answer.records, answer.authenticated),
         Err(err) => return mx_lookup_failed(domain, &err, dns, settings, rng),
     };
     // Postfix's dns_rr_append(): at most var_dns_rr_list_limit records of
@@ -223,7 +229,9 @@ pub fn domain_route<R: Rng>(
             domain: domain.to_owned(),
         });
     }
-    mx_route(domain, mx, dns, settings, rng)
+    let mut route = mx_route(domain, mx, dns, settings, rng)?;
+    route.mx_secure = Some(mx_secure);
+    Ok(route)
 }
 
 /// `[host]`, LMTP inet host, or DNS support disabled: A/AAAA only
@@ -351,6 +359,7 @@ fn mx_route<R: Rng>(
     let candidates = order(candidates, settings, rng);
     let best_preference = candidates.first().map_or(0, |c| c.preference);
     Ok(Route {
+        mx_secure: None,
         candidates,
         i_am_mx,
         best_preference,
@@ -380,6 +389,7 @@ fn lookup_host<R: Rng>(
         });
     }
     Ok(Route {
+        mx_secure: None,
         candidates: order(list.items, settings, rng),
         i_am_mx: false,
         best_preference: 0,
@@ -407,12 +417,14 @@ fn literal<R: Rng>(
         return Err(RouteError::MailLoop { name: host });
     }
     let candidates = vec![Candidate {
+        addr_secure: false,
         host,
         addr,
         preference: 0,
         host_is_ip: true,
     }];
     Ok(Route {
+        mx_secure: None,
         candidates: order(candidates, settings, rng),
         i_am_mx: false,
         best_preference: 0,
@@ -449,7 +461,13 @@ fn addr_one(
             Ok(answer) if !answer.records.is_empty() => {
                 found = true;
                 for addr in answer.records {
-                    list.push(host, IpAddr::V4(addr), preference, QueryType::A);
+                    list.push(
+                        host,
+                        IpAddr::V4(addr),
+                        preference,
+                        QueryType::A,
+                        answer.authenticated,
+                    );
                 }
             }
             Ok(_) => Failure::no_data(host, QueryType::A).keep_if_worse(&mut failure),
@@ -461,7 +479,13 @@ fn addr_one(
             Ok(answer) if !answer.records.is_empty() => {
                 found = true;
                 for addr in answer.records {
-                    list.push(host, IpAddr::V6(addr), preference, QueryType::Aaaa);
+                    list.push(
+                        host,
+                        IpAddr::V6(addr),
+                        preference,
+                        QueryType::Aaaa,
+                        answer.authenticated,
+                    );
                 }
             }
             Ok(_) => Failure::no_data(host, QueryType::Aaaa).keep_if_worse(&mut failure),
@@ -584,13 +608,13 @@ struct AddrList {
 }
 
 impl AddrList {
-    fn push(&mut self, host: &str, addr: IpAddr, preference: u32, qtype: QueryType) {
-        self.push_candidate(host, addr, preference, qtype, false);
+    fn push(&mut self, host: &str, addr: IpAddr, preference: u32, qtype: QueryType, secure: bool) {
+        self.push_candidate(host, addr, preference, qtype, false, secure);
     }
 
     /// An MX exchange written as an IP literal: its own address.
     fn push_literal(&mut self, host: &str, addr: IpAddr, preference: u32) {
-        self.push_candidate(host, addr, preference, qtype_of(addr), true);
+        self.push_candidate(host, addr, preference, qtype_of(addr), true, false);
     }
 
     fn push_candidate(
@@ -600,6 +624,7 @@ impl AddrList {
         preference: u32,
         qtype: QueryType,
         host_is_ip: bool,
+        addr_secure: bool,
     ) {
         if self.items.len() >= RR_LIST_LIMIT {
             if !self.truncated {
@@ -617,6 +642,7 @@ impl AddrList {
             addr,
             preference,
             host_is_ip,
+            addr_secure,
         });
     }
 }

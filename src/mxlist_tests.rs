@@ -134,6 +134,7 @@ fn rng(seed: u64) -> StdRng {
 
 fn cand(host: &str, addr: &str, preference: u32) -> Candidate {
     Candidate {
+        addr_secure: false,
         host: host.to_owned(),
         addr: addr.parse().unwrap(),
         preference,
@@ -188,6 +189,7 @@ fn mx_hosts_are_sorted_by_preference() {
     assert_eq!(
         route,
         Route {
+            mx_secure: Some(false),
             candidates: vec![
                 cand("a.mx", "192.0.2.1", 10),
                 cand("b.mx", "192.0.2.2", 20),
@@ -627,6 +629,7 @@ fn nxdomain_mx_uses_the_domain_as_implicit_mx() {
     assert_eq!(
         route,
         Route {
+            mx_secure: None,
             candidates: vec![
                 cand("example.com", "192.0.2.1", 0),
                 cand("example.com", "2001:db8::1", 0),
@@ -1023,6 +1026,7 @@ fn self_as_backup_cuts_the_list() {
     assert_eq!(
         route,
         Route {
+            mx_secure: Some(false),
             candidates: vec![cand("a.mx", "192.0.2.1", 10), cand("b.mx", "192.0.2.2", 10)],
             i_am_mx: true,
             best_preference: 10,
@@ -1156,6 +1160,7 @@ fn host_route_looks_up_both_families() {
     assert_eq!(
         route,
         Route {
+            mx_secure: None,
             candidates: vec![
                 cand("relay.example", "192.0.2.1", 0),
                 cand("relay.example", "2001:db8::1", 0),

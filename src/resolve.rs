@@ -45,7 +45,9 @@ impl Resolver for LiteralResolver {
     fn resolve(&self, host: &Host, _mode: ResolveMode) -> Result<Route, RouteError> {
         match host {
             Host::Ip(addr) => Ok(Route {
+                mx_secure: None,
                 candidates: vec![Candidate {
+                    addr_secure: false,
                     host: addr.to_string(),
                     addr: *addr,
                     preference: 0,

@@ -46,6 +46,7 @@ impl MessageSource for Unreadable {
 /// client.test, no TLS.
 fn client_settings(lmtp: bool) -> ClientSettings {
     ClientSettings {
+        tls_authenticated: false,
         lmtp,
         helo_name: "client.test".into(),
         skip_5xx_greeting: true,
@@ -59,6 +60,7 @@ fn client_settings(lmtp: bool) -> ClientSettings {
 
 fn envelope(rcpts: &[&str]) -> Envelope {
     Envelope {
+        requiretls: false,
         sender: "s@x.test".into(),
         recipients: rcpts
             .iter()
@@ -117,6 +119,7 @@ fn smtp(rcpts: &[&str], steps: Vec<Step>) -> Outcome {
         false,
         envelope(rcpts),
         MessageFacts {
+            tls_required_no: false,
             size: BODY.len() as u64,
             has_8bit: false,
         },
@@ -216,6 +219,7 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
     ];
     let settings = client_settings(false);
     let facts = MessageFacts {
+        tls_required_no: false,
         size: 3,
         has_8bit: false,
     };
@@ -356,6 +360,7 @@ fn greeting_failures() {
 #[test]
 fn greeting_5xx_is_hard_without_skip() {
     let settings = ClientSettings {
+        tls_authenticated: false,
         lmtp: false,
         helo_name: "c".into(),
         skip_5xx_greeting: false,
@@ -482,6 +487,7 @@ fn lmtp_gets_one_reply_per_recipient() {
         true,
         envelope(&["a@y.test", "b@y.test", "c@y.test", "d@y.test"]),
         MessageFacts {
+            tls_required_no: false,
             size: 3,
             has_8bit: false,
         },
@@ -532,6 +538,7 @@ fn size_limit_bounces_before_mail() {
         false,
         envelope(&["a@y.test"]),
         MessageFacts {
+            tls_required_no: false,
             size: 5000,
             has_8bit: false,
         },
@@ -563,6 +570,7 @@ fn size_and_body_and_dsn_parameters_when_offered() {
         false,
         env.clone(),
         MessageFacts {
+            tls_required_no: false,
             size: 42,
             has_8bit: true,
         },
@@ -582,6 +590,7 @@ fn size_and_body_and_dsn_parameters_when_offered() {
         false,
         env,
         MessageFacts {
+            tls_required_no: false,
             size: 42,
             has_8bit: true,
         },
@@ -796,6 +805,7 @@ fn random_server_behaviour_never_panics_or_double_reports() {
             lmtp,
             envelope(&["a@y", "b@y", "c@y"]),
             MessageFacts {
+                tls_required_no: false,
                 size: 20,
                 has_8bit: false,
             },
@@ -815,6 +825,7 @@ fn random_server_behaviour_never_panics_or_double_reports() {
 #[test]
 fn smtputf8_disabled_neither_requires_nor_requests_it() {
     let settings = ClientSettings {
+        tls_authenticated: false,
         lmtp: false,
         helo_name: "c".into(),
         skip_5xx_greeting: true,
@@ -828,6 +839,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         settings,
         envelope(&["ü@y.test"]),
         MessageFacts {
+            tls_required_no: false,
             size: 3,
             has_8bit: false,
         },
@@ -853,6 +865,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
     use crate::smtp::client::LoopCheck;
     for (best_mx, code) in [(true, "5.4.6"), (false, "4.4.6")] {
         let settings = ClientSettings {
+            tls_authenticated: false,
             lmtp: false,
             helo_name: "me.test".into(),
             skip_5xx_greeting: true,
@@ -919,6 +932,7 @@ fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: 
         settings,
         envelope(&["a@y.test"]),
         MessageFacts {
+            tls_required_no: false,
             size,
             has_8bit: false,
         },
@@ -1124,6 +1138,7 @@ fn resumed(ehlo: &str, steps: Vec<Step>) -> (Client, String, RunEnd) {
         .expect("a complete EHLO reply");
     let extensions = crate::smtp::ehlo::Extensions::from_reply(&reply);
     let facts = MessageFacts {
+        tls_required_no: false,
         size: BODY.len() as u64,
         has_8bit: false,
     };
@@ -1330,6 +1345,7 @@ fn relaxed_reply_syntax_skips_garbage_with_pipelining_like_postfix() {
         settings,
         envelope(&["a@y.test"]),
         MessageFacts {
+            tls_required_no: false,
             size: BODY.len() as u64,
             has_8bit: false,
         },
@@ -1417,6 +1433,7 @@ fn messages_in_memory_go_out_exactly_as_streamed_ones() {
                 false,
                 envelope(&["a@y.test"]),
                 MessageFacts {
+                    tls_required_no: false,
                     size: body.len() as u64,
                     has_8bit: false,
                 },
@@ -1439,6 +1456,7 @@ fn messages_in_memory_go_out_exactly_as_streamed_ones() {
         false,
         envelope(&["a@y.test"]),
         MessageFacts {
+            tls_required_no: false,
             size: BODY.len() as u64,
             has_8bit: false,
         },
@@ -1461,6 +1479,7 @@ fn quit_is_pipelined_behind_the_dot_when_the_session_ends() {
     for (ehlo, held) in [(EHLO_PIPE, true), (EHLO_PIPE, false), (EHLO_PLAIN, true)] {
         let settings = client_settings(false);
         let facts = MessageFacts {
+            tls_required_no: false,
             size: BODY.len() as u64,
             has_8bit: false,
         };

@@ -757,6 +757,102 @@ pub fn handshake(
     }
 }
 
+/// DANE (RFC 7672): the chain the server sent must match one of the
+/// policy's usable TLSA records — DANE-EE the leaf itself (no name or date
+/// checks), DANE-TA a certificate the server sent above the leaf, which
+/// must then sign the chain down to a leaf that names the MX host.
+/// Ok(true) when the match holds but the session may only be logged
+/// "Trusted" (half-dane, an insecure MX RRset).
+fn judge_dane(
+    ssl: &SslRef,
+    leaf: &X509Ref,
+    policy: &Policy,
+    names: &[String],
+) -> Result<bool, TlsFailure> {
+    let mut chain: Vec<Vec<u8>> = Vec::new();
+    match leaf.to_der() {
+        Ok(der) => chain.push(der),
+        Err(_) => {
+            return Err(TlsFailure::NotVerified(
+                "the server certificate cannot be encoded".into(),
+            ));
+        }
+    }
+    let sent: Vec<openssl::x509::X509> = ssl
+        .peer_cert_chain()
+        .map(|stack| stack.iter().map(X509Ref::to_owned).collect())
+        .unwrap_or_default();
+    // The chain as sent may or may not start with the leaf.
+    let leaf_der = chain.first().cloned().unwrap_or_default();
+    let issuers: Vec<&openssl::x509::X509> = sent
+        .iter()
+        .filter(|cert| cert.to_der().map(|der| der != leaf_der).unwrap_or(false))
+        .collect();
+    for cert in &issuers {
+        if let Ok(der) = cert.to_der() {
+            chain.push(der);
+        }
+    }
+    let records: Vec<String> = policy.tlsa.iter().map(|r| r.presentation()).collect();
+    match crate::dane::verify_chain(&policy.tlsa, &chain) {
+        crate::dane::Verdict::Matched(crate::dane::Matched::EndEntity) => Ok(policy.half_dane),
+        crate::dane::Verdict::Matched(crate::dane::Matched::TrustAnchor { depth }) => {
+            // Each certificate up to the anchor must be signed by the next.
+            let mut path: Vec<&X509Ref> = vec![leaf];
+            path.extend(issuers.iter().map(|c| c.as_ref()));
+            for pair in path.windows(2).take(depth) {
+                let [child, parent] = pair else { break };
+                let signed = parent
+                    .public_key()
+                    .and_then(|key| child.verify(&key))
+                    .unwrap_or(false);
+                if !signed
+                    || parent.subject_name().try_cmp(child.issuer_name()).ok()
+                        != Some(std::cmp::Ordering::Equal)
+                {
+                    return Err(TlsFailure::NotVerified(format!(
+                        "DANE-TA: {} is not issued by the trust anchor chain sent by the server",
+                        name_text(child.subject_name())
+                    )));
+                }
+            }
+            let peer = PeerNames {
+                hostname: "",
+                nexthop: "",
+                hostname_is_ip: true,
+            };
+            let named = names.iter().any(|name| {
+                policy
+                    .matches
+                    .iter()
+                    .any(|rule| rule_matches(rule, name, &peer))
+            });
+            if !named {
+                let wanted: Vec<String> = policy
+                    .matches
+                    .iter()
+                    .map(|rule| match rule {
+                        MatchRule::Name(name) => name.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                return Err(TlsFailure::NotVerified(format!(
+                    "DANE-TA: server certificate name mismatch: {} matches none of: {}",
+                    names.join(", "),
+                    wanted.join(", ")
+                )));
+            }
+            Ok(policy.half_dane)
+        }
+        crate::dane::Verdict::NoMatch | crate::dane::Verdict::NoUsableRecords => {
+            Err(TlsFailure::NotVerified(format!(
+                "no TLSA record matches the server certificate chain (TLSA: {})",
+                records.join("; ")
+            )))
+        }
+    }
+}
+
 /// Fills in the TLS details and applies the level's certificate checks.
 fn judge(
     ssl: &SslRef,
@@ -782,9 +878,9 @@ fn judge(
     };
     let Some(leaf) = leaf else {
         return match policy.level {
-            Level::Fingerprint | Level::Verify | Level::Secure => Err(TlsFailure::NotVerified(
-                "the server presented no certificate".into(),
-            )),
+            Level::Fingerprint | Level::Dane | Level::Verify | Level::Secure => Err(
+                TlsFailure::NotVerified("the server presented no certificate".into()),
+            ),
             _ => Ok(info),
         };
     };
@@ -805,6 +901,16 @@ fn judge(
             .iter()
             .any(|rule| rule_matches(rule, name, peer))
     });
+
+    if policy.level == Level::Dane {
+        let trusted = judge_dane(ssl, &leaf, policy, &names)?;
+        info.trust = if trusted {
+            Trust::Trusted
+        } else {
+            Trust::Verified
+        };
+        return Ok(info);
+    }
 
     if policy.level == Level::Fingerprint {
         let seen = fingerprints_of(&leaf, policy.digest);

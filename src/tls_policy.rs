@@ -73,6 +73,9 @@ pub struct Policy {
     pub dane: Option<DaneMode>,
     /// The server's usable TLSA records (level [`Level::Dane`], decided).
     pub tlsa: Vec<crate::dane::Tlsa>,
+    /// DANE for a host whose MX RRset is insecure (Postfix's "half-dane"):
+    /// the TLSA records are enforced, but the session is never "Verified".
+    pub half_dane: bool,
     /// Which rule decided `level`, and why, for results and logs.
     pub source: PolicySource,
     pub reason: String,
@@ -303,6 +306,7 @@ fn policy_for_entry(
         level,
         dane,
         tlsa: Vec::new(),
+        half_dane: false,
         source,
         reason,
         matches,

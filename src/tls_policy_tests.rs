@@ -119,6 +119,7 @@ fn defaults_without_entry() {
             level: Level::May,
             dane: None,
             tlsa: vec![],
+            half_dane: false,
             source: PolicySource::Default,
             reason: "security_level may".into(),
             matches: vec![],

@@ -273,6 +273,7 @@ fn policy(level: Level) -> Policy {
         level,
         dane: None,
         tlsa: vec![],
+        half_dane: false,
         source: crate::tls_policy::PolicySource::Default,
         reason: String::new(),
         matches: match level {

@@ -1373,6 +1373,7 @@ fn equal_preference_mx_hosts_share_the_load() {
             protocol: Protocol::Smtp,
             hop: &hop,
             envelope: Envelope {
+                requiretls: false,
                 sender: "a@x.test".into(),
                 recipients: vec![Recipient {
                     address: "u@share.test".into(),

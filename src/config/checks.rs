@@ -122,6 +122,15 @@ pub(super) fn check_nameservers(entries: &[String]) -> Result<(), Invalid> {
     Ok(())
 }
 
+pub(super) fn check_dane_insecure_mx_policy(value: &str) -> Result<(), Invalid> {
+    match crate::dane_policy::InsecureMxPolicy::parse(value) {
+        Some(_) => Ok(()),
+        None => Err(Invalid::from(format!(
+            "invalid value {value:?}, expected one of dane, encrypt, may"
+        ))),
+    }
+}
+
 pub(super) fn check_trusted_resolvers(entries: &[String]) -> Result<(), Invalid> {
     for (index, entry) in entries.iter().enumerate() {
         entry

@@ -440,6 +440,11 @@ config_table! {
         wrappermode: bool = false, mirrors "smtp_tls_wrappermode";
         /// Allow TLS sessions into the connection cache.
         connection_reuse: bool = false, mirrors "smtp_tls_connection_reuse";
+        /// At level "dane": what an MX host gets when the MX RRset is not
+        /// DNSSEC-validated but the host's own records are: "dane" (its
+        /// TLSA records are enforced; logged Trusted, never Verified),
+        /// "encrypt" or "may".
+        dane_insecure_mx_policy: String = "dane".into(), mirrors "smtp_tls_dane_insecure_mx_policy", check = check_dane_insecure_mx_policy;
     }
 }
 

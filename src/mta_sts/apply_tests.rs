@@ -22,6 +22,7 @@ fn candidate(host: &str, last: u8) -> Candidate {
         addr: IpAddr::from([192, 0, 2, last]),
         preference: u32::from(last),
         host_is_ip: false,
+        addr_secure: false,
     }
 }
 

@@ -48,6 +48,46 @@ pub struct BodyFacts {
     pub size: u64,
     /// Whether any byte ≥ 0x80 occurs.
     pub has_8bit: bool,
+    /// The header (within its first [`READ_CHUNK`] bytes) has a
+    /// `TLS-Required: No` field (RFC 8689 section 5).
+    pub tls_required_no: bool,
+}
+
+/// Whether the header at the start of `start` (up to the first empty
+/// line, or the end of `start`) has a `TLS-Required` field whose value is
+/// "No" (any case, blanks ignored; folded continuation lines count).
+pub fn has_tls_required_no(start: &[u8]) -> bool {
+    let mut field: Option<Vec<u8>> = None;
+    let check = |field: &Option<Vec<u8>>| {
+        field.as_ref().is_some_and(|value| {
+            let text = String::from_utf8_lossy(value);
+            text.trim().eq_ignore_ascii_case("no")
+        })
+    };
+    for raw in start.split(|&b| b == b'\n') {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            if let Some(value) = field.as_mut() {
+                value.extend_from_slice(line);
+            }
+            continue;
+        }
+        if check(&field) {
+            return true;
+        }
+        field = None;
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && line
+                .get(..colon)
+                .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(b"TLS-Required"))
+        {
+            field = Some(line.get(colon + 1..).unwrap_or_default().to_vec());
+        }
+    }
+    check(&field)
 }
 
 /// Why [`write_body`] failed, split by whose fault it is.
@@ -266,6 +306,9 @@ pub fn scan<R: Read>(mut src: R) -> io::Result<BodyFacts> {
         if chunk.is_empty() {
             return Ok(facts);
         }
+        if facts.size == 0 {
+            facts.tls_required_no = has_tls_required_no(chunk);
+        }
         facts.size = facts.size.saturating_add(chunk.len() as u64);
         if !facts.has_8bit {
             facts.has_8bit = chunk.iter().fold(0u8, |acc, &b| acc | b) & 0x80 != 0;
@@ -278,6 +321,7 @@ pub fn facts_of(bytes: &[u8]) -> BodyFacts {
     BodyFacts {
         size: bytes.len() as u64,
         has_8bit: bytes.iter().fold(0u8, |acc, &b| acc | b) & 0x80 != 0,
+        tls_required_no: has_tls_required_no(bytes.get(..READ_CHUNK).unwrap_or(bytes)),
     }
 }
 

@@ -779,6 +779,7 @@ fn scan_ascii_and_8bit() {
     assert_eq!(
         scan(&b"hello\r\nworld\n"[..]).ok(),
         Some(BodyFacts {
+            tls_required_no: false,
             size: 13,
             has_8bit: false
         })
@@ -786,6 +787,7 @@ fn scan_ascii_and_8bit() {
     assert_eq!(
         scan(&b"Gr\xC3\xBC\xC3\x9Fe\n"[..]).ok(),
         Some(BodyFacts {
+            tls_required_no: false,
             size: 8,
             has_8bit: true
         })
@@ -793,6 +795,7 @@ fn scan_ascii_and_8bit() {
     assert_eq!(
         scan(&b"\x7F\x00\x01"[..]).ok(),
         Some(BodyFacts {
+            tls_required_no: false,
             size: 3,
             has_8bit: false
         })
@@ -807,6 +810,7 @@ fn scan_large_input_8bit_late() {
     assert_eq!(
         scan(&input[..]).ok(),
         Some(BodyFacts {
+            tls_required_no: false,
             size: input.len() as u64,
             has_8bit: false
         })
@@ -816,6 +820,7 @@ fn scan_large_input_8bit_late() {
     assert_eq!(
         scan(&input[..]).ok(),
         Some(BodyFacts {
+            tls_required_no: false,
             size: input.len() as u64,
             has_8bit: true
         })
@@ -832,6 +837,7 @@ fn scan_retries_interrupted_and_reports_errors() {
     assert_eq!(
         scan(src).ok(),
         Some(BodyFacts {
+            tls_required_no: false,
             size: 8,
             has_8bit: true
         })
@@ -841,4 +847,25 @@ fn scan_retries_interrupted_and_reports_errors() {
         pos: 0,
     };
     assert_eq!(scan(src).map_err(|e| e.kind()), Err(io::ErrorKind::Other));
+}
+
+#[test]
+fn tls_required_no_is_read_from_the_header_only() {
+    assert!(has_tls_required_no(
+        b"From: a\r\nTLS-Required: No\r\n\r\nbody\r\n"
+    ));
+    assert!(has_tls_required_no(b"tls-required:  no \nSubject: x\n\n"));
+    assert!(has_tls_required_no(b"TLS-Required:\r\n No\r\n\r\n"));
+    assert!(!has_tls_required_no(b"TLS-Required: Yes\r\n\r\n"));
+    assert!(!has_tls_required_no(b"TLS-Required: No way\r\n\r\n"));
+    assert!(!has_tls_required_no(
+        b"Subject: a\r\n\r\nTLS-Required: No\r\n"
+    ));
+    assert!(!has_tls_required_no(b"X-TLS-Required: No\r\n\r\n"));
+    assert!(facts_of(b"TLS-Required: no\r\n\r\nx").tls_required_no);
+    assert!(
+        scan(&b"TLS-Required: no\r\n\r\nx"[..])
+            .unwrap()
+            .tls_required_no
+    );
 }

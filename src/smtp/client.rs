@@ -153,6 +153,8 @@ pub struct Envelope {
     pub ret: Option<Ret>,
     /// The submitter asked for SMTPUTF8.
     pub smtputf8: bool,
+    /// The sender requires TLS all the way (RFC 8689 REQUIRETLS).
+    pub requiretls: bool,
 }
 
 impl Envelope {
@@ -172,6 +174,8 @@ impl Envelope {
 pub struct MessageFacts {
     pub size: u64,
     pub has_8bit: bool,
+    /// The header has `TLS-Required: No` (RFC 8689 section 5).
+    pub tls_required_no: bool,
 }
 
 /// Fixed settings of one session.
@@ -184,6 +188,9 @@ pub struct ClientSettings {
     pub peer: String,
     /// Postfix `smtputf8_enable`: when off, SMTPUTF8 is never requested nor required.
     pub smtputf8_enable: bool,
+    /// The server's TLS policy authenticates it (DANE, MTA-STS, verify,
+    /// secure): a REQUIRETLS message may only go over such a session.
+    pub tls_authenticated: bool,
     /// Port 25 loop detection: a server greeting us with our own name in its
     /// EHLO/HELO reply is ourselves.
     pub loop_check: Option<LoopCheck>,
@@ -1057,6 +1064,13 @@ impl Client {
             self.stage = Stage::Idle;
             return;
         }
+        if self.envelope.requiretls
+            && let Some(dsn) = self.requiretls_refusal(&peer)
+        {
+            self.fail_remaining(&dsn);
+            self.stage = Stage::Idle;
+            return;
+        }
         if let Some(limit) = self.extensions.size_limit()
             && self.facts.size > limit
         {
@@ -1086,6 +1100,7 @@ impl Client {
                 None
             },
             smtputf8: smtputf8 && ext.smtputf8,
+            requiretls: self.envelope.requiretls,
         };
         self.pipelining = ext.pipelining;
         self.stage = Stage::Transaction;
@@ -1116,6 +1131,33 @@ impl Client {
         }
         self.unsent
             .push_back((command::DATA.to_vec(), Expect::Data));
+    }
+
+    /// Why a REQUIRETLS message cannot go to this server (RFC 8689
+    /// section 4.2.1, Postfix's wording), as a failure that lets the next
+    /// MX host try: no TLS or no authenticated TLS (5.7.10), or a server
+    /// that does not announce REQUIRETLS (5.7.30).
+    fn requiretls_refusal(&self, peer: &str) -> Option<Dsn> {
+        let dsn = if !self.tls_active || !self.settings.tls_authenticated {
+            Dsn::new(
+                crate::dsn::REQUIRETLS_NOT_AUTHENTICATED,
+                format!(
+                    "Sender requested REQUIRETLS, but no {} server certificate was found. \
+                     The last attempted server was {peer}",
+                    if self.tls_active { "matching" } else { "TLS" }
+                ),
+            )
+        } else if !self.extensions.requiretls {
+            Dsn::new(
+                crate::dsn::REQUIRETLS_NOT_OFFERED,
+                format!(
+                    "Sender requested REQUIRETLS, but REQUIRETLS was not offered by host {peer}"
+                ),
+            )
+        } else {
+            return None;
+        };
+        Some(dsn.soft_non_final())
     }
 
     fn on_mail(&mut self, reply: &Reply) {

@@ -197,6 +197,8 @@ pub struct MailParams {
     pub ret: Option<Ret>,
     pub envid: Option<String>,
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS.
+    pub requiretls: bool,
 }
 
 /// Parameters of RCPT TO.
@@ -254,6 +256,9 @@ pub fn mail_from(sender: &str, params: &MailParams) -> Vec<u8> {
     }
     if params.smtputf8 {
         cmd.push_str(" SMTPUTF8");
+    }
+    if params.requiretls {
+        cmd.push_str(" REQUIRETLS");
     }
     cmd.push_str("\r\n");
     cmd.into_bytes()

@@ -46,6 +46,7 @@ fn xtext_encoding() {
 #[test]
 fn mail_and_rcpt_commands() {
     let params = MailParams {
+        requiretls: false,
         size: Some(1234),
         body: Some(BodyType::EightBitMime),
         ret: Some(Ret::Hdrs),
@@ -57,6 +58,14 @@ fn mail_and_rcpt_commands() {
         b"MAIL FROM:<s@x.test> SIZE=1234 BODY=8BITMIME ENVID=id+201 RET=HDRS SMTPUTF8\r\n"
     );
     assert_eq!(mail_from("", &MailParams::default()), b"MAIL FROM:<>\r\n");
+    let requiretls = MailParams {
+        requiretls: true,
+        ..MailParams::default()
+    };
+    assert_eq!(
+        mail_from("s@x.test", &requiretls),
+        b"MAIL FROM:<s@x.test> REQUIRETLS\r\n"
+    );
     let rcpt = RcptParams {
         notify: Some("SUCCESS,FAILURE"),
         orcpt: Some(orcpt_value(None, "r@y.test", false)),

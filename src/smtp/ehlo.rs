@@ -15,6 +15,8 @@ pub struct Extensions {
     pub eightbitmime: bool,
     pub dsn: bool,
     pub smtputf8: bool,
+    /// REQUIRETLS (RFC 8689): the server keeps the sender's demand for TLS.
+    pub requiretls: bool,
     /// Recorded for the TLS layer.
     pub starttls: bool,
     pub enhancedstatuscodes: bool,
@@ -47,6 +49,8 @@ impl Extensions {
                 ext.dsn = true;
             } else if is("SMTPUTF8") {
                 ext.smtputf8 = true;
+            } else if is("REQUIRETLS") {
+                ext.requiretls = true;
             } else if is("STARTTLS") {
                 ext.starttls = true;
             } else if is("ENHANCEDSTATUSCODES") {

@@ -51,3 +51,9 @@ fn smtputf8_implies_8bitmime_and_case_is_ignored() {
 fn greeting_line_is_not_a_keyword() {
     assert!(!ehlo(&["250 PIPELINING"]).pipelining);
 }
+
+#[test]
+fn requiretls_is_recorded() {
+    assert!(ehlo(&["250-x", "250 REQUIRETLS"]).requiretls);
+    assert!(!ehlo(&["250-x", "250 STARTTLS"]).requiretls);
+}
