@@ -17,6 +17,7 @@
 //! [`MtaSts::lookup`] asks the DNS for the TXT record, decides with the
 //! cache, fetches when needed, stores and persists a fetched policy, and
 //! keeps using a valid cached policy when a refetch fails (with a warning).
+//! A failed fetch is not retried for [`FETCH_RETRY_SECS`] (in memory).
 //! The cache lock is never held during DNS or HTTPS I/O.
 //!
 //! # Error contract
@@ -32,6 +33,7 @@ pub mod fetch;
 pub mod policy;
 pub mod record;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -82,6 +84,12 @@ pub struct Found {
     pub policy: StsPolicy,
 }
 
+/// After a failed fetch, the same policy id of the same domain is not
+/// fetched again for this long (so that a broken policy host does not
+/// cost every delivery a `fetch_timeout`); meanwhile the domain has its
+/// valid cached policy, or none.
+pub const FETCH_RETRY_SECS: u64 = 300;
+
 /// Seconds since the Unix epoch, for the cache.
 pub type Clock = Box<dyn Fn() -> u64 + Send + Sync>;
 
@@ -100,6 +108,8 @@ pub struct MtaSts {
     cache_file: Option<PathBuf>,
     /// Held while the file is written, so that saves happen in order.
     saving: Mutex<()>,
+    /// Failed fetches by domain: the id and until when it is not retried.
+    failures: Mutex<HashMap<String, (String, u64)>>,
     clock: Clock,
 }
 
@@ -156,6 +166,7 @@ impl MtaSts {
             cache: Mutex::new(cache),
             cache_file,
             saving: Mutex::new(()),
+            failures: Mutex::new(HashMap::new()),
             clock: Box::new(system_clock),
         }
     }
@@ -193,6 +204,10 @@ impl MtaSts {
                 let Txt::Id(id) = txt else {
                     return None;
                 };
+                if self.failed_lately(&domain, &id, now) {
+                    // Not retried yet: as if this fetch had failed again.
+                    return cached.filter(|entry| entry.is_valid(now)).map(found);
+                }
                 match self
                     .fetcher
                     .fetch(&domain)
@@ -205,27 +220,59 @@ impl MtaSts {
                             policy.max_age
                         );
                         let entry = Entry::new(id, policy, now);
+                        self.failures().remove(&domain);
                         self.cache().insert(&domain, entry.clone(), now);
                         self.save();
                         Some(found(entry))
                     }
-                    Err(e) => match cached.filter(|entry| entry.is_valid(now)) {
-                        Some(entry) => {
-                            log::warn!(
-                                "MTA-STS policy of {domain} (id {id}): {e}; using the cached \
-                                 policy (id {}) until it expires",
-                                entry.id
-                            );
-                            Some(found(entry))
+                    Err(e) => {
+                        self.fetch_failed(&domain, &id, now);
+                        match cached.filter(|entry| entry.is_valid(now)) {
+                            Some(entry) => {
+                                log::warn!(
+                                    "MTA-STS policy of {domain} (id {id}): {e}; using the \
+                                     cached policy (id {}) until it expires",
+                                    entry.id
+                                );
+                                Some(found(entry))
+                            }
+                            None => {
+                                log::warn!("MTA-STS policy of {domain} (id {id}): {e}; no policy");
+                                None
+                            }
                         }
-                        None => {
-                            log::warn!("MTA-STS policy of {domain} (id {id}): {e}; no policy");
-                            None
-                        }
-                    },
+                    }
                 }
             }
         }
+    }
+
+    fn failures(&self) -> MutexGuard<'_, HashMap<String, (String, u64)>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fetch of `domain`'s policy `id` failed less than
+    /// [`FETCH_RETRY_SECS`] ago.
+    fn failed_lately(&self, domain: &str, id: &str, now: u64) -> bool {
+        self.failures()
+            .get(domain)
+            .is_some_and(|(failed_id, until)| failed_id == id && now < *until)
+    }
+
+    /// Remembers a failed fetch (at most [`cache::MAX_ENTRIES`] domains;
+    /// the expired ones go first, then all).
+    fn fetch_failed(&self, domain: &str, id: &str, now: u64) {
+        let mut failures = self.failures();
+        if failures.len() >= cache::MAX_ENTRIES {
+            failures.retain(|_, (_, until)| now < *until);
+            if failures.len() >= cache::MAX_ENTRIES {
+                failures.clear();
+            }
+        }
+        failures.insert(
+            domain.to_owned(),
+            (id.to_owned(), now.saturating_add(FETCH_RETRY_SECS)),
+        );
     }
 
     /// What the `_mta-sts` TXT lookup of `domain` finds.

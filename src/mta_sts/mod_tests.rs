@@ -132,7 +132,9 @@ fn a_new_id_refetches_and_a_failed_refetch_keeps_the_cached_policy() {
     *lab.fetch.body.lock().unwrap() = None;
     let found = lab.sts.lookup("example.com").unwrap();
     assert_eq!(found.id, "2");
-    // A malformed policy counts as a failed fetch.
+    // A malformed policy counts as a failed fetch (asked again after the
+    // pause that follows a failure).
+    lab.now.store(10_000 + FETCH_RETRY_SECS, Ordering::SeqCst);
     *lab.fetch.body.lock().unwrap() = Some("garbage".into());
     assert_eq!(lab.sts.lookup("example.com").unwrap().id, "2");
     assert_eq!(fetches(&lab), 4);
@@ -183,4 +185,22 @@ fn disabled_is_none() {
     };
     let dns: Arc<dyn DnsLookup> = Arc::new(crate::resolve::NoDns);
     assert!(MtaSts::from_config(&config, dns).unwrap().is_none());
+}
+
+#[test]
+fn a_failed_fetch_is_not_retried_for_a_while() {
+    let lab = lab(None);
+    *lab.fetch.body.lock().unwrap() = None;
+    assert_eq!(lab.sts.lookup("example.com"), None);
+    assert_eq!(lab.sts.lookup("example.com"), None);
+    assert_eq!(fetches(&lab), 1);
+    // A new id is fetched at once.
+    lab.dns.set(Ok(&["v=STSv1; id=2"]));
+    assert_eq!(lab.sts.lookup("example.com"), None);
+    assert_eq!(fetches(&lab), 2);
+    // After the pause, the host is asked again.
+    *lab.fetch.body.lock().unwrap() = policy("enforce", "mx.example.com", 1000);
+    lab.now.store(10_000 + FETCH_RETRY_SECS, Ordering::SeqCst);
+    assert_eq!(lab.sts.lookup("example.com").unwrap().id, "2");
+    assert_eq!(fetches(&lab), 3);
 }
