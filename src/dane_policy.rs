@@ -8,36 +8,10 @@
 //! I/O-free: the TLSA lookup is a closure (the deliverer passes the stub
 //! resolver's). Nothing here panics; every outcome is a value.
 
+pub use crate::config::InsecureMxPolicy;
 use crate::dane::Tlsa;
 use crate::dns::{Answer, DnsError, DnsErrorKind};
 use crate::tls_policy::{DaneMode, Level, Policy, PolicySource};
-
-/// `[tls] dane_insecure_mx_policy` (Postfix's
-/// `smtp_tls_dane_insecure_mx_policy`): what "dane" does for an MX host
-/// whose MX RRset is not DNSSEC-validated but whose own records are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum InsecureMxPolicy {
-    /// Use the host's TLSA records anyway ("half-dane": enforced, logged as
-    /// Trusted, never Verified). Postfix 3.12's default.
-    #[default]
-    Dane,
-    /// TLS without authentication.
-    Encrypt,
-    /// Opportunistic TLS, as for a destination without DNSSEC.
-    May,
-}
-
-impl InsecureMxPolicy {
-    /// The written value: "dane", "encrypt" or "may" (any case).
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "dane" => Some(Self::Dane),
-            "encrypt" => Some(Self::Encrypt),
-            "may" => Some(Self::May),
-            _ => None,
-        }
-    }
-}
 
 /// What the deliverer knows when it decides for one server.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +32,9 @@ pub struct DaneContext<'a> {
     pub mx_secure: Option<bool>,
     /// The address records of the host were validated.
     pub addr_secure: bool,
+    /// The host name is an alias of this name (the end of its CNAME
+    /// chain): its TLSA records are looked for there first.
+    pub canonical: Option<&'a str>,
 }
 
 /// A server that cannot be tried under the policy: skipped with this DSN
@@ -89,7 +66,7 @@ enum Incompatible {
 pub fn decide(
     policy: &Policy,
     context: &DaneContext<'_>,
-    lookup_tlsa: impl FnOnce(&str) -> Result<Answer<Tlsa>, DnsError>,
+    lookup_tlsa: impl FnMut(&str) -> Result<Answer<Tlsa>, DnsError>,
 ) -> Result<Policy, DaneRefusal> {
     let Some(mode) = policy.dane else {
         return Ok(policy.clone());
@@ -122,20 +99,39 @@ pub fn decide(
     if context.host_is_ip || !context.addr_secure {
         return incompatible(Incompatible::Destination("no TLSA records found"));
     }
-    let name = format!("_{}._tcp.{}", context.port, context.host);
-    let records = match lookup_tlsa(&name) {
-        Ok(answer) if answer.authenticated => answer.records,
-        // An unsigned answer in a signed zone cannot happen with a
-        // validating resolver; treat it as no records, as Postfix does.
-        Ok(_) => Vec::new(),
-        Err(e) if matches!(e.kind, DnsErrorKind::NotFound | DnsErrorKind::NoData) => Vec::new(),
-        Err(e) => {
-            return Err(DaneRefusal {
-                text: format!("TLSA lookup error for {}:{}", context.host, context.port),
-                warning: Some(format!("DANE TLSA lookup problem: {name}: {e}")),
-            });
+    // RFC 7672 section 2.2.2: an alias's TLSA records are looked for at
+    // the end of its CNAME chain first, then at the name itself; a failed
+    // lookup at the first is not followed by the second.
+    let mut lookup_tlsa = lookup_tlsa;
+    let mut bases: Vec<&str> = Vec::with_capacity(2);
+    bases.extend(
+        context
+            .canonical
+            .filter(|c| !c.eq_ignore_ascii_case(context.host)),
+    );
+    bases.push(context.host);
+    let mut found = Vec::new();
+    let mut name = String::new();
+    for base in &bases {
+        name = format!("_{}._tcp.{base}", context.port);
+        match lookup_tlsa(&name) {
+            Ok(answer) if answer.authenticated && !answer.records.is_empty() => {
+                found = answer.records;
+                break;
+            }
+            // An unsigned answer in a signed zone cannot happen with a
+            // validating resolver; treat it as no records, as Postfix does.
+            Ok(_) => {}
+            Err(e) if matches!(e.kind, DnsErrorKind::NotFound | DnsErrorKind::NoData) => {}
+            Err(e) => {
+                return Err(DaneRefusal {
+                    text: format!("TLSA lookup error for {}:{}", context.host, context.port),
+                    warning: Some(format!("DANE TLSA lookup problem: {name}: {e}")),
+                });
+            }
         }
-    };
+    }
+    let records = found;
     if records.is_empty() {
         return incompatible(Incompatible::Destination("no TLSA records found"));
     }
@@ -154,8 +150,12 @@ pub fn decide(
     decided.dane = None;
     decided.tlsa = usable;
     decided.half_dane = mx_insecure;
-    // DANE-TA certificates must name the MX host (RFC 7672 section 3.2.2).
-    decided.matches = vec![crate::tls_policy::MatchRule::Name(context.host.to_string())];
+    // DANE-TA certificates must name the MX host, or the end of its CNAME
+    // chain (RFC 7672 section 3.2.2).
+    decided.matches = bases
+        .iter()
+        .map(|base| crate::tls_policy::MatchRule::Name(base.to_string()))
+        .collect();
     decided.source = PolicySource::Dane;
     decided.reason = format!(
         "{count} usable TLSA record{} for {name}{}",

@@ -21,6 +21,7 @@ fn context() -> DaneContext<'static> {
         host_is_ip: false,
         mx_secure: Some(true),
         addr_secure: true,
+        canonical: None,
     }
 }
 
@@ -45,21 +46,22 @@ fn pkix() -> Tlsa {
 fn found(
     records: Vec<Tlsa>,
     authenticated: bool,
-) -> impl FnOnce(&str) -> Result<Answer<Tlsa>, DnsError> {
+) -> impl FnMut(&str) -> Result<Answer<Tlsa>, DnsError> {
     move |name| {
         assert_eq!(name, "_25._tcp.mx1.example.test");
         Ok(Answer {
-            records,
+            records: records.clone(),
             authenticated,
+            canonical: None,
         })
     }
 }
 
-fn failing(kind: DnsErrorKind) -> impl FnOnce(&str) -> Result<Answer<Tlsa>, DnsError> {
+fn failing(kind: DnsErrorKind) -> impl FnMut(&str) -> Result<Answer<Tlsa>, DnsError> {
     move |_| Err(DnsError::new(kind, "Host not found, try again"))
 }
 
-fn never() -> impl FnOnce(&str) -> Result<Answer<Tlsa>, DnsError> {
+fn never() -> impl FnMut(&str) -> Result<Answer<Tlsa>, DnsError> {
     |name| panic!("no TLSA lookup expected, asked for {name}")
 }
 
@@ -189,4 +191,49 @@ fn without_dnssec_lookups_dane_is_may_and_dane_only_a_configuration_problem() {
 fn other_levels_pass_through() {
     let p = dane_policy("verify");
     assert_eq!(decide(&p, &context(), never()).unwrap(), p);
+}
+
+#[test]
+fn an_alias_has_its_tlsa_records_looked_up_at_the_target_first() {
+    let alias = DaneContext {
+        host: "alias.example.test",
+        canonical: Some("mx1.example.test"),
+        ..context()
+    };
+    let mut asked = Vec::new();
+    let p = decide(&dane_policy("dane"), &alias, |name| {
+        asked.push(name.to_string());
+        Ok(Answer {
+            records: vec![ee()],
+            authenticated: true,
+            canonical: None,
+        })
+    })
+    .unwrap();
+    assert_eq!(asked, ["_25._tcp.mx1.example.test"]);
+    assert_eq!(p.level, Level::Dane);
+    assert_eq!(p.matches.len(), 2);
+    // Nothing at the target: the alias's own name is asked next.
+    let mut asked = Vec::new();
+    let p = decide(&dane_policy("dane"), &alias, |name| {
+        asked.push(name.to_string());
+        Err(DnsError::new(DnsErrorKind::NoData, "no data"))
+    })
+    .unwrap();
+    assert_eq!(
+        asked,
+        ["_25._tcp.mx1.example.test", "_25._tcp.alias.example.test"]
+    );
+    assert_eq!(p.level, Level::May);
+    // A failure at the target is not followed by the alias's name.
+    let mut asked = Vec::new();
+    let refusal = decide(&dane_policy("dane"), &alias, |name| {
+        asked.push(name.to_string());
+        Err(DnsError::new(DnsErrorKind::Retry, "try again"))
+    });
+    assert_eq!(
+        refusal.unwrap_err().text,
+        "TLSA lookup error for alias.example.test:25"
+    );
+    assert_eq!(asked.len(), 1);
 }

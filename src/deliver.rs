@@ -37,7 +37,7 @@ use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices,
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::plan::{Hop, Plan};
 use crate::recipients::{Ledger, Settled};
-use crate::recipients::{SessionTiming, TlsPolicyNote, TlsSummary};
+use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
@@ -595,6 +595,7 @@ impl Deliverer {
                 host_is_ip: candidate.host_is_ip,
                 mx_secure: route.mx_secure,
                 addr_secure: candidate.addr_secure,
+                canonical: candidate.canonical.as_deref(),
             };
             let outcome =
                 dane_policy::decide(policy, &context, |name| self.dns_tlsa(name)).map(Arc::new);
@@ -1324,7 +1325,7 @@ impl Deliverer {
         let via = Via {
             relay: server.relay.clone(),
             tls,
-            tls_policy: Some(TlsPolicyNote::of(&server.policy)),
+            tls_policy: Some(server.policy.note()),
             timing: Some(SessionTiming {
                 connect: reuse_start,
                 handshake: client.handshake_at().unwrap_or(now),
@@ -1548,7 +1549,7 @@ impl Deliverer {
         };
         let final_before_session = server.final_nexthop && server.last_address;
         let mut via = Via::plain(server.relay.clone());
-        via.tls_policy = Some(TlsPolicyNote::of(&server.policy));
+        via.tls_policy = Some(server.policy.note());
         log_tls_policy(&server.relay, &server.policy);
         // Only the JSON log shows the source address (getsockname).
         if self.settings.log_format == LogFormat::Json {

@@ -149,6 +149,7 @@ impl Resolver for FixedRoute {
 /// An MX candidate `mxN.y.test` at `addr` with `preference`.
 fn mx(n: u8, addr: &str, preference: u32) -> Candidate {
     Candidate {
+        canonical: None,
         addr_secure: false,
         host: format!("mx{n}.y.test"),
         addr: addr.parse().unwrap(),
@@ -171,6 +172,7 @@ impl Resolver for FakeDns {
                         .iter()
                         .enumerate()
                         .map(|(i, a)| Candidate {
+                            canonical: None,
                             addr_secure: false,
                             host: format!("mx{i}.{name}"),
                             addr: IpAddr::V4(*a),

@@ -51,6 +51,9 @@ pub struct Candidate {
     /// The address came from a DNSSEC-validated answer (the AD bit of a
     /// trusted resolver): DANE may look up the host's TLSA records.
     pub addr_secure: bool,
+    /// The host name is an alias: the end of its CNAME chain (DANE looks
+    /// for TLSA records there first, RFC 7672 section 2.2.2).
+    pub canonical: Option<String>,
 }
 
 /// The servers of one destination, best first.
@@ -417,6 +420,7 @@ fn literal<R: Rng>(
         return Err(RouteError::MailLoop { name: host });
     }
     let candidates = vec![Candidate {
+        canonical: None,
         addr_secure: false,
         host,
         addr,
@@ -466,7 +470,7 @@ fn addr_one(
                         IpAddr::V4(addr),
                         preference,
                         QueryType::A,
-                        answer.authenticated,
+                        (answer.authenticated, answer.canonical.as_deref()),
                     );
                 }
             }
@@ -484,7 +488,7 @@ fn addr_one(
                         IpAddr::V6(addr),
                         preference,
                         QueryType::Aaaa,
-                        answer.authenticated,
+                        (answer.authenticated, answer.canonical.as_deref()),
                     );
                 }
             }
@@ -608,8 +612,22 @@ struct AddrList {
 }
 
 impl AddrList {
-    fn push(&mut self, host: &str, addr: IpAddr, preference: u32, qtype: QueryType, secure: bool) {
+    /// A looked-up address; `(secure, canonical)` from its answer.
+    fn push(
+        &mut self,
+        host: &str,
+        addr: IpAddr,
+        preference: u32,
+        qtype: QueryType,
+        (secure, canonical): (bool, Option<&str>),
+    ) {
+        let before = self.items.len();
         self.push_candidate(host, addr, preference, qtype, false, secure);
+        if self.items.len() > before
+            && let Some(last) = self.items.last_mut()
+        {
+            last.canonical = canonical.map(str::to_owned);
+        }
     }
 
     /// An MX exchange written as an IP literal: its own address.
@@ -643,6 +661,7 @@ impl AddrList {
             preference,
             host_is_ip,
             addr_secure,
+            canonical: None,
         });
     }
 }

@@ -36,6 +36,7 @@ fn answer<T: Clone>(
         Some(Ok(records)) => Ok(Answer {
             records: records.clone(),
             authenticated: false,
+            canonical: None,
         }),
         Some(Err(err)) => Err(err.clone()),
         None => Err(nxdomain()),
@@ -134,6 +135,7 @@ fn rng(seed: u64) -> StdRng {
 
 fn cand(host: &str, addr: &str, preference: u32) -> Candidate {
     Candidate {
+        canonical: None,
         addr_secure: false,
         host: host.to_owned(),
         addr: addr.parse().unwrap(),

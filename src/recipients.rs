@@ -95,16 +95,6 @@ pub struct TlsPolicyNote {
     pub reason: String,
 }
 
-impl TlsPolicyNote {
-    pub fn of(policy: &crate::tls_policy::Policy) -> Self {
-        Self {
-            level: policy.level.name().to_string(),
-            source: policy.source.name().to_string(),
-            reason: policy.reason.clone(),
-        }
-    }
-}
-
 /// A recipient and its outcome, once the ledger is finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settled {

@@ -47,6 +47,7 @@ impl Resolver for LiteralResolver {
             Host::Ip(addr) => Ok(Route {
                 mx_secure: None,
                 candidates: vec![Candidate {
+                    canonical: None,
                     addr_secure: false,
                     host: addr.to_string(),
                     addr: *addr,

@@ -94,6 +94,17 @@ pub struct Policy {
     pub key_file: Option<PathBuf>,
 }
 
+impl Policy {
+    /// The level, source and reason, as results and logs show them.
+    pub fn note(&self) -> crate::recipients::TlsPolicyNote {
+        crate::recipients::TlsPolicyNote {
+            level: self.level.name().to_string(),
+            source: self.source.name().to_string(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 /// A policy as delivery uses it: shared, or the reason it cannot apply.
 pub type PolicyResult = Result<Arc<Policy>, PolicyError>;
 

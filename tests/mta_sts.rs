@@ -59,8 +59,8 @@ impl Lab {
     fn start(reply: Reply, id: &str) -> Option<Self> {
         let dns = Dnsmasq::start(&zone(id))?;
         let pki = Pki::generate();
-        let (cert, key) = pki.issue(POLICY_HOST);
-        let https = HttpsServer::start(&cert, &key, reply);
+        let issued = pki.issue(POLICY_HOST);
+        let https = HttpsServer::start(&issued.cert, &issued.key, reply);
         Some(Self {
             pki,
             work: Workdir::new(),

@@ -123,7 +123,7 @@ pub(super) fn check_nameservers(entries: &[String]) -> Result<(), Invalid> {
 }
 
 pub(super) fn check_dane_insecure_mx_policy(value: &str) -> Result<(), Invalid> {
-    match crate::dane_policy::InsecureMxPolicy::parse(value) {
+    match super::InsecureMxPolicy::parse(value) {
         Some(_) => Ok(()),
         None => Err(Invalid::from(format!(
             "invalid value {value:?}, expected one of dane, encrypt, may"

@@ -91,7 +91,7 @@ pub use tables::{
     TlsPolicyEntry,
 };
 pub use tls::{
-    Digest, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
+    Digest, InsecureMxPolicy, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
     parse_fingerprint, parse_match_rules, parse_protocols,
 };
 

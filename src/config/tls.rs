@@ -64,6 +64,33 @@ impl fmt::Display for Level {
     }
 }
 
+/// `[tls] dane_insecure_mx_policy` (Postfix's
+/// `smtp_tls_dane_insecure_mx_policy`): what "dane" does for an MX host
+/// whose MX RRset is not DNSSEC-validated but whose own records are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InsecureMxPolicy {
+    /// Use the host's TLSA records anyway ("half-dane": enforced, logged as
+    /// Trusted, never Verified). Postfix 3.12's default.
+    #[default]
+    Dane,
+    /// TLS without authentication.
+    Encrypt,
+    /// Opportunistic TLS, as for a destination without DNSSEC.
+    May,
+}
+
+impl InsecureMxPolicy {
+    /// The written value: "dane", "encrypt" or "may" (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "dane" => Some(Self::Dane),
+            "encrypt" => Some(Self::Encrypt),
+            "may" => Some(Self::May),
+            _ => None,
+        }
+    }
+}
+
 /// A security level as written (`tls.security_level`, a policy entry's
 /// `level`): the levels of [`Level`] and the DANE levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

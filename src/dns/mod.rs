@@ -33,6 +33,10 @@ impl MxRecord {
 pub struct Answer<T> {
     pub records: Vec<T>,
     pub authenticated: bool,
+    /// The name at the end of a CNAME chain the answer followed (lower
+    /// case, no trailing dot); `None` when the records are at the name
+    /// asked for. DANE looks for TLSA records there first.
+    pub canonical: Option<String>,
 }
 
 /// How a lookup failed, in Postfix's classes.

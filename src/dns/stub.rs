@@ -241,19 +241,20 @@ impl Records {
 }
 
 /// A lookup result before it is given its public type: the records (never
-/// empty) and the AD bit.
-type Outcome = Result<(Records, bool), DnsError>;
+/// empty), the AD bit and the canonical name (see [`Answer::canonical`]).
+type Outcome = Result<(Records, bool, Option<String>), DnsError>;
 
 /// The records of a lookup as the public answer type `pick` takes; a
 /// record set of another type (impossible) is a failure.
 fn typed<T>(
-    (records, authenticated): (Records, bool),
+    (records, authenticated, canonical): (Records, bool, Option<String>),
     pick: fn(Records) -> Option<Vec<T>>,
 ) -> Result<Answer<T>, DnsError> {
     match pick(records) {
         Some(records) => Ok(Answer {
             records,
             authenticated,
+            canonical,
         }),
         None => Err(DnsError::new(DnsErrorKind::Fail, REASON_FAIL)),
     }
@@ -329,8 +330,12 @@ impl Cache {
 /// The estimated memory of one cache entry: its name, its records or
 /// error text, and [`ENTRY_OVERHEAD`].
 fn entry_size(key: &CacheKey, outcome: &Outcome) -> usize {
+    let canonical = match outcome {
+        Ok((_, _, Some(name))) => name.len(),
+        _ => 0,
+    };
     let data = match outcome {
-        Ok((Records::Mx(mx), _)) => mx
+        Ok((Records::Mx(mx), _, _)) => mx
             .iter()
             .map(|m| {
                 m.exchange
@@ -338,13 +343,13 @@ fn entry_size(key: &CacheKey, outcome: &Outcome) -> usize {
                     .saturating_add(std::mem::size_of::<MxRecord>())
             })
             .fold(0usize, usize::saturating_add),
-        Ok((Records::A(a), _)) => a.len().saturating_mul(4),
-        Ok((Records::Aaaa(aaaa), _)) => aaaa.len().saturating_mul(16),
-        Ok((Records::Tlsa(tlsa), _)) => tlsa
+        Ok((Records::A(a), _, _)) => a.len().saturating_mul(4),
+        Ok((Records::Aaaa(aaaa), _, _)) => aaaa.len().saturating_mul(16),
+        Ok((Records::Tlsa(tlsa), _, _)) => tlsa
             .iter()
             .map(|t| t.data.len().saturating_add(3))
             .fold(0usize, usize::saturating_add),
-        Ok((Records::Txt(txt), _)) => txt
+        Ok((Records::Txt(txt), _, _)) => txt
             .iter()
             .map(|t| t.len().saturating_add(std::mem::size_of::<String>()))
             .fold(0usize, usize::saturating_add),
@@ -353,6 +358,7 @@ fn entry_size(key: &CacheKey, outcome: &Outcome) -> usize {
     ENTRY_OVERHEAD
         .saturating_add(key.0.len())
         .saturating_add(data)
+        .saturating_add(canonical)
 }
 
 /// One lookup in progress that other threads may join (single-flight):
@@ -677,7 +683,7 @@ impl StubResolver {
                             .trusted_resolvers
                             .iter()
                             .any(|network| network.contains(server.ip()));
-                        if !trusted && let Ok((_, authenticated)) = &mut classified.outcome {
+                        if !trusted && let Ok((_, authenticated, _)) = &mut classified.outcome {
                             *authenticated = false;
                         }
                         return classified;
@@ -1129,6 +1135,14 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
         owners.push(target);
         current = target;
     }
+    // The end of the CNAME chain, when there was one.
+    let canonical = (current != qname).then(|| {
+        let mut name = current.to_ascii().to_ascii_lowercase();
+        if name.len() > 1 && name.ends_with('.') {
+            name.pop();
+        }
+        name
+    });
     let mut mx = Vec::new();
     let mut a = Vec::new();
     let mut aaaa = Vec::new();
@@ -1188,7 +1202,7 @@ fn classify(reply: &Message, qname: &Name, qtype: QueryType) -> Classified {
         QueryType::Txt => Records::Txt(txt),
     };
     Classified {
-        outcome: Ok((records, reply.metadata.authentic_data)),
+        outcome: Ok((records, reply.metadata.authentic_data, canonical)),
         ttl: Some(min_ttl).filter(|&t| t > 0),
     }
 }

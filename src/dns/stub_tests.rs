@@ -1271,7 +1271,7 @@ fn cache_byte_bound_evicts_what_expires_soonest() {
     });
     let one = entry_size(
         &("t100.test.".to_string(), QueryType::A),
-        &Ok((Records::A(vec![Ipv4Addr::new(192, 0, 2, 1)]), false)),
+        &Ok((Records::A(vec![Ipv4Addr::new(192, 0, 2, 1)]), false, None)),
     );
     let (clock, _now) = fake_clock();
     let r = StubResolver::new(StubSettings {

@@ -23,6 +23,7 @@ fn candidate(host: &str, last: u8) -> Candidate {
         preference: u32::from(last),
         host_is_ip: false,
         addr_secure: false,
+        canonical: None,
     }
 }
 

@@ -31,6 +31,7 @@ impl DnsLookup for FakeDns {
             Ok(records) => Ok(Answer {
                 records: records.clone(),
                 authenticated: false,
+                canonical: None,
             }),
             Err(kind) => Err(DnsError::new(*kind, "failed")),
         }

@@ -18,6 +18,14 @@
 //! of `[tls] fingerprint_cert_match` and of Postfix's
 //! `smtp_tls_fingerprint_cert_match`.
 //!
+//! For DANE, [`Pki::issue`] signs a further server certificate for any
+//! host name (an MX host of the DNSSEC lab) with the same CA and returns an
+//! [`Issued`]: its files (`<name>.pem`, `<name>.key`, and for Postfix's
+//! `smtpd_tls_chain_files` `<name>.chain.pem` = key, leaf, CA and
+//! `<name>.leaf-only.pem` = key, leaf) and the TLSA association data as
+//! lowercase hex: `3 1 1` (SHA-256 of the leaf's SubjectPublicKeyInfo DER),
+//! `3 0 1` (SHA-256 of the leaf DER) and `2 0 1` (SHA-256 of the CA DER).
+//!
 //! Contract: [`Pki::generate`] either returns a complete PKI or panics with
 //! OpenSSL's error; it never touches the network or system files.
 
@@ -134,23 +142,6 @@ impl Pki {
         self.file("server.key")
     }
 
-    /// Issues a certificate for `dns_name`, signed by the trusted CA, as
-    /// `<dns_name>.pem` and `<dns_name>.key` in the PKI's directory;
-    /// returns their paths (e.g. for an MTA-STS policy host).
-    pub fn issue(&self, dns_name: &str) -> (PathBuf, PathBuf) {
-        use openssl::pkey::PKey;
-        let read = |name: &str| fs::read(self.file(name)).expect("read the test CA");
-        let ca = X509::from_pem(&read("ca.pem")).expect("parse the test CA");
-        let ca_key = PKey::private_key_from_pem(&read("ca.key")).expect("parse the CA key");
-        let (cert, key) = leaf(dns_name, &ca, &ca_key)
-            .unwrap_or_else(|e| panic!("issue a certificate for {dns_name}: {e}"));
-        let cert_path = self.file(&format!("{dns_name}.pem"));
-        let key_path = self.file(&format!("{dns_name}.key"));
-        fs::write(&cert_path, cert.to_pem().expect("PEM")).expect("write a certificate");
-        fs::write(&key_path, key.private_key_to_pem_pkcs8().expect("PEM")).expect("write a key");
-        (cert_path, key_path)
-    }
-
     /// The certificate for [`WRONG_NAME`] (signed by the trusted CA).
     pub fn wrong_pem(&self) -> PathBuf {
         self.file("wrong.pem")
@@ -159,6 +150,81 @@ impl Pki {
     pub fn wrong_key(&self) -> PathBuf {
         self.file("wrong.key")
     }
+
+    /// Signs a server certificate for `dns_name` (CN and subjectAltName)
+    /// with the test CA and writes its files; panics with OpenSSL's error.
+    pub fn issue(&self, dns_name: &str) -> Issued {
+        let build = || -> Result<Issued, ErrorStack> {
+            let ca = X509::from_pem(&fs::read(self.ca_pem()).expect("read ca.pem"))?;
+            let ca_key =
+                PKey::private_key_from_pem(&fs::read(self.file("ca.key")).expect("read ca.key"))?;
+            let (cert, key) = leaf(dns_name, &ca, &ca_key)?;
+            let key_pem = key.private_key_to_pem_pkcs8()?;
+            let (cert_pem, ca_pem) = (cert.to_pem()?, ca.to_pem()?);
+            let issued = Issued {
+                name: dns_name.to_string(),
+                cert: self.file(&format!("{dns_name}.pem")),
+                key: self.file(&format!("{dns_name}.key")),
+                chain: self.file(&format!("{dns_name}.chain.pem")),
+                leaf_only: self.file(&format!("{dns_name}.leaf-only.pem")),
+                spki_sha256: hex(&sha256(&cert.public_key()?.public_key_to_der()?)?),
+                cert_sha256: hex(&cert.digest(MessageDigest::sha256())?),
+                ca_sha256: hex(&ca.digest(MessageDigest::sha256())?),
+            };
+            let files: [(&Path, Vec<u8>, u32); 4] = [
+                (&issued.cert, cert_pem.clone(), 0o644),
+                (&issued.key, key_pem.clone(), 0o600),
+                (
+                    &issued.chain,
+                    [key_pem.as_slice(), &cert_pem, &ca_pem].concat(),
+                    0o600,
+                ),
+                (
+                    &issued.leaf_only,
+                    [key_pem.as_slice(), &cert_pem].concat(),
+                    0o600,
+                ),
+            ];
+            for (path, pem, mode) in files {
+                fs::write(path, pem).expect("write a PEM file");
+                fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                    .expect("chmod a PEM file");
+            }
+            Ok(issued)
+        };
+        build().unwrap_or_else(|e| panic!("issue a certificate for {dns_name}: {e}"))
+    }
+}
+
+/// A server certificate from [`Pki::issue`], its files and its TLSA data.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The host name in the certificate.
+    pub name: String,
+    /// The leaf certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// Key, leaf and CA in one file, in that order (`smtpd_tls_chain_files`):
+    /// the server presents the CA too (needed for DANE-TA).
+    pub chain: PathBuf,
+    /// Key and leaf only: the server presents no issuer.
+    pub leaf_only: PathBuf,
+    /// TLSA `3 1 1` data: SHA-256 of the leaf's SubjectPublicKeyInfo DER.
+    pub spki_sha256: String,
+    /// TLSA `3 0 1` data: SHA-256 of the leaf certificate DER.
+    pub cert_sha256: String,
+    /// TLSA `2 0 1` data: SHA-256 of the issuing CA certificate DER.
+    pub ca_sha256: String,
+}
+
+fn sha256(data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+    Ok(openssl::hash::hash(MessageDigest::sha256(), data)?.to_vec())
+}
+
+/// Lowercase hex, as TLSA presentation format writes association data.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// "AB:CD:..." of the certificate DER's SHA-256.

@@ -19,7 +19,9 @@
 //! - [`https`]: an in-process HTTPS server (OpenSSL, the test PKI) serving
 //!   one settable reply, e.g. an MTA-STS policy;
 //! - [`postfix_front`]: a private Postfix in front of mailhop, delivering
-//!   over LMTP to mailhop's ingress socket.
+//!   over LMTP to mailhop's ingress socket;
+//! - [`dnssec_lab`]: nsd with a signed and an unsigned zone behind a
+//!   validating unbound (the DANE tests' DNS).
 //!
 //! Contract: everything here is bounded in count and time. Every server a
 //! test starts is owned by a guard whose `Drop` stops it (processes are
@@ -33,6 +35,7 @@
 pub mod certs;
 pub mod daemon;
 pub mod dnsmasq;
+pub mod dnssec_lab;
 pub mod https;
 pub mod jobs;
 pub mod postfix;

@@ -15,6 +15,14 @@
 //! `postfix/discard` line with `status=sent`. `smtpd_tls_loglevel = 1` logs
 //! `... TLS connection established from ...` for every TLS session.
 //!
+//! [`Postfix::start_with`] adds [`Listener`]s for DANE: STARTTLS listeners
+//! (`smtpd_tls_security_level=may`) on chosen loopback addresses (e.g.
+//! 127.0.0.1 and 127.0.0.2, two MX hosts), all on one port
+//! ([`Postfix::listener_port`], free on every address; mailhop's `[smtp]
+//! port`), each presenting the key and chain file it names
+//! (`smtpd_tls_chain_files`) and logging as `postfix/<name>/smtpd`
+//! ([`Postfix::sessions_of`]).
+//!
 //! Contract: [`Postfix::start`] returns a running instance whose master
 //! process itself listens on the three ports (checked in /proc, never by
 //! connecting), or `None` after a loud SKIPPED line when Postfix cannot be
@@ -152,6 +160,33 @@ pub(super) fn split_line(line: &str) -> Option<(&str, u32, &str)> {
     Some((program, pid.parse().ok()?, message))
 }
 
+/// An extra STARTTLS listener of [`Postfix::start_with`]: `addr` at the
+/// instance's [`Postfix::listener_port`], `syslog_name = postfix/<name>`,
+/// presenting `chain_file` (key, leaf, then any issuers, in one PEM file:
+/// `smtpd_tls_chain_files`).
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub addr: Ipv4Addr,
+    /// A short word (letters, digits): the syslog name's last part.
+    pub name: String,
+    pub chain_file: PathBuf,
+}
+
+impl Listener {
+    pub fn new(addr: Ipv4Addr, name: &str, chain_file: &Path) -> Self {
+        Self {
+            addr,
+            name: name.to_string(),
+            chain_file: chain_file.to_path_buf(),
+        }
+    }
+
+    /// The smtpd program name in the maillog: `postfix/<name>/smtpd`.
+    pub fn program(&self) -> String {
+        format!("postfix/{}/smtpd", self.name)
+    }
+}
+
 /// A running private Postfix; stopped on drop.
 pub struct Postfix {
     dir: tempfile::TempDir,
@@ -160,6 +195,8 @@ pub struct Postfix {
     pub starttls_port: u16,
     pub smtps_port: u16,
     pub wrong_name_port: u16,
+    /// The one port of every [`Listener`] (0 without listeners).
+    pub listener_port: u16,
     /// How long `postfix start` took, up to the listeners being ready.
     pub startup: Duration,
 }
@@ -168,6 +205,12 @@ impl Postfix {
     /// Starts an instance presenting the certificates of `pki`. `None` when
     /// Postfix is unavailable (see [`require_postfix`]).
     pub fn start(pki: &Pki) -> Option<Postfix> {
+        Self::start_with(pki, &[])
+    }
+
+    /// [`Postfix::start`] plus the `listeners`, all on one port that is
+    /// free on each of their addresses.
+    pub fn start_with(pki: &Pki, listeners: &[Listener]) -> Option<Postfix> {
         let binary = require_postfix()?;
         let (uid, gid) = postfix_ids()?;
         let dir = tempfile::Builder::new()
@@ -190,7 +233,16 @@ impl Postfix {
         let mut failures = Vec::new();
         for attempt in 0..START_ATTEMPTS {
             let ports = distinct_ports();
-            fs::write(base.join("etc/master.cf"), master_cf(ports, pki)).expect("write master.cf");
+            let listener_port = if listeners.is_empty() {
+                0
+            } else {
+                shared_port(listeners, ports)
+            };
+            let mut master = master_cf(ports, pki);
+            for l in listeners {
+                master.push_str(&listener_line(l, listener_port));
+            }
+            fs::write(base.join("etc/master.cf"), master).expect("write master.cf");
             backdate_config(&base.join("etc"));
             let started = Instant::now();
             let output = postfix_command(&binary, &base, "start");
@@ -198,7 +250,13 @@ impl Postfix {
             let ready = master.is_some_and(|pid| {
                 [ports.0, ports.1, ports.2]
                     .iter()
-                    .all(|&port| wait_listening(pid, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)))
+                    .map(|&port| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+                    .chain(
+                        listeners
+                            .iter()
+                            .map(|l| SocketAddrV4::new(l.addr, listener_port)),
+                    )
+                    .all(|addr| wait_listening(pid, addr))
             });
             if let (true, Some(master_pid)) = (ready, master) {
                 return Some(Postfix {
@@ -208,6 +266,7 @@ impl Postfix {
                     starttls_port: ports.0,
                     smtps_port: ports.1,
                     wrong_name_port: ports.2,
+                    listener_port,
                     startup: started.elapsed(),
                 });
             }
@@ -253,15 +312,21 @@ impl Postfix {
 
     /// The sessions of one listener so far, in the order they began.
     pub fn sessions(&self, service: Service) -> Vec<Session> {
+        self.sessions_of(service.program())
+    }
+
+    /// The sessions of the smtpd logging as `program` (see
+    /// [`Listener::program`]) so far, in the order they began.
+    pub fn sessions_of(&self, program: &str) -> Vec<Session> {
         let log = self.maillog();
         let mut sessions: Vec<Session> = Vec::new();
         // Index into `sessions` of the open session of each smtpd process.
         let mut open: Vec<(u32, usize)> = Vec::new();
         for line in log.lines() {
-            let Some((program, pid, message)) = split_line(line) else {
+            let Some((program_name, pid, message)) = split_line(line) else {
                 continue;
             };
-            if program != service.program() {
+            if program_name != program {
                 continue;
             }
             if message.starts_with("connect from ") {
@@ -290,16 +355,20 @@ impl Postfix {
     /// listener are complete, and returns all its sessions; panics with the
     /// maillog otherwise.
     pub fn wait_sessions(&self, service: Service, count: usize) -> Vec<Session> {
+        self.wait_sessions_of(service.program(), count)
+    }
+
+    /// [`Postfix::wait_sessions`] for the smtpd logging as `program`.
+    pub fn wait_sessions_of(&self, program: &str, count: usize) -> Vec<Session> {
         let started = Instant::now();
         loop {
-            let sessions = self.sessions(service);
+            let sessions = self.sessions_of(program);
             if sessions.iter().filter(|s| s.complete()).count() >= count {
                 return sessions;
             }
             if started.elapsed() > LOG_LIMIT {
                 panic!(
-                    "{count} complete {} sessions not logged within {LOG_LIMIT:?}; maillog:\n{}",
-                    service.program(),
+                    "{count} complete {program} sessions not logged within {LOG_LIMIT:?}; maillog:\n{}",
                     self.maillog()
                 );
             }
@@ -374,6 +443,33 @@ fn distinct_ports() -> (u16, u16, u16) {
         }
     }
     panic!("no three distinct free ports");
+}
+
+/// A port free on the address of every listener and unlike `taken`.
+fn shared_port(listeners: &[Listener], taken: (u16, u16, u16)) -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if [taken.0, taken.1, taken.2].contains(&port) {
+            continue;
+        }
+        if listeners
+            .iter()
+            .all(|l| std::net::TcpListener::bind((l.addr, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on every listener address");
+}
+
+/// The master.cf line of a [`Listener`].
+fn listener_line(l: &Listener, port: u16) -> String {
+    format!(
+        "{}:{port} inet n - n - - smtpd -o syslog_name=postfix/{} -o smtpd_tls_security_level=may -o smtpd_tls_chain_files={}\n",
+        l.addr,
+        l.name,
+        l.chain_file.display()
+    )
 }
 
 fn main_cf(base: &Path) -> String {
