@@ -12,10 +12,10 @@
 //! replies, into the scheduler's verdict), [`lmtp_ingress`] (an MTA's
 //! LMTP conversation with the ingress), [`lmtp_data`] (the message bytes
 //! after DATA into the spooled message), [`tlsa`] (TLSA records and
-//! certificates into a DANE verdict) and [`mta_sts_policy`] (an MTA-STS
-//! policy file, and TXT records, into a policy). Each drives the same code the daemon
-//! runs on that input, down to
-//! the first step that would do I/O, and touches every result so nothing is
+//! certificates into a DANE verdict), [`message_facts`] (a message into
+//! the facts read before MAIL FROM) and [`mta_sts_policy`] (an MTA-STS
+//! policy file, and TXT records, into a policy). Each drives the same code
+//! the daemon runs on that input, down to the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
 //! them, so a crash the fuzzer once found stays a regression test.
@@ -28,6 +28,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Config;
+use crate::dns::DnsLookup;
 use crate::dns::stub::ReplayedReplies;
 use crate::job::{self, Job, MessageRef};
 use crate::message::Message;
@@ -324,6 +325,21 @@ pub fn dns_mx(data: &[u8]) {
             std::hint::black_box((error.makes_nexthop_final(), dsn));
         }
     }
+    // The replies left over answer the TXT and TLSA lookups of MTA-STS,
+    // TLS-RPT and DANE: the same reading, other record types.
+    let answers = [
+        dns.txt("_mta-sts.example.test")
+            .map(|a| (a.records.len(), a.canonical)),
+        dns.tlsa("_25._tcp.mx.example.test")
+            .map(|a| (a.records.len(), a.canonical)),
+    ];
+    for (count, canonical) in answers.into_iter().flatten() {
+        assert!(count > 0, "an empty answer is NoData");
+        assert!(
+            canonical.is_none_or(|name| !name.ends_with('.') || name == "."),
+            "a canonical name with its trailing dot"
+        );
+    }
 }
 
 /// Recipient results → the scheduler's verdict ([`crate::shaping::verdict`]),
@@ -483,8 +499,7 @@ pub fn lmtp_data(data: &[u8]) {
     }
 }
 
-/// TLSA RDATA and certificate bytes → the DANE verdict (issue 16,
-/// started): byte 0 is the RDATA's length (capped by the input), then
+/// TLSA RDATA and certificate bytes → the DANE verdict: byte 0 is the RDATA's length (capped by the input), then
 /// the RDATA, then the rest as a two-certificate "chain" (split at its
 /// middle) in DER. Checks that unusable records never match and that the
 /// verdict is the same for the records in either order when one of them
@@ -519,6 +534,42 @@ pub fn tlsa(data: &[u8]) {
         verify_chain(&[record, unusable], &chain),
         "an unusable record changed the verdict"
     );
+}
+
+/// A message → its facts (issue 16, `TLS-Required: No`): reading it from
+/// memory and from a reader give the same facts, and the header scan
+/// agrees with a plain line-by-line reading of the header (fields
+/// unfolded, names compared without case, the value "No" without case
+/// and blanks).
+pub fn message_facts(data: &[u8]) {
+    use crate::smtp::body::{facts_of, has_tls_required_no, scan};
+    let in_memory = facts_of(data);
+    if let Ok(read) = scan(data) {
+        assert_eq!(in_memory, read, "facts differ between memory and reader");
+    }
+    // The reference: the header's lines, continuation lines appended.
+    let text = String::from_utf8_lossy(data);
+    let mut fields: Vec<String> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push_str(line);
+            }
+            continue;
+        }
+        fields.push(line.to_string());
+    }
+    let reference = fields.iter().any(|field| {
+        field.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("TLS-Required")
+                && value.trim().eq_ignore_ascii_case("no")
+        })
+    });
+    assert_eq!(has_tls_required_no(data), reference, "TLS-Required: No");
 }
 
 /// An MTA-STS policy file (RFC 8461 section 3.2) → [`crate::mta_sts::StsPolicy`],

@@ -1,7 +1,8 @@
 //! The LMTP server conversation of the ingress (RFC 2033), without I/O:
 //! command lines in, replies and envelope events out. LHLO (with
-//! PIPELINING, ENHANCEDSTATUSCODES, 8BITMIME, SMTPUTF8, SIZE, DSN and
-//! XFORWARD), MAIL FROM with SIZE, BODY, RET, ENVID and SMTPUTF8, RCPT TO
+//! PIPELINING, ENHANCEDSTATUSCODES, 8BITMIME, SMTPUTF8, SIZE, DSN,
+//! REQUIRETLS and XFORWARD), MAIL FROM with SIZE, BODY, RET, ENVID,
+//! SMTPUTF8 and REQUIRETLS, RCPT TO
 //! with NOTIFY and ORCPT, DATA (the message lines, dot-unstuffed, go to
 //! the caller), RSET, NOOP, XFORWARD and QUIT. After the final dot the
 //! caller delivers the transaction and answers with [`recipient_reply`],
@@ -27,6 +28,8 @@ pub struct Envelope {
     pub envid: Option<String>,
     pub ret: Option<RetWord>,
     pub smtputf8: bool,
+    /// MAIL FROM ... REQUIRETLS (RFC 8689): the job gets `requiretls`.
+    pub requiretls: bool,
     /// BODY=8BITMIME.
     pub eight_bit: bool,
     /// The SIZE the client announced.
@@ -152,7 +155,7 @@ impl Server {
         };
         Step::Reply(format!(
             "250-{}\r\n250-PIPELINING\r\n{size}250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n\
-             250-SMTPUTF8\r\n250-DSN\r\n250 XFORWARD NAME ADDR PROTO HELO IDENT SOURCE\r\n",
+             250-SMTPUTF8\r\n250-DSN\r\n250-REQUIRETLS\r\n250 XFORWARD NAME ADDR PROTO HELO IDENT SOURCE\r\n",
             self.hostname
         ))
     }
@@ -206,6 +209,7 @@ impl Server {
                 },
                 "ENVID" if !value.is_empty() => envelope.envid = Some(xtext_decode(value)),
                 "SMTPUTF8" if value.is_empty() => envelope.smtputf8 = true,
+                "REQUIRETLS" if value.is_empty() => envelope.requiretls = true,
                 _ => {
                     self.envelope.xforward = envelope.xforward;
                     return reply("555 5.5.4 Unsupported option");

@@ -28,6 +28,7 @@ fn lhlo_announces_the_extensions() {
         "8BITMIME",
         "SMTPUTF8",
         "DSN",
+        "REQUIRETLS",
         "XFORWARD NAME ADDR",
     ] {
         assert!(reply.contains(keyword), "{reply}");
@@ -41,7 +42,7 @@ fn lhlo_announces_the_extensions() {
 fn a_transaction_collects_the_envelope_with_its_parameters() {
     let mut server = ready();
     let step = server
-        .command(b"MAIL FROM:<a@x.test> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=Q+2B1 SMTPUTF8\r\n");
+        .command(b"MAIL FROM:<a@x.test> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=Q+2B1 SMTPUTF8 REQUIRETLS\r\n");
     assert_eq!(code(step), "250");
     assert_eq!(
         code(server.command(b"RCPT TO:<b@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+40y.test")),
@@ -52,7 +53,7 @@ fn a_transaction_collects_the_envelope_with_its_parameters() {
     let envelope = server.envelope();
     assert_eq!(envelope.sender, "a@x.test");
     assert_eq!(envelope.size, Some(1234));
-    assert!(envelope.eight_bit && envelope.smtputf8);
+    assert!(envelope.eight_bit && envelope.smtputf8 && envelope.requiretls);
     assert_eq!(envelope.ret, Some(RetWord::Hdrs));
     assert_eq!(envelope.envid.as_deref(), Some("Q+1"));
     assert_eq!(envelope.recipients.len(), 2);

@@ -601,6 +601,7 @@ fn job_groups(
         envid: envelope.envid.clone(),
         ret: envelope.ret,
         smtputf8: envelope.smtputf8,
+        requiretls: envelope.requiretls,
         ..Job::new(
             id,
             envelope.sender.clone(),

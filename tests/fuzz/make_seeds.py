@@ -213,6 +213,12 @@ write("tlsa", "dane-ta-full", bytes([8, 2, 0, 0]) + b"\x30\x03\x02\x01" + b"\x30
 write("tlsa", "pkix-ee", bytes([35, 1, 1, 1]) + bytes(32))
 write("tlsa", "truncated", bytes([2, 3, 1]))
 
+# --- message_facts: a message; its header may carry TLS-Required: No
+write("message_facts", "tls-required-no", b"From: a@x.test\r\nTLS-Required: No\r\n\r\nbody\r\n")
+write("message_facts", "folded", b"Subject: x\nTLS-Required:\n\tno\n\nbody")
+write("message_facts", "in-body", b"Subject: x\r\n\r\nTLS-Required: No\r\n")
+write("message_facts", "8bit", b"Subject: \xc3\xa9\r\nTLS-Required: yes\r\n\r\n\xff")
+
 # --- mta_sts_policy: a policy file (its lines are also read as TXT records)
 write("mta_sts_policy", "rfc-enforce", "version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmx: backupmx.example.com\nmax_age: 604800\n")
 write("mta_sts_policy", "crlf-testing", "version: STSv1\r\nmode: testing\r\nmx: MX.Example.COM.\r\nmax_age: 86400\r\n")
