@@ -358,8 +358,17 @@ fn send(args: SendArgs) -> i32 {
         )
     };
     let result = if args.direct {
-        let deliverer = Deliverer::new(config);
-        match dispatch::execute(&deliverer, &job, false) {
+        let deliverer = Deliverer::new(config.clone());
+        // TLS-RPT: this process will not see the day end, so it writes the
+        // report of what it counted when it is done.
+        let tlsrpt =
+            crate::tlsrpt::TlsRpt::from_config(&config, std::sync::Arc::clone(deliverer.dns()));
+        let deliverer = deliverer.with_tlsrpt(tlsrpt.clone());
+        let executed = dispatch::execute(&deliverer, &job, false);
+        if let Some(tlsrpt) = &tlsrpt {
+            tlsrpt.flush(std::time::SystemTime::now(), true);
+        }
+        match executed {
             Ok(result) => result,
             Err(e) => {
                 eprintln!("mailhop: {}", e.error);

@@ -39,10 +39,15 @@ use crate::deliver::{Deliverer, system_stub_resolver};
 use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::health::AddressHealth;
 use crate::metrics;
-use crate::pool::{Pool, PoolSize, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN};
+use crate::pool::{
+    Answer as PoolAnswer, PeerIdentity, Pool, PoolSize, Report, SHUTDOWN_DIAGNOSTIC, SHUTDOWN_DSN,
+    Submitter, Ticket,
+};
 use crate::server::{self, ConnSettings, Context, lookup_group};
 use crate::shaping::MxSites;
 use crate::stats::{Stats, StatusReport};
+use crate::tls_memory::TlsMemory;
+use crate::tlsrpt::{SubmitFn, TlsRpt};
 
 pub const EX_NOUSER: i32 = 67;
 pub const EX_OSERR: i32 = 71;
@@ -249,10 +254,16 @@ pub fn run(options: &Options) -> i32 {
     let sites = Arc::new(MxSites::default());
     // One address health memory for all workers, kept across reloads.
     let health = Arc::new(AddressHealth::new());
+    // TLS-RPT: one reporter for all workers, kept across reloads.
+    let tlsrpt = TlsRpt::from_config(&config, Arc::clone(&dns));
+    // Likewise the TLS sessions and the servers with broken TLS.
+    let tls_memory = Arc::new(TlsMemory::new());
     let deliverer = Deliverer::with_dns(config.clone(), Arc::clone(&dns))
         .with_cache(Arc::clone(&cache))
         .with_sites(Arc::clone(&sites))
-        .with_health(Arc::clone(&health));
+        .with_health(Arc::clone(&health))
+        .with_tlsrpt(tlsrpt.clone())
+        .with_tls_memory(Arc::clone(&tls_memory));
     let stats = Arc::new(Stats::new());
     let size = PoolSize {
         workers: config.daemon.workers,
@@ -278,6 +289,12 @@ pub fn run(options: &Options) -> i32 {
         quotas: Arc::default(),
     });
     start_cache_expiry(&ctx);
+    if let Some(tlsrpt) = &tlsrpt {
+        if tlsrpt.settings().submit {
+            tlsrpt.set_submitter(report_submitter(pool.submitter()));
+        }
+        start_tlsrpt_flush(&ctx);
+    }
     let mut ingress_files = Vec::new();
     let ingress = match spool {
         None => None,
@@ -339,6 +356,7 @@ pub fn run(options: &Options) -> i32 {
         cache,
         sites,
         health,
+        tls_memory,
         pool,
         ctx,
         settings,
@@ -378,6 +396,9 @@ struct Daemon {
     /// Server addresses that failed to connect lately, shared by the
     /// workers and kept across reloads (see [`crate::health`]).
     health: Arc<AddressHealth>,
+    /// TLS sessions and servers with broken TLS, likewise (see
+    /// [`crate::tls_memory`]).
+    tls_memory: Arc<TlsMemory>,
     pool: Pool,
     ctx: Arc<Context>,
     settings: Arc<ConnSettings>,
@@ -569,7 +590,10 @@ impl Daemon {
         let mut deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
             .with_cache(Arc::clone(&self.cache))
             .with_sites(Arc::clone(&self.sites))
-            .with_health(Arc::clone(&self.health));
+            .with_health(Arc::clone(&self.health))
+            // [tls_rpt] is read at start only: the running reporter stays.
+            .with_tlsrpt(self.pool.deliverer().tlsrpt().cloned())
+            .with_tls_memory(Arc::clone(&self.tls_memory));
         if new.mta_sts == self.config.mta_sts {
             // The MTA-STS policies in memory stay (without a cache file too).
             let running = self.pool.deliverer().mta_sts().cloned();
@@ -610,6 +634,16 @@ impl Daemon {
         ingress_files.iter().for_each(BoundFile::remove);
         metrics_file.inspect(metrics::BoundFile::remove);
         drop(listening);
+        if let Some(tlsrpt) = pool.deliverer().tlsrpt() {
+            // The days that ended; today's counts are lost with the process.
+            tlsrpt.flush(std::time::SystemTime::now(), false);
+            let left = tlsrpt.counts().len();
+            if left > 0 {
+                log::info!(
+                    "tls_rpt: {left} domain(s) of today not reported (the day has not ended)"
+                );
+            }
+        }
         let timeout = config.daemon.shutdown_timeout;
         let mut queued = pool.begin_shutdown();
         log::info!(
@@ -673,6 +707,13 @@ fn metrics_snapshot(report: StatusReport) -> metrics::Snapshot {
         cache_idle: report.cache.idle,
         cache_chained: report.cache.chained,
         paused: report.paused,
+        tls: report.tls.map(|t| metrics::TlsGauges {
+            new_sessions: t.new_sessions,
+            resumed_sessions: t.resumed_sessions,
+            cached_sessions: t.cached_sessions,
+            broken_servers: t.broken_servers,
+            skipped_handshakes: t.skipped_handshakes,
+        }),
         destinations: report
             .destinations
             .into_iter()
@@ -747,6 +788,65 @@ fn start_cache_expiry(ctx: &Arc<Context>) {
             "cannot start the cache expiry thread: {e}; idle sessions expire when looked up"
         );
     }
+}
+
+/// How often the TLS-RPT thread looks for days that ended.
+const TLSRPT_FLUSH_PERIOD: Duration = Duration::from_secs(60);
+
+/// Writes the TLS reports of the days that ended (see [`crate::tlsrpt`])
+/// about once a minute, until shutdown (which writes them once more).
+fn start_tlsrpt_flush(ctx: &Arc<Context>) {
+    let ctx = Arc::clone(ctx);
+    let started = thread::Builder::new()
+        .name("tlsrpt-flush".into())
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !ctx.submitter.stopping() {
+                thread::sleep(Duration::from_secs(1));
+                if last.elapsed() < TLSRPT_FLUSH_PERIOD {
+                    continue;
+                }
+                last = Instant::now();
+                if let Some(tlsrpt) = ctx.submitter.deliverer().tlsrpt() {
+                    tlsrpt.flush(std::time::SystemTime::now(), false);
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::warn!("cannot start the TLS-RPT thread: {e}; reports are written at shutdown only");
+    }
+}
+
+/// Logs what became of a report message submitted to the workers.
+struct ReportAnswer;
+
+impl Report for ReportAnswer {
+    fn report(&self, answer: PoolAnswer) {
+        log::info!("tls_rpt: report message: {}", answer.to_line().trim_end());
+    }
+}
+
+/// `[tls_rpt] submit`: report messages go to the daemon's own workers, as
+/// jobs of the daemon itself.
+fn report_submitter(submitter: Submitter) -> SubmitFn {
+    let peer = Arc::new(PeerIdentity {
+        uid: geteuid().as_raw(),
+        gids: Vec::new(),
+        privileged: true,
+    });
+    Box::new(move |job| {
+        let checked = job.into_checked().map_err(|e| e.error)?;
+        if submitter.stopping() {
+            return Err("the daemon is stopping".into());
+        }
+        submitter.submit(Ticket::new(
+            checked,
+            Arc::clone(&peer),
+            Arc::new(ReportAnswer),
+        ));
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------

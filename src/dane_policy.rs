@@ -44,6 +44,21 @@ pub struct DaneContext<'a> {
 pub struct DaneRefusal {
     pub text: String,
     pub warning: Option<String>,
+    /// Why, for TLS reports ([`crate::tlsrpt`]).
+    pub kind: RefusalKind,
+}
+
+/// The cause of a [`DaneRefusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// A local configuration problem (DNSSEC lookups off ...).
+    Config,
+    /// The TLSA lookup failed (not "no records": SERVFAIL, bogus ...).
+    LookupError,
+    /// "dane-only" and the host has no DNSSEC-validated TLSA records.
+    NoTlsa,
+    /// "dane-only" and the host's TLSA records cannot authenticate.
+    Unusable,
 }
 
 /// Why DANE does not apply to a server, in Postfix's three kinds.
@@ -127,6 +142,7 @@ pub fn decide(
                 return Err(DaneRefusal {
                     text: format!("TLSA lookup error for {}:{}", context.host, context.port),
                     warning: Some(format!("DANE TLSA lookup problem: {name}: {e}")),
+                    kind: RefusalKind::LookupError,
                 });
             }
         }
@@ -135,9 +151,16 @@ pub fn decide(
     if records.is_empty() {
         return incompatible(Incompatible::Destination("no TLSA records found"));
     }
-    let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
+    let usable: Vec<Tlsa> = records.iter().filter(|r| r.usable()).cloned().collect();
     if usable.is_empty() {
-        return incompatible(Incompatible::CannotAuthenticate("TLSA records unusable"));
+        // The records stay with the "encrypt" fallback: TLS-RPT reports
+        // them (policy type tlsa, result tlsa-invalid).
+        return incompatible(Incompatible::CannotAuthenticate("TLSA records unusable")).map(
+            |mut fallback| {
+                fallback.tlsa = records;
+                fallback
+            },
+        );
     }
     if mx_insecure && context.insecure_mx_policy == InsecureMxPolicy::Encrypt {
         return incompatible(Incompatible::CannotAuthenticate(
@@ -172,20 +195,29 @@ pub fn decide(
 /// Postfix's `dane_incompat`: the fallback of "dane", the refusal of
 /// "dane-only".
 fn fall_back(policy: &Policy, mode: DaneMode, why: Incompatible) -> Result<Policy, DaneRefusal> {
-    let (level, reason, warning) = match why {
-        Incompatible::Config(text) => (Level::May, text.clone(), Some(text)),
-        Incompatible::Destination(text) => (Level::May, text.to_string(), None),
-        Incompatible::CannotAuthenticate(text) => (Level::Encrypt, text.to_string(), None),
+    let (level, reason, warning, kind) = match why {
+        Incompatible::Config(text) => (Level::May, text.clone(), Some(text), RefusalKind::Config),
+        Incompatible::Destination(text) => {
+            (Level::May, text.to_string(), None, RefusalKind::NoTlsa)
+        }
+        Incompatible::CannotAuthenticate(text) => (
+            Level::Encrypt,
+            text.to_string(),
+            None,
+            RefusalKind::Unusable,
+        ),
     };
     if mode == DaneMode::Mandatory {
         return Err(match warning {
             Some(warning) => DaneRefusal {
                 text: "client TLS configuration problem".into(),
                 warning: Some(warning),
+                kind,
             },
             None => DaneRefusal {
                 text: reason,
                 warning: None,
+                kind,
             },
         });
     }

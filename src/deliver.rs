@@ -45,8 +45,10 @@ use crate::shaping::MxSites;
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
-use crate::tls::{self, PeerNames, TlsFailure, TlsInfo, Trust};
+use crate::tls::{PeerNames, TlsFailure, TlsInfo, Trust};
+use crate::tls_memory::TlsMemory;
 use crate::tls_policy::{Level, Policies, Policy, PolicySource};
+use crate::tlsrpt::TlsRpt;
 use crate::transport::Connection;
 use crate::transport::Transport;
 
@@ -170,6 +172,12 @@ pub struct Deliverer {
     /// [`crate::health`]); the daemon shares one over its workers and
     /// reloads.
     health: Arc<AddressHealth>,
+    /// TLS reporting (RFC 8460), when `[tls_rpt] enabled`: every TLS
+    /// attempt is counted there (see [`crate::tlsrpt`]).
+    tlsrpt: Option<Arc<TlsRpt>>,
+    /// TLS sessions for resumption and servers with broken TLS (see
+    /// [`crate::tls_memory`]); shared like `health`.
+    tls_memory: Arc<TlsMemory>,
     /// MTA-STS policies (`[mta_sts]`; `None` when disabled), shared by
     /// the daemon's workers.
     mta_sts: Option<Arc<MtaSts>>,
@@ -227,6 +235,8 @@ impl Deliverer {
             cache: None,
             sites: None,
             health: Arc::new(AddressHealth::new()),
+            tlsrpt: None,
+            tls_memory: Arc::new(TlsMemory::new()),
             mta_sts,
         }
     }
@@ -269,6 +279,33 @@ impl Deliverer {
 
     pub fn health(&self) -> &Arc<AddressHealth> {
         &self.health
+    }
+
+    /// Counts every TLS attempt in `tlsrpt` (shared with other
+    /// deliverers: the daemon's workers, across reloads).
+    pub fn with_tlsrpt(mut self, tlsrpt: Option<Arc<TlsRpt>>) -> Self {
+        self.tlsrpt = tlsrpt;
+        self
+    }
+
+    pub fn tlsrpt(&self) -> Option<&Arc<TlsRpt>> {
+        self.tlsrpt.as_ref()
+    }
+
+    /// The DNS lookups under the resolver (shared, e.g. with TLS-RPT).
+    pub fn dns(&self) -> &Arc<dyn DnsLookup> {
+        &self.dns
+    }
+
+    /// Shares the TLS memory (sessions, broken TLS) with other deliverers
+    /// (the daemon's workers, across reloads).
+    pub fn with_tls_memory(mut self, memory: Arc<TlsMemory>) -> Self {
+        self.tls_memory = memory;
+        self
+    }
+
+    pub fn tls_memory(&self) -> &Arc<TlsMemory> {
+        &self.tls_memory
     }
 
     /// Uses these MTA-STS policies (`None`: none), e.g. another
@@ -622,6 +659,9 @@ impl Deliverer {
                         destination.text(),
                         refusal.text
                     );
+                    if let Some(tlsrpt) = &self.tlsrpt {
+                        tlsrpt.record_dane_refusal(&destination.display_host(), &host, &refusal);
+                    }
                     job.trouble
                         .record(&Dsn::new(dsn::TLS_PROBLEM, refusal.text.clone()));
                     route
@@ -1494,6 +1534,11 @@ impl Deliverer {
         connected: Option<Connected>,
         job: &mut JobState<'_>,
     ) -> Handshake {
+        if self.skips_broken_tls(request, server) {
+            return self
+                .session_once(request, settings, server, true, connected, job)
+                .0;
+        }
         let (handshake, retry_plain) =
             self.session_once(request, settings, server, false, connected, job);
         if !retry_plain {
@@ -1505,6 +1550,17 @@ impl Deliverer {
         );
         self.session_once(request, settings, server, true, None, job)
             .0
+    }
+
+    /// Whether mail old enough for a plaintext retry goes plaintext at
+    /// once because the server's TLS handshake failed lately
+    /// ([`crate::tls_memory`], `[tls] broken_tls_memory`).
+    fn skips_broken_tls(&self, request: &Request<'_>, server: &Server) -> bool {
+        server.policy.level == Level::May
+            && !server.wrapper
+            && !self.config.tls.broken_tls_memory.is_zero()
+            && message_age(request) >= self.config.tls.plaintext_retry_after
+            && self.tls_memory.skip_tls(&server.endpoint, &server.relay)
     }
 
     /// Connects (unless `connected` is the connection made already) and
@@ -1539,6 +1595,8 @@ impl Deliverer {
             mut stream,
             started: connect_start,
         } = connected;
+        // TLS-RPT's sending-mta-ip.
+        let source = self.tlsrpt.as_ref().and_then(|_| stream.local_addr());
         let connected_at = std::time::Instant::now();
         job.trouble
             .note(["connected to ", server.relay.as_str()].concat());
@@ -1555,20 +1613,24 @@ impl Deliverer {
         if self.settings.log_format == LogFormat::Json {
             via.source = stream.local_addr();
         }
-        let age = request
-            .arrival
-            .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
-            .unwrap_or_default();
+        let age = message_age(request);
         let retry_plain_allowed = !plaintext
             && server.policy.level == Level::May
             && age >= self.config.tls.plaintext_retry_after;
         let mut starttls = StartTls {
+            memory: &self.tls_memory,
+            endpoint: &server.endpoint,
+            memory_settings: crate::tls_memory::Settings {
+                session_cache_timeout: self.config.tls.session_cache_timeout,
+                broken_tls_memory: self.config.tls.broken_tls_memory,
+            },
             policy: &server.policy,
             peer,
             timeout: settings.timeouts.starttls,
             relay: &server.relay,
             retry_plain_allowed,
             info: None,
+            failure: None,
         };
         let mut tls_mode = match server.policy.level {
             _ if plaintext => TlsMode::Off,
@@ -1586,6 +1648,7 @@ impl Deliverer {
                     tls_mode = TlsMode::Wrapped;
                 }
                 Err(refusal) => {
+                    self.report_tls(server, &starttls, false, source);
                     outcome::fail_all(
                         &mut job.ledger,
                         &refusal.dsn,
@@ -1624,6 +1687,7 @@ impl Deliverer {
         if let Some(info) = &starttls.info {
             via.tls = Some(tls_summary(info));
         }
+        self.report_tls(server, &starttls, client.starttls_unsupported(), source);
         let now = std::time::Instant::now();
         via.timing = Some(SessionTiming {
             connect: connect_start,
@@ -1658,11 +1722,56 @@ impl Deliverer {
     }
 }
 
+impl Deliverer {
+    /// TLS-RPT: counts the TLS attempt of one session — success when the
+    /// handshake completed (the level's checks included), else its
+    /// failure's result type, or `starttls-not-supported` when TLS was
+    /// required and the server did not offer STARTTLS (or refused it). A
+    /// session without any of these made no TLS attempt.
+    fn report_tls(
+        &self,
+        server: &Server,
+        starttls: &StartTls<'_>,
+        starttls_unsupported: bool,
+        source: Option<SocketAddr>,
+    ) {
+        let Some(tlsrpt) = &self.tlsrpt else {
+            return;
+        };
+        let Endpoint::Inet(addr) = &server.endpoint else {
+            return;
+        };
+        let result = if starttls.info.is_some() {
+            None
+        } else if let Some(failure) = &starttls.failure {
+            match crate::tlsrpt::tls_failure_result(failure) {
+                Some(result) => Some(result),
+                None => return,
+            }
+        } else if starttls_unsupported {
+            Some(crate::tlsrpt::ResultType::StarttlsNotSupported)
+        } else {
+            return;
+        };
+        let session = crate::tlsrpt::Session {
+            domain: &server.nexthop,
+            mx_host: &server.tls_host,
+            receiving_ip: Some(addr.ip()),
+            sending_ip: source.map(|s| s.ip()),
+        };
+        tlsrpt.record_session(starttls.policy, &session, result);
+    }
+}
+
 /// The TLS handshake of one session, per the destination's policy: the
 /// one place where a handshake failure becomes a 4.7.5 refusal (and,
 /// for level may on old enough mail, a plaintext retry). Used for
 /// STARTTLS and for SMTPS wrapper mode alike.
 struct StartTls<'a> {
+    /// Sessions to resume, broken TLS to remember.
+    memory: &'a TlsMemory,
+    endpoint: &'a Endpoint,
+    memory_settings: crate::tls_memory::Settings,
     policy: &'a Policy,
     peer: PeerNames<'a>,
     timeout: std::time::Duration,
@@ -1670,13 +1779,26 @@ struct StartTls<'a> {
     /// Level may and the message is old enough for a plaintext retry.
     retry_plain_allowed: bool,
     info: Option<TlsInfo>,
+    /// Why the handshake failed (for TLS-RPT).
+    failure: Option<TlsFailure>,
 }
 
 impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
     fn handshake(&mut self, stream: Box<dyn Transport>) -> Result<Box<dyn Transport>, TlsRefusal> {
-        match tls::handshake(stream, self.policy, &self.peer, self.timeout) {
-            Ok((tls_stream, info)) => {
-                log::info!("{}", info.established_line(self.relay));
+        let memory = self.memory;
+        match memory.handshake(
+            stream,
+            self.endpoint,
+            self.policy,
+            &self.peer,
+            self.timeout,
+            self.memory_settings,
+        ) {
+            Ok((tls_stream, info, resumed)) => {
+                log::info!(
+                    "{}",
+                    crate::tls_memory::established_line(&info, self.relay, resumed)
+                );
                 crate::metrics::record_tls(Some((info.trust.word(), &info.version)));
                 self.info = Some(info);
                 Ok(Box::new(tls_stream))
@@ -1684,14 +1806,24 @@ impl TlsHandler<Box<dyn Transport>> for StartTls<'_> {
             Err(failure) => {
                 log::warn!("TLS handshake with {}: {failure}", self.relay);
                 crate::metrics::record_tls(None);
-                Err(TlsRefusal {
+                let refusal = TlsRefusal {
                     dsn: Dsn::new(dsn::TLS_PROBLEM, failure.dsn_text()),
                     retry_plain: self.retry_plain_allowed
                         && matches!(failure, TlsFailure::Handshake(_)),
-                })
+                };
+                self.failure = Some(failure);
+                Err(refusal)
             }
         }
     }
+}
+
+/// How long the message has waited (zero without an arrival time).
+fn message_age(request: &Request<'_>) -> std::time::Duration {
+    request
+        .arrival
+        .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
+        .unwrap_or_default()
 }
 
 /// What a result records of a TLS session.

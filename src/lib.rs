@@ -62,5 +62,7 @@ pub mod stats;
 pub mod status_view;
 pub mod text;
 pub mod tls;
+pub mod tls_memory;
 pub mod tls_policy;
+pub mod tlsrpt;
 pub mod transport;

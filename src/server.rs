@@ -1287,6 +1287,7 @@ pub fn status_report(submitter: &Submitter) -> StatusReport {
         .map(|c| c.cache_counters())
         .unwrap_or_default();
     let mut report = submitter.stats().snapshot(submitter.shape(), cache);
+    report.tls = Some(submitter.deliverer().tls_memory().counters());
     if let Some(shaping) = submitter.shaping() {
         report.destinations = shaping.destinations();
         report.paused = submitter.paused_destinations();

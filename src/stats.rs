@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::SessionCache;
 use crate::recipients::Status;
+use crate::tls_memory::TlsCounters;
 
 /// What a connection cache reports to `mailhop status`. The daemon asks
 /// its cache (or any other implementation handed to it) for these numbers
@@ -228,6 +229,7 @@ impl Stats {
             paused: 0,
             destinations: Vec::new(),
             ingress: self.ingress_counters(),
+            tls: None,
         }
     }
 }
@@ -267,6 +269,10 @@ pub struct StatusReport {
     /// The LMTP ingress's counters, when `[[ingress]]` listeners run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressCounters>,
+    /// TLS session resumption and broken-TLS memory
+    /// ([`crate::tls_memory`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsCounters>,
 }
 
 /// One destination's shaping state, for `mailhop status` and the metrics.

@@ -61,6 +61,17 @@ pub fn render(report: &StatusReport) -> String {
             ingress.cancelled
         );
     }
+    if let Some(tls) = &report.tls {
+        let _ = writeln!(
+            out,
+            "tls: {} new sessions, {} resumed, {} cached; {} servers with broken TLS remembered, {} handshakes skipped",
+            tls.new_sessions,
+            tls.resumed_sessions,
+            tls.cached_sessions,
+            tls.broken_servers,
+            tls.skipped_handshakes
+        );
+    }
     if report.destinations.is_empty() {
         let _ = writeln!(out, "destinations: none known ({} paused)", report.paused);
         return out;

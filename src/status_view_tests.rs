@@ -32,6 +32,7 @@ fn report(destinations: Vec<DestinationState>) -> StatusReport {
             .count() as u64,
         destinations,
         ingress: None,
+        tls: None,
     }
 }
 

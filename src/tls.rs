@@ -7,7 +7,9 @@
 //! cached, so thousands of handshakes do not reload the trust store), SNI,
 //! the handshake under a deadline, PKIX and name verification, fingerprint
 //! matching and [`TlsTransport`], the session as a
-//! [`crate::transport::Transport`].  Which policy applies is decided by
+//! [`crate::transport::Transport`], and the OpenSSL side of session
+//! resumption ([`Resumption`]: which session to offer, where granted
+//! sessions go; the cache itself is [`crate::tls_memory`]'s).  Which policy applies is decided by
 //! [`crate::tls_policy`].
 //!
 //! # Error contract
@@ -35,15 +37,19 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
 use openssl::hash::{MessageDigest, hash};
 use openssl::nid::Nid;
 use openssl::ssl::{
     self, HandshakeError, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
-    SslOptions, SslRef, SslStream, SslVerifyMode, SslVersion,
+    SslOptions, SslRef, SslSession, SslSessionCacheMode, SslSessionRef, SslStream, SslVerifyMode,
+    SslVersion,
 };
 use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult};
 use serde::Serialize;
@@ -127,8 +133,9 @@ pub enum TlsFailure {
     /// Handshake failed (also: peer spoke plaintext, timeout during
     /// handshake).
     Handshake(String),
-    /// Handshake done but the certificate did not satisfy the level.
-    NotVerified(String),
+    /// Handshake done but the certificate did not satisfy the level; what
+    /// was wrong with it (for TLS reports, [`crate::tlsrpt`]).
+    NotVerified(CertProblem, String),
     /// Local configuration problem (unreadable ca/cert/key file ...).
     Config(String),
 }
@@ -138,7 +145,7 @@ impl TlsFailure {
     pub fn dsn_text(&self) -> &'static str {
         match self {
             TlsFailure::Handshake(_) => "Cannot start TLS: handshake failure",
-            TlsFailure::NotVerified(_) => "Server certificate not verified",
+            TlsFailure::NotVerified(..) => "Server certificate not verified",
             TlsFailure::Config(_) => "client TLS configuration problem",
         }
     }
@@ -147,11 +154,33 @@ impl TlsFailure {
     pub fn detail(&self) -> &str {
         match self {
             TlsFailure::Handshake(text)
-            | TlsFailure::NotVerified(text)
+            | TlsFailure::NotVerified(_, text)
             | TlsFailure::Config(text) => text,
         }
     }
 }
+
+/// What was wrong with a server certificate that did not satisfy the
+/// level (the result types of RFC 8460 section 4.3 are made from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertProblem {
+    /// The chain did not verify (unknown CA, self-signed, bad signature).
+    NotTrusted,
+    /// The chain verified but for a certificate past its notAfter date.
+    Expired,
+    /// The chain verified but no name matched.
+    NameMismatch,
+    /// The server sent no certificate.
+    NoCertificate,
+    /// Level fingerprint: no configured fingerprint matched.
+    Fingerprint,
+    /// DANE: no usable TLSA record matched the chain, or a DANE-TA chain
+    /// is broken.
+    TlsaMismatch,
+}
+
+/// OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED.
+const CERT_HAS_EXPIRED: i32 = 10;
 
 impl fmt::Display for TlsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -288,7 +317,8 @@ impl Transport for TlsTransport {
     }
 
     fn peer_closed(&mut self) -> bool {
-        self.stream.get_mut().stream.peer_closed()
+        // Data already read ahead and decrypted counts as unsolicited too.
+        self.stream.ssl().pending() > 0 || self.stream.get_mut().stream.peer_closed()
     }
 
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
@@ -387,9 +417,17 @@ fn build_context(key: &ContextKey) -> Result<SslContext, TlsFailure> {
         .map_err(setup)?;
     // Record, never fail: the checks are ours, after the handshake.
     builder.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+    // Client sessions go to our own cache (see [`Resumption`]), never to
+    // OpenSSL's internal one.
+    builder.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+    builder.set_new_session_callback(new_session);
+    // Read whole records (and what follows) in one read(2), not the
+    // 5-byte record header first: half the receive system calls per
+    // reply (scenario 14 of docs/benchmarks.md).
+    builder.set_read_ahead(true);
 
     if key.ca_file.is_none() && key.ca_path.is_none() {
-        builder.set_default_verify_paths().map_err(|stack| {
+        load_system_trust(&mut builder).map_err(|stack| {
             TlsFailure::Config(format!(
                 "cannot load the system trust store: {}",
                 stack_text(&stack)
@@ -455,6 +493,35 @@ fn build_context(key: &ContextKey) -> Result<SslContext, TlsFailure> {
         }
     }
     Ok(builder.build())
+}
+
+/// The system trust store as `SSL_CTX_set_default_verify_paths` finds it
+/// (`SSL_CERT_FILE`, else OPENSSLDIR/cert.pem; `SSL_CERT_DIR`, else
+/// OPENSSLDIR/certs), but only as a CA file and a hashed directory.
+/// OpenSSL 3's default paths add an OSSL_STORE lookup of the directory
+/// that reads the whole directory (readdir) at each issuer lookup that the
+/// loaded certificates do not answer, i.e. at every handshake with a
+/// self-signed or privately issued server certificate, which is most MX
+/// hosts at level may: about 0.6 ms of CPU per new TLS session (scenario
+/// 14 of docs/benchmarks.md).
+fn load_system_trust(builder: &mut SslContextBuilder) -> Result<(), ErrorStack> {
+    let openssl_dir = openssl::version::dir();
+    let openssl_dir = openssl_dir
+        .strip_prefix("OPENSSLDIR: \"")
+        .and_then(|dir| dir.strip_suffix('"'))
+        .unwrap_or("/usr/lib/ssl");
+    let file = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(openssl_dir).join("cert.pem"));
+    let dir = std::env::var("SSL_CERT_DIR").unwrap_or_else(|_| format!("{openssl_dir}/certs"));
+    // Missing paths are no error, as with the default paths.
+    if file.is_file() {
+        builder.load_verify_locations(Some(&file), None)?;
+    }
+    let lookup = builder
+        .cert_store_mut()
+        .add_lookup(openssl::x509::store::X509Lookup::hash_dir())?;
+    lookup.add_dir(&dir, SslFiletype::PEM)
 }
 
 /// The context for `policy`, built on first use.  The lock is held while
@@ -683,16 +750,30 @@ fn handshake_failure(error: HandshakeError<Inner>) -> TlsFailure {
 /// certificate per `policy.level`.  On success the transport's timeout is
 /// left at `timeout`.
 pub fn handshake(
+    stream: Box<dyn Transport>,
+    policy: &Policy,
+    peer: &PeerNames<'_>,
+    timeout: Duration,
+) -> Result<(TlsTransport, TlsInfo), TlsFailure> {
+    handshake_resuming(stream, policy, peer, timeout, None)
+}
+
+/// [`handshake`], offering a session to resume and handing the sessions
+/// the server grants to `resumption`'s store (see [`Resumption`]).
+/// Whether the server resumed: [`SslRef::session_reused`] of the result.
+pub fn handshake_resuming(
     mut stream: Box<dyn Transport>,
     policy: &Policy,
     peer: &PeerNames<'_>,
     timeout: Duration,
+    resumption: Option<Resumption>,
 ) -> Result<(TlsTransport, TlsInfo), TlsFailure> {
     let limit = (!timeout.is_zero()).then_some(timeout);
     let context = context_for(policy)?;
     let mut ssl = Ssl::new(&context).map_err(|stack| {
         TlsFailure::Handshake(format!("TLS setup failed: {}", stack_text(&stack)))
     })?;
+    let sink = resumption.map(|resumption| resumption.install(&mut ssl));
     if let Some(name) = sni_name(&policy.servername, peer) {
         ssl.set_hostname(&name).map_err(|stack| {
             TlsFailure::Config(format!(
@@ -701,8 +782,9 @@ pub fn handshake(
             ))
         })?;
     }
-    // Record the first chain problem; never fail the handshake on it.
-    let first_problem: Arc<Mutex<Option<String>>> = Arc::default();
+    // Record the first chain problem (its text and OpenSSL's code); never
+    // fail the handshake on it.
+    let first_problem: Arc<Mutex<Option<(String, i32)>>> = Arc::default();
     let recorder = Arc::clone(&first_problem);
     ssl.set_verify_callback(
         SslVerifyMode::PEER,
@@ -714,10 +796,13 @@ pub fn handshake(
                         .current_cert()
                         .map(|cert| name_text(cert.subject_name()))
                         .unwrap_or_default();
-                    *slot = Some(format!(
-                        "{} at depth {} {subject}",
-                        store.error().error_string(),
-                        store.error_depth()
+                    *slot = Some((
+                        format!(
+                            "{} at depth {} {subject}",
+                            store.error().error_string(),
+                            store.error_depth()
+                        ),
+                        store.error().as_raw(),
                     ));
                 }
             }
@@ -748,7 +833,12 @@ pub fn handshake(
         .take();
     let mut transport = TlsTransport { stream: tls };
     match judge(transport.ssl(), policy, peer, problem) {
-        Ok(info) => Ok((transport, info)),
+        Ok(info) => {
+            if let Some(sink) = sink {
+                sink.accept();
+            }
+            Ok((transport, info))
+        }
         Err(failure) => {
             // Best effort: tell the server we are leaving.
             let _ = transport.shutdown();
@@ -774,6 +864,7 @@ fn judge_dane(
         Ok(der) => chain.push(der),
         Err(_) => {
             return Err(TlsFailure::NotVerified(
+                CertProblem::TlsaMismatch,
                 "the server certificate cannot be encoded".into(),
             ));
         }
@@ -810,10 +901,13 @@ fn judge_dane(
                     || parent.subject_name().try_cmp(child.issuer_name()).ok()
                         != Some(std::cmp::Ordering::Equal)
                 {
-                    return Err(TlsFailure::NotVerified(format!(
-                        "DANE-TA: {} is not issued by the trust anchor chain sent by the server",
-                        name_text(child.subject_name())
-                    )));
+                    return Err(TlsFailure::NotVerified(
+                        CertProblem::TlsaMismatch,
+                        format!(
+                            "DANE-TA: {} is not issued by the trust anchor chain sent by the server",
+                            name_text(child.subject_name())
+                        ),
+                    ));
                 }
             }
             let peer = PeerNames {
@@ -836,20 +930,144 @@ fn judge_dane(
                         other => format!("{other:?}"),
                     })
                     .collect();
-                return Err(TlsFailure::NotVerified(format!(
-                    "DANE-TA: server certificate name mismatch: {} matches none of: {}",
-                    names.join(", "),
-                    wanted.join(", ")
-                )));
+                return Err(TlsFailure::NotVerified(
+                    CertProblem::NameMismatch,
+                    format!(
+                        "DANE-TA: server certificate name mismatch: {} matches none of: {}",
+                        names.join(", "),
+                        wanted.join(", ")
+                    ),
+                ));
             }
             Ok(policy.half_dane)
         }
         crate::dane::Verdict::NoMatch | crate::dane::Verdict::NoUsableRecords => {
-            Err(TlsFailure::NotVerified(format!(
-                "no TLSA record matches the server certificate chain (TLSA: {})",
-                records.join("; ")
-            )))
+            Err(TlsFailure::NotVerified(
+                CertProblem::TlsaMismatch,
+                format!(
+                    "no TLSA record matches the server certificate chain (TLSA: {})",
+                    records.join("; ")
+                ),
+            ))
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Session resumption: the OpenSSL side (the cache is crate::tls_memory's).
+// ---------------------------------------------------------------------------
+
+/// Stores a session the server granted.
+pub type SessionStore = Arc<dyn Fn(SslSession) + Send + Sync>;
+
+/// What one handshake does about session resumption: the session it
+/// offers, and where the sessions the server grants go.
+pub struct Resumption {
+    /// A session from an earlier handshake under the same cache key (the
+    /// caller's: same endpoint, SNI name and policy, hence the same
+    /// context).
+    pub offer: Option<SslSession>,
+    /// Receives each session the server grants, but only once this
+    /// handshake's certificate checks passed: a TLS 1.2 session (during
+    /// the handshake, held until then) and TLS 1.3 tickets (after it,
+    /// while the session is read, possibly several).
+    pub store: SessionStore,
+}
+
+/// The per-connection end of [`Resumption`], kept in the `Ssl`'s ex data
+/// where [`new_session`] finds it.
+struct Sink {
+    store: SessionStore,
+    /// The certificate checks passed: sessions go to `store` at once.
+    accepted: AtomicBool,
+    /// The last session granted before that.
+    held: Mutex<Option<SslSession>>,
+}
+
+impl Sink {
+    fn accept(&self) {
+        self.accepted.store(true, Ordering::Release);
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(session) = held {
+            (self.store)(session);
+        }
+    }
+
+    fn granted(&self, session: SslSession) {
+        if self.accepted.load(Ordering::Acquire) {
+            (self.store)(session);
+        } else {
+            *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(session);
+        }
+    }
+}
+
+/// The ex-data slot of [`Sink`] (one per process; `None` if OpenSSL could
+/// not make one: then nothing is cached).
+fn sink_index() -> Option<Index<Ssl, Arc<Sink>>> {
+    static INDEX: OnceLock<Option<Index<Ssl, Arc<Sink>>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+unsafe extern "C" {
+    /// OpenSSL's `SSL_SESSION *SSL_SESSION_dup(const SSL_SESSION *src)`
+    /// (OpenSSL 1.1.1 and later; the `openssl` crate does not bind it).
+    fn SSL_SESSION_dup(src: *const std::ffi::c_void) -> *mut std::ffi::c_void;
+}
+
+/// A private copy of `session` (`None` if OpenSSL cannot make one): a
+/// session object handed to a connection is marked not resumable when
+/// that connection ends without close_notify (SMTP clients usually just
+/// close after QUIT), so a cache keeps a copy of its own and offers
+/// copies. Unlike a DER round trip, this does not parse the peer
+/// certificate again (a reference is taken): about 0.25 ms of CPU less
+/// per resumed session with OpenSSL 3 (scenario 14 of docs/benchmarks.md).
+pub fn copy_session(session: &SslSessionRef) -> Option<SslSession> {
+    // SAFETY: `session` is a valid SSL_SESSION for the duration of the
+    // call (a reference to a live object); SSL_SESSION_dup only reads it
+    // and returns either NULL or a new object whose one reference we own,
+    // which SslSession::from_ptr takes over (and frees on drop).
+    unsafe {
+        let copy = SSL_SESSION_dup(session.as_ptr().cast_const().cast());
+        (!copy.is_null()).then(|| SslSession::from_ptr(copy.cast()))
+    }
+}
+
+/// The contexts' new-session callback: to the connection's sink, if any.
+fn new_session(ssl: &mut SslRef, session: SslSession) {
+    if let Some(sink) = sink_index().and_then(|index| ssl.ex_data(index)) {
+        sink.granted(session);
+    }
+}
+
+impl Resumption {
+    /// Offers the session and installs the sink on `ssl`.
+    fn install(self, ssl: &mut Ssl) -> Arc<Sink> {
+        let sink = Arc::new(Sink {
+            store: self.store,
+            accepted: AtomicBool::new(false),
+            held: Mutex::new(None),
+        });
+        if let Some(index) = sink_index() {
+            ssl.set_ex_data(index, Arc::clone(&sink));
+        }
+        if let Some(session) = &self.offer {
+            // SAFETY: SSL_set_session requires a session made with the
+            // same SSL_CTX settings (method, versions).  Offered sessions
+            // come from the cache of crate::tls_memory, whose key holds
+            // the whole Policy (so the same ContextKey, hence this very
+            // context: one per key, built once, never rebuilt) together
+            // with the endpoint and SNI name the session was made for.
+            // A failure to set it only means a full handshake.
+            if let Err(stack) = unsafe { ssl.set_session(session) } {
+                log::debug!("cannot offer a TLS session: {}", stack_text(&stack));
+            }
+        }
+        sink
     }
 }
 
@@ -858,7 +1076,7 @@ fn judge(
     ssl: &SslRef,
     policy: &Policy,
     peer: &PeerNames<'_>,
-    chain_problem: Option<String>,
+    chain_problem: Option<(String, i32)>,
 ) -> Result<TlsInfo, TlsFailure> {
     let (cipher, cipher_bits) = match ssl.current_cipher() {
         Some(cipher) => {
@@ -878,9 +1096,12 @@ fn judge(
     };
     let Some(leaf) = leaf else {
         return match policy.level {
-            Level::Fingerprint | Level::Dane | Level::Verify | Level::Secure => Err(
-                TlsFailure::NotVerified("the server presented no certificate".into()),
-            ),
+            Level::Fingerprint | Level::Dane | Level::Verify | Level::Secure => {
+                Err(TlsFailure::NotVerified(
+                    CertProblem::NoCertificate,
+                    "the server presented no certificate".into(),
+                ))
+            }
             _ => Ok(info),
         };
     };
@@ -924,11 +1145,14 @@ fn judge(
         };
         if !matched {
             let shown = seen.first().map(|fp| colon_hex(fp)).unwrap_or_default();
-            return Err(TlsFailure::NotVerified(format!(
-                "server certificate {} fingerprint {shown} (or its public key's) matches \
+            return Err(TlsFailure::NotVerified(
+                CertProblem::Fingerprint,
+                format!(
+                    "server certificate {} fingerprint {shown} (or its public key's) matches \
                  none of the configured fingerprints",
-                policy.digest.name()
-            )));
+                    policy.digest.name()
+                ),
+            ));
         }
         return Ok(info);
     }
@@ -939,11 +1163,19 @@ fn judge(
         (true, true) => Trust::Verified,
     };
     if matches!(policy.level, Level::Verify | Level::Secure) && info.trust != Trust::Verified {
-        let detail = if !chain_ok {
-            format!(
-                "server certificate not trusted: {}",
-                chain_problem.unwrap_or_else(|| verify_result.error_string().to_string())
-            )
+        let (problem, detail) = if !chain_ok {
+            let (text, code) = chain_problem.unwrap_or_else(|| {
+                (
+                    verify_result.error_string().to_string(),
+                    verify_result.as_raw(),
+                )
+            });
+            let problem = if code == CERT_HAS_EXPIRED {
+                CertProblem::Expired
+            } else {
+                CertProblem::NotTrusted
+            };
+            (problem, format!("server certificate not trusted: {text}"))
         } else {
             let rules: Vec<String> = policy
                 .matches
@@ -955,13 +1187,16 @@ fn judge(
                     MatchRule::Name(name) => name.clone(),
                 })
                 .collect();
-            format!(
-                "server certificate name mismatch: {} matches none of: {}",
-                names.join(", "),
-                rules.join(", ")
+            (
+                CertProblem::NameMismatch,
+                format!(
+                    "server certificate name mismatch: {} matches none of: {}",
+                    names.join(", "),
+                    rules.join(", ")
+                ),
             )
         };
-        return Err(TlsFailure::NotVerified(detail));
+        return Err(TlsFailure::NotVerified(problem, detail));
     }
     Ok(info)
 }

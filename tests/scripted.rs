@@ -995,9 +995,11 @@ fn recipient_with_crlf_is_bounced_and_nothing_is_injected() {
             "id": "inject",
             "recipients": [
                 {"address": evil, "status": "bounced", "dsn": "5.1.3", "relay": null,
-                 "diagnostic": "bad recipient address syntax: address contains a control character", "tls": null},
+                 "diagnostic": "bad recipient address syntax: address contains a control character", "tls": null,
+                 "tls_policy": null},
                 {"address": "good@y.test", "status": "sent", "dsn": "2.0.0",
-                 "relay": server.relay(), "diagnostic": "250 2.0.0 Ok: queued as 4XYZ", "tls": null},
+                 "relay": server.relay(), "diagnostic": "250 2.0.0 Ok: queued as 4XYZ", "tls": null,
+                 "tls_policy": {"level": "may", "source": "default", "reason": "security_level may"}},
             ]
         }),
         "{run:#?}"

@@ -45,9 +45,11 @@ fn smtp_delivery_to_two_recipients_is_sent_in_text_and_json() {
             "id": "sink-json-1",
             "recipients": [
                 {"address": "b@y.test", "status": "sent", "dsn": "2.0.0",
-                 "relay": relay, "diagnostic": "250 2.0.0 Ok", "tls": null},
+                 "relay": relay, "diagnostic": "250 2.0.0 Ok", "tls": null,
+                 "tls_policy": {"level": "may", "source": "default", "reason": "security_level may"}},
                 {"address": "c@y.test", "status": "sent", "dsn": "2.0.0",
-                 "relay": relay, "diagnostic": "250 2.0.0 Ok", "tls": null},
+                 "relay": relay, "diagnostic": "250 2.0.0 Ok", "tls": null,
+                 "tls_policy": {"level": "may", "source": "default", "reason": "security_level may"}},
             ]
         }),
         "{run:#?}"

@@ -16,6 +16,12 @@
 //! TLS session lost after a good handshake (a server speaking real TLS with
 //! the test PKI), and bad `[[tls.policy]]` entries.
 //!
+//! In a daemon (issue 16): the broken-TLS memory (`[tls]
+//! broken_tls_memory`: old mail skips STARTTLS with a server whose
+//! handshake failed, young mail still tries; "0s" remembers nothing) with
+//! scripted servers, and TLS session resumption (`[tls]
+//! session_cache_timeout`) against Postfix's STARTTLS and SMTPS services.
+//!
 //! Without Postfix the real-server tests print SKIPPED and pass, except
 //! under `CI=true`, where they fail.
 
@@ -1215,4 +1221,205 @@ fn tls_session_lost_after_the_handshake_retries_old_mail_in_plaintext() {
         server.finish_all(),
         vec![dropped_in_tls(), plaintext_after(&[])]
     );
+}
+
+// ---------------------------------------------------------------------------
+// Broken-TLS memory ([tls] broken_tls_memory), in a daemon
+// ---------------------------------------------------------------------------
+
+/// A daemon with one worker, no connection cache and this
+/// `broken_tls_memory`.
+fn tls_daemon(broken_tls_memory: &str, extra_tls: &str) -> common::daemon::Daemon {
+    let work = Workdir::new();
+    let text = format!(
+        "{SMTP_TIMEOUTS}\n[tls]\nstarttls_timeout = \"5s\"\nbroken_tls_memory = {broken_tls_memory:?}\n{extra_tls}\n\
+         [cache]\non_demand = false\n\n[daemon]\nsocket = {:?}\nworkers = 1\n",
+        work.path().join("m.sock").display().to_string()
+    );
+    common::daemon::Daemon::start_text(&work, &text, Duration::from_secs(30)).owning(work)
+}
+
+/// A job to `nexthop` that arrived `age` ago.
+fn aged_job(id: &str, nexthop: &str, age: Duration) -> Value {
+    let mut job = common::jobs::inline_job(id, nexthop, "Subject: t\r\n\r\nhello\r\n");
+    let arrival = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .saturating_sub(age)
+        .as_secs();
+    job["arrival_time"] = arrival.into();
+    job
+}
+
+/// The daemon's status reply's `tls` object.
+fn tls_status(daemon: &common::daemon::Daemon) -> Value {
+    let mut client = daemon.client();
+    client.send(r#"{"command":"status"}"#);
+    client.answer()["tls"].clone()
+}
+
+fn job_status(answer: &Value) -> String {
+    answer["recipients"][0]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A scripted server whose connections break the handshake (`true`) or
+/// take a plaintext transaction, refusing STARTTLS if asked (`false`).
+fn broken_or_plain(plan: Vec<bool>) -> Scripted {
+    let max = plan.len();
+    Scripted::sequential(max, move |index, conn| {
+        if plan.get(index).copied().unwrap_or(false) {
+            smtp_session(conn, true, OnStartTls::Junk)
+        } else {
+            smtp_session(
+                conn,
+                true,
+                OnStartTls::Refuse("454 4.7.0 must not be asked"),
+            )
+        }
+    })
+}
+
+fn broken_transcript() -> Vec<String> {
+    vec![
+        ehlo(),
+        "STARTTLS".into(),
+        "<ClientHello>".into(),
+        "<closed>".into(),
+    ]
+}
+
+#[test]
+fn broken_tls_memory_sends_old_mail_in_plaintext_without_starttls_across_a_reload() {
+    let hour = Duration::from_secs(3600);
+    let server = broken_or_plain(vec![true, false, false, false, true]);
+    let daemon = tls_daemon("1h", "");
+    let nexthop = server.nexthop();
+    // 1. Old mail: the handshake fails, the plaintext retry sends it, and
+    //    the server is remembered.
+    let first = daemon.submit(&[aged_job("J1", &nexthop, hour)]);
+    assert_eq!(job_status(&first[0]), "sent", "{first:?}");
+    daemon.wait_log("remembering the server for 3600s ([tls] broken_tls_memory)");
+    // 2. Old mail: plaintext at once, no STARTTLS.
+    let second = daemon.submit(&[aged_job("J2", &nexthop, hour)]);
+    assert_eq!(job_status(&second[0]), "sent", "{second:?}");
+    daemon.wait_log("sending in plaintext without STARTTLS ([tls] broken_tls_memory)");
+    // The memory outlives a reload.
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_log("reload: configuration reloaded");
+    let again = daemon.submit(&[aged_job("J2b", &nexthop, hour)]);
+    assert_eq!(job_status(&again[0]), "sent", "{again:?}");
+    // 3. Young mail still tries TLS (and is deferred).
+    let third = daemon.submit(&[aged_job("J3", &nexthop, Duration::from_secs(10))]);
+    assert_eq!(job_status(&third[0]), "deferred", "{third:?}");
+    assert_eq!(third[0]["recipients"][0]["dsn"], "4.7.5", "{third:?}");
+    let tls = tls_status(&daemon);
+    assert_eq!(tls["broken_servers"], 1, "{tls}");
+    assert_eq!(tls["skipped_handshakes"], 2, "{tls}");
+    assert_eq!(tls["new_sessions"], 0, "{tls}");
+    drop(daemon);
+    assert_eq!(
+        server.finish_all(),
+        vec![
+            broken_transcript(),
+            plaintext_after(&[]),
+            plaintext_after(&[]),
+            plaintext_after(&[]),
+            broken_transcript(),
+        ]
+    );
+}
+
+#[test]
+fn broken_tls_memory_0s_tries_the_handshake_every_time() {
+    let hour = Duration::from_secs(3600);
+    let server = broken_or_plain(vec![true, false, true, false]);
+    let daemon = tls_daemon("0s", "");
+    let nexthop = server.nexthop();
+    for id in ["J1", "J2"] {
+        let answer = daemon.submit(&[aged_job(id, &nexthop, hour)]);
+        assert_eq!(job_status(&answer[0]), "sent", "{answer:?}");
+    }
+    let log = daemon.log();
+    assert!(!log.contains("broken_tls_memory"), "{log}");
+    let tls = tls_status(&daemon);
+    assert_eq!(tls["broken_servers"], 0, "{tls}");
+    assert_eq!(tls["skipped_handshakes"], 0, "{tls}");
+    drop(daemon);
+    assert_eq!(
+        server.finish_all(),
+        vec![
+            broken_transcript(),
+            plaintext_after(&[]),
+            broken_transcript(),
+            plaintext_after(&[]),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Session resumption ([tls] session_cache_timeout) against Postfix
+// ---------------------------------------------------------------------------
+
+/// The daemon delivers twice to Postfix's STARTTLS and SMTPS services,
+/// each delivery on a new connection: the second resumes the first's
+/// session (Postfix's smtpd issues TLS 1.3 tickets with its default
+/// smtpd_tls_session_cache_timeout, keys from tlsmgr); with
+/// `session_cache_timeout = "0s"` nothing is resumed.
+#[test]
+fn postfix_second_delivery_resumes_the_tls_session() {
+    let Some((_pki, pf)) = postfix() else {
+        return;
+    };
+    let mut before_starttls = 0;
+    for (timeout, resumed) in [("1h", true), ("0s", false)] {
+        for service in [Service::StartTls, Service::Smtps] {
+            let wrapper = match service {
+                Service::Smtps => "security_level = \"encrypt\"\nwrappermode = true\n",
+                _ => "",
+            };
+            let daemon = tls_daemon(
+                "1h",
+                &format!("session_cache_timeout = {timeout:?}\n{wrapper}"),
+            );
+            for n in 0..2 {
+                let id = format!("{service:?}{n}");
+                let job = aged_job(&id, &pf.nexthop(service), Duration::ZERO);
+                let answer = daemon.submit(&[job]);
+                assert_eq!(
+                    job_status(&answer[0]),
+                    "sent",
+                    "{answer:?}\n{}",
+                    daemon.log()
+                );
+            }
+            let log = daemon.log();
+            let tls = tls_status(&daemon);
+            let established = format!("TLS connection established to {}: ", pf.relay(service));
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(&established)).collect();
+            assert_eq!(lines.len(), 2, "{service:?}: {log}");
+            assert!(!lines[0].ends_with("(session resumed)"), "{log}");
+            assert_eq!(
+                lines[1].ends_with("(session resumed)"),
+                resumed,
+                "{service:?} {timeout}: {tls} {log}\nPOSTFIX {}",
+                pf.maillog()
+            );
+            let resumed = u64::from(resumed);
+            assert_eq!(tls["resumed_sessions"], resumed, "{tls}");
+            assert_eq!(tls["new_sessions"], 2 - resumed, "{tls}");
+            drop(daemon);
+        }
+        // Postfix took every STARTTLS message over TLS.
+        let sessions = pf.wait_sessions(Service::StartTls, before_starttls + 2);
+        assert!(
+            sessions[before_starttls..]
+                .iter()
+                .all(|s| s.tls_line().is_some() && s.queue_id().is_some()),
+            "{sessions:#?}"
+        );
+        before_starttls += 2;
+    }
 }

@@ -7,13 +7,15 @@
 #
 # Environment:
 #   SCENARIOS  which to run, in order (default "1 2 lat 7 6 3 8 4 5 9 10
-#              11 12 13"); names: 1 relay+reuse, 2 relay no reuse, lat latency,
+#              11 12 13 14"); names: 1 relay+reuse, 2 relay no reuse, lat latency,
 #              3 many domains, 4 dead primaries, 5 large message,
 #              6 slow sessions, 7 LMTP over a UNIX socket,
 #              8 DNS burst (cold vs warm DNS cache, 500 workers),
 #              9 throttling receiver, 10 head of line, 11 dead primaries
 #              with address health memory, 12 Happy Eyeballs, 13 Postfix
-#              -> mailhop's LMTP ingress vs Postfix's own smtp(8)
+#              -> mailhop's LMTP ingress vs Postfix's own smtp(8),
+#              14 TLS (SMTPS through a socat front vs a Postfix TLS drain;
+#              session resumption against Postfix's smtpd)
 #   REPS       repetitions per scenario (default: 5 for scenarios 1 and
 #              2, whose targets sit closest to their lines and whose runs
 #              are short; 3 for the others)
@@ -31,7 +33,7 @@ OUT=target/bench
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
-SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12 13"}
+SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12 13 14"}
 # Empty: each scenario's own default.
 export REPS=${REPS:-}
 export PYTHONDONTWRITEBYTECODE=1
@@ -89,6 +91,7 @@ script_for() {
         11 | health) echo s11-health-memory.py ;;
         12 | he) echo s12-happy-eyeballs.py ;;
         13 | ingress) echo s13-lmtp-ingress.py ;;
+        14 | tls) echo s14-tls.py ;;
         *) return 1 ;;
     esac
 }

@@ -495,3 +495,12 @@ pub(super) fn valid_address_literal(text: &str) -> bool {
         _ => inner.parse::<Ipv4Addr>().is_ok(),
     }
 }
+
+/// `[tls_rpt] report_directory`: an absolute path.
+pub(super) fn check_report_directory(path: &str) -> Result<(), Invalid> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(Invalid::from(format!("{path:?} is not an absolute path")))
+    }
+}

@@ -11,7 +11,7 @@ use super::ingress::IngressEntry;
 use super::tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
     MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
-    TlsPolicyEntry,
+    TlsPolicyEntry, TlsRptConfig,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -41,7 +41,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 10] {
+fn documented_tables() -> [TableDefaults; 11] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -84,6 +84,12 @@ fn documented_tables() -> [TableDefaults; 10] {
             MetricsConfig::TABLE,
             MetricsConfig::DOC,
             MetricsConfig::KEYS,
+            false,
+        ),
+        table::<TlsRptConfig>(
+            TlsRptConfig::TABLE,
+            TlsRptConfig::DOC,
+            TlsRptConfig::KEYS,
             false,
         ),
         table::<MtaStsConfig>(
@@ -179,9 +185,10 @@ The file has the tables
 .BR [daemon] ,
 .BR [cache] ,
 .BR [log] ,
-.B [shaping]
+.BR [shaping] ,
+.B [metrics]
 and
-.BR [metrics] ,
+.BR [tls_rpt] ,
 and the
 .B [[ingress]]
 entries, described below.

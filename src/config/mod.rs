@@ -1,5 +1,5 @@
 //! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
-//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]` and `[mta_sts]` tables of the TOML configuration file,
+//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]`, `[tls_rpt]` and `[mta_sts]` tables of the TOML configuration file,
 //! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
@@ -88,7 +88,7 @@ pub use shaping::{
 pub use tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
     MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
-    TlsPolicyEntry,
+    TlsPolicyEntry, TlsRptConfig,
 };
 pub use tls::{
     Digest, InsecureMxPolicy, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
@@ -119,6 +119,8 @@ pub struct Config {
     pub shaping: ShapingConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[tls_rpt]`: TLS reporting (RFC 8460).
+    pub tls_rpt: TlsRptConfig,
     /// `[mta_sts]`: MTA-STS policies (RFC 8461).
     pub mta_sts: MtaStsConfig,
     /// `[[ingress]]`: LMTP listeners taking mail from an MTA.
@@ -180,6 +182,7 @@ impl Config {
         self.log.check_keys()?;
         self.shaping.check_keys()?;
         self.metrics.check_keys()?;
+        self.tls_rpt.check_keys()?;
         self.mta_sts.check_keys()?;
         ingress::check_ingress(&self.ingress).map_err(|invalid| invalid.at("ingress"))?;
         Ok(())

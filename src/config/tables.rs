@@ -445,6 +445,21 @@ config_table! {
         /// TLSA records are enforced; logged Trusted, never Verified),
         /// "encrypt" or "may".
         dane_insecure_mx_policy: String = "dane".into(), mirrors "smtp_tls_dane_insecure_mx_policy", check = check_dane_insecure_mx_policy;
+        /// How long a client TLS session (a TLS 1.2 session id or a TLS 1.3
+        /// ticket) is kept for resumption, per server endpoint, SNI name and
+        /// TLS policy (a session made under one policy is never offered
+        /// under another); at most the session's own lifetime. In memory,
+        /// shared by all workers, kept across reloads. "0s": no resumption.
+        #[serde(with = "duration_str")]
+        session_cache_timeout: Duration = secs(3600), mirrors "smtp_tls_session_cache_timeout (smtp_tls_session_cache_database: always the daemon's memory)";
+        /// How long a server (address and port, or UNIX socket) whose TLS
+        /// handshake failed is remembered. While it is, mail at level "may"
+        /// old enough for a plaintext retry (plaintext_retry_after) goes in
+        /// plaintext at once, without the doomed STARTTLS; younger mail
+        /// still tries TLS (a success forgets the server). "0s": remember
+        /// nothing (Postfix's behaviour).
+        #[serde(with = "duration_str")]
+        broken_tls_memory: Duration = secs(3600), mirrors "none (mailhop's own; Postfix retries the handshake every time)";
     }
 }
 
@@ -727,6 +742,39 @@ config_table! {
         /// others are summed under destination="other". 0: every
         /// destination is "other". At most 1000.
         destination_label_limit: usize = 20, mirrors "none (mailhop's own)", check = check_label_limit;
+    }
+}
+
+config_table! {
+    /// `[tls_rpt]`: SMTP TLS Reporting (RFC 8460, docs/configuration.md):
+    /// the outcome of every TLS handshake (success, or the RFC 8460 result
+    /// type of its failure) counted per policy domain (the next-hop domain)
+    /// and UTC day; when a day is over, one JSON report per domain that
+    /// publishes a "_smtp._tls" TXT record is written to report_directory
+    /// and, with submit, mailed to its "mailto:" addresses. Read at start
+    /// only: a reload (SIGHUP) keeps the running reporter.
+    "tls_rpt" => pub struct TlsRptConfig {
+        /// Count TLS results and write reports.
+        enabled: bool = false, mirrors "smtp_tlsrpt_enable";
+        /// Where the daily reports are written (created when missing), one
+        /// file per policy domain and day, named as RFC 8460 section 5.3
+        /// names the attachment: "submitter!domain!begin!end!id.json".
+        report_directory: String = "/var/lib/mailhop/tlsrpt".to_string(), mirrors "none (mailhop's own; Postfix hands results to the TLSRPT library's collector)", check = check_report_directory;
+        /// The report's "organization-name". Empty: $myhostname.
+        organization_name: String = String::new(), mirrors "none (the TLSRPT collector's setting in Postfix)";
+        /// The report's "contact-info". Empty: the sender address.
+        contact_info: String = String::new(), mirrors "none (the TLSRPT collector's setting in Postfix)";
+        /// Count sessions to destinations without a DANE or MTA-STS policy
+        /// (policy type "no-policy-found"; their TLS level comes from
+        /// [tls] security_level or a [[tls.policy]] entry).
+        no_policy_found: bool = false, mirrors "none (mailhop's own)";
+        /// Mail each report to the "mailto:" addresses of the domain's
+        /// TLSRPT record (RFC 8460 section 5.3) through mailhop's own
+        /// workers. "https:" addresses are logged as not supported.
+        submit: bool = false, mirrors "none (the TLSRPT collector's setting in Postfix)";
+        /// The envelope sender and From: of submitted reports. Empty:
+        /// "postmaster@$myhostname".
+        sender: String = String::new(), mirrors "none (the TLSRPT collector's setting in Postfix)";
     }
 }
 

@@ -28,7 +28,7 @@ use crate::job::RecipientResult;
 
 pub use http::{BoundFile, Endpoint, REQUEST_MAX, REQUEST_TIME, RESPONSE_TIME, SnapshotFn, bind};
 pub use recorder::{Format, OTHER, Recorder};
-pub use snapshot::{DestinationGauges, IngressGauges, Snapshot};
+pub use snapshot::{DestinationGauges, IngressGauges, Snapshot, TlsGauges};
 
 static RECORDER: OnceLock<Arc<Recorder>> = OnceLock::new();
 

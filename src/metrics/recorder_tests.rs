@@ -490,3 +490,27 @@ fn the_ingress_series_appear_only_when_its_listeners_run() {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
 }
+
+#[test]
+fn the_tls_memory_series() {
+    let snapshot = Snapshot {
+        tls: Some(super::super::TlsGauges {
+            new_sessions: 4,
+            resumed_sessions: 7,
+            cached_sessions: 2,
+            broken_servers: 1,
+            skipped_handshakes: 3,
+        }),
+        ..Snapshot::default()
+    };
+    let text = Recorder::new(2).render(Some(snapshot), Format::Prometheus);
+    for line in [
+        "mailhop_tls_client_sessions_total{session=\"new\"} 4",
+        "mailhop_tls_client_sessions_total{session=\"resumed\"} 7",
+        "mailhop_tls_cached_sessions 2",
+        "mailhop_tls_broken_servers 1",
+        "mailhop_tls_skipped_handshakes_total 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+}

@@ -47,6 +47,18 @@ pub struct Snapshot {
     pub destinations: Vec<DestinationGauges>,
     /// The LMTP ingress, when `[[ingress]]` listeners run.
     pub ingress: Option<IngressGauges>,
+    /// TLS session resumption and broken-TLS memory.
+    pub tls: Option<TlsGauges>,
+}
+
+/// The TLS memory's counters (see `mailhop status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsGauges {
+    pub new_sessions: u64,
+    pub resumed_sessions: u64,
+    pub cached_sessions: u64,
+    pub broken_servers: u64,
+    pub skipped_handshakes: u64,
 }
 
 /// The LMTP ingress's counters (see `mailhop status`).
@@ -307,6 +319,36 @@ impl Collector for SnapshotCollector {
                 "ingress_cancelled",
                 "Ingress jobs cancelled (the deadline, or the MTA hung up)",
                 ingress.cancelled,
+            )?;
+        }
+        if let Some(tls) = &s.tls {
+            let mut sessions = encoder.encode_descriptor(
+                "tls_client_sessions",
+                "Completed TLS handshakes by session: \"new\" (full handshake) or \"resumed\" ([tls] session_cache_timeout)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, value) in [("new", tls.new_sessions), ("resumed", tls.resumed_sessions)] {
+                let labels = [("session", kind.to_string())];
+                ConstCounter::new(value).encode(sessions.encode_family(&labels)?)?;
+            }
+            gauge(
+                &mut encoder,
+                "tls_cached_sessions",
+                "TLS sessions in the session cache now",
+                tls.cached_sessions,
+            )?;
+            gauge(
+                &mut encoder,
+                "tls_broken_servers",
+                "Servers remembered now with a failed TLS handshake ([tls] broken_tls_memory)",
+                tls.broken_servers,
+            )?;
+            counter(
+                &mut encoder,
+                "tls_skipped_handshakes",
+                "Deliveries sent in plaintext at once, skipping the handshake with a server remembered with broken TLS",
+                tls.skipped_handshakes,
             )?;
         }
         gauge(

@@ -321,6 +321,9 @@ pub struct Client {
     retry_plain: bool,
     /// The server sent STARTTLS's 220; the handshake is due.
     tls_due: bool,
+    /// TLS was required but the server did not offer STARTTLS or refused
+    /// it (RFC 8460's "starttls-not-supported").
+    starttls_unsupported: bool,
     /// A reused session failed its RSET probe: discard it; no recipient
     /// was touched.
     probe_failed: bool,
@@ -380,6 +383,7 @@ impl Client {
             tls_active: settings_tls_wrapped,
             retry_plain: false,
             tls_due: false,
+            starttls_unsupported: false,
             probe_failed: false,
             probe_pipelined: false,
             quit_after_data: false,
@@ -958,6 +962,7 @@ impl Client {
                     return;
                 }
                 if self.settings.tls == TlsMode::Required {
+                    self.starttls_unsupported = true;
                     let dsn = Dsn::new(
                         crate::dsn::TLS_NOT_OFFERED,
                         format!(
@@ -992,6 +997,7 @@ impl Client {
             return;
         }
         if self.settings.tls == TlsMode::Required {
+            self.starttls_unsupported = true;
             let text = format!(
                 "TLS is required, but host {} refused to start TLS: {}",
                 self.settings.peer, reply.text
@@ -1042,6 +1048,12 @@ impl Client {
     }
 
     /// The caller should reconnect to this server without TLS.
+    /// TLS was required, but the server did not offer STARTTLS or
+    /// refused it: the session ended before any TLS handshake.
+    pub fn starttls_unsupported(&self) -> bool {
+        self.starttls_unsupported
+    }
+
     pub fn retry_plain(&self) -> bool {
         self.retry_plain
     }
