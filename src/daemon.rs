@@ -587,13 +587,18 @@ impl Daemon {
             }
             log::info!("reload: the connection cache was emptied ([cache] or [tls] changed)");
         }
-        let deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
+        let mut deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
             .with_cache(Arc::clone(&self.cache))
             .with_sites(Arc::clone(&self.sites))
             .with_health(Arc::clone(&self.health))
             // [tls_rpt] is read at start only: the running reporter stays.
             .with_tlsrpt(self.pool.deliverer().tlsrpt().cloned())
             .with_tls_memory(Arc::clone(&self.tls_memory));
+        if new.mta_sts == self.config.mta_sts {
+            // The MTA-STS policies in memory stay (without a cache file too).
+            let running = self.pool.deliverer().mta_sts().cloned();
+            deliverer = deliverer.with_mta_sts(running);
+        }
         self.pool.set_deliverer(deliverer);
         self.settings = Arc::new(ConnSettings::from_config(
             &new.daemon,

@@ -31,6 +31,7 @@ use crate::dsn::{self, Dsn};
 use crate::health::AddressHealth;
 use crate::interfaces::OwnAddresses;
 use crate::job::CheckedJob;
+use crate::mta_sts::{MtaSts, Verdict};
 use crate::mxlist::{Candidate, Route, interleave_families};
 use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices, parse_nexthop};
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
@@ -46,7 +47,7 @@ use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
 use crate::tls::{PeerNames, TlsFailure, TlsInfo, Trust};
 use crate::tls_memory::TlsMemory;
-use crate::tls_policy::{Level, Policies, Policy};
+use crate::tls_policy::{Level, Policies, Policy, PolicySource};
 use crate::tlsrpt::TlsRpt;
 use crate::transport::Connection;
 use crate::transport::Transport;
@@ -177,6 +178,9 @@ pub struct Deliverer {
     /// TLS sessions for resumption and servers with broken TLS (see
     /// [`crate::tls_memory`]); shared like `health`.
     tls_memory: Arc<TlsMemory>,
+    /// MTA-STS policies (`[mta_sts]`; `None` when disabled), shared by
+    /// the daemon's workers.
+    mta_sts: Option<Arc<MtaSts>>,
 }
 
 impl Deliverer {
@@ -205,6 +209,13 @@ impl Deliverer {
             families.ipv4,
             families.ipv6,
         );
+        let mta_sts = match MtaSts::from_config(&config.mta_sts, Arc::clone(&dns)) {
+            Ok(found) => found.map(Arc::new),
+            Err(e) => {
+                log::error!("MTA-STS disabled: {e}");
+                None
+            }
+        };
         let resolver = DnsResolver::new(Arc::clone(&dns), &config, &own);
         let services = SystemServices;
         let fallback = [Protocol::Smtp, Protocol::Lmtp].map(|protocol| {
@@ -226,11 +237,16 @@ impl Deliverer {
             health: Arc::new(AddressHealth::new()),
             tlsrpt: None,
             tls_memory: Arc::new(TlsMemory::new()),
+            mta_sts,
         }
     }
 
+    /// Resolves destinations with `resolver` instead of DNS. MTA-STS,
+    /// which would still look up TXT records and policy hosts in the DNS,
+    /// is turned off: give it back with [`Deliverer::with_mta_sts`].
     pub fn with_resolver(mut self, resolver: Box<dyn Resolver>) -> Self {
         self.resolver = resolver;
+        self.mta_sts = None;
         self
     }
 
@@ -290,6 +306,17 @@ impl Deliverer {
 
     pub fn tls_memory(&self) -> &Arc<TlsMemory> {
         &self.tls_memory
+    }
+
+    /// Uses these MTA-STS policies (`None`: none), e.g. another
+    /// deliverer's, so that a reload keeps the cache in memory.
+    pub fn with_mta_sts(mut self, mta_sts: Option<Arc<MtaSts>>) -> Self {
+        self.mta_sts = mta_sts;
+        self
+    }
+
+    pub fn mta_sts(&self) -> Option<&Arc<MtaSts>> {
+        self.mta_sts.as_ref()
     }
 
     pub fn with_connector(mut self, connector: Box<dyn Connector>) -> Self {
@@ -536,10 +563,18 @@ impl Deliverer {
             );
         }
         let mut route = route;
-        // Taken before DANE removes hosts: a skipped best MX stays the best.
+        // Taken before MTA-STS and DANE remove hosts: a skipped best MX
+        // stays the best.
         let best_preference = route.candidates.first().map_or(0, |c| c.preference);
+        let policy = if mode.lookup_mx {
+            self.mta_sts_route(host, &mut route, policy, job)
+                .ok_or(false)?
+        } else {
+            policy
+        };
         let server_policies = if policy.dane.is_some() {
-            self.dane_policies(destination, port, &policy, &mut route, job)
+            let decided = self.dane_policies(destination, port, &policy, &mut route, job);
+            mta_sts_under_dane(&policy, decided)
         } else {
             Vec::new()
         };
@@ -636,6 +671,63 @@ impl Deliverer {
             }
         }
         policies
+    }
+
+    /// MTA-STS (RFC 8461, see [`crate::mta_sts`]) for the MX list of a
+    /// domain whose TLS policy is the default one (a `[[tls.policy]]`
+    /// entry wins; DANE, decided per server later, overrides it): under
+    /// "enforce" only the MX hosts the policy names are kept and they get
+    /// level verify; "testing" logs the MX hosts enforce would refuse.
+    /// Returns the servers' policy; `None` when no MX host is left:
+    /// recorded as 4.7.5, the destination is skipped. Under a default
+    /// "dane" level the policy keeps its DANE mode, and
+    /// [`mta_sts_under_dane`] settles each server.
+    fn mta_sts_route(
+        &self,
+        host: &Host,
+        route: &mut Route,
+        policy: Arc<Policy>,
+        job: &mut JobState<'_>,
+    ) -> Option<Arc<Policy>> {
+        let (Some(mta_sts), Host::Name(domain)) = (&self.mta_sts, host) else {
+            return Some(policy);
+        };
+        if policy.source != PolicySource::Default {
+            return Some(policy);
+        }
+        let Some(found) = mta_sts.lookup(domain) else {
+            return Some(policy);
+        };
+        match crate::mta_sts::apply(&found, &policy, &mut route.candidates) {
+            Verdict::Unchanged => Some(policy),
+            Verdict::Enforce { policy, dropped } => {
+                for mx in dropped {
+                    log::info!(
+                        "MX host {mx} does not match the MTA-STS policy of {} (id {}): skipped",
+                        found.domain,
+                        found.id
+                    );
+                }
+                Some(Arc::new(policy))
+            }
+            Verdict::Testing { policy, mismatched } => {
+                // The hook for TLS-RPT: what enforce would have refused.
+                for mx in mismatched {
+                    log::warn!(
+                        "MX host {mx} does not match the MTA-STS policy of {} (id {}, testing \
+                         mode): delivering anyway",
+                        found.domain,
+                        found.id
+                    );
+                }
+                Some(Arc::new(policy))
+            }
+            Verdict::NoMatch { text } => {
+                log::warn!("{text} (id {})", found.id);
+                job.trouble.record(&Dsn::new(dsn::TLS_PROBLEM, text));
+                None
+            }
+        }
     }
 
     /// Tries the addresses of a TCP destination in order, within
@@ -1783,6 +1875,32 @@ fn log_tls_policy(relay: &str, policy: &Policy) {
         policy.source.name(),
         policy.reason
     );
+}
+
+/// MTA-STS "enforce" over a default "dane" level (RFC 8461 section 2):
+/// a server with usable TLSA records keeps its DANE policy; one that DANE
+/// lets fall back (to "may" or "encrypt") gets the MTA-STS policy instead.
+/// Other policies are returned as decided.
+fn mta_sts_under_dane(
+    policy: &Arc<Policy>,
+    decided: Vec<(String, bool, Arc<Policy>)>,
+) -> Vec<(String, bool, Arc<Policy>)> {
+    if policy.source != PolicySource::MtaSts || policy.level != Level::Verify {
+        return decided;
+    }
+    let mut sts = Policy::clone(policy);
+    sts.dane = None;
+    let sts = Arc::new(sts);
+    decided
+        .into_iter()
+        .map(|(host, secure, server)| {
+            if server.level == Level::Dane {
+                (host, secure, server)
+            } else {
+                (host, secure, Arc::clone(&sts))
+            }
+        })
+        .collect()
 }
 
 /// RFC 8689 section 5: a message with `TLS-Required: No` (and no

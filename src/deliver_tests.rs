@@ -1088,3 +1088,43 @@ fn after_the_period_one_job_probes_the_address_and_the_others_keep_it_last() {
     assert_eq!(job(&deliverer, &["a@y.test"])[0].0, Status::Sent);
     assert_eq!(take_connects(net), vec![ip(2)]);
 }
+
+/// MTA-STS enforce over a default "dane" level: usable TLSA records keep
+/// DANE, a DANE fallback (may) becomes the MTA-STS policy.
+#[test]
+fn mta_sts_enforce_replaces_dane_fallbacks_only() {
+    use crate::tls_policy::{Level, PolicySource, policy_for};
+    let config = crate::config::TlsConfig {
+        security_level: "dane".into(),
+        ..crate::config::TlsConfig::default()
+    };
+    let base = policy_for(&config, "example.com", false).unwrap();
+    let mut sts = base.clone();
+    sts.level = Level::Verify;
+    sts.source = PolicySource::MtaSts;
+    let sts = Arc::new(sts);
+    let mut dane = base.clone();
+    dane.level = Level::Dane;
+    dane.dane = None;
+    dane.source = PolicySource::Dane;
+    let mut fallback = base.clone();
+    fallback.level = Level::May;
+    fallback.dane = None;
+    fallback.source = PolicySource::Dane;
+    let decided = vec![
+        ("a.example.com".to_string(), true, Arc::new(dane.clone())),
+        (
+            "b.example.com".to_string(),
+            false,
+            Arc::new(fallback.clone()),
+        ),
+    ];
+    let settled = mta_sts_under_dane(&sts, decided.clone());
+    assert_eq!(*settled[0].2, dane);
+    assert_eq!(settled[1].2.level, Level::Verify);
+    assert_eq!(settled[1].2.source, PolicySource::MtaSts);
+    assert_eq!(settled[1].2.dane, None);
+    // Not under MTA-STS enforce: as decided.
+    let plain = Arc::new(base);
+    assert_eq!(mta_sts_under_dane(&plain, decided.clone()), decided);
+}

@@ -11,10 +11,11 @@
 //! list), [`throttle_verdict`] (result diagnostics, which quote server
 //! replies, into the scheduler's verdict), [`lmtp_ingress`] (an MTA's
 //! LMTP conversation with the ingress), [`lmtp_data`] (the message bytes
-//! after DATA into the spooled message) and [`tlsa`] (TLSA records and
-//! certificates into a DANE verdict). Each drives the same code the daemon
-//! runs on that input, down to
-//! the first step that would do I/O, and touches every result so nothing is
+//! after DATA into the spooled message), [`tlsa`] (TLSA records and
+//! certificates into a DANE verdict), [`message_facts`] (a message into
+//! the facts read before MAIL FROM) and [`mta_sts_policy`] (an MTA-STS
+//! policy file, and TXT records, into a policy). Each drives the same code
+//! the daemon runs on that input, down to the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
 //! them, so a crash the fuzzer once found stays a regression test.
@@ -569,4 +570,48 @@ pub fn message_facts(data: &[u8]) {
         })
     });
     assert_eq!(has_tls_required_no(data), reference, "TLS-Required: No");
+}
+
+/// An MTA-STS policy file (RFC 8461 section 3.2) → [`crate::mta_sts::StsPolicy`],
+/// as fetched; its lines also as the TXT records of `_mta-sts` (section
+/// 3.1). Checks the parser's promises: `max_age` within the limit, an
+/// `mx` pattern unless the mode is none, every pattern normalised (it
+/// parses back to itself) and matching a host made from it, and the
+/// policy unchanged through the cache file's JSON.
+pub fn mta_sts_policy(data: &[u8]) {
+    use crate::mta_sts::policy::MAX_AGE_LIMIT;
+    use crate::mta_sts::{Mode, MxPattern, StsPolicy, parse_policy, record};
+    if let Ok(text) = std::str::from_utf8(data) {
+        let records: Vec<String> = text.lines().map(str::to_owned).collect();
+        if let Ok(id) = record::policy_id(&records) {
+            assert!(
+                !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "invalid id accepted"
+            );
+        }
+    }
+    let Ok(policy) = parse_policy(data) else {
+        return;
+    };
+    assert!(policy.max_age <= MAX_AGE_LIMIT, "max_age over the limit");
+    assert!(
+        policy.mode == Mode::None || !policy.mx.is_empty(),
+        "enforce or testing without mx"
+    );
+    for pattern in &policy.mx {
+        assert_eq!(
+            MxPattern::parse(pattern.as_str()).as_ref(),
+            Ok(pattern),
+            "pattern not normalised"
+        );
+        let host = match pattern.as_str().strip_prefix("*.") {
+            Some(domain) => format!("mx.{domain}"),
+            None => pattern.as_str().to_ascii_uppercase(),
+        };
+        assert!(pattern.matches(&host), "pattern does not match {host}");
+        assert!(policy.matches(&format!("{host}.")), "trailing dot refused");
+    }
+    let json = serde_json::to_string(&policy).unwrap_or_default();
+    let back: Result<StsPolicy, _> = serde_json::from_str(&json);
+    assert_eq!(back.ok().as_ref(), Some(&policy), "JSON round trip");
 }

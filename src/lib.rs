@@ -43,6 +43,7 @@ pub mod job;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod mta_sts;
 pub mod mxlist;
 pub mod nexthop;
 pub mod outcome;

@@ -80,3 +80,8 @@ fn tlsa_corpus_replays_without_panic() {
 fn message_facts_corpus_replays_without_panic() {
     replay("message_facts", fuzzing::message_facts);
 }
+
+#[test]
+fn mta_sts_policy_corpus_replays_without_panic() {
+    replay("mta_sts_policy", fuzzing::mta_sts_policy);
+}

@@ -10,8 +10,8 @@ use super::Config;
 use super::ingress::IngressEntry;
 use super::tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
-    MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
-    TlsRptConfig,
+    MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
+    TlsPolicyEntry, TlsRptConfig,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -41,7 +41,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 10] {
+fn documented_tables() -> [TableDefaults; 11] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -90,6 +90,12 @@ fn documented_tables() -> [TableDefaults; 10] {
             TlsRptConfig::TABLE,
             TlsRptConfig::DOC,
             TlsRptConfig::KEYS,
+            false,
+        ),
+        table::<MtaStsConfig>(
+            MtaStsConfig::TABLE,
+            MtaStsConfig::DOC,
+            MtaStsConfig::KEYS,
             false,
         ),
     ]

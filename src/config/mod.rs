@@ -1,5 +1,5 @@
 //! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
-//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]` and `[tls_rpt]` tables of the TOML configuration file,
+//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]`, `[tls_rpt]` and `[mta_sts]` tables of the TOML configuration file,
 //! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
@@ -87,8 +87,8 @@ pub use shaping::{
 };
 pub use tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
-    MetricsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig, TlsPolicyEntry,
-    TlsRptConfig,
+    MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
+    TlsPolicyEntry, TlsRptConfig,
 };
 pub use tls::{
     Digest, InsecureMxPolicy, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
@@ -121,6 +121,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[tls_rpt]`: TLS reporting (RFC 8460).
     pub tls_rpt: TlsRptConfig,
+    /// `[mta_sts]`: MTA-STS policies (RFC 8461).
+    pub mta_sts: MtaStsConfig,
     /// `[[ingress]]`: LMTP listeners taking mail from an MTA.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressEntry>,
@@ -181,6 +183,7 @@ impl Config {
         self.shaping.check_keys()?;
         self.metrics.check_keys()?;
         self.tls_rpt.check_keys()?;
+        self.mta_sts.check_keys()?;
         ingress::check_ingress(&self.ingress).map_err(|invalid| invalid.at("ingress"))?;
         Ok(())
     }

@@ -778,6 +778,38 @@ config_table! {
     }
 }
 
+config_table! {
+    /// `[mta_sts]`: MTA-STS (RFC 8461). For an SMTP destination looked up by
+    /// MX whose TLS level comes from [tls] security_level (no [[tls.policy]]
+    /// entry), the domain's published policy is fetched over HTTPS and
+    /// cached: "enforce" keeps only the MX hosts the policy names and
+    /// requires a verified certificate for the MX host name (as level
+    /// "verify"); "testing" only logs what enforce would refuse. A
+    /// [[tls.policy]] entry wins over MTA-STS, DANE wins over it for a
+    /// server with usable TLSA records. Postfix has no MTA-STS: enabled =
+    /// false is Postfix's behaviour.
+    "mta_sts" => pub struct MtaStsConfig {
+        /// Look up and apply MTA-STS policies; false: never (Postfix's
+        /// behaviour).
+        enabled: bool = true, mirrors "none (Postfix has no MTA-STS; false is its behaviour)";
+        /// Where fetched policies are kept across restarts (JSON, written
+        /// atomically: a temporary file renamed over it). A missing file is
+        /// an empty cache, a corrupt one is logged and ignored. Empty: the
+        /// cache is kept in memory only.
+        cache_file: String = "/var/lib/mailhop/mta-sts.json".into(), mirrors "none (like the cache of postfix-mta-sts-resolver)";
+        /// Longest a policy fetch may take in all (name lookup, connect,
+        /// TLS handshake, request and reply).
+        #[serde(with = "duration_str")]
+        fetch_timeout: Duration = secs(10), mirrors "none", check = check_timeout;
+        /// TCP port of the policy host (https://mta-sts.<domain>/). For
+        /// test labs only: RFC 8461 says 443.
+        https_port: u16 = 443, mirrors "none", check = check_port;
+        /// PEM file of the CA certificates that a policy host's certificate
+        /// must chain to, instead of the system store. For test labs.
+        ca_file: String = String::new(), mirrors "none";
+    }
+}
+
 /// One `[[shaping.throttle_rule]]`: which replies mean "slow down".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -102,6 +102,13 @@ impl Zone {
         self.host(name, &[IpAddr::V4(addr)])
     }
 
+    /// One TXT record for `name` with the single string `text` (no
+    /// commas: dnsmasq splits strings at them).
+    pub fn txt(mut self, name: &str, text: &str) -> Self {
+        self.args.push(format!("--txt-record={name},{text}"));
+        self
+    }
+
     /// Forwards queries for `domain` to `server` (`--server=/domain/ip#port`).
     pub fn forward(mut self, domain: &str, server: SocketAddr) -> Self {
         self.args.push(format!(

@@ -16,6 +16,8 @@
 //! - [`jobs`]: job builders (JSON lines and [`mailhop::job::Job`]s);
 //! - [`dnsmasq`], [`postfix`], [`certs`]: throwaway name servers, a private
 //!   Postfix instance and a test PKI;
+//! - [`https`]: an in-process HTTPS server (OpenSSL, the test PKI) serving
+//!   one settable reply, e.g. an MTA-STS policy;
 //! - [`postfix_front`]: a private Postfix in front of mailhop, delivering
 //!   over LMTP to mailhop's ingress socket;
 //! - [`dnssec_lab`]: nsd with a signed and an unsigned zone behind a
@@ -34,6 +36,7 @@ pub mod certs;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod dnssec_lab;
+pub mod https;
 pub mod jobs;
 pub mod postfix;
 pub mod postfix_front;

@@ -218,3 +218,12 @@ write("message_facts", "tls-required-no", b"From: a@x.test\r\nTLS-Required: No\r
 write("message_facts", "folded", b"Subject: x\nTLS-Required:\n\tno\n\nbody")
 write("message_facts", "in-body", b"Subject: x\r\n\r\nTLS-Required: No\r\n")
 write("message_facts", "8bit", b"Subject: \xc3\xa9\r\nTLS-Required: yes\r\n\r\n\xff")
+
+# --- mta_sts_policy: a policy file (its lines are also read as TXT records)
+write("mta_sts_policy", "rfc-enforce", "version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmx: backupmx.example.com\nmax_age: 604800\n")
+write("mta_sts_policy", "crlf-testing", "version: STSv1\r\nmode: testing\r\nmx: MX.Example.COM.\r\nmax_age: 86400\r\n")
+write("mta_sts_policy", "none-no-mx", "version: STSv1\nmode: none\nmax_age: 31557601\n")
+write("mta_sts_policy", "unknown-keys", "version:STSv1\n\nfoo: bar\nmode:\tenforce \nmx: a.example\nmax_age: 9999999999\nmode: none\n")
+write("mta_sts_policy", "bad-pattern", "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 1\n")
+write("mta_sts_policy", "txt-records", "v=STSv1; id=20160831085700Z;\nv=spf1 -all\nv=STSv1;id=x; ext=1\n")
+write("mta_sts_policy", "not-utf8", b"version: STSv1\nmode: enforce\xff\n")
