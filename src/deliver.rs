@@ -695,9 +695,34 @@ impl Deliverer {
         if policy.source != PolicySource::Default {
             return Some(policy);
         }
-        let Some(found) = mta_sts.lookup(domain) else {
+        let Some(found) = mta_sts.lookup_reporting(domain, |error| {
+            if let Some(tlsrpt) = &self.tlsrpt {
+                let result = match error {
+                    crate::mta_sts::MtaStsError::Policy(_) => {
+                        crate::tlsrpt::ResultType::StsPolicyInvalid
+                    }
+                    _ => crate::tlsrpt::ResultType::StsPolicyFetchError,
+                };
+                tlsrpt.record_sts_failure(domain, result, None);
+            }
+        }) else {
             return Some(policy);
         };
+        if let Some(tlsrpt) = &self.tlsrpt {
+            let patterns: Vec<String> = found
+                .policy
+                .mx
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect();
+            let mut lines = vec![
+                "version: STSv1".to_string(),
+                format!("mode: {}", found.policy.mode.name()),
+            ];
+            lines.extend(patterns.iter().map(|p| format!("mx: {p}")));
+            lines.push(format!("max_age: {}", found.policy.max_age));
+            tlsrpt.note_sts_policy(&found.domain, &lines, &patterns);
+        }
         match crate::mta_sts::apply(&found, &policy, &mut route.candidates) {
             Verdict::Unchanged => Some(policy),
             Verdict::Enforce { policy, dropped } => {

@@ -188,6 +188,17 @@ impl MtaSts {
 
     /// The policy in force for `domain`, if any (RFC 8461 section 5.1).
     pub fn lookup(&self, domain: &str) -> Option<Found> {
+        self.lookup_reporting(domain, |_| {})
+    }
+
+    /// [`MtaSts::lookup`], telling `on_failure` when a policy fetch failed
+    /// (the fetch or the policy file: for TLS-RPT's sts-policy-fetch-error
+    /// and sts-policy-invalid), whether or not a cached policy stands in.
+    pub fn lookup_reporting(
+        &self,
+        domain: &str,
+        on_failure: impl FnOnce(&MtaStsError),
+    ) -> Option<Found> {
         let domain = normalise(domain);
         let txt = self.txt(&domain);
         let now = (self.clock)();
@@ -226,6 +237,7 @@ impl MtaSts {
                         Some(found(entry))
                     }
                     Err(e) => {
+                        on_failure(&e);
                         self.fetch_failed(&domain, &id, now);
                         match cached.filter(|entry| entry.is_valid(now)) {
                             Some(entry) => {

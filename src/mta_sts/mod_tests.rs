@@ -205,3 +205,34 @@ fn a_failed_fetch_is_not_retried_for_a_while() {
     assert_eq!(lab.sts.lookup("example.com").unwrap().id, "2");
     assert_eq!(fetches(&lab), 3);
 }
+
+#[test]
+fn failed_fetches_are_reported_with_their_kind() {
+    let lab = lab(None);
+    let mut seen = Vec::new();
+    *lab.fetch.body.lock().unwrap() = None;
+    assert!(
+        lab.sts
+            .lookup_reporting("example.com", |e| seen
+                .push(matches!(e, MtaStsError::Fetch(_))))
+            .is_none()
+    );
+    lab.now.store(10_000 + FETCH_RETRY_SECS, Ordering::SeqCst);
+    *lab.fetch.body.lock().unwrap() = Some("garbage".into());
+    assert!(
+        lab.sts
+            .lookup_reporting("example.com", |e| seen
+                .push(matches!(e, MtaStsError::Fetch(_))))
+            .is_none()
+    );
+    // A good policy reports nothing.
+    lab.now
+        .store(10_000 + 2 * FETCH_RETRY_SECS, Ordering::SeqCst);
+    *lab.fetch.body.lock().unwrap() = policy("enforce", "mx.example.com", 1000);
+    assert!(
+        lab.sts
+            .lookup_reporting("example.com", |_| seen.push(true))
+            .is_some()
+    );
+    assert_eq!(seen, [true, false]);
+}
