@@ -15,13 +15,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use common::certs::{Pki, SERVER_NAME};
 use common::dnsmasq::{Dnsmasq, Zone};
 use common::https::{HttpsServer, Reply};
+use common::starttls::{accept_tls, smtp_in_tls};
 use common::{DEFAULT_TIMEOUTS, Delivery, Peer, Run, Server, Workdir};
 use serde_json::Value;
 
@@ -162,29 +161,9 @@ fn smtp_server_with(cert: PathBuf, key: PathBuf, max: usize) -> Smtp {
     Smtp::sequential(max, move |_, conn| tls_session(&cert, &key, conn))
 }
 
-/// Reads one CRLF line from a TLS stream (byte by byte; bounded).
-fn tls_line(stream: &mut openssl::ssl::SslStream<TcpStream>) -> Option<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 4096 {
-        match stream.read(&mut byte) {
-            Ok(1) => {
-                line.push(byte[0]);
-                if byte[0] == b'\n' {
-                    let text = String::from_utf8_lossy(&line);
-                    return Some(text.trim_end_matches(['\r', '\n']).to_string());
-                }
-            }
-            _ => return None,
-        }
-    }
-    None
-}
-
 /// A session: EHLO, STARTTLS, then EHLO, MAIL, RCPT, DATA and QUIT inside
 /// TLS. The transcript holds the client's commands and `<...>` notes.
 fn tls_session(cert: &Path, key: &Path, conn: &mut Peer) -> Vec<String> {
-    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
     let mut transcript = Vec::new();
     conn.reply("220 mx.tls.test ESMTP");
     let mut starttls = false;
@@ -210,67 +189,20 @@ fn tls_session(cert: &Path, key: &Path, conn: &mut Peer) -> Vec<String> {
         return transcript;
     }
     conn.reply("220 2.0.0 Ready to start TLS");
-    let mut acceptor =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor");
-    acceptor
-        .set_certificate_chain_file(cert)
-        .expect("server certificate");
-    acceptor
-        .set_private_key_file(key, SslFiletype::PEM)
-        .expect("server key");
-    let acceptor = acceptor.build();
-    let stream = conn.stream().try_clone().expect("clone the connection");
-    let mut tls = match acceptor.accept(stream) {
+    let mut tls = match accept_tls(conn, cert, key) {
         Ok(tls) => tls,
-        Err(e) => {
-            transcript.push(format!("<handshake failed: {e}>"));
+        Err(note) => {
+            transcript.push(note);
             return transcript;
         }
     };
     transcript.push("<TLS>".into());
-    for _ in 0..20 {
-        let Some(line) = tls_line(&mut tls) else {
-            transcript.push("<EOF>".into());
-            return transcript;
-        };
-        transcript.push(line.clone());
-        let verb = line
-            .split([' ', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-mx.tls.test\r\n250 ENHANCEDSTATUSCODES\r\n",
-            "MAIL" => b"250 2.1.0 Ok\r\n",
-            "RCPT" => b"250 2.1.5 Ok\r\n",
-            "DATA" => {
-                let _ = tls.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
-                let mut complete = false;
-                for _ in 0..10_000 {
-                    match tls_line(&mut tls) {
-                        Some(body) if body == "." => {
-                            complete = true;
-                            break;
-                        }
-                        Some(_) => {}
-                        None => break,
-                    }
-                }
-                if !complete {
-                    transcript.push("<EOF in DATA>".into());
-                    return transcript;
-                }
-                transcript.push(".".into());
-                b"250 2.0.0 Ok: queued as STS1\r\n"
-            }
-            "QUIT" => {
-                let _ = tls.write_all(b"221 2.0.0 Bye\r\n");
-                return transcript;
-            }
-            _ => b"502 5.5.2 Error: command not recognized\r\n",
-        };
-        let _ = tls.write_all(reply);
-    }
+    smtp_in_tls(
+        &mut tls,
+        b"250-mx.tls.test\r\n250 ENHANCEDSTATUSCODES\r\n",
+        "250 2.0.0 Ok: queued as STS1",
+        &mut transcript,
+    );
     transcript
 }
 

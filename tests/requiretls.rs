@@ -12,38 +12,19 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use common::certs::Pki;
+use common::starttls::{accept_tls, smtp_in_tls};
 use common::{Peer as Conn, Run, Server, Workdir, run_mailhop};
 use serde_json::Value;
 
 type Scripted = Server<Vec<String>>;
 
-/// One line from the TLS stream, without CRLF (bounded).
-fn read_tls_line(stream: &mut openssl::ssl::SslStream<TcpStream>) -> Option<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 4096 {
-        match stream.read(&mut byte) {
-            Ok(1) if byte[0] == b'\n' => {
-                let text = String::from_utf8_lossy(&line);
-                return Some(text.trim_end_matches('\r').to_string());
-            }
-            Ok(1) => line.push(byte[0]),
-            _ => return None,
-        }
-    }
-    None
-}
-
 /// STARTTLS with the PKI's certificate for `mx.tls.test`, then SMTP inside
-/// TLS: the EHLO reply announces REQUIRETLS when `announce`; MAIL, RCPT,
-/// DATA and QUIT are accepted. Returns what the client sent inside TLS.
+/// TLS: the EHLO reply announces REQUIRETLS when `announce`; the message
+/// is accepted. Returns what the client sent inside TLS.
 fn starttls_session(cert: &Path, key: &Path, announce: bool, conn: &mut Conn) -> Vec<String> {
-    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
     let mut transcript = Vec::new();
     conn.reply("220 scripted.test ESMTP");
     for _ in 0..3 {
@@ -60,71 +41,21 @@ fn starttls_session(cert: &Path, key: &Path, announce: bool, conn: &mut Conn) ->
         }
     }
     conn.reply("220 2.0.0 Ready to start TLS");
-    let Ok(mut builder) = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()) else {
-        return vec!["<no acceptor>".into()];
-    };
-    if builder.set_certificate_chain_file(cert).is_err()
-        || builder.set_private_key_file(key, SslFiletype::PEM).is_err()
-    {
-        return vec!["<no certificate>".into()];
-    }
-    let acceptor = builder.build();
-    let Ok(stream) = conn.stream().try_clone() else {
-        return vec!["<no stream>".into()];
-    };
-    let mut tls = match acceptor.accept(stream) {
+    let mut tls = match accept_tls(conn, cert, key) {
         Ok(tls) => tls,
-        Err(e) => return vec![format!("<handshake failed: {e}>")],
+        Err(note) => return vec![note],
     };
-    for _ in 0..100 {
-        let Some(line) = read_tls_line(&mut tls) else {
-            transcript.push("<EOF>".into());
-            return transcript;
-        };
-        let verb = line
-            .split([' ', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" if announce => {
-                b"250-scripted.test\r\n250-ENHANCEDSTATUSCODES\r\n250 REQUIRETLS\r\n"
-            }
-            "EHLO" => b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n",
-            "MAIL" => b"250 2.1.0 Ok\r\n",
-            "RCPT" => b"250 2.1.5 Ok\r\n",
-            "DATA" => {
-                transcript.push(line);
-                let _ = tls.write_all(b"354 go ahead\r\n");
-                let mut complete = false;
-                for _ in 0..10_000 {
-                    match read_tls_line(&mut tls) {
-                        Some(body) if body == "." => {
-                            complete = true;
-                            break;
-                        }
-                        Some(_) => {}
-                        None => break,
-                    }
-                }
-                if !complete {
-                    transcript.push("<EOF in DATA>".into());
-                    return transcript;
-                }
-                transcript.push(".".into());
-                let _ = tls.write_all(b"250 2.0.0 Ok: queued as RT1\r\n");
-                continue;
-            }
-            "QUIT" => {
-                transcript.push(line);
-                let _ = tls.write_all(b"221 2.0.0 Bye\r\n");
-                return transcript;
-            }
-            _ => b"502 5.5.2 Error: command not recognized\r\n",
-        };
-        transcript.push(line);
-        let _ = tls.write_all(reply);
-    }
+    let ehlo: &[u8] = if announce {
+        b"250-scripted.test\r\n250-ENHANCEDSTATUSCODES\r\n250 REQUIRETLS\r\n"
+    } else {
+        b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+    };
+    smtp_in_tls(
+        &mut tls,
+        ehlo,
+        "250 2.0.0 Ok: queued as RT1",
+        &mut transcript,
+    );
     transcript
 }
 

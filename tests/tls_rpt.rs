@@ -20,8 +20,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -29,6 +29,7 @@ use std::time::Duration;
 use common::certs::Pki;
 use common::daemon::Daemon;
 use common::dnsmasq::{Dnsmasq, Zone};
+use common::starttls::{accept_tls, smtp_in_tls};
 use common::{Invocation, Listen, Peer as Conn, Run, Server, Sink, Workdir};
 use serde_json::Value;
 
@@ -36,27 +37,10 @@ type Scripted = Server<Vec<String>>;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// One line from the TLS stream, without CRLF (bounded).
-fn read_tls_line(stream: &mut openssl::ssl::SslStream<TcpStream>) -> Option<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 4096 {
-        match stream.read(&mut byte) {
-            Ok(1) if byte[0] == b'\n' => {
-                let text = String::from_utf8_lossy(&line);
-                return Some(text.trim_end_matches('\r').to_string());
-            }
-            Ok(1) => line.push(byte[0]),
-            _ => return None,
-        }
-    }
-    None
-}
-
 /// STARTTLS with the PKI's certificate for `mx.tls.test`, then accepts
-/// the message inside TLS. Returns what the client sent inside TLS.
+/// the message inside TLS. Returns what the client sent inside TLS, after
+/// a `<tls>` note.
 fn starttls_session(cert: &Path, key: &Path, conn: &mut Conn) -> Vec<String> {
-    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
     conn.reply("220 scripted.test ESMTP");
     for _ in 0..3 {
         let Ok(line) = conn.read_line() else {
@@ -69,57 +53,17 @@ fn starttls_session(cert: &Path, key: &Path, conn: &mut Conn) -> Vec<String> {
         }
     }
     conn.reply("220 2.0.0 Ready to start TLS");
-    let Ok(mut builder) = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()) else {
-        return vec!["<no acceptor>".into()];
-    };
-    if builder.set_certificate_chain_file(cert).is_err()
-        || builder.set_private_key_file(key, SslFiletype::PEM).is_err()
-    {
-        return vec!["<no certificate>".into()];
-    }
-    let acceptor = builder.build();
-    let Ok(stream) = conn.stream().try_clone() else {
-        return vec!["<no stream>".into()];
-    };
-    let mut tls = match acceptor.accept(stream) {
+    let mut tls = match accept_tls(conn, cert, key) {
         Ok(tls) => tls,
-        Err(e) => return vec![format!("<handshake failed: {e}>")],
+        Err(note) => return vec![note],
     };
     let mut transcript = vec!["<tls>".to_string()];
-    for _ in 0..100 {
-        let Some(line) = read_tls_line(&mut tls) else {
-            transcript.push("<EOF>".into());
-            return transcript;
-        };
-        let verb = line
-            .split([' ', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        transcript.push(line);
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n",
-            "MAIL" => b"250 2.1.0 Ok\r\n",
-            "RCPT" => b"250 2.1.5 Ok\r\n",
-            "DATA" => {
-                let _ = tls.write_all(b"354 go ahead\r\n");
-                for _ in 0..10_000 {
-                    match read_tls_line(&mut tls) {
-                        Some(body) if body == "." => break,
-                        Some(_) => {}
-                        None => return transcript,
-                    }
-                }
-                b"250 2.0.0 Ok: queued as RPT1\r\n"
-            }
-            "QUIT" => {
-                let _ = tls.write_all(b"221 2.0.0 Bye\r\n");
-                return transcript;
-            }
-            _ => b"502 5.5.2 Error: command not recognized\r\n",
-        };
-        let _ = tls.write_all(reply);
-    }
+    smtp_in_tls(
+        &mut tls,
+        b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n",
+        "250 2.0.0 Ok: queued as RPT1",
+        &mut transcript,
+    );
     transcript
 }
 

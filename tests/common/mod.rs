@@ -43,6 +43,7 @@ pub mod postfix_front;
 pub mod run;
 pub mod scripted_server;
 pub mod sink;
+pub mod starttls;
 pub mod tools;
 pub mod transport;
 
