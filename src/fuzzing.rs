@@ -615,3 +615,27 @@ pub fn mta_sts_policy(data: &[u8]) {
     let back: Result<StsPolicy, _> = serde_json::from_str(&json);
     assert_eq!(back.ok().as_ref(), Some(&policy), "JSON round trip");
 }
+
+/// TXT texts (one per line) → the TLSRPT record a domain publishes
+/// (RFC 8460 section 3). Checks that a record found has report addresses,
+/// and that no `mailto:` address carries a control character or blank
+/// (it becomes the report message's recipient and `To:` header).
+pub fn tlsrpt_record(data: &[u8]) {
+    use crate::tlsrpt::record::{Rua, select};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let texts: Vec<String> = text.lines().map(str::to_owned).collect();
+    let Ok(record) = select(&texts) else {
+        return;
+    };
+    assert!(!record.rua.is_empty(), "a record without report addresses");
+    for rua in &record.rua {
+        if let Rua::Mailto(address) = rua {
+            assert!(
+                !address.is_empty() && !address.chars().any(|c| c.is_control() || c == ' '),
+                "a mailto address with a control character or blank: {address:?}"
+            );
+        }
+    }
+}

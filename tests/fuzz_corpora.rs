@@ -85,3 +85,8 @@ fn message_facts_corpus_replays_without_panic() {
 fn mta_sts_policy_corpus_replays_without_panic() {
     replay("mta_sts_policy", fuzzing::mta_sts_policy);
 }
+
+#[test]
+fn tlsrpt_record_corpus_replays_without_panic() {
+    replay("tlsrpt_record", fuzzing::tlsrpt_record);
+}

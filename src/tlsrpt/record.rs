@@ -72,7 +72,13 @@ pub fn parse(text: &str) -> Result<TlsRptRecord, String> {
             }
             if let Some(rest) = strip_scheme(uri, "mailto:") {
                 let address = percent_decode(rest.split('?').next().unwrap_or_default());
-                if !address.contains('@') || address.contains(['\r', '\n', '<', '>', ' ']) {
+                // It becomes a report's recipient and To: header: no
+                // control character (decoded or not), blank or bracket.
+                if !address.contains('@')
+                    || address
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>'))
+                {
                     return Err(format!("invalid mailto address in {uri:?}"));
                 }
                 uris.push(Rua::Mailto(address));

@@ -49,6 +49,10 @@ fn bad_records_are_refused() {
         "v=TLSRPTv10; rua=mailto:a@b.example",
         "v=tlsrptv1; rua=mailto:a@b.example",
         "v=spf1 -all",
+        // Control characters, raw or escaped, never reach a message.
+        "v=TLSRPTv1; rua=mailto:a@b.ex\u{0}ample",
+        "v=TLSRPTv1; rua=mailto:a@b.example%0D%0ABcc:x@y.example",
+        "v=TLSRPTv1; rua=mailto:a%09b@c.example",
     ] {
         assert!(parse(bad).is_err(), "{bad:?}");
     }

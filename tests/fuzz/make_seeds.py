@@ -219,6 +219,13 @@ write("message_facts", "folded", b"Subject: x\nTLS-Required:\n\tno\n\nbody")
 write("message_facts", "in-body", b"Subject: x\r\n\r\nTLS-Required: No\r\n")
 write("message_facts", "8bit", b"Subject: \xc3\xa9\r\nTLS-Required: yes\r\n\r\n\xff")
 
+# --- tlsrpt_record: TXT texts of _smtp._tls.<domain>, one per line
+write("tlsrpt_record", "mailto", b"v=TLSRPTv1; rua=mailto:reports@example.com")
+write("tlsrpt_record", "two-rua", b"v=TLSRPTv1;rua=mailto:a@example.com,https://reporting.example.com/v1/tlsrpt")
+write("tlsrpt_record", "percent", b"v=TLSRPTv1; rua=mailto:tls%2Breports@example.com")
+write("tlsrpt_record", "two-records", b"v=TLSRPTv1; rua=mailto:a@x.test\nv=TLSRPTv1; rua=mailto:b@x.test")
+write("tlsrpt_record", "other-txt", b"v=spf1 -all\nv=TLSRPTv1; rua=mailto:a@x.test; ext=1")
+
 # --- mta_sts_policy: a policy file (its lines are also read as TXT records)
 write("mta_sts_policy", "rfc-enforce", "version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmx: backupmx.example.com\nmax_age: 604800\n")
 write("mta_sts_policy", "crlf-testing", "version: STSv1\r\nmode: testing\r\nmx: MX.Example.COM.\r\nmax_age: 86400\r\n")
