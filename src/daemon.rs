@@ -594,8 +594,11 @@ impl Daemon {
             // [tls_rpt] is read at start only: the running reporter stays.
             .with_tlsrpt(self.pool.deliverer().tlsrpt().cloned())
             .with_tls_memory(Arc::clone(&self.tls_memory));
-        if new.mta_sts == self.config.mta_sts {
-            // The MTA-STS policies in memory stay (without a cache file too).
+        if new.mta_sts == self.config.mta_sts
+            && new.dns.inet_protocols == self.config.dns.inet_protocols
+        {
+            // The MTA-STS policies in memory stay (without a cache file too);
+            // its fetcher reaches the policy hosts in the same families.
             let running = self.pool.deliverer().mta_sts().cloned();
             deliverer = deliverer.with_mta_sts(running);
         }

@@ -209,7 +209,7 @@ impl Deliverer {
             families.ipv4,
             families.ipv6,
         );
-        let mta_sts = match MtaSts::from_config(&config.mta_sts, Arc::clone(&dns)) {
+        let mta_sts = match MtaSts::from_config(&config.mta_sts, families, Arc::clone(&dns)) {
             Ok(found) => found.map(Arc::new),
             Err(e) => {
                 log::error!("MTA-STS disabled: {e}");

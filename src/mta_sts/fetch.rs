@@ -51,6 +51,10 @@ pub struct FetchSettings {
     pub port: u16,
     /// Trust anchors instead of the system store.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The address families of `[dns] inet_protocols`: the policy host is
+    /// looked up and reached in these only.
+    pub ipv4: bool,
+    pub ipv6: bool,
 }
 
 /// The real fetch: HTTPS with `ureq` over OpenSSL.
@@ -83,6 +87,8 @@ impl HttpsFetcher {
         let resolver = DnsHook {
             dns,
             port: settings.port,
+            ipv4: settings.ipv4,
+            ipv6: settings.ipv6,
         };
         Ok(Self {
             agent: ureq::Agent::with_parts(config, DefaultConnector::default(), resolver),
@@ -165,6 +171,8 @@ fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, MtaStsError> {
 struct DnsHook {
     dns: Arc<dyn DnsLookup>,
     port: u16,
+    ipv4: bool,
+    ipv6: bool,
 }
 
 impl std::fmt::Debug for DnsHook {
@@ -183,13 +191,17 @@ impl Resolver for DnsHook {
         let host = uri.host().unwrap_or_default();
         let mut found: Vec<IpAddr> = Vec::new();
         let mut why = Vec::new();
-        match self.dns.a(host) {
-            Ok(answer) => found.extend(answer.records.into_iter().map(IpAddr::V4)),
-            Err(e) => why.push(format!("A: {e}")),
+        if self.ipv4 {
+            match self.dns.a(host) {
+                Ok(answer) => found.extend(answer.records.into_iter().map(IpAddr::V4)),
+                Err(e) => why.push(format!("A: {e}")),
+            }
         }
-        match self.dns.aaaa(host) {
-            Ok(answer) => found.extend(answer.records.into_iter().map(IpAddr::V6)),
-            Err(e) => why.push(format!("AAAA: {e}")),
+        if self.ipv6 {
+            match self.dns.aaaa(host) {
+                Ok(answer) => found.extend(answer.records.into_iter().map(IpAddr::V6)),
+                Err(e) => why.push(format!("AAAA: {e}")),
+            }
         }
         if found.is_empty() {
             return Err(ureq::Error::Io(io::Error::new(

@@ -33,6 +33,8 @@ fn a_missing_or_empty_ca_file_is_an_error() {
             timeout: Duration::from_secs(1),
             port: 443,
             ca_file: Some(path),
+            ipv4: true,
+            ipv6: true,
         };
         let dns: Arc<dyn DnsLookup> = Arc::new(crate::resolve::NoDns);
         assert!(matches!(

@@ -127,6 +127,7 @@ impl MtaSts {
     /// `ca_file`).
     pub fn from_config(
         config: &MtaStsConfig,
+        families: crate::config::InetProtocols,
         dns: Arc<dyn DnsLookup>,
     ) -> Result<Option<Self>, MtaStsError> {
         if !config.enabled {
@@ -137,6 +138,8 @@ impl MtaSts {
             timeout: config.fetch_timeout,
             port: config.https_port,
             ca_file: path(&config.ca_file),
+            ipv4: families.ipv4,
+            ipv6: families.ipv6,
         };
         let fetcher = HttpsFetcher::new(&settings, Arc::clone(&dns))?;
         Ok(Some(Self::new(

@@ -185,7 +185,18 @@ fn disabled_is_none() {
         ..MtaStsConfig::default()
     };
     let dns: Arc<dyn DnsLookup> = Arc::new(crate::resolve::NoDns);
-    assert!(MtaSts::from_config(&config, dns).unwrap().is_none());
+    assert!(
+        MtaSts::from_config(
+            &config,
+            crate::config::InetProtocols {
+                ipv4: true,
+                ipv6: true
+            },
+            dns
+        )
+        .unwrap()
+        .is_none()
+    );
 }
 
 #[test]
