@@ -36,7 +36,7 @@ pub mod record;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::MtaStsConfig;
@@ -110,6 +110,9 @@ pub struct MtaSts {
     saving: Mutex<()>,
     /// Failed fetches by domain: the id and until when it is not retried.
     failures: Mutex<HashMap<String, (String, u64)>>,
+    /// One gate per domain whose policy is being fetched: workers that
+    /// need the same policy at once wait for one fetch (single flight).
+    fetching: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     clock: Clock,
 }
 
@@ -170,6 +173,7 @@ impl MtaSts {
             cache_file,
             saving: Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
             clock: Box::new(system_clock),
         }
     }
@@ -218,44 +222,90 @@ impl MtaSts {
                 let Txt::Id(id) = txt else {
                     return None;
                 };
-                if self.failed_lately(&domain, &id, now) {
-                    // Not retried yet: as if this fetch had failed again.
-                    return cached.filter(|entry| entry.is_valid(now)).map(found);
-                }
-                match self
-                    .fetcher
-                    .fetch(&domain)
-                    .and_then(|body| parse_policy(&body))
-                {
-                    Ok(policy) => {
-                        log::info!(
-                            "MTA-STS policy of {domain} fetched: id {id}, mode {}, max_age {}",
-                            policy.mode.name(),
-                            policy.max_age
+                // One fetch per domain at a time; whoever waited finds the
+                // policy (or the failure) the other one got.
+                let gate = self.gate(&domain);
+                let _held = gate.lock().unwrap_or_else(PoisonError::into_inner);
+                let result = self.fetch_locked(&domain, id, now, on_failure);
+                drop(_held);
+                self.release_gate(&domain, gate);
+                result
+            }
+        }
+    }
+
+    /// The fetch gate of `domain`.
+    fn gate(&self, domain: &str) -> Arc<Mutex<()>> {
+        let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(fetching.entry(domain.to_owned()).or_default())
+    }
+
+    /// Forgets the gate of `domain` when no other worker holds it.
+    fn release_gate(&self, domain: &str, gate: Arc<Mutex<()>>) {
+        let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and ours: nobody else waits.
+        if Arc::strong_count(&gate) <= 2 {
+            fetching.remove(domain);
+        }
+    }
+
+    /// The fetch of `domain`'s policy `id`, under its gate: the cache is
+    /// read again first (a worker that waited finds the fresh policy).
+    fn fetch_locked(
+        &self,
+        domain: &str,
+        id: String,
+        now: u64,
+        on_failure: impl FnOnce(&MtaStsError),
+    ) -> Option<Found> {
+        let domain = domain.to_owned();
+        let cached = self.cache().get(&domain).cloned();
+        let found = |entry: Entry| Found {
+            domain: domain.clone(),
+            id: entry.id,
+            policy: entry.policy,
+        };
+        if let Some(entry) = cached.as_ref().filter(|e| e.id == id && e.is_valid(now))
+            && decide(Some(entry), &Txt::Id(id.clone()), now) == Action::Use
+        {
+            return cached.map(found);
+        }
+        if self.failed_lately(&domain, &id, now) {
+            // Not retried yet: as if this fetch had failed again.
+            return cached.filter(|entry| entry.is_valid(now)).map(found);
+        }
+        match self
+            .fetcher
+            .fetch(&domain)
+            .and_then(|body| parse_policy(&body))
+        {
+            Ok(policy) => {
+                log::info!(
+                    "MTA-STS policy of {domain} fetched: id {id}, mode {}, max_age {}",
+                    policy.mode.name(),
+                    policy.max_age
+                );
+                let entry = Entry::new(id, policy, now);
+                self.failures().remove(&domain);
+                self.cache().insert(&domain, entry.clone(), now);
+                self.save();
+                Some(found(entry))
+            }
+            Err(e) => {
+                on_failure(&e);
+                self.fetch_failed(&domain, &id, now);
+                match cached.filter(|entry| entry.is_valid(now)) {
+                    Some(entry) => {
+                        log::warn!(
+                            "MTA-STS policy of {domain} (id {id}): {e}; using the \
+                             cached policy (id {}) until it expires",
+                            entry.id
                         );
-                        let entry = Entry::new(id, policy, now);
-                        self.failures().remove(&domain);
-                        self.cache().insert(&domain, entry.clone(), now);
-                        self.save();
                         Some(found(entry))
                     }
-                    Err(e) => {
-                        on_failure(&e);
-                        self.fetch_failed(&domain, &id, now);
-                        match cached.filter(|entry| entry.is_valid(now)) {
-                            Some(entry) => {
-                                log::warn!(
-                                    "MTA-STS policy of {domain} (id {id}): {e}; using the \
-                                     cached policy (id {}) until it expires",
-                                    entry.id
-                                );
-                                Some(found(entry))
-                            }
-                            None => {
-                                log::warn!("MTA-STS policy of {domain} (id {id}): {e}; no policy");
-                                None
-                            }
-                        }
+                    None => {
+                        log::warn!("MTA-STS policy of {domain} (id {id}): {e}; no policy");
+                        None
                     }
                 }
             }

@@ -247,3 +247,41 @@ fn failed_fetches_are_reported_with_their_kind() {
     );
     assert_eq!(seen, [true, false]);
 }
+
+/// A fetcher that takes a while, counting fetches.
+struct SlowFetch(Arc<AtomicUsize>);
+
+impl PolicyFetcher for SlowFetch {
+    fn fetch(&self, _domain: &str) -> Result<Vec<u8>, MtaStsError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(policy("enforce", "mx.example.com", 1000)
+            .unwrap_or_default()
+            .into_bytes())
+    }
+}
+
+#[test]
+fn workers_that_need_the_same_policy_at_once_share_one_fetch() {
+    let dns = Arc::new(FakeDns {
+        txt: Mutex::new(Ok(vec!["v=STSv1; id=1".into()])),
+    });
+    let count = Arc::new(AtomicUsize::new(0));
+    let sts = MtaSts::new(dns, Box::new(SlowFetch(Arc::clone(&count))), None);
+    let found: Vec<Option<Found>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| sts.lookup("example.com")))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert!(
+        found
+            .iter()
+            .all(|f| f.as_ref().is_some_and(|f| f.id == "1"))
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(
+        sts.fetching.lock().unwrap().is_empty(),
+        "a gate was left behind"
+    );
+}
