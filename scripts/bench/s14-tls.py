@@ -35,10 +35,12 @@ import sys
 
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import os
+import shutil
 import signal
 import subprocess
 import time
 
+import relay
 from benchlib import (Bench, PostfixDrain, env_int, find_prog, free_port, has_key, median,
                       order, rnd, say, shaping_unlimited, target, wait_listen, write_result)
 
@@ -49,6 +51,28 @@ res_n = env_int("S14_RES_N", 2000, quick=500)
 res_conns = env_int("S14_RES_CONNS", 4)
 reps = env_int("REPS", 3)
 parts = os.environ.get("S14_PARTS", "ab")
+
+
+
+def build_front(b):
+    """Compiles tls-front.c (the TLS terminator, a thread per connection)
+    into the work directory; None (socat is used) when it cannot be built.
+    S14_FRONT=socat chooses socat."""
+    if os.environ.get("S14_FRONT") == "socat":
+        return None
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        say("no C compiler: socat is the TLS front (it is the bottleneck of part A)")
+        return None
+    out = b.path("tls-front")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls-front.c")
+    r = subprocess.run([cc, "-O2", "-pthread", "-o", out, src, "-lssl", "-lcrypto"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    if r.returncode != 0:
+        say(f"tls-front.c did not build (socat is the front): {r.stdout.decode()[-400:]}")
+        return None
+    return out
+
 
 b = Bench("s14")
 port = free_port()
@@ -63,12 +87,18 @@ subprocess.run([find_prog("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt
 os.chmod(key, 0o644)   # Postfix's smtpd reads it as postfix
 
 front = free_port()
-b.spawn([find_prog("socat"),
-         f"OPENSSL-LISTEN:{front},fork,reuseaddr,bind=127.0.0.1,backlog=1000,"
-         f"cert={cert},key={key},verify=0",
-         f"TCP:127.0.0.1:{port}"], stderr=b.path("socat.err"))
+front_prog = build_front(b)
+if front_prog:
+    front_kind = "tls-front.c (a thread per connection)"
+    b.spawn([front_prog, cert, key, str(front), str(port)], stderr=b.path("front.err"))
+else:
+    front_kind = "socat (a process per connection)"
+    b.spawn([find_prog("socat"),
+             f"OPENSSL-LISTEN:{front},fork,reuseaddr,bind=127.0.0.1,backlog=1000,"
+             f"cert={cert},key={key},verify=0",
+             f"TCP:127.0.0.1:{port}"], stderr=b.path("socat.err"))
 if not wait_listen("127.0.0.1", front, limit=10):
-    raise SystemExit("bench: socat TLS front did not start")
+    raise SystemExit("bench: the TLS front did not start")
 
 # The Postfix drain through the same front, in SMTPS wrapper mode; a
 # second smtpd (STARTTLS, discarding) for part B. in_flow_delay = 0s:
@@ -112,6 +142,20 @@ connection_reuse = true
 """ + shaping_unlimited(sessions)
 
 
+# The same daemon in plaintext straight to the sink (level none, no front),
+# and floor.c (the least a thread-per-session client can do, plaintext):
+# what the TLS path adds to mailhop, and the bound of any client on this
+# machine against this Postfix drain.
+config_plain = f"""[daemon]
+workers = {sessions}
+[cache]
+destinations = ["127.0.0.1"]
+[tls]
+security_level = "none"
+""" + shaping_unlimited(sessions)
+floor = relay.build_floor(b) if "a" in parts else None
+
+
 def submit(d, nexthop, jobs, conns):
     return b.submit(["throughput", "--socket", d.sock, "--jobs", jobs, "--conns", conns,
                      "--message", msg, "--nexthop", nexthop, "--pid", d.pid, "--status"])
@@ -131,6 +175,13 @@ def run_mailhop():
             "system_cpu_us_per_msg": rnd(r["system_cpu_s"] * 1e6 / n),
             "tls": (r.get("daemon_status") or {}).get("tls"),
             "not_sent_samples": r.get("not_sent_samples")}
+
+
+def run_mailhop_plain():
+    r = relay.mailhop_run(b, sink, msg, n, sessions, config_plain)
+    return {"msgs_per_s": r["msgs_per_s"], "cpu_us_per_msg": r["cpu_us_per_msg"],
+            "complete": r.get("complete"),
+            "system_cpu_us_per_msg": r.get("system_cpu_us_per_msg")}
 
 
 def run_postfix():
@@ -185,6 +236,7 @@ destinations = []
 
 
 mh_runs, pf_runs, ratios = [], [], []
+plain_runs, floor_runs, tls_plain_ratios, floor_ratios = [], [], [], []
 res_on, res_off, res_plain, res_ratios, tls_ratios = [], [], [], [], []
 for rep in range(reps):
     pair = {}
@@ -203,6 +255,18 @@ for rep in range(reps):
                 f"{r['cpu_us_per_msg']} us CPU/msg, {r['sessions']} sessions, {r['statuses']}")
     if "a" in parts and pair["pf"]["msgs_per_s"] and pair["mh"]["msgs_per_s"]:
         ratios.append(pair["mh"]["msgs_per_s"] / pair["pf"]["msgs_per_s"])
+    if "a" in parts:
+        pl = run_mailhop_plain()
+        plain_runs.append(pl)
+        if pl["msgs_per_s"]:
+            tls_plain_ratios.append(pair["mh"]["msgs_per_s"] / pl["msgs_per_s"])
+        fl = relay.floor_run(b, floor, sink, n, sessions) if floor else {"msgs_per_s": None}
+        floor_runs.append(fl)
+        if fl["msgs_per_s"] and pair["pf"]["msgs_per_s"]:
+            floor_ratios.append(fl["msgs_per_s"] / pair["pf"]["msgs_per_s"])
+        say(f"s14 rep {rep + 1}/{reps}: mailhop plaintext straight to the sink: "
+            f"{pl['msgs_per_s']} msg/s, {pl['cpu_us_per_msg']} us CPU/msg; floor.c (plaintext): "
+            f"{fl['msgs_per_s']} msg/s")
     runs = {}
     if "b" not in parts:
         continue
@@ -222,6 +286,8 @@ for rep in range(reps):
         tls_ratios.append((on - plain) / (off - plain))
 
 ratio = rnd(median(ratios), 2) if ratios else None
+tls_plain = rnd(median(tls_plain_ratios), 2) if tls_plain_ratios else None
+floor_ratio = rnd(median(floor_ratios), 2) if floor_ratios else None
 res_ratio = rnd(median(res_ratios), 2) if res_ratios else None
 tls_ratio = rnd(median(tls_ratios), 2) if tls_ratios else None
 
@@ -239,6 +305,14 @@ rows = [
      "msgs_per_s": med(mh_runs, "msgs_per_s"), "cpu_us_per_msg": med(mh_runs, "cpu_us_per_msg"),
      "system_cpu_us_per_msg": med(mh_runs, "system_cpu_us_per_msg"),
      "ratio": ratio, "note": f"x{ratio} Postfix drain"},
+    {"client": f"mailhop daemon, workers={sessions}, plaintext straight to the sink (no front)",
+     "msgs_per_s": med(plain_runs, "msgs_per_s"), "cpu_us_per_msg": med(plain_runs, "cpu_us_per_msg"),
+     "system_cpu_us_per_msg": med(plain_runs, "system_cpu_us_per_msg"),
+     "note": f"TLS through the front / this: x{tls_plain}"},
+    {"client": f"floor.c -s {sessions}, plaintext straight to the sink: the bound of any client",
+     "msgs_per_s": med(floor_runs, "msgs_per_s"), "cpu_us_per_msg": med(floor_runs, "cpu_us_per_msg"),
+     "system_cpu_us_per_msg": med(floor_runs, "system_cpu_us_per_msg"),
+     "note": f"x{floor_ratio} Postfix TLS drain"},
     {"client": f"mailhop, {res_n} deliveries to Postfix smtpd, new connection each, "
               "plaintext (level none: the baseline)",
      "msgs_per_s": med(res_plain, "msgs_per_s"),
@@ -264,8 +338,10 @@ targets = [
            1 if resumed_ok else 0, ">=", 1),
 ]
 write_result(14, {
-    "title": "TLS: SMTPS through a socat front, connections reused; session resumption",
+    "title": f"TLS: SMTPS through a TLS front ({front_kind}), connections reused; "
+             "session resumption",
     "params": {"n": n, "sessions": sessions, "reps": reps, "size": 1024, "postfix_n": pf_n,
+               "front": front_kind,
                "resumption_n": res_n, "resumption_conns": res_conns},
     "rows": rows,
     "targets": targets,
