@@ -25,7 +25,7 @@
 #   unbound       unbound validates it (AD bit), ldns-signzone signs it and
 #   ldnsutils     dig shows what they answer (tests/dane.rs)
 #   bind9-dnsutils
-#   socat         a TLS terminator in front of smtp-sink (TLS benchmark)
+#   socat         the fallback TLS front of the TLS benchmark (no C compiler)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -74,7 +74,7 @@ REQUIREMENTS=(
     "unbound|unbound unbound-checkconf|unbound, the validating resolver of the DNSSEC lab"
     "ldnsutils|ldns-keygen ldns-signzone|ldns-keygen and ldns-signzone, to sign the lab's zone"
     "bind9-dnsutils|dig|dig, to look at the DNSSEC lab's answers"
-    "socat|socat|socat, a TLS terminator in front of smtp-sink (TLS benchmark)"
+    "socat|socat|socat, the fallback TLS front of the TLS benchmark"
 )
 
 missing=()
