@@ -37,7 +37,7 @@ use crate::nexthop::{Destination, Host, Protocol, ServiceLookup, SystemServices,
 use crate::outcome::{self, LeftoverContext, Trouble, Via};
 use crate::plan::{Hop, Plan};
 use crate::recipients::{Ledger, Settled};
-use crate::recipients::{SessionTiming, TlsSummary};
+use crate::recipients::{SessionTiming, SuccessDuty, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
@@ -1458,12 +1458,17 @@ impl Deliverer {
         let quit_sent = client.quit_pipelined();
         // Only a session that may be kept needs its extensions afterwards.
         let extensions = (!quit_sent).then(|| client.extensions().clone());
+        let success = SuccessDuty::after_session(
+            client.extensions().dsn,
+            request.protocol == Protocol::Lmtp && settings.assume_final,
+        );
         outcome::apply_session(
             &mut job.ledger,
             indexes,
             client.into_results(),
             final_server,
             &ended.via,
+            success,
             &mut job.trouble,
         );
         if quit_sent {
@@ -1723,12 +1728,17 @@ impl Deliverer {
             // Recipients the session did settle keep their outcome; the
             // others are retried on the same server in plaintext.
             let final_server = server.final_nexthop && server.last_address;
+            let success = SuccessDuty::after_session(
+                client.extensions().dsn,
+                request.protocol == Protocol::Lmtp && settings.assume_final,
+            );
             outcome::apply_session(
                 &mut job.ledger,
                 &indexes,
                 client.into_results(),
                 final_server,
                 &via,
+                success,
                 &mut job.trouble,
             );
             return (Handshake::Failed, true);

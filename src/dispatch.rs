@@ -243,7 +243,8 @@ pub fn execute_with(
         )));
     }
     let settled: Vec<Settled> = settled.into_iter().flatten().collect();
-    let mut result = JobResult::new(job.id.clone(), settled);
+    let mut result =
+        JobResult::with_success_dsn(job.id.clone(), settled, job.envelope_recipients());
     if with_log {
         result.log = Some(log);
     }

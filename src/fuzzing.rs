@@ -375,6 +375,7 @@ pub fn throttle_verdict(data: &[u8]) {
                 diagnostic: diagnostic.to_string(),
                 tls: None,
                 tls_policy: None,
+                success_dsn: None,
             }
         })
         .collect();

@@ -552,6 +552,71 @@ pub struct RecipientResult {
     /// when no server decided.
     #[serde(default)]
     pub tls_policy: Option<TlsPolicyNote>,
+    /// Only for a sent recipient that asked NOTIFY=SUCCESS: what a DSN
+    /// generator needs (RFC 3464's per-recipient fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_dsn: Option<SuccessDsn>,
+}
+
+/// The per-recipient fields of a success notification (RFC 3464 section
+/// 2.3) for a recipient that asked NOTIFY=SUCCESS and was sent. `notify`
+/// false: the server announced DSN and NOTIFY went on with the recipient,
+/// so no notification is due from this hop (Postfix's smtp_rcpt_done);
+/// true: the server did not, and the caller owes one with `action`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuccessDsn {
+    pub notify: bool,
+    /// "relayed", or "delivered" (LMTP with `[lmtp] assume_final`).
+    pub action: String,
+    /// Original-Recipient: the job's ORCPT as sent (`type;xtext`).
+    pub original_recipient: String,
+    /// Final-Recipient: `rfc822;address` (`utf-8;address` when not ASCII).
+    pub final_recipient: String,
+    /// Remote-MTA: `dns;host` of the server that accepted.
+    pub remote_mta: Option<String>,
+    /// Diagnostic-Code: `smtp;` and the server's reply.
+    pub diagnostic_code: String,
+}
+
+impl SuccessDsn {
+    /// The fields for `recipient` sent with `duty` by `relay` (`host[addr]:port`)
+    /// with the server's `reply`; `None` unless the recipient asked NOTIFY=SUCCESS.
+    pub fn for_recipient(
+        recipient: &crate::smtp::client::Recipient,
+        duty: Option<crate::recipients::SuccessDuty>,
+        relay: Option<&str>,
+        reply: &str,
+    ) -> Option<Self> {
+        use crate::recipients::SuccessDuty;
+        let duty = duty?;
+        if !recipient.notify.success {
+            return None;
+        }
+        let (notify, action) = match duty {
+            SuccessDuty::PassedOn => (false, "relayed"),
+            SuccessDuty::Owed(action) => (true, action),
+        };
+        let kind = if recipient.address.is_ascii() {
+            "rfc822;"
+        } else {
+            "utf-8;"
+        };
+        Some(Self {
+            notify,
+            action: action.to_string(),
+            original_recipient: crate::smtp::command::orcpt_value(
+                recipient.orcpt.as_deref(),
+                &recipient.address,
+                !recipient.address.is_ascii(),
+            ),
+            final_recipient: [kind, recipient.address.as_str()].concat(),
+            remote_mta: relay.map(|relay| {
+                let host = relay.split_once('[').map_or(relay, |(host, _)| host);
+                ["dns;", host].concat()
+            }),
+            diagnostic_code: ["smtp;", reply].concat(),
+        })
+    }
 }
 
 /// The result of one job (see [`JobResult::write_json`] for its JSON).
@@ -579,9 +644,36 @@ impl JobResult {
                     diagnostic: s.outcome.diagnostic,
                     tls: s.outcome.tls,
                     tls_policy: s.outcome.tls_policy,
+                    success_dsn: None,
                 })
                 .collect(),
         }
+    }
+
+    /// [`JobResult::new`] with the success-DSN fields of each sent recipient
+    /// that asked NOTIFY=SUCCESS; `recipients` in the job's order, as `settled`.
+    pub fn with_success_dsn(
+        id: impl Into<String>,
+        settled: Vec<Settled>,
+        recipients: &[crate::smtp::client::Recipient],
+    ) -> Self {
+        let fields: Vec<Option<SuccessDsn>> = settled
+            .iter()
+            .zip(recipients)
+            .map(|(s, recipient)| {
+                SuccessDsn::for_recipient(
+                    recipient,
+                    s.outcome.success,
+                    s.outcome.relay.as_deref(),
+                    &s.outcome.diagnostic,
+                )
+            })
+            .collect();
+        let mut result = Self::new(id, settled);
+        for (r, field) in result.recipients.iter_mut().zip(fields) {
+            r.success_dsn = field;
+        }
+        result
     }
 
     /// One Postfix-style line per recipient.
@@ -655,6 +747,26 @@ impl JobResult {
                     out.push(b'}');
                 }
                 None => out.extend_from_slice(b"null"),
+            }
+            if let Some(dsn) = &r.success_dsn {
+                out.extend_from_slice(if dsn.notify {
+                    b",\"success_dsn\":{\"notify\":true,\"action\":"
+                } else {
+                    b",\"success_dsn\":{\"notify\":false,\"action\":"
+                });
+                push_json_str(out, &dsn.action);
+                out.extend_from_slice(b",\"original_recipient\":");
+                push_json_str(out, &dsn.original_recipient);
+                out.extend_from_slice(b",\"final_recipient\":");
+                push_json_str(out, &dsn.final_recipient);
+                out.extend_from_slice(b",\"remote_mta\":");
+                match &dsn.remote_mta {
+                    Some(mta) => push_json_str(out, mta),
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.extend_from_slice(b",\"diagnostic_code\":");
+                push_json_str(out, &dsn.diagnostic_code);
+                out.push(b'}');
             }
             out.push(b'}');
         }

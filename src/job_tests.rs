@@ -14,6 +14,7 @@ fn settled(address: &str, status: Status, dsn: StatusCode) -> Settled {
             tls_policy: None,
             timing: None,
             source: None,
+            success: None,
         },
     }
 }
@@ -303,6 +304,7 @@ fn recipient(address: &str, relay: Option<&str>, diagnostic: &str) -> RecipientR
         diagnostic: diagnostic.into(),
         tls: None,
         tls_policy: None,
+        success_dsn: None,
     }
 }
 
@@ -329,6 +331,21 @@ fn result_json_matches_serde_json() {
         verified: true,
         trust: "verified".into(),
     });
+    let mut owed = recipient("d@example.test", Some("mx[192.0.2.3]:25"), "250 2.0.0 Ok");
+    owed.success_dsn = Some(SuccessDsn {
+        notify: true,
+        action: "relayed".into(),
+        original_recipient: "rfc822;d@example.test".into(),
+        final_recipient: "rfc822;d@example.test".into(),
+        remote_mta: Some("dns;mx".into()),
+        diagnostic_code: "smtp;250 2.0.0 Ok".into(),
+    });
+    let mut passed_on = owed.clone();
+    if let Some(dsn) = passed_on.success_dsn.as_mut() {
+        dsn.notify = false;
+        dsn.remote_mta = None;
+        dsn.diagnostic_code = hostile.into();
+    }
     let mut unverified = with_tls.clone();
     if let Some(tls) = unverified.tls.as_mut() {
         tls.verified = false;
@@ -345,7 +362,14 @@ fn result_json_matches_serde_json() {
             None,
         ),
         result_with(
-            vec![deferred.clone(), bounced.clone(), with_tls, unverified],
+            vec![
+                deferred.clone(),
+                bounced.clone(),
+                with_tls,
+                unverified,
+                owed,
+                passed_on,
+            ],
             None,
         ),
         result_with(vec![deferred], Some(Vec::new())),
@@ -370,4 +394,93 @@ fn result_json_matches_serde_json() {
         let back: JobResult = serde_json::from_slice(&ours).expect("valid JSON");
         assert_eq!(back, result);
     }
+}
+
+fn envelope_rcpt(
+    address: &str,
+    orcpt: Option<&str>,
+    success: bool,
+) -> crate::smtp::client::Recipient {
+    crate::smtp::client::Recipient {
+        address: address.into(),
+        orcpt: orcpt.map(Into::into),
+        notify: crate::smtp::command::Notify {
+            success,
+            ..Default::default()
+        },
+    }
+}
+
+fn sent_with(duty: Option<crate::recipients::SuccessDuty>) -> Settled {
+    let mut s = settled("b@y.test", Status::Sent, StatusCode::new(2, 0, 0));
+    s.outcome.relay = Some("mx1.y.test[192.0.2.1]:25".into());
+    s.outcome.diagnostic = "250 2.0.0 Ok: queued as 4F2".into();
+    s.outcome.success = duty;
+    s
+}
+
+/// Postfix's smtp_rcpt_done: a server without DSN leaves the success
+/// notification to this hop ("relayed"); one with DSN takes it over.
+#[test]
+fn success_dsn_fields_follow_the_servers_dsn_support() {
+    use crate::recipients::SuccessDuty;
+    let rcpt = envelope_rcpt("b@y.test", Some("rfc822;orig@y.test"), true);
+    let owed = JobResult::with_success_dsn(
+        "1",
+        vec![sent_with(Some(SuccessDuty::Owed("relayed")))],
+        std::slice::from_ref(&rcpt),
+    );
+    let dsn = owed.recipients[0].success_dsn.clone().expect("success_dsn");
+    assert_eq!(
+        dsn,
+        SuccessDsn {
+            notify: true,
+            action: "relayed".into(),
+            original_recipient: "rfc822;orig@y.test".into(),
+            final_recipient: "rfc822;b@y.test".into(),
+            remote_mta: Some("dns;mx1.y.test".into()),
+            diagnostic_code: "smtp;250 2.0.0 Ok: queued as 4F2".into(),
+        }
+    );
+    let lmtp = JobResult::with_success_dsn(
+        "1",
+        vec![sent_with(Some(SuccessDuty::Owed("delivered")))],
+        std::slice::from_ref(&rcpt),
+    );
+    assert_eq!(
+        lmtp.recipients[0]
+            .success_dsn
+            .as_ref()
+            .map(|d| d.action.as_str()),
+        Some("delivered")
+    );
+    let passed = JobResult::with_success_dsn(
+        "1",
+        vec![sent_with(Some(SuccessDuty::PassedOn))],
+        std::slice::from_ref(&rcpt),
+    );
+    assert_eq!(
+        passed.recipients[0].success_dsn.as_ref().map(|d| d.notify),
+        Some(false)
+    );
+    // No NOTIFY=SUCCESS, or not sent by a session: no field at all.
+    let not_asked = JobResult::with_success_dsn(
+        "1",
+        vec![sent_with(Some(SuccessDuty::Owed("relayed")))],
+        &[envelope_rcpt("b@y.test", None, false)],
+    );
+    assert_eq!(not_asked.recipients[0].success_dsn, None);
+    let mut json = Vec::new();
+    not_asked.write_json(&mut json);
+    assert!(!String::from_utf8_lossy(&json).contains("success_dsn"));
+    let deferred = JobResult::with_success_dsn(
+        "1",
+        vec![settled(
+            "b@y.test",
+            Status::Deferred,
+            StatusCode::new(4, 4, 1),
+        )],
+        std::slice::from_ref(&rcpt),
+    );
+    assert_eq!(deferred.recipients[0].success_dsn, None);
 }

@@ -5,7 +5,9 @@
 //! The only place where a `Dsn` becomes a recipient's outcome. Pure.
 
 use crate::dsn::Dsn;
-use crate::recipients::{Ledger, Outcome, SessionTiming, Status, TlsPolicyNote, TlsSummary};
+use crate::recipients::{
+    Ledger, Outcome, SessionTiming, Status, SuccessDuty, TlsPolicyNote, TlsSummary,
+};
 use crate::smtp::client::RcptResult;
 
 /// Tracks the last failure reason across all servers of a job (Postfix's
@@ -70,6 +72,7 @@ fn outcome(status: Status, dsn: &Dsn, via: Option<&Via>) -> Outcome {
         tls_policy: via.and_then(|v| v.tls_policy.clone()),
         timing: via.and_then(|v| v.timing),
         source: via.and_then(|v| v.source),
+        success: None,
     }
 }
 
@@ -101,13 +104,15 @@ pub fn apply_failure(
 }
 
 /// Applies a session's per-recipient results. `indexes` maps the session's
-/// recipient positions to ledger positions.
+/// recipient positions to ledger positions; `success` is what the
+/// session's server means for NOTIFY=SUCCESS (see [`SuccessDuty`]).
 pub fn apply_session(
     ledger: &mut Ledger,
     indexes: &[usize],
     results: Vec<Option<RcptResult>>,
     final_server: bool,
     via: &Via,
+    success: SuccessDuty,
     trouble: &mut Trouble,
 ) {
     for (position, result) in results.into_iter().enumerate() {
@@ -119,6 +124,7 @@ pub fn apply_session(
                 // The reply text moves into the outcome (no copy).
                 let mut sent = outcome(Status::Sent, &Dsn::new(dsn.code, String::new()), Some(via));
                 sent.diagnostic = dsn.text;
+                sent.success = Some(success);
                 ledger.settle(index, sent);
             }
             Some(RcptResult::Failed(dsn)) => {

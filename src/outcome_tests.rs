@@ -1,4 +1,5 @@
 use super::*;
+use crate::recipients::SuccessDuty;
 
 fn ledger(n: usize) -> Ledger {
     Ledger::new((0..n).map(|i| format!("r{i}@x.test")).collect())
@@ -24,6 +25,7 @@ fn soft_failures_are_kept_until_the_final_server() {
         vec![Some(RcptResult::Failed(soft.clone())), None],
         false,
         &Via::plain("h[a]:25"),
+        SuccessDuty::Owed("relayed"),
         &mut t,
     );
     assert_eq!(l.left(), 2);
@@ -33,6 +35,7 @@ fn soft_failures_are_kept_until_the_final_server() {
         vec![Some(RcptResult::Failed(soft)), None],
         true,
         &Via::plain("h[a]:25"),
+        SuccessDuty::Owed("relayed"),
         &mut t,
     );
     assert_eq!(l.left(), 1);
@@ -62,6 +65,7 @@ fn hard_failures_bounce_at_once_and_success_is_sent() {
         ],
         false,
         &Via::plain("h[a]:25"),
+        SuccessDuty::Owed("relayed"),
         &mut t,
     );
     assert_eq!(

@@ -223,6 +223,7 @@ fn bad_domain(domain: &str, reason: &str) -> Outcome {
         tls_policy: None,
         timing: None,
         source: None,
+        success: None,
     }
 }
 

@@ -620,6 +620,7 @@ fn deferred_result(job: &Job, diagnostic: &str) -> JobResult {
                 diagnostic: diagnostic.into(),
                 tls: None,
                 tls_policy: None,
+                success_dsn: None,
             })
             .collect(),
         log: Some(vec![format!("deferred: {diagnostic}")]),

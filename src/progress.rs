@@ -152,6 +152,7 @@ fn deferred(address: &str, text: &str) -> RecipientResult {
         diagnostic: text.to_string(),
         tls: None,
         tls_policy: None,
+        success_dsn: None,
     }
 }
 
@@ -165,6 +166,7 @@ pub fn result_of(address: &str, outcome: &Outcome) -> RecipientResult {
         diagnostic: outcome.diagnostic.clone(),
         tls: outcome.tls.clone(),
         tls_policy: outcome.tls_policy.clone(),
+        success_dsn: None,
     }
 }
 

@@ -11,6 +11,7 @@ fn sent() -> Outcome {
         tls_policy: None,
         timing: None,
         source: None,
+        success: None,
     }
 }
 

@@ -62,6 +62,34 @@ pub struct Outcome {
     pub timing: Option<SessionTiming>,
     /// Our source address on the deciding connection.
     pub source: Option<std::net::SocketAddr>,
+    /// For a sent recipient: who owes a NOTIFY=SUCCESS notification
+    /// (Postfix's smtp_rcpt_done); `None` for other outcomes.
+    pub success: Option<SuccessDuty>,
+}
+
+/// After a recipient was accepted: whether the server took over DSN
+/// (it announced DSN, so NOTIFY went on with the recipient and mailhop's
+/// client owes no success notification), or the DSN action of the success
+/// notification the client owes when the recipient asked for one
+/// ("relayed"; "delivered" from an LMTP server with `[lmtp] assume_final`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuccessDuty {
+    PassedOn,
+    Owed(&'static str),
+}
+
+impl SuccessDuty {
+    /// The duty after a session with this server: `dsn_offered` from its
+    /// EHLO/LHLO reply; `final_delivery` for LMTP with assume_final.
+    pub fn after_session(dsn_offered: bool, final_delivery: bool) -> Self {
+        if dsn_offered {
+            SuccessDuty::PassedOn
+        } else if final_delivery {
+            SuccessDuty::Owed("delivered")
+        } else {
+            SuccessDuty::Owed("relayed")
+        }
+    }
 }
 
 /// When the deciding session connected, finished its handshake, and ended.
@@ -195,6 +223,7 @@ impl Ledger {
                     tls_policy: None,
                     timing: None,
                     source: None,
+                    success: None,
                 }
             });
             settled.push(Settled { address, outcome });

@@ -10,6 +10,7 @@ fn outcome(status: Status) -> Outcome {
         tls_policy: None,
         timing: None,
         source: None,
+        success: None,
     }
 }
 

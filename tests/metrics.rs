@@ -586,6 +586,7 @@ fn a_scrape_with_every_family_filled_passes_promtool() {
         diagnostic: String::new(),
         tls: None,
         tls_policy: None,
+        success_dsn: None,
     };
     for (i, name) in ["a.test", "b.test", "c.test", "we\"ird\\name\n"]
         .iter()

@@ -166,6 +166,8 @@ pub struct ProtocolSettings {
     /// `happy_eyeballs`: the delay between connect attempts of a race;
     /// `None` when off (one address at a time, as Postfix).
     pub happy_eyeballs: Option<Duration>,
+    /// LMTP's `assume_final` (Postfix's lmtp_assume_final); false for SMTP.
+    pub assume_final: bool,
 }
 
 /// Per-protocol time limits.  `connect == Duration::ZERO` means no limit of
@@ -236,6 +238,7 @@ impl Config {
             bind_address_enforce: s.bind_address_enforce,
             address_health: s.address_health.then_some(s.address_health_time),
             happy_eyeballs: s.happy_eyeballs.then_some(s.happy_eyeballs_delay),
+            assume_final: false,
         };
         if !lmtp {
             return smtp;
@@ -274,6 +277,7 @@ impl Config {
                 .happy_eyeballs
                 .unwrap_or(s.happy_eyeballs)
                 .then(|| l.happy_eyeballs_delay.unwrap_or(s.happy_eyeballs_delay)),
+            assume_final: l.assume_final,
             ..smtp
         }
     }

@@ -306,6 +306,10 @@ config_table! {
         /// Nexthops tried, in order, for recipients that the LMTP server did
         /// not take. Not inherited from [smtp]; ignored for UNIX-socket servers.
         fallback_relay: Vec<String> = Vec::new(), mirrors "lmtp_fallback_relay";
+        /// When an LMTP server announces no DSN, take its acceptance as final
+        /// delivery: a recipient that asked NOTIFY=SUCCESS gets the DSN action
+        /// "delivered" in its answer's success_dsn instead of "relayed".
+        assume_final: bool = false, mirrors "lmtp_assume_final";
         /// Treat a 5xx server greeting as a temporary failure instead of
         /// bouncing the mail.
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,7 @@ fn result(
         diagnostic: diag.into(),
         tls: None,
         tls_policy: None,
+        success_dsn: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn rcpt(status: Status, dsn: &str) -> RecipientResult {
         diagnostic: String::new(),
         tls: None,
         tls_policy: None,
+        success_dsn: None,
     }
 }
 

@@ -10,6 +10,7 @@ fn rcpt(status: Status, dsn: &str, diagnostic: &str) -> RecipientResult {
         diagnostic: diagnostic.into(),
         tls: None,
         tls_policy: None,
+        success_dsn: None,
     }
 }
 
