@@ -368,8 +368,7 @@ impl Downgrader {
                 Some(_) if text.is_empty() => match self.ctype {
                     CType::Message
                         if self.stype == SType::Rfc822
-                            || (self.stype == SType::Global
-                                && self.domain == Domain::SevenBit) =>
+                            || (self.stype == SType::Global && self.domain == Domain::SevenBit) =>
                     {
                         self.set(State::Nested, CType::Text, SType::Plain, Domain::SevenBit);
                     }
@@ -441,9 +440,7 @@ impl Downgrader {
             .and_then(|c| header.get(..c))
             .unwrap_or_default()
             .trim_ascii_end();
-        let value = colon
-            .and_then(|c| header.get(c + 1..))
-            .unwrap_or_default();
+        let value = colon.and_then(|c| header.get(c + 1..)).unwrap_or_default();
         let is_cte = name.eq_ignore_ascii_case(b"Content-Transfer-Encoding");
         if name.eq_ignore_ascii_case(b"Content-Type") {
             self.content_type(value);
@@ -662,10 +659,7 @@ fn header_tokens(
     let mut tokens: Vec<Token> = Vec::new();
     let mut at = *pos;
     let mut ended = true;
-    loop {
-        let Some(&ch) = text.get(at) else {
-            break;
-        };
+    while let Some(&ch) = text.get(at) {
         if ch == 0 {
             break;
         }

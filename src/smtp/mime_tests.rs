@@ -58,7 +58,10 @@ fn encoding_header_moves_to_the_end_of_the_block() {
 
 #[test]
 fn undeclared_8bit_goes_out_unchanged() {
-    check("Subject: \u{e9}\n\nbody \u{e9}\n", "Subject: \u{e9}\n\nbody \u{e9}\n");
+    check(
+        "Subject: \u{e9}\n\nbody \u{e9}\n",
+        "Subject: \u{e9}\n\nbody \u{e9}\n",
+    );
 }
 
 #[test]
@@ -87,7 +90,10 @@ fn header_name_space_colon_is_normalised_and_folding_kept() {
 
 #[test]
 fn garbage_after_primary_headers_gets_an_empty_line() {
-    check("Subject: a\nnot a header\nx\n", "Subject: a\n\nnot a header\nx\n");
+    check(
+        "Subject: a\nnot a header\nx\n",
+        "Subject: a\n\nnot a header\nx\n",
+    );
 }
 
 #[test]
@@ -382,7 +388,10 @@ fn tokenizer_handles_quotes_comments_and_specials() {
     let values: Vec<&[u8]> = first.iter().map(|t| t.value.as_slice()).collect();
     assert_eq!(values, vec![&b"multipart"[..], b"/", b"mixed"]);
     let second = header_tokens(text, &mut pos, 3, CT_SPECIALS, Some(b';')).unwrap_or_default();
-    assert_eq!(second.get(2).map(|t| t.value.clone()), Some(b"a\"b".to_vec()));
+    assert_eq!(
+        second.get(2).map(|t| t.value.clone()),
+        Some(b"a\"b".to_vec())
+    );
     assert_eq!(second.get(2).map(|t| t.kind), Some(TokKind::QString));
     let third = header_tokens(text, &mut pos, 3, CT_SPECIALS, Some(b';'));
     assert_eq!(third.map(|t| t.len()), Some(1));
