@@ -202,6 +202,8 @@ pub struct Downgrader {
     prev_cont: bool,
     stack: Vec<Frame>,
     error: Option<MimeError>,
+    /// Bytes above 127 written unconverted (headers, other parts).
+    passed_8bit: u64,
 }
 
 impl Downgrader {
@@ -219,7 +221,22 @@ impl Downgrader {
             prev_cont: false,
             stack: Vec::new(),
             error: None,
+            passed_8bit: 0,
         }
+    }
+
+    /// How many bytes above 127 went out unconverted so far (in headers
+    /// and in parts that are not converted): every other output byte is
+    /// 7-bit.
+    pub fn passed_8bit(&self) -> u64 {
+        self.passed_8bit
+    }
+
+    fn pass(&mut self, text: &[u8], out: &mut Vec<u8>) {
+        let high = text.iter().filter(|&&b| b >= 0x80).count();
+        // usize is at most 64 bits on every supported target: lossless.
+        self.passed_8bit = self.passed_8bit.saturating_add(high as u64);
+        out.extend_from_slice(text);
     }
 
     /// Converts the next piece of input, appending CRLF content to `out`.
@@ -395,7 +412,7 @@ impl Downgrader {
         if self.domain != Domain::SevenBit {
             self.downgrade(kind, text, out);
         } else {
-            out.extend_from_slice(text);
+            self.pass(text, out);
             if kind == Rec::Norm {
                 out.extend_from_slice(b"\r\n");
             }
@@ -449,7 +466,7 @@ impl Downgrader {
         }
         if !is_cte || self.domain == Domain::SevenBit {
             for line in header.split(|&b| b == b'\n') {
-                out.extend_from_slice(line);
+                self.pass(line, out);
                 out.extend_from_slice(b"\r\n");
             }
         }
