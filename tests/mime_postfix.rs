@@ -217,3 +217,69 @@ fn mailhop_converts_8bit_content_exactly_as_postfix_smtp() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n=====\n"));
 }
+
+#[test]
+fn too_deep_mime_nesting_bounces_like_postfix_smtp() {
+    let Some(postfix_sink) = Sink::start(Listen::Tcp, &["-8", "-d", "{dir}/dump/%M."]) else {
+        return;
+    };
+    let Some(mailhop_sink) = Sink::start(Listen::Tcp, &["-8", "-d", "{dir}/dump/%M."]) else {
+        return;
+    };
+    // Without header_checks cleanup does not check the nesting itself, and
+    // the mail goes out at once.
+    let Some(postfix) = PostfixRelay::start(&postfix_sink.nexthop(), "header_checks =") else {
+        return;
+    };
+    // Postfix's level starts at -1 and may reach mime_nesting_limit + 1:
+    // 102 nested multiparts go, 103 do not.
+    for (levels, bounced) in [(102, false), (103, true)] {
+        let mut message = b"Subject: deep\n".to_vec();
+        for level in 0..levels {
+            message.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{level}\n\n--b{level}\n")
+                    .as_bytes(),
+            );
+        }
+        message.extend_from_slice("Content-Transfer-Encoding: 8bit\n\n\u{e9}\n".as_bytes());
+        // The null sender: Postfix sends no bounce to the sink.
+        let queue_id = postfix.inject("", "b@y.test", &message);
+        let line = postfix.wait_log(&format!("{queue_id}: to=<b@y.test>"));
+        let (_, verdict) = line
+            .split_once(", dsn=")
+            .unwrap_or_else(|| panic!("no dsn in {line:?}"));
+        let run = Delivery::to(&mailhop_sink.nexthop())
+            .rcpt("b@y.test")
+            .message(&message)
+            .run();
+        if bounced {
+            assert_eq!(
+                verdict,
+                "5.6.0, status=bounced (MIME nesting exceeds safety limit)"
+            );
+            assert_eq!(
+                run.lines(),
+                [Line::bounced(
+                    "b@y.test",
+                    &mailhop_sink.relay(),
+                    "5.6.0",
+                    "MIME nesting exceeds safety limit"
+                )],
+                "{run:#?}"
+            );
+        } else {
+            assert!(verdict.starts_with("2.0.0, status=sent"), "{line}");
+            assert_eq!(
+                run.lines().first().map(|l| l.status.as_str()),
+                Some("sent"),
+                "{run:#?}"
+            );
+            assert_eq!(postfix_sink.wait_files("dump", 1).len(), 1);
+            assert_eq!(mailhop_sink.wait_files("dump", 1).len(), 1);
+        }
+    }
+    // Neither server got the deeper message: the connection was dropped
+    // before the dot.
+    assert_eq!(postfix_sink.wait_files("dump", 2).len(), 1);
+    assert_eq!(mailhop_sink.wait_files("dump", 2).len(), 1);
+}

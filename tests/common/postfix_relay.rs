@@ -105,6 +105,22 @@ impl PostfixRelay {
         fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
     }
 
+    /// Waits (bounded) for a maillog line containing `what`; returns it.
+    pub fn wait_log(&self, what: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.maillog();
+            if let Some(line) = log.lines().find(|l| l.contains(what)) {
+                return line.to_string();
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "no maillog line with {what:?}; maillog:\n{log}"
+            );
+            thread::sleep(POLL);
+        }
+    }
+
     /// Sends `message` (lines ending in LF or CRLF, any bytes) with
     /// `BODY=8BITMIME` through the injection smtpd and returns its queue
     /// id; panics on any unexpected reply.
