@@ -1548,7 +1548,18 @@ fn mime_session(
     bytes: &[u8],
     after_data: Vec<Step>,
 ) -> Outcome {
-    let mut settings = client_settings(false);
+    mime_session_as(false, ehlo, conversion, message, bytes, after_data)
+}
+
+fn mime_session_as(
+    lmtp: bool,
+    ehlo: &str,
+    conversion: bool,
+    message: &dyn MessageSource,
+    bytes: &[u8],
+    after_data: Vec<Step>,
+) -> Outcome {
+    let mut settings = client_settings(lmtp);
     if !conversion {
         settings.mime_conversion = None;
     }
@@ -1665,4 +1676,28 @@ fn too_deep_mime_nesting_bounces_and_drops_the_connection_without_the_dot() {
         assert!(!out.written.contains("QUIT"), "{}", out.written);
         assert_eq!(out.end, RunEnd::Closed);
     }
+}
+
+#[test]
+fn lmtp_converts_like_smtp() {
+    // Postfix's lmtp(8) is smtp(8): the same conversion for an LMTP server
+    // without 8BITMIME.
+    let out = mime_session_as(
+        true,
+        "250-mx.test\r\n250 SIZE 1000000\r\n",
+        true,
+        &Inline(EIGHT_BIT),
+        EIGHT_BIT,
+        vec![say("250 2.1.5 Ok\r\n")],
+    );
+    assert!(
+        out.written.starts_with(
+            "LHLO client.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n\
+             Subject: t\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             d=C3=A9j=C3=A0 =3D\r\n.\r\n"
+        ),
+        "{}",
+        out.written
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
 }

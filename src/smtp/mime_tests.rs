@@ -436,3 +436,31 @@ fn wire_form_goes_through_the_body_encoder() {
 fn empty_input_gives_nothing() {
     assert!(conv(b"").is_empty());
 }
+
+#[test]
+fn memory_stays_flat_on_a_huge_unbroken_8bit_line() {
+    let mut d = Downgrader::new(MimeLimits::default());
+    let mut out = Vec::new();
+    assert!(
+        d.feed(b"Content-Transfer-Encoding: 8bit\n\n", &mut out)
+            .is_ok()
+    );
+    let chunk = vec![0xe9u8; READ_CHUNK];
+    let mut total = 0usize;
+    for _ in 0..160 {
+        // 10 MiB on one line
+        out.clear();
+        assert!(d.feed(&chunk, &mut out).is_ok());
+        total += out.len();
+        // Three bytes per input byte and "=\r\n" per line of at most 76.
+        assert!(out.len() <= 4 * READ_CHUNK);
+        assert!(d.rec.capacity() <= 2 * RECORD_LIMIT);
+        assert!(d.qp.capacity() <= 256);
+        assert!(d.header.capacity() <= 256);
+    }
+    out.clear();
+    assert!(d.finish(&mut out).is_ok());
+    total += out.len();
+    // 3 bytes per input byte plus "=\r\n" per 75 bytes of output.
+    assert!(total > 3 * 160 * READ_CHUNK);
+}
