@@ -155,15 +155,18 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-#[test]
-fn mailhop_converts_8bit_content_exactly_as_postfix_smtp() {
+/// Every message of [`messages`] through Postfix (with `postfix_extra`
+/// main.cf lines) and through mailhop (with `disable_mime_output_conversion
+/// = disabled`): the dumps must be equal. `converted`: a message that
+/// declares 8bit reaches the sink quoted-printable unless conversion is off.
+fn compare_with_postfix(postfix_extra: &str, disabled: bool) {
     let Some(postfix_sink) = Sink::start(Listen::Tcp, &["-8", "-d", "{dir}/dump/%M."]) else {
         return;
     };
     let Some(mailhop_sink) = Sink::start(Listen::Tcp, &["-8", "-d", "{dir}/dump/%M."]) else {
         return;
     };
-    let Some(postfix) = PostfixRelay::start(&postfix_sink.nexthop(), "") else {
+    let Some(postfix) = PostfixRelay::start(&postfix_sink.nexthop(), postfix_extra) else {
         return;
     };
     let mut failures = Vec::new();
@@ -174,6 +177,7 @@ fn mailhop_converts_8bit_content_exactly_as_postfix_smtp() {
         postfix.release(&queue_id);
         let reference_dump = wait_dumps(&postfix_sink, count + 1, Some(&postfix));
         Delivery::to(&mailhop_sink.nexthop())
+            .smtp_setting("disable_mime_output_conversion", &disabled.to_string())
             .rcpt("b@y.test")
             .message(&queued)
             .run()
@@ -199,10 +203,18 @@ fn mailhop_converts_8bit_content_exactly_as_postfix_smtp() {
         };
         let expected = content_of(&new(&reference_dump, &mut seen_reference));
         let got = content_of(&new(&mailhop_dump, &mut seen_mailhop));
-        // The conversion did happen where it should.
-        if message.windows(4).any(|w| w.eq_ignore_ascii_case(b"8bit")) {
+        // The conversion did happen where it should, and only then.
+        let qp = |bytes: &[u8]| {
+            bytes
+                .windows(16)
+                .filter(|w| w == b"quoted-printable")
+                .count()
+        };
+        if disabled {
+            assert_eq!(qp(&expected), qp(&message), "{name}: Postfix converted");
+        } else if message.windows(4).any(|w| w.eq_ignore_ascii_case(b"8bit")) {
             assert!(
-                expected.windows(16).any(|w| w == b"quoted-printable"),
+                qp(&expected) > qp(&message),
                 "{name}: Postfix did not convert:\n{}",
                 String::from_utf8_lossy(&expected)
             );
@@ -216,6 +228,16 @@ fn mailhop_converts_8bit_content_exactly_as_postfix_smtp() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n=====\n"));
+}
+
+#[test]
+fn mailhop_converts_8bit_content_exactly_as_postfix_smtp() {
+    compare_with_postfix("", false);
+}
+
+#[test]
+fn with_conversion_disabled_8bit_content_goes_out_as_postfix_sends_it() {
+    compare_with_postfix("disable_mime_output_conversion = yes", true);
 }
 
 #[test]
