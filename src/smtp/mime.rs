@@ -593,8 +593,9 @@ impl Downgrader {
 fn qp_encode(buf: &mut Vec<u8>, ch: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     buf.push(b'=');
-    buf.push(HEX[usize::from(ch >> 4)]);
-    buf.push(HEX[usize::from(ch & 0xf)]);
+    let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+    buf.push(hex(ch >> 4));
+    buf.push(hex(ch & 0xf));
 }
 
 /// Appends `text` up to its first NUL (Postfix's headers are C strings).
