@@ -45,6 +45,7 @@ use crate::shaping::MxSites;
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
 use crate::smtp::command::check_address;
 use crate::smtp::ehlo::Extensions;
+use crate::smtp::mime::MimeLimits;
 use crate::tls::{PeerNames, TlsFailure, TlsInfo, Trust};
 use crate::tls_memory::TlsMemory;
 use crate::tls_policy::{Level, Policies, Policy, PolicySource};
@@ -1429,6 +1430,13 @@ impl Deliverer {
             loop_check,
             tls,
             strict_reply_syntax: self.config.smtp.strict_reply_syntax,
+            mime_conversion: (!self.config.smtp.disable_mime_output_conversion).then_some(
+                MimeLimits {
+                    nesting_limit: self.config.smtp.mime_nesting_limit,
+                    boundary_length_limit: self.config.smtp.mime_boundary_length_limit,
+                    header_size_limit: self.config.smtp.header_size_limit,
+                },
+            ),
         }
     }
 

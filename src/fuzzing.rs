@@ -14,7 +14,8 @@
 //! after DATA into the spooled message), [`tlsa`] (TLSA records and
 //! certificates into a DANE verdict), [`message_facts`] (a message into
 //! the facts read before MAIL FROM) and [`mta_sts_policy`] (an MTA-STS
-//! policy file, and TXT records, into a policy). Each drives the same code
+//! policy file, and TXT records, into a policy) and [`mime_downgrade`]
+//! (a message into its 8-bit to 7-bit converted form). Each drives the same code
 //! the daemon runs on that input, down to the first step that would do I/O, and touches every result so nothing is
 //! optimised away. The fuzz crate in `tests/fuzz/` calls these (one line per
 //! target) and `tests/fuzz_corpora.rs` replays the committed corpora through
@@ -638,5 +639,70 @@ pub fn tlsrpt_record(data: &[u8]) {
                 "a mailto address with a control character or blank: {address:?}"
             );
         }
+    }
+}
+
+/// A message → its 8-bit to 7-bit MIME conversion
+/// ([`crate::smtp::mime::Downgrader`]) and wire form. Byte 0 picks the
+/// size of the pieces the input is fed in, byte 1 the limits (small ones
+/// half the time, so nesting and cut boundaries are reached); the rest is
+/// the message. Promises: the output does not depend on how the input is
+/// split; every byte above 127 in the output is one the converter passed
+/// unconverted (a header or a part it does not convert), never one of its
+/// own; it never writes more such bytes than the input has; a nesting
+/// error is the same either way; the in-memory and streamed wire forms
+/// agree.
+pub fn mime_downgrade(data: &[u8]) {
+    use crate::smtp::mime::{self, Downgrader, MimeLimits};
+    let (Some(&piece), Some(&knobs), Some(message)) = (data.first(), data.get(1), data.get(2..))
+    else {
+        return;
+    };
+    let limits = if knobs & 1 == 0 {
+        MimeLimits::default()
+    } else {
+        MimeLimits {
+            nesting_limit: usize::from(knobs >> 1 & 3) + 1,
+            boundary_length_limit: usize::from(knobs >> 3 & 7) + 1,
+            header_size_limit: usize::from(knobs >> 6) * 40 + 1,
+        }
+    };
+    let run = |size: usize| {
+        let mut d = Downgrader::new(limits);
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for chunk in message.chunks(size.max(1)) {
+            result = d.feed(chunk, &mut out);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = d.finish(&mut out);
+        }
+        (out, result, d.passed_8bit())
+    };
+    let (whole, whole_result, passed) = run(message.len());
+    let (split, split_result, _) = run(usize::from(piece));
+    assert_eq!(whole_result, split_result, "error depends on the split");
+    if whole_result.is_ok() {
+        assert_eq!(whole, split, "output depends on the split");
+    }
+    let high = |bytes: &[u8]| bytes.iter().filter(|&&b| b >= 0x80).count() as u64;
+    assert!(high(message) >= passed, "more 8-bit bytes passed than read");
+    if whole_result.is_ok() {
+        assert_eq!(high(&whole), passed, "the converter wrote an 8-bit byte");
+    }
+    let mut in_memory = Vec::new();
+    let memory_result = mime::encode_all_downgraded(message, 998, limits, &mut in_memory);
+    let mut streamed = Vec::new();
+    let stream_result = mime::write_body_downgraded(message, &mut streamed, 998, limits);
+    assert_eq!(memory_result.is_ok(), whole_result.is_ok());
+    assert_eq!(stream_result.is_ok(), whole_result.is_ok());
+    if whole_result.is_ok() {
+        assert_eq!(
+            in_memory, streamed,
+            "in-memory and streamed wire forms differ"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use crate::config::Timeouts;
 use crate::smtp::body::{BodyError, write_body};
 use crate::smtp::client::{Action, Client, IoFailure, Phase};
+use crate::smtp::mime::{DowngradeError, encode_all_downgraded, write_body_downgraded};
 use crate::transport::{Connection, Transport, classify, strerror};
 
 /// Where the message bytes come from; opened once per delivery attempt.
@@ -280,7 +281,17 @@ fn send_body<T: Transport>(
         // The worker's wire buffer, reused from message to message.
         let mut wire = WIRE.with(|w| std::mem::take(&mut *w.borrow_mut()));
         wire.clear();
-        crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
+        if let Some(limits) = client.mime_downgrade() {
+            if let Err(e) = encode_all_downgraded(bytes, line_length_limit, limits, &mut wire) {
+                if wire.capacity() <= WIRE_KEEP {
+                    WIRE.with(|w| *w.borrow_mut() = wire);
+                }
+                client.on_mime_failure(e);
+                return;
+            }
+        } else {
+            crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
+        }
         wire.extend_from_slice(crate::smtp::command::DOT);
         if client.take_pipelined_quit() {
             wire.extend_from_slice(crate::smtp::command::QUIT);
@@ -311,13 +322,23 @@ fn send_body<T: Transport>(
             return;
         }
     };
-    match write_body(source, &mut writer, line_length_limit) {
+    let written = match client.mime_downgrade() {
+        Some(limits) => write_body_downgraded(source, &mut writer, line_length_limit, limits),
+        None => write_body(source, &mut writer, line_length_limit).map_err(DowngradeError::Body),
+    };
+    match written {
         Ok(_) => {}
-        Err(BodyError::Read(e)) => {
+        Err(DowngradeError::Mime(e)) => {
+            // Postfix: a hard MIME error while converting disconnects
+            // ungracefully (no final dot).
+            client.on_mime_failure(e);
+            return;
+        }
+        Err(DowngradeError::Body(BodyError::Read(e))) => {
             client.on_local_failure(&format!("error reading message: {}", strerror(&e)));
             return;
         }
-        Err(BodyError::Write(e)) => {
+        Err(DowngradeError::Body(BodyError::Write(e))) => {
             body_write_failed(conn, client, classify(&e));
             return;
         }

@@ -55,6 +55,7 @@ fn client_settings(lmtp: bool) -> ClientSettings {
         loop_check: None,
         tls: TlsMode::Off,
         strict_reply_syntax: true,
+        mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
     }
 }
 
@@ -369,6 +370,7 @@ fn greeting_5xx_is_hard_without_skip() {
         loop_check: None,
         tls: TlsMode::Off,
         strict_reply_syntax: true,
+        mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -834,6 +836,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         loop_check: None,
         tls: TlsMode::Off,
         strict_reply_syntax: true,
+        mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
     };
     let mut client = Client::new(
         settings,
@@ -878,6 +881,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
             }),
             tls: TlsMode::Off,
             strict_reply_syntax: true,
+            mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
         };
         let mut client = Client::new(settings, envelope(&["a@y.test"]), MessageFacts::default());
         let steps = vec![
@@ -926,6 +930,7 @@ fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: 
     let settings = ClientSettings {
         tls: mode,
         strict_reply_syntax: true,
+        mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
         ..client_settings(false)
     };
     let mut client = Client::new(
@@ -1339,6 +1344,7 @@ fn relaxed_reply_syntax_skips_garbage_with_pipelining_like_postfix() {
     // line (with a warning) and goes on; the session is never cached.
     let settings = ClientSettings {
         strict_reply_syntax: false,
+        mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
         ..client_settings(false)
     };
     let mut client = Client::new(
@@ -1518,4 +1524,180 @@ fn quit_is_pipelined_behind_the_dot_when_the_session_ends() {
         );
         assert_eq!(written.matches("QUIT").count(), usize::from(pipelined));
     }
+}
+
+// ---------- 8-bit to 7-bit MIME conversion ----------
+
+const EIGHT_BIT: &[u8] = b"Subject: t\nContent-Transfer-Encoding: 8bit\n\nd\xc3\xa9j\xc3\xa0 =\n";
+
+struct InMemory(&'static [u8]);
+
+impl MessageSource for InMemory {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.0))
+    }
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self.0)
+    }
+}
+
+fn mime_session(
+    ehlo: &str,
+    conversion: bool,
+    message: &dyn MessageSource,
+    bytes: &[u8],
+    after_data: Vec<Step>,
+) -> Outcome {
+    mime_session_as(false, ehlo, conversion, message, bytes, after_data)
+}
+
+fn mime_session_as(
+    lmtp: bool,
+    ehlo: &str,
+    conversion: bool,
+    message: &dyn MessageSource,
+    bytes: &[u8],
+    after_data: Vec<Step>,
+) -> Outcome {
+    let mut settings = client_settings(lmtp);
+    if !conversion {
+        settings.mime_conversion = None;
+    }
+    let facts = MessageFacts {
+        tls_required_no: false,
+        size: bytes.len() as u64,
+        has_8bit: bytes.iter().any(|&b| b >= 0x80),
+    };
+    let mut client = Client::new(settings, envelope(&["a@y.test"]), facts);
+    let mut steps = vec![
+        say("220 mx.test ESMTP\r\n"),
+        say(ehlo),
+        say("250 2.1.0 Ok\r\n"),
+        say("250 2.1.5 Ok\r\n"),
+        say("354 go\r\n"),
+    ];
+    steps.extend(after_data);
+    let mut conn = Connection::new(Scripted::new(steps), 2048);
+    let end = run(&mut conn, &mut client, &timeouts(), message, 998);
+    if end == RunEnd::Idle {
+        close(&mut conn, &mut client, &timeouts());
+    }
+    let transport = conn.into_inner();
+    Outcome {
+        results: client.into_results(),
+        written: transport.written_text(),
+        handshake: true,
+        end,
+        leftover_script: transport.steps.len(),
+    }
+}
+
+#[test]
+fn eight_bit_to_a_server_without_8bitmime_is_converted_and_sent_without_size() {
+    for message in [
+        &Inline(EIGHT_BIT) as &dyn MessageSource,
+        &InMemory(EIGHT_BIT),
+    ] {
+        let out = mime_session(
+            "250-mx.test\r\n250 SIZE 1000000\r\n",
+            true,
+            message,
+            EIGHT_BIT,
+            vec![say("250 2.0.0 Ok\r\n"), say("221 bye\r\n")],
+        );
+        assert_eq!(
+            out.written,
+            "EHLO client.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n\
+             Subject: t\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             d=C3=A9j=C3=A0 =3D\r\n.\r\nQUIT\r\n"
+        );
+        assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+    }
+}
+
+#[test]
+fn eight_bit_to_an_8bitmime_server_or_with_conversion_off_is_unchanged() {
+    let body = String::from_utf8_lossy(EIGHT_BIT).replace('\n', "\r\n");
+    let out = mime_session(
+        "250-mx.test\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n",
+        true,
+        &Inline(EIGHT_BIT),
+        EIGHT_BIT,
+        vec![say("250 2.0.0 Ok\r\n"), say("221 bye\r\n")],
+    );
+    assert!(
+        out.written
+            .contains(&format!("SIZE={} BODY=8BITMIME\r\n", EIGHT_BIT.len())),
+        "{}",
+        out.written
+    );
+    assert!(out.written.contains(&body), "{}", out.written);
+    let out = mime_session(
+        "250-mx.test\r\n250 SIZE 1000000\r\n",
+        false,
+        &Inline(EIGHT_BIT),
+        EIGHT_BIT,
+        vec![say("250 2.0.0 Ok\r\n"), say("221 bye\r\n")],
+    );
+    assert!(
+        out.written.contains(&format!(
+            "MAIL FROM:<s@x.test> SIZE={}\r\n",
+            EIGHT_BIT.len()
+        )),
+        "{}",
+        out.written
+    );
+    assert!(out.written.contains(&body), "{}", out.written);
+}
+
+#[test]
+fn too_deep_mime_nesting_bounces_and_drops_the_connection_without_the_dot() {
+    let mut text = Vec::new();
+    for i in 0..103 {
+        text.extend_from_slice(
+            format!("Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n").as_bytes(),
+        );
+    }
+    text.extend_from_slice(b"Content-Transfer-Encoding: 8bit\n\n\xe9\n");
+    let bytes: &'static [u8] = Box::leak(text.into_boxed_slice());
+    for message in [&Inline(bytes) as &dyn MessageSource, &InMemory(bytes)] {
+        let out = mime_session(
+            "250-mx.test\r\n250 SIZE 1000000\r\n",
+            true,
+            message,
+            bytes,
+            vec![],
+        );
+        assert_eq!(
+            failed(&out.results[0]),
+            Some(("5.6.0".into(), "MIME nesting exceeds safety limit".into()))
+        );
+        assert!(!out.written.contains("\r\n.\r\n"), "{}", out.written);
+        assert!(!out.written.contains("QUIT"), "{}", out.written);
+        assert_eq!(out.end, RunEnd::Closed);
+    }
+}
+
+#[test]
+fn lmtp_converts_like_smtp() {
+    // Postfix's lmtp(8) is smtp(8): the same conversion for an LMTP server
+    // without 8BITMIME.
+    let out = mime_session_as(
+        true,
+        "250-mx.test\r\n250 SIZE 1000000\r\n",
+        true,
+        &Inline(EIGHT_BIT),
+        EIGHT_BIT,
+        vec![say("250 2.1.5 Ok\r\n")],
+    );
+    assert!(
+        out.written.starts_with(
+            "LHLO client.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n\
+             Subject: t\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             d=C3=A9j=C3=A0 =3D\r\n.\r\n"
+        ),
+        "{}",
+        out.written
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
 }

@@ -90,3 +90,8 @@ fn mta_sts_policy_corpus_replays_without_panic() {
 fn tlsrpt_record_corpus_replays_without_panic() {
     replay("tlsrpt_record", fuzzing::tlsrpt_record);
 }
+
+#[test]
+fn mime_downgrade_corpus_replays_without_panic() {
+    replay("mime_downgrade", fuzzing::mime_downgrade);
+}

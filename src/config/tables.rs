@@ -251,6 +251,22 @@ config_table! {
         /// "Connection Attempt Delay"). Positive.
         #[serde(with = "duration_str")]
         happy_eyeballs_delay: Duration = Duration::from_millis(250), mirrors "none (mailhop's own; RFC 8305 Connection Attempt Delay)", check = check_period;
+        /// Never convert 8-bit content for a server that does not offer
+        /// 8BITMIME. false: a message with 8-bit bytes going to such a
+        /// server (SMTP or LMTP) is converted as Postfix does it: text parts
+        /// declared 8bit or binary become quoted-printable, message/* and
+        /// multipart/* parts are labelled 7bit, and SIZE= is not sent.
+        disable_mime_output_conversion: bool = false, mirrors "disable_mime_output_conversion";
+        /// While converting 8-bit content: how deeply multipart/* may nest;
+        /// deeper content bounces (5.6.0 "MIME nesting exceeds safety
+        /// limit"). Positive.
+        mime_nesting_limit: usize = 100, mirrors "mime_nesting_limit", check = check_positive;
+        /// While converting 8-bit content: a multipart boundary is compared
+        /// on at most this many bytes. Positive.
+        mime_boundary_length_limit: usize = 2048, mirrors "mime_boundary_length_limit", check = check_positive;
+        /// While converting 8-bit content: text beyond this many bytes in one
+        /// message header is dropped. Positive.
+        header_size_limit: usize = 102_400, mirrors "header_size_limit", check = check_positive;
     }
 }
 

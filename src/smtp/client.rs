@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 
 use super::command::{self, BodyType, MailParams, Notify, RcptParams, Ret};
 use super::ehlo::Extensions;
+use super::mime::{MimeError, MimeLimits};
 use super::reply::Reply;
 use crate::dsn::Dsn;
 
@@ -200,6 +201,9 @@ pub struct ClientSettings {
     /// that is not a reply line is a protocol error at once (false:
     /// Postfix's smtp_chat.c, which skips it).
     pub strict_reply_syntax: bool,
+    /// Postfix's MIME output conversion (`disable_mime_output_conversion =
+    /// no`) with its limits; `None`: 8-bit content is sent as it is.
+    pub mime_conversion: Option<MimeLimits>,
 }
 
 /// The session's TLS requirement.
@@ -866,6 +870,26 @@ impl Client {
         self.on_io_failure(failure);
     }
 
+    /// The content cannot be converted to 7 bits (Postfix's
+    /// `smtp_mime_fail`): every open recipient fails with the MIME error
+    /// (5.6.0: the message bounces) and the connection is dropped without
+    /// the final dot, the only way to cancel the transaction.
+    pub fn on_mime_failure(&mut self, error: MimeError) {
+        let dsn = Dsn::new(error.status(), error.text().to_string());
+        self.fail_remaining(&dsn);
+        self.close();
+    }
+
+    /// The content must be converted to 7 bits on its way out, with these
+    /// limits: conversion is on, the server did not offer 8BITMIME and the
+    /// message has 8-bit bytes (Postfix: and was not received as
+    /// BODY=7BIT; mailhop has only the scan).
+    pub fn mime_downgrade(&self) -> Option<MimeLimits> {
+        self.settings
+            .mime_conversion
+            .filter(|_| !self.extensions.eightbitmime && self.facts.has_8bit)
+    }
+
     /// The body and ".\r\n" were written; await the end-of-data reply(ies).
     pub fn body_sent(&mut self) {
         self.sending = None;
@@ -1099,7 +1123,11 @@ impl Client {
         }
         let ext = &self.extensions;
         let mail = MailParams {
-            size: ext.size.map(|_| self.facts.size),
+            // Postfix sends no SIZE when it converts: the size would change.
+            size: ext
+                .size
+                .filter(|_| self.mime_downgrade().is_none())
+                .map(|_| self.facts.size),
             body: ext.eightbitmime.then_some(if self.facts.has_8bit {
                 BodyType::EightBitMime
             } else {

@@ -5,4 +5,5 @@ pub mod body;
 pub mod client;
 pub mod command;
 pub mod ehlo;
+pub mod mime;
 pub mod reply;

@@ -18,6 +18,8 @@
 //!   Postfix instance and a test PKI;
 //! - [`https`]: an in-process HTTPS server (OpenSSL, the test PKI) serving
 //!   one settable reply, e.g. an MTA-STS policy;
+//! - [`postfix_relay`]: a private Postfix whose smtp(8) relays held,
+//!   released mail to a next hop (the reference for content conversion);
 //! - [`postfix_front`]: a private Postfix in front of mailhop, delivering
 //!   over LMTP to mailhop's ingress socket;
 //! - [`dnssec_lab`]: nsd with a signed and an unsigned zone behind a
@@ -40,6 +42,7 @@ pub mod https;
 pub mod jobs;
 pub mod postfix;
 pub mod postfix_front;
+pub mod postfix_relay;
 pub mod run;
 pub mod scripted_server;
 pub mod sink;

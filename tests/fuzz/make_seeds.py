@@ -234,3 +234,15 @@ write("mta_sts_policy", "unknown-keys", "version:STSv1\n\nfoo: bar\nmode:\tenfor
 write("mta_sts_policy", "bad-pattern", "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 1\n")
 write("mta_sts_policy", "txt-records", "v=STSv1; id=20160831085700Z;\nv=spf1 -all\nv=STSv1;id=x; ext=1\n")
 write("mta_sts_policy", "not-utf8", b"version: STSv1\nmode: enforce\xff\n")
+
+# --- mime_downgrade: [piece size][limits: bit 0 small, then nesting, boundary, header] message
+mime = {
+    "8bit-text": (7, 0, b"Subject: x\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\xc3\xbc\xc3\x9fe = 1 \n"),
+    "multipart": (13, 0, b"Content-Type: multipart/mixed; boundary=\"b1\"\nContent-Transfer-Encoding: 8bit\n\npre\n--b1\nContent-Transfer-Encoding: binary\n\nt\xc3\xa9xt\n--b1\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nQUJD\n--b1--\nepi \xff\n"),
+    "rfc822": (1, 0, b"Content-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\nSubject: \xe9\nContent-Transfer-Encoding: 8bit\n\ninner \xe9\n"),
+    "digest-nested": (3, 0b10101011, b"Content-Type: multipart/digest; boundary=d (c)\n\n--d\n\nContent-Type: multipart/mixed; boundary=e\n\n--e\nContent-Type: multipart/mixed; boundary=f\n\n--f\nContent-Transfer-Encoding: 8bit\n\n\xe9\n--d--\n"),
+    "long-line": (200, 0, b"Content-Transfer-Encoding: 8bit\n\n" + b"\xe9" * 5000 + b"\r\n" + b"a" * 80 + b" \n"),
+    "garbage": (5, 0b11000001, b"Subject :a\n\tfolded\x00nul\nnot a header\r\n\r\x7f--x\n"),
+}
+for name, (piece, knobs, message) in mime.items():
+    write("mime_downgrade", name, bytes([piece, knobs]) + message)
