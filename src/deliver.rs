@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use crate::cache::{IdleSession, NexthopLabel, SessionCache};
 use crate::chain::Chain;
-use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
+use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, SaslConfig, Settings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, Race, RaceTarget, SocketConnector};
 use crate::dane_policy::{self, DaneContext, DaneRefusal, InsecureMxPolicy};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
@@ -40,6 +40,7 @@ use crate::recipients::{Ledger, Settled};
 use crate::recipients::{SessionTiming, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
+use crate::sasl;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::shaping::MxSites;
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
@@ -181,6 +182,45 @@ pub struct Deliverer {
     /// MTA-STS policies (`[mta_sts]`; `None` when disabled), shared by
     /// the daemon's workers.
     mta_sts: Option<Arc<MtaSts>>,
+    /// SASL authentication (`[sasl]` with auth_enable; see
+    /// [`load_sasl`]).
+    sasl: Option<Arc<sasl::Setup>>,
+}
+
+/// The `[sasl]` settings and password table, when `auth_enable` is on.
+/// Err (a message naming the file or key, never a password) when the
+/// table cannot be read, is not owned by `uid` or is open to group or
+/// other: the daemon then refuses to start or to reload.
+pub fn load_sasl(config: &SaslConfig, uid: u32) -> Result<Option<sasl::Setup>, String> {
+    if !config.auth_enable {
+        return Ok(None);
+    }
+    if config.password_maps.is_empty() {
+        return Err(
+            "sasl.auth_enable is true: specify a password table with sasl.password_maps".into(),
+        );
+    }
+    let options =
+        |words: &[String]| sasl::SecurityOptions::parse(words).map_err(|e| format!("[sasl]: {e}"));
+    let plain = options(&config.security_options)?;
+    let tls = match &config.tls_security_options {
+        Some(words) => options(words)?,
+        None => plain,
+    };
+    let verified = match &config.tls_verified_security_options {
+        Some(words) => options(words)?,
+        None => tls,
+    };
+    let table = sasl::PasswordTable::load(Path::new(&config.password_maps), uid)
+        .map_err(|e| format!("sasl.password_maps: {e}"))?;
+    Ok(Some(sasl::Setup {
+        table,
+        filter: config.mechanism_filter.clone(),
+        options: plain,
+        tls_options: tls,
+        tls_verified_options: verified,
+        soft_bounce: config.auth_soft_bounce,
+    }))
 }
 
 impl Deliverer {
@@ -238,7 +278,19 @@ impl Deliverer {
             tlsrpt: None,
             tls_memory: Arc::new(TlsMemory::new()),
             mta_sts,
+            sasl: None,
         }
+    }
+
+    /// Authenticates with SASL as `setup` says (see [`load_sasl`]).
+    pub fn with_sasl(mut self, setup: Option<Arc<sasl::Setup>>) -> Self {
+        self.sasl = setup;
+        self
+    }
+
+    /// The SASL settings in use.
+    pub fn sasl(&self) -> Option<&Arc<sasl::Setup>> {
+        self.sasl.as_ref()
     }
 
     /// Resolves destinations with `resolver` instead of DNS. MTA-STS,
@@ -444,15 +496,15 @@ impl Deliverer {
             return false;
         };
         let policy = tls_required_no(policy, request);
-        let keys = self.keys(request, settings);
+        let keys = self.keys(request, settings, destination.text());
         // The job's next-hop label: looked up and stored with its first
         // destination only (made only when the job uses the cache).
         let uses_cache = self.cache.is_some() && (request.cache.load || request.cache.store);
         job.nexthop_label =
             (job.first_destination && uses_cache).then(|| keys.nexthop(destination, policy.level));
         let (host, port, lookup_mx) = match destination {
-            Destination::Unix { path, .. } => {
-                self.try_unix(request, settings, path, policy, keys, job);
+            Destination::Unix { path, text } => {
+                self.try_unix(request, settings, path, text, policy, keys, job);
                 return true;
             }
             Destination::Inet {
@@ -490,16 +542,18 @@ impl Deliverer {
 
     /// The one server of a UNIX-domain destination, on a handed-over or
     /// cached session when there is one.
+    #[allow(clippy::too_many_arguments)]
     fn try_unix(
         &self,
         request: &Request<'_>,
         settings: &ProtocolSettings,
         path: &Path,
+        dest: &str,
         policy: Arc<Policy>,
         keys: reuse::Keys<'_>,
         job: &mut JobState<'_>,
     ) {
-        let server = self.unix_server(path, policy);
+        let server = self.unix_server(path, dest, policy);
         let cached = self
             .lookup(request, keys, &server.policy)
             .and_then(|lookup| {
@@ -579,6 +633,7 @@ impl Deliverer {
             Vec::new()
         };
         let site = Site {
+            dest: destination.text(),
             host,
             port,
             server_policies,
@@ -1085,9 +1140,10 @@ impl Deliverer {
     }
 
     /// The one LMTP server of a UNIX-domain destination.
-    fn unix_server(&self, path: &Path, policy: Arc<Policy>) -> Server {
+    fn unix_server(&self, path: &Path, dest: &str, policy: Arc<Policy>) -> Server {
         let display = format!("{}[{}]", self.config.myhostname(), path.display());
         Server {
+            dest: dest.to_string(),
             endpoint: Endpoint::Unix(path.to_path_buf()),
             relay: display.clone(),
             tls_host: self.config.myhostname(),
@@ -1124,6 +1180,7 @@ impl Deliverer {
         relay.push(':');
         crate::text::push_u64(&mut relay, u64::from(site.port));
         Server {
+            dest: site.dest.to_string(),
             endpoint: site.endpoint(candidate),
             relay,
             display,
@@ -1169,12 +1226,18 @@ impl Deliverer {
 
     /// The cache labels of this job's sessions (one builder, see
     /// [`crate::reuse::Keys`]).
-    fn keys<'s>(&self, request: &Request<'_>, settings: &'s ProtocolSettings) -> reuse::Keys<'s> {
+    fn keys<'s>(
+        &'s self,
+        request: &Request<'_>,
+        settings: &'s ProtocolSettings,
+        dest: &'s str,
+    ) -> reuse::Keys<'s> {
         reuse::Keys::new(
             request.protocol,
             &settings.helo_name,
             request.envelope.needs_smtputf8(),
         )
+        .with_sasl(self.sasl.as_deref().map(|s| &s.table), dest)
     }
 
     /// Where to look for cached sessions, when this job looks at all.
@@ -1306,6 +1369,7 @@ impl Deliverer {
                 return None;
             }
             None => {
+                // A cached session authenticated when it was made.
                 let client_settings = self.client_settings(
                     request,
                     settings,
@@ -1313,6 +1377,7 @@ impl Deliverer {
                     None,
                     TlsMode::Off,
                     &server.policy,
+                    None,
                 );
                 if chaining {
                     follower_parts = Some((client_settings.clone(), extensions.clone()));
@@ -1409,6 +1474,7 @@ impl Deliverer {
         Some(self.finish_session(request, settings, server, client, &indexes, ended, job))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn client_settings(
         &self,
         request: &Request<'_>,
@@ -1417,6 +1483,7 @@ impl Deliverer {
         loop_check: Option<LoopCheck>,
         tls: TlsMode,
         policy: &Policy,
+        sasl: Option<sasl::ClientAuth>,
     ) -> ClientSettings {
         let tls_authenticated = matches!(policy.level, Level::Dane | Level::Verify | Level::Secure);
         ClientSettings {
@@ -1429,6 +1496,7 @@ impl Deliverer {
             loop_check,
             tls,
             strict_reply_syntax: self.config.smtp.strict_reply_syntax,
+            sasl,
         }
     }
 
@@ -1523,7 +1591,7 @@ impl Deliverer {
             self.config.tls.connection_reuse,
         );
         let cache = self.cache.as_deref().filter(|_| keep);
-        let endpoint = self.keys(request, settings).endpoint(
+        let endpoint = self.keys(request, settings, &server.dest).endpoint(
             &server.endpoint,
             &server.policy,
             &server.tls_host,
@@ -1686,6 +1754,10 @@ impl Deliverer {
             }
         }
         let (indexes, envelope) = pending_envelope(request, &job.ledger);
+        let sasl = self
+            .sasl
+            .as_deref()
+            .and_then(|setup| setup.client_auth(&server.tls_host, &server.dest));
         let client_settings = self.client_settings(
             request,
             settings,
@@ -1693,6 +1765,7 @@ impl Deliverer {
             server.loop_check.clone(),
             tls_mode,
             &server.policy,
+            sasl,
         );
         let mut client = Client::new(client_settings, envelope, request.facts);
         // A session that will not be cached ends with QUIT behind the dot.
@@ -2007,6 +2080,8 @@ struct InetTarget<'d> {
 
 /// One TCP destination being tried: what its servers share.
 struct Site<'a> {
+    /// The destination as written (SASL password lookups).
+    dest: &'a str,
     host: &'a Host,
     port: u16,
     final_nexthop: bool,
@@ -2041,6 +2116,8 @@ impl Site<'_> {
 
 /// One server to try, with its place in the final-server rule.
 struct Server {
+    /// The destination as written (SASL password lookups, cache labels).
+    dest: String,
     endpoint: Endpoint,
     /// `host[addr]` for diagnostics.
     display: String,

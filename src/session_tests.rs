@@ -55,6 +55,7 @@ fn client_settings(lmtp: bool) -> ClientSettings {
         loop_check: None,
         tls: TlsMode::Off,
         strict_reply_syntax: true,
+        sasl: None,
     }
 }
 
@@ -369,6 +370,7 @@ fn greeting_5xx_is_hard_without_skip() {
         loop_check: None,
         tls: TlsMode::Off,
         strict_reply_syntax: true,
+        sasl: None,
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -834,6 +836,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         loop_check: None,
         tls: TlsMode::Off,
         strict_reply_syntax: true,
+        sasl: None,
     };
     let mut client = Client::new(
         settings,
@@ -878,6 +881,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
             }),
             tls: TlsMode::Off,
             strict_reply_syntax: true,
+            sasl: None,
         };
         let mut client = Client::new(settings, envelope(&["a@y.test"]), MessageFacts::default());
         let steps = vec![
@@ -926,6 +930,7 @@ fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: 
     let settings = ClientSettings {
         tls: mode,
         strict_reply_syntax: true,
+        sasl: None,
         ..client_settings(false)
     };
     let mut client = Client::new(
@@ -1339,6 +1344,7 @@ fn relaxed_reply_syntax_skips_garbage_with_pipelining_like_postfix() {
     // line (with a warning) and goes on; the session is never cached.
     let settings = ClientSettings {
         strict_reply_syntax: false,
+        sasl: None,
         ..client_settings(false)
     };
     let mut client = Client::new(

@@ -152,7 +152,9 @@ pub fn choose(
     }
     Kind::ALL
         .into_iter()
-        .find(|kind| options.allows(*kind) && left.iter().any(|m| m.eq_ignore_ascii_case(kind.name())))
+        .find(|kind| {
+            options.allows(*kind) && left.iter().any(|m| m.eq_ignore_ascii_case(kind.name()))
+        })
         .ok_or(ChooseError::NoMechanism)
 }
 
@@ -172,7 +174,7 @@ pub fn decode64(text: &str) -> Option<Vec<u8>> {
         return Some(Vec::new());
     }
     let body = text.trim_end_matches('=');
-    if text.len() % 4 != 0
+    if !text.len().is_multiple_of(4)
         || text.len() - body.len() > 2
         || !body
             .bytes()
@@ -210,6 +212,38 @@ pub struct ClientAuth {
     pub soft_bounce: bool,
     /// The SCRAM client nonce (fresh per session).
     pub nonce: String,
+}
+
+/// The SASL client settings of a deliverer: the password table and the
+/// typed `[sasl]` values, made at start and on reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setup {
+    pub table: PasswordTable,
+    pub filter: Vec<String>,
+    pub options: SecurityOptions,
+    pub tls_options: SecurityOptions,
+    pub tls_verified_options: SecurityOptions,
+    pub soft_bounce: bool,
+}
+
+impl Setup {
+    /// What the client needs for the server `host` of `destination`, when
+    /// the table has a credential for it (None: no AUTH, as Postfix "talks
+    /// like strangers"). A fresh SCRAM nonce each time.
+    pub fn client_auth(&self, host: &str, destination: &str) -> Option<ClientAuth> {
+        let credential = self.table.lookup(host, destination)?.clone();
+        Some(ClientAuth {
+            credential,
+            filter: self.filter.clone(),
+            options: self.options,
+            tls_options: self.tls_options,
+            tls_verified_options: self.tls_verified_options,
+            soft_bounce: self.soft_bounce,
+            // Without a random source SCRAM cannot be done safely: an
+            // empty nonce makes the server's check fail the exchange.
+            nonce: fresh_nonce().unwrap_or_default(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,10 @@ fn option_words_and_unknown_word() {
     let dict = SecurityOptions::parse(&["nodictionary"]).unwrap();
     assert!(Kind::ALL.iter().all(|k| !dict.allows(*k)));
     let empty: [&str; 0] = [];
-    assert_eq!(SecurityOptions::parse(&empty), Ok(SecurityOptions::default()));
+    assert_eq!(
+        SecurityOptions::parse(&empty),
+        Ok(SecurityOptions::default())
+    );
     let err = SecurityOptions::parse(&["noplain"]).unwrap_err();
     assert!(err.contains("\"noplain\""), "{err}");
 }
@@ -32,7 +35,10 @@ fn choice_prefers_scram_then_plain_then_login() {
     let none = SecurityOptions::default();
     let offered = words(&["LOGIN", "PLAIN", "SCRAM-SHA-256", "CRAM-MD5"]);
     assert_eq!(choose(&offered, &[], none), Ok(Kind::ScramSha256));
-    assert_eq!(choose(&words(&["LOGIN", "PLAIN"]), &[], none), Ok(Kind::Plain));
+    assert_eq!(
+        choose(&words(&["LOGIN", "PLAIN"]), &[], none),
+        Ok(Kind::Plain)
+    );
     assert_eq!(choose(&words(&["LOGIN"]), &[], none), Ok(Kind::Login));
 }
 

@@ -137,7 +137,9 @@ impl Scram {
                 .split_once('=')
                 .ok_or(ScramError::Malformed("server-first"))?;
             match (i, name) {
-                (0, "m") => return Err(ScramError::Malformed("server-first (mandatory extension)")),
+                (0, "m") => {
+                    return Err(ScramError::Malformed("server-first (mandatory extension)"));
+                }
                 (0, "r") => nonce = Some(value),
                 (1, "s") => salt = Some(value),
                 (2, "i") => iterations = Some(value),
@@ -151,7 +153,10 @@ impl Scram {
         if nonce.len() <= self.nonce.len() || !nonce.starts_with(&self.nonce) {
             return Err(ScramError::Nonce);
         }
-        if !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+        if !nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return Err(ScramError::Malformed("server nonce"));
         }
         let salt = decode64(salt)

@@ -36,7 +36,10 @@ fn wrong_password_gives_another_proof_and_no_verification() {
     scram.client_first();
     let final_msg = scram.respond(SERVER_FIRST.as_bytes()).unwrap();
     assert_ne!(String::from_utf8(final_msg).unwrap(), CLIENT_FINAL);
-    assert_eq!(scram.respond(SERVER_FINAL.as_bytes()), Err(ScramError::Signature));
+    assert_eq!(
+        scram.respond(SERVER_FINAL.as_bytes()),
+        Err(ScramError::Signature)
+    );
 }
 
 #[test]
@@ -53,18 +56,39 @@ fn server_error_is_reported() {
 #[test]
 fn bad_server_first_messages() {
     let cases: &[(&str, ScramError)] = &[
-        ("r=otherNonce123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", ScramError::Nonce),
-        ("r=rOprNGfwEbeRWgbNEkqO,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", ScramError::Nonce),
-        ("r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0", ScramError::Iterations(0)),
+        (
+            "r=otherNonce123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+            ScramError::Nonce,
+        ),
+        (
+            "r=rOprNGfwEbeRWgbNEkqO,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+            ScramError::Nonce,
+        ),
+        (
+            "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0",
+            ScramError::Iterations(0),
+        ),
         (
             "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4000000",
             ScramError::Iterations(4_000_000),
         ),
-        ("r=rOprNGfwEbeRWgbNEkqOx,s=!!,i=4096", ScramError::Malformed("salt")),
-        ("r=rOprNGfwEbeRWgbNEkqOx,i=4096", ScramError::Malformed("server-first")),
-        ("m=ext,r=rOprNGfwEbeRWgbNEkqOx,s=W22Z,i=1", ScramError::Malformed("server-first (mandatory extension)")),
+        (
+            "r=rOprNGfwEbeRWgbNEkqOx,s=!!,i=4096",
+            ScramError::Malformed("salt"),
+        ),
+        (
+            "r=rOprNGfwEbeRWgbNEkqOx,i=4096",
+            ScramError::Malformed("server-first"),
+        ),
+        (
+            "m=ext,r=rOprNGfwEbeRWgbNEkqOx,s=W22Z,i=1",
+            ScramError::Malformed("server-first (mandatory extension)"),
+        ),
         ("garbage", ScramError::Malformed("server-first")),
-        ("r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=x", ScramError::Malformed("iteration count")),
+        (
+            "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=x",
+            ScramError::Malformed("iteration count"),
+        ),
     ];
     for (msg, want) in cases {
         let mut scram = Scram::new("user", "pencil", NONCE);
@@ -88,6 +112,9 @@ fn every_prefix_of_the_server_final_fails_cleanly() {
         let mut scram = Scram::new("user", "pencil", NONCE);
         scram.client_first();
         scram.respond(SERVER_FIRST.as_bytes()).unwrap();
-        assert!(scram.respond(&SERVER_FINAL.as_bytes()[..cut]).is_err(), "{cut}");
+        assert!(
+            scram.respond(&SERVER_FINAL.as_bytes()[..cut]).is_err(),
+            "{cut}"
+        );
     }
 }

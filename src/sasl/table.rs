@@ -54,12 +54,24 @@ impl std::fmt::Debug for Credential {
 /// Why the password file was refused.
 #[derive(Debug)]
 pub enum TableError {
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// Not a regular file, not ours, or open to group/other.
-    Permissions { path: PathBuf, detail: String },
-    TooLarge { path: PathBuf },
+    Permissions {
+        path: PathBuf,
+        detail: String,
+    },
+    TooLarge {
+        path: PathBuf,
+    },
     /// A line that is not `key value` (no password is quoted).
-    Syntax { path: PathBuf, line: usize, detail: &'static str },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        detail: &'static str,
+    },
 }
 
 impl std::fmt::Display for TableError {
@@ -72,11 +84,9 @@ impl std::fmt::Display for TableError {
                  daemon's user and not accessible by group or other (chmod 600)",
                 path.display()
             ),
-            TableError::TooLarge { path } => write!(
-                f,
-                "{}: larger than {MAX_FILE_BYTES} bytes",
-                path.display()
-            ),
+            TableError::TooLarge { path } => {
+                write!(f, "{}: larger than {MAX_FILE_BYTES} bytes", path.display())
+            }
             TableError::Syntax { path, line, detail } => {
                 write!(f, "{}: line {line}: {detail}", path.display())
             }

@@ -18,11 +18,15 @@ mx.example.net  eve:later
 fn parse_and_look_up_as_postfix() {
     let table = PasswordTable::parse(TEXT).unwrap();
     assert_eq!(table.len(), 4);
-    let alice = table.lookup("mail.isp.example", "[mail.isp.example]:587").unwrap();
+    let alice = table
+        .lookup("mail.isp.example", "[mail.isp.example]:587")
+        .unwrap();
     assert_eq!(alice.username, "alice");
     assert_eq!(alice.password, "s3cret:with:colons");
     // Host name first, without case; the first entry of a key wins.
-    let bob = table.lookup("mx.example.net", "[mail.isp.example]:587").unwrap();
+    let bob = table
+        .lookup("mx.example.net", "[mail.isp.example]:587")
+        .unwrap();
     assert_eq!(bob.username, "bob");
     assert_eq!(table.lookup("continued", "x").unwrap().username, "carol");
     assert_eq!(table.lookup("x", "nopassword").unwrap().password, "");
@@ -31,7 +35,10 @@ fn parse_and_look_up_as_postfix() {
 
 #[test]
 fn syntax_errors_name_the_line_not_the_password() {
-    assert_eq!(PasswordTable::parse("  lead user:pw\n"), Err((1, "continuation line without an entry")));
+    assert_eq!(
+        PasswordTable::parse("  lead user:pw\n"),
+        Err((1, "continuation line without an entry"))
+    );
     let err = PasswordTable::parse("ok a:b\nlonely\n").unwrap_err();
     assert_eq!(err.0, 2);
 }
@@ -57,8 +64,13 @@ fn load_checks_owner_and_mode() {
     let table = PasswordTable::load(good.path(), uid).unwrap();
     assert_eq!(table.lookup("relay.example", "").unwrap().username, "user");
     let open = write_table(0o640);
-    let err = PasswordTable::load(open.path(), uid).unwrap_err().to_string();
-    assert!(err.contains("mode 0640") && !err.contains("topsecret"), "{err}");
+    let err = PasswordTable::load(open.path(), uid)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mode 0640") && !err.contains("topsecret"),
+        "{err}"
+    );
     let err = PasswordTable::load(good.path(), uid.wrapping_add(1)).unwrap_err();
     assert!(err.to_string().contains("not by the daemon's uid"), "{err}");
     let dir = tempfile::tempdir().unwrap();
