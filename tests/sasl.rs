@@ -20,15 +20,30 @@
 //! nothing gives "offered no compatible authentication mechanisms". The
 //! password table must be closed to group and other.
 //!
+//! With the daemon (as root, switching to `nobody`): a cached session
+//! authenticated as one user is reused for that user's next job; a reload
+//! that changes the password table empties the cache, so the next job
+//! authenticates as the new user; a reload with a table open to others is
+//! refused (the old table stays); a daemon whose table is not its user's
+//! does not start (exit 78).
+//!
 //! Each test starts its own Dovecot and Postfix and stops them; under
 //! `CI=true` a missing Postfix or Dovecot fails the test.
 
 mod common;
 
+use std::fs;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::json;
 
 use common::certs::Pki;
+use common::daemon::{Daemon, Reaped, daemon_command};
 use common::dovecot::Dovecot;
 use common::postfix::{Listener, Postfix};
 use common::{Delivery, Line, Run, Workdir};
@@ -38,6 +53,9 @@ const AUTH_ONLY_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const USER: &str = "alice";
 const PASSWORD: &str = "pencil-7";
 const RCPT: &str = "b@y.test";
+const OTHER_USER: &str = "bob";
+const OTHER_PASSWORD: &str = "bobs-secret";
+const LIMIT: Duration = Duration::from_secs(20);
 
 /// The servers of one test.
 struct Lab {
@@ -49,7 +67,7 @@ struct Lab {
 
 impl Lab {
     fn start() -> Option<Lab> {
-        let dovecot = Dovecot::start(&[(USER, PASSWORD)])?;
+        let dovecot = Dovecot::start(&[(USER, PASSWORD), (OTHER_USER, OTHER_PASSWORD)])?;
         let pki = Pki::generate();
         let socket = dovecot.auth_socket();
         let sasl = [
@@ -299,4 +317,130 @@ fn password_table_open_to_others_is_refused() {
     assert!(run.stderr.contains("mode 0644"), "{run:#?}");
     assert!(!run.stderr.contains(PASSWORD), "{run:#?}");
     assert!(run.stdout.is_empty(), "{run:#?}");
+}
+
+/// The uid and gid of `nobody`, the daemon's user in these tests.
+fn nobody() -> (nix::unistd::Uid, nix::unistd::Gid) {
+    let user = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("the nobody user");
+    (user.uid, user.gid)
+}
+
+/// A password table for `nexthop` owned by `nobody`, mode `mode`.
+fn write_table(path: &Path, nexthop: &str, user: &str, password: &str, mode: u32) {
+    fs::write(path, format!("{nexthop} {user}:{password}\n")).expect("write the table");
+    let (uid, gid) = nobody();
+    nix::unistd::chown(path, Some(uid), Some(gid)).expect("chown the table");
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod the table");
+}
+
+fn daemon_config(work: &Workdir, table: &Path) -> String {
+    format!(
+        "[daemon]\nsocket = {:?}\nuser = \"nobody\"\nworkers = 2\n\
+         [smtp]\nconnect_timeout = \"5s\"\nhelo_timeout = \"10s\"\n\
+         [tls]\nsecurity_level = \"none\"\n\
+         [cache]\ntime_limit = \"60s\"\n\
+         [sasl]\nauth_enable = true\npassword_maps = {:?}\n\
+         security_options = []\nmechanism_filter = [\"PLAIN\"]\n",
+        work.path().join("m.sock").display().to_string(),
+        table.display().to_string(),
+    )
+}
+
+/// The `sasl_username=` of every message Postfix took, in order.
+fn sasl_users(lab: &Lab, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let users: Vec<String> = lab
+            .pf
+            .maillog()
+            .lines()
+            .filter(|l| l.contains("postfix/sasl/smtpd") && l.contains(": client="))
+            .filter_map(|l| l.split_once("sasl_username=").map(|(_, u)| u.to_string()))
+            .collect();
+        if users.len() >= count || started.elapsed() > LIMIT {
+            return users;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn daemon_reuses_a_session_for_its_user_and_reloads_the_table() {
+    let Some(lab) = Lab::start() else { return };
+    let work = Workdir::with_prefix("mailhop-sasl-");
+    let nexthop = lab.nexthop(SASL_ADDR);
+    let table = work.path().join("sasl_passwd");
+    write_table(&table, &nexthop, USER, PASSWORD, 0o600);
+    let daemon = Daemon::start_text(&work, &daemon_config(&work, &table), LIMIT);
+    let job = |id: &str| {
+        json!({
+            "id": id,
+            "nexthop": nexthop,
+            "sender": "a@x.test",
+            "recipients": [{"address": RCPT}],
+            "message": {"data": "Subject: t\r\n\r\nhello\r\n"},
+            "cache": {"load": true, "store": true},
+        })
+    };
+    let status = |answer: &serde_json::Value| answer["recipients"][0]["status"].clone();
+    let answers = daemon.submit(&[job("one"), job("two")]);
+    assert!(answers.iter().all(|a| status(a) == "sent"), "{answers:?}");
+    assert_eq!(sasl_users(&lab, 2), [USER, USER]);
+    let sessions = lab.pf.sessions_of("postfix/sasl/smtpd");
+    assert_eq!(sessions.len(), 1, "one session, reused: {sessions:?}");
+
+    // Another user in the table: the reload empties the cache.
+    write_table(&table, &nexthop, OTHER_USER, OTHER_PASSWORD, 0o600);
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("the connection cache was emptied");
+    let answers = daemon.submit(&[job("three")]);
+    assert_eq!(status(&answers[0]), "sent", "{answers:?}");
+    assert_eq!(sasl_users(&lab, 3), [USER, USER, OTHER_USER]);
+
+    // A table open to others is refused; the running one stays.
+    write_table(&table, &nexthop, USER, PASSWORD, 0o644);
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("reload refused: sasl.password_maps:");
+    assert!(daemon.log().contains("mode 0644"), "{}", daemon.log());
+    let answers = daemon.submit(&[job("four")]);
+    assert_eq!(status(&answers[0]), "sent", "{answers:?}");
+    assert_eq!(sasl_users(&lab, 4), [USER, USER, OTHER_USER, OTHER_USER]);
+    assert!(!daemon.log().contains(PASSWORD) && !daemon.log().contains(OTHER_PASSWORD));
+}
+
+#[test]
+fn daemon_does_not_start_with_a_table_it_does_not_own() {
+    if !common::need_root("the daemon start test") {
+        return;
+    }
+    let work = Workdir::with_prefix("mailhop-sasl-");
+    // Owned by root, not by the daemon's user (nobody).
+    let table = work.file_with_mode("sasl_passwd", b"[127.0.0.2]:25 alice:pw\n", 0o600);
+    let config = work.file("mailhop.toml", daemon_config(&work, &table).as_bytes());
+    let log = work.path().join("daemon.log");
+    let mut cmd = daemon_command(&config);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"));
+    let mut child = Reaped(cmd.spawn().expect("spawn the daemon"));
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(started.elapsed() < LIMIT, "the daemon did not exit");
+        thread::sleep(Duration::from_millis(25));
+    };
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Some(78), "{text}");
+    assert!(
+        text.contains("sasl.password_maps:")
+            && text.contains("permission denied to the daemon's uid")
+            && text.contains("must be a regular file owned by the daemon's user"),
+        "{text}"
+    );
+    assert!(!work.path().join("m.sock").exists(), "{text}");
 }

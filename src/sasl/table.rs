@@ -116,7 +116,16 @@ impl PasswordTable {
             path: path.to_path_buf(),
             error,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::PermissionDenied {
+                TableError::Permissions {
+                    path: path.to_path_buf(),
+                    detail: format!("permission denied to the daemon's uid {uid}"),
+                }
+            } else {
+                io(error)
+            }
+        })?;
         // The checks are made on the opened file, not the name.
         let meta = file.metadata().map_err(io)?;
         let refuse = |detail: String| TableError::Permissions {
