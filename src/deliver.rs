@@ -1645,11 +1645,25 @@ impl Deliverer {
             .0
     }
 
+    /// What the client needs to authenticate to `server` (`[sasl]` on and
+    /// a credential in the table for its host name or destination).
+    fn sasl_for(&self, server: &Server) -> Option<sasl::ClientAuth> {
+        self.sasl
+            .as_deref()
+            .and_then(|setup| setup.client_auth(&server.tls_host, &server.dest))
+    }
+
     /// Whether mail old enough for a plaintext retry goes plaintext at
     /// once because the server's TLS handshake failed lately
     /// ([`crate::tls_memory`], `[tls] broken_tls_memory`).
     fn skips_broken_tls(&self, request: &Request<'_>, server: &Server) -> bool {
-        server.policy.level == Level::May
+        // Not with SASL credentials, as the plaintext retry.
+        let has_credential = self
+            .sasl
+            .as_deref()
+            .is_some_and(|setup| setup.table.lookup(&server.tls_host, &server.dest).is_some());
+        !has_credential
+            && server.policy.level == Level::May
             && !server.wrapper
             && !self.config.tls.broken_tls_memory.is_zero()
             && message_age(request) >= self.config.tls.plaintext_retry_after
@@ -1707,9 +1721,14 @@ impl Deliverer {
             via.source = stream.local_addr();
         }
         let age = message_age(request);
+        let sasl = self.sasl_for(server);
+        // Postfix: never a plaintext retry with SASL credentials for the
+        // server (a server that announces AUTH only over TLS would
+        // otherwise get the mail unauthenticated, "relay access denied").
         let retry_plain_allowed = !plaintext
             && server.policy.level == Level::May
-            && age >= self.config.tls.plaintext_retry_after;
+            && age >= self.config.tls.plaintext_retry_after
+            && sasl.is_none();
         let mut starttls = StartTls {
             memory: &self.tls_memory,
             endpoint: &server.endpoint,
@@ -1754,10 +1773,6 @@ impl Deliverer {
             }
         }
         let (indexes, envelope) = pending_envelope(request, &job.ledger);
-        let sasl = self
-            .sasl
-            .as_deref()
-            .and_then(|setup| setup.client_auth(&server.tls_host, &server.dest));
         let client_settings = self.client_settings(
             request,
             settings,

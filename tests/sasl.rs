@@ -444,3 +444,86 @@ fn daemon_does_not_start_with_a_table_it_does_not_own() {
     );
     assert!(!work.path().join("m.sock").exists(), "{text}");
 }
+
+/// A scripted server whose STARTTLS handshake breaks (it answers the
+/// ClientHello with text): level may would retry old mail in plaintext,
+/// but not with SASL credentials for the server (Postfix's
+/// PLAINTEXT_FALLBACK_OK_AFTER_STARTTLS_FAILURE), so the mail is deferred
+/// and the server sees one connection.
+#[test]
+fn no_plaintext_retry_with_sasl_credentials() {
+    let broken_tls = |_: usize, conn: &mut common::Peer| {
+        conn.reply("220 scripted.test ESMTP");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let Ok(line) = conn.read_line() else { break };
+            seen.push(line.clone());
+            if line.starts_with("EHLO") {
+                conn.send(b"250-scripted.test\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n");
+            } else if line == "STARTTLS" {
+                conn.reply("220 go ahead");
+                let _ = conn.read_byte();
+                conn.send(b"this is not TLS\r\n");
+                let _ = conn.read_rest(Duration::from_secs(2));
+                break;
+            } else {
+                conn.reply("502 5.5.2 unexpected");
+            }
+        }
+        seen
+    };
+    let run_with = |table_line: bool| {
+        let server = common::Server::sequential(2, broken_tls);
+        let work = Workdir::new();
+        let entry = if table_line {
+            format!("{} {USER}:{PASSWORD}\n", server.nexthop())
+        } else {
+            "other.test x:y\n".to_string()
+        };
+        let table = work.file_with_mode("sasl_passwd", entry.as_bytes(), 0o600);
+        let config = format!(
+            "{}[tls]\nstarttls_timeout = \"5s\"\n",
+            config("may", &table, "tls_security_options = [\"noanonymous\"]")
+        );
+        // One [tls] table: level may is the default, the timeout is short.
+        let config = config.replace("[tls]\nsecurity_level = \"may\"\n", "");
+        let path = work.file("mailhop.toml", config.as_bytes());
+        let message = work.file("message", common::SMALL_MESSAGE);
+        let hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            - 3600;
+        let args: Vec<std::ffi::OsString> = vec![
+            "send".into(),
+            "--config".into(),
+            path.into(),
+            "--direct".into(),
+            "--nexthop".into(),
+            server.nexthop().into(),
+            "--from".into(),
+            "a@x.test".into(),
+            "--to".into(),
+            RCPT.into(),
+            "--arrival-time".into(),
+            hour_ago.to_string().into(),
+            message.into(),
+        ];
+        let run = common::run_mailhop(&work, &args, None);
+        (run, server.finish_all())
+    };
+    // With a credential: deferred, one connection.
+    let (run, sessions) = run_with(true);
+    let line = one_line(&run);
+    assert_eq!(
+        (line.status.as_str(), line.dsn.as_str()),
+        ("deferred", "4.7.5"),
+        "{run:#?}"
+    );
+    assert_eq!(sessions.len(), 1, "{sessions:?} {run:#?}");
+    assert!(!run.stderr.contains("trying again without TLS"), "{run:#?}");
+    // Without one for this server: the usual plaintext retry.
+    let (run, sessions) = run_with(false);
+    assert_eq!(sessions.len(), 2, "{sessions:?} {run:#?}");
+    assert!(run.stderr.contains("trying again without TLS"), "{run:#?}");
+}
