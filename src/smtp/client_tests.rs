@@ -350,3 +350,49 @@ fn connection_lost_during_auth_names_the_ehlo_handshake() {
         "lost connection with mx.test[127.0.0.1] while performing the EHLO handshake"
     );
 }
+
+#[test]
+fn lmtp_authenticates_after_lhlo() {
+    let mut c = client(Some(auth(&[], &[], &["PLAIN"])), TlsMode::Off);
+    c.settings.lmtp = true;
+    let sent = run(&mut c, &["220 lmtp.test", EHLO_AUTH]);
+    assert_eq!(sent, ["LHLO client.test", "AUTH PLAIN AHVzZXIAcGVuY2ls"]);
+    c.on_io_failure(IoFailure::Timeout);
+    assert_eq!(
+        failure(&c).text,
+        "conversation with mx.test[127.0.0.1] timed out while performing the LHLO handshake"
+    );
+}
+
+#[test]
+fn long_initial_response_waits_for_an_empty_challenge() {
+    let mut long = auth(&[], &[], &["PLAIN"]);
+    long.credential.password = "p".repeat(400);
+    let mut c = client(Some(long.clone()), TlsMode::Off);
+    let mut script = vec!["220 mx.test", EHLO_AUTH, "334 ", "235 2.7.0 ok"];
+    script.extend(DELIVERY);
+    let sent = run(&mut c, &script);
+    assert_eq!(sent[1], "AUTH PLAIN");
+    assert_eq!(sent[2].len(), 4 * (406_usize).div_ceil(3));
+    assert_eq!(c.authenticated(), Some("PLAIN"));
+    // A non-empty challenge instead is a protocol error: cancelled.
+    let mut c = client(Some(long), TlsMode::Off);
+    let sent = run(
+        &mut c,
+        &[
+            "220 mx.test",
+            EHLO_AUTH,
+            "334 Zm9v",
+            "501 cancelled",
+            "221 bye",
+        ],
+    );
+    assert_eq!(&sent[sent.len() - 2..], ["*", "QUIT"]);
+    assert!(
+        failure(&c)
+            .text
+            .starts_with("SASL authentication failed; non-empty initial PLAIN challenge from server mx.test[127.0.0.1]: Zm9v"),
+        "{}",
+        failure(&c).text
+    );
+}
