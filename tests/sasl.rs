@@ -27,6 +27,10 @@
 //! refused (the old table stays); a daemon whose table is not its user's
 //! does not start (exit 78).
 //!
+//! With scripted servers: no plaintext retry after a broken STARTTLS when
+//! the server has a credential; a soft AUTH failure lets the fallback
+//! relay try, a hard one (auth_soft_bounce = false) bounces.
+//!
 //! Each test starts its own Dovecot and Postfix and stops them; under
 //! `CI=true` a missing Postfix or Dovecot fails the test.
 
@@ -526,4 +530,93 @@ fn no_plaintext_retry_with_sasl_credentials() {
     let (run, sessions) = run_with(false);
     assert_eq!(sessions.len(), 2, "{sessions:?} {run:#?}");
     assert!(run.stderr.contains("trying again without TLS"), "{run:#?}");
+}
+
+/// A scripted server announcing AUTH PLAIN that answers AUTH with `reply`
+/// and takes mail when authenticated; returns the commands it read.
+fn auth_server(reply: &'static str) -> common::Server<Vec<String>> {
+    common::Server::sequential(1, move |_, conn: &mut common::Peer| {
+        conn.reply("220 scripted.test ESMTP");
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let Ok(line) = conn.read_line() else { break };
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            seen.push(verb.clone());
+            match verb.as_str() {
+                "EHLO" => conn.send(b"250-scripted.test\r\n250 AUTH PLAIN LOGIN\r\n"),
+                "AUTH" => conn.reply(reply),
+                "MAIL" | "RCPT" => conn.reply("250 2.1.0 Ok"),
+                "DATA" => {
+                    conn.reply("354 go");
+                    while conn.read_line().is_ok_and(|l| l != ".") {}
+                    conn.reply("250 2.0.0 Ok: queued as S1");
+                }
+                "QUIT" => {
+                    conn.reply("221 2.0.0 Bye");
+                    break;
+                }
+                _ => conn.reply("502 5.5.2 unexpected"),
+            }
+        }
+        seen
+    })
+}
+
+/// A soft AUTH failure lets the next server (here the fallback relay)
+/// try; a hard one (auth_soft_bounce = false) bounces at once, as
+/// Postfix's smtp_sess_fail.
+#[test]
+fn soft_auth_failure_tries_the_next_server_hard_one_bounces() {
+    let run_with = |soft_bounce: bool| {
+        let first = auth_server("535 5.7.8 Error: authentication failed: nope");
+        let second = auth_server("235 2.7.0 Authentication successful");
+        let work = Workdir::new();
+        let table = work.file_with_mode(
+            "sasl_passwd",
+            format!(
+                "{} {USER}:{PASSWORD}\n{} {USER}:{PASSWORD}\n",
+                first.nexthop(),
+                second.nexthop()
+            )
+            .as_bytes(),
+            0o600,
+        );
+        let config = format!(
+            "[smtp]\nconnect_timeout = \"5s\"\nhelo_timeout = \"10s\"\nfallback_relay = [{:?}]\n\
+             [tls]\nsecurity_level = \"none\"\n\
+             [sasl]\nauth_enable = true\npassword_maps = {:?}\nsecurity_options = []\n\
+             auth_soft_bounce = {soft_bounce}\n",
+            second.nexthop(),
+            table.display().to_string()
+        );
+        let run = Delivery::to(&first.nexthop())
+            .rcpt(RCPT)
+            .raw_config(&config)
+            .run();
+        let second_relay = second.relay();
+        let first_seen = first.finish_all();
+        let second_seen = second.finish_all();
+        (run, first_seen, second_seen, second_relay)
+    };
+    let (run, first, second, second_relay) = run_with(true);
+    assert_eq!(first, [vec!["EHLO", "AUTH", "QUIT"]], "{run:#?}");
+    assert_eq!(second.len(), 1, "{run:#?}");
+    let line = one_line(&run);
+    assert_eq!(
+        (line.status.as_str(), line.relay.as_str()),
+        ("sent", second_relay.as_str()),
+        "{run:#?}"
+    );
+    let (run, first, second, _) = run_with(false);
+    assert_eq!(first.len(), 1, "{run:#?}");
+    assert!(
+        second.is_empty(),
+        "the fallback relay is not tried: {run:#?}"
+    );
+    let line = one_line(&run);
+    assert_eq!(
+        (line.status.as_str(), line.dsn.as_str()),
+        ("bounced", "5.7.8"),
+        "{run:#?}"
+    );
 }
