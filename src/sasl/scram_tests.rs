@@ -118,3 +118,28 @@ fn every_prefix_of_the_server_final_fails_cleanly() {
         );
     }
 }
+
+#[test]
+fn arbitrary_server_first_messages_never_panic() {
+    let mut seed = 0x2545_f491_u32;
+    let alphabet = b"r=s,i0123456789abcXYZ+/=%$,,=rOprNGfwEbeRWgbNEkqO";
+    for round in 0..2000 {
+        let len = (round % 90) + 1;
+        let msg: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                alphabet[(seed as usize) % alphabet.len()]
+            })
+            .collect();
+        let mut scram = Scram::new("user", "pencil", NONCE);
+        scram.client_first();
+        let _ = scram.respond(&msg);
+    }
+    for cut in 0..SERVER_FIRST.len() {
+        let mut scram = Scram::new("user", "pencil", NONCE);
+        scram.client_first();
+        let _ = scram.respond(&SERVER_FIRST.as_bytes()[..cut]);
+    }
+}
