@@ -26,6 +26,9 @@
 #   ldnsutils     dig shows what they answer (tests/dane.rs)
 #   bind9-dnsutils
 #   socat         the fallback TLS front of the TLS benchmark (no C compiler)
+#   dovecot-core  the SASL service of the private Postfix smtpd in the SASL
+#                 tests (tests/sasl.rs; started privately, never as a
+#                 system service)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -75,6 +78,7 @@ REQUIREMENTS=(
     "ldnsutils|ldns-keygen ldns-signzone|ldns-keygen and ldns-signzone, to sign the lab's zone"
     "bind9-dnsutils|dig|dig, to look at the DNSSEC lab's answers"
     "socat|socat|socat, the fallback TLS front of the TLS benchmark"
+    "dovecot-core|dovecot|Dovecot, the SASL service of Postfix smtpd in tests/sasl.rs"
 )
 
 missing=()
@@ -113,9 +117,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 
     installing_postfix=0
     installing_prometheus=0
+    installing_dovecot=0
     for pkg in "${missing[@]}"; do
         [ "$pkg" = postfix ] && installing_postfix=1
         [ "$pkg" = prometheus ] && installing_prometheus=1
+        [ "$pkg" = dovecot-core ] && installing_dovecot=1
     done
     if [ "$installing_postfix" = 1 ]; then
         # No main.cf, no mail system configuration: we only want the tools.
@@ -143,6 +149,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
         # Only promtool is wanted; the package may have started the server.
         as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
         say "made sure the Prometheus server is not running"
+    fi
+
+    if [ "$installing_dovecot" = 1 ] && command -v systemctl >/dev/null 2>&1; then
+        # Tests start their own Dovecot; the package may have started one.
+        as_root systemctl disable --now dovecot.service >/dev/null 2>&1 || true
+        say "made sure the system Dovecot is not running"
     fi
 
     for pkg in "${missing[@]}"; do

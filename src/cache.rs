@@ -38,6 +38,10 @@ pub struct EndpointLabel {
     /// Names the certificate was verified for ("" when not verified).
     pub verified_identity: String,
     pub helo_name: String,
+    /// The SASL user name the session authenticates (or would have
+    /// authenticated) as ("" without a credential): a session is never
+    /// reused for another user's mail.
+    pub sasl_username: String,
 }
 
 /// The label of a job's destination (Postfix's next-hop label).

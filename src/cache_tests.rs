@@ -11,6 +11,7 @@ fn idle(conn: Connection<Box<dyn Transport>>) -> IdleSession {
             tls_level: Level::None,
             verified_identity: String::new(),
             helo_name: "h.test".into(),
+            sasl_username: String::new(),
         },
         display: "h[127.0.0.1]".into(),
         relay: "h[127.0.0.1]:25".into(),

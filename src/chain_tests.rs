@@ -41,6 +41,7 @@ fn session() -> IdleSession {
             tls_level: crate::tls_policy::Level::None,
             verified_identity: String::new(),
             helo_name: "h.test".into(),
+            sasl_username: String::new(),
         },
         display: "h[127.0.0.1]".into(),
         relay: "h[127.0.0.1]:25".into(),

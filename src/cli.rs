@@ -423,7 +423,14 @@ fn send(args: SendArgs) -> i32 {
         )
     };
     let result = if args.direct {
-        let deliverer = Deliverer::new(config.clone());
+        let sasl = match crate::deliver::load_sasl(&config.sasl, nix::unistd::geteuid().as_raw()) {
+            Ok(sasl) => sasl.map(std::sync::Arc::new),
+            Err(e) => {
+                eprintln!("mailhop: {e}");
+                return EX_CONFIG;
+            }
+        };
+        let deliverer = Deliverer::new(config.clone()).with_sasl(sasl);
         // TLS-RPT: this process will not see the day end, so it writes the
         // report of what it counted when it is done.
         let tlsrpt =

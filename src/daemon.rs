@@ -35,7 +35,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::cache::SessionCache;
 use crate::config::{Config, DaemonConfig, format_duration};
-use crate::deliver::{Deliverer, system_stub_resolver};
+use crate::deliver::{Deliverer, load_sasl, system_stub_resolver};
 use crate::dns::{Answer, DnsError, DnsErrorKind, DnsLookup, MxRecord};
 use crate::health::AddressHealth;
 use crate::metrics;
@@ -258,7 +258,17 @@ pub fn run(options: &Options) -> i32 {
     let tlsrpt = TlsRpt::from_config(&config, Arc::clone(&dns));
     // Likewise the TLS sessions and the servers with broken TLS.
     let tls_memory = Arc::new(TlsMemory::new());
+    // As the daemon's user: the password table must be its own.
+    let sasl = match load_sasl(&config.sasl, geteuid().as_raw()) {
+        Ok(sasl) => sasl.map(Arc::new),
+        Err(e) => {
+            listening.remove_file();
+            ingress_sockets.iter().for_each(IngressSocket::remove_file);
+            return fatal(EX_CONFIG, e);
+        }
+    };
     let deliverer = Deliverer::with_dns(config.clone(), Arc::clone(&dns))
+        .with_sasl(sasl)
         .with_cache(Arc::clone(&cache))
         .with_sites(Arc::clone(&sites))
         .with_health(Arc::clone(&health))
@@ -495,16 +505,19 @@ impl Daemon {
                     "reload refused: {}: {e}; keeping the current configuration",
                     path.display()
                 ),
-                Ok(new) => {
-                    self.apply(new);
-                    log::info!("reload: configuration reloaded from {}", path.display());
-                }
+                Ok(new) => match load_sasl(&new.sasl, geteuid().as_raw()) {
+                    Err(e) => log::warn!("reload refused: {e}; keeping the current configuration"),
+                    Ok(sasl) => {
+                        self.apply(new, sasl.map(Arc::new));
+                        log::info!("reload: configuration reloaded from {}", path.display());
+                    }
+                },
             },
         }
         notify(&[NotifyState::Ready]);
     }
 
-    fn apply(&mut self, mut new: Config) {
+    fn apply(&mut self, mut new: Config, sasl: Option<Arc<crate::sasl::Setup>>) {
         let old = &self.config.daemon;
         let restart_only = [
             ("socket", old.socket != new.daemon.socket),
@@ -569,7 +582,8 @@ impl Daemon {
                 "reload: dns.nameservers, dns.timeout, dns.attempts, dns.cache_entries, dns.cache_bytes and dns.queries_in_flight take effect at restart"
             );
         }
-        if new.cache != self.config.cache || new.tls != self.config.tls {
+        let sasl_changed = self.pool.deliverer().sasl().map(|s| &**s) != sasl.as_deref();
+        if new.cache != self.config.cache || new.tls != self.config.tls || sasl_changed {
             // Sessions set up under the old settings are not reused: their
             // idle ones are closed now (on a thread of their own: a QUIT
             // each), and the old cache closes what running jobs still put
@@ -585,9 +599,12 @@ impl Daemon {
             if let Err(e) = closing {
                 log::warn!("reload: cannot close the idle cached sessions now: {e}");
             }
-            log::info!("reload: the connection cache was emptied ([cache] or [tls] changed)");
+            log::info!(
+                "reload: the connection cache was emptied ([cache], [tls] or [sasl] changed)"
+            );
         }
         let mut deliverer = Deliverer::with_dns(new.clone(), Arc::clone(&self.dns))
+            .with_sasl(sasl)
             .with_cache(Arc::clone(&self.cache))
             .with_sites(Arc::clone(&self.sites))
             .with_health(Arc::clone(&self.health))

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use crate::cache::{IdleSession, NexthopLabel, SessionCache};
 use crate::chain::Chain;
-use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, Settings};
+use crate::config::{Config, DnsSupport, LogFormat, ProtocolSettings, SaslConfig, Settings};
 use crate::connect::{ConnectOptions, Connector, Endpoint, Race, RaceTarget, SocketConnector};
 use crate::dane_policy::{self, DaneContext, DaneRefusal, InsecureMxPolicy};
 use crate::dns::stub::{StubResolver, StubSettings, system_nameservers};
@@ -40,6 +40,7 @@ use crate::recipients::{Ledger, Settled};
 use crate::recipients::{SessionTiming, SuccessDuty, TlsSummary};
 use crate::resolve::{DnsResolver, NoDns, ResolveMode, Resolver};
 use crate::reuse;
+use crate::sasl;
 use crate::session::{self, MessageSource, RunEnd, TlsHandler, TlsRefusal};
 use crate::shaping::MxSites;
 use crate::smtp::client::{Client, ClientSettings, Envelope, LoopCheck, MessageFacts, TlsMode};
@@ -182,6 +183,45 @@ pub struct Deliverer {
     /// MTA-STS policies (`[mta_sts]`; `None` when disabled), shared by
     /// the daemon's workers.
     mta_sts: Option<Arc<MtaSts>>,
+    /// SASL authentication (`[sasl]` with auth_enable; see
+    /// [`load_sasl`]).
+    sasl: Option<Arc<sasl::Setup>>,
+}
+
+/// The `[sasl]` settings and password table, when `auth_enable` is on.
+/// Err (a message naming the file or key, never a password) when the
+/// table cannot be read, is not owned by `uid` or is open to group or
+/// other: the daemon then refuses to start or to reload.
+pub fn load_sasl(config: &SaslConfig, uid: u32) -> Result<Option<sasl::Setup>, String> {
+    if !config.auth_enable {
+        return Ok(None);
+    }
+    if config.password_maps.is_empty() {
+        return Err(
+            "sasl.auth_enable is true: specify a password table with sasl.password_maps".into(),
+        );
+    }
+    let options =
+        |words: &[String]| sasl::SecurityOptions::parse(words).map_err(|e| format!("[sasl]: {e}"));
+    let plain = options(&config.security_options)?;
+    let tls = match &config.tls_security_options {
+        Some(words) => options(words)?,
+        None => plain,
+    };
+    let verified = match &config.tls_verified_security_options {
+        Some(words) => options(words)?,
+        None => tls,
+    };
+    let table = sasl::PasswordTable::load(Path::new(&config.password_maps), uid)
+        .map_err(|e| format!("sasl.password_maps: {e}"))?;
+    Ok(Some(sasl::Setup {
+        table,
+        filter: config.mechanism_filter.clone(),
+        options: plain,
+        tls_options: tls,
+        tls_verified_options: verified,
+        soft_bounce: config.auth_soft_bounce,
+    }))
 }
 
 impl Deliverer {
@@ -239,7 +279,19 @@ impl Deliverer {
             tlsrpt: None,
             tls_memory: Arc::new(TlsMemory::new()),
             mta_sts,
+            sasl: None,
         }
+    }
+
+    /// Authenticates with SASL as `setup` says (see [`load_sasl`]).
+    pub fn with_sasl(mut self, setup: Option<Arc<sasl::Setup>>) -> Self {
+        self.sasl = setup;
+        self
+    }
+
+    /// The SASL settings in use.
+    pub fn sasl(&self) -> Option<&Arc<sasl::Setup>> {
+        self.sasl.as_ref()
     }
 
     /// Resolves destinations with `resolver` instead of DNS. MTA-STS,
@@ -445,15 +497,15 @@ impl Deliverer {
             return false;
         };
         let policy = tls_required_no(policy, request);
-        let keys = self.keys(request, settings);
+        let keys = self.keys(request, settings, destination.text());
         // The job's next-hop label: looked up and stored with its first
         // destination only (made only when the job uses the cache).
         let uses_cache = self.cache.is_some() && (request.cache.load || request.cache.store);
         job.nexthop_label =
             (job.first_destination && uses_cache).then(|| keys.nexthop(destination, policy.level));
         let (host, port, lookup_mx) = match destination {
-            Destination::Unix { path, .. } => {
-                self.try_unix(request, settings, path, policy, keys, job);
+            Destination::Unix { path, text } => {
+                self.try_unix(request, settings, path, text, policy, keys, job);
                 return true;
             }
             Destination::Inet {
@@ -491,16 +543,18 @@ impl Deliverer {
 
     /// The one server of a UNIX-domain destination, on a handed-over or
     /// cached session when there is one.
+    #[allow(clippy::too_many_arguments)]
     fn try_unix(
         &self,
         request: &Request<'_>,
         settings: &ProtocolSettings,
         path: &Path,
+        dest: &str,
         policy: Arc<Policy>,
         keys: reuse::Keys<'_>,
         job: &mut JobState<'_>,
     ) {
-        let server = self.unix_server(path, policy);
+        let server = self.unix_server(path, dest, policy);
         let cached = self
             .lookup(request, keys, &server.policy)
             .and_then(|lookup| {
@@ -580,6 +634,7 @@ impl Deliverer {
             Vec::new()
         };
         let site = Site {
+            dest: destination.text(),
             host,
             port,
             server_policies,
@@ -1086,9 +1141,10 @@ impl Deliverer {
     }
 
     /// The one LMTP server of a UNIX-domain destination.
-    fn unix_server(&self, path: &Path, policy: Arc<Policy>) -> Server {
+    fn unix_server(&self, path: &Path, dest: &str, policy: Arc<Policy>) -> Server {
         let display = format!("{}[{}]", self.config.myhostname(), path.display());
         Server {
+            dest: dest.to_string(),
             endpoint: Endpoint::Unix(path.to_path_buf()),
             relay: display.clone(),
             tls_host: self.config.myhostname(),
@@ -1125,6 +1181,7 @@ impl Deliverer {
         relay.push(':');
         crate::text::push_u64(&mut relay, u64::from(site.port));
         Server {
+            dest: site.dest.to_string(),
             endpoint: site.endpoint(candidate),
             relay,
             display,
@@ -1170,12 +1227,18 @@ impl Deliverer {
 
     /// The cache labels of this job's sessions (one builder, see
     /// [`crate::reuse::Keys`]).
-    fn keys<'s>(&self, request: &Request<'_>, settings: &'s ProtocolSettings) -> reuse::Keys<'s> {
+    fn keys<'s>(
+        &'s self,
+        request: &Request<'_>,
+        settings: &'s ProtocolSettings,
+        dest: &'s str,
+    ) -> reuse::Keys<'s> {
         reuse::Keys::new(
             request.protocol,
             &settings.helo_name,
             request.envelope.needs_smtputf8(),
         )
+        .with_sasl(self.sasl.as_deref().map(|s| &s.table), dest)
     }
 
     /// Where to look for cached sessions, when this job looks at all.
@@ -1307,6 +1370,7 @@ impl Deliverer {
                 return None;
             }
             None => {
+                // A cached session authenticated when it was made.
                 let client_settings = self.client_settings(
                     request,
                     settings,
@@ -1314,6 +1378,7 @@ impl Deliverer {
                     None,
                     TlsMode::Off,
                     &server.policy,
+                    None,
                 );
                 if chaining {
                     follower_parts = Some((client_settings.clone(), extensions.clone()));
@@ -1410,6 +1475,7 @@ impl Deliverer {
         Some(self.finish_session(request, settings, server, client, &indexes, ended, job))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn client_settings(
         &self,
         request: &Request<'_>,
@@ -1418,6 +1484,7 @@ impl Deliverer {
         loop_check: Option<LoopCheck>,
         tls: TlsMode,
         policy: &Policy,
+        sasl: Option<sasl::ClientAuth>,
     ) -> ClientSettings {
         let tls_authenticated = matches!(policy.level, Level::Dane | Level::Verify | Level::Secure);
         ClientSettings {
@@ -1437,6 +1504,7 @@ impl Deliverer {
                     header_size_limit: self.config.smtp.header_size_limit,
                 },
             ),
+            sasl,
         }
     }
 
@@ -1536,7 +1604,7 @@ impl Deliverer {
             self.config.tls.connection_reuse,
         );
         let cache = self.cache.as_deref().filter(|_| keep);
-        let endpoint = self.keys(request, settings).endpoint(
+        let endpoint = self.keys(request, settings, &server.dest).endpoint(
             &server.endpoint,
             &server.policy,
             &server.tls_host,
@@ -1590,11 +1658,25 @@ impl Deliverer {
             .0
     }
 
+    /// What the client needs to authenticate to `server` (`[sasl]` on and
+    /// a credential in the table for its host name or destination).
+    fn sasl_for(&self, server: &Server) -> Option<sasl::ClientAuth> {
+        self.sasl
+            .as_deref()
+            .and_then(|setup| setup.client_auth(&server.tls_host, &server.dest))
+    }
+
     /// Whether mail old enough for a plaintext retry goes plaintext at
     /// once because the server's TLS handshake failed lately
     /// ([`crate::tls_memory`], `[tls] broken_tls_memory`).
     fn skips_broken_tls(&self, request: &Request<'_>, server: &Server) -> bool {
-        server.policy.level == Level::May
+        // Not with SASL credentials, as the plaintext retry.
+        let has_credential = self
+            .sasl
+            .as_deref()
+            .is_some_and(|setup| setup.table.lookup(&server.tls_host, &server.dest).is_some());
+        !has_credential
+            && server.policy.level == Level::May
             && !server.wrapper
             && !self.config.tls.broken_tls_memory.is_zero()
             && message_age(request) >= self.config.tls.plaintext_retry_after
@@ -1652,9 +1734,14 @@ impl Deliverer {
             via.source = stream.local_addr();
         }
         let age = message_age(request);
+        let sasl = self.sasl_for(server);
+        // Postfix: never a plaintext retry with SASL credentials for the
+        // server (a server that announces AUTH only over TLS would
+        // otherwise get the mail unauthenticated, "relay access denied").
         let retry_plain_allowed = !plaintext
             && server.policy.level == Level::May
-            && age >= self.config.tls.plaintext_retry_after;
+            && age >= self.config.tls.plaintext_retry_after
+            && sasl.is_none();
         let mut starttls = StartTls {
             memory: &self.tls_memory,
             endpoint: &server.endpoint,
@@ -1706,6 +1793,7 @@ impl Deliverer {
             server.loop_check.clone(),
             tls_mode,
             &server.policy,
+            sasl,
         );
         let mut client = Client::new(client_settings, envelope, request.facts);
         // A session that will not be cached ends with QUIT behind the dot.
@@ -2025,6 +2113,8 @@ struct InetTarget<'d> {
 
 /// One TCP destination being tried: what its servers share.
 struct Site<'a> {
+    /// The destination as written (SASL password lookups).
+    dest: &'a str,
     host: &'a Host,
     port: u16,
     final_nexthop: bool,
@@ -2059,6 +2149,8 @@ impl Site<'_> {
 
 /// One server to try, with its place in the final-server rule.
 struct Server {
+    /// The destination as written (SASL password lookups, cache labels).
+    dest: String,
     endpoint: Endpoint,
     /// `host[addr]` for diagnostics.
     display: String,

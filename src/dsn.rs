@@ -203,6 +203,9 @@ pub const REQUIRETLS_NOT_AUTHENTICATED: StatusCode = StatusCode::new(5, 7, 10);
 pub const REQUIRETLS_NOT_OFFERED: StatusCode = StatusCode::new(5, 7, 30);
 /// 5.6.7: SMTPUTF8 is required but not offered.
 pub const SMTPUTF8_REQUIRED: StatusCode = StatusCode::new(5, 6, 7);
+/// 4.7.0: SASL authentication could not be done (no usable mechanism, a
+/// challenge we cannot answer).
+pub const SASL_FAILED: StatusCode = StatusCode::new(4, 7, 0);
 
 impl fmt::Display for StatusCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -54,6 +54,7 @@ pub mod recipient_log;
 pub mod recipients;
 pub mod resolve;
 pub mod reuse;
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod shaping;

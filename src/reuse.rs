@@ -4,7 +4,8 @@
 //!
 //! - Keys: [`Keys`] is the one builder of the labels a session is stored
 //!   and found under, an [`EndpointLabel`] (address and port, protocol,
-//!   TLS level, verified identity, HELO name) and a [`NexthopLabel`] (the
+//!   TLS level, verified identity, HELO name, SASL user name) and a
+//!   [`NexthopLabel`] (the
 //!   job's first destination as [`Destination::text`] gives it, so that
 //!   LMTP `inet:h` and `h` share one label).
 //! - Lookup ([`arrange`]), as smtp_connect_inet: a session handed over by
@@ -26,6 +27,7 @@ use crate::cache::{EndpointLabel, IdleSession, NexthopLabel, SessionCache};
 use crate::chain::{self, Chain};
 use crate::connect::Endpoint;
 use crate::nexthop::{Destination, Protocol};
+use crate::sasl::PasswordTable;
 use crate::smtp::client::{Client, Envelope, MessageFacts};
 use crate::smtp::command;
 use crate::tls_policy::{Level, Policy};
@@ -37,6 +39,9 @@ pub struct Keys<'a> {
     pub helo_name: &'a str,
     /// The job needs SMTPUTF8 (next-hop labels only).
     pub smtputf8: bool,
+    /// With SASL: the password table and the destination as written,
+    /// whose credential for a server host goes into its endpoint label.
+    pub sasl: Option<(&'a PasswordTable, &'a str)>,
 }
 
 impl<'a> Keys<'a> {
@@ -45,7 +50,23 @@ impl<'a> Keys<'a> {
             lmtp: protocol == Protocol::Lmtp,
             helo_name,
             smtputf8,
+            sasl: None,
         }
+    }
+
+    /// Labels that carry the SASL user of each server (looked up in
+    /// `table` by host name, then `destination`, as delivery does).
+    pub fn with_sasl(mut self, table: Option<&'a PasswordTable>, destination: &'a str) -> Self {
+        self.sasl = table.map(|t| (t, destination));
+        self
+    }
+
+    /// The SASL user name for a server host ("" without a credential).
+    pub fn sasl_username(&self, host: &str) -> String {
+        self.sasl
+            .and_then(|(table, destination)| table.lookup(host, destination))
+            .map(|c| c.username.clone())
+            .unwrap_or_default()
     }
 
     /// The label of an endpoint: a session is only reused with the same
@@ -62,6 +83,7 @@ impl<'a> Keys<'a> {
                 String::new()
             },
             helo_name: self.helo_name.to_string(),
+            sasl_username: self.sasl_username(tls_host),
         }
     }
 
@@ -79,9 +101,12 @@ impl<'a> Keys<'a> {
     /// Whether a handed-over session was made for sessions like these
     /// (protocol, TLS level, HELO name), whatever its address.
     pub fn fits(&self, session: &IdleSession, level: Level) -> bool {
+        // The server's host name is the part of `host[addr]` before '['.
+        let host = session.display.split('[').next().unwrap_or("");
         session.endpoint.lmtp == self.lmtp
             && session.endpoint.tls_level == level
             && session.endpoint.helo_name == self.helo_name
+            && session.endpoint.sasl_username == self.sasl_username(host)
     }
 }
 

@@ -56,6 +56,7 @@ fn client_settings(lmtp: bool) -> ClientSettings {
         tls: TlsMode::Off,
         strict_reply_syntax: true,
         mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
+        sasl: None,
     }
 }
 
@@ -371,6 +372,7 @@ fn greeting_5xx_is_hard_without_skip() {
         tls: TlsMode::Off,
         strict_reply_syntax: true,
         mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
+        sasl: None,
     };
     let mut client = Client::new(settings, envelope(&["a@y"]), MessageFacts::default());
     let mut conn = Connection::new(Scripted::new(vec![say("554 5.7.1 no\r\n")]), 2048);
@@ -837,6 +839,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         tls: TlsMode::Off,
         strict_reply_syntax: true,
         mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
+        sasl: None,
     };
     let mut client = Client::new(
         settings,
@@ -882,6 +885,7 @@ fn ehlo_reply_with_our_own_name_is_a_loop() {
             tls: TlsMode::Off,
             strict_reply_syntax: true,
             mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
+            sasl: None,
         };
         let mut client = Client::new(settings, envelope(&["a@y.test"]), MessageFacts::default());
         let steps = vec![
@@ -931,6 +935,7 @@ fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: 
         tls: mode,
         strict_reply_syntax: true,
         mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
+        sasl: None,
         ..client_settings(false)
     };
     let mut client = Client::new(
@@ -1345,6 +1350,7 @@ fn relaxed_reply_syntax_skips_garbage_with_pipelining_like_postfix() {
     let settings = ClientSettings {
         strict_reply_syntax: false,
         mime_conversion: Some(crate::smtp::mime::MimeLimits::default()),
+        sasl: None,
         ..client_settings(false)
     };
     let mut client = Client::new(

@@ -504,3 +504,32 @@ pub(super) fn check_report_directory(path: &str) -> Result<(), Invalid> {
         Err(Invalid::from(format!("{path:?} is not an absolute path")))
     }
 }
+
+/// `[sasl]` security options: Postfix's words (see [`crate::sasl::SecurityOptions`]).
+#[allow(clippy::ptr_arg)] // the signature of every check: fn(&T)
+pub(super) fn check_sasl_options(words: &Vec<String>) -> Result<(), Invalid> {
+    crate::sasl::SecurityOptions::parse(words)
+        .map(|_| ())
+        .map_err(Invalid::from)
+}
+
+/// An optional `[sasl]` security option list.
+pub(super) fn check_opt_sasl_options(words: &Option<Vec<String>>) -> Result<(), Invalid> {
+    words.as_ref().map_or(Ok(()), check_sasl_options)
+}
+
+/// A `[sasl]` mechanism name: letters, digits, '-' and '_' (RFC 4422).
+#[allow(clippy::ptr_arg)] // the signature of every check: fn(&T)
+pub(super) fn check_sasl_mechanisms(names: &Vec<String>) -> Result<(), Invalid> {
+    for name in names {
+        if name.is_empty()
+            || name.len() > 20
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("invalid SASL mechanism name \"{name}\"").into());
+        }
+    }
+    Ok(())
+}

@@ -1053,3 +1053,31 @@ fn address_health_and_happy_eyeballs_are_on_by_default_and_lmtp_inherits_them() 
         assert!(message.contains("greater than zero"), "{message}");
     }
 }
+
+#[test]
+fn sasl_keys_defaults_and_checks() {
+    let c = ok("");
+    assert!(!c.sasl.auth_enable);
+    assert_eq!(c.sasl.security_options, ["noplaintext", "noanonymous"]);
+    assert_eq!(c.sasl.tls_security_options, None);
+    assert!(c.sasl.auth_soft_bounce);
+    let c = ok(
+        "[sasl]\nauth_enable = true\npassword_maps = \"/etc/mailhop/sasl_passwd\"\n\
+                tls_security_options = [\"noanonymous\"]\nmechanism_filter = [\"PLAIN\", \"login\"]\n",
+    );
+    assert_eq!(
+        c.sasl.tls_security_options.as_deref(),
+        Some(&["noanonymous".to_string()][..])
+    );
+    let e = err("[sasl]\nauth_enable = true\n");
+    assert_eq!(e.key.as_deref(), Some("sasl.password_maps"), "{e}");
+    let e = err("[sasl]\nsecurity_options = [\"noplain\"]\n").to_string();
+    assert!(
+        e.contains("sasl.security_options") && e.contains("\"noplain\""),
+        "{e}"
+    );
+    let e = err("[sasl]\ntls_verified_security_options = [\"x\"]\n").to_string();
+    assert!(e.contains("sasl.tls_verified_security_options"), "{e}");
+    let e = err("[sasl]\nmechanism_filter = [\"PLAIN LOGIN\"]\n").to_string();
+    assert!(e.contains("invalid SASL mechanism name"), "{e}");
+}

@@ -10,8 +10,8 @@ use super::Config;
 use super::ingress::IngressEntry;
 use super::tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
-    MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
-    TlsPolicyEntry, TlsRptConfig,
+    MetricsConfig, MtaStsConfig, SaslConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry,
+    TlsConfig, TlsPolicyEntry, TlsRptConfig,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -41,7 +41,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 11] {
+fn documented_tables() -> [TableDefaults; 12] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -98,6 +98,7 @@ fn documented_tables() -> [TableDefaults; 11] {
             MtaStsConfig::KEYS,
             false,
         ),
+        table::<SaslConfig>(SaslConfig::TABLE, SaslConfig::DOC, SaslConfig::KEYS, false),
     ]
 }
 

@@ -1,5 +1,5 @@
 //! Configuration of mailhop: the `[smtp]`, `[lmtp]`, `[dns]`, `[tls]`,
-//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]`, `[tls_rpt]` and `[mta_sts]` tables of the TOML configuration file,
+//! `[daemon]`, `[cache]`, `[log]`, `[shaping]`, `[metrics]`, `[tls_rpt]`, `[mta_sts]` and `[sasl]` tables of the TOML configuration file,
 //! their defaults, their validation and the typed settings built from them.
 //!
 //! This module owns every configuration key, its default value and its
@@ -87,15 +87,15 @@ pub use shaping::{
 };
 pub use tables::{
     CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
-    MetricsConfig, MtaStsConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry, TlsConfig,
-    TlsPolicyEntry, TlsRptConfig,
+    MetricsConfig, MtaStsConfig, SaslConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry,
+    TlsConfig, TlsPolicyEntry, TlsRptConfig,
 };
 pub use tls::{
     Digest, InsecureMxPolicy, Level, MatchRule, PolicyError, SecurityLevel, ServerName, TlsVersion,
     parse_fingerprint, parse_match_rules, parse_protocols,
 };
 
-use error::{Problem, check_table_types, toml_error};
+use error::{Invalid, Problem, check_table_types, toml_error};
 
 /// The whole configuration file.  Every table and every key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -123,6 +123,8 @@ pub struct Config {
     pub tls_rpt: TlsRptConfig,
     /// `[mta_sts]`: MTA-STS policies (RFC 8461).
     pub mta_sts: MtaStsConfig,
+    /// `[sasl]`: SASL authentication to servers.
+    pub sasl: SaslConfig,
     /// `[[ingress]]`: LMTP listeners taking mail from an MTA.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressEntry>,
@@ -184,6 +186,13 @@ impl Config {
         self.metrics.check_keys()?;
         self.tls_rpt.check_keys()?;
         self.mta_sts.check_keys()?;
+        self.sasl.check_keys()?;
+        if self.sasl.auth_enable && self.sasl.password_maps.is_empty() {
+            return Err(Invalid::from(String::from(
+                "auth_enable is true: specify a password table with sasl.password_maps",
+            ))
+            .at("sasl.password_maps"));
+        }
         ingress::check_ingress(&self.ingress).map_err(|invalid| invalid.at("ingress"))?;
         Ok(())
     }

@@ -830,6 +830,45 @@ config_table! {
     }
 }
 
+config_table! {
+    /// `[sasl]`: SASL authentication of the SMTP and LMTP client to the
+    /// servers it delivers to (AUTH, RFC 4954; docs/sasl.md). Postfix has
+    /// these parameters twice, smtp_sasl_* and lmtp_sasl_*; mailhop's one
+    /// table serves both. The password table is read at start and on
+    /// reload (SIGHUP); a table that cannot be read, or is open to group or
+    /// other, stops the start and refuses the reload.
+    "sasl" => pub struct SaslConfig {
+        /// Authenticate to servers for which password_maps has a
+        /// credential (and that announce AUTH).
+        auth_enable: bool = false, mirrors "smtp_sasl_auth_enable, lmtp_sasl_auth_enable";
+        /// The password table: a file of "key user:password" lines (the
+        /// source format of a Postfix hash: table, without postmap),
+        /// looked up by server host name, then by the next-hop destination
+        /// as written ("[mail.isp.example]:587"). Must be owned by the
+        /// daemon's user and closed to group and other (mode 0600).
+        /// Required when auth_enable is true.
+        password_maps: String = String::new(), mirrors "smtp_sasl_password_maps, lmtp_sasl_password_maps";
+        /// Mechanisms allowed on a plaintext connection, as option words:
+        /// noplaintext (no PLAIN, LOGIN), noactive, nodictionary,
+        /// noanonymous, mutual_auth. [] allows every mechanism.
+        security_options: Vec<String> = vec!["noplaintext".into(), "noanonymous".into()], mirrors "smtp_sasl_security_options", check = check_sasl_options;
+        /// The same over TLS. Unset: security_options. For PLAIN or LOGIN
+        /// over TLS only, set ["noanonymous"].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls_security_options: Option<Vec<String>> = None, mirrors "smtp_sasl_tls_security_options ($smtp_sasl_security_options)", check = check_opt_sasl_options;
+        /// The same over TLS whose server certificate was verified (levels
+        /// dane, verify, secure). Unset: tls_security_options.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls_verified_security_options: Option<Vec<String>> = None, mirrors "smtp_sasl_tls_verified_security_options ($smtp_sasl_tls_security_options)", check = check_opt_sasl_options;
+        /// The server's mechanisms that may be used, by name (compared
+        /// without case). [] keeps every mechanism the server offers.
+        mechanism_filter: Vec<String> = Vec::new(), mirrors "smtp_sasl_mechanism_filter", check = check_sasl_mechanisms;
+        /// A 5xx reply to AUTH defers the mail (4.x.x) instead of bouncing
+        /// it, so a wrong password is fixed before mail is returned.
+        auth_soft_bounce: bool = true, mirrors "smtp_sasl_auth_soft_bounce";
+    }
+}
+
 /// One `[[shaping.throttle_rule]]`: which replies mean "slow down".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

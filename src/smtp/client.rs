@@ -5,10 +5,12 @@
 //!  Receive(greeting) ──2xx──▶ Send EHLO|LHLO ──2xx──────────────┐
 //!        │ 4xx/5xx            │ non-2xx (≠421, SMTP only)       │
 //!        ▼                    ▼                                 ▼
-//!    site failure        Send HELO ──2xx──▶ checks (SMTPUTF8, SIZE)
-//!                             │ non-2xx          │
-//!                             ▼                  ▼
-//!                        site failure   MAIL, RCPT…, DATA (pipelined when
+//!    site failure        Send HELO ──2xx──┐       [STARTTLS, EHLO again]
+//!                             │ non-2xx   │    [AUTH ◀─334─▶ response…]
+//!                             ▼           ▼         │ 235
+//!                        site failure   checks (SMTPUTF8, SIZE)
+//!                                            │
+//!                                       MAIL, RCPT…, DATA (pipelined when
 //!                                       offered, else lock-step)
 //!                                            │ 354
 //!                                            ▼
@@ -24,6 +26,23 @@
 //! recipient at most one [`RcptResult`] with Postfix's diagnostics; it never
 //! decides between defer and bounce (that is `outcome.rs`, which knows whether
 //! this was the final server). Nothing here panics on any reply sequence.
+//!
+//! SASL (Postfix's `smtp_sasl_helo_login`): with [`ClientSettings::sasl`]
+//! set (AUTH enabled and a credential found for this server) and AUTH in
+//! the EHLO/LHLO reply (after STARTTLS: in the second one), the client
+//! authenticates before MAIL FROM with the mechanism `crate::sasl::choose`
+//! picks under the security options of the connection (plaintext, TLS,
+//! verified TLS). A server that does not announce AUTH is talked to
+//! without authentication, as Postfix does. Failures are Postfix's:
+//! 4.7.0 "offered no compatible authentication mechanisms for this type
+//! of connection security" (nothing left after the mechanism filter),
+//! 4.7.0 "cannot authenticate to server H[A]: no mechanism available"
+//! (the security options exclude what is left) or a challenge the
+//! mechanism cannot answer (then `*` cancels the exchange), 4.3.0 after
+//! 100 challenges, and the server's own code for a 4xx/5xx reply, "SASL
+//! authentication failed; server H[A] said: ...", 5xx made 4xx by
+//! `soft_bounce`. Each ends the session with QUIT; the recipients stay
+//! open for the next server when the failure is soft.
 
 use std::collections::VecDeque;
 
@@ -204,6 +223,9 @@ pub struct ClientSettings {
     /// Postfix's MIME output conversion (`disable_mime_output_conversion =
     /// no`) with its limits; `None`: 8-bit content is sent as it is.
     pub mime_conversion: Option<MimeLimits>,
+    /// SASL authentication for this server: `[sasl] auth_enable` and a
+    /// credential in the password table (None: never AUTH).
+    pub sasl: Option<crate::sasl::ClientAuth>,
 }
 
 /// The session's TLS requirement.
@@ -259,6 +281,11 @@ enum Expect {
     StartTls,
     /// RSET that checks a cached session before reuse.
     RsetProbe,
+    /// AUTH or a response to a 334 challenge (under the EHLO/LHLO
+    /// phase, as Postfix's timeouts and diagnostics).
+    Auth(Hello),
+    /// `*`, cancelling an AUTH exchange we cannot continue.
+    AuthCancel(Hello),
     /// RSET after a failed transaction on a reused session: its reply
     /// shows that the replies read were the transaction's own (a reply
     /// left over would be read here instead).
@@ -278,9 +305,24 @@ impl Expect {
             Expect::Quit | Expect::QuitNoReply => Phase::Quit,
             Expect::StartTls => Phase::StartTls,
             Expect::RsetProbe => Phase::RsetProbe,
+            Expect::Auth(h) | Expect::AuthCancel(h) => Phase::Hello(h),
         }
     }
 }
+
+/// An AUTH exchange in progress.
+#[derive(Debug)]
+struct AuthExchange {
+    mechanism: crate::sasl::Mechanism,
+    /// The initial response, when it did not fit on the AUTH line: sent
+    /// after the server's empty 334.
+    deferred: Option<String>,
+    /// Challenges answered (bounded by [`AUTH_STEP_LIMIT`]).
+    steps: u32,
+}
+
+/// Most 334 challenges in one AUTH exchange (Postfix's bound).
+const AUTH_STEP_LIMIT: u32 = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -358,6 +400,10 @@ pub struct Client {
     /// A reused session answered out of step: it was discarded and every
     /// result of it forgotten (see [`Client::desynchronised`]).
     desync: bool,
+    /// The AUTH exchange under way.
+    auth: Option<AuthExchange>,
+    /// The mechanism this session authenticated with (235 received).
+    authenticated: Option<&'static str>,
 }
 
 impl Client {
@@ -399,7 +445,14 @@ impl Client {
             verify_sent: false,
             in_step: false,
             desync: false,
+            auth: None,
+            authenticated: None,
         }
+    }
+
+    /// The SASL mechanism this session authenticated with, if it did.
+    pub fn authenticated(&self) -> Option<&'static str> {
+        self.authenticated
     }
 
     /// See [`Client::retry_plain`]: with this set, a lost connection or a
@@ -736,7 +789,10 @@ impl Client {
             return;
         }
         if reply.code == 421
-            && !matches!(expect, Expect::Quit | Expect::EmptyDot | Expect::RsetProbe)
+            && !matches!(
+                expect,
+                Expect::Quit | Expect::EmptyDot | Expect::RsetProbe | Expect::Auth(_)
+            )
         {
             self.fail_all_and_close(&reply, expect);
             return;
@@ -773,6 +829,8 @@ impl Client {
                 }
             }
             Expect::StartTls => self.on_starttls(&reply),
+            Expect::Auth(hello) => self.on_auth(hello, &reply),
+            Expect::AuthCancel(_) => self.quit(),
             Expect::RsetProbe => {
                 if reply.is_positive() {
                     self.handshake_done = true;
@@ -999,10 +1057,7 @@ impl Client {
                     return;
                 }
             }
-            self.handshake_done = true;
-            self.handshake_at
-                .get_or_insert_with(std::time::Instant::now);
-            self.start_transaction();
+            self.after_hello(hello);
             return;
         }
         if hello == Hello::Ehlo {
@@ -1038,10 +1093,206 @@ impl Client {
             reply.text
         );
         self.extensions.starttls = false;
+        let hello = if self.settings.lmtp {
+            Hello::Lhlo
+        } else {
+            Hello::Ehlo
+        };
+        self.after_hello(hello);
+    }
+
+    /// EHLO/LHLO (and STARTTLS) are done: authenticate when due, else
+    /// start the transaction.
+    fn after_hello(&mut self, hello: Hello) {
+        if hello != Hello::Helo
+            && self.extensions.auth_offered
+            && let Some(auth) = self.settings.sasl.clone()
+        {
+            self.start_auth(hello, &auth);
+            return;
+        }
+        self.hello_complete();
+    }
+
+    fn hello_complete(&mut self) {
         self.handshake_done = true;
         self.handshake_at
             .get_or_insert_with(std::time::Instant::now);
         self.start_transaction();
+    }
+
+    /// Chooses the mechanism and sends AUTH (Postfix's
+    /// smtp_sasl_helo_login and smtp_sasl_authenticate).
+    fn start_auth(&mut self, hello: Hello, auth: &crate::sasl::ClientAuth) {
+        use crate::sasl::{self, ChooseError};
+        let peer = self.settings.peer.clone();
+        let offered: Vec<String> = self
+            .extensions
+            .auth
+            .iter()
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .collect();
+        let options = if !self.tls_active {
+            auth.options
+        } else if self.settings.tls_authenticated {
+            auth.tls_verified_options
+        } else {
+            auth.tls_options
+        };
+        let kind = match sasl::choose(&offered, &auth.filter, options) {
+            Ok(kind) => kind,
+            Err(ChooseError::NoneOffered) => {
+                if offered.is_empty() {
+                    log::warn!("{peer} offered null AUTH mechanism list");
+                } else {
+                    log::warn!(
+                        "{peer} offered no supported AUTH mechanisms: '{}'",
+                        offered.join(" ")
+                    );
+                }
+                self.auth_failed(format!(
+                    "SASL authentication failed: server {peer} offered no compatible \
+                     authentication mechanisms for this type of connection security"
+                ));
+                return;
+            }
+            Err(ChooseError::NoMechanism) => {
+                self.auth_failed(format!(
+                    "SASL authentication failed; cannot authenticate to server {peer}: \
+                     no mechanism available"
+                ));
+                return;
+            }
+        };
+        let credential = &auth.credential;
+        let mut mechanism = sasl::Mechanism::start(
+            kind,
+            &credential.username,
+            &credential.password,
+            &auth.nonce,
+        );
+        let initial = mechanism
+            .initial_response()
+            .map(|raw| sasl::encode64(&raw))
+            .filter(|text| !text.is_empty());
+        let name = kind.name();
+        // RFC 4954: the initial response only when the AUTH line fits in
+        // 512 octets; otherwise it answers the server's empty challenge.
+        let (line, deferred) = match initial {
+            Some(text) if name.len() + text.len() + 8 <= 512 => {
+                (format!("AUTH {name} {text}\r\n"), None)
+            }
+            other => (format!("AUTH {name}\r\n"), other),
+        };
+        log::debug!(
+            "{peer}: SASL authentication as {} with {name}",
+            credential.username
+        );
+        self.auth = Some(AuthExchange {
+            mechanism,
+            deferred,
+            steps: 0,
+        });
+        self.unsent
+            .push_back((line.into_bytes(), Expect::Auth(hello)));
+    }
+
+    fn on_auth(&mut self, hello: Hello, reply: &Reply) {
+        let peer = self.settings.peer.clone();
+        let Some(mut exchange) = self.auth.take() else {
+            self.protocol_error = true;
+            self.close();
+            return;
+        };
+        if reply.code / 100 == 3 {
+            exchange.steps += 1;
+            if exchange.steps > AUTH_STEP_LIMIT {
+                let dsn = Dsn::new(
+                    crate::dsn::SYSTEM_TROUBLE,
+                    format!(
+                        "SASL authentication failed; authentication protocol loop with server {peer}"
+                    ),
+                );
+                self.fail_remaining(&dsn);
+                self.cancel_auth(hello);
+                return;
+            }
+            // The challenge: the first line's text after the code.
+            let challenge = reply.lines().next().map(|line| line.trim()).unwrap_or("");
+            let response = if let Some(deferred) = exchange.deferred.take() {
+                if !challenge.is_empty() {
+                    self.auth_failed(format!(
+                        "SASL authentication failed; non-empty initial {} challenge from server {peer}: {challenge}",
+                        exchange.mechanism.kind().name()
+                    ));
+                    self.cancel_auth(hello);
+                    return;
+                }
+                deferred
+            } else {
+                let answer = crate::sasl::decode64(challenge)
+                    .ok_or_else(|| {
+                        crate::sasl::MechError("malformed SASL challenge (not base64)".into())
+                    })
+                    .and_then(|raw| exchange.mechanism.respond(&raw));
+                match answer {
+                    Ok(raw) => crate::sasl::encode64(&raw),
+                    Err(e) => {
+                        self.auth_failed(format!(
+                            "SASL authentication failed; cannot authenticate to server {peer}: {e}"
+                        ));
+                        self.cancel_auth(hello);
+                        return;
+                    }
+                }
+            };
+            self.auth = Some(exchange);
+            let mut line = response.into_bytes();
+            line.extend_from_slice(b"\r\n");
+            self.unsent.push_back((line, Expect::Auth(hello)));
+            return;
+        }
+        if reply.is_positive() {
+            if let Err(e) = exchange.mechanism.finish() {
+                self.auth_failed(format!(
+                    "SASL authentication failed; cannot authenticate to server {peer}: {e}"
+                ));
+                return;
+            }
+            self.authenticated = Some(exchange.mechanism.kind().name());
+            self.hello_complete();
+            return;
+        }
+        let text = format!(
+            "SASL authentication failed; server {peer} said: {}",
+            reply.text
+        );
+        let mut dsn = self.failure_dsn(reply, text);
+        let soft_bounce = self.settings.sasl.as_ref().is_some_and(|a| a.soft_bounce);
+        if soft_bounce && dsn.code.class() == 5 {
+            dsn.code = dsn.code.soft();
+        }
+        self.fail_remaining(&dsn);
+        self.quit();
+    }
+
+    /// A 4.7.0 SASL failure of every open recipient; the session ends.
+    fn auth_failed(&mut self, text: String) {
+        let dsn = Dsn::new(crate::dsn::SASL_FAILED, text);
+        self.fail_remaining(&dsn);
+        self.auth = None;
+        self.quit();
+    }
+
+    /// The server awaits a response we cannot give: `*` cancels the
+    /// exchange (RFC 4954), then QUIT.
+    fn cancel_auth(&mut self, hello: Hello) {
+        self.auth = None;
+        self.stage = Stage::Closing;
+        self.unsent.clear();
+        self.unsent
+            .push_back((b"*\r\n".to_vec(), Expect::AuthCancel(hello)));
     }
 
     /// The TLS handshake after STARTTLS succeeded: forget what the server
@@ -1400,3 +1651,7 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -20,8 +20,10 @@ pub struct Extensions {
     /// Recorded for the TLS layer.
     pub starttls: bool,
     pub enhancedstatuscodes: bool,
-    /// SASL mechanisms from `AUTH` / `AUTH=` lines (recorded, not used yet).
+    /// SASL mechanisms from `AUTH` / `AUTH=` lines.
     pub auth: Vec<String>,
+    /// The server announced AUTH (even with an empty list).
+    pub auth_offered: bool,
 }
 
 impl Extensions {
@@ -56,11 +58,13 @@ impl Extensions {
             } else if is("ENHANCEDSTATUSCODES") {
                 ext.enhancedstatuscodes = true;
             } else if is("AUTH") {
+                ext.auth_offered = true;
                 ext.auth.extend(words.map(str::to_ascii_uppercase));
             } else if keyword
                 .get(..5)
                 .is_some_and(|prefix| prefix.eq_ignore_ascii_case("AUTH="))
             {
+                ext.auth_offered = true;
                 ext.auth
                     .push(keyword.get(5..).unwrap_or("").to_ascii_uppercase());
                 ext.auth.extend(words.map(str::to_ascii_uppercase));

@@ -38,6 +38,7 @@ pub mod certs;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod dnssec_lab;
+pub mod dovecot;
 pub mod https;
 pub mod jobs;
 pub mod postfix;

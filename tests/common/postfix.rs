@@ -163,13 +163,16 @@ pub(super) fn split_line(line: &str) -> Option<(&str, u32, &str)> {
 /// An extra STARTTLS listener of [`Postfix::start_with`]: `addr` at the
 /// instance's [`Postfix::listener_port`], `syslog_name = postfix/<name>`,
 /// presenting `chain_file` (key, leaf, then any issuers, in one PEM file:
-/// `smtpd_tls_chain_files`).
+/// `smtpd_tls_chain_files`), with any further `-o name=value` `options`
+/// (e.g. SASL: [`Listener::with_options`]).
 #[derive(Clone, Debug)]
 pub struct Listener {
     pub addr: Ipv4Addr,
     /// A short word (letters, digits): the syslog name's last part.
     pub name: String,
     pub chain_file: PathBuf,
+    /// `name=value` smtpd parameters (no blanks).
+    pub options: Vec<String>,
 }
 
 impl Listener {
@@ -178,7 +181,14 @@ impl Listener {
             addr,
             name: name.to_string(),
             chain_file: chain_file.to_path_buf(),
+            options: Vec::new(),
         }
+    }
+
+    /// The listener with these extra `name=value` smtpd parameters.
+    pub fn with_options(mut self, options: &[String]) -> Self {
+        self.options.extend(options.iter().cloned());
+        self
     }
 
     /// The smtpd program name in the maillog: `postfix/<name>/smtpd`.
@@ -464,8 +474,9 @@ fn shared_port(listeners: &[Listener], taken: (u16, u16, u16)) -> u16 {
 
 /// The master.cf line of a [`Listener`].
 fn listener_line(l: &Listener, port: u16) -> String {
+    let extra: String = l.options.iter().map(|o| format!(" -o {o}")).collect();
     format!(
-        "{}:{port} inet n - n - - smtpd -o syslog_name=postfix/{} -o smtpd_tls_security_level=may -o smtpd_tls_chain_files={}\n",
+        "{}:{port} inet n - n - - smtpd -o syslog_name=postfix/{} -o smtpd_tls_security_level=may -o smtpd_tls_chain_files={}{extra}\n",
         l.addr,
         l.name,
         l.chain_file.display()
