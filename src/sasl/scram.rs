@@ -14,7 +14,9 @@
 //! 1..=[`MAX_ITERATIONS`], a server error (`e=`), or a server signature
 //! that does not match (the server does not know the password: it is not
 //! the one we meant to talk to). The user name is escaped as RFC 5802
-//! says; the password is used as given (no SASLprep).
+//! says; the password is prepared with SASLprep (RFC 4013), as RFC 5802
+//! section 5.1 asks, and used as given when SASLprep refuses it (a
+//! prohibited or unassigned character: the server may still know it so).
 
 use openssl::hash::{MessageDigest, hash};
 use openssl::memcmp;
@@ -87,7 +89,8 @@ impl Scram {
     pub fn new(username: &str, password: &str, nonce: &str) -> Self {
         Self {
             username: username.into(),
-            password: password.into(),
+            password: stringprep::saslprep(password)
+                .map_or_else(|_| password.to_string(), |prepared| prepared.into_owned()),
             nonce: nonce.into(),
             state: State::Start,
             client_first_bare: String::new(),

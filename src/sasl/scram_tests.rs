@@ -143,3 +143,15 @@ fn arbitrary_server_first_messages_never_panic() {
         let _ = scram.respond(&SERVER_FIRST.as_bytes()[..cut]);
     }
 }
+
+/// SASLprep (RFC 4013): non-ASCII spaces map to SPACE and soft hyphens
+/// vanish, so the proof is the one for the prepared password; a password
+/// SASLprep refuses is used as given.
+#[test]
+fn the_password_is_prepared_with_saslprep() {
+    let prepared = Scram::new("user", "pass word", "nonce");
+    let mapped = Scram::new("user", "pass\u{a0}wo\u{ad}rd", "nonce");
+    assert_eq!(prepared.password, mapped.password);
+    let refused = Scram::new("user", "bad\u{7}", "nonce");
+    assert_eq!(refused.password, "bad\u{7}");
+}
