@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 
 use crate::config::Timeouts;
-use crate::smtp::body::{BodyError, write_body};
+use crate::smtp::body::{BodyEncoder, BodyError, write_body_with};
 use crate::smtp::client::{Action, Client, IoFailure, Phase};
 use crate::transport::{Connection, Transport, classify, strerror};
 
@@ -268,6 +268,11 @@ pub fn run_with<T: Transport>(
     RunEnd::Closed
 }
 
+/// The body encoder for this client's message.
+fn encoder(client: &Client, line_length_limit: usize) -> BodyEncoder {
+    BodyEncoder::new(line_length_limit).replace_stray_cr(client.replace_stray_cr())
+}
+
 fn send_body<T: Transport>(
     conn: &mut Connection<T>,
     client: &mut Client,
@@ -280,7 +285,7 @@ fn send_body<T: Transport>(
         // The worker's wire buffer, reused from message to message.
         let mut wire = WIRE.with(|w| std::mem::take(&mut *w.borrow_mut()));
         wire.clear();
-        crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
+        crate::smtp::body::encode_all_with(bytes, encoder(client, line_length_limit), &mut wire);
         wire.extend_from_slice(crate::smtp::command::DOT);
         if client.take_pipelined_quit() {
             wire.extend_from_slice(crate::smtp::command::QUIT);
@@ -311,7 +316,7 @@ fn send_body<T: Transport>(
             return;
         }
     };
-    match write_body(source, &mut writer, line_length_limit) {
+    match write_body_with(source, &mut writer, encoder(client, line_length_limit)) {
         Ok(_) => {}
         Err(BodyError::Read(e)) => {
             client.on_local_failure(&format!("error reading message: {}", strerror(&e)));

@@ -217,6 +217,13 @@ config_table! {
         /// Use SMTPUTF8 for mail that needs it. Such mail to a server that
         /// does not offer SMTPUTF8 fails with 5.6.7.
         smtputf8_enable: bool = true, mirrors "smtputf8_enable";
+        /// Replace each stray CR (one not followed by LF; LF and CRLF end
+        /// lines) in message content with a space, so that no message can
+        /// carry a bare CR to the server nor an end-of-data that a lenient
+        /// server would see (SMTP smuggling). Postfix does this in cleanup;
+        /// mailhop in the client, as it sends. false: a stray CR is data and
+        /// goes out as it is. Applies to LMTP too.
+        replace_stray_cr: bool = true, mirrors "cleanup_replace_stray_cr_lf";
         /// Once PIPELINING is in effect, a reply line without a valid
         /// three-digit code is a protocol error at once: the open
         /// recipients bounce 5.5.0 and the session is dropped. false gives

@@ -6,3 +6,4 @@ pub mod client;
 pub mod command;
 pub mod ehlo;
 pub mod reply;
+pub mod smtputf8;
