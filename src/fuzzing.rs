@@ -563,21 +563,23 @@ pub fn message_facts(data: &[u8]) {
     }
     // The reference: the header's lines, continuation lines appended.
     let text = String::from_utf8_lossy(data);
-    let mut fields: Vec<String> = Vec::new();
+    // A line without a colon starts no field: its continuation lines
+    // belong to nothing (a name folded before its colon is no field).
+    let mut fields: Vec<Option<String>> = Vec::new();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
+            if let Some(Some(last)) = fields.last_mut() {
                 last.push_str(line);
             }
             continue;
         }
-        fields.push(line.to_string());
+        fields.push(line.contains(':').then(|| line.to_string()));
     }
-    let reference = fields.iter().any(|field| {
+    let reference = fields.iter().flatten().any(|field| {
         field.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("TLS-Required")
                 && value.trim().eq_ignore_ascii_case("no")
