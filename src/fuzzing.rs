@@ -157,6 +157,7 @@ fn checked_job(job: &job::CheckedJob) {
             std::hint::black_box(nexthop::check_recipient_domain(domain).is_ok());
         }
     }
+    smtputf8_addresses(job);
     // The worker's time arithmetic on arrival_time.
     std::hint::black_box(crate::dispatch::arrival(job));
     std::hint::black_box(crate::smtp::command::check_address(&job.sender).is_ok());
@@ -174,6 +175,49 @@ fn checked_job(job: &job::CheckedJob) {
         let settings = SETTINGS.get_or_init(|| crate::config::Config::default().settings());
         let plan = crate::plan::Plan::of(job, settings, &FixedServices);
         std::hint::black_box(crate::dispatch::follower(job, &plan, &message).is_some());
+    }
+}
+
+/// The SMTPUTF8 decision and A-label forms of a job's addresses: the wire
+/// form of an address keeps its local part and is either the address
+/// itself or all ASCII; without SMTPUTF8 a plan never refuses mail that
+/// did not request it, and a refusal always has UTF-8 to refuse for.
+fn smtputf8_addresses(job: &job::CheckedJob) {
+    use crate::smtp::smtputf8::{self, AddressUtf8, Plan};
+    let addresses = std::iter::once(job.sender.as_str())
+        .chain(job.recipients.iter().map(|r| r.address.as_str()));
+    for address in addresses {
+        let wire = smtputf8::wire_address(address);
+        if wire != address {
+            assert!(wire.is_ascii(), "a non-ASCII A-label form: {wire:?}");
+            assert_eq!(
+                smtputf8::classify(address),
+                AddressUtf8::Domain,
+                "changed an address whose local part is not ASCII"
+            );
+            let local = |a: &str| a.rsplit_once('@').map(|(l, _)| l.to_string());
+            assert_eq!(local(&wire), local(address), "the local part changed");
+        }
+    }
+    for requested in [false, true] {
+        for header in [false, true] {
+            let facts = smtputf8::facts(
+                true,
+                requested,
+                &job.sender,
+                job.recipients.iter().map(|r| r.address.as_str()),
+                header,
+            );
+            for offered in [false, true] {
+                let plan = facts.plan(offered);
+                if plan == Plan::Refuse {
+                    assert!(requested && !offered && facts.required(), "{facts:?}");
+                }
+                if plan == Plan::Smtputf8 {
+                    assert!(requested && offered);
+                }
+            }
+        }
     }
 }
 

@@ -68,6 +68,12 @@ jobs = {
                                                {"address": "u@a.test,[192.0.2.5]"}]),
     "control-chars": dict(base, id="a\u0000b", sender="s\r\nRCPT TO:<evil@x>", nexthop="unix:/x\r\ny"),
     "no-recipients": dict(base, recipients=[]),
+    "smtputf8-idn": dict(base, smtputf8=True, sender="s@b\u00fccher.test",
+                         recipients=[{"address": "a@B\u00dcCHER.example"},
+                                     {"address": "j\u00f6rg@example.test"},
+                                     {"address": "x@b\u00fc--cher-.test"},
+                                     {"address": "\"q@r\"@\u4f8b\u3048.\u30c6\u30b9\u30c8"}],
+                         message={"data": "Subject: Gr\u00fc\u00dfe\r\n\r\nbody\r\n"}),
 }
 lines = [json.dumps(v) for v in jobs.values()]
 for name, v in jobs.items():
