@@ -24,6 +24,7 @@ fn follower(id: &str, nexthop: &str) -> Follower {
         },
         facts: MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 1,
             has_8bit: false,
         },

@@ -149,6 +149,12 @@ struct SendArgs {
     /// REQUIRETLS; otherwise the next MX, then 5.7.30 / 5.7.10.
     #[arg(long)]
     requiretls: bool,
+    /// RFC 6531 SMTPUTF8 requested (the job's `smtputf8`; Postfix's
+    /// `sendmail -SMTPUTF8`): sent to servers that offer it; with UTF-8 in
+    /// the envelope or the header, a server without it gets the mail only
+    /// when the UTF-8 is in domains alone (sent as A-labels), else 5.6.7.
+    #[arg(long)]
+    smtputf8: bool,
     /// Message file, or '-' (default) for standard input.
     message: Option<PathBuf>,
 }
@@ -415,6 +421,7 @@ fn send(args: SendArgs) -> i32 {
         nexthop: args.nexthop.clone(),
         arrival_time: args.arrival_time,
         requiretls: args.requiretls,
+        smtputf8: args.smtputf8,
         ..Job::new(
             id.clone(),
             args.from.clone(),

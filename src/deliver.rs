@@ -1236,7 +1236,7 @@ impl Deliverer {
         reuse::Keys::new(
             request.protocol,
             &settings.helo_name,
-            request.envelope.needs_smtputf8(),
+            request.envelope.requires_smtputf8(&request.facts),
         )
         .with_sasl(self.sasl.as_deref().map(|s| &s.table), dest)
     }
@@ -1393,12 +1393,13 @@ impl Deliverer {
             }
         };
         client.set_quit_after_data(!request.cache.store);
-        let needs_smtputf8 = request.envelope.needs_smtputf8();
+        client.set_replace_stray_cr(self.config.smtp.replace_stray_cr);
+        let needs_smtputf8 = request.envelope.requires_smtputf8(&request.facts);
         let chain = job.chain;
         let mut follow = || -> Option<Vec<u8>> {
             follower_parts.as_ref()?;
             let (ticket, follower) = chain?.take_follower(&request.hop.key, request.protocol)?;
-            if follower.envelope.needs_smtputf8() != needs_smtputf8 {
+            if follower.envelope.requires_smtputf8(&follower.facts) != needs_smtputf8 {
                 return None;
             }
             // One follower per session: the parts move into its client.
@@ -1410,6 +1411,7 @@ impl Deliverer {
                 extensions,
                 tls_active,
             );
+            next.set_replace_stray_cr(self.config.smtp.replace_stray_cr);
             match next.next_action() {
                 crate::smtp::client::Action::Send { bytes, .. } => {
                     chain?.set_primed(ticket, follower.message_digest, next);
@@ -1801,6 +1803,7 @@ impl Deliverer {
         // Postfix also retries in plaintext after a failure inside the TLS
         // session (lost connection, timeout), for old enough mail.
         client.allow_plaintext_fallback(retry_plain_allowed);
+        client.set_replace_stray_cr(self.config.smtp.replace_stray_cr);
         let conn = Connection::new(stream, self.config.smtp.reply_length_limit);
         let (conn, end) = session::drive(
             conn,

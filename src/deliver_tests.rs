@@ -317,6 +317,7 @@ fn deliver_with(
         message: &message,
         facts: MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 15,
             has_8bit: false,
         },
@@ -651,6 +652,7 @@ fn run_cached_as(
         message: &message,
         facts: MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 15,
             has_8bit: false,
         },
@@ -990,6 +992,7 @@ fn an_abandoned_attempt_is_not_retried_and_the_winner_keeps_the_final_rule() {
         message: &message,
         facts: MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 15,
             has_8bit: false,
         },

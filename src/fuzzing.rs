@@ -13,7 +13,7 @@
 //! LMTP conversation with the ingress), [`lmtp_data`] (the message bytes
 //! after DATA into the spooled message), [`tlsa`] (TLSA records and
 //! certificates into a DANE verdict), [`message_facts`] (a message into
-//! the facts read before MAIL FROM) and [`mta_sts_policy`] (an MTA-STS
+//! the facts read before MAIL FROM, and into its DATA wire form) and [`mta_sts_policy`] (an MTA-STS
 //! policy file, and TXT records, into a policy) and [`mime_downgrade`]
 //! (a message into its 8-bit to 7-bit converted form). Each drives the same code
 //! the daemon runs on that input, down to the first step that would do I/O, and touches every result so nothing is
@@ -158,6 +158,7 @@ fn checked_job(job: &job::CheckedJob) {
             std::hint::black_box(nexthop::check_recipient_domain(domain).is_ok());
         }
     }
+    smtputf8_addresses(job);
     // The worker's time arithmetic on arrival_time.
     std::hint::black_box(crate::dispatch::arrival(job));
     std::hint::black_box(crate::smtp::command::check_address(&job.sender).is_ok());
@@ -175,6 +176,49 @@ fn checked_job(job: &job::CheckedJob) {
         let settings = SETTINGS.get_or_init(|| crate::config::Config::default().settings());
         let plan = crate::plan::Plan::of(job, settings, &FixedServices);
         std::hint::black_box(crate::dispatch::follower(job, &plan, &message).is_some());
+    }
+}
+
+/// The SMTPUTF8 decision and A-label forms of a job's addresses: the wire
+/// form of an address keeps its local part and is either the address
+/// itself or all ASCII; without SMTPUTF8 a plan never refuses mail that
+/// did not request it, and a refusal always has UTF-8 to refuse for.
+fn smtputf8_addresses(job: &job::CheckedJob) {
+    use crate::smtp::smtputf8::{self, AddressUtf8, Plan};
+    let addresses = std::iter::once(job.sender.as_str())
+        .chain(job.recipients.iter().map(|r| r.address.as_str()));
+    for address in addresses {
+        let wire = smtputf8::wire_address(address);
+        if wire != address {
+            assert!(wire.is_ascii(), "a non-ASCII A-label form: {wire:?}");
+            assert_eq!(
+                smtputf8::classify(address),
+                AddressUtf8::Domain,
+                "changed an address whose local part is not ASCII"
+            );
+            let local = |a: &str| a.rsplit_once('@').map(|(l, _)| l.to_string());
+            assert_eq!(local(&wire), local(address), "the local part changed");
+        }
+    }
+    for requested in [false, true] {
+        for header in [false, true] {
+            let facts = smtputf8::facts(
+                true,
+                requested,
+                &job.sender,
+                job.recipients.iter().map(|r| r.address.as_str()),
+                header,
+            );
+            for offered in [false, true] {
+                let plan = facts.plan(offered);
+                if plan == Plan::Refuse {
+                    assert!(requested && !offered && facts.required(), "{facts:?}");
+                }
+                if plan == Plan::Smtputf8 {
+                    assert!(requested && offered);
+                }
+            }
+        }
     }
 }
 
@@ -444,8 +488,12 @@ pub fn lmtp_ingress(data: &[u8]) {
 /// bytes each read returns (1 to 256), the rest is what the MTA sent after
 /// 354. Checks that reading in pieces gives exactly what reading at once
 /// gives (output, bytes taken, end found), and both what a plain
-/// line-by-line reading of RFC 5321 section 4.5.2 gives: a line that is
-/// only a dot ends the message, a leading dot of any other line is dropped.
+/// line-by-line reading gives: lines end with LF or CRLF, a line that is
+/// only a dot ends the message when it and the line before end with CRLF
+/// (Postfix's `smtpd_forbid_bare_newline = normalize`), is dropped when
+/// either ends with a bare LF, and a leading dot of any other line is
+/// dropped (RFC 5321 section 4.5.2). So no smuggling variant ends the data
+/// early.
 pub fn lmtp_data(data: &[u8]) {
     use crate::ingress::data::DataReceiver;
     let (Some(&size), Some(input)) = (data.first(), data.get(1..)) else {
@@ -475,17 +523,25 @@ pub fn lmtp_data(data: &[u8]) {
     let mut reference = Vec::new();
     let mut taken = 0;
     let mut ended = false;
+    let mut prev_bare_lf = false;
     for line in input.split_inclusive(|&b| b == b'\n') {
-        if line.ends_with(b"\n") {
-            let bare = line.strip_suffix(b"\n").unwrap_or(line);
-            if bare == b"." || bare == b".\r" {
-                taken += line.len();
-                ended = true;
-                break;
-            }
-        }
         taken += line.len();
-        if line == b".\r" {
+        if line.ends_with(b"\n") {
+            let bare_lf = !line.ends_with(b"\r\n");
+            let content = line
+                .strip_suffix(b"\r\n")
+                .or_else(|| line.strip_suffix(b"\n"))
+                .unwrap_or(line);
+            if content == b"." {
+                if !bare_lf && !prev_bare_lf {
+                    ended = true;
+                    break;
+                }
+                prev_bare_lf = bare_lf;
+                continue;
+            }
+            prev_bare_lf = bare_lf;
+        } else if line == b".\r" {
             // An unfinished line that may yet be the final dot: held back.
             break;
         }
@@ -538,11 +594,13 @@ pub fn tlsa(data: &[u8]) {
     );
 }
 
-/// A message → its facts (issue 16, `TLS-Required: No`): reading it from
-/// memory and from a reader give the same facts, and the header scan
-/// agrees with a plain line-by-line reading of the header (fields
-/// unfolded, names compared without case, the value "No" without case
-/// and blanks).
+/// A message → its facts (issue 16, `TLS-Required: No`) and its wire
+/// form: reading it from memory and from a reader give the same facts, and
+/// the header scan agrees with a plain line-by-line reading of the header
+/// (fields unfolded, names compared without case, the value "No" without
+/// case and blanks; a non-ASCII byte before the first empty line); the
+/// DATA wire form is the same in pieces and has no bare CR, no bare LF and
+/// no lone dot line (see `message_wire_form`).
 pub fn message_facts(data: &[u8]) {
     use crate::smtp::body::{facts_of, has_tls_required_no, scan};
     let in_memory = facts_of(data);
@@ -551,27 +609,81 @@ pub fn message_facts(data: &[u8]) {
     }
     // The reference: the header's lines, continuation lines appended.
     let text = String::from_utf8_lossy(data);
-    let mut fields: Vec<String> = Vec::new();
+    // A line without a colon starts no field: its continuation lines
+    // belong to nothing (a name folded before its colon is no field).
+    let mut fields: Vec<Option<String>> = Vec::new();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
+            if let Some(Some(last)) = fields.last_mut() {
                 last.push_str(line);
             }
             continue;
         }
-        fields.push(line.to_string());
+        fields.push(line.contains(':').then(|| line.to_string()));
     }
-    let reference = fields.iter().any(|field| {
+    let reference = fields.iter().flatten().any(|field| {
         field.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("TLS-Required")
                 && value.trim().eq_ignore_ascii_case("no")
         })
     });
     assert_eq!(has_tls_required_no(data), reference, "TLS-Required: No");
+    // The header's non-ASCII fact: a byte ≥ 0x80 before the first empty
+    // line (LF or CRLF alone).
+    let mut header_end = data.len();
+    let mut start = 0;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line == b"\n" || line == b"\r\n" {
+            header_end = start;
+            break;
+        }
+        start += line.len();
+    }
+    let header_utf8 = data.get(..header_end).is_some_and(|h| !h.is_ascii());
+    assert_eq!(in_memory.utf8_header, header_utf8, "header UTF-8");
+    message_wire_form(data);
+}
+
+/// The message in DATA wire form (stray CRs replaced, the default): in
+/// pieces (sized by the input's first byte) exactly as at once, and safe
+/// from SMTP smuggling: no CR without LF, no LF without CR, no line that is
+/// a lone dot (the caller's `.CRLF` is the only end), every line ended.
+fn message_wire_form(data: &[u8]) {
+    use crate::smtp::body::{BodyEncoder, encode_all};
+    let limit = match data.len() % 3 {
+        0 => 998,
+        1 => 0,
+        _ => 40,
+    };
+    let mut whole = Vec::new();
+    encode_all(data, limit, &mut whole);
+    let piece = usize::from(data.first().copied().unwrap_or(0)) % 64 + 1;
+    let mut encoder = BodyEncoder::new(limit);
+    let mut pieces = Vec::new();
+    for chunk in data.chunks(piece) {
+        encoder.encode(chunk, &mut pieces);
+    }
+    encoder.finish(&mut pieces);
+    assert_eq!(whole, pieces, "pieces change the wire form");
+    let mut previous = None;
+    for (i, &b) in whole.iter().enumerate() {
+        if b == b'\r' {
+            assert_eq!(whole.get(i + 1), Some(&b'\n'), "bare CR on the wire");
+        }
+        if b == b'\n' {
+            assert_eq!(previous, Some(b'\r'), "bare LF on the wire");
+        }
+        previous = Some(b);
+    }
+    assert!(whole.is_empty() || whole.ends_with(b"\r\n"), "unended line");
+    assert!(
+        !whole.split(|&b| b == b'\n').any(|line| line == b".\r"),
+        "a lone dot line before the end"
+    );
 }
 
 /// An MTA-STS policy file (RFC 8461 section 3.2) → [`crate::mta_sts::StsPolicy`],
@@ -694,9 +806,19 @@ pub fn mime_downgrade(data: &[u8]) {
         assert_eq!(high(&whole), passed, "the converter wrote an 8-bit byte");
     }
     let mut in_memory = Vec::new();
-    let memory_result = mime::encode_all_downgraded(message, 998, limits, &mut in_memory);
+    let memory_result = mime::encode_all_downgraded(
+        message,
+        crate::smtp::body::BodyEncoder::new(998),
+        limits,
+        &mut in_memory,
+    );
     let mut streamed = Vec::new();
-    let stream_result = mime::write_body_downgraded(message, &mut streamed, 998, limits);
+    let stream_result = mime::write_body_downgraded(
+        message,
+        &mut streamed,
+        crate::smtp::body::BodyEncoder::new(998),
+        limits,
+    );
     assert_eq!(memory_result.is_ok(), whole_result.is_ok());
     assert_eq!(stream_result.is_ok(), whole_result.is_ok());
     if whole_result.is_ok() {

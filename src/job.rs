@@ -162,6 +162,8 @@ pub struct Job {
     pub envid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<RetWord>,
+    /// The sender requested SMTPUTF8 (Postfix's SMTPUTF8_FLAG_REQUESTED;
+    /// see `smtp::smtputf8` for when it is required).
     #[serde(default)]
     pub smtputf8: bool,
     /// RFC 8689 REQUIRETLS: deliver only over TLS to an authenticated

@@ -128,6 +128,7 @@ impl Message {
             size: facts.size,
             has_8bit: facts.has_8bit,
             tls_required_no: facts.tls_required_no,
+            utf8_header: facts.utf8_header,
         })
     }
 }

@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 
 use crate::config::Timeouts;
-use crate::smtp::body::{BodyError, write_body};
+use crate::smtp::body::{BodyEncoder, BodyError, write_body_with};
 use crate::smtp::client::{Action, Client, IoFailure, Phase};
 use crate::smtp::mime::{DowngradeError, encode_all_downgraded, write_body_downgraded};
 use crate::transport::{Connection, Transport, classify, strerror};
@@ -269,6 +269,11 @@ pub fn run_with<T: Transport>(
     RunEnd::Closed
 }
 
+/// The body encoder for this client's message.
+fn encoder(client: &Client, line_length_limit: usize) -> BodyEncoder {
+    BodyEncoder::new(line_length_limit).replace_stray_cr(client.replace_stray_cr())
+}
+
 fn send_body<T: Transport>(
     conn: &mut Connection<T>,
     client: &mut Client,
@@ -282,7 +287,9 @@ fn send_body<T: Transport>(
         let mut wire = WIRE.with(|w| std::mem::take(&mut *w.borrow_mut()));
         wire.clear();
         if let Some(limits) = client.mime_downgrade() {
-            if let Err(e) = encode_all_downgraded(bytes, line_length_limit, limits, &mut wire) {
+            if let Err(e) =
+                encode_all_downgraded(bytes, encoder(client, line_length_limit), limits, &mut wire)
+            {
                 if wire.capacity() <= WIRE_KEEP {
                     WIRE.with(|w| *w.borrow_mut() = wire);
                 }
@@ -290,7 +297,11 @@ fn send_body<T: Transport>(
                 return;
             }
         } else {
-            crate::smtp::body::encode_all(bytes, line_length_limit, &mut wire);
+            crate::smtp::body::encode_all_with(
+                bytes,
+                encoder(client, line_length_limit),
+                &mut wire,
+            );
         }
         wire.extend_from_slice(crate::smtp::command::DOT);
         if client.take_pipelined_quit() {
@@ -323,8 +334,14 @@ fn send_body<T: Transport>(
         }
     };
     let written = match client.mime_downgrade() {
-        Some(limits) => write_body_downgraded(source, &mut writer, line_length_limit, limits),
-        None => write_body(source, &mut writer, line_length_limit).map_err(DowngradeError::Body),
+        Some(limits) => write_body_downgraded(
+            source,
+            &mut writer,
+            encoder(client, line_length_limit),
+            limits,
+        ),
+        None => write_body_with(source, &mut writer, encoder(client, line_length_limit))
+            .map_err(DowngradeError::Body),
     };
     match written {
         Ok(_) => {}

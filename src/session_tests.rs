@@ -122,6 +122,7 @@ fn smtp(rcpts: &[&str], steps: Vec<Step>) -> Outcome {
         envelope(rcpts),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: BODY.len() as u64,
             has_8bit: false,
         },
@@ -222,6 +223,7 @@ fn lock_step_without_pipelining_waits_for_each_reply() {
     let settings = client_settings(false);
     let facts = MessageFacts {
         tls_required_no: false,
+        utf8_header: false,
         size: 3,
         has_8bit: false,
     };
@@ -492,6 +494,7 @@ fn lmtp_gets_one_reply_per_recipient() {
         envelope(&["a@y.test", "b@y.test", "c@y.test", "d@y.test"]),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 3,
             has_8bit: false,
         },
@@ -543,6 +546,7 @@ fn size_limit_bounces_before_mail() {
         envelope(&["a@y.test"]),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 5000,
             has_8bit: false,
         },
@@ -575,6 +579,7 @@ fn size_and_body_and_dsn_parameters_when_offered() {
         env.clone(),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 42,
             has_8bit: true,
         },
@@ -595,6 +600,7 @@ fn size_and_body_and_dsn_parameters_when_offered() {
         env,
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 42,
             has_8bit: true,
         },
@@ -616,7 +622,12 @@ fn size_and_body_and_dsn_parameters_when_offered() {
 
 #[test]
 fn smtputf8_required_but_not_offered() {
-    let out = smtp(&["ü@y.test"], vec![say("220 x\r\n"), say(EHLO_PIPE)]);
+    let out = smtp_utf8(
+        &["ü@y.test"],
+        false,
+        b"",
+        vec![say("220 x\r\n"), say(EHLO_PIPE)],
+    );
     let Some(RcptResult::Failed(dsn)) = &out.results[0] else {
         panic!("expected failure: {:?}", out.results);
     };
@@ -631,8 +642,10 @@ fn smtputf8_required_but_not_offered() {
 
 #[test]
 fn smtputf8_sent_when_offered_and_needed() {
-    let out = smtp(
+    let out = smtp_utf8(
         &["ü@y.test"],
+        false,
+        b"",
         vec![
             say("220 x\r\n"),
             say("250-x\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"),
@@ -810,6 +823,7 @@ fn random_server_behaviour_never_panics_or_double_reports() {
             envelope(&["a@y", "b@y", "c@y"]),
             MessageFacts {
                 tls_required_no: false,
+                utf8_header: false,
                 size: 20,
                 has_8bit: false,
             },
@@ -846,6 +860,7 @@ fn smtputf8_disabled_neither_requires_nor_requests_it() {
         envelope(&["ü@y.test"]),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 3,
             has_8bit: false,
         },
@@ -943,6 +958,7 @@ fn drive_tls(mode: TlsMode, steps: Vec<Step>, refuse: Option<TlsRefusal>, size: 
         envelope(&["a@y.test"]),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size,
             has_8bit: false,
         },
@@ -1149,6 +1165,7 @@ fn resumed(ehlo: &str, steps: Vec<Step>) -> (Client, String, RunEnd) {
     let extensions = crate::smtp::ehlo::Extensions::from_reply(&reply);
     let facts = MessageFacts {
         tls_required_no: false,
+        utf8_header: false,
         size: BODY.len() as u64,
         has_8bit: false,
     };
@@ -1358,6 +1375,7 @@ fn relaxed_reply_syntax_skips_garbage_with_pipelining_like_postfix() {
         envelope(&["a@y.test"]),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: BODY.len() as u64,
             has_8bit: false,
         },
@@ -1446,6 +1464,7 @@ fn messages_in_memory_go_out_exactly_as_streamed_ones() {
                 envelope(&["a@y.test"]),
                 MessageFacts {
                     tls_required_no: false,
+                    utf8_header: false,
                     size: body.len() as u64,
                     has_8bit: false,
                 },
@@ -1469,6 +1488,7 @@ fn messages_in_memory_go_out_exactly_as_streamed_ones() {
         envelope(&["a@y.test"]),
         MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: BODY.len() as u64,
             has_8bit: false,
         },
@@ -1492,6 +1512,7 @@ fn quit_is_pipelined_behind_the_dot_when_the_session_ends() {
         let settings = client_settings(false);
         let facts = MessageFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: BODY.len() as u64,
             has_8bit: false,
         };
@@ -1571,6 +1592,7 @@ fn mime_session_as(
     }
     let facts = MessageFacts {
         tls_required_no: false,
+        utf8_header: false,
         size: bytes.len() as u64,
         has_8bit: bytes.iter().any(|&b| b >= 0x80),
     };
@@ -1593,6 +1615,52 @@ fn mime_session_as(
         results: client.into_results(),
         written: transport.written_text(),
         handshake: true,
+        end,
+        leftover_script: transport.steps.len(),
+    }
+}
+
+// ---------- SMTPUTF8 (Postfix's rules plus A-labels) and stray CR ----------
+
+/// A session for an envelope that requested SMTPUTF8, with `header_utf8`
+/// as the header fact; `body` empty means [`BODY`].
+fn smtp_utf8(rcpts: &[&str], header_utf8: bool, body: &'static [u8], steps: Vec<Step>) -> Outcome {
+    let env = Envelope {
+        smtputf8: true,
+        ..envelope(rcpts)
+    };
+    drive_body(env, header_utf8, body, true, steps)
+}
+
+fn drive_body(
+    env: Envelope,
+    header_utf8: bool,
+    body: &'static [u8],
+    replace_stray_cr: bool,
+    steps: Vec<Step>,
+) -> Outcome {
+    let body = if body.is_empty() { BODY } else { body };
+    let facts = MessageFacts {
+        tls_required_no: false,
+        utf8_header: header_utf8,
+        size: body.len() as u64,
+        has_8bit: !body.is_ascii(),
+    };
+    let mut client = Client::new(client_settings(false), env, facts);
+    client.set_replace_stray_cr(replace_stray_cr);
+    let mut conn = Connection::new(Scripted::new(steps), 2048);
+    let message = Inline(body);
+    let mut end = run(&mut conn, &mut client, &timeouts(), &message, 998);
+    if end == RunEnd::Idle {
+        close(&mut conn, &mut client, &timeouts());
+        end = RunEnd::Idle;
+    }
+    let handshake = client.handshake_done();
+    let transport = conn.into_inner();
+    Outcome {
+        results: client.into_results(),
+        written: transport.written_text(),
+        handshake,
         end,
         leftover_script: transport.steps.len(),
     }
@@ -1706,4 +1774,155 @@ fn lmtp_converts_like_smtp() {
         out.written
     );
     assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+}
+
+fn accepting(ehlo: &str) -> Vec<Step> {
+    vec![
+        say("220 x\r\n"),
+        say(ehlo),
+        say("250 ok\r\n250 ok\r\n354 go\r\n"),
+        say("250 ok\r\n"),
+    ]
+}
+
+#[test]
+fn smtputf8_not_requested_goes_as_it_is_without_smtputf8() {
+    // Postfix: no SMTPUTF8 request, no requirement, even with UTF-8 in a
+    // local part and a server without SMTPUTF8.
+    let out = drive_body(
+        envelope(&["ü@y.test"]),
+        true,
+        b"",
+        true,
+        accepting(EHLO_PIPE),
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+    assert!(
+        out.written.contains("MAIL FROM:<s@x.test> BODY=7BIT\r\n"),
+        "{}",
+        out.written
+    );
+    assert!(
+        out.written.contains("RCPT TO:<ü@y.test>\r\n"),
+        "{}",
+        out.written
+    );
+    // Nor to a server that offers it.
+    let out = drive_body(
+        envelope(&["ü@y.test"]),
+        false,
+        b"",
+        true,
+        accepting("250-x\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"),
+    );
+    assert!(
+        out.written.contains("MAIL FROM:<s@x.test> BODY=7BIT\r\n"),
+        "{}",
+        out.written
+    );
+}
+
+#[test]
+fn smtputf8_requested_with_utf8_domains_only_goes_as_a_labels() {
+    let out = smtp_utf8(&["a@bücher.test"], false, b"", accepting(EHLO_PIPE));
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+    assert!(
+        out.written.contains("MAIL FROM:<s@x.test> BODY=7BIT\r\n"),
+        "{}",
+        out.written
+    );
+    assert!(
+        out.written.contains("RCPT TO:<a@xn--bcher-kva.test>\r\n"),
+        "{}",
+        out.written
+    );
+    assert!(!out.written.contains("bücher"), "{}", out.written);
+    // The message itself is not changed.
+    assert!(
+        out.written.contains("..hi\r\nbye\r\n.\r\n"),
+        "{}",
+        out.written
+    );
+}
+
+#[test]
+fn smtputf8_requested_keeps_utf8_domains_when_offered() {
+    let out = smtp_utf8(
+        &["a@bücher.test"],
+        false,
+        b"",
+        accepting("250-x\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"),
+    );
+    assert!(out.written.contains("SMTPUTF8\r\n"), "{}", out.written);
+    assert!(
+        out.written.contains("RCPT TO:<a@bücher.test>\r\n"),
+        "{}",
+        out.written
+    );
+}
+
+#[test]
+fn smtputf8_requested_with_a_utf8_header_needs_smtputf8() {
+    // ASCII envelope, UTF-8 header: Postfix's SMTPUTF8_FLAG_HEADER.
+    let out = smtp_utf8(
+        &["a@y.test"],
+        true,
+        b"",
+        vec![say("220 x\r\n"), say(EHLO_PIPE)],
+    );
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "5.6.7".into(),
+            "SMTPUTF8 is required, but was not offered by host mx.test[127.0.0.1]".into()
+        ))
+    );
+    assert!(!out.written.contains("MAIL"));
+    // A UTF-8 header and a UTF-8 domain: A-labels are not enough.
+    let out = smtp_utf8(
+        &["a@bücher.test"],
+        true,
+        b"",
+        vec![say("220 x\r\n"), say(EHLO_PIPE)],
+    );
+    assert_eq!(failed(&out.results[0]).map(|f| f.0), Some("5.6.7".into()));
+    // Requested, all ASCII: goes without SMTPUTF8.
+    let out = smtp_utf8(&["a@y.test"], false, b"", accepting(EHLO_PIPE));
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+}
+
+#[test]
+fn stray_cr_is_replaced_unless_configured_off() {
+    let body: &'static [u8] = b"Subject: t\r\n\r\na\r.\rb\n.\r\nc\r\r\nd\r";
+    let out = drive_body(
+        envelope(&["a@y.test"]),
+        false,
+        body,
+        true,
+        accepting(EHLO_PIPE),
+    );
+    assert!(
+        out.written.contains("354 go") || out.written.contains("DATA\r\n"),
+        "{}",
+        out.written
+    );
+    assert!(
+        out.written
+            .ends_with("\r\n\r\na . b\r\n..\r\nc \r\nd \r\n.\r\nQUIT\r\n"),
+        "{:?}",
+        out.written
+    );
+    let out = drive_body(
+        envelope(&["a@y.test"]),
+        false,
+        body,
+        false,
+        accepting(EHLO_PIPE),
+    );
+    assert!(
+        out.written
+            .ends_with("\r\n\r\na\r.\rb\r\n..\r\nc\r\r\nd\r\r\n.\r\nQUIT\r\n"),
+        "{:?}",
+        out.written
+    );
 }

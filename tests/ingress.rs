@@ -656,3 +656,41 @@ fn a_worker_that_panics_mid_message_answers_4xx_and_the_next_message_goes() {
     drop(lmtp);
     assert_spool_empties(&spool);
 }
+
+/// SMTP smuggling into the ingress: the published end-of-data variants
+/// (`\n.\n`, `\r.\r`, `\n.\r\n` after a bare LF line...) do not end the
+/// message (Postfix's `smtpd_forbid_bare_newline = normalize`); the
+/// "second message" stays text of the first; the one message goes out
+/// with CRLF line ends and stray CRs as spaces, and the smuggled MAIL FROM
+/// never reaches the server as a command.
+#[test]
+fn no_smuggling_variant_ends_an_ingress_message_early() {
+    let server = smtp_server(Behaviour::default());
+    let (_daemon, socket, _spool) = start_unix(&server.nexthop(), "", "");
+    let mut lmtp = Lmtp::unix(&socket);
+    lmtp.begin("", "s@y.test", &["b@y.test"]);
+    lmtp.send(
+        "Subject: s\r\n\r\nhello\n.\nMAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@y.test>\r\n\
+         DATA\r\n\r\nsmuggled\r.\r\nagain\n.\r\nQUIT\r\n.\rbye\r\n.\r\n",
+    );
+    let reply = lmtp.reply();
+    assert!(reply.starts_with("250 "), "{reply}");
+    lmtp.send("QUIT\r\n");
+    assert!(lmtp.reply().starts_with("221 "));
+    let t = server.finish().expect("the daemon delivered");
+    let mails: Vec<_> = t
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("MAIL"))
+        .collect();
+    assert_eq!(mails.len(), 1, "{:?}", t.commands);
+    assert!(
+        !t.commands.iter().any(|c| c.contains("evil@")),
+        "{:?}",
+        t.commands
+    );
+    let body = t.body.expect("a message arrived");
+    let want: &[u8] = b"hello\r\nMAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@y.test>\r\n\
+        DATA\r\n\r\nsmuggled .\r\nagain\r\nQUIT\r\n bye\r\n";
+    assert!(body.ends_with(want), "{:?}", String::from_utf8_lossy(&body));
+}

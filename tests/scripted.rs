@@ -449,10 +449,82 @@ fn many_pipelined_recipients_beyond_the_send_window_are_all_sent() {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn utf8_recipient_without_the_smtputf8_request_goes_as_it_is() {
+    // Postfix: no request, no requirement; UTF-8 local parts worked before
+    // SMTPUTF8 and keep working. An address with a UTF-8 local part has no
+    // ASCII form: it goes whole as it is; an ASCII local part's domain goes
+    // as an A-label.
+    let server = smtp_server(Behaviour::default().keywords(&["PIPELINING", "8BITMIME"]));
+    let run = Delivery::to(&server.nexthop())
+        .rcpts(&["üser@bücher.test", "user@bücher.test"])
+        .run();
+    assert_eq!(run.code, 0, "{run:#?}");
+    let t = transcript(server);
+    assert_eq!(
+        t.commands,
+        commands(&[
+            &ehlo(),
+            "MAIL FROM:<a@x.test> BODY=7BIT",
+            "RCPT TO:<üser@bücher.test>",
+            "RCPT TO:<user@xn--bcher-kva.test>",
+            "DATA",
+            ".",
+            "QUIT"
+        ])
+    );
+}
+
+#[test]
+fn utf8_domains_go_as_a_labels_when_smtputf8_is_not_offered() {
+    let server = smtp_server(Behaviour::default().keywords(&["PIPELINING", "8BITMIME"]));
+    let run = Delivery::to(&server.nexthop())
+        .from("a@bücher.test")
+        .rcpts(&["b@Bücher.test", "c@y.test"])
+        .smtputf8()
+        .run();
+    assert_eq!(run.code, 0, "{run:#?}");
+    let t = transcript(server);
+    assert_eq!(
+        t.commands,
+        commands(&[
+            &ehlo(),
+            "MAIL FROM:<a@xn--bcher-kva.test> BODY=7BIT",
+            "RCPT TO:<b@xn--bcher-kva.test>",
+            "RCPT TO:<c@y.test>",
+            "DATA",
+            ".",
+            "QUIT"
+        ])
+    );
+}
+
+#[test]
+fn a_utf8_header_needs_smtputf8_when_requested() {
+    let server = smtp_server(Behaviour::default().keywords(&["PIPELINING", "8BITMIME"]));
+    Delivery::to(&server.nexthop())
+        .rcpt("b@y.test")
+        .message("Subject: Grüße\r\n\r\nbody\r\n".as_bytes())
+        .smtputf8()
+        .run()
+        .expect(
+            69,
+            &[Line::bounced(
+                "b@y.test",
+                &server.relay(),
+                "5.6.7",
+                &format!("SMTPUTF8 is required, but was not offered by host {PEER}"),
+            )],
+        );
+    let t = transcript(server);
+    assert_eq!(t.commands, commands(&[&ehlo(), "QUIT"]));
+}
+
+#[test]
 fn utf8_recipient_bounces_when_smtputf8_is_not_offered() {
     let server = smtp_server(Behaviour::default().keywords(&["PIPELINING", "8BITMIME"]));
     Delivery::to(&server.nexthop())
         .rcpt("üser@y.test")
+        .smtputf8()
         .run()
         .expect(
             69,
@@ -472,6 +544,7 @@ fn utf8_recipient_is_sent_with_smtputf8_when_offered() {
     let server = smtp_server(Behaviour::default().keywords(&["PIPELINING", "SMTPUTF8"]));
     Delivery::to(&server.nexthop())
         .rcpt("üser@y.test")
+        .smtputf8()
         .run()
         .expect(
             0,
@@ -1158,6 +1231,7 @@ fn orcpt_keeps_quoting_and_uses_utf8_type_like_postfix() {
     let server = smtp_server(Behaviour::default().keywords(&["PIPELINING", "DSN", "SMTPUTF8"]));
     let run = Delivery::to(&server.nexthop())
         .rcpts(&["a b@y.test", "üser@y.test"])
+        .smtputf8()
         .run();
     assert_eq!(run.code, 0, "{run:#?}");
     let t = transcript(server);

@@ -214,9 +214,18 @@ config_table! {
         /// Maximal length of the server reply text kept for logging and
         /// bounces; longer text is cut. At least 512.
         reply_length_limit: usize = 2048, mirrors "line_length_limit", check = check_reply_length_limit;
-        /// Use SMTPUTF8 for mail that needs it. Such mail to a server that
-        /// does not offer SMTPUTF8 fails with 5.6.7.
+        /// Use SMTPUTF8 for mail that requested it. Such mail with UTF-8 in
+        /// the envelope or the header, to a server that does not offer
+        /// SMTPUTF8, fails with 5.6.7 unless the UTF-8 is in domains alone
+        /// (then sent as A-labels). false: never requested nor required.
         smtputf8_enable: bool = true, mirrors "smtputf8_enable";
+        /// Replace each stray CR (one not followed by LF; LF and CRLF end
+        /// lines) in message content with a space, so that no message can
+        /// carry a bare CR to the server nor an end-of-data that a lenient
+        /// server would see (SMTP smuggling). Postfix does this in cleanup;
+        /// mailhop in the client, as it sends. false: a stray CR is data and
+        /// goes out as it is. Applies to LMTP too.
+        replace_stray_cr: bool = true, mirrors "cleanup_replace_stray_cr_lf";
         /// Once PIPELINING is in effect, a reply line without a valid
         /// three-digit code is a protocol error at once: the open
         /// recipients bounce 5.5.0 and the session is dropped. false gives

@@ -3,10 +3,17 @@
 //! until the final dot. Chunks may split anywhere, even inside the final
 //! `CRLF . CRLF`; memory stays what one chunk takes.
 //!
-//! The end is a line holding only a dot, ended by CRLF or by a bare LF
-//! (as Postfix's smtpd reads it): `.\r\n` or `.\n` at the start of a line
-//! (the first line counts as a line start). A dot that starts any other
-//! line is dropped (RFC 5321 section 4.5.2). Nothing here panics.
+//! Lines end with CRLF or with a bare LF, but only the standard
+//! `<CR><LF>.<CR><LF>` ends the data, as Postfix's smtpd with
+//! `smtpd_forbid_bare_newline = normalize` (the 3.9 default) reads it: a
+//! line holding only a dot ends the message when it and the line before it
+//! (if any; the first line counts as after a CRLF) end with CRLF. A lone
+//! dot line that ends with a bare LF, or follows a line that did, is
+//! dropped and reading goes on, so `\n.\n`, `\r\n.\n` or `\n.\r\n`
+//! cannot end the message early and smuggle what follows in as commands
+//! (SMTP smuggling). A bare CR never ends a line (`\r.\r` is text). A dot
+//! that starts any other line is dropped (RFC 5321 section 4.5.2). Nothing
+//! here panics.
 
 /// Where the receiver stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +36,10 @@ pub struct DataReceiver {
     at: At,
     /// Message bytes produced so far.
     size: u64,
+    /// The last line ended with a bare LF (Postfix's `prev_got_bare_lf`).
+    prev_bare_lf: bool,
+    /// Inside a line: its last byte so far is a CR.
+    last_cr: bool,
 }
 
 impl Default for DataReceiver {
@@ -42,6 +53,8 @@ impl DataReceiver {
         Self {
             at: At::LineStart,
             size: 0,
+            prev_bare_lf: false,
+            last_cr: false,
         }
     }
 
@@ -70,12 +83,19 @@ impl DataReceiver {
                     let rest = input.get(i..).unwrap_or_default();
                     match rest.iter().position(|&b| b == b'\n') {
                         Some(n) => {
+                            let cr = match n.checked_sub(1) {
+                                Some(before) => rest.get(before) == Some(&b'\r'),
+                                None => self.last_cr,
+                            };
                             out.extend_from_slice(rest.get(..=n).unwrap_or_default());
                             i += n + 1;
-                            self.at = At::LineStart;
+                            self.line_end(!cr);
                         }
                         None => {
                             out.extend_from_slice(rest);
+                            if let Some(&last) = rest.last() {
+                                self.last_cr = last == b'\r';
+                            }
                             i = input.len();
                         }
                     }
@@ -84,9 +104,13 @@ impl DataReceiver {
                     i += 1;
                     match byte {
                         b'.' => self.at = At::Dot,
-                        b'\n' => out.push(byte),
+                        b'\n' => {
+                            out.push(byte);
+                            self.line_end(true);
+                        }
                         _ => {
                             out.push(byte);
+                            self.last_cr = byte == b'\r';
                             self.at = At::Inside;
                         }
                     }
@@ -95,10 +119,15 @@ impl DataReceiver {
                     i += 1;
                     match byte {
                         b'\r' => self.at = At::DotCr,
-                        b'\n' => self.at = At::Done,
+                        b'\n' => {
+                            // A lone dot ended by a bare LF: not the end,
+                            // and not stored (Postfix's normalize).
+                            self.line_end(true);
+                        }
                         _ => {
                             // A stuffed dot: dropped.
                             out.push(byte);
+                            self.last_cr = false;
                             self.at = At::Inside;
                         }
                     }
@@ -106,11 +135,17 @@ impl DataReceiver {
                 At::DotCr => {
                     if byte == b'\n' {
                         i += 1;
-                        self.at = At::Done;
+                        if self.prev_bare_lf {
+                            // ".\r\n" after a bare LF line: dropped too.
+                            self.line_end(false);
+                        } else {
+                            self.at = At::Done;
+                        }
                     } else {
                         // ".\r" then more: the line ".\rX" unstuffed; the
                         // byte is looked at again, inside the line.
                         out.push(b'\r');
+                        self.last_cr = true;
                         self.at = At::Inside;
                     }
                 }
@@ -122,6 +157,15 @@ impl DataReceiver {
             .size
             .saturating_add(u64::try_from(produced).unwrap_or(u64::MAX));
         i
+    }
+}
+
+impl DataReceiver {
+    /// A line ended (with a bare LF when `bare_lf`): the next byte starts one.
+    fn line_end(&mut self, bare_lf: bool) {
+        self.prev_bare_lf = bare_lf;
+        self.last_cr = false;
+        self.at = At::LineStart;
     }
 }
 

@@ -4,8 +4,14 @@
 //! are the bytes that go on the wire after `354`", except the terminating
 //! `.<CRLF>`, which the caller writes:
 //!
-//! * line endings are normalised to CRLF (bare LF becomes CRLF, CRLF is kept,
-//!   a bare CR that is not followed by LF is data and is passed through);
+//! * line endings are normalised to CRLF (bare LF becomes CRLF, CRLF is kept);
+//! * a stray CR (one not followed by LF: LF and CRLF both end lines, so no
+//!   LF is ever stray) is replaced with a SPACE, as Postfix 3.9's cleanup
+//!   does with `cleanup_replace_stray_cr_lf = yes`, so no message can put a
+//!   bare CR on the wire and no lenient receiver can be made to see an
+//!   end-of-data (`\r.\r`, `\n.\r\n`, ... — SMTP smuggling) that we did
+//!   not send; [`BodyEncoder::replace_stray_cr`]`(false)` passes it through
+//!   as data instead (the `[smtp] replace_stray_cr = false` setting);
 //! * lines that start with `.` are dot-stuffed (RFC 5321 section 4.5.2);
 //! * lines longer than the line length limit are broken Postfix-style
 //!   (`smtp_line_length_limit`): after `limit` bytes a CRLF and a SPACE are
@@ -51,6 +57,66 @@ pub struct BodyFacts {
     /// The header (within its first [`READ_CHUNK`] bytes) has a
     /// `TLS-Required: No` field (RFC 8689 section 5).
     pub tls_required_no: bool,
+    /// The primary header (up to the first empty line) has a byte ≥ 0x80:
+    /// Postfix's `SMTPUTF8_FLAG_HEADER` (cleanup_out.c).
+    pub utf8_header: bool,
+}
+
+/// Streaming test for a non-ASCII byte in the primary header: fed the
+/// message in pieces of any size, it stops looking at the first empty line
+/// (LF or CRLF at the start of a line) or at the first byte ≥ 0x80.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderScan {
+    /// At the start of a line (the message starts at one).
+    line_start: bool,
+    /// A CR alone at the start of a line: an LF now ends the header.
+    cr_at_start: bool,
+    /// The empty line was seen.
+    ended: bool,
+    non_ascii: bool,
+}
+
+impl Default for HeaderScan {
+    fn default() -> Self {
+        Self {
+            line_start: true,
+            cr_at_start: false,
+            ended: false,
+            non_ascii: false,
+        }
+    }
+}
+
+impl HeaderScan {
+    /// Looks at the next piece of the message.
+    pub fn feed(&mut self, piece: &[u8]) {
+        for &b in piece {
+            if self.ended || self.non_ascii {
+                return;
+            }
+            match b {
+                0x80..=0xff => self.non_ascii = true,
+                b'\n' => {
+                    self.ended = self.line_start || self.cr_at_start;
+                    self.line_start = true;
+                    self.cr_at_start = false;
+                }
+                b'\r' if self.line_start => {
+                    self.line_start = false;
+                    self.cr_at_start = true;
+                }
+                _ => {
+                    self.line_start = false;
+                    self.cr_at_start = false;
+                }
+            }
+        }
+    }
+
+    /// The header seen so far has a byte ≥ 0x80.
+    pub fn non_ascii(&self) -> bool {
+        self.non_ascii
+    }
 }
 
 /// Whether the header at the start of `start` (up to the first empty
@@ -140,6 +206,8 @@ pub struct BodyEncoder {
     /// The previous input piece ended with a CR whose meaning (line ending
     /// or data) depends on the next byte. It has not been emitted yet.
     pending_cr: bool,
+    /// A CR not followed by LF becomes a SPACE (else it is data).
+    replace_stray_cr: bool,
 }
 
 impl BodyEncoder {
@@ -148,6 +216,9 @@ impl BodyEncoder {
     ///
     /// A limit of 1 is treated as 2: a continuation line needs room for its
     /// leading space plus at least one byte of data.
+    ///
+    /// A stray CR is replaced with a SPACE (Postfix's default); see
+    /// [`replace_stray_cr`](Self::replace_stray_cr).
     pub fn new(line_length_limit: usize) -> Self {
         let limit = match line_length_limit {
             1 => 2,
@@ -157,7 +228,16 @@ impl BodyEncoder {
             limit,
             line_len: 0,
             pending_cr: false,
+            replace_stray_cr: true,
         }
+    }
+
+    /// Whether a stray CR (a CR not followed by LF) becomes a SPACE (true,
+    /// the default, as Postfix's `cleanup_replace_stray_cr_lf = yes`) or is
+    /// passed through as data (false: a bare CR reaches the wire).
+    pub fn replace_stray_cr(mut self, replace: bool) -> Self {
+        self.replace_stray_cr = replace;
+        self
     }
 
     /// The effective line length limit (0 = none).
@@ -181,7 +261,7 @@ impl BodyEncoder {
                 }
                 Some(_) => {
                     self.pending_cr = false;
-                    self.push_content(b"\r", out);
+                    self.push_stray_cr(out);
                 }
             }
         }
@@ -192,6 +272,11 @@ impl BodyEncoder {
             let line = &rest[..pos];
             rest = &rest[pos + 1..];
             let content = line.strip_suffix(b"\r").unwrap_or(line);
+            if self.replace_stray_cr && find_cr(content).is_some() {
+                self.push_replacing_cr(content, out);
+                self.end_line(out);
+                continue;
+            }
             if self.line_len == 0
                 && content.first() != Some(&b'.')
                 && (self.limit == 0 || content.len() <= self.limit)
@@ -211,7 +296,11 @@ impl BodyEncoder {
             }
             None => rest,
         };
-        self.push_content(content, out);
+        if self.replace_stray_cr {
+            self.push_replacing_cr(content, out);
+        } else {
+            self.push_content(content, out);
+        }
     }
 
     /// Ends the message: emits a held-back CR as data and adds a final CRLF
@@ -220,11 +309,30 @@ impl BodyEncoder {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.pending_cr {
             self.pending_cr = false;
-            self.push_content(b"\r", out);
+            self.push_stray_cr(out);
         }
         if self.line_len != 0 {
             self.end_line(out);
         }
+    }
+
+    /// A CR known not to start a CRLF: a SPACE, or the CR itself.
+    fn push_stray_cr(&mut self, out: &mut Vec<u8>) {
+        let byte: &[u8] = if self.replace_stray_cr { b" " } else { b"\r" };
+        self.push_content(byte, out);
+    }
+
+    /// [`push_content`](Self::push_content) with every CR in `data` (line
+    /// content: none of them ends a line) replaced by a SPACE.
+    fn push_replacing_cr(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let mut rest = data;
+        while let Some(pos) = find_cr(rest) {
+            let (head, tail) = rest.split_at_checked(pos).unwrap_or((rest, &[]));
+            self.push_content(head, out);
+            self.push_content(b" ", out);
+            rest = tail.get(1..).unwrap_or_default();
+        }
+        self.push_content(rest, out);
     }
 
     fn end_line(&mut self, out: &mut Vec<u8>) {
@@ -277,6 +385,11 @@ fn find_lf(hay: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', hay)
 }
 
+/// Index of the first `\r` in `hay`.
+fn find_cr(hay: &[u8]) -> Option<usize> {
+    memchr::memchr(b'\r', hay)
+}
+
 /// Reads the next chunk into `buf`, retrying `Interrupted`. An empty slice
 /// means end of input.
 fn read_chunk<'a, R: Read>(src: &mut R, buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
@@ -296,16 +409,19 @@ fn read_chunk<'a, R: Read>(src: &mut R, buf: &'a mut [u8]) -> io::Result<&'a [u8
     }
 }
 
-/// Reads the whole input once: size in bytes as read, and whether any byte
-/// ≥ 0x80 occurs.
+/// Reads the whole input once: size in bytes as read, whether any byte
+/// ≥ 0x80 occurs, and the header facts (`TLS-Required: No`, non-ASCII).
 pub fn scan<R: Read>(mut src: R) -> io::Result<BodyFacts> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut facts = BodyFacts::default();
+    let mut header = HeaderScan::default();
     loop {
         let chunk = read_chunk(&mut src, &mut buf)?;
         if chunk.is_empty() {
+            facts.utf8_header = header.non_ascii();
             return Ok(facts);
         }
+        header.feed(chunk);
         if facts.size == 0 {
             facts.tls_required_no = has_tls_required_no(chunk);
         }
@@ -318,7 +434,10 @@ pub fn scan<R: Read>(mut src: R) -> io::Result<BodyFacts> {
 
 /// [`scan`] for a message already in memory.
 pub fn facts_of(bytes: &[u8]) -> BodyFacts {
+    let mut header = HeaderScan::default();
+    header.feed(bytes);
     BodyFacts {
+        utf8_header: header.non_ascii(),
         size: bytes.len() as u64,
         has_8bit: bytes.iter().fold(0u8, |acc, &b| acc | b) & 0x80 != 0,
         tls_required_no: has_tls_required_no(bytes.get(..READ_CHUNK).unwrap_or(bytes)),
@@ -328,7 +447,11 @@ pub fn facts_of(bytes: &[u8]) -> BodyFacts {
 /// A whole message in memory in wire form, appended to `out` (the
 /// terminating `.<CRLF>` is not added): what [`write_body`] writes.
 pub fn encode_all(bytes: &[u8], line_length_limit: usize, out: &mut Vec<u8>) {
-    let mut encoder = BodyEncoder::new(line_length_limit);
+    encode_all_with(bytes, BodyEncoder::new(line_length_limit), out);
+}
+
+/// [`encode_all`] with a configured encoder (e.g. stray CR pass-through).
+pub fn encode_all_with(bytes: &[u8], mut encoder: BodyEncoder, out: &mut Vec<u8>) {
     out.reserve(bytes.len() + bytes.len() / 32 + 8);
     encoder.encode(bytes, out);
     encoder.finish(out);
@@ -338,11 +461,19 @@ pub fn encode_all(bytes: &[u8], line_length_limit: usize, out: &mut Vec<u8>) {
 ///
 /// Does not write the terminating `.<CRLF>` and does not flush `dst`.
 pub fn write_body<R: Read, W: Write>(
-    mut src: R,
+    src: R,
     dst: &mut W,
     line_length_limit: usize,
 ) -> Result<u64, BodyError> {
-    let mut encoder = BodyEncoder::new(line_length_limit);
+    write_body_with(src, dst, BodyEncoder::new(line_length_limit))
+}
+
+/// [`write_body`] with a configured encoder (e.g. stray CR pass-through).
+pub fn write_body_with<R: Read, W: Write>(
+    mut src: R,
+    dst: &mut W,
+    mut encoder: BodyEncoder,
+) -> Result<u64, BodyError> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Vec::with_capacity(WRITE_THRESHOLD + 2 * READ_CHUNK);
     let mut written: u64 = 0;

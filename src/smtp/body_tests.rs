@@ -3,8 +3,10 @@ use std::time::Instant;
 
 // ---------- helpers ----------
 
+/// Pass-through of a stray CR (`replace_stray_cr = false`): the model
+/// these tests were written for; the replacing encoder has its own below.
 fn enc(input: &[u8], limit: usize) -> Vec<u8> {
-    let mut e = BodyEncoder::new(limit);
+    let mut e = BodyEncoder::new(limit).replace_stray_cr(false);
     let mut out = Vec::new();
     e.encode(input, &mut out);
     e.finish(&mut out);
@@ -12,7 +14,7 @@ fn enc(input: &[u8], limit: usize) -> Vec<u8> {
 }
 
 fn enc_pieces(pieces: &[&[u8]], limit: usize) -> Vec<u8> {
-    let mut e = BodyEncoder::new(limit);
+    let mut e = BodyEncoder::new(limit).replace_stray_cr(false);
     let mut out = Vec::new();
     for p in pieces {
         e.encode(p, &mut out);
@@ -324,7 +326,7 @@ fn eight_bit_long_line() {
 
 #[test]
 fn encoder_is_reusable_after_finish() {
-    let mut e = BodyEncoder::new(10);
+    let mut e = BodyEncoder::new(10).replace_stray_cr(false);
     let mut out = Vec::new();
     e.encode(b"abc\r", &mut out);
     e.finish(&mut out);
@@ -597,9 +599,18 @@ fn sample_message(len: usize) -> Vec<u8> {
 #[test]
 fn write_body_matches_encoder() {
     let input = sample_message(300_000);
-    let want = enc(&input, 998);
+    let want = enc_replacing(&input, 998);
     let mut dst = Vec::new();
     let n = write_body(&input[..], &mut dst, 998).map_err(|e| e.to_string());
+    assert_eq!(n, Ok(want.len() as u64));
+    assert_eq!(dst, want);
+    check_wire_form(&dst, 998);
+    assert_smuggling_safe(&dst);
+    // The pass-through encoder through write_body_with.
+    let want = enc(&input, 998);
+    let mut dst = Vec::new();
+    let encoder = BodyEncoder::new(998).replace_stray_cr(false);
+    let n = write_body_with(&input[..], &mut dst, encoder).map_err(|e| e.to_string());
     assert_eq!(n, Ok(want.len() as u64));
     assert_eq!(dst, want);
     check_wire_form(&dst, 998);
@@ -780,6 +791,7 @@ fn scan_ascii_and_8bit() {
         scan(&b"hello\r\nworld\n"[..]).ok(),
         Some(BodyFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 13,
             has_8bit: false
         })
@@ -788,6 +800,7 @@ fn scan_ascii_and_8bit() {
         scan(&b"Gr\xC3\xBC\xC3\x9Fe\n"[..]).ok(),
         Some(BodyFacts {
             tls_required_no: false,
+            utf8_header: true,
             size: 8,
             has_8bit: true
         })
@@ -796,6 +809,7 @@ fn scan_ascii_and_8bit() {
         scan(&b"\x7F\x00\x01"[..]).ok(),
         Some(BodyFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: 3,
             has_8bit: false
         })
@@ -811,6 +825,7 @@ fn scan_large_input_8bit_late() {
         scan(&input[..]).ok(),
         Some(BodyFacts {
             tls_required_no: false,
+            utf8_header: false,
             size: input.len() as u64,
             has_8bit: false
         })
@@ -821,6 +836,7 @@ fn scan_large_input_8bit_late() {
         scan(&input[..]).ok(),
         Some(BodyFacts {
             tls_required_no: false,
+            utf8_header: true,
             size: input.len() as u64,
             has_8bit: true
         })
@@ -838,6 +854,7 @@ fn scan_retries_interrupted_and_reports_errors() {
         scan(src).ok(),
         Some(BodyFacts {
             tls_required_no: false,
+            utf8_header: true,
             size: 8,
             has_8bit: true
         })
@@ -868,4 +885,172 @@ fn tls_required_no_is_read_from_the_header_only() {
             .unwrap()
             .tls_required_no
     );
+}
+
+// ---------- stray CR replacement (cleanup_replace_stray_cr_lf) ----------
+
+/// The replacing encoder (the default).
+fn enc_replacing(input: &[u8], limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_all(input, limit, &mut out);
+    out
+}
+
+fn enc_replacing_pieces(pieces: &[&[u8]], limit: usize) -> Vec<u8> {
+    let mut e = BodyEncoder::new(limit);
+    let mut out = Vec::new();
+    for p in pieces {
+        e.encode(p, &mut out);
+    }
+    e.finish(&mut out);
+    out
+}
+
+/// Postfix's rule as a model: LF and CRLF end lines; every other CR (one
+/// not followed by LF, also one at the very end) becomes a SPACE.
+fn replace_model(input: &[u8]) -> Vec<u8> {
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if b == b'\r' && input.get(i + 1) != Some(&b'\n') {
+                b' '
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+/// No bare CR, no bare LF, and no line that is a lone "." (the caller adds
+/// the real end): what no lenient receiver can misread as end-of-data.
+fn assert_smuggling_safe(wire: &[u8]) {
+    for (i, &b) in wire.iter().enumerate() {
+        if b == b'\r' {
+            assert_eq!(wire.get(i + 1), Some(&b'\n'), "bare CR at {i} in {wire:?}");
+        }
+        if b == b'\n' {
+            assert!(i > 0 && wire[i - 1] == b'\r', "bare LF at {i} in {wire:?}");
+        }
+    }
+    assert!(wire.is_empty() || wire.ends_with(b"\r\n"), "{wire:?}");
+    for line in split_crlf(wire) {
+        assert_ne!(line, b".", "a lone dot line in {wire:?}");
+    }
+}
+
+#[test]
+fn stray_cr_table() {
+    #[rustfmt::skip]
+    let table: &[(&[u8], &[u8])] = &[
+        (b"a\rb\n",          b"a b\r\n"),
+        (b"a\r\rb\r\n",      b"a  b\r\n"),
+        (b"a\r\r\n",         b"a \r\n"),
+        (b"\rx\n",           b" x\r\n"),
+        (b"abc\r",           b"abc \r\n"),
+        (b"\r",              b" \r\n"),
+        (b"a\n\r",           b"a\r\n \r\n"),
+        // The published smuggling payloads: none ends the data early.
+        (b"x\n.\ny",         b"x\r\n..\r\ny\r\n"),
+        (b"x\r.\ry",         b"x . y\r\n"),
+        (b"x\r\n.\ry",       b"x\r\n.. y\r\n"),
+        (b"x\n.\r\ny",       b"x\r\n..\r\ny\r\n"),
+        (b"x\r.\ny",         b"x .\r\ny\r\n"),
+        (b"x\r\n.\ny",       b"x\r\n..\r\ny\r\n"),
+        (b"x\n.\ry",         b"x\r\n.. y\r\n"),
+        (b"x\n.\r",          b"x\r\n.. \r\n"),
+        (b"x\r.\r\nMAIL FROM:<a@b>\r\n", b"x .\r\nMAIL FROM:<a@b>\r\n"),
+        (b".\r",             b".. \r\n"),
+        (b"\r.\r\n",         b" .\r\n"),
+    ];
+    for &(input, want) in table {
+        assert_eq!(enc_replacing(input, 998), want, "input {input:?}");
+        assert_smuggling_safe(want);
+    }
+}
+
+#[test]
+fn stray_cr_replacement_matches_the_model_however_split() {
+    for input in boundary_inputs() {
+        for limit in [0, 1, 2, 3, 5, 10, 998] {
+            let whole = enc_replacing(&input, limit);
+            assert_eq!(
+                whole,
+                reference(&replace_model(&input), limit),
+                "input {input:?} limit {limit}"
+            );
+            assert_smuggling_safe(&whole);
+            for i in 0..=input.len() {
+                let (a, b) = input.split_at(i);
+                assert_eq!(
+                    enc_replacing_pieces(&[a, b], limit),
+                    whole,
+                    "input {input:?} split at {i}"
+                );
+            }
+            let pieces: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(
+                enc_replacing_pieces(&pieces, limit),
+                whole,
+                "input {input:?} bytewise"
+            );
+        }
+    }
+}
+
+#[test]
+fn stray_cr_replacement_on_random_inputs() {
+    const LIMITS: &[usize] = &[0, 1, 2, 3, 7, 10, 998];
+    let mut rng = Lcg(0x5eed_0c0d_cafe_0002);
+    for round in 0..4000 {
+        let input = random_input(&mut rng, 200);
+        let limit = LIMITS[rng.below(LIMITS.len())];
+        let want = reference(&replace_model(&input), limit);
+        let got = enc_replacing(&input, limit);
+        assert_eq!(got, want, "round {round} limit {limit} input {input:?}");
+        check_wire_form(&got, limit);
+        assert_smuggling_safe(&got);
+        let mut pieces = Vec::new();
+        let mut rest = &input[..];
+        while !rest.is_empty() {
+            let n = rng.below(rest.len().min(17) + 1);
+            let (a, b) = rest.split_at(n);
+            pieces.push(a);
+            rest = b;
+        }
+        assert_eq!(
+            enc_replacing_pieces(&pieces, limit),
+            want,
+            "round {round} pieces"
+        );
+    }
+}
+
+#[test]
+fn header_scan_finds_utf8_in_the_header_only() {
+    let cases: &[(&[u8], bool)] = &[
+        (b"Subject: hi\r\n\r\nGr\xC3\xBC\xC3\x9Fe\r\n", false),
+        (b"Subject: Gr\xC3\xBC\xC3\x9Fe\r\n\r\nbody\r\n", true),
+        (b"Subject: hi\n\nGr\xC3\xBC\n", false),
+        (b"Subject: hi\n folded \xC3\xBC\n\nbody\n", true),
+        (b"\r\nSubject: \xC3\xBC\r\n", false),
+        (b"\nSubject: \xC3\xBC\n", false),
+        // A bare CR line is not the empty line.
+        (b"A: b\r\n\rC: \xC3\xBC\r\n\r\n", true),
+        (b"", false),
+        (b"no empty line \xC3\xBC", true),
+    ];
+    for &(message, want) in cases {
+        assert_eq!(facts_of(message).utf8_header, want, "{message:?}");
+        assert_eq!(
+            scan(message).map(|f| f.utf8_header).ok(),
+            Some(want),
+            "{message:?}"
+        );
+        let mut scan = HeaderScan::default();
+        for b in message.chunks(1) {
+            scan.feed(b);
+        }
+        assert_eq!(scan.non_ascii(), want, "bytewise {message:?}");
+    }
 }

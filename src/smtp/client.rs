@@ -50,6 +50,7 @@ use super::command::{self, BodyType, MailParams, Notify, RcptParams, Ret};
 use super::ehlo::Extensions;
 use super::mime::{MimeError, MimeLimits};
 use super::reply::Reply;
+use super::smtputf8;
 use crate::dsn::Dsn;
 
 /// Most bytes of pipelined commands sent ahead of their replies.
@@ -178,14 +179,23 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// SMTPUTF8 is needed: requested, or an address is not ASCII.
+    /// SMTPUTF8 is needed: requested, and an address is not ASCII (Postfix's
+    /// `DELIVERY_REQUIRES_SMTPUTF8` as far as the envelope shows; see
+    /// [`Envelope::requires_smtputf8`] for the header too).
     pub fn needs_smtputf8(&self) -> bool {
         self.smtputf8
-            || command::needs_smtputf8(&self.sender)
-            || self
-                .recipients
-                .iter()
-                .any(|r| command::needs_smtputf8(&r.address))
+            && (command::needs_smtputf8(&self.sender)
+                || self
+                    .recipients
+                    .iter()
+                    .any(|r| command::needs_smtputf8(&r.address)))
+    }
+
+    /// SMTPUTF8 is required: requested, and the envelope or the header
+    /// (`facts.utf8_header`) has UTF-8 (Postfix's
+    /// `DELIVERY_REQUIRES_SMTPUTF8`).
+    pub fn requires_smtputf8(&self, facts: &MessageFacts) -> bool {
+        self.needs_smtputf8() || (self.smtputf8 && facts.utf8_header)
     }
 }
 
@@ -196,6 +206,8 @@ pub struct MessageFacts {
     pub has_8bit: bool,
     /// The header has `TLS-Required: No` (RFC 8689 section 5).
     pub tls_required_no: bool,
+    /// The header has a non-ASCII byte (Postfix's SMTPUTF8_FLAG_HEADER).
+    pub utf8_header: bool,
 }
 
 /// Fixed settings of one session.
@@ -404,6 +416,9 @@ pub struct Client {
     auth: Option<AuthExchange>,
     /// The mechanism this session authenticated with (235 received).
     authenticated: Option<&'static str>,
+    /// The body encoder replaces a stray CR with a space (see
+    /// [`Client::set_replace_stray_cr`]).
+    replace_stray_cr: bool,
 }
 
 impl Client {
@@ -447,12 +462,25 @@ impl Client {
             desync: false,
             auth: None,
             authenticated: None,
+            replace_stray_cr: true,
         }
     }
 
     /// The SASL mechanism this session authenticated with, if it did.
     pub fn authenticated(&self) -> Option<&'static str> {
         self.authenticated
+    }
+
+    /// `[smtp] replace_stray_cr` (Postfix's `cleanup_replace_stray_cr_lf`):
+    /// whether the message body goes out with each stray CR replaced by a
+    /// space (true, the default) or passed through.
+    pub fn set_replace_stray_cr(&mut self, replace: bool) {
+        self.replace_stray_cr = replace;
+    }
+
+    /// See [`Client::set_replace_stray_cr`].
+    pub fn replace_stray_cr(&self) -> bool {
+        self.replace_stray_cr
     }
 
     /// See [`Client::retry_plain`]: with this set, a lost connection or a
@@ -1338,10 +1366,22 @@ impl Client {
         self.tls_active
     }
 
+    /// The SMTPUTF8 facts of this transaction (see [`smtputf8`]).
+    fn smtputf8_facts(&self) -> smtputf8::Facts {
+        smtputf8::facts(
+            self.settings.smtputf8_enable,
+            self.envelope.smtputf8,
+            &self.envelope.sender,
+            self.envelope.recipients.iter().map(|r| r.address.as_str()),
+            self.facts.utf8_header,
+        )
+    }
+
     fn start_transaction(&mut self) {
         let peer = self.settings.peer.clone();
-        let smtputf8 = self.settings.smtputf8_enable && self.envelope.needs_smtputf8();
-        if smtputf8 && !self.extensions.smtputf8 {
+        let plan = self.smtputf8_facts().plan(self.extensions.smtputf8);
+        let smtputf8 = plan == smtputf8::Plan::Smtputf8;
+        if plan == smtputf8::Plan::Refuse {
             let dsn = Dsn::new(
                 crate::dsn::SMTPUTF8_REQUIRED,
                 format!("SMTPUTF8 is required, but was not offered by host {peer}"),
@@ -1390,13 +1430,21 @@ impl Client {
             } else {
                 None
             },
-            smtputf8: smtputf8 && ext.smtputf8,
+            smtputf8,
             requiretls: self.envelope.requiretls,
+        };
+        // Without SMTPUTF8, non-ASCII domains go as A-labels.
+        let address = |a: &'_ str| -> String {
+            if smtputf8 {
+                a.to_owned()
+            } else {
+                smtputf8::wire_address(a).into_owned()
+            }
         };
         self.pipelining = ext.pipelining;
         self.stage = Stage::Transaction;
         self.unsent.push_back((
-            command::mail_from(&self.envelope.sender, &mail),
+            command::mail_from(&address(&self.envelope.sender), &mail),
             Expect::Mail,
         ));
         for (index, rcpt) in self.envelope.recipients.iter().enumerate() {
@@ -1409,14 +1457,14 @@ impl Client {
                     orcpt: Some(command::orcpt_value(
                         rcpt.orcpt.as_deref(),
                         &rcpt.address,
-                        smtputf8 && ext.smtputf8,
+                        smtputf8,
                     )),
                 }
             } else {
                 RcptParams::default()
             };
             self.unsent.push_back((
-                command::rcpt_to(&rcpt.address, &params),
+                command::rcpt_to(&address(&rcpt.address), &params),
                 Expect::Rcpt(index),
             ));
         }

@@ -783,16 +783,15 @@ fn header_tokens(
     Some(tokens)
 }
 
-/// A whole message in memory, converted and in wire form, appended to
-/// `out` (without the final `.<CRLF>`).
+/// A whole message in memory, converted and put in wire form by
+/// `encoder`, appended to `out` (without the final `.<CRLF>`).
 pub fn encode_all_downgraded(
     bytes: &[u8],
-    line_length_limit: usize,
+    mut encoder: BodyEncoder,
     limits: MimeLimits,
     out: &mut Vec<u8>,
 ) -> Result<(), MimeError> {
     let mut mime = Downgrader::new(limits);
-    let mut encoder = BodyEncoder::new(line_length_limit);
     let mut mid = Vec::with_capacity(READ_CHUNK.min(bytes.len()).saturating_mul(2));
     for chunk in bytes.chunks(READ_CHUNK) {
         mime.feed(chunk, &mut mid)?;
@@ -810,11 +809,10 @@ pub fn encode_all_downgraded(
 pub fn write_body_downgraded<R: Read, W: Write>(
     mut src: R,
     dst: &mut W,
-    line_length_limit: usize,
+    mut encoder: BodyEncoder,
     limits: MimeLimits,
 ) -> Result<u64, DowngradeError> {
     let mut mime = Downgrader::new(limits);
-    let mut encoder = BodyEncoder::new(line_length_limit);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut mid = Vec::with_capacity(2 * READ_CHUNK);
     let mut out = Vec::with_capacity(WRITE_THRESHOLD + 4 * READ_CHUNK);

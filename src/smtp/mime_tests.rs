@@ -421,13 +421,26 @@ fn split_input_gives_identical_output() {
 fn wire_form_goes_through_the_body_encoder() {
     let mut wire = Vec::new();
     let input = b"Content-Transfer-Encoding: 8bit\n\n.\xe9\n.x\n";
-    assert!(encode_all_downgraded(input, 998, MimeLimits::default(), &mut wire).is_ok());
+    assert!(
+        encode_all_downgraded(
+            input,
+            BodyEncoder::new(998),
+            MimeLimits::default(),
+            &mut wire
+        )
+        .is_ok()
+    );
     assert_eq!(
         wire,
         b"Content-Transfer-Encoding: quoted-printable\r\n\r\n..=E9\r\n..x\r\n".to_vec()
     );
     let mut streamed = Vec::new();
-    let n = write_body_downgraded(&input[..], &mut streamed, 998, MimeLimits::default());
+    let n = write_body_downgraded(
+        &input[..],
+        &mut streamed,
+        BodyEncoder::new(998),
+        MimeLimits::default(),
+    );
     assert_eq!(streamed, wire);
     assert_eq!(n.ok(), Some(wire.len() as u64));
 }

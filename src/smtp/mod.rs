@@ -7,3 +7,4 @@ pub mod command;
 pub mod ehlo;
 pub mod mime;
 pub mod reply;
+pub mod smtputf8;

@@ -112,6 +112,7 @@ pub struct Delivery {
     to: Vec<String>,
     lmtp: bool,
     json: bool,
+    smtputf8: bool,
     id: Option<String>,
     message: Vec<u8>,
     message_arg: Option<OsString>,
@@ -132,6 +133,7 @@ impl Delivery {
             to: Vec::new(),
             lmtp: false,
             json: false,
+            smtputf8: false,
             id: None,
             message: SMALL_MESSAGE.to_vec(),
             message_arg: None,
@@ -162,6 +164,12 @@ impl Delivery {
 
     pub fn json(mut self) -> Self {
         self.json = true;
+        self
+    }
+
+    /// `--smtputf8`: the sender requests SMTPUTF8.
+    pub fn smtputf8(mut self) -> Self {
+        self.smtputf8 = true;
         self
     }
 
@@ -235,6 +243,9 @@ impl Delivery {
         }
         if self.json {
             args.push("--json".into());
+        }
+        if self.smtputf8 {
+            args.push("--smtputf8".into());
         }
         if let Some(nexthop) = &self.nexthop {
             args.push("--nexthop".into());

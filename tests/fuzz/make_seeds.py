@@ -68,6 +68,12 @@ jobs = {
                                                {"address": "u@a.test,[192.0.2.5]"}]),
     "control-chars": dict(base, id="a\u0000b", sender="s\r\nRCPT TO:<evil@x>", nexthop="unix:/x\r\ny"),
     "no-recipients": dict(base, recipients=[]),
+    "smtputf8-idn": dict(base, smtputf8=True, sender="s@b\u00fccher.test",
+                         recipients=[{"address": "a@B\u00dcCHER.example"},
+                                     {"address": "j\u00f6rg@example.test"},
+                                     {"address": "x@b\u00fc--cher-.test"},
+                                     {"address": "\"q@r\"@\u4f8b\u3048.\u30c6\u30b9\u30c8"}],
+                         message={"data": "Subject: Gr\u00fc\u00dfe\r\n\r\nbody\r\n"}),
 }
 lines = [json.dumps(v) for v in jobs.values()]
 for name, v in jobs.items():
@@ -203,6 +209,11 @@ data_seeds = {
     "smuggling": b"a\r\n\n.\n\r.\r\r\n.\r\r\n.\n\r\nb\r\n.\r\n",
     "eight-bit": "Subject: caf\u00e9\r\n\r\n\u00fcber\r\n.\r\n".encode(),
     "long-line": b"x" * 3000 + b"\r\n.\r\n",
+    # The published SMTP smuggling end-of-data variants, each followed by a
+    # smuggled transaction: none may end the data before the real end.
+    "smuggling-variants": b"a\n.\nMAIL FROM:<e@x>\r\nb\r.\rc\r\n.\rd\n.\r\ne\r.\nf\r\n.\ng\n.\rh\r.\r\n"
+    b"RCPT TO:<v@y>\r\nDATA\r\n\r\n.\r\n",
+    "bare-lf-then-crlf-dot": b"x\n.\r\nQUIT\r\ny\r\n.\r\n",
 }
 for i, (name, data) in enumerate(data_seeds.items()):
     write("lmtp_data", name, bytes([i * 37 % 256]) + data)
@@ -218,6 +229,11 @@ write("message_facts", "tls-required-no", b"From: a@x.test\r\nTLS-Required: No\r
 write("message_facts", "folded", b"Subject: x\nTLS-Required:\n\tno\n\nbody")
 write("message_facts", "in-body", b"Subject: x\r\n\r\nTLS-Required: No\r\n")
 write("message_facts", "8bit", b"Subject: \xc3\xa9\r\nTLS-Required: yes\r\n\r\n\xff")
+# ... and its wire form: stray CRs replaced, no smuggling sequence survives
+write("message_facts", "smuggling", b"Subject: s\r\n\r\na\n.\nb\r.\rc\r\n.\rd\n.\r\ne\r.\nf\r\n.\ng\n.\r"
+      b"MAIL FROM:<e@x>\r\n.\r")
+write("message_facts", "utf8-header-only", "Subject: \u00fcber\n\nplain\r\r\n".encode())
+write("message_facts", "utf8-body-only", "Subject: plain\r\n\r\n\u00fcber\r".encode())
 
 # --- tlsrpt_record: TXT texts of _smtp._tls.<domain>, one per line
 write("tlsrpt_record", "mailto", b"v=TLSRPTv1; rua=mailto:reports@example.com")
