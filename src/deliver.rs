@@ -1394,6 +1394,7 @@ impl Deliverer {
         };
         client.set_quit_after_data(!request.cache.store);
         client.set_replace_stray_cr(self.config.smtp.replace_stray_cr);
+        client.set_smtputf8_a_labels(self.config.smtp.smtputf8_a_labels);
         let needs_smtputf8 = request.envelope.requires_smtputf8(&request.facts);
         let chain = job.chain;
         let mut follow = || -> Option<Vec<u8>> {
@@ -1412,6 +1413,7 @@ impl Deliverer {
                 tls_active,
             );
             next.set_replace_stray_cr(self.config.smtp.replace_stray_cr);
+            next.set_smtputf8_a_labels(self.config.smtp.smtputf8_a_labels);
             match next.next_action() {
                 crate::smtp::client::Action::Send { bytes, .. } => {
                     chain?.set_primed(ticket, follower.message_digest, next);
@@ -1804,6 +1806,7 @@ impl Deliverer {
         // session (lost connection, timeout), for old enough mail.
         client.allow_plaintext_fallback(retry_plain_allowed);
         client.set_replace_stray_cr(self.config.smtp.replace_stray_cr);
+        client.set_smtputf8_a_labels(self.config.smtp.smtputf8_a_labels);
         let conn = Connection::new(stream, self.config.smtp.reply_length_limit);
         let (conn, end) = session::drive(
             conn,

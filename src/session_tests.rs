@@ -1639,6 +1639,17 @@ fn drive_body(
     replace_stray_cr: bool,
     steps: Vec<Step>,
 ) -> Outcome {
+    drive_body_with(env, header_utf8, body, replace_stray_cr, true, steps)
+}
+
+fn drive_body_with(
+    env: Envelope,
+    header_utf8: bool,
+    body: &'static [u8],
+    replace_stray_cr: bool,
+    a_labels: bool,
+    steps: Vec<Step>,
+) -> Outcome {
     let body = if body.is_empty() { BODY } else { body };
     let facts = MessageFacts {
         tls_required_no: false,
@@ -1648,6 +1659,7 @@ fn drive_body(
     };
     let mut client = Client::new(client_settings(false), env, facts);
     client.set_replace_stray_cr(replace_stray_cr);
+    client.set_smtputf8_a_labels(a_labels);
     let mut conn = Connection::new(Scripted::new(steps), 2048);
     let message = Inline(body);
     let mut end = run(&mut conn, &mut client, &timeouts(), &message, 998);
@@ -1923,6 +1935,44 @@ fn stray_cr_is_replaced_unless_configured_off() {
         out.written
             .ends_with("\r\n\r\na\r.\rb\r\n..\r\nc\r\r\nd\r\r\n.\r\nQUIT\r\n"),
         "{:?}",
+        out.written
+    );
+}
+
+#[test]
+fn smtputf8_a_labels_off_is_postfix_addresses_as_they_are_and_5_6_7() {
+    let env = Envelope {
+        smtputf8: true,
+        ..envelope(&["a@bücher.test"])
+    };
+    let out = drive_body_with(
+        env,
+        false,
+        b"",
+        true,
+        false,
+        vec![say("220 x\r\n"), say(EHLO_PIPE)],
+    );
+    assert_eq!(
+        failed(&out.results[0]),
+        Some((
+            "5.6.7".into(),
+            "SMTPUTF8 is required, but was not offered by host mx.test[127.0.0.1]".into()
+        ))
+    );
+    // Not requested: the address goes as it is, no A-label.
+    let out = drive_body_with(
+        envelope(&["a@bücher.test"]),
+        false,
+        b"",
+        true,
+        false,
+        accepting(EHLO_PIPE),
+    );
+    assert!(delivered(&out.results[0]).is_some(), "{:?}", out.results);
+    assert!(
+        out.written.contains("RCPT TO:<a@bücher.test>\r\n"),
+        "{}",
         out.written
     );
 }

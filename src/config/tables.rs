@@ -217,8 +217,16 @@ config_table! {
         /// Use SMTPUTF8 for mail that requested it. Such mail with UTF-8 in
         /// the envelope or the header, to a server that does not offer
         /// SMTPUTF8, fails with 5.6.7 unless the UTF-8 is in domains alone
-        /// (then sent as A-labels). false: never requested nor required.
+        /// (then sent as A-labels, see smtputf8_a_labels). false: never
+        /// requested nor required.
         smtputf8_enable: bool = true, mirrors "smtputf8_enable";
+        /// When a session goes without SMTPUTF8, send the non-ASCII domain
+        /// of an envelope address whose local part is ASCII in its A-label
+        /// form (UTS #46), in MAIL FROM and RCPT TO only; mail that requested
+        /// SMTPUTF8 and has UTF-8 in domains alone then reaches a server
+        /// without SMTPUTF8. Deliberate deviation: false gives Postfix's
+        /// behaviour (addresses as they are; such mail fails with 5.6.7).
+        smtputf8_a_labels: bool = true, mirrors "none (mailhop's own; deviation: Postfix never converts domains in SMTP commands)";
         /// Replace each stray CR (one not followed by LF; LF and CRLF end
         /// lines) in message content with a space, so that no message can
         /// carry a bare CR to the server nor an end-of-data that a lenient

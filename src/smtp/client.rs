@@ -419,6 +419,8 @@ pub struct Client {
     /// The body encoder replaces a stray CR with a space (see
     /// [`Client::set_replace_stray_cr`]).
     replace_stray_cr: bool,
+    /// See [`Client::set_smtputf8_a_labels`].
+    smtputf8_a_labels: bool,
 }
 
 impl Client {
@@ -463,6 +465,7 @@ impl Client {
             auth: None,
             authenticated: None,
             replace_stray_cr: true,
+            smtputf8_a_labels: true,
         }
     }
 
@@ -481,6 +484,13 @@ impl Client {
     /// See [`Client::set_replace_stray_cr`].
     pub fn replace_stray_cr(&self) -> bool {
         self.replace_stray_cr
+    }
+
+    /// `[smtp] smtputf8_a_labels`: whether, in a session without SMTPUTF8,
+    /// non-ASCII domains go as A-labels (true, the default, a deviation) or
+    /// addresses go as they are (false, Postfix).
+    pub fn set_smtputf8_a_labels(&mut self, a_labels: bool) {
+        self.smtputf8_a_labels = a_labels;
     }
 
     /// See [`Client::retry_plain`]: with this set, a lost connection or a
@@ -1368,13 +1378,16 @@ impl Client {
 
     /// The SMTPUTF8 facts of this transaction (see [`smtputf8`]).
     fn smtputf8_facts(&self) -> smtputf8::Facts {
-        smtputf8::facts(
-            self.settings.smtputf8_enable,
-            self.envelope.smtputf8,
-            &self.envelope.sender,
-            self.envelope.recipients.iter().map(|r| r.address.as_str()),
-            self.facts.utf8_header,
-        )
+        smtputf8::Facts {
+            a_labels: self.smtputf8_a_labels,
+            ..smtputf8::facts(
+                self.settings.smtputf8_enable,
+                self.envelope.smtputf8,
+                &self.envelope.sender,
+                self.envelope.recipients.iter().map(|r| r.address.as_str()),
+                self.facts.utf8_header,
+            )
+        }
     }
 
     fn start_transaction(&mut self) {
@@ -1433,9 +1446,11 @@ impl Client {
             smtputf8,
             requiretls: self.envelope.requiretls,
         };
-        // Without SMTPUTF8, non-ASCII domains go as A-labels.
+        // Without SMTPUTF8, non-ASCII domains go as A-labels (unless
+        // smtputf8_a_labels is off: Postfix's behaviour).
+        let a_labels = self.smtputf8_a_labels;
         let address = |a: &'_ str| -> String {
-            if smtputf8 {
+            if smtputf8 || !a_labels {
                 a.to_owned()
             } else {
                 smtputf8::wire_address(a).into_owned()

@@ -68,6 +68,9 @@ pub struct Facts {
     pub header: bool,
     /// Every non-ASCII domain of the envelope has an A-label form.
     pub domains_convert: bool,
+    /// `[smtp] smtputf8_a_labels`: A-labels may stand in for SMTPUTF8
+    /// (false: Postfix's behaviour, addresses always as they are).
+    pub a_labels: bool,
 }
 
 impl Facts {
@@ -89,7 +92,11 @@ impl Facts {
             return Plan::Plain;
         }
         // Required, and the server does not offer it: only A-labels can help.
-        if !self.header && self.envelope == AddressUtf8::Domain && self.domains_convert {
+        if self.a_labels
+            && !self.header
+            && self.envelope == AddressUtf8::Domain
+            && self.domains_convert
+        {
             Plan::Plain
         } else {
             Plan::Refuse
@@ -158,7 +165,8 @@ pub fn domain_converts(address: &str) -> bool {
     }
 }
 
-/// The facts of a transaction from its addresses and header fact.
+/// The facts of a transaction from its addresses and header fact, with
+/// A-labels allowed (set [`Facts::a_labels`] to change that).
 pub fn facts<'a>(
     enable: bool,
     requested: bool,
@@ -181,6 +189,7 @@ pub fn facts<'a>(
         envelope,
         header,
         domains_convert,
+        a_labels: true,
     }
 }
 

@@ -9,6 +9,7 @@ fn facts_of(requested: bool, envelope: AddressUtf8, header: bool) -> Facts {
         envelope,
         header,
         domains_convert: true,
+        a_labels: true,
     }
 }
 
@@ -62,6 +63,12 @@ fn postfix_table() {
             Plain
         };
         assert_eq!(postfix_rule, postfix, "{row}");
+        // smtputf8_a_labels = false is Postfix's behaviour in every row.
+        let without = Facts {
+            a_labels: false,
+            ..facts
+        };
+        assert_eq!(without.plan(offered), postfix, "{row} (a_labels off)");
         assert_eq!(
             facts.required(),
             postfix == Refuse || (requested && offered && (header || envelope != Ascii)),
