@@ -627,23 +627,53 @@ pub fn message_facts(data: &[u8]) {
     }
     let reference = fields.iter().flatten().any(|field| {
         field.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("TLS-Required")
+            name.trim_matches([' ', '\t'])
+                .eq_ignore_ascii_case("TLS-Required")
                 && value.trim().eq_ignore_ascii_case("no")
         })
     });
     assert_eq!(has_tls_required_no(data), reference, "TLS-Required: No");
-    // The header's non-ASCII fact: a byte ≥ 0x80 before the first empty
-    // line (LF or CRLF alone).
-    let mut header_end = data.len();
-    let mut start = 0;
+    // The header's non-ASCII fact, by Postfix's header end (mime_state.c,
+    // is_header.c): the header runs up to the empty line or the first line
+    // that is neither a field (name, optional blanks, colon) nor, after a
+    // field, a continuation (a blank or a stray CR first); a byte >= 0x80
+    // in a field's value or a continuation counts.
+    let mut any_field = false;
+    let mut header_utf8 = false;
     for line in data.split_inclusive(|&b| b == b'\n') {
-        if line == b"\n" || line == b"\r\n" {
-            header_end = start;
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let Some(&first) = content.first() else {
+            break;
+        };
+        if content == b"\r" {
             break;
         }
-        start += line.len();
+        if any_field && matches!(first, b' ' | b'\t' | b'\r') {
+            if !content.is_ascii() {
+                header_utf8 = true;
+                break;
+            }
+            continue;
+        }
+        let name_len = content
+            .iter()
+            .take_while(|&&b| b.is_ascii_graphic() && b != b':')
+            .count();
+        let after_name = content.get(name_len..).unwrap_or_default();
+        let blanks = after_name
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let value = match after_name.get(blanks..) {
+            Some([b':', value @ ..]) if name_len > 0 => value,
+            _ => break,
+        };
+        any_field = true;
+        if !value.is_ascii() {
+            header_utf8 = true;
+            break;
+        }
     }
-    let header_utf8 = data.get(..header_end).is_some_and(|h| !h.is_ascii());
     assert_eq!(in_memory.utf8_header, header_utf8, "header UTF-8");
     message_wire_form(data);
 }

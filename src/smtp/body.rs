@@ -62,25 +62,44 @@ pub struct BodyFacts {
     pub utf8_header: bool,
 }
 
-/// Streaming test for a non-ASCII byte in the primary header: fed the
-/// message in pieces of any size, it stops looking at the first empty line
-/// (LF or CRLF at the start of a line) or at the first byte ≥ 0x80.
+/// Streaming test for a non-ASCII byte in the primary header, fed the
+/// message in pieces of any size. The header ends where Postfix's MIME
+/// parser ends it (`mime_state.c` with `is_header.c`): at the empty line
+/// (LF or CRLF at the start of a line), or at the first line that is
+/// neither a header field (a name of printable ASCII, optional blanks,
+/// `:`) nor, after one, a continuation (starting with a blank; a stray CR
+/// counts as the blank it becomes on the wire). That line is body already.
+/// Scanning stops at the end of the header or the first byte ≥ 0x80 in it.
 #[derive(Clone, Copy, Debug)]
 pub struct HeaderScan {
-    /// At the start of a line (the message starts at one).
-    line_start: bool,
-    /// A CR alone at the start of a line: an LF now ends the header.
-    cr_at_start: bool,
-    /// The empty line was seen.
+    line: LineState,
+    /// A header field was seen (a blank line start continues it).
+    any_field: bool,
+    /// The header has ended.
     ended: bool,
     non_ascii: bool,
+}
+
+/// Where [`HeaderScan`] is in the current line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineState {
+    /// At the start of a line (the message starts at one).
+    Start,
+    /// A CR at the start of a line: an LF now makes the empty line.
+    CrAtStart,
+    /// In a field name (`is_header`'s IN_CHAR).
+    Name,
+    /// Blanks after the name (IN_CHAR_SPACE).
+    NameSpace,
+    /// After the colon, or in a continuation line: the field's value.
+    Value,
 }
 
 impl Default for HeaderScan {
     fn default() -> Self {
         Self {
-            line_start: true,
-            cr_at_start: false,
+            line: LineState::Start,
+            any_field: false,
             ended: false,
             non_ascii: false,
         }
@@ -94,22 +113,49 @@ impl HeaderScan {
             if self.ended || self.non_ascii {
                 return;
             }
-            match b {
-                0x80..=0xff => self.non_ascii = true,
-                b'\n' => {
-                    self.ended = self.line_start || self.cr_at_start;
-                    self.line_start = true;
-                    self.cr_at_start = false;
-                }
-                b'\r' if self.line_start => {
-                    self.line_start = false;
-                    self.cr_at_start = true;
-                }
-                _ => {
-                    self.line_start = false;
-                    self.cr_at_start = false;
-                }
+            self.step(b);
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        use LineState::{CrAtStart, Name, NameSpace, Start, Value};
+        self.line = match (self.line, b) {
+            (Start | CrAtStart, b'\n') => {
+                self.ended = true;
+                Start
             }
+            (Start, b'\r') => CrAtStart,
+            // A continuation line (a stray CR goes out as a blank).
+            (Start | CrAtStart, b' ' | b'\t') | (CrAtStart, _) if self.any_field => {
+                self.value_byte(b);
+                Value
+            }
+            (Start, b':') | (Start | CrAtStart, _) if !is_name_byte(b) => {
+                self.ended = true;
+                Start
+            }
+            (Start, _) | (Name, _) if is_name_byte(b) => Name,
+            (Name | NameSpace, b' ' | b'\t') => NameSpace,
+            (Name | NameSpace, b':') => {
+                self.any_field = true;
+                Value
+            }
+            (Value, b'\n') => Start,
+            (Value, _) => {
+                self.value_byte(b);
+                Value
+            }
+            // Anything else in a name: not a header line, so body.
+            _ => {
+                self.ended = true;
+                Start
+            }
+        };
+    }
+
+    fn value_byte(&mut self, b: u8) {
+        if b >= 0x80 {
+            self.non_ascii = true;
         }
     }
 
@@ -117,6 +163,24 @@ impl HeaderScan {
     pub fn non_ascii(&self) -> bool {
         self.non_ascii
     }
+}
+
+/// `bytes` without leading and trailing blanks (SP and HTAB, RFC 5322's
+/// WSP; a CR or another control character is not trimmed).
+fn trim_blanks(bytes: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
+/// A byte of a header field name (`is_header.c`: printable ASCII, not a
+/// blank, not the colon).
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b':'
 }
 
 /// Whether the header at the start of `start` (up to the first empty
@@ -148,7 +212,7 @@ pub fn has_tls_required_no(start: &[u8]) -> bool {
         if let Some(colon) = line.iter().position(|&b| b == b':')
             && line
                 .get(..colon)
-                .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(b"TLS-Required"))
+                .is_some_and(|name| trim_blanks(name).eq_ignore_ascii_case(b"TLS-Required"))
         {
             field = Some(line.get(colon + 1..).unwrap_or_default().to_vec());
         }

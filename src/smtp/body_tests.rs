@@ -798,9 +798,10 @@ fn scan_ascii_and_8bit() {
     );
     assert_eq!(
         scan(&b"Gr\xC3\xBC\xC3\x9Fe\n"[..]).ok(),
+        // Not a header field: body, so no header UTF-8 (Postfix's rule).
         Some(BodyFacts {
             tls_required_no: false,
-            utf8_header: true,
+            utf8_header: false,
             size: 8,
             has_8bit: true
         })
@@ -832,11 +833,12 @@ fn scan_large_input_8bit_late() {
     );
     let last = input.len() - 1;
     input[last] = 0xC3;
+    // One long line without a colon: not a header field, so body.
     assert_eq!(
         scan(&input[..]).ok(),
         Some(BodyFacts {
             tls_required_no: false,
-            utf8_header: true,
+            utf8_header: false,
             size: input.len() as u64,
             has_8bit: true
         })
@@ -846,7 +848,7 @@ fn scan_large_input_8bit_late() {
 #[test]
 fn scan_retries_interrupted_and_reports_errors() {
     let src = ChoppyReader {
-        data: b"abc\xC3def\n".to_vec(),
+        data: b"a:bc\xC3def\n".to_vec(),
         pos: 0,
         calls: 0,
     };
@@ -855,7 +857,7 @@ fn scan_retries_interrupted_and_reports_errors() {
         Some(BodyFacts {
             tls_required_no: false,
             utf8_header: true,
-            size: 8,
+            size: 9,
             has_8bit: true
         })
     );
@@ -1038,7 +1040,18 @@ fn header_scan_finds_utf8_in_the_header_only() {
         // A bare CR line is not the empty line.
         (b"A: b\r\n\rC: \xC3\xBC\r\n\r\n", true),
         (b"", false),
-        (b"no empty line \xC3\xBC", true),
+        // Postfix's header end: a line that is not a field ends it.
+        (b"no empty line \xC3\xBC", false),
+        (b"Subject: hi\r\nnot a header \xC3\xBC\r\n", false),
+        (b"Subject: hi\r\nNoColon\r\nX: \xC3\xBC\r\n", false),
+        (b"\xC3\xBC: x\r\n\r\n", false),
+        (b" folded first \xC3\xBC\r\n", false),
+        (b":x \xC3\xBC\r\n", false),
+        // Blanks before the colon (RFC 822's obsolete form), folding with
+        // a tab, a header without an empty line or a final newline.
+        (b"Subject : \xC3\xBC\r\n\r\n", true),
+        (b"X: a\r\n\t\xC3\xBC\r\n\r\n", true),
+        (b"Subject: \xC3\xBC", true),
     ];
     for &(message, want) in cases {
         assert_eq!(facts_of(message).utf8_header, want, "{message:?}");
@@ -1053,4 +1066,18 @@ fn header_scan_finds_utf8_in_the_header_only() {
         }
         assert_eq!(scan.non_ascii(), want, "bytewise {message:?}");
     }
+}
+
+/// Only blanks (SP, HTAB) may surround the field name: a control
+/// character before it makes no `TLS-Required` field (a fuzz finding: a
+/// vertical tab was trimmed by the reference and not by the scan).
+#[test]
+fn tls_required_name_is_trimmed_of_blanks_only() {
+    // A folded line belongs to the field before it.
+    assert!(!has_tls_required_no(b"A: x\r\n TLS-Required : No\r\n\r\n"));
+    assert!(has_tls_required_no(b"TLS-Required\t: No\r\n\r\n"));
+    assert!(!has_tls_required_no(
+        b"Subj\xffct: x\r\n\r\x0bTLS-Required: No\r\n"
+    ));
+    assert!(!has_tls_required_no(b"\x0bTLS-Required: No\r\n"));
 }
