@@ -1,0 +1,422 @@
+//! Retries of the Redis Streams feed (`src/feed/retry.rs`, issue 18)
+//! against a real redis-server started by each test on a loopback port:
+//! scheduling deferred recipients in the due set, promotion back to the
+//! stream (atomic, exactly once even with racing promoters), expiry past
+//! the queue lifetime, and a real delivery's answer (a scripted server
+//! deferring one recipient) turned into a retry.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mailhop::feed::retry::{
+    Outcome, RetryConfig, due_key, jobs_key, promote_due, schedule, waiting,
+};
+use mailhop::job::parse_job;
+use serde_json::{Value, json};
+
+mod common;
+use common::{Behaviour, Delivery, Workdir, smtp_server};
+
+const LIMIT: Duration = Duration::from_secs(10);
+const DAY: u64 = 86_400;
+
+/// A private redis-server on 127.0.0.1 (no persistence), stopped on drop.
+/// (A minimal copy until the feed's shared tests/common/redis.rs lands.)
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: Workdir,
+}
+
+impl Redis {
+    /// Starts one, or `None` after a loud skip when redis-server is missing.
+    fn start() -> Option<Redis> {
+        let bin: PathBuf = common::require_tool("redis-server", "redis-server")?;
+        for _ in 0..5 {
+            let dir = Workdir::with_prefix("redis");
+            let port = common::free_port();
+            let child = Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut redis = Redis {
+                child,
+                port,
+                _dir: dir,
+            };
+            if redis.wait_ready() {
+                return Some(redis);
+            }
+            // Lost the port race (or a slow start): drop it and try another.
+        }
+        panic!("redis-server did not start on a free loopback port in 5 tries");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            if let Ok(mut conn) = self.try_conn() {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut conn);
+                if pong.is_ok() {
+                    return true;
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        client.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("connect to redis-server")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn on() -> RetryConfig {
+    RetryConfig {
+        retries: true,
+        ..RetryConfig::default()
+    }
+}
+
+fn job_json(id: &str, recipients: &[&str], arrival: Option<u64>) -> String {
+    let mut job = json!({
+        "id": id,
+        "sender": "s@x.test",
+        "recipients": recipients.iter().map(|a| json!({"address": a})).collect::<Vec<_>>(),
+        "message": {"data": "Subject: retry\r\n\r\nhello\r\n"},
+    });
+    if let Some(t) = arrival {
+        job["arrival_time"] = json!(t);
+    }
+    job.to_string()
+}
+
+fn result_json(id: &str, recipients: &[(&str, &str, &str)]) -> String {
+    let list: Vec<Value> = recipients
+        .iter()
+        .map(|(address, status, dsn)| {
+            json!({
+                "address": address, "status": status, "dsn": dsn,
+                "relay": "mx.y.test[192.0.2.1]:25",
+                "diagnostic": format!("host mx.y.test[192.0.2.1] said: 452 {dsn} try later"),
+                "tls": null, "tls_policy": null,
+            })
+        })
+        .collect();
+    json!({"id": id, "recipients": list}).to_string()
+}
+
+/// The `job` fields of the stream's entries, oldest first.
+fn stream_jobs(conn: &mut redis::Connection, stream: &str) -> Vec<Value> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            assert_eq!(fields.len(), 1, "one field per entry: {fields:?}");
+            let (name, value) = fields.into_iter().next().expect("a field");
+            assert_eq!(name, "job");
+            serde_json::from_str(&value).expect("job JSON")
+        })
+        .collect()
+}
+
+#[test]
+fn deferred_recipients_return_to_the_stream_when_due() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let arrival = 1_700_000_000;
+    let now = arrival + 1000;
+    let job = job_json("j1", &["a@y.test", "b@y.test", "c@y.test"], Some(arrival));
+    let result = result_json(
+        "j1",
+        &[
+            ("a@y.test", "sent", "2.0.0"),
+            ("b@y.test", "deferred", "4.2.2"),
+            ("c@y.test", "deferred", "4.4.1"),
+        ],
+    );
+    let outcome = schedule(&mut conn, &on(), "jobs", &job, &result, now).expect("schedule");
+    assert_eq!(
+        outcome,
+        Outcome::Scheduled {
+            due: now + 1000,
+            recipients: 2
+        }
+    );
+    assert_eq!(waiting(&mut conn, "jobs").expect("ZCARD"), 1);
+
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 999, 10).expect("promote"),
+        0
+    );
+    assert!(stream_jobs(&mut conn, "jobs").is_empty(), "not due yet");
+
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 1000, 10).expect("promote"),
+        1
+    );
+    let jobs = stream_jobs(&mut conn, "jobs");
+    assert_eq!(jobs.len(), 1);
+    let back = &jobs[0];
+    assert_eq!(back["id"], "j1");
+    assert_eq!(back["arrival_time"], arrival);
+    assert_eq!(
+        back["recipients"],
+        json!([{"address": "b@y.test"}, {"address": "c@y.test"}])
+    );
+    assert_eq!(back["message"]["data"], "Subject: retry\r\n\r\nhello\r\n");
+    parse_job(back.to_string().as_bytes()).expect("the retried job is a valid job");
+
+    // Nothing left behind: neither the due set nor the job hash.
+    assert_eq!(waiting(&mut conn, "jobs").expect("ZCARD"), 0);
+    let left: usize = redis::cmd("HLEN")
+        .arg(jobs_key("jobs"))
+        .query(&mut conn)
+        .expect("HLEN");
+    assert_eq!(left, 0);
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 9999, 10).expect("promote"),
+        0
+    );
+}
+
+#[test]
+fn past_the_lifetime_deferred_recipients_bounce_and_nothing_waits() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let arrival = 1_700_000_000;
+    let job = job_json("j2", &["a@y.test", "b@y.test"], Some(arrival));
+    let result = result_json(
+        "j2",
+        &[
+            ("a@y.test", "deferred", "4.4.1"),
+            ("b@y.test", "bounced", "5.1.1"),
+        ],
+    );
+    let outcome =
+        schedule(&mut conn, &on(), "jobs", &job, &result, arrival + 5 * DAY).expect("schedule");
+    let Outcome::Expired(bounced) = outcome else {
+        panic!("expected expiry, got {outcome:?}");
+    };
+    let lines = bounced.text_lines();
+    assert_eq!(
+        lines,
+        [
+            "to=<a@y.test>, relay=mx.y.test[192.0.2.1]:25, dsn=4.4.1, status=bounced \
+             (host mx.y.test[192.0.2.1] said: 452 4.4.1 try later)"
+        ]
+    );
+    assert_eq!(
+        bounced.log,
+        Some(vec![
+            "j2: from=<s@x.test>, status=expired, returned to sender".to_string()
+        ])
+    );
+    assert_eq!(waiting(&mut conn, "jobs").expect("ZCARD"), 0);
+
+    // One second earlier it is still retried, at maximal_backoff_time.
+    let outcome = schedule(
+        &mut conn,
+        &on(),
+        "jobs",
+        &job,
+        &result,
+        arrival + 5 * DAY - 1,
+    )
+    .expect("schedule");
+    assert_eq!(
+        outcome,
+        Outcome::Scheduled {
+            due: arrival + 5 * DAY - 1 + 4000,
+            recipients: 1
+        }
+    );
+}
+
+#[test]
+fn retries_off_or_nothing_deferred_writes_nothing() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let job = job_json("j3", &["a@y.test"], Some(1_700_000_000));
+    let deferred = result_json("j3", &[("a@y.test", "deferred", "4.4.1")]);
+    let off = RetryConfig::default();
+    assert_eq!(
+        schedule(&mut conn, &off, "jobs", &job, &deferred, 1_700_000_100).expect("schedule"),
+        Outcome::Off
+    );
+    let sent = result_json("j3", &[("a@y.test", "sent", "2.0.0")]);
+    assert_eq!(
+        schedule(&mut conn, &on(), "jobs", &job, &sent, 1_700_000_100).expect("schedule"),
+        Outcome::Done
+    );
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+    // A result that is not this job's is refused, and writes nothing.
+    let other = result_json("other", &[("a@y.test", "deferred", "4.4.1")]);
+    assert!(schedule(&mut conn, &on(), "jobs", &job, &other, 1_700_000_100).is_err());
+    assert!(schedule(&mut conn, &on(), "jobs", "{not json", &deferred, 1).is_err());
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+}
+
+#[test]
+fn promotion_follows_due_order_and_its_limit() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let now = 1_700_000_000;
+    // Five jobs arriving at different times: due 300..=700 s from now.
+    for (i, age) in [700u64, 300, 500, 400, 600].iter().enumerate() {
+        let id = format!("k{i}");
+        let job = job_json(&id, &["a@y.test"], Some(now - age));
+        let result = result_json(&id, &[("a@y.test", "deferred", "4.4.1")]);
+        schedule(&mut conn, &on(), "jobs", &job, &result, now).expect("schedule");
+    }
+    let scores: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(due_key("jobs"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut conn)
+        .expect("ZRANGE");
+    let dues: Vec<u64> = scores.iter().map(|(_, s)| *s - now).collect();
+    assert_eq!(dues, [300, 400, 500, 600, 700]);
+
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 10_000, 2).expect("promote"),
+        2
+    );
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 10_000, 0).expect("promote"),
+        0
+    );
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 10_000, 100).expect("promote"),
+        3
+    );
+    let ids: Vec<String> = stream_jobs(&mut conn, "jobs")
+        .iter()
+        .map(|j| j["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, ["k1", "k3", "k2", "k4", "k0"], "earliest due first");
+}
+
+/// Racing promoters (one per node) move each due job exactly once.
+#[test]
+fn racing_promoters_move_each_job_exactly_once() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let now = 1_700_000_000;
+    const JOBS: usize = 300;
+    for i in 0..JOBS {
+        let id = format!("r{i}");
+        let job = job_json(&id, &["a@y.test"], Some(now));
+        let result = result_json(&id, &[("a@y.test", "deferred", "4.4.1")]);
+        schedule(&mut conn, &on(), "jobs", &job, &result, now).expect("schedule");
+    }
+    let promoters: Vec<_> = (0..3)
+        .map(|_| {
+            let mut conn = redis.conn();
+            thread::spawn(move || {
+                let mut moved = 0;
+                for _ in 0..JOBS {
+                    let n = promote_due(&mut conn, "jobs", now + 300, 7).expect("promote");
+                    if n == 0 {
+                        break;
+                    }
+                    moved += n;
+                }
+                moved
+            })
+        })
+        .collect();
+    let total: usize = promoters
+        .into_iter()
+        .map(|t| t.join().expect("promoter"))
+        .sum();
+    assert_eq!(total, JOBS);
+    let mut ids: Vec<String> = stream_jobs(&mut conn, "jobs")
+        .iter()
+        .map(|j| j["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), JOBS);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), JOBS, "no job added twice");
+    assert_eq!(waiting(&mut conn, "jobs").expect("ZCARD"), 0);
+}
+
+/// A real answer: `mailhop send --json` to a server that defers one of
+/// two recipients (452 to the second RCPT); the retry carries that one.
+#[test]
+fn a_real_deferral_is_scheduled_with_its_recipient() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let server = smtp_server(Behaviour {
+        rcpt: vec!["250 2.1.5 Ok".into(), "452 4.2.2 Mailbox full".into()],
+        ..Behaviour::default()
+    });
+    let run = Delivery::to(&server.nexthop())
+        .rcpts(&["one@y.test", "two@y.test"])
+        .id("real1")
+        .json()
+        .run();
+    let answer = run.stdout.clone();
+    let parsed = run.json();
+    assert_eq!(parsed["recipients"][1]["status"], "deferred", "{answer}");
+    let arrival = 1_700_000_000;
+    let job = json!({
+        "id": "real1",
+        "nexthop": server.nexthop(),
+        "sender": "a@x.test",
+        "recipients": [{"address": "one@y.test"}, {"address": "two@y.test"}],
+        "message": {"data": "Subject: t\r\n\r\nx\r\n"},
+        "arrival_time": arrival,
+    })
+    .to_string();
+    let now = arrival + 60;
+    let outcome = schedule(&mut conn, &on(), "jobs", &job, answer.trim(), now).expect("schedule");
+    assert_eq!(
+        outcome,
+        Outcome::Scheduled {
+            due: now + 300,
+            recipients: 1
+        }
+    );
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 300, 10).expect("promote"),
+        1
+    );
+    let jobs = stream_jobs(&mut conn, "jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["recipients"], json!([{"address": "two@y.test"}]));
+    assert_eq!(jobs[0]["nexthop"], server.nexthop());
+    drop(server);
+}
