@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mailhop::feed::retry::{
-    Outcome, RetryConfig, due_key, jobs_key, promote_due, schedule, waiting,
+    Decision, Outcome, RetryConfig, decide, due_key, jobs_key, promote_due, schedule, waiting,
 };
 use mailhop::job::parse_job;
 use serde_json::{Value, json};
@@ -163,12 +163,13 @@ fn deferred_recipients_return_to_the_stream_when_due() {
             ("c@y.test", "deferred", "4.4.1"),
         ],
     );
-    let outcome = schedule(&mut conn, &on(), "jobs", &job, &result, now).expect("schedule");
+    let outcome = schedule(&mut conn, &on(), "jobs", "1-0", &job, &result, now).expect("schedule");
     assert_eq!(
         outcome,
         Outcome::Scheduled {
             due: now + 1000,
-            recipients: 2
+            recipients: 2,
+            first: true
         }
     );
     assert_eq!(waiting(&mut conn, "jobs").expect("ZCARD"), 1);
@@ -221,8 +222,16 @@ fn past_the_lifetime_deferred_recipients_bounce_and_nothing_waits() {
             ("b@y.test", "bounced", "5.1.1"),
         ],
     );
-    let outcome =
-        schedule(&mut conn, &on(), "jobs", &job, &result, arrival + 5 * DAY).expect("schedule");
+    let outcome = schedule(
+        &mut conn,
+        &on(),
+        "jobs",
+        "2-0",
+        &job,
+        &result,
+        arrival + 5 * DAY,
+    )
+    .expect("schedule");
     let Outcome::Expired(bounced) = outcome else {
         panic!("expected expiry, got {outcome:?}");
     };
@@ -247,6 +256,7 @@ fn past_the_lifetime_deferred_recipients_bounce_and_nothing_waits() {
         &mut conn,
         &on(),
         "jobs",
+        "2-1",
         &job,
         &result,
         arrival + 5 * DAY - 1,
@@ -256,7 +266,8 @@ fn past_the_lifetime_deferred_recipients_bounce_and_nothing_waits() {
         outcome,
         Outcome::Scheduled {
             due: arrival + 5 * DAY - 1 + 4000,
-            recipients: 1
+            recipients: 1,
+            first: true
         }
     );
 }
@@ -269,20 +280,29 @@ fn retries_off_or_nothing_deferred_writes_nothing() {
     let deferred = result_json("j3", &[("a@y.test", "deferred", "4.4.1")]);
     let off = RetryConfig::default();
     assert_eq!(
-        schedule(&mut conn, &off, "jobs", &job, &deferred, 1_700_000_100).expect("schedule"),
+        schedule(
+            &mut conn,
+            &off,
+            "jobs",
+            "3-0",
+            &job,
+            &deferred,
+            1_700_000_100
+        )
+        .expect("schedule"),
         Outcome::Off
     );
     let sent = result_json("j3", &[("a@y.test", "sent", "2.0.0")]);
     assert_eq!(
-        schedule(&mut conn, &on(), "jobs", &job, &sent, 1_700_000_100).expect("schedule"),
+        schedule(&mut conn, &on(), "jobs", "4-0", &job, &sent, 1_700_000_100).expect("schedule"),
         Outcome::Done
     );
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
     assert!(keys.is_empty(), "nothing written: {keys:?}");
     // A result that is not this job's is refused, and writes nothing.
     let other = result_json("other", &[("a@y.test", "deferred", "4.4.1")]);
-    assert!(schedule(&mut conn, &on(), "jobs", &job, &other, 1_700_000_100).is_err());
-    assert!(schedule(&mut conn, &on(), "jobs", "{not json", &deferred, 1).is_err());
+    assert!(schedule(&mut conn, &on(), "jobs", "5-0", &job, &other, 1_700_000_100).is_err());
+    assert!(schedule(&mut conn, &on(), "jobs", "6-0", "{not json", &deferred, 1).is_err());
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
     assert!(keys.is_empty(), "nothing written: {keys:?}");
 }
@@ -297,7 +317,16 @@ fn promotion_follows_due_order_and_its_limit() {
         let id = format!("k{i}");
         let job = job_json(&id, &["a@y.test"], Some(now - age));
         let result = result_json(&id, &[("a@y.test", "deferred", "4.4.1")]);
-        schedule(&mut conn, &on(), "jobs", &job, &result, now).expect("schedule");
+        schedule(
+            &mut conn,
+            &on(),
+            "jobs",
+            &format!("{i}-0"),
+            &job,
+            &result,
+            now,
+        )
+        .expect("schedule");
     }
     let scores: Vec<(String, u64)> = redis::cmd("ZRANGE")
         .arg(due_key("jobs"))
@@ -339,7 +368,16 @@ fn racing_promoters_move_each_job_exactly_once() {
         let id = format!("r{i}");
         let job = job_json(&id, &["a@y.test"], Some(now));
         let result = result_json(&id, &[("a@y.test", "deferred", "4.4.1")]);
-        schedule(&mut conn, &on(), "jobs", &job, &result, now).expect("schedule");
+        schedule(
+            &mut conn,
+            &on(),
+            "jobs",
+            &format!("{i}-0"),
+            &job,
+            &result,
+            now,
+        )
+        .expect("schedule");
     }
     let promoters: Vec<_> = (0..3)
         .map(|_| {
@@ -402,12 +440,14 @@ fn a_real_deferral_is_scheduled_with_its_recipient() {
     })
     .to_string();
     let now = arrival + 60;
-    let outcome = schedule(&mut conn, &on(), "jobs", &job, answer.trim(), now).expect("schedule");
+    let outcome =
+        schedule(&mut conn, &on(), "jobs", "9-0", &job, answer.trim(), now).expect("schedule");
     assert_eq!(
         outcome,
         Outcome::Scheduled {
             due: now + 300,
-            recipients: 1
+            recipients: 1,
+            first: true
         }
     );
     assert_eq!(
@@ -419,4 +459,137 @@ fn a_real_deferral_is_scheduled_with_its_recipient() {
     assert_eq!(jobs[0]["recipients"], json!([{"address": "two@y.test"}]));
     assert_eq!(jobs[0]["nexthop"], server.nexthop());
     drop(server);
+}
+
+/// A job run again after a crash (the same stream entry finished twice)
+/// is scheduled once; the first schedule stands.
+#[test]
+fn the_same_entry_is_scheduled_once() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let now = 1_700_000_000;
+    let job = job_json("d1", &["a@y.test"], Some(now));
+    let result = result_json("d1", &[("a@y.test", "deferred", "4.4.1")]);
+    let first = schedule(&mut conn, &on(), "jobs", "1700-0", &job, &result, now).expect("schedule");
+    let again =
+        schedule(&mut conn, &on(), "jobs", "1700-0", &job, &result, now + 5).expect("schedule");
+    assert_eq!(
+        first,
+        Outcome::Scheduled {
+            due: now + 300,
+            recipients: 1,
+            first: true
+        }
+    );
+    assert_eq!(
+        again,
+        Outcome::Scheduled {
+            due: now + 305,
+            recipients: 1,
+            first: false
+        }
+    );
+    assert_eq!(waiting(&mut conn, "jobs").expect("ZCARD"), 1);
+    // The first schedule's due time stands.
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 299, 10).expect("promote"),
+        0
+    );
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 300, 10).expect("promote"),
+        1
+    );
+    assert_eq!(stream_jobs(&mut conn, "jobs").len(), 1);
+}
+
+/// The feed's use: the result, the XACK and the retry in one MULTI/EXEC.
+#[test]
+fn the_retry_command_joins_the_feeds_transaction() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    let now = 1_700_000_000;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("jobs")
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query(&mut conn)
+        .expect("XGROUP");
+    let job = job_json("t1", &["a@y.test", "b@y.test"], Some(now - 400));
+    let _: String = redis::cmd("XADD")
+        .arg("jobs")
+        .arg("*")
+        .arg("job")
+        .arg(&job)
+        .query(&mut conn)
+        .expect("XADD");
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg(">")
+        .query(&mut conn)
+        .expect("XREADGROUP");
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg("jobs")
+        .arg("g")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(&mut conn)
+        .expect("XPENDING");
+    assert_eq!(pending.len(), 1, "{read:?}");
+    let entry = pending[0].0.clone();
+    let result = result_json(
+        "t1",
+        &[
+            ("a@y.test", "deferred", "4.4.1"),
+            ("b@y.test", "sent", "2.0.0"),
+        ],
+    );
+    let Decision::Retry(retry) = decide(&on(), &job, &result, now).expect("decide") else {
+        panic!("expected a retry");
+    };
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XADD")
+        .arg("results")
+        .arg("*")
+        .arg("result")
+        .arg(&result)
+        .ignore()
+        .cmd("XACK")
+        .arg("jobs")
+        .arg("g")
+        .arg(&entry)
+        .ignore()
+        .add_command(retry.command("jobs", &entry));
+    let (added,): (i64,) = pipe.query(&mut conn).expect("MULTI/EXEC");
+    assert_eq!(added, 1);
+    let results: usize = redis::cmd("XLEN")
+        .arg("results")
+        .query(&mut conn)
+        .expect("XLEN");
+    assert_eq!(results, 1);
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg("jobs")
+        .arg("g")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(&mut conn)
+        .expect("XPENDING");
+    assert!(pending.is_empty(), "acknowledged");
+    assert_eq!(
+        promote_due(&mut conn, "jobs", now + 400, 10).expect("promote"),
+        1
+    );
+    let jobs = stream_jobs(&mut conn, "jobs");
+    assert_eq!(jobs.len(), 2, "the original entry and the retry");
+    assert_eq!(jobs[1]["recipients"], json!([{"address": "a@y.test"}]));
 }

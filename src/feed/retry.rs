@@ -21,14 +21,14 @@
 //!   message is logged as `<id>: from=<sender>, status=expired, returned
 //!   to sender`.
 //!
-//! Redis keys, per stream `S`: the sorted set `S:retry` (member: a
-//! sequence number, score: due time in UNIX seconds), the hash
-//! `S:retry:jobs` (member → job JSON) and the counter `S:retry:seq`. With
-//! Redis Cluster, a stream named with a hash tag (`mail{0}`) keeps all
-//! four keys in one slot, as the Lua scripts need.
+//! Redis keys, per stream `S`: the sorted set `S:retry` (member: the
+//! finished job's stream entry id, score: due time in UNIX seconds) and
+//! the hash `S:retry:jobs` (member → job JSON). With Redis Cluster, a
+//! stream named with a hash tag (`mail{0}`) keeps the three keys in one
+//! slot, as the Lua scripts need.
 //!
-//! [`plan`] and the back-off arithmetic are pure; [`schedule`] and
-//! [`promote_due`] do the I/O, each in one Lua script (atomic). Errors:
+//! [`plan`], [`decide`] and the back-off arithmetic are pure; [`schedule`]
+//! and [`promote_due`] do the I/O, each one Lua script (atomic). Errors:
 //! [`RetryError`] (a bad job or result, or Redis).
 
 use std::fmt;
@@ -164,6 +164,29 @@ pub enum Plan {
     Expired(JobResult),
 }
 
+/// What [`decide`] makes of a finished job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// `[feed] retries` is off: nothing to do.
+    Off,
+    /// No recipient deferred: nothing to retry.
+    Done,
+    /// Put this retry in the due set ([`Retry::command`]).
+    Retry(Retry),
+    /// Past the lifetime: the result to publish for the deferred
+    /// recipients, now bounced; its `log` holds qmgr's expiry line.
+    Expired(JobResult),
+}
+
+/// A job to try again: its JSON (the deferred recipients only) and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// UNIX seconds.
+    pub due: u64,
+    pub recipients: usize,
+    pub job_json: String,
+}
+
 /// What [`schedule`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -172,7 +195,14 @@ pub enum Outcome {
     /// No recipient deferred: nothing to retry.
     Done,
     /// `recipients` deferred recipients go back to the stream at `due`.
-    Scheduled { due: u64, recipients: usize },
+    /// `first` false: this stream entry was scheduled before (a job run
+    /// again after a crash) and the earlier schedule, with its own due
+    /// time, stands; nothing changed.
+    Scheduled {
+        due: u64,
+        recipients: usize,
+        first: bool,
+    },
     /// Past the lifetime: the result to publish for the deferred
     /// recipients, now bounced; its `log` holds qmgr's expiry line.
     Expired(JobResult),
@@ -287,17 +317,15 @@ pub fn jobs_key(stream: &str) -> String {
     [stream, ":retry:jobs"].concat()
 }
 
-/// The member counter of `stream`'s retries.
-pub fn seq_key(stream: &str) -> String {
-    [stream, ":retry:seq"].concat()
-}
-
-/// KEYS: due set, jobs hash, counter. ARGV: due time, job JSON.
+/// KEYS: due set, jobs hash. ARGV: due time, job JSON, member (the
+/// finished job's stream entry id). Once per member: 1 the first time, 0
+/// after (the earlier schedule stands).
 const SCHEDULE_LUA: &str = r"
-local member = tostring(redis.call('INCR', KEYS[3]))
-redis.call('HSET', KEYS[2], member, ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[1], member)
-return member
+if redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
 ";
 
 /// KEYS: stream, due set, jobs hash. ARGV: now, limit.
@@ -316,41 +344,76 @@ end
 return moved
 ";
 
-/// For a finished job of `stream` (`job_json` as read from the stream,
-/// `result_json` the daemon's answer), at `now`: puts the deferred
-/// recipients in the due set, or returns them bounced when the job is
-/// past its lifetime. One Lua script: the job is in both the set and the
-/// hash, or in neither.
-pub fn schedule(
-    conn: &mut dyn redis::ConnectionLike,
+/// What to do with a finished job (`job_json` as read from the stream,
+/// `result_json` the daemon's answer) at `now`; pure.
+pub fn decide(
     cfg: &RetryConfig,
-    stream: &str,
     job_json: &str,
     result_json: &str,
     now: u64,
-) -> Result<Outcome, RetryError> {
+) -> Result<Decision, RetryError> {
     if !cfg.retries {
-        return Ok(Outcome::Off);
+        return Ok(Decision::Off);
     }
     let checked = parse_job(job_json.as_bytes()).map_err(|err| RetryError::Job(err.error))?;
     let result: JobResult =
         serde_json::from_str(result_json).map_err(|err| RetryError::Result(err.to_string()))?;
     match plan(cfg, checked.job(), &result, now)? {
-        Plan::Done => Ok(Outcome::Done),
-        Plan::Expired(bounced) => Ok(Outcome::Expired(bounced)),
+        Plan::Done => Ok(Decision::Done),
+        Plan::Expired(bounced) => Ok(Decision::Expired(bounced)),
         Plan::Retry { due, job } => {
-            let text =
+            let job_json =
                 serde_json::to_string(&job).map_err(|err| RetryError::Job(err.to_string()))?;
-            let _member: String = redis::Script::new(SCHEDULE_LUA)
-                .key(due_key(stream))
-                .key(jobs_key(stream))
-                .key(seq_key(stream))
-                .arg(due)
-                .arg(text)
-                .invoke(conn)?;
-            Ok(Outcome::Scheduled {
+            Ok(Decision::Retry(Retry {
                 due,
                 recipients: job.recipients.len(),
+                job_json,
+            }))
+        }
+    }
+}
+
+impl Retry {
+    /// The command that puts this retry of stream entry `entry_id` in
+    /// `stream`'s due set: an EVAL the feed may queue in the MULTI/EXEC
+    /// that publishes the result and XACKs the entry, so that the three
+    /// happen together. Idempotent per `entry_id`: a job run again after
+    /// a crash is not scheduled twice. Answers 1 (scheduled) or 0
+    /// (scheduled before).
+    pub fn command(&self, stream: &str, entry_id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SCHEDULE_LUA)
+            .arg(2)
+            .arg(due_key(stream))
+            .arg(jobs_key(stream))
+            .arg(self.due)
+            .arg(&self.job_json)
+            .arg(entry_id);
+        cmd
+    }
+}
+
+/// [`decide`], then the retry's [`Retry::command`] on its own, for a
+/// finished job of `stream` read as entry `entry_id`.
+pub fn schedule(
+    conn: &mut dyn redis::ConnectionLike,
+    cfg: &RetryConfig,
+    stream: &str,
+    entry_id: &str,
+    job_json: &str,
+    result_json: &str,
+    now: u64,
+) -> Result<Outcome, RetryError> {
+    match decide(cfg, job_json, result_json, now)? {
+        Decision::Off => Ok(Outcome::Off),
+        Decision::Done => Ok(Outcome::Done),
+        Decision::Expired(bounced) => Ok(Outcome::Expired(bounced)),
+        Decision::Retry(retry) => {
+            let added: i64 = retry.command(stream, entry_id).query(conn)?;
+            Ok(Outcome::Scheduled {
+                due: retry.due,
+                recipients: retry.recipients,
+                first: added == 1,
             })
         }
     }

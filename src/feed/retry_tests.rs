@@ -300,5 +300,60 @@ fn plan_refuses_to_retry_a_passed_descriptor() {
 fn keys_share_the_streams_hash_tag() {
     assert_eq!(due_key("mail{0}"), "mail{0}:retry");
     assert_eq!(jobs_key("mail{0}"), "mail{0}:retry:jobs");
-    assert_eq!(seq_key("mail{0}"), "mail{0}:retry:seq");
+}
+
+#[test]
+fn decide_serializes_the_retry_and_respects_off() {
+    let j = job("s@example.com", Some(1_000_000));
+    let job_json = serde_json::to_string(&j).expect("job JSON");
+    let mut answer = Vec::new();
+    result([Status::Sent, Status::Deferred, Status::Sent]).write_json(&mut answer);
+    let answer = String::from_utf8(answer).expect("UTF-8");
+    let off = RetryConfig::default();
+    assert_eq!(
+        decide(&off, &job_json, &answer, 1_000_010).expect("decide"),
+        Decision::Off
+    );
+    let on = RetryConfig {
+        retries: true,
+        ..RetryConfig::default()
+    };
+    let got = decide(&on, &job_json, &answer, 1_000_010).expect("decide");
+    let Decision::Retry(retry) = got else {
+        panic!("expected a retry, got {got:?}");
+    };
+    assert_eq!(retry.due, 1_000_310);
+    assert_eq!(retry.recipients, 1);
+    let back = parse_job(retry.job_json.as_bytes()).expect("a valid job");
+    assert_eq!(back.job().recipients, [JobRecipient::new("b@example.com")]);
+    assert_eq!(back.job().arrival_time, Some(1_000_000));
+    assert!(matches!(
+        decide(&on, "{", &answer, 1),
+        Err(RetryError::Job(_))
+    ));
+    assert!(matches!(
+        decide(&on, &job_json, "[]", 1),
+        Err(RetryError::Result(_))
+    ));
+}
+
+#[test]
+fn retry_command_is_one_eval_with_its_keys() {
+    let retry = Retry {
+        due: 42,
+        recipients: 1,
+        job_json: "{}".into(),
+    };
+    let packed =
+        String::from_utf8_lossy(&retry.command("s{1}", "1-0").get_packed_command()).into_owned();
+    for part in [
+        "EVAL",
+        "HSETNX",
+        "s{1}:retry\r\n",
+        "s{1}:retry:jobs",
+        "$2\r\n42\r\n",
+        "1-0",
+    ] {
+        assert!(packed.contains(part), "{part:?} in {packed:?}");
+    }
 }
