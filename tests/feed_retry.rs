@@ -593,3 +593,31 @@ fn the_retry_command_joins_the_feeds_transaction() {
     assert_eq!(jobs.len(), 2, "the original entry and the retry");
     assert_eq!(jobs[1]["recipients"], json!([{"address": "a@y.test"}]));
 }
+
+/// Redis gone: an error to handle (the feed reconnects), never a panic.
+#[test]
+fn redis_gone_is_an_error() {
+    let Some(redis) = Redis::start() else { return };
+    let mut conn = redis.conn();
+    drop(redis);
+    let job = job_json("g1", &["a@y.test"], Some(1_700_000_000));
+    let result = result_json("g1", &[("a@y.test", "deferred", "4.4.1")]);
+    let got = schedule(
+        &mut conn,
+        &on(),
+        "jobs",
+        "1-0",
+        &job,
+        &result,
+        1_700_000_001,
+    );
+    assert!(
+        matches!(got, Err(mailhop::feed::retry::RetryError::Redis(_))),
+        "{got:?}"
+    );
+    let got = promote_due(&mut conn, "jobs", 1_700_000_001, 10);
+    assert!(
+        matches!(got, Err(mailhop::feed::retry::RetryError::Redis(_))),
+        "{got:?}"
+    );
+}
