@@ -79,6 +79,7 @@ REQUIREMENTS=(
     "bind9-dnsutils|dig|dig, to look at the DNSSEC lab's answers"
     "socat|socat|socat, the fallback TLS front of the TLS benchmark"
     "dovecot-core|dovecot|Dovecot, the SASL service of Postfix smtpd in tests/sasl.rs"
+    "redis-server|redis-server|redis-server, the Redis Streams feed's tests (issue 18)"
 )
 
 missing=()

@@ -33,15 +33,20 @@ struct Redis {
 impl Redis {
     /// Started and answering PING, or `None` after a skip.
     fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Started on `port`.
+    fn start_on(port: u16) -> Option<Self> {
         let Some(server) = common::tools::find_tool("redis-server") else {
             common::tools::skip("redis-server is not installed");
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
         let child = Command::new(server)
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -372,4 +377,60 @@ fn ten_nodes_schedulers_share_one_destinations_limits() {
     // (each node's own 100/s with its burst would let them through in
     // well under a second).
     assert!(took >= Duration::from_millis(1950), "{took:?}");
+}
+
+#[test]
+fn unreachable_redis_means_local_limits_only_until_it_is_back() {
+    let Some(redis) = Redis::start() else { return };
+    let port = redis.port;
+    let limits = redis.node("node", Duration::from_secs(30));
+    let Grant::Granted(Some(lease)) = limits.acquire(&key(), count_only(1)) else {
+        panic!("first lease refused");
+    };
+    limits.release(&key(), lease);
+    drop(redis);
+    let asked = Instant::now();
+    assert_eq!(limits.acquire(&key(), count_only(1)), Grant::Unavailable);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // A scheduler with these limits admits by its local window alone.
+    let mut core: Scheduler<u32> = Scheduler::new(Arc::new(ShapingSettings {
+        concurrency_limit: 3,
+        initial_concurrency: 3,
+        ..ShapingSettings::default()
+    }));
+    core.set_shared(limits.clone());
+    let mut admitted = Vec::new();
+    for job in 0..5 {
+        let Ok(moves) = core.offer(&key(), job, Instant::now()) else {
+            panic!("refused");
+        };
+        admitted.extend(moves.admitted);
+    }
+    assert_eq!(admitted, vec![0, 1, 2]);
+    // Redis back on the same port: shared again after the back-off (1 s).
+    let Some(_redis) = Redis::start_on(port) else {
+        return;
+    };
+    let back = Instant::now();
+    let mut grant = limits.acquire(&key(), count_only(1));
+    while grant == Grant::Unavailable && back.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(50));
+        grant = limits.acquire(&key(), count_only(1));
+    }
+    let Grant::Granted(Some(lease)) = grant else {
+        panic!("{grant:?} {:?} after Redis came back", back.elapsed());
+    };
+    eprintln!(
+        "limits shared again {:?} after Redis came back",
+        back.elapsed()
+    );
+    assert!(matches!(
+        limits.acquire(&key(), count_only(1)),
+        Grant::Wait(_)
+    ));
+    limits.release(&key(), lease);
 }
