@@ -158,6 +158,8 @@ pub struct ClusterLimits {
     /// Leases held by this node: lease id → its sorted set.
     held: Mutex<HashMap<String, String>>,
     seq: AtomicU64,
+    /// Makes this instance's lease ids unique (with the node's name).
+    nonce: String,
     acquire: Script,
     renew: Script,
 }
@@ -193,6 +195,13 @@ impl ClusterLimits {
             }),
             held: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            nonce: format!(
+                "{}.{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() & 0xffff_ffff)
+            ),
             acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
         });
@@ -319,7 +328,7 @@ impl SharedLimits for ClusterLimits {
     fn acquire(&self, key: &Key, demand: Demand) -> Grant {
         let (leases, tat) = self.keys(key);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}:{}:{seq}", self.settings.node, std::process::id());
+        let id = format!("{}:{}:{seq}", self.settings.node, self.nonce);
         let limit = demand.limit.unwrap_or(0);
         let (interval, burst) = demand
             .pace

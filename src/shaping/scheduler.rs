@@ -120,6 +120,10 @@ struct Destination<T> {
     /// Leases of the shared limits held for its deliveries in progress
     /// (interchangeable: any one is given back when a job is done).
     leases: Vec<Lease>,
+    /// Deliveries in progress admitted without a lease (no shared limit
+    /// then, or the shared limits unreachable): they end first, so that
+    /// the leases held never fall below the leased deliveries.
+    unleased: u32,
 }
 
 /// A rate learned from a throttling reply that came within a session
@@ -211,7 +215,25 @@ impl<T> Destination<T> {
             tally: Tally::default(),
             timer_at: None,
             leases: Vec::new(),
+            unleased: 0,
         }
+    }
+
+    /// A delivery starts, with its lease if it got one.
+    fn hold(&mut self, lease: Option<Lease>) {
+        match lease {
+            Some(lease) => self.leases.push(lease),
+            None => self.unleased = self.unleased.saturating_add(1),
+        }
+    }
+
+    /// A delivery is over: the lease to give back, if any.
+    fn unhold(&mut self) -> Option<Lease> {
+        if self.unleased > 0 {
+            self.unleased -= 1;
+            return None;
+        }
+        self.leases.pop()
     }
 
     /// What one more delivery asks of the shared limits (`None`: this
@@ -445,7 +467,7 @@ impl<T> Scheduler<T> {
         if item.is_some() {
             dest.active += 1;
             dest.starts.count(now);
-            dest.leases.extend(lease);
+            dest.hold(lease);
         } else if let Some(lease) = lease {
             self.shared.release(key, lease);
         }
@@ -459,7 +481,7 @@ impl<T> Scheduler<T> {
         let mut moves = Moves::default();
         let dest = self.destination(key);
         dest.active = dest.active.saturating_sub(1);
-        let lease = dest.leases.pop();
+        let lease = dest.unhold();
         if let Some(reason) = &dest.dead {
             moves.rejected.push((item, reason.clone()));
         } else {
@@ -482,7 +504,7 @@ impl<T> Scheduler<T> {
         let dest = self.destination(key);
         let busy = dest.active;
         dest.active = dest.active.saturating_sub(1);
-        if let Some(lease) = dest.leases.pop() {
+        if let Some(lease) = dest.unhold() {
             shared.release(key, lease);
         }
         dest.tally.sent += tally.sent;
@@ -743,7 +765,7 @@ impl<T> Scheduler<T> {
                     }
                     break;
                 };
-                dest.leases.extend(lease);
+                dest.hold(lease);
                 dest.active += 1;
                 dest.starts.count(now);
                 moves.admitted.push(item);

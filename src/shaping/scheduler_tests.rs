@@ -506,3 +506,27 @@ fn shared_limits_hold_admission_on_top_of_the_window_and_leases_go_back() {
     }
     assert_eq!(shared.limit.lock().unwrap().1, 0, "every lease given back");
 }
+
+#[test]
+fn deliveries_admitted_without_a_lease_end_first() {
+    let now = Instant::now();
+    let mut core = core(ShapingSettings {
+        concurrency_limit: 5,
+        initial_concurrency: 5,
+        ..settings()
+    });
+    let shared = Counted::new(5);
+    core.set_shared(shared.clone());
+    let k = key("a.example");
+    shared.limit.lock().unwrap().2 = false;
+    assert_eq!(offer_all(&mut core, &k, 0..1, now), vec![0]);
+    shared.limit.lock().unwrap().2 = true;
+    assert_eq!(offer_all(&mut core, &k, 1..2, now), vec![1]);
+    assert_eq!(shared.limit.lock().unwrap().1, 1);
+    // Either may end first: the lease is kept while one delivery runs
+    // (an over-count, never an under-count).
+    core.done(&k, &Verdict::Reached, Tally::default(), now);
+    assert_eq!(shared.limit.lock().unwrap().1, 1);
+    core.done(&k, &Verdict::Reached, Tally::default(), now);
+    assert_eq!(shared.limit.lock().unwrap().1, 0);
+}
