@@ -434,3 +434,27 @@ fn unreachable_redis_means_local_limits_only_until_it_is_back() {
     ));
     limits.release(&key(), lease);
 }
+
+#[test]
+fn acquiring_and_releasing_costs_a_round_trip_each() {
+    let Some(redis) = Redis::start() else { return };
+    let limits = redis.node("node", Duration::from_secs(30));
+    let demand = Demand {
+        limit: Some(20),
+        pace: Some(Pace {
+            interval: Duration::from_micros(10),
+            burst: Duration::from_millis(100),
+        }),
+    };
+    const N: u32 = 2000;
+    let started = Instant::now();
+    for _ in 0..N {
+        let Grant::Granted(Some(lease)) = limits.acquire(&key(), demand) else {
+            panic!("refused");
+        };
+        limits.release(&key(), lease);
+    }
+    let each = started.elapsed() / N;
+    eprintln!("acquire + release: {each:?} each (loopback)");
+    assert!(each < Duration::from_millis(5), "{each:?}");
+}
