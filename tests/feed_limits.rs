@@ -458,3 +458,151 @@ fn acquiring_and_releasing_costs_a_round_trip_each() {
     eprintln!("acquire + release: {each:?} each (loopback)");
     assert!(each < Duration::from_millis(5), "{each:?}");
 }
+
+/// A client's SMTP transaction to the sink (one message, one recipient).
+fn transact(port: u16, job: u32) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    let mut expect = |code: &str, reader: &mut BufReader<std::net::TcpStream>| {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line.starts_with(code) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("{code} expected: {line}")))
+        }
+    };
+    expect("220", &mut reader)?;
+    for (command, code) in [
+        ("HELO client".to_string(), "250"),
+        ("MAIL FROM:<a@example.org>".to_string(), "250"),
+        (format!("RCPT TO:<job{job}@mx.example.com>"), "250"),
+        ("DATA".to_string(), "354"),
+        ("Subject: x\r\n\r\nbody\r\n.".to_string(), "250"),
+        ("QUIT".to_string(), "221"),
+    ] {
+        writer.write_all(format!("{command}\r\n").as_bytes())?;
+        expect(code, &mut reader)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn three_schedulers_against_a_sink_never_exceed_the_destinations_limit_together() {
+    use common::scripted_server::Server;
+    use mailhop::shaping::{Moves, Shaper};
+    use std::sync::{Mutex, OnceLock, Weak};
+    let Some(redis) = Redis::start() else { return };
+    const LIMIT: u32 = 3;
+    const JOBS: u32 = 20;
+    // The sink counts transactions in progress (MAIL to the reply after
+    // the dot, which it holds for 15 ms).
+    let in_tx = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let sink = {
+        let (in_tx, most) = (Arc::clone(&in_tx), Arc::clone(&most));
+        Server::concurrent(move |_, peer| {
+            peer.reply("220 sink ESMTP");
+            let mut open = false;
+            while let Ok(line) = peer.read_line() {
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                match verb.as_str() {
+                    "MAIL" => {
+                        let now = in_tx.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        open = true;
+                        peer.reply("250 ok");
+                    }
+                    "DATA" => {
+                        peer.reply("354 go on");
+                        while let Ok(body) = peer.read_line() {
+                            if body == "." {
+                                break;
+                            }
+                        }
+                        thread::sleep(Duration::from_millis(15));
+                        if open {
+                            in_tx.fetch_sub(1, Ordering::SeqCst);
+                            open = false;
+                        }
+                        peer.reply("250 queued");
+                    }
+                    "QUIT" => {
+                        peer.reply("221 bye");
+                        break;
+                    }
+                    _ => peer.reply("250 ok"),
+                }
+            }
+            if open {
+                in_tx.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let port = sink.port();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let settings = ShapingSettings {
+        enabled: true,
+        concurrency_limit: LIMIT,
+        initial_concurrency: LIMIT,
+        ..ShapingSettings::default()
+    };
+    let mut shapers = Vec::new();
+    for n in 0..3 {
+        let me: Arc<OnceLock<Weak<Shaper<u32>>>> = Arc::new(OnceLock::new());
+        let mover = {
+            let (me, finished, failed) =
+                (Arc::clone(&me), Arc::clone(&finished), Arc::clone(&failed));
+            move |moves: Moves<u32>| {
+                for job in moves.admitted {
+                    let (me, finished, failed) =
+                        (Arc::clone(&me), Arc::clone(&finished), Arc::clone(&failed));
+                    thread::spawn(move || {
+                        if let Err(e) = transact(port, job) {
+                            failed.lock().unwrap().push(e.to_string());
+                        }
+                        if let Some(shaper) = me.get().and_then(Weak::upgrade) {
+                            shaper.done(&key(), &Verdict::Reached, Tally::default());
+                        }
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            }
+        };
+        let shaper = Shaper::start(settings.clone(), Box::new(mover)).expect("shaper");
+        let _ = me.set(Arc::downgrade(&shaper));
+        shaper.set_shared(redis.node(&format!("node{n}"), Duration::from_secs(10)));
+        shapers.push(shaper);
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    for job in 0..JOBS {
+        for shaper in &shapers {
+            if shaper.submit(&key(), job, &stop).is_err() {
+                panic!("job {job} not queued");
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while finished.load(Ordering::SeqCst) < 3 * JOBS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} done",
+            finished.load(Ordering::SeqCst),
+            3 * JOBS
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    for shaper in &shapers {
+        assert_eq!(shaper.drain(), (Vec::new(), Vec::new()));
+    }
+    assert_eq!(*failed.lock().unwrap(), Vec::<String>::new());
+    let most = most.load(Ordering::SeqCst);
+    eprintln!("three schedulers: at most {most} transactions at the sink at once (limit {LIMIT})");
+    assert!(most <= LIMIT, "{most} at once, limit {LIMIT}");
+    assert_eq!(most, LIMIT, "the limit was reached (up to 9 without it)");
+}
