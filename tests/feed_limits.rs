@@ -171,15 +171,15 @@ fn clients_together_never_hold_more_leases_than_the_limit() {
 #[test]
 fn a_dead_holders_leases_free_up_after_their_lifetime_and_a_live_holders_are_renewed() {
     let Some(redis) = Redis::start() else { return };
-    let life = Duration::from_millis(900);
-    // A live holder keeps its lease past its lifetime (renewed every 300 ms).
+    let life = Duration::from_millis(1200);
+    // A live holder keeps its lease past its lifetime (renewed every 400 ms).
     let live = redis.node("live", life);
     let other = redis.node("other", life);
     let Grant::Granted(Some(lease)) = live.acquire(&key(), count_only(1)) else {
         panic!("first lease refused");
     };
     let started = Instant::now();
-    while started.elapsed() < life * 3 {
+    while started.elapsed() < life * 2 {
         assert!(
             matches!(other.acquire(&key(), count_only(1)), Grant::Wait(_)),
             "a live holder's lease was lost after {:?}",
@@ -212,7 +212,7 @@ fn a_dead_holders_leases_free_up_after_their_lifetime_and_a_live_holders_are_ren
     assert!(matches!(grant, Some(Grant::Granted(Some(_)))), "{grant:?}");
     eprintln!("a dead holder's leases freed after {freed:?} (lifetime {life:?})");
     assert!(freed >= life - Duration::from_millis(50), "{freed:?}");
-    assert!(freed < life + Duration::from_millis(500), "{freed:?}");
+    assert!(freed < life + Duration::from_secs(1), "{freed:?}");
 }
 
 #[test]
