@@ -296,12 +296,12 @@ impl ClusterLimits {
         for (id, set) in leases {
             let kept =
                 self.with_conn(|conn| self.renew.key(&set).arg(&id).arg(life).invoke::<i64>(conn));
-            if kept == Some(0) {
+            // Gone and not released meanwhile: it expired.
+            if kept == Some(0) && lock(&self.held).remove(&id).is_some() {
                 log::warn!(
                     "cluster limits: lease {id} of {set} had expired before its renewal \
                      (Redis unreachable for longer than the lease time?)"
                 );
-                lock(&self.held).remove(&id);
             }
         }
     }
