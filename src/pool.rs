@@ -929,6 +929,17 @@ impl Submitter {
         Some(Arc::clone(shaper) as Arc<dyn ShapingReport>)
     }
 
+    /// Destination limits shared with other nodes (the Redis feed's
+    /// cluster-wide limits), asked by the scheduler on top of its own;
+    /// false when there is no scheduler to ask them.
+    pub fn share_limits(&self, shared: Arc<dyn shaping::SharedLimits>) -> bool {
+        self.shared
+            .shaper
+            .get()
+            .map(|shaper| shaper.set_shared(shared))
+            .is_some()
+    }
+
     /// Destinations paused now.
     pub fn paused_destinations(&self) -> u64 {
         self.shared.shaper.get().map_or(0, |shaper| shaper.paused())

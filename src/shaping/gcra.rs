@@ -26,6 +26,12 @@ pub struct Pace {
 }
 
 impl Gcra {
+    /// Whether [`Gcra::take`] would admit a delivery at `now`, counting
+    /// nothing.
+    pub fn check(&self, pace: Pace, now: Instant) -> Result<(), Instant> {
+        self.clone().take(pace, now)
+    }
+
     /// When a delivery may start: `now` (and it is counted) or the time
     /// to try again.
     pub fn take(&mut self, pace: Pace, now: Instant) -> Result<(), Instant> {

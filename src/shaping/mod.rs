@@ -22,6 +22,7 @@
 
 pub mod gcra;
 pub mod scheduler;
+pub mod shared;
 pub mod sites;
 pub mod verdict;
 pub mod window;
@@ -33,6 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use self::scheduler::{Key, Moves, Refusal, Suspension, Tally};
+pub use self::shared::{Demand, Grant, Lease, LocalOnly, SharedLimits};
 pub use self::sites::MxSites;
 pub use self::verdict::{Verdict, verdict};
 use crate::config::ShapingSettings;
@@ -91,6 +93,14 @@ impl<T: Send + 'static> Shaper<T> {
     /// Whether shaping is on, and the settings in force.
     pub fn settings(&self) -> Arc<ShapingSettings> {
         Arc::new(self.lock().settings().clone())
+    }
+
+    /// Limits shared with other nodes (the Redis feed's cluster-wide
+    /// destination limits), asked on top of the local ones from now on.
+    /// They are asked under the scheduler's lock: an implementation
+    /// answers quickly or [`Grant::Unavailable`].
+    pub fn set_shared(&self, shared: Arc<dyn SharedLimits>) {
+        self.lock().set_shared(shared);
     }
 
     /// A reloaded configuration.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::gcra::{Gcra, Pace};
+use super::shared::{Demand, Grant, Lease, LocalOnly, SharedLimits};
 use super::verdict::Verdict;
 use super::window::{Window, WindowRules};
 use crate::config::{DestinationShape, ShapingSettings};
@@ -116,6 +117,13 @@ struct Destination<T> {
     tally: Tally,
     /// The earliest timer set for it.
     timer_at: Option<Instant>,
+    /// Leases of the shared limits held for its deliveries in progress
+    /// (interchangeable: any one is given back when a job is done).
+    leases: Vec<Lease>,
+    /// Deliveries in progress admitted without a lease (no shared limit
+    /// then, or the shared limits unreachable): they end first, so that
+    /// the leases held never fall below the leased deliveries.
+    unleased: u32,
 }
 
 /// A rate learned from a throttling reply that came within a session
@@ -206,7 +214,37 @@ impl<T> Destination<T> {
             throttled: 0,
             tally: Tally::default(),
             timer_at: None,
+            leases: Vec::new(),
+            unleased: 0,
         }
+    }
+
+    /// A delivery starts, with its lease if it got one.
+    fn hold(&mut self, lease: Option<Lease>) {
+        match lease {
+            Some(lease) => self.leases.push(lease),
+            None => self.unleased = self.unleased.saturating_add(1),
+        }
+    }
+
+    /// A delivery is over: the lease to give back, if any.
+    fn unhold(&mut self) -> Option<Lease> {
+        if self.unleased > 0 {
+            self.unleased -= 1;
+            return None;
+        }
+        self.leases.pop()
+    }
+
+    /// What one more delivery asks of the shared limits (`None`: this
+    /// destination has no limit to share). A follower takes no session
+    /// of its own: no count check, the rate only.
+    fn demand(&self, follower: bool) -> Option<Demand> {
+        let limit = (self.rules.limit > 0 && !follower).then_some(self.rules.limit);
+        (limit.is_some() || self.pace.is_some()).then_some(Demand {
+            limit,
+            pace: self.pace,
+        })
     }
 
     fn paused(&self, now: Instant) -> Option<Instant> {
@@ -235,6 +273,7 @@ impl<T> Destination<T> {
         self.waiting.is_empty()
             && self.parked.is_empty()
             && self.active == 0
+            && self.leases.is_empty()
             && self.dead.is_none()
             && self.paused(now).is_none()
             && self.gcra.idle(now)
@@ -316,6 +355,8 @@ pub struct Scheduler<T> {
     planned: Option<Instant>,
     /// Jitter source (xorshift).
     seed: u64,
+    /// Limits shared with other nodes (none by default).
+    shared: Arc<dyn SharedLimits>,
 }
 
 impl<T> Scheduler<T> {
@@ -329,7 +370,14 @@ impl<T> Scheduler<T> {
             timers: BinaryHeap::new(),
             planned: None,
             seed,
+            shared: Arc::new(LocalOnly),
         }
+    }
+
+    /// Limits shared with other nodes, asked before each admission on
+    /// top of the local window and rate (see [`super::shared`]).
+    pub fn set_shared(&mut self, shared: Arc<dyn SharedLimits>) {
+        self.shared = shared;
     }
 
     pub fn settings(&self) -> &ShapingSettings {
@@ -403,14 +451,25 @@ impl<T> Scheduler<T> {
             return (None, moves);
         }
         if let Some(pace) = dest.pace()
-            && dest.gcra.take(pace, now).is_err()
+            && dest.gcra.check(pace, now).is_err()
         {
             return (None, moves);
+        }
+        let lease = match dest.demand(true).map(|d| self.shared.acquire(key, d)) {
+            Some(Grant::Wait(_)) => return (None, moves),
+            Some(Grant::Granted(lease)) => lease,
+            Some(Grant::Unavailable) | None => None,
+        };
+        if let Some(pace) = dest.pace() {
+            let _ = dest.gcra.take(pace, now);
         }
         let item = dest.waiting.pop_front();
         if item.is_some() {
             dest.active += 1;
             dest.starts.count(now);
+            dest.hold(lease);
+        } else if let Some(lease) = lease {
+            self.shared.release(key, lease);
         }
         self.admit(key, now, &mut moves);
         (item, moves)
@@ -422,10 +481,14 @@ impl<T> Scheduler<T> {
         let mut moves = Moves::default();
         let dest = self.destination(key);
         dest.active = dest.active.saturating_sub(1);
+        let lease = dest.unhold();
         if let Some(reason) = &dest.dead {
             moves.rejected.push((item, reason.clone()));
         } else {
             dest.waiting.push_front(item);
+        }
+        if let Some(lease) = lease {
+            self.shared.release(key, lease);
         }
         self.admit(key, now, &mut moves);
         moves
@@ -437,9 +500,13 @@ impl<T> Scheduler<T> {
         let mut moves = Moves::default();
         let jitter = self.jitter();
         let settings = Arc::clone(&self.settings);
+        let shared = Arc::clone(&self.shared);
         let dest = self.destination(key);
         let busy = dest.active;
         dest.active = dest.active.saturating_sub(1);
+        if let Some(lease) = dest.unhold() {
+            shared.release(key, lease);
+        }
         dest.tally.sent += tally.sent;
         dest.tally.deferred += tally.deferred;
         dest.tally.bounced += tally.bounced;
@@ -676,14 +743,29 @@ impl<T> Scheduler<T> {
                     break;
                 }
                 if let Some(pace) = dest.pace()
-                    && let Err(at) = dest.gcra.take(pace, now)
+                    && let Err(at) = dest.gcra.check(pace, now)
                 {
                     timer = Some(at);
                     break;
                 }
+                let lease = match dest.demand(false).map(|d| self.shared.acquire(key, d)) {
+                    Some(Grant::Wait(after)) => {
+                        timer = Some(now + after);
+                        break;
+                    }
+                    Some(Grant::Granted(lease)) => lease,
+                    Some(Grant::Unavailable) | None => None,
+                };
+                if let Some(pace) = dest.pace() {
+                    let _ = dest.gcra.take(pace, now);
+                }
                 let Some(item) = dest.waiting.pop_front() else {
+                    if let Some(lease) = lease {
+                        self.shared.release(key, lease);
+                    }
                     break;
                 };
+                dest.hold(lease);
                 dest.active += 1;
                 dest.starts.count(now);
                 moves.admitted.push(item);

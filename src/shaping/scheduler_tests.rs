@@ -440,3 +440,93 @@ fn a_dead_time_over_is_noticed_by_the_next_job_even_without_the_clock() {
         Some(vec![2])
     );
 }
+
+/// Shared limits scripted by the test: a count over "all nodes".
+struct Counted {
+    limit: std::sync::Mutex<(u32, u32, bool)>,
+}
+
+impl Counted {
+    fn new(limit: u32) -> Arc<Self> {
+        Arc::new(Self {
+            limit: std::sync::Mutex::new((limit, 0, true)),
+        })
+    }
+}
+
+impl crate::shaping::SharedLimits for Counted {
+    fn acquire(&self, _key: &Key, demand: crate::shaping::Demand) -> crate::shaping::Grant {
+        let mut state = self.limit.lock().unwrap();
+        if !state.2 {
+            return crate::shaping::Grant::Unavailable;
+        }
+        assert_eq!(demand.limit, Some(5));
+        if state.1 >= state.0 {
+            return crate::shaping::Grant::Wait(ms(50));
+        }
+        state.1 += 1;
+        crate::shaping::Grant::Granted(Some(crate::shaping::Lease(format!("l{}", state.1))))
+    }
+
+    fn release(&self, _key: &Key, _lease: crate::shaping::Lease) {
+        let mut state = self.limit.lock().unwrap();
+        state.1 -= 1;
+    }
+}
+
+#[test]
+fn shared_limits_hold_admission_on_top_of_the_window_and_leases_go_back() {
+    let now = Instant::now();
+    let mut core = core(ShapingSettings {
+        concurrency_limit: 5,
+        initial_concurrency: 5,
+        ..settings()
+    });
+    let shared = Counted::new(2);
+    core.set_shared(shared.clone());
+    let k = key("a.example");
+    let admitted = offer_all(&mut core, &k, 0..4, now);
+    assert_eq!(
+        admitted,
+        vec![0, 1],
+        "the shared count of 2 holds the window of 5"
+    );
+    assert_eq!(shared.limit.lock().unwrap().1, 2);
+    // The refusal set a timer at the wait the shared limits asked.
+    assert_eq!(core.next_wake(), Some(now + ms(50)));
+    let moves = core.done(&k, &Verdict::Reached, Tally::default(), now + ms(10));
+    assert_eq!(moves.admitted, vec![2]);
+    assert_eq!(shared.limit.lock().unwrap().1, 2);
+    // Unreachable shared limits: the local window alone.
+    shared.limit.lock().unwrap().2 = false;
+    let moves = core.due(now + ms(60));
+    assert_eq!(moves.admitted, vec![3]);
+    for _ in 0..4 {
+        core.done(&k, &Verdict::Reached, Tally::default(), now + ms(70));
+    }
+    assert_eq!(shared.limit.lock().unwrap().1, 0, "every lease given back");
+}
+
+#[test]
+fn deliveries_admitted_without_a_lease_end_first() {
+    let now = Instant::now();
+    let mut core = core(ShapingSettings {
+        concurrency_limit: 5,
+        initial_concurrency: 5,
+        ..settings()
+    });
+    let shared = Counted::new(5);
+    core.set_shared(shared.clone());
+    let k = key("a.example");
+    shared.limit.lock().unwrap().2 = false;
+    assert_eq!(offer_all(&mut core, &k, 0..1, now), vec![0]);
+    shared.limit.lock().unwrap().2 = true;
+    assert_eq!(offer_all(&mut core, &k, 1..2, now), vec![1]);
+    assert_eq!(shared.limit.lock().unwrap().1, 1);
+    // Either may end first: the lease is kept while one delivery runs
+    // (an over-count, never an under-count).
+    core.done(&k, &Verdict::Reached, Tally::default(), now);
+    assert_eq!(shared.limit.lock().unwrap().1, 1);
+    core.done(&k, &Verdict::Reached, Tally::default(), now);
+    assert_eq!(shared.limit.lock().unwrap().1, 0);
+}
