@@ -35,6 +35,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod dns;
 pub mod dsn;
+pub mod feed;
 pub mod fuzzing;
 pub mod health;
 pub mod ingress;
