@@ -806,6 +806,7 @@ config_table! {
         /// A job pending this long without its node refreshing it belongs to
         /// a dead node and is claimed by a live one (XAUTOCLAIM). A live node
         /// refreshes its own pending jobs every third of it.
+        #[serde(with = "duration_str")]
         claim_after: Duration = secs(30), mirrors "none (mailhop's own)", check = check_period;
     }
 }

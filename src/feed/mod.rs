@@ -2,18 +2,18 @@
 //! streams through a consumer group, run on the daemon's worker pool like
 //! the socket's jobs, answered in the results stream.
 //!
-//! Owns two threads. The reader creates the groups when missing, reads no
-//! more jobs (XREADGROUP) than the queue has free places, refreshes the idle
-//! time of the jobs it holds (XCLAIM ... JUSTID to itself, every third of
-//! `claim_after`) and claims those of dead nodes (XAUTOCLAIM, idle longer
-//! than `claim_after`). The writer writes, in order, each recipient's
+//! Owns three threads. The reader creates the groups when missing, reads
+//! no more jobs (XREADGROUP) than the queue has free places and claims
+//! those of dead nodes first (XAUTOCLAIM, idle longer than `claim_after`).
+//! The refresher resets the idle time of the jobs this node holds (XCLAIM
+//! ... JUSTID to itself, every third of `claim_after`). The writer writes, in order, each recipient's
 //! outcome as it settles (a hash per job entry) and each finished job's
 //! answer: XACK, then — only if the XACK took the entry, so that a retried
 //! or a duplicate answer is never written twice — XADD to the results
 //! stream and DEL of the progress hash, atomically in one Lua script. A
 //! claimed job delivers only its recipients still open in that hash.
 //!
-//! Redis unreachable stops nothing: both threads reconnect with back-off
+//! Redis unreachable stops nothing: every thread reconnect with back-off
 //! (see [`conn`]); answers wait in memory and are written when it is back.
 
 pub mod conn;
@@ -108,6 +108,7 @@ fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Has
 pub struct Feed {
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     tx: Sender<Msg>,
 }
@@ -148,13 +149,25 @@ impl Feed {
             group: config.group.clone(),
             results: config.results_stream.clone(),
             script: Script::new(FINISH_LUA),
-            in_flight,
+            in_flight: Arc::clone(&in_flight),
+            stop: Arc::clone(&stop),
+        };
+        let refresher = Refresher {
+            conn: Conn::new(&config.redis_url, "refresher", Duration::from_secs(5))?,
+            group: config.group.clone(),
+            consumer: consumer.clone(),
+            period: (config.claim_after / 3).max(Duration::from_millis(50)),
+            in_flight: Arc::clone(&in_flight),
             stop: Arc::clone(&stop),
         };
         let spawn_err = |e: std::io::Error| FeedError(format!("cannot start a feed thread: {e}"));
         let writer = thread::Builder::new()
             .name("feed-writer".into())
             .spawn(move || writer.run(&rx))
+            .map_err(spawn_err)?;
+        let refresher = thread::Builder::new()
+            .name("feed-refresh".into())
+            .spawn(move || refresher.run())
             .map_err(spawn_err)?;
         let reader = thread::Builder::new()
             .name("feed-reader".into())
@@ -169,6 +182,7 @@ impl Feed {
         Ok(Feed {
             stop,
             reader: Some(reader),
+            refresher: Some(refresher),
             writer: Some(writer),
             tx,
         })
@@ -192,6 +206,9 @@ impl Feed {
         drop(self.tx);
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some(refresher) = self.refresher.take() {
+            let _ = refresher.join();
         }
     }
 }
@@ -221,9 +238,10 @@ struct Reader {
 
 impl Reader {
     fn run(mut self) {
-        let refresh_period = (self.claim_after / 3).max(Duration::from_millis(100));
-        let mut last_refresh = Instant::now();
         let mut last_claim = Instant::now() - CLAIM_PERIOD;
+        // Entries idle too long are still waiting to be claimed: claims
+        // go before new reads.
+        let mut backlog = false;
         while !self.stop.load(Ordering::SeqCst) && !self.submitter.stopping() {
             match self.conn.ensure() {
                 Ok(true) => self.create_groups(),
@@ -237,13 +255,13 @@ impl Reader {
                     continue;
                 }
             }
-            if last_refresh.elapsed() >= refresh_period {
-                self.refresh();
-                last_refresh = Instant::now();
-            }
-            if last_claim.elapsed() >= CLAIM_PERIOD {
-                self.claim();
+            if backlog || last_claim.elapsed() >= CLAIM_PERIOD {
+                backlog = self.claim();
                 last_claim = Instant::now();
+                if backlog {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
             }
             let free = self.submitter.free_slots();
             if free == 0 {
@@ -308,38 +326,15 @@ impl Reader {
         }
     }
 
-    /// Resets the idle time of the entries this node holds.
-    fn refresh(&mut self) {
-        let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.in_flight)
-            .iter()
-            .filter(|(_, ids)| !ids.is_empty())
-            .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
-            .collect();
-        for (stream, ids) in held {
-            for chunk in ids.chunks(1000) {
-                let mut cmd = redis::cmd("XCLAIM");
-                cmd.arg(&*stream)
-                    .arg(&self.group)
-                    .arg(&self.consumer)
-                    .arg(0);
-                for id in chunk {
-                    cmd.arg(id);
-                }
-                cmd.arg("JUSTID");
-                if let Err(e) = self.conn.query::<Value>(&cmd) {
-                    log::debug!("feed: refreshing {stream}: {e}");
-                }
-            }
-        }
-    }
-
-    /// Claims entries idle longer than claim_after (a dead node's).
-    fn claim(&mut self) {
+    /// Claims entries idle longer than claim_after (a dead node's); true
+    /// when more may be waiting (the queue had no room for them all).
+    fn claim(&mut self) -> bool {
         let idle = u64::try_from(self.claim_after.as_millis()).unwrap_or(u64::MAX);
+        let mut backlog = false;
         for stream in self.streams.clone() {
             let free = self.submitter.free_slots();
             if free == 0 {
-                return;
+                return backlog;
             }
             let reply: Result<Value, FeedError> = self.conn.query(
                 redis::cmd("XAUTOCLAIM")
@@ -361,6 +356,7 @@ impl Reader {
             if entries.is_empty() {
                 continue;
             }
+            backlog |= entries.len() >= free;
             let held: HashSet<String> = lock(&self.in_flight)
                 .get(&stream)
                 .cloned()
@@ -396,6 +392,7 @@ impl Reader {
                 );
             }
         }
+        backlog
     }
 
     /// Submits one entry (`pre`: its recipients settled before a claim).
@@ -473,6 +470,57 @@ impl Reader {
             Err(error) => report.report(Answer::Failed(error)),
         }
     }
+}
+
+/// Keeps the entries this node holds from looking dead: resets their idle
+/// time every third of claim_after, on a thread of its own (the reader
+/// may wait for queue room).
+struct Refresher {
+    conn: Conn,
+    group: String,
+    consumer: String,
+    period: Duration,
+    in_flight: InFlight,
+    stop: Arc<AtomicBool>,
+}
+
+impl Refresher {
+    fn run(mut self) {
+        let mut last = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+            if last.elapsed() >= self.period {
+                last = Instant::now();
+                self.refresh();
+            }
+        }
+    }
+
+    /// Resets the idle time of the entries this node holds.
+    fn refresh(&mut self) {
+        let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.in_flight)
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
+            .collect();
+        for (stream, ids) in held {
+            for chunk in ids.chunks(1000) {
+                let mut cmd = redis::cmd("XCLAIM");
+                cmd.arg(&*stream)
+                    .arg(&self.group)
+                    .arg(&self.consumer)
+                    .arg(0);
+                for id in chunk {
+                    cmd.arg(id);
+                }
+                cmd.arg("JUSTID");
+                if let Err(e) = self.conn.query::<Value>(&cmd) {
+                    log::debug!("feed: refreshing {stream}: {e}");
+                }
+            }
+        }
+    }
+
 }
 
 /// The answer JSON, without its newline.
