@@ -209,7 +209,12 @@ fn add_jobs(con: &mut redis::Connection, jobs: &[Value]) {
     for chunk in jobs.chunks(500) {
         let mut pipe = redis::pipe();
         for job in chunk {
-            pipe.cmd("XADD").arg("jobs").arg("*").arg("job").arg(job.to_string()).ignore();
+            pipe.cmd("XADD")
+                .arg("jobs")
+                .arg("*")
+                .arg("job")
+                .arg(job.to_string())
+                .ignore();
         }
         pipe.query::<()>(con).expect("XADD jobs");
     }
@@ -255,13 +260,19 @@ fn a_job_from_the_stream_is_answered_in_the_results_stream() {
     assert_eq!(inline["recipients"][0]["status"], "sent", "{inline}");
     let path = &answers["path-1"];
     assert!(
-        path["error"].as_str().unwrap_or("").contains("inline messages only"),
+        path["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("inline messages only"),
         "{path}"
     );
     assert_eq!(sink.counts().get("b@y.test"), Some(&1));
     // Both acknowledged: nothing pending in the group.
-    let pending: (u64, redis::Value, redis::Value, redis::Value) =
-        redis::cmd("XPENDING").arg("jobs").arg("mailhop").query(&mut con).expect("XPENDING");
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg("jobs")
+        .arg("mailhop")
+        .query(&mut con)
+        .expect("XPENDING");
     assert_eq!(pending.0, 0);
     // The socket still serves.
     let answer = node.submit(&[inline_job("socket-1", &sink.nexthop(), MESSAGE)]);
@@ -328,12 +339,16 @@ fn three_nodes_one_killed_every_job_answered_once() {
     let mut seen: HashMap<String, u32> = HashMap::new();
     for a in &answers {
         assert_eq!(a["recipients"][0]["status"], "sent", "{a}");
-        *seen.entry(a["id"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
     }
     assert_eq!(seen.len(), n, "every job answered");
     assert!(seen.values().all(|c| *c == 1), "a job answered twice");
     let counts = sink.counts();
-    let missing = (0..n).filter(|i| !counts.contains_key(&format!("r{i}@y.test"))).count();
+    let missing = (0..n)
+        .filter(|i| !counts.contains_key(&format!("r{i}@y.test")))
+        .count();
     let duplicates: u32 = counts.values().map(|c| c - 1).sum();
     eprintln!(
         "feed: {n} jobs in {elapsed:?}; takeover after {taken_over:?}; {duplicates} recipients delivered twice"
@@ -344,7 +359,10 @@ fn three_nodes_one_killed_every_job_answered_once() {
         "{duplicates} duplicates, more than the killed node's {workers} workers"
     );
     let taken_over = taken_over.expect("the killed node's jobs were taken over");
-    assert!(taken_over <= Duration::from_secs(3), "takeover after {taken_over:?}");
+    assert!(
+        taken_over <= Duration::from_secs(3),
+        "takeover after {taken_over:?}"
+    );
 }
 
 #[test]
@@ -366,7 +384,9 @@ fn redis_restarted_with_aof_loses_no_job() {
     let mut con = redis.conn();
     let mut seen: HashMap<String, u32> = HashMap::new();
     for a in results(&mut con) {
-        *seen.entry(a["id"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
     }
     assert_eq!(seen.len(), n, "every job answered");
     assert!(seen.values().all(|c| *c == 1), "a job answered twice");

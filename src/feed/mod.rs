@@ -42,6 +42,8 @@ const PROGRESS_TTL_SECS: u64 = 7 * 86_400;
 const READ_BLOCK_MS: u64 = 100;
 /// XAUTOCLAIM runs this often.
 const CLAIM_PERIOD: Duration = Duration::from_millis(250);
+/// How long a worker waits for its recipient's outcome to be written.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// Most answers and outcomes the writer sends in one round trip.
 const WRITE_BATCH: usize = 512;
 
@@ -84,6 +86,8 @@ enum Msg {
         key: Arc<str>,
         index: usize,
         json: Vec<u8>,
+        /// Told once it is written.
+        written: Sender<()>,
     },
     Done {
         stream: Arc<str>,
@@ -520,7 +524,6 @@ impl Refresher {
             }
         }
     }
-
 }
 
 /// The answer JSON, without its newline.
@@ -545,11 +548,22 @@ impl SettleObserver for FeedObserver {
         let Ok(json) = serde_json::to_vec(result) else {
             return;
         };
-        let _ = self.tx.send(Msg::Settled {
+        // The worker waits until the outcome is in Redis: a node killed
+        // now has at most one delivered, unrecorded transaction per worker.
+        let (written, wait) = crossbeam_channel::bounded(1);
+        let sent = self.tx.send(Msg::Settled {
             key: Arc::clone(&self.key),
             index,
             json,
+            written,
         });
+        if sent.is_ok() && wait.recv_timeout(SETTLE_WAIT).is_err() {
+            log::warn!(
+                "feed: the outcome of a recipient of {} not written to Redis within {}s; delivering on",
+                self.key,
+                SETTLE_WAIT.as_secs()
+            );
+        }
     }
 }
 
@@ -698,7 +712,9 @@ impl Writer {
         let mut pipe = redis::pipe();
         for msg in batch {
             match msg {
-                Msg::Settled { key, index, json } => {
+                Msg::Settled {
+                    key, index, json, ..
+                } => {
                     pipe.cmd("HSET").arg(&**key).arg(*index).arg(json).ignore();
                     pipe.cmd("EXPIRE")
                         .arg(&**key)
@@ -734,6 +750,11 @@ impl Writer {
 
     /// The answered entries are no longer held.
     fn settle(&self, batch: &[Msg]) {
+        for msg in batch {
+            if let Msg::Settled { written, .. } = msg {
+                let _ = written.try_send(());
+            }
+        }
         let mut held = lock(&self.in_flight);
         for msg in batch {
             if let Msg::Done { stream, id, .. } | Msg::Leave { stream, id } = msg
