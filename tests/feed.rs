@@ -377,7 +377,8 @@ fn redis_restarted_with_aof_loses_no_job() {
         let mut con = redis.conn();
         add_jobs(&mut con, &numbered_jobs(&sink, n));
     }
-    wait_results(&redis, n / 3, Duration::from_secs(60));
+    let before = wait_results(&redis, n / 3, Duration::from_secs(60));
+    assert!(before < n, "all {n} answered before the restart");
     redis.restart();
     let got = wait_results(&redis, n, Duration::from_secs(120));
     assert_eq!(got, n, "{}", node.log());
