@@ -395,3 +395,27 @@ fn redis_restarted_with_aof_loses_no_job() {
     assert!((0..n).all(|i| counts.contains_key(&format!("r{i}@y.test"))));
     assert!(node.log().contains("Redis unreachable"), "{}", node.log());
 }
+
+#[test]
+fn redis_down_never_stops_the_socket_feed_and_the_feed_comes_back() {
+    let Some(mut redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let node = start_node(&redis, "n1", 2);
+    redis.stop();
+    node.wait_log("Redis unreachable");
+    let answer = node.submit(&[inline_job("socket-1", &sink.nexthop(), MESSAGE)]);
+    assert_eq!(answer[0]["recipients"][0]["status"], "sent", "{answer:?}");
+    // A new, empty server: the group is created again on reconnection.
+    redis.start_again();
+    let mut con = redis.conn();
+    add_jobs(&mut con, &[inline_job("after", &sink.nexthop(), MESSAGE)]);
+    assert_eq!(wait_results(&redis, 1, LIMIT), 1, "{}", node.log());
+    assert_eq!(results(&mut con)[0]["recipients"][0]["status"], "sent");
+    assert!(
+        node.log().contains("connected to Redis again"),
+        "{}",
+        node.log()
+    );
+}

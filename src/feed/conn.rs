@@ -8,9 +8,21 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, Cmd, Connection, FromRedisValue, Pipeline, RedisError, Script};
 
-/// The feed's error: a Redis command that failed (connection or reply).
+/// The feed's error: a Redis command that failed (connection or reply),
+/// with the server's error code when it answered one ("NOGROUP", ...).
 #[derive(Debug)]
-pub struct FeedError(pub String);
+pub struct FeedError(pub String, pub Option<String>);
+
+impl FeedError {
+    pub fn new(text: impl Into<String>) -> Self {
+        FeedError(text.into(), None)
+    }
+
+    /// The server answered this error code.
+    pub fn is(&self, code: &str) -> bool {
+        self.1.as_deref() == Some(code) || self.0.contains(code)
+    }
+}
 
 impl std::fmt::Display for FeedError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -20,7 +32,7 @@ impl std::fmt::Display for FeedError {
 
 impl From<RedisError> for FeedError {
     fn from(e: RedisError) -> Self {
-        FeedError(e.to_string())
+        FeedError(e.to_string(), e.code().map(str::to_string))
     }
 }
 
@@ -46,7 +58,8 @@ impl Conn {
     /// A connection to `url`, made at first use. `read_timeout` bounds a
     /// reply (a blocking read must ask for less).
     pub fn new(url: &str, role: &'static str, read_timeout: Duration) -> Result<Conn, FeedError> {
-        let client = Client::open(url).map_err(|e| FeedError(format!("feed.redis_url: {e}")))?;
+        let client =
+            Client::open(url).map_err(|e| FeedError::new(format!("feed.redis_url: {e}")))?;
         Ok(Conn {
             client,
             role,
@@ -78,7 +91,7 @@ impl Conn {
             return Ok(false);
         }
         if !self.ready() {
-            return Err(FeedError("Redis unreachable; waiting to reconnect".into()));
+            return Err(FeedError::new("Redis unreachable; waiting to reconnect"));
         }
         match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
             Ok(con) => {
@@ -125,7 +138,7 @@ impl Conn {
     ) -> Result<T, FeedError> {
         self.connect()?;
         let Some(con) = self.con.as_mut() else {
-            return Err(FeedError("no connection".into()));
+            return Err(FeedError::new("no connection"));
         };
         match f(con) {
             Ok(v) => Ok(v),

@@ -153,6 +153,7 @@ impl Feed {
             group: config.group.clone(),
             results: config.results_stream.clone(),
             script: Script::new(FINISH_LUA),
+            loaded: false,
             in_flight: Arc::clone(&in_flight),
             stop: Arc::clone(&stop),
         };
@@ -164,7 +165,8 @@ impl Feed {
             in_flight: Arc::clone(&in_flight),
             stop: Arc::clone(&stop),
         };
-        let spawn_err = |e: std::io::Error| FeedError(format!("cannot start a feed thread: {e}"));
+        let spawn_err =
+            |e: std::io::Error| FeedError::new(format!("cannot start a feed thread: {e}"));
         let writer = thread::Builder::new()
             .name("feed-writer".into())
             .spawn(move || writer.run(&rx))
@@ -246,9 +248,18 @@ impl Reader {
         // Entries idle too long are still waiting to be claimed: claims
         // go before new reads.
         let mut backlog = false;
+        let mut groups = false;
         while !self.stop.load(Ordering::SeqCst) && !self.submitter.stopping() {
             match self.conn.ensure() {
-                Ok(true) => self.create_groups(),
+                Ok(true) => groups = self.create_groups(),
+                Ok(false) if !groups => {
+                    // Refused before (a server still loading its data).
+                    groups = self.create_groups();
+                    if !groups {
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
                 Ok(false) => {}
                 Err(_) => {
                     thread::sleep(
@@ -276,7 +287,9 @@ impl Reader {
         }
     }
 
-    fn create_groups(&mut self) {
+    /// True when every group exists.
+    fn create_groups(&mut self) -> bool {
+        let mut all = true;
         for stream in self.streams.clone() {
             let created: Result<Value, FeedError> = self.conn.query(
                 redis::cmd("XGROUP")
@@ -288,10 +301,14 @@ impl Reader {
             );
             match created {
                 Ok(_) => log::info!("feed: created group {} on {stream}", self.group),
-                Err(e) if e.0.contains("BUSYGROUP") => {}
-                Err(e) => log::warn!("feed: cannot create group {} on {stream}: {e}", self.group),
+                Err(e) if e.is("BUSYGROUP") => {}
+                Err(e) => {
+                    all = false;
+                    log::warn!("feed: cannot create group {} on {stream}: {e}", self.group);
+                }
             }
         }
+        all
     }
 
     fn read(&mut self, free: usize) {
@@ -322,7 +339,9 @@ impl Reader {
                     }
                 }
             }
-            Err(e) if e.0.contains("NOGROUP") => self.create_groups(),
+            Err(e) if e.is("NOGROUP") => {
+                self.create_groups();
+            }
             Err(e) => {
                 log::debug!("feed: XREADGROUP: {e}");
                 thread::sleep(Duration::from_millis(50));
@@ -654,6 +673,8 @@ struct Writer {
     group: String,
     results: String,
     script: Script,
+    /// The script is known to be loaded on this connection's server.
+    loaded: bool,
     in_flight: InFlight,
     stop: Arc<AtomicBool>,
 }
@@ -703,10 +724,13 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &[Msg]) -> Result<(), FeedError> {
-        if self.conn.ensure()? {
+        if self.conn.ensure()? || !self.loaded {
+            // Again after any failure: a restarted server has no scripts.
+            self.loaded = false;
             let _: Value = self
                 .conn
                 .query(redis::cmd("SCRIPT").arg("LOAD").arg(FINISH_LUA))?;
+            self.loaded = true;
         }
         let hash = self.script.get_hash().to_string();
         let mut pipe = redis::pipe();
@@ -736,16 +760,11 @@ impl Writer {
                 Msg::Leave { .. } => {}
             }
         }
-        match self.conn.pipe::<Value>(&pipe) {
-            Ok(_) => Ok(()),
-            Err(e) if e.0.contains("NOSCRIPT") => {
-                let _: Value = self
-                    .conn
-                    .query(redis::cmd("SCRIPT").arg("LOAD").arg(FINISH_LUA))?;
-                Err(e)
-            }
-            Err(e) => Err(e),
+        let written = self.conn.pipe::<Value>(&pipe);
+        if written.is_err() {
+            self.loaded = false;
         }
+        written.map(|_| ())
     }
 
     /// The answered entries are no longer held.

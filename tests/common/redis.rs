@@ -88,7 +88,13 @@ impl Redis {
         self.spawn();
     }
 
-    fn stop(&mut self) {
+    /// Starts it again after [`Redis::stop`] (same port and directory).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// SIGKILL (and reap).
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
