@@ -419,3 +419,39 @@ fn redis_down_never_stops_the_socket_feed_and_the_feed_comes_back() {
         node.log()
     );
 }
+
+#[test]
+fn a_node_stopped_with_sigterm_leaves_its_queued_jobs_to_the_others() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let mut nodes: Vec<Daemon> = ["n1", "n2"]
+        .iter()
+        .map(|c| start_node(&redis, c, 4))
+        .collect();
+    let mut con = redis.conn();
+    let n = 4_000;
+    add_jobs(&mut con, &numbered_jobs(&sink, n));
+    wait_results(&redis, n / 3, Duration::from_secs(60));
+    nodes[0].signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(nodes[0].wait_exit(LIMIT), Some(0), "{}", nodes[0].log());
+    let got = wait_results(&redis, n, Duration::from_secs(120));
+    assert_eq!(got, n, "n2: {}", nodes[1].log());
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for a in results(&mut con) {
+        assert_eq!(a["recipients"][0]["status"], "sent", "{a}");
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "every job answered");
+    assert!(seen.values().all(|c| *c == 1), "a job answered twice");
+    eprintln!(
+        "feed: SIGTERM left {} jobs pending",
+        nodes[0]
+            .log()
+            .matches("left pending for another node")
+            .count()
+    );
+}
