@@ -105,3 +105,20 @@ fn redacts_the_password() {
     );
     assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
 }
+
+#[test]
+fn server_error_codes_are_matched() {
+    let e = FeedError::from(redis::RedisError::from((
+        redis::ErrorKind::Extension,
+        "An error was signalled by the server",
+        "NOGROUP No such key 'jobs' or consumer group 'g'".to_string(),
+    )));
+    assert!(!e.is("BUSYGROUP"));
+    assert!(FeedError::new("BUSYGROUP Consumer Group name already exists").is("BUSYGROUP"));
+}
+
+#[test]
+fn keys_name_the_stream_and_the_group() {
+    assert_eq!(progress_key("{s7}:jobs", "1-2"), "{s7}:jobs:progress:1-2");
+    assert_eq!(claims_key("mailhop"), "mailhop:feed:mailhop:claims");
+}

@@ -103,3 +103,7 @@ pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;
