@@ -63,6 +63,7 @@ REQUIREMENTS=(
     "dnsmasq-base|dnsmasq|dnsmasq, local DNS server for the DNS tests"
     "time|/usr/bin/time|/usr/bin/time, peak RSS measurement"
     "iproute2|ip ss|ip and ss"
+    "redis-server|redis-server|redis-server, the Redis Streams feed's tests (issue 18)"
     "iptables|iptables|iptables, to count SYNs to blackholed addresses (bench scenario 11)"
     "libssl-dev|/usr/include/openssl/ssl.h|OpenSSL headers, to build the openssl crate"
     "pkg-config|pkg-config|pkg-config, to find OpenSSL when building"

@@ -62,6 +62,22 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The Redis Streams feed ([feed], docs/scale-out.md).
+    #[command(subcommand)]
+    Feed(FeedCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FeedCommand {
+    /// Stream length, the group's lag, pending entries per consumer, claims.
+    Status(FeedStatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct FeedStatusArgs {
+    /// Configuration file (TOML) with the [feed] table; defaults when omitted.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +238,34 @@ where
         }
         Command::Status(args) => status(args),
         Command::TlsrptFlush(args) => tlsrpt_flush(args),
+        Command::Feed(FeedCommand::Status(args)) => feed_status(&args),
+    }
+}
+
+/// `mailhop feed status`: asks Redis, not the daemon.
+fn feed_status(args: &FeedStatusArgs) -> i32 {
+    let config = match args.config.as_deref() {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("mailhop: {}: {e}", path.display());
+                return EX_CONFIG;
+            }
+        },
+        None => Config::default(),
+    };
+    match crate::feed::status::render(&config.feed) {
+        Ok(text) => {
+            let mut out = io::stdout().lock();
+            match write!(out, "{text}").and_then(|()| out.flush()) {
+                Ok(()) => EX_OK,
+                Err(_) => EX_SOFTWARE,
+            }
+        }
+        Err(e) => {
+            eprintln!("mailhop: feed status: {e}");
+            EX_UNAVAILABLE
+        }
     }
 }
 

@@ -359,7 +359,20 @@ pub fn run(options: &Options) -> i32 {
             bound
         }
     };
+    // The Redis feed: a Redis down at start is waited out like later on.
+    let feed = if config.feed.enabled {
+        match crate::feed::Feed::start(&config.feed, pool.submitter()) {
+            Ok(feed) => Some(feed),
+            Err(e) => {
+                listening.remove_file();
+                return fatal(EX_CONFIG, format!("feed: {e}"));
+            }
+        }
+    } else {
+        None
+    };
     let mut daemon = Daemon {
+        feed,
         config_path: options.config.clone(),
         config,
         dns,
@@ -397,6 +410,8 @@ pub fn run(options: &Options) -> i32 {
 }
 
 struct Daemon {
+    /// The Redis Streams feed (`[feed]`), when on.
+    feed: Option<crate::feed::Feed>,
     config_path: Option<PathBuf>,
     config: Config,
     dns: Arc<dyn DnsLookup>,
@@ -566,6 +581,10 @@ impl Daemon {
             new.ingress = self.config.ingress.clone();
             new.daemon.spool_directory = self.config.daemon.spool_directory.clone();
         }
+        if new.feed != self.config.feed {
+            log::warn!("reload: [feed] takes effect at restart; keeping the running feed");
+            new.feed = self.config.feed.clone();
+        }
         if new.metrics != self.config.metrics {
             log::warn!("reload: [metrics] takes effect at restart; keeping the running endpoint");
             new.metrics = self.config.metrics.clone();
@@ -644,6 +663,7 @@ impl Daemon {
             metrics_file,
             ingress,
             ingress_files,
+            feed,
             ..
         } = self;
         let described = listening.describe();
@@ -701,6 +721,9 @@ impl Daemon {
         let left = ctx.live.load(Ordering::SeqCst);
         if left > 0 {
             log::warn!("shutdown: {left} client connections did not take their results in time");
+        }
+        if let Some(feed) = feed {
+            feed.stop(FLUSH_LIMIT);
         }
         cache.close_all();
         pool.deliverer().cache().inspect(|c| c.close_all());

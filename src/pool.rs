@@ -116,6 +116,11 @@ impl Answer {
 /// Where a job's answer goes (the submitting connection).
 pub trait Report: Send + Sync {
     fn report(&self, answer: Answer);
+
+    /// Told of each recipient as it settles (default: nobody).
+    fn observer(&self) -> Option<Arc<dyn crate::progress::SettleObserver>> {
+        None
+    }
 }
 
 /// Who submitted a job (from SO_PEERCRED), for message file access.
@@ -899,6 +904,13 @@ impl Submitter {
         }
     }
 
+    /// Free places in the job queue now (the Redis feed reads no more
+    /// jobs than this).
+    pub fn free_slots(&self) -> usize {
+        let capacity = self.shared.size.queue_capacity.max(1);
+        capacity.saturating_sub(*self.shared.room.lock())
+    }
+
     /// The daemon is shutting down.
     pub fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::SeqCst)
@@ -984,7 +996,7 @@ impl Shared {
     /// not finished in time); its slot and progress.
     fn register(&self, ticket: &Arc<Ticket>) -> (u64, Arc<Progress>) {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        let progress = Progress::new(ticket.job.recipients.len());
+        let progress = Progress::observed(ticket.job.recipients.len(), ticket.report.observer());
         let mut running = match self.running.lock() {
             Ok(running) => running,
             Err(poisoned) => poisoned.into_inner(),

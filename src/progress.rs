@@ -34,6 +34,24 @@ pub const CUT_TEXT: &str = "the job was already answered (mail system shutting d
 #[derive(Debug, Default)]
 pub struct Progress {
     state: Mutex<State>,
+    /// Told of each recipient as it settles (the Redis feed keeps it).
+    observer: Observer,
+}
+
+/// Told of each of a job's recipients as it settles, with its position in
+/// the job (the Redis feed writes it to Redis: a job taken over from a dead
+/// node then delivers only the recipients still open).
+pub trait SettleObserver: Send + Sync {
+    fn settled(&self, index: usize, result: &RecipientResult);
+}
+
+#[derive(Default)]
+struct Observer(Option<Arc<dyn SettleObserver>>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Observer" } else { "None" })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -56,12 +74,18 @@ enum Slot {
 
 impl Progress {
     pub fn new(recipients: usize) -> Arc<Self> {
+        Self::observed(recipients, None)
+    }
+
+    /// A progress whose settled recipients are also told to `observer`.
+    pub fn observed(recipients: usize, observer: Option<Arc<dyn SettleObserver>>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 slots: vec![Slot::Open; recipients],
                 body: false,
                 cut: false,
             }),
+            observer: Observer(observer),
         })
     }
 
@@ -80,6 +104,9 @@ impl Progress {
         let mut state = self.lock();
         match state.slots.get_mut(index) {
             Some(slot @ Slot::Open) => {
+                if let Some(observer) = &self.observer.0 {
+                    observer.settled(index, &result);
+                }
                 *slot = Slot::Settled(Box::new(result));
                 log(true);
             }

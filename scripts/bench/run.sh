@@ -33,7 +33,7 @@ OUT=target/bench
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
-SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12 13 14"}
+SCENARIOS=${SCENARIOS:-"1 2 lat 7 6 3 8 4 5 9 10 11 12 13 14 15"}
 # Empty: each scenario's own default.
 export REPS=${REPS:-}
 export PYTHONDONTWRITEBYTECODE=1
@@ -92,6 +92,7 @@ script_for() {
         12 | he) echo s12-happy-eyeballs.py ;;
         13 | ingress) echo s13-lmtp-ingress.py ;;
         14 | tls) echo s14-tls.py ;;
+        15 | feed) echo s15-redis-feed.py ;;
         *) return 1 ;;
     esac
 }

@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::Config;
 use super::ingress::IngressEntry;
 use super::tables::{
-    CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, KeyDoc, LmtpConfig, LogConfig,
-    MetricsConfig, MtaStsConfig, SaslConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry,
-    TlsConfig, TlsPolicyEntry, TlsRptConfig,
+    CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, FeedConfig, KeyDoc, LmtpConfig,
+    LogConfig, MetricsConfig, MtaStsConfig, SaslConfig, ShapingConfig, SmtpConfig,
+    ThrottleRuleEntry, TlsConfig, TlsPolicyEntry, TlsRptConfig,
 };
 
 /// Comment block at the top of [`Config::defaults_toml`].
@@ -41,7 +41,7 @@ struct TableDefaults {
 }
 
 /// Every table, in file order.
-fn documented_tables() -> [TableDefaults; 12] {
+fn documented_tables() -> [TableDefaults; 13] {
     fn table<T: Serialize + Default>(
         name: &'static str,
         doc: &'static str,
@@ -86,6 +86,7 @@ fn documented_tables() -> [TableDefaults; 12] {
             MetricsConfig::KEYS,
             false,
         ),
+        table::<FeedConfig>(FeedConfig::TABLE, FeedConfig::DOC, FeedConfig::KEYS, false),
         table::<TlsRptConfig>(
             TlsRptConfig::TABLE,
             TlsRptConfig::DOC,

@@ -86,7 +86,7 @@ pub use shaping::{
     parse_feedback, parse_rate,
 };
 pub use tables::{
-    CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, LmtpConfig, LogConfig,
+    CacheConfig, DaemonConfig, DestinationShapeEntry, DnsConfig, FeedConfig, LmtpConfig, LogConfig,
     MetricsConfig, MtaStsConfig, SaslConfig, ShapingConfig, SmtpConfig, ThrottleRuleEntry,
     TlsConfig, TlsPolicyEntry, TlsRptConfig,
 };
@@ -125,6 +125,8 @@ pub struct Config {
     pub mta_sts: MtaStsConfig,
     /// `[sasl]`: SASL authentication to servers.
     pub sasl: SaslConfig,
+    /// `[feed]`: jobs from Redis Streams.
+    pub feed: FeedConfig,
     /// `[[ingress]]`: LMTP listeners taking mail from an MTA.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressEntry>,
@@ -187,6 +189,7 @@ impl Config {
         self.tls_rpt.check_keys()?;
         self.mta_sts.check_keys()?;
         self.sasl.check_keys()?;
+        self.feed.check_keys()?;
         if self.sasl.auth_enable && self.sasl.password_maps.is_empty() {
             return Err(Invalid::from(String::from(
                 "auth_enable is true: specify a password table with sasl.password_maps",

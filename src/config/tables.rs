@@ -783,6 +783,35 @@ config_table! {
 }
 
 config_table! {
+    /// `[feed]`: jobs from Redis Streams (docs/scale-out.md), besides the
+    /// UNIX socket: many nodes share a stream through a consumer group; a
+    /// job is a stream entry with one field "job" (the socket protocol's
+    /// job JSON, inline messages only), its answer an entry with one field
+    /// "result" in results_stream. Off by default. Read at start only: a
+    /// reload (SIGHUP) keeps the running feed.
+    "feed" => pub struct FeedConfig {
+        /// Read jobs from Redis.
+        enabled: bool = false, mirrors "none (mailhop's own; Postfix's queue is local)";
+        /// The Redis server ("redis://127.0.0.1:6379/0", "redis+unix:///run/redis.sock").
+        redis_url: String = "redis://127.0.0.1:6379/0".to_string(), mirrors "none (mailhop's own)";
+        /// The job streams read (one consumer group on each).
+        streams: Vec<String> = vec!["mailhop:jobs".to_string()], mirrors "none (mailhop's own)";
+        /// The consumer group, created on each stream when missing.
+        group: String = "mailhop".to_string(), mirrors "none (mailhop's own)";
+        /// This node's consumer name in the group; "" is the host name.
+        /// Two live nodes must not share a name.
+        consumer: String = String::new(), mirrors "none (mailhop's own)";
+        /// Where answers go (XADD, one field "result").
+        results_stream: String = "mailhop:results".to_string(), mirrors "none (mailhop's own)";
+        /// A job pending this long without its node refreshing it belongs to
+        /// a dead node and is claimed by a live one (XAUTOCLAIM). A live node
+        /// refreshes its own pending jobs every third of it.
+        #[serde(with = "duration_str")]
+        claim_after: Duration = secs(30), mirrors "none (mailhop's own)", check = check_period;
+    }
+}
+
+config_table! {
     /// `[tls_rpt]`: SMTP TLS Reporting (RFC 8460, docs/configuration.md):
     /// the outcome of every TLS handshake (success, or the RFC 8460 result
     /// type of its failure) counted per policy domain (the next-hop domain)

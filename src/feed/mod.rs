@@ -1,7 +1,860 @@
-//! The Redis Streams feed of issue 18 (`[feed]`): jobs read from Redis
-//! Streams by many delivery nodes, results written back, and what the
-//! nodes share there: retries of deferred recipients (`retry`) and
-//! cluster-wide destination limits (`limits`).
+//! The Redis Streams feed (`[feed]`, docs/scale-out.md): jobs read from
+//! streams through a consumer group, run on the daemon's worker pool like
+//! the socket's jobs, answered in the results stream.
+//!
+//! Owns three threads. The reader creates the groups when missing, reads
+//! no more jobs (XREADGROUP) than the queue has free places and claims
+//! those of dead nodes first (XAUTOCLAIM, idle longer than `claim_after`).
+//! The refresher resets the idle time of the jobs this node holds (XCLAIM
+//! ... JUSTID to itself, every third of `claim_after`). The writer writes, in order, each recipient's
+//! outcome as it settles (a hash per job entry) and each finished job's
+//! answer: XACK, then — only if the XACK took the entry, so that a retried
+//! or a duplicate answer is never written twice — XADD to the results
+//! stream and DEL of the progress hash, atomically in one Lua script. A
+//! claimed job delivers only its recipients still open in that hash.
+//!
+//! Redis unreachable stops nothing: every thread reconnect with back-off
+//! (see [`conn`]); answers wait in memory and are written when it is back.
 
+pub mod conn;
 pub mod limits;
 pub mod retry;
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redis::{Script, Value};
+
+use crate::config::FeedConfig;
+use crate::job::{JobError, JobResult, MessageRef, RecipientResult};
+use crate::pool::{Answer, PeerIdentity, Report, SHUTDOWN_DIAGNOSTIC, Submitter, Ticket};
+use crate::progress::SettleObserver;
+use crate::recipients::Status;
+
+pub use conn::{Conn, FeedError};
+
+/// How long a progress hash lives without its job finishing.
+const PROGRESS_TTL_SECS: u64 = 7 * 86_400;
+/// XREADGROUP's BLOCK: the reader looks at its other duties this often.
+const READ_BLOCK_MS: u64 = 100;
+/// XAUTOCLAIM runs this often.
+const CLAIM_PERIOD: Duration = Duration::from_millis(250);
+/// How long a worker waits for its recipient's outcome to be written.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+/// Most answers and outcomes the writer sends in one round trip.
+const WRITE_BATCH: usize = 512;
+
+/// KEYS: the job stream, the results stream, the progress hash; ARGV: the
+/// group, the entry id, the answer. 1 when answered now, 0 when the entry
+/// was not pending any more (answered before).
+const FINISH_LUA: &str = r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+";
+
+/// The progress hash of a job entry: field = recipient position, value =
+/// its result JSON.
+pub fn progress_key(stream: &str, id: &str) -> String {
+    format!("{stream}:progress:{id}")
+}
+
+/// The hash counting claims, per consumer (`mailhop feed status`).
+pub fn claims_key(group: &str) -> String {
+    format!("mailhop:feed:{group}:claims")
+}
+
+/// The consumer name: `[feed] consumer`, else the host name.
+pub fn consumer_name(config: &FeedConfig) -> String {
+    if !config.consumer.is_empty() {
+        return config.consumer.clone();
+    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| format!("mailhop-{}", std::process::id()))
+}
+
+enum Msg {
+    Settled {
+        key: Arc<str>,
+        index: usize,
+        json: Vec<u8>,
+        /// Told once it is written.
+        written: Sender<()>,
+    },
+    Done {
+        stream: Arc<str>,
+        id: String,
+        answer: Vec<u8>,
+    },
+    /// Not answered (the daemon stops): left pending for another node.
+    Leave { stream: Arc<str>, id: String },
+}
+
+/// Entries held by this node, by stream: refreshed until answered.
+type InFlight = Arc<Mutex<HashMap<Arc<str>, HashSet<String>>>>;
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashSet<String>>> {
+    match in_flight.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The running feed.
+pub struct Feed {
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    tx: Sender<Msg>,
+}
+
+impl Feed {
+    /// Starts the reader and the writer.
+    pub fn start(config: &FeedConfig, submitter: Submitter) -> Result<Feed, FeedError> {
+        let consumer = consumer_name(config);
+        let read_timeout = Duration::from_millis(READ_BLOCK_MS) + Duration::from_secs(5);
+        let reader_conn = Conn::new(&config.redis_url, "reader", read_timeout)?;
+        let writer_conn = Conn::new(&config.redis_url, "writer", Duration::from_secs(5))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let in_flight: InFlight = Arc::default();
+        let streams: Vec<Arc<str>> = config
+            .streams
+            .iter()
+            .map(|s| Arc::from(s.as_str()))
+            .collect();
+        let reader = Reader {
+            conn: reader_conn,
+            streams,
+            group: config.group.clone(),
+            consumer: consumer.clone(),
+            claim_after: config.claim_after,
+            submitter,
+            tx: tx.clone(),
+            in_flight: Arc::clone(&in_flight),
+            stop: Arc::clone(&stop),
+            peer: Arc::new(PeerIdentity {
+                uid: u32::MAX,
+                gids: Vec::new(),
+                privileged: false,
+            }),
+        };
+        let writer = Writer {
+            conn: writer_conn,
+            group: config.group.clone(),
+            results: config.results_stream.clone(),
+            script: Script::new(FINISH_LUA),
+            loaded: false,
+            in_flight: Arc::clone(&in_flight),
+            stop: Arc::clone(&stop),
+        };
+        let refresher = Refresher {
+            conn: Conn::new(&config.redis_url, "refresher", Duration::from_secs(5))?,
+            group: config.group.clone(),
+            consumer: consumer.clone(),
+            period: (config.claim_after / 3).max(Duration::from_millis(50)),
+            in_flight: Arc::clone(&in_flight),
+            stop: Arc::clone(&stop),
+        };
+        let spawn_err =
+            |e: std::io::Error| FeedError::new(format!("cannot start a feed thread: {e}"));
+        let writer = thread::Builder::new()
+            .name("feed-writer".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(spawn_err)?;
+        let refresher = thread::Builder::new()
+            .name("feed-refresh".into())
+            .spawn(move || refresher.run())
+            .map_err(spawn_err)?;
+        let reader = thread::Builder::new()
+            .name("feed-reader".into())
+            .spawn(move || reader.run())
+            .map_err(spawn_err)?;
+        log::info!(
+            "feed: reading {} as {consumer} in group {} from {}",
+            config.streams.join(", "),
+            config.group,
+            redact(&config.redis_url)
+        );
+        Ok(Feed {
+            stop,
+            reader: Some(reader),
+            refresher: Some(refresher),
+            writer: Some(writer),
+            tx,
+        })
+    }
+
+    /// Stops reading, writes what is left to write (for up to `limit`),
+    /// and ends both threads.
+    pub fn stop(mut self, limit: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let deadline = Instant::now() + limit;
+        while !self.tx.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let left = self.tx.len();
+        if left > 0 {
+            log::warn!("feed: {left} answers or outcomes not written to Redis at shutdown");
+        }
+        drop(self.tx);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        if let Some(refresher) = self.refresher.take() {
+            let _ = refresher.join();
+        }
+    }
+}
+
+/// The URL without its password, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+struct Reader {
+    conn: Conn,
+    streams: Vec<Arc<str>>,
+    group: String,
+    consumer: String,
+    claim_after: Duration,
+    submitter: Submitter,
+    tx: Sender<Msg>,
+    in_flight: InFlight,
+    stop: Arc<AtomicBool>,
+    peer: Arc<PeerIdentity>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut last_claim = Instant::now() - CLAIM_PERIOD;
+        // Entries idle too long are still waiting to be claimed: claims
+        // go before new reads.
+        let mut backlog = false;
+        let mut groups = false;
+        while !self.stop.load(Ordering::SeqCst) && !self.submitter.stopping() {
+            match self.conn.ensure() {
+                Ok(true) => groups = self.create_groups(),
+                Ok(false) if !groups => {
+                    // Refused before (a server still loading its data).
+                    groups = self.create_groups();
+                    if !groups {
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    thread::sleep(
+                        self.conn
+                            .wait()
+                            .clamp(Duration::from_millis(10), Duration::from_millis(100)),
+                    );
+                    continue;
+                }
+            }
+            if backlog || last_claim.elapsed() >= CLAIM_PERIOD {
+                backlog = self.claim();
+                last_claim = Instant::now();
+                if backlog {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            }
+            let free = self.submitter.free_slots();
+            if free == 0 {
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            self.read(free);
+        }
+    }
+
+    /// True when every group exists.
+    fn create_groups(&mut self) -> bool {
+        let mut all = true;
+        for stream in self.streams.clone() {
+            let created: Result<Value, FeedError> = self.conn.query(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&*stream)
+                    .arg(&self.group)
+                    .arg("0")
+                    .arg("MKSTREAM"),
+            );
+            match created {
+                Ok(_) => log::info!("feed: created group {} on {stream}", self.group),
+                Err(e) if e.is("BUSYGROUP") => {}
+                Err(e) => {
+                    all = false;
+                    log::warn!("feed: cannot create group {} on {stream}: {e}", self.group);
+                }
+            }
+        }
+        all
+    }
+
+    fn read(&mut self, free: usize) {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(free)
+            .arg("BLOCK")
+            .arg(READ_BLOCK_MS)
+            .arg("STREAMS");
+        for stream in &self.streams {
+            cmd.arg(&**stream);
+        }
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        match self.conn.query::<Value>(&cmd) {
+            Ok(reply) => {
+                for (stream, entries) in parse_read(&reply) {
+                    let Some(stream) = self.streams.iter().find(|s| ***s == *stream).cloned()
+                    else {
+                        continue;
+                    };
+                    for entry in entries {
+                        self.take(&stream, entry, Vec::new());
+                    }
+                }
+            }
+            Err(e) if e.is("NOGROUP") => {
+                self.create_groups();
+            }
+            Err(e) => {
+                log::debug!("feed: XREADGROUP: {e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Claims entries idle longer than claim_after (a dead node's); true
+    /// when more may be waiting (the queue had no room for them all).
+    fn claim(&mut self) -> bool {
+        let idle = u64::try_from(self.claim_after.as_millis()).unwrap_or(u64::MAX);
+        let mut backlog = false;
+        for stream in self.streams.clone() {
+            let free = self.submitter.free_slots();
+            if free == 0 {
+                return backlog;
+            }
+            let reply: Result<Value, FeedError> = self.conn.query(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&*stream)
+                    .arg(&self.group)
+                    .arg(&self.consumer)
+                    .arg(idle)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(free),
+            );
+            let entries = match reply {
+                Ok(reply) => parse_autoclaim(&reply),
+                Err(e) => {
+                    log::debug!("feed: XAUTOCLAIM {stream}: {e}");
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                continue;
+            }
+            backlog |= entries.len() >= free;
+            let held: HashSet<String> = lock(&self.in_flight)
+                .get(&stream)
+                .cloned()
+                .unwrap_or_default();
+            let mut claimed = 0u64;
+            for entry in entries {
+                if held.contains(&entry.id) {
+                    continue;
+                }
+                claimed += 1;
+                let key = progress_key(&stream, &entry.id);
+                let settled: Vec<(String, String)> = self
+                    .conn
+                    .query(redis::cmd("HGETALL").arg(&key))
+                    .unwrap_or_default();
+                let pre = settled
+                    .into_iter()
+                    .filter_map(|(i, json)| {
+                        Some((i.parse::<usize>().ok()?, serde_json::from_str(&json).ok()?))
+                    })
+                    .collect();
+                self.take(&stream, entry, pre);
+            }
+            if claimed > 0 {
+                log::info!(
+                    "feed: claimed {claimed} jobs of {stream} idle longer than claim_after (a node that stopped)"
+                );
+                let _: Result<Value, FeedError> = self.conn.query(
+                    redis::cmd("HINCRBY")
+                        .arg(claims_key(&self.group))
+                        .arg(&self.consumer)
+                        .arg(claimed),
+                );
+            }
+        }
+        backlog
+    }
+
+    /// Submits one entry (`pre`: its recipients settled before a claim).
+    fn take(&mut self, stream: &Arc<str>, entry: Entry, pre: Vec<(usize, RecipientResult)>) {
+        lock(&self.in_flight)
+            .entry(Arc::clone(stream))
+            .or_default()
+            .insert(entry.id.clone());
+        let done = |answer: Answer| Msg::Done {
+            stream: Arc::clone(stream),
+            id: entry.id.clone(),
+            answer: answer_line(answer),
+        };
+        let Some(line) = entry.job else {
+            let error = JobError::invalid(None, "feed: the stream entry has no field \"job\"");
+            let _ = self.tx.send(done(Answer::Failed(error)));
+            return;
+        };
+        let checked = match crate::job::parse_job(&line) {
+            Ok(checked) => checked,
+            Err(error) => {
+                let _ = self.tx.send(done(Answer::Failed(error)));
+                return;
+            }
+        };
+        if !matches!(checked.message, MessageRef::Data { .. }) {
+            let error = JobError::invalid(
+                Some(checked.id.clone()),
+                "the Redis feed takes inline messages only (\"message\":{\"data\":...}): nodes share no files",
+            );
+            let _ = self.tx.send(done(Answer::Failed(error)));
+            return;
+        }
+        let total = checked.recipients.len();
+        let settled: HashSet<usize> = pre.iter().map(|(i, _)| *i).filter(|i| *i < total).collect();
+        let open: Vec<usize> = (0..total).filter(|i| !settled.contains(i)).collect();
+        let key: Arc<str> = Arc::from(progress_key(stream, &entry.id));
+        let observer = Arc::new(FeedObserver {
+            key: Arc::clone(&key),
+            open: open.clone(),
+            tx: self.tx.clone(),
+        });
+        let report = Arc::new(FeedReport {
+            stream: Arc::clone(stream),
+            id: entry.id.clone(),
+            open: open.clone(),
+            pre,
+            total,
+            observer,
+            tx: self.tx.clone(),
+            submitter: self.submitter.clone(),
+        });
+        if open.len() == total {
+            self.submitter
+                .submit(Ticket::new(checked, Arc::clone(&self.peer), report));
+            return;
+        }
+        if open.is_empty() {
+            report.report(Answer::Done(JobResult {
+                id: checked.id.clone(),
+                recipients: Vec::new(),
+                log: None,
+            }));
+            return;
+        }
+        let mut job = checked.job().clone();
+        job.recipients = open
+            .iter()
+            .filter_map(|i| job.recipients.get(*i).cloned())
+            .collect();
+        match job.into_checked() {
+            Ok(rest) => self
+                .submitter
+                .submit(Ticket::new(rest, Arc::clone(&self.peer), report)),
+            Err(error) => report.report(Answer::Failed(error)),
+        }
+    }
+}
+
+/// Keeps the entries this node holds from looking dead: resets their idle
+/// time every third of claim_after, on a thread of its own (the reader
+/// may wait for queue room).
+struct Refresher {
+    conn: Conn,
+    group: String,
+    consumer: String,
+    period: Duration,
+    in_flight: InFlight,
+    stop: Arc<AtomicBool>,
+}
+
+impl Refresher {
+    fn run(mut self) {
+        let mut last = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+            if last.elapsed() >= self.period {
+                last = Instant::now();
+                self.refresh();
+            }
+        }
+    }
+
+    /// Resets the idle time of the entries this node holds.
+    fn refresh(&mut self) {
+        let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.in_flight)
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
+            .collect();
+        for (stream, ids) in held {
+            for chunk in ids.chunks(1000) {
+                let mut cmd = redis::cmd("XCLAIM");
+                cmd.arg(&*stream)
+                    .arg(&self.group)
+                    .arg(&self.consumer)
+                    .arg(0);
+                for id in chunk {
+                    cmd.arg(id);
+                }
+                cmd.arg("JUSTID");
+                if let Err(e) = self.conn.query::<Value>(&cmd) {
+                    log::debug!("feed: refreshing {stream}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The answer JSON, without its newline.
+fn answer_line(answer: Answer) -> Vec<u8> {
+    let mut line = answer.to_wire();
+    line.pop();
+    line
+}
+
+struct FeedObserver {
+    key: Arc<str>,
+    /// Job positions of the submitted recipients.
+    open: Vec<usize>,
+    tx: Sender<Msg>,
+}
+
+impl SettleObserver for FeedObserver {
+    fn settled(&self, index: usize, result: &RecipientResult) {
+        let Some(&index) = self.open.get(index) else {
+            return;
+        };
+        let Ok(json) = serde_json::to_vec(result) else {
+            return;
+        };
+        // The worker waits until the outcome is in Redis: a node killed
+        // now has at most one delivered, unrecorded transaction per worker.
+        let (written, wait) = crossbeam_channel::bounded(1);
+        let sent = self.tx.send(Msg::Settled {
+            key: Arc::clone(&self.key),
+            index,
+            json,
+            written,
+        });
+        if sent.is_ok() && wait.recv_timeout(SETTLE_WAIT).is_err() {
+            log::warn!(
+                "feed: the outcome of a recipient of {} not written to Redis within {}s; delivering on",
+                self.key,
+                SETTLE_WAIT.as_secs()
+            );
+        }
+    }
+}
+
+struct FeedReport {
+    stream: Arc<str>,
+    id: String,
+    open: Vec<usize>,
+    pre: Vec<(usize, RecipientResult)>,
+    total: usize,
+    observer: Arc<FeedObserver>,
+    tx: Sender<Msg>,
+    submitter: Submitter,
+}
+
+impl Report for FeedReport {
+    fn report(&self, answer: Answer) {
+        let answer = match answer {
+            Answer::Done(result) => {
+                if self.submitter.stopping() && cut_by_shutdown(&result) {
+                    log::info!(
+                        "feed: job {} ({} {}) not finished at shutdown: left pending for another node",
+                        result.id,
+                        self.stream,
+                        self.id
+                    );
+                    let _ = self.tx.send(Msg::Leave {
+                        stream: Arc::clone(&self.stream),
+                        id: self.id.clone(),
+                    });
+                    return;
+                }
+                Answer::Done(merge(result, &self.open, &self.pre, self.total))
+            }
+            failed => failed,
+        };
+        let _ = self.tx.send(Msg::Done {
+            stream: Arc::clone(&self.stream),
+            id: self.id.clone(),
+            answer: answer_line(answer),
+        });
+    }
+
+    fn observer(&self) -> Option<Arc<dyn SettleObserver>> {
+        Some(Arc::clone(&self.observer) as Arc<dyn SettleObserver>)
+    }
+}
+
+/// Some recipient was deferred because the daemon stops.
+fn cut_by_shutdown(result: &JobResult) -> bool {
+    result
+        .recipients
+        .iter()
+        .any(|r| r.status == Status::Deferred && r.diagnostic.starts_with(SHUTDOWN_DIAGNOSTIC))
+}
+
+/// The whole job's result: the recipients settled before a claim (`pre`,
+/// by job position) and those delivered now (`result`, in the order of
+/// `open`), in job order.
+pub fn merge(
+    mut result: JobResult,
+    open: &[usize],
+    pre: &[(usize, RecipientResult)],
+    total: usize,
+) -> JobResult {
+    if pre.is_empty() {
+        return result;
+    }
+    let mut slots: Vec<Option<RecipientResult>> = vec![None; total];
+    for (index, r) in pre {
+        if let Some(slot) = slots.get_mut(*index) {
+            *slot = Some(r.clone());
+        }
+    }
+    for (k, r) in std::mem::take(&mut result.recipients)
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(slot) = open.get(k).and_then(|i| slots.get_mut(*i)) {
+            *slot = Some(r);
+        }
+    }
+    result.recipients = slots.into_iter().flatten().collect();
+    result
+}
+
+struct Writer {
+    conn: Conn,
+    group: String,
+    results: String,
+    script: Script,
+    /// The script is known to be loaded on this connection's server.
+    loaded: bool,
+    in_flight: InFlight,
+    stop: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<Msg>) {
+        let mut batch: Vec<Msg> = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            if batch.is_empty() {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(msg) => batch.push(msg),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+            match self.write(&batch) {
+                Ok(()) => {
+                    self.settle(&batch);
+                    batch.clear();
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if self.stop.load(Ordering::SeqCst) && failures > 50 {
+                        log::warn!(
+                            "feed: giving up writing {} answers or outcomes at shutdown: {e}",
+                            batch.len()
+                        );
+                        return;
+                    }
+                    log::debug!("feed: writing to Redis: {e}; retrying");
+                    thread::sleep(
+                        self.conn
+                            .wait()
+                            .clamp(Duration::from_millis(20), Duration::from_millis(200)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[Msg]) -> Result<(), FeedError> {
+        if self.conn.ensure()? || !self.loaded {
+            // Again after any failure: a restarted server has no scripts.
+            self.loaded = false;
+            let _: Value = self
+                .conn
+                .query(redis::cmd("SCRIPT").arg("LOAD").arg(FINISH_LUA))?;
+            self.loaded = true;
+        }
+        let hash = self.script.get_hash().to_string();
+        let mut pipe = redis::pipe();
+        for msg in batch {
+            match msg {
+                Msg::Settled {
+                    key, index, json, ..
+                } => {
+                    pipe.cmd("HSET").arg(&**key).arg(*index).arg(json).ignore();
+                    pipe.cmd("EXPIRE")
+                        .arg(&**key)
+                        .arg(PROGRESS_TTL_SECS)
+                        .ignore();
+                }
+                Msg::Done { stream, id, answer } => {
+                    pipe.cmd("EVALSHA")
+                        .arg(&hash)
+                        .arg(3)
+                        .arg(&**stream)
+                        .arg(&self.results)
+                        .arg(progress_key(stream, id))
+                        .arg(&self.group)
+                        .arg(id)
+                        .arg(answer)
+                        .ignore();
+                }
+                Msg::Leave { .. } => {}
+            }
+        }
+        let written = self.conn.pipe::<Value>(&pipe);
+        if written.is_err() {
+            self.loaded = false;
+        }
+        written.map(|_| ())
+    }
+
+    /// The answered entries are no longer held.
+    fn settle(&self, batch: &[Msg]) {
+        for msg in batch {
+            if let Msg::Settled { written, .. } = msg {
+                let _ = written.try_send(());
+            }
+        }
+        let mut held = lock(&self.in_flight);
+        for msg in batch {
+            if let Msg::Done { stream, id, .. } | Msg::Leave { stream, id } = msg
+                && let Some(ids) = held.get_mut(stream)
+            {
+                ids.remove(id);
+            }
+        }
+    }
+}
+
+/// One stream entry: its id and its "job" field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub job: Option<Vec<u8>>,
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn items(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+/// `[id, [field, value, ...]]`; `None` for a deleted entry (nil).
+fn parse_entry(value: &Value) -> Option<Entry> {
+    let [id, fields] = items(value) else {
+        return None;
+    };
+    let id = text(id)?;
+    let mut job = None;
+    for pair in items(fields).chunks(2) {
+        if let [name, Value::BulkString(data)] = pair
+            && text(name).as_deref() == Some("job")
+        {
+            job = Some(data.clone());
+        }
+    }
+    Some(Entry { id, job })
+}
+
+fn parse_entries(value: &Value) -> Vec<Entry> {
+    items(value).iter().filter_map(parse_entry).collect()
+}
+
+/// An XREADGROUP reply: entries by stream (nil: none).
+pub fn parse_read(value: &Value) -> Vec<(String, Vec<Entry>)> {
+    match value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(name, entries)| Some((text(name)?, parse_entries(entries))))
+            .collect(),
+        _ => items(value)
+            .iter()
+            .filter_map(|one| match items(one) {
+                [name, entries] => Some((text(name)?, parse_entries(entries))),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// An XAUTOCLAIM reply: `[next, entries, deleted]`; the entries.
+pub fn parse_autoclaim(value: &Value) -> Vec<Entry> {
+    match items(value) {
+        [_, entries, ..] => parse_entries(entries),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[path = "feed_tests.rs"]
+mod tests;

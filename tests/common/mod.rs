@@ -44,6 +44,7 @@ pub mod jobs;
 pub mod postfix;
 pub mod postfix_front;
 pub mod postfix_relay;
+pub mod redis;
 pub mod run;
 pub mod scripted_server;
 pub mod sink;

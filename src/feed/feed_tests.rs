@@ -1,0 +1,124 @@
+use redis::Value;
+
+use super::*;
+use crate::job::JobResult;
+
+fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+fn result(address: &str, status: Status) -> RecipientResult {
+    RecipientResult {
+        address: address.into(),
+        status,
+        dsn: "2.0.0".into(),
+        relay: None,
+        diagnostic: String::new(),
+        tls: None,
+        tls_policy: None,
+        success_dsn: None,
+    }
+}
+
+#[test]
+fn read_reply_gives_entries_by_stream() {
+    let reply = Value::Array(vec![Value::Array(vec![
+        bulk("jobs"),
+        Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("job"), bulk("{}")]),
+            ]),
+            Value::Array(vec![
+                bulk("2-0"),
+                Value::Array(vec![bulk("other"), bulk("x")]),
+            ]),
+        ]),
+    ])]);
+    let got = parse_read(&reply);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "jobs");
+    assert_eq!(
+        got[0].1,
+        vec![
+            Entry {
+                id: "1-0".into(),
+                job: Some(b"{}".to_vec())
+            },
+            Entry {
+                id: "2-0".into(),
+                job: None
+            },
+        ]
+    );
+    assert!(parse_read(&Value::Nil).is_empty());
+}
+
+#[test]
+fn autoclaim_reply_skips_deleted_entries() {
+    let reply = Value::Array(vec![
+        bulk("0-0"),
+        Value::Array(vec![
+            Value::Nil,
+            Value::Array(vec![
+                bulk("3-0"),
+                Value::Array(vec![bulk("job"), bulk("j")]),
+            ]),
+        ]),
+        Value::Array(vec![bulk("1-0")]),
+    ]);
+    assert_eq!(
+        parse_autoclaim(&reply),
+        vec![Entry {
+            id: "3-0".into(),
+            job: Some(b"j".to_vec())
+        }]
+    );
+    assert!(parse_autoclaim(&Value::Int(3)).is_empty());
+}
+
+#[test]
+fn merge_puts_settled_and_new_results_in_job_order() {
+    let now = JobResult {
+        id: "j".into(),
+        recipients: vec![result("b", Status::Sent), result("d", Status::Bounced)],
+        log: None,
+    };
+    let pre = vec![
+        (0, result("a", Status::Sent)),
+        (2, result("c", Status::Deferred)),
+    ];
+    let merged = merge(now, &[1, 3], &pre, 4);
+    let order: Vec<&str> = merged
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(order, ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn redacts_the_password() {
+    assert_eq!(
+        redact("redis://:secret@127.0.0.1:6379/0"),
+        "redis://***@127.0.0.1:6379/0"
+    );
+    assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
+}
+
+#[test]
+fn server_error_codes_are_matched() {
+    let e = FeedError::from(redis::RedisError::from((
+        redis::ErrorKind::Extension,
+        "An error was signalled by the server",
+        "NOGROUP No such key 'jobs' or consumer group 'g'".to_string(),
+    )));
+    assert!(!e.is("BUSYGROUP"));
+    assert!(FeedError::new("BUSYGROUP Consumer Group name already exists").is("BUSYGROUP"));
+}
+
+#[test]
+fn keys_name_the_stream_and_the_group() {
+    assert_eq!(progress_key("{s7}:jobs", "1-2"), "{s7}:jobs:progress:1-2");
+    assert_eq!(claims_key("mailhop"), "mailhop:feed:mailhop:claims");
+}

@@ -1,0 +1,109 @@
+//! `mailhop feed status`: what Redis says of the feed — per job stream its
+//! length, the group's lag (entries not yet read) and pending entries per
+//! consumer (XINFO STREAM, XINFO GROUPS, XPENDING), the results stream's
+//! length and the claims each consumer made (the feed's counter hash).
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::conn::{Conn, FeedError};
+use crate::config::FeedConfig;
+
+fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
+    pairs.chunks(2).find_map(|pair| match pair {
+        [Value::BulkString(k), v] if k == name.as_bytes() => Some(v),
+        [Value::SimpleString(k), v] if k == name => Some(v),
+        _ => None,
+    })
+}
+
+fn map_items(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items.clone(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn show(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::Int(n)) => n.to_string(),
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::SimpleString(s)) => s.clone(),
+        Some(Value::Nil) | None => "-".into(),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+/// The status text.
+pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
+    let mut conn = Conn::new(&config.redis_url, "status", Duration::from_secs(5))?;
+    conn.ensure()?;
+    let mut out = String::new();
+    for stream in &config.streams {
+        let length: i64 = conn.query(redis::cmd("XLEN").arg(stream))?;
+        out.push_str(&format!("stream {stream}: length {length}\n"));
+        let groups: Value = match conn.query(redis::cmd("XINFO").arg("GROUPS").arg(stream)) {
+            Ok(groups) => groups,
+            Err(e) => {
+                out.push_str(&format!("  no groups ({e})\n"));
+                continue;
+            }
+        };
+        let groups = match groups {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
+        for group in groups {
+            let pairs = map_items(&group);
+            if show(field(&pairs, "name")) != config.group {
+                continue;
+            }
+            out.push_str(&format!(
+                "  group {}: lag {}, pending {}, last delivered {}\n",
+                config.group,
+                show(field(&pairs, "lag")),
+                show(field(&pairs, "pending")),
+                show(field(&pairs, "last-delivered-id")),
+            ));
+        }
+        let pending: Value = conn.query(redis::cmd("XPENDING").arg(stream).arg(&config.group))?;
+        if let Value::Array(summary) = pending
+            && let Some(Value::Array(consumers)) = summary.get(3)
+        {
+            for consumer in consumers {
+                if let Value::Array(pair) = consumer
+                    && let [name, count] = pair.as_slice()
+                {
+                    out.push_str(&format!(
+                        "  consumer {}: pending {}\n",
+                        show(Some(name)),
+                        show(Some(count))
+                    ));
+                }
+            }
+        }
+    }
+    let results: i64 = conn.query(redis::cmd("XLEN").arg(&config.results_stream))?;
+    out.push_str(&format!(
+        "results {}: length {results}\n",
+        config.results_stream
+    ));
+    let claims: Vec<(String, String)> =
+        conn.query(redis::cmd("HGETALL").arg(super::claims_key(&config.group)))?;
+    if claims.is_empty() {
+        out.push_str("claims: none\n");
+    }
+    for (consumer, count) in claims {
+        out.push_str(&format!("claims by {consumer}: {count}\n"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

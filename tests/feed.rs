@@ -1,0 +1,457 @@
+//! The Redis Streams feed (`[feed]`, docs/scale-out.md) against a real
+//! redis-server started on loopback by each test: a round trip (an inline
+//! job answered in the results stream, a path job refused there, the
+//! socket still serving), three daemons on one stream with one of them
+//! SIGKILLed in the middle, and Redis restarted mid-run with AOF on.
+//!
+//! The peer is an in-process counting SMTP server ([`CountingSink`]): it
+//! counts, per recipient, the messages it accepted (250 after DATA), so a
+//! recipient delivered twice shows. Without redis-server the tests print
+//! SKIPPED and pass, except under `CI=true`, where they fail.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::jobs::{inline_job, path_job};
+use common::redis::Redis;
+use common::run::Workdir;
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const MESSAGE: &str = "Subject: feed\r\n\r\nhello\r\n";
+
+/// A minimal SMTP server counting accepted messages per recipient.
+struct CountingSink {
+    port: u16,
+    counts: Arc<Mutex<HashMap<String, u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CountingSink {
+    fn start() -> CountingSink {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let c = Arc::clone(&c);
+                        thread::spawn(move || serve(stream, &c));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        CountingSink {
+            port,
+            counts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn nexthop(&self) -> String {
+        format!("[127.0.0.1]:{}", self.port)
+    }
+
+    fn counts(&self) -> HashMap<String, u32> {
+        self.counts.lock().expect("counts").clone()
+    }
+}
+
+impl Drop for CountingSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One SMTP session; ends when the client closes or after 60 s idle.
+fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut lines = BufReader::new(stream);
+    let mut rcpts: Vec<String> = Vec::new();
+    let _ = out.write_all(b"220 counter ESMTP\r\n");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            b"250 counter\r\n"
+        } else if upper.starts_with("MAIL") || upper.starts_with("RSET") {
+            rcpts.clear();
+            b"250 2.0.0 Ok\r\n"
+        } else if upper.starts_with("RCPT") {
+            let addr = line
+                .split('<')
+                .nth(1)
+                .and_then(|r| r.split('>').next())
+                .unwrap_or("")
+                .to_string();
+            rcpts.push(addr);
+            b"250 2.1.5 Ok\r\n"
+        } else if upper.starts_with("DATA") {
+            let _ = out.write_all(b"354 go ahead\r\n");
+            loop {
+                line.clear();
+                if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" {
+                    break;
+                }
+            }
+            let mut map = counts.lock().expect("counts");
+            for r in rcpts.drain(..) {
+                *map.entry(r).or_default() += 1;
+            }
+            drop(map);
+            b"250 2.0.0 queued\r\n"
+        } else if upper.starts_with("QUIT") {
+            let _ = out.write_all(b"221 2.0.0 bye\r\n");
+            return;
+        } else {
+            b"250 2.0.0 Ok\r\n"
+        };
+        if out.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn config(work: &Workdir, redis: &Redis, consumer: &str, workers: usize) -> String {
+    format!(
+        "[smtp]\nconnect_timeout = \"5s\"\nquit_timeout = \"2s\"\n\n\
+         [daemon]\nsocket = {:?}\nworkers = {workers}\nqueue_capacity = 32\n\n\
+         [feed]\nenabled = true\nredis_url = {:?}\nstreams = [\"jobs\"]\n\
+         results_stream = \"results\"\nconsumer = {consumer:?}\nclaim_after = \"2s\"\n",
+        work.path().join("m.sock").display().to_string(),
+        redis.url(),
+    )
+}
+
+fn start_node(redis: &Redis, consumer: &str, workers: usize) -> Daemon {
+    let work = Workdir::new();
+    let text = config(&work, redis, consumer, workers);
+    Daemon::start_text(&work, &text, LIMIT).owning(work)
+}
+
+fn results(con: &mut redis::Connection) -> Vec<Value> {
+    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("results")
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(con)
+        .map(|r| {
+            r.ids
+                .into_iter()
+                .map(|e| {
+                    let fields = e
+                        .map
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, redis::from_redis_value::<String>(v).ok()?)))
+                        .collect();
+                    (e.id, fields)
+                })
+                .collect()
+        })
+        .expect("XRANGE results");
+    reply
+        .into_iter()
+        .flat_map(|(_, fields)| fields)
+        .filter(|(k, _)| k == "result")
+        .map(|(_, v)| serde_json::from_str(&v).expect("result JSON"))
+        .collect()
+}
+
+fn xlen(con: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query(con).unwrap_or(0)
+}
+
+fn wait_results(redis: &Redis, n: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = redis
+            .client()
+            .get_connection()
+            .map(|mut con| xlen(&mut con, "results"))
+            .unwrap_or(0);
+        if got >= n || Instant::now() >= deadline {
+            return got;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn add_jobs(con: &mut redis::Connection, jobs: &[Value]) {
+    for chunk in jobs.chunks(500) {
+        let mut pipe = redis::pipe();
+        for job in chunk {
+            pipe.cmd("XADD")
+                .arg("jobs")
+                .arg("*")
+                .arg("job")
+                .arg(job.to_string())
+                .ignore();
+        }
+        pipe.query::<()>(con).expect("XADD jobs");
+    }
+}
+
+fn numbered_jobs(sink: &CountingSink, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "id": format!("j{i}"),
+                "nexthop": sink.nexthop(),
+                "sender": "a@x.test",
+                "recipients": [{"address": format!("r{i}@y.test")}],
+                "message": {"data": MESSAGE},
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_from_the_stream_is_answered_in_the_results_stream() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let node = start_node(&redis, "n1", 2);
+    let mut con = redis.conn();
+    let work = Workdir::new();
+    let file = work.file_with_mode("msg", MESSAGE.as_bytes(), 0o644);
+    add_jobs(
+        &mut con,
+        &[
+            inline_job("inline-1", &sink.nexthop(), MESSAGE),
+            path_job("path-1", &sink.nexthop(), &file),
+        ],
+    );
+    assert_eq!(wait_results(&redis, 2, LIMIT), 2, "{}", node.log());
+    let answers: BTreeMap<String, Value> = results(&mut con)
+        .into_iter()
+        .map(|a| (a["id"].as_str().unwrap_or("").to_string(), a))
+        .collect();
+    let inline = &answers["inline-1"];
+    assert_eq!(inline["recipients"][0]["status"], "sent", "{inline}");
+    let path = &answers["path-1"];
+    assert!(
+        path["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("inline messages only"),
+        "{path}"
+    );
+    assert_eq!(sink.counts().get("b@y.test"), Some(&1));
+    // Both acknowledged: nothing pending in the group.
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg("jobs")
+        .arg("mailhop")
+        .query(&mut con)
+        .expect("XPENDING");
+    assert_eq!(pending.0, 0);
+    // The socket still serves.
+    let answer = node.submit(&[inline_job("socket-1", &sink.nexthop(), MESSAGE)]);
+    assert_eq!(answer[0]["recipients"][0]["status"], "sent", "{answer:?}");
+    // mailhop feed status reads it back.
+    let status = std::process::Command::new(common::daemon::mailhop_bin())
+        .args(["feed", "status", "--config"])
+        .arg(&node.config)
+        .output()
+        .expect("mailhop feed status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text} {:?}", status);
+    assert!(text.contains("stream jobs: length 2"), "{text}");
+    assert!(text.contains("results results: length 2"), "{text}");
+}
+
+/// Jobs of the SIGKILL test; FEED_JOBS overrides.
+fn job_count() -> usize {
+    std::env::var("FEED_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000)
+}
+
+#[test]
+fn three_nodes_one_killed_every_job_answered_once() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let workers = 4;
+    let mut nodes: Vec<Daemon> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|c| start_node(&redis, c, workers))
+        .collect();
+    let mut con = redis.conn();
+    let n = job_count();
+    let started = Instant::now();
+    add_jobs(&mut con, &numbered_jobs(&sink, n));
+    wait_results(&redis, n / 3, Duration::from_secs(120));
+    // SIGKILL node n2 mid-run.
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    let killed_at = Instant::now();
+    // Its pending entries are taken over within claim_after + 1 s.
+    let mut taken_over = None;
+    while killed_at.elapsed() < Duration::from_secs(30) {
+        let held: Vec<(String, String)> = redis::cmd("XPENDING")
+            .arg("jobs")
+            .arg("mailhop")
+            .query::<(u64, redis::Value, redis::Value, Vec<(String, String)>)>(&mut con)
+            .map(|p| p.3)
+            .unwrap_or_default();
+        if !held.iter().any(|(c, _)| c == "n2") {
+            taken_over = Some(killed_at.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let got = wait_results(&redis, n, Duration::from_secs(300));
+    let elapsed = started.elapsed();
+    assert_eq!(got, n, "n1: {}\nn3: {}", nodes[0].log(), nodes[2].log());
+    let answers = results(&mut con);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for a in &answers {
+        assert_eq!(a["recipients"][0]["status"], "sent", "{a}");
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "every job answered");
+    assert!(seen.values().all(|c| *c == 1), "a job answered twice");
+    let counts = sink.counts();
+    let missing = (0..n)
+        .filter(|i| !counts.contains_key(&format!("r{i}@y.test")))
+        .count();
+    let duplicates: u32 = counts.values().map(|c| c - 1).sum();
+    eprintln!(
+        "feed: {n} jobs in {elapsed:?}; takeover after {taken_over:?}; {duplicates} recipients delivered twice"
+    );
+    assert_eq!(missing, 0, "every recipient delivered");
+    assert!(
+        duplicates <= u32::try_from(workers).unwrap_or(u32::MAX),
+        "{duplicates} duplicates, more than the killed node's {workers} workers"
+    );
+    let taken_over = taken_over.expect("the killed node's jobs were taken over");
+    assert!(
+        taken_over <= Duration::from_secs(3),
+        "takeover after {taken_over:?}"
+    );
+}
+
+#[test]
+fn redis_restarted_with_aof_loses_no_job() {
+    let Some(mut redis) = Redis::start(true) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let node = start_node(&redis, "n1", 4);
+    let n = 2_000;
+    {
+        let mut con = redis.conn();
+        add_jobs(&mut con, &numbered_jobs(&sink, n));
+    }
+    let before = wait_results(&redis, n / 3, Duration::from_secs(60));
+    assert!(before < n, "all {n} answered before the restart");
+    redis.restart();
+    let got = wait_results(&redis, n, Duration::from_secs(120));
+    assert_eq!(got, n, "{}", node.log());
+    let mut con = redis.conn();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for a in results(&mut con) {
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "every job answered");
+    assert!(seen.values().all(|c| *c == 1), "a job answered twice");
+    let counts = sink.counts();
+    assert!((0..n).all(|i| counts.contains_key(&format!("r{i}@y.test"))));
+    assert!(node.log().contains("Redis unreachable"), "{}", node.log());
+}
+
+#[test]
+fn redis_down_never_stops_the_socket_feed_and_the_feed_comes_back() {
+    let Some(mut redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let node = start_node(&redis, "n1", 2);
+    redis.stop();
+    node.wait_log("Redis unreachable");
+    let answer = node.submit(&[inline_job("socket-1", &sink.nexthop(), MESSAGE)]);
+    assert_eq!(answer[0]["recipients"][0]["status"], "sent", "{answer:?}");
+    // A new, empty server: the group is created again on reconnection.
+    redis.start_again();
+    let mut con = redis.conn();
+    add_jobs(&mut con, &[inline_job("after", &sink.nexthop(), MESSAGE)]);
+    assert_eq!(wait_results(&redis, 1, LIMIT), 1, "{}", node.log());
+    assert_eq!(results(&mut con)[0]["recipients"][0]["status"], "sent");
+    assert!(
+        node.log().contains("connected to Redis again"),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_leaves_its_queued_jobs_to_the_others() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let mut nodes: Vec<Daemon> = ["n1", "n2"]
+        .iter()
+        .map(|c| start_node(&redis, c, 4))
+        .collect();
+    let mut con = redis.conn();
+    let n = 4_000;
+    add_jobs(&mut con, &numbered_jobs(&sink, n));
+    wait_results(&redis, n / 3, Duration::from_secs(60));
+    nodes[0].signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(nodes[0].wait_exit(LIMIT), Some(0), "{}", nodes[0].log());
+    let got = wait_results(&redis, n, Duration::from_secs(120));
+    assert_eq!(got, n, "n2: {}", nodes[1].log());
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for a in results(&mut con) {
+        assert_eq!(a["recipients"][0]["status"], "sent", "{a}");
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "every job answered");
+    assert!(seen.values().all(|c| *c == 1), "a job answered twice");
+    eprintln!(
+        "feed: SIGTERM left {} jobs pending",
+        nodes[0]
+            .log()
+            .matches("left pending for another node")
+            .count()
+    );
+}
