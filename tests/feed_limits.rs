@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use common::redis::Redis;
+
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -22,80 +22,17 @@ use mailhop::shaping::gcra::Pace;
 use mailhop::shaping::scheduler::Scheduler;
 use mailhop::shaping::{Demand, Grant, Key, SharedLimits, Tally, Verdict};
 
-/// A private redis-server on a free loopback port, stopped on drop (the
-/// feed's tests/common/redis.rs replaces this at merge).
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// Started and answering PING, or `None` after a skip.
-    fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_on(port)
-    }
-
-    /// Started on `port`.
-    fn start_on(port: u16) -> Option<Self> {
-        let Some(server) = common::tools::find_tool("redis-server") else {
-            common::tools::skip("redis-server is not installed");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(server)
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let redis = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pong = redis::Client::open(redis.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if pong.is_ok() {
-                return Some(redis);
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn node(&self, name: &str, lease_time: Duration) -> Arc<ClusterLimits> {
-        ClusterLimits::new(
-            self.url(),
-            LimitSettings {
-                node: name.into(),
-                lease_time,
-                ..LimitSettings::default()
-            },
-        )
-        .expect("limits")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One node's cluster-wide limits on `redis`.
+fn node(redis: &Redis, name: &str, lease_time: Duration) -> Arc<ClusterLimits> {
+    ClusterLimits::new(
+        redis.url(),
+        LimitSettings {
+            node: name.into(),
+            lease_time,
+            ..LimitSettings::default()
+        },
+    )
+    .expect("limits")
 }
 
 fn key() -> Key {
@@ -123,7 +60,9 @@ fn acquire_within(limits: &ClusterLimits, demand: Demand, within: Duration) -> O
 
 #[test]
 fn clients_together_never_hold_more_leases_than_the_limit() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     const LIMIT: u32 = 3;
     const CLIENTS: usize = 6;
     const ROUNDS: usize = 40;
@@ -133,7 +72,7 @@ fn clients_together_never_hold_more_leases_than_the_limit() {
     let barrier = Arc::new(Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|n| {
-            let limits = redis.node(&format!("node{n}"), Duration::from_secs(30));
+            let limits = node(&redis, &format!("node{n}"), Duration::from_secs(30));
             let (in_flight, most, done, barrier) = (
                 Arc::clone(&in_flight),
                 Arc::clone(&most),
@@ -170,11 +109,13 @@ fn clients_together_never_hold_more_leases_than_the_limit() {
 
 #[test]
 fn a_dead_holders_leases_free_up_after_their_lifetime_and_a_live_holders_are_renewed() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let life = Duration::from_millis(1200);
     // A live holder keeps its lease past its lifetime (renewed every 400 ms).
-    let live = redis.node("live", life);
-    let other = redis.node("other", life);
+    let live = node(&redis, "live", life);
+    let other = node(&redis, "other", life);
     let Grant::Granted(Some(lease)) = live.acquire(&key(), count_only(1)) else {
         panic!("first lease refused");
     };
@@ -194,7 +135,7 @@ fn a_dead_holders_leases_free_up_after_their_lifetime_and_a_live_holders_are_ren
     other.release(&key(), lease);
 
     // A dead holder (dropped without releasing: no renewal, as after SIGKILL).
-    let dead = redis.node("dead", life);
+    let dead = node(&redis, "dead", life);
     for _ in 0..2 {
         assert!(matches!(
             dead.acquire(&key(), count_only(2)),
@@ -217,7 +158,9 @@ fn a_dead_holders_leases_free_up_after_their_lifetime_and_a_live_holders_are_ren
 
 #[test]
 fn the_shared_rate_admits_at_most_rate_times_window_plus_burst_over_three_clients() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     // destination_rate = 20/s: interval 50 ms, burst 1 s - 50 ms (19 at once
     // beyond the first), as the local scheduler derives it.
     let rate = Rate {
@@ -236,7 +179,7 @@ fn the_shared_rate_admits_at_most_rate_times_window_plus_burst_over_three_client
     let barrier = Arc::new(Barrier::new(3));
     let threads: Vec<_> = (0..3)
         .map(|n| {
-            let limits = redis.node(&format!("node{n}"), Duration::from_secs(30));
+            let limits = node(&redis, &format!("node{n}"), Duration::from_secs(30));
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 barrier.wait();
@@ -287,7 +230,9 @@ fn the_shared_rate_admits_at_most_rate_times_window_plus_burst_over_three_client
 
 #[test]
 fn ten_nodes_schedulers_share_one_destinations_limits() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     // Every node has the same [shaping]: a window of 4 and 100/s for the
     // destination; without the shared limits the 10 nodes would have up
     // to 40 in progress together. With them: 4 at most, 100/s.
@@ -309,7 +254,7 @@ fn ten_nodes_schedulers_share_one_destinations_limits() {
     let started = Instant::now();
     let threads: Vec<_> = (0..NODES)
         .map(|n| {
-            let limits = redis.node(&format!("node{n}"), Duration::from_secs(5));
+            let limits = node(&redis, &format!("node{n}"), Duration::from_secs(5));
             let settings = Arc::clone(&settings);
             let (in_flight, most, finished) = (
                 Arc::clone(&in_flight),
@@ -381,14 +326,15 @@ fn ten_nodes_schedulers_share_one_destinations_limits() {
 
 #[test]
 fn unreachable_redis_means_local_limits_only_until_it_is_back() {
-    let Some(redis) = Redis::start() else { return };
-    let port = redis.port;
-    let limits = redis.node("node", Duration::from_secs(30));
+    let Some(mut redis) = Redis::start(false) else {
+        return;
+    };
+    let limits = node(&redis, "node", Duration::from_secs(30));
     let Grant::Granted(Some(lease)) = limits.acquire(&key(), count_only(1)) else {
         panic!("first lease refused");
     };
     limits.release(&key(), lease);
-    drop(redis);
+    redis.stop();
     let asked = Instant::now();
     assert_eq!(limits.acquire(&key(), count_only(1)), Grant::Unavailable);
     assert!(
@@ -412,9 +358,7 @@ fn unreachable_redis_means_local_limits_only_until_it_is_back() {
     }
     assert_eq!(admitted, vec![0, 1, 2]);
     // Redis back on the same port: shared again after the back-off (1 s).
-    let Some(_redis) = Redis::start_on(port) else {
-        return;
-    };
+    redis.start_again();
     let back = Instant::now();
     let mut grant = limits.acquire(&key(), count_only(1));
     while grant == Grant::Unavailable && back.elapsed() < Duration::from_secs(5) {
@@ -437,8 +381,10 @@ fn unreachable_redis_means_local_limits_only_until_it_is_back() {
 
 #[test]
 fn acquiring_and_releasing_costs_a_round_trip_each() {
-    let Some(redis) = Redis::start() else { return };
-    let limits = redis.node("node", Duration::from_secs(30));
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let limits = node(&redis, "node", Duration::from_secs(30));
     let demand = Demand {
         limit: Some(20),
         pace: Some(Pace {
@@ -496,7 +442,9 @@ fn three_schedulers_against_a_sink_never_exceed_the_destinations_limit_together(
     use common::scripted_server::Server;
     use mailhop::shaping::{Moves, Shaper};
     use std::sync::{Mutex, OnceLock, Weak};
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     const LIMIT: u32 = 3;
     const JOBS: u32 = 20;
     // The sink counts transactions in progress (MAIL to the reply after
@@ -576,7 +524,7 @@ fn three_schedulers_against_a_sink_never_exceed_the_destinations_limit_together(
         };
         let shaper = Shaper::start(settings.clone(), Box::new(mover)).expect("shaper");
         let _ = me.set(Arc::downgrade(&shaper));
-        shaper.set_shared(redis.node(&format!("node{n}"), Duration::from_secs(10)));
+        shaper.set_shared(node(&redis, &format!("node{n}"), Duration::from_secs(10)));
         shapers.push(shaper);
     }
     let stop = std::sync::atomic::AtomicBool::new(false);

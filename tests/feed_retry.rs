@@ -5,10 +5,7 @@
 //! the queue lifetime, and a real delivery's answer (a scripted server
 //! deferring one recipient) turned into a retry.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use mailhop::feed::retry::{
     Decision, Outcome, RetryConfig, decide, due_key, jobs_key, promote_due, schedule, waiting,
@@ -17,82 +14,10 @@ use mailhop::job::parse_job;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Behaviour, Delivery, Workdir, smtp_server};
+use common::redis::Redis;
+use common::{Behaviour, Delivery, smtp_server};
 
-const LIMIT: Duration = Duration::from_secs(10);
 const DAY: u64 = 86_400;
-
-/// A private redis-server on 127.0.0.1 (no persistence), stopped on drop.
-/// (A minimal copy until the feed's shared tests/common/redis.rs lands.)
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: Workdir,
-}
-
-impl Redis {
-    /// Starts one, or `None` after a loud skip when redis-server is missing.
-    fn start() -> Option<Redis> {
-        let bin: PathBuf = common::require_tool("redis-server", "redis-server")?;
-        for _ in 0..5 {
-            let dir = Workdir::with_prefix("redis");
-            let port = common::free_port();
-            let child = Command::new(&bin)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let mut redis = Redis {
-                child,
-                port,
-                _dir: dir,
-            };
-            if redis.wait_ready() {
-                return Some(redis);
-            }
-            // Lost the port race (or a slow start): drop it and try another.
-        }
-        panic!("redis-server did not start on a free loopback port in 5 tries");
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + LIMIT;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return false;
-            }
-            if let Ok(mut conn) = self.try_conn() {
-                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut conn);
-                if pong.is_ok() {
-                    return true;
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
-        client.get_connection_with_timeout(Duration::from_secs(2))
-    }
-
-    fn conn(&self) -> redis::Connection {
-        self.try_conn().expect("connect to redis-server")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn on() -> RetryConfig {
     RetryConfig {
@@ -150,7 +75,9 @@ fn stream_jobs(conn: &mut redis::Connection, stream: &str) -> Vec<Value> {
 
 #[test]
 fn deferred_recipients_return_to_the_stream_when_due() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let arrival = 1_700_000_000;
     let now = arrival + 1000;
@@ -211,7 +138,9 @@ fn deferred_recipients_return_to_the_stream_when_due() {
 
 #[test]
 fn past_the_lifetime_deferred_recipients_bounce_and_nothing_waits() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let arrival = 1_700_000_000;
     let job = job_json("j2", &["a@y.test", "b@y.test"], Some(arrival));
@@ -274,7 +203,9 @@ fn past_the_lifetime_deferred_recipients_bounce_and_nothing_waits() {
 
 #[test]
 fn retries_off_or_nothing_deferred_writes_nothing() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let job = job_json("j3", &["a@y.test"], Some(1_700_000_000));
     let deferred = result_json("j3", &[("a@y.test", "deferred", "4.4.1")]);
@@ -309,7 +240,9 @@ fn retries_off_or_nothing_deferred_writes_nothing() {
 
 #[test]
 fn promotion_follows_due_order_and_its_limit() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let now = 1_700_000_000;
     // Five jobs arriving at different times: due 300..=700 s from now.
@@ -360,7 +293,9 @@ fn promotion_follows_due_order_and_its_limit() {
 /// Racing promoters (one per node) move each due job exactly once.
 #[test]
 fn racing_promoters_move_each_job_exactly_once() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let now = 1_700_000_000;
     const JOBS: usize = 300;
@@ -415,7 +350,9 @@ fn racing_promoters_move_each_job_exactly_once() {
 /// two recipients (452 to the second RCPT); the retry carries that one.
 #[test]
 fn a_real_deferral_is_scheduled_with_its_recipient() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let server = smtp_server(Behaviour {
         rcpt: vec!["250 2.1.5 Ok".into(), "452 4.2.2 Mailbox full".into()],
@@ -465,7 +402,9 @@ fn a_real_deferral_is_scheduled_with_its_recipient() {
 /// is scheduled once; the first schedule stands.
 #[test]
 fn the_same_entry_is_scheduled_once() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let now = 1_700_000_000;
     let job = job_json("d1", &["a@y.test"], Some(now));
@@ -505,7 +444,9 @@ fn the_same_entry_is_scheduled_once() {
 /// The feed's use: the result, the XACK and the retry in one MULTI/EXEC.
 #[test]
 fn the_retry_command_joins_the_feeds_transaction() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     let now = 1_700_000_000;
     let _: () = redis::cmd("XGROUP")
@@ -597,7 +538,9 @@ fn the_retry_command_joins_the_feeds_transaction() {
 /// Redis gone: an error to handle (the feed reconnects), never a panic.
 #[test]
 fn redis_gone_is_an_error() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
     let mut conn = redis.conn();
     drop(redis);
     let job = job_json("g1", &["a@y.test"], Some(1_700_000_000));
