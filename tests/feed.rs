@@ -110,8 +110,18 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
                 .and_then(|r| r.split('>').next())
                 .unwrap_or("")
                 .to_string();
-            rcpts.push(addr);
-            b"250 2.1.5 Ok\r\n"
+            if addr.starts_with("defer") {
+                // Counted per attempt, answered "try again later".
+                *counts
+                    .lock()
+                    .expect("counts")
+                    .entry(format!("rcpt:{addr}"))
+                    .or_default() += 1;
+                b"450 4.2.0 try again later\r\n"
+            } else {
+                rcpts.push(addr);
+                b"250 2.1.5 Ok\r\n"
+            }
         } else if upper.starts_with("DATA") {
             let _ = out.write_all(b"354 go ahead\r\n");
             loop {
@@ -287,6 +297,74 @@ fn a_job_from_the_stream_is_answered_in_the_results_stream() {
     assert!(status.status.success(), "{text} {:?}", status);
     assert!(text.contains("stream jobs: length 2"), "{text}");
     assert!(text.contains("results results: length 2"), "{text}");
+}
+
+/// With `[feed] retries`, a deferred recipient comes back to the stream
+/// after minimal_backoff_time and is tried again, until the queue
+/// lifetime is over: then it bounces ("status=expired") in the results.
+#[test]
+fn a_deferred_recipient_is_retried_then_expires() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let work = Workdir::new();
+    let text = config(&work, &redis, "n1", 2)
+        + "retries = true\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\n\
+           maximal_queue_lifetime = \"2s\"\n";
+    let node = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    let mut con = redis.conn();
+    add_jobs(
+        &mut con,
+        &[json!({
+            "id": "retry-1",
+            "nexthop": sink.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": "defer@y.test"}, {"address": "ok@y.test"}],
+            "message": {"data": MESSAGE},
+        })],
+    );
+    let deadline = Instant::now() + LIMIT;
+    let expired = loop {
+        let found = results(&mut con).into_iter().find(|r| {
+            r["recipients"][0]["status"] == "bounced"
+                && r["log"].to_string().contains("status=expired")
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no expiry: {}", node.log());
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(expired["id"], "retry-1", "{expired}");
+    assert_eq!(
+        expired["recipients"].as_array().map(Vec::len),
+        Some(1),
+        "{expired}"
+    );
+    assert_eq!(
+        expired["recipients"][0]["address"], "defer@y.test",
+        "{expired}"
+    );
+    let counts = sink.counts();
+    let attempts = counts.get("rcpt:defer@y.test").copied().unwrap_or(0);
+    assert!(attempts >= 2, "{attempts} attempts: {}", node.log());
+    // The delivered recipient is not sent again.
+    assert_eq!(counts.get("ok@y.test"), Some(&1), "{counts:?}");
+    // Each attempt answered once, then the expiry.
+    let answers = results(&mut con);
+    assert_eq!(answers.len(), attempts as usize + 1, "{answers:?}");
+    let log = node.log();
+    assert!(
+        log.contains("retry-1: from=<a@x.test>, status=expired, returned to sender"),
+        "{log}"
+    );
+    // Nothing left waiting.
+    let waiting: usize = redis::cmd("ZCARD")
+        .arg("jobs:retry")
+        .query(&mut con)
+        .unwrap_or(9);
+    assert_eq!(waiting, 0);
 }
 
 /// Jobs of the SIGKILL test; FEED_JOBS overrides.
