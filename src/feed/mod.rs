@@ -200,6 +200,8 @@ impl Feed {
     /// Starts the reader and the writer.
     pub fn start(config: &FeedConfig, submitter: Submitter) -> Result<Feed, FeedError> {
         let consumer = consumer_name(config);
+        let retries = retry::RetryConfig::from(config);
+        retries.check().map_err(FeedError::new)?;
         let read_timeout = Duration::from_millis(READ_BLOCK_MS) + Duration::from_secs(5);
         let reader_conn = Conn::new(&config.redis_url, "reader", read_timeout)?;
         let writer_conn = Conn::new(&config.redis_url, "writer", Duration::from_secs(5))?;
@@ -226,7 +228,7 @@ impl Feed {
                 gids: Vec::new(),
                 privileged: false,
             }),
-            retry: Arc::new(retry::RetryConfig::from(config)),
+            retry: Arc::new(retries),
         };
         let writer = Writer {
             conn: writer_conn,
