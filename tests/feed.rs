@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -32,24 +32,35 @@ const MESSAGE: &str = "Subject: feed\r\n\r\nhello\r\n";
 struct CountingSink {
     port: u16,
     counts: Arc<Mutex<HashMap<String, u32>>>,
+    gauge: Arc<Gauge>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl CountingSink {
     fn start() -> CountingSink {
+        Self::start_with(Duration::ZERO)
+    }
+
+    /// A sink that waits `hold` before answering the end of DATA.
+    fn start_with(hold: Duration) -> CountingSink {
+        let gauge = Arc::new(Gauge {
+            hold,
+            ..Gauge::default()
+        });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
+        let (c, s, g) = (Arc::clone(&counts), Arc::clone(&stop), Arc::clone(&gauge));
         let thread = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let c = Arc::clone(&c);
-                        thread::spawn(move || serve(stream, &c));
+                        let g = Arc::clone(&g);
+                        thread::spawn(move || serve(stream, &c, &g));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -58,6 +69,7 @@ impl CountingSink {
         CountingSink {
             port,
             counts,
+            gauge,
             stop,
             thread: Some(thread),
         }
@@ -81,8 +93,34 @@ impl Drop for CountingSink {
     }
 }
 
+/// Transactions in progress at the sink (MAIL to the end of DATA's reply,
+/// RSET or the session's end), and the most at once.
+#[derive(Default)]
+struct Gauge {
+    hold: Duration,
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One transaction counted by a [`Gauge`] while it lives.
+struct InTransaction<'a>(&'a Gauge);
+
+impl<'a> InTransaction<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.most.fetch_max(now, Ordering::SeqCst);
+        InTransaction(gauge)
+    }
+}
+
+impl Drop for InTransaction<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One SMTP session; ends when the client closes or after 60 s idle.
-fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
+fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>, gauge: &Gauge) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut out) = stream.try_clone() else {
@@ -90,6 +128,7 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
     };
     let mut lines = BufReader::new(stream);
     let mut rcpts: Vec<String> = Vec::new();
+    let mut transaction: Option<InTransaction<'_>> = None;
     let _ = out.write_all(b"220 counter ESMTP\r\n");
     let mut line = String::new();
     loop {
@@ -102,6 +141,10 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
             b"250 counter\r\n"
         } else if upper.starts_with("MAIL") || upper.starts_with("RSET") {
             rcpts.clear();
+            drop(transaction.take());
+            if upper.starts_with("MAIL") {
+                transaction.replace(InTransaction::new(gauge));
+            }
             b"250 2.0.0 Ok\r\n"
         } else if upper.starts_with("RCPT") {
             let addr = line
@@ -138,7 +181,12 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
                 *map.entry(r).or_default() += 1;
             }
             drop(map);
-            b"250 2.0.0 queued\r\n"
+            if !gauge.hold.is_zero() {
+                thread::sleep(gauge.hold);
+            }
+            let _ = out.write_all(b"250 2.0.0 queued\r\n");
+            drop(transaction.take());
+            continue;
         } else if upper.starts_with("QUIT") {
             let _ = out.write_all(b"221 2.0.0 bye\r\n");
             return;
@@ -365,6 +413,45 @@ fn a_deferred_recipient_is_retried_then_expires() {
         .query(&mut con)
         .unwrap_or(9);
     assert_eq!(waiting, 0);
+}
+
+/// With the feed on, the destination limits are shared: two daemons of 4
+/// workers each with `destination_concurrency_limit = 2` never have more
+/// than 2 transactions in progress at the sink together.
+#[test]
+fn two_nodes_share_one_destination_concurrency_limit() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start_with(Duration::from_millis(100));
+    let nodes: Vec<Daemon> = ["n1", "n2"]
+        .iter()
+        .map(|name| {
+            let work = Workdir::new();
+            let text = config(&work, &redis, name, 4)
+                + "\n[shaping]\nenabled = true\ndestination_concurrency_limit = 2\n";
+            Daemon::start_text(&work, &text, LIMIT).owning(work)
+        })
+        .collect();
+    let jobs = numbered_jobs(&sink, 40);
+    add_jobs(&mut redis.conn(), &jobs);
+    assert_eq!(wait_results(&redis, 40, LIMIT), 40, "{}", nodes[0].log());
+    let answers = results(&mut redis.conn());
+    let sent = answers
+        .iter()
+        .filter(|a| a["recipients"][0]["status"] == "sent")
+        .count();
+    assert_eq!(sent, 40, "{answers:?}");
+    let most = sink.gauge.most.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} transactions at once");
+    assert!(most >= 1);
+    for node in &nodes {
+        let log = node.log();
+        assert!(
+            log.contains("destination limits shared with the other nodes"),
+            "{log}"
+        );
+    }
 }
 
 /// Jobs of the SIGKILL test; FEED_JOBS overrides.
