@@ -361,6 +361,26 @@ pub fn run(options: &Options) -> i32 {
     };
     // The Redis feed: a Redis down at start is waited out like later on.
     let feed = if config.feed.enabled {
+        // The destination limits count every node's deliveries (Redis).
+        let settings = crate::feed::limits::LimitSettings {
+            node: crate::feed::consumer_name(&config.feed),
+            ..Default::default()
+        };
+        match crate::feed::limits::ClusterLimits::new(config.feed.redis_url.as_str(), settings) {
+            Ok(limits) => {
+                if pool.submitter().share_limits(limits) {
+                    log::info!(
+                        "feed: destination limits shared with the other nodes through Redis"
+                    );
+                } else {
+                    log::warn!("feed: destination limits not shared (no scheduler)");
+                }
+            }
+            Err(e) => {
+                listening.remove_file();
+                return fatal(EX_CONFIG, format!("feed: limits: {e}"));
+            }
+        }
         match crate::feed::Feed::start(&config.feed, pool.submitter()) {
             Ok(feed) => Some(feed),
             Err(e) => {

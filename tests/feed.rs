@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -32,24 +32,35 @@ const MESSAGE: &str = "Subject: feed\r\n\r\nhello\r\n";
 struct CountingSink {
     port: u16,
     counts: Arc<Mutex<HashMap<String, u32>>>,
+    gauge: Arc<Gauge>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl CountingSink {
     fn start() -> CountingSink {
+        Self::start_with(Duration::ZERO)
+    }
+
+    /// A sink that waits `hold` before answering the end of DATA.
+    fn start_with(hold: Duration) -> CountingSink {
+        let gauge = Arc::new(Gauge {
+            hold,
+            ..Gauge::default()
+        });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
+        let (c, s, g) = (Arc::clone(&counts), Arc::clone(&stop), Arc::clone(&gauge));
         let thread = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let c = Arc::clone(&c);
-                        thread::spawn(move || serve(stream, &c));
+                        let g = Arc::clone(&g);
+                        thread::spawn(move || serve(stream, &c, &g));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -58,6 +69,7 @@ impl CountingSink {
         CountingSink {
             port,
             counts,
+            gauge,
             stop,
             thread: Some(thread),
         }
@@ -81,8 +93,34 @@ impl Drop for CountingSink {
     }
 }
 
+/// Transactions in progress at the sink (MAIL to the end of DATA's reply,
+/// RSET or the session's end), and the most at once.
+#[derive(Default)]
+struct Gauge {
+    hold: Duration,
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One transaction counted by a [`Gauge`] while it lives.
+struct InTransaction<'a>(&'a Gauge);
+
+impl<'a> InTransaction<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.most.fetch_max(now, Ordering::SeqCst);
+        InTransaction(gauge)
+    }
+}
+
+impl Drop for InTransaction<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One SMTP session; ends when the client closes or after 60 s idle.
-fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
+fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>, gauge: &Gauge) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut out) = stream.try_clone() else {
@@ -90,6 +128,7 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
     };
     let mut lines = BufReader::new(stream);
     let mut rcpts: Vec<String> = Vec::new();
+    let mut transaction: Option<InTransaction<'_>> = None;
     let _ = out.write_all(b"220 counter ESMTP\r\n");
     let mut line = String::new();
     loop {
@@ -102,6 +141,10 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
             b"250 counter\r\n"
         } else if upper.starts_with("MAIL") || upper.starts_with("RSET") {
             rcpts.clear();
+            drop(transaction.take());
+            if upper.starts_with("MAIL") {
+                transaction.replace(InTransaction::new(gauge));
+            }
             b"250 2.0.0 Ok\r\n"
         } else if upper.starts_with("RCPT") {
             let addr = line
@@ -110,8 +153,18 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
                 .and_then(|r| r.split('>').next())
                 .unwrap_or("")
                 .to_string();
-            rcpts.push(addr);
-            b"250 2.1.5 Ok\r\n"
+            if addr.starts_with("defer") {
+                // Counted per attempt, answered "try again later".
+                *counts
+                    .lock()
+                    .expect("counts")
+                    .entry(format!("rcpt:{addr}"))
+                    .or_default() += 1;
+                b"450 4.2.0 try again later\r\n"
+            } else {
+                rcpts.push(addr);
+                b"250 2.1.5 Ok\r\n"
+            }
         } else if upper.starts_with("DATA") {
             let _ = out.write_all(b"354 go ahead\r\n");
             loop {
@@ -128,7 +181,12 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
                 *map.entry(r).or_default() += 1;
             }
             drop(map);
-            b"250 2.0.0 queued\r\n"
+            if !gauge.hold.is_zero() {
+                thread::sleep(gauge.hold);
+            }
+            let _ = out.write_all(b"250 2.0.0 queued\r\n");
+            drop(transaction.take());
+            continue;
         } else if upper.starts_with("QUIT") {
             let _ = out.write_all(b"221 2.0.0 bye\r\n");
             return;
@@ -287,6 +345,113 @@ fn a_job_from_the_stream_is_answered_in_the_results_stream() {
     assert!(status.status.success(), "{text} {:?}", status);
     assert!(text.contains("stream jobs: length 2"), "{text}");
     assert!(text.contains("results results: length 2"), "{text}");
+}
+
+/// With `[feed] retries`, a deferred recipient comes back to the stream
+/// after minimal_backoff_time and is tried again, until the queue
+/// lifetime is over: then it bounces ("status=expired") in the results.
+#[test]
+fn a_deferred_recipient_is_retried_then_expires() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let work = Workdir::new();
+    let text = config(&work, &redis, "n1", 2)
+        + "retries = true\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\n\
+           maximal_queue_lifetime = \"2s\"\n";
+    let node = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    let mut con = redis.conn();
+    add_jobs(
+        &mut con,
+        &[json!({
+            "id": "retry-1",
+            "nexthop": sink.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": "defer@y.test"}, {"address": "ok@y.test"}],
+            "message": {"data": MESSAGE},
+        })],
+    );
+    let deadline = Instant::now() + LIMIT;
+    let expired = loop {
+        let found = results(&mut con).into_iter().find(|r| {
+            r["recipients"][0]["status"] == "bounced"
+                && r["log"].to_string().contains("status=expired")
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no expiry: {}", node.log());
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(expired["id"], "retry-1", "{expired}");
+    assert_eq!(
+        expired["recipients"].as_array().map(Vec::len),
+        Some(1),
+        "{expired}"
+    );
+    assert_eq!(
+        expired["recipients"][0]["address"], "defer@y.test",
+        "{expired}"
+    );
+    let counts = sink.counts();
+    let attempts = counts.get("rcpt:defer@y.test").copied().unwrap_or(0);
+    assert!(attempts >= 2, "{attempts} attempts: {}", node.log());
+    // The delivered recipient is not sent again.
+    assert_eq!(counts.get("ok@y.test"), Some(&1), "{counts:?}");
+    // Each attempt answered once, then the expiry.
+    let answers = results(&mut con);
+    assert_eq!(answers.len(), attempts as usize + 1, "{answers:?}");
+    let log = node.log();
+    assert!(
+        log.contains("retry-1: from=<a@x.test>, status=expired, returned to sender"),
+        "{log}"
+    );
+    // Nothing left waiting.
+    let waiting: usize = redis::cmd("ZCARD")
+        .arg("jobs:retry")
+        .query(&mut con)
+        .unwrap_or(9);
+    assert_eq!(waiting, 0);
+}
+
+/// With the feed on, the destination limits are shared: two daemons of 4
+/// workers each with `destination_concurrency_limit = 2` never have more
+/// than 2 transactions in progress at the sink together.
+#[test]
+fn two_nodes_share_one_destination_concurrency_limit() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start_with(Duration::from_millis(100));
+    let nodes: Vec<Daemon> = ["n1", "n2"]
+        .iter()
+        .map(|name| {
+            let work = Workdir::new();
+            let text = config(&work, &redis, name, 4)
+                + "\n[shaping]\nenabled = true\ndestination_concurrency_limit = 2\n";
+            Daemon::start_text(&work, &text, LIMIT).owning(work)
+        })
+        .collect();
+    let jobs = numbered_jobs(&sink, 40);
+    add_jobs(&mut redis.conn(), &jobs);
+    assert_eq!(wait_results(&redis, 40, LIMIT), 40, "{}", nodes[0].log());
+    let answers = results(&mut redis.conn());
+    let sent = answers
+        .iter()
+        .filter(|a| a["recipients"][0]["status"] == "sent")
+        .count();
+    assert_eq!(sent, 40, "{answers:?}");
+    let most = sink.gauge.most.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} transactions at once");
+    assert!(most >= 1);
+    for node in &nodes {
+        let log = node.log();
+        assert!(
+            log.contains("destination limits shared with the other nodes"),
+            "{log}"
+        );
+    }
 }
 
 /// Jobs of the SIGKILL test; FEED_JOBS overrides.

@@ -808,6 +808,28 @@ config_table! {
         /// refreshes its own pending jobs every third of it.
         #[serde(with = "duration_str")]
         claim_after: Duration = secs(30), mirrors "none (mailhop's own)", check = check_period;
+        /// Deferred recipients go back to their job's stream on Postfix's
+        /// back-off schedule (a sorted set of due jobs per stream, "S:retry")
+        /// and bounce past the queue lifetime. false: a deferral is a final
+        /// answer.
+        retries: bool = false, mirrors "none (mailhop's own)";
+        /// With retries: the shortest wait before a deferred job is tried
+        /// again (the job's age, clamped to the back-off times).
+        #[serde(with = "duration_str")]
+        minimal_backoff_time: Duration = secs(300), mirrors "minimal_backoff_time", check = check_period;
+        /// With retries: the longest wait before a deferred job is tried
+        /// again; at least minimal_backoff_time.
+        #[serde(with = "duration_str")]
+        maximal_backoff_time: Duration = secs(4000), mirrors "maximal_backoff_time", check = check_period;
+        /// With retries: a job still deferred this long after its first
+        /// attempt bounces ("status=expired, returned to sender"). 0: one
+        /// attempt only.
+        #[serde(with = "duration_str")]
+        maximal_queue_lifetime: Duration = secs(5 * 86_400), mirrors "maximal_queue_lifetime";
+        /// With retries: the same for mail from the null sender (bounces);
+        /// at most maximal_queue_lifetime.
+        #[serde(with = "duration_str")]
+        bounce_queue_lifetime: Duration = secs(5 * 86_400), mirrors "bounce_queue_lifetime";
     }
 }
 

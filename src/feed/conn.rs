@@ -132,7 +132,8 @@ impl Conn {
         self.connect()
     }
 
-    fn run<T>(
+    /// Runs `f` on the connection (connected when needed).
+    pub fn run<T>(
         &mut self,
         f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, FeedError> {

@@ -31,7 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Script, Value};
 
 use crate::config::FeedConfig;
-use crate::job::{JobError, JobResult, MessageRef, RecipientResult};
+use crate::job::{Job, JobError, JobResult, MessageRef, RecipientResult};
 use crate::pool::{Answer, PeerIdentity, Report, SHUTDOWN_DIAGNOSTIC, Submitter, Ticket};
 use crate::progress::SettleObserver;
 use crate::recipients::Status;
@@ -49,17 +49,93 @@ const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// Most answers and outcomes the writer sends in one round trip.
 const WRITE_BATCH: usize = 512;
 
-/// KEYS: the job stream, the results stream, the progress hash; ARGV: the
-/// group, the entry id, the answer. 1 when answered now, 0 when the entry
-/// was not pending any more (answered before).
+/// KEYS: the job stream, the results stream, the progress hash, the
+/// stream's retry due set and job hash ([`retry`]); ARGV: the group, the
+/// entry id, the answer, the retry step ("" none, "retry" or "expired"),
+/// the due time, the retried job's JSON or the expired result's JSON. 1
+/// when answered now, 0 when the entry was not pending any more (answered
+/// before): a retry is scheduled, or an expired result published, only
+/// with the answer (as retry.rs's SCHEDULE_LUA: once per entry).
 const FINISH_LUA: &str = r"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])
   redis.call('DEL', KEYS[3])
+  if ARGV[4] == 'retry' then
+    if redis.call('HSETNX', KEYS[5], ARGV[2], ARGV[6]) == 1 then
+      redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+    end
+  elseif ARGV[4] == 'expired' then
+    redis.call('XADD', KEYS[2], '*', 'result', ARGV[6])
+  end
   return 1
 end
 return 0
 ";
+
+/// The reader moves due retries back to their streams this often.
+const PROMOTE_PERIOD: Duration = Duration::from_secs(1);
+/// Most retries moved per stream and round.
+const PROMOTE_LIMIT: usize = 1000;
+
+/// What the answer of a finished job brings along (`[feed] retries`).
+#[derive(Debug, Default)]
+enum Step {
+    /// Nothing (retries off, nothing deferred, or not a result).
+    #[default]
+    None,
+    /// The deferred recipients go back to the stream at `due`.
+    Retry { due: u64, job: String },
+    /// Past the lifetime: this result (the deferred recipients bounced)
+    /// is published too.
+    Expired(String),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The retry step of `job` answered by `result` (`[feed] retries`).
+fn retry_step(cfg: &retry::RetryConfig, job: &Job, result: &JobResult) -> Step {
+    if !cfg.retries {
+        return Step::None;
+    }
+    match retry::plan(cfg, job, result, unix_now()) {
+        Ok(retry::Plan::Done) => Step::None,
+        Ok(retry::Plan::Retry { due, job: next }) => match serde_json::to_string(&next) {
+            Ok(json) => {
+                log::info!(
+                    "{}: {} deferred recipients retried in {}s (feed)",
+                    job.id,
+                    next.recipients.len(),
+                    due.saturating_sub(unix_now())
+                );
+                Step::Retry { due, job: json }
+            }
+            Err(e) => {
+                log::warn!("feed: job {}: cannot retry: {e}", job.id);
+                Step::None
+            }
+        },
+        Ok(retry::Plan::Expired(bounced)) => {
+            for line in bounced.log.iter().flatten() {
+                log::info!("{line}");
+            }
+            match serde_json::to_string(&bounced) {
+                Ok(json) => Step::Expired(json),
+                Err(e) => {
+                    log::warn!("feed: job {}: cannot publish its expiry: {e}", job.id);
+                    Step::None
+                }
+            }
+        }
+        Err(e) => {
+            log::warn!("feed: job {}: {e}", job.id);
+            Step::None
+        }
+    }
+}
 
 /// The progress hash of a job entry: field = recipient position, value =
 /// its result JSON.
@@ -95,6 +171,7 @@ enum Msg {
         stream: Arc<str>,
         id: String,
         answer: Vec<u8>,
+        step: Step,
     },
     /// Not answered (the daemon stops): left pending for another node.
     Leave { stream: Arc<str>, id: String },
@@ -123,6 +200,8 @@ impl Feed {
     /// Starts the reader and the writer.
     pub fn start(config: &FeedConfig, submitter: Submitter) -> Result<Feed, FeedError> {
         let consumer = consumer_name(config);
+        let retries = retry::RetryConfig::from(config);
+        retries.check().map_err(FeedError::new)?;
         let read_timeout = Duration::from_millis(READ_BLOCK_MS) + Duration::from_secs(5);
         let reader_conn = Conn::new(&config.redis_url, "reader", read_timeout)?;
         let writer_conn = Conn::new(&config.redis_url, "writer", Duration::from_secs(5))?;
@@ -149,6 +228,7 @@ impl Feed {
                 gids: Vec::new(),
                 privileged: false,
             }),
+            retry: Arc::new(retries),
         };
         let writer = Writer {
             conn: writer_conn,
@@ -242,6 +322,7 @@ struct Reader {
     in_flight: InFlight,
     stop: Arc<AtomicBool>,
     peer: Arc<PeerIdentity>,
+    retry: Arc<retry::RetryConfig>,
 }
 
 impl Reader {
@@ -251,6 +332,7 @@ impl Reader {
         // go before new reads.
         let mut backlog = false;
         let mut groups = false;
+        let mut last_promote = Instant::now() - PROMOTE_PERIOD;
         while !self.stop.load(Ordering::SeqCst) && !self.submitter.stopping() {
             match self.conn.ensure() {
                 Ok(true) => groups = self.create_groups(),
@@ -272,6 +354,10 @@ impl Reader {
                     continue;
                 }
             }
+            if self.retry.retries && last_promote.elapsed() >= PROMOTE_PERIOD {
+                self.promote();
+                last_promote = Instant::now();
+            }
             if backlog || last_claim.elapsed() >= CLAIM_PERIOD {
                 backlog = self.claim();
                 last_claim = Instant::now();
@@ -286,6 +372,20 @@ impl Reader {
                 continue;
             }
             self.read(free);
+        }
+    }
+
+    /// Moves the retries now due back to their streams.
+    fn promote(&mut self) {
+        let now = unix_now();
+        for stream in self.streams.clone() {
+            match self.conn.run(|con| {
+                retry::promote_due(con, &stream, now, PROMOTE_LIMIT).map_err(redis_error)
+            }) {
+                Ok(0) => {}
+                Ok(moved) => log::info!("feed: {moved} deferred jobs back to {stream} for a retry"),
+                Err(e) => log::debug!("feed: moving due retries to {stream}: {e}"),
+            }
         }
     }
 
@@ -430,6 +530,7 @@ impl Reader {
             stream: Arc::clone(stream),
             id: entry.id.clone(),
             answer: answer_line(answer),
+            step: Step::None,
         };
         let Some(line) = entry.job else {
             let error = JobError::invalid(None, "feed: the stream entry has no field \"job\"");
@@ -469,6 +570,8 @@ impl Reader {
             observer,
             tx: self.tx.clone(),
             submitter: self.submitter.clone(),
+            job: self.retry.retries.then(|| checked.job().clone()),
+            retry: Arc::clone(&self.retry),
         });
         if open.len() == total {
             self.submitter
@@ -547,6 +650,14 @@ impl Refresher {
     }
 }
 
+/// A retry error as a Redis error (for [`Conn::run`]).
+fn redis_error(e: retry::RetryError) -> redis::RedisError {
+    match e {
+        retry::RetryError::Redis(e) => e,
+        other => redis::RedisError::from((redis::ErrorKind::Client, "retry", other.to_string())),
+    }
+}
+
 /// The answer JSON, without its newline.
 fn answer_line(answer: Answer) -> Vec<u8> {
     let mut line = answer.to_wire();
@@ -597,6 +708,9 @@ struct FeedReport {
     observer: Arc<FeedObserver>,
     tx: Sender<Msg>,
     submitter: Submitter,
+    /// The whole job, with retries on.
+    job: Option<Job>,
+    retry: Arc<retry::RetryConfig>,
 }
 
 impl Report for FeedReport {
@@ -620,10 +734,15 @@ impl Report for FeedReport {
             }
             failed => failed,
         };
+        let step = match (&answer, &self.job) {
+            (Answer::Done(result), Some(job)) => retry_step(&self.retry, job, result),
+            _ => Step::None,
+        };
         let _ = self.tx.send(Msg::Done {
             stream: Arc::clone(&self.stream),
             id: self.id.clone(),
             answer: answer_line(answer),
+            step,
         });
     }
 
@@ -747,16 +866,31 @@ impl Writer {
                         .arg(PROGRESS_TTL_SECS)
                         .ignore();
                 }
-                Msg::Done { stream, id, answer } => {
+                Msg::Done {
+                    stream,
+                    id,
+                    answer,
+                    step,
+                } => {
+                    let (kind, due, extra) = match step {
+                        Step::None => ("", 0, ""),
+                        Step::Retry { due, job } => ("retry", *due, job.as_str()),
+                        Step::Expired(result) => ("expired", 0, result.as_str()),
+                    };
                     pipe.cmd("EVALSHA")
                         .arg(&hash)
-                        .arg(3)
+                        .arg(5)
                         .arg(&**stream)
                         .arg(&self.results)
                         .arg(progress_key(stream, id))
+                        .arg(retry::due_key(stream))
+                        .arg(retry::jobs_key(stream))
                         .arg(&self.group)
                         .arg(id)
                         .arg(answer)
+                        .arg(kind)
+                        .arg(due)
+                        .arg(extra)
                         .ignore();
                 }
                 Msg::Leave { .. } => {}

@@ -110,6 +110,19 @@ mod secs {
     }
 }
 
+impl From<&crate::config::FeedConfig> for RetryConfig {
+    /// The retry keys of `[feed]` (the one source of truth).
+    fn from(feed: &crate::config::FeedConfig) -> Self {
+        Self {
+            retries: feed.retries,
+            minimal_backoff_time: feed.minimal_backoff_time,
+            maximal_backoff_time: feed.maximal_backoff_time,
+            maximal_queue_lifetime: feed.maximal_queue_lifetime,
+            bounce_queue_lifetime: feed.bounce_queue_lifetime,
+        }
+    }
+}
+
 impl RetryConfig {
     /// The keys' checks: back-off times non-zero and minimal ≤ maximal
     /// (Postfix: "should be set greater than or equal to").
