@@ -29,6 +29,8 @@
 #   dovecot-core  the SASL service of the private Postfix smtpd in the SASL
 #                 tests (tests/sasl.rs; started privately, never as a
 #                 system service)
+#   redis-server  the Redis Streams feed's tests (tests/feed*.rs; each test
+#                 starts its own server on loopback)
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -80,7 +82,6 @@ REQUIREMENTS=(
     "bind9-dnsutils|dig|dig, to look at the DNSSEC lab's answers"
     "socat|socat|socat, the fallback TLS front of the TLS benchmark"
     "dovecot-core|dovecot|Dovecot, the SASL service of Postfix smtpd in tests/sasl.rs"
-    "redis-server|redis-server|redis-server, the Redis Streams feed's tests (issue 18)"
 )
 
 missing=()
