@@ -858,3 +858,43 @@ pub fn mime_downgrade(data: &[u8]) {
         );
     }
 }
+
+/// The SASL client against a hostile server (issue 17): the first byte
+/// picks the mechanism (SCRAM-SHA-256, PLAIN, LOGIN), the rest is split at
+/// NUL bytes into the server's challenges, answered in turn until the
+/// mechanism refuses one (an error, never a panic); a SCRAM exchange
+/// succeeds only after a server-final `v=` message (the seed with RFC
+/// 7677's vector does; random input cannot prove the password). The same bytes as a password
+/// table's text must parse or be refused with a line number, and a table
+/// that parses is looked up without panicking.
+pub fn sasl_exchange(data: &[u8]) {
+    use crate::sasl::Kind;
+    use crate::sasl::Mechanism;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let kind = Kind::ALL[usize::from(pick) % Kind::ALL.len()];
+    // RFC 7677's user, password and client nonce: its vector is a seed.
+    let mut mechanism = Mechanism::start(kind, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
+    let _ = mechanism.initial_response();
+    let mut last: &[u8] = &[];
+    for challenge in rest.split(|&b| b == 0).take(8) {
+        if mechanism.respond(challenge).is_err() {
+            break;
+        }
+        last = challenge;
+    }
+    if kind == Kind::ScramSha256 && mechanism.finish().is_ok() {
+        // Only a server-final message with the right signature verifies
+        // (the last challenge the mechanism took).
+        assert!(
+            last.starts_with(b"v="),
+            "SCRAM accepted without a server signature"
+        );
+    }
+    let text = String::from_utf8_lossy(rest);
+    if let Ok(table) = crate::sasl::PasswordTable::parse(&text) {
+        let _ = table.lookup("mx.example.com", "example.com");
+        let _ = table.lookup("", "[192.0.2.1]:587");
+    }
+}

@@ -95,3 +95,8 @@ fn tlsrpt_record_corpus_replays_without_panic() {
 fn mime_downgrade_corpus_replays_without_panic() {
     replay("mime_downgrade", fuzzing::mime_downgrade);
 }
+
+#[test]
+fn sasl_exchange_corpus_replays_without_panic() {
+    replay("sasl_exchange", fuzzing::sasl_exchange);
+}

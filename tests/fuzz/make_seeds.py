@@ -262,3 +262,16 @@ mime = {
 }
 for name, (piece, knobs, message) in mime.items():
     write("mime_downgrade", name, bytes([piece, knobs]) + message)
+
+# --- sasl_exchange: [mechanism: 0 SCRAM-SHA-256, 1 PLAIN, 2 LOGIN] then the
+# server's challenges separated by NUL (also read as a password table)
+import base64 as _b64
+write("sasl_exchange", "scram-rfc7677", b"\x00" +
+      b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+      + b"\x00" + b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+write("sasl_exchange", "scram-bad-nonce", b"\x00r=other,s=QUJD,i=1\x00v=AAAA")
+write("sasl_exchange", "scram-error", b"\x00e=invalid-proof")
+write("sasl_exchange", "scram-huge-iterations", b"\x00r=rOprNGfwEbeRWgbNEkqOx,s=QUJD,i=999999999")
+write("sasl_exchange", "login", b"\x02" + _b64.b64encode(b"Username:") + b"\x00" + _b64.b64encode(b"Password:") + b"\x00extra")
+write("sasl_exchange", "plain-challenge", b"\x01nonempty")
+write("sasl_exchange", "table", b"\x01# comment\n[mx.example.com]:587 user:pass\nexample.com u2:p:with:colons\nbad line\n")
