@@ -1117,6 +1117,7 @@ fn injected_fault(ticket: &Ticket) {
         // neither a job nor the network can make it fire in a release build.
         #[allow(clippy::panic)]
         {
+            // invariant: debug builds only, and only for the operator's own prefix (above).
             panic!(
                 "injected panic (MAILHOP_DEBUG_PANIC_JOB) for job {}",
                 ticket.id()
