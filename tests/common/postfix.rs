@@ -40,8 +40,8 @@
 //! installed) and its output is kept for the panic message.
 
 use std::fs;
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -524,28 +524,7 @@ fn master_cf(ports: (u16, u16, u16), pki: &Pki) -> String {
         "127.0.0.1:{starttls} inet n - n - - smtpd -o syslog_name=postfix/starttls -o smtpd_tls_security_level=may -o smtpd_tls_cert_file={cert} -o smtpd_tls_key_file={key}
 127.0.0.1:{smtps} inet n - n - - smtpd -o syslog_name=postfix/smtps -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt -o smtpd_tls_cert_file={cert} -o smtpd_tls_key_file={key}
 127.0.0.1:{wrong} inet n - n - - smtpd -o syslog_name=postfix/wrongname -o smtpd_tls_security_level=may -o smtpd_tls_cert_file={wrong_cert} -o smtpd_tls_key_file={wrong_key}
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"
+{MASTER_CF_SERVICES}"
     )
 }
 
@@ -678,3 +657,44 @@ pub(super) fn stop_instance(binary: &Path, base: &Path, master_pid: u32) {
         thread::sleep(POLL);
     }
 }
+
+/// One (possibly multi-line) SMTP reply, lines joined with `\n`.
+pub fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read an smtpd reply");
+        assert!(n > 0, "smtpd closed the connection after {lines:?}");
+        let line = line.trim_end().to_string();
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last || lines.len() > 100 {
+            return lines.join("\n");
+        }
+    }
+}
+
+/// The master.cf lines of the services a private instance runs besides its
+/// smtpd listeners (none chrooted; postlogd for `maillog_file`).
+pub const MASTER_CF_SERVICES: &str = "pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+";

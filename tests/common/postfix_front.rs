@@ -41,7 +41,7 @@ use serde_json::Value;
 
 use super::free_port;
 use super::postfix::{
-    START_ATTEMPTS, backdate_config, postfix_command, postfix_ids, read_master_pid,
+    START_ATTEMPTS, backdate_config, postfix_command, postfix_ids, read_master_pid, read_reply,
     require_postfix, split_line, stop_instance, wait_listening,
 };
 use super::sink::{Listen, Sink};
@@ -356,22 +356,6 @@ impl PostfixFront {
 impl Drop for PostfixFront {
     fn drop(&mut self) {
         stop_instance(&self.binary, self.dir.path(), self.master_pid);
-    }
-}
-
-/// One (possibly multi-line) SMTP reply, lines joined with `\n`.
-fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).expect("read an smtpd reply");
-        assert!(n > 0, "smtpd closed the connection after {lines:?}");
-        let line = line.trim_end().to_string();
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last || lines.len() > 100 {
-            return lines.join("\n");
-        }
     }
 }
 

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use super::free_port;
 use super::postfix::{
-    START_ATTEMPTS, backdate_config, postfix_command, postfix_ids, read_master_pid,
-    require_postfix, stop_instance, wait_listening,
+    MASTER_CF_SERVICES, START_ATTEMPTS, backdate_config, postfix_command, postfix_ids,
+    read_master_pid, read_reply, require_postfix, stop_instance, wait_listening,
 };
 
 /// Longest wait for one reply of the injection smtpd, and for a message
@@ -245,22 +245,6 @@ impl Drop for PostfixRelay {
     }
 }
 
-/// One (possibly multi-line) SMTP reply, lines joined with `\n`.
-fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).expect("read an smtpd reply");
-        assert!(n > 0, "smtpd closed the connection after {lines:?}");
-        let line = line.trim_end().to_string();
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last || lines.len() > 100 {
-            return lines.join("\n");
-        }
-    }
-}
-
 fn main_cf(base: &Path, relayhost: &str, extra: &str) -> String {
     let base = base.display();
     format!(
@@ -301,27 +285,6 @@ biff = no
 fn master_cf(smtpd_port: u16) -> String {
     format!(
         "127.0.0.1:{smtpd_port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"
+{MASTER_CF_SERVICES}"
     )
 }
