@@ -42,7 +42,28 @@ pub struct Progress {
 /// the job (the Redis feed writes it to Redis: a job taken over from a dead
 /// node then delivers only the recipients still open).
 pub trait SettleObserver: Send + Sync {
+    /// Must not block: called with the job's lock held.
     fn settled(&self, index: usize, result: &RecipientResult);
+
+    /// Called on the worker before a message body goes out, with no lock
+    /// held: `Err(text)` holds the body back (the transaction is dropped
+    /// before its end-of-data and its recipients deferred with `text`).
+    /// The Redis feed waits here until the outcomes this worker settled
+    /// before are in Redis: a node killed at any time then has at most one
+    /// delivered, unrecorded transaction per worker.
+    fn before_body(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Whether a message body may go out now (see [`may_send_body`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyGate {
+    Send,
+    /// The job was answered already (shutdown): recipients told "deferred".
+    Cut,
+    /// The job's observer holds the body back, with this reason.
+    Held(String),
 }
 
 #[derive(Default)]
@@ -159,13 +180,18 @@ impl Progress {
     /// A message body is about to go out: false once the job was cut (its
     /// recipients were answered: the body must not be sent); otherwise
     /// notes that an end-of-data reply may decide from now on.
-    fn begin_body(&self) -> bool {
+    fn begin_body(&self) -> BodyGate {
+        if let Some(observer) = &self.observer.0
+            && let Err(text) = observer.before_body()
+        {
+            return BodyGate::Held(text);
+        }
         let mut state = self.lock();
         if state.cut {
-            return false;
+            return BodyGate::Cut;
         }
         state.body = true;
-        true
+        BodyGate::Send
     }
 }
 
@@ -237,14 +263,16 @@ impl Drop for Entered {
     }
 }
 
-/// Called before a message body (and its final dot) is written: false
-/// when this thread's job was already answered (then the body is not
-/// sent); true otherwise, and outside the daemon.
-pub fn may_send_body() -> bool {
-    CURRENT.with(|current| match current.try_borrow() {
-        Ok(current) => current.as_ref().is_none_or(|p| p.begin_body()),
-        Err(_) => true,
-    })
+/// Called before a message body (and its final dot) is written:
+/// [`BodyGate::Cut`] when this thread's job was already answered, `Held`
+/// when its observer holds it back (then the body is not sent); `Send`
+/// otherwise, and outside the daemon.
+pub fn may_send_body() -> BodyGate {
+    let progress = CURRENT.with(|current| current.try_borrow().ok().and_then(|c| c.clone()));
+    match progress {
+        Some(progress) => progress.begin_body(),
+        None => BodyGate::Send,
+    }
 }
 
 /// Runs `deliver` (one delivery for the job recipients at `indexes`, in

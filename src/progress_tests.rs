@@ -20,7 +20,7 @@ fn settled_recipients_keep_their_outcome_when_the_job_is_cut() {
     let progress = Progress::new(3);
     let mut lines = Vec::new();
     progress.settle(1, result_of("b@y", &sent()), |first| lines.push(first));
-    assert!(progress.begin_body());
+    assert_eq!(progress.begin_body(), BodyGate::Send);
     let mut cut = Vec::new();
     let answer = progress.cut(["a@y", "b@y", "c@y"].into_iter(), "shutting down", |r| {
         cut.push(r.address.clone())
@@ -33,7 +33,7 @@ fn settled_recipients_keep_their_outcome_when_the_job_is_cut() {
         assert_eq!(r.diagnostic, format!("shutting down {MAY_DUPLICATE}"));
     }
     // After the cut: no body, and a late result is information only.
-    assert!(!progress.begin_body());
+    assert_eq!(progress.begin_body(), BodyGate::Cut);
     progress.settle(0, result_of("a@y", &sent()), |first| lines.push(first));
     assert_eq!(lines, vec![true, false]);
 }

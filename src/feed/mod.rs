@@ -44,7 +44,8 @@ const PROGRESS_TTL_SECS: u64 = 7 * 86_400;
 const READ_BLOCK_MS: u64 = 100;
 /// XAUTOCLAIM runs this often.
 const CLAIM_PERIOD: Duration = Duration::from_millis(250);
-/// How long a worker waits for its recipient's outcome to be written.
+/// How long a worker waits, before its next message body, for its earlier
+/// outcomes to be written (then that job is deferred before its body).
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// Most answers and outcomes the writer sends in one round trip.
 const WRITE_BATCH: usize = 512;
@@ -56,20 +57,29 @@ const WRITE_BATCH: usize = 512;
 /// when answered now, 0 when the entry was not pending any more (answered
 /// before): a retry is scheduled, or an expired result published, only
 /// with the answer (as retry.rs's SCHEDULE_LUA: once per entry).
+/// Answers a batch of one stream's finished jobs in one call. KEYS: the
+/// stream, the results stream, the retry due set and job hash, then each
+/// job's progress hash. ARGV: the group, then five per job: entry id,
+/// answer, retry kind ("", "retry", "expired"), due time, extra (the job
+/// to retry, or the expired result). Returns how many were answered.
 const FINISH_LUA: &str = r"
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])
-  redis.call('DEL', KEYS[3])
-  if ARGV[4] == 'retry' then
-    if redis.call('HSETNX', KEYS[5], ARGV[2], ARGV[6]) == 1 then
-      redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+local answered = 0
+for i = 0, #KEYS - 5 do
+  local a = 2 + i * 5
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[a]) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'result', ARGV[a + 1])
+    redis.call('DEL', KEYS[5 + i])
+    if ARGV[a + 2] == 'retry' then
+      if redis.call('HSETNX', KEYS[4], ARGV[a], ARGV[a + 4]) == 1 then
+        redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a])
+      end
+    elseif ARGV[a + 2] == 'expired' then
+      redis.call('XADD', KEYS[2], '*', 'result', ARGV[a + 4])
     end
-  elseif ARGV[4] == 'expired' then
-    redis.call('XADD', KEYS[2], '*', 'result', ARGV[6])
+    answered = answered + 1
   end
-  return 1
 end
-return 0
+return answered
 ";
 
 /// The reader moves due retries back to their streams this often.
@@ -164,8 +174,8 @@ enum Msg {
         key: Arc<str>,
         index: usize,
         json: Vec<u8>,
-        /// Told once it is written.
-        written: Sender<()>,
+        /// Set once it is written.
+        written: Arc<Written>,
     },
     Done {
         stream: Arc<str>,
@@ -672,6 +682,71 @@ struct FeedObserver {
     tx: Sender<Msg>,
 }
 
+/// Set by the writer when an outcome is in Redis; the worker that settled
+/// it is woken (park/unpark: no spinning while it waits).
+struct Written {
+    done: AtomicBool,
+    worker: thread::Thread,
+}
+
+impl Written {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            done: AtomicBool::new(false),
+            worker: thread::current(),
+        })
+    }
+
+    fn set(&self) {
+        self.done.store(true, Ordering::Release);
+        self.worker.unpark();
+    }
+
+    /// True once set, waiting at most `limit`.
+    fn wait(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.done.load(Ordering::Acquire) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            thread::park_timeout(deadline - now);
+        }
+    }
+}
+
+thread_local! {
+    /// The newest outcome this worker thread handed to the writer, until
+    /// it is known written (the writer writes in order: the newest one
+    /// written means every earlier one is).
+    static UNRECORDED: std::cell::RefCell<Option<Arc<Written>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Waits until this worker's outcomes handed to the writer are written,
+/// for at most `limit`: false when they were not (then they are waited
+/// for again before the next body).
+fn await_recorded(limit: Duration) -> bool {
+    let pending = UNRECORDED.with(|u| u.try_borrow().ok().and_then(|u| u.clone()));
+    let Some(written) = pending else {
+        return true;
+    };
+    if !written.wait(limit) {
+        return false;
+    }
+    UNRECORDED.with(|u| {
+        if let Ok(mut u) = u.try_borrow_mut()
+            && u.as_ref().is_some_and(|w| Arc::ptr_eq(w, &written))
+        {
+            *u = None;
+        }
+    });
+    true
+}
+
 impl SettleObserver for FeedObserver {
     fn settled(&self, index: usize, result: &RecipientResult) {
         let Some(&index) = self.open.get(index) else {
@@ -680,22 +755,38 @@ impl SettleObserver for FeedObserver {
         let Ok(json) = serde_json::to_vec(result) else {
             return;
         };
-        // The worker waits until the outcome is in Redis: a node killed
-        // now has at most one delivered, unrecorded transaction per worker.
-        let (written, wait) = crossbeam_channel::bounded(1);
+        // Not waited for here (a job's lock is held): the worker waits in
+        // before_body, before it commits its next transaction.
+        let written = Written::new();
         let sent = self.tx.send(Msg::Settled {
             key: Arc::clone(&self.key),
             index,
             json,
-            written,
+            written: Arc::clone(&written),
         });
-        if sent.is_ok() && wait.recv_timeout(SETTLE_WAIT).is_err() {
-            log::warn!(
-                "feed: the outcome of a recipient of {} not written to Redis within {}s; delivering on",
-                self.key,
-                SETTLE_WAIT.as_secs()
-            );
+        if sent.is_ok() {
+            UNRECORDED.with(|u| {
+                if let Ok(mut u) = u.try_borrow_mut() {
+                    *u = Some(written);
+                }
+            });
         }
+    }
+
+    fn before_body(&self) -> Result<(), String> {
+        if await_recorded(SETTLE_WAIT) {
+            return Ok(());
+        }
+        log::warn!(
+            "feed: an earlier outcome of this worker is not in Redis after {}s; \
+             job {} deferred before its message body (no delivery goes unrecorded)",
+            SETTLE_WAIT.as_secs(),
+            self.key
+        );
+        Err(format!(
+            "the Redis feed cannot record outcomes (Redis unreachable for over {}s)",
+            SETTLE_WAIT.as_secs()
+        ))
     }
 }
 
@@ -854,47 +945,74 @@ impl Writer {
             self.loaded = true;
         }
         let hash = self.script.get_hash().to_string();
+        // Outcomes of a job answered in this same batch are not written:
+        // the answer deletes them anyway.
+        let answered: HashSet<String> = batch
+            .iter()
+            .filter_map(|msg| match msg {
+                Msg::Done { stream, id, .. } => Some(progress_key(stream, id)),
+                _ => None,
+            })
+            .collect();
         let mut pipe = redis::pipe();
+        let mut expire: Vec<&str> = Vec::new();
         for msg in batch {
-            match msg {
-                Msg::Settled {
-                    key, index, json, ..
-                } => {
-                    pipe.cmd("HSET").arg(&**key).arg(*index).arg(json).ignore();
-                    pipe.cmd("EXPIRE")
-                        .arg(&**key)
-                        .arg(PROGRESS_TTL_SECS)
-                        .ignore();
+            if let Msg::Settled {
+                key, index, json, ..
+            } = msg
+                && !answered.contains(&**key)
+            {
+                pipe.cmd("HSET").arg(&**key).arg(*index).arg(json).ignore();
+                if !expire.contains(&&**key) {
+                    expire.push(key);
                 }
-                Msg::Done {
-                    stream,
-                    id,
-                    answer,
-                    step,
-                } => {
-                    let (kind, due, extra) = match step {
-                        Step::None => ("", 0, ""),
-                        Step::Retry { due, job } => ("retry", *due, job.as_str()),
-                        Step::Expired(result) => ("expired", 0, result.as_str()),
-                    };
-                    pipe.cmd("EVALSHA")
-                        .arg(&hash)
-                        .arg(5)
-                        .arg(&**stream)
-                        .arg(&self.results)
-                        .arg(progress_key(stream, id))
-                        .arg(retry::due_key(stream))
-                        .arg(retry::jobs_key(stream))
-                        .arg(&self.group)
-                        .arg(id)
-                        .arg(answer)
-                        .arg(kind)
-                        .arg(due)
-                        .arg(extra)
-                        .ignore();
-                }
-                Msg::Leave { .. } => {}
             }
+        }
+        for key in expire {
+            pipe.cmd("EXPIRE").arg(key).arg(PROGRESS_TTL_SECS).ignore();
+        }
+        // One script call per stream, its jobs in batch order.
+        let mut streams: Vec<&Arc<str>> = Vec::new();
+        for msg in batch {
+            if let Msg::Done { stream, .. } = msg
+                && !streams.contains(&stream)
+            {
+                streams.push(stream);
+            }
+        }
+        for stream in streams {
+            let jobs: Vec<(&String, &Vec<u8>, &Step)> = batch
+                .iter()
+                .filter_map(|msg| match msg {
+                    Msg::Done {
+                        stream: of,
+                        id,
+                        answer,
+                        step,
+                    } if of == stream => Some((id, answer, step)),
+                    _ => None,
+                })
+                .collect();
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(&hash)
+                .arg(4 + jobs.len())
+                .arg(&**stream)
+                .arg(&self.results)
+                .arg(retry::due_key(stream))
+                .arg(retry::jobs_key(stream));
+            for (id, _, _) in &jobs {
+                call.arg(progress_key(stream, id));
+            }
+            call.arg(&self.group);
+            for (id, answer, step) in jobs {
+                let (kind, due, extra) = match step {
+                    Step::None => ("", 0, ""),
+                    Step::Retry { due, job } => ("retry", *due, job.as_str()),
+                    Step::Expired(result) => ("expired", 0, result.as_str()),
+                };
+                call.arg(id).arg(answer).arg(kind).arg(due).arg(extra);
+            }
+            pipe.add_command(call).ignore();
         }
         let written = self.conn.pipe::<Value>(&pipe);
         if written.is_err() {
@@ -907,7 +1025,7 @@ impl Writer {
     fn settle(&self, batch: &[Msg]) {
         for msg in batch {
             if let Msg::Settled { written, .. } = msg {
-                let _ = written.try_send(());
+                written.set();
             }
         }
         let mut held = lock(&self.in_flight);
