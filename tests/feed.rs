@@ -100,6 +100,8 @@ struct Gauge {
     hold: Duration,
     now: AtomicUsize,
     most: AtomicUsize,
+    /// When each transaction started (its MAIL arrived).
+    starts: Mutex<Vec<Instant>>,
 }
 
 /// One transaction counted by a [`Gauge`] while it lives.
@@ -109,6 +111,9 @@ impl<'a> InTransaction<'a> {
     fn new(gauge: &'a Gauge) -> Self {
         let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
         gauge.most.fetch_max(now, Ordering::SeqCst);
+        if let Ok(mut starts) = gauge.starts.lock() {
+            starts.push(Instant::now());
+        }
         InTransaction(gauge)
     }
 }
@@ -200,9 +205,21 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>, gauge: &Gauge)
 }
 
 fn config(work: &Workdir, redis: &Redis, consumer: &str, workers: usize) -> String {
+    config_with(work, redis, consumer, workers, 32)
+}
+
+/// [`config`] with this `queue_capacity` (how many jobs a node reads
+/// ahead of its workers).
+fn config_with(
+    work: &Workdir,
+    redis: &Redis,
+    consumer: &str,
+    workers: usize,
+    capacity: usize,
+) -> String {
     format!(
         "[smtp]\nconnect_timeout = \"5s\"\nquit_timeout = \"2s\"\n\n\
-         [daemon]\nsocket = {:?}\nworkers = {workers}\nqueue_capacity = 32\n\n\
+         [daemon]\nsocket = {:?}\nworkers = {workers}\nqueue_capacity = {capacity}\n\n\
          [feed]\nenabled = true\nredis_url = {:?}\nstreams = [\"jobs\"]\n\
          results_stream = \"results\"\nconsumer = {consumer:?}\nclaim_after = \"2s\"\n",
         work.path().join("m.sock").display().to_string(),
@@ -452,6 +469,177 @@ fn two_nodes_share_one_destination_concurrency_limit() {
             "{log}"
         );
     }
+}
+
+/// Daemons named `names` on the one stream, `workers` workers each and
+/// room for `capacity` jobs read ahead, with this `[shaping]` table.
+fn shaped_nodes(
+    redis: &Redis,
+    names: &[&str],
+    workers: usize,
+    capacity: usize,
+    shaping: &str,
+) -> Vec<Daemon> {
+    names
+        .iter()
+        .map(|name| {
+            let work = Workdir::new();
+            let text = config_with(&work, redis, name, workers, capacity)
+                + "\n[shaping]\nenabled = true\n"
+                + shaping;
+            Daemon::start_text(&work, &text, LIMIT).owning(work)
+        })
+        .collect()
+}
+
+/// Every one of the `n` jobs of [`numbered_jobs`] was answered exactly
+/// once, "sent", each recipient delivered once, and every node delivered
+/// some of them (all took part). The deliveries of each node.
+fn answered_once_by_all(
+    redis: &Redis,
+    sink: &CountingSink,
+    nodes: &[Daemon],
+    n: usize,
+) -> Vec<usize> {
+    let logs = || {
+        nodes
+            .iter()
+            .map(Daemon::log)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    assert_eq!(wait_results(redis, n, LIMIT), n, "{}", logs());
+    // A late duplicate answer would show by now.
+    thread::sleep(Duration::from_millis(300));
+    let answers = results(&mut redis.conn());
+    assert_eq!(answers.len(), n, "{answers:?}");
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for a in &answers {
+        assert_eq!(a["recipients"][0]["status"], "sent", "{a}");
+        *seen
+            .entry(a["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "every job answered once: {seen:?}");
+    let counts = sink.counts();
+    for i in 0..n {
+        assert_eq!(
+            counts.get(&format!("r{i}@y.test")),
+            Some(&1),
+            "r{i}: {counts:?}"
+        );
+    }
+    let per_node: Vec<usize> = nodes
+        .iter()
+        .map(|node| node.log().matches("status=sent").count())
+        .collect();
+    assert_eq!(per_node.iter().sum::<usize>(), n, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|d| *d > 0),
+        "a node delivered nothing: {per_node:?}"
+    );
+    for node in nodes {
+        let log = node.log();
+        assert!(
+            log.contains("destination limits shared with the other nodes"),
+            "{log}"
+        );
+    }
+    per_node
+}
+
+/// The issue's "Cluster-wide limit: three nodes against a sink that counts
+/// concurrent transactions never exceed the destination's limit together".
+/// Three daemons of 4 workers, each reading up to 6 jobs ahead (so each
+/// wants 4 transactions at once), `destination_concurrency_limit = 2`, 60
+/// jobs, a sink that holds each end-of-data reply 100 ms: on their own the
+/// nodes would have 6 transactions at once; together they have at most 2,
+/// and 2 at some point (the limit was the bound, not the load).
+#[test]
+fn three_nodes_share_one_destination_concurrency_limit() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let limit = 2;
+    let n = 60;
+    let sink = CountingSink::start_with(Duration::from_millis(100));
+    let nodes = shaped_nodes(
+        &redis,
+        &["n1", "n2", "n3"],
+        4,
+        6,
+        &format!("destination_concurrency_limit = {limit}\n"),
+    );
+    let started = Instant::now();
+    add_jobs(&mut redis.conn(), &numbered_jobs(&sink, n));
+    let per_node = answered_once_by_all(&redis, &sink, &nodes, n);
+    let elapsed = started.elapsed();
+    let most = sink.gauge.most.load(Ordering::SeqCst);
+    eprintln!(
+        "feed: {n} jobs on 3 nodes {per_node:?} in {elapsed:?}, \
+         at most {most} transactions at once (limit {limit})"
+    );
+    assert!(most <= limit, "{most} transactions at once, limit {limit}");
+    assert_eq!(most, limit, "the limit was never reached");
+}
+
+/// The rate half: `destination_rate = "10/s"` (GCRA: a burst of 10 at
+/// once, then one start every 100 ms) on three daemons of 4 workers that
+/// could each start 10/s on their own, against a sink that answers at
+/// once: in every stretch of time the sink sees no more transactions start
+/// than 10 plus 10 a second (plus 3 for the time from a start to its MAIL
+/// arriving), and the steady rate after the burst is at most 12/s.
+#[test]
+fn three_nodes_share_one_destination_rate() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let per_second = 10.0;
+    let burst = 10.0;
+    let slack = 3.0;
+    let n = 60;
+    let sink = CountingSink::start();
+    let nodes = shaped_nodes(
+        &redis,
+        &["n1", "n2", "n3"],
+        4,
+        6,
+        "destination_rate = \"10/s\"\n",
+    );
+    add_jobs(&mut redis.conn(), &numbered_jobs(&sink, n));
+    let per_node = answered_once_by_all(&redis, &sink, &nodes, n);
+    let mut starts = sink
+        .gauge
+        .starts
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    starts.sort();
+    assert_eq!(starts.len(), n, "one transaction per job");
+    let (Some(first), Some(last)) = (starts.first().copied(), starts.last().copied()) else {
+        panic!("no transaction started");
+    };
+    let span = last.duration_since(first).as_secs_f64();
+    let steady = (n as f64 - burst) / span.max(f64::EPSILON);
+    eprintln!(
+        "feed: {n} jobs on 3 nodes {per_node:?}: starts over {span:.2} s, \
+         {steady:.1}/s after the burst (rate {per_second}/s)"
+    );
+    for (i, from) in starts.iter().enumerate() {
+        for (j, to) in starts.iter().enumerate().skip(i) {
+            let count = (j - i + 1) as f64;
+            let window = to.duration_since(*from).as_secs_f64();
+            let allowed = burst + per_second * window + slack;
+            assert!(
+                count <= allowed,
+                "{count} starts in {window:.3} s (at most {allowed:.1}): starts {i}..={j}"
+            );
+        }
+    }
+    assert!(
+        steady <= per_second * 1.2,
+        "{steady:.1}/s, more than the rate {per_second}/s"
+    );
 }
 
 /// Jobs of the SIGKILL test; FEED_JOBS overrides.
