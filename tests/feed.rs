@@ -2,11 +2,15 @@
 //! redis-server started on loopback by each test: a round trip (an inline
 //! job answered in the results stream, a path job refused there, the
 //! socket still serving), three daemons on one stream with one of them
-//! SIGKILLed in the middle, and Redis restarted mid-run with AOF on.
+//! SIGKILLed in the middle, Redis restarted mid-run with AOF on, two and
+//! three daemons sharing one destination's concurrency limit and rate, and
+//! a Redis outage over 10 s holding back a job's second message body.
 //!
 //! The peer is an in-process counting SMTP server ([`CountingSink`]): it
 //! counts, per recipient, the messages it accepted (250 after DATA), so a
-//! recipient delivered twice shows. Without redis-server the tests print
+//! recipient delivered twice shows, and notes its transactions (how many
+//! at once, when each started). The outage test has its own scripted
+//! server ([`outage_session`]). Without redis-server the tests print
 //! SKIPPED and pass, except under `CI=true`, where they fail.
 
 mod common;
@@ -15,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,6 +27,7 @@ use common::daemon::Daemon;
 use common::jobs::{inline_job, path_job};
 use common::redis::Redis;
 use common::run::Workdir;
+use common::scripted_server::{Peer, Server};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -807,4 +812,192 @@ fn a_node_stopped_with_sigterm_leaves_its_queued_jobs_to_the_others() {
             .matches("left pending for another node")
             .count()
     );
+}
+
+/// What the outage test's server saw on one connection.
+#[derive(Debug, Default)]
+struct Seen {
+    commands: Vec<String>,
+    /// End-of-data dots received.
+    dots: usize,
+    /// The client hung up this long after a 354, without the dot.
+    dropped_after: Option<Duration>,
+}
+
+/// One SMTP session of the outage test: the second RCPT of the first
+/// transaction is answered "452 4.5.3 Too many recipients"; at the first
+/// end-of-data dot the server tells `dot`, and replies 250 only once `go`
+/// says so (Redis is down by then).
+fn outage_session(peer: &mut Peer, dot: &mpsc::Sender<()>, go: &mpsc::Receiver<()>) -> Seen {
+    const WAIT: Duration = Duration::from_secs(20);
+    let text = |raw: Vec<u8>| String::from_utf8_lossy(&raw).trim_end().to_string();
+    let mut seen = Seen::default();
+    let mut rcpts = 0usize;
+    peer.reply("220 outage.test ESMTP");
+    for _ in 0..100 {
+        let Ok(line) = peer.read_raw_line_within(WAIT).map(text) else {
+            return seen;
+        };
+        seen.commands.push(line.clone());
+        let verb = line
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" => peer.send(b"250-outage.test\r\n250 ENHANCEDSTATUSCODES\r\n"),
+            "MAIL" => {
+                rcpts = 0;
+                peer.reply("250 2.1.0 Ok");
+            }
+            "RCPT" => {
+                rcpts += 1;
+                if rcpts == 2 && seen.dots == 0 {
+                    peer.reply("452 4.5.3 Too many recipients");
+                } else {
+                    peer.reply("250 2.1.5 Ok");
+                }
+            }
+            "DATA" => {
+                peer.reply("354 go ahead");
+                let asked = Instant::now();
+                let mut complete = false;
+                for _ in 0..10_000 {
+                    match peer.read_raw_line_within(WAIT) {
+                        Ok(raw) if raw == b".\r\n" => {
+                            complete = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                if !complete {
+                    seen.dropped_after = Some(asked.elapsed());
+                    return seen;
+                }
+                seen.commands.push(".".into());
+                seen.dots += 1;
+                if seen.dots == 1 {
+                    let _ = dot.send(());
+                    let _ = go.recv_timeout(WAIT);
+                }
+                peer.reply("250 2.0.0 Ok: queued");
+            }
+            "RSET" | "NOOP" => peer.reply("250 2.0.0 Ok"),
+            "QUIT" => {
+                peer.reply("221 2.0.0 Bye");
+                return seen;
+            }
+            _ => peer.reply("502 5.5.2 Error: command not recognized"),
+        }
+    }
+    seen
+}
+
+/// A Redis outage longer than SETTLE_WAIT (10 s) in the middle of a job:
+/// its first recipient is delivered in a first transaction (the second
+/// gets 452 there), and Redis dies before that transaction's 250, so the
+/// first outcome cannot be written. mailhop has no per-transaction
+/// recipient limit: the 452 recipient goes to the next hop, here
+/// `fallback_relay`, the same server, whose cached session (the job's
+/// cache hints) carries the second transaction on the same connection.
+/// That transaction waits before its message body; after 10 s it is
+/// dropped before its end-of-data (the server sees no second dot) and the
+/// recipient is deferred: nothing is delivered that the feed could not
+/// record. With Redis back (AOF: the stream, group and pending entry are
+/// still there) the job is answered once: the first recipient sent, the
+/// second deferred "the Redis feed cannot record outcomes".
+#[test]
+fn a_redis_outage_over_ten_seconds_holds_the_next_body_and_defers_it() {
+    let Some(mut redis) = Redis::start(true) else {
+        return;
+    };
+    let (dot_tx, dot_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let server = Server::sequential(2, move |_, peer| outage_session(peer, &dot_tx, &go_rx));
+    let work = Workdir::new();
+    let text = config(&work, &redis, "n1", 1)
+        .replace("claim_after = \"2s\"", "claim_after = \"60s\"")
+        .replace(
+            "[smtp]\n",
+            &format!("[smtp]\nfallback_relay = [{:?}]\n", server.nexthop()),
+        );
+    let node = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    add_jobs(
+        &mut redis.conn(),
+        &[json!({
+            "id": "outage-1",
+            "nexthop": server.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": "r1@y.test"}, {"address": "r2@y.test"}],
+            "message": {"data": MESSAGE},
+            "cache": {"load": true, "store": true},
+        })],
+    );
+    assert!(
+        dot_rx.recv_timeout(LIMIT).is_ok(),
+        "no first end-of-data: {}",
+        node.log()
+    );
+    redis.stop();
+    let stopped = Instant::now();
+    let _ = go_tx.send(());
+    node.wait_log("not in Redis after");
+    let warned = stopped.elapsed();
+    redis.start_again();
+    assert_eq!(wait_results(&redis, 1, LIMIT), 1, "{}", node.log());
+    // A late duplicate answer would show by now.
+    thread::sleep(Duration::from_millis(500));
+    let sessions = server.finish_all();
+    let answers = results(&mut redis.conn());
+    let log = node.log();
+    eprintln!("feed outage: warned {warned:?} after Redis stopped; sessions {sessions:?}");
+    assert_eq!(answers.len(), 1, "{answers:?}\n{log}");
+    let answer = &answers[0];
+    assert_eq!(answer["id"], "outage-1", "{answer}");
+    let recipients = answer["recipients"].as_array().cloned().unwrap_or_default();
+    assert_eq!(recipients.len(), 2, "{answer}");
+    assert_eq!(recipients[0]["address"], "r1@y.test", "{answer}");
+    assert_eq!(recipients[0]["status"], "sent", "{answer}");
+    assert_eq!(recipients[1]["address"], "r2@y.test", "{answer}");
+    assert_eq!(recipients[1]["status"], "deferred", "{answer}");
+    assert!(
+        recipients[1]["diagnostic"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the Redis feed cannot record outcomes"),
+        "{answer}"
+    );
+    // One connection, two transactions: one message body went out, the
+    // first; the second transaction, for r2 only, got its 354 and was
+    // dropped after the wait, without its dot.
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let session = &sessions[0];
+    assert_eq!(session.dots, 1, "{session:?}");
+    let after_dot: Vec<&str> = session
+        .commands
+        .iter()
+        .skip_while(|c| *c != ".")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        after_dot,
+        [
+            ".",
+            "RSET",
+            "MAIL FROM:<a@x.test>",
+            "RCPT TO:<r2@y.test>",
+            "DATA"
+        ],
+        "{session:?}"
+    );
+    assert!(
+        session
+            .dropped_after
+            .is_some_and(|d| d >= Duration::from_millis(9_500)),
+        "{session:?}"
+    );
+    assert!(warned >= Duration::from_millis(9_500), "{warned:?}");
+    assert!(log.contains("not in Redis after"), "{log}");
 }
