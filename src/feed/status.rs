@@ -29,11 +29,25 @@ fn map_items(value: &Value) -> Vec<Value> {
     }
 }
 
+/// `text` with its control characters escaped (`\u{1b}`): names and ids
+/// come from Redis and go to a terminal, one line each.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn show(value: Option<&Value>) -> String {
     match value {
         Some(Value::Int(n)) => n.to_string(),
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(Value::SimpleString(s)) => s.clone(),
+        Some(Value::BulkString(b)) => printable(&String::from_utf8_lossy(b)),
+        Some(Value::SimpleString(s)) => printable(s),
         Some(Value::Nil) | None => "-".into(),
         Some(other) => format!("{other:?}"),
     }
@@ -69,7 +83,11 @@ pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
         out.push_str("claims: none\n");
     }
     for (consumer, count) in claims {
-        out.push_str(&format!("claims by {consumer}: {count}\n"));
+        out.push_str(&format!(
+            "claims by {}: {}\n",
+            printable(&consumer),
+            printable(&count)
+        ));
     }
     Ok(out)
 }

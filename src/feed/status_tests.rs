@@ -78,3 +78,15 @@ fn consumer_lines_read_the_xpending_summary() {
     let none = Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil]);
     assert_eq!(consumer_lines(&none), "");
 }
+
+#[test]
+fn names_from_redis_have_their_control_characters_escaped() {
+    // Found by the feed_replies fuzz target: a consumer name with a
+    // control character went raw to the terminal.
+    assert_eq!(
+        show(Some(&bulk("node-\u{1a}\n\u{1b}[31m"))),
+        "node-\\u{1a}\\n\\u{1b}[31m"
+    );
+    assert_eq!(show(Some(&Value::SimpleString("a\tb".into()))), "a\\tb");
+    assert_eq!(printable("node-é"), "node-é");
+}
