@@ -49,7 +49,7 @@ fn show(value: Option<&Value>) -> String {
         Some(Value::BulkString(b)) => printable(&String::from_utf8_lossy(b)),
         Some(Value::SimpleString(s)) => printable(s),
         Some(Value::Nil) | None => "-".into(),
-        Some(other) => format!("{other:?}"),
+        Some(other) => printable(&format!("{other:?}")),
     }
 }
 

@@ -88,5 +88,8 @@ fn names_from_redis_have_their_control_characters_escaped() {
         "node-\\u{1a}\\n\\u{1b}[31m"
     );
     assert_eq!(show(Some(&Value::SimpleString("a\tb".into()))), "a\\tb");
+    // And one inside a value shown by its Debug form (a server error).
+    let error = redis::parse_redis_value(b"-1\r0-0\r\n").unwrap();
+    assert!(!show(Some(&error)).chars().any(char::is_control));
     assert_eq!(printable("node-é"), "node-é");
 }
