@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-300}
 FUZZ_RUNS=${FUZZ_RUNS:--1}
-FUZZ_TARGETS=${FUZZ_TARGETS:-smtp_reply job_line nexthop config dns_mx throttle_verdict lmtp_ingress lmtp_data tlsa message_facts mta_sts_policy tlsrpt_record mime_downgrade sasl_exchange}
+FUZZ_TARGETS=${FUZZ_TARGETS:-smtp_reply job_line nexthop config dns_mx throttle_verdict lmtp_ingress lmtp_data tlsa message_facts mta_sts_policy tlsrpt_record mime_downgrade sasl_exchange feed_replies}
 DIR=tests/fuzz
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then

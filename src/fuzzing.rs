@@ -898,3 +898,131 @@ pub fn sasl_exchange(data: &[u8]) {
         let _ = table.lookup("", "[192.0.2.1]:587");
     }
 }
+
+/// Redis replies → the feed's reading of them: the input is raw RESP bytes
+/// (RESP2 or RESP3), parsed by the redis crate's own parser as the
+/// connection does, and that one value is read as each reply the feed
+/// parses: XREADGROUP ([`crate::feed::parse_read`]), XAUTOCLAIM
+/// ([`crate::feed::parse_autoclaim`]), XINFO GROUPS and XPENDING (`mailhop
+/// feed status`), HGETALL (claims and settled progress, through the crate's
+/// conversion). Promises: every stream name returned is a string of the
+/// input, every entry the first two-item array at its place with a string
+/// id, its job a bulk string of the input; an XREADGROUP reply in RESP3's
+/// map form reads as the same reply in RESP2's array form; each status
+/// line is one printable line.
+pub fn feed_replies(data: &[u8]) {
+    use redis::Value;
+
+    use crate::feed::{Entry, parse_autoclaim, parse_read, status};
+
+    /// Every string (bulk or simple) and every two-item array of `value`.
+    fn walk<'a>(value: &'a Value, strings: &mut Vec<&'a [u8]>, pairs: &mut Vec<&'a [Value]>) {
+        let children: Vec<&Value> = match value {
+            Value::BulkString(b) => {
+                strings.push(b);
+                return;
+            }
+            Value::SimpleString(s) => {
+                strings.push(s.as_bytes());
+                return;
+            }
+            Value::Array(items) | Value::Set(items) => {
+                if items.len() == 2 {
+                    pairs.push(items);
+                }
+                items.iter().collect()
+            }
+            Value::Map(kv) => kv.iter().flat_map(|(k, v)| [k, v]).collect(),
+            Value::Attribute { data, attributes } => std::iter::once(&**data)
+                .chain(attributes.iter().flat_map(|(k, v)| [k, v]))
+                .collect(),
+            Value::Push { data, .. } => data.iter().collect(),
+            _ => Vec::new(),
+        };
+        for child in children {
+            walk(child, strings, pairs);
+        }
+    }
+    fn is_text(value: &Value, text: &[u8]) -> bool {
+        match value {
+            Value::BulkString(b) => b == text,
+            Value::SimpleString(s) => s.as_bytes() == text,
+            _ => false,
+        }
+    }
+
+    let Ok(value) = redis::parse_redis_value(data) else {
+        return;
+    };
+    let mut strings = Vec::new();
+    let mut pairs = Vec::new();
+    walk(&value, &mut strings, &mut pairs);
+    let check = |entry: &Entry| {
+        assert!(
+            pairs
+                .iter()
+                .any(|pair| is_text(&pair[0], entry.id.as_bytes())),
+            "entry id {:?} is not the first of a two-item array of the input",
+            entry.id
+        );
+        if let Some(job) = &entry.job {
+            assert!(
+                strings.contains(&job.as_slice()),
+                "job of {:?} is not a string of the input",
+                entry.id
+            );
+        }
+    };
+
+    let read = parse_read(&value);
+    let mut total = 0;
+    for (stream, entries) in &read {
+        assert!(
+            strings.contains(&stream.as_bytes()),
+            "stream {stream:?} is not a string of the input"
+        );
+        entries.iter().for_each(check);
+        total += entries.len();
+    }
+    assert!(total <= pairs.len(), "more entries than two-item arrays");
+    if let Value::Map(kv) = &value {
+        let resp2 = Value::Array(
+            kv.iter()
+                .map(|(k, v)| Value::Array(vec![k.clone(), v.clone()]))
+                .collect(),
+        );
+        assert_eq!(parse_read(&resp2), read, "RESP2 and RESP3 forms disagree");
+    }
+
+    let claimed = parse_autoclaim(&value);
+    claimed.iter().for_each(check);
+    assert!(
+        claimed.len() <= pairs.len(),
+        "more entries than two-item arrays"
+    );
+
+    for (name, lines) in [
+        ("group", status::group_lines(&value, "mailhop")),
+        ("consumer", status::consumer_lines(&value)),
+    ] {
+        for line in lines.lines() {
+            assert!(
+                line.starts_with(&format!("  {name} ")),
+                "{name} line {line:?} not one line"
+            );
+            assert!(
+                !line.chars().any(char::is_control),
+                "{name} line {line:?} has a control character"
+            );
+        }
+        assert!(lines.is_empty() || lines.ends_with('\n'));
+    }
+    // What status (XLEN, claims) and a claim (settled progress) convert.
+    let _ = redis::from_redis_value_ref::<i64>(&value);
+    if let Ok(hash) = redis::from_redis_value_ref::<Vec<(String, String)>>(&value) {
+        for (index, json) in hash {
+            let _ = index.parse::<usize>();
+            let _ = serde_json::from_str::<crate::job::RecipientResult>(&json);
+        }
+    }
+}

@@ -100,3 +100,8 @@ fn mime_downgrade_corpus_replays_without_panic() {
 fn sasl_exchange_corpus_replays_without_panic() {
     replay("sasl_exchange", fuzzing::sasl_exchange);
 }
+
+#[test]
+fn feed_replies_corpus_replays_without_panic() {
+    replay("feed_replies", fuzzing::feed_replies);
+}

@@ -29,13 +29,27 @@ fn map_items(value: &Value) -> Vec<Value> {
     }
 }
 
+/// `text` with its control characters escaped (`\u{1b}`): names and ids
+/// come from Redis and go to a terminal, one line each.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn show(value: Option<&Value>) -> String {
     match value {
         Some(Value::Int(n)) => n.to_string(),
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(Value::SimpleString(s)) => s.clone(),
+        Some(Value::BulkString(b)) => printable(&String::from_utf8_lossy(b)),
+        Some(Value::SimpleString(s)) => printable(s),
         Some(Value::Nil) | None => "-".into(),
-        Some(other) => format!("{other:?}"),
+        Some(other) => printable(&format!("{other:?}")),
     }
 }
 
@@ -54,39 +68,9 @@ pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
                 continue;
             }
         };
-        let groups = match groups {
-            Value::Array(items) => items,
-            _ => Vec::new(),
-        };
-        for group in groups {
-            let pairs = map_items(&group);
-            if show(field(&pairs, "name")) != config.group {
-                continue;
-            }
-            out.push_str(&format!(
-                "  group {}: lag {}, pending {}, last delivered {}\n",
-                config.group,
-                show(field(&pairs, "lag")),
-                show(field(&pairs, "pending")),
-                show(field(&pairs, "last-delivered-id")),
-            ));
-        }
+        out.push_str(&group_lines(&groups, &config.group));
         let pending: Value = conn.query(redis::cmd("XPENDING").arg(stream).arg(&config.group))?;
-        if let Value::Array(summary) = pending
-            && let Some(Value::Array(consumers)) = summary.get(3)
-        {
-            for consumer in consumers {
-                if let Value::Array(pair) = consumer
-                    && let [name, count] = pair.as_slice()
-                {
-                    out.push_str(&format!(
-                        "  consumer {}: pending {}\n",
-                        show(Some(name)),
-                        show(Some(count))
-                    ));
-                }
-            }
-        }
+        out.push_str(&consumer_lines(&pending));
     }
     let results: i64 = conn.query(redis::cmd("XLEN").arg(&config.results_stream))?;
     out.push_str(&format!(
@@ -99,9 +83,59 @@ pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
         out.push_str("claims: none\n");
     }
     for (consumer, count) in claims {
-        out.push_str(&format!("claims by {consumer}: {count}\n"));
+        out.push_str(&format!(
+            "claims by {}: {}\n",
+            printable(&consumer),
+            printable(&count)
+        ));
     }
     Ok(out)
+}
+
+/// The lines of an XINFO GROUPS reply (an array of field lists, RESP2, or
+/// of maps, RESP3) on the group named `group`: its lag, pending entries and
+/// last delivered id.
+pub fn group_lines(groups: &Value, group: &str) -> String {
+    let groups: &[Value] = match groups {
+        Value::Array(items) => items,
+        _ => &[],
+    };
+    let mut out = String::new();
+    for one in groups {
+        let pairs = map_items(one);
+        if show(field(&pairs, "name")) != group {
+            continue;
+        }
+        out.push_str(&format!(
+            "  group {group}: lag {}, pending {}, last delivered {}\n",
+            show(field(&pairs, "lag")),
+            show(field(&pairs, "pending")),
+            show(field(&pairs, "last-delivered-id")),
+        ));
+    }
+    out
+}
+
+/// The lines of an XPENDING summary reply (`[count, first id, last id,
+/// [[consumer, count], ...]]`): the pending entries of each consumer.
+pub fn consumer_lines(pending: &Value) -> String {
+    let mut out = String::new();
+    if let Value::Array(summary) = pending
+        && let Some(Value::Array(consumers)) = summary.get(3)
+    {
+        for consumer in consumers {
+            if let Value::Array(pair) = consumer
+                && let [name, count] = pair.as_slice()
+            {
+                out.push_str(&format!(
+                    "  consumer {}: pending {}\n",
+                    show(Some(name)),
+                    show(Some(count))
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -275,3 +275,80 @@ write("sasl_exchange", "scram-huge-iterations", b"\x00r=rOprNGfwEbeRWgbNEkqOx,s=
 write("sasl_exchange", "login", b"\x02" + _b64.b64encode(b"Username:") + b"\x00" + _b64.b64encode(b"Password:") + b"\x00extra")
 write("sasl_exchange", "plain-challenge", b"\x01nonempty")
 write("sasl_exchange", "table", b"\x01# comment\n[mx.example.com]:587 user:pass\nexample.com u2:p:with:colons\nbad line\n")
+
+# --- feed_replies: raw RESP bytes (RESP2 or RESP3), one Redis reply read as
+# XREADGROUP, XAUTOCLAIM, XINFO GROUPS, XPENDING and HGETALL replies
+def resp(v, resp3=False):
+    """RESP encoding: bytes/str bulk, int, None nil, list array, dict map
+    (RESP3; RESP2 writes its pairs flat), a (kind, payload) tuple verbatim."""
+    if isinstance(v, tuple):
+        return v[1] if v[0] == "raw" else b""
+    if v is None:
+        return b"_\r\n" if resp3 else b"$-1\r\n"
+    if isinstance(v, int):
+        return b":%d\r\n" % v
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):
+        return b"$%d\r\n%s\r\n" % (len(v), v)
+    if isinstance(v, dict):
+        if resp3:
+            return b"%%%d\r\n" % len(v) + b"".join(resp(k, resp3) + resp(x, resp3) for k, x in v.items())
+        return resp([y for k, x in v.items() for y in (k, x)])
+    return b"*%d\r\n" % len(v) + b"".join(resp(x, resp3) for x in v)
+
+
+def raw(b):
+    return ("raw", b)
+
+
+job = json.dumps(base).encode()
+e1 = ["1700000000000-0", ["job", job]]
+e2 = ["1700000000001-0", ["job", job, "attempt", "2"]]
+e3 = ["1700000000002-0", ["other", "x"]]
+feed = {
+    "xread-one-stream": resp([["mailhop:jobs", [e1, e2, e3]]]),
+    "xread-several-streams": resp([["mailhop:jobs", [e1]], ["mailhop:bulk", [e2, e3]], ["third", []]]),
+    "xread-resp3-map": resp({"mailhop:jobs": [e1, e2], "mailhop:bulk": [e3]}, resp3=True),
+    "xread-nil-resp2": b"*-1\r\n",
+    "xread-nil-resp3": b"_\r\n",
+    "xread-empty": b"*0\r\n",
+    "xread-empty-stream": resp([["mailhop:jobs", []]]),
+    "xread-deleted-entry": resp([["mailhop:jobs", [["1-0", None], e1, None]]]),
+    "xautoclaim-redis7": resp(["0-0", [e1, e2], ["1699999999999-0"]]),
+    "xautoclaim-redis62-nil": resp(["1700000000005-0", [e1, None, ["3-0", None]]]),
+    "xautoclaim-empty": resp(["0-0", [], []]),
+    "xautoclaim-resp3": resp(["0-0", [e1], []], resp3=True),
+    "odd-types": resp([[raw(b"+mailhop:jobs\r\n"),
+                        [[raw(b"+5-0\r\n"), [raw(b"+job\r\n"), raw(b"+simple\r\n")]],
+                         [7, ["job", 8]],
+                         [raw(b"$2\r\n\xff\xfe\r\n"), ["job", "x"]],
+                         ["6-0", ["job"]],
+                         ["7-0", ["job", "a", "job", "b"]],
+                         ["8-0", "not-an-array"],
+                         ["9-0", ["job", "y"], "extra"]]]]),
+    "resp3-types": (b"*2\r\n$4\r\njobs\r\n*4\r\n~2\r\n$3\r\n1-0\r\n*2\r\n$3\r\njob\r\n#t\r\n"
+                    b"*2\r\n=7\r\ntxt:1-0\r\n*2\r\n$3\r\njob\r\n,1.5\r\n"
+                    b"|1\r\n+ttl\r\n:3\r\n*2\r\n$3\r\n2-0\r\n*2\r\n$3\r\njob\r\n$1\r\nj\r\n"
+                    b">2\r\n+message\r\n(12345678901234567890\r\n"),
+    "error-reply": b"-NOGROUP No such key 'mailhop:jobs' or consumer group 'mailhop'\r\n",
+    "blob-error": b"!21\r\nSYNTAX invalid syntax\r\n",
+    "xinfo-groups-resp2": resp([["name", "mailhop", "consumers", 2, "pending", 3,
+                                 "last-delivered-id", "1700000000002-0", "entries-read", 3, "lag", 0],
+                                ["name", "other", "consumers", 0, "pending", 0,
+                                 "last-delivered-id", "0-0", "entries-read", None, "lag", None]]),
+    "xinfo-groups-resp3": resp([{"name": "mailhop", "consumers": 2, "pending": 3,
+                                 "last-delivered-id": "1700000000002-0", "entries-read": 3, "lag": None}],
+                               resp3=True),
+    "xpending-summary": resp([3, "1700000000000-0", "1700000000002-0",
+                              [["node-a", "2"], ["node-b", "1"]]]),
+    "xpending-none": resp([0, None, None, None]),
+    "hgetall-progress": resp(["0", json.dumps({"address": "rcpt@example.test", "status": "sent",
+                                              "dsn": "2.0.0", "diagnostic": "250 ok"}),
+                              "x", "{}"]),
+    "hgetall-resp3": resp({"node-a": "3", "node-b": "1"}, resp3=True),
+    "xlen": b":42\r\n",
+    "nested-deep": b"*1\r\n" * 99 + b"*0\r\n",
+}
+for name, data in feed.items():
+    write("feed_replies", name, data)
