@@ -44,3 +44,45 @@ fn no_body_sent_no_duplicate_warning() {
     let answer = progress.cut(["a@y"].into_iter(), "shutting down", |_| {});
     assert_eq!(answer[0].diagnostic, "shutting down");
 }
+
+/// An observer that refuses the body until told, counting what it saw.
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    settled: std::sync::Mutex<Vec<usize>>,
+}
+
+impl SettleObserver for Gate {
+    fn settled(&self, index: usize, _result: &RecipientResult) {
+        if let Ok(mut s) = self.settled.lock() {
+            s.push(index);
+        }
+    }
+
+    fn before_body(&self) -> Result<(), String> {
+        if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("outcomes not recorded".into())
+        }
+    }
+}
+
+#[test]
+fn an_observer_holds_the_body_back_without_marking_it_sent() {
+    let gate = Arc::new(Gate {
+        open: std::sync::atomic::AtomicBool::new(false),
+        settled: std::sync::Mutex::new(Vec::new()),
+    });
+    let progress = Progress::observed(2, Some(Arc::clone(&gate) as Arc<dyn SettleObserver>));
+    assert_eq!(
+        progress.begin_body(),
+        BodyGate::Held("outcomes not recorded".into())
+    );
+    // Held is not "body on its way": a cut now adds no duplicate warning.
+    assert!(!progress.body_pending());
+    gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(progress.begin_body(), BodyGate::Send);
+    assert!(progress.body_pending());
+    progress.settle(1, result_of("b@y", &sent()), |_| {});
+    assert_eq!(*gate.settled.lock().unwrap(), vec![1]);
+}
