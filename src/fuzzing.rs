@@ -996,6 +996,18 @@ pub fn feed_replies(data: &[u8]) {
 
     let claimed = parse_autoclaim(&value);
     claimed.iter().for_each(check);
+    if let Some(cursor) = crate::feed::autoclaim_cursor(&value) {
+        // A cursor goes back to Redis as an argument: id-shaped only.
+        let (ms, seq) = cursor.split_once('-').unwrap_or(("", ""));
+        assert!(
+            !ms.is_empty() && !seq.is_empty(),
+            "cursor {cursor:?} not an id"
+        );
+        assert!(
+            ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()),
+            "cursor {cursor:?} not an id"
+        );
+    }
     assert!(
         claimed.len() <= pairs.len(),
         "more entries than two-item arrays"

@@ -1001,3 +1001,97 @@ fn a_redis_outage_over_ten_seconds_holds_the_next_body_and_defers_it() {
     assert!(warned >= Duration::from_millis(9_500), "{warned:?}");
     assert!(log.contains("not in Redis after"), "{log}");
 }
+
+/// A dead node's entries behind a long run of a live node's fresh ones in
+/// the pending list: Redis scans at most ten times COUNT entries per
+/// XAUTOCLAIM, so a node with little queue room must go on from where its
+/// last call stopped to reach them.
+#[test]
+fn a_dead_nodes_jobs_deep_in_the_pending_list_are_claimed() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let sink = CountingSink::start();
+    let mut con = redis.conn();
+    let (live, dead) = (600, 200);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("jobs")
+        .arg("mailhop")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut con)
+        .expect("XGROUP CREATE");
+    let jobs = numbered_jobs(&sink, live + dead);
+    // The first `live` read by "slow" (kept fresh below, as a live node
+    // would), the rest by "gone" (left idle).
+    add_jobs(&mut con, &jobs[..live]);
+    let read = |con: &mut redis::Connection, consumer: &str, count: usize| -> Vec<String> {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("mailhop")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg("jobs")
+            .arg(">")
+            .query(con)
+            .expect("XREADGROUP");
+        reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids.into_iter().map(|e| e.id))
+            .collect()
+    };
+    let slow_ids = read(&mut con, "slow", live);
+    assert_eq!(slow_ids.len(), live);
+    add_jobs(&mut con, &jobs[live..]);
+    assert_eq!(read(&mut con, "gone", dead).len(), dead);
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = {
+        let stop = Arc::clone(&stop);
+        let client = redis.client();
+        thread::spawn(move || {
+            let Ok(mut con) = client.get_connection() else {
+                return;
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                for chunk in slow_ids.chunks(200) {
+                    let mut cmd = redis::cmd("XCLAIM");
+                    cmd.arg("jobs").arg("mailhop").arg("slow").arg(0);
+                    for id in chunk {
+                        cmd.arg(id);
+                    }
+                    cmd.arg("JUSTID");
+                    let _: Result<redis::Value, _> = cmd.query(&mut con);
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(2_200));
+    // Queue room 4: ten times that is far less than the fresh entries.
+    let work = Workdir::new();
+    let text = config_with(&work, &redis, "n1", 2, 4);
+    let node = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    let got = wait_results(&redis, dead, Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    let _ = refresher.join();
+    assert_eq!(
+        got,
+        dead,
+        "the dead node's jobs not all answered: {}",
+        node.log()
+    );
+    let answered: Vec<Value> = results(&mut con);
+    let mut ids: Vec<usize> = answered
+        .iter()
+        .filter_map(|a| a["id"].as_str()?.strip_prefix('j')?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    let expected: Vec<usize> = (live..live + dead).collect();
+    assert_eq!(ids, expected, "exactly the dead node's jobs, once each");
+    assert!(node.log().contains("claimed"), "{}", node.log());
+}

@@ -122,3 +122,21 @@ fn keys_name_the_stream_and_the_group() {
     assert_eq!(progress_key("{s7}:jobs", "1-2"), "{s7}:jobs:progress:1-2");
     assert_eq!(claims_key("mailhop"), "mailhop:feed:mailhop:claims");
 }
+
+#[test]
+fn the_autoclaim_cursor_is_read_and_checked() {
+    let reply = Value::Array(vec![bulk("1700000000000-3"), Value::Array(vec![])]);
+    assert_eq!(autoclaim_cursor(&reply).as_deref(), Some("1700000000000-3"));
+    let done = Value::Array(vec![
+        bulk("0-0"),
+        Value::Array(vec![]),
+        Value::Array(vec![]),
+    ]);
+    assert_eq!(autoclaim_cursor(&done).as_deref(), Some("0-0"));
+    for bad in ["", "-", "1-", "-1", "1-x", "+", "1-2-3", "١-2"] {
+        let reply = Value::Array(vec![bulk(bad), Value::Array(vec![])]);
+        assert_eq!(autoclaim_cursor(&reply), None, "{bad:?}");
+    }
+    assert_eq!(autoclaim_cursor(&Value::Int(3)), None);
+    assert_eq!(autoclaim_cursor(&Value::Array(vec![])), None);
+}

@@ -44,6 +44,12 @@ const PROGRESS_TTL_SECS: u64 = 7 * 86_400;
 const READ_BLOCK_MS: u64 = 100;
 /// XAUTOCLAIM runs this often.
 const CLAIM_PERIOD: Duration = Duration::from_millis(250);
+/// Most entries one XAUTOCLAIM call asks for (Redis scans ten times as
+/// many pending entries at most).
+const CLAIM_CHUNK: usize = 100;
+/// Most XAUTOCLAIM calls per stream and round (a million pending entries
+/// scanned).
+const CLAIM_CALLS: usize = 1000;
 /// How long a worker waits, before its next message body, for its earlier
 /// outcomes to be written (then that job is deferred before its body).
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
@@ -225,6 +231,7 @@ impl Feed {
             .collect();
         let reader = Reader {
             conn: reader_conn,
+            cursors: HashMap::new(),
             streams,
             group: config.group.clone(),
             consumer: consumer.clone(),
@@ -323,6 +330,8 @@ fn redact(url: &str) -> String {
 
 struct Reader {
     conn: Conn,
+    /// Where each stream's next XAUTOCLAIM starts.
+    cursors: HashMap<Arc<str>, String>,
     streams: Vec<Arc<str>>,
     group: String,
     consumer: String,
@@ -467,67 +476,93 @@ impl Reader {
         let idle = u64::try_from(self.claim_after.as_millis()).unwrap_or(u64::MAX);
         let mut backlog = false;
         for stream in self.streams.clone() {
-            let free = self.submitter.free_slots();
-            if free == 0 {
-                return backlog;
-            }
-            let reply: Result<Value, FeedError> = self.conn.query(
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&*stream)
-                    .arg(&self.group)
-                    .arg(&self.consumer)
-                    .arg(idle)
-                    .arg("0-0")
-                    .arg("COUNT")
-                    .arg(free),
-            );
-            let entries = match reply {
-                Ok(reply) => parse_autoclaim(&reply),
-                Err(e) => {
-                    log::debug!("feed: XAUTOCLAIM {stream}: {e}");
-                    continue;
+            // Redis scans at most ten times COUNT pending entries a call:
+            // small calls (no long stall of the server), continued from
+            // where the last one stopped until the list is scanned to its
+            // end, so an entry deep in a long pending list is reached too.
+            for _ in 0..CLAIM_CALLS {
+                let free = self.submitter.free_slots();
+                if free == 0 {
+                    return backlog;
                 }
-            };
-            if entries.is_empty() {
-                continue;
-            }
-            backlog |= entries.len() >= free;
-            let held: HashSet<String> = lock(&self.in_flight)
-                .get(&stream)
-                .cloned()
-                .unwrap_or_default();
-            let mut claimed = 0u64;
-            for entry in entries {
-                if held.contains(&entry.id) {
-                    continue;
-                }
-                claimed += 1;
-                let key = progress_key(&stream, &entry.id);
-                let settled: Vec<(String, String)> = self
-                    .conn
-                    .query(redis::cmd("HGETALL").arg(&key))
-                    .unwrap_or_default();
-                let pre = settled
-                    .into_iter()
-                    .filter_map(|(i, json)| {
-                        Some((i.parse::<usize>().ok()?, serde_json::from_str(&json).ok()?))
-                    })
-                    .collect();
-                self.take(&stream, entry, pre);
-            }
-            if claimed > 0 {
-                log::info!(
-                    "feed: claimed {claimed} jobs of {stream} idle longer than claim_after (a node that stopped)"
-                );
-                let _: Result<Value, FeedError> = self.conn.query(
-                    redis::cmd("HINCRBY")
-                        .arg(claims_key(&self.group))
+                let count = free.min(CLAIM_CHUNK);
+                let start = self
+                    .cursors
+                    .get(&stream)
+                    .cloned()
+                    .unwrap_or_else(|| "0-0".to_string());
+                let reply: Result<Value, FeedError> = self.conn.query(
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(&*stream)
+                        .arg(&self.group)
                         .arg(&self.consumer)
-                        .arg(claimed),
+                        .arg(idle)
+                        .arg(&start)
+                        .arg("COUNT")
+                        .arg(count),
                 );
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        log::debug!("feed: XAUTOCLAIM {stream}: {e}");
+                        self.cursors.remove(&stream);
+                        break;
+                    }
+                };
+                let next = autoclaim_cursor(&reply).unwrap_or_else(|| "0-0".to_string());
+                let entries = parse_autoclaim(&reply);
+                backlog |= entries.len() >= count;
+                self.take_claimed(&stream, entries);
+                let wrapped = next == "0-0";
+                self.cursors.insert(Arc::clone(&stream), next);
+                if wrapped {
+                    break;
+                }
             }
         }
         backlog
+    }
+
+    /// Runs the entries claimed from `stream` (a dead node's), each with
+    /// the recipients its progress hash records as settled.
+    fn take_claimed(&mut self, stream: &Arc<str>, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let held: HashSet<String> = lock(&self.in_flight)
+            .get(stream)
+            .cloned()
+            .unwrap_or_default();
+        let mut claimed = 0u64;
+        for entry in entries {
+            if held.contains(&entry.id) {
+                continue;
+            }
+            claimed += 1;
+            let key = progress_key(stream, &entry.id);
+            let settled: Vec<(String, String)> = self
+                .conn
+                .query(redis::cmd("HGETALL").arg(&key))
+                .unwrap_or_default();
+            let pre = settled
+                .into_iter()
+                .filter_map(|(i, json)| {
+                    Some((i.parse::<usize>().ok()?, serde_json::from_str(&json).ok()?))
+                })
+                .collect();
+            self.take(stream, entry, pre);
+        }
+        if claimed > 0 {
+            log::info!(
+                "feed: claimed {claimed} jobs of {stream} idle longer than claim_after (a node that stopped)"
+            );
+            let _: Result<Value, FeedError> = self.conn.query(
+                redis::cmd("HINCRBY")
+                    .arg(claims_key(&self.group))
+                    .arg(&self.consumer)
+                    .arg(claimed),
+            );
+        }
     }
 
     /// Submits one entry (`pre`: its recipients settled before a claim).
@@ -1105,6 +1140,25 @@ pub fn parse_autoclaim(value: &Value) -> Vec<Entry> {
         [_, entries, ..] => parse_entries(entries),
         _ => Vec::new(),
     }
+}
+
+/// The cursor an XAUTOCLAIM reply gives for the next call ("0-0": the
+/// pending list was scanned to its end); `None` for a malformed reply.
+pub fn autoclaim_cursor(value: &Value) -> Option<String> {
+    match items(value) {
+        [cursor, ..] => text(cursor).filter(|c| is_stream_id(c)),
+        _ => None,
+    }
+}
+
+/// `<ms>-<seq>`, both decimal.
+fn is_stream_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        !ms.is_empty()
+            && !seq.is_empty()
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]
