@@ -801,7 +801,11 @@ config_table! {
         /// This node's consumer name in the group; "" is the host name.
         /// Two live nodes must not share a name.
         consumer: String = String::new(), mirrors "none (mailhop's own)";
-        /// Where answers go (XADD, one field "result").
+        /// Where answers go (XADD, one field "result"). Each "$stream" is
+        /// replaced by the job stream's name: "$stream:results" gives each
+        /// stream its own results stream (stream "{s7}:jobs" answers to
+        /// "{s7}:jobs:results", in the same Redis Cluster slot); without it,
+        /// one results stream for all streams.
         results_stream: String = "mailhop:results".to_string(), mirrors "none (mailhop's own)";
         /// A job pending this long without its node refreshing it belongs to
         /// a dead node and is claimed by a live one (XAUTOCLAIM). A live node

@@ -122,3 +122,21 @@ fn keys_name_the_stream_and_the_group() {
     assert_eq!(progress_key("{s7}:jobs", "1-2"), "{s7}:jobs:progress:1-2");
     assert_eq!(claims_key("mailhop"), "mailhop:feed:mailhop:claims");
 }
+
+#[test]
+fn results_stream_with_stream_is_one_per_job_stream() {
+    assert_eq!(
+        results_key("$stream:results", "{s7}:jobs"),
+        "{s7}:jobs:results"
+    );
+    assert_eq!(results_key("r:$stream:$stream", "a"), "r:a:a");
+}
+
+#[test]
+fn results_stream_without_stream_is_shared() {
+    assert_eq!(
+        results_key("mailhop:results", "{s7}:jobs"),
+        "mailhop:results"
+    );
+    assert_eq!(results_key("", "jobs"), "");
+}

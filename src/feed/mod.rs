@@ -153,6 +153,14 @@ pub fn progress_key(stream: &str, id: &str) -> String {
     format!("{stream}:progress:{id}")
 }
 
+/// The results stream of the job stream `stream`: `[feed] results_stream`
+/// with each `$stream` replaced by the stream's name (`"$stream:results"`:
+/// `{s7}:jobs` answers to `{s7}:jobs:results`, in the stream's cluster
+/// slot); without `$stream`, the one results stream of all streams.
+pub fn results_key(template: &str, stream: &str) -> String {
+    template.replace("$stream", stream)
+}
+
 /// The hash counting claims, per consumer (`mailhop feed status`).
 pub fn claims_key(group: &str) -> String {
     format!("mailhop:feed:{group}:claims")
@@ -997,7 +1005,7 @@ impl Writer {
             call.arg(&hash)
                 .arg(4 + jobs.len())
                 .arg(&**stream)
-                .arg(&self.results)
+                .arg(results_key(&self.results, stream))
                 .arg(retry::due_key(stream))
                 .arg(retry::jobs_key(stream));
             for (id, _, _) in &jobs {
