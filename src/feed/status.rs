@@ -55,7 +55,12 @@ fn show(value: Option<&Value>) -> String {
 
 /// The status text.
 pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
-    let mut conn = Conn::new(&config.redis_url, "status", Duration::from_secs(5))?;
+    let mut conn = Conn::new(
+        &config.redis_url,
+        config.cluster,
+        "status",
+        Duration::from_secs(5),
+    )?;
     conn.ensure()?;
     let mut out = String::new();
     for stream in &config.streams {
