@@ -296,6 +296,22 @@ fn streams_on_three_masters_are_answered_once_each_in_their_own_results_stream()
         );
     }
     assert_eq!(counts.len(), total);
+    // The destination limits ran on the cluster too, and nothing was
+    // refused for its slots.
+    let logs = logs();
+    assert_eq!(
+        logs.matches("destination limits shared with the other nodes through Redis")
+            .count(),
+        2,
+        "{logs}"
+    );
+    for bad in [
+        "cluster limits: Redis unreachable",
+        "CROSSSLOT",
+        "Redis unreachable",
+    ] {
+        assert!(!logs.contains(bad), "{bad}: {logs}");
+    }
     // feed status sees the per-stream results streams.
     let status = std::process::Command::new(common::daemon::mailhop_bin())
         .args(["feed", "status", "--config"])
