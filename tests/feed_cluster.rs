@@ -3,11 +3,12 @@
 //! streams whose hash tags land on the three masters, each answered in
 //! its own results stream (`results_stream = "$stream:results"`), two
 //! daemons sharing them: every job answered exactly once in its stream's
-//! results stream and delivered once at the sink. And a configuration
+//! results stream and delivered once at the sink; with retries, a deferred
+//! recipient retried on its stream's slot and expired. And a configuration
 //! whose keys are not on one slot per stream refuses to start.
 //!
 //! The peer is an in-process SMTP server counting accepted messages per
-//! recipient. Without redis-server or redis-cli the cluster test prints
+//! recipient (450 to "defer..."). Without redis-server or redis-cli the cluster tests print
 //! SKIPPED and passes, except under `CI=true`, where it fails.
 
 mod common;
@@ -113,8 +114,12 @@ fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
                 .and_then(|r| r.split('>').next())
                 .unwrap_or("")
                 .to_string();
-            rcpts.push(addr);
-            b"250 2.1.5 Ok\r\n"
+            if addr.starts_with("defer") {
+                b"450 4.2.0 try again later\r\n"
+            } else {
+                rcpts.push(addr);
+                b"250 2.1.5 Ok\r\n"
+            }
         } else if upper.starts_with("DATA") {
             let _ = out.write_all(b"354 go ahead\r\n");
             loop {
@@ -327,6 +332,69 @@ fn streams_on_three_masters_are_answered_once_each_in_their_own_results_stream()
             )),
             "{text}"
         );
+    }
+}
+
+/// With retries on a cluster: a deferred recipient goes back to its own
+/// stream (the answer script's retry keys and the promotion script on the
+/// stream's slot) and expires, its bounce in its stream's results stream.
+#[test]
+fn a_deferred_recipient_is_retried_on_its_streams_slot_then_expires() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let streams = spread_streams(&cluster);
+    let sink = CountingSink::start();
+    let work = Workdir::new();
+    let text = config(&work, &cluster.url(), "n1", &streams, "$stream:results")
+        + "retries = true\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\n\
+           maximal_queue_lifetime = \"2s\"\n";
+    let node = Daemon::start_text(&work, &text, LIMIT).owning(work);
+    let mut con = cluster.conn();
+    for (s, stream) in streams.iter().enumerate() {
+        let job = json!({
+            "id": format!("retry-{s}"),
+            "nexthop": sink.nexthop(),
+            "sender": "a@x.test",
+            "recipients": [{"address": format!("defer{s}@y.test")}],
+            "message": {"data": MESSAGE},
+        });
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("job")
+            .arg(job.to_string())
+            .query(&mut con)
+            .expect("XADD");
+    }
+    let deadline = Instant::now() + LIMIT;
+    for (s, stream) in streams.iter().enumerate() {
+        let results_stream = format!("{stream}:results");
+        let answers = loop {
+            let answers = results(&mut con, &results_stream);
+            if answers.iter().any(|r| {
+                r["recipients"][0]["status"] == "bounced"
+                    && r["log"].to_string().contains("status=expired")
+            }) {
+                break answers;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no expiry in {results_stream}: {answers:?} {}",
+                node.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        };
+        // At least two attempts, all of this stream's job.
+        assert!(answers.len() >= 3, "{answers:?}");
+        for answer in &answers {
+            assert_eq!(answer["id"], format!("retry-{s}"), "{answer}");
+        }
+        let waiting: usize = redis::cmd("ZCARD")
+            .arg(format!("{stream}:retry"))
+            .query(&mut con)
+            .expect("ZCARD");
+        assert_eq!(waiting, 0, "{stream}:retry");
     }
 }
 
