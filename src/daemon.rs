@@ -364,6 +364,7 @@ pub fn run(options: &Options) -> i32 {
         // The destination limits count every node's deliveries (Redis).
         let settings = crate::feed::limits::LimitSettings {
             node: crate::feed::consumer_name(&config.feed),
+            cluster: config.feed.cluster,
             ..Default::default()
         };
         match crate::feed::limits::ClusterLimits::new(config.feed.redis_url.as_str(), settings) {

@@ -794,6 +794,14 @@ config_table! {
         enabled: bool = false, mirrors "none (mailhop's own; Postfix's queue is local)";
         /// The Redis server ("redis://127.0.0.1:6379/0", "redis+unix:///run/redis.sock").
         redis_url: String = "redis://127.0.0.1:6379/0".to_string(), mirrors "none (mailhop's own)";
+        /// redis_url is a seed node of a Redis Cluster: the feed and the
+        /// destination limits use a cluster connection (each command to
+        /// the master of its key's slot; XREADGROUP one stream at a time).
+        /// Each stream's keys (the stream, its progress hashes, its retry
+        /// keys and its results stream) must share one slot: name streams
+        /// with a hash tag ("{s0}:jobs") and set results_stream =
+        /// "$stream:results"; the daemon refuses to start otherwise.
+        cluster: bool = false, mirrors "none (mailhop's own)";
         /// The job streams read (one consumer group on each).
         streams: Vec<String> = vec!["mailhop:jobs".to_string()], mirrors "none (mailhop's own)";
         /// The consumer group, created on each stream when missing.
@@ -801,7 +809,11 @@ config_table! {
         /// This node's consumer name in the group; "" is the host name.
         /// Two live nodes must not share a name.
         consumer: String = String::new(), mirrors "none (mailhop's own)";
-        /// Where answers go (XADD, one field "result").
+        /// Where answers go (XADD, one field "result"). Each "$stream" is
+        /// replaced by the job stream's name: "$stream:results" gives each
+        /// stream its own results stream (stream "{s7}:jobs" answers to
+        /// "{s7}:jobs:results", in the same Redis Cluster slot); without it,
+        /// one results stream for all streams.
         results_stream: String = "mailhop:results".to_string(), mirrors "none (mailhop's own)";
         /// A job pending this long without its node refreshing it belongs to
         /// a dead node and is claimed by a live one (XAUTOCLAIM). A live node

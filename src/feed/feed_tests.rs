@@ -140,3 +140,20 @@ fn the_autoclaim_cursor_is_read_and_checked() {
     assert_eq!(autoclaim_cursor(&Value::Int(3)), None);
     assert_eq!(autoclaim_cursor(&Value::Array(vec![])), None);
 }
+
+#[test]
+fn results_stream_with_stream_is_one_per_job_stream() {
+    assert_eq!(
+        results_key("$stream:results", "{s7}:jobs"),
+        "{s7}:jobs:results"
+    );
+    assert_eq!(results_key("r:$stream:$stream", "a"), "r:a:a");
+}
+
+#[test]
+fn results_stream_without_stream_is_shared() {
+    assert_eq!(
+        results_key("mailhop:results", "{s7}:jobs"),
+        "mailhop:results"
+    );
+}

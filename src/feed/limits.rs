@@ -34,7 +34,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, IntoConnectionInfo, Script};
+use redis::{IntoConnectionInfo, Script};
+
+use super::conn::{Link as Connection, Opener};
 
 use crate::shaping::{Demand, Grant, Key, Lease, SharedLimits};
 
@@ -108,6 +110,8 @@ pub struct LimitSettings {
     pub poll: Duration,
     /// Longest wait for Redis (connect, reply).
     pub timeout: Duration,
+    /// The address is a seed node of a Redis Cluster (`[feed] cluster`).
+    pub cluster: bool,
 }
 
 impl Default for LimitSettings {
@@ -118,13 +122,24 @@ impl Default for LimitSettings {
             lease_time: Duration::from_secs(30),
             poll: Duration::from_millis(50),
             timeout: Duration::from_millis(250),
+            cluster: false,
         }
     }
+}
+
+/// The leases and rate keys of one destination: one hash tag (the
+/// transport and the destination), so both are on one Redis Cluster slot
+/// as the acquire script needs.
+pub fn limit_keys(prefix: &str, transport: &str, name: &str) -> (String, String) {
+    let base = format!("{prefix}{{{transport}:{name}}}");
+    (format!("{base}:leases"), format!("{base}:tat"))
 }
 
 /// Why the cluster limits could not be set up.
 #[derive(Debug)]
 pub enum LimitsError {
+    /// With a Redis Cluster: one destination's keys on two slots.
+    Slots(String),
     /// The connection info does not parse.
     Address(redis::RedisError),
     /// The renewal thread could not start.
@@ -135,6 +150,7 @@ impl fmt::Display for LimitsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Address(e) => write!(f, "Redis address: {e}"),
+            Self::Slots(e) => f.write_str(e),
             Self::Thread(e) => write!(f, "cannot start the lease renewal thread: {e}"),
         }
     }
@@ -152,7 +168,7 @@ struct Link {
 
 /// Destination limits held in Redis (see the module doc).
 pub struct ClusterLimits {
-    client: Client,
+    client: Opener,
     settings: LimitSettings,
     link: Mutex<Link>,
     /// Leases held by this node: lease id → its sorted set.
@@ -184,7 +200,12 @@ impl ClusterLimits {
         conn_info: impl IntoConnectionInfo,
         settings: LimitSettings,
     ) -> Result<Arc<Self>, LimitsError> {
-        let client = Client::open(conn_info).map_err(LimitsError::Address)?;
+        if settings.cluster {
+            let (leases, tat) = limit_keys(&settings.prefix, "smtp", "example.com");
+            super::slot::check_limit_keys(&leases, &tat).map_err(LimitsError::Slots)?;
+        }
+        let client = Opener::open(conn_info, settings.cluster, settings.timeout)
+            .map_err(LimitsError::Address)?;
         let limits = Arc::new(Self {
             client,
             settings,
@@ -221,13 +242,7 @@ impl ClusterLimits {
     }
 
     fn keys(&self, key: &Key) -> (String, String) {
-        let base = format!(
-            "{}{{{}:{}}}",
-            self.settings.prefix,
-            key.transport(),
-            key.name
-        );
-        (format!("{base}:leases"), format!("{base}:tat"))
+        limit_keys(&self.settings.prefix, key.transport(), &key.name)
     }
 
     /// Runs `f` on the connection (made if needed); `None` when Redis is
@@ -267,12 +282,11 @@ impl ClusterLimits {
     }
 
     fn connect(&self) -> redis::RedisResult<Connection> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.settings.timeout)?;
-        conn.set_read_timeout(Some(self.settings.timeout))?;
-        conn.set_write_timeout(Some(self.settings.timeout))?;
-        Ok(conn)
+        self.client.connect(
+            self.settings.timeout,
+            Some(self.settings.timeout),
+            Some(self.settings.timeout),
+        )
     }
 
     fn went_down(&self, link: &mut Link, now: Instant, e: &redis::RedisError) {

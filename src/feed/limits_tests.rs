@@ -42,3 +42,33 @@ fn unreachable_redis_means_local_limits_only_and_backs_off() {
     assert_eq!(lock(&limits.link).backoff, BACKOFF_MIN * 2);
     assert_eq!(limits.held(), 0);
 }
+
+#[test]
+fn a_destination_s_keys_share_one_cluster_slot() {
+    let (leases, tat) = limit_keys("mailhop:limits:", "smtp", "mx.example.com");
+    assert_eq!(leases, "mailhop:limits:{smtp:mx.example.com}:leases");
+    assert_eq!(tat, "mailhop:limits:{smtp:mx.example.com}:tat");
+    assert_eq!(
+        crate::feed::slot::slot(leases.as_bytes()),
+        crate::feed::slot::slot(tat.as_bytes())
+    );
+    // A name with braces keeps both keys on the same tag.
+    let (leases, tat) = limit_keys("mailhop:limits:", "smtp", "a}b{c");
+    assert_eq!(
+        crate::feed::slot::slot(leases.as_bytes()),
+        crate::feed::slot::slot(tat.as_bytes())
+    );
+}
+
+#[test]
+fn a_prefix_that_splits_the_keys_is_refused_on_a_cluster() {
+    let settings = LimitSettings {
+        prefix: "limits{}".into(),
+        cluster: true,
+        ..LimitSettings::default()
+    };
+    assert!(matches!(
+        ClusterLimits::new("redis://127.0.0.1:1/", settings),
+        Err(LimitsError::Slots(_))
+    ));
+}

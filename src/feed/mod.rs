@@ -19,6 +19,7 @@
 pub mod conn;
 pub mod limits;
 pub mod retry;
+pub mod slot;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -159,6 +160,14 @@ pub fn progress_key(stream: &str, id: &str) -> String {
     format!("{stream}:progress:{id}")
 }
 
+/// The results stream of the job stream `stream`: `[feed] results_stream`
+/// with each `$stream` replaced by the stream's name (`"$stream:results"`:
+/// `{s7}:jobs` answers to `{s7}:jobs:results`, in the stream's cluster
+/// slot); without `$stream`, the one results stream of all streams.
+pub fn results_key(template: &str, stream: &str) -> String {
+    template.replace("$stream", stream)
+}
+
 /// The hash counting claims, per consumer (`mailhop feed status`).
 pub fn claims_key(group: &str) -> String {
     format!("mailhop:feed:{group}:claims")
@@ -218,9 +227,17 @@ impl Feed {
         let consumer = consumer_name(config);
         let retries = retry::RetryConfig::from(config);
         retries.check().map_err(FeedError::new)?;
+        if config.cluster {
+            slot::check_streams(config).map_err(FeedError::new)?;
+        }
         let read_timeout = Duration::from_millis(READ_BLOCK_MS) + Duration::from_secs(5);
-        let reader_conn = Conn::new(&config.redis_url, "reader", read_timeout)?;
-        let writer_conn = Conn::new(&config.redis_url, "writer", Duration::from_secs(5))?;
+        let reader_conn = Conn::new(&config.redis_url, config.cluster, "reader", read_timeout)?;
+        let writer_conn = Conn::new(
+            &config.redis_url,
+            config.cluster,
+            "writer",
+            Duration::from_secs(5),
+        )?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let in_flight: InFlight = Arc::default();
@@ -257,7 +274,12 @@ impl Feed {
             stop: Arc::clone(&stop),
         };
         let refresher = Refresher {
-            conn: Conn::new(&config.redis_url, "refresher", Duration::from_secs(5))?,
+            conn: Conn::new(
+                &config.redis_url,
+                config.cluster,
+                "refresher",
+                Duration::from_secs(5),
+            )?,
             group: config.group.clone(),
             consumer: consumer.clone(),
             period: (config.claim_after / 3).max(Duration::from_millis(50)),
@@ -433,21 +455,46 @@ impl Reader {
     }
 
     fn read(&mut self, free: usize) {
+        if !self.conn.is_cluster() {
+            let streams = self.streams.clone();
+            self.read_streams(&streams, free, true);
+            return;
+        }
+        // A Redis Cluster: one stream per XREADGROUP (their keys are on
+        // different slots); BLOCK only on the last, and only when the
+        // others brought nothing.
+        let streams = self.streams.clone();
+        let mut read = 0;
+        for (i, stream) in streams.iter().enumerate() {
+            let free = self.submitter.free_slots();
+            if free == 0 {
+                return;
+            }
+            let last = i + 1 == streams.len();
+            read += self.read_streams(std::slice::from_ref(stream), free, last && read == 0);
+        }
+    }
+
+    /// One XREADGROUP on `streams` for at most `free` entries; how many
+    /// were taken.
+    fn read_streams(&mut self, streams: &[Arc<str>], free: usize, block: bool) -> usize {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(free)
-            .arg("BLOCK")
-            .arg(READ_BLOCK_MS)
-            .arg("STREAMS");
-        for stream in &self.streams {
+            .arg(free);
+        if block {
+            cmd.arg("BLOCK").arg(READ_BLOCK_MS);
+        }
+        cmd.arg("STREAMS");
+        for stream in streams {
             cmd.arg(&**stream);
         }
-        for _ in &self.streams {
+        for _ in streams {
             cmd.arg(">");
         }
+        let mut taken = 0;
         match self.conn.query::<Value>(&cmd) {
             Ok(reply) => {
                 for (stream, entries) in parse_read(&reply) {
@@ -456,6 +503,7 @@ impl Reader {
                         continue;
                     };
                     for entry in entries {
+                        taken += 1;
                         self.take(&stream, entry, Vec::new());
                     }
                 }
@@ -468,6 +516,7 @@ impl Reader {
                 thread::sleep(Duration::from_millis(50));
             }
         }
+        taken
     }
 
     /// Claims entries idle longer than claim_after (a dead node's); true
@@ -1032,7 +1081,7 @@ impl Writer {
             call.arg(&hash)
                 .arg(4 + jobs.len())
                 .arg(&**stream)
-                .arg(&self.results)
+                .arg(results_key(&self.results, stream))
                 .arg(retry::due_key(stream))
                 .arg(retry::jobs_key(stream));
             for (id, _, _) in &jobs {
@@ -1049,11 +1098,11 @@ impl Writer {
             }
             pipe.add_command(call).ignore();
         }
-        let written = self.conn.pipe::<Value>(&pipe);
+        let written = self.conn.pipe(&pipe);
         if written.is_err() {
             self.loaded = false;
         }
-        written.map(|_| ())
+        written
     }
 
     /// The answered entries are no longer held.

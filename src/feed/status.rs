@@ -55,7 +55,12 @@ fn show(value: Option<&Value>) -> String {
 
 /// The status text.
 pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
-    let mut conn = Conn::new(&config.redis_url, "status", Duration::from_secs(5))?;
+    let mut conn = Conn::new(
+        &config.redis_url,
+        config.cluster,
+        "status",
+        Duration::from_secs(5),
+    )?;
     conn.ensure()?;
     let mut out = String::new();
     for stream in &config.streams {
@@ -72,11 +77,13 @@ pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
         let pending: Value = conn.query(redis::cmd("XPENDING").arg(stream).arg(&config.group))?;
         out.push_str(&consumer_lines(&pending));
     }
-    let results: i64 = conn.query(redis::cmd("XLEN").arg(&config.results_stream))?;
-    out.push_str(&format!(
-        "results {}: length {results}\n",
-        config.results_stream
-    ));
+    for results in results_streams(config) {
+        let length: i64 = conn.query(redis::cmd("XLEN").arg(&results))?;
+        out.push_str(&format!(
+            "results {}: length {length}\n",
+            printable(&results)
+        ));
+    }
     let claims: Vec<(String, String)> =
         conn.query(redis::cmd("HGETALL").arg(super::claims_key(&config.group)))?;
     if claims.is_empty() {
@@ -90,6 +97,22 @@ pub fn render(config: &FeedConfig) -> Result<String, FeedError> {
         ));
     }
     Ok(out)
+}
+
+/// The results streams of the feed: one per job stream when
+/// results_stream contains `$stream`, else the one (listed once).
+pub fn results_streams(config: &FeedConfig) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for stream in &config.streams {
+        let results = super::results_key(&config.results_stream, stream);
+        if !all.contains(&results) {
+            all.push(results);
+        }
+    }
+    if all.is_empty() {
+        all.push(config.results_stream.clone());
+    }
+    all
 }
 
 /// The lines of an XINFO GROUPS reply (an array of field lists, RESP2, or

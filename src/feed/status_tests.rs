@@ -93,3 +93,29 @@ fn names_from_redis_have_their_control_characters_escaped() {
     assert!(!show(Some(&error)).chars().any(char::is_control));
     assert_eq!(printable("node-é"), "node-é");
 }
+
+#[test]
+fn results_streams_follow_the_stream_template() {
+    let mut config = FeedConfig {
+        streams: vec!["{s0}:jobs".into(), "{s1}:jobs".into()],
+        results_stream: "$stream:results".into(),
+        ..FeedConfig::default()
+    };
+    assert_eq!(
+        results_streams(&config),
+        vec![
+            "{s0}:jobs:results".to_string(),
+            "{s1}:jobs:results".to_string()
+        ]
+    );
+    config.results_stream = "mailhop:results".into();
+    assert_eq!(
+        results_streams(&config),
+        vec!["mailhop:results".to_string()]
+    );
+    config.streams.clear();
+    assert_eq!(
+        results_streams(&config),
+        vec!["mailhop:results".to_string()]
+    );
+}
