@@ -220,6 +220,15 @@ where
                         return EX_CONFIG;
                     }
                 }
+                // What the feed refuses at start: on a Redis Cluster, a
+                // stream's keys on two slots.
+                if config.feed.enabled
+                    && config.feed.cluster
+                    && let Err(e) = crate::feed::slot::check_streams(&config.feed)
+                {
+                    eprintln!("mailhop: {}: feed: {e}", file.display());
+                    return EX_CONFIG;
+                }
                 println!("{}: ok", file.display());
                 EX_OK
             }

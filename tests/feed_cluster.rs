@@ -438,3 +438,32 @@ fn keys_of_one_stream_on_two_slots_refuse_the_start() {
         "{text}"
     );
 }
+
+#[test]
+fn config_check_refuses_keys_of_one_stream_on_two_slots() {
+    let work = Workdir::new();
+    let streams = vec!["{s0}:jobs".to_string(), "{s1}:jobs".to_string()];
+    let url = format!("redis://127.0.0.1:{}/", common::free_port());
+    let bad = work.file(
+        "bad.toml",
+        config(&work, &url, "n1", &streams, "mailhop:results").as_bytes(),
+    );
+    let run = common::run::run_mailhop(
+        &work,
+        &["config".into(), "check".into(), bad.clone().into()],
+        None,
+    );
+    assert_eq!(run.code, 78, "{run:#?}");
+    assert!(run.stderr.contains("feed: "), "{run:#?}");
+    assert!(run.stderr.contains("\"{s0}:jobs\""), "{run:#?}");
+    let good = work.file(
+        "good.toml",
+        config(&work, &url, "n1", &streams, "$stream:results").as_bytes(),
+    );
+    let run = common::run::run_mailhop(
+        &work,
+        &["config".into(), "check".into(), good.clone().into()],
+        None,
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+}
