@@ -43,6 +43,10 @@ pub use conn::{Conn, FeedError};
 const PROGRESS_TTL_SECS: u64 = 7 * 86_400;
 /// XREADGROUP's BLOCK: the reader looks at its other duties this often.
 const READ_BLOCK_MS: u64 = 100;
+/// Most entries one XREADGROUP asks for: replies of a few hundred
+/// kilobytes, parsed without growing the reader's heap each time, and no
+/// long stall of the server (the reader reads again at once for more).
+const READ_CHUNK: usize = 200;
 /// XAUTOCLAIM runs this often.
 const CLAIM_PERIOD: Duration = Duration::from_millis(250);
 /// Most entries one XAUTOCLAIM call asks for (Redis scans ten times as
@@ -483,7 +487,7 @@ impl Reader {
             .arg(&self.group)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(free);
+            .arg(free.min(READ_CHUNK));
         if block {
             cmd.arg("BLOCK").arg(READ_BLOCK_MS);
         }
