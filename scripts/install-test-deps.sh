@@ -31,6 +31,8 @@
 #                 system service)
 #   redis-server  the Redis Streams feed's tests (tests/feed*.rs; each test
 #                 starts its own server on loopback)
+#   redis-tools   redis-cli, which builds the Redis Cluster of
+#                 tests/feed_cluster.rs
 # and checks that a Rust toolchain (cargo) is present.
 #
 # Idempotent: installs only what is missing, runs "apt-get update" only when
@@ -66,6 +68,7 @@ REQUIREMENTS=(
     "time|/usr/bin/time|/usr/bin/time, peak RSS measurement"
     "iproute2|ip ss|ip and ss"
     "redis-server|redis-server|redis-server, the Redis Streams feed's tests (issue 18)"
+    "redis-tools|redis-cli|redis-cli, to build the Redis Cluster of tests/feed_cluster.rs"
     "iptables|iptables|iptables, to count SYNs to blackholed addresses (bench scenario 11)"
     "libssl-dev|/usr/include/openssl/ssl.h|OpenSSL headers, to build the openssl crate"
     "pkg-config|pkg-config|pkg-config, to find OpenSSL when building"
