@@ -13,15 +13,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use common::counting_sink::CountingSink;
 use common::daemon::{Daemon, Reaped, daemon_command};
 use common::redis::RedisCluster;
 use common::run::Workdir;
@@ -31,123 +28,6 @@ use serde_json::{Value, json};
 const LIMIT: Duration = Duration::from_secs(30);
 const MESSAGE: &str = "Subject: cluster\r\n\r\nhello\r\n";
 const JOBS_PER_STREAM: usize = 100;
-
-/// A minimal SMTP server counting accepted messages per recipient.
-struct CountingSink {
-    port: u16,
-    counts: Arc<Mutex<HashMap<String, u32>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl CountingSink {
-    fn start() -> CountingSink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
-        let thread = thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let c = Arc::clone(&c);
-                        thread::spawn(move || serve(stream, &c));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        CountingSink {
-            port,
-            counts,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn nexthop(&self) -> String {
-        format!("[127.0.0.1]:{}", self.port)
-    }
-
-    fn counts(&self) -> HashMap<String, u32> {
-        self.counts.lock().expect("counts").clone()
-    }
-}
-
-impl Drop for CountingSink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One SMTP session; ends when the client closes or after 60 s idle.
-fn serve(stream: TcpStream, counts: &Mutex<HashMap<String, u32>>) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut lines = BufReader::new(stream);
-    let mut rcpts: Vec<String> = Vec::new();
-    let _ = out.write_all(b"220 counter ESMTP\r\n");
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let upper = line.to_ascii_uppercase();
-        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            b"250 counter\r\n"
-        } else if upper.starts_with("MAIL") || upper.starts_with("RSET") {
-            rcpts.clear();
-            b"250 2.0.0 Ok\r\n"
-        } else if upper.starts_with("RCPT") {
-            let addr = line
-                .split('<')
-                .nth(1)
-                .and_then(|r| r.split('>').next())
-                .unwrap_or("")
-                .to_string();
-            if addr.starts_with("defer") {
-                b"450 4.2.0 try again later\r\n"
-            } else {
-                rcpts.push(addr);
-                b"250 2.1.5 Ok\r\n"
-            }
-        } else if upper.starts_with("DATA") {
-            let _ = out.write_all(b"354 go ahead\r\n");
-            loop {
-                line.clear();
-                if lines.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == ".\r\n" {
-                    break;
-                }
-            }
-            let mut map = counts.lock().expect("counts");
-            for r in rcpts.drain(..) {
-                *map.entry(r).or_default() += 1;
-            }
-            drop(map);
-            b"250 2.0.0 queued\r\n"
-        } else if upper.starts_with("QUIT") {
-            let _ = out.write_all(b"221 2.0.0 bye\r\n");
-            return;
-        } else {
-            b"250 2.0.0 Ok\r\n"
-        };
-        if out.write_all(reply).is_err() {
-            return;
-        }
-    }
-}
 
 fn config(work: &Workdir, url: &str, consumer: &str, streams: &[String], results: &str) -> String {
     format!(

@@ -35,6 +35,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod counting_sink;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod dnssec_lab;
