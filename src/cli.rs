@@ -251,17 +251,21 @@ where
     }
 }
 
+/// The configuration at `path` (its error printed), or the embedded
+/// defaults without one.
+fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, ()> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| {
+            eprintln!("mailhop: {}: {e}", path.display());
+        }),
+        None => Ok(Config::default()),
+    }
+}
+
 /// `mailhop feed status`: asks Redis, not the daemon.
 fn feed_status(args: &FeedStatusArgs) -> i32 {
-    let config = match args.config.as_deref() {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("mailhop: {}: {e}", path.display());
-                return EX_CONFIG;
-            }
-        },
-        None => Config::default(),
+    let Ok(config) = load_or_default(args.config.as_deref()) else {
+        return EX_CONFIG;
     };
     match crate::feed::status::render(&config.feed) {
         Ok(text) => {
@@ -388,16 +392,9 @@ fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> Res
     if let Some(socket) = socket {
         return Ok(socket);
     }
-    match config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => Ok(PathBuf::from(config.daemon.socket)),
-            Err(e) => {
-                eprintln!("mailhop: {}: {e}", path.display());
-                Err(EX_CONFIG)
-            }
-        },
-        None => Ok(PathBuf::from(Config::default().daemon.socket)),
-    }
+    load_or_default(config)
+        .map(|config| PathBuf::from(config.daemon.socket))
+        .map_err(|()| EX_CONFIG)
 }
 
 /// The exit code for an error answer of the daemon: 75 for a retryable
@@ -413,15 +410,8 @@ fn error_code(error: &JobError) -> i32 {
 }
 
 fn send(args: SendArgs) -> i32 {
-    let config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("mailhop: {}: {e}", path.display());
-                return EX_CONFIG;
-            }
-        },
-        None => Config::default(),
+    let Ok(config) = load_or_default(args.config.as_deref()) else {
+        return EX_CONFIG;
     };
     if args.lmtp && args.nexthop.is_none() {
         eprintln!("mailhop: LMTP needs --nexthop (e.g. unix:/path or [127.0.0.1]:24)");
