@@ -177,9 +177,10 @@ impl Progress {
         state.body && !state.cut && state.slots.iter().any(|s| matches!(s, Slot::Open))
     }
 
-    /// A message body is about to go out: false once the job was cut (its
-    /// recipients were answered: the body must not be sent); otherwise
-    /// notes that an end-of-data reply may decide from now on.
+    /// A message body is about to go out: `Held` when the observer holds
+    /// it back, `Cut` once the job was cut (its recipients were answered:
+    /// the body must not be sent); otherwise (`Send`) notes that an
+    /// end-of-data reply may decide from now on.
     fn begin_body(&self) -> BodyGate {
         if let Some(observer) = &self.observer.0
             && let Err(text) = observer.before_body()
