@@ -974,7 +974,7 @@ pub fn feed_replies(data: &[u8]) {
         }
     };
 
-    let read = parse_read(&value);
+    let read = parse_read(value.clone());
     let mut total = 0;
     for (stream, entries) in &read {
         assert!(
@@ -991,10 +991,10 @@ pub fn feed_replies(data: &[u8]) {
                 .map(|(k, v)| Value::Array(vec![k.clone(), v.clone()]))
                 .collect(),
         );
-        assert_eq!(parse_read(&resp2), read, "RESP2 and RESP3 forms disagree");
+        assert_eq!(parse_read(resp2), read, "RESP2 and RESP3 forms disagree");
     }
 
-    let claimed = parse_autoclaim(&value);
+    let claimed = parse_autoclaim(value.clone());
     claimed.iter().for_each(check);
     if let Some(cursor) = crate::feed::autoclaim_cursor(&value) {
         // A cursor goes back to Redis as an argument: id-shaped only.

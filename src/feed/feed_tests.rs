@@ -35,7 +35,7 @@ fn read_reply_gives_entries_by_stream() {
             ]),
         ]),
     ])]);
-    let got = parse_read(&reply);
+    let got = parse_read(reply.clone());
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, "jobs");
     assert_eq!(
@@ -51,7 +51,7 @@ fn read_reply_gives_entries_by_stream() {
             },
         ]
     );
-    assert!(parse_read(&Value::Nil).is_empty());
+    assert!(parse_read(Value::Nil).is_empty());
 }
 
 #[test]
@@ -68,13 +68,13 @@ fn autoclaim_reply_skips_deleted_entries() {
         Value::Array(vec![bulk("1-0")]),
     ]);
     assert_eq!(
-        parse_autoclaim(&reply),
+        parse_autoclaim(reply.clone()),
         vec![Entry {
             id: "3-0".into(),
             job: Some(b"j".to_vec())
         }]
     );
-    assert!(parse_autoclaim(&Value::Int(3)).is_empty());
+    assert!(parse_autoclaim(Value::Int(3)).is_empty());
 }
 
 #[test]
@@ -156,4 +156,22 @@ fn results_stream_without_stream_is_shared() {
         results_key("mailhop:results", "{s7}:jobs"),
         "mailhop:results"
     );
+}
+
+#[test]
+fn dead_nodes_are_looked_for_every_eighth_of_claim_after_within_bounds() {
+    use std::time::Duration;
+    assert_eq!(
+        claim_period(Duration::from_secs(2)),
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        claim_period(Duration::from_secs(4)),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        claim_period(Duration::from_secs(30)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(claim_period(Duration::ZERO), Duration::from_millis(250));
 }

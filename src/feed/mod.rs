@@ -47,8 +47,13 @@ const READ_BLOCK_MS: u64 = 100;
 /// kilobytes, parsed without growing the reader's heap each time, and no
 /// long stall of the server (the reader reads again at once for more).
 const READ_CHUNK: usize = 200;
-/// XAUTOCLAIM runs this often.
-const CLAIM_PERIOD: Duration = Duration::from_millis(250);
+/// How often XAUTOCLAIM looks for a dead node's entries: an eighth of
+/// `claim_after`, within 250 ms and 1 s (a dead node's jobs are taken over
+/// within `claim_after` + 1 s; each call scans the pending list, live
+/// entries included, and holds the server meanwhile).
+pub fn claim_period(claim_after: Duration) -> Duration {
+    (claim_after / 8).clamp(Duration::from_millis(250), Duration::from_secs(1))
+}
 /// Most entries one XAUTOCLAIM call asks for (Redis scans ten times as
 /// many pending entries at most).
 const CLAIM_CHUNK: usize = 100;
@@ -372,7 +377,8 @@ struct Reader {
 
 impl Reader {
     fn run(mut self) {
-        let mut last_claim = Instant::now() - CLAIM_PERIOD;
+        let claim_period = claim_period(self.claim_after);
+        let mut last_claim = Instant::now() - claim_period;
         // Entries idle too long are still waiting to be claimed: claims
         // go before new reads.
         let mut backlog = false;
@@ -403,7 +409,7 @@ impl Reader {
                 self.promote();
                 last_promote = Instant::now();
             }
-            if backlog || last_claim.elapsed() >= CLAIM_PERIOD {
+            if backlog || last_claim.elapsed() >= claim_period {
                 backlog = self.claim();
                 last_claim = Instant::now();
                 if backlog {
@@ -501,7 +507,7 @@ impl Reader {
         let mut taken = 0;
         match self.conn.query::<Value>(&cmd) {
             Ok(reply) => {
-                for (stream, entries) in parse_read(&reply) {
+                for (stream, entries) in parse_read(reply) {
                     let Some(stream) = self.streams.iter().find(|s| ***s == *stream).cloned()
                     else {
                         continue;
@@ -563,7 +569,7 @@ impl Reader {
                     }
                 };
                 let next = autoclaim_cursor(&reply).unwrap_or_else(|| "0-0".to_string());
-                let entries = parse_autoclaim(&reply);
+                let entries = parse_autoclaim(reply);
                 backlog |= entries.len() >= count;
                 self.take_claimed(&stream, entries);
                 let wrapped = next == "0-0";
@@ -1149,48 +1155,71 @@ fn items(value: &Value) -> &[Value] {
     }
 }
 
-/// `[id, [field, value, ...]]`; `None` for a deleted entry (nil).
-fn parse_entry(value: &Value) -> Option<Entry> {
-    let [id, fields] = items(value) else {
+/// The elements of an array (or set) reply, taken out of it.
+fn into_items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// `[id, [field, value, ...]]`; `None` for a deleted entry (nil). The job
+/// is moved out of the reply, not copied (a reply holds hundreds of them).
+fn parse_entry(value: Value) -> Option<Entry> {
+    let mut parts = into_items(value).into_iter();
+    let (Some(id), Some(fields), None) = (parts.next(), parts.next(), parts.next()) else {
         return None;
     };
-    let id = text(id)?;
+    let id = text(&id)?;
     let mut job = None;
-    for pair in items(fields).chunks(2) {
-        if let [name, Value::BulkString(data)] = pair
-            && text(name).as_deref() == Some("job")
-        {
-            job = Some(data.clone());
+    let mut fields = into_items(fields).into_iter();
+    while let (Some(name), Some(data)) = (fields.next(), fields.next()) {
+        let is_job = match &name {
+            Value::BulkString(b) => b == b"job",
+            Value::SimpleString(s) => s == "job",
+            _ => false,
+        };
+        if is_job && let Value::BulkString(data) = data {
+            job = Some(data);
         }
     }
     Some(Entry { id, job })
 }
 
-fn parse_entries(value: &Value) -> Vec<Entry> {
-    items(value).iter().filter_map(parse_entry).collect()
+fn parse_entries(value: Value) -> Vec<Entry> {
+    into_items(value)
+        .into_iter()
+        .filter_map(parse_entry)
+        .collect()
 }
 
 /// An XREADGROUP reply: entries by stream (nil: none).
-pub fn parse_read(value: &Value) -> Vec<(String, Vec<Entry>)> {
+pub fn parse_read(value: Value) -> Vec<(String, Vec<Entry>)> {
     match value {
         Value::Map(pairs) => pairs
-            .iter()
-            .filter_map(|(name, entries)| Some((text(name)?, parse_entries(entries))))
+            .into_iter()
+            .filter_map(|(name, entries)| Some((text(&name)?, parse_entries(entries))))
             .collect(),
-        _ => items(value)
-            .iter()
-            .filter_map(|one| match items(one) {
-                [name, entries] => Some((text(name)?, parse_entries(entries))),
-                _ => None,
+        other => into_items(other)
+            .into_iter()
+            .filter_map(|one| {
+                let mut pair = into_items(one).into_iter();
+                match (pair.next(), pair.next(), pair.next()) {
+                    (Some(name), Some(entries), None) => {
+                        Some((text(&name)?, parse_entries(entries)))
+                    }
+                    _ => None,
+                }
             })
             .collect(),
     }
 }
 
 /// An XAUTOCLAIM reply: `[next, entries, deleted]`; the entries.
-pub fn parse_autoclaim(value: &Value) -> Vec<Entry> {
-    match items(value) {
-        [_, entries, ..] => parse_entries(entries),
+pub fn parse_autoclaim(value: Value) -> Vec<Entry> {
+    let mut parts = into_items(value).into_iter();
+    match (parts.next(), parts.next()) {
+        (Some(_), Some(entries)) => parse_entries(entries),
         _ => Vec::new(),
     }
 }
