@@ -12,11 +12,12 @@ import sys
 sys.dont_write_bytecode = True  # noqa: E402 - no __pycache__ in the source tree
 import json
 import os
-import socket
 import time
 
-from benchlib import (Bench, env_int, find_prog, free_port, median, order, rnd, say,
-                      shaping_unlimited, target, wait_listen, write_result)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from resp import Resp  # noqa: E402 - scripts/resp.py
+from benchlib import (Bench, env_int, find_prog, free_port, median, order,  # noqa: E402
+                      rnd, say, shaping_unlimited, target, wait_listen, write_result)
 
 n = env_int("FEED_N", 20000, quick=5000)
 reps = env_int("REPS", 3)
@@ -34,51 +35,7 @@ b.spawn([find_prog("redis-server"), "--bind", "127.0.0.1", "--port", str(rport),
 if not wait_listen("127.0.0.1", rport):
     raise SystemExit("bench: redis-server did not start")
 
-
-class Resp:
-    """A minimal RESP2 client: pipelined commands, replies read back."""
-
-    def __init__(self):
-        self.s = socket.create_connection(("127.0.0.1", rport))
-        self.f = self.s.makefile("rb")
-
-    @staticmethod
-    def encode(cmds):
-        out = bytearray()
-        for args in cmds:
-            out += b"*%d\r\n" % len(args)
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                out += b"$%d\r\n%s\r\n" % (len(a), a)
-        return bytes(out)
-
-    def send_encoded(self, out, count):
-        self.s.sendall(out)
-        return [self.reply() for _ in range(count)]
-
-    def send(self, cmds):
-        return self.send_encoded(self.encode(cmds), len(cmds))
-
-    def reply(self):
-        line = self.f.readline()
-        kind, rest = line[:1], line[1:-2]
-        if kind in (b"+", b"-"):
-            return rest.decode()
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            data = self.f.read(size + 2)
-            return data[:-2]
-        if kind == b"*":
-            size = int(rest)
-            return None if size < 0 else [self.reply() for _ in range(size)]
-        raise SystemExit(f"bench: bad RESP reply {line!r}")
-
-
-r = Resp()
+r = Resp(rport)
 body = ("La la la la la la la la la la la la la la la la la la la la la.\r\n" * 17)[:1024]
 data = ("From: <bench@source.test>\r\nTo: <rcpt@sink.test>\r\nSubject: mailhop bench\r\n\r\n"
         + body)

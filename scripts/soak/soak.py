@@ -18,6 +18,13 @@ client connection for 1-8 transactions, XFORWARD IDENT = the job id, and the per
 replies after the final dot become that job's answer (2xx sent, 4xx
 deferred, 5xx bounced), checked like the socket's answers.
 
+A share of the jobs (REDIS, 0.06) goes in through the Redis Streams feed
+instead ([feed] on, a redis-server on loopback with AOF and appendfsync
+always, which the chaos kills with -9 and restarts like a server): each job
+XADDed with an id of its own (a retried XADD cannot add it twice), its
+answer read from the results stream and checked like the socket's. Without
+redis-server the share is skipped, loudly (an error with CI=true).
+
 Every job is identifiable at the server: sender soak-N@soak.test, recipients
 rN.I@soak.test, body header X-Soak-Job: N. Checks (each is a violation):
   lost          reported sent, but no server accepted it for that recipient
@@ -41,7 +48,7 @@ violation. Clients that disconnect are checked through the daemon's log.
 Environment / options: JOBS (100000), SEED (1), DURATION (cap on the
 submission phase in seconds, 1800), CONNS, WORKERS, FAULT_SCALE (1.0; 0 =
 servers without faults), NO_CHAOS=1 (no kills, no SIGHUP), DUP_IDS (0.1), LMTP (0.08,
-share of jobs through the LMTP ingress), SHOW (violations
+share of jobs through the LMTP ingress), REDIS (0.06, share through the Redis feed), SHOW (violations
 printed per category), KEEP=1 (keep the temp directory), MAILHOP (binary). Exit 0 only without a violation.
 Repro: the same SEED gives the same jobs, fault probabilities and chaos
 schedule; thread interleavings differ between runs. Standard library only.
@@ -67,6 +74,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 FAULTSERVER = os.path.join(HERE, "faultserver.py")
+sys.path.insert(0, os.path.join(HERE, ".."))
+from resp import Resp  # noqa: E402 - scripts/resp.py
+
+REDIS_STREAM = "soak:jobs"
+REDIS_RESULTS = "soak:results"
 TIMEOUT = 2.0  # mailhop's protocol timeouts in the soak config
 DOMAIN = "soak.test"
 
@@ -154,6 +166,61 @@ class FaultServer:
         return False
 
 
+class RedisPeer:
+    """The Redis feed's server: redis-server on a loopback port with AOF
+    (appendfsync always: what it acknowledged survives a kill -9)."""
+
+    def __init__(self, soak, binary):
+        self.soak = soak
+        self.binary = binary
+        self.name = "redis"
+        self.gen = 0
+        self.proc = None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = os.path.join(soak.dir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def start(self, limit=15.0):
+        log = open(os.path.join(self.soak.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--daemonize", "no"],
+            # Not die_with_parent: its signal follows the thread that
+            # started the process, and the chaos thread restarts it.
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                r = Resp(self.port, timeout=2)
+                try:
+                    if r.send([["PING"]])[0] == "PONG":
+                        return True
+                finally:
+                    r.close()
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def kill9_restart(self, pause):
+        self.stop()
+        time.sleep(pause)
+        self.gen += 1
+        return self.start()
+
+
 def die_with_parent():
     """preexec_fn: SIGKILL the child when the soak's main thread dies."""
     try:
@@ -210,7 +277,16 @@ minimal_backoff_time = "{"1s" if variant % 2 == 0 else "2s"}"
 throttle_backoff = "200ms"
 throttle_backoff_max = "2s"
 throttle_retry_time = "20s"
-""" + "".join(f"""
+""" + (f"""
+[feed]
+enabled = true
+redis_url = "redis://127.0.0.1:{soak.redis.port}/"
+streams = ["{REDIS_STREAM}"]
+results_stream = "{REDIS_RESULTS}"
+group = "soak"
+consumer = "soak-node"
+claim_after = "5s"
+""" if soak.redis else "") + "".join(f"""
 [[ingress]]
 listen = "unix:{sock}"
 nexthop = "{nexthop}"
@@ -250,6 +326,14 @@ class Soak:
         self.lmtp_lock = threading.Lock()
         self.lmtp_inflight = 0
         self.lmtp_answered = 0
+        # The Redis feed: its server (None: no share), the jobs for it,
+        # how many are in flight or answered (a job counted once).
+        self.redis = None
+        self.redis_jobs = None
+        self.redis_lock = threading.Lock()
+        self.redis_inflight = 0
+        self.redis_answered = 0
+        self.redis_seen = set()
 
     # -- setup
     def start_servers(self):
@@ -348,6 +432,8 @@ class Soak:
                 self.harness_errors.append(f"daemon exit status {self.daemon.returncode} after SIGTERM")
         for s in self.servers:
             s.stop()
+        if self.redis:
+            self.redis.stop()
 
     # -- jobs
     def make_job(self, n, kind, route=None):
@@ -388,13 +474,19 @@ class Soak:
         marks.sort()
         rng = random.Random(f"chaos/{self.seed}")
         variant = 0
+        killed = 0
         for mark, what in marks:
             while self.progress < mark:
                 if self.done:
                     return
                 time.sleep(0.05)
             if what == "kill":
-                s = rng.choice(self.servers)
+                killed += 1
+                # Redis goes down at the second kill at least (and may at
+                # any other).
+                s = rng.choice(self.servers + ([self.redis] if self.redis else []))
+                if self.redis and killed == 2:
+                    s = self.redis
                 pause = rng.uniform(0.1, 1.0)
                 ok = s.kill9_restart(pause)
                 self.chaos_log.append(f"job {self.progress}: kill -9 {s.name}, restarted "
@@ -523,6 +615,96 @@ class Soak:
                                "diagnostic": parts[3] if len(parts) > 3 else text})
         return {"id": job["id"], "recipients": recipients, "via": "lmtp"}
 
+    def redis_submitter(self):
+        """XADDs the jobs of the Redis queue until None, each with the id
+        N+1-1 (increasing: one submitter, jobs in order), retried across
+        a Redis restart for up to 60 s; a retry of an XADD that went
+        through is refused as not above the top id, so no job goes in
+        twice."""
+        import queue as _queue
+        conn = None
+        while True:
+            try:
+                item = self.redis_jobs.get(timeout=0.5)
+            except _queue.Empty:
+                if self.done:
+                    break
+                continue
+            if item is None:
+                break
+            n, job, line = item
+            line["id"] = job["id"]
+            cmd = ["XADD", REDIS_STREAM, f"{n + 1}-1", "job",
+                   json.dumps(line, separators=(",", ":"))]
+            deadline = time.monotonic() + 60
+            while True:
+                reply = None
+                try:
+                    if conn is None:
+                        conn = Resp(self.redis.port, timeout=10)
+                    reply = conn.send([cmd])[0]
+                except (OSError, ValueError):
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                if isinstance(reply, bytes) or (
+                        isinstance(reply, str) and "equal or smaller" in reply):
+                    break
+                if time.monotonic() > deadline:
+                    self.harness_errors.append(f"Redis: job {n} not added in 60 s ({reply!r})")
+                    break
+                time.sleep(0.1)
+        if conn is not None:
+            conn.close()
+
+    def redis_reader(self):
+        """Reads the results stream until the run is over: each result is
+        its job's answer (the same JSON as the socket's)."""
+        last = "0-0"
+        conn = None
+        while not self.done:
+            try:
+                if conn is None:
+                    conn = Resp(self.redis.port, timeout=10)
+                reply = conn.send([["XREAD", "COUNT", 500, "BLOCK", 300,
+                                    "STREAMS", REDIS_RESULTS, last]])[0]
+            except (OSError, ValueError):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.1)
+                continue
+            if not isinstance(reply, list):
+                if isinstance(reply, str):  # LOADING after a restart
+                    time.sleep(0.1)
+                continue
+            for _stream, entries in reply:
+                for eid, fields in entries:
+                    last = eid.decode()
+                    raw = dict(zip(fields[::2], fields[1::2])).get(b"result", b"")
+                    self.on_redis_answer(raw)
+        if conn is not None:
+            conn.close()
+
+    def on_redis_answer(self, raw):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            self.stray_answers.append(("redis", raw[:300], "not JSON"))
+            return
+        jid = obj.get("id") if isinstance(obj, dict) else None
+        m = re.fullmatch(r"j(\d+)", jid or "")
+        n = int(m.group(1)) if m else -1
+        if not (0 <= n < len(self.jobs) and self.jobs[n]["kind"] == "redis"):
+            self.stray_answers.append(("redis", raw[:300], "no Redis job with this id"))
+            return
+        with self.redis_lock:
+            self.answers[n].append(obj)
+            if n not in self.redis_seen:
+                self.redis_seen.add(n)
+                self.redis_answered += 1
+                self.redis_inflight -= 1
+
     def run_clients(self):
         args = self.args
         rng = random.Random(f"clients/{self.seed}")
@@ -541,6 +723,13 @@ class Soak:
         lmtp_threads = [threading.Thread(target=self.lmtp_client, daemon=True)
                         for _ in range(args.lmtp_conns)]
         for t in lmtp_threads:
+            t.start()
+        self.redis_jobs = _queue.Queue()
+        redis_threads = []
+        if self.redis:
+            redis_threads = [threading.Thread(target=self.redis_submitter, daemon=True),
+                             threading.Thread(target=self.redis_reader, daemon=True)]
+        for t in redis_threads:
             t.start()
         window = args.window
         start = time.monotonic()
@@ -597,6 +786,17 @@ class Soak:
                         self.lmtp_jobs.put((n, job, line))
                         n += 1
                         continue
+                if self.redis and rng.random() < args.redis:
+                    with self.redis_lock:
+                        busy = self.redis_inflight >= 400
+                    if not busy:
+                        job, line = self.make_job(n, "redis")
+                        self.jobs.append(job)
+                        with self.redis_lock:
+                            self.redis_inflight += 1
+                        self.redis_jobs.put((n, job, line))
+                        n += 1
+                        continue
                 c = min(conns, key=lambda c: len(c["inflight"]))
                 if len(c["inflight"]) >= window:
                     break
@@ -620,6 +820,10 @@ class Soak:
             self.submitted = n
             with self.lmtp_lock:
                 lmtp_answered, lmtp_inflight = self.lmtp_answered, self.lmtp_inflight
+            with self.redis_lock:
+                redis_answered, redis_inflight = self.redis_answered, self.redis_inflight
+            lmtp_answered += redis_answered
+            lmtp_inflight += redis_inflight
             self.progress = answered + quits + lmtp_answered
             if stop_submitting and quit_batch:
                 self.quitter(quit_batch, b"")
@@ -691,6 +895,10 @@ class Soak:
             self.lmtp_jobs.put(None)
         for t in lmtp_threads:
             t.join(timeout=130)
+        self.redis_jobs.put(None)
+        self.done = True
+        for t in redis_threads:
+            t.join(timeout=70)
         self.unanswered_conns = conns
         for c in conns:
             sel.unregister(c["sock"])
@@ -861,7 +1069,7 @@ class Soak:
         for n, job in enumerate(self.jobs):
             answers = self.answers.get(n, [])
             ans_status = {}
-            if job["kind"] in ("conn", "lmtp"):
+            if job["kind"] in ("conn", "lmtp", "redis"):
                 if not answers:
                     for r in job["rcpts"]:
                         V["unanswered"].append(detail(n, r, "no answer from the daemon"))
@@ -976,6 +1184,8 @@ def main():
                     help="share of jobs reusing the id of another connection's job in flight")
     ap.add_argument("--lmtp", type=float, default=env("LMTP", 0.08, float),
                     help="share of jobs sent through the daemon's LMTP ingress")
+    ap.add_argument("--redis", type=float, default=env("REDIS", 0.06, float),
+                    help="share of jobs sent through the Redis Streams feed")
     ap.add_argument("--lmtp-conns", type=int, default=8,
                     help="LMTP ingress clients (each keeps a connection for 1-8 transactions)")
     ap.add_argument("--stall", type=float, default=60.0,
@@ -1001,6 +1211,19 @@ def main():
     chaos = None
     try:
         soak.start_servers()
+        if args.redis > 0:
+            redis_server = shutil.which("redis-server") or (
+                "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
+            if redis_server is None:
+                msg = ("redis-server not found (scripts/install-test-deps.sh installs it): "
+                       "the Redis feed share is SKIPPED")
+                if os.environ.get("CI", "") not in ("", "0", "false"):
+                    raise RuntimeError(msg)
+                say("!!! " + msg)
+            else:
+                soak.redis = RedisPeer(soak, redis_server)
+                if not soak.redis.start():
+                    raise RuntimeError("redis-server did not start")
         soak.start_daemon(binary)
         if not args.no_chaos:
             chaos = threading.Thread(target=soak.chaos, daemon=True)
@@ -1038,7 +1261,8 @@ def main():
         nv = sum(len(V[c]) for c in CATEGORIES)
         print(f"soak: {len(soak.jobs)} jobs ({sum(1 for j in soak.jobs if j['kind'] == 'quit')} "
               f"from disconnecting clients, {sum(1 for j in soak.jobs if j['kind'] == 'lmtp')} "
-              f"through the LMTP ingress), {total} recipients, {soak.elapsed:.1f}s, "
+              f"through the LMTP ingress, {sum(1 for j in soak.jobs if j['kind'] == 'redis')} "
+              f"through the Redis feed), {total} recipients, {soak.elapsed:.1f}s, "
               f"{len(soak.jobs) / max(soak.elapsed, 1e-9):.0f} jobs/s")
         print(f"soak: outcomes: sent {info['sent']}, deferred {info['deferred']}, "
               f"bounced {info['bounced']}; server transactions {len(soak.txns)}")
