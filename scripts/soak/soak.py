@@ -514,24 +514,29 @@ class Soak:
             return False
         return True
 
+    def client_jobs(self, jobs):
+        """The (n, job, line) items of a client queue until None, or until
+        the run is over and the queue empty."""
+        import queue as _queue
+        while True:
+            try:
+                item = jobs.get(timeout=0.5)
+            except _queue.Empty:
+                if self.done:
+                    return
+                continue
+            if item is None:
+                return
+            yield item
+
     def lmtp_client(self):
         """Takes (n, job, line) from the LMTP queue until None: one LMTP
         transaction per job on the ingress of its route, on a connection
         kept for up to 1-8 transactions (so the ingress reuses its spool
         file); the replies after the final dot are the job's answer."""
-        import queue as _queue
         rng = random.Random(f"lmtp/{self.seed}/{threading.get_ident()}")
         conns = {}  # ingress socket -> [socket, reader, transactions left]
-        while True:
-            try:
-                item = self.lmtp_jobs.get(timeout=0.5)
-            except _queue.Empty:
-                if self.done:
-                    break
-                continue
-            if item is None:
-                break
-            n, job, line = item
+        for n, job, line in self.client_jobs(self.lmtp_jobs):
             answer = None
             conn = conns.pop(job["ingress"], None)
             try:
@@ -621,18 +626,8 @@ class Soak:
         a Redis restart for up to 60 s; a retry of an XADD that went
         through is refused as not above the top id, so no job goes in
         twice."""
-        import queue as _queue
         conn = None
-        while True:
-            try:
-                item = self.redis_jobs.get(timeout=0.5)
-            except _queue.Empty:
-                if self.done:
-                    break
-                continue
-            if item is None:
-                break
-            n, job, line = item
+        for n, job, line in self.client_jobs(self.redis_jobs):
             line["id"] = job["id"]
             cmd = ["XADD", REDIS_STREAM, f"{n + 1}-1", "job",
                    json.dumps(line, separators=(",", ":"))]
